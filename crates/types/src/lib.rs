@@ -1,0 +1,10 @@
+//! Value types of Gatehouse's domain. Each type can only hold a valid value: parsing is the only
+//! way to build one, and the parse error says what was wrong and what is accepted.
+
+pub mod duration;
+pub mod email;
+pub mod phone;
+
+pub use duration::{DurationError, DurationString};
+pub use email::{Email, EmailError};
+pub use phone::{PhoneError, PhoneNumber};
