@@ -1,1 +1,18 @@
+//! Gatehouse: a self-hosted identity and access server.
+//!
+//! The crate is split by domain (`accounts`, `sessions`, `events`, `tenants`), each owning its
+//! tables, rules and handlers; `http` is the thin layer that wires them to axum.
 
+pub mod accounts;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod ops;
+pub mod secret;
+pub mod sessions;
+pub mod state;
+pub mod tenants;

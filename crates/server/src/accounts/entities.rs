@@ -1,0 +1,145 @@
+//! Tables of the accounts domain.
+
+/// Users.
+pub mod user {
+    use sea_orm::entity::prelude::*;
+
+    /// A user account.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub uuid: Uuid,
+        pub tenant_id: Uuid,
+        pub username: String,
+        /// Lower-case username, unique per tenant.
+        pub username_key: String,
+        pub email: String,
+        /// Lower-case e-mail, unique per tenant; `None` for accounts without an address.
+        pub email_key: Option<String>,
+        pub name: String,
+        /// PHC string (argon2id) or an imported Django hash; `None` means no usable password.
+        pub password: Option<String>,
+        pub password_change_date: DateTimeUtc,
+        pub is_active: bool,
+        pub is_superuser: bool,
+        pub is_staff: bool,
+        pub phone_number: Option<String>,
+        pub user_type: String,
+        pub path: String,
+        pub attributes: Json,
+        pub date_joined: DateTimeUtc,
+        pub last_login: Option<DateTimeUtc>,
+        pub last_updated: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Groups.
+pub mod group {
+    use sea_orm::entity::prelude::*;
+
+    /// A group of users.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "groups")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_uuid: Uuid,
+        pub tenant_id: Uuid,
+        pub name: String,
+        pub name_key: String,
+        pub is_superuser: bool,
+        pub attributes: Json,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Group hierarchy: a group's parents.
+pub mod group_parent {
+    use sea_orm::entity::prelude::*;
+
+    /// `group_uuid` inherits from `parent_uuid`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_parents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_uuid: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub parent_uuid: Uuid,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Group membership.
+pub mod group_member {
+    use sea_orm::entity::prelude::*;
+
+    /// `user_id` is a member of `group_uuid`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_uuid: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Permissions granted to users.
+pub mod user_permission {
+    use sea_orm::entity::prelude::*;
+
+    /// `user_id` holds `permission`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_permissions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub permission: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Permissions granted to groups.
+pub mod group_permission {
+    use sea_orm::entity::prelude::*;
+
+    /// Members of `group_uuid` hold `permission`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "group_permissions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub group_uuid: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub permission: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

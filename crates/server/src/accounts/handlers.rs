@@ -1,0 +1,314 @@
+//! HTTP handlers of `/api/v3/core/users/` and `/api/v3/core/groups/`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::api::{GroupOut, GroupWrite, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup, UserWrite};
+use super::password::Password;
+use super::permissions::names;
+use super::service::{self, GroupFilter, UserFilter};
+use crate::error::{Error, Result};
+use crate::http::auth::Principal;
+use crate::http::json::ApiJson;
+use crate::http::pagination::{ListParams, Paginated};
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(me))
+        .routes(routes!(retrieve_user, update_user, partial_update_user, delete_user))
+        .routes(routes!(set_password))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(retrieve_group, update_group, partial_update_group, delete_group))
+        .routes(routes!(add_user))
+        .routes(routes!(remove_user))
+}
+
+fn parse_user_id(text: &str) -> Result<i64> {
+    text.parse().map_err(|_| Error::NotFound)
+}
+
+fn parse_group_id(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| Error::NotFound)
+}
+
+async fn render_users(state: &AppState, users: Vec<super::entities::user::Model>) -> Result<Vec<UserOut>> {
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let mut groups = service::groups_of_users(&state.db, &ids).await?;
+    let mut permissions = service::direct_permissions(&state.db, &ids).await?;
+    Ok(users
+        .into_iter()
+        .map(|u| {
+            let g = groups.remove(&u.id).unwrap_or_default();
+            let p = permissions.remove(&u.id).unwrap_or_default();
+            UserOut::new(u, &g, p, &state.secret)
+        })
+        .collect())
+}
+
+async fn render_user(state: &AppState, user: super::entities::user::Model) -> Result<UserOut> {
+    render_users(state, vec![user]).await?.pop().ok_or_else(|| Error::internal("rendering lost a user"))
+}
+
+/// Only superusers may touch superusers, grant superuser or grant permissions; this keeps a user
+/// with `change_user` from raising anyone, themselves included, above their own rights.
+async fn guard_privileged_user_change(state: &AppState, principal: &Principal, target: Option<i64>, body: &UserWrite) -> Result<()> {
+    let caller_is_superuser = principal.permissions(state).await?.is_superuser;
+    if caller_is_superuser {
+        return Ok(());
+    }
+    if body.touches_privileges() {
+        return Err(Error::PermissionDenied);
+    }
+    if let Some(groups) = &body.groups {
+        for group in groups {
+            if service::find_group(&state.db, state.tenant, *group).await?.is_some_and(|g| g.is_superuser) {
+                return Err(Error::PermissionDenied);
+            }
+        }
+    }
+    if let Some(id) = target
+        && let Some(user) = service::find_user(&state.db, state.tenant, id).await?
+        && service::effective_permissions(&state.db, &user).await?.is_superuser
+    {
+        return Err(Error::PermissionDenied);
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v3/core/users/", tag = "core", params(ListParams, UserFilter),
+    responses((status = 200, description = "A page of users"), (status = 403, description = "Permission denied")))]
+async fn list_users(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+    Query(filter): Query<UserFilter>,
+) -> Result<Json<Paginated<UserOut>>> {
+    principal.require(&state, names::VIEW_USER).await?;
+    let page = service::list_users(&state, &filter, &params).await?;
+    let results = render_users(&state, page.results).await?;
+    Ok(Json(Paginated { pagination: page.pagination, results }))
+}
+
+#[utoipa::path(post, path = "/api/v3/core/users/", tag = "core", request_body = UserWrite,
+    responses((status = 201, body = UserOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_user(State(state): State<AppState>, principal: Principal, ApiJson(body): ApiJson<UserWrite>) -> Result<(StatusCode, Json<UserOut>)> {
+    principal.require(&state, names::ADD_USER).await?;
+    guard_privileged_user_change(&state, &principal, None, &body).await?;
+    let created = service::create_user(&state, &principal.actor(), body.into_new_user()?).await?;
+    Ok((StatusCode::CREATED, Json(render_user(&state, created).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v3/core/users/me/", tag = "core",
+    responses((status = 200, body = SessionUser), (status = 401, description = "Not signed in")))]
+async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionUser>> {
+    let permissions = principal.permissions(&state).await?;
+    let groups = service::groups_of_users(&state.db, &[principal.user.id]).await?.remove(&principal.user.id).unwrap_or_default();
+    let user = &principal.user;
+    Ok(Json(SessionUser {
+        user: UserSelf {
+            pk: user.id,
+            username: user.username.clone(),
+            name: user.name.clone(),
+            is_active: user.is_active,
+            is_superuser: permissions.is_superuser,
+            groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
+            roles: Vec::new(),
+            email: user.email.clone(),
+            avatar: String::new(),
+            uid: super::api::uid(&state.secret, user),
+            settings: serde_json::json!({}),
+            user_type: user.user_type.clone(),
+            system_permissions: permissions.permissions.iter().cloned().collect(),
+            is_staff: user.is_staff,
+        },
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")),
+    responses((status = 200, body = UserOut), (status = 404, description = "Not found")))]
+async fn retrieve_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<UserOut>> {
+    let id = parse_user_id(&id)?;
+    if id != principal.user.id {
+        principal.require(&state, names::VIEW_USER).await?;
+    }
+    let user = service::find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    Ok(Json(render_user(&state, user).await?))
+}
+
+async fn write_user(state: AppState, principal: Principal, id: String, body: UserWrite, full: bool) -> Result<Json<UserOut>> {
+    let id = parse_user_id(&id)?;
+    principal.require(&state, names::CHANGE_USER).await?;
+    guard_privileged_user_change(&state, &principal, Some(id), &body).await?;
+    let updated = service::update_user(&state, &principal.actor(), id, body.into_changes(full)?).await?;
+    Ok(Json(render_user(&state, updated).await?))
+}
+
+#[utoipa::path(put, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")), request_body = UserWrite,
+    responses((status = 200, body = UserOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn update_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, ApiJson(body): ApiJson<UserWrite>) -> Result<Json<UserOut>> {
+    write_user(state, principal, id, body, true).await
+}
+
+#[utoipa::path(patch, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")), request_body = UserWrite,
+    responses((status = 200, body = UserOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn partial_update_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserWrite>,
+) -> Result<Json<UserOut>> {
+    write_user(state, principal, id, body, false).await
+}
+
+#[utoipa::path(delete, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
+async fn delete_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    let id = parse_user_id(&id)?;
+    principal.require(&state, names::DELETE_USER).await?;
+    guard_privileged_user_change(&state, &principal, Some(id), &UserWrite::default()).await?;
+    service::delete_user(&state, &principal.actor(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v3/core/users/{id}/set_password/", tag = "core", params(("id" = i64, Path, description = "User pk")),
+    request_body = UserPasswordSetRequest,
+    responses((status = 204, description = "Successfully changed password"), (status = 400, description = "Bad request")))]
+async fn set_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserPasswordSetRequest>,
+) -> Result<StatusCode> {
+    let id = parse_user_id(&id)?;
+    principal.require(&state, names::RESET_USER_PASSWORD).await?;
+    guard_privileged_user_change(&state, &principal, Some(id), &UserWrite::default()).await?;
+    service::set_password(&state, &principal.actor(), id, Password::new(body.password)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn render_groups(state: &AppState, groups: Vec<super::entities::group::Model>, include_users: bool) -> Result<Vec<GroupOut>> {
+    let ids: Vec<Uuid> = groups.iter().map(|g| g.group_uuid).collect();
+    let relations = service::group_relations(&state.db, &ids, include_users).await?;
+    Ok(groups.into_iter().map(|g| GroupOut::new(g, &relations, include_users, &state.secret)).collect())
+}
+
+async fn render_group(state: &AppState, group: super::entities::group::Model) -> Result<GroupOut> {
+    render_groups(state, vec![group], true).await?.pop().ok_or_else(|| Error::internal("rendering lost a group"))
+}
+
+/// Granting superuser through a group, or permissions, is for superusers only; so is changing a
+/// group that already makes its members superusers.
+async fn guard_privileged_group_change(state: &AppState, principal: &Principal, target: Option<Uuid>, body: &GroupWrite) -> Result<()> {
+    if principal.permissions(state).await?.is_superuser {
+        return Ok(());
+    }
+    if body.touches_privileges() {
+        return Err(Error::PermissionDenied);
+    }
+    if let Some(id) = target
+        && service::find_group(&state.db, state.tenant, id).await?.is_some_and(|g| g.is_superuser)
+    {
+        return Err(Error::PermissionDenied);
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v3/core/groups/", tag = "core", params(ListParams, GroupFilter),
+    responses((status = 200, description = "A page of groups"), (status = 403, description = "Permission denied")))]
+async fn list_groups(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+    Query(filter): Query<GroupFilter>,
+) -> Result<Json<Paginated<GroupOut>>> {
+    principal.require(&state, names::VIEW_GROUP).await?;
+    let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
+    let page = service::list_groups(&state, &filter, &params).await?;
+    let results = render_groups(&state, page.results, include_users).await?;
+    Ok(Json(Paginated { pagination: page.pagination, results }))
+}
+
+#[utoipa::path(post, path = "/api/v3/core/groups/", tag = "core", request_body = GroupWrite,
+    responses((status = 201, body = GroupOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_group(State(state): State<AppState>, principal: Principal, ApiJson(body): ApiJson<GroupWrite>) -> Result<(StatusCode, Json<GroupOut>)> {
+    principal.require(&state, names::ADD_GROUP).await?;
+    guard_privileged_group_change(&state, &principal, None, &body).await?;
+    let created = service::create_group(&state, &principal.actor(), body.into_new_group()?).await?;
+    Ok((StatusCode::CREATED, Json(render_group(&state, created).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v3/core/groups/{group_uuid}/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
+    responses((status = 200, body = GroupOut), (status = 404, description = "Not found")))]
+async fn retrieve_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<GroupOut>> {
+    let id = parse_group_id(&id)?;
+    principal.require(&state, names::VIEW_GROUP).await?;
+    let group = service::find_group(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    Ok(Json(render_group(&state, group).await?))
+}
+
+async fn write_group(state: AppState, principal: Principal, id: String, body: GroupWrite, full: bool) -> Result<Json<GroupOut>> {
+    let id = parse_group_id(&id)?;
+    principal.require(&state, names::CHANGE_GROUP).await?;
+    guard_privileged_group_change(&state, &principal, Some(id), &body).await?;
+    let updated = service::update_group(&state, &principal.actor(), id, body.into_changes(full)?).await?;
+    Ok(Json(render_group(&state, updated).await?))
+}
+
+#[utoipa::path(put, path = "/api/v3/core/groups/{group_uuid}/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
+    request_body = GroupWrite, responses((status = 200, body = GroupOut), (status = 400, description = "Invalid input")))]
+async fn update_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, ApiJson(body): ApiJson<GroupWrite>) -> Result<Json<GroupOut>> {
+    write_group(state, principal, id, body, true).await
+}
+
+#[utoipa::path(patch, path = "/api/v3/core/groups/{group_uuid}/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
+    request_body = GroupWrite, responses((status = 200, body = GroupOut), (status = 400, description = "Invalid input")))]
+async fn partial_update_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<GroupWrite>,
+) -> Result<Json<GroupOut>> {
+    write_group(state, principal, id, body, false).await
+}
+
+#[utoipa::path(delete, path = "/api/v3/core/groups/{group_uuid}/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
+async fn delete_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    let id = parse_group_id(&id)?;
+    principal.require(&state, names::DELETE_GROUP).await?;
+    guard_privileged_group_change(&state, &principal, Some(id), &GroupWrite::default()).await?;
+    service::delete_group(&state, &principal.actor(), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn membership(state: AppState, principal: Principal, id: String, body: UserAccountRequest, add: bool) -> Result<StatusCode> {
+    let id = parse_group_id(&id)?;
+    principal.require(&state, names::CHANGE_GROUP).await?;
+    guard_privileged_group_change(&state, &principal, Some(id), &GroupWrite::default()).await?;
+    service::change_membership(&state, &principal.actor(), id, body.pk, add).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v3/core/groups/{group_uuid}/add_user/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
+    request_body = UserAccountRequest, responses((status = 204, description = "User added"), (status = 404, description = "User not found")))]
+async fn add_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, ApiJson(body): ApiJson<UserAccountRequest>) -> Result<StatusCode> {
+    membership(state, principal, id, body, true).await
+}
+
+#[utoipa::path(post, path = "/api/v3/core/groups/{group_uuid}/remove_user/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
+    request_body = UserAccountRequest, responses((status = 204, description = "User removed"), (status = 404, description = "User not found")))]
+async fn remove_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserAccountRequest>,
+) -> Result<StatusCode> {
+    membership(state, principal, id, body, false).await
+}

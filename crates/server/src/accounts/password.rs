@@ -1,0 +1,216 @@
+//! Password hashing and rules.
+//!
+//! New hashes are argon2id PHC strings with OWASP's parameters. Hashes imported from Django
+//! (`pbkdf2_sha256$...`) verify too, and any hash that is not current is replaced at the next
+//! successful sign-in.
+
+use argon2::password_hash::SaltString;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sha2::Sha256;
+
+use crate::config::PasswordConfig;
+use crate::error::{Error, Result};
+use crate::secret::constant_time_eq;
+
+/// OWASP's argon2id parameters: 19 MiB, two passes, one lane.
+const MEMORY_KIB: u32 = 19_456;
+const ITERATIONS: u32 = 2;
+const PARALLELISM: u32 = 1;
+
+/// The longest accepted password; long enough for any passphrase, short enough to bound cost.
+pub const MAX_LENGTH: usize = 1024;
+
+/// Django's PBKDF2 iteration counts stay far below this; anything above is refused as hostile.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+
+/// A password in memory: never printed, never logged.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(********)")
+    }
+}
+
+impl Password {
+    /// Wraps a password as given, without trimming or normalising: comparison is exact.
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The password text, for hashing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).expect("constant parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password with argon2id; CPU-bound, call through [`hash_blocking`] from async code.
+pub fn hash(password: &Password) -> Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    hasher()
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
+}
+
+/// [`hash`] on the blocking thread pool.
+pub async fn hash_blocking(password: Password) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash(&password)).await.map_err(Error::internal)?
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Wrong password, or a hash that cannot be read.
+    Mismatch,
+    /// Right password, current hash.
+    Match,
+    /// Right password, but the hash should be replaced by a current one.
+    MatchNeedsRehash,
+}
+
+/// Checks a password against a stored hash in time independent of where they differ.
+pub fn verify(password: &Password, stored: &str) -> Verification {
+    if stored.starts_with("pbkdf2_sha256$") {
+        return if verify_django_pbkdf2(password, stored) { Verification::MatchNeedsRehash } else { Verification::Mismatch };
+    }
+    let Ok(parsed) = PasswordHash::new(stored) else { return Verification::Mismatch };
+    if hasher().verify_password(password.expose().as_bytes(), &parsed).is_err() {
+        return Verification::Mismatch;
+    }
+    let current = parsed.algorithm == Algorithm::Argon2id.ident()
+        && Params::try_from(&parsed)
+            .map(|p| p.m_cost() == MEMORY_KIB && p.t_cost() == ITERATIONS && p.p_cost() == PARALLELISM)
+            .unwrap_or(false);
+    if current { Verification::Match } else { Verification::MatchNeedsRehash }
+}
+
+/// [`verify`] on the blocking thread pool.
+pub async fn verify_blocking(password: Password, stored: String) -> Verification {
+    tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(Verification::Mismatch)
+}
+
+/// Verifies Django's `pbkdf2_sha256$<iterations>$<salt>$<base64 hash>`.
+fn verify_django_pbkdf2(password: &Password, stored: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some(_), Some(iterations), Some(salt), Some(expected), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(iterations) = iterations.parse::<u32>() else { return false };
+    if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
+        return false;
+    }
+    let Ok(expected) = STANDARD.decode(expected) else { return false };
+    let mut derived = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.expose().as_bytes(), salt.as_bytes(), iterations, &mut derived);
+    constant_time_eq(&derived, &expected)
+}
+
+/// A hash to verify against when an account does not exist, so that unknown accounts take as
+/// long as known ones.
+pub fn dummy_hash() -> String {
+    hash(&Password::new(crate::secret::random_token(24))).unwrap_or_default()
+}
+
+/// Checks a new password against the configured rules. `context` holds words the password must
+/// not be built from (the user's e-mail, username and name).
+pub fn check_policy(rules: &PasswordConfig, password: &Password, context: &[&str]) -> Result<(), Vec<String>> {
+    let text = password.expose();
+    let length = text.chars().count();
+    let mut problems = Vec::new();
+    if length < rules.min_length {
+        problems.push(format!("This password is too short. It must contain at least {} characters.", rules.min_length));
+    }
+    if length > MAX_LENGTH {
+        problems.push(format!("This password is too long. It must contain at most {MAX_LENGTH} characters."));
+    }
+    if problems.is_empty() && rules.reject_common {
+        // The estimator's cost grows with length; the first 100 characters decide.
+        let sample: String = text.chars().take(100).collect();
+        let estimate = zxcvbn::zxcvbn(&sample, context);
+        if u8::from(estimate.score()) < 2 {
+            problems.push("This password is too common or too easy to guess.".to_owned());
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> PasswordConfig {
+        PasswordConfig { min_length: 8, reject_common: true }
+    }
+
+    #[test]
+    fn argon2id_round_trip_with_owasp_parameters() {
+        let password = Password::new("correct horse battery staple".into());
+        let stored = hash(&password).unwrap();
+        assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
+        assert_eq!(verify(&password, &stored), Verification::Match);
+        assert_eq!(verify(&Password::new("correct horse battery stapl".into()), &stored), Verification::Mismatch);
+    }
+
+    #[test]
+    fn weaker_argon2_parameters_ask_for_rehash() {
+        let password = Password::new("correct horse battery staple".into());
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap())
+            .hash_password(password.expose().as_bytes(), &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert_eq!(verify(&password, &weak), Verification::MatchNeedsRehash);
+    }
+
+    #[test]
+    fn django_pbkdf2_hashes_verify_and_ask_for_rehash() {
+        // Produced by Django 5's PBKDF2PasswordHasher for "hunter2hunter2" with salt "seasalt".
+        let password = Password::new("hunter2hunter2".into());
+        let mut derived = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"hunter2hunter2", b"seasalt", 1000, &mut derived);
+        let stored = format!("pbkdf2_sha256$1000$seasalt${}", STANDARD.encode(derived));
+        assert_eq!(verify(&password, &stored), Verification::MatchNeedsRehash);
+        assert_eq!(verify(&Password::new("hunter2".into()), &stored), Verification::Mismatch);
+        for broken in ["pbkdf2_sha256$x$salt$abc", "pbkdf2_sha256$1000$salt", "pbkdf2_sha256$0$s$AAAA", "pbkdf2_sha256$99999999999$s$AAAA"] {
+            assert_eq!(verify(&password, broken), Verification::Mismatch, "{broken}");
+        }
+    }
+
+    #[test]
+    fn garbage_hashes_never_match() {
+        let password = Password::new("anything at all".into());
+        for stored in ["", "!", "$argon2id$", "plain-text"] {
+            assert_eq!(verify(&password, stored), Verification::Mismatch);
+        }
+    }
+
+    #[test]
+    fn policy_checks_length_and_common_passwords() {
+        assert!(check_policy(&rules(), &Password::new("Tr0ub4dor&3-horse-staple".into()), &[]).is_ok());
+        let short = check_policy(&rules(), &Password::new("a1b2".into()), &[]).unwrap_err();
+        assert!(short[0].contains("at least 8"));
+        let common = check_policy(&rules(), &Password::new("password1".into()), &[]).unwrap_err();
+        assert!(common[0].contains("too common"));
+        let own_email = check_policy(&rules(), &Password::new("alice@example.com".into()), &["alice@example.com"]).unwrap_err();
+        assert!(own_email[0].contains("too common"));
+        let long = "x".repeat(64) + "-long passphrase with many words in it";
+        assert!(check_policy(&rules(), &Password::new(long), &[]).is_ok(), "64+ characters must be allowed");
+        assert!(check_policy(&rules(), &Password::new("y".repeat(MAX_LENGTH + 1)), &[]).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        assert_eq!(format!("{:?}", Password::new("hunter2".into())), "Password(********)");
+    }
+}

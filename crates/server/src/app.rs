@@ -1,0 +1,180 @@
+//! Building and running a server process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError};
+use crate::events::client::GeoIp;
+use crate::events::visits::VisitRecorder;
+use crate::events::{Action, EventRecord};
+use crate::secret::ServerSecret;
+use crate::state::AppState;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Connect(#[from] crate::db::ConnectError),
+    #[error("database migration failed: {0}")]
+    Migrate(sea_orm::DbErr),
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens the database (applying migrations) and builds the shared state.
+pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    let secret = ServerSecret::load(&config)?;
+    let db = crate::db::connect(&config).await?;
+    crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
+    let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
+    let dummy_hash: Arc<str> = tokio::task::spawn_blocking(crate::accounts::password::dummy_hash)
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?
+        .into();
+    let mut state = AppState {
+        db,
+        config: Arc::new(config),
+        secret: Arc::new(secret),
+        tenant,
+        metrics: crate::ops::metrics_handle(),
+        geoip: None,
+        visits: None,
+        dummy_hash,
+    };
+    if let Some(path) = state.config.events.geoip_path.clone() {
+        match GeoIp::open(&path) {
+            Ok(geoip) => state.geoip = Some(Arc::new(geoip)),
+            Err(message) => {
+                // A missing location database should not take sign-in down: run without it and
+                // leave a trace operators see in the events.
+                tracing::warn!(%message, "running without GeoIP");
+                let event = EventRecord::new(Action::ConfigurationError).with("message", serde_json::json!(message));
+                crate::events::service::record(&state.db, &state, event).await.map_err(|e| StartError::Other(e.to_string()))?;
+            }
+        }
+    }
+    if state.config.events.record_visits {
+        let (recorder, _writer) = VisitRecorder::start(state.db.clone());
+        state.visits = Some(recorder);
+    }
+    Ok(state)
+}
+
+/// A server whose listeners are bound, ready to run.
+pub struct Server {
+    pub state: AppState,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl Server {
+    /// Builds the state and binds the listeners.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let listen = config.server.listen;
+        let metrics_listen = config.server.metrics_listen;
+        let state = build_state(config).await?;
+        let listener = TcpListener::bind(listen).await.map_err(|cause| StartError::Bind { addr: listen, cause })?;
+        let metrics_listener = match metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|cause| StartError::Bind { addr, cause })?),
+            None => None,
+        };
+        Ok(Self { state, listener, metrics_listener })
+    }
+
+    /// The address of the public listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| self.state.config.server.listen)
+    }
+
+    /// The address of the metrics listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish within the grace
+    /// period and closes the database pool.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let state = self.state;
+        let grace = state.config.server.shutdown_grace.to_std();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let maintenance = tokio::spawn(maintenance_loop(state.clone(), stop_rx.clone()));
+        if let Some(listener) = self.metrics_listener {
+            let app = crate::ops::metrics_router(state.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = stop.changed().await; }).await;
+            });
+        }
+        let app = crate::http::router::app(state.clone());
+        let mut stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await
+        });
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(grace, server).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(join_error)) => tracing::error!(%join_error, "server task failed"),
+            Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+        }
+        maintenance.abort();
+        let _ = state.db.clone().close().await;
+        Ok(())
+    }
+}
+
+/// Hourly clean-up of expired sessions and events.
+async fn maintenance_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match crate::sessions::service::purge_expired(&state.db).await {
+            Ok(count) if count > 0 => tracing::info!(count, "expired sessions removed"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+        }
+        match crate::events::service::purge_expired(&state.db).await {
+            Ok(count) if count > 0 => tracing::info!(count, "expired events removed"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not remove expired events"),
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

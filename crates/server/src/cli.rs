@@ -1,0 +1,236 @@
+//! The command line: `serve`, `migrate`, `create-superuser`, `create-user`, `healthcheck` and
+//! `config show`.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gatehouse_types::Email;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::accounts::password::Password;
+use crate::accounts::service::{self, Actor, NewUser};
+use crate::config::{Config, LogFormat};
+use crate::error::Error;
+
+/// Gatehouse, a self-hosted identity and access server.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version)]
+pub struct Cli {
+    /// A TOML configuration file (also GATEHOUSE_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations and serve HTTP until SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create a superuser. The password comes from GATEHOUSE_BOOTSTRAP_PASSWORD, the terminal, or one line of stdin.
+    CreateSuperuser(UserArgs),
+    /// Create a user. The password comes from the same places as for create-superuser.
+    CreateUser {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Mark the user as staff.
+        #[arg(long)]
+        staff: bool,
+        /// Create the user without a password (it cannot sign in until one is set).
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Exit 0 when the server at --url answers its readiness check, 1 otherwise.
+    Healthcheck {
+        /// Base URL of the server; defaults to the configured listen address.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// Configuration commands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration with secrets redacted.
+    Show,
+}
+
+/// Who to create.
+#[derive(Debug, clap::Args)]
+pub struct UserArgs {
+    /// E-mail address the user signs in with.
+    #[arg(long)]
+    pub email: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Username (defaults to the e-mail address).
+    #[arg(long)]
+    pub username: Option<String>,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("gatehouse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config { command: ConfigCommand::Show } = cli.command {
+        print!("{}", config.redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gatehouse: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("gatehouse: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match config.log.format {
+        LogFormat::Json => true,
+        LogFormat::Human => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    if json {
+        let _ = builder.json().flatten_event(true).with_current_span(false).try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = crate::db::connect(&config).await.map_err(|e| e.to_string())?;
+            crate::db::migrate(&db).await.map_err(|e| format!("migration failed: {e}"))?;
+            crate::tenants::ensure_default(&db).await.map_err(|e| e.to_string())?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CreateSuperuser(args) => create_user(config, args, true, false, false).await,
+        Command::CreateUser { user, staff, no_password } => create_user(config, user, false, staff, no_password).await,
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", config.server.listen));
+            Ok(if healthcheck(&url).await { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Config { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn serve(config: Config) -> Result<ExitCode, String> {
+    let started = std::time::Instant::now();
+    let server = crate::app::Server::bind(config).await.map_err(|e| e.to_string())?;
+    let state = server.state.clone();
+    if !service::superuser_exists(&state.db, state.tenant).await.map_err(|e| e.to_string())? {
+        tracing::warn!("no superuser exists yet; create one with: gatehouse create-superuser --email admin@example.com");
+    }
+    tracing::info!(
+        addr = %server.addr(),
+        metrics = ?server.metrics_addr(),
+        database = ?state.config.backend(),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "gatehouse is ready"
+    );
+    server.run(crate::app::shutdown_signal()).await.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a new password: the bootstrap variable, a terminal prompt (twice), or one stdin line.
+fn read_password() -> Result<Password, String> {
+    if let Ok(password) = std::env::var("GATEHOUSE_BOOTSTRAP_PASSWORD")
+        && !password.is_empty()
+    {
+        return Ok(Password::new(password));
+    }
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let second = rpassword::prompt_password("Password (again): ").map_err(|e| e.to_string())?;
+        if first != second {
+            return Err("the passwords do not match".into());
+        }
+        return Ok(Password::new(first));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().take(4096).read_line(&mut line).map_err(|e| e.to_string())?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line).to_owned();
+    if password.is_empty() {
+        return Err("no password given: set GATEHOUSE_BOOTSTRAP_PASSWORD or pass it on stdin".into());
+    }
+    Ok(Password::new(password))
+}
+
+async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: bool, no_password: bool) -> Result<ExitCode, String> {
+    let email = Email::parse(&args.email).map_err(|e| format!("--email: {e}"))?;
+    let password = if no_password { None } else { Some(read_password()?) };
+    let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+    let mut new = NewUser::with_email(email);
+    new.name = args.name;
+    new.username = match args.username {
+        Some(username) => Some(service::parse_username(&username).map_err(|e| format!("--username: {e}"))?),
+        None => None,
+    };
+    new.password = password;
+    new.is_superuser = superuser;
+    new.is_staff = superuser || staff;
+    match service::create_user(&state, &Actor::system(), new).await {
+        Ok(user) => {
+            let kind = if superuser { "superuser" } else { "user" };
+            println!("created {kind} {} (pk {})", user.email, user.id);
+            let _ = std::io::stdout().flush();
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Error::Validation(errors)) => {
+            let messages: Vec<String> = errors.fields().iter().map(|(field, messages)| format!("{field}: {}", messages.join(" "))).collect();
+            Err(messages.join("; "))
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// GETs `/-/health/ready/` over plain HTTP and checks for a 2xx answer.
+async fn healthcheck(base: &str) -> bool {
+    let Some(authority) = base.strip_prefix("http://").map(|rest| rest.trim_end_matches('/')) else {
+        eprintln!("gatehouse: healthcheck needs an http:// URL");
+        return false;
+    };
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+        let request = format!("GET /-/health/ready/ HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = vec![0u8; 64];
+        let read = stream.read(&mut head).await.ok()?;
+        let status_line = String::from_utf8_lossy(&head[..read]).into_owned();
+        let code = status_line.split_whitespace().nth(1)?.to_owned();
+        Some(code.starts_with('2'))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.ok().flatten().unwrap_or(false)
+}

@@ -1,0 +1,334 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `GATEHOUSE_*`
+//! environment variables with `__` for nesting (`GATEHOUSE_DATABASE__URL`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use gatehouse_types::DurationString;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables under the `GATEHOUSE_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: [&str; 3] = ["CONFIG", "BOOTSTRAP_PASSWORD", "TEST_DATABASE_URL"];
+
+/// The effective configuration of a Gatehouse process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded database and the generated secret key.
+    pub data_dir: PathBuf,
+    /// Key for signing and keyed hashing; generated into `data_dir` on SQLite when absent.
+    pub secret_key: Option<String>,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub sessions: SessionConfig,
+    pub passwords: PasswordConfig,
+    pub sign_in: SignInConfig,
+    pub events: EventConfig,
+    pub api: ApiConfig,
+}
+
+/// Listeners and HTTP behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the public HTTP listener.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics listener; kept separate so it is not public by accident.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Peers whose `X-Forwarded-For` header is trusted for the client address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Whether cookies carry the `Secure` flag; turn off only for plain-HTTP development.
+    pub secure_cookies: bool,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: DurationString,
+}
+
+/// Storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://user@host/db`; empty means `data_dir/gatehouse.sqlite3`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `auto` (human on a terminal, JSON otherwise), `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `gatehouse=debug,info`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+/// Browser and API sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Lifetime of a session from sign-in.
+    pub duration: DurationString,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+}
+
+/// Password rules (NIST 800-63B): a minimum length, a generous maximum, no composition rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordConfig {
+    pub min_length: usize,
+    /// Reject passwords a strength estimator finds common or easy to guess.
+    pub reject_common: bool,
+}
+
+/// Sign-in throttling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInConfig {
+    /// Failures per account allowed without delay.
+    pub free_failures_per_account: u32,
+    /// Most failures one account can collect in an hour; the delay between attempts grows to
+    /// 3600 / this many seconds and stays there, so a real user waits but is never locked out.
+    pub max_failures_per_account_hour: u32,
+    pub free_failures_per_ip: u32,
+    pub max_failures_per_ip_hour: u32,
+}
+
+/// Audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventConfig {
+    /// How long events are kept.
+    pub retention: DurationString,
+    /// Record the pages signed-in users visit.
+    pub record_visits: bool,
+    /// A MaxMind-format city database for locating sign-ins.
+    pub geoip_path: Option<PathBuf>,
+}
+
+/// API conventions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub default_page_size: u64,
+    pub max_page_size: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            secret_key: None,
+            server: ServerConfig::default(),
+            database: DatabaseConfig { url: String::new(), max_connections: 10 },
+            log: LogConfig { format: LogFormat::Auto, level: "info".into() },
+            sessions: SessionConfig {
+                duration: DurationString::from_secs(24 * 3600),
+                cookie_name: "gatehouse_session".into(),
+            },
+            passwords: PasswordConfig { min_length: 8, reject_common: true },
+            sign_in: SignInConfig {
+                free_failures_per_account: 5,
+                max_failures_per_account_hour: 100,
+                free_failures_per_ip: 20,
+                max_failures_per_ip_hour: 600,
+            },
+            events: EventConfig {
+                retention: DurationString::from_secs(365 * 24 * 3600),
+                record_visits: false,
+                geoip_path: None,
+            },
+            api: ApiConfig { default_page_size: 20, max_page_size: 100 },
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9300))),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            secure_cookies: true,
+            shutdown_grace: DurationString::from_secs(10),
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The database engines Gatehouse runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `GATEHOUSE_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("GATEHOUSE_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&NON_CONFIG_ENV));
+        let config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: &str| Err(ConfigError(format!("{key}: {problem}")));
+        if !self.database_url().starts_with("sqlite:") && self.backend() != Backend::Postgres {
+            return fail("database.url", "must start with sqlite:// or postgres://");
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        if let Some(key) = &self.secret_key
+            && key.len() < 32
+        {
+            return fail("secret_key", "must be at least 32 characters long");
+        }
+        if self.secret_key.is_none() && self.backend() == Backend::Postgres {
+            return fail(
+                "secret_key",
+                "is required with PostgreSQL, so every server process shares it (set GATEHOUSE_SECRET_KEY)",
+            );
+        }
+        if !(8..=64).contains(&self.passwords.min_length) {
+            return fail("passwords.min_length", "must be between 8 and 64");
+        }
+        if self.sign_in.max_failures_per_account_hour == 0 || self.sign_in.max_failures_per_ip_hour == 0 {
+            return fail("sign_in", "the hourly failure limits must be at least 1");
+        }
+        if self.sessions.duration.as_micros() < 60_000_000 {
+            return fail("sessions.duration", "must be at least one minute");
+        }
+        if self.sessions.cookie_name.is_empty() || !self.sessions.cookie_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return fail("sessions.cookie_name", "must be letters, digits and underscores");
+        }
+        if self.api.default_page_size == 0 || self.api.max_page_size < self.api.default_page_size {
+            return fail("api", "default_page_size must be at least 1 and at most max_page_size");
+        }
+        if self.server.max_body_bytes < 1024 {
+            return fail("server.max_body_bytes", "must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("gatehouse.sqlite3").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// Which database engine the URL names.
+    pub fn backend(&self) -> Backend {
+        let url = self.database_url();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// The configuration as TOML with secrets replaced, for `config show`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.secret_key.is_some() {
+            shown.secret_key = Some("********".into());
+        }
+        shown.database.url = redact_url_password(&self.database_url());
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let kind = e.kind.to_string();
+            let kind = if kind.contains("secret") { "invalid value".to_owned() } else { kind };
+            match (key.is_empty(), source.is_empty()) {
+                (true, _) => kind,
+                (false, true) => format!("{key}: {kind}"),
+                (false, false) => format!("{key}: {kind} (from {source})"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.backend(), Backend::Sqlite);
+        assert_eq!(config.database_url(), "sqlite://data/gatehouse.sqlite3");
+    }
+
+    #[test]
+    fn postgres_requires_a_secret_key() {
+        let mut config = Config::default();
+        config.database.url = "postgres://gatehouse:pw@127.0.0.1/gatehouse".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("secret_key"), "{err}");
+        config.secret_key = Some("x".repeat(40));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn redaction_hides_password_and_key() {
+        let mut config = Config::default();
+        config.database.url = "postgres://gatehouse:hunter2hunter2@db/gatehouse".into();
+        config.secret_key = Some("s".repeat(40));
+        let shown = config.redacted_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains(&"s".repeat(40)));
+        assert!(shown.contains("postgres://gatehouse:********@db/gatehouse"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Schema migrations, one tree for SQLite and PostgreSQL. Column types map to the idiomatic
+//! PostgreSQL types (uuid, timestamptz, jsonb, bigint identities).
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// All migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Initial)]
+    }
+}
+
+/// Tenants, accounts, sessions, sign-in throttling and the audit trail.
+struct Initial;
+
+impl MigrationName for Initial {
+    fn name(&self) -> &str {
+        "m0001_initial"
+    }
+}
+
+fn tenant_fk(table: &'static str) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .name(format!("fk_{table}_tenant"))
+        .from(table, "tenant_id")
+        .to("tenants", "id")
+        .on_delete(ForeignKeyAction::Cascade)
+        .to_owned()
+}
+
+fn index(table: &'static str, name: &str, columns: &[&'static str], unique: bool) -> IndexCreateStatement {
+    let mut statement = Index::create();
+    statement.name(name).table(table);
+    for column in columns {
+        statement.col(*column);
+    }
+    if unique {
+        statement.unique();
+    }
+    statement.to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("tenants")
+                    .col(pk_uuid("id"))
+                    .col(string_uniq("slug"))
+                    .col(string("name"))
+                    .col(boolean("is_default"))
+                    .col(timestamp_with_time_zone("created"))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("users")
+                    .col(big_pk_auto("id"))
+                    .col(uuid_uniq("uuid"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len("username", 150))
+                    .col(string_len("username_key", 150))
+                    .col(string_len("email", 254))
+                    .col(string_len_null("email_key", 254))
+                    .col(text("name"))
+                    .col(text_null("password"))
+                    .col(timestamp_with_time_zone("password_change_date"))
+                    .col(boolean("is_active"))
+                    .col(boolean("is_superuser"))
+                    .col(boolean("is_staff"))
+                    .col(string_len_null("phone_number", 32))
+                    .col(string_len("user_type", 32))
+                    .col(text("path"))
+                    .col(json_binary("attributes"))
+                    .col(timestamp_with_time_zone("date_joined"))
+                    .col(timestamp_with_time_zone_null("last_login"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("users"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("users", "ux_users_tenant_email", &["tenant_id", "email_key"], true)).await?;
+        manager.create_index(index("users", "ux_users_tenant_username", &["tenant_id", "username_key"], true)).await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("groups")
+                    .col(pk_uuid("group_uuid"))
+                    .col(uuid("tenant_id"))
+                    .col(text("name"))
+                    .col(text("name_key"))
+                    .col(boolean("is_superuser"))
+                    .col(json_binary("attributes"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("groups"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("groups", "ux_groups_tenant_name", &["tenant_id", "name_key"], true)).await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("group_parents")
+                    .col(uuid("group_uuid"))
+                    .col(uuid("parent_uuid"))
+                    .primary_key(Index::create().col("group_uuid").col("parent_uuid"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_group_parents_group")
+                            .from("group_parents", "group_uuid")
+                            .to("groups", "group_uuid")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_group_parents_parent")
+                            .from("group_parents", "parent_uuid")
+                            .to("groups", "group_uuid")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("group_members")
+                    .col(uuid("group_uuid"))
+                    .col(big_integer("user_id"))
+                    .primary_key(Index::create().col("group_uuid").col("user_id"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_group_members_group")
+                            .from("group_members", "group_uuid")
+                            .to("groups", "group_uuid")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_group_members_user")
+                            .from("group_members", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("group_members", "ix_group_members_user", &["user_id"], false)).await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("user_permissions")
+                    .col(big_integer("user_id"))
+                    .col(string_len("permission", 150))
+                    .primary_key(Index::create().col("user_id").col("permission"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_user_permissions_user")
+                            .from("user_permissions", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("group_permissions")
+                    .col(uuid("group_uuid"))
+                    .col(string_len("permission", 150))
+                    .primary_key(Index::create().col("group_uuid").col("permission"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_group_permissions_group")
+                            .from("group_permissions", "group_uuid")
+                            .to("groups", "group_uuid")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("sessions")
+                    .col(pk_uuid("id"))
+                    .col(string_len_uniq("key_digest", 64))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("user_id"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .col(timestamp_with_time_zone("last_used"))
+                    .col(string_len_null("last_ip", 64))
+                    .col(text("user_agent"))
+                    .col(json_binary("client"))
+                    .foreign_key(&mut tenant_fk("sessions"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_sessions_user")
+                            .from("sessions", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("sessions", "ix_sessions_user", &["user_id"], false)).await?;
+        manager.create_index(index("sessions", "ix_sessions_expires", &["expires"], false)).await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("sign_in_throttle")
+                    .col(uuid("tenant_id"))
+                    .col(string_len("bucket", 320))
+                    .col(integer("failures"))
+                    .col(timestamp_with_time_zone("window_started"))
+                    .col(timestamp_with_time_zone("last_failure"))
+                    .primary_key(Index::create().col("tenant_id").col("bucket"))
+                    .foreign_key(&mut tenant_fk("sign_in_throttle"))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("events")
+                    .col(pk_uuid("event_uuid"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len("action", 64))
+                    .col(string_len("app", 128))
+                    .col(big_integer_null("user_id"))
+                    .col(json_binary("user"))
+                    .col(json_binary("context"))
+                    .col(string_len_null("client_ip", 64))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .col(json_binary("brand"))
+                    .foreign_key(&mut tenant_fk("events"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("events", "ix_events_tenant_created", &["tenant_id", "created"], false)).await?;
+        manager.create_index(index("events", "ix_events_tenant_action", &["tenant_id", "action", "created"], false)).await?;
+        manager.create_index(index("events", "ix_events_user", &["user_id"], false)).await?;
+        manager.create_index(index("events", "ix_events_expires", &["expires"], false)).await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table("user_visits")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("user_id"))
+                    .col(string_len("method", 16))
+                    .col(text("url"))
+                    .col(text_null("referrer"))
+                    .col(text("user_agent"))
+                    .col(string_len_null("client_ip", 64))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("user_visits"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_user_visits_user")
+                            .from("user_visits", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("user_visits", "ix_user_visits_user_created", &["user_id", "created"], false)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            "user_visits",
+            "events",
+            "sign_in_throttle",
+            "sessions",
+            "group_permissions",
+            "user_permissions",
+            "group_members",
+            "group_parents",
+            "groups",
+            "users",
+            "tenants",
+        ] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! The thin HTTP layer: routing, extractors, middleware and API conventions. Handlers live in
+//! their domains; this module only wires them.
+
+pub mod auth;
+pub mod client;
+pub mod json;
+pub mod middleware;
+pub mod openapi;
+pub mod pagination;
+pub mod router;

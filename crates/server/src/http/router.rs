@@ -1,0 +1,40 @@
+//! Assembles every domain's routes under the API conventions and middleware.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::middleware::{observe, record_route, security_headers};
+use super::openapi::{ApiDoc, swagger_asset, swagger_index};
+use crate::error::Error;
+use crate::state::AppState;
+
+/// The public application.
+pub fn app(state: AppState) -> Router {
+    let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::accounts::handlers::router())
+        .merge(crate::sessions::handlers::router())
+        .merge(crate::events::handlers::router())
+        .split_for_parts();
+    let document = std::sync::Arc::new(document);
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .merge(api)
+        .route("/api/v3/schema/", get(move || { let document = document.clone(); async move { axum::Json((*document).clone()) } }))
+        .route("/api/v3/", get(swagger_index))
+        .route("/api/v3/{file}", get(swagger_asset))
+        .merge(crate::ops::health_router())
+        .fallback(|| async { Error::NotFound.into_response() })
+        .method_not_allowed_fallback(|| async {
+            (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"detail": "Method not allowed."})))
+        })
+        .route_layer(middleware::from_fn(record_route))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}

@@ -1,0 +1,143 @@
+//! The server secret: the key behind every keyed digest and derived token.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+use crate::config::{Backend, Config, ConfigError};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The secret key, never printed (its `Debug` is redacted).
+#[derive(Clone)]
+pub struct ServerSecret {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerSecret(********)")
+    }
+}
+
+impl ServerSecret {
+    /// The configured key, or on SQLite the key kept in `data_dir/secret_key`, generated once.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
+        if let Some(key) = &config.secret_key {
+            return Ok(Self { key: key.as_bytes().to_vec() });
+        }
+        if config.backend() == Backend::Postgres {
+            return Err(ConfigError("secret_key: is required with PostgreSQL".into()));
+        }
+        let path = config.data_dir.join("secret_key");
+        Self::load_or_create_file(&path)
+            .map_err(|e| ConfigError(format!("secret_key: cannot read or create {}: {e}", path.display())))
+    }
+
+    fn load_or_create_file(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().len() >= 32 => return Ok(Self { key: text.trim().as_bytes().to_vec() }),
+            Ok(_) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the file holds fewer than 32 characters"));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let key = random_token(48);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(path) {
+            Ok(mut file) => {
+                file.write_all(key.as_bytes())?;
+                file.sync_all()?;
+                Ok(Self { key: key.into_bytes() })
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create_file(path),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A key built from raw bytes, for tests and benchmarks.
+    pub fn from_bytes(key: &[u8]) -> Self {
+        Self { key: key.to_vec() }
+    }
+
+    /// HMAC-SHA-256 of `data` under this key, bound to `purpose` so that digests made for one
+    /// purpose never match another, as lower-case hex.
+    pub fn digest(&self, purpose: &str, data: &[u8]) -> String {
+        hex::encode(self.mac(purpose, data))
+    }
+
+    /// Raw HMAC bytes, see [`ServerSecret::digest`].
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// `bytes` random bytes from the operating system's CSPRNG, URL-safe base64 without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_is_kept_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        let first = ServerSecret::load(&config).unwrap();
+        let second = ServerSecret::load(&config).unwrap();
+        assert_eq!(first.digest("t", b"x"), second.digest("t", b"x"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("secret_key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn digests_depend_on_purpose_and_key() {
+        let a = ServerSecret::from_bytes(b"a");
+        let b = ServerSecret::from_bytes(b"b");
+        assert_ne!(a.digest("session", b"x"), a.digest("csrf", b"x"));
+        assert_ne!(a.digest("session", b"x"), b.digest("session", b"x"));
+        assert!(!format!("{a:?}").contains('a'.to_string().repeat(1).as_str()) || format!("{a:?}").contains("****"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Sign-in, sign-out and `/api/v3/core/authenticated_sessions/`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::entities::session;
+use super::service;
+use crate::accounts::password::Password;
+use crate::error::{Error, Result};
+use crate::http::auth::{CSRF_COOKIE, Principal};
+use crate::http::client::ClientInfo;
+use crate::http::json::ApiJson;
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sign_in))
+        .routes(routes!(sign_out))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(revoke_other_sessions))
+}
+
+/// Credentials for signing in.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// The signed-in user, the CSRF token for unsafe requests, and the session.
+#[derive(Serialize, ToSchema)]
+pub struct SignInResponse {
+    pub user: SignedInUser,
+    /// Send as `X-CSRFToken` with every cookie-authenticated unsafe request.
+    pub csrf_token: String,
+    pub session: AuthenticatedSession,
+}
+
+/// Who signed in.
+#[derive(Serialize, ToSchema)]
+pub struct SignedInUser {
+    pub pk: i64,
+    pub username: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// authentik's `AuthenticatedSession`, as far as Gatehouse keeps it.
+#[derive(Serialize, ToSchema)]
+pub struct AuthenticatedSession {
+    pub uuid: Uuid,
+    pub current: bool,
+    pub user: i64,
+    pub user_agent: Value,
+    pub last_ip: Option<String>,
+    pub last_user_agent: String,
+    pub last_used: DateTime<Utc>,
+    pub created: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+}
+
+impl AuthenticatedSession {
+    fn new(session: session::Model, current: Option<Uuid>) -> Self {
+        Self {
+            uuid: session.id,
+            current: current == Some(session.id),
+            user: session.user_id,
+            user_agent: session.client,
+            last_ip: session.last_ip,
+            last_user_agent: session.user_agent,
+            last_used: session.last_used,
+            created: session.created,
+            expires: session.expires,
+        }
+    }
+}
+
+fn cookie_header(state: &AppState, name: &str, value: &str, http_only: bool, max_age: i64) -> Result<HeaderValue> {
+    let mut cookie = format!("{name}={value}; Path=/; SameSite=Lax; Max-Age={max_age}");
+    if http_only {
+        cookie.push_str("; HttpOnly");
+    }
+    if state.config.server.secure_cookies {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).map_err(Error::internal)
+}
+
+#[utoipa::path(post, path = "/api/v3/auth/sign_in/", tag = "auth", request_body = SignInRequest,
+    responses((status = 200, body = SignInResponse), (status = 400, description = "Invalid e-mail or password"),
+        (status = 429, description = "Too many failed attempts")))]
+async fn sign_in(State(state): State<AppState>, client: ClientInfo, ApiJson(body): ApiJson<SignInRequest>) -> Result<(HeaderMap, Json<SignInResponse>)> {
+    let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client).await?;
+    let max_age = state.config.sessions.duration.to_chrono().num_seconds();
+    let mut headers = HeaderMap::new();
+    headers.append(header::SET_COOKIE, cookie_header(&state, &state.config.sessions.cookie_name, &new.key, true, max_age)?);
+    headers.append(header::SET_COOKIE, cookie_header(&state, CSRF_COOKIE, &new.csrf_token, false, max_age)?);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let current = Some(new.session.id);
+    Ok((
+        headers,
+        Json(SignInResponse {
+            user: SignedInUser { pk: user.id, username: user.username, email: user.email, name: user.name },
+            csrf_token: new.csrf_token,
+            session: AuthenticatedSession::new(new.session, current),
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v3/auth/sign_out/", tag = "auth",
+    responses((status = 204, description = "Signed out"), (status = 401, description = "Not signed in")))]
+async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result<(StatusCode, HeaderMap)> {
+    if let Some(session) = &principal.session {
+        let current = service::Authenticated { session: session.clone(), user: principal.user.clone() };
+        service::sign_out(&state, &current, &principal.client).await?;
+    }
+    let mut headers = HeaderMap::new();
+    headers.append(header::SET_COOKIE, cookie_header(&state, &state.config.sessions.cookie_name, "", true, 0)?);
+    headers.append(header::SET_COOKIE, cookie_header(&state, CSRF_COOKIE, "", false, 0)?);
+    Ok((StatusCode::NO_CONTENT, headers))
+}
+
+/// The caller's sessions (not paginated beyond one page: a user has few).
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub pagination: crate::http::pagination::Pagination,
+    pub results: Vec<AuthenticatedSession>,
+}
+
+#[utoipa::path(get, path = "/api/v3/core/authenticated_sessions/", tag = "core",
+    responses((status = 200, body = SessionList), (status = 401, description = "Not signed in")))]
+async fn list_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>> {
+    let sessions = service::list_for_user(&state, state.tenant, principal.user.id).await?;
+    let current = principal.session.as_ref().map(|s| s.id);
+    let count = sessions.len() as u64;
+    let results: Vec<AuthenticatedSession> = sessions.into_iter().map(|s| AuthenticatedSession::new(s, current)).collect();
+    let page = crate::http::pagination::Paginated::new(
+        crate::http::pagination::PageRequest { page: 1, page_size: count.max(1) },
+        count,
+        results,
+    );
+    Ok(Json(SessionList { pagination: page.pagination, results: page.results }))
+}
+
+#[utoipa::path(delete, path = "/api/v3/core/authenticated_sessions/{uuid}/", tag = "core", params(("uuid" = Uuid, Path, description = "Session uuid")),
+    responses((status = 204, description = "Session ended"), (status = 404, description = "Not found")))]
+async fn revoke_session(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
+    if service::revoke(&state, state.tenant, principal.user.id, id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(Error::NotFound) }
+}
+
+/// How many sessions were ended.
+#[derive(Serialize, ToSchema)]
+pub struct RevokedCount {
+    pub revoked: u64,
+}
+
+#[utoipa::path(post, path = "/api/v3/core/authenticated_sessions/revoke_others/", tag = "core",
+    responses((status = 200, body = RevokedCount), (status = 401, description = "Not signed in")))]
+async fn revoke_other_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<RevokedCount>> {
+    let keep = principal.session.as_ref().map(|s| s.id);
+    let revoked = service::revoke_all(&state.db, state.tenant, principal.user.id, keep).await?;
+    Ok(Json(RevokedCount { revoked }))
+}

@@ -1,0 +1,242 @@
+//! Signing in and out, and the session check on every cookie-authenticated request.
+
+use chrono::{TimeDelta, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::entities::session;
+use super::throttle::{self, Limits};
+use crate::accounts::entities::user;
+use crate::accounts::password::{self, Password, Verification};
+use crate::error::{Error, Result};
+use crate::events::{self, Action, EventRecord};
+use crate::http::client::ClientInfo;
+use crate::secret::{ServerSecret, constant_time_eq, random_token};
+use crate::state::AppState;
+use crate::tenants::TenantId;
+
+/// `last_used` is written at most this often per session, to keep writes off the hot path.
+const LAST_USED_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
+
+/// The message for every failed sign-in, whatever the reason.
+pub const SIGN_IN_FAILED: &str = "Invalid e-mail or password.";
+
+/// A session that passed the check, with its user.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub session: session::Model,
+    pub user: user::Model,
+}
+
+/// A new session: the cookie key (shown once) and the stored row.
+pub struct NewSession {
+    pub key: String,
+    pub csrf_token: String,
+    pub session: session::Model,
+}
+
+fn key_digest(secret: &ServerSecret, key: &str) -> String {
+    secret.digest("session", key.as_bytes())
+}
+
+/// The CSRF token bound to a session; derived, so nothing more is stored.
+pub fn csrf_token(secret: &ServerSecret, session_id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.mac("csrf", session_id.as_bytes()))
+}
+
+/// Whether `presented` is the session's CSRF token, compared in constant time.
+pub fn csrf_valid(secret: &ServerSecret, session_id: Uuid, presented: &str) -> bool {
+    constant_time_eq(csrf_token(secret, session_id).as_bytes(), presented.as_bytes())
+}
+
+/// Looks up the session a cookie key names; `None` for unknown, expired or inactive.
+pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> Result<Option<Authenticated>> {
+    if key.is_empty() || key.len() > 128 {
+        return Ok(None);
+    }
+    let digest = key_digest(&state.secret, key);
+    let now = Utc::now();
+    let Some(session) = session::Entity::find()
+        .filter(session::Column::KeyDigest.eq(digest))
+        .filter(session::Column::TenantId.eq(state.tenant.0))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if session.expires <= now {
+        return Ok(None);
+    }
+    let Some(user) = user::Entity::find_by_id(session.user_id)
+        .filter(user::Column::TenantId.eq(state.tenant.0))
+        .filter(user::Column::IsActive.eq(true))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if now - session.last_used > LAST_USED_RESOLUTION {
+        let db = state.db.clone();
+        let id = session.id;
+        let ip = client.ip_text();
+        tokio::spawn(async move {
+            let update = session::ActiveModel { id: sea_orm::Unchanged(id), last_used: Set(now), last_ip: Set(ip), ..Default::default() };
+            if let Err(error) = update.update(&db).await {
+                tracing::debug!(%error, "could not record session use");
+            }
+        });
+    }
+    Ok(Some(Authenticated { session, user }))
+}
+
+/// Starts a session for `user`.
+pub async fn create(state: &AppState, user: &user::Model, client: &ClientInfo) -> Result<NewSession> {
+    let key = random_token(32);
+    let now = Utc::now();
+    let session = session::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        key_digest: Set(key_digest(&state.secret, &key)),
+        tenant_id: Set(state.tenant.0),
+        user_id: Set(user.id),
+        created: Set(now),
+        expires: Set(now + state.config.sessions.duration.to_chrono()),
+        last_used: Set(now),
+        last_ip: Set(client.ip_text()),
+        user_agent: Set(client.user_agent.clone()),
+        client: Set(events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref())),
+    }
+    .insert(&state.db)
+    .await?;
+    let csrf_token = csrf_token(&state.secret, session.id);
+    Ok(NewSession { key, csrf_token, session })
+}
+
+fn limits(state: &AppState) -> (Limits, Limits) {
+    let c = &state.config.sign_in;
+    (
+        Limits { free_failures: c.free_failures_per_account, max_failures_per_hour: c.max_failures_per_account_hour },
+        Limits { free_failures: c.free_failures_per_ip, max_failures_per_hour: c.max_failures_per_ip_hour },
+    )
+}
+
+/// Signs in with e-mail and password. Unknown accounts, wrong passwords, inactive accounts and
+/// accounts that may not sign in interactively all fail the same way, after the same work.
+pub async fn sign_in(state: &AppState, email: &str, password: Password, client: &ClientInfo) -> Result<(user::Model, NewSession)> {
+    let tenant = state.tenant;
+    let now = Utc::now();
+    let email_key = email.trim().to_lowercase();
+    let account_bucket = format!("account:{email_key}");
+    let ip_bucket = client.ip.map(|ip| format!("ip:{ip}"));
+    let (account_limits, ip_limits) = limits(state);
+    let throttled = async {
+        throttle::check(&state.db, tenant, &account_bucket, account_limits, now).await?;
+        if let Some(bucket) = &ip_bucket {
+            throttle::check(&state.db, tenant, bucket, ip_limits, now).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(error) = throttled {
+        metrics::counter!("gatehouse_sign_ins_total", "outcome" => "throttled").increment(1);
+        return Err(error);
+    }
+
+    let candidate = if email_key.is_empty() || email_key.len() > 254 {
+        None
+    } else {
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::EmailKey.eq(email_key.clone()))
+            .one(&state.db)
+            .await?
+    };
+    let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| state.dummy_hash.to_string());
+    let verification = password::verify_blocking(password.clone(), stored_hash).await;
+    let user = match (candidate, verification) {
+        (Some(user), Verification::Match | Verification::MatchNeedsRehash)
+            if user.is_active && user.user_type != "service_account" && user.user_type != "internal_service_account" =>
+        {
+            user
+        }
+        (candidate, _) => {
+            throttle::record_failure(&state.db, tenant, &account_bucket, now).await?;
+            if let Some(bucket) = &ip_bucket {
+                throttle::record_failure(&state.db, tenant, bucket, now).await?;
+            }
+            let mut event = EventRecord::new(Action::LoginFailed)
+                .from_client(client)
+                .with("username", json!(email.trim().chars().take(254).collect::<String>()))
+                .with("client", events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref()));
+            if let Some(user) = &candidate {
+                event = event.by(user);
+            }
+            events::service::record(&state.db, state, event).await?;
+            metrics::counter!("gatehouse_sign_ins_total", "outcome" => "failed").increment(1);
+            return Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED));
+        }
+    };
+
+    let mut update = user.clone().into_active_model();
+    if verification == Verification::MatchNeedsRehash {
+        update.password = Set(Some(password::hash_blocking(password).await?));
+    }
+    update.last_login = Set(Some(now));
+    let user = update.update(&state.db).await?;
+    throttle::clear(&state.db, tenant, &account_bucket).await?;
+    let new_session = create(state, &user, client).await?;
+    let event = EventRecord::new(Action::Login)
+        .by(&user)
+        .from_client(client)
+        .with("client", new_session.session.client.clone())
+        .with("session", json!(new_session.session.id));
+    events::service::record(&state.db, state, event).await?;
+    metrics::counter!("gatehouse_sign_ins_total", "outcome" => "success").increment(1);
+    Ok((user, new_session))
+}
+
+/// Ends one session and records the sign-out.
+pub async fn sign_out(state: &AppState, current: &Authenticated, client: &ClientInfo) -> Result<()> {
+    session::Entity::delete_by_id(current.session.id).exec(&state.db).await?;
+    events::service::record(&state.db, state, EventRecord::new(Action::Logout).by(&current.user).from_client(client)).await?;
+    Ok(())
+}
+
+/// A user's live sessions, newest first.
+pub async fn list_for_user(state: &AppState, tenant: TenantId, user_id: i64) -> Result<Vec<session::Model>> {
+    Ok(session::Entity::find()
+        .filter(session::Column::TenantId.eq(tenant.0))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::Expires.gt(Utc::now()))
+        .order_by_desc(session::Column::Created)
+        .all(&state.db)
+        .await?)
+}
+
+/// Ends one of a user's sessions; `false` when there was no such session.
+pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id: Uuid) -> Result<bool> {
+    let result = session::Entity::delete_many()
+        .filter(session::Column::TenantId.eq(tenant.0))
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::Id.eq(session_id))
+        .exec(&state.db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+/// Ends every session of a user, optionally keeping one; returns how many ended.
+pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
+    let mut delete = session::Entity::delete_many()
+        .filter(session::Column::TenantId.eq(tenant.0))
+        .filter(session::Column::UserId.eq(user_id));
+    if let Some(keep) = keep {
+        delete = delete.filter(session::Column::Id.ne(keep));
+    }
+    Ok(delete.exec(db).await?.rows_affected)
+}
+
+/// Deletes expired sessions; returns how many.
+pub async fn purge_expired(db: &impl sea_orm::ConnectionTrait) -> Result<u64> {
+    Ok(session::Entity::delete_many().filter(session::Column::Expires.lt(Utc::now())).exec(db).await?.rows_affected)
+}

@@ -1,0 +1,112 @@
+//! Sign-in throttling shared by every server process through the database.
+//!
+//! Each bucket (an account, a client address) gets some free failures, then a delay that
+//! doubles with every further failure up to `3600 / max_failures_per_hour` seconds. The delay
+//! bounds guessing to the hourly maximum without ever locking a real user out for long.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+
+use super::entities::throttle;
+use crate::error::{Error, Result};
+use crate::tenants::TenantId;
+
+/// The rules of one kind of bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub free_failures: u32,
+    pub max_failures_per_hour: u32,
+}
+
+impl Limits {
+    /// How long to wait after `failures` failures in the window.
+    pub fn delay_after(self, failures: u32) -> TimeDelta {
+        if failures < self.free_failures {
+            return TimeDelta::zero();
+        }
+        let cap = std::cmp::max(3600 / i64::from(std::cmp::max(self.max_failures_per_hour, 1)), 1);
+        let exponent = std::cmp::min(failures - self.free_failures, 20);
+        TimeDelta::seconds(std::cmp::min(1i64 << exponent, cap))
+    }
+}
+
+const WINDOW: TimeDelta = TimeDelta::hours(1);
+
+/// Refuses an attempt while the bucket's delay has not passed.
+pub async fn check(db: &impl ConnectionTrait, tenant: TenantId, bucket: &str, limits: Limits, now: DateTime<Utc>) -> Result<()> {
+    let Some(row) = throttle::Entity::find_by_id((tenant.0, bucket.to_owned())).one(db).await? else {
+        return Ok(());
+    };
+    if now - row.window_started > WINDOW {
+        return Ok(());
+    }
+    let allowed_at = row.last_failure + limits.delay_after(u32::try_from(row.failures).unwrap_or(0));
+    if now < allowed_at {
+        let wait = u64::try_from((allowed_at - now).num_milliseconds()).unwrap_or(0);
+        return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait.div_ceil(1000), 1) });
+    }
+    Ok(())
+}
+
+/// Counts a failure, atomically, starting a new window when the old one is over.
+pub async fn record_failure(db: &impl ConnectionTrait, tenant: TenantId, bucket: &str, now: DateTime<Utc>) -> Result<()> {
+    let window_over = Expr::col(throttle::Column::WindowStarted).lt(now - WINDOW);
+    let updated = throttle::Entity::update_many()
+        .col_expr(
+            throttle::Column::Failures,
+            Expr::case(window_over.clone(), 1).finally(Expr::col(throttle::Column::Failures).add(1)).into(),
+        )
+        .col_expr(
+            throttle::Column::WindowStarted,
+            Expr::case(window_over, Expr::val(now)).finally(Expr::col(throttle::Column::WindowStarted)).into(),
+        )
+        .col_expr(throttle::Column::LastFailure, Expr::val(now).into())
+        .filter(throttle::Column::TenantId.eq(tenant.0))
+        .filter(throttle::Column::Bucket.eq(bucket))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        let row = throttle::ActiveModel {
+            tenant_id: Set(tenant.0),
+            bucket: Set(bucket.to_owned()),
+            failures: Set(1),
+            window_started: Set(now),
+            last_failure: Set(now),
+        };
+        // A concurrent first failure from another process: count this one on top.
+        throttle::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([throttle::Column::TenantId, throttle::Column::Bucket])
+                    .value(throttle::Column::Failures, Expr::col((throttle::Entity, throttle::Column::Failures)).add(1))
+                    .value(throttle::Column::LastFailure, Expr::val(now))
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Forgets a bucket's failures (after a successful sign-in of that account).
+pub async fn clear(db: &impl ConnectionTrait, tenant: TenantId, bucket: &str) -> Result<()> {
+    throttle::Entity::delete_by_id((tenant.0, bucket.to_owned())).exec(db).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_then_cap_at_the_hourly_limit() {
+        let limits = Limits { free_failures: 5, max_failures_per_hour: 100 };
+        assert_eq!(limits.delay_after(0), TimeDelta::zero());
+        assert_eq!(limits.delay_after(4), TimeDelta::zero());
+        assert_eq!(limits.delay_after(5), TimeDelta::seconds(1));
+        assert_eq!(limits.delay_after(7), TimeDelta::seconds(4));
+        assert_eq!(limits.delay_after(50), TimeDelta::seconds(36));
+        // 36 s between attempts is at most 100 attempts an hour.
+        assert!(3600 / limits.delay_after(1000).num_seconds() <= 100);
+    }
+}

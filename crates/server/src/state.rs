@@ -1,0 +1,28 @@
+//! What every request handler shares. Nothing here is per-process state that another server
+//! process would need: sessions, throttles and events all live in the database.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+
+use crate::config::Config;
+use crate::events::client::GeoIp;
+use crate::events::visits::VisitRecorder;
+use crate::secret::ServerSecret;
+use crate::tenants::TenantId;
+
+/// Shared, cheaply cloned application state.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub config: Arc<Config>,
+    pub secret: Arc<ServerSecret>,
+    /// The tenant requests are served for; hosts map to tenants once there are several.
+    pub tenant: TenantId,
+    pub metrics: PrometheusHandle,
+    pub geoip: Option<Arc<GeoIp>>,
+    pub visits: Option<VisitRecorder>,
+    /// Hash verified for unknown accounts so that they cost what known ones cost.
+    pub dummy_hash: Arc<str>,
+}
