@@ -52,7 +52,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             return Error::Validation(FieldErrors::single(field, "This field is required."));
         }
         if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
-            let field = if path == "." { unknown.to_owned() } else { format!("{path}.{unknown}") };
+            // The path already ends with the unknown field's name.
+            let field = if path == "." { unknown.to_owned() } else { path };
             return Error::Validation(FieldErrors::single(field, "Unknown field."));
         }
         let field = if path == "." { NON_FIELD_ERRORS.to_owned() } else { path };

@@ -1,0 +1,235 @@
+//! The `gatehouse` binary: configuration precedence and errors, user creation, serve,
+//! healthcheck, graceful shutdown, and that secrets never reach the logs.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+/// A command with a clean `GATEHOUSE_*` environment and the given data directory.
+fn gatehouse(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATEHOUSE_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("GATEHOUSE_DATA_DIR", dir).current_dir(dir);
+    command
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn configuration_precedence_is_defaults_then_file_then_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &file,
+        "secret_key = \"file-secret-that-is-long-enough-for-the-rules\"\n[server]\nlisten = \"127.0.0.1:9100\"\n[sessions]\nduration = \"hours=2\"\n[database]\nurl = \"postgres://gh:hunter2hunter2@db.internal/gatehouse\"\n",
+    )
+    .unwrap();
+    let output = gatehouse(dir.path())
+        .args(["--config", file.to_str().unwrap(), "config", "show"])
+        .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:9200")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    assert!(shown.contains("listen = \"127.0.0.1:9200\""), "environment beats the file:\n{shown}");
+    assert!(shown.contains("duration = \"hours=2\""), "the file beats the defaults:\n{shown}");
+    assert!(shown.contains("min_length = 8"), "defaults fill the rest:\n{shown}");
+    assert!(!shown.contains("hunter2") && !shown.contains("file-secret"), "secrets are redacted:\n{shown}");
+    assert!(shown.contains("postgres://gh:********@db.internal/gatehouse"));
+
+    // GATEHOUSE_CONFIG names the file too.
+    let output = gatehouse(dir.path()).args(["config", "show"]).env("GATEHOUSE_CONFIG", &file).output().unwrap();
+    assert!(stdout(&output).contains("listen = \"127.0.0.1:9100\""));
+}
+
+#[test]
+fn invalid_configuration_stops_with_the_key_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("GATEHOUSE_SESSIONS__DURATION", "months=1")], "sessions.duration"),
+        (&[("GATEHOUSE_SESSIONS__DURATION", "")], "hours=3;minutes=1"),
+        (&[("GATEHOUSE_SERVER__LISTEN", "not-an-address")], "server.listen"),
+        (&[("GATEHOUSE_PASSWORDS__MIN_LENGTH", "4")], "passwords.min_length"),
+        (&[("GATEHOUSE_DATABASE__URL", "postgres://localhost/gatehouse")], "secret_key"),
+        (&[("GATEHOUSE_SERVER__LISTN", "127.0.0.1:1")], "listn"),
+    ];
+    for (env, expected) in cases {
+        let mut command = gatehouse(dir.path());
+        command.args(["serve"]);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env:?}");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{env:?}: {message}");
+    }
+    let missing = gatehouse(dir.path()).args(["--config", "/nonexistent/gatehouse.toml", "config", "show"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("does not exist"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    let postgres = database_url.starts_with("postgres");
+    let port = free_port();
+    let metrics_port = free_port();
+    let log_path = dir.path().join("serve.log");
+    let configure = |command: &mut Command| {
+        command
+            .env("GATEHOUSE_DATABASE__URL", &database_url)
+            .env("GATEHOUSE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("GATEHOUSE_SERVER__METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("GATEHOUSE_LOG__FORMAT", "json")
+            .env("GATEHOUSE_LOG__LEVEL", "debug");
+        if postgres {
+            command.env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789");
+        }
+    };
+
+    let mut serve = gatehouse(dir.path());
+    configure(&mut serve);
+    let mut child = serve
+        .arg("serve")
+        .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("serve.err")).unwrap()))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        let mut check = gatehouse(dir.path());
+        configure(&mut check);
+        if check.args(["healthcheck", "--url", &base]).status().unwrap().success() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "server never became ready: {}", std::fs::read_to_string(dir.path().join("serve.err")).unwrap_or_default());
+    if !postgres {
+        let secret = dir.path().join("secret_key");
+        assert!(secret.exists(), "the SQLite setup generates its secret key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    let admin_password = "bootstrap passphrase for the admin 7";
+    let mut create = gatehouse(dir.path());
+    configure(&mut create);
+    let output = create
+        .args(["create-superuser", "--email", "root@example.com", "--name", "Root"])
+        .env("GATEHOUSE_BOOTSTRAP_PASSWORD", admin_password)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("created superuser root@example.com"));
+
+    let user_password = "password read from standard input 3";
+    let mut create = gatehouse(dir.path());
+    configure(&mut create);
+    let mut child_create = create
+        .args(["create-user", "--email", "user@example.com", "--staff"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child_create.stdin.take().unwrap(), "{user_password}").unwrap();
+    let output = child_create.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let mut duplicate = gatehouse(dir.path());
+    configure(&mut duplicate);
+    let output = duplicate
+        .args(["create-user", "--email", "USER@example.com"])
+        .env("GATEHOUSE_BOOTSTRAP_PASSWORD", user_password)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("email"), "{}", stderr(&output));
+    let mut weak = gatehouse(dir.path());
+    configure(&mut weak);
+    let output = weak.args(["create-user", "--email", "weak@example.com"]).env("GATEHOUSE_BOOTSTRAP_PASSWORD", "password").output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("password"));
+
+    let client = reqwest::Client::new();
+    let sign_in = |email: &'static str, password: &'static str| {
+        client.post(format!("{base}/api/v3/auth/sign_in/")).json(&json!({"email": email, "password": password})).send()
+    };
+    let response = sign_in("root@example.com", admin_password).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let admin = session_from(response).await;
+    assert_eq!(admin.body["user"]["name"], "Root");
+    assert_eq!(sign_in("user@example.com", user_password).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(sign_in("user@example.com", "a wrong password attempt").await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let me = client.get(format!("{base}/api/v3/core/users/me/")).header("cookie", &admin.cookie).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let set = client
+        .post(format!("{base}/api/v3/core/users/2/set_password/"))
+        .header("cookie", &admin.cookie)
+        .header("x-csrftoken", &admin.csrf)
+        .json(&json!({"password": "another secret passphrase 11"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+
+    // SIGTERM: the server stops accepting, finishes, and exits cleanly.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exited = exited.expect("server exits after SIGTERM");
+    assert!(exited.success(), "exit status {exited:?}");
+    let mut check = gatehouse(dir.path());
+    configure(&mut check);
+    assert!(!check.args(["healthcheck", "--url", &base]).status().unwrap().success(), "healthcheck fails once stopped");
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("create-superuser --email admin@example.com"), "first start tells how to create a superuser");
+    assert!(logs.contains("\"route\":\"/api/v3/auth/sign_in/\""), "one line per request");
+    assert!(logs.contains("\"request_id\""));
+    let session_key = admin.cookie.split_once('=').unwrap().1;
+    for secret in [admin_password, user_password, "a wrong password attempt", "another secret passphrase 11", session_key, &admin.csrf] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+    }
+}

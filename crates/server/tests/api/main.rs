@@ -1,0 +1,14 @@
+//! The integration suite: one binary, one module per domain. Every test starts the real server
+//! on a random port against a fresh database (a SQLite file, or a fresh PostgreSQL database when
+//! GATEHOUSE_TEST_DATABASE_URL is set) and talks HTTP to it.
+//!
+//! Keep this the only file directly under `tests/`: each file there is a separate binary.
+
+mod support;
+
+mod cli;
+mod events;
+mod groups;
+mod ops;
+mod sessions;
+mod users;

@@ -1,0 +1,90 @@
+//! Health checks, metrics, the OpenAPI document, Swagger UI and HTTP conventions.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn health_checks_answer() {
+    let app = TestApp::spawn().await;
+    for path in ["/-/health/live/", "/-/health/ready/"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener() {
+    let app = TestApp::spawn().await;
+    app.user("sam@example.com", |_| {}).await;
+    app.sign_in("sam@example.com").await;
+    app.try_sign_in("sam@example.com", "definitely wrong password").await;
+    let response = app.client.get(format!("{}/metrics", app.metrics_base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for needle in [
+        "gatehouse_http_requests_total{method=\"POST\",route=\"/api/v3/auth/sign_in/\",status=\"200\"}",
+        "gatehouse_http_request_duration_seconds_bucket",
+        "gatehouse_sign_ins_total{outcome=\"success\"}",
+        "gatehouse_sign_ins_total{outcome=\"failed\"}",
+        "gatehouse_db_pool_connections{state=\"open\"}",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}");
+    }
+    assert_eq!(app.client.get(app.url("/metrics")).send().await.unwrap().status(), StatusCode::NOT_FOUND, "not on the public listener");
+}
+
+#[tokio::test]
+async fn openapi_document_and_swagger_ui_are_served() {
+    let app = TestApp::spawn().await;
+    let schema: Value = app.client.get(app.url("/api/v3/schema/")).send().await.unwrap().json().await.unwrap();
+    assert!(schema["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v3/core/users/",
+        "/api/v3/core/users/{id}/",
+        "/api/v3/core/users/me/",
+        "/api/v3/core/users/{id}/set_password/",
+        "/api/v3/core/groups/",
+        "/api/v3/core/groups/{group_uuid}/add_user/",
+        "/api/v3/events/events/",
+        "/api/v3/auth/sign_in/",
+    ] {
+        assert!(schema["paths"].get(path).is_some(), "schema lacks {path}");
+    }
+    assert!(schema["components"]["securitySchemes"].get("authentik").is_some());
+    let page = app.client.get(app.url("/api/v3/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("swagger"));
+    let initializer = app.client.get(app.url("/api/v3/swagger-initializer.js")).send().await.unwrap();
+    assert_eq!(initializer.status(), StatusCode::OK);
+    assert!(initializer.text().await.unwrap().contains("/api/v3/schema/"));
+}
+
+#[tokio::test]
+async fn conventions_hold_for_errors_limits_and_headers() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 4096).await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+
+    let (status, body) = json(app.client.get(app.url("/api/v3/no/such/thing/")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, json!({"detail": "The requested resource does not exist."}));
+
+    let big = json!({"name": "x".repeat(10_000)});
+    let (status, body) = json(app.post(&admin, "/api/v3/core/groups/", big).await).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body["detail"].is_string());
+
+    let (status, body) = json(app.call(Some(&admin), reqwest::Method::PATCH, "/api/v3/core/users/me/", Some(json!({}))).await).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body["detail"].is_string());
+
+    let response = app.client.get(app.url("/api/v3/core/users/me/")).header("x-request-id", "trace-123").send().await.unwrap();
+    assert_eq!(response.headers().get("x-request-id").unwrap(), "trace-123");
+    assert_eq!(response.headers().get("x-frame-options").unwrap(), "DENY");
+    assert_eq!(response.headers().get("x-content-type-options").unwrap(), "nosniff");
+    assert!(response.headers().get("content-security-policy").is_some());
+    let generated = app.client.get(app.url("/-/health/live/")).send().await.unwrap();
+    assert_eq!(generated.headers().get("x-request-id").unwrap().len(), 32);
+}

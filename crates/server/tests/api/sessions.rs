@@ -1,0 +1,268 @@
+//! Sign-in, sign-out, sessions, CSRF and throttling.
+
+use reqwest::{Method, StatusCode};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+use serde_json::json;
+
+use crate::support::*;
+use gatehouse::accounts::entities::user;
+
+#[tokio::test]
+async fn sign_in_sets_hardened_cookies_and_sign_out_ends_the_session() {
+    let app = TestApp::spawn().await;
+    app.user("erin@example.com", |_| {}).await;
+    let response = app.try_sign_in("ERIN@example.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies: Vec<String> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let session_cookie = cookies.iter().find(|c| c.starts_with("gatehouse_session=")).unwrap();
+    for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(session_cookie.contains(flag), "{session_cookie} lacks {flag}");
+    }
+    let csrf_cookie = cookies.iter().find(|c| c.starts_with("gatehouse_csrf=")).unwrap();
+    assert!(!csrf_cookie.contains("HttpOnly"), "scripts must be able to read the CSRF cookie");
+    assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
+    let session = session_from(response).await;
+    assert_eq!(session.body["user"]["email"], "erin@example.com");
+
+    assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+    assert_eq!(app.post(&session, "/api/v3/auth/sign_out/", json!({})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn cookie_authenticated_unsafe_requests_need_the_csrf_token() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let session = app.sign_in("admin@example.com").await;
+    let without = app
+        .client
+        .post(app.url("/api/v3/core/groups/"))
+        .header("cookie", &session.cookie)
+        .json(&json!({"name": "No token"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(without).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body["detail"].as_str().unwrap().contains("CSRF"));
+    let mut wrong = session.clone();
+    wrong.csrf = "forged-token".into();
+    assert_eq!(app.post(&wrong, "/api/v3/core/groups/", json!({"name": "Wrong token"})).await.status(), StatusCode::FORBIDDEN);
+    // Another session's token does not fit this one.
+    let other = app.sign_in("admin@example.com").await;
+    wrong.csrf = other.csrf.clone();
+    assert_eq!(app.post(&wrong, "/api/v3/core/groups/", json!({"name": "Other token"})).await.status(), StatusCode::FORBIDDEN);
+    let (_, groups) = json(app.get(&session, "/api/v3/core/groups/").await).await;
+    assert_eq!(groups["pagination"]["count"], 0, "no refused request wrote anything");
+    // Safe methods need no token.
+    let get = app.client.get(app.url("/api/v3/core/groups/")).header("cookie", &session.cookie).send().await.unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(app.post(&session, "/api/v3/core/groups/", json!({"name": "With token"})).await.status(), StatusCode::CREATED);
+    // A sign-in must be JSON, which a cross-site form cannot send.
+    let form = app.client.post(app.url("/api/v3/auth/sign_in/")).form(&[("email", "admin@example.com"), ("password", PASSWORD)]).send().await.unwrap();
+    assert_field_error(form, "non_field_errors").await;
+}
+
+#[tokio::test]
+async fn failures_look_the_same_whatever_was_wrong() {
+    let app = TestApp::spawn().await;
+    app.user("frank@example.com", |_| {}).await;
+    app.user("inactive@example.com", |u| u.is_active = false).await;
+    app.user("robot@example.com", |u| u.user_type = gatehouse::accounts::UserType::ServiceAccount).await;
+    let mut bodies = Vec::new();
+    for (email, password) in [
+        ("frank@example.com", "wrong password entirely"),
+        ("nobody@example.com", PASSWORD),
+        ("inactive@example.com", PASSWORD),
+        ("robot@example.com", PASSWORD),
+        ("", PASSWORD),
+    ] {
+        let (status, body) = json(app.try_sign_in(email, password).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    assert_eq!(bodies[0], json!({"non_field_errors": ["Invalid e-mail or password."]}));
+    assert_field_error(app.client.post(app.url("/api/v3/auth/sign_in/")).json(&json!({"email": "x"})).send().await.unwrap(), "password").await;
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled_per_account() {
+    let app = TestApp::spawn_with(|c| {
+        c.sign_in.free_failures_per_account = 3;
+        c.sign_in.max_failures_per_account_hour = 60;
+    })
+    .await;
+    app.user("grace@example.com", |_| {}).await;
+    for _ in 0..3 {
+        assert_eq!(app.try_sign_in("grace@example.com", "not the password at all").await.status(), StatusCode::BAD_REQUEST);
+    }
+    let throttled = app.try_sign_in("grace@example.com", PASSWORD).await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    let retry_after: u64 = throttled.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    // Unknown accounts are throttled the same way, so throttling reveals nothing.
+    for _ in 0..3 {
+        app.try_sign_in("ghost@example.com", "whatever it is").await;
+    }
+    assert_eq!(app.try_sign_in("ghost@example.com", "whatever it is").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another account from the same address is not affected.
+    app.user("heidi@example.com", |_| {}).await;
+    assert_eq!(app.try_sign_in("heidi@example.com", PASSWORD).await.status(), StatusCode::OK);
+    // Once the delay has passed, the right password works and clears the counter.
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(app.try_sign_in("grace@example.com", PASSWORD).await.status(), StatusCode::OK);
+    assert_eq!(app.try_sign_in("grace@example.com", "not the password at all").await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.try_sign_in("grace@example.com", PASSWORD).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled_per_client_address() {
+    let app = TestApp::spawn_with(|c| {
+        c.sign_in.free_failures_per_ip = 4;
+        c.sign_in.max_failures_per_ip_hour = 60;
+    })
+    .await;
+    app.user("ivan@example.com", |_| {}).await;
+    for i in 0..4 {
+        app.try_sign_in(&format!("spray{i}@example.com"), "password spraying").await;
+    }
+    assert_eq!(app.try_sign_in("ivan@example.com", PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revoked() {
+    let app = TestApp::spawn().await;
+    app.user("judy@example.com", |_| {}).await;
+    let first = app.sign_in("judy@example.com").await;
+    let second = app.sign_in("judy@example.com").await;
+    let third = app.sign_in("judy@example.com").await;
+
+    let (status, list) = json(app.get(&first, "/api/v3/core/authenticated_sessions/").await).await;
+    assert_eq!(status, StatusCode::OK);
+    let results = list["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(results.iter().all(|s| s.get("key_digest").is_none()));
+
+    let second_id = second.body["session"]["uuid"].as_str().unwrap();
+    assert_eq!(app.delete(&first, &format!("/api/v3/core/authenticated_sessions/{second_id}/")).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&second, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.delete(&first, &format!("/api/v3/core/authenticated_sessions/{second_id}/")).await.status(), StatusCode::NOT_FOUND);
+
+    // Someone else's session cannot be revoked.
+    app.user("mallory@example.com", |_| {}).await;
+    let mallory = app.sign_in("mallory@example.com").await;
+    let third_id = third.body["session"]["uuid"].as_str().unwrap();
+    assert_eq!(app.delete(&mallory, &format!("/api/v3/core/authenticated_sessions/{third_id}/")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&third, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+
+    let (_, revoked) = json(app.post(&first, "/api/v3/core/authenticated_sessions/revoke_others/", json!({})).await).await;
+    assert_eq!(revoked["revoked"], 1);
+    assert_eq!(app.get(&third, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get(&first, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn disabling_or_deleting_a_user_ends_all_their_sessions() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let karl = app.user("karl@example.com", |_| {}).await;
+    let liz = app.user("liz@example.com", |_| {}).await;
+    let admin = app.sign_in("admin@example.com").await;
+    let karl_sessions = [app.sign_in("karl@example.com").await, app.sign_in("karl@example.com").await];
+    let liz_session = app.sign_in("liz@example.com").await;
+
+    let response = app.patch(&admin, &format!("/api/v3/core/users/{}/", karl.id), json!({"is_active": false})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for session in &karl_sessions {
+        assert_eq!(app.get(session, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (_, list) = json(app.get(&admin, &format!("/api/v3/core/users/{}/", karl.id)).await).await;
+    assert_eq!(list["is_active"], false);
+    assert_eq!(app.try_sign_in("karl@example.com", PASSWORD).await.status(), StatusCode::BAD_REQUEST);
+
+    assert_eq!(app.delete(&admin, &format!("/api/v3/core/users/{}/", liz.id)).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&liz_session, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bearer_credentials_that_do_not_exist_are_refused() {
+    let app = TestApp::spawn().await;
+    app.user("mike@example.com", |_| {}).await;
+    let session = app.sign_in("mike@example.com").await;
+    let response = app
+        .client
+        .request(Method::GET, app.url("/api/v3/core/users/me/"))
+        .header("authorization", "Bearer not-a-real-key")
+        .header("cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().get("www-authenticate").unwrap().to_str().unwrap().starts_with("Bearer"));
+}
+
+#[tokio::test]
+async fn imported_django_hashes_sign_in_and_are_upgraded() {
+    let app = TestApp::spawn().await;
+    let user = app.user("nina@example.com", |u| u.password = None).await;
+    // Django's PBKDF2PasswordHasher format, as an imported account would carry it.
+    let django = {
+        use base64::Engine;
+        let mut derived = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(PASSWORD.as_bytes(), b"importedsalt", 10_000, &mut derived);
+        format!("pbkdf2_sha256$10000$importedsalt${}", base64::engine::general_purpose::STANDARD.encode(derived))
+    };
+    let mut model = user.into_active_model();
+    model.password = Set(Some(django.clone()));
+    let user = model.update(&app.state.db).await.unwrap();
+
+    assert_eq!(app.try_sign_in("nina@example.com", "wrong guess, not it").await.status(), StatusCode::BAD_REQUEST);
+    let stored = user::Entity::find_by_id(user.id).one(&app.state.db).await.unwrap().unwrap().password.unwrap();
+    assert_eq!(stored, django, "a failed sign-in does not touch the hash");
+    app.sign_in("nina@example.com").await;
+    let upgraded = user::Entity::find_by_id(user.id).one(&app.state.db).await.unwrap().unwrap().password.unwrap();
+    assert!(upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{upgraded}");
+    app.sign_in("nina@example.com").await;
+}
+
+#[tokio::test]
+async fn sign_in_records_client_data_and_trusted_proxy_addresses() {
+    let app = TestApp::spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    app.superuser("admin@example.com").await;
+    let ua = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15";
+    let response = app
+        .client
+        .post(app.url("/api/v3/auth/sign_in/"))
+        .header("user-agent", ua)
+        .header("x-forwarded-for", "203.0.113.50")
+        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let admin = session_from(response).await;
+    app.client
+        .post(app.url("/api/v3/auth/sign_in/"))
+        .header("user-agent", ua)
+        .header("x-forwarded-for", "198.51.100.9")
+        .json(&json!({"email": "admin@example.com", "password": "a wrong password here"}))
+        .send()
+        .await
+        .unwrap();
+
+    let (_, logins) = json(app.get(&admin, "/api/v3/events/events/?action=login").await).await;
+    let login = &logins["results"][0];
+    assert_eq!(login["client_ip"], "203.0.113.50");
+    assert_eq!(login["context"]["client"]["browser"]["family"], "Safari");
+    assert_eq!(login["context"]["client"]["os"]["family"], "Mac OSX");
+    assert_eq!(login["context"]["client"]["device"]["category"], "pc");
+    let (_, failures) = json(app.get(&admin, "/api/v3/events/events/?action=login_failed&client_ip=198.51.100.9").await).await;
+    assert_eq!(failures["pagination"]["count"], 1);
+    assert_eq!(failures["results"][0]["context"]["username"], "admin@example.com");
+    assert!(!failures.to_string().contains("a wrong password here"));
+
+    let (_, sessions) = json(app.get(&admin, "/api/v3/core/authenticated_sessions/").await).await;
+    assert_eq!(sessions["results"][0]["last_ip"], "203.0.113.50");
+    assert_eq!(sessions["results"][0]["user_agent"]["browser"]["family"], "Safari");
+}

@@ -1,0 +1,193 @@
+//! Starting servers for tests and talking to them.
+
+use std::future::pending;
+
+use gatehouse::accounts::entities::user;
+use gatehouse::accounts::permissions::Permission;
+use gatehouse::accounts::service::{self, Actor, NewUser};
+use gatehouse::app::Server;
+use gatehouse::config::Config;
+use gatehouse::state::AppState;
+use gatehouse_types::Email;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+
+/// A password every test user gets unless a test says otherwise; strong enough for the rules.
+pub const PASSWORD: &str = "correct horse battery staple 42";
+
+/// The database for one test: a SQLite file in `dir`, or a fresh PostgreSQL database.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match std::env::var("GATEHOUSE_TEST_DATABASE_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            use sea_orm::sqlx::{Connection, Executor};
+            let name = format!("gh_test_{}", uuid::Uuid::new_v4().simple());
+            let mut admin = sea_orm::sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("GATEHOUSE_TEST_DATABASE_URL is set but PostgreSQL cannot be reached");
+            admin.execute(sea_orm::sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create test database");
+            let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}", dir.join("gatehouse.sqlite3").display()),
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    pub base: String,
+    pub metrics_base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// A signed-in client: the session cookie and the CSRF token.
+#[derive(Clone)]
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+    pub body: Value,
+}
+
+/// Configuration for a test server: random ports, a fresh database, a fixed secret.
+pub async fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = dir.to_path_buf();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.secret_key = Some("test-secret-key-that-is-long-enough-0123456789".into());
+    config.database.url = fresh_database_url(dir).await;
+    config.database.max_connections = 5;
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path()).await;
+        adjust(&mut config);
+        let server = Server::bind(config).await.expect("server starts");
+        let base = format!("http://{}", server.addr());
+        let metrics_base = format!("http://{}", server.metrics_addr().unwrap());
+        let state = server.state.clone();
+        tokio::spawn(server.run(pending()));
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base, metrics_base, client, state, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Creates a user directly through the accounts service.
+    pub async fn user(&self, email: &str, adjust: impl FnOnce(&mut NewUser)) -> user::Model {
+        let mut new = NewUser::with_email(Email::parse(email).unwrap());
+        new.password = Some(gatehouse::accounts::password::Password::new(PASSWORD.into()));
+        adjust(&mut new);
+        service::create_user(&self.state, &Actor::system(), new).await.expect("create user")
+    }
+
+    pub async fn superuser(&self, email: &str) -> user::Model {
+        self.user(email, |u| {
+            u.is_superuser = true;
+            u.is_staff = true;
+        })
+        .await
+    }
+
+    /// A user holding the given permissions.
+    pub async fn user_with(&self, email: &str, permissions: &[&str]) -> user::Model {
+        let permissions: Vec<Permission> = permissions.iter().map(|p| Permission::parse(p).unwrap()).collect();
+        self.user(email, |u| u.permissions = permissions).await
+    }
+
+    pub async fn try_sign_in(&self, email: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/api/v3/auth/sign_in/"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sign_in(&self, email: &str) -> Session {
+        let response = self.try_sign_in(email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "sign-in of {email} failed");
+        session_from(response).await
+    }
+
+    /// A request as `session` (cookie plus CSRF header); `None` sends neither.
+    pub async fn call(&self, session: Option<&Session>, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(session) = session {
+            request = request.header("cookie", &session.cookie).header("x-csrftoken", &session.csrf);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn get(&self, session: &Session, path: &str) -> Response {
+        self.call(Some(session), Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, session: &Session, path: &str, body: Value) -> Response {
+        self.call(Some(session), Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, session: &Session, path: &str, body: Value) -> Response {
+        self.call(Some(session), Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn put(&self, session: &Session, path: &str, body: Value) -> Response {
+        self.call(Some(session), Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, session: &Session, path: &str) -> Response {
+        self.call(Some(session), Method::DELETE, path, None).await
+    }
+}
+
+/// Reads the session cookie and CSRF token from a successful sign-in.
+pub async fn session_from(response: Response) -> Session {
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("gatehouse_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
+    Session { cookie, csrf, body }
+}
+
+/// The status and JSON body of a response.
+pub async fn json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, body)
+}
+
+/// Asserts a 400 whose body names `field`.
+pub async fn assert_field_error(response: Response, field: &str) -> Value {
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "expected 400 naming {field}, got {status}: {body}");
+    assert!(body.get(field).and_then(Value::as_array).is_some_and(|m| !m.is_empty()), "expected an error for {field}: {body}");
+    body
+}
+
+/// Asserts authentik's 403 body.
+pub async fn assert_forbidden(response: Response) {
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["detail"], "You do not have permission to perform this action.");
+}
