@@ -35,10 +35,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
-    let dummy_hash: Arc<str> = tokio::task::spawn_blocking(crate::accounts::password::dummy_hash)
-        .await
-        .map_err(|e| StartError::Other(e.to_string()))?
-        .into();
+    let dummy_hash: Arc<str> =
+        tokio::task::spawn_blocking(crate::accounts::password::dummy_hash).await.map_err(|e| StartError::Other(e.to_string()))?.into();
     let mut state = AppState {
         db,
         config: Arc::new(config),
@@ -110,7 +108,11 @@ impl Server {
             let app = crate::ops::metrics_router(state.clone());
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = stop.changed().await; }).await;
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
             });
         }
         let app = crate::http::router::app(state.clone());

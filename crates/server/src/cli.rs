@@ -209,7 +209,8 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
             Ok(ExitCode::SUCCESS)
         }
         Err(Error::Validation(errors)) => {
-            let messages: Vec<String> = errors.fields().iter().map(|(field, messages)| format!("{field}: {}", messages.join(" "))).collect();
+            let messages: Vec<String> =
+                errors.fields().iter().map(|(field, messages)| format!("{field}: {}", messages.join(" "))).collect();
             Err(messages.join("; "))
         }
         Err(error) => Err(error.to_string()),

@@ -137,10 +137,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             database: DatabaseConfig { url: String::new(), max_connections: 10 },
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
-            sessions: SessionConfig {
-                duration: DurationString::from_secs(24 * 3600),
-                cookie_name: "gatehouse_session".into(),
-            },
+            sessions: SessionConfig { duration: DurationString::from_secs(24 * 3600), cookie_name: "gatehouse_session".into() },
             passwords: PasswordConfig { min_length: 8, reject_common: true },
             sign_in: SignInConfig {
                 free_failures_per_account: 5,
@@ -148,11 +145,7 @@ impl Default for Config {
                 free_failures_per_ip: 20,
                 max_failures_per_ip_hour: 600,
             },
-            events: EventConfig {
-                retention: DurationString::from_secs(365 * 24 * 3600),
-                record_visits: false,
-                geoip_path: None,
-            },
+            events: EventConfig { retention: DurationString::from_secs(365 * 24 * 3600), record_visits: false, geoip_path: None },
             api: ApiConfig { default_page_size: 20, max_page_size: 100 },
         }
     }
@@ -215,10 +208,7 @@ impl Config {
             return fail("secret_key", "must be at least 32 characters long");
         }
         if self.secret_key.is_none() && self.backend() == Backend::Postgres {
-            return fail(
-                "secret_key",
-                "is required with PostgreSQL, so every server process shares it (set GATEHOUSE_SECRET_KEY)",
-            );
+            return fail("secret_key", "is required with PostgreSQL, so every server process shares it (set GATEHOUSE_SECRET_KEY)");
         }
         if !(8..=64).contains(&self.passwords.min_length) {
             return fail("passwords.min_length", "must be between 8 and 64");
@@ -253,11 +243,7 @@ impl Config {
     /// Which database engine the URL names.
     pub fn backend(&self) -> Backend {
         let url = self.database_url();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            Backend::Sqlite
-        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") { Backend::Postgres } else { Backend::Sqlite }
     }
 
     /// The configuration as TOML with secrets replaced, for `config show`.

@@ -127,10 +127,8 @@ impl IntoResponse for Error {
             Error::NotFound => detail(StatusCode::NOT_FOUND, "The requested resource does not exist."),
             Error::InvalidPage => detail(StatusCode::NOT_FOUND, "Invalid page."),
             Error::RateLimited { retry_after_secs } => {
-                let mut response = detail(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!("Too many failed attempts. Try again in {retry_after_secs} seconds."),
-                );
+                let mut response =
+                    detail(StatusCode::TOO_MANY_REQUESTS, &format!("Too many failed attempts. Try again in {retry_after_secs} seconds."));
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 response
             }

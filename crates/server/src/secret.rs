@@ -35,8 +35,7 @@ impl ServerSecret {
             return Err(ConfigError("secret_key: is required with PostgreSQL".into()));
         }
         let path = config.data_dir.join("secret_key");
-        Self::load_or_create_file(&path)
-            .map_err(|e| ConfigError(format!("secret_key: cannot read or create {}: {e}", path.display())))
+        Self::load_or_create_file(&path).map_err(|e| ConfigError(format!("secret_key: cannot read or create {}: {e}", path.display())))
     }
 
     fn load_or_create_file(path: &Path) -> std::io::Result<Self> {
@@ -112,8 +111,7 @@ mod tests {
     #[test]
     fn generated_key_is_kept_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         let first = ServerSecret::load(&config).unwrap();
         let second = ServerSecret::load(&config).unwrap();
         assert_eq!(first.digest("t", b"x"), second.digest("t", b"x"));
@@ -131,7 +129,7 @@ mod tests {
         let b = ServerSecret::from_bytes(b"b");
         assert_ne!(a.digest("session", b"x"), a.digest("csrf", b"x"));
         assert_ne!(a.digest("session", b"x"), b.digest("session", b"x"));
-        assert!(!format!("{a:?}").contains('a'.to_string().repeat(1).as_str()) || format!("{a:?}").contains("****"));
+        assert_eq!(format!("{a:?}"), "ServerSecret(********)");
     }
 
     #[test]

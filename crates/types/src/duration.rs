@@ -79,24 +79,15 @@ impl DurationString {
         let mut seen = [false; UNITS.len()];
         let mut total: i128 = 0;
         for pair in input.split(';') {
-            let (key, value) = pair
-                .split_once('=')
-                .filter(|(_, v)| !v.contains('='))
-                .ok_or_else(|| DurationError::NotAPair(pair.to_owned()))?;
+            let (key, value) =
+                pair.split_once('=').filter(|(_, v)| !v.contains('=')).ok_or_else(|| DurationError::NotAPair(pair.to_owned()))?;
             let key_lower = key.trim().to_ascii_lowercase();
-            let index = UNITS
-                .iter()
-                .position(|(unit, _)| *unit == key_lower)
-                .ok_or_else(|| DurationError::UnknownUnit(key.to_owned()))?;
+            let index = UNITS.iter().position(|(unit, _)| *unit == key_lower).ok_or_else(|| DurationError::UnknownUnit(key.to_owned()))?;
             if std::mem::replace(&mut seen[index], true) {
                 return Err(DurationError::DuplicateUnit(key_lower));
             }
-            let number: f64 = value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n: &f64| n.is_finite())
-                .ok_or_else(|| DurationError::InvalidNumber(value.to_owned()))?;
+            let number: f64 =
+                value.trim().parse().ok().filter(|n: &f64| n.is_finite()).ok_or_else(|| DurationError::InvalidNumber(value.to_owned()))?;
             if number < 0.0 {
                 return Err(DurationError::Negative(pair.to_owned()));
             }

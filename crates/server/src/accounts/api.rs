@@ -33,7 +33,13 @@ pub fn num_pk(id: Uuid) -> i64 {
 
 impl From<&group::Model> for PartialGroup {
     fn from(g: &group::Model) -> Self {
-        Self { pk: g.group_uuid, num_pk: num_pk(g.group_uuid), name: g.name.clone(), is_superuser: g.is_superuser, attributes: g.attributes.clone() }
+        Self {
+            pk: g.group_uuid,
+            num_pk: num_pk(g.group_uuid),
+            name: g.name.clone(),
+            is_superuser: g.is_superuser,
+            attributes: g.attributes.clone(),
+        }
     }
 }
 
@@ -172,7 +178,13 @@ pub struct RelatedGroup {
 
 impl From<&group::Model> for RelatedGroup {
     fn from(g: &group::Model) -> Self {
-        Self { pk: g.group_uuid, group_uuid: g.group_uuid, name: g.name.clone(), is_superuser: g.is_superuser, attributes: g.attributes.clone() }
+        Self {
+            pk: g.group_uuid,
+            group_uuid: g.group_uuid,
+            name: g.name.clone(),
+            is_superuser: g.is_superuser,
+            attributes: g.attributes.clone(),
+        }
     }
 }
 
@@ -314,7 +326,7 @@ impl UserWrite {
             None | Some("") => None,
             Some(e) => Email::parse(e).map_err(|m| errors.add("email", m.to_string())).ok(),
         };
-        let username = self.username.as_deref().map(|u| parse_username(u).map_err(|m| errors.add("username", m)).ok()).flatten();
+        let username = self.username.as_deref().and_then(|u| parse_username(u).map_err(|m| errors.add("username", m)).ok());
         let name = self.name.unwrap_or_default();
         if name.chars().count() > 300 {
             errors.add("name", "Ensure this field has no more than 300 characters.");
@@ -361,9 +373,11 @@ impl UserWrite {
         if self.password.is_some() {
             errors.add("password", "Use set_password/ to change a password.");
         }
-        let email = self.email.as_deref().map(str::trim).map(|e| {
-            if e.is_empty() { None } else { Email::parse(e).map_err(|m| errors.add("email", m.to_string())).ok() }
-        });
+        let email = self
+            .email
+            .as_deref()
+            .map(str::trim)
+            .map(|e| if e.is_empty() { None } else { Email::parse(e).map_err(|m| errors.add("email", m.to_string())).ok() });
         let username = self.username.as_deref().and_then(|u| parse_username(u).map_err(|m| errors.add("username", m)).ok());
         let user_type = self.user_type.as_deref().and_then(|t| UserType::parse(t).map_err(|m| errors.add("type", m)).ok());
         let phone_number = self.phone_number.as_ref().map(|p| match p.as_deref().map(str::trim) {

@@ -7,7 +7,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::api::{GroupOut, GroupWrite, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup, UserWrite};
+use super::api::{
+    GroupOut, GroupWrite, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup, UserWrite,
+};
 use super::password::Password;
 use super::permissions::names;
 use super::service::{self, GroupFilter, UserFilter};
@@ -98,7 +100,11 @@ async fn list_users(
 
 #[utoipa::path(post, path = "/api/v3/core/users/", tag = "core", request_body = UserWrite,
     responses((status = 201, body = UserOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
-async fn create_user(State(state): State<AppState>, principal: Principal, ApiJson(body): ApiJson<UserWrite>) -> Result<(StatusCode, Json<UserOut>)> {
+async fn create_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<UserWrite>,
+) -> Result<(StatusCode, Json<UserOut>)> {
     principal.require(&state, names::ADD_USER).await?;
     guard_privileged_user_change(&state, &principal, None, &body).await?;
     let created = service::create_user(&state, &principal.actor(), body.into_new_user()?).await?;
@@ -152,7 +158,12 @@ async fn write_user(state: AppState, principal: Principal, id: String, body: Use
 
 #[utoipa::path(put, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")), request_body = UserWrite,
     responses((status = 200, body = UserOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
-async fn update_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, ApiJson(body): ApiJson<UserWrite>) -> Result<Json<UserOut>> {
+async fn update_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserWrite>,
+) -> Result<Json<UserOut>> {
     write_user(state, principal, id, body, true).await
 }
 
@@ -237,7 +248,11 @@ async fn list_groups(
 
 #[utoipa::path(post, path = "/api/v3/core/groups/", tag = "core", request_body = GroupWrite,
     responses((status = 201, body = GroupOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
-async fn create_group(State(state): State<AppState>, principal: Principal, ApiJson(body): ApiJson<GroupWrite>) -> Result<(StatusCode, Json<GroupOut>)> {
+async fn create_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<GroupWrite>,
+) -> Result<(StatusCode, Json<GroupOut>)> {
     principal.require(&state, names::ADD_GROUP).await?;
     guard_privileged_group_change(&state, &principal, None, &body).await?;
     let created = service::create_group(&state, &principal.actor(), body.into_new_group()?).await?;
@@ -263,7 +278,12 @@ async fn write_group(state: AppState, principal: Principal, id: String, body: Gr
 
 #[utoipa::path(put, path = "/api/v3/core/groups/{group_uuid}/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
     request_body = GroupWrite, responses((status = 200, body = GroupOut), (status = 400, description = "Invalid input")))]
-async fn update_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, ApiJson(body): ApiJson<GroupWrite>) -> Result<Json<GroupOut>> {
+async fn update_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<GroupWrite>,
+) -> Result<Json<GroupOut>> {
     write_group(state, principal, id, body, true).await
 }
 
@@ -298,7 +318,12 @@ async fn membership(state: AppState, principal: Principal, id: String, body: Use
 
 #[utoipa::path(post, path = "/api/v3/core/groups/{group_uuid}/add_user/", tag = "core", params(("group_uuid" = Uuid, Path, description = "Group uuid")),
     request_body = UserAccountRequest, responses((status = 204, description = "User added"), (status = 404, description = "User not found")))]
-async fn add_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, ApiJson(body): ApiJson<UserAccountRequest>) -> Result<StatusCode> {
+async fn add_user(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserAccountRequest>,
+) -> Result<StatusCode> {
     membership(state, principal, id, body, true).await
 }
 

@@ -182,7 +182,8 @@ mod tests {
         let stored = format!("pbkdf2_sha256$1000$seasalt${}", STANDARD.encode(derived));
         assert_eq!(verify(&password, &stored), Verification::MatchNeedsRehash);
         assert_eq!(verify(&Password::new("hunter2".into()), &stored), Verification::Mismatch);
-        for broken in ["pbkdf2_sha256$x$salt$abc", "pbkdf2_sha256$1000$salt", "pbkdf2_sha256$0$s$AAAA", "pbkdf2_sha256$99999999999$s$AAAA"] {
+        for broken in ["pbkdf2_sha256$x$salt$abc", "pbkdf2_sha256$1000$salt", "pbkdf2_sha256$0$s$AAAA", "pbkdf2_sha256$99999999999$s$AAAA"]
+        {
             assert_eq!(verify(&password, broken), Verification::Mismatch, "{broken}");
         }
     }

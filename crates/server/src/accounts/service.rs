@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use gatehouse_types::{Email, PhoneNumber};
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, Set,
+    TransactionTrait,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -40,9 +40,9 @@ impl UserType {
             "external" => Ok(Self::External),
             "service_account" => Ok(Self::ServiceAccount),
             "internal_service_account" => Ok(Self::InternalServiceAccount),
-            other => Err(format!(
-                "\"{other}\" is not a valid choice; choose internal, external, service_account or internal_service_account."
-            )),
+            other => {
+                Err(format!("\"{other}\" is not a valid choice; choose internal, external, service_account or internal_service_account."))
+            }
         }
     }
 
@@ -60,9 +60,8 @@ impl UserType {
 /// A username: 1 to 150 letters, digits and `@ . + - _`.
 pub fn parse_username(text: &str) -> Result<String, String> {
     let trimmed = text.trim();
-    let valid = !trimmed.is_empty()
-        && trimmed.chars().count() <= 150
-        && trimmed.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c));
+    let valid =
+        !trimmed.is_empty() && trimmed.chars().count() <= 150 && trimmed.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c));
     if valid {
         Ok(trimmed.to_owned())
     } else {
@@ -193,8 +192,7 @@ async fn check_user_unique(
         }
     }
     if let Some(username_key) = username_key {
-        let mut query =
-            user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::UsernameKey.eq(username_key));
+        let mut query = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::UsernameKey.eq(username_key));
         if let Some(id) = except {
             query = query.filter(user::Column::Id.ne(id));
         }
@@ -206,7 +204,13 @@ async fn check_user_unique(
 }
 
 /// Fails unless every group exists in the tenant.
-async fn check_groups_exist(db: &impl ConnectionTrait, tenant: TenantId, field: &str, ids: &[Uuid], errors: &mut FieldErrors) -> Result<()> {
+async fn check_groups_exist(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    field: &str,
+    ids: &[Uuid],
+    errors: &mut FieldErrors,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -286,7 +290,8 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
     .map_err(unique_violation_to_field)?;
     set_user_groups(&txn, created.id, &new.groups).await?;
     set_user_permissions(&txn, created.id, &new.permissions).await?;
-    let event = actor.event(Action::ModelCreated).about(&user_ref(&created)).with("diff", events::service::diff(&json!({}), &audit_json(&created)));
+    let event =
+        actor.event(Action::ModelCreated).about(&user_ref(&created)).with("diff", events::service::diff(&json!({}), &audit_json(&created)));
     events::service::record(&txn, state, event).await?;
     txn.commit().await?;
     Ok(created)
@@ -296,7 +301,13 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
 fn unique_violation_to_field(error: sea_orm::DbErr) -> Error {
     match error.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(message)) => {
-            let field = if message.contains("username") { "username" } else if message.contains("name_key") { "name" } else { "email" };
+            let field = if message.contains("username") {
+                "username"
+            } else if message.contains("name_key") {
+                "name"
+            } else {
+                "email"
+            };
             Error::field(field, "An object with this value already exists.")
         }
         _ => error.into(),
@@ -605,8 +616,13 @@ pub async fn effective_permissions(db: &impl ConnectionTrait, user: &user::Model
     let mut result = EffectivePermissions { is_superuser: user.is_superuser, permissions: BTreeSet::new() };
     result.permissions.extend(direct_permissions(db, &[user.id]).await?.remove(&user.id).unwrap_or_default());
     // The user's groups and all their ancestors.
-    let mut frontier: Vec<Uuid> =
-        group_member::Entity::find().filter(group_member::Column::UserId.eq(user.id)).all(db).await?.into_iter().map(|m| m.group_uuid).collect();
+    let mut frontier: Vec<Uuid> = group_member::Entity::find()
+        .filter(group_member::Column::UserId.eq(user.id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.group_uuid)
+        .collect();
     let mut seen: HashSet<Uuid> = HashSet::new();
     while !frontier.is_empty() {
         frontier.retain(|g| seen.insert(*g));
@@ -701,8 +717,15 @@ async fn check_no_cycle(db: &impl ConnectionTrait, group: Uuid, parents: &[Uuid]
     Ok(())
 }
 
-async fn check_group_name_unique(db: &impl ConnectionTrait, tenant: TenantId, name: &str, except: Option<Uuid>, errors: &mut FieldErrors) -> Result<()> {
-    let mut query = group::Entity::find().filter(group::Column::TenantId.eq(tenant.0)).filter(group::Column::NameKey.eq(name.to_lowercase()));
+async fn check_group_name_unique(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    name: &str,
+    except: Option<Uuid>,
+    errors: &mut FieldErrors,
+) -> Result<()> {
+    let mut query =
+        group::Entity::find().filter(group::Column::TenantId.eq(tenant.0)).filter(group::Column::NameKey.eq(name.to_lowercase()));
     if let Some(id) = except {
         query = query.filter(group::Column::GroupUuid.ne(id));
     }
@@ -739,7 +762,8 @@ async fn replace_group_relations(
         group_permission::Entity::delete_many().filter(group_permission::Column::GroupUuid.eq(group_uuid)).exec(txn).await?;
         let unique: BTreeSet<&str> = permissions.iter().map(Permission::as_str).collect();
         if !unique.is_empty() {
-            let rows = unique.into_iter().map(|p| group_permission::ActiveModel { group_uuid: Set(group_uuid), permission: Set(p.to_owned()) });
+            let rows =
+                unique.into_iter().map(|p| group_permission::ActiveModel { group_uuid: Set(group_uuid), permission: Set(p.to_owned()) });
             group_permission::Entity::insert_many(rows).exec_without_returning(txn).await?;
         }
     }
@@ -920,12 +944,21 @@ pub struct GroupRelations {
 pub async fn group_relations(db: &impl ConnectionTrait, groups: &[Uuid], with_members: bool) -> Result<GroupRelations> {
     let mut relations = GroupRelations::default();
     let links = group_parent::Entity::find()
-        .filter(group_parent::Column::GroupUuid.is_in(groups.iter().copied()).or(group_parent::Column::ParentUuid.is_in(groups.iter().copied())))
+        .filter(
+            group_parent::Column::GroupUuid
+                .is_in(groups.iter().copied())
+                .or(group_parent::Column::ParentUuid.is_in(groups.iter().copied())),
+        )
         .all(db)
         .await?;
     let related_ids: BTreeSet<Uuid> = links.iter().flat_map(|l| [l.group_uuid, l.parent_uuid]).collect();
-    let related: HashMap<Uuid, group::Model> =
-        group::Entity::find().filter(group::Column::GroupUuid.is_in(related_ids)).all(db).await?.into_iter().map(|g| (g.group_uuid, g)).collect();
+    let related: HashMap<Uuid, group::Model> = group::Entity::find()
+        .filter(group::Column::GroupUuid.is_in(related_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|g| (g.group_uuid, g))
+        .collect();
     for link in links {
         if let (Some(parent), Some(child)) = (related.get(&link.parent_uuid), related.get(&link.group_uuid)) {
             relations.parents.entry(link.group_uuid).or_default().push(parent.clone());

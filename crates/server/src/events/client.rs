@@ -35,11 +35,11 @@ impl GeoIp {
                 location.insert("country_name".into(), Value::String(name));
             }
         }
-        if let Some(place) = city.location {
-            if let (Some(lat), Some(long)) = (place.latitude, place.longitude) {
-                location.insert("lat".into(), json!(lat));
-                location.insert("long".into(), json!(long));
-            }
+        if let Some(place) = city.location
+            && let (Some(lat), Some(long)) = (place.latitude, place.longitude)
+        {
+            location.insert("lat".into(), json!(lat));
+            location.insert("long".into(), json!(long));
         }
         (!location.is_empty()).then_some(Value::Object(location))
     }

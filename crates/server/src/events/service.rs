@@ -131,11 +131,8 @@ pub async fn record(db: &impl ConnectionTrait, state: &AppState, record: EventRe
     {
         context.insert("http_request".into(), json!({ "user_agent": client.user_agent }));
     }
-    let user_json = record
-        .user
-        .as_ref()
-        .map(|u| json!({ "pk": u.id, "email": u.email, "username": u.username }))
-        .unwrap_or_else(|| json!({}));
+    let user_json =
+        record.user.as_ref().map(|u| json!({ "pk": u.id, "email": u.email, "username": u.username })).unwrap_or_else(|| json!({}));
     let model = event::ActiveModel {
         event_uuid: Set(Uuid::new_v4()),
         tenant_id: Set(state.tenant.0),
@@ -204,7 +201,8 @@ pub async fn list(state: &AppState, tenant: TenantId, filter: &EventFilter, para
         select = select.filter(event::Column::UserId.is_in(ids));
     }
     if let Some(ip) = filter.client_ip.as_deref().filter(|i| !i.is_empty()) {
-        let ip: std::net::IpAddr = ip.parse().map_err(|_| crate::error::Error::field("client_ip", "Enter a valid IPv4 or IPv6 address."))?;
+        let ip: std::net::IpAddr =
+            ip.parse().map_err(|_| crate::error::Error::field("client_ip", "Enter a valid IPv4 or IPv6 address."))?;
         select = select.filter(event::Column::ClientIp.eq(ip.to_string()));
     }
     if let Some(after) = filter.created_after.as_deref().filter(|v| !v.is_empty()) {

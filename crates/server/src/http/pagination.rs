@@ -121,7 +121,7 @@ impl<T> Paginated<T> {
         Self {
             pagination: Pagination {
                 next: if request.page < total_pages { request.page + 1 } else { 0 },
-                previous: if request.page > 1 { request.page - 1 } else { 0 },
+                previous: request.page.saturating_sub(1),
                 count,
                 current: request.page,
                 total_pages,
@@ -139,11 +139,7 @@ impl<T> Paginated<T> {
 }
 
 /// Runs a select for one page. A page past the end is a 404, as DRF answers it.
-pub async fn fetch_page<E>(
-    db: &sea_orm::DatabaseConnection,
-    select: Select<E>,
-    request: PageRequest,
-) -> Result<Paginated<E::Model>>
+pub async fn fetch_page<E>(db: &sea_orm::DatabaseConnection, select: Select<E>, request: PageRequest) -> Result<Paginated<E::Model>>
 where
     E: EntityTrait,
     E::Model: FromQueryResult + Send + Sync,

@@ -24,7 +24,13 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     Router::new()
         .merge(api)
-        .route("/api/v3/schema/", get(move || { let document = document.clone(); async move { axum::Json((*document).clone()) } }))
+        .route(
+            "/api/v3/schema/",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json((*document).clone()) }
+            }),
+        )
         .route("/api/v3/", get(swagger_index))
         .route("/api/v3/{file}", get(swagger_asset))
         .merge(crate::ops::health_router())

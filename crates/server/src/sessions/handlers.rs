@@ -100,7 +100,11 @@ fn cookie_header(state: &AppState, name: &str, value: &str, http_only: bool, max
 #[utoipa::path(post, path = "/api/v3/auth/sign_in/", tag = "auth", request_body = SignInRequest,
     responses((status = 200, body = SignInResponse), (status = 400, description = "Invalid e-mail or password"),
         (status = 429, description = "Too many failed attempts")))]
-async fn sign_in(State(state): State<AppState>, client: ClientInfo, ApiJson(body): ApiJson<SignInRequest>) -> Result<(HeaderMap, Json<SignInResponse>)> {
+async fn sign_in(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<SignInRequest>,
+) -> Result<(HeaderMap, Json<SignInResponse>)> {
     let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client).await?;
     let max_age = state.config.sessions.duration.to_chrono().num_seconds();
     let mut headers = HeaderMap::new();
@@ -145,11 +149,8 @@ async fn list_sessions(State(state): State<AppState>, principal: Principal) -> R
     let current = principal.session.as_ref().map(|s| s.id);
     let count = sessions.len() as u64;
     let results: Vec<AuthenticatedSession> = sessions.into_iter().map(|s| AuthenticatedSession::new(s, current)).collect();
-    let page = crate::http::pagination::Paginated::new(
-        crate::http::pagination::PageRequest { page: 1, page_size: count.max(1) },
-        count,
-        results,
-    );
+    let page =
+        crate::http::pagination::Paginated::new(crate::http::pagination::PageRequest { page: 1, page_size: count.max(1) }, count, results);
     Ok(Json(SessionList { pagination: page.pagination, results: page.results }))
 }
 

@@ -227,9 +227,8 @@ pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id
 
 /// Ends every session of a user, optionally keeping one; returns how many ended.
 pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
-    let mut delete = session::Entity::delete_many()
-        .filter(session::Column::TenantId.eq(tenant.0))
-        .filter(session::Column::UserId.eq(user_id));
+    let mut delete =
+        session::Entity::delete_many().filter(session::Column::TenantId.eq(tenant.0)).filter(session::Column::UserId.eq(user_id));
     if let Some(keep) = keep {
         delete = delete.filter(session::Column::Id.ne(keep));
     }

@@ -61,7 +61,7 @@ pub async fn record_failure(db: &impl ConnectionTrait, tenant: TenantId, bucket:
             throttle::Column::WindowStarted,
             Expr::case(window_over, Expr::val(now)).finally(Expr::col(throttle::Column::WindowStarted)).into(),
         )
-        .col_expr(throttle::Column::LastFailure, Expr::val(now).into())
+        .col_expr(throttle::Column::LastFailure, Expr::val(now))
         .filter(throttle::Column::TenantId.eq(tenant.0))
         .filter(throttle::Column::Bucket.eq(bucket))
         .exec(db)

@@ -169,16 +169,14 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
 
     let mut duplicate = gatehouse(dir.path());
     configure(&mut duplicate);
-    let output = duplicate
-        .args(["create-user", "--email", "USER@example.com"])
-        .env("GATEHOUSE_BOOTSTRAP_PASSWORD", user_password)
-        .output()
-        .unwrap();
+    let output =
+        duplicate.args(["create-user", "--email", "USER@example.com"]).env("GATEHOUSE_BOOTSTRAP_PASSWORD", user_password).output().unwrap();
     assert!(!output.status.success());
     assert!(stderr(&output).contains("email"), "{}", stderr(&output));
     let mut weak = gatehouse(dir.path());
     configure(&mut weak);
-    let output = weak.args(["create-user", "--email", "weak@example.com"]).env("GATEHOUSE_BOOTSTRAP_PASSWORD", "password").output().unwrap();
+    let output =
+        weak.args(["create-user", "--email", "weak@example.com"]).env("GATEHOUSE_BOOTSTRAP_PASSWORD", "password").output().unwrap();
     assert!(!output.status.success());
     assert!(stderr(&output).contains("password"));
 

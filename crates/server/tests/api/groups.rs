@@ -56,7 +56,8 @@ async fn groups_crud_and_membership() {
     assert_eq!(searched["results"][0]["name"], "Engineering");
 
     // A group cannot become its own ancestor.
-    assert_field_error(app.patch(&admin, &format!("/api/v3/core/groups/{parent_pk}/"), json!({"parents": [child_pk]})).await, "parents").await;
+    assert_field_error(app.patch(&admin, &format!("/api/v3/core/groups/{parent_pk}/"), json!({"parents": [child_pk]})).await, "parents")
+        .await;
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "engineering"})).await, "name").await;
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({})).await, "name").await;
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "X", "users": [987654]})).await, "users").await;
@@ -81,12 +82,15 @@ async fn group_permissions_and_superuser_flag_flow_to_members() {
     assert_forbidden(app.get(&session, "/api/v3/events/events/").await).await;
 
     let (_, auditors) =
-        json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Auditors", "permissions": ["authentik_events.view_event"]})).await).await;
-    let (_, nested) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Junior auditors", "parents": [auditors["pk"]]})).await).await;
+        json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Auditors", "permissions": ["authentik_events.view_event"]})).await)
+            .await;
+    let (_, nested) =
+        json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Junior auditors", "parents": [auditors["pk"]]})).await).await;
     app.post(&admin, &format!("/api/v3/core/groups/{}/add_user/", nested["pk"].as_str().unwrap()), json!({"pk": member.id})).await;
     assert_eq!(app.get(&session, "/api/v3/events/events/").await.status(), StatusCode::OK, "inherited from the parent group");
 
-    let (_, admins) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Admins", "is_superuser": true, "users": [member.id]})).await).await;
+    let (_, admins) =
+        json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Admins", "is_superuser": true, "users": [member.id]})).await).await;
     assert_eq!(admins["is_superuser"], true);
     let (_, me) = json(app.get(&session, "/api/v3/core/users/me/").await).await;
     assert_eq!(me["user"]["is_superuser"], true);
@@ -97,13 +101,16 @@ async fn group_permissions_and_superuser_flag_flow_to_members() {
 async fn only_superusers_hand_out_privileges_through_groups() {
     let app = TestApp::spawn().await;
     app.superuser("admin@example.com").await;
-    let editor = app.user_with("editor@example.com", &["authentik_core.add_group", "authentik_core.change_group", "authentik_core.view_group"]).await;
+    let editor = app
+        .user_with("editor@example.com", &["authentik_core.add_group", "authentik_core.change_group", "authentik_core.view_group"])
+        .await;
     let admin = app.sign_in("admin@example.com").await;
     let session = app.sign_in("editor@example.com").await;
 
     assert_eq!(app.post(&session, "/api/v3/core/groups/", json!({"name": "Plain"})).await.status(), StatusCode::CREATED);
     assert_forbidden(app.post(&session, "/api/v3/core/groups/", json!({"name": "Root", "is_superuser": true})).await).await;
-    assert_forbidden(app.post(&session, "/api/v3/core/groups/", json!({"name": "P", "permissions": ["authentik_core.view_user"]})).await).await;
+    assert_forbidden(app.post(&session, "/api/v3/core/groups/", json!({"name": "P", "permissions": ["authentik_core.view_user"]})).await)
+        .await;
     let (_, admins) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Admins", "is_superuser": true})).await).await;
     let admins_pk = admins["pk"].as_str().unwrap();
     assert_forbidden(app.post(&session, &format!("/api/v3/core/groups/{admins_pk}/add_user/"), json!({"pk": editor.id})).await).await;

@@ -59,7 +59,13 @@ async fn cookie_authenticated_unsafe_requests_need_the_csrf_token() {
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(app.post(&session, "/api/v3/core/groups/", json!({"name": "With token"})).await.status(), StatusCode::CREATED);
     // A sign-in must be JSON, which a cross-site form cannot send.
-    let form = app.client.post(app.url("/api/v3/auth/sign_in/")).form(&[("email", "admin@example.com"), ("password", PASSWORD)]).send().await.unwrap();
+    let form = app
+        .client
+        .post(app.url("/api/v3/auth/sign_in/"))
+        .form(&[("email", "admin@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     assert_field_error(form, "non_field_errors").await;
 }
 
@@ -83,7 +89,8 @@ async fn failures_look_the_same_whatever_was_wrong() {
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     assert_eq!(bodies[0], json!({"non_field_errors": ["Invalid e-mail or password."]}));
-    assert_field_error(app.client.post(app.url("/api/v3/auth/sign_in/")).json(&json!({"email": "x"})).send().await.unwrap(), "password").await;
+    assert_field_error(app.client.post(app.url("/api/v3/auth/sign_in/")).json(&json!({"email": "x"})).send().await.unwrap(), "password")
+        .await;
 }
 
 #[tokio::test]

@@ -51,8 +51,7 @@ pub struct Session {
 
 /// Configuration for a test server: random ports, a fresh database, a fixed secret.
 pub async fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Default::default() };
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     config.secret_key = Some("test-secret-key-that-is-long-enough-0123456789".into());

@@ -51,7 +51,8 @@ async fn superuser_creates_reads_updates_and_deletes_a_user() {
     assert_eq!(patched["phone_number"], "+14155552671", "PATCH leaves other fields alone");
 
     let (status, put) = json(
-        app.put(&admin, &format!("/api/v3/core/users/{pk}/"), json!({"username": "bob", "name": "Bob B", "email": "bob@example.com"})).await,
+        app.put(&admin, &format!("/api/v3/core/users/{pk}/"), json!({"username": "bob", "name": "Bob B", "email": "bob@example.com"}))
+            .await,
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{put}");
@@ -174,7 +175,10 @@ async fn plain_users_see_only_themselves() {
     assert_forbidden(app.post(&session, "/api/v3/core/users/", json!({"email": "x@example.com"})).await).await;
     assert_forbidden(app.patch(&session, &format!("/api/v3/core/users/{}/", alice.id), json!({"name": "x"})).await).await;
     assert_forbidden(app.delete(&session, &format!("/api/v3/core/users/{}/", bob.id)).await).await;
-    assert_forbidden(app.post(&session, &format!("/api/v3/core/users/{}/set_password/", bob.id), json!({"password": "new strong passphrase 9"})).await).await;
+    assert_forbidden(
+        app.post(&session, &format!("/api/v3/core/users/{}/set_password/", bob.id), json!({"password": "new strong passphrase 9"})).await,
+    )
+    .await;
 
     let (status, me) = json(app.get(&session, "/api/v3/core/users/me/").await).await;
     assert_eq!(status, StatusCode::OK);
@@ -201,8 +205,11 @@ async fn permissions_grant_exactly_what_they_name() {
     // change_user is not a way up: no granting superuser or permissions, to others or oneself,
     // and no touching superusers.
     assert_forbidden(app.patch(&editor_session, &path, json!({"is_superuser": true})).await).await;
-    assert_forbidden(app.patch(&editor_session, &format!("/api/v3/core/users/{}/", editor.id), json!({"permissions": ["authentik_core.delete_user"]})).await)
-        .await;
+    assert_forbidden(
+        app.patch(&editor_session, &format!("/api/v3/core/users/{}/", editor.id), json!({"permissions": ["authentik_core.delete_user"]}))
+            .await,
+    )
+    .await;
     let root = json(app.get(&viewer, "/api/v3/core/users/?email=root@example.com").await).await.1["results"][0]["pk"].as_i64().unwrap();
     assert_forbidden(app.patch(&editor_session, &format!("/api/v3/core/users/{root}/"), json!({"name": "pwned"})).await).await;
 
