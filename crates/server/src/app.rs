@@ -35,8 +35,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
-    let dummy_hash: Arc<str> =
-        tokio::task::spawn_blocking(crate::accounts::password::dummy_hash).await.map_err(|e| StartError::Other(e.to_string()))?.into();
+    let config_ttl = config.sessions.cache_ttl.to_std();
     let mut state = AppState {
         db,
         config: Arc::new(config),
@@ -45,8 +44,9 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         metrics: crate::ops::metrics_handle(),
         geoip: None,
         visits: None,
-        dummy_hash,
+        auth_cache: Arc::new(crate::sessions::cache::AuthCache::new(config_ttl)),
     };
+    crate::sessions::cache::spawn_listener(&state.db, state.auth_cache.clone());
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
             Ok(geoip) => state.geoip = Some(Arc::new(geoip)),

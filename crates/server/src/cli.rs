@@ -52,6 +52,15 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Measure this machine's raw argon2id hash rate, the ceiling for sign-ins per second.
+    BenchHash {
+        /// How long to measure.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Threads hashing at once (defaults to the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -142,6 +151,12 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             let url = url.unwrap_or_else(|| format!("http://{}", config.server.listen));
             Ok(if healthcheck(&url).await { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::BenchHash { seconds, threads } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
+            let rate = bench_hash(Duration::from_secs(seconds), threads);
+            println!("argon2id (m=19456,t=2,p=1): {rate:.1} hashes/s on {threads} threads");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -215,6 +230,27 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
         }
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// Hashes on `threads` threads for `duration` and returns hashes per second.
+fn bench_hash(duration: Duration, threads: usize) -> f64 {
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let password = Password::new("benchmark password, not a secret".into());
+                let mut count = 0u64;
+                while started.elapsed() < duration {
+                    if crate::accounts::password::hash(&password).is_ok() {
+                        count += 1;
+                    }
+                }
+                count
+            })
+        })
+        .collect();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    total as f64 / started.elapsed().as_secs_f64()
 }
 
 /// GETs `/-/health/ready/` over plain HTTP and checks for a 2xx answer.

@@ -85,6 +85,9 @@ pub struct SessionConfig {
     pub duration: DurationString,
     /// Name of the session cookie.
     pub cookie_name: String,
+    /// How long a session check may be answered from memory; changes invalidate it at once
+    /// (on PostgreSQL in every process). `seconds=0` turns the cache off.
+    pub cache_ttl: DurationString,
 }
 
 /// Password rules (NIST 800-63B): a minimum length, a generous maximum, no composition rules.
@@ -137,7 +140,11 @@ impl Default for Config {
             server: ServerConfig::default(),
             database: DatabaseConfig { url: String::new(), max_connections: 10 },
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
-            sessions: SessionConfig { duration: DurationString::from_secs(24 * 3600), cookie_name: "gatehouse_session".into() },
+            sessions: SessionConfig {
+                duration: DurationString::from_secs(24 * 3600),
+                cookie_name: "gatehouse_session".into(),
+                cache_ttl: DurationString::from_secs(10),
+            },
             passwords: PasswordConfig { min_length: 8, reject_common: true },
             sign_in: SignInConfig {
                 free_failures_per_account: 5,

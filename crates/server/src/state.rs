@@ -23,6 +23,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub geoip: Option<Arc<GeoIp>>,
     pub visits: Option<VisitRecorder>,
-    /// Hash verified for unknown accounts so that they cost what known ones cost.
-    pub dummy_hash: Arc<str>,
+    /// Session checks answered from memory until a change invalidates them.
+    pub auth_cache: Arc<crate::sessions::cache::AuthCache>,
 }

@@ -61,7 +61,7 @@ async fn render_user(state: &AppState, user: super::entities::user::Model) -> Re
 /// Only superusers may touch superusers, grant superuser or grant permissions; this keeps a user
 /// with `change_user` from raising anyone, themselves included, above their own rights.
 async fn guard_privileged_user_change(state: &AppState, principal: &Principal, target: Option<i64>, body: &UserWrite) -> Result<()> {
-    let caller_is_superuser = principal.permissions(state).await?.is_superuser;
+    let caller_is_superuser = principal.permissions().is_superuser;
     if caller_is_superuser {
         return Ok(());
     }
@@ -92,7 +92,7 @@ async fn list_users(
     Query(params): Query<ListParams>,
     Query(filter): Query<UserFilter>,
 ) -> Result<Json<Paginated<UserOut>>> {
-    principal.require(&state, names::VIEW_USER).await?;
+    principal.require(names::VIEW_USER)?;
     let page = service::list_users(&state, &filter, &params).await?;
     let results = render_users(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
@@ -105,7 +105,7 @@ async fn create_user(
     principal: Principal,
     ApiJson(body): ApiJson<UserWrite>,
 ) -> Result<(StatusCode, Json<UserOut>)> {
-    principal.require(&state, names::ADD_USER).await?;
+    principal.require(names::ADD_USER)?;
     guard_privileged_user_change(&state, &principal, None, &body).await?;
     let created = service::create_user(&state, &principal.actor(), body.into_new_user()?).await?;
     Ok((StatusCode::CREATED, Json(render_user(&state, created).await?)))
@@ -114,9 +114,9 @@ async fn create_user(
 #[utoipa::path(get, path = "/api/v3/core/users/me/", tag = "core",
     responses((status = 200, body = SessionUser), (status = 401, description = "Not signed in")))]
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionUser>> {
-    let permissions = principal.permissions(&state).await?;
-    let groups = service::groups_of_users(&state.db, &[principal.user.id]).await?.remove(&principal.user.id).unwrap_or_default();
-    let user = &principal.user;
+    let permissions = principal.permissions();
+    let groups = &principal.context.groups;
+    let user = principal.user();
     Ok(Json(SessionUser {
         user: UserSelf {
             pk: user.id,
@@ -141,8 +141,8 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
     responses((status = 200, body = UserOut), (status = 404, description = "Not found")))]
 async fn retrieve_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<UserOut>> {
     let id = parse_user_id(&id)?;
-    if id != principal.user.id {
-        principal.require(&state, names::VIEW_USER).await?;
+    if id != principal.user().id {
+        principal.require(names::VIEW_USER)?;
     }
     let user = service::find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     Ok(Json(render_user(&state, user).await?))
@@ -150,7 +150,7 @@ async fn retrieve_user(State(state): State<AppState>, principal: Principal, Path
 
 async fn write_user(state: AppState, principal: Principal, id: String, body: UserWrite, full: bool) -> Result<Json<UserOut>> {
     let id = parse_user_id(&id)?;
-    principal.require(&state, names::CHANGE_USER).await?;
+    principal.require(names::CHANGE_USER)?;
     guard_privileged_user_change(&state, &principal, Some(id), &body).await?;
     let updated = service::update_user(&state, &principal.actor(), id, body.into_changes(full)?).await?;
     Ok(Json(render_user(&state, updated).await?))
@@ -182,7 +182,7 @@ async fn partial_update_user(
     responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
 async fn delete_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     let id = parse_user_id(&id)?;
-    principal.require(&state, names::DELETE_USER).await?;
+    principal.require(names::DELETE_USER)?;
     guard_privileged_user_change(&state, &principal, Some(id), &UserWrite::default()).await?;
     service::delete_user(&state, &principal.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -198,7 +198,7 @@ async fn set_password(
     ApiJson(body): ApiJson<UserPasswordSetRequest>,
 ) -> Result<StatusCode> {
     let id = parse_user_id(&id)?;
-    principal.require(&state, names::RESET_USER_PASSWORD).await?;
+    principal.require(names::RESET_USER_PASSWORD)?;
     guard_privileged_user_change(&state, &principal, Some(id), &UserWrite::default()).await?;
     service::set_password(&state, &principal.actor(), id, Password::new(body.password)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -217,7 +217,7 @@ async fn render_group(state: &AppState, group: super::entities::group::Model) ->
 /// Granting superuser through a group, or permissions, is for superusers only; so is changing a
 /// group that already makes its members superusers.
 async fn guard_privileged_group_change(state: &AppState, principal: &Principal, target: Option<Uuid>, body: &GroupWrite) -> Result<()> {
-    if principal.permissions(state).await?.is_superuser {
+    if principal.permissions().is_superuser {
         return Ok(());
     }
     if body.touches_privileges() {
@@ -239,7 +239,7 @@ async fn list_groups(
     Query(params): Query<ListParams>,
     Query(filter): Query<GroupFilter>,
 ) -> Result<Json<Paginated<GroupOut>>> {
-    principal.require(&state, names::VIEW_GROUP).await?;
+    principal.require(names::VIEW_GROUP)?;
     let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
     let page = service::list_groups(&state, &filter, &params).await?;
     let results = render_groups(&state, page.results, include_users).await?;
@@ -253,7 +253,7 @@ async fn create_group(
     principal: Principal,
     ApiJson(body): ApiJson<GroupWrite>,
 ) -> Result<(StatusCode, Json<GroupOut>)> {
-    principal.require(&state, names::ADD_GROUP).await?;
+    principal.require(names::ADD_GROUP)?;
     guard_privileged_group_change(&state, &principal, None, &body).await?;
     let created = service::create_group(&state, &principal.actor(), body.into_new_group()?).await?;
     Ok((StatusCode::CREATED, Json(render_group(&state, created).await?)))
@@ -263,14 +263,14 @@ async fn create_group(
     responses((status = 200, body = GroupOut), (status = 404, description = "Not found")))]
 async fn retrieve_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<GroupOut>> {
     let id = parse_group_id(&id)?;
-    principal.require(&state, names::VIEW_GROUP).await?;
+    principal.require(names::VIEW_GROUP)?;
     let group = service::find_group(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     Ok(Json(render_group(&state, group).await?))
 }
 
 async fn write_group(state: AppState, principal: Principal, id: String, body: GroupWrite, full: bool) -> Result<Json<GroupOut>> {
     let id = parse_group_id(&id)?;
-    principal.require(&state, names::CHANGE_GROUP).await?;
+    principal.require(names::CHANGE_GROUP)?;
     guard_privileged_group_change(&state, &principal, Some(id), &body).await?;
     let updated = service::update_group(&state, &principal.actor(), id, body.into_changes(full)?).await?;
     Ok(Json(render_group(&state, updated).await?))
@@ -302,7 +302,7 @@ async fn partial_update_group(
     responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
 async fn delete_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     let id = parse_group_id(&id)?;
-    principal.require(&state, names::DELETE_GROUP).await?;
+    principal.require(names::DELETE_GROUP)?;
     guard_privileged_group_change(&state, &principal, Some(id), &GroupWrite::default()).await?;
     service::delete_group(&state, &principal.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -310,7 +310,7 @@ async fn delete_group(State(state): State<AppState>, principal: Principal, Path(
 
 async fn membership(state: AppState, principal: Principal, id: String, body: UserAccountRequest, add: bool) -> Result<StatusCode> {
     let id = parse_group_id(&id)?;
-    principal.require(&state, names::CHANGE_GROUP).await?;
+    principal.require(names::CHANGE_GROUP)?;
     guard_privileged_group_change(&state, &principal, Some(id), &GroupWrite::default()).await?;
     service::change_membership(&state, &principal.actor(), id, body.pk, add).await?;
     Ok(StatusCode::NO_CONTENT)

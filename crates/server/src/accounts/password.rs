@@ -4,11 +4,12 @@
 //! (`pbkdf2_sha256$...`) verify too, and any hash that is not current is replaced at the next
 //! successful sign-in.
 
-use argon2::password_hash::SaltString;
+use std::cell::RefCell;
+
 use argon2::password_hash::rand_core::OsRng;
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use sha2::Sha256;
 
 use crate::config::PasswordConfig;
@@ -53,13 +54,51 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes a password with argon2id; CPU-bound, call through [`hash_blocking`] from async code.
+thread_local! {
+    /// argon2's working memory, kept per thread: allocating and faulting in 19 MiB for every
+    /// hash costs about as much as the hash itself.
+    static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 into `out` with this thread's reusable working memory.
+fn compute(argon: &Argon2<'_>, block_count: usize, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    WORKING_MEMORY.with(|cell| {
+        let mut blocks = cell.borrow_mut();
+        if blocks.len() < block_count {
+            blocks.resize(block_count, Block::default());
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..block_count])
+    })
+}
+
+/// Hashes a password with argon2id into a PHC string; CPU-bound, call through
+/// [`hash_blocking`] from async code.
 pub fn hash(password: &Password) -> Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    hasher()
-        .hash_password(password.expose().as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
+    let argon = hasher();
+    let mut salt = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut OsRng, &mut salt);
+    let mut out = [0u8; 32];
+    compute(&argon, argon.params().block_count(), password.expose().as_bytes(), &salt, &mut out)
+        .map_err(|e| Error::internal(format!("password hashing failed: {e}")))?;
+    Ok(format!(
+        "$argon2id$v=19$m={MEMORY_KIB},t={ITERATIONS},p={PARALLELISM}${}${}",
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(out)
+    ))
+}
+
+/// Verifies a PHC-encoded argon2 hash (any variant and parameters).
+fn verify_argon2(password: &Password, parsed: &PasswordHash<'_>) -> bool {
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else { return false };
+    let Ok(params) = Params::try_from(parsed) else { return false };
+    let version = parsed.version.and_then(|v| Version::try_from(v).ok()).unwrap_or(Version::V0x13);
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let expected = expected.as_bytes();
+    let argon = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    compute(&argon, argon.params().block_count(), password.expose().as_bytes(), salt, &mut out).is_ok() && constant_time_eq(&out, expected)
 }
 
 /// [`hash`] on the blocking thread pool.
@@ -84,7 +123,7 @@ pub fn verify(password: &Password, stored: &str) -> Verification {
         return if verify_django_pbkdf2(password, stored) { Verification::MatchNeedsRehash } else { Verification::Mismatch };
     }
     let Ok(parsed) = PasswordHash::new(stored) else { return Verification::Mismatch };
-    if hasher().verify_password(password.expose().as_bytes(), &parsed).is_err() {
+    if !verify_argon2(password, &parsed) {
         return Verification::Mismatch;
     }
     let current = parsed.algorithm == Algorithm::Argon2id.ident()
@@ -117,11 +156,10 @@ fn verify_django_pbkdf2(password: &Password, stored: &str) -> bool {
     constant_time_eq(&derived, &expected)
 }
 
-/// A hash to verify against when an account does not exist, so that unknown accounts take as
-/// long as known ones.
-pub fn dummy_hash() -> String {
-    hash(&Password::new(crate::secret::random_token(24))).unwrap_or_default()
-}
+/// A hash to verify against when an account does not exist, so that unknown accounts cost what
+/// known ones cost. Its password was random and discarded; nothing is ever accepted against it,
+/// because an unknown account fails whatever the verification says.
+pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$9AWXELayhQSx1LxO9caVoA$/3EnERmQIHDMjdq6xO0Ik4w48QS/b5H/ptJAFV9dDu4";
 
 /// Checks a new password against the configured rules. `context` holds words the password must
 /// not be built from (the user's e-mail, username and name).
@@ -149,6 +187,8 @@ pub fn check_policy(rules: &PasswordConfig, password: &Password, context: &[&str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::PasswordHasher;
+    use argon2::password_hash::SaltString;
 
     fn rules() -> PasswordConfig {
         PasswordConfig { min_length: 8, reject_common: true }
@@ -161,6 +201,9 @@ mod tests {
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
         assert_eq!(verify(&password, &stored), Verification::Match);
         assert_eq!(verify(&Password::new("correct horse battery stapl".into()), &stored), Verification::Mismatch);
+        // The PHC string is the standard one: the reference implementation verifies it.
+        let parsed = PasswordHash::new(&stored).unwrap();
+        assert!(argon2::PasswordVerifier::verify_password(&hasher(), password.expose().as_bytes(), &parsed).is_ok());
     }
 
     #[test]
@@ -208,6 +251,15 @@ mod tests {
         let long = "x".repeat(64) + "-long passphrase with many words in it";
         assert!(check_policy(&rules(), &Password::new(long), &[]).is_ok(), "64+ characters must be allowed");
         assert!(check_policy(&rules(), &Password::new("y".repeat(MAX_LENGTH + 1)), &[]).is_err());
+    }
+
+    #[test]
+    fn dummy_hash_has_current_parameters() {
+        // Same parameters as real hashes, so that unknown accounts take as long as known ones.
+        assert_eq!(verify(&Password::new("anything".into()), DUMMY_HASH), Verification::Mismatch);
+        let parsed = PasswordHash::new(DUMMY_HASH).unwrap();
+        let params = Params::try_from(&parsed).unwrap();
+        assert_eq!((params.m_cost(), params.t_cost(), params.p_cost()), (MEMORY_KIB, ITERATIONS, PARALLELISM));
     }
 
     #[test]

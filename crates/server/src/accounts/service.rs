@@ -437,7 +437,9 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
         map.insert("permissions".into(), json!({ "new_value": permissions }));
     }
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&user_ref(&after)).with("diff", diff)).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(after)
 }
 
@@ -447,7 +449,9 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(())
 }
 
@@ -794,7 +798,9 @@ pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Res
     replace_group_relations(&txn, created.group_uuid, Some(&new.parents), Some(&new.users), Some(&new.permissions)).await?;
     let diff = events::service::diff(&json!({}), &group_audit_json(&created));
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&group_ref(&created)).with("diff", diff)).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(created)
 }
 
@@ -835,7 +841,9 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     replace_group_relations(&txn, id, changes.parents.as_deref(), changes.users.as_deref(), changes.permissions.as_deref()).await?;
     let diff = events::service::diff(&group_audit_json(&before), &group_audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&after)).with("diff", diff)).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(after)
 }
 
@@ -845,7 +853,9 @@ pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<(
     let group = find_group(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     group::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&group_ref(&group))).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(())
 }
 
@@ -868,7 +878,9 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     let change = if add { "added" } else { "removed" };
     let diff = json!({ "users": { change: [user.id] } });
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&group)).with("diff", diff)).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
     txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(())
 }
 

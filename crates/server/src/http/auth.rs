@@ -4,14 +4,16 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, header};
+use std::sync::Arc;
+
 use chrono::Utc;
-use tokio::sync::OnceCell;
 
 use crate::accounts::entities::user;
-use crate::accounts::service::{Actor, EffectivePermissions, effective_permissions};
+use crate::accounts::service::{Actor, EffectivePermissions};
 use crate::error::{Error, Result};
 use crate::events::visits::Visit;
 use crate::http::client::ClientInfo;
+use crate::sessions::cache::AuthContext;
 use crate::sessions::entities::session;
 use crate::sessions::service;
 use crate::state::AppState;
@@ -24,31 +26,34 @@ pub const CSRF_COOKIE: &str = "gatehouse_csrf";
 /// An authenticated caller.
 #[derive(Debug)]
 pub struct Principal {
-    pub user: user::Model,
-    pub session: Option<session::Model>,
+    pub context: Arc<AuthContext>,
     pub client: ClientInfo,
-    permissions: OnceCell<EffectivePermissions>,
 }
 
 impl Principal {
-    /// The permissions, loaded on first use.
-    pub async fn permissions(&self, state: &AppState) -> Result<&EffectivePermissions> {
-        self.permissions.get_or_try_init(|| effective_permissions(&state.db, &self.user)).await
+    /// The calling user.
+    pub fn user(&self) -> &user::Model {
+        &self.context.user
+    }
+
+    /// The session the call came with.
+    pub fn session(&self) -> &session::Model {
+        &self.context.session
+    }
+
+    /// What the caller may do.
+    pub fn permissions(&self) -> &EffectivePermissions {
+        &self.context.permissions
     }
 
     /// Fails with 403 unless the caller holds `permission`.
-    pub async fn require(&self, state: &AppState, permission: &str) -> Result<()> {
-        if self.permissions(state).await?.has(permission) { Ok(()) } else { Err(Error::PermissionDenied) }
-    }
-
-    /// Fails with 403 unless the caller is a superuser.
-    pub async fn require_superuser(&self, state: &AppState) -> Result<()> {
-        if self.permissions(state).await?.is_superuser { Ok(()) } else { Err(Error::PermissionDenied) }
+    pub fn require(&self, permission: &str) -> Result<()> {
+        if self.permissions().has(permission) { Ok(()) } else { Err(Error::PermissionDenied) }
     }
 
     /// The caller as the actor of a change.
     pub fn actor(&self) -> Actor {
-        Actor { user: Some(self.user.clone()), client: Some(self.client.clone()) }
+        Actor { user: Some(self.context.user.clone()), client: Some(self.client.clone()) }
     }
 }
 
@@ -76,21 +81,21 @@ impl FromRequestParts<AppState> for Principal {
             return Err(Error::Unauthenticated);
         }
         let key = cookie(parts, &state.config.sessions.cookie_name).ok_or(Error::Unauthenticated)?;
-        let authenticated = service::authenticate(state, key, &client).await?.ok_or_else(|| {
+        let context = service::authenticate(state, key, &client).await?.ok_or_else(|| {
             metrics::counter!("gatehouse_auth_failures_total", "kind" => "session").increment(1);
             Error::Unauthenticated
         })?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if !safe {
             let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            if !service::csrf_valid(&state.secret, authenticated.session.id, presented) {
+            if !service::csrf_valid(&state.secret, context.session.id, presented) {
                 return Err(Error::Csrf);
             }
         }
         if let Some(visits) = &state.visits {
             visits.record(Visit {
                 tenant_id: state.tenant.0,
-                user_id: authenticated.user.id,
+                user_id: context.user.id,
                 method: parts.method.to_string(),
                 url: parts.uri.path().chars().take(2048).collect(),
                 referrer: parts.headers.get(header::REFERER).and_then(|v| v.to_str().ok()).map(|r| r.chars().take(2048).collect()),
@@ -99,6 +104,6 @@ impl FromRequestParts<AppState> for Principal {
                 created: Utc::now(),
             });
         }
-        Ok(Principal { user: authenticated.user, session: Some(authenticated.session), client, permissions: OnceCell::new() })
+        Ok(Principal { context, client })
     }
 }

@@ -125,10 +125,7 @@ async fn sign_in(
 #[utoipa::path(post, path = "/api/v3/auth/sign_out/", tag = "auth",
     responses((status = 204, description = "Signed out"), (status = 401, description = "Not signed in")))]
 async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result<(StatusCode, HeaderMap)> {
-    if let Some(session) = &principal.session {
-        let current = service::Authenticated { session: session.clone(), user: principal.user.clone() };
-        service::sign_out(&state, &current, &principal.client).await?;
-    }
+    service::sign_out(&state, &principal.context, &principal.client).await?;
     let mut headers = HeaderMap::new();
     headers.append(header::SET_COOKIE, cookie_header(&state, &state.config.sessions.cookie_name, "", true, 0)?);
     headers.append(header::SET_COOKIE, cookie_header(&state, CSRF_COOKIE, "", false, 0)?);
@@ -145,8 +142,8 @@ pub struct SessionList {
 #[utoipa::path(get, path = "/api/v3/core/authenticated_sessions/", tag = "core",
     responses((status = 200, body = SessionList), (status = 401, description = "Not signed in")))]
 async fn list_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>> {
-    let sessions = service::list_for_user(&state, state.tenant, principal.user.id).await?;
-    let current = principal.session.as_ref().map(|s| s.id);
+    let sessions = service::list_for_user(&state, state.tenant, principal.user().id).await?;
+    let current = Some(principal.session().id);
     let count = sessions.len() as u64;
     let results: Vec<AuthenticatedSession> = sessions.into_iter().map(|s| AuthenticatedSession::new(s, current)).collect();
     let page =
@@ -158,7 +155,7 @@ async fn list_sessions(State(state): State<AppState>, principal: Principal) -> R
     responses((status = 204, description = "Session ended"), (status = 404, description = "Not found")))]
 async fn revoke_session(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
-    if service::revoke(&state, state.tenant, principal.user.id, id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(Error::NotFound) }
+    if service::revoke(&state, state.tenant, principal.user().id, id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(Error::NotFound) }
 }
 
 /// How many sessions were ended.
@@ -170,7 +167,6 @@ pub struct RevokedCount {
 #[utoipa::path(post, path = "/api/v3/core/authenticated_sessions/revoke_others/", tag = "core",
     responses((status = 200, body = RevokedCount), (status = 401, description = "Not signed in")))]
 async fn revoke_other_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<RevokedCount>> {
-    let keep = principal.session.as_ref().map(|s| s.id);
-    let revoked = service::revoke_all(&state.db, state.tenant, principal.user.id, keep).await?;
+    let revoked = service::revoke_others(&state, principal.user().id, principal.session().id).await?;
     Ok(Json(RevokedCount { revoked }))
 }

@@ -1,5 +1,6 @@
 //! Server-side sessions, sign-in and sign-out, and sign-in throttling.
 
+pub mod cache;
 pub mod entities;
 pub mod handlers;
 pub mod service;

@@ -1,14 +1,18 @@
 //! Signing in and out, and the session check on every cookie-authenticated request.
 
 use chrono::{TimeDelta, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set, TransactionTrait};
 use serde_json::json;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use super::cache::AuthContext;
 use super::entities::session;
 use super::throttle::{self, Limits};
 use crate::accounts::entities::user;
 use crate::accounts::password::{self, Password, Verification};
+use crate::accounts::service::{effective_permissions, groups_of_users};
 use crate::error::{Error, Result};
 use crate::events::{self, Action, EventRecord};
 use crate::http::client::ClientInfo;
@@ -21,13 +25,6 @@ const LAST_USED_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
 
 /// The message for every failed sign-in, whatever the reason.
 pub const SIGN_IN_FAILED: &str = "Invalid e-mail or password.";
-
-/// A session that passed the check, with its user.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub session: session::Model,
-    pub user: user::Model,
-}
 
 /// A new session: the cookie key (shown once) and the stored row.
 pub struct NewSession {
@@ -51,15 +48,28 @@ pub fn csrf_valid(secret: &ServerSecret, session_id: Uuid, presented: &str) -> b
     constant_time_eq(csrf_token(secret, session_id).as_bytes(), presented.as_bytes())
 }
 
-/// Looks up the session a cookie key names; `None` for unknown, expired or inactive.
-pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> Result<Option<Authenticated>> {
+/// Looks up the session a cookie key names; `None` for unknown, expired or inactive. Answers
+/// from the in-process cache when it can, so the common case costs no database round trip.
+pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> Result<Option<Arc<AuthContext>>> {
     if key.is_empty() || key.len() > 128 {
         return Ok(None);
     }
     let digest = key_digest(&state.secret, key);
     let now = Utc::now();
+    if let Some(context) = state.auth_cache.get(&digest)
+        && context.session.expires > now
+    {
+        if now - context.session.last_used > LAST_USED_RESOLUTION {
+            record_use(state, &context, client, now);
+            let mut refreshed = (*context).clone();
+            refreshed.session.last_used = now;
+            state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
+        }
+        return Ok(Some(context));
+    }
+    let generation = state.auth_cache.generation();
     let Some(session) = session::Entity::find()
-        .filter(session::Column::KeyDigest.eq(digest))
+        .filter(session::Column::KeyDigest.eq(digest.clone()))
         .filter(session::Column::TenantId.eq(state.tenant.0))
         .one(&state.db)
         .await?
@@ -77,18 +87,34 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
     else {
         return Ok(None);
     };
-    if now - session.last_used > LAST_USED_RESOLUTION {
-        let db = state.db.clone();
-        let id = session.id;
-        let ip = client.ip_text();
-        tokio::spawn(async move {
-            let update = session::ActiveModel { id: sea_orm::Unchanged(id), last_used: Set(now), last_ip: Set(ip), ..Default::default() };
-            if let Err(error) = update.update(&db).await {
-                tracing::debug!(%error, "could not record session use");
-            }
-        });
+    let permissions = effective_permissions(&state.db, &user).await?;
+    let groups = groups_of_users(&state.db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
+    let context = Arc::new(AuthContext { session, user, permissions, groups });
+    if now - context.session.last_used > LAST_USED_RESOLUTION {
+        record_use(state, &context, client, now);
     }
-    Ok(Some(Authenticated { session, user }))
+    state.auth_cache.put(digest, generation, context.clone());
+    Ok(Some(context))
+}
+
+/// Writes `last_used` and the address off the request path.
+fn record_use(state: &AppState, context: &AuthContext, client: &ClientInfo, now: chrono::DateTime<Utc>) {
+    let db = state.db.clone();
+    let id = context.session.id;
+    let ip = client.ip_text();
+    tokio::spawn(async move {
+        let update = session::ActiveModel { id: sea_orm::Unchanged(id), last_used: Set(now), last_ip: Set(ip), ..Default::default() };
+        if let Err(error) = update.update(&db).await {
+            tracing::debug!(%error, "could not record session use");
+        }
+    });
+}
+
+/// Makes the transaction on `txn` invalidate other processes' cached session checks when it
+/// commits; the caller invalidates this process's cache after the commit.
+pub async fn invalidate_in(txn: &impl sea_orm::ConnectionTrait) -> Result<()> {
+    super::cache::notify_others(txn).await?;
+    Ok(())
 }
 
 /// Starts a session for `user`.
@@ -152,7 +178,7 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             .one(&state.db)
             .await?
     };
-    let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| state.dummy_hash.to_string());
+    let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| password::DUMMY_HASH.to_owned());
     let verification = password::verify_blocking(password.clone(), stored_hash).await;
     let user = match (candidate, verification) {
         (Some(user), Verification::Match | Verification::MatchNeedsRehash)
@@ -197,9 +223,13 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
 }
 
 /// Ends one session and records the sign-out.
-pub async fn sign_out(state: &AppState, current: &Authenticated, client: &ClientInfo) -> Result<()> {
-    session::Entity::delete_by_id(current.session.id).exec(&state.db).await?;
-    events::service::record(&state.db, state, EventRecord::new(Action::Logout).by(&current.user).from_client(client)).await?;
+pub async fn sign_out(state: &AppState, current: &AuthContext, client: &ClientInfo) -> Result<()> {
+    let txn = state.db.begin().await?;
+    session::Entity::delete_by_id(current.session.id).exec(&txn).await?;
+    events::service::record(&txn, state, EventRecord::new(Action::Logout).by(&current.user).from_client(client)).await?;
+    invalidate_in(&txn).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(())
 }
 
@@ -216,23 +246,39 @@ pub async fn list_for_user(state: &AppState, tenant: TenantId, user_id: i64) -> 
 
 /// Ends one of a user's sessions; `false` when there was no such session.
 pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id: Uuid) -> Result<bool> {
+    let txn = state.db.begin().await?;
     let result = session::Entity::delete_many()
         .filter(session::Column::TenantId.eq(tenant.0))
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::Id.eq(session_id))
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
+    invalidate_in(&txn).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(result.rows_affected > 0)
 }
 
-/// Ends every session of a user, optionally keeping one; returns how many ended.
+/// Ends every session of a user, optionally keeping one; returns how many ended. Runs on the
+/// caller's transaction; the caller invalidates this process's cache after committing.
 pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let mut delete =
         session::Entity::delete_many().filter(session::Column::TenantId.eq(tenant.0)).filter(session::Column::UserId.eq(user_id));
     if let Some(keep) = keep {
         delete = delete.filter(session::Column::Id.ne(keep));
     }
-    Ok(delete.exec(db).await?.rows_affected)
+    let ended = delete.exec(db).await?.rows_affected;
+    invalidate_in(db).await?;
+    Ok(ended)
+}
+
+/// Ends every session of a user but `keep`; returns how many ended.
+pub async fn revoke_others(state: &AppState, user_id: i64, keep: Uuid) -> Result<u64> {
+    let txn = state.db.begin().await?;
+    let ended = revoke_all(&txn, state.tenant, user_id, Some(keep)).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
+    Ok(ended)
 }
 
 /// Deletes expired sessions; returns how many.

@@ -273,3 +273,52 @@ async fn sign_in_records_client_data_and_trusted_proxy_addresses() {
     assert_eq!(sessions["results"][0]["last_ip"], "203.0.113.50");
     assert_eq!(sessions["results"][0]["user_agent"]["browser"]["family"], "Safari");
 }
+
+/// Two server processes on one database, as a scaled-out deployment runs them: a revocation
+/// through one is honoured by the other, although both cache session checks. On SQLite, which
+/// one process serves, a second process must run with the cache off.
+#[tokio::test]
+async fn revocation_through_one_server_reaches_the_other() {
+    let postgres = std::env::var("GATEHOUSE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    let cache_off_on_sqlite = |c: &mut gatehouse::config::Config| {
+        if !postgres {
+            c.sessions.cache_ttl = "seconds=0".parse().unwrap();
+        }
+    };
+    let first = TestApp::spawn_with(cache_off_on_sqlite).await;
+    let second = TestApp::spawn_sharing(&first, cache_off_on_sqlite).await;
+    assert_eq!(first.state.config.backend() == gatehouse::config::Backend::Postgres, postgres);
+    first.superuser("admin@example.com").await;
+    let victim = first.user("victor@example.com", |_| {}).await;
+    let admin = first.sign_in("admin@example.com").await;
+    let session = first.sign_in("victor@example.com").await;
+    let other_session = second.sign_in("victor@example.com").await;
+    // Both servers have now checked (and cached) both sessions.
+    for app in [&first, &second] {
+        for s in [&session, &other_session] {
+            assert_eq!(app.get(s, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+        }
+    }
+
+    // Sign-out through the second server; the first must refuse that session.
+    assert_eq!(second.post(&other_session, "/api/v3/auth/sign_out/", json!({})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(eventually_refused(&first, &other_session).await, StatusCode::UNAUTHORIZED);
+
+    // Disabling the user through the first server ends the session on the second.
+    let response = first.patch(&admin, &format!("/api/v3/core/users/{}/", victim.id), json!({"is_active": false})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(eventually_refused(&second, &session).await, StatusCode::UNAUTHORIZED);
+}
+
+/// Notifications between processes are asynchronous (they arrive within milliseconds); this
+/// allows them 500 ms and returns the last status seen.
+async fn eventually_refused(app: &TestApp, session: &Session) -> StatusCode {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let status = app.get(session, "/api/v3/core/users/me/").await.status();
+        if status != StatusCode::OK || std::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

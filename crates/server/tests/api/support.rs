@@ -50,12 +50,15 @@ pub struct Session {
 }
 
 /// Configuration for a test server: random ports, a fresh database, a fixed secret.
-pub async fn test_config(dir: &std::path::Path) -> Config {
+pub async fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Config {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Default::default() };
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     config.secret_key = Some("test-secret-key-that-is-long-enough-0123456789".into());
-    config.database.url = fresh_database_url(dir).await;
+    config.database.url = match database_url {
+        Some(url) => url,
+        None => fresh_database_url(dir).await,
+    };
     config.database.max_connections = 5;
     config
 }
@@ -66,8 +69,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(None, adjust).await
+    }
+
+    /// A second server process on the database of `other`, as a scaled-out deployment runs.
+    pub async fn spawn_sharing(other: &TestApp, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(Some(other.state.config.database_url()), adjust).await
+    }
+
+    async fn spawn_on(database_url: Option<String>, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path()).await;
+        let mut config = test_config(dir.path(), database_url).await;
         adjust(&mut config);
         let server = Server::bind(config).await.expect("server starts");
         let base = format!("http://{}", server.addr());

@@ -1,0 +1,210 @@
+//! A short-lived, in-process cache of session checks, so that a cookie-authenticated request
+//! costs no database round trip on the hot path.
+//!
+//! Correctness comes from invalidation, not from the lifetime: every change that can end a
+//! session or change what a user may do bumps a generation counter after it commits, which
+//! drops every cached entry of this process at once. On PostgreSQL the change also sends a
+//! `NOTIFY` in its transaction; every server process listens and bumps its own counter, so a
+//! revocation reaches all processes within the notification's delivery time. The lifetime only
+//! bounds staleness should a notification be lost (the listener also bumps on reconnect).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+
+use super::entities::session;
+use crate::accounts::entities::{group, user};
+use crate::accounts::service::EffectivePermissions;
+
+/// The PostgreSQL channel that carries invalidations between server processes.
+pub const CHANNEL: &str = "gatehouse_auth";
+
+/// Entries beyond this are dropped wholesale rather than tracked one by one.
+const MAX_ENTRIES: usize = 50_000;
+
+/// Everything a request needs to know about its session's user.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    pub session: session::Model,
+    pub user: user::Model,
+    pub permissions: EffectivePermissions,
+    pub groups: Vec<group::Model>,
+}
+
+struct Entry {
+    generation: u64,
+    stored: Instant,
+    context: Arc<AuthContext>,
+}
+
+/// Cached session checks keyed by the session key's digest.
+pub struct AuthCache {
+    generation: AtomicU64,
+    ttl: Duration,
+    entries: RwLock<HashMap<String, Entry>>,
+}
+
+impl AuthCache {
+    /// A cache whose entries live at most `ttl` (zero disables caching).
+    pub fn new(ttl: Duration) -> Self {
+        Self { generation: AtomicU64::new(0), ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// The current generation; take it before reading from the database, and store with it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A valid cached context.
+    pub fn get(&self, digest: &str) -> Option<Arc<AuthContext>> {
+        let entries = self.entries.read().ok()?;
+        let entry = entries.get(digest)?;
+        (entry.generation == self.generation() && entry.stored.elapsed() < self.ttl).then(|| entry.context.clone())
+    }
+
+    /// Stores a context read while `generation` was current.
+    pub fn put(&self, digest: String, generation: u64, context: Arc<AuthContext>) {
+        if self.ttl.is_zero() || generation != self.generation() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(digest, Entry { generation, stored: Instant::now(), context });
+        }
+    }
+
+    /// Drops every entry; call after a change that affects sessions or permissions commits.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
+/// Tells the other server processes, when the transaction on `db` commits, to drop their
+/// cached session checks. A no-op on SQLite, which is served by one process.
+pub async fn notify_others(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    Ok(())
+}
+
+/// On PostgreSQL, listens for other processes' invalidations for as long as the process runs.
+pub fn spawn_listener(db: &DatabaseConnection, cache: Arc<AuthCache>) {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    let pool = db.get_postgres_connection_pool().clone();
+    tokio::spawn(async move {
+        loop {
+            match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut listener) => {
+                    if let Err(error) = listener.listen(CHANNEL).await {
+                        tracing::warn!(%error, "cannot listen for cache invalidations");
+                    } else {
+                        // Anything may have changed while no one listened.
+                        cache.invalidate();
+                        loop {
+                            match listener.try_recv().await {
+                                Ok(Some(_)) => cache.invalidate(),
+                                Ok(None) => {
+                                    // The connection dropped and was re-established.
+                                    cache.invalidate();
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, "cache invalidation listener failed");
+                                    cache.invalidate();
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot connect the cache invalidation listener");
+                    cache.invalidate();
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn context() -> Arc<AuthContext> {
+        let now = Utc::now();
+        Arc::new(AuthContext {
+            session: session::Model {
+                id: uuid::Uuid::nil(),
+                key_digest: String::new(),
+                tenant_id: uuid::Uuid::nil(),
+                user_id: 1,
+                created: now,
+                expires: now,
+                last_used: now,
+                last_ip: None,
+                user_agent: String::new(),
+                client: serde_json::json!({}),
+            },
+            user: user::Model {
+                id: 1,
+                uuid: uuid::Uuid::nil(),
+                tenant_id: uuid::Uuid::nil(),
+                username: "u".into(),
+                username_key: "u".into(),
+                email: String::new(),
+                email_key: None,
+                name: String::new(),
+                password: None,
+                password_change_date: now,
+                is_active: true,
+                is_superuser: false,
+                is_staff: false,
+                phone_number: None,
+                user_type: "internal".into(),
+                path: "users".into(),
+                attributes: serde_json::json!({}),
+                date_joined: now,
+                last_login: None,
+                last_updated: now,
+            },
+            permissions: EffectivePermissions::default(),
+            groups: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn invalidation_drops_entries_and_late_fills() {
+        let cache = AuthCache::new(Duration::from_secs(60));
+        let before = cache.generation();
+        cache.put("a".into(), before, context());
+        assert!(cache.get("a").is_some());
+        cache.invalidate();
+        assert!(cache.get("a").is_none());
+        // A fill that read the database before the invalidation is not stored.
+        cache.put("b".into(), before, context());
+        assert!(cache.get("b").is_none());
+    }
+
+    #[test]
+    fn entries_expire_and_zero_ttl_disables() {
+        let cache = AuthCache::new(Duration::from_millis(1));
+        cache.put("a".into(), cache.generation(), context());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.get("a").is_none());
+        let disabled = AuthCache::new(Duration::ZERO);
+        disabled.put("a".into(), disabled.generation(), context());
+        assert!(disabled.get("a").is_none());
+    }
+}
