@@ -118,7 +118,7 @@ pub async fn invalidate_in(txn: &impl sea_orm::ConnectionTrait) -> Result<()> {
 }
 
 /// Starts a session for `user`.
-pub async fn create(state: &AppState, user: &user::Model, client: &ClientInfo) -> Result<NewSession> {
+pub async fn create(db: &impl sea_orm::ConnectionTrait, state: &AppState, user: &user::Model, client: &ClientInfo) -> Result<NewSession> {
     let key = random_token(32);
     let now = Utc::now();
     let session = session::ActiveModel {
@@ -133,7 +133,7 @@ pub async fn create(state: &AppState, user: &user::Model, client: &ClientInfo) -
         user_agent: Set(client.user_agent.clone()),
         client: Set(events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref())),
     }
-    .insert(&state.db)
+    .insert(db)
     .await?;
     let csrf_token = csrf_token(&state.secret, session.id);
     Ok(NewSession { key, csrf_token, session })
@@ -156,18 +156,17 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
     let account_bucket = format!("account:{email_key}");
     let ip_bucket = client.ip.map(|ip| format!("ip:{ip}"));
     let (account_limits, ip_limits) = limits(state);
-    let throttled = async {
-        throttle::check(&state.db, tenant, &account_bucket, account_limits, now).await?;
-        if let Some(bucket) = &ip_bucket {
-            throttle::check(&state.db, tenant, bucket, ip_limits, now).await?;
+    let mut buckets = vec![(account_bucket.as_str(), account_limits)];
+    if let Some(bucket) = &ip_bucket {
+        buckets.push((bucket.as_str(), ip_limits));
+    }
+    let counted = match throttle::check(&state.db, tenant, &buckets, now).await {
+        Ok(counted) => counted,
+        Err(error) => {
+            metrics::counter!("gatehouse_sign_ins_total", "outcome" => "throttled").increment(1);
+            return Err(error);
         }
-        Ok::<_, Error>(())
-    }
-    .await;
-    if let Err(error) = throttled {
-        metrics::counter!("gatehouse_sign_ins_total", "outcome" => "throttled").increment(1);
-        return Err(error);
-    }
+    };
 
     let candidate = if email_key.is_empty() || email_key.len() > 254 {
         None
@@ -187,9 +186,10 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             user
         }
         (candidate, _) => {
-            throttle::record_failure(&state.db, tenant, &account_bucket, now).await?;
+            let txn = state.db.begin().await?;
+            throttle::record_failure(&txn, tenant, &account_bucket, now).await?;
             if let Some(bucket) = &ip_bucket {
-                throttle::record_failure(&state.db, tenant, bucket, now).await?;
+                throttle::record_failure(&txn, tenant, bucket, now).await?;
             }
             let mut event = EventRecord::new(Action::LoginFailed)
                 .from_client(client)
@@ -198,7 +198,8 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             if let Some(user) = &candidate {
                 event = event.by(user);
             }
-            events::service::record(&state.db, state, event).await?;
+            events::service::record(&txn, state, event).await?;
+            txn.commit().await?;
             metrics::counter!("gatehouse_sign_ins_total", "outcome" => "failed").increment(1);
             return Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED));
         }
@@ -209,15 +210,20 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
         update.password = Set(Some(password::hash_blocking(password).await?));
     }
     update.last_login = Set(Some(now));
-    let user = update.update(&state.db).await?;
-    throttle::clear(&state.db, tenant, &account_bucket).await?;
-    let new_session = create(state, &user, client).await?;
+    // One transaction, one commit: the sign-in is cheap besides the hash, and all or nothing.
+    let txn = state.db.begin().await?;
+    let user = update.update(&txn).await?;
+    if counted.contains(&account_bucket) {
+        throttle::clear(&txn, tenant, &account_bucket).await?;
+    }
+    let new_session = create(&txn, state, &user, client).await?;
     let event = EventRecord::new(Action::Login)
         .by(&user)
         .from_client(client)
         .with("client", new_session.session.client.clone())
         .with("session", json!(new_session.session.id));
-    events::service::record(&state.db, state, event).await?;
+    events::service::record(&txn, state, event).await?;
+    txn.commit().await?;
     metrics::counter!("gatehouse_sign_ins_total", "outcome" => "success").increment(1);
     Ok((user, new_session))
 }

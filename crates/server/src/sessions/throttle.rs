@@ -33,20 +33,29 @@ impl Limits {
 
 const WINDOW: TimeDelta = TimeDelta::hours(1);
 
-/// Refuses an attempt while the bucket's delay has not passed.
-pub async fn check(db: &impl ConnectionTrait, tenant: TenantId, bucket: &str, limits: Limits, now: DateTime<Utc>) -> Result<()> {
-    let Some(row) = throttle::Entity::find_by_id((tenant.0, bucket.to_owned())).one(db).await? else {
-        return Ok(());
-    };
-    if now - row.window_started > WINDOW {
-        return Ok(());
+/// Refuses an attempt while any bucket's delay has not passed; returns the buckets that have a
+/// counter, so that a success only clears what exists.
+pub async fn check(db: &impl ConnectionTrait, tenant: TenantId, buckets: &[(&str, Limits)], now: DateTime<Utc>) -> Result<Vec<String>> {
+    let rows = throttle::Entity::find()
+        .filter(throttle::Column::TenantId.eq(tenant.0))
+        .filter(throttle::Column::Bucket.is_in(buckets.iter().map(|(bucket, _)| *bucket)))
+        .all(db)
+        .await?;
+    let mut wait_ms = 0u64;
+    for row in &rows {
+        let Some((_, limits)) = buckets.iter().find(|(bucket, _)| *bucket == row.bucket) else { continue };
+        if now - row.window_started > WINDOW {
+            continue;
+        }
+        let allowed_at = row.last_failure + limits.delay_after(u32::try_from(row.failures).unwrap_or(0));
+        if now < allowed_at {
+            wait_ms = std::cmp::max(wait_ms, u64::try_from((allowed_at - now).num_milliseconds()).unwrap_or(0));
+        }
     }
-    let allowed_at = row.last_failure + limits.delay_after(u32::try_from(row.failures).unwrap_or(0));
-    if now < allowed_at {
-        let wait = u64::try_from((allowed_at - now).num_milliseconds()).unwrap_or(0);
-        return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait.div_ceil(1000), 1) });
+    if wait_ms > 0 {
+        return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait_ms.div_ceil(1000), 1) });
     }
-    Ok(())
+    Ok(rows.into_iter().map(|row| row.bucket).collect())
 }
 
 /// Counts a failure, atomically, starting a new window when the old one is over.
