@@ -101,9 +101,22 @@ fn verify_argon2(password: &Password, parsed: &PasswordHash<'_>) -> bool {
     compute(&argon, argon.params().block_count(), password.expose().as_bytes(), salt, &mut out).is_ok() && constant_time_eq(&out, expected)
 }
 
+/// At most one hash per core runs at a time. More would not finish sooner: they would thrash
+/// the caches (19 MiB each) and let a burst of sign-ins take memory without bound.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(usize::from).unwrap_or(1)))
+}
+
+/// Runs CPU-bound password work on the blocking pool within the hashing slots.
+async fn run_limited<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let _slot = hash_slots().acquire().await.map_err(Error::internal)?;
+    tokio::task::spawn_blocking(work).await.map_err(Error::internal)
+}
+
 /// [`hash`] on the blocking thread pool.
 pub async fn hash_blocking(password: Password) -> Result<String> {
-    tokio::task::spawn_blocking(move || hash(&password)).await.map_err(Error::internal)?
+    run_limited(move || hash(&password)).await?
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -135,7 +148,7 @@ pub fn verify(password: &Password, stored: &str) -> Verification {
 
 /// [`verify`] on the blocking thread pool.
 pub async fn verify_blocking(password: Password, stored: String) -> Verification {
-    tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(Verification::Mismatch)
+    run_limited(move || verify(&password, &stored)).await.unwrap_or(Verification::Mismatch)
 }
 
 /// Verifies Django's `pbkdf2_sha256$<iterations>$<salt>$<base64 hash>`.
