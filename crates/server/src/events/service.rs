@@ -10,7 +10,7 @@ use super::entities::event;
 use crate::accounts::entities::user;
 use crate::error::Result;
 use crate::http::client::ClientInfo;
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
+use crate::http::pagination::{ListParams, Paginated, contains_pattern, fetch_page, ilike};
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
@@ -193,10 +193,8 @@ pub async fn list(state: &AppState, tenant: TenantId, filter: &EventFilter, para
         let pk: i64 = user.parse().map_err(|_| crate::error::Error::field("user", "A valid integer is required."))?;
         select = select.filter(event::Column::UserId.eq(pk));
     }
-    if let Some(username) = filter.username.as_deref().filter(|u| !u.is_empty()) {
-        let users = user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.0))
-            .filter(ilike(user::Column::Username, &format!("%{}%", username.to_lowercase())));
+    if let Some(pattern) = filter.username.as_deref().and_then(contains_pattern) {
+        let users = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(ilike(user::Column::Username, &pattern));
         let ids: Vec<i64> = users.all(&state.db).await?.into_iter().map(|u| u.id).collect();
         select = select.filter(event::Column::UserId.is_in(ids));
     }

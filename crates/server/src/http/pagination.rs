@@ -50,12 +50,7 @@ impl ListParams {
 
     /// The search term as a lower-case `LIKE` pattern, with wildcards in the term escaped.
     pub fn search_pattern(&self) -> Option<String> {
-        let term = self.search.as_deref()?.trim();
-        if term.is_empty() {
-            return None;
-        }
-        let escaped = term.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        Some(format!("%{escaped}%"))
+        contains_pattern(self.search.as_deref()?)
     }
 
     /// Applies `ordering` from the allowed `(name, column)` pairs, or `default` when absent.
@@ -85,6 +80,17 @@ impl ListParams {
         }
         Ok(select.order_by(tie_breaker, Order::Asc))
     }
+}
+
+/// A lower-case `LIKE` pattern matching values that contain `term` literally (wildcards in the
+/// term are escaped); `None` for a blank term.
+pub fn contains_pattern(term: &str) -> Option<String> {
+    let term = term.trim();
+    if term.is_empty() {
+        return None;
+    }
+    let escaped = term.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    Some(format!("%{escaped}%"))
 }
 
 /// A case-insensitive `LIKE` on a column.
