@@ -36,6 +36,10 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
     let config_ttl = config.sessions.cache_ttl.to_std();
+    let ip_limits = crate::sessions::throttle::Limits {
+        free_failures: config.sign_in.free_failures_per_ip,
+        max_failures_per_hour: config.sign_in.max_failures_per_ip_hour,
+    };
     let mut state = AppState {
         db,
         config: Arc::new(config),
@@ -45,7 +49,10 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         geoip: None,
         visits: None,
         auth_cache: Arc::new(crate::sessions::cache::AuthCache::new(config_ttl)),
+        bearer_failures: Arc::new(crate::tokens::guard::FailureLimiter::new(ip_limits)),
+        token_usage: crate::tokens::usage::UsageRecorder::default(),
     };
+    state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
     crate::sessions::cache::spawn_listener(&state.db, state.auth_cache.clone());
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
@@ -133,6 +140,9 @@ impl Server {
             Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
         }
         maintenance.abort();
+        if let Err(error) = state.token_usage.flush(&state.db).await {
+            tracing::warn!(%error, "could not record key uses at shutdown");
+        }
         let _ = state.db.clone().close().await;
         Ok(())
     }
@@ -150,6 +160,11 @@ async fn maintenance_loop(state: AppState, mut stop: tokio::sync::watch::Receive
             Ok(count) if count > 0 => tracing::info!(count, "expired sessions removed"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
+        }
+        match crate::tokens::service::purge_expired(&state.db).await {
+            Ok(count) if count > 0 => tracing::info!(count, "expired single-use tokens removed"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not remove expired tokens"),
         }
         match crate::events::service::purge_expired(&state.db).await {
             Ok(count) if count > 0 => tracing::info!(count, "expired events removed"),

@@ -66,6 +66,36 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// API keys and other tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// Token commands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its key once.
+    Create {
+        /// E-mail address of the owner.
+        #[arg(long)]
+        user: String,
+        /// Unique identifier (letters, digits, - and _).
+        #[arg(long)]
+        identifier: String,
+        /// api or app_password.
+        #[arg(long, default_value = "api")]
+        intent: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Lifetime as a duration string (e.g. days=90); defaults to tokens.default_duration.
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_in: Option<gatehouse_types::DurationString>,
+        /// Create a key that never expires.
+        #[arg(long)]
+        no_expiry: bool,
+    },
 }
 
 /// Configuration commands.
@@ -158,6 +188,9 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { .. } => Ok(ExitCode::SUCCESS),
+        Command::Token { command: TokenCommand::Create { user, identifier, intent, description, expires_in, no_expiry } } => {
+            create_token(config, &user, identifier, &intent, description, expires_in, no_expiry).await
+        }
     }
 }
 
@@ -223,13 +256,55 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
             let _ = std::io::stdout().flush();
             Ok(ExitCode::SUCCESS)
         }
-        Err(Error::Validation(errors)) => {
-            let messages: Vec<String> =
-                errors.fields().iter().map(|(field, messages)| format!("{field}: {}", messages.join(" "))).collect();
-            Err(messages.join("; "))
-        }
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(describe_validation(error)),
     }
+}
+
+fn describe_validation(error: Error) -> String {
+    match error {
+        Error::Validation(errors) => {
+            errors.fields().iter().map(|(field, messages)| format!("{field}: {}", messages.join(" "))).collect::<Vec<_>>().join("; ")
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn create_token(
+    config: Config,
+    email: &str,
+    identifier: String,
+    intent: &str,
+    description: String,
+    expires_in: Option<gatehouse_types::DurationString>,
+    no_expiry: bool,
+) -> Result<ExitCode, String> {
+    use crate::tokens::service::{Intent, NewToken, parse_identifier};
+    let email = Email::parse(email).map_err(|e| format!("--user: {e}"))?;
+    let identifier = parse_identifier(&identifier).map_err(|e| format!("--identifier: {e}"))?;
+    let intent = match Intent::parse(intent) {
+        Ok(intent @ (Intent::Api | Intent::AppPassword)) => intent,
+        _ => return Err("--intent: choose api or app_password".into()),
+    };
+    let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+    let owner = service::find_user_by_email(&state.db, state.tenant, &email)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("--user: no user with the e-mail address {email}"))?;
+    let new = NewToken {
+        identifier,
+        intent,
+        user_id: owner.id,
+        name: String::new(),
+        description,
+        managed: None,
+        expiring: !no_expiry,
+        expires: expires_in.map(|d| chrono::Utc::now() + d.to_chrono()),
+        tags: Vec::new(),
+    };
+    let (token, key) = crate::tokens::service::create(&state, &Actor::system(), new).await.map_err(describe_validation)?;
+    eprintln!("created {} token {} for {}; the key is shown only now:", token.intent, token.identifier, owner.email);
+    println!("{}", key.expose());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Hashes on `threads` threads for `duration` and returns hashes per second.

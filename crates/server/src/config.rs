@@ -29,6 +29,7 @@ pub struct Config {
     pub sign_in: SignInConfig,
     pub events: EventConfig,
     pub api: ApiConfig,
+    pub tokens: TokenConfig,
 }
 
 /// Listeners and HTTP behaviour.
@@ -124,6 +125,18 @@ pub struct EventConfig {
     pub geoip_path: Option<PathBuf>,
 }
 
+/// API keys and other tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Lifetime of an expiring token created without `expires` (authentik's tenant default).
+    pub default_duration: DurationString,
+    /// Most live (active, unexpired) tokens one user may hold.
+    pub max_live_per_user: u32,
+    /// How often the recorded uses of keys are written to the database.
+    pub last_used_flush: DurationString,
+}
+
 /// API conventions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +167,11 @@ impl Default for Config {
             },
             events: EventConfig { retention: DurationString::from_secs(365 * 24 * 3600), record_visits: false, geoip_path: None },
             api: ApiConfig { default_page_size: 20, max_page_size: 100 },
+            tokens: TokenConfig {
+                default_duration: DurationString::from_secs(24 * 3600),
+                max_live_per_user: 100,
+                last_used_flush: DurationString::from_secs(5),
+            },
         }
     }
 }
@@ -231,6 +249,12 @@ impl Config {
         }
         if self.api.default_page_size == 0 || self.api.max_page_size < self.api.default_page_size {
             return fail("api", "default_page_size must be at least 1 and at most max_page_size");
+        }
+        if self.tokens.max_live_per_user == 0 {
+            return fail("tokens.max_live_per_user", "must be at least 1");
+        }
+        if self.tokens.last_used_flush.as_micros() < 100_000 || self.tokens.last_used_flush.as_micros() > 60_000_000 {
+            return fail("tokens.last_used_flush", "must be between milliseconds=100 and minutes=1");
         }
         if self.server.max_body_bytes < 1024 {
             return fail("server.max_body_bytes", "must be at least 1024");

@@ -16,3 +16,4 @@ pub mod secret;
 pub mod sessions;
 pub mod state;
 pub mod tenants;
+pub mod tokens;

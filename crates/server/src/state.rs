@@ -25,4 +25,8 @@ pub struct AppState {
     pub visits: Option<VisitRecorder>,
     /// Session checks answered from memory until a change invalidates them.
     pub auth_cache: Arc<crate::sessions::cache::AuthCache>,
+    /// Failed bearer credentials per client address.
+    pub bearer_failures: Arc<crate::tokens::guard::FailureLimiter>,
+    /// Key uses waiting to be written.
+    pub token_usage: crate::tokens::usage::UsageRecorder,
 }

@@ -16,7 +16,7 @@ use crate::error::{FieldErrors, Result};
 use crate::secret::ServerSecret;
 
 /// A group as embedded in a user.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PartialGroup {
     pub pk: Uuid,
     pub num_pk: i64,
@@ -44,14 +44,14 @@ impl From<&group::Model> for PartialGroup {
 }
 
 /// A role (roles are not implemented yet; lists are always empty).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Role {
     pub pk: Uuid,
     pub name: String,
 }
 
 /// authentik's `User`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UserOut {
     pub pk: i64,
     pub username: String,
@@ -498,4 +498,24 @@ pub struct UserAccountRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct UserPasswordSetRequest {
     pub password: String,
+}
+
+/// Renders users with their groups and direct permissions in a fixed number of queries.
+pub async fn render_users(state: &crate::state::AppState, users: Vec<user::Model>) -> Result<Vec<UserOut>> {
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let mut groups = super::service::groups_of_users(&state.db, &ids).await?;
+    let mut permissions = super::service::direct_permissions(&state.db, &ids).await?;
+    Ok(users
+        .into_iter()
+        .map(|u| {
+            let g = groups.remove(&u.id).unwrap_or_default();
+            let p = permissions.remove(&u.id).unwrap_or_default();
+            UserOut::new(u, &g, p, &state.secret)
+        })
+        .collect())
+}
+
+/// Renders one user.
+pub async fn render_user(state: &crate::state::AppState, user: user::Model) -> Result<UserOut> {
+    render_users(state, vec![user]).await?.pop().ok_or_else(|| crate::error::Error::internal("rendering lost a user"))
 }

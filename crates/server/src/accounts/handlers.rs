@@ -40,24 +40,6 @@ fn parse_group_id(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }
 
-async fn render_users(state: &AppState, users: Vec<super::entities::user::Model>) -> Result<Vec<UserOut>> {
-    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
-    let mut groups = service::groups_of_users(&state.db, &ids).await?;
-    let mut permissions = service::direct_permissions(&state.db, &ids).await?;
-    Ok(users
-        .into_iter()
-        .map(|u| {
-            let g = groups.remove(&u.id).unwrap_or_default();
-            let p = permissions.remove(&u.id).unwrap_or_default();
-            UserOut::new(u, &g, p, &state.secret)
-        })
-        .collect())
-}
-
-async fn render_user(state: &AppState, user: super::entities::user::Model) -> Result<UserOut> {
-    render_users(state, vec![user]).await?.pop().ok_or_else(|| Error::internal("rendering lost a user"))
-}
-
 /// Only superusers may touch superusers, grant superuser or grant permissions; this keeps a user
 /// with `change_user` from raising anyone, themselves included, above their own rights.
 async fn guard_privileged_user_change(state: &AppState, principal: &Principal, target: Option<i64>, body: &UserWrite) -> Result<()> {
@@ -94,7 +76,7 @@ async fn list_users(
 ) -> Result<Json<Paginated<UserOut>>> {
     principal.require(names::VIEW_USER)?;
     let page = service::list_users(&state, &filter, &params).await?;
-    let results = render_users(&state, page.results).await?;
+    let results = super::api::render_users(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
 
@@ -108,7 +90,7 @@ async fn create_user(
     principal.require(names::ADD_USER)?;
     guard_privileged_user_change(&state, &principal, None, &body).await?;
     let created = service::create_user(&state, &principal.actor(), body.into_new_user()?).await?;
-    Ok((StatusCode::CREATED, Json(render_user(&state, created).await?)))
+    Ok((StatusCode::CREATED, Json(super::api::render_user(&state, created).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v3/core/users/me/", tag = "core",
@@ -145,7 +127,7 @@ async fn retrieve_user(State(state): State<AppState>, principal: Principal, Path
         principal.require(names::VIEW_USER)?;
     }
     let user = service::find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
-    Ok(Json(render_user(&state, user).await?))
+    Ok(Json(super::api::render_user(&state, user).await?))
 }
 
 async fn write_user(state: AppState, principal: Principal, id: String, body: UserWrite, full: bool) -> Result<Json<UserOut>> {
@@ -153,7 +135,7 @@ async fn write_user(state: AppState, principal: Principal, id: String, body: Use
     principal.require(names::CHANGE_USER)?;
     guard_privileged_user_change(&state, &principal, Some(id), &body).await?;
     let updated = service::update_user(&state, &principal.actor(), id, body.into_changes(full)?).await?;
-    Ok(Json(render_user(&state, updated).await?))
+    Ok(Json(super::api::render_user(&state, updated).await?))
 }
 
 #[utoipa::path(put, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")), request_body = UserWrite,

@@ -339,6 +339,11 @@ pub async fn find_user(db: &impl ConnectionTrait, tenant: TenantId, id: i64) -> 
     Ok(user::Entity::find_by_id(id).filter(user::Column::TenantId.eq(tenant.0)).one(db).await?)
 }
 
+/// Users of the tenant by primary key.
+pub async fn find_users(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -> Result<Vec<user::Model>> {
+    Ok(user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
+
 /// A user of the tenant by e-mail, compared case-insensitively.
 pub async fn find_user_by_email(db: &impl ConnectionTrait, tenant: TenantId, email: &Email) -> Result<Option<user::Model>> {
     Ok(user::Entity::find()

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(Tokens)]
     }
 }
 
@@ -306,6 +306,82 @@ impl MigrationTrait for Initial {
         ] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
+        Ok(())
+    }
+}
+
+/// API keys and other tokens.
+struct Tokens;
+
+impl MigrationName for Tokens {
+    fn name(&self) -> &str {
+        "m0002_tokens"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Tokens {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("tokens")
+                    .col(big_pk_auto("id"))
+                    .col(uuid_uniq("token_uuid"))
+                    .col(uuid_uniq("key_id"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len("identifier", 255))
+                    .col(string_len("intent", 32))
+                    .col(big_integer("user_id"))
+                    .col(text("name"))
+                    .col(text("description"))
+                    .col(text_null("managed"))
+                    .col(string_len_uniq("key_digest", 64))
+                    .col(text("key_sealed"))
+                    .col(boolean("expiring"))
+                    .col(timestamp_with_time_zone_null("expires"))
+                    .col(boolean("is_active"))
+                    .col(timestamp_with_time_zone_null("last_used_at"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("tokens"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_tokens_user")
+                            .from("tokens", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("tokens", "ux_tokens_tenant_identifier", &["tenant_id", "identifier"], true)).await?;
+        manager.create_index(index("tokens", "ix_tokens_user", &["user_id", "is_active"], false)).await?;
+        manager.create_index(index("tokens", "ix_tokens_expiring", &["expiring", "expires"], false)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("token_tags")
+                    .col(big_integer("token_id"))
+                    .col(string_len("tag", 64))
+                    .primary_key(Index::create().col("token_id").col("tag"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_token_tags_token")
+                            .from("token_tags", "token_id")
+                            .to("tokens", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("token_tags", "ix_token_tags_tag", &["tag"], false)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("token_tags").to_owned()).await?;
+        manager.drop_table(Table::drop().table("tokens").to_owned()).await?;
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub enum Action {
     ModelDeleted,
     PasswordSet,
     SecretView,
+    SecretRotate,
     ConfigurationError,
 }
 
@@ -40,6 +41,7 @@ impl Action {
             Action::ModelDeleted => "model_deleted",
             Action::PasswordSet => "password_set",
             Action::SecretView => "secret_view",
+            Action::SecretRotate => "secret_rotate",
             Action::ConfigurationError => "configuration_error",
         }
     }

@@ -36,9 +36,9 @@ impl Principal {
         &self.context.user
     }
 
-    /// The session the call came with.
-    pub fn session(&self) -> &session::Model {
-        &self.context.session
+    /// The session the call came with, when it came with one (not with an API key).
+    pub fn session(&self) -> Option<&session::Model> {
+        self.context.session.as_ref()
     }
 
     /// What the caller may do.
@@ -70,28 +70,53 @@ pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// Checks `Authorization: Bearer <key>` (scheme case-insensitive). Every failure looks the same
+/// to the client, is counted, and counts toward the client address's failure limit.
+async fn bearer(state: &AppState, value: &axum::http::HeaderValue, client: &ClientInfo) -> Result<Arc<AuthContext>> {
+    state.bearer_failures.check(client.ip)?;
+    let credential = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim())
+        .filter(|credential| !credential.is_empty());
+    let context = match credential {
+        Some(credential) => crate::tokens::service::authenticate(state, credential).await?,
+        None => None,
+    };
+    context.ok_or_else(|| {
+        metrics::counter!("gatehouse_auth_failures_total", "kind" => "bearer").increment(1);
+        state.bearer_failures.record(client.ip);
+        Error::Unauthenticated
+    })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            // No bearer credential kinds are issued yet: any is invalid.
-            metrics::counter!("gatehouse_auth_failures_total", "kind" => "bearer").increment(1);
-            return Err(Error::Unauthenticated);
-        }
-        let key = cookie(parts, &state.config.sessions.cookie_name).ok_or(Error::Unauthenticated)?;
-        let context = service::authenticate(state, key, &client).await?.ok_or_else(|| {
-            metrics::counter!("gatehouse_auth_failures_total", "kind" => "session").increment(1);
-            Error::Unauthenticated
-        })?;
-        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe {
-            let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            if !service::csrf_valid(&state.secret, context.session.id, presented) {
-                return Err(Error::Csrf);
+        let context = match parts.headers.get(header::AUTHORIZATION) {
+            Some(value) => bearer(state, value, &client).await?,
+            None => {
+                let key = cookie(parts, &state.config.sessions.cookie_name).ok_or(Error::Unauthenticated)?;
+                let context = service::authenticate(state, key, &client).await?.ok_or_else(|| {
+                    metrics::counter!("gatehouse_auth_failures_total", "kind" => "session").increment(1);
+                    Error::Unauthenticated
+                })?;
+                // Cookies ride along on cross-site requests; bearer keys do not, so only
+                // cookie-authenticated unsafe requests need the CSRF token.
+                let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+                if !safe && let Some(session) = &context.session {
+                    let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    if !service::csrf_valid(&state.secret, session.id, presented) {
+                        return Err(Error::Csrf);
+                    }
+                }
+                context
             }
-        }
+        };
         if let Some(visits) = &state.visits {
             visits.record(Visit {
                 tenant_id: state.tenant.0,

@@ -19,6 +19,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::accounts::handlers::router())
         .merge(crate::sessions::handlers::router())
         .merge(crate::events::handlers::router())
+        .merge(crate::tokens::handlers::router())
         .split_for_parts();
     let document = std::sync::Arc::new(document);
     let max_body = state.config.server.max_body_bytes;

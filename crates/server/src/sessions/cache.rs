@@ -25,10 +25,12 @@ pub const CHANNEL: &str = "gatehouse_auth";
 /// Entries beyond this are dropped wholesale rather than tracked one by one.
 const MAX_ENTRIES: usize = 50_000;
 
-/// Everything a request needs to know about its session's user.
+/// Everything a request needs to know about its caller: the session or API key it came with,
+/// and the user.
 #[derive(Debug, Clone)]
 pub struct AuthContext {
-    pub session: session::Model,
+    pub session: Option<session::Model>,
+    pub token: Option<crate::tokens::entities::token::Model>,
     pub user: user::Model,
     pub permissions: EffectivePermissions,
     pub groups: Vec<group::Model>,
@@ -45,6 +47,17 @@ pub struct AuthCache {
     generation: AtomicU64,
     ttl: Duration,
     entries: RwLock<HashMap<String, Entry>>,
+}
+
+impl AuthContext {
+    /// When the credential stops being valid, if ever.
+    pub fn expires(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match (&self.session, &self.token) {
+            (Some(session), _) => Some(session.expires),
+            (None, Some(token)) if token.expiring => token.expires,
+            _ => None,
+        }
+    }
 }
 
 impl AuthCache {
@@ -145,7 +158,8 @@ mod tests {
     fn context() -> Arc<AuthContext> {
         let now = Utc::now();
         Arc::new(AuthContext {
-            session: session::Model {
+            token: None,
+            session: Some(session::Model {
                 id: uuid::Uuid::nil(),
                 key_digest: String::new(),
                 tenant_id: uuid::Uuid::nil(),
@@ -156,7 +170,7 @@ mod tests {
                 last_ip: None,
                 user_agent: String::new(),
                 client: serde_json::json!({}),
-            },
+            }),
             user: user::Model {
                 id: 1,
                 uuid: uuid::Uuid::nil(),

@@ -125,7 +125,8 @@ async fn sign_in(
 #[utoipa::path(post, path = "/api/v3/auth/sign_out/", tag = "auth",
     responses((status = 204, description = "Signed out"), (status = 401, description = "Not signed in")))]
 async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result<(StatusCode, HeaderMap)> {
-    service::sign_out(&state, &principal.context, &principal.client).await?;
+    let session = principal.session().ok_or_else(|| Error::field(crate::error::NON_FIELD_ERRORS, "Only a session can sign out."))?;
+    service::sign_out(&state, session, principal.user(), &principal.client).await?;
     let mut headers = HeaderMap::new();
     headers.append(header::SET_COOKIE, cookie_header(&state, &state.config.sessions.cookie_name, "", true, 0)?);
     headers.append(header::SET_COOKIE, cookie_header(&state, CSRF_COOKIE, "", false, 0)?);
@@ -143,7 +144,7 @@ pub struct SessionList {
     responses((status = 200, body = SessionList), (status = 401, description = "Not signed in")))]
 async fn list_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>> {
     let sessions = service::list_for_user(&state, state.tenant, principal.user().id).await?;
-    let current = Some(principal.session().id);
+    let current = principal.session().map(|s| s.id);
     let count = sessions.len() as u64;
     let results: Vec<AuthenticatedSession> = sessions.into_iter().map(|s| AuthenticatedSession::new(s, current)).collect();
     let page =
@@ -167,6 +168,6 @@ pub struct RevokedCount {
 #[utoipa::path(post, path = "/api/v3/core/authenticated_sessions/revoke_others/", tag = "core",
     responses((status = 200, body = RevokedCount), (status = 401, description = "Not signed in")))]
 async fn revoke_other_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<RevokedCount>> {
-    let revoked = service::revoke_others(&state, principal.user().id, principal.session().id).await?;
+    let revoked = service::revoke_others(&state, principal.user().id, principal.session().map(|s| s.id)).await?;
     Ok(Json(RevokedCount { revoked }))
 }

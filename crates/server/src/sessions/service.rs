@@ -57,12 +57,15 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
     let digest = key_digest(&state.secret, key);
     let now = Utc::now();
     if let Some(context) = state.auth_cache.get(&digest)
-        && context.session.expires > now
+        && let Some(session) = &context.session
+        && session.expires > now
     {
-        if now - context.session.last_used > LAST_USED_RESOLUTION {
-            record_use(state, &context, client, now);
+        if now - session.last_used > LAST_USED_RESOLUTION {
+            record_use(state, session, client, now);
             let mut refreshed = (*context).clone();
-            refreshed.session.last_used = now;
+            if let Some(session) = refreshed.session.as_mut() {
+                session.last_used = now;
+            }
             state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
         }
         return Ok(Some(context));
@@ -89,18 +92,18 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
     };
     let permissions = effective_permissions(&state.db, &user).await?;
     let groups = groups_of_users(&state.db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
-    let context = Arc::new(AuthContext { session, user, permissions, groups });
-    if now - context.session.last_used > LAST_USED_RESOLUTION {
-        record_use(state, &context, client, now);
+    if now - session.last_used > LAST_USED_RESOLUTION {
+        record_use(state, &session, client, now);
     }
+    let context = Arc::new(AuthContext { session: Some(session), token: None, user, permissions, groups });
     state.auth_cache.put(digest, generation, context.clone());
     Ok(Some(context))
 }
 
 /// Writes `last_used` and the address off the request path.
-fn record_use(state: &AppState, context: &AuthContext, client: &ClientInfo, now: chrono::DateTime<Utc>) {
+fn record_use(state: &AppState, session: &session::Model, client: &ClientInfo, now: chrono::DateTime<Utc>) {
     let db = state.db.clone();
-    let id = context.session.id;
+    let id = session.id;
     let ip = client.ip_text();
     tokio::spawn(async move {
         let update = session::ActiveModel { id: sea_orm::Unchanged(id), last_used: Set(now), last_ip: Set(ip), ..Default::default() };
@@ -178,7 +181,14 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             .await?
     };
     let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| password::DUMMY_HASH.to_owned());
-    let verification = password::verify_blocking(password.clone(), stored_hash).await;
+    let mut verification = password::verify_blocking(password.clone(), stored_hash).await;
+    // An app password of the account works in place of its password.
+    if verification == Verification::Mismatch
+        && let Some(user) = &candidate
+        && crate::tokens::service::verify_app_password(state, user.id, password.expose()).await?
+    {
+        verification = Verification::Match;
+    }
     let user = match (candidate, verification) {
         (Some(user), Verification::Match | Verification::MatchNeedsRehash)
             if user.is_active && user.user_type != "service_account" && user.user_type != "internal_service_account" =>
@@ -229,10 +239,10 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
 }
 
 /// Ends one session and records the sign-out.
-pub async fn sign_out(state: &AppState, current: &AuthContext, client: &ClientInfo) -> Result<()> {
+pub async fn sign_out(state: &AppState, current: &session::Model, user: &user::Model, client: &ClientInfo) -> Result<()> {
     let txn = state.db.begin().await?;
-    session::Entity::delete_by_id(current.session.id).exec(&txn).await?;
-    events::service::record(&txn, state, EventRecord::new(Action::Logout).by(&current.user).from_client(client)).await?;
+    session::Entity::delete_by_id(current.id).exec(&txn).await?;
+    events::service::record(&txn, state, EventRecord::new(Action::Logout).by(user).from_client(client)).await?;
     invalidate_in(&txn).await?;
     txn.commit().await?;
     state.auth_cache.invalidate();
@@ -279,9 +289,9 @@ pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, us
 }
 
 /// Ends every session of a user but `keep`; returns how many ended.
-pub async fn revoke_others(state: &AppState, user_id: i64, keep: Uuid) -> Result<u64> {
+pub async fn revoke_others(state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let txn = state.db.begin().await?;
-    let ended = revoke_all(&txn, state.tenant, user_id, Some(keep)).await?;
+    let ended = revoke_all(&txn, state.tenant, user_id, keep).await?;
     txn.commit().await?;
     state.auth_cache.invalidate();
     Ok(ended)

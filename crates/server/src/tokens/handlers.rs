@@ -1,0 +1,188 @@
+//! `/api/v3/core/tokens/`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::api::{TokenOut, TokenSetKeyRequest, TokenView, TokenWrite, UsedBy};
+use super::entities::token;
+use super::key::SecretKey;
+use super::service::{self, TokenFilter};
+use crate::accounts::api::render_users;
+use crate::accounts::permissions::names;
+use crate::error::{Error, Result};
+use crate::http::auth::Principal;
+use crate::http::json::ApiJson;
+use crate::http::pagination::{ListParams, Paginated};
+use crate::state::AppState;
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(retrieve_token, update_token, partial_update_token, delete_token))
+        .routes(routes!(view_key))
+        .routes(routes!(set_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(used_by))
+}
+
+async fn render(state: &AppState, tokens: Vec<token::Model>) -> Result<Vec<TokenOut>> {
+    let mut user_ids: Vec<i64> = tokens.iter().map(|t| t.user_id).collect();
+    user_ids.sort_unstable();
+    user_ids.dedup();
+    let users = crate::accounts::service::find_users(&state.db, state.tenant, &user_ids).await?;
+    let rendered = render_users(state, users).await?;
+    let token_ids: Vec<i64> = tokens.iter().map(|t| t.id).collect();
+    let mut tags = service::tags_of(&state.db, &token_ids).await?;
+    let mut out = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let user = rendered.iter().find(|u| u.pk == token.user_id).ok_or_else(|| Error::internal("token without owner"))?;
+        let user = serde_json::from_value(serde_json::to_value(user).map_err(Error::internal)?).map_err(Error::internal)?;
+        let token_tags = tags.remove(&token.id).unwrap_or_default();
+        out.push(TokenOut::new(token, user, token_tags));
+    }
+    Ok(out)
+}
+
+async fn render_one(state: &AppState, token: token::Model) -> Result<TokenOut> {
+    render(state, vec![token]).await?.pop().ok_or_else(|| Error::internal("rendering lost a token"))
+}
+
+/// The token, if the caller may see it: its owner, or a holder of `view_token`. Others get 404,
+/// which does not tell them the identifier exists.
+async fn visible(state: &AppState, principal: &Principal, identifier: &str) -> Result<token::Model> {
+    let token = service::find(&state.db, state.tenant, identifier).await?.ok_or(Error::NotFound)?;
+    if token.user_id == principal.user().id || principal.permissions().has(names::VIEW_TOKEN) { Ok(token) } else { Err(Error::NotFound) }
+}
+
+/// Owners may act on their own tokens; anyone else needs `permission`.
+fn owner_or(principal: &Principal, token: &token::Model, permission: &str) -> Result<()> {
+    if token.user_id == principal.user().id { Ok(()) } else { principal.require(permission) }
+}
+
+#[utoipa::path(get, path = "/api/v3/core/tokens/", tag = "core", params(ListParams, TokenFilter),
+    responses((status = 200, description = "A page of tokens: the caller's own, or all with authentik_core.view_token")))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<ListParams>,
+    Query(filter): Query<TokenFilter>,
+) -> Result<Json<Paginated<TokenOut>>> {
+    let owner = if principal.permissions().has(names::VIEW_TOKEN) { None } else { Some(principal.user().id) };
+    let page = service::list(&state, owner, &filter, &params).await?;
+    let results = render(&state, page.results).await?;
+    Ok(Json(Paginated { pagination: page.pagination, results }))
+}
+
+#[utoipa::path(post, path = "/api/v3/core/tokens/", tag = "core", request_body = TokenWrite,
+    responses((status = 201, body = TokenOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<TokenWrite>,
+) -> Result<(StatusCode, Json<TokenOut>)> {
+    let new = body.into_new_token(principal.user().id)?;
+    // Tokens for someone else are for superusers only (authentik forces the requester otherwise).
+    if new.user_id != principal.user().id && !principal.permissions().is_superuser {
+        return Err(Error::PermissionDenied);
+    }
+    let (created, _key) = service::create(&state, &principal.actor(), new).await?;
+    Ok((StatusCode::CREATED, Json(render_one(&state, created).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v3/core/tokens/{identifier}/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    responses((status = 200, body = TokenOut), (status = 404, description = "Not found")))]
+async fn retrieve_token(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<Json<TokenOut>> {
+    let token = visible(&state, &principal, &identifier).await?;
+    Ok(Json(render_one(&state, token).await?))
+}
+
+async fn write(state: AppState, principal: Principal, identifier: String, body: TokenWrite, full: bool) -> Result<Json<TokenOut>> {
+    let token = visible(&state, &principal, &identifier).await?;
+    owner_or(&principal, &token, names::CHANGE_TOKEN)?;
+    let changes = body.into_changes(&token, full)?;
+    let updated = service::update(&state, &principal.actor(), &token, changes).await?;
+    Ok(Json(render_one(&state, updated).await?))
+}
+
+#[utoipa::path(put, path = "/api/v3/core/tokens/{identifier}/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    request_body = TokenWrite, responses((status = 200, body = TokenOut), (status = 400, description = "Invalid input")))]
+async fn update_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(identifier): Path<String>,
+    ApiJson(body): ApiJson<TokenWrite>,
+) -> Result<Json<TokenOut>> {
+    write(state, principal, identifier, body, true).await
+}
+
+#[utoipa::path(patch, path = "/api/v3/core/tokens/{identifier}/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    request_body = TokenWrite, responses((status = 200, body = TokenOut), (status = 400, description = "Invalid input")))]
+async fn partial_update_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(identifier): Path<String>,
+    ApiJson(body): ApiJson<TokenWrite>,
+) -> Result<Json<TokenOut>> {
+    write(state, principal, identifier, body, false).await
+}
+
+#[utoipa::path(delete, path = "/api/v3/core/tokens/{identifier}/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
+async fn delete_token(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<StatusCode> {
+    let token = visible(&state, &principal, &identifier).await?;
+    owner_or(&principal, &token, names::DELETE_TOKEN)?;
+    service::delete(&state, &principal.actor(), &token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/core/tokens/{identifier}/view_key/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    responses((status = 200, body = TokenView), (status = 403, description = "Permission denied"), (status = 404, description = "Token not found or expired")))]
+async fn view_key(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<Response> {
+    let token = visible(&state, &principal, &identifier).await?;
+    owner_or(&principal, &token, names::VIEW_TOKEN_KEY)?;
+    let key = service::view_key(&state, &principal.actor(), &token).await?;
+    let mut response = Json(TokenView { key }).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/api/v3/core/tokens/{identifier}/set_key/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    request_body = TokenSetKeyRequest,
+    responses((status = 204, description = "Successfully changed key"), (status = 400, description = "Missing or malformed key"), (status = 404, description = "Token not found")))]
+async fn set_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(identifier): Path<String>,
+    ApiJson(body): ApiJson<TokenSetKeyRequest>,
+) -> Result<StatusCode> {
+    let token = visible(&state, &principal, &identifier).await?;
+    owner_or(&principal, &token, names::SET_TOKEN_KEY)?;
+    if body.key.is_empty() {
+        return Err(Error::field("key", "This field may not be blank."));
+    }
+    let key = SecretKey::parse(&body.key).map_err(|e| Error::field("key", e.to_string()))?;
+    service::replace_key(&state, &principal.actor(), &token, Some(key)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v3/core/tokens/{identifier}/rotate/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    responses((status = 204, description = "A new key replaced the old one; read it with view_key/"), (status = 404, description = "Token not found")))]
+async fn rotate_key(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<StatusCode> {
+    let token = visible(&state, &principal, &identifier).await?;
+    owner_or(&principal, &token, names::SET_TOKEN_KEY)?;
+    service::replace_key(&state, &principal.actor(), &token, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/core/tokens/{identifier}/used_by/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn used_by(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    visible(&state, &principal, &identifier).await?;
+    // Nothing in Gatehouse refers to a token yet.
+    Ok(Json(Vec::new()))
+}

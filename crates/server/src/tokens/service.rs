@@ -1,0 +1,588 @@
+//! Storage and rules of tokens, and the API-key check on every bearer request.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter,
+    Set, TransactionTrait,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::entities::{token, token_tag};
+use super::key::{KeyKind, SecretKey};
+use super::seal;
+use crate::accounts::entities::user;
+use crate::accounts::service::{Actor, effective_permissions, groups_of_users};
+use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
+use crate::events::{self, Action, EventRecord, ModelRef};
+use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
+use crate::secret::ServerSecret;
+use crate::sessions::cache::AuthContext;
+use crate::state::AppState;
+use crate::tenants::TenantId;
+
+/// Uses are recorded at most this often per key.
+const LAST_USED_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
+
+/// authentik's token intents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    Verification,
+    Api,
+    Recovery,
+    AppPassword,
+}
+
+impl Intent {
+    /// Parses authentik's name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "verification" => Ok(Self::Verification),
+            "api" => Ok(Self::Api),
+            "recovery" => Ok(Self::Recovery),
+            "app_password" => Ok(Self::AppPassword),
+            other => Err(format!("\"{other}\" is not a valid choice; choose api, app_password, recovery or verification.")),
+        }
+    }
+
+    /// authentik's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verification => "verification",
+            Self::Api => "api",
+            Self::Recovery => "recovery",
+            Self::AppPassword => "app_password",
+        }
+    }
+
+    /// The kind of key this intent carries.
+    pub fn key_kind(self) -> KeyKind {
+        match self {
+            Self::Verification => KeyKind::Verification,
+            Self::Api => KeyKind::Api,
+            Self::Recovery => KeyKind::Recovery,
+            Self::AppPassword => KeyKind::AppPassword,
+        }
+    }
+}
+
+/// An identifier: 1 to 255 letters, digits, `-` and `_`.
+pub fn parse_identifier(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.len() <= 255 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(text.to_owned())
+    } else {
+        Err("Enter a valid identifier: 1 to 255 letters, digits, hyphens or underscores.".into())
+    }
+}
+
+/// A tag: 1 to 64 lower-case letters, digits and `-_.:`.
+pub fn parse_tag(text: &str) -> Result<String, String> {
+    let tag = text.trim().to_lowercase();
+    if !tag.is_empty() && tag.len() <= 64 && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+        Ok(tag)
+    } else {
+        Err(format!("\"{text}\" is not a valid tag: 1 to 64 letters, digits and - _ . : characters."))
+    }
+}
+
+/// Who may hold API keys: staff, superusers and service accounts.
+pub fn may_hold_api_keys(user: &user::Model) -> bool {
+    user.is_staff || user.is_superuser || user.user_type == "service_account" || user.user_type == "internal_service_account"
+}
+
+/// Everything a token is created with; values parsed.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub identifier: String,
+    pub intent: Intent,
+    pub user_id: i64,
+    pub name: String,
+    pub description: String,
+    pub managed: Option<String>,
+    pub expiring: bool,
+    pub expires: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+}
+
+/// Changes to a token; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct TokenChanges {
+    pub identifier: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub managed: Option<Option<String>>,
+    pub expiring: Option<bool>,
+    pub expires: Option<Option<DateTime<Utc>>>,
+    pub is_active: Option<bool>,
+    pub tags: Option<Vec<String>>,
+}
+
+fn key_digest(secret: &ServerSecret, key: &str) -> String {
+    secret.digest("token-key", key.as_bytes())
+}
+
+fn token_ref(token: &token::Model) -> ModelRef {
+    ModelRef { app: "authentik_core", model_name: "token", pk: json!(token.token_uuid), name: token.identifier.clone() }
+}
+
+fn audit_json(token: &token::Model) -> Value {
+    json!({
+        "identifier": token.identifier,
+        "intent": token.intent,
+        "user": token.user_id,
+        "name": token.name,
+        "description": token.description,
+        "expiring": token.expiring,
+        "expires": token.expires,
+        "is_active": token.is_active,
+        "managed": token.managed,
+    })
+}
+
+/// The expiry a token gets: none when not expiring, the default lifetime when none is given.
+fn resolve_expiry(state: &AppState, expiring: bool, expires: Option<DateTime<Utc>>, errors: &mut FieldErrors) -> Option<DateTime<Utc>> {
+    if !expiring {
+        return None;
+    }
+    match expires {
+        Some(at) if at <= Utc::now() => {
+            errors.add("expires", "The expiry must be in the future.");
+            None
+        }
+        Some(at) => Some(at),
+        None => Some(Utc::now() + state.config.tokens.default_duration.to_chrono()),
+    }
+}
+
+async fn replace_tags(txn: &DatabaseTransaction, token_id: i64, tags: &[String]) -> Result<()> {
+    token_tag::Entity::delete_many().filter(token_tag::Column::TokenId.eq(token_id)).exec(txn).await?;
+    let unique: BTreeSet<&String> = tags.iter().collect();
+    if !unique.is_empty() {
+        let rows = unique.into_iter().map(|tag| token_tag::ActiveModel { token_id: Set(token_id), tag: Set(tag.clone()) });
+        token_tag::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// Creates a token with a fresh key, enforcing the per-user limit of live keys atomically.
+pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
+    let tenant = state.tenant;
+    let mut errors = FieldErrors::new();
+    let expires = resolve_expiry(state, new.expiring, new.expires, &mut errors);
+    let txn = state.db.begin().await?;
+    // Writing the owner's row first serialises concurrent creations for that user on both
+    // databases (a row lock on PostgreSQL, the write lock on SQLite), so the count below cannot
+    // race with another insert.
+    let locked = user::Entity::update_many()
+        .col_expr(user::Column::LastUpdated, Expr::col(user::Column::LastUpdated))
+        .filter(user::Column::Id.eq(new.user_id))
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .exec(&txn)
+        .await?;
+    let owner = if locked.rows_affected == 1 { user::Entity::find_by_id(new.user_id).one(&txn).await? } else { None };
+    let Some(owner) = owner else {
+        errors.add("user", format!("Invalid pk \"{}\" - object does not exist.", new.user_id));
+        return Err(Error::Validation(errors));
+    };
+    if new.intent == Intent::Api && !may_hold_api_keys(&owner) {
+        errors.add("intent", "Only staff users and service accounts may hold API keys.");
+    }
+    let taken = token::Entity::find()
+        .filter(token::Column::TenantId.eq(tenant.0))
+        .filter(token::Column::Identifier.eq(new.identifier.clone()))
+        .one(&txn)
+        .await?;
+    if taken.is_some() {
+        errors.add("identifier", "A token with this identifier already exists.");
+    }
+    let live = token::Entity::find()
+        .filter(token::Column::UserId.eq(owner.id))
+        .filter(token::Column::IsActive.eq(true))
+        .filter(token::Column::Expires.is_null().or(token::Column::Expires.gt(Utc::now())))
+        .count(&txn)
+        .await?;
+    let limit = u64::from(state.config.tokens.max_live_per_user);
+    if live >= limit {
+        errors.add(NON_FIELD_ERRORS, format!("This user already holds the maximum of {limit} live keys."));
+    }
+    errors.into_result()?;
+
+    let key = SecretKey::generate(new.intent.key_kind());
+    let token_uuid = Uuid::new_v4();
+    let now = Utc::now();
+    let created = token::ActiveModel {
+        token_uuid: Set(token_uuid),
+        key_id: Set(Uuid::new_v4()),
+        tenant_id: Set(tenant.0),
+        identifier: Set(new.identifier),
+        intent: Set(new.intent.as_str().to_owned()),
+        user_id: Set(owner.id),
+        name: Set(new.name),
+        description: Set(new.description),
+        managed: Set(new.managed),
+        key_digest: Set(key_digest(&state.secret, key.expose())),
+        key_sealed: Set(seal::seal(&state.secret, token_uuid, key.expose())?),
+        expiring: Set(new.expiring),
+        expires: Set(expires),
+        is_active: Set(true),
+        last_used_at: Set(None),
+        created: Set(now),
+        last_updated: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .map_err(|e| match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("identifier", "A token with this identifier already exists."),
+        _ => e.into(),
+    })?;
+    replace_tags(&txn, created.id, &new.tags).await?;
+    let diff = events::service::diff(&json!({}), &audit_json(&created));
+    events::service::record(&txn, state, actor_event(actor, Action::ModelCreated).about(&token_ref(&created)).with("diff", diff)).await?;
+    txn.commit().await?;
+    Ok((created, key))
+}
+
+fn actor_event(actor: &Actor, action: Action) -> EventRecord {
+    let mut record = EventRecord::new(action);
+    if let Some(user) = &actor.user {
+        record = record.by(user);
+    }
+    if let Some(client) = &actor.client {
+        record = record.from_client(client);
+    }
+    record
+}
+
+/// A token of the tenant by identifier.
+pub async fn find(db: &impl ConnectionTrait, tenant: TenantId, identifier: &str) -> Result<Option<token::Model>> {
+    Ok(token::Entity::find().filter(token::Column::TenantId.eq(tenant.0)).filter(token::Column::Identifier.eq(identifier)).one(db).await?)
+}
+
+/// Filters of the token list.
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenFilter {
+    pub identifier: Option<String>,
+    pub intent: Option<String>,
+    #[serde(rename = "user__username")]
+    #[param(rename = "user__username")]
+    pub user_username: Option<String>,
+    pub description: Option<String>,
+    /// Exact expiry (ISO 8601).
+    pub expires: Option<String>,
+    pub expiring: Option<String>,
+    pub managed: Option<String>,
+    /// Gatehouse: only tokens carrying this tag.
+    pub tag: Option<String>,
+    /// Gatehouse: `true` or `false`.
+    pub is_active: Option<String>,
+}
+
+fn parse_bool(field: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "True" | "1" => Ok(true),
+        "false" | "False" | "0" => Ok(false),
+        _ => Err(Error::field(field, "Must be a valid boolean.")),
+    }
+}
+
+/// One page of tokens; `owner` restricts it to one user's tokens.
+pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, params: &ListParams) -> Result<Paginated<token::Model>> {
+    let tenant = state.tenant;
+    let page = params.page_request(&state.config.api)?;
+    let mut select = token::Entity::find().filter(token::Column::TenantId.eq(tenant.0));
+    if let Some(owner) = owner {
+        select = select.filter(token::Column::UserId.eq(owner));
+    }
+    if let Some(identifier) = filter.identifier.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(token::Column::Identifier.eq(identifier));
+    }
+    if let Some(intent) = filter.intent.as_deref().filter(|v| !v.is_empty()) {
+        let intent = Intent::parse(intent).map_err(|m| Error::field("intent", m))?;
+        select = select.filter(token::Column::Intent.eq(intent.as_str()));
+    }
+    if let Some(username) = filter.user_username.as_deref().filter(|v| !v.is_empty()) {
+        let ids: Vec<i64> = user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::UsernameKey.eq(username.to_lowercase()))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        select = select.filter(token::Column::UserId.is_in(ids));
+    }
+    if let Some(description) = filter.description.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(token::Column::Description.eq(description));
+    }
+    if let Some(expires) = filter.expires.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(token::Column::Expires.eq(crate::accounts::service::parse_datetime("expires", expires)?));
+    }
+    if let Some(expiring) = filter.expiring.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(token::Column::Expiring.eq(parse_bool("expiring", expiring)?));
+    }
+    if let Some(active) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(token::Column::IsActive.eq(parse_bool("is_active", active)?));
+    }
+    if let Some(managed) = filter.managed.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(token::Column::Managed.eq(managed));
+    }
+    if let Some(tag) = filter.tag.as_deref().filter(|v| !v.is_empty()) {
+        let tag = parse_tag(tag).map_err(|m| Error::field("tag", m))?;
+        let ids: Vec<i64> = token_tag::Entity::find()
+            .filter(token_tag::Column::Tag.eq(tag))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|t| t.token_id)
+            .collect();
+        select = select.filter(token::Column::Id.is_in(ids));
+    }
+    if let Some(pattern) = params.search_pattern() {
+        select = select.filter(
+            ilike(token::Column::Identifier, &pattern)
+                .or(ilike(token::Column::Description, &pattern))
+                .or(ilike(token::Column::Name, &pattern)),
+        );
+    }
+    let select = params.apply_ordering(
+        select,
+        &[
+            ("identifier", token::Column::Identifier),
+            ("expires", token::Column::Expires),
+            ("created", token::Column::Created),
+            ("last_used_at", token::Column::LastUsedAt),
+            ("name", token::Column::Name),
+        ],
+        (token::Column::Identifier, Order::Asc),
+        token::Column::Id,
+    )?;
+    fetch_page(&state.db, select, page).await
+}
+
+/// Tags of tokens, by token id.
+pub async fn tags_of(db: &impl ConnectionTrait, ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+    let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in token_tag::Entity::find().filter(token_tag::Column::TokenId.is_in(ids.iter().copied())).all(db).await? {
+        tags.entry(row.token_id).or_default().push(row.tag);
+    }
+    for list in tags.values_mut() {
+        list.sort();
+    }
+    Ok(tags)
+}
+
+/// Applies changes, and drops cached key checks everywhere.
+pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, changes: TokenChanges) -> Result<token::Model> {
+    let mut errors = FieldErrors::new();
+    let txn = state.db.begin().await?;
+    if let Some(identifier) = &changes.identifier
+        && identifier != &before.identifier
+        && find(&txn, state.tenant, identifier).await?.is_some()
+    {
+        errors.add("identifier", "A token with this identifier already exists.");
+    }
+    let expiring = changes.expiring.unwrap_or(before.expiring);
+    let expires = match (changes.expiring, changes.expires) {
+        (_, Some(expires)) => resolve_expiry(state, expiring, expires, &mut errors),
+        (Some(_), None) => resolve_expiry(state, expiring, before.expires, &mut errors),
+        (None, None) => before.expires,
+    };
+    errors.into_result()?;
+    let mut model = before.clone().into_active_model();
+    if let Some(identifier) = changes.identifier {
+        model.identifier = Set(identifier);
+    }
+    if let Some(name) = changes.name {
+        model.name = Set(name);
+    }
+    if let Some(description) = changes.description {
+        model.description = Set(description);
+    }
+    if let Some(managed) = changes.managed {
+        model.managed = Set(managed);
+    }
+    if let Some(is_active) = changes.is_active {
+        model.is_active = Set(is_active);
+    }
+    model.expiring = Set(expiring);
+    model.expires = Set(expires);
+    model.last_updated = Set(Utc::now());
+    let after = model.update(&txn).await?;
+    if let Some(tags) = &changes.tags {
+        replace_tags(&txn, after.id, tags).await?;
+    }
+    let diff = events::service::diff(&audit_json(before), &audit_json(&after));
+    events::service::record(&txn, state, actor_event(actor, Action::ModelUpdated).about(&token_ref(&after)).with("diff", diff)).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
+    Ok(after)
+}
+
+/// Deletes a token; its key stops working at once.
+pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Result<()> {
+    let txn = state.db.begin().await?;
+    token::Entity::delete_by_id(token.id).exec(&txn).await?;
+    events::service::record(&txn, state, actor_event(actor, Action::ModelDeleted).about(&token_ref(token))).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
+    Ok(())
+}
+
+/// Opens the sealed key and records who looked (`secret_view`).
+pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> Result<String> {
+    let key = seal::open(&state.secret, token.token_uuid, &token.key_sealed)?;
+    events::service::record(&state.db, state, actor_event(actor, Action::SecretView).about(&token_ref(token))).await?;
+    Ok(key)
+}
+
+/// Replaces the key (with one the caller supplies, or a new one) and drops cached checks of the
+/// old key everywhere. Records `secret_rotate`.
+pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, key: Option<SecretKey>) -> Result<()> {
+    let intent = Intent::parse(&token.intent).map_err(Error::internal)?;
+    let key = match key {
+        Some(key) if key.kind() != intent.key_kind() => {
+            return Err(Error::field("key", format!("This token's keys start with gatehouse_{}_.", intent.key_kind().code())));
+        }
+        Some(key) => key,
+        None => SecretKey::generate(intent.key_kind()),
+    };
+    let digest = key_digest(&state.secret, key.expose());
+    let txn = state.db.begin().await?;
+    let clash =
+        token::Entity::find().filter(token::Column::KeyDigest.eq(digest.clone())).filter(token::Column::Id.ne(token.id)).one(&txn).await?;
+    if clash.is_some() {
+        return Err(Error::field("key", "This key is already in use."));
+    }
+    let mut model = token.clone().into_active_model();
+    model.key_digest = Set(digest);
+    model.key_sealed = Set(seal::seal(&state.secret, token.token_uuid, key.expose())?);
+    model.last_updated = Set(Utc::now());
+    model.update(&txn).await?;
+    events::service::record(&txn, state, actor_event(actor, Action::SecretRotate).about(&token_ref(token))).await?;
+    crate::sessions::service::invalidate_in(&txn).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
+    Ok(())
+}
+
+/// Checks an API key: format and checksum first (no database), then the in-process cache,
+/// then the database. Expiry is enforced here, on every check.
+pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<AuthContext>>> {
+    let Ok(key) = SecretKey::parse(text) else { return Ok(None) };
+    if key.kind() != KeyKind::Api {
+        return Ok(None);
+    }
+    let digest = key_digest(&state.secret, key.expose());
+    let now = Utc::now();
+    if let Some(context) = state.auth_cache.get(&digest) {
+        let Some(token) = &context.token else { return Ok(None) };
+        if context.expires().is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
+            state.token_usage.record(token.id, now);
+            let mut refreshed = (*context).clone();
+            if let Some(token) = refreshed.token.as_mut() {
+                token.last_used_at = Some(now);
+            }
+            state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
+        }
+        return Ok(Some(context));
+    }
+    let generation = state.auth_cache.generation();
+    let Some(token) = token::Entity::find()
+        .filter(token::Column::KeyDigest.eq(digest.clone()))
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    // The digest matched, so the key is right; the comparison is still constant-time in case a
+    // future lookup path ever compares presented keys.
+    if !crate::secret::constant_time_eq(token.key_digest.as_bytes(), digest.as_bytes())
+        || token.intent != Intent::Api.as_str()
+        || !token.is_active
+        || (token.expiring && token.expires.is_some_and(|at| at <= now))
+    {
+        return Ok(None);
+    }
+    let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
+        return Ok(None);
+    };
+    let permissions = effective_permissions(&state.db, &user).await?;
+    let groups = groups_of_users(&state.db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
+    let mut token = token;
+    if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
+        state.token_usage.record(token.id, now);
+        token.last_used_at = Some(now);
+    }
+    let context = Arc::new(AuthContext { session: None, token: Some(token), user, permissions, groups });
+    state.auth_cache.put(digest, generation, context.clone());
+    Ok(Some(context))
+}
+
+/// Whether `text` is a live app password of `user_id`; used by sign-in in place of the password.
+pub async fn verify_app_password(state: &AppState, user_id: i64, text: &str) -> Result<bool> {
+    let Ok(key) = SecretKey::parse(text) else { return Ok(false) };
+    if key.kind() != KeyKind::AppPassword {
+        return Ok(false);
+    }
+    let digest = key_digest(&state.secret, key.expose());
+    let Some(token) = token::Entity::find()
+        .filter(token::Column::KeyDigest.eq(digest.clone()))
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let now = Utc::now();
+    let live = token.is_active && !(token.expiring && token.expires.is_some_and(|at| at <= now));
+    let matches = crate::secret::constant_time_eq(token.key_digest.as_bytes(), digest.as_bytes());
+    if matches && live && token.user_id == user_id && token.intent == Intent::AppPassword.as_str() {
+        state.token_usage.record(token.id, now);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Deletes expired single-use tokens (recovery, verification, app passwords); expired API keys
+/// stay, switched off by their expiry, so their owners can see and rotate them.
+pub async fn purge_expired(db: &impl ConnectionTrait) -> Result<u64> {
+    Ok(token::Entity::delete_many()
+        .filter(token::Column::Expiring.eq(true))
+        .filter(token::Column::Expires.lt(Utc::now()))
+        .filter(token::Column::Intent.ne(Intent::Api.as_str()))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_tags_are_parsed() {
+        assert!(parse_identifier("deploy-key_1").is_ok());
+        for bad in ["", "has space", "slash/", &"x".repeat(256)] {
+            assert!(parse_identifier(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_tag(" CI ").unwrap(), "ci");
+        assert!(parse_tag("").is_err());
+        assert!(parse_tag("no spaces").is_err());
+        for intent in ["api", "app_password", "recovery", "verification"] {
+            assert_eq!(Intent::parse(intent).unwrap().as_str(), intent);
+        }
+        assert!(Intent::parse("admin").is_err());
+    }
+}
