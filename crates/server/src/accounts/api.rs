@@ -519,3 +519,31 @@ pub async fn render_users(state: &crate::state::AppState, users: Vec<user::Model
 pub async fn render_user(state: &crate::state::AppState, user: user::Model) -> Result<UserOut> {
     render_users(state, vec![user]).await?.pop().ok_or_else(|| crate::error::Error::internal("rendering lost a user"))
 }
+
+/// authentik's `UserServiceAccountRequest`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserServiceAccountRequest {
+    pub name: String,
+    #[serde(default)]
+    pub create_group: bool,
+    #[serde(default = "default_true")]
+    pub expiring: bool,
+    /// If not provided, valid for 360 days.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// authentik's `UserServiceAccountResponse`: the account and its app password, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct UserServiceAccountResponse {
+    pub username: String,
+    pub token: String,
+    pub user_uid: String,
+    pub user_pk: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_pk: Option<String>,
+}

@@ -24,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users, create_user))
         .routes(routes!(me))
+        .routes(routes!(service_account))
         .routes(routes!(retrieve_user, update_user, partial_update_user, delete_user))
         .routes(routes!(set_password))
         .routes(routes!(list_groups, create_group))
@@ -318,4 +319,25 @@ async fn remove_user(
     ApiJson(body): ApiJson<UserAccountRequest>,
 ) -> Result<StatusCode> {
     membership(state, principal, id, body, false).await
+}
+
+#[utoipa::path(post, path = "/api/v3/core/users/service_account/", tag = "core", request_body = super::api::UserServiceAccountRequest,
+    responses((status = 200, body = super::api::UserServiceAccountResponse), (status = 400, description = "Invalid input"),
+        (status = 403, description = "Permission denied")))]
+async fn service_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<super::api::UserServiceAccountRequest>,
+) -> Result<Json<super::api::UserServiceAccountResponse>> {
+    principal.require(names::ADD_USER)?;
+    let username = service::parse_username(&body.name).map_err(|m| Error::field("name", m))?;
+    let created =
+        service::create_service_account(&state, &principal.actor(), username, body.create_group, body.expiring, body.expires).await?;
+    Ok(Json(super::api::UserServiceAccountResponse {
+        username: created.user.username.clone(),
+        token: created.key,
+        user_uid: super::api::uid(&state.secret, &created.user),
+        user_pk: created.user.id,
+        group_pk: created.group.map(|g| g.group_uuid.to_string()),
+    }))
 }

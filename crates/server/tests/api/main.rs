@@ -12,4 +12,5 @@ mod geoip;
 mod groups;
 mod ops;
 mod sessions;
+mod tokens;
 mod users;

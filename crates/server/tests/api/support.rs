@@ -143,6 +143,25 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
+    /// A request authenticated with an API key.
+    pub async fn bearer(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, self.url(path)).header("authorization", format!("Bearer {key}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Creates a token through the API as `session` and reads its key with `view_key/`.
+    pub async fn create_key(&self, session: &Session, body: Value) -> (Value, String) {
+        let (status, token) = json(self.post(session, "/api/v3/core/tokens/", body).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        let identifier = token["identifier"].as_str().unwrap();
+        let (status, view) = json(self.get(session, &format!("/api/v3/core/tokens/{identifier}/view_key/")).await).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        (token, view["key"].as_str().unwrap().to_owned())
+    }
+
     pub async fn get(&self, session: &Session, path: &str) -> Response {
         self.call(Some(session), Method::GET, path, None).await
     }
