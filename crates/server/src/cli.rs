@@ -133,7 +133,9 @@ pub fn main() -> ExitCode {
         print!("{}", config.redacted_toml());
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
+    // Commands that print a result (a key, a user) keep stdout for it; the server logs to stdout.
+    let logs_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate);
+    init_logging(&config, logs_to_stdout);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -150,14 +152,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, to_stdout: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match config.log.format {
         LogFormat::Json => true,
         LogFormat::Human => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+        if to_stdout { Box::new(std::io::stdout()) } else { Box::new(std::io::stderr()) }
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     if json {
         let _ = builder.json().flatten_event(true).with_current_span(false).try_init();
     } else {

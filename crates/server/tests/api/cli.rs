@@ -202,6 +202,32 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
         .unwrap();
     assert_eq!(set.status(), StatusCode::NO_CONTENT);
 
+    // An API key from the command line, printed once, works against the running server.
+    let mut token = gatehouse(dir.path());
+    configure(&mut token);
+    let output = token
+        .args(["token", "create", "--user", "root@example.com", "--identifier", "cli-key", "--expires-in", "days=30"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let cli_key = stdout(&output).trim().to_owned();
+    assert!(cli_key.starts_with("gatehouse_api_"), "{cli_key}");
+    let me = client.get(format!("{base}/api/v3/core/users/me/")).bearer_auth(&cli_key).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let mut refused = gatehouse(dir.path());
+    configure(&mut refused);
+    let output = refused
+        .args(["token", "create", "--user", "user@example.com", "--identifier", "not-staff", "--intent", "recovery"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--intent"));
+    let mut missing = gatehouse(dir.path());
+    configure(&mut missing);
+    let output = missing.args(["token", "create", "--user", "nobody@example.com", "--identifier", "x"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no user"));
+
     // SIGTERM: the server stops accepting, finishes, and exits cleanly.
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -224,7 +250,9 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
     assert!(logs.contains("\"route\":\"/api/v3/auth/sign_in/\""), "one line per request");
     assert!(logs.contains("\"request_id\""));
     let session_key = admin.cookie.split_once('=').unwrap().1;
-    for secret in [admin_password, user_password, "a wrong password attempt", "another secret passphrase 11", session_key, &admin.csrf] {
+    for secret in
+        [admin_password, user_password, "a wrong password attempt", "another secret passphrase 11", session_key, &admin.csrf, &cli_key]
+    {
         assert!(!logs.contains(secret), "a secret reached the log");
     }
     for line in logs.lines() {

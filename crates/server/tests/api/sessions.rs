@@ -304,10 +304,35 @@ async fn revocation_through_one_server_reaches_the_other() {
     assert_eq!(second.post(&other_session, "/api/v3/auth/sign_out/", json!({})).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(eventually_refused(&first, &other_session).await, StatusCode::UNAUTHORIZED);
 
+    // An API key switched off through one server stops working on the other, and so does a
+    // rotated-away key.
+    let (_, key) = first.create_key(&admin, json!({"identifier": "shared-key"})).await;
+    for app in [&first, &second] {
+        assert_eq!(app.bearer(&key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
+    }
+    let response = second.patch(&admin, "/api/v3/core/tokens/shared-key/", json!({"is_active": false})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(eventually_refused_key(&first, &key).await, StatusCode::UNAUTHORIZED);
+    second.patch(&admin, "/api/v3/core/tokens/shared-key/", json!({"is_active": true})).await;
+    assert_eq!(first.bearer(&key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
+    assert_eq!(second.post(&admin, "/api/v3/core/tokens/shared-key/rotate/", json!({})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(eventually_refused_key(&first, &key).await, StatusCode::UNAUTHORIZED);
+
     // Disabling the user through the first server ends the session on the second.
     let response = first.patch(&admin, &format!("/api/v3/core/users/{}/", victim.id), json!({"is_active": false})).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(eventually_refused(&second, &session).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn eventually_refused_key(app: &TestApp, key: &str) -> StatusCode {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let status = app.bearer(key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status();
+        if status != StatusCode::OK || std::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Notifications between processes are asynchronous (they arrive within milliseconds); this
