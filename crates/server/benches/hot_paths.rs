@@ -48,5 +48,70 @@ fn session_check(c: &mut Criterion) {
     c.bench_function("session_key_digest", |b| b.iter(|| secret.digest("session", key.as_bytes())));
 }
 
-criterion_group!(benches, password_hash, session_check);
+/// A state on `url` (SQLite in `dir` when `None`) with one staff user and one API key.
+fn state_with_key(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    url: Option<String>,
+    cache: bool,
+) -> (gatehouse::state::AppState, String) {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        secret_key: Some("benchmark-secret-key-long-enough-0123456789".into()),
+        ..Default::default()
+    };
+    if let Some(url) = url {
+        config.database.url = url;
+    }
+    if !cache {
+        config.sessions.cache_ttl = "seconds=0".parse().unwrap();
+    }
+    runtime.block_on(async {
+        let state = gatehouse::app::build_state(config).await.unwrap();
+        let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+        let mut new = NewUser::with_email(Email::parse(&email).unwrap());
+        new.is_staff = true;
+        let user = service::create_user(&state, &Actor::system(), new).await.unwrap();
+        let token = gatehouse::tokens::service::NewToken {
+            identifier: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            intent: gatehouse::tokens::service::Intent::Api,
+            user_id: user.id,
+            name: String::new(),
+            description: String::new(),
+            managed: None,
+            expiring: false,
+            expires: None,
+            tags: Vec::new(),
+        };
+        let (_, key) = gatehouse::tokens::service::create(&state, &Actor::system(), token).await.unwrap();
+        (state, key.expose().to_owned())
+    })
+}
+
+fn api_key_check(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cached, key) = state_with_key(&runtime, dir.path(), None, true);
+    c.bench_function("api_key_check_cached", |b| {
+        b.to_async(&runtime).iter(|| async { assert!(gatehouse::tokens::service::authenticate(&cached, &key).await.unwrap().is_some()) })
+    });
+    c.bench_function("api_key_parse_and_checksum", |b| b.iter(|| gatehouse::tokens::key::SecretKey::parse(&key).unwrap()));
+    let uncached_dir = tempfile::tempdir().unwrap();
+    let (uncached, key) = state_with_key(&runtime, uncached_dir.path(), None, false);
+    c.bench_function("api_key_check_uncached_sqlite", |b| {
+        b.to_async(&runtime).iter(|| async { assert!(gatehouse::tokens::service::authenticate(&uncached, &key).await.unwrap().is_some()) })
+    });
+    // PostgreSQL when a database is named: GATEHOUSE_BENCH_DATABASE_URL=postgres://... (it gets
+    // migrated and a benchmark user added).
+    if let Ok(url) = std::env::var("GATEHOUSE_BENCH_DATABASE_URL") {
+        let pg_dir = tempfile::tempdir().unwrap();
+        let (postgres, key) = state_with_key(&runtime, pg_dir.path(), Some(url), false);
+        c.bench_function("api_key_check_uncached_postgres", |b| {
+            b.to_async(&runtime)
+                .iter(|| async { assert!(gatehouse::tokens::service::authenticate(&postgres, &key).await.unwrap().is_some()) })
+        });
+    }
+}
+
+criterion_group!(benches, password_hash, session_check, api_key_check);
 criterion_main!(benches);
