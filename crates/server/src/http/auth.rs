@@ -117,6 +117,9 @@ impl FromRequestParts<AppState> for Principal {
                 context
             }
         };
+        if let Some(identity) = parts.extensions.get::<crate::http::middleware::RequestIdentity>() {
+            identity.set(context.user.id, context.token.as_ref().map(|t| t.key_id));
+        }
         if let Some(visits) = &state.visits {
             visits.record(Visit {
                 tenant_id: state.tenant.0,

@@ -9,13 +9,36 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
 
+/// Who a request was authenticated as, filled in by the authentication extractor and logged with
+/// the request: the user's pk and, for API keys, the key's id (never the key).
+#[derive(Debug, Clone, Default)]
+pub struct RequestIdentity(std::sync::Arc<std::sync::Mutex<Option<Caller>>>);
+
+/// A user's pk and, for API keys, the key's id.
+type Caller = (i64, Option<uuid::Uuid>);
+
+impl RequestIdentity {
+    /// Records the caller.
+    pub fn set(&self, user: i64, key_id: Option<uuid::Uuid>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((user, key_id));
+        }
+    }
+
+    fn get(&self) -> Option<Caller> {
+        self.0.lock().ok().and_then(|slot| *slot)
+    }
+}
+
 /// Header carrying the request id, taken from the client when it sends one.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Logs one line per request (method, route, status, latency, request id) and records the
 /// request metrics. Only the route template is logged, never the query string or body.
-pub async fn observe(request: Request, next: Next) -> Response {
+pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let identity = RequestIdentity::default();
+    request.extensions_mut().insert(identity.clone());
     let method = request.method().clone();
     let request_id = request
         .headers()
@@ -31,6 +54,10 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let latency = started.elapsed();
     let route = response.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16();
+    let (user, key_id) = match identity.get() {
+        Some((user, key_id)) => (Some(user), key_id),
+        None => (None, None),
+    };
     tracing::info!(
         target: "gatehouse::http",
         method = %method,
@@ -38,6 +65,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
         request_id = %request_id,
+        user,
+        key_id = key_id.map(|k| k.to_string()),
         "request"
     );
     let labels = [("method", method.to_string()), ("route", route), ("status", status.to_string())];

@@ -249,6 +249,8 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
     assert!(logs.contains("create-superuser --email admin@example.com"), "first start tells how to create a superuser");
     assert!(logs.contains("\"route\":\"/api/v3/auth/sign_in/\""), "one line per request");
     assert!(logs.contains("\"request_id\""));
+    let key_line = logs.lines().find(|l| l.contains("\"key_id\":\"")).expect("requests with an API key log the key id");
+    assert!(key_line.contains("\"user\":1"), "{key_line}");
     let session_key = admin.cookie.split_once('=').unwrap().1;
     for secret in
         [admin_password, user_password, "a wrong password attempt", "another secret passphrase 11", session_key, &admin.csrf, &cli_key]
