@@ -82,7 +82,8 @@ impl Actor {
         Self { user: None, client: None }
     }
 
-    fn event(&self, action: Action) -> EventRecord {
+    /// An event of `action` by this actor.
+    pub fn event(&self, action: Action) -> EventRecord {
         let mut record = EventRecord::new(action);
         if let Some(user) = &self.user {
             record = record.by(user);
@@ -447,9 +448,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
         map.insert("permissions".into(), json!({ "new_value": permissions }));
     }
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&user_ref(&after)).with("diff", diff)).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(after)
 }
 
@@ -459,9 +458,7 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -508,14 +505,6 @@ pub struct UserFilter {
     pub groups_by_pk: Option<String>,
 }
 
-fn parse_bool(field: &str, value: &str) -> Result<bool> {
-    match value {
-        "true" | "True" | "1" => Ok(true),
-        "false" | "False" | "0" => Ok(false),
-        _ => Err(Error::field(field, "Must be a valid boolean.")),
-    }
-}
-
 /// One page of the tenant's users.
 pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListParams) -> Result<Paginated<user::Model>> {
     let tenant = state.tenant;
@@ -531,10 +520,10 @@ pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListPara
         select = select.filter(user::Column::Name.eq(name));
     }
     if let Some(value) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::IsActive.eq(parse_bool("is_active", value)?));
+        select = select.filter(user::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", value)?));
     }
     if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::IsSuperuser.eq(parse_bool("is_superuser", value)?));
+        select = select.filter(user::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
     }
     if let Some(value) = filter.user_type.as_deref().filter(|v| !v.is_empty()) {
         let user_type = UserType::parse(value).map_err(|m| Error::field("type", m))?;
@@ -623,6 +612,13 @@ impl EffectivePermissions {
     pub fn has(&self, permission: &str) -> bool {
         self.is_superuser || self.permissions.contains(permission)
     }
+}
+
+/// What a request needs to know about its caller's rights: effective permissions and groups.
+pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<(EffectivePermissions, Vec<group::Model>)> {
+    let permissions = effective_permissions(db, user).await?;
+    let groups = groups_of_users(db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
+    Ok((permissions, groups))
 }
 
 /// Computes a user's effective permissions.
@@ -808,9 +804,7 @@ pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Res
     replace_group_relations(&txn, created.group_uuid, Some(&new.parents), Some(&new.users), Some(&new.permissions)).await?;
     let diff = events::service::diff(&json!({}), &group_audit_json(&created));
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&group_ref(&created)).with("diff", diff)).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(created)
 }
 
@@ -851,9 +845,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     replace_group_relations(&txn, id, changes.parents.as_deref(), changes.users.as_deref(), changes.permissions.as_deref()).await?;
     let diff = events::service::diff(&group_audit_json(&before), &group_audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&after)).with("diff", diff)).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(after)
 }
 
@@ -863,9 +855,7 @@ pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<(
     let group = find_group(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     group::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&group_ref(&group))).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -888,9 +878,7 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     let change = if add { "added" } else { "removed" };
     let diff = json!({ "users": { change: [user.id] } });
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&group)).with("diff", diff)).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -917,7 +905,7 @@ pub async fn list_groups(state: &AppState, filter: &GroupFilter, params: &ListPa
         select = select.filter(group::Column::Name.eq(name));
     }
     if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(group::Column::IsSuperuser.eq(parse_bool("is_superuser", value)?));
+        select = select.filter(group::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
     }
     let mut member_ids: Option<Vec<i64>> = None;
     if let Some(pk) = filter.members_by_pk.as_deref().filter(|v| !v.is_empty()) {

@@ -93,6 +93,15 @@ pub fn contains_pattern(term: &str) -> Option<String> {
     Some(format!("%{escaped}%"))
 }
 
+/// A boolean query parameter (`true`/`false`, `True`/`False`, `1`/`0`).
+pub fn parse_bool(field: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "True" | "1" => Ok(true),
+        "false" | "False" | "0" => Ok(false),
+        _ => Err(Error::field(field, "Must be a valid boolean.")),
+    }
+}
+
 /// A case-insensitive `LIKE` on a column.
 pub fn ilike<C: sea_orm::ColumnTrait>(column: C, pattern: &str) -> SimpleExpr {
     use sea_orm::sea_query::ExprTrait;

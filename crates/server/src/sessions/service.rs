@@ -12,7 +12,6 @@ use super::entities::session;
 use super::throttle::{self, Limits};
 use crate::accounts::entities::user;
 use crate::accounts::password::{self, Password, Verification};
-use crate::accounts::service::{effective_permissions, groups_of_users};
 use crate::error::{Error, Result};
 use crate::events::{self, Action, EventRecord};
 use crate::http::client::ClientInfo;
@@ -90,8 +89,7 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
     else {
         return Ok(None);
     };
-    let permissions = effective_permissions(&state.db, &user).await?;
-    let groups = groups_of_users(&state.db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
+    let (permissions, groups) = crate::accounts::service::access_of(&state.db, &user).await?;
     if now - session.last_used > LAST_USED_RESOLUTION {
         record_use(state, &session, client, now);
     }
@@ -117,6 +115,15 @@ fn record_use(state: &AppState, session: &session::Model, client: &ClientInfo, n
 /// commits; the caller invalidates this process's cache after the commit.
 pub async fn invalidate_in(txn: &impl sea_orm::ConnectionTrait) -> Result<()> {
     super::cache::notify_others(txn).await?;
+    Ok(())
+}
+
+/// Commits a change that can end sessions or keys or change what a user may do: other processes
+/// learn of it through the transaction, this one drops its cache once the change is visible.
+pub async fn commit_invalidating(state: &AppState, txn: sea_orm::DatabaseTransaction) -> Result<()> {
+    invalidate_in(&txn).await?;
+    txn.commit().await?;
+    state.auth_cache.invalidate();
     Ok(())
 }
 
@@ -243,9 +250,7 @@ pub async fn sign_out(state: &AppState, current: &session::Model, user: &user::M
     let txn = state.db.begin().await?;
     session::Entity::delete_by_id(current.id).exec(&txn).await?;
     events::service::record(&txn, state, EventRecord::new(Action::Logout).by(user).from_client(client)).await?;
-    invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -269,9 +274,7 @@ pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id
         .filter(session::Column::Id.eq(session_id))
         .exec(&txn)
         .await?;
-    invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    commit_invalidating(state, txn).await?;
     Ok(result.rows_affected > 0)
 }
 
@@ -292,8 +295,7 @@ pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, us
 pub async fn revoke_others(state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let txn = state.db.begin().await?;
     let ended = revoke_all(&txn, state.tenant, user_id, keep).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    commit_invalidating(state, txn).await?;
     Ok(ended)
 }
 

@@ -16,9 +16,9 @@ use super::entities::{token, token_tag};
 use super::key::{KeyKind, SecretKey};
 use super::seal;
 use crate::accounts::entities::user;
-use crate::accounts::service::{Actor, effective_permissions, groups_of_users};
+use crate::accounts::service::Actor;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
-use crate::events::{self, Action, EventRecord, ModelRef};
+use crate::events::{self, Action, ModelRef};
 use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::secret::ServerSecret;
 use crate::sessions::cache::AuthContext;
@@ -242,20 +242,9 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
     })?;
     replace_tags(&txn, created.id, &new.tags).await?;
     let diff = events::service::diff(&json!({}), &audit_json(&created));
-    events::service::record(&txn, state, actor_event(actor, Action::ModelCreated).about(&token_ref(&created)).with("diff", diff)).await?;
+    events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&token_ref(&created)).with("diff", diff)).await?;
     txn.commit().await?;
     Ok((created, key))
-}
-
-fn actor_event(actor: &Actor, action: Action) -> EventRecord {
-    let mut record = EventRecord::new(action);
-    if let Some(user) = &actor.user {
-        record = record.by(user);
-    }
-    if let Some(client) = &actor.client {
-        record = record.from_client(client);
-    }
-    record
 }
 
 /// A token of the tenant by identifier.
@@ -281,14 +270,6 @@ pub struct TokenFilter {
     pub tag: Option<String>,
     /// Gatehouse: `true` or `false`.
     pub is_active: Option<String>,
-}
-
-fn parse_bool(field: &str, value: &str) -> Result<bool> {
-    match value {
-        "true" | "True" | "1" => Ok(true),
-        "false" | "False" | "0" => Ok(false),
-        _ => Err(Error::field(field, "Must be a valid boolean.")),
-    }
 }
 
 /// One page of tokens; `owner` restricts it to one user's tokens.
@@ -324,10 +305,10 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
         select = select.filter(token::Column::Expires.eq(crate::accounts::service::parse_datetime("expires", expires)?));
     }
     if let Some(expiring) = filter.expiring.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::Expiring.eq(parse_bool("expiring", expiring)?));
+        select = select.filter(token::Column::Expiring.eq(crate::http::pagination::parse_bool("expiring", expiring)?));
     }
     if let Some(active) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::IsActive.eq(parse_bool("is_active", active)?));
+        select = select.filter(token::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", active)?));
     }
     if let Some(managed) = filter.managed.as_deref().filter(|v| !v.is_empty()) {
         select = select.filter(token::Column::Managed.eq(managed));
@@ -418,10 +399,8 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
         replace_tags(&txn, after.id, tags).await?;
     }
     let diff = events::service::diff(&audit_json(before), &audit_json(&after));
-    events::service::record(&txn, state, actor_event(actor, Action::ModelUpdated).about(&token_ref(&after)).with("diff", diff)).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&token_ref(&after)).with("diff", diff)).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(after)
 }
 
@@ -429,17 +408,15 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
 pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Result<()> {
     let txn = state.db.begin().await?;
     token::Entity::delete_by_id(token.id).exec(&txn).await?;
-    events::service::record(&txn, state, actor_event(actor, Action::ModelDeleted).about(&token_ref(token))).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&token_ref(token))).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
 /// Opens the sealed key and records who looked (`secret_view`).
 pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> Result<String> {
     let key = seal::open(&state.secret, token.token_uuid, &token.key_sealed)?;
-    events::service::record(&state.db, state, actor_event(actor, Action::SecretView).about(&token_ref(token))).await?;
+    events::service::record(&state.db, state, actor.event(Action::SecretView).about(&token_ref(token))).await?;
     Ok(key)
 }
 
@@ -466,10 +443,8 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
     model.key_sealed = Set(seal::seal(&state.secret, token.token_uuid, key.expose())?);
     model.last_updated = Set(Utc::now());
     model.update(&txn).await?;
-    events::service::record(&txn, state, actor_event(actor, Action::SecretRotate).about(&token_ref(token))).await?;
-    crate::sessions::service::invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
+    events::service::record(&txn, state, actor.event(Action::SecretRotate).about(&token_ref(token))).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -498,29 +473,11 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
         return Ok(Some(context));
     }
     let generation = state.auth_cache.generation();
-    let Some(token) = token::Entity::find()
-        .filter(token::Column::KeyDigest.eq(digest.clone()))
-        .filter(token::Column::TenantId.eq(state.tenant.0))
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    // The digest matched, so the key is right; the comparison is still constant-time in case a
-    // future lookup path ever compares presented keys.
-    if !crate::secret::constant_time_eq(token.key_digest.as_bytes(), digest.as_bytes())
-        || token.intent != Intent::Api.as_str()
-        || !token.is_active
-        || (token.expiring && token.expires.is_some_and(|at| at <= now))
-    {
-        return Ok(None);
-    }
+    let Some(mut token) = find_live(state, &digest, Intent::Api, now).await? else { return Ok(None) };
     let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
         return Ok(None);
     };
-    let permissions = effective_permissions(&state.db, &user).await?;
-    let groups = groups_of_users(&state.db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
-    let mut token = token;
+    let (permissions, groups) = crate::accounts::service::access_of(&state.db, &user).await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);
@@ -537,22 +494,31 @@ pub async fn verify_app_password(state: &AppState, user_id: i64, text: &str) -> 
         return Ok(false);
     }
     let digest = key_digest(&state.secret, key.expose());
-    let Some(token) = token::Entity::find()
-        .filter(token::Column::KeyDigest.eq(digest.clone()))
+    let now = Utc::now();
+    match find_live(state, &digest, Intent::AppPassword, now).await? {
+        Some(token) if token.user_id == user_id => {
+            state.token_usage.record(token.id, now);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The active, unexpired token of `intent` whose key has `digest`.
+async fn find_live(state: &AppState, digest: &str, intent: Intent, now: DateTime<Utc>) -> Result<Option<token::Model>> {
+    let token = token::Entity::find()
+        .filter(token::Column::KeyDigest.eq(digest))
         .filter(token::Column::TenantId.eq(state.tenant.0))
         .one(&state.db)
-        .await?
-    else {
-        return Ok(false);
-    };
-    let now = Utc::now();
-    let live = token.is_active && !(token.expiring && token.expires.is_some_and(|at| at <= now));
-    let matches = crate::secret::constant_time_eq(token.key_digest.as_bytes(), digest.as_bytes());
-    if matches && live && token.user_id == user_id && token.intent == Intent::AppPassword.as_str() {
-        state.token_usage.record(token.id, now);
-        return Ok(true);
-    }
-    Ok(false)
+        .await?;
+    // The digest lookup already matched; the constant-time comparison keeps it so should the
+    // lookup ever become a prefix or range match.
+    Ok(token.filter(|t| {
+        crate::secret::constant_time_eq(t.key_digest.as_bytes(), digest.as_bytes())
+            && t.intent == intent.as_str()
+            && t.is_active
+            && !(t.expiring && t.expires.is_some_and(|at| at <= now))
+    }))
 }
 
 /// Deletes expired single-use tokens (recovery, verification, app passwords); expired API keys
