@@ -101,20 +101,52 @@ fn verify_argon2(password: &Password, parsed: &PasswordHash<'_>) -> bool {
     compute(&argon, argon.params().block_count(), password.expose().as_bytes(), salt, &mut out).is_ok() && constant_time_eq(&out, expected)
 }
 
-/// At most one hash per core runs at a time. More would not finish sooner: they would thrash
-/// the caches (19 MiB each) and let a burst of sign-ins take memory without bound.
-fn hash_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map(usize::from).unwrap_or(1)))
+/// Password work runs on one dedicated thread per core. More would not finish sooner: hashes
+/// would thrash the caches (19 MiB each) and a burst of sign-ins could take memory without
+/// bound. Each thread keeps its argon2 working memory, so it stays mapped and warm.
+struct HashPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
 }
 
-/// Runs CPU-bound password work on the blocking pool within the hashing slots.
+fn hash_pool() -> &'static HashPool {
+    static POOL: std::sync::OnceLock<HashPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        for index in 0..threads {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-{index}")).spawn(move || {
+                loop {
+                    let job = match receiver.lock() {
+                        Ok(receiver) => receiver.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password thread");
+            }
+        }
+        HashPool { jobs: std::sync::Mutex::new(sender) }
+    })
+}
+
+/// Runs CPU-bound password work on the password threads and waits for it without blocking.
 async fn run_limited<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let _slot = hash_slots().acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(work).await.map_err(Error::internal)
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = done.send(work());
+    });
+    hash_pool().jobs.lock().map_err(|_| Error::internal("password pool poisoned"))?.send(job).map_err(Error::internal)?;
+    result.await.map_err(Error::internal)
 }
 
-/// [`hash`] on the blocking thread pool.
+/// [`hash`] on the password threads.
 pub async fn hash_blocking(password: Password) -> Result<String> {
     run_limited(move || hash(&password)).await?
 }
@@ -146,7 +178,7 @@ pub fn verify(password: &Password, stored: &str) -> Verification {
     if current { Verification::Match } else { Verification::MatchNeedsRehash }
 }
 
-/// [`verify`] on the blocking thread pool.
+/// [`verify`] on the password threads.
 pub async fn verify_blocking(password: Password, stored: String) -> Verification {
     run_limited(move || verify(&password, &stored)).await.unwrap_or(Verification::Mismatch)
 }

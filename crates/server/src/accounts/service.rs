@@ -209,6 +209,13 @@ async fn check_user_unique(
     Ok(())
 }
 
+/// Adds DRF's "does not exist" message for every wanted key that was not found.
+fn report_missing<T: Eq + std::hash::Hash + std::fmt::Display>(field: &str, wanted: &[T], found: &HashSet<T>, errors: &mut FieldErrors) {
+    for id in wanted.iter().filter(|id| !found.contains(id)) {
+        errors.add(field, format!("Invalid pk \"{id}\" - object does not exist."));
+    }
+}
+
 /// Fails unless every group exists in the tenant.
 async fn check_groups_exist(
     db: &impl ConnectionTrait,
@@ -228,11 +235,7 @@ async fn check_groups_exist(
         .into_iter()
         .map(|g| g.group_uuid)
         .collect();
-    for id in ids {
-        if !found.contains(id) {
-            errors.add(field, format!("Invalid pk \"{id}\" - object does not exist."));
-        }
-    }
+    report_missing(field, ids, &found, errors);
     Ok(())
 }
 
@@ -695,11 +698,7 @@ async fn check_users_exist(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i
         .into_iter()
         .map(|u| u.id)
         .collect();
-    for id in ids {
-        if !found.contains(id) {
-            errors.add("users", format!("Invalid pk \"{id}\" - object does not exist."));
-        }
-    }
+    report_missing("users", ids, &found, errors);
     Ok(())
 }
 
