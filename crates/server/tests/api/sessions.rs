@@ -347,3 +347,25 @@ async fn eventually_refused(app: &TestApp, session: &Session) -> StatusCode {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn expired_sessions_are_refused_and_purged() {
+    use gatehouse::sessions::entities::session;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    // The cache is off here because the expiry is moved in the database behind the server's back.
+    let app = TestApp::spawn_with(|c| c.sessions.cache_ttl = "seconds=0".parse().unwrap()).await;
+    app.user("olivia@example.com", |_| {}).await;
+    let session = app.sign_in("olivia@example.com").await;
+    assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+    let id: uuid::Uuid = session.body["session"]["uuid"].as_str().unwrap().parse().unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(session.body["session"]["expires"].as_str().unwrap()).unwrap();
+    let lifetime = expires.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!((lifetime.num_hours() - 24).abs() <= 1, "sessions.duration defaults to a day");
+    let row = session::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap();
+    let mut expired = row.into_active_model();
+    expired.expires = Set(chrono::Utc::now() - chrono::TimeDelta::seconds(1));
+    expired.update(&app.state.db).await.unwrap();
+    assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(gatehouse::sessions::service::purge_expired(&app.state.db).await.unwrap(), 1);
+    assert!(session::Entity::find().filter(session::Column::Id.eq(id)).one(&app.state.db).await.unwrap().is_none());
+}
