@@ -503,8 +503,8 @@ pub struct UserPasswordSetRequest {
 /// Renders users with their groups and direct permissions in a fixed number of queries.
 pub async fn render_users(state: &crate::state::AppState, users: Vec<user::Model>) -> Result<Vec<UserOut>> {
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
-    let mut groups = super::service::groups_of_users(&state.db, &ids).await?;
-    let mut permissions = super::service::direct_permissions(&state.db, &ids).await?;
+    let mut groups = super::service::groups_of_users(&state.db, state.tenant, &ids).await?;
+    let mut permissions = super::service::direct_permissions(&state.db, state.tenant, &ids).await?;
     Ok(users
         .into_iter()
         .map(|u| {

@@ -72,6 +72,7 @@ pub mod group_parent {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "group_parents")]
     pub struct Model {
+        pub tenant_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
         pub group_uuid: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
@@ -92,6 +93,7 @@ pub mod group_member {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "group_members")]
     pub struct Model {
+        pub tenant_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
         pub group_uuid: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
@@ -112,6 +114,7 @@ pub mod user_permission {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "user_permissions")]
     pub struct Model {
+        pub tenant_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
         pub user_id: i64,
         #[sea_orm(primary_key, auto_increment = false)]
@@ -132,6 +135,7 @@ pub mod group_permission {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "group_permissions")]
     pub struct Model {
+        pub tenant_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
         pub group_uuid: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]

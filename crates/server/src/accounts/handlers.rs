@@ -189,7 +189,7 @@ async fn set_password(
 
 async fn render_groups(state: &AppState, groups: Vec<super::entities::group::Model>, include_users: bool) -> Result<Vec<GroupOut>> {
     let ids: Vec<Uuid> = groups.iter().map(|g| g.group_uuid).collect();
-    let relations = service::group_relations(&state.db, &ids, include_users).await?;
+    let relations = service::group_relations(&state.db, state.tenant, &ids, include_users).await?;
     Ok(groups.into_iter().map(|g| GroupOut::new(g, &relations, include_users, &state.secret)).collect())
 }
 

@@ -297,8 +297,8 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
     .insert(&txn)
     .await
     .map_err(unique_violation_to_field)?;
-    set_user_groups(&txn, created.id, &new.groups).await?;
-    set_user_permissions(&txn, created.id, &new.permissions).await?;
+    set_user_groups(&txn, tenant, created.id, &new.groups).await?;
+    set_user_permissions(&txn, tenant, created.id, &new.permissions).await?;
     let event =
         actor.event(Action::ModelCreated).about(&user_ref(&created)).with("diff", events::service::diff(&json!({}), &audit_json(&created)));
     events::service::record(&txn, state, event).await?;
@@ -323,21 +323,34 @@ fn unique_violation_to_field(error: sea_orm::DbErr) -> Error {
     }
 }
 
-async fn set_user_groups(txn: &DatabaseTransaction, user_id: i64, groups: &[Uuid]) -> Result<()> {
-    group_member::Entity::delete_many().filter(group_member::Column::UserId.eq(user_id)).exec(txn).await?;
+async fn set_user_groups(txn: &DatabaseTransaction, tenant: TenantId, user_id: i64, groups: &[Uuid]) -> Result<()> {
+    group_member::Entity::delete_many()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
+        .filter(group_member::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
     let unique: BTreeSet<Uuid> = groups.iter().copied().collect();
     if !unique.is_empty() {
-        let rows = unique.into_iter().map(|g| group_member::ActiveModel { group_uuid: Set(g), user_id: Set(user_id) });
+        let rows =
+            unique.into_iter().map(|g| group_member::ActiveModel { tenant_id: Set(tenant.0), group_uuid: Set(g), user_id: Set(user_id) });
         group_member::Entity::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
 }
 
-async fn set_user_permissions(txn: &DatabaseTransaction, user_id: i64, permissions: &[Permission]) -> Result<()> {
-    user_permission::Entity::delete_many().filter(user_permission::Column::UserId.eq(user_id)).exec(txn).await?;
+async fn set_user_permissions(txn: &DatabaseTransaction, tenant: TenantId, user_id: i64, permissions: &[Permission]) -> Result<()> {
+    user_permission::Entity::delete_many()
+        .filter(user_permission::Column::TenantId.eq(tenant.0))
+        .filter(user_permission::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
     let unique: BTreeSet<&str> = permissions.iter().map(Permission::as_str).collect();
     if !unique.is_empty() {
-        let rows = unique.into_iter().map(|p| user_permission::ActiveModel { user_id: Set(user_id), permission: Set(p.to_owned()) });
+        let rows = unique.into_iter().map(|p| user_permission::ActiveModel {
+            tenant_id: Set(tenant.0),
+            user_id: Set(user_id),
+            permission: Set(p.to_owned()),
+        });
         user_permission::Entity::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
@@ -435,10 +448,10 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
     model.last_updated = Set(Utc::now());
     let after = model.update(&txn).await.map_err(unique_violation_to_field)?;
     if let Some(groups) = &changes.groups {
-        set_user_groups(&txn, id, groups).await?;
+        set_user_groups(&txn, tenant, id, groups).await?;
     }
     if let Some(permissions) = &changes.permissions {
-        set_user_permissions(&txn, id, permissions).await?;
+        set_user_permissions(&txn, tenant, id, permissions).await?;
     }
     if !after.is_active {
         crate::sessions::service::revoke_all(&txn, tenant, id, None).await?;
@@ -542,6 +555,7 @@ pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListPara
     if let Some(group) = filter.groups_by_pk.as_deref().filter(|v| !v.is_empty()) {
         let group = Uuid::parse_str(group).map_err(|_| Error::field("groups_by_pk", "Must be a valid UUID."))?;
         let members: Vec<i64> = group_member::Entity::find()
+            .filter(group_member::Column::TenantId.eq(tenant.0))
             .filter(group_member::Column::GroupUuid.eq(group))
             .all(&state.db)
             .await?
@@ -574,8 +588,12 @@ pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListPara
 }
 
 /// Groups of each user, by user id.
-pub async fn groups_of_users(db: &impl ConnectionTrait, user_ids: &[i64]) -> Result<HashMap<i64, Vec<group::Model>>> {
-    let memberships = group_member::Entity::find().filter(group_member::Column::UserId.is_in(user_ids.iter().copied())).all(db).await?;
+pub async fn groups_of_users(db: &impl ConnectionTrait, tenant: TenantId, user_ids: &[i64]) -> Result<HashMap<i64, Vec<group::Model>>> {
+    let memberships = group_member::Entity::find()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
+        .filter(group_member::Column::UserId.is_in(user_ids.iter().copied()))
+        .all(db)
+        .await?;
     let group_ids: BTreeSet<Uuid> = memberships.iter().map(|m| m.group_uuid).collect();
     let groups: HashMap<Uuid, group::Model> = group::Entity::find()
         .filter(group::Column::GroupUuid.is_in(group_ids))
@@ -594,9 +612,14 @@ pub async fn groups_of_users(db: &impl ConnectionTrait, user_ids: &[i64]) -> Res
 }
 
 /// Permissions granted directly to each user, by user id.
-pub async fn direct_permissions(db: &impl ConnectionTrait, user_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+pub async fn direct_permissions(db: &impl ConnectionTrait, tenant: TenantId, user_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
     let mut by_user: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in user_permission::Entity::find().filter(user_permission::Column::UserId.is_in(user_ids.iter().copied())).all(db).await? {
+    for row in user_permission::Entity::find()
+        .filter(user_permission::Column::TenantId.eq(tenant.0))
+        .filter(user_permission::Column::UserId.is_in(user_ids.iter().copied()))
+        .all(db)
+        .await?
+    {
         by_user.entry(row.user_id).or_default().push(row.permission);
     }
     Ok(by_user)
@@ -620,16 +643,18 @@ impl EffectivePermissions {
 /// What a request needs to know about its caller's rights: effective permissions and groups.
 pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<(EffectivePermissions, Vec<group::Model>)> {
     let permissions = effective_permissions(db, user).await?;
-    let groups = groups_of_users(db, &[user.id]).await?.remove(&user.id).unwrap_or_default();
+    let groups = groups_of_users(db, TenantId(user.tenant_id), &[user.id]).await?.remove(&user.id).unwrap_or_default();
     Ok((permissions, groups))
 }
 
 /// Computes a user's effective permissions.
 pub async fn effective_permissions(db: &impl ConnectionTrait, user: &user::Model) -> Result<EffectivePermissions> {
+    let tenant = TenantId(user.tenant_id);
     let mut result = EffectivePermissions { is_superuser: user.is_superuser, permissions: BTreeSet::new() };
-    result.permissions.extend(direct_permissions(db, &[user.id]).await?.remove(&user.id).unwrap_or_default());
+    result.permissions.extend(direct_permissions(db, tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default());
     // The user's groups and all their ancestors.
     let mut frontier: Vec<Uuid> = group_member::Entity::find()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
         .filter(group_member::Column::UserId.eq(user.id))
         .all(db)
         .await?
@@ -644,9 +669,14 @@ pub async fn effective_permissions(db: &impl ConnectionTrait, user: &user::Model
         }
         let groups = group::Entity::find().filter(group::Column::GroupUuid.is_in(frontier.clone())).all(db).await?;
         result.is_superuser |= groups.iter().any(|g| g.is_superuser);
-        let granted = group_permission::Entity::find().filter(group_permission::Column::GroupUuid.is_in(frontier.clone())).all(db).await?;
+        let granted = group_permission::Entity::find()
+            .filter(group_permission::Column::TenantId.eq(tenant.0))
+            .filter(group_permission::Column::GroupUuid.is_in(frontier.clone()))
+            .all(db)
+            .await?;
         result.permissions.extend(granted.into_iter().map(|p| p.permission));
         frontier = group_parent::Entity::find()
+            .filter(group_parent::Column::TenantId.eq(tenant.0))
             .filter(group_parent::Column::GroupUuid.is_in(frontier))
             .all(db)
             .await?
@@ -703,7 +733,13 @@ async fn check_users_exist(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i
 }
 
 /// Fails when making `group` a child of `parents` would create a cycle.
-async fn check_no_cycle(db: &impl ConnectionTrait, group: Uuid, parents: &[Uuid], errors: &mut FieldErrors) -> Result<()> {
+async fn check_no_cycle(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    group: Uuid,
+    parents: &[Uuid],
+    errors: &mut FieldErrors,
+) -> Result<()> {
     let mut frontier: Vec<Uuid> = parents.to_vec();
     let mut seen = HashSet::new();
     while !frontier.is_empty() {
@@ -716,6 +752,7 @@ async fn check_no_cycle(db: &impl ConnectionTrait, group: Uuid, parents: &[Uuid]
             break;
         }
         frontier = group_parent::Entity::find()
+            .filter(group_parent::Column::TenantId.eq(tenant.0))
             .filter(group_parent::Column::GroupUuid.is_in(frontier))
             .all(db)
             .await?
@@ -746,33 +783,57 @@ async fn check_group_name_unique(
 
 async fn replace_group_relations(
     txn: &DatabaseTransaction,
+    tenant: TenantId,
     group_uuid: Uuid,
     parents: Option<&[Uuid]>,
     users: Option<&[i64]>,
     permissions: Option<&[Permission]>,
 ) -> Result<()> {
     if let Some(parents) = parents {
-        group_parent::Entity::delete_many().filter(group_parent::Column::GroupUuid.eq(group_uuid)).exec(txn).await?;
+        group_parent::Entity::delete_many()
+            .filter(group_parent::Column::TenantId.eq(tenant.0))
+            .filter(group_parent::Column::GroupUuid.eq(group_uuid))
+            .exec(txn)
+            .await?;
         let unique: BTreeSet<Uuid> = parents.iter().copied().collect();
         if !unique.is_empty() {
-            let rows = unique.into_iter().map(|p| group_parent::ActiveModel { group_uuid: Set(group_uuid), parent_uuid: Set(p) });
+            let rows = unique.into_iter().map(|p| group_parent::ActiveModel {
+                tenant_id: Set(tenant.0),
+                group_uuid: Set(group_uuid),
+                parent_uuid: Set(p),
+            });
             group_parent::Entity::insert_many(rows).exec_without_returning(txn).await?;
         }
     }
     if let Some(users) = users {
-        group_member::Entity::delete_many().filter(group_member::Column::GroupUuid.eq(group_uuid)).exec(txn).await?;
+        group_member::Entity::delete_many()
+            .filter(group_member::Column::TenantId.eq(tenant.0))
+            .filter(group_member::Column::GroupUuid.eq(group_uuid))
+            .exec(txn)
+            .await?;
         let unique: BTreeSet<i64> = users.iter().copied().collect();
         if !unique.is_empty() {
-            let rows = unique.into_iter().map(|u| group_member::ActiveModel { group_uuid: Set(group_uuid), user_id: Set(u) });
+            let rows = unique.into_iter().map(|u| group_member::ActiveModel {
+                tenant_id: Set(tenant.0),
+                group_uuid: Set(group_uuid),
+                user_id: Set(u),
+            });
             group_member::Entity::insert_many(rows).exec_without_returning(txn).await?;
         }
     }
     if let Some(permissions) = permissions {
-        group_permission::Entity::delete_many().filter(group_permission::Column::GroupUuid.eq(group_uuid)).exec(txn).await?;
+        group_permission::Entity::delete_many()
+            .filter(group_permission::Column::TenantId.eq(tenant.0))
+            .filter(group_permission::Column::GroupUuid.eq(group_uuid))
+            .exec(txn)
+            .await?;
         let unique: BTreeSet<&str> = permissions.iter().map(Permission::as_str).collect();
         if !unique.is_empty() {
-            let rows =
-                unique.into_iter().map(|p| group_permission::ActiveModel { group_uuid: Set(group_uuid), permission: Set(p.to_owned()) });
+            let rows = unique.into_iter().map(|p| group_permission::ActiveModel {
+                tenant_id: Set(tenant.0),
+                group_uuid: Set(group_uuid),
+                permission: Set(p.to_owned()),
+            });
             group_permission::Entity::insert_many(rows).exec_without_returning(txn).await?;
         }
     }
@@ -800,7 +861,7 @@ pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Res
     .insert(&txn)
     .await
     .map_err(unique_violation_to_field)?;
-    replace_group_relations(&txn, created.group_uuid, Some(&new.parents), Some(&new.users), Some(&new.permissions)).await?;
+    replace_group_relations(&txn, tenant, created.group_uuid, Some(&new.parents), Some(&new.users), Some(&new.permissions)).await?;
     let diff = events::service::diff(&json!({}), &group_audit_json(&created));
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&group_ref(&created)).with("diff", diff)).await?;
     crate::sessions::service::commit_invalidating(state, txn).await?;
@@ -823,7 +884,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     }
     if let Some(parents) = &changes.parents {
         check_groups_exist(&txn, tenant, "parents", parents, &mut errors).await?;
-        check_no_cycle(&txn, id, parents, &mut errors).await?;
+        check_no_cycle(&txn, tenant, id, parents, &mut errors).await?;
     }
     if let Some(users) = &changes.users {
         check_users_exist(&txn, tenant, users, &mut errors).await?;
@@ -841,7 +902,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
         model.attributes = Set(attributes);
     }
     let after = model.update(&txn).await.map_err(unique_violation_to_field)?;
-    replace_group_relations(&txn, id, changes.parents.as_deref(), changes.users.as_deref(), changes.permissions.as_deref()).await?;
+    replace_group_relations(&txn, tenant, id, changes.parents.as_deref(), changes.users.as_deref(), changes.permissions.as_deref()).await?;
     let diff = events::service::diff(&group_audit_json(&before), &group_audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&after)).with("diff", diff)).await?;
     crate::sessions::service::commit_invalidating(state, txn).await?;
@@ -867,7 +928,7 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     let existing = group_member::Entity::find_by_id((group_id, user_id)).one(&txn).await?;
     match (add, existing) {
         (true, None) => {
-            group_member::ActiveModel { group_uuid: Set(group_id), user_id: Set(user_id) }.insert(&txn).await?;
+            group_member::ActiveModel { tenant_id: Set(tenant.0), group_uuid: Set(group_id), user_id: Set(user_id) }.insert(&txn).await?;
         }
         (false, Some(_)) => {
             group_member::Entity::delete_by_id((group_id, user_id)).exec(&txn).await?;
@@ -920,6 +981,7 @@ pub async fn list_groups(state: &AppState, filter: &GroupFilter, params: &ListPa
     }
     if let Some(ids) = member_ids {
         let groups: Vec<Uuid> = group_member::Entity::find()
+            .filter(group_member::Column::TenantId.eq(tenant.0))
             .filter(group_member::Column::UserId.is_in(ids))
             .all(&state.db)
             .await?
@@ -950,9 +1012,10 @@ pub struct GroupRelations {
 }
 
 /// Loads the relations of `groups` in a fixed number of queries.
-pub async fn group_relations(db: &impl ConnectionTrait, groups: &[Uuid], with_members: bool) -> Result<GroupRelations> {
+pub async fn group_relations(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid], with_members: bool) -> Result<GroupRelations> {
     let mut relations = GroupRelations::default();
     let links = group_parent::Entity::find()
+        .filter(group_parent::Column::TenantId.eq(tenant.0))
         .filter(
             group_parent::Column::GroupUuid
                 .is_in(groups.iter().copied())
@@ -974,7 +1037,11 @@ pub async fn group_relations(db: &impl ConnectionTrait, groups: &[Uuid], with_me
             relations.children.entry(link.parent_uuid).or_default().push(child.clone());
         }
     }
-    let memberships = group_member::Entity::find().filter(group_member::Column::GroupUuid.is_in(groups.iter().copied())).all(db).await?;
+    let memberships = group_member::Entity::find()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
+        .filter(group_member::Column::GroupUuid.is_in(groups.iter().copied()))
+        .all(db)
+        .await?;
     let user_ids: BTreeSet<i64> = memberships.iter().map(|m| m.user_id).collect();
     let users: HashMap<i64, user::Model> = if with_members || !user_ids.is_empty() {
         user::Entity::find().filter(user::Column::Id.is_in(user_ids)).all(db).await?.into_iter().map(|u| (u.id, u)).collect()
@@ -986,7 +1053,12 @@ pub async fn group_relations(db: &impl ConnectionTrait, groups: &[Uuid], with_me
             relations.members.entry(membership.group_uuid).or_default().push(user.clone());
         }
     }
-    for row in group_permission::Entity::find().filter(group_permission::Column::GroupUuid.is_in(groups.iter().copied())).all(db).await? {
+    for row in group_permission::Entity::find()
+        .filter(group_permission::Column::TenantId.eq(tenant.0))
+        .filter(group_permission::Column::GroupUuid.is_in(groups.iter().copied()))
+        .all(db)
+        .await?
+    {
         relations.permissions.entry(row.group_uuid).or_default().push(row.permission);
     }
     Ok(relations)

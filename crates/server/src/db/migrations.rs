@@ -112,6 +112,8 @@ impl MigrationTrait for Initial {
             .create_table(
                 Table::create()
                     .table("group_parents")
+                    .col(uuid("tenant_id"))
+                    .foreign_key(&mut tenant_fk("group_parents"))
                     .col(uuid("group_uuid"))
                     .col(uuid("parent_uuid"))
                     .primary_key(Index::create().col("group_uuid").col("parent_uuid"))
@@ -137,6 +139,8 @@ impl MigrationTrait for Initial {
             .create_table(
                 Table::create()
                     .table("group_members")
+                    .col(uuid("tenant_id"))
+                    .foreign_key(&mut tenant_fk("group_members"))
                     .col(uuid("group_uuid"))
                     .col(big_integer("user_id"))
                     .primary_key(Index::create().col("group_uuid").col("user_id"))
@@ -163,6 +167,8 @@ impl MigrationTrait for Initial {
             .create_table(
                 Table::create()
                     .table("user_permissions")
+                    .col(uuid("tenant_id"))
+                    .foreign_key(&mut tenant_fk("user_permissions"))
                     .col(big_integer("user_id"))
                     .col(string_len("permission", 150))
                     .primary_key(Index::create().col("user_id").col("permission"))
@@ -181,6 +187,8 @@ impl MigrationTrait for Initial {
             .create_table(
                 Table::create()
                     .table("group_permissions")
+                    .col(uuid("tenant_id"))
+                    .foreign_key(&mut tenant_fk("group_permissions"))
                     .col(uuid("group_uuid"))
                     .col(string_len("permission", 150))
                     .primary_key(Index::create().col("group_uuid").col("permission"))
@@ -362,6 +370,8 @@ impl MigrationTrait for Tokens {
             .create_table(
                 Table::create()
                     .table("token_tags")
+                    .col(uuid("tenant_id"))
+                    .foreign_key(&mut tenant_fk("token_tags"))
                     .col(big_integer("token_id"))
                     .col(string_len("tag", 64))
                     .primary_key(Index::create().col("token_id").col("tag"))

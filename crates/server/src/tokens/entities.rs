@@ -44,6 +44,7 @@ pub mod token_tag {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "token_tags")]
     pub struct Model {
+        pub tenant_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
         pub token_id: i64,
         #[sea_orm(primary_key, auto_increment = false)]

@@ -37,7 +37,7 @@ async fn render(state: &AppState, tokens: Vec<token::Model>) -> Result<Vec<Token
     let users = crate::accounts::service::find_users(&state.db, state.tenant, &user_ids).await?;
     let rendered = render_users(state, users).await?;
     let token_ids: Vec<i64> = tokens.iter().map(|t| t.id).collect();
-    let mut tags = service::tags_of(&state.db, &token_ids).await?;
+    let mut tags = service::tags_of(&state.db, state.tenant, &token_ids).await?;
     let mut out = Vec::with_capacity(tokens.len());
     for token in tokens {
         let user = rendered.iter().find(|u| u.pk == token.user_id).ok_or_else(|| Error::internal("token without owner"))?;

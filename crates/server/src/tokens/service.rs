@@ -158,11 +158,19 @@ fn resolve_expiry(state: &AppState, expiring: bool, expires: Option<DateTime<Utc
     }
 }
 
-async fn replace_tags(txn: &DatabaseTransaction, token_id: i64, tags: &[String]) -> Result<()> {
-    token_tag::Entity::delete_many().filter(token_tag::Column::TokenId.eq(token_id)).exec(txn).await?;
+async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64, tags: &[String]) -> Result<()> {
+    token_tag::Entity::delete_many()
+        .filter(token_tag::Column::TenantId.eq(tenant.0))
+        .filter(token_tag::Column::TokenId.eq(token_id))
+        .exec(txn)
+        .await?;
     let unique: BTreeSet<&String> = tags.iter().collect();
     if !unique.is_empty() {
-        let rows = unique.into_iter().map(|tag| token_tag::ActiveModel { token_id: Set(token_id), tag: Set(tag.clone()) });
+        let rows = unique.into_iter().map(|tag| token_tag::ActiveModel {
+            tenant_id: Set(tenant.0),
+            token_id: Set(token_id),
+            tag: Set(tag.clone()),
+        });
         token_tag::Entity::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
@@ -240,7 +248,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("identifier", "A token with this identifier already exists."),
         _ => e.into(),
     })?;
-    replace_tags(&txn, created.id, &new.tags).await?;
+    replace_tags(&txn, tenant, created.id, &new.tags).await?;
     let diff = events::service::diff(&json!({}), &audit_json(&created));
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&token_ref(&created)).with("diff", diff)).await?;
     txn.commit().await?;
@@ -316,6 +324,7 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
     if let Some(tag) = filter.tag.as_deref().filter(|v| !v.is_empty()) {
         let tag = parse_tag(tag).map_err(|m| Error::field("tag", m))?;
         let ids: Vec<i64> = token_tag::Entity::find()
+            .filter(token_tag::Column::TenantId.eq(tenant.0))
             .filter(token_tag::Column::Tag.eq(tag))
             .all(&state.db)
             .await?
@@ -347,9 +356,14 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
 }
 
 /// Tags of tokens, by token id.
-pub async fn tags_of(db: &impl ConnectionTrait, ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+pub async fn tags_of(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
     let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in token_tag::Entity::find().filter(token_tag::Column::TokenId.is_in(ids.iter().copied())).all(db).await? {
+    for row in token_tag::Entity::find()
+        .filter(token_tag::Column::TenantId.eq(tenant.0))
+        .filter(token_tag::Column::TokenId.is_in(ids.iter().copied()))
+        .all(db)
+        .await?
+    {
         tags.entry(row.token_id).or_default().push(row.tag);
     }
     for list in tags.values_mut() {
@@ -396,7 +410,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     model.last_updated = Set(Utc::now());
     let after = model.update(&txn).await?;
     if let Some(tags) = &changes.tags {
-        replace_tags(&txn, after.id, tags).await?;
+        replace_tags(&txn, state.tenant, after.id, tags).await?;
     }
     let diff = events::service::diff(&audit_json(before), &audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&token_ref(&after)).with("diff", diff)).await?;

@@ -274,3 +274,52 @@ async fn unauthenticated_requests_get_401_with_a_challenge() {
     let response = app.client.get(app.url("/api/v3/core/users/me/")).header("cookie", "gatehouse_session=forged").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn tenants_never_see_each_others_data() {
+    use gatehouse::accounts::service::{self, Actor, NewGroup, NewUser};
+    use sea_orm::{ActiveModelTrait, Set};
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    // A second tenant in the same database; its users may reuse addresses of the first.
+    let other = gatehouse::tenants::entity::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        slug: Set("other".into()),
+        name: Set("Other".into()),
+        is_default: Set(false),
+        created: Set(chrono::Utc::now()),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    let mut other_state = app.state.clone();
+    other_state.tenant = gatehouse::tenants::TenantId(other.id);
+    let mut new = NewUser::with_email(gatehouse_types::Email::parse("admin@example.com").unwrap());
+    new.password = Some(gatehouse::accounts::password::Password::new("another tenant's own password 5".into()));
+    new.is_superuser = true;
+    let outsider = service::create_user(&other_state, &Actor::system(), new).await.expect("same address, other tenant");
+    let group = service::create_group(
+        &other_state,
+        &Actor::system(),
+        NewGroup { name: "Outsiders".into(), users: vec![outsider.id], attributes: json!({}), ..Default::default() },
+    )
+    .await
+    .unwrap();
+
+    let admin = app.sign_in("admin@example.com").await;
+    let (_, users) = json(app.get(&admin, "/api/v3/core/users/").await).await;
+    assert_eq!(users["pagination"]["count"], 1);
+    assert_eq!(app.get(&admin, &format!("/api/v3/core/users/{}/", outsider.id)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&admin, &format!("/api/v3/core/groups/{}/", group.group_uuid)).await.status(), StatusCode::NOT_FOUND);
+    let (_, groups) = json(app.get(&admin, "/api/v3/core/groups/").await).await;
+    assert_eq!(groups["pagination"]["count"], 0);
+    let (_, events) = json(app.get(&admin, "/api/v3/events/events/?page_size=100").await).await;
+    assert!(events["results"].as_array().unwrap().iter().all(|e| e["user"]["pk"] != json!(outsider.id)));
+    assert_eq!(app.try_sign_in("admin@example.com", "another tenant's own password 5").await.status(), StatusCode::BAD_REQUEST);
+    // Adding the other tenant's user to a group here is refused as if it did not exist.
+    let (_, local) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Local"})).await).await;
+    let add =
+        app.post(&admin, &format!("/api/v3/core/groups/{}/add_user/", local["pk"].as_str().unwrap()), json!({"pk": outsider.id})).await;
+    assert_eq!(add.status(), StatusCode::NOT_FOUND);
+    assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Mixed", "users": [outsider.id]})).await, "users").await;
+}
