@@ -491,6 +491,10 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
     let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
         return Ok(None);
     };
+    // A user who is no longer staff keeps their keys but cannot use them.
+    if !may_hold_api_keys(&user) {
+        return Ok(None);
+    }
     let (permissions, groups) = crate::accounts::service::access_of(&state.db, &user).await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);

@@ -125,13 +125,21 @@ async fn keys_switched_off_rotated_expired_or_deleted_stop_working_at_once() {
     assert_eq!(app.delete(&staff, "/api/v3/core/tokens/k1/").await.status(), StatusCode::NO_CONTENT);
     assert_eq!(me_with(&app, supplied.expose()).await, StatusCode::UNAUTHORIZED);
 
+    // Taking the staff flag away switches off the owner's API keys; giving it back restores them.
+    let (_, staff_key) = app.create_key(&staff, json!({"identifier": "staff-only"})).await;
+    assert_eq!(me_with(&app, &staff_key).await, StatusCode::OK);
+    app.superuser("root@example.com").await;
+    let root = app.sign_in("root@example.com").await;
+    let staff_pk = json(app.get(&staff, "/api/v3/core/users/me/").await).await.1["user"]["pk"].as_i64().unwrap();
+    app.patch(&root, &format!("/api/v3/core/users/{staff_pk}/"), json!({"is_staff": false})).await;
+    assert_eq!(me_with(&app, &staff_key).await, StatusCode::UNAUTHORIZED);
+    app.patch(&root, &format!("/api/v3/core/users/{staff_pk}/"), json!({"is_staff": true})).await;
+    assert_eq!(me_with(&app, &staff_key).await, StatusCode::OK);
+
     // Disabling the owner switches off their keys too.
     let (_, owned) = app.create_key(&staff, json!({"identifier": "owned", "expiring": false})).await;
     assert_eq!(me_with(&app, &owned).await, StatusCode::OK);
-    app.superuser("admin@example.com").await;
-    let admin = app.sign_in("admin@example.com").await;
-    let staff_pk = json(app.get(&staff, "/api/v3/core/users/me/").await).await.1["user"]["pk"].as_i64().unwrap();
-    app.patch(&admin, &format!("/api/v3/core/users/{staff_pk}/"), json!({"is_active": false})).await;
+    app.patch(&root, &format!("/api/v3/core/users/{staff_pk}/"), json!({"is_active": false})).await;
     assert_eq!(me_with(&app, &owned).await, StatusCode::UNAUTHORIZED);
 }
 
