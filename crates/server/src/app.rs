@@ -31,6 +31,11 @@ pub enum StartError {
 
 /// Opens the database (applying migrations) and builds the shared state.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    build_state_with(config, crate::tasks::Registry::builtin()).await
+}
+
+/// [`build_state`] with the actors tasks may run (the built-in ones plus any added).
+pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) -> Result<AppState, StartError> {
     let secret = ServerSecret::load(&config)?;
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
@@ -51,7 +56,9 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         auth_cache: Arc::new(crate::sessions::cache::AuthCache::new(config_ttl)),
         bearer_failures: Arc::new(crate::tokens::guard::FailureLimiter::new(ip_limits)),
         token_usage: crate::tokens::usage::UsageRecorder::default(),
+        actors: Arc::new(actors),
     };
+    crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
     crate::sessions::cache::spawn_listener(&state.db, state.auth_cache.clone());
     if let Some(path) = state.config.events.geoip_path.clone() {

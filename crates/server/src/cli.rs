@@ -33,6 +33,12 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run task workers until SIGTERM or Ctrl-C.
+    Worker {
+        /// Tasks run at a time (defaults to tasks.concurrency).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
     /// Create a superuser. The password comes from GATEHOUSE_BOOTSTRAP_PASSWORD, the terminal, or one line of stdin.
     CreateSuperuser(UserArgs),
     /// Create a user. The password comes from the same places as for create-superuser.
@@ -134,7 +140,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // Commands that print a result (a key, a user) keep stdout for it; the server logs to stdout.
-    let logs_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate);
+    let logs_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate | Command::Worker { .. });
     init_logging(&config, logs_to_stdout);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -180,6 +186,17 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Worker { concurrency } => {
+            let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+            let concurrency = concurrency.unwrap_or(state.config.tasks.concurrency);
+            let worker = crate::tasks::worker::start(state.clone(), concurrency).await.map_err(|e| e.to_string())?;
+            tracing::info!(worker_id = %worker.worker_id, "worker is ready");
+            crate::app::shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight tasks");
+            worker.shutdown().await;
+            let _ = state.db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CreateSuperuser(args) => create_user(config, args, true, false, false).await,
         Command::CreateUser { user, staff, no_password } => create_user(config, user, false, staff, no_password).await,
         Command::Healthcheck { url } => {
@@ -213,7 +230,20 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "gatehouse is ready"
     );
-    server.run(crate::app::shutdown_signal()).await.map_err(|e| e.to_string())?;
+    let worker = if state.config.tasks.run_in_server {
+        Some(crate::tasks::worker::start(state.clone(), state.config.tasks.concurrency).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    server
+        .run(async move {
+            crate::app::shutdown_signal().await;
+            if let Some(worker) = worker {
+                worker.shutdown().await;
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

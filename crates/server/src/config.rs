@@ -30,6 +30,7 @@ pub struct Config {
     pub events: EventConfig,
     pub api: ApiConfig,
     pub tokens: TokenConfig,
+    pub tasks: TaskConfig,
 }
 
 /// Listeners and HTTP behaviour.
@@ -137,6 +138,29 @@ pub struct TokenConfig {
     pub last_used_flush: DurationString,
 }
 
+/// Background tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Run a worker pool inside `serve` (turn off when dedicated `gatehouse worker`s run).
+    pub run_in_server: bool,
+    /// Tasks one worker runs at a time.
+    pub concurrency: usize,
+    /// How often an idle worker looks for due tasks (it is also woken on PostgreSQL).
+    pub poll_interval: DurationString,
+    /// How often a worker reports that it is alive, rescues tasks and sends due schedules.
+    pub heartbeat: DurationString,
+    /// A worker not seen for this long is dead; its tasks go back to the queue.
+    pub worker_timeout: DurationString,
+    /// First retry delay; it doubles per retry up to `retry_max_backoff`, jittered.
+    pub retry_min_backoff: DurationString,
+    pub retry_max_backoff: DurationString,
+    /// How long in-flight tasks may finish after SIGTERM before they go back to the queue.
+    pub shutdown_deadline: DurationString,
+    /// Finished tasks older than this are removed by the built-in purge.
+    pub finished_retention: DurationString,
+}
+
 /// API conventions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +191,17 @@ impl Default for Config {
             },
             events: EventConfig { retention: DurationString::from_secs(365 * 24 * 3600), record_visits: false, geoip_path: None },
             api: ApiConfig { default_page_size: 20, max_page_size: 100 },
+            tasks: TaskConfig {
+                run_in_server: true,
+                concurrency: 4,
+                poll_interval: DurationString::from_secs(1),
+                heartbeat: DurationString::from_secs(30),
+                worker_timeout: DurationString::from_secs(120),
+                retry_min_backoff: DurationString::from_secs(15),
+                retry_max_backoff: DurationString::from_secs(3600),
+                shutdown_deadline: DurationString::from_secs(10),
+                finished_retention: DurationString::from_secs(30 * 24 * 3600),
+            },
             tokens: TokenConfig {
                 default_duration: DurationString::from_secs(24 * 3600),
                 max_live_per_user: 100,
@@ -249,6 +284,21 @@ impl Config {
         }
         if self.api.default_page_size == 0 || self.api.max_page_size < self.api.default_page_size {
             return fail("api", "default_page_size must be at least 1 and at most max_page_size");
+        }
+        if self.tasks.concurrency == 0 || self.tasks.concurrency > 256 {
+            return fail("tasks.concurrency", "must be between 1 and 256");
+        }
+        for (key, value) in [
+            ("tasks.poll_interval", self.tasks.poll_interval),
+            ("tasks.heartbeat", self.tasks.heartbeat),
+            ("tasks.worker_timeout", self.tasks.worker_timeout),
+        ] {
+            if value.as_micros() < 10_000 {
+                return fail(key, "must be at least milliseconds=10");
+            }
+        }
+        if self.tasks.worker_timeout <= self.tasks.heartbeat {
+            return fail("tasks.worker_timeout", "must be longer than tasks.heartbeat, or live workers would be declared dead");
         }
         if self.tokens.max_live_per_user == 0 {
             return fail("tokens.max_live_per_user", "must be at least 1");

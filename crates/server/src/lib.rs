@@ -15,5 +15,6 @@ pub mod ops;
 pub mod secret;
 pub mod sessions;
 pub mod state;
+pub mod tasks;
 pub mod tenants;
 pub mod tokens;

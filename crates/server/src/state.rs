@@ -27,6 +27,8 @@ pub struct AppState {
     pub auth_cache: Arc<crate::sessions::cache::AuthCache>,
     /// Failed bearer credentials per client address.
     pub bearer_failures: Arc<crate::tokens::guard::FailureLimiter>,
+    /// The actors tasks can run.
+    pub actors: Arc<crate::tasks::Registry>,
     /// Key uses waiting to be written.
     pub token_usage: crate::tokens::usage::UsageRecorder,
 }

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Tokens)]
+        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks)]
     }
 }
 
@@ -392,6 +392,118 @@ impl MigrationTrait for Tokens {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("token_tags").to_owned()).await?;
         manager.drop_table(Table::drop().table("tokens").to_owned()).await?;
+        Ok(())
+    }
+}
+
+/// The task queue: tasks, their logs, workers and schedules.
+struct Tasks;
+
+impl MigrationName for Tasks {
+    fn name(&self) -> &str {
+        "m0003_tasks"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Tasks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("tasks")
+                    .col(pk_uuid("message_id"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len("queue_name", 100))
+                    .col(string_len("actor_name", 200))
+                    .col(json_binary("args"))
+                    .col(string_len("state", 16))
+                    .col(string_len("aggregated_status", 16))
+                    .col(timestamp_with_time_zone("mtime"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(integer("retries"))
+                    .col(timestamp_with_time_zone_null("eta"))
+                    .col(json_binary_null("result"))
+                    .col(timestamp_with_time_zone_null("result_expiry"))
+                    .col(string_len_null("rel_obj_type", 100))
+                    .col(text_null("rel_obj_id"))
+                    .col(text("uid"))
+                    .col(uuid_null("worker_id"))
+                    .col(integer("attempt"))
+                    .foreign_key(&mut tenant_fk("tasks"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("tasks", "ix_tasks_claim", &["state", "queue_name", "eta"], false)).await?;
+        manager.create_index(index("tasks", "ix_tasks_tenant_mtime", &["tenant_id", "mtime"], false)).await?;
+        manager.create_index(index("tasks", "ix_tasks_worker", &["worker_id", "state"], false)).await?;
+        manager.create_index(index("tasks", "ix_tasks_rel_obj", &["rel_obj_type", "rel_obj_id"], false)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("task_logs")
+                    .col(pk_uuid("id"))
+                    .col(uuid("task_id"))
+                    .col(uuid("tenant_id"))
+                    .col(text("event"))
+                    .col(string_len("log_level", 16))
+                    .col(string_len("logger", 200))
+                    .col(timestamp_with_time_zone("timestamp"))
+                    .col(json_binary("attributes"))
+                    .col(boolean("previous"))
+                    .foreign_key(&mut tenant_fk("task_logs"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_task_logs_task")
+                            .from("task_logs", "task_id")
+                            .to("tasks", "message_id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("task_logs", "ix_task_logs_task", &["task_id", "previous"], false)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("task_workers")
+                    .col(pk_uuid("worker_id"))
+                    .col(string_len("hostname", 255))
+                    .col(string_len("version", 64))
+                    .col(timestamp_with_time_zone("started"))
+                    .col(timestamp_with_time_zone("last_seen"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("task_schedules")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len("identifier", 200))
+                    .col(string_len("actor_name", 200))
+                    .col(json_binary("args"))
+                    .col(string_len_null("rel_obj_type", 100))
+                    .col(text_null("rel_obj_id"))
+                    .col(string_len("crontab", 200))
+                    .col(boolean("paused"))
+                    .col(timestamp_with_time_zone("next_run"))
+                    .col(text_null("description"))
+                    .foreign_key(&mut tenant_fk("task_schedules"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("task_schedules", "ux_task_schedules_identity", &["tenant_id", "actor_name", "identifier"], true))
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["task_schedules", "task_workers", "task_logs", "tasks"] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
         Ok(())
     }
 }

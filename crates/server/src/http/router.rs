@@ -20,6 +20,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::sessions::handlers::router())
         .merge(crate::events::handlers::router())
         .merge(crate::tokens::handlers::router())
+        .merge(crate::tasks::handlers::router())
         .split_for_parts();
     let document = std::sync::Arc::new(document);
     let max_body = state.config.server.max_body_bytes;

@@ -1,0 +1,359 @@
+//! The queue's storage: enqueueing in the caller's transaction, claiming, state changes guarded
+//! by the claimed attempt, retries with backoff, rescue of tasks of dead workers, logs.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set, Statement, TransactionTrait,
+    Value as DbValue,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::entities::{task, task_log, worker};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use crate::tenants::TenantId;
+
+/// The PostgreSQL channel that wakes workers when a task is queued.
+pub const CHANNEL: &str = "gatehouse_tasks";
+/// Logger of the entries the queue writes itself (queued, started, finished…).
+pub const LIFECYCLE_LOGGER: &str = "gatehouse.tasks";
+
+/// The task states (authentik's).
+pub mod states {
+    pub const QUEUED: &str = "queued";
+    pub const CONSUMED: &str = "consumed";
+    pub const PREPROCESS: &str = "preprocess";
+    pub const RUNNING: &str = "running";
+    pub const POSTPROCESS: &str = "postprocess";
+    pub const DONE: &str = "done";
+    pub const REJECTED: &str = "rejected";
+    /// Every state, in authentik's order.
+    pub const ALL: [&str; 7] = [QUEUED, CONSUMED, PREPROCESS, RUNNING, POSTPROCESS, REJECTED, DONE];
+}
+
+/// What to enqueue.
+#[derive(Debug, Clone, Default)]
+pub struct Enqueue {
+    pub actor: String,
+    pub args: Value,
+    pub delay: Option<Duration>,
+    /// The object the task is about: (type, id).
+    pub rel_obj: Option<(String, String)>,
+    pub uid: Option<String>,
+}
+
+/// Queues a task on `db`, which should be the caller's transaction: when it rolls back, the task
+/// never existed; once it commits, the task will run. Unknown actors and arguments that do not
+/// decode are refused here.
+pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, request: Enqueue) -> Result<task::Model> {
+    let actor =
+        state.actors.get(&request.actor).ok_or_else(|| Error::field("actor_name", format!("Unknown actor '{}'.", request.actor)))?;
+    actor.check_args(&request.args).map_err(|m| Error::field("args", format!("The arguments do not fit {}: {m}", actor.name)))?;
+    let now = Utc::now();
+    let eta = request.delay.map(|d| now + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX));
+    let uid = match &request.uid {
+        Some(uid) => format!("{}:{uid}", actor.name),
+        None => actor.name.clone(),
+    };
+    let (rel_obj_type, rel_obj_id) = request.rel_obj.clone().unzip();
+    let task = task::ActiveModel {
+        message_id: Set(Uuid::new_v4()),
+        tenant_id: Set(tenant.0),
+        queue_name: Set(actor.queue.clone()),
+        actor_name: Set(actor.name.clone()),
+        args: Set(request.args),
+        state: Set(states::QUEUED.to_owned()),
+        aggregated_status: Set(states::QUEUED.to_owned()),
+        mtime: Set(now),
+        created: Set(now),
+        retries: Set(0),
+        eta: Set(eta),
+        result: Set(None),
+        result_expiry: Set(None),
+        rel_obj_type: Set(rel_obj_type),
+        rel_obj_id: Set(rel_obj_id),
+        uid: Set(uid),
+        worker_id: Set(None),
+        attempt: Set(0),
+    }
+    .insert(db)
+    .await?;
+    write_log(db, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task has been queued", json!({})).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        // Delivered when the transaction commits, and not at all if it rolls back.
+        db.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    Ok(task)
+}
+
+/// Queues a task in its own transaction.
+pub async fn send(state: &AppState, tenant: TenantId, request: Enqueue) -> Result<task::Model> {
+    let txn = state.db.begin().await?;
+    let task = enqueue(&txn, state, tenant, request).await?;
+    txn.commit().await?;
+    Ok(task)
+}
+
+/// Writes one log entry of a task.
+pub async fn write_log(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    task_id: Uuid,
+    level: &str,
+    logger: &str,
+    event: &str,
+    attributes: Value,
+) -> Result<()> {
+    task_log::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        task_id: Set(task_id),
+        tenant_id: Set(tenant.0),
+        event: Set(event.chars().take(10_000).collect()),
+        log_level: Set(level.to_owned()),
+        logger: Set(logger.to_owned()),
+        timestamp: Set(Utc::now()),
+        attributes: Set(attributes),
+        previous: Set(false),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due tasks for `worker`, atomically: on PostgreSQL with
+/// `FOR UPDATE SKIP LOCKED`, on SQLite in one statement under the database's single writer.
+pub async fn claim(state: &AppState, worker: Uuid, limit: u64) -> Result<Vec<task::Model>> {
+    let backend = state.db.get_database_backend();
+    let now = Utc::now();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE tasks SET state = 'consumed', aggregated_status = 'consumed', worker_id = $1, attempt = attempt + 1, mtime = $2 \
+             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND (eta IS NULL OR eta <= $2) \
+             ORDER BY COALESCE(eta, created) LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
+        }
+        _ => {
+            "UPDATE tasks SET state = 'consumed', aggregated_status = 'consumed', worker_id = ?1, attempt = attempt + 1, mtime = ?2 \
+             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND (eta IS NULL OR eta <= ?2) \
+             ORDER BY COALESCE(eta, created) LIMIT ?3) RETURNING *"
+        }
+    };
+    let values: Vec<DbValue> = vec![worker.into(), now.into(), (limit as i64).into()];
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    Ok(task::Model::find_by_statement(statement).all(&state.db).await?)
+}
+
+/// Moves a claimed task to `running`; `false` when the claim was lost (rescued meanwhile).
+pub async fn start(state: &AppState, task: &task::Model) -> Result<bool> {
+    let updated = guarded(task)
+        .col_expr(task::Column::State, Expr::val(states::RUNNING))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(states::RUNNING))
+        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+        .exec(&state.db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// An update of the attempt `task` was claimed for, and of nothing else.
+fn guarded(task: &task::Model) -> sea_orm::UpdateMany<task::Entity> {
+    task::Entity::update_many()
+        .filter(task::Column::MessageId.eq(task.message_id))
+        .filter(task::Column::Attempt.eq(task.attempt))
+        .filter(task::Column::WorkerId.eq(task.worker_id))
+        .filter(task::Column::State.is_in([states::CONSUMED, states::RUNNING]))
+}
+
+/// The worst level among a task's logs: error > warning > info > done. Lifecycle entries count
+/// for warnings and errors only, so a task that logged nothing itself is `done`.
+pub async fn aggregate(db: &impl ConnectionTrait, task_id: Uuid) -> Result<String> {
+    let logs = task_log::Entity::find().filter(task_log::Column::TaskId.eq(task_id)).all(db).await?;
+    let has = |level: &str, own_only: bool| logs.iter().any(|l| l.log_level == level && (!own_only || l.logger != LIFECYCLE_LOGGER));
+    Ok(if has("error", false) {
+        "error"
+    } else if has("warning", false) {
+        "warning"
+    } else if has("info", true) {
+        "info"
+    } else {
+        states::DONE
+    }
+    .to_owned())
+}
+
+/// Records success; `false` when the claim was lost.
+pub async fn finish(state: &AppState, task: &task::Model, result: Option<Value>, result_ttl: Option<Duration>) -> Result<bool> {
+    let txn = state.db.begin().await?;
+    let tenant = TenantId(task.tenant_id);
+    write_log(&txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task finished processing without errors", json!({})).await?;
+    let aggregated = aggregate(&txn, task.message_id).await?;
+    let now = Utc::now();
+    let (result, expiry) = match (result, result_ttl) {
+        (Some(result), Some(ttl)) => (Some(result), Some(now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX))),
+        _ => (None, None),
+    };
+    let updated = guarded(task)
+        .col_expr(task::Column::State, Expr::val(states::DONE))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
+        .col_expr(task::Column::Mtime, Expr::val(now))
+        .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+        .col_expr(task::Column::Result, Expr::val(result))
+        .col_expr(task::Column::ResultExpiry, Expr::val(expiry))
+        .exec(&txn)
+        .await?;
+    if updated.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// The backoff before retry `retries` (0-based): min(base * 2^retries, max), jittered to
+/// [b/2, b].
+pub fn backoff(base: Duration, max: Duration, retries: u32) -> Duration {
+    let full = std::cmp::min(base.saturating_mul(2u32.saturating_pow(std::cmp::min(retries, 30))), max);
+    let half = full / 2;
+    let jitter = rand::thread_rng().gen_range(0..=std::cmp::max(half.as_millis(), 1) as u64);
+    half + Duration::from_millis(jitter)
+}
+
+/// Records a failure: logs the error chain, then either queues the same row again after a
+/// backoff (earlier logs marked previous) or, when retries are used up or the error is fatal,
+/// rejects it, keeping its arguments for a manual retry.
+pub async fn fail(state: &AppState, task: &task::Model, error: &str, retryable: bool, max_retries: u32) -> Result<()> {
+    let txn = state.db.begin().await?;
+    let tenant = TenantId(task.tenant_id);
+    write_log(&txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
+    let now = Utc::now();
+    let retry = retryable && u32::try_from(task.retries).unwrap_or(u32::MAX) < max_retries;
+    let update = if retry {
+        let config = &state.config.tasks;
+        let delay = backoff(config.retry_min_backoff.to_std(), config.retry_max_backoff.to_std(), task.retries as u32);
+        let eta = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        guarded(task)
+            .col_expr(task::Column::State, Expr::val(states::QUEUED))
+            .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+            .col_expr(task::Column::Retries, Expr::col(task::Column::Retries).add(1))
+            .col_expr(task::Column::Eta, Expr::val(Some(eta)))
+            .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+            .col_expr(task::Column::Mtime, Expr::val(now))
+    } else {
+        guarded(task)
+            .col_expr(task::Column::State, Expr::val(states::REJECTED))
+            .col_expr(task::Column::AggregatedStatus, Expr::val(states::REJECTED))
+            .col_expr(task::Column::Mtime, Expr::val(now))
+    };
+    if update.exec(&txn).await?.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(());
+    }
+    if retry {
+        mark_logs_previous(&txn, task.message_id).await?;
+        write_log(&txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"retries": task.retries + 1}))
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn mark_logs_previous(db: &impl ConnectionTrait, task_id: Uuid) -> Result<()> {
+    task_log::Entity::update_many()
+        .col_expr(task_log::Column::Previous, Expr::val(true))
+        .filter(task_log::Column::TaskId.eq(task_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Retries a rejected task by hand: same row, retries reset, earlier logs marked previous.
+pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid) -> Result<()> {
+    let txn = state.db.begin().await?;
+    let task = task::Entity::find_by_id(message_id).filter(task::Column::TenantId.eq(tenant.0)).one(&txn).await?.ok_or(Error::NotFound)?;
+    if task.state != states::REJECTED {
+        return Err(Error::field(crate::error::NON_FIELD_ERRORS, "Only a rejected task can be retried."));
+    }
+    let updated = task::Entity::update_many()
+        .col_expr(task::Column::State, Expr::val(states::QUEUED))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+        .col_expr(task::Column::Retries, Expr::val(0))
+        .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+        .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+        .filter(task::Column::MessageId.eq(message_id))
+        .filter(task::Column::State.eq(states::REJECTED))
+        .exec(&txn)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(Error::field(crate::error::NON_FIELD_ERRORS, "Only a rejected task can be retried."));
+    }
+    mark_logs_previous(&txn, message_id).await?;
+    write_log(&txn, tenant, message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"by": "hand"})).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Returns to the queue the tasks held by workers that stopped heart-beating. Each update only
+/// touches a task still in the state and attempt it was read in, so a task that finished or was
+/// claimed again meanwhile is left alone.
+pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
+    let cutoff = Utc::now() - chrono::TimeDelta::from_std(worker_timeout).unwrap_or(chrono::TimeDelta::MAX);
+    let alive: Vec<Uuid> =
+        worker::Entity::find().filter(worker::Column::LastSeen.gt(cutoff)).all(&state.db).await?.into_iter().map(|w| w.worker_id).collect();
+    let held = task::Entity::find()
+        .filter(task::Column::State.is_in([states::CONSUMED, states::PREPROCESS, states::RUNNING, states::POSTPROCESS]))
+        .filter(task::Column::WorkerId.is_not_in(alive))
+        .all(&state.db)
+        .await?;
+    let mut rescued = 0;
+    for task in held {
+        let txn = state.db.begin().await?;
+        let updated = task::Entity::update_many()
+            .col_expr(task::Column::State, Expr::val(states::QUEUED))
+            .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+            .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+            .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+            .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+            .filter(task::Column::MessageId.eq(task.message_id))
+            .filter(task::Column::State.eq(task.state.clone()))
+            .filter(task::Column::Attempt.eq(task.attempt))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 1 {
+            let event = "Task was returned to the queue: its worker stopped";
+            write_log(
+                &txn,
+                TenantId(task.tenant_id),
+                task.message_id,
+                "warning",
+                LIFECYCLE_LOGGER,
+                event,
+                json!({"attempt": task.attempt}),
+            )
+            .await?;
+            rescued += 1;
+        }
+        txn.commit().await?;
+    }
+    Ok(rescued)
+}
+
+/// Returns a worker's unfinished tasks to the queue (graceful shutdown).
+pub async fn release(state: &AppState, worker_id: Uuid) -> Result<u64> {
+    let updated = task::Entity::update_many()
+        .col_expr(task::Column::State, Expr::val(states::QUEUED))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+        .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+        .filter(task::Column::WorkerId.eq(worker_id))
+        .filter(task::Column::State.is_in([states::CONSUMED, states::RUNNING]))
+        .exec(&state.db)
+        .await?;
+    Ok(updated.rows_affected)
+}

@@ -1,0 +1,210 @@
+//! Worker processes: register and heartbeat, claim in batches, run with a time limit, retry
+//! with backoff, rescue the tasks of dead workers, send due schedules, and stop gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, Set};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::actors::{TaskContext, TaskError};
+use super::entities::{task, worker};
+use super::queue::{self, CHANNEL};
+use crate::error::Result;
+use crate::state::AppState;
+use crate::tenants::TenantId;
+
+/// A running worker; drop or [`WorkerHandle::shutdown`] to stop it.
+pub struct WorkerHandle {
+    pub worker_id: Uuid,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming, lets in-flight tasks finish within the configured deadline, returns the
+    /// rest to the queue, and deregisters.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// Registers a worker and starts it with `concurrency` tasks at a time.
+pub async fn start(state: AppState, concurrency: usize) -> Result<WorkerHandle> {
+    let worker_id = Uuid::new_v4();
+    let now = Utc::now();
+    worker::ActiveModel {
+        worker_id: Set(worker_id),
+        hostname: Set(hostname()),
+        version: Set(env!("CARGO_PKG_VERSION").to_owned()),
+        started: Set(now),
+        last_seen: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    let (stop, stopped) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+    spawn_listener(&state, wake.clone(), stopped.clone());
+    let done = tokio::spawn(run(state, worker_id, concurrency.max(1), wake, stopped));
+    tracing::info!(%worker_id, concurrency, "task worker started");
+    Ok(WorkerHandle { worker_id, stop, done })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// Wakes the worker when a task is queued (PostgreSQL); polling covers SQLite and lost wake-ups.
+fn spawn_listener(state: &AppState, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+    if state.db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    let pool = state.db.get_postgres_connection_pool().clone();
+    tokio::spawn(async move {
+        while !*stopped.borrow() {
+            if let Ok(mut listener) = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await
+                && listener.listen(CHANNEL).await.is_ok()
+            {
+                loop {
+                    tokio::select! {
+                        received = listener.try_recv() => match received {
+                            Ok(Some(_)) | Ok(None) => wake.notify_one(),
+                            Err(_) => break,
+                        },
+                        _ = stopped.changed() => return,
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+    let config = state.config.tasks.clone();
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut heartbeat = tokio::time::interval(config.heartbeat.to_std());
+    let mut poll = tokio::time::interval(config.poll_interval.to_std());
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let free = concurrency.saturating_sub(in_flight.len());
+        if free > 0 {
+            match queue::claim(&state, worker_id, free as u64).await {
+                Ok(claimed) => {
+                    let full = claimed.len() == free;
+                    for task in claimed {
+                        in_flight.spawn(execute(state.clone(), task));
+                    }
+                    if full && in_flight.len() < concurrency {
+                        continue;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "claiming tasks failed"),
+            }
+        }
+        tokio::select! {
+            _ = wake.notified(), if in_flight.len() < concurrency => {}
+            _ = poll.tick() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = heartbeat.tick() => housekeeping(&state, worker_id).await,
+            _ = stopped.changed() => {}
+        }
+    }
+    // Graceful shutdown: no more claims; in-flight tasks get the deadline, then go back.
+    let deadline = tokio::time::sleep(config.shutdown_deadline.to_std());
+    tokio::pin!(deadline);
+    while !in_flight.is_empty() {
+        tokio::select! {
+            _ = in_flight.join_next() => {}
+            _ = &mut deadline => {
+                in_flight.abort_all();
+                while in_flight.join_next().await.is_some() {}
+            }
+        }
+    }
+    match queue::release(&state, worker_id).await {
+        Ok(count) if count > 0 => tracing::info!(count, "unfinished tasks returned to the queue"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not return unfinished tasks"),
+    }
+    if let Err(error) = worker::Entity::delete_by_id(worker_id).exec(&state.db).await {
+        tracing::warn!(%error, "could not deregister the worker");
+    }
+    tracing::info!(%worker_id, "task worker stopped");
+}
+
+/// Heartbeat, rescue of dead workers' tasks, and due schedules.
+async fn housekeeping(state: &AppState, worker_id: Uuid) {
+    let beat = worker::Entity::update_many()
+        .col_expr(worker::Column::LastSeen, sea_orm::sea_query::Expr::val(Utc::now()))
+        .filter(worker::Column::WorkerId.eq(worker_id))
+        .exec(&state.db)
+        .await;
+    if let Err(error) = beat {
+        tracing::warn!(%error, "worker heartbeat failed");
+    }
+    match queue::rescue(state, state.config.tasks.worker_timeout.to_std()).await {
+        Ok(count) if count > 0 => tracing::warn!(count, "tasks of stopped workers returned to the queue"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "rescuing tasks failed"),
+    }
+    if let Err(error) = super::schedules::send_due(state).await {
+        tracing::warn!(%error, "sending due schedules failed");
+    }
+}
+
+/// Runs one claimed task to its end.
+async fn execute(state: AppState, task: task::Model) {
+    let tenant = TenantId(task.tenant_id);
+    let Some(actor) = state.actors.get(&task.actor_name).cloned() else {
+        let message = format!("Unknown actor '{}'", task.actor_name);
+        if let Err(error) = queue::fail(&state, &task, &message, false, 0).await {
+            tracing::warn!(%error, "could not reject a task");
+        }
+        return;
+    };
+    match queue::start(&state, &task).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => {
+            tracing::warn!(%error, "could not start a task");
+            return;
+        }
+    }
+    let _ = queue::write_log(
+        &state.db,
+        tenant,
+        task.message_id,
+        "info",
+        queue::LIFECYCLE_LOGGER,
+        "Task is being processed",
+        serde_json::json!({}),
+    )
+    .await;
+    let context = TaskContext { state: state.clone(), message_id: task.message_id, tenant, actor_name: actor.name.clone() };
+    let run = tokio::spawn(actor.run(context, task.args.clone()));
+    let abort = run.abort_handle();
+    let outcome = match tokio::time::timeout(actor.time_limit, run).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) => Err(TaskError::Failed(format!("the task panicked: {join_error}"))),
+        Err(_) => {
+            abort.abort();
+            Err(TaskError::Failed(format!("time limit of {} s exceeded", actor.time_limit.as_secs_f64())))
+        }
+    };
+    let recorded = match outcome {
+        Ok(result) => queue::finish(&state, &task, result, actor.result_ttl).await.map(|_| ()),
+        Err(TaskError::Failed(message)) => queue::fail(&state, &task, &message, true, actor.max_retries).await,
+        Err(TaskError::Fatal(message)) => queue::fail(&state, &task, &message, false, actor.max_retries).await,
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(%error, message_id = %task.message_id, "could not record a task's outcome");
+    }
+}
