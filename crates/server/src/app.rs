@@ -90,9 +90,14 @@ pub struct Server {
 impl Server {
     /// Builds the state and binds the listeners.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        Self::bind_with(config, crate::tasks::Registry::builtin()).await
+    }
+
+    /// [`Server::bind`] with the actors tasks may run.
+    pub async fn bind_with(config: Config, actors: crate::tasks::Registry) -> Result<Self, StartError> {
         let listen = config.server.listen;
         let metrics_listen = config.server.metrics_listen;
-        let state = build_state(config).await?;
+        let state = build_state_with(config, actors).await?;
         let listener = TcpListener::bind(listen).await.map_err(|cause| StartError::Bind { addr: listen, cause })?;
         let metrics_listener = match metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|cause| StartError::Bind { addr, cause })?),

@@ -12,5 +12,6 @@ mod geoip;
 mod groups;
 mod ops;
 mod sessions;
+mod tasks;
 mod tokens;
 mod users;

@@ -78,10 +78,19 @@ impl TestApp {
     }
 
     async fn spawn_on(database_url: Option<String>, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_full(database_url, adjust, gatehouse::tasks::Registry::builtin()).await
+    }
+
+    /// A server whose tasks may also run `actors`.
+    pub async fn spawn_with_actors(adjust: impl FnOnce(&mut Config), actors: gatehouse::tasks::Registry) -> Self {
+        Self::spawn_full(None, adjust, actors).await
+    }
+
+    async fn spawn_full(database_url: Option<String>, adjust: impl FnOnce(&mut Config), actors: gatehouse::tasks::Registry) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), database_url).await;
         adjust(&mut config);
-        let server = Server::bind(config).await.expect("server starts");
+        let server = Server::bind_with(config, actors).await.expect("server starts");
         let base = format!("http://{}", server.addr());
         let metrics_base = format!("http://{}", server.metrics_addr().unwrap());
         let state = server.state.clone();

@@ -1,0 +1,440 @@
+//! The task queue: running, retries, time limits, transactional enqueue, exactly-once claiming,
+//! crash rescue, graceful shutdown, schedules, and the `/api/v3/tasks/` API.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse::config::Config;
+use gatehouse::tasks::entities::{schedule, task};
+use gatehouse::tasks::{Actor, Enqueue, Registry, TaskError};
+use reqwest::StatusCode;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::*;
+
+fn fast(config: &mut Config) {
+    config.tasks.poll_interval = "milliseconds=20".parse().unwrap();
+    config.tasks.heartbeat = "milliseconds=100".parse().unwrap();
+    config.tasks.worker_timeout = "seconds=1".parse().unwrap();
+    config.tasks.retry_min_backoff = "milliseconds=20".parse().unwrap();
+    config.tasks.retry_max_backoff = "milliseconds=100".parse().unwrap();
+    config.tasks.shutdown_deadline = "milliseconds=300".parse().unwrap();
+}
+
+async fn send(app: &TestApp, actor: &str, args: Value) -> Uuid {
+    let request = Enqueue { actor: actor.into(), args, ..Default::default() };
+    gatehouse::tasks::send(&app.state, app.state.tenant, request).await.unwrap().message_id
+}
+
+async fn task_row(app: &TestApp, id: Uuid) -> task::Model {
+    task::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap()
+}
+
+/// Waits until the task reaches one of `states`.
+async fn wait_for(app: &TestApp, id: Uuid, states: &[&str], limit: Duration) -> task::Model {
+    let deadline = Instant::now() + limit;
+    loop {
+        let row = task_row(app, id).await;
+        if states.contains(&row.state.as_str()) {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "task stayed {} (wanted {states:?})", row.state);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn tasks_run_log_and_show_in_the_api() {
+    let mut actors = Registry::builtin();
+    actors.add(
+        Actor::new("test.report", |context, args: Value| async move {
+            context.info("working on it").await?;
+            context.log("warning", "something looked odd", json!({"password": "hunter2", "count": 3})).await?;
+            Ok(Some(json!({"echo": args})))
+        })
+        .keep_results(Duration::from_secs(3600)),
+    );
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
+    let id = send(&app, "test.report", json!({"n": 1})).await;
+    let done = wait_for(&app, id, &["done"], Duration::from_secs(10)).await;
+    assert_eq!(done.aggregated_status, "warning", "the worst own log level");
+    assert_eq!(done.result, Some(json!({"echo": {"n": 1}})));
+    assert!(done.result_expiry.is_some());
+
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let (status, one) = json(app.get(&admin, &format!("/api/v3/tasks/tasks/{id}/")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["state"], "done");
+    assert_eq!(one["actor_name"], "test.report");
+    assert_eq!(one["uid"], "test.report");
+    let events: Vec<&str> = one["logs"].as_array().unwrap().iter().map(|l| l["event"].as_str().unwrap()).collect();
+    for expected in [
+        "Task has been queued",
+        "Task is being processed",
+        "working on it",
+        "something looked odd",
+        "Task finished processing without errors",
+    ] {
+        assert!(events.contains(&expected), "{events:?} lacks {expected}");
+    }
+    assert!(!one.to_string().contains("hunter2"), "secrets in log attributes are masked");
+    assert_eq!(one["previous_logs"], json!([]));
+
+    let (_, list) = json(app.get(&admin, "/api/v3/tasks/tasks/?actor_name=test.report&aggregated_status=warning").await).await;
+    assert_eq!(list["pagination"]["count"], 1);
+    let (_, counts) = json(app.get(&admin, "/api/v3/tasks/tasks/status/").await).await;
+    assert_eq!(counts["warning"], 1);
+    assert_field_error(app.get(&admin, "/api/v3/tasks/tasks/?state=finished").await, "state").await;
+    assert_eq!(app.get(&admin, &format!("/api/v3/tasks/tasks/{}/", Uuid::new_v4())).await.status(), StatusCode::NOT_FOUND);
+
+    let (_, workers) = json(app.get(&admin, "/api/v3/tasks/workers").await).await;
+    let listed = workers.as_array().unwrap().iter().find(|w| w["worker_id"] == worker.worker_id.to_string()).expect("worker listed");
+    assert_eq!(listed["version_matching"], true);
+    assert_eq!(listed["alive"], true);
+
+    app.user("plain@example.com", |_| {}).await;
+    let plain = app.sign_in("plain@example.com").await;
+    assert_forbidden(app.get(&plain, "/api/v3/tasks/tasks/").await).await;
+    assert_forbidden(app.get(&plain, "/api/v3/tasks/workers").await).await;
+    assert_forbidden(app.post(&plain, &format!("/api/v3/tasks/tasks/{id}/retry/"), json!({})).await).await;
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn due_tasks_run_in_eta_order() {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut actors = Registry::builtin();
+    let seen = order.clone();
+    actors.add(Actor::new("test.order", move |_context, args: Value| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push((args["name"].as_str().unwrap().to_owned(), Instant::now()));
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let sent = Instant::now();
+    let late = Enqueue {
+        actor: "test.order".into(),
+        args: json!({"name": "late"}),
+        delay: Some(Duration::from_millis(600)),
+        ..Default::default()
+    };
+    let late_id = gatehouse::tasks::send(&app.state, app.state.tenant, late).await.unwrap().message_id;
+    send(&app, "test.order", json!({"name": "now"})).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    wait_for(&app, late_id, &["done"], Duration::from_secs(10)).await;
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["now", "late"]);
+    assert!(order[1].1 - sent >= Duration::from_millis(600), "not before its eta");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_backoff_then_rejected_and_retried_by_hand() {
+    let attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let healed = Arc::new(AtomicBool::new(false));
+    let mut actors = Registry::builtin();
+    let counter = attempts.clone();
+    let fixed = healed.clone();
+    actors.add(
+        Actor::new("test.flaky", move |_context, args: Value| {
+            let counter = counter.clone();
+            let fixed = fixed.clone();
+            async move {
+                let name = args["name"].as_str().unwrap().to_owned();
+                let failures = args["failures"].as_u64().unwrap() as u32;
+                let attempt = {
+                    let mut counter = counter.lock().unwrap();
+                    let entry = counter.entry(name).or_insert(0);
+                    *entry += 1;
+                    *entry
+                };
+                if attempt <= failures && !fixed.load(Ordering::SeqCst) {
+                    return Err(TaskError::Failed(format!("attempt {attempt} failed")));
+                }
+                Ok(None)
+            }
+        })
+        .retries(2),
+    );
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
+    let recovers = send(&app, "test.flaky", json!({"name": "recovers", "failures": 2})).await;
+    let gives_up = send(&app, "test.flaky", json!({"name": "gives-up", "failures": 10})).await;
+
+    let done = wait_for(&app, recovers, &["done"], Duration::from_secs(10)).await;
+    assert_eq!(done.retries, 2);
+    assert_eq!(done.aggregated_status, "error", "errors of earlier attempts count");
+    let rejected = wait_for(&app, gives_up, &["rejected"], Duration::from_secs(10)).await;
+    assert_eq!(rejected.retries, 2, "two retries after the first attempt");
+    assert_eq!(rejected.args, json!({"name": "gives-up", "failures": 10}), "arguments kept for a manual retry");
+    assert_eq!(attempts.lock().unwrap()["gives-up"], 3);
+
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let (_, shown) = json(app.get(&admin, &format!("/api/v3/tasks/tasks/{gives_up}/")).await).await;
+    assert!(!shown["previous_logs"].as_array().unwrap().is_empty());
+    assert!(shown["logs"].as_array().unwrap().iter().any(|l| l["log_level"] == "error" && l["event"] == "attempt 3 failed"));
+
+    assert_field_error(app.post(&admin, &format!("/api/v3/tasks/tasks/{recovers}/retry/"), json!({})).await, "non_field_errors").await;
+    assert_eq!(
+        app.post(&admin, &format!("/api/v3/tasks/tasks/{}/retry/", Uuid::new_v4()), json!({})).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    healed.store(true, Ordering::SeqCst);
+    let user = app.user_with("operator@example.com", &["authentik_tasks.retry_task"]).await;
+    let operator = app.sign_in(&user.email).await;
+    assert_eq!(app.post(&operator, &format!("/api/v3/tasks/tasks/{gives_up}/retry/"), json!({})).await.status(), StatusCode::NO_CONTENT);
+    let retried = wait_for(&app, gives_up, &["done"], Duration::from_secs(10)).await;
+    assert_eq!(retried.retries, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn tasks_over_their_time_limit_are_stopped() {
+    let mut actors = Registry::builtin();
+    actors.add(
+        Actor::new("test.slow", |_context, _args: Value| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(None)
+        })
+        .retries(0)
+        .time_limit(Duration::from_millis(200)),
+    );
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let started = Instant::now();
+    let id = send(&app, "test.slow", json!({})).await;
+    wait_for(&app, id, &["rejected"], Duration::from_secs(10)).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let logs = gatehouse::tasks::entities::task_log::Entity::find()
+        .filter(gatehouse::tasks::entities::task_log::Column::TaskId.eq(id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(logs.iter().any(|l| l.log_level == "error" && l.event.contains("time limit")));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn enqueue_is_part_of_the_callers_transaction_and_checks_its_input() {
+    let app = TestApp::spawn_with(fast).await;
+    let txn = app.state.db.begin().await.unwrap();
+    let request = Enqueue { actor: "gatehouse.noop".into(), args: json!({}), ..Default::default() };
+    let rolled_back = gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request.clone()).await.unwrap().message_id;
+    txn.rollback().await.unwrap();
+    assert!(task::Entity::find_by_id(rolled_back).one(&app.state.db).await.unwrap().is_none(), "a rolled-back task never existed");
+    let txn = app.state.db.begin().await.unwrap();
+    let committed = gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request).await.unwrap().message_id;
+    txn.commit().await.unwrap();
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    wait_for(&app, committed, &["done"], Duration::from_secs(10)).await;
+    worker.shutdown().await;
+
+    let unknown = Enqueue { actor: "no.such.actor".into(), args: json!({}), ..Default::default() };
+    let error = gatehouse::tasks::send(&app.state, app.state.tenant, unknown).await.unwrap_err();
+    assert!(format!("{error:?}").contains("actor_name"), "{error:?}");
+    let malformed = Enqueue { actor: "gatehouse.sleep".into(), args: json!({"seconds": "soon"}), ..Default::default() };
+    let error = gatehouse::tasks::send(&app.state, app.state.tenant, malformed).await.unwrap_err();
+    assert!(format!("{error:?}").contains("args"), "{error:?}");
+}
+
+#[tokio::test]
+async fn two_workers_never_run_a_task_twice() {
+    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let mut actors = Registry::builtin();
+    let counter = runs.clone();
+    actors.add(Actor::new("test.count", move |_context, args: Value| {
+        let counter = counter.clone();
+        async move {
+            *counter.lock().unwrap().entry(args["n"].as_u64().unwrap()).or_insert(0) += 1;
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    const TASKS: u64 = 600;
+    let txn = app.state.db.begin().await.unwrap();
+    for n in 0..TASKS {
+        let request = Enqueue { actor: "test.count".into(), args: json!({"n": n}), ..Default::default() };
+        gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    let first = gatehouse::tasks::worker::start(app.state.clone(), 4).await.unwrap();
+    let second = gatehouse::tasks::worker::start(app.state.clone(), 4).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = task::Entity::find().filter(task::Column::State.eq("done")).count(&app.state.db).await.unwrap();
+        if done == TASKS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {done} of {TASKS} done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len() as u64, TASKS, "every task ran");
+    assert!(runs.values().all(|count| *count == 1), "a task ran twice");
+    let workers: std::collections::HashSet<Option<Uuid>> =
+        task::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|t| t.worker_id).collect();
+    assert!(workers.len() >= 2, "both workers took part");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_returns_unfinished_tasks_to_the_queue() {
+    let app = TestApp::spawn_with(fast).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let id = send(&app, "gatehouse.sleep", json!({"seconds": 30})).await;
+    wait_for(&app, id, &["running"], Duration::from_secs(10)).await;
+    let worker_id = worker.worker_id;
+    let stopping = Instant::now();
+    worker.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(5), "the deadline bounds the shutdown");
+    let row = task_row(&app, id).await;
+    assert_eq!(row.state, "queued");
+    assert_eq!(row.worker_id, None);
+    assert!(gatehouse::tasks::entities::worker::Entity::find_by_id(worker_id).one(&app.state.db).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_loses_nothing() {
+    let app = TestApp::spawn_with(fast).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATEHOUSE_") {
+            child.env_remove(key);
+        }
+    }
+    let mut child = child
+        .arg("worker")
+        .env("GATEHOUSE_DATA_DIR", dir.path())
+        .env("GATEHOUSE_DATABASE__URL", app.state.config.database_url())
+        .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
+        .env("GATEHOUSE_TASKS__POLL_INTERVAL", "milliseconds=20")
+        .env("GATEHOUSE_TASKS__HEARTBEAT", "milliseconds=100")
+        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=1")
+        .env("GATEHOUSE_LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = send(&app, "gatehouse.sleep", json!({"seconds": 1.0})).await;
+    let claimed = wait_for(&app, id, &["running"], Duration::from_secs(20)).await;
+    assert_eq!(claimed.attempt, 1);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // A surviving worker notices the silence and runs the task again.
+    let survivor = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let done = wait_for(&app, id, &["done"], Duration::from_secs(20)).await;
+    assert_eq!(done.attempt, 2);
+    assert_eq!(done.worker_id, Some(survivor.worker_id));
+    let logs = gatehouse::tasks::entities::task_log::Entity::find()
+        .filter(gatehouse::tasks::entities::task_log::Column::TaskId.eq(id))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(logs.iter().any(|l| l.event.contains("returned to the queue")));
+    survivor.shutdown().await;
+}
+
+#[tokio::test]
+async fn schedules_are_sent_once_with_competing_schedulers() {
+    let runs = Arc::new(AtomicU32::new(0));
+    let mut actors = Registry::builtin();
+    let counter = runs.clone();
+    actors.add(Actor::new("test.tick", move |_context, _args: Value| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let schedule_id = Uuid::new_v4();
+    schedule::ActiveModel {
+        id: Set(schedule_id),
+        tenant_id: Set(app.state.tenant.0),
+        identifier: Set("tick".into()),
+        actor_name: Set("test.tick".into()),
+        args: Set(json!({})),
+        rel_obj_type: Set(None),
+        rel_obj_id: Set(None),
+        crontab: Set("0 0 1 1 *".into()),
+        paused: Set(false),
+        next_run: Set(chrono::Utc::now() - chrono::TimeDelta::seconds(5)),
+        description: Set(None),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    let first = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
+    let second = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    first.shutdown().await;
+    second.shutdown().await;
+    let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).count(&app.state.db).await.unwrap();
+    assert_eq!(sent, 1, "one occurrence, one task");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let row = schedule::Entity::find_by_id(schedule_id).one(&app.state.db).await.unwrap().unwrap();
+    assert!(row.next_run > chrono::Utc::now(), "next_run moved to the next occurrence");
+
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let (_, list) = json(app.get(&admin, "/api/v3/tasks/schedules/").await).await;
+    let identifiers: Vec<&str> = list["results"].as_array().unwrap().iter().map(|s| s["identifier"].as_str().unwrap()).collect();
+    for builtin in ["purge-expired", "purge-finished-tasks", "clean-workers", "tick"] {
+        assert!(identifiers.contains(&builtin), "{identifiers:?}");
+    }
+    let path = format!("/api/v3/tasks/schedules/{schedule_id}/");
+    let (_, shown) = json(app.get(&admin, &path).await).await;
+    assert_eq!(shown["last_task_status"], "done");
+    assert_eq!(shown["uid"], "test.tick:tick");
+    assert_field_error(app.patch(&admin, &path, json!({"crontab": "every day"})).await, "crontab").await;
+    assert_field_error(app.put(&admin, &path, json!({"paused": true})).await, "crontab").await;
+    let (status, patched) = json(app.patch(&admin, &path, json!({"crontab": "*/10 * * * *", "paused": true})).await).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["paused"], true);
+    assert_eq!(app.post(&admin, &format!("{path}send/"), json!({})).await.status(), StatusCode::NO_CONTENT);
+    let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).count(&app.state.db).await.unwrap();
+    assert_eq!(sent, 2, "send/ sends at once");
+    app.user("plain@example.com", |_| {}).await;
+    let plain = app.sign_in("plain@example.com").await;
+    assert_forbidden(app.get(&plain, "/api/v3/tasks/schedules/").await).await;
+    assert_forbidden(app.post(&plain, &format!("{path}send/"), json!({})).await).await;
+}
+
+#[tokio::test]
+async fn a_schedule_is_not_sent_again_while_its_task_is_pending() {
+    let app = TestApp::spawn_with(fast).await;
+    let schedule_id = Uuid::new_v4();
+    schedule::ActiveModel {
+        id: Set(schedule_id),
+        tenant_id: Set(app.state.tenant.0),
+        identifier: Set("slow".into()),
+        actor_name: Set("gatehouse.sleep".into()),
+        args: Set(json!({"seconds": 30})),
+        rel_obj_type: Set(None),
+        rel_obj_id: Set(None),
+        crontab: Set("* * * * * *".into()),
+        paused: Set(false),
+        next_run: Set(chrono::Utc::now() - chrono::TimeDelta::seconds(1)),
+        description: Set(None),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    // No worker runs the task, so it stays queued while the scheduler keeps ticking.
+    for _ in 0..3 {
+        gatehouse::tasks::schedules::send_due(&app.state).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).count(&app.state.db).await.unwrap();
+    assert_eq!(sent, 1);
+}
