@@ -6,10 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use gatehouse_types::{Email, PhoneNumber};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, Set,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -267,7 +264,7 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
         _ => None,
     };
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let email_key = new.email.as_ref().map(Email::normalized);
     check_user_unique(&txn, tenant, email_key.as_deref(), Some(&username.to_lowercase()), None, &mut errors).await?;
     check_groups_exist(&txn, tenant, "groups", &new.groups, &mut errors).await?;
@@ -389,7 +386,7 @@ pub async fn superuser_exists(db: &impl ConnectionTrait, tenant: TenantId) -> Re
 /// Applies changes to a user, ends its sessions when it is disabled, records `model_updated`.
 pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: UserChanges) -> Result<user::Model> {
     let tenant = state.tenant;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let mut errors = FieldErrors::new();
     let email_key = changes.email.as_ref().map(|e| e.as_ref().map(Email::normalized));
@@ -470,7 +467,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
 
 /// Deletes a user (its sessions, memberships and permissions go with it) and records it.
 pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
@@ -490,7 +487,7 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
         return Err(Error::Validation(errors));
     }
     let hash = password::hash_blocking(password).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let now = Utc::now();
     let mut model = user.clone().into_active_model();
     model.password = Set(Some(hash));
@@ -843,7 +840,7 @@ async fn replace_group_relations(
 /// Creates a group with its parents, members and permissions.
 pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     let tenant = state.tenant;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let mut errors = FieldErrors::new();
     check_group_name_unique(&txn, tenant, &new.name, None, &mut errors).await?;
     check_groups_exist(&txn, tenant, "parents", &new.parents, &mut errors).await?;
@@ -876,7 +873,7 @@ pub async fn find_group(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -
 /// Applies changes to a group.
 pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: GroupChanges) -> Result<group::Model> {
     let tenant = state.tenant;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let before = find_group(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let mut errors = FieldErrors::new();
     if let Some(name) = &changes.name {
@@ -911,7 +908,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
 
 /// Deletes a group.
 pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let group = find_group(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     group::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&group_ref(&group))).await?;
@@ -922,7 +919,7 @@ pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<(
 /// Adds or removes one member; `NotFound` when the user does not exist.
 pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, user_id: i64, add: bool) -> Result<()> {
     let tenant = state.tenant;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let group = find_group(&txn, tenant, group_id).await?.ok_or(Error::NotFound)?;
     let user = find_user(&txn, tenant, user_id).await?.ok_or(Error::NotFound)?;
     let existing = group_member::Entity::find_by_id((group_id, user_id)).one(&txn).await?;

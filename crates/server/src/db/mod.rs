@@ -60,6 +60,16 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
     }
 }
 
+/// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: a deferred
+/// transaction that reads first and writes later cannot wait for the write lock (SQLite refuses
+/// the upgrade at once when another connection wrote meanwhile), while an immediate one waits
+/// for the lock under the busy timeout. PostgreSQL ignores the mode.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() })
+        .await
+}
+
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     migrations::Migrator::up(db, None).await

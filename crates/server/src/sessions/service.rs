@@ -1,7 +1,7 @@
 //! Signing in and out, and the session check on every cookie-authenticated request.
 
 use chrono::{TimeDelta, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -203,7 +203,7 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             user
         }
         (candidate, _) => {
-            let txn = state.db.begin().await?;
+            let txn = crate::db::begin_write(&state.db).await?;
             throttle::record_failure(&txn, tenant, &account_bucket, now).await?;
             if let Some(bucket) = &ip_bucket {
                 throttle::record_failure(&txn, tenant, bucket, now).await?;
@@ -228,7 +228,7 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
     }
     update.last_login = Set(Some(now));
     // One transaction, one commit: the sign-in is cheap besides the hash, and all or nothing.
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let user = update.update(&txn).await?;
     if counted.contains(&account_bucket) {
         throttle::clear(&txn, tenant, &account_bucket).await?;
@@ -247,7 +247,7 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
 
 /// Ends one session and records the sign-out.
 pub async fn sign_out(state: &AppState, current: &session::Model, user: &user::Model, client: &ClientInfo) -> Result<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     session::Entity::delete_by_id(current.id).exec(&txn).await?;
     events::service::record(&txn, state, EventRecord::new(Action::Logout).by(user).from_client(client)).await?;
     commit_invalidating(state, txn).await?;
@@ -267,7 +267,7 @@ pub async fn list_for_user(state: &AppState, tenant: TenantId, user_id: i64) -> 
 
 /// Ends one of a user's sessions; `false` when there was no such session.
 pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id: Uuid) -> Result<bool> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let result = session::Entity::delete_many()
         .filter(session::Column::TenantId.eq(tenant.0))
         .filter(session::Column::UserId.eq(user_id))
@@ -293,7 +293,7 @@ pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, us
 
 /// Ends every session of a user but `keep`; returns how many ended.
 pub async fn revoke_others(state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let ended = revoke_all(&txn, state.tenant, user_id, keep).await?;
     commit_invalidating(state, txn).await?;
     Ok(ended)

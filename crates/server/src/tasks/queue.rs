@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set, Statement, TransactionTrait,
-    Value as DbValue,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set, Statement, Value as DbValue,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -93,7 +92,7 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
 
 /// Queues a task in its own transaction.
 pub async fn send(state: &AppState, tenant: TenantId, request: Enqueue) -> Result<task::Model> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let task = enqueue(&txn, state, tenant, request).await?;
     txn.commit().await?;
     Ok(task)
@@ -186,7 +185,7 @@ pub async fn aggregate(db: &impl ConnectionTrait, task_id: Uuid) -> Result<Strin
 
 /// Records success; `false` when the claim was lost.
 pub async fn finish(state: &AppState, task: &task::Model, result: Option<Value>, result_ttl: Option<Duration>) -> Result<bool> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let tenant = TenantId(task.tenant_id);
     write_log(&txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task finished processing without errors", json!({})).await?;
     let aggregated = aggregate(&txn, task.message_id).await?;
@@ -225,7 +224,7 @@ pub fn backoff(base: Duration, max: Duration, retries: u32) -> Duration {
 /// backoff (earlier logs marked previous) or, when retries are used up or the error is fatal,
 /// rejects it, keeping its arguments for a manual retry.
 pub async fn fail(state: &AppState, task: &task::Model, error: &str, retryable: bool, max_retries: u32) -> Result<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let tenant = TenantId(task.tenant_id);
     write_log(&txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
     let now = Utc::now();
@@ -271,7 +270,7 @@ async fn mark_logs_previous(db: &impl ConnectionTrait, task_id: Uuid) -> Result<
 
 /// Retries a rejected task by hand: same row, retries reset, earlier logs marked previous.
 pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid) -> Result<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let task = task::Entity::find_by_id(message_id).filter(task::Column::TenantId.eq(tenant.0)).one(&txn).await?.ok_or(Error::NotFound)?;
     if task.state != states::REJECTED {
         return Err(Error::field(crate::error::NON_FIELD_ERRORS, "Only a rejected task can be retried."));
@@ -313,7 +312,7 @@ pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
         .await?;
     let mut rescued = 0;
     for task in held {
-        let txn = state.db.begin().await?;
+        let txn = crate::db::begin_write(&state.db).await?;
         let updated = task::Entity::update_many()
             .col_expr(task::Column::State, Expr::val(states::QUEUED))
             .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -88,7 +88,7 @@ pub async fn send_due(state: &AppState) -> Result<u32> {
     let mut sent = 0;
     for item in due {
         let Ok(cron) = parse_crontab(&item.crontab) else { continue };
-        let txn = state.db.begin().await?;
+        let txn = crate::db::begin_write(&state.db).await?;
         let next = next_after(&cron, std::cmp::max(item.next_run, now))?;
         let advanced = schedule::Entity::update_many()
             .col_expr(schedule::Column::NextRun, Expr::val(next))

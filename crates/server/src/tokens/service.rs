@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter,
-    Set, TransactionTrait,
+    Set,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -181,7 +181,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
     let tenant = state.tenant;
     let mut errors = FieldErrors::new();
     let expires = resolve_expiry(state, new.expiring, new.expires, &mut errors);
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     // Writing the owner's row first serialises concurrent creations for that user on both
     // databases (a row lock on PostgreSQL, the write lock on SQLite), so the count below cannot
     // race with another insert.
@@ -375,7 +375,7 @@ pub async fn tags_of(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -
 /// Applies changes, and drops cached key checks everywhere.
 pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, changes: TokenChanges) -> Result<token::Model> {
     let mut errors = FieldErrors::new();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     if let Some(identifier) = &changes.identifier
         && identifier != &before.identifier
         && find(&txn, state.tenant, identifier).await?.is_some()
@@ -420,7 +420,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
 
 /// Deletes a token; its key stops working at once.
 pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Result<()> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     token::Entity::delete_by_id(token.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&token_ref(token))).await?;
     crate::sessions::service::commit_invalidating(state, txn).await?;
@@ -446,7 +446,7 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
         None => SecretKey::generate(intent.key_kind()),
     };
     let digest = key_digest(&state.secret, key.expose());
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let clash =
         token::Entity::find().filter(token::Column::KeyDigest.eq(digest.clone())).filter(token::Column::Id.ne(token.id)).one(&txn).await?;
     if clash.is_some() {

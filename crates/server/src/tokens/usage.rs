@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 use super::entities::token;
 
@@ -34,7 +34,7 @@ impl UsageRecorder {
         if batch.is_empty() {
             return Ok(0);
         }
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
         for (id, at) in &batch {
             token::Entity::update_many()
                 .col_expr(token::Column::LastUsedAt, Expr::val(*at))

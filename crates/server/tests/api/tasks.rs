@@ -10,7 +10,7 @@ use gatehouse::config::Config;
 use gatehouse::tasks::entities::{schedule, task};
 use gatehouse::tasks::{Actor, Enqueue, Registry, TaskError};
 use reqwest::StatusCode;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -226,12 +226,12 @@ async fn tasks_over_their_time_limit_are_stopped() {
 #[tokio::test]
 async fn enqueue_is_part_of_the_callers_transaction_and_checks_its_input() {
     let app = TestApp::spawn_with(fast).await;
-    let txn = app.state.db.begin().await.unwrap();
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
     let request = Enqueue { actor: "gatehouse.noop".into(), args: json!({}), ..Default::default() };
     let rolled_back = gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request.clone()).await.unwrap().message_id;
     txn.rollback().await.unwrap();
     assert!(task::Entity::find_by_id(rolled_back).one(&app.state.db).await.unwrap().is_none(), "a rolled-back task never existed");
-    let txn = app.state.db.begin().await.unwrap();
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
     let committed = gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request).await.unwrap().message_id;
     txn.commit().await.unwrap();
     let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
@@ -260,7 +260,7 @@ async fn two_workers_never_run_a_task_twice() {
     }));
     let app = TestApp::spawn_with_actors(fast, actors).await;
     const TASKS: u64 = 600;
-    let txn = app.state.db.begin().await.unwrap();
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
     for n in 0..TASKS {
         let request = Enqueue { actor: "test.count".into(), args: json!({"n": n}), ..Default::default() };
         gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request).await.unwrap();
@@ -279,9 +279,11 @@ async fn two_workers_never_run_a_task_twice() {
     }
     first.shutdown().await;
     second.shutdown().await;
-    let runs = runs.lock().unwrap();
-    assert_eq!(runs.len() as u64, TASKS, "every task ran");
-    assert!(runs.values().all(|count| *count == 1), "a task ran twice");
+    {
+        let runs = runs.lock().unwrap();
+        assert_eq!(runs.len() as u64, TASKS, "every task ran");
+        assert!(runs.values().all(|count| *count == 1), "a task ran twice");
+    }
     let workers: std::collections::HashSet<Option<Uuid>> =
         task::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|t| t.worker_id).collect();
     assert!(workers.len() >= 2, "both workers took part");

@@ -102,10 +102,8 @@ async fn keys_switched_off_rotated_expired_or_deleted_stop_working_at_once() {
     assert_eq!(me_with(&app, &rotated).await, StatusCode::OK);
 
     let supplied = SecretKey::generate(KeyKind::Api);
-    assert_eq!(
-        app.post(&staff, "/api/v3/core/tokens/k1/set_key/", json!({"key": supplied.expose()})).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    let (status, body) = json(app.post(&staff, "/api/v3/core/tokens/k1/set_key/", json!({"key": supplied.expose()})).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(me_with(&app, &rotated).await, StatusCode::UNAUTHORIZED);
     assert_eq!(me_with(&app, supplied.expose()).await, StatusCode::OK);
     for bad in
@@ -383,4 +381,25 @@ async fn service_accounts_get_an_app_password() {
     app.user("plain@example.com", |_| {}).await;
     let plain = app.sign_in("plain@example.com").await;
     assert_forbidden(app.post(&plain, "/api/v3/core/users/service_account/", json!({"name": "sneaky"})).await).await;
+}
+
+/// Concurrent changes must queue for the database, never fail: on SQLite a transaction that
+/// reads before it writes has to take the write lock up front.
+#[tokio::test]
+async fn concurrent_changes_all_succeed() {
+    let (app, staff) = staff_app().await;
+    for i in 0..4 {
+        app.create_key(&staff, json!({"identifier": format!("busy-{i}")})).await;
+    }
+    let changes = (0..40).map(|n| {
+        let app = &app;
+        let staff = &staff;
+        async move {
+            // Rotation reads (is the new key taken?) before it writes.
+            let path = format!("/api/v3/core/tokens/busy-{}/rotate/", n % 4);
+            app.post(staff, &path, json!({})).await.status()
+        }
+    });
+    let statuses = futures_util::future::join_all(changes).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::NO_CONTENT), "{statuses:?}");
 }
