@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -122,7 +121,6 @@ impl Server {
         let state = self.state;
         let grace = state.config.server.shutdown_grace.to_std();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let maintenance = tokio::spawn(maintenance_loop(state.clone(), stop_rx.clone()));
         if let Some(listener) = self.metrics_listener {
             let app = crate::ops::metrics_router(state.clone());
             let mut stop = stop_rx.clone();
@@ -151,38 +149,11 @@ impl Server {
             Ok(Err(join_error)) => tracing::error!(%join_error, "server task failed"),
             Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
         }
-        maintenance.abort();
         if let Err(error) = state.token_usage.flush(&state.db).await {
             tracing::warn!(%error, "could not record key uses at shutdown");
         }
         let _ = state.db.clone().close().await;
         Ok(())
-    }
-}
-
-/// Hourly clean-up of expired sessions and events.
-async fn maintenance_loop(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.changed() => return,
-        }
-        match crate::sessions::service::purge_expired(&state.db).await {
-            Ok(count) if count > 0 => tracing::info!(count, "expired sessions removed"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "could not remove expired sessions"),
-        }
-        match crate::tokens::service::purge_expired(&state.db).await {
-            Ok(count) if count > 0 => tracing::info!(count, "expired single-use tokens removed"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "could not remove expired tokens"),
-        }
-        match crate::events::service::purge_expired(&state.db).await {
-            Ok(count) if count > 0 => tracing::info!(count, "expired events removed"),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "could not remove expired events"),
-        }
     }
 }
 

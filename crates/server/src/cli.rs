@@ -67,6 +67,19 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Measure the task queue on the configured database: enqueue rate, drain rate with
+    /// in-process workers, and enqueue-to-start latency on an idle queue.
+    BenchTasks {
+        /// No-op tasks to enqueue and drain.
+        #[arg(long, default_value_t = 5000)]
+        count: u64,
+        /// Workers (each with its own claim loop).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Tasks each worker runs at a time.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -207,6 +220,13 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
             let rate = bench_hash(Duration::from_secs(seconds), threads);
             println!("argon2id (m=19456,t=2,p=1): {rate:.1} hashes/s on {threads} threads");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchTasks { count, workers, concurrency } => {
+            let mut config = config;
+            config.tasks.poll_interval = gatehouse_types::DurationString::parse("milliseconds=50").map_err(|e| e.to_string())?;
+            let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+            crate::tasks::bench::run(&state, count, workers, concurrency).await.map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { .. } => Ok(ExitCode::SUCCESS),

@@ -4,6 +4,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod bench;
 pub mod builtin;
 pub mod entities;
 pub mod handlers;

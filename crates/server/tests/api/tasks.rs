@@ -440,3 +440,31 @@ async fn a_schedule_is_not_sent_again_while_its_task_is_pending() {
     let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).count(&app.state.db).await.unwrap();
     assert_eq!(sent, 1);
 }
+
+#[tokio::test]
+async fn tasks_that_cannot_run_are_rejected_once_with_the_reason() {
+    let app = TestApp::spawn_with(fast).await;
+    // Rows as an older release might have left them: arguments that no longer decode, and an
+    // actor that no longer exists.
+    let undecodable = send(&app, "gatehouse.sleep", json!({"seconds": 0})).await;
+    let mut row: task::ActiveModel = task_row(&app, undecodable).await.into();
+    row.args = Set(json!({"minutes": 1}));
+    row.update(&app.state.db).await.unwrap();
+    let vanished = send(&app, "gatehouse.noop", json!({})).await;
+    let mut row: task::ActiveModel = task_row(&app, vanished).await.into();
+    row.actor_name = Set("gatehouse.retired".into());
+    row.update(&app.state.db).await.unwrap();
+
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
+    for (id, reason) in [(undecodable, "arguments do not decode"), (vanished, "Unknown actor")] {
+        let rejected = wait_for(&app, id, &["rejected"], Duration::from_secs(10)).await;
+        assert_eq!(rejected.retries, 0, "never retried");
+        let logs = gatehouse::tasks::entities::task_log::Entity::find()
+            .filter(gatehouse::tasks::entities::task_log::Column::TaskId.eq(id))
+            .all(&app.state.db)
+            .await
+            .unwrap();
+        assert!(logs.iter().any(|l| l.log_level == "error" && l.event.contains(reason)), "{reason}");
+    }
+    worker.shutdown().await;
+}
