@@ -156,6 +156,8 @@ pub struct TaskContext {
     pub message_id: Uuid,
     pub tenant: TenantId,
     pub actor_name: String,
+    /// The worst level this attempt logged: 0 none, 1 info, 2 warning, 3 error.
+    pub worst_level: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// Attribute names whose values are masked in task logs.
@@ -178,6 +180,13 @@ fn mask(attributes: Value) -> Value {
 impl TaskContext {
     /// Writes a log entry of the running task, secrets masked.
     pub async fn log(&self, level: &str, event: &str, attributes: Value) -> Result<(), TaskError> {
+        let rank = match level {
+            "error" | "critical" | "exception" => 3,
+            "warning" | "warn" => 2,
+            "info" => 1,
+            _ => 0,
+        };
+        self.worst_level.fetch_max(rank, std::sync::atomic::Ordering::Relaxed);
         super::queue::write_log(&self.state.db, self.tenant, self.message_id, level, &self.actor_name, event, mask(attributes))
             .await
             .map_err(TaskError::from)

@@ -124,37 +124,130 @@ pub async fn write_log(
     Ok(())
 }
 
-/// Claims up to `limit` due tasks for `worker`, atomically: on PostgreSQL with
-/// `FOR UPDATE SKIP LOCKED`, on SQLite in one statement under the database's single writer.
+/// Claims up to `limit` due tasks for `worker` and marks them running, atomically: on
+/// PostgreSQL with `FOR UPDATE SKIP LOCKED`, on SQLite in one statement under the database's
+/// single writer. Claiming is starting: the claimed tasks get their "being processed" entry in
+/// the same transaction.
 pub async fn claim(state: &AppState, worker: Uuid, limit: u64) -> Result<Vec<task::Model>> {
     let backend = state.db.get_database_backend();
     let now = Utc::now();
     let sql = match backend {
         DbBackend::Postgres => {
-            "UPDATE tasks SET state = 'consumed', aggregated_status = 'consumed', worker_id = $1, attempt = attempt + 1, mtime = $2 \
+            "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = $1, attempt = attempt + 1, mtime = $2 \
              WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND (eta IS NULL OR eta <= $2) \
              ORDER BY COALESCE(eta, created) LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
         }
         _ => {
-            "UPDATE tasks SET state = 'consumed', aggregated_status = 'consumed', worker_id = ?1, attempt = attempt + 1, mtime = ?2 \
+            "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = ?1, attempt = attempt + 1, mtime = ?2 \
              WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND (eta IS NULL OR eta <= ?2) \
              ORDER BY COALESCE(eta, created) LIMIT ?3) RETURNING *"
         }
     };
     let values: Vec<DbValue> = vec![worker.into(), now.into(), (limit as i64).into()];
-    let statement = Statement::from_sql_and_values(backend, sql, values);
-    Ok(task::Model::find_by_statement(statement).all(&state.db).await?)
+    let txn = crate::db::begin_write(&state.db).await?;
+    let claimed = task::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&txn).await?;
+    if !claimed.is_empty() {
+        let logs = claimed.iter().map(|t| lifecycle_log(t, "info", "Task is being processed", json!({"attempt": t.attempt})));
+        task_log::Entity::insert_many(logs).exec_without_returning(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(claimed)
 }
 
-/// Moves a claimed task to `running`; `false` when the claim was lost (rescued meanwhile).
-pub async fn start(state: &AppState, task: &task::Model) -> Result<bool> {
-    let updated = guarded(task)
-        .col_expr(task::Column::State, Expr::val(states::RUNNING))
-        .col_expr(task::Column::AggregatedStatus, Expr::val(states::RUNNING))
-        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
-        .exec(&state.db)
-        .await?;
-    Ok(updated.rows_affected == 1)
+fn lifecycle_log(task: &task::Model, level: &str, event: &str, attributes: Value) -> task_log::ActiveModel {
+    task_log::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        task_id: Set(task.message_id),
+        tenant_id: Set(task.tenant_id),
+        event: Set(event.to_owned()),
+        log_level: Set(level.to_owned()),
+        logger: Set(LIFECYCLE_LOGGER.to_owned()),
+        timestamp: Set(Utc::now()),
+        attributes: Set(attributes),
+        previous: Set(false),
+    }
+}
+
+/// How a run ended, as the worker hands it over for recording.
+pub struct Outcome {
+    pub task: task::Model,
+    pub result: std::result::Result<Option<Value>, super::actors::TaskError>,
+    pub result_ttl: Option<Duration>,
+    pub max_retries: u32,
+    /// The worst level the run logged itself (see `TaskContext::worst_level`).
+    pub worst_own_level: u8,
+}
+
+/// Records the outcomes of several runs in one transaction: far fewer commits when many tasks
+/// finish together, the same result when one does.
+pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> Result<()> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let txn = crate::db::begin_write(&state.db).await?;
+    let now = Utc::now();
+    let (succeeded, failed): (Vec<Outcome>, Vec<Outcome>) = outcomes.into_iter().partition(|o| o.result.is_ok());
+    if !succeeded.is_empty() {
+        let logs = succeeded.iter().map(|o| lifecycle_log(&o.task, "info", "Task finished processing without errors", json!({})));
+        task_log::Entity::insert_many(logs).exec_without_returning(&txn).await?;
+    }
+    // Plain successes of a first attempt are grouped by their aggregated status and finished
+    // with one update per group; anything else is finished row by row.
+    let mut groups: std::collections::BTreeMap<String, Vec<Uuid>> = std::collections::BTreeMap::new();
+    for outcome in succeeded {
+        let aggregated = if outcome.task.retries == 0 && outcome.task.attempt == 1 {
+            match outcome.worst_own_level {
+                3 => "error",
+                2 => "warning",
+                1 => "info",
+                _ => states::DONE,
+            }
+            .to_owned()
+        } else {
+            aggregate(&txn, outcome.task.message_id).await?
+        };
+        let result = outcome.result.ok().flatten();
+        match (result, outcome.result_ttl) {
+            (Some(result), Some(ttl)) => {
+                let expiry = now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
+                guarded(&outcome.task)
+                    .col_expr(task::Column::State, Expr::val(states::DONE))
+                    .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
+                    .col_expr(task::Column::Mtime, Expr::val(now))
+                    .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+                    .col_expr(task::Column::Result, Expr::val(Some(result)))
+                    .col_expr(task::Column::ResultExpiry, Expr::val(Some(expiry)))
+                    .exec(&txn)
+                    .await?;
+            }
+            _ => groups.entry(aggregated).or_default().push(outcome.task.message_id),
+        }
+    }
+    for (aggregated, ids) in groups {
+        // Still this worker's running attempt: a rescued task is queued or someone else's.
+        task::Entity::update_many()
+            .col_expr(task::Column::State, Expr::val(states::DONE))
+            .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
+            .col_expr(task::Column::Mtime, Expr::val(now))
+            .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+            .col_expr(task::Column::Result, Expr::val(Option::<Value>::None))
+            .col_expr(task::Column::ResultExpiry, Expr::val(Option::<DateTime<Utc>>::None))
+            .filter(task::Column::MessageId.is_in(ids))
+            .filter(task::Column::WorkerId.eq(worker))
+            .filter(task::Column::State.eq(states::RUNNING))
+            .exec(&txn)
+            .await?;
+    }
+    for outcome in failed {
+        let (message, retryable) = match &outcome.result {
+            Err(super::actors::TaskError::Failed(message)) => (message.clone(), true),
+            Err(super::actors::TaskError::Fatal(message)) => (message.clone(), false),
+            Ok(_) => continue,
+        };
+        fail_in(&txn, state, &outcome.task, &message, retryable, outcome.max_retries).await?;
+    }
+    txn.commit().await?;
+    Ok(())
 }
 
 /// An update of the attempt `task` was claimed for, and of nothing else.
@@ -183,34 +276,6 @@ pub async fn aggregate(db: &impl ConnectionTrait, task_id: Uuid) -> Result<Strin
     .to_owned())
 }
 
-/// Records success; `false` when the claim was lost.
-pub async fn finish(state: &AppState, task: &task::Model, result: Option<Value>, result_ttl: Option<Duration>) -> Result<bool> {
-    let txn = crate::db::begin_write(&state.db).await?;
-    let tenant = TenantId(task.tenant_id);
-    write_log(&txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task finished processing without errors", json!({})).await?;
-    let aggregated = aggregate(&txn, task.message_id).await?;
-    let now = Utc::now();
-    let (result, expiry) = match (result, result_ttl) {
-        (Some(result), Some(ttl)) => (Some(result), Some(now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX))),
-        _ => (None, None),
-    };
-    let updated = guarded(task)
-        .col_expr(task::Column::State, Expr::val(states::DONE))
-        .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
-        .col_expr(task::Column::Mtime, Expr::val(now))
-        .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
-        .col_expr(task::Column::Result, Expr::val(result))
-        .col_expr(task::Column::ResultExpiry, Expr::val(expiry))
-        .exec(&txn)
-        .await?;
-    if updated.rows_affected != 1 {
-        txn.rollback().await?;
-        return Ok(false);
-    }
-    txn.commit().await?;
-    Ok(true)
-}
-
 /// The backoff before retry `retries` (0-based): min(base * 2^retries, max), jittered to
 /// [b/2, b].
 pub fn backoff(base: Duration, max: Duration, retries: u32) -> Duration {
@@ -225,8 +290,22 @@ pub fn backoff(base: Duration, max: Duration, retries: u32) -> Duration {
 /// rejects it, keeping its arguments for a manual retry.
 pub async fn fail(state: &AppState, task: &task::Model, error: &str, retryable: bool, max_retries: u32) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
+    fail_in(&txn, state, task, error, retryable, max_retries).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// [`fail`] on the caller's transaction.
+async fn fail_in(
+    txn: &sea_orm::DatabaseTransaction,
+    state: &AppState,
+    task: &task::Model,
+    error: &str,
+    retryable: bool,
+    max_retries: u32,
+) -> Result<()> {
     let tenant = TenantId(task.tenant_id);
-    write_log(&txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
+    write_log(txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
     let now = Utc::now();
     let retry = retryable && u32::try_from(task.retries).unwrap_or(u32::MAX) < max_retries;
     let update = if retry {
@@ -246,16 +325,14 @@ pub async fn fail(state: &AppState, task: &task::Model, error: &str, retryable: 
             .col_expr(task::Column::AggregatedStatus, Expr::val(states::REJECTED))
             .col_expr(task::Column::Mtime, Expr::val(now))
     };
-    if update.exec(&txn).await?.rows_affected != 1 {
-        txn.rollback().await?;
+    if update.exec(txn).await?.rows_affected != 1 {
         return Ok(());
     }
     if retry {
-        mark_logs_previous(&txn, task.message_id).await?;
-        write_log(&txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"retries": task.retries + 1}))
+        mark_logs_previous(txn, task.message_id).await?;
+        write_log(txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"retries": task.retries + 1}))
             .await?;
     }
-    txn.commit().await?;
     Ok(())
 }
 

@@ -86,7 +86,7 @@ fn spawn_listener(state: &AppState, wake: Arc<Notify>, mut stopped: watch::Recei
 
 async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     let config = state.config.tasks.clone();
-    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut in_flight: JoinSet<Option<queue::Outcome>> = JoinSet::new();
     let mut heartbeat = tokio::time::interval(config.heartbeat.to_std());
     let mut poll = tokio::time::interval(config.poll_interval.to_std());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,7 +112,9 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
         tokio::select! {
             _ = wake.notified(), if in_flight.len() < concurrency => {}
             _ = poll.tick() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await;
+            }
             _ = heartbeat.tick() => housekeeping(&state, worker_id).await,
             _ = stopped.changed() => {}
         }
@@ -122,7 +124,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
     tokio::pin!(deadline);
     while !in_flight.is_empty() {
         tokio::select! {
-            _ = in_flight.join_next() => {}
+            Some(joined) = in_flight.join_next() => record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await,
             _ = &mut deadline => {
                 in_flight.abort_all();
                 while in_flight.join_next().await.is_some() {}
@@ -160,38 +162,24 @@ async fn housekeeping(state: &AppState, worker_id: Uuid) {
     }
 }
 
-/// Runs one claimed task to its end.
-async fn execute(state: AppState, task: task::Model) {
+/// Runs one claimed (already running) task and returns its outcome for recording.
+async fn execute(state: AppState, task: task::Model) -> Option<queue::Outcome> {
     let tenant = TenantId(task.tenant_id);
     let Some(actor) = state.actors.get(&task.actor_name).cloned() else {
         let message = format!("Unknown actor '{}'", task.actor_name);
-        if let Err(error) = queue::fail(&state, &task, &message, false, 0).await {
-            tracing::warn!(%error, "could not reject a task");
-        }
-        return;
+        return Some(queue::Outcome { task, result: Err(TaskError::Fatal(message)), result_ttl: None, max_retries: 0, worst_own_level: 0 });
     };
-    match queue::start(&state, &task).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(error) => {
-            tracing::warn!(%error, "could not start a task");
-            return;
-        }
-    }
-    let _ = queue::write_log(
-        &state.db,
+    let worst_level = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let context = TaskContext {
+        state: state.clone(),
+        message_id: task.message_id,
         tenant,
-        task.message_id,
-        "info",
-        queue::LIFECYCLE_LOGGER,
-        "Task is being processed",
-        serde_json::json!({}),
-    )
-    .await;
-    let context = TaskContext { state: state.clone(), message_id: task.message_id, tenant, actor_name: actor.name.clone() };
+        actor_name: actor.name.clone(),
+        worst_level: worst_level.clone(),
+    };
     let run = tokio::spawn(actor.run(context, task.args.clone()));
     let abort = run.abort_handle();
-    let outcome = match tokio::time::timeout(actor.time_limit, run).await {
+    let result = match tokio::time::timeout(actor.time_limit, run).await {
         Ok(Ok(result)) => result,
         Ok(Err(join_error)) => Err(TaskError::Failed(format!("the task panicked: {join_error}"))),
         Err(_) => {
@@ -199,12 +187,24 @@ async fn execute(state: AppState, task: task::Model) {
             Err(TaskError::Failed(format!("time limit of {} s exceeded", actor.time_limit.as_secs_f64())))
         }
     };
-    let recorded = match outcome {
-        Ok(result) => queue::finish(&state, &task, result, actor.result_ttl).await.map(|_| ()),
-        Err(TaskError::Failed(message)) => queue::fail(&state, &task, &message, true, actor.max_retries).await,
-        Err(TaskError::Fatal(message)) => queue::fail(&state, &task, &message, false, actor.max_retries).await,
-    };
-    if let Err(error) = recorded {
-        tracing::warn!(%error, message_id = %task.message_id, "could not record a task's outcome");
+    Some(queue::Outcome {
+        task,
+        result,
+        result_ttl: actor.result_ttl,
+        max_retries: actor.max_retries,
+        worst_own_level: worst_level.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// Records every outcome that is ready, in one transaction.
+async fn record_ready(state: &AppState, worker_id: Uuid, first: Option<queue::Outcome>, in_flight: &mut JoinSet<Option<queue::Outcome>>) {
+    let mut outcomes: Vec<queue::Outcome> = first.into_iter().collect();
+    while let Some(joined) = in_flight.try_join_next() {
+        if let Ok(Some(outcome)) = joined {
+            outcomes.push(outcome);
+        }
+    }
+    if let Err(error) = queue::record(state, worker_id, outcomes).await {
+        tracing::warn!(%error, "could not record task outcomes");
     }
 }
