@@ -423,6 +423,7 @@ impl MigrationTrait for Tasks {
                     .col(timestamp_with_time_zone("created"))
                     .col(integer("retries"))
                     .col(timestamp_with_time_zone_null("eta"))
+                    .col(timestamp_with_time_zone("due"))
                     .col(json_binary_null("result"))
                     .col(timestamp_with_time_zone_null("result_expiry"))
                     .col(string_len_null("rel_obj_type", 100))
@@ -434,7 +435,7 @@ impl MigrationTrait for Tasks {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("tasks", "ix_tasks_claim", &["state", "queue_name", "eta"], false)).await?;
+        manager.create_index(index("tasks", "ix_tasks_claim", &["state", "due"], false)).await?;
         manager.create_index(index("tasks", "ix_tasks_tenant_mtime", &["tenant_id", "mtime"], false)).await?;
         manager.create_index(index("tasks", "ix_tasks_worker", &["worker_id", "state"], false)).await?;
         manager.create_index(index("tasks", "ix_tasks_rel_obj", &["rel_obj_type", "rel_obj_id"], false)).await?;

@@ -20,6 +20,8 @@ pub mod task {
         pub created: DateTimeUtc,
         pub retries: i32,
         pub eta: Option<DateTimeUtc>,
+        /// When the task may run: its eta, or when it was queued. Claims walk an index on it.
+        pub due: DateTimeUtc,
         pub result: Option<Json>,
         pub result_expiry: Option<DateTimeUtc>,
         pub rel_obj_type: Option<String>,

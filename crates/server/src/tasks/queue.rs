@@ -72,6 +72,7 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
         created: Set(now),
         retries: Set(0),
         eta: Set(eta),
+        due: Set(eta.unwrap_or(now)),
         result: Set(None),
         result_expiry: Set(None),
         rel_obj_type: Set(rel_obj_type),
@@ -134,13 +135,13 @@ pub async fn claim(state: &AppState, worker: Uuid, limit: u64) -> Result<Vec<tas
     let sql = match backend {
         DbBackend::Postgres => {
             "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = $1, attempt = attempt + 1, mtime = $2 \
-             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND (eta IS NULL OR eta <= $2) \
-             ORDER BY COALESCE(eta, created) LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
+             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND due <= $2 \
+             ORDER BY due LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
         }
         _ => {
             "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = ?1, attempt = attempt + 1, mtime = ?2 \
-             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND (eta IS NULL OR eta <= ?2) \
-             ORDER BY COALESCE(eta, created) LIMIT ?3) RETURNING *"
+             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND due <= ?2 \
+             ORDER BY due LIMIT ?3) RETURNING *"
         }
     };
     let values: Vec<DbValue> = vec![worker.into(), now.into(), (limit as i64).into()];
@@ -317,6 +318,7 @@ async fn fail_in(
             .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
             .col_expr(task::Column::Retries, Expr::col(task::Column::Retries).add(1))
             .col_expr(task::Column::Eta, Expr::val(Some(eta)))
+            .col_expr(task::Column::Due, Expr::val(eta))
             .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
             .col_expr(task::Column::Mtime, Expr::val(now))
     } else {
@@ -358,6 +360,7 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
         .col_expr(task::Column::Retries, Expr::val(0))
         .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
         .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+        .col_expr(task::Column::Due, Expr::val(Utc::now()))
         .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
         .filter(task::Column::MessageId.eq(message_id))
         .filter(task::Column::State.eq(states::REJECTED))
@@ -395,6 +398,7 @@ pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
             .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
             .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
             .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+            .col_expr(task::Column::Due, Expr::val(Utc::now()))
             .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
             .filter(task::Column::MessageId.eq(task.message_id))
             .filter(task::Column::State.eq(task.state.clone()))
@@ -426,6 +430,7 @@ pub async fn release(state: &AppState, worker_id: Uuid) -> Result<u64> {
         .col_expr(task::Column::State, Expr::val(states::QUEUED))
         .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
         .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+        .col_expr(task::Column::Due, Expr::val(Utc::now()))
         .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
         .filter(task::Column::WorkerId.eq(worker_id))
         .filter(task::Column::State.is_in([states::CONSUMED, states::RUNNING]))
