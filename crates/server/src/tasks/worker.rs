@@ -17,6 +17,9 @@ use crate::error::Result;
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
+/// Most tasks claimed in one statement.
+const MAX_CLAIM: usize = 64;
+
 /// A running worker; drop or [`WorkerHandle::shutdown`] to stop it.
 pub struct WorkerHandle {
     pub worker_id: Uuid,
@@ -94,7 +97,8 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
         if *stopped.borrow() {
             break;
         }
-        let free = concurrency.saturating_sub(in_flight.len());
+        // One claim takes at most MAX_CLAIM rows, so that no statement holds many row locks.
+        let free = concurrency.saturating_sub(in_flight.len()).min(MAX_CLAIM);
         if free > 0 {
             match queue::claim(&state, worker_id, free as u64).await {
                 Ok(claimed) => {
@@ -199,6 +203,10 @@ async fn execute(state: AppState, task: task::Model) -> Option<queue::Outcome> {
 /// Records every outcome that is ready, in one transaction.
 async fn record_ready(state: &AppState, worker_id: Uuid, first: Option<queue::Outcome>, in_flight: &mut JoinSet<Option<queue::Outcome>>) {
     let mut outcomes: Vec<queue::Outcome> = first.into_iter().collect();
+    // Let runs that are about to end end, so that one transaction records them all.
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
     while let Some(joined) = in_flight.try_join_next() {
         if let Ok(Some(outcome)) = joined {
             outcomes.push(outcome);
