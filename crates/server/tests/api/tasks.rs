@@ -259,7 +259,7 @@ async fn two_workers_never_run_a_task_twice() {
         }
     }));
     let app = TestApp::spawn_with_actors(fast, actors).await;
-    const TASKS: u64 = 600;
+    const TASKS: u64 = 2000;
     let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
     for n in 0..TASKS {
         let request = Enqueue { actor: "test.count".into(), args: json!({"n": n}), ..Default::default() };
