@@ -56,6 +56,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
         bearer_failures: Arc::new(crate::tokens::guard::FailureLimiter::new(ip_limits)),
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
+        task_wake: Arc::new(tokio::sync::Notify::new()),
     };
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());

@@ -27,6 +27,9 @@ pub struct AppState {
     pub auth_cache: Arc<crate::sessions::cache::AuthCache>,
     /// Failed bearer credentials per client address.
     pub bearer_failures: Arc<crate::tokens::guard::FailureLimiter>,
+    /// Wakes this process's workers when it queued a task (PostgreSQL also wakes other
+    /// processes' workers through `NOTIFY`; SQLite has only this and polling).
+    pub task_wake: Arc<tokio::sync::Notify>,
     /// The actors tasks can run.
     pub actors: Arc<crate::tasks::Registry>,
     /// Key uses waiting to be written.

@@ -96,7 +96,14 @@ pub async fn send(state: &AppState, tenant: TenantId, request: Enqueue) -> Resul
     let txn = crate::db::begin_write(&state.db).await?;
     let task = enqueue(&txn, state, tenant, request).await?;
     txn.commit().await?;
+    wake_local_workers(state);
     Ok(task)
+}
+
+/// Wakes this process's idle workers; call after committing a transaction that queued tasks.
+pub fn wake_local_workers(state: &AppState) {
+    // A stored permit, so a worker between its claim and its wait does not miss it.
+    state.task_wake.notify_one();
 }
 
 /// Writes one log entry of a task.
@@ -375,6 +382,7 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
         txn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
     }
     txn.commit().await?;
+    wake_local_workers(state);
     Ok(())
 }
 

@@ -111,6 +111,7 @@ pub async fn send_due(state: &AppState) -> Result<u32> {
             sent += 1;
         }
         txn.commit().await?;
+        queue::wake_local_workers(state);
     }
     Ok(sent)
 }

@@ -115,6 +115,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
         }
         tokio::select! {
             _ = wake.notified(), if in_flight.len() < concurrency => {}
+            _ = state.task_wake.notified(), if in_flight.len() < concurrency => {}
             _ = poll.tick() => {}
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                 record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await;
