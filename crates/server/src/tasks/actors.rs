@@ -163,7 +163,8 @@ pub struct TaskContext {
 /// Attribute names whose values are masked in task logs.
 const SECRET_WORDS: [&str; 5] = ["password", "secret", "token", "key", "code"];
 
-fn mask(attributes: Value) -> Value {
+/// Masks the values of secret-looking keys, at any depth.
+pub fn mask(attributes: Value) -> Value {
     match attributes {
         Value::Object(map) => Value::Object(
             map.into_iter()

@@ -75,25 +75,11 @@ impl TaskOut {
             logs: current.into_iter().map(LogEvent::from).collect(),
             previous_logs: previous.into_iter().map(LogEvent::from).collect(),
             aggregated_status: task.aggregated_status,
-            args: mask_args(task.args),
+            args: super::actors::mask(task.args),
             result: task.result,
             result_expiry: task.result_expiry,
             attempt: task.attempt,
         }
-    }
-}
-
-fn mask_args(args: Value) -> Value {
-    match args {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let secret = ["password", "secret", "token", "key", "code"].iter().any(|w| k.to_lowercase().contains(w));
-                    (k, if secret { Value::String("********".into()) } else { mask_args(v) })
-                })
-                .collect(),
-        ),
-        other => other,
     }
 }
 

@@ -345,6 +345,18 @@ async fn fail_in(
     Ok(())
 }
 
+/// An update that puts tasks back in the queue, due now and held by no worker.
+fn requeue() -> sea_orm::UpdateMany<task::Entity> {
+    let now = Utc::now();
+    task::Entity::update_many()
+        .col_expr(task::Column::State, Expr::val(states::QUEUED))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+        .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
+        .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
+        .col_expr(task::Column::Due, Expr::val(now))
+        .col_expr(task::Column::Mtime, Expr::val(now))
+}
+
 async fn mark_logs_previous(db: &impl ConnectionTrait, task_id: Uuid) -> Result<()> {
     task_log::Entity::update_many()
         .col_expr(task_log::Column::Previous, Expr::val(true))
@@ -361,14 +373,8 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
     if task.state != states::REJECTED {
         return Err(Error::field(crate::error::NON_FIELD_ERRORS, "Only a rejected task can be retried."));
     }
-    let updated = task::Entity::update_many()
-        .col_expr(task::Column::State, Expr::val(states::QUEUED))
-        .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+    let updated = requeue()
         .col_expr(task::Column::Retries, Expr::val(0))
-        .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
-        .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
-        .col_expr(task::Column::Due, Expr::val(Utc::now()))
-        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
         .filter(task::Column::MessageId.eq(message_id))
         .filter(task::Column::State.eq(states::REJECTED))
         .exec(&txn)
@@ -401,13 +407,7 @@ pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
     let mut rescued = 0;
     for task in held {
         let txn = crate::db::begin_write(&state.db).await?;
-        let updated = task::Entity::update_many()
-            .col_expr(task::Column::State, Expr::val(states::QUEUED))
-            .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
-            .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
-            .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
-            .col_expr(task::Column::Due, Expr::val(Utc::now()))
-            .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+        let updated = requeue()
             .filter(task::Column::MessageId.eq(task.message_id))
             .filter(task::Column::State.eq(task.state.clone()))
             .filter(task::Column::Attempt.eq(task.attempt))
@@ -434,12 +434,8 @@ pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
 
 /// Returns a worker's unfinished tasks to the queue (graceful shutdown).
 pub async fn release(state: &AppState, worker_id: Uuid) -> Result<u64> {
-    let updated = task::Entity::update_many()
-        .col_expr(task::Column::State, Expr::val(states::QUEUED))
-        .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
-        .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
-        .col_expr(task::Column::Due, Expr::val(Utc::now()))
-        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+    // Released tasks were already due; they run again as soon as a worker is free.
+    let updated = requeue()
         .filter(task::Column::WorkerId.eq(worker_id))
         .filter(task::Column::State.is_in([states::CONSUMED, states::RUNNING]))
         .exec(&state.db)
