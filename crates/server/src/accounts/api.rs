@@ -16,7 +16,7 @@ use crate::error::{FieldErrors, Result};
 use crate::secret::ServerSecret;
 
 /// A group as embedded in a user.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PartialGroup {
     pub pk: Uuid,
     pub num_pk: i64,
@@ -44,14 +44,14 @@ impl From<&group::Model> for PartialGroup {
 }
 
 /// A role (roles are not implemented yet; lists are always empty).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Role {
     pub pk: Uuid,
     pub name: String,
 }
 
 /// authentik's `User`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserOut {
     pub pk: i64,
     pub username: String,

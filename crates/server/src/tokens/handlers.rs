@@ -35,13 +35,13 @@ async fn render(state: &AppState, tokens: Vec<token::Model>) -> Result<Vec<Token
     user_ids.sort_unstable();
     user_ids.dedup();
     let users = crate::accounts::service::find_users(&state.db, state.tenant, &user_ids).await?;
-    let rendered = render_users(state, users).await?;
+    let owners: std::collections::HashMap<i64, crate::accounts::api::UserOut> =
+        render_users(state, users).await?.into_iter().map(|u| (u.pk, u)).collect();
     let token_ids: Vec<i64> = tokens.iter().map(|t| t.id).collect();
     let mut tags = service::tags_of(&state.db, state.tenant, &token_ids).await?;
     let mut out = Vec::with_capacity(tokens.len());
     for token in tokens {
-        let user = rendered.iter().find(|u| u.pk == token.user_id).ok_or_else(|| Error::internal("token without owner"))?;
-        let user = serde_json::from_value(serde_json::to_value(user).map_err(Error::internal)?).map_err(Error::internal)?;
+        let user = owners.get(&token.user_id).cloned().ok_or_else(|| Error::internal("token without owner"))?;
         let token_tags = tags.remove(&token.id).unwrap_or_default();
         out.push(TokenOut::new(token, user, token_tags));
     }
