@@ -35,7 +35,7 @@ fn session_check(c: &mut Criterion) {
         let state = gatehouse::app::build_state(config).await.unwrap();
         let user =
             service::create_user(&state, &Actor::system(), NewUser::with_email(Email::parse("bench@example.com").unwrap())).await.unwrap();
-        let session = sessions::service::create(&state.db, &state, &user, &client).await.unwrap();
+        let session = sessions::service::create(&state.db, &state, &user, &client, chrono::TimeDelta::days(1)).await.unwrap();
         (state, session.key)
     });
     c.bench_function("session_check_sqlite", |b| {

@@ -56,9 +56,11 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
         bearer_failures: Arc::new(crate::tokens::guard::FailureLimiter::new(ip_limits)),
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
+        stages: Arc::new(crate::flows::StageRegistry::builtin()),
         task_wake: Arc::new(tokio::sync::Notify::new()),
     };
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
+    crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
     crate::sessions::cache::spawn_listener(&state.db, state.auth_cache.clone());
     if let Some(path) = state.config.events.geoip_path.clone() {

@@ -31,6 +31,19 @@ pub struct Config {
     pub api: ApiConfig,
     pub tokens: TokenConfig,
     pub tasks: TaskConfig,
+    pub flows: FlowConfig,
+}
+
+/// Flows and the pages that run them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// How long a flow run may take from its first question to its end.
+    pub run_lifetime: DurationString,
+    /// Slug of the flow people are sent to for signing in.
+    pub authentication_flow: String,
+    /// Slug of the flow that signs people out.
+    pub invalidation_flow: String,
 }
 
 /// Listeners and HTTP behaviour.
@@ -201,6 +214,11 @@ impl Default for Config {
                 retry_max_backoff: DurationString::from_secs(3600),
                 shutdown_deadline: DurationString::from_secs(10),
                 finished_retention: DurationString::from_secs(30 * 24 * 3600),
+            },
+            flows: FlowConfig {
+                run_lifetime: DurationString::from_secs(30 * 60),
+                authentication_flow: crate::flows::defaults::AUTHENTICATION_FLOW.into(),
+                invalidation_flow: crate::flows::defaults::INVALIDATION_FLOW.into(),
             },
             tokens: TokenConfig {
                 default_duration: DurationString::from_secs(24 * 3600),

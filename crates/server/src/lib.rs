@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod flows;
 pub mod http;
 pub mod ops;
 pub mod secret;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub task_wake: Arc<tokio::sync::Notify>,
     /// The actors tasks can run.
     pub actors: Arc<crate::tasks::Registry>,
+    /// The stage kinds flows can use.
+    pub stages: Arc<crate::flows::StageRegistry>,
     /// Key uses waiting to be written.
     pub token_usage: crate::tokens::usage::UsageRecorder,
 }

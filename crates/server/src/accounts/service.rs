@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use gatehouse_types::{Email, PhoneNumber};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, QuerySelect, Set,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -370,6 +372,38 @@ pub async fn find_user_by_email(db: &impl ConnectionTrait, tenant: TenantId, ema
         .filter(user::Column::EmailKey.eq(email.normalized()))
         .one(db)
         .await?)
+}
+
+/// The user whose e-mail (when `by_email`) or username (when `by_username`) is `identifier`,
+/// compared case-insensitively, or exactly when `exact`. E-mail wins when both match different
+/// accounts.
+pub async fn find_user_by_identifier(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    identifier: &str,
+    by_email: bool,
+    by_username: bool,
+    exact: bool,
+) -> Result<Option<user::Model>> {
+    let key = identifier.trim().to_lowercase();
+    if key.is_empty() || key.len() > 254 || !(by_email || by_username) {
+        return Ok(None);
+    }
+    let mut condition = sea_orm::Condition::any();
+    if by_email {
+        condition = condition.add(user::Column::EmailKey.eq(key.clone()));
+    }
+    if by_username {
+        condition = condition.add(user::Column::UsernameKey.eq(key.clone()));
+    }
+    let matches = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(condition).limit(2).all(db).await?;
+    let identifier = identifier.trim();
+    let found = matches
+        .iter()
+        .find(|u| by_email && u.email_key.as_deref() == Some(key.as_str()))
+        .or_else(|| matches.iter().find(|u| by_username && u.username_key == key))
+        .filter(|u| !exact || u.email == identifier || u.username == identifier);
+    Ok(found.cloned())
 }
 
 /// Whether the tenant has any active superuser.

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks)]
+        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks), Box::new(Flows)]
     }
 }
 
@@ -503,6 +503,115 @@ impl MigrationTrait for Tasks {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["task_schedules", "task_workers", "task_logs", "tasks"] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Flows, stages, their bindings, and the runs of flows in progress.
+struct Flows;
+
+impl MigrationName for Flows {
+    fn name(&self) -> &str {
+        "m0004_flows"
+    }
+}
+
+fn cascade(name: &str, from: (&'static str, &'static str), to: (&'static str, &'static str)) -> ForeignKeyCreateStatement {
+    ForeignKey::create().name(name).from(from.0, from.1).to(to.0, to.1).on_delete(ForeignKeyAction::Cascade).to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Flows {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("flows")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len("slug", 50))
+                    .col(text("name"))
+                    .col(text("title"))
+                    .col(string_len("designation", 32))
+                    .col(string_len("authentication", 32))
+                    .col(string_len("denied_action", 32))
+                    .col(string_len("layout", 40))
+                    .col(string_len("policy_engine_mode", 8))
+                    .col(boolean("compatibility_mode"))
+                    .col(text("background"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("flows"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("flows", "ux_flows_slug", &["tenant_id", "slug"], true)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("stages")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(text("name"))
+                    .col(string_len("kind", 64))
+                    .col(json_binary("settings"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("stages"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("stages", "ux_stages_name", &["tenant_id", "name"], true)).await?;
+        manager.create_index(index("stages", "ix_stages_kind", &["tenant_id", "kind"], false)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("flow_stage_bindings")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(uuid("flow_id"))
+                    .col(uuid("stage_id"))
+                    .col(integer("binding_order"))
+                    .col(boolean("evaluate_on_plan"))
+                    .col(boolean("re_evaluate_policies"))
+                    .col(string_len("policy_engine_mode", 8))
+                    .col(string_len("invalid_response_action", 32))
+                    .foreign_key(&mut tenant_fk("flow_stage_bindings"))
+                    .foreign_key(&mut cascade("fk_bindings_flow", ("flow_stage_bindings", "flow_id"), ("flows", "id")))
+                    .foreign_key(&mut cascade("fk_bindings_stage", ("flow_stage_bindings", "stage_id"), ("stages", "id")))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("flow_stage_bindings", "ux_bindings_flow_stage_order", &["flow_id", "stage_id", "binding_order"], true))
+            .await?;
+        manager.create_index(index("flow_stage_bindings", "ix_bindings_stage", &["stage_id"], false)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("flow_runs")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(string_len_uniq("key_digest", 64))
+                    .col(uuid("flow_id"))
+                    .col(big_integer("step"))
+                    .col(json_binary("plan"))
+                    .col(json_binary("context"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .foreign_key(&mut tenant_fk("flow_runs"))
+                    .foreign_key(&mut cascade("fk_flow_runs_flow", ("flow_runs", "flow_id"), ("flows", "id")))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("flow_runs", "ix_flow_runs_expires", &["expires"], false)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["flow_runs", "flow_stage_bindings", "stages", "flows"] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())

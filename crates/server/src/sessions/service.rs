@@ -32,6 +32,13 @@ pub struct NewSession {
     pub session: session::Model,
 }
 
+impl std::fmt::Debug for NewSession {
+    // The key and CSRF token are secrets: never in logs or debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession").field("session", &self.session.id).finish_non_exhaustive()
+    }
+}
+
 fn key_digest(secret: &ServerSecret, key: &str) -> String {
     secret.digest("session", key.as_bytes())
 }
@@ -127,8 +134,14 @@ pub async fn commit_invalidating(state: &AppState, txn: sea_orm::DatabaseTransac
     Ok(())
 }
 
-/// Starts a session for `user`.
-pub async fn create(db: &impl sea_orm::ConnectionTrait, state: &AppState, user: &user::Model, client: &ClientInfo) -> Result<NewSession> {
+/// Starts a session for `user` that lasts `lifetime`.
+pub async fn create(
+    db: &impl sea_orm::ConnectionTrait,
+    state: &AppState,
+    user: &user::Model,
+    client: &ClientInfo,
+    lifetime: TimeDelta,
+) -> Result<NewSession> {
     let key = random_token(32);
     let now = Utc::now();
     let session = session::ActiveModel {
@@ -137,7 +150,7 @@ pub async fn create(db: &impl sea_orm::ConnectionTrait, state: &AppState, user: 
         tenant_id: Set(state.tenant.0),
         user_id: Set(user.id),
         created: Set(now),
-        expires: Set(now + state.config.sessions.duration.to_chrono()),
+        expires: Set(now + lifetime),
         last_used: Set(now),
         last_ip: Set(client.ip_text()),
         user_agent: Set(client.user_agent.clone()),
@@ -157,83 +170,139 @@ fn limits(state: &AppState) -> (Limits, Limits) {
     )
 }
 
-/// Signs in with e-mail and password. Unknown accounts, wrong passwords, inactive accounts and
-/// accounts that may not sign in interactively all fail the same way, after the same work.
-pub async fn sign_in(state: &AppState, email: &str, password: Password, client: &ClientInfo) -> Result<(user::Model, NewSession)> {
-    let tenant = state.tenant;
-    let now = Utc::now();
-    let email_key = email.trim().to_lowercase();
-    let account_bucket = format!("account:{email_key}");
+/// A password attempt that passed the rate limits: the buckets it counts toward.
+pub struct Attempt {
+    /// What the person typed to identify themselves, trimmed.
+    identifier: String,
+    account_bucket: String,
+    ip_bucket: Option<String>,
+    /// Buckets that already hold failures (cleared on success).
+    counted: Vec<String>,
+}
+
+/// Starts a password attempt for `identifier` from `client`; fails with 429 while the account or
+/// the address is throttled.
+pub async fn begin_attempt(state: &AppState, identifier: &str, client: &ClientInfo) -> Result<Attempt> {
+    let identifier: String = identifier.trim().chars().take(254).collect();
+    let account_bucket = format!("account:{}", identifier.to_lowercase());
     let ip_bucket = client.ip.map(|ip| format!("ip:{ip}"));
     let (account_limits, ip_limits) = limits(state);
     let mut buckets = vec![(account_bucket.as_str(), account_limits)];
     if let Some(bucket) = &ip_bucket {
         buckets.push((bucket.as_str(), ip_limits));
     }
-    let counted = match throttle::check(&state.db, tenant, &buckets, now).await {
-        Ok(counted) => counted,
+    match throttle::check(&state.db, state.tenant, &buckets, Utc::now()).await {
+        Ok(counted) => Ok(Attempt { identifier, account_bucket, ip_bucket, counted }),
         Err(error) => {
             metrics::counter!("gatehouse_sign_ins_total", "outcome" => "throttled").increment(1);
-            return Err(error);
+            Err(error)
         }
-    };
+    }
+}
 
-    let candidate = if email_key.is_empty() || email_key.len() > 254 {
-        None
-    } else {
-        user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.0))
-            .filter(user::Column::EmailKey.eq(email_key.clone()))
-            .one(&state.db)
-            .await?
-    };
-    let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| password::DUMMY_HASH.to_owned());
-    let mut verification = password::verify_blocking(password.clone(), stored_hash).await;
-    // An app password of the account works in place of its password.
-    if verification == Verification::Mismatch
+/// A password that matched an account that may sign in interactively.
+pub struct Verified {
+    pub user: user::Model,
+    /// The password again when its stored hash uses weaker parameters and must be redone.
+    rehash: Option<Password>,
+}
+
+/// Checks `password` against `candidate`'s password or app passwords. Unknown, inactive and
+/// non-interactive accounts do the same hashing work and fail the same way.
+pub async fn verify_password(state: &AppState, candidate: Option<user::Model>, password: Password) -> Result<Option<Verified>> {
+    verify_password_with(state, candidate, password, true, true).await
+}
+
+/// [`verify_password`] limited to the account's own password (`own`) and/or its app passwords
+/// (`app_passwords`).
+pub async fn verify_password_with(
+    state: &AppState,
+    candidate: Option<user::Model>,
+    password: Password,
+    own: bool,
+    app_passwords: bool,
+) -> Result<Option<Verified>> {
+    let mut verification = Verification::Mismatch;
+    if own {
+        let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| password::DUMMY_HASH.to_owned());
+        verification = password::verify_blocking(password.clone(), stored_hash).await;
+    }
+    if app_passwords
+        && verification == Verification::Mismatch
         && let Some(user) = &candidate
         && crate::tokens::service::verify_app_password(state, user.id, password.expose()).await?
     {
         verification = Verification::Match;
     }
-    let user = match (candidate, verification) {
-        (Some(user), Verification::Match | Verification::MatchNeedsRehash)
-            if user.is_active && user.user_type != "service_account" && user.user_type != "internal_service_account" =>
-        {
-            user
+    Ok(match (candidate, verification) {
+        (Some(user), Verification::Match | Verification::MatchNeedsRehash) if may_sign_in(&user) => {
+            let rehash = (verification == Verification::MatchNeedsRehash).then_some(password);
+            Some(Verified { user, rehash })
         }
-        (candidate, _) => {
-            let txn = crate::db::begin_write(&state.db).await?;
-            throttle::record_failure(&txn, tenant, &account_bucket, now).await?;
-            if let Some(bucket) = &ip_bucket {
-                throttle::record_failure(&txn, tenant, bucket, now).await?;
-            }
-            let mut event = EventRecord::new(Action::LoginFailed)
-                .from_client(client)
-                .with("username", json!(email.trim().chars().take(254).collect::<String>()))
-                .with("client", events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref()));
-            if let Some(user) = &candidate {
-                event = event.by(user);
-            }
-            events::service::record(&txn, state, event).await?;
-            txn.commit().await?;
-            metrics::counter!("gatehouse_sign_ins_total", "outcome" => "failed").increment(1);
-            return Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED));
-        }
-    };
+        _ => None,
+    })
+}
 
-    let mut update = user.clone().into_active_model();
-    if verification == Verification::MatchNeedsRehash {
+/// Whether an account may sign in interactively at all.
+pub fn may_sign_in(user: &user::Model) -> bool {
+    user.is_active && user.user_type != "service_account" && user.user_type != "internal_service_account"
+}
+
+/// Records a failed attempt: counts it toward the limits and logs a `login_failed` event with
+/// the client's data (the account, when there is one, as the event's user).
+pub async fn fail_attempt(state: &AppState, attempt: &Attempt, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<()> {
+    let now = Utc::now();
+    let txn = crate::db::begin_write(&state.db).await?;
+    throttle::record_failure(&txn, state.tenant, &attempt.account_bucket, now).await?;
+    if let Some(bucket) = &attempt.ip_bucket {
+        throttle::record_failure(&txn, state.tenant, bucket, now).await?;
+    }
+    let mut event = EventRecord::new(Action::LoginFailed)
+        .from_client(client)
+        .with("username", json!(attempt.identifier))
+        .with("client", events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref()));
+    if let Some(user) = candidate {
+        event = event.by(user);
+    }
+    events::service::record(&txn, state, event).await?;
+    txn.commit().await?;
+    metrics::counter!("gatehouse_sign_ins_total", "outcome" => "failed").increment(1);
+    Ok(())
+}
+
+/// Records a successful password check: clears the account's failures and upgrades a weak
+/// hash. Returns the account as stored afterwards.
+pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Verified) -> Result<user::Model> {
+    let needs_clear = attempt.counted.contains(&attempt.account_bucket);
+    if !needs_clear && verified.rehash.is_none() {
+        return Ok(verified.user);
+    }
+    let mut update = verified.user.into_active_model();
+    if let Some(password) = verified.rehash {
         update.password = Set(Some(password::hash_blocking(password).await?));
     }
-    update.last_login = Set(Some(now));
-    // One transaction, one commit: the sign-in is cheap besides the hash, and all or nothing.
     let txn = crate::db::begin_write(&state.db).await?;
     let user = update.update(&txn).await?;
-    if counted.contains(&account_bucket) {
-        throttle::clear(&txn, tenant, &account_bucket).await?;
+    if needs_clear {
+        throttle::clear(&txn, state.tenant, &attempt.account_bucket).await?;
     }
-    let new_session = create(&txn, state, &user, client).await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// Signs `user` in: records the sign-in time and the `login` event and starts a session that
+/// lasts `lifetime`, all in one transaction.
+pub async fn start_session(
+    state: &AppState,
+    user: &user::Model,
+    client: &ClientInfo,
+    lifetime: TimeDelta,
+) -> Result<(user::Model, NewSession)> {
+    let mut update = user.clone().into_active_model();
+    update.last_login = Set(Some(Utc::now()));
+    let txn = crate::db::begin_write(&state.db).await?;
+    let user = update.update(&txn).await?;
+    let new_session = create(&txn, state, &user, client, lifetime).await?;
     let event = EventRecord::new(Action::Login)
         .by(&user)
         .from_client(client)
@@ -243,6 +312,33 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
     txn.commit().await?;
     metrics::counter!("gatehouse_sign_ins_total", "outcome" => "success").increment(1);
     Ok((user, new_session))
+}
+
+/// Signs in with e-mail and password in one call. Unknown accounts, wrong passwords, inactive
+/// accounts and accounts that may not sign in interactively all fail the same way, after the
+/// same work.
+pub async fn sign_in(state: &AppState, email: &str, password: Password, client: &ClientInfo) -> Result<(user::Model, NewSession)> {
+    let attempt = begin_attempt(state, email, client).await?;
+    let email_key = email.trim().to_lowercase();
+    let candidate = if email_key.is_empty() || email_key.len() > 254 {
+        None
+    } else {
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(state.tenant.0))
+            .filter(user::Column::EmailKey.eq(email_key))
+            .one(&state.db)
+            .await?
+    };
+    match verify_password(state, candidate.clone(), password).await? {
+        Some(verified) => {
+            let user = pass_attempt(state, &attempt, verified).await?;
+            start_session(state, &user, client, state.config.sessions.duration.to_chrono()).await
+        }
+        None => {
+            fail_attempt(state, &attempt, candidate.as_ref(), client).await?;
+            Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED))
+        }
+    }
 }
 
 /// Ends one session and records the sign-out.

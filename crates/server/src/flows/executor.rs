@@ -1,0 +1,395 @@
+//! The flow executor: starts a run with its plan, asks the current stage's question, hands the
+//! answer to that stage, and moves on, restarts or ends as the stage and its binding decide.
+//! It knows stages only through [`StageKind`](super::stage::StageKind).
+
+use std::sync::Arc;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::entities::{binding, flow, stage};
+use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseAction};
+use super::redirect::safe_next;
+use super::run::{self, FlowContext, Lookup, Plan, PlannedStage, Run};
+use super::stage::{Effect, Form, Prompt, StageContext, Step};
+use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
+use crate::http::client::ClientInfo;
+use crate::sessions::cache::AuthContext;
+use crate::state::AppState;
+
+/// Shown when an answer arrives for a run that no longer exists.
+pub const RUN_GONE: &str = "This sign-in expired or was already used; please start again.";
+/// Shown when an answer arrives for a question that is no longer the current one.
+pub const STALE_ANSWER: &str = "This form was already submitted; please answer the current question.";
+
+/// Who is asking, and for which flow.
+pub struct FlowRequest<'a> {
+    pub slug: &'a str,
+    /// The flow cookie's key, if the browser sent one.
+    pub key: Option<&'a str>,
+    pub client: &'a ClientInfo,
+    /// The caller's session, if signed in.
+    pub current: Option<Arc<AuthContext>>,
+    /// The `next` the flow was opened with; only same-origin paths are kept.
+    pub next: Option<&'a str>,
+}
+
+/// What to tell the client.
+#[derive(Debug)]
+pub enum Challenge {
+    /// The current stage's question, with errors from the previous answer.
+    Stage { component: &'static str, prompt: Prompt, errors: FieldErrors },
+    /// The flow is over: go here.
+    Redirect { to: String },
+    /// The flow refused to continue.
+    AccessDenied { message: String },
+}
+
+/// What happens to the flow cookie.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlowCookie {
+    Keep,
+    Set(String),
+    Clear,
+}
+
+/// The executor's answer to one request.
+#[derive(Debug)]
+pub struct Outcome {
+    pub flow: flow::Model,
+    pub challenge: Challenge,
+    pub effects: Vec<Effect>,
+    pub cookie: FlowCookie,
+    /// The run still in progress and its step, for forms that must answer this very question.
+    pub run: Option<(Uuid, i64)>,
+}
+
+impl Outcome {
+    /// The challenge as authentik's JSON (`component`, `flow_info`, `response_errors`, ...).
+    pub fn to_json(&self) -> Value {
+        let flow_info = json!({
+            "title": self.flow.title,
+            "background": self.flow.background,
+            "cancel_url": "/flows/-/cancel/",
+            "layout": self.flow.layout,
+        });
+        let mut body = Map::new();
+        body.insert("flow_info".into(), flow_info);
+        match &self.challenge {
+            Challenge::Stage { component, prompt, errors } => {
+                body.insert("component".into(), json!(component));
+                body.extend(prompt.fields.clone());
+                if !errors.is_empty() {
+                    body.insert("response_errors".into(), response_errors(errors));
+                }
+            }
+            Challenge::Redirect { to } => {
+                body.insert("component".into(), json!("xak-flow-redirect"));
+                body.insert("to".into(), json!(to));
+            }
+            Challenge::AccessDenied { message } => {
+                body.insert("component".into(), json!("ak-stage-access-denied"));
+                body.insert("error_message".into(), json!(message));
+                body.insert("pending_user".into(), json!(""));
+                body.insert("pending_user_avatar".into(), json!(""));
+            }
+        }
+        Value::Object(body)
+    }
+}
+
+/// `{"field": [{"string": message, "code": "invalid"}]}`, authentik's `response_errors`.
+fn response_errors(errors: &FieldErrors) -> Value {
+    let mut out = Map::new();
+    for (field, messages) in errors.fields() {
+        out.insert(field.clone(), messages.iter().map(|m| json!({"string": m, "code": "invalid"})).collect());
+    }
+    Value::Object(out)
+}
+
+async fn find_flow(state: &AppState, slug: &str) -> Result<flow::Model> {
+    flow::Entity::find()
+        .filter(flow::Column::TenantId.eq(state.tenant.0))
+        .filter(flow::Column::Slug.eq(slug))
+        .one(&state.db)
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+/// Why the caller may not run `flow`, if they may not.
+fn requirement_unmet(flow: &flow::Model, current: Option<&AuthContext>) -> Option<&'static str> {
+    match AuthenticationRequirement::parse(&flow.authentication).unwrap_or(AuthenticationRequirement::None) {
+        AuthenticationRequirement::None => None,
+        AuthenticationRequirement::RequireAuthenticated if current.is_none() => Some("This flow requires you to be signed in."),
+        AuthenticationRequirement::RequireUnauthenticated if current.is_some() => {
+            Some("This flow is only for people who are not signed in.")
+        }
+        AuthenticationRequirement::RequireSuperuser if !current.is_some_and(|c| c.user.is_superuser) => {
+            Some("This flow requires a superuser.")
+        }
+        _ => None,
+    }
+}
+
+/// What the caller sees when the flow denies them: the message, or a redirect to where they were
+/// going, as the flow's denied action says.
+fn denied(flow: &flow::Model, message: String, next: Option<&str>) -> Challenge {
+    let action = DeniedAction::parse(&flow.denied_action).unwrap_or(DeniedAction::MessageContinue);
+    match (action, next) {
+        (DeniedAction::Continue, next) => Challenge::Redirect { to: next.unwrap_or("/").to_owned() },
+        (DeniedAction::MessageContinue, Some(next)) => Challenge::Redirect { to: next.to_owned() },
+        _ => Challenge::AccessDenied { message },
+    }
+}
+
+/// The flow's stages in order, as a plan.
+async fn plan_for(state: &AppState, flow: &flow::Model) -> Result<Plan> {
+    let bindings = binding::Entity::find()
+        .filter(binding::Column::TenantId.eq(state.tenant.0))
+        .filter(binding::Column::FlowId.eq(flow.id))
+        .order_by_asc(binding::Column::BindingOrder)
+        .order_by_asc(binding::Column::Id)
+        .all(&state.db)
+        .await?;
+    let stages = bindings
+        .into_iter()
+        .map(|b| PlannedStage {
+            stage_id: b.stage_id,
+            invalid_response_action: InvalidResponseAction::parse(&b.invalid_response_action).unwrap_or(InvalidResponseAction::Retry),
+        })
+        .collect();
+    Ok(Plan { stages, position: 0 })
+}
+
+/// A run of the flow for this request: the one the cookie names, or a new one.
+enum Started {
+    Running { run: Run, cookie: FlowCookie, fresh: bool },
+    Refused(Challenge),
+}
+
+async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) -> Result<Started> {
+    let next = request.next.and_then(safe_next);
+    if let Some(reason) = requirement_unmet(flow, request.current.as_deref()) {
+        return Ok(Started::Refused(denied(flow, reason.to_owned(), next.as_deref())));
+    }
+    let plan = plan_for(state, flow).await?;
+    if plan.stages.is_empty() {
+        return Ok(Started::Refused(Challenge::AccessDenied { message: "This flow has no stages.".into() }));
+    }
+    let context = FlowContext {
+        redirect: next,
+        client_ip: request.client.ip_text(),
+        user_agent: request.client.user_agent.chars().take(512).collect(),
+        ..FlowContext::default()
+    };
+    let lifetime = state.config.flows.run_lifetime.to_chrono();
+    let (run, key) = run::create(&state.db, &state.secret, state.tenant, flow.id, plan, context, lifetime).await?;
+    metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
+    Ok(Started::Running { run, cookie: FlowCookie::Set(key), fresh: true })
+}
+
+/// The run the cookie names for this flow, if any; a run of another flow or an expired one is
+/// ended (a browser runs one flow at a time).
+async fn resume(state: &AppState, flow: &flow::Model, key: Option<&str>) -> Result<Option<Run>> {
+    let Some(key) = key else { return Ok(None) };
+    match run::find(&state.db, &state.secret, state.tenant, key).await? {
+        Lookup::Found(run) if run.flow_id == flow.id => Ok(Some(run)),
+        Lookup::Found(_) => {
+            run::cancel(&state.db, &state.secret, state.tenant, key).await?;
+            Ok(None)
+        }
+        Lookup::Missing | Lookup::Expired => Ok(None),
+    }
+}
+
+/// Answers `GET /flows/executor/{slug}/`: the current question of the caller's run, starting
+/// one when there is none.
+pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> {
+    let flow = find_flow(state, request.slug).await?;
+    let started = match resume(state, &flow, request.key).await? {
+        Some(run) => Started::Running { run, cookie: FlowCookie::Keep, fresh: false },
+        None => start(state, &flow, &request).await?,
+    };
+    match started {
+        Started::Refused(challenge) => Ok(refused(flow, challenge, request.key.is_some())),
+        Started::Running { run, cookie, fresh } => {
+            let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+            let challenge = walk.advance(&mut run.clone(), fresh, FieldErrors::new()).await?;
+            Ok(walk.finish(challenge, cookie))
+        }
+    }
+}
+
+fn refused(flow: flow::Model, challenge: Challenge, had_cookie: bool) -> Outcome {
+    let cookie = if had_cookie { FlowCookie::Clear } else { FlowCookie::Keep };
+    Outcome { flow, challenge, effects: Vec::new(), cookie, run: None }
+}
+
+/// Answers `POST /flows/executor/{slug}/`: hands `response` to the current stage. `step`, when
+/// given, must name the question being answered (forms send it; a stale form is not applied).
+pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<String, Value>, step: Option<i64>) -> Result<Outcome> {
+    let flow = find_flow(state, request.slug).await?;
+    let Some(mut run) = resume(state, &flow, request.key).await? else {
+        // Nothing to answer: start over rather than apply an answer to a question never asked.
+        return match start(state, &flow, &request).await? {
+            Started::Refused(challenge) => Ok(refused(flow, challenge, request.key.is_some())),
+            Started::Running { mut run, cookie, fresh } => {
+                let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+                let challenge = walk.advance(&mut run, fresh, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
+                Ok(walk.finish(challenge, cookie))
+            }
+        };
+    };
+    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+    if step.is_some_and(|step| step != run.step) {
+        let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, STALE_ANSWER)).await?;
+        return Ok(walk.finish(challenge, FlowCookie::Keep));
+    }
+    let Some(planned) = run.current().cloned() else {
+        let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
+        return Ok(walk.finish(challenge, FlowCookie::Keep));
+    };
+    let Some((stage, kind)) = walk.load_stage(planned.stage_id).await? else {
+        let challenge = walk.abandon(&run).await?;
+        return Ok(walk.finish(challenge, FlowCookie::Keep));
+    };
+    if let Some(component) = response.get("component").and_then(Value::as_str)
+        && component != kind.component()
+    {
+        let errors = FieldErrors::single("component", format!("Expected a response to {}.", kind.component()));
+        let challenge = walk.advance(&mut run, false, errors).await?;
+        return Ok(walk.finish(challenge, FlowCookie::Keep));
+    }
+    let decision = {
+        let mut cx = walk.stage_context(&stage, &mut run.context);
+        kind.solve(&mut cx, &response).await?
+    };
+    let challenge = match decision {
+        Step::Passed => {
+            run.plan.position += 1;
+            run.context.failures = 0;
+            walk.advance(&mut run, true, FieldErrors::new()).await?
+        }
+        Step::Challenge(prompt) => walk.ask(&mut run, true, kind.component(), prompt, FieldErrors::new()).await?,
+        Step::Denied(message) => walk.end(&run, Challenge::AccessDenied { message }).await?,
+        Step::Invalid(errors) => {
+            run.context.failures += 1;
+            metrics::counter!("gatehouse_flow_invalid_responses_total", "stage" => kind.kind()).increment(1);
+            match planned.invalid_response_action {
+                InvalidResponseAction::Retry => {}
+                InvalidResponseAction::Restart => {
+                    run.context = run.context.restarted();
+                    run.plan.position = 0;
+                }
+                InvalidResponseAction::RestartWithContext => run.plan.position = 0,
+            }
+            walk.advance(&mut run, true, errors).await?
+        }
+    };
+    Ok(walk.finish(challenge, FlowCookie::Keep))
+}
+
+/// One request's walk through a run.
+struct Walk<'a> {
+    state: &'a AppState,
+    flow: &'a flow::Model,
+    request: &'a FlowRequest<'a>,
+    effects: Vec<Effect>,
+}
+
+/// Where a walk stopped: the challenge, and the run if it goes on.
+struct Stop {
+    challenge: Challenge,
+    run: Option<(Uuid, i64)>,
+    ended: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn finish(self, stop: Stop, cookie: FlowCookie) -> Outcome {
+        let cookie = if stop.ended { FlowCookie::Clear } else { cookie };
+        Outcome { flow: self.flow.clone(), challenge: stop.challenge, effects: self.effects, cookie, run: stop.run }
+    }
+
+    fn stage_context<'b>(&'b mut self, stage: &'b stage::Model, context: &'b mut FlowContext) -> StageContext<'b> {
+        StageContext {
+            state: self.state,
+            flow: self.flow,
+            stage,
+            context,
+            client: self.request.client,
+            current: self.request.current.clone(),
+            effects: &mut self.effects,
+        }
+    }
+
+    async fn load_stage(&self, id: Uuid) -> Result<Option<(stage::Model, Arc<dyn super::stage::StageKind>)>> {
+        let Some(stage) = stage::Entity::find_by_id(id).filter(stage::Column::TenantId.eq(self.state.tenant.0)).one(&self.state.db).await?
+        else {
+            return Ok(None);
+        };
+        let Some(kind) = self.state.stages.get(&stage.kind).cloned() else {
+            tracing::warn!(stage = %stage.id, kind = %stage.kind, "stage of a kind this server does not know");
+            return Ok(None);
+        };
+        Ok(Some((stage, kind)))
+    }
+
+    /// Enters stages from the run's position until one asks a question or the flow ends.
+    /// `changed` says whether the run must be saved even if nothing else changes.
+    async fn advance(&mut self, run: &mut Run, mut changed: bool, errors: FieldErrors) -> Result<Stop> {
+        loop {
+            let Some(planned) = run.current().cloned() else {
+                let to = run.context.redirect.clone().unwrap_or_else(|| "/".to_owned());
+                metrics::counter!("gatehouse_flow_runs_completed_total", "designation" => self.flow.designation.clone()).increment(1);
+                return self.end(run, Challenge::Redirect { to }).await;
+            };
+            let Some((stage, kind)) = self.load_stage(planned.stage_id).await? else {
+                return self.abandon(run).await;
+            };
+            let before = run.context.clone();
+            let step = {
+                let mut cx = self.stage_context(&stage, &mut run.context);
+                kind.enter(&mut cx).await?
+            };
+            changed |= run.context != before;
+            match step {
+                Step::Challenge(prompt) => return self.ask(run, changed, kind.component(), prompt, errors).await,
+                Step::Passed => {
+                    run.plan.position += 1;
+                    run.context.failures = 0;
+                    changed = true;
+                }
+                Step::Denied(message) => return self.end(run, Challenge::AccessDenied { message }).await,
+                Step::Invalid(problems) => {
+                    let message = problems.fields().values().flatten().cloned().collect::<Vec<_>>().join(" ");
+                    return self.end(run, Challenge::AccessDenied { message }).await;
+                }
+            }
+        }
+    }
+
+    async fn ask(&mut self, run: &mut Run, changed: bool, component: &'static str, prompt: Prompt, errors: FieldErrors) -> Result<Stop> {
+        if changed && !run::save(&self.state.db, run).await? {
+            return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER));
+        }
+        Ok(Stop { challenge: Challenge::Stage { component, prompt, errors }, run: Some((run.id, run.step)), ended: false })
+    }
+
+    async fn end(&mut self, run: &Run, challenge: Challenge) -> Result<Stop> {
+        if !run::finish(&self.state.db, run).await? {
+            return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER));
+        }
+        Ok(Stop { challenge, run: None, ended: true })
+    }
+
+    /// The plan names a stage that was deleted (or whose kind is gone): end the run cleanly.
+    async fn abandon(&mut self, run: &Run) -> Result<Stop> {
+        self.end(run, Challenge::AccessDenied { message: "This flow changed while it ran; please start again.".into() }).await
+    }
+}
+
+/// A prompt with no inputs: for stages whose challenge carries only data.
+pub fn empty_form(submit: &str) -> Form {
+    Form { submit: submit.to_owned(), ..Form::default() }
+}

@@ -1,0 +1,14 @@
+//! Flows and stages: authentik's flow executor. A flow is an ordered list of stages bound to it;
+//! running it builds a plan, asks each stage's question in turn and carries the answers in a
+//! context the later stages read. Kinds of stage plug in through [`stage::StageRegistry`].
+
+pub mod defaults;
+pub mod entities;
+pub mod executor;
+pub mod model;
+pub mod redirect;
+pub mod run;
+pub mod stage;
+pub mod stages;
+
+pub use stage::{StageKind, StageRegistry};

@@ -1,0 +1,200 @@
+//! What a stage is to the executor: a kind that asks one question and judges the answer. Kinds
+//! register in a [`StageRegistry`]; the executor knows nothing about any particular kind, so a
+//! stage added later plugs in without changing it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::entities::{flow, stage};
+use super::run::FlowContext;
+use crate::error::{FieldErrors, Result};
+use crate::http::client::ClientInfo;
+use crate::sessions::cache::AuthContext;
+use crate::sessions::service::NewSession;
+use crate::state::AppState;
+
+/// One kind of stage: its names as authentik spells them, its settings, and its behaviour.
+#[async_trait::async_trait]
+pub trait StageKind: Send + Sync + 'static {
+    /// Stable identifier stored with each stage and used in API paths (`/stages/{kind}/`).
+    fn kind(&self) -> &'static str;
+    /// The challenge component, such as `ak-stage-identification`.
+    fn component(&self) -> &'static str;
+    /// Human name, such as `Identification Stage`.
+    fn verbose_name(&self) -> &'static str;
+    /// authentik's `app_label.modelname`, which clients use to tell kinds apart.
+    fn meta_model_name(&self) -> &'static str;
+    /// Parses settings sent by an administrator or an import, filling in defaults. Errors name
+    /// the field; a partial update passes the stored settings with the changes merged in.
+    fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors>;
+    /// Called when the stage becomes current (and again after an invalid response): either asks
+    /// its question or finishes without one.
+    async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step>;
+    /// Judges the answer to the question [`StageKind::enter`] asked.
+    async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step>;
+}
+
+/// What a stage decided.
+#[derive(Debug)]
+pub enum Step {
+    /// Ask this, and wait for the answer.
+    Challenge(Prompt),
+    /// Done; go on with the next stage.
+    Passed,
+    /// The answer was not good enough; the executor asks again or restarts, as the binding says.
+    Invalid(FieldErrors),
+    /// The flow ends here with this message.
+    Denied(String),
+}
+
+/// A question: the challenge's own fields for JSON clients, and the form people see.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// Challenge fields besides `component`, `flow_info` and `response_errors`.
+    pub fields: Map<String, Value>,
+    pub form: Form,
+}
+
+/// A form on the flow page. Every stage describes its question this way, so one template renders
+/// every stage, including ones added later.
+#[derive(Debug, Clone, Default)]
+pub struct Form {
+    /// A line above the inputs, such as who is signing in.
+    pub intro: Option<String>,
+    pub inputs: Vec<Input>,
+    pub submit: String,
+    /// Links under the form: label and same-origin path.
+    pub links: Vec<(String, String)>,
+}
+
+/// One form input.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The response field it fills.
+    pub name: &'static str,
+    pub label: String,
+    pub kind: InputKind,
+    /// The HTML `autocomplete` token, such as `username` or `current-password`.
+    pub autocomplete: &'static str,
+    pub value: String,
+    pub required: bool,
+    pub autofocus: bool,
+}
+
+/// What sort of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Text,
+    Email,
+    Password,
+    Checkbox,
+    /// A short numeric code typed by hand.
+    Code,
+}
+
+impl InputKind {
+    /// The HTML `type` attribute.
+    pub fn html_type(self) -> &'static str {
+        match self {
+            InputKind::Text | InputKind::Code => "text",
+            InputKind::Email => "email",
+            InputKind::Password => "password",
+            InputKind::Checkbox => "checkbox",
+        }
+    }
+}
+
+/// Something a stage did that the HTTP layer must carry to the client.
+#[derive(Debug)]
+pub enum Effect {
+    /// A session started: set its cookies. `persistent` false makes it end with the browser.
+    SignedIn { session: NewSession, persistent: bool },
+    /// The caller's session ended: clear its cookies.
+    SignedOut,
+}
+
+/// What a stage may read and change while it runs.
+pub struct StageContext<'a> {
+    pub state: &'a AppState,
+    pub flow: &'a flow::Model,
+    pub stage: &'a stage::Model,
+    pub context: &'a mut FlowContext,
+    pub client: &'a ClientInfo,
+    /// The caller's current session, if they are signed in.
+    pub current: Option<Arc<AuthContext>>,
+    pub effects: &'a mut Vec<Effect>,
+}
+
+impl StageContext<'_> {
+    /// The stage's settings as their typed form. Stored settings were parsed on the way in, so a
+    /// failure here means the row was changed behind the API's back.
+    pub fn settings<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.stage.settings.clone())
+            .map_err(|e| crate::error::Error::internal(format!("stage {} has unreadable settings: {e}", self.stage.id)))
+    }
+}
+
+/// Parses `settings` into `T` (defaults filled in, unknown fields refused) and back to JSON, with
+/// errors by field: the common part of every [`StageKind::parse_settings`].
+pub fn parse_typed<T: DeserializeOwned + Serialize>(settings: Map<String, Value>) -> Result<(T, Value), FieldErrors> {
+    let bytes =
+        serde_json::to_vec(&Value::Object(settings)).map_err(|e| FieldErrors::single(crate::error::NON_FIELD_ERRORS, e.to_string()))?;
+    let typed: T = crate::http::json::parse(&bytes).map_err(|error| match error {
+        crate::error::Error::Validation(errors) => errors,
+        other => FieldErrors::single(crate::error::NON_FIELD_ERRORS, other.to_string()),
+    })?;
+    let value = serde_json::to_value(&typed).map_err(|e| FieldErrors::single(crate::error::NON_FIELD_ERRORS, e.to_string()))?;
+    Ok((typed, value))
+}
+
+/// The stage kinds this server knows, by kind.
+#[derive(Default, Clone)]
+pub struct StageRegistry {
+    kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
+}
+
+impl StageRegistry {
+    /// The kinds Gatehouse ships.
+    pub fn builtin() -> Self {
+        let mut registry = Self::default();
+        registry.add(super::stages::identification::Identification);
+        registry.add(super::stages::password::PasswordStage);
+        registry.add(super::stages::user_login::UserLogin);
+        registry.add(super::stages::user_logout::UserLogout);
+        registry.add(super::stages::deny::Deny);
+        registry
+    }
+
+    /// Adds a kind (replacing one of the same name).
+    pub fn add(&mut self, kind: impl StageKind) {
+        self.kinds.insert(kind.kind(), Arc::new(kind));
+    }
+
+    /// The kind named `kind`.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn StageKind>> {
+        self.kinds.get(kind)
+    }
+
+    /// Every kind, by name.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn StageKind>> {
+        self.kinds.values()
+    }
+}
+
+/// Reads a response field as text: absent and `null` are `None`.
+pub fn text_field<'a>(response: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    response.get(name).and_then(Value::as_str)
+}
+
+/// Reads a response field as a flag: JSON booleans, and the `on`/`true` a form sends.
+pub fn flag_field(response: &Map<String, Value>, name: &str) -> bool {
+    match response.get(name) {
+        Some(Value::Bool(value)) => *value,
+        Some(Value::String(text)) => matches!(text.as_str(), "on" | "true" | "1"),
+        _ => false,
+    }
+}

@@ -1,0 +1,137 @@
+//! The user login stage: turns the pending user into a signed-in session.
+
+use gatehouse_types::DurationString;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::pending_user_fields;
+use crate::error::{FieldErrors, Result};
+use crate::flows::stage::{Effect, Form, Input, InputKind, Prompt, StageContext, StageKind, Step, flag_field, parse_typed};
+
+/// Network and location bindings authentik offers; only `no_binding` is enforced so far, so only
+/// it is accepted.
+const NO_BINDING: &str = "no_binding";
+
+/// Settings of a login stage, with authentik's names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserLoginSettings {
+    /// How long the session lasts; zero means until the browser closes (and at most the
+    /// server's `sessions.duration`).
+    pub session_duration: DurationString,
+    /// End the user's other sessions when this one starts.
+    pub terminate_other_sessions: bool,
+    /// Added to the session when the person ticks "remember me"; zero hides the choice.
+    pub remember_me_offset: DurationString,
+    pub network_binding: String,
+    pub geoip_binding: String,
+    pub remember_device: DurationString,
+}
+
+impl Default for UserLoginSettings {
+    fn default() -> Self {
+        Self {
+            session_duration: DurationString::from_secs(0),
+            terminate_other_sessions: false,
+            remember_me_offset: DurationString::from_secs(0),
+            network_binding: NO_BINDING.into(),
+            geoip_binding: NO_BINDING.into(),
+            remember_device: DurationString::from_secs(0),
+        }
+    }
+}
+
+/// Signs the pending user in.
+pub struct UserLogin;
+
+impl UserLogin {
+    async fn sign_in(&self, cx: &mut StageContext<'_>, settings: &UserLoginSettings, remember_me: bool) -> Result<Step> {
+        let Some(user_id) = cx.context.pending_user else {
+            return Ok(Step::Denied("No user to sign in.".into()));
+        };
+        let Some(user) = crate::accounts::service::find_user(&cx.state.db, cx.state.tenant, user_id).await? else {
+            return Ok(Step::Denied("No user to sign in.".into()));
+        };
+        if !crate::sessions::service::may_sign_in(&user) {
+            return Ok(Step::Denied("This account may not sign in.".into()));
+        }
+        let browser_session = settings.session_duration.as_micros() == 0;
+        let mut lifetime =
+            if browser_session { cx.state.config.sessions.duration.to_chrono() } else { settings.session_duration.to_chrono() };
+        let remembered = remember_me && settings.remember_me_offset.as_micros() > 0;
+        if remembered {
+            lifetime += settings.remember_me_offset.to_chrono();
+        }
+        // A new session key on every sign-in; the one the browser came with ends.
+        if let Some(previous) = cx.current.take()
+            && let Some(session) = &previous.session
+        {
+            crate::sessions::service::revoke(cx.state, cx.state.tenant, previous.user.id, session.id).await?;
+            cx.effects.push(Effect::SignedOut);
+        }
+        let (user, session) = crate::sessions::service::start_session(cx.state, &user, cx.client, lifetime).await?;
+        if settings.terminate_other_sessions {
+            crate::sessions::service::revoke_others(cx.state, user.id, Some(session.session.id)).await?;
+        }
+        cx.effects.push(Effect::SignedIn { session, persistent: !browser_session || remembered });
+        Ok(Step::Passed)
+    }
+}
+
+#[async_trait::async_trait]
+impl StageKind for UserLogin {
+    fn kind(&self) -> &'static str {
+        "user_login"
+    }
+    fn component(&self) -> &'static str {
+        "ak-stage-user-login"
+    }
+    fn verbose_name(&self) -> &'static str {
+        "User Login Stage"
+    }
+    fn meta_model_name(&self) -> &'static str {
+        "authentik_stages_user_login.userloginstage"
+    }
+
+    fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors> {
+        let (typed, value): (UserLoginSettings, Value) = parse_typed(settings)?;
+        let mut errors = FieldErrors::new();
+        for (field, binding) in [("network_binding", &typed.network_binding), ("geoip_binding", &typed.geoip_binding)] {
+            if binding != NO_BINDING {
+                errors.add(field, format!("\"{binding}\" is not supported by this server yet; use \"{NO_BINDING}\"."));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(value)
+    }
+
+    async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step> {
+        let settings: UserLoginSettings = cx.settings()?;
+        if settings.remember_me_offset.as_micros() == 0 {
+            return self.sign_in(cx, &settings, false).await;
+        }
+        let fields = pending_user_fields(cx);
+        let form = Form {
+            intro: Some(format!("Signing in as {}", super::pending_user_text(cx))),
+            inputs: vec![Input {
+                name: "remember_me",
+                label: "Stay signed in on this device".into(),
+                kind: InputKind::Checkbox,
+                autocomplete: "off",
+                value: String::new(),
+                required: false,
+                autofocus: true,
+            }],
+            submit: "Continue".into(),
+            links: Vec::new(),
+        };
+        Ok(Step::Challenge(Prompt { fields, form }))
+    }
+
+    async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
+        let settings: UserLoginSettings = cx.settings()?;
+        self.sign_in(cx, &settings, flag_field(response, "remember_me")).await
+    }
+}
