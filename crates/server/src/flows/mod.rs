@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod entities;
 pub mod executor;
+pub mod executor_api;
 pub mod model;
 pub mod redirect;
 pub mod run;

@@ -59,8 +59,12 @@ impl Principal {
 
 /// The value of cookie `name` in the request, if any.
 pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+    cookie_in(&parts.headers, name)
+}
+
+/// The value of cookie `name` in `headers`, if any.
+pub fn cookie_in<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -133,5 +137,25 @@ impl FromRequestParts<AppState> for Principal {
             });
         }
         Ok(Principal { context, client })
+    }
+}
+
+/// The caller's session, if the request carries a valid session cookie; never a rejection. For
+/// routes anyone may call (flows, pages) that behave differently for signed-in people. It does
+/// not check CSRF tokens: routes that change state with it protect themselves.
+#[derive(Debug, Clone)]
+pub struct MaybeSignedIn(pub Option<Arc<AuthContext>>);
+
+impl FromRequestParts<AppState> for MaybeSignedIn {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(key) = cookie(parts, &state.config.sessions.cookie_name).map(str::to_owned) else { return Ok(Self(None)) };
+        let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
+        let context = service::authenticate(state, &key, &client).await?;
+        if let (Some(context), Some(identity)) = (&context, parts.extensions.get::<crate::http::middleware::RequestIdentity>()) {
+            identity.set(context.user.id, None);
+        }
+        Ok(Self(context))
     }
 }

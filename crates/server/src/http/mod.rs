@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cookies;
 pub mod json;
 pub mod middleware;
 pub mod openapi;

@@ -15,7 +15,7 @@ use super::entities::session;
 use super::service;
 use crate::accounts::password::Password;
 use crate::error::{Error, Result};
-use crate::http::auth::{CSRF_COOKIE, Principal};
+use crate::http::auth::Principal;
 use crate::http::client::ClientInfo;
 use crate::http::json::ApiJson;
 use crate::state::AppState;
@@ -86,17 +86,6 @@ impl AuthenticatedSession {
     }
 }
 
-fn cookie_header(state: &AppState, name: &str, value: &str, http_only: bool, max_age: i64) -> Result<HeaderValue> {
-    let mut cookie = format!("{name}={value}; Path=/; SameSite=Lax; Max-Age={max_age}");
-    if http_only {
-        cookie.push_str("; HttpOnly");
-    }
-    if state.config.server.secure_cookies {
-        cookie.push_str("; Secure");
-    }
-    HeaderValue::from_str(&cookie).map_err(Error::internal)
-}
-
 #[utoipa::path(post, path = "/api/v3/auth/sign_in/", tag = "auth", request_body = SignInRequest,
     responses((status = 200, body = SignInResponse), (status = 400, description = "Invalid e-mail or password"),
         (status = 429, description = "Too many failed attempts")))]
@@ -108,8 +97,7 @@ async fn sign_in(
     let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client).await?;
     let max_age = state.config.sessions.duration.to_chrono().num_seconds();
     let mut headers = HeaderMap::new();
-    headers.append(header::SET_COOKIE, cookie_header(&state, &state.config.sessions.cookie_name, &new.key, true, max_age)?);
-    headers.append(header::SET_COOKIE, cookie_header(&state, CSRF_COOKIE, &new.csrf_token, false, max_age)?);
+    crate::http::cookies::sign_in_cookies(&state, &mut headers, &new.key, &new.csrf_token, Some(max_age))?;
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let current = Some(new.session.id);
     Ok((
@@ -128,8 +116,7 @@ async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result
     let session = principal.session().ok_or_else(|| Error::field(crate::error::NON_FIELD_ERRORS, "Only a session can sign out."))?;
     service::sign_out(&state, session, principal.user(), &principal.client).await?;
     let mut headers = HeaderMap::new();
-    headers.append(header::SET_COOKIE, cookie_header(&state, &state.config.sessions.cookie_name, "", true, 0)?);
-    headers.append(header::SET_COOKIE, cookie_header(&state, CSRF_COOKIE, "", false, 0)?);
+    crate::http::cookies::sign_out_cookies(&state, &mut headers)?;
     Ok((StatusCode::NO_CONTENT, headers))
 }
 

@@ -1,0 +1,67 @@
+//! The cookies Gatehouse sets: the session, its CSRF token and the flow run. All are `Path=/`,
+//! `SameSite=Lax` (so cross-site posts carry none of them) and `Secure` unless configured off.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use crate::error::{Error, Result};
+use crate::flows::executor::{FlowCookie, Outcome};
+use crate::flows::run::FLOW_COOKIE;
+use crate::flows::stage::Effect;
+use crate::http::auth::CSRF_COOKIE;
+use crate::state::AppState;
+
+/// A `Set-Cookie` value. `max_age` `None` makes a cookie that ends with the browser; `Some(0)`
+/// removes it.
+pub fn set_cookie(state: &AppState, name: &str, value: &str, http_only: bool, max_age: Option<i64>) -> Result<HeaderValue> {
+    let mut cookie = format!("{name}={value}; Path=/; SameSite=Lax");
+    if let Some(max_age) = max_age {
+        cookie.push_str(&format!("; Max-Age={max_age}"));
+    }
+    if http_only {
+        cookie.push_str("; HttpOnly");
+    }
+    if state.config.server.secure_cookies {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).map_err(Error::internal)
+}
+
+/// Sets the session and CSRF cookies.
+pub fn sign_in_cookies(state: &AppState, headers: &mut HeaderMap, key: &str, csrf: &str, max_age: Option<i64>) -> Result<()> {
+    headers.append(header::SET_COOKIE, set_cookie(state, &state.config.sessions.cookie_name, key, true, max_age)?);
+    headers.append(header::SET_COOKIE, set_cookie(state, CSRF_COOKIE, csrf, false, max_age)?);
+    Ok(())
+}
+
+/// Removes the session and CSRF cookies.
+pub fn sign_out_cookies(state: &AppState, headers: &mut HeaderMap) -> Result<()> {
+    headers.append(header::SET_COOKIE, set_cookie(state, &state.config.sessions.cookie_name, "", true, Some(0))?);
+    headers.append(header::SET_COOKIE, set_cookie(state, CSRF_COOKIE, "", false, Some(0))?);
+    Ok(())
+}
+
+/// The cookies a flow step changes: the flow run's, and the session's when a stage signed someone
+/// in or out. Only the final state of each is sent.
+pub fn flow_cookies(state: &AppState, outcome: &Outcome) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    match &outcome.cookie {
+        FlowCookie::Keep => {}
+        FlowCookie::Set(key) => {
+            let lifetime = state.config.flows.run_lifetime.to_chrono().num_seconds();
+            headers.append(header::SET_COOKIE, set_cookie(state, FLOW_COOKIE, key, true, Some(lifetime))?);
+        }
+        FlowCookie::Clear => {
+            headers.append(header::SET_COOKIE, set_cookie(state, FLOW_COOKIE, "", true, Some(0))?);
+        }
+    }
+    match outcome.effects.last() {
+        Some(Effect::SignedIn { session, persistent }) => {
+            let max_age = persistent.then(|| (session.session.expires - chrono::Utc::now()).num_seconds().max(0));
+            sign_in_cookies(state, &mut headers, &session.key, &session.csrf_token, max_age)?;
+        }
+        Some(Effect::SignedOut) => sign_out_cookies(state, &mut headers)?,
+        None => {}
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(headers)
+}
