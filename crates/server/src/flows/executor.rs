@@ -194,7 +194,7 @@ async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) 
 async fn resume(state: &AppState, flow: &flow::Model, key: Option<&str>) -> Result<Option<Run>> {
     let Some(key) = key else { return Ok(None) };
     match run::find(&state.db, &state.secret, state.tenant, key).await? {
-        Lookup::Found(run) if run.flow_id == flow.id => Ok(Some(run)),
+        Lookup::Found(run) if run.flow_id == flow.id => Ok(Some(*run)),
         Lookup::Found(_) => {
             run::cancel(&state.db, &state.secret, state.tenant, key).await?;
             Ok(None)

@@ -7,6 +7,7 @@ pub mod entities;
 pub mod executor;
 pub mod executor_api;
 pub mod model;
+pub mod pages;
 pub mod redirect;
 pub mod run;
 pub mod stage;

@@ -93,7 +93,7 @@ pub enum Lookup {
     Missing,
     /// A run past its lifetime; already deleted.
     Expired,
-    Found(Run),
+    Found(Box<Run>),
 }
 
 /// Finds the run a cookie key names; expired runs are deleted on the way.
@@ -113,7 +113,7 @@ pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Tena
         run::Entity::delete_by_id(model.id).exec(db).await?;
         return Ok(Lookup::Expired);
     }
-    Ok(Lookup::Found(decode(model)?))
+    Ok(Lookup::Found(Box::new(decode(model)?)))
 }
 
 /// Starts a run; returns it with the cookie key that finds it (shown only this once).
@@ -148,9 +148,9 @@ pub async fn create(
 /// changed it meanwhile: the caller's changes are not saved.
 pub async fn save(db: &impl ConnectionTrait, run: &mut Run) -> Result<bool> {
     let result = run::Entity::update_many()
-        .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1).into())
-        .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.plan).map_err(Error::internal)?).into())
-        .col_expr(run::Column::Context, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.context).map_err(Error::internal)?).into())
+        .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1))
+        .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.plan).map_err(Error::internal)?))
+        .col_expr(run::Column::Context, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.context).map_err(Error::internal)?))
         .filter(run::Column::Id.eq(run.id))
         .filter(run::Column::Step.eq(run.step))
         .exec(db)

@@ -112,7 +112,7 @@ impl InputKind {
 #[derive(Debug)]
 pub enum Effect {
     /// A session started: set its cookies. `persistent` false makes it end with the browser.
-    SignedIn { session: NewSession, persistent: bool },
+    SignedIn { session: Box<NewSession>, persistent: bool },
     /// The caller's session ended: clear its cookies.
     SignedOut,
 }

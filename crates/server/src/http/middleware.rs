@@ -92,9 +92,18 @@ fn is_json(response: &Response) -> bool {
     response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
-/// Security headers on every response.
-pub async fn security_headers(request: Request, next: Next) -> Response {
-    let is_docs = request.uri().path() == "/api/v3/" || request.uri().path().starts_with("/api/v3/swagger-ui");
+/// Security headers on every response. Pages get a policy that allows their stylesheet and
+/// nothing else; the API allows nothing; Swagger UI gets what its bundle needs. HSTS is sent
+/// when the request reached a trusted proxy over HTTPS (the only way this server sees HTTPS).
+pub async fn security_headers(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let is_docs = path == "/api/v3/" || path.starts_with("/api/v3/swagger-ui");
+    let is_api = path.starts_with("/api/") || path.starts_with("/-/");
+    let over_https = forwarded_https(&request, &state.config.server.trusted_proxies);
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -103,9 +112,26 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let csp = if is_docs {
         // Swagger UI's bundle injects styles; scripts still come only from this server.
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'"
-    } else {
+    } else if is_api {
         "default-src 'none'; frame-ancestors 'none'"
+    } else {
+        super::pages::PAGE_CSP
     };
     headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(csp));
+    if over_https {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
     response
+}
+
+/// Whether a trusted proxy says the client connected over HTTPS.
+fn forwarded_https(request: &Request, trusted: &[ipnet::IpNet]) -> bool {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let from_proxy = peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
+    from_proxy
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }

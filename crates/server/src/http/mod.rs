@@ -7,5 +7,6 @@ pub mod cookies;
 pub mod json;
 pub mod middleware;
 pub mod openapi;
+pub mod pages;
 pub mod pagination;
 pub mod router;

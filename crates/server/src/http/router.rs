@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -37,13 +37,28 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v3/", get(swagger_index))
         .route("/api/v3/{file}", get(swagger_asset))
         .merge(crate::ops::health_router())
-        .fallback(|| async { Error::NotFound.into_response() })
+        .merge(pages())
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().starts_with("/api/") { Error::NotFound.into_response() } else { super::pages::error_page(Error::NotFound) }
+        })
         .method_not_allowed_fallback(|| async {
             (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({"detail": "Method not allowed."})))
         })
         .route_layer(middleware::from_fn(record_route))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Pages for people (not part of the API document).
+fn pages() -> Router<AppState> {
+    Router::new()
+        .route("/", get(super::pages::front_door))
+        .route("/static/gatehouse.css", get(super::pages::stylesheet))
+        .route("/if/flow/{slug}/", get(crate::flows::pages::show).post(crate::flows::pages::answer))
+        .route("/flows/-/cancel/", get(crate::flows::pages::cancel))
+        .route("/if/user/", get(crate::sessions::pages::show))
+        .route("/if/user/sessions/{id}/end/", post(crate::sessions::pages::end_session))
+        .route("/if/user/sessions/end-others/", post(crate::sessions::pages::end_other_sessions))
 }

@@ -3,5 +3,6 @@
 pub mod cache;
 pub mod entities;
 pub mod handlers;
+pub mod pages;
 pub mod service;
 pub mod throttle;

@@ -73,7 +73,7 @@ impl UserLogin {
         if settings.terminate_other_sessions {
             crate::sessions::service::revoke_others(cx.state, user.id, Some(session.session.id)).await?;
         }
-        cx.effects.push(Effect::SignedIn { session, persistent: !browser_session || remembered });
+        cx.effects.push(Effect::SignedIn { session: Box::new(session), persistent: !browser_session || remembered });
         Ok(Step::Passed)
     }
 }

@@ -1,0 +1,197 @@
+//! `/if/flow/{slug}/`: flows for people. One form per challenge, rendered on the server, working
+//! without JavaScript; answers are posted back and followed by a redirect.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::executor::{self, Challenge, FlowRequest, Outcome};
+use super::redirect::safe_next;
+use super::run::{self, FLOW_COOKIE, Lookup};
+use crate::error::{Error, Result};
+use crate::http::auth::{MaybeSignedIn, cookie_in};
+use crate::http::client::ClientInfo;
+use crate::http::pages::{error_page, form_fields, html, message};
+use crate::secret::constant_time_eq;
+use crate::state::AppState;
+
+/// The `next` a flow page was opened with.
+#[derive(Deserialize)]
+pub struct PageQuery {
+    pub next: Option<String>,
+}
+
+/// One input as the template shows it.
+pub struct InputView {
+    pub name: &'static str,
+    pub label: String,
+    pub html_type: &'static str,
+    pub autocomplete: &'static str,
+    pub value: String,
+    pub required: bool,
+    pub autofocus: bool,
+    pub checkbox: bool,
+    pub numeric: bool,
+    pub errors: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "flow.html")]
+struct FlowPage {
+    title: String,
+    intro: Option<String>,
+    general_errors: Vec<String>,
+    action: String,
+    csrf: String,
+    step: i64,
+    inputs: Vec<InputView>,
+    submit: String,
+    links: Vec<(String, String)>,
+}
+
+/// The token a flow form must carry: bound to the run, so a form from another browser's run (or
+/// a forged one) is refused.
+fn form_token(state: &AppState, run_id: uuid::Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.secret.mac("flow-form", run_id.as_bytes()))
+}
+
+fn action(slug: &str, next: Option<&str>) -> String {
+    match next.and_then(safe_next) {
+        Some(next) => format!("/if/flow/{slug}/?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()),
+        None => format!("/if/flow/{slug}/"),
+    }
+}
+
+fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) -> Result<Response> {
+    let mut headers = crate::http::cookies::flow_cookies(state, &outcome)?;
+    let response = match outcome.challenge {
+        Challenge::Redirect { to } => {
+            headers.insert(header::LOCATION, to.parse().map_err(Error::internal)?);
+            return Ok((StatusCode::SEE_OTHER, headers).into_response());
+        }
+        Challenge::AccessDenied { message: text } => message(StatusCode::FORBIDDEN, "Access denied", &text),
+        Challenge::Stage { prompt, errors, .. } => {
+            let (run_id, step) = outcome.run.ok_or_else(|| Error::internal("a question without a run"))?;
+            let form = prompt.form;
+            let mut fields = errors.fields().clone();
+            let inputs = form
+                .inputs
+                .into_iter()
+                .map(|input| InputView {
+                    name: input.name,
+                    label: input.label,
+                    html_type: input.kind.html_type(),
+                    autocomplete: input.autocomplete,
+                    value: input.value,
+                    required: input.required,
+                    autofocus: input.autofocus,
+                    checkbox: input.kind == super::stage::InputKind::Checkbox,
+                    numeric: input.kind == super::stage::InputKind::Code,
+                    errors: fields.remove(input.name).unwrap_or_default(),
+                })
+                .collect();
+            let page = FlowPage {
+                title: outcome.flow.title.clone(),
+                intro: form.intro,
+                general_errors: fields.into_values().flatten().collect(),
+                action: action(slug, next),
+                csrf: form_token(state, run_id),
+                step,
+                inputs,
+                submit: form.submit,
+                links: form.links,
+            };
+            html(StatusCode::OK, &page)
+        }
+    };
+    Ok((headers, response).into_response())
+}
+
+/// `GET /if/flow/{slug}/`.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Query(query): Query<PageQuery>,
+    client: ClientInfo,
+    MaybeSignedIn(current): MaybeSignedIn,
+    headers: HeaderMap,
+) -> Response {
+    let next = query.next.as_deref();
+    let request = FlowRequest { slug: &slug, key: cookie_in(&headers, FLOW_COOKIE), client: &client, current, next };
+    match executor::get(&state, request).await.and_then(|outcome| render(&state, outcome, &slug, next)) {
+        Ok(response) => response,
+        Err(error) => error_page(error),
+    }
+}
+
+/// `POST /if/flow/{slug}/`: the answer to the question on the page.
+pub async fn answer(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Query(query): Query<PageQuery>,
+    client: ClientInfo,
+    MaybeSignedIn(current): MaybeSignedIn,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let next = query.next.as_deref();
+    let result = async {
+        let fields = form_fields(&headers, &body)?;
+        let key = cookie_in(&headers, FLOW_COOKIE);
+        let mut response = Map::new();
+        let mut token = None;
+        let mut step = None;
+        for (name, value) in fields {
+            match name.as_str() {
+                "csrf" => token = Some(value),
+                "step" => step = value.parse::<i64>().ok(),
+                _ => {
+                    response.insert(name, Value::String(value));
+                }
+            }
+        }
+        // The form must come from this browser's run. Without a run there is nothing to apply
+        // the answer to; the executor starts over without applying it.
+        if let Some(key) = key
+            && let Lookup::Found(run) = run::find(&state.db, &state.secret, state.tenant, key).await?
+        {
+            let expected = form_token(&state, run.id);
+            if !constant_time_eq(expected.as_bytes(), token.unwrap_or_default().as_bytes()) {
+                return Err(Error::Csrf);
+            }
+        }
+        let request = FlowRequest { slug: &slug, key, client: &client, current, next };
+        let outcome = executor::solve(&state, request, response, Some(step.unwrap_or(-1))).await?;
+        // A question without complaints is shown by a fresh GET, so reloading never re-posts.
+        if let Challenge::Stage { errors, .. } = &outcome.challenge
+            && errors.is_empty()
+        {
+            let mut headers = crate::http::cookies::flow_cookies(&state, &outcome)?;
+            headers.insert(header::LOCATION, action(&slug, next).parse().map_err(Error::internal)?);
+            return Ok((StatusCode::SEE_OTHER, headers).into_response());
+        }
+        render(&state, outcome, &slug, next)
+    }
+    .await;
+    result.unwrap_or_else(error_page)
+}
+
+/// `/flows/-/cancel/`: abandons the browser's flow run and goes back to the start.
+pub async fn cancel(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result: Result<Response> = async {
+        if let Some(key) = cookie_in(&headers, FLOW_COOKIE) {
+            run::cancel(&state.db, &state.secret, state.tenant, key).await?;
+        }
+        let mut out = HeaderMap::new();
+        out.append(header::SET_COOKIE, crate::http::cookies::set_cookie(&state, FLOW_COOKIE, "", true, Some(0))?);
+        out.insert(header::LOCATION, axum::http::HeaderValue::from_static("/"));
+        Ok((StatusCode::SEE_OTHER, out).into_response())
+    }
+    .await;
+    result.unwrap_or_else(error_page)
+}
