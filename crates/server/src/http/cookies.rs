@@ -47,7 +47,8 @@ pub fn flow_cookies(state: &AppState, outcome: &Outcome) -> Result<HeaderMap> {
     match &outcome.cookie {
         FlowCookie::Keep => {}
         FlowCookie::Set(key) => {
-            let lifetime = state.config.flows.run_lifetime.to_chrono().num_seconds();
+            // Rounded up: a lifetime under a second must not become `Max-Age=0`, which deletes.
+            let lifetime = (state.config.flows.run_lifetime.to_chrono().num_milliseconds() + 999) / 1000;
             headers.append(header::SET_COOKIE, set_cookie(state, FLOW_COOKIE, key, true, Some(lifetime))?);
         }
         FlowCookie::Clear => {

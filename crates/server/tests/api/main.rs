@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod events;
+mod flows;
 mod geoip;
 mod groups;
 mod ops;

@@ -1,0 +1,610 @@
+//! The flow executor through `/api/v3/flows/executor/{slug}/`, and the flow pages: every stage,
+//! every error path.
+
+use std::collections::BTreeMap;
+
+use gatehouse::flows::entities::{binding, flow, stage};
+use reqwest::StatusCode;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+use serde_json::{Value, json};
+
+use crate::support::{PASSWORD, TestApp, json};
+
+const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
+
+/// A client that keeps cookies the way a browser does (by name, removed at `Max-Age=0`).
+struct Browser<'a> {
+    app: &'a TestApp,
+    cookies: BTreeMap<String, String>,
+    user_agent: &'static str,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: BTreeMap::new(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let response = request.header("cookie", self.cookie_header()).header("user-agent", self.user_agent).send().await.unwrap();
+        self.keep(&response);
+        response
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, Value) {
+        let request = self.app.client.get(self.app.url(path));
+        json(self.send(request).await).await
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> (StatusCode, Value) {
+        let request = self.app.client.post(self.app.url(path)).json(&body);
+        json(self.send(request).await).await
+    }
+
+    async fn post_raw(&mut self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let request = self.app.client.post(self.app.url(path)).header("content-type", content_type).body(body);
+        json(self.send(request).await).await
+    }
+
+    /// Identification then password through the default flow; returns the last challenge.
+    async fn sign_in(&mut self, identifier: &str, password: &str) -> Value {
+        let (status, first) = self.get(SIGN_IN).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["component"], "ak-stage-identification");
+        let (_, second) = self.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": identifier})).await;
+        assert_eq!(second["component"], "ak-stage-password", "{second}");
+        let (status, last) = self.post(SIGN_IN, json!({"component": "ak-stage-password", "password": password})).await;
+        assert_eq!(status, StatusCode::OK, "{last}");
+        last
+    }
+
+    async fn me(&mut self) -> StatusCode {
+        let request = self.app.client.get(self.app.url("/api/v3/core/users/me/"));
+        self.send(request).await.status()
+    }
+}
+
+fn errors_of(challenge: &Value, field: &str) -> Vec<String> {
+    challenge["response_errors"][field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no response_errors for {field} in {challenge}"))
+        .iter()
+        .map(|e| e["string"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn default_stage(app: &TestApp, name: &str) -> stage::Model {
+    stage::Entity::find().filter(stage::Column::Name.eq(name)).one(&app.state.db).await.unwrap().expect("default stage")
+}
+
+async fn set_settings(app: &TestApp, name: &str, changes: Value) {
+    let stage = default_stage(app, name).await;
+    let mut settings = stage.settings.clone();
+    for (key, value) in changes.as_object().unwrap() {
+        settings[key] = value.clone();
+    }
+    let mut model = stage.into_active_model();
+    model.settings = Set(settings);
+    model.update(&app.state.db).await.unwrap();
+}
+
+async fn events(app: &TestApp, action: &str) -> Vec<Value> {
+    let admin = app.superuser(&format!("auditor-{}@example.com", uuid::Uuid::new_v4().simple())).await;
+    let session = app.sign_in(&admin.email).await;
+    let (_, page) = json(app.get(&session, &format!("/api/v3/events/events/?action={action}")).await).await;
+    page["results"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_json_client_signs_in_through_identification_password_and_login() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |u| u.username = Some("ada".into())).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+    let (status, first) = browser.get(&format!("{SIGN_IN}?query=next%3D%252Fif%252Fuser%252F")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["component"], "ak-stage-identification");
+    assert_eq!(first["user_fields"], json!(["email", "username"]));
+    assert_eq!(first["flow_info"]["title"], "Welcome to Gatehouse!");
+    assert_eq!(first["flow_designation"], "authentication");
+    assert!(browser.cookies.contains_key("gatehouse_flow"), "the run is found by its cookie");
+
+    // The username works as well as the e-mail address, in any case.
+    let (_, password) = browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ADA"})).await;
+    assert_eq!(password["component"], "ak-stage-password");
+    assert_eq!(password["pending_user"], "ADA");
+    let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect");
+    assert_eq!(done["to"], "/if/user/");
+    assert!(!browser.cookies.contains_key("gatehouse_flow"), "a finished run's cookie is removed");
+    assert!(browser.cookies.contains_key("gatehouse_session"));
+    assert_eq!(browser.me().await, StatusCode::OK);
+
+    let logins = events(&app, "login").await;
+    let login = logins.iter().find(|e| e["user"]["email"] == "ada@example.com").expect("login event");
+    assert_eq!(login["context"]["client"]["browser"]["family"], "Chrome");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_answered_with_the_same_challenge_and_logged() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    let challenge = browser.sign_in("ada@example.com", "not the password").await;
+    assert_eq!(challenge["component"], "ak-stage-password");
+    assert_eq!(errors_of(&challenge, "password"), ["Invalid password."]);
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+    // The right password still works in the same run.
+    let (_, done) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+
+    let failed = events(&app, "login_failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["context"]["username"], "ada@example.com");
+    assert!(failed[0]["context"]["client"]["browser"].is_object(), "{}", failed[0]);
+    assert!(!failed[0].to_string().contains("not the password"), "the password never reaches the audit trail");
+}
+
+#[tokio::test]
+async fn unknown_accounts_walk_the_same_stages_and_fail_the_same_way() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut known = Browser::new(&app);
+    let mut unknown = Browser::new(&app);
+    let known_failure = known.sign_in("ada@example.com", "wrong password").await;
+    let unknown_failure = unknown.sign_in("nobody@example.com", "wrong password").await;
+    let strip = |mut challenge: Value| {
+        challenge.as_object_mut().unwrap().remove("pending_user");
+        challenge
+    };
+    assert_eq!(strip(known_failure), strip(unknown_failure));
+    let failed = events(&app, "login_failed").await;
+    assert!(failed.iter().any(|e| e["context"]["username"] == "nobody@example.com"));
+}
+
+#[tokio::test]
+async fn empty_and_malformed_responses_never_advance() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+
+    let (status, body) = browser.post_raw(SIGN_IN, "application/json", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["non_field_errors"][0].as_str().unwrap().contains("empty"), "{body}");
+    let (status, body) = browser.post_raw(SIGN_IN, "application/json", "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["non_field_errors"][0].as_str().unwrap().contains("JSON"), "{body}");
+    let (status, body) = browser.post_raw(SIGN_IN, "application/json", "[1, 2]").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = browser.post(SIGN_IN, json!({"uid_field": ["ada@example.com"]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["uid_field"].is_array(), "the field is named: {body}");
+    let (status, body) = browser.post_raw(SIGN_IN, "application/x-www-form-urlencoded", "uid_field=ada%40example.com").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = browser.post(SIGN_IN, json!({"uid_field": "x".repeat(20_000)})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // An empty object is an answer, but not a good one.
+    let (status, challenge) = browser.post(SIGN_IN, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert_eq!(errors_of(&challenge, "uid_field"), ["This field is required."]);
+    let (_, challenge) = browser.post(SIGN_IN, json!({"uid_field": "   "})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+
+    // An empty password never passes, not even for an account without one.
+    app.user("nopass@example.com", |u| u.password = None).await;
+    let mut other = Browser::new(&app);
+    let challenge = other.sign_in("nopass@example.com", "").await;
+    assert_eq!(errors_of(&challenge, "password"), ["This field is required."]);
+    let (_, challenge) = other.post(SIGN_IN, json!({"component": "ak-stage-password"})).await;
+    assert_eq!(challenge["component"], "ak-stage-password");
+    assert_eq!(other.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_later_stage_cannot_be_answered_first_and_answers_cannot_be_replayed() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+    // A password answer while identification is current is refused without advancing.
+    let (_, challenge) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert!(errors_of(&challenge, "component")[0].contains("ak-stage-identification"));
+    // Answering without ever starting the flow starts it and applies nothing.
+    let mut stranger = Browser::new(&app);
+    let (_, challenge) = stranger.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("start again"));
+
+    // Replaying the password answer with the finished run's cookie does not sign in again.
+    browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
+    let old_flow_cookie = browser.cookies["gatehouse_flow"].clone();
+    let (_, done) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect");
+    let mut replayer = Browser::new(&app);
+    replayer.cookies.insert("gatehouse_flow".into(), old_flow_cookie);
+    let (_, challenge) = replayer.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert!(!replayer.cookies.contains_key("gatehouse_session"));
+    assert_eq!(replayer.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_expired_or_tampered_run_restarts_cleanly() {
+    let app = TestApp::spawn_with(|c| c.flows.run_lifetime = "milliseconds=300".parse().unwrap()).await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+    browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (status, challenge) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(challenge["component"], "ak-stage-identification", "{challenge}");
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("expired"));
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+
+    let mut tampered = Browser::new(&app);
+    tampered.cookies.insert("gatehouse_flow".into(), "forged-value".into());
+    let (status, challenge) = tampered.get(SIGN_IN).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert_ne!(tampered.cookies["gatehouse_flow"], "forged-value", "a new run gets a new cookie");
+}
+
+#[tokio::test]
+async fn next_is_honoured_only_for_same_origin_paths() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    for (next, expected) in [
+        ("%2Fapi%2Fv3%2Fcore%2Fusers%2Fme%2F", "/api/v3/core/users/me/"),
+        ("https%3A%2F%2Fevil.example%2F", "/"),
+        ("%2F%2Fevil.example%2F", "/"),
+        ("%2F%5Cevil.example", "/"),
+        ("javascript%3Aalert(1)", "/"),
+    ] {
+        let mut browser = Browser::new(&app);
+        let query = form_urlencoded::byte_serialize(format!("next={}", percent_decode(next)).as_bytes()).collect::<String>();
+        browser.get(&format!("{SIGN_IN}?query={query}")).await;
+        browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
+        let (_, done) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
+        assert_eq!(done["to"], expected, "next={next}");
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    form_urlencoded::parse(format!("x={text}").as_bytes()).next().unwrap().1.into_owned()
+}
+
+async fn add_flow(app: &TestApp, slug: &str, authentication: &str, stages: &[&str]) -> flow::Model {
+    let now = chrono::Utc::now();
+    let flow = flow::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        tenant_id: Set(app.state.tenant.0),
+        slug: Set(slug.into()),
+        name: Set(slug.into()),
+        title: Set(format!("Flow {slug}")),
+        designation: Set("authentication".into()),
+        authentication: Set(authentication.into()),
+        denied_action: Set("message".into()),
+        layout: Set("stacked".into()),
+        policy_engine_mode: Set("any".into()),
+        compatibility_mode: Set(false),
+        background: Set(String::new()),
+        created: Set(now),
+        last_updated: Set(now),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    for (order, name) in stages.iter().enumerate() {
+        bind(app, &flow, name, order as i32 * 10, "retry").await;
+    }
+    flow
+}
+
+async fn bind(app: &TestApp, flow: &flow::Model, stage_name: &str, order: i32, action: &str) {
+    let stage = default_stage(app, stage_name).await;
+    binding::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        tenant_id: Set(app.state.tenant.0),
+        flow_id: Set(flow.id),
+        stage_id: Set(stage.id),
+        binding_order: Set(order),
+        evaluate_on_plan: Set(false),
+        re_evaluate_policies: Set(true),
+        policy_engine_mode: Set("any".into()),
+        invalid_response_action: Set(action.into()),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_flow_whose_requirement_is_not_met_answers_access_denied_with_the_reason() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    app.superuser("root@example.com").await;
+    add_flow(&app, "admins-only", "require_superuser", &["default-invalidation-logout"]).await;
+    add_flow(&app, "members-only", "require_authenticated", &["default-invalidation-logout"]).await;
+    add_flow(&app, "guests-only", "require_unauthenticated", &["default-authentication-identification"]).await;
+
+    let mut anonymous = Browser::new(&app);
+    let (status, denied) = anonymous.get("/api/v3/flows/executor/members-only/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(denied["component"], "ak-stage-access-denied");
+    assert!(denied["error_message"].as_str().unwrap().contains("signed in"), "{denied}");
+    let (_, challenge) = anonymous.get("/api/v3/flows/executor/guests-only/").await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+
+    let mut ada = Browser::new(&app);
+    ada.sign_in("ada@example.com", PASSWORD).await;
+    let (_, denied) = ada.get("/api/v3/flows/executor/admins-only/").await;
+    assert_eq!(denied["component"], "ak-stage-access-denied");
+    assert!(denied["error_message"].as_str().unwrap().contains("superuser"));
+    let (_, denied) = ada.get("/api/v3/flows/executor/guests-only/").await;
+    assert_eq!(denied["component"], "ak-stage-access-denied");
+    assert_eq!(ada.me().await, StatusCode::OK, "a denied flow changes nothing");
+
+    let mut root = Browser::new(&app);
+    root.sign_in("root@example.com", PASSWORD).await;
+    let (_, done) = root.get("/api/v3/flows/executor/admins-only/").await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+
+    let (status, body) = anonymous.get("/api/v3/flows/executor/no-such-flow/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["detail"].is_string());
+}
+
+#[tokio::test]
+async fn the_invalidation_flow_signs_out() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("ada@example.com", PASSWORD).await;
+    assert_eq!(browser.me().await, StatusCode::OK);
+    let session_cookie = browser.cookies["gatehouse_session"].clone();
+    let (_, done) = browser.get("/api/v3/flows/executor/default-invalidation-flow/").await;
+    assert_eq!(done["component"], "xak-flow-redirect");
+    assert_eq!(done["to"], "/");
+    assert!(!browser.cookies.contains_key("gatehouse_session"), "the session cookie is removed");
+    // The session itself ended, not just the cookie.
+    browser.cookies.insert("gatehouse_session".into(), session_cookie);
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+    assert_eq!(events(&app, "logout").await.len(), 1);
+}
+
+#[tokio::test]
+async fn too_many_wrong_passwords_end_the_run_and_the_rate_limit_holds() {
+    let app = TestApp::spawn_with(|c| {
+        c.sign_in.free_failures_per_account = 3;
+    })
+    .await;
+    app.user("ada@example.com", |_| {}).await;
+    set_settings(&app, "default-authentication-password", json!({"failed_attempts_before_cancel": 3})).await;
+    let mut browser = Browser::new(&app);
+    let first = browser.sign_in("ada@example.com", "wrong 1").await;
+    assert_eq!(errors_of(&first, "password"), ["Invalid password."]);
+    let (_, second) = browser.post(SIGN_IN, json!({"password": "wrong 2"})).await;
+    assert_eq!(errors_of(&second, "password"), ["Invalid password."]);
+    let (_, third) = browser.post(SIGN_IN, json!({"password": "wrong 3"})).await;
+    assert_eq!(third["component"], "ak-stage-access-denied", "{third}");
+    assert!(!browser.cookies.contains_key("gatehouse_flow"));
+
+    // The account is now throttled: even the right password is refused for a while, with a reason.
+    let mut again = Browser::new(&app);
+    let throttled = again.sign_in("ada@example.com", PASSWORD).await;
+    assert_eq!(throttled["component"], "ak-stage-password");
+    assert!(errors_of(&throttled, "password")[0].starts_with("Too many failed attempts"), "{throttled}");
+    assert_eq!(again.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_restart_action_sends_an_invalid_answer_back_to_the_first_stage() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let flow = add_flow(&app, "strict", "none", &["default-authentication-identification"]).await;
+    bind(&app, &flow, "default-authentication-password", 20, "restart").await;
+    bind(&app, &flow, "default-authentication-login", 30, "retry").await;
+    let path = "/api/v3/flows/executor/strict/";
+    let mut browser = Browser::new(&app);
+    browser.get(path).await;
+    browser.post(path, json!({"uid_field": "ada@example.com"})).await;
+    let (_, challenge) = browser.post(path, json!({"password": "wrong"})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification", "{challenge}");
+    assert_eq!(challenge["pending_user_identifier"], Value::Null, "a restart forgets the context");
+    browser.post(path, json!({"uid_field": "ada@example.com"})).await;
+    let (_, done) = browser.post(path, json!({"password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect");
+}
+
+#[tokio::test]
+async fn identification_can_check_the_password_on_the_same_form() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let password_stage = default_stage(&app, "default-authentication-password").await;
+    set_settings(&app, "default-authentication-identification", json!({"password_stage": password_stage.id})).await;
+    let flow = add_flow(&app, "one-step", "none", &["default-authentication-identification"]).await;
+    bind(&app, &flow, "default-authentication-login", 100, "retry").await;
+    let path = "/api/v3/flows/executor/one-step/";
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = browser.get(path).await;
+    assert_eq!(challenge["password_fields"], true);
+    let (_, challenge) = browser.post(path, json!({"uid_field": "ada@example.com", "password": "wrong"})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert_eq!(errors_of(&challenge, "non_field_errors"), ["Invalid password."]);
+    let (_, challenge) = browser.post(path, json!({"uid_field": "ada@example.com"})).await;
+    assert_eq!(errors_of(&challenge, "password"), ["This field is required."]);
+    let (_, done) = browser.post(path, json!({"uid_field": "ada@example.com", "password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    assert_eq!(browser.me().await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn user_login_settings_shape_the_session() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    set_settings(
+        &app,
+        "default-authentication-login",
+        json!({"session_duration": "hours=2", "terminate_other_sessions": true, "remember_me_offset": "days=30"}),
+    )
+    .await;
+    let mut first = Browser::new(&app);
+    let challenge = first.sign_in("ada@example.com", PASSWORD).await;
+    assert_eq!(challenge["component"], "ak-stage-user-login", "a remember-me offset asks first");
+    let request = app.client.post(app.url(SIGN_IN)).json(&json!({"component": "ak-stage-user-login", "remember_me": true}));
+    let response = first.send(request).await;
+    let session_cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("gatehouse_session="))
+        .unwrap();
+    let max_age: i64 = session_cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    let expected = 2 * 3600 + 30 * 86_400;
+    assert!((expected - 5..=expected).contains(&max_age), "{session_cookie}");
+    assert_eq!(first.me().await, StatusCode::OK);
+
+    // Signing in elsewhere ends the other sessions.
+    let mut second = Browser::new(&app);
+    second.sign_in("ada@example.com", PASSWORD).await;
+    let (_, done) = second.post(SIGN_IN, json!({"remember_me": false})).await;
+    assert_eq!(done["component"], "xak-flow-redirect");
+    assert_eq!(second.me().await, StatusCode::OK);
+    assert_eq!(first.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_browser_session_cookie_has_no_max_age_by_default() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+    browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
+    let request = app.client.post(app.url(SIGN_IN)).json(&json!({"password": PASSWORD}));
+    let response = browser.send(request).await;
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("gatehouse_session="))
+        .unwrap();
+    assert!(!cookie.contains("Max-Age"), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+}
+
+#[tokio::test]
+async fn app_passwords_work_in_the_password_stage_unless_the_backend_is_off() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let session = app.sign_in("ada@example.com").await;
+    let (_, key) = app.create_key(&session, json!({"identifier": "laptop-mail", "intent": "app_password"})).await;
+    let mut browser = Browser::new(&app);
+    let done = browser.sign_in("ada@example.com", &key).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+
+    set_settings(&app, "default-authentication-password", json!({"backends": ["authentik.core.auth.InbuiltBackend"]})).await;
+    let mut other = Browser::new(&app);
+    let refused = other.sign_in("ada@example.com", &key).await;
+    assert_eq!(errors_of(&refused, "password"), ["Invalid password."]);
+}
+
+#[tokio::test]
+async fn a_deny_stage_ends_the_flow_with_its_message() {
+    let app = TestApp::spawn().await;
+    let now = chrono::Utc::now();
+    stage::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        tenant_id: Set(app.state.tenant.0),
+        name: Set("closed".into()),
+        kind: Set("deny".into()),
+        settings: Set(json!({"deny_message": "Sign-ups are closed."})),
+        created: Set(now),
+        last_updated: Set(now),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    add_flow(&app, "closed-door", "none", &["closed"]).await;
+    let mut browser = Browser::new(&app);
+    let (_, denied) = browser.get("/api/v3/flows/executor/closed-door/").await;
+    assert_eq!(denied["component"], "ak-stage-access-denied");
+    assert_eq!(denied["error_message"], "Sign-ups are closed.");
+}
+
+#[tokio::test]
+async fn pages_render_the_flow_with_a_form_and_refuse_forged_posts() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    let response = browser.send(app.client.get(app.url("/"))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, "/if/flow/default-authentication-flow/?next=%2Fif%2Fuser%2F");
+
+    let response = browser.send(app.client.get(app.url(&location))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && csp.contains("style-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert!(response.headers().get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    let page = response.text().await.unwrap();
+    assert!(page.contains(r#"<label for="uid_field">E-mail or username</label>"#), "{page}");
+    assert!(page.contains(r#"autocomplete="username""#));
+    assert!(!page.contains("<script"));
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let step = page.split(r#"name="step" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+
+    let post = |body: String| app.client.post(app.url(&location)).header("content-type", "application/x-www-form-urlencoded").body(body);
+    let forged = browser.send(post(format!("csrf=forged&step={step}&uid_field=ada%40example.com"))).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let stale = browser.send(post(format!("csrf={csrf}&step=999&uid_field=ada%40example.com"))).await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert!(stale.text().await.unwrap().contains("already submitted"), "a stale form is not applied");
+    let answered = browser.send(post(format!("csrf={csrf}&step={step}&uid_field=ada%40example.com"))).await;
+    assert_eq!(answered.status(), StatusCode::SEE_OTHER, "a good answer is followed by a redirect");
+    let password_page = browser.send(app.client.get(app.url(&location))).await.text().await.unwrap();
+    assert!(password_page.contains(r#"autocomplete="current-password""#), "{password_page}");
+
+    let missing = browser.send(app.client.get(app.url("/if/flow/no-such-flow/"))).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let user_page = browser.send(app.client.get(app.url("/if/user/"))).await;
+    assert_eq!(user_page.status(), StatusCode::SEE_OTHER, "the user page sends strangers to sign in");
+}
+
+#[tokio::test]
+async fn hsts_is_sent_when_a_trusted_proxy_says_https() {
+    let app = TestApp::spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let response =
+        app.client.get(app.url("/if/flow/default-authentication-flow/")).header("x-forwarded-proto", "https").send().await.unwrap();
+    assert!(response.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
+    let plain = app.client.get(app.url("/if/flow/default-authentication-flow/")).send().await.unwrap();
+    assert!(plain.headers().get("strict-transport-security").is_none());
+}
