@@ -164,7 +164,7 @@ async fn plan_for(state: &AppState, flow: &flow::Model) -> Result<Plan> {
 
 /// A run of the flow for this request: the one the cookie names, or a new one.
 enum Started {
-    Running { run: Run, cookie: FlowCookie, fresh: bool },
+    Running { run: Run, cookie: FlowCookie },
     Refused(Challenge),
 }
 
@@ -186,7 +186,7 @@ async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) 
     let lifetime = state.config.flows.run_lifetime.to_chrono();
     let (run, key) = run::create(&state.db, &state.secret, state.tenant, flow.id, plan, context, lifetime).await?;
     metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
-    Ok(Started::Running { run, cookie: FlowCookie::Set(key), fresh: true })
+    Ok(Started::Running { run, cookie: FlowCookie::Set(key) })
 }
 
 /// The run the cookie names for this flow, if any; a run of another flow or an expired one is
@@ -208,14 +208,15 @@ async fn resume(state: &AppState, flow: &flow::Model, key: Option<&str>) -> Resu
 pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> {
     let flow = find_flow(state, request.slug).await?;
     let started = match resume(state, &flow, request.key).await? {
-        Some(run) => Started::Running { run, cookie: FlowCookie::Keep, fresh: false },
+        Some(run) => Started::Running { run, cookie: FlowCookie::Keep },
         None => start(state, &flow, &request).await?,
     };
     match started {
         Started::Refused(challenge) => Ok(refused(flow, challenge, request.key.is_some())),
-        Started::Running { run, cookie, fresh } => {
+        Started::Running { mut run, cookie } => {
             let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
-            let challenge = walk.advance(&mut run.clone(), fresh, FieldErrors::new()).await?;
+            // A run is saved only when entering stages changed it (a new run is stored as is).
+            let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
             Ok(walk.finish(challenge, cookie))
         }
     }
@@ -234,9 +235,9 @@ pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<Str
         // Nothing to answer: start over rather than apply an answer to a question never asked.
         return match start(state, &flow, &request).await? {
             Started::Refused(challenge) => Ok(refused(flow, challenge, request.key.is_some())),
-            Started::Running { mut run, cookie, fresh } => {
+            Started::Running { mut run, cookie } => {
                 let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
-                let challenge = walk.advance(&mut run, fresh, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
+                let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
                 Ok(walk.finish(challenge, cookie))
             }
         };

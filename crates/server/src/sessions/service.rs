@@ -180,11 +180,17 @@ pub struct Attempt {
     counted: Vec<String>,
 }
 
-/// Starts a password attempt for `identifier` from `client`; fails with 429 while the account or
-/// the address is throttled.
-pub async fn begin_attempt(state: &AppState, identifier: &str, client: &ClientInfo) -> Result<Attempt> {
+/// Starts a password attempt from `client` by someone who typed `identifier`, against
+/// `candidate` if that names an account; fails with 429 while the account or the address is
+/// throttled. The account's failures are counted under its e-mail (or username) whatever the
+/// person typed, so switching between e-mail and username gains no extra guesses.
+pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<Attempt> {
     let identifier: String = identifier.trim().chars().take(254).collect();
-    let account_bucket = format!("account:{}", identifier.to_lowercase());
+    let account_key = match candidate {
+        Some(user) => user.email_key.clone().unwrap_or_else(|| user.username_key.clone()),
+        None => identifier.to_lowercase(),
+    };
+    let account_bucket = format!("account:{account_key}");
     let ip_bucket = client.ip.map(|ip| format!("ip:{ip}"));
     let (account_limits, ip_limits) = limits(state);
     let mut buckets = vec![(account_bucket.as_str(), account_limits)];
@@ -318,7 +324,6 @@ pub async fn start_session(
 /// accounts and accounts that may not sign in interactively all fail the same way, after the
 /// same work.
 pub async fn sign_in(state: &AppState, email: &str, password: Password, client: &ClientInfo) -> Result<(user::Model, NewSession)> {
-    let attempt = begin_attempt(state, email, client).await?;
     let email_key = email.trim().to_lowercase();
     let candidate = if email_key.is_empty() || email_key.len() > 254 {
         None
@@ -329,6 +334,7 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             .one(&state.db)
             .await?
     };
+    let attempt = begin_attempt(state, email, candidate.as_ref(), client).await?;
     match verify_password(state, candidate.clone(), password).await? {
         Some(verified) => {
             let user = pass_attempt(state, &attempt, verified).await?;

@@ -403,7 +403,7 @@ async fn too_many_wrong_passwords_end_the_run_and_the_rate_limit_holds() {
         c.sign_in.free_failures_per_account = 3;
     })
     .await;
-    app.user("ada@example.com", |_| {}).await;
+    app.user("ada@example.com", |u| u.username = Some("ada".into())).await;
     set_settings(&app, "default-authentication-password", json!({"failed_attempts_before_cancel": 3})).await;
     let mut browser = Browser::new(&app);
     let first = browser.sign_in("ada@example.com", "wrong 1").await;
@@ -414,9 +414,10 @@ async fn too_many_wrong_passwords_end_the_run_and_the_rate_limit_holds() {
     assert_eq!(third["component"], "ak-stage-access-denied", "{third}");
     assert!(!browser.cookies.contains_key("gatehouse_flow"));
 
-    // The account is now throttled: even the right password is refused for a while, with a reason.
+    // The account is now throttled, whatever name it is typed as: even the right password is
+    // refused for a while, with a reason.
     let mut again = Browser::new(&app);
-    let throttled = again.sign_in("ada@example.com", PASSWORD).await;
+    let throttled = again.sign_in("ADA", PASSWORD).await;
     assert_eq!(throttled["component"], "ak-stage-password");
     assert!(errors_of(&throttled, "password")[0].starts_with("Too many failed attempts"), "{throttled}");
     assert_eq!(again.me().await, StatusCode::UNAUTHORIZED);

@@ -49,7 +49,7 @@ pub async fn check_password(
 ) -> Result<Result<(), String>> {
     use crate::sessions::service;
     let identifier = cx.context.pending_user_identifier.clone().unwrap_or_default();
-    let attempt = match service::begin_attempt(cx.state, &identifier, cx.client).await {
+    let attempt = match service::begin_attempt(cx.state, &identifier, candidate.as_ref(), cx.client).await {
         Ok(attempt) => attempt,
         Err(Error::RateLimited { retry_after_secs }) => {
             return Ok(Err(format!("Too many failed attempts. Try again in {retry_after_secs} seconds.")));
