@@ -27,3 +27,46 @@ pub fn pending_user_text(cx: &StageContext<'_>) -> String {
         (None, None) => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use crate::flows::stage::StageKind;
+
+    fn parse(kind: &dyn StageKind, settings: Value) -> Result<Value, Vec<String>> {
+        let map: Map<String, Value> = settings.as_object().cloned().unwrap_or_default();
+        kind.parse_settings(map).map_err(|errors| errors.fields().keys().cloned().collect())
+    }
+
+    #[test]
+    fn defaults_fill_in_what_is_not_given() {
+        let identification = parse(&super::identification::Identification, json!({})).unwrap();
+        assert_eq!(identification["user_fields"], json!(["email", "username"]));
+        assert_eq!(identification["pretend_user_exists"], true);
+        let password = parse(&super::password::PasswordStage, json!({})).unwrap();
+        assert_eq!(password["failed_attempts_before_cancel"], 5);
+        let login = parse(&super::user_login::UserLogin, json!({"session_duration": "hours=8"})).unwrap();
+        assert_eq!(login["session_duration"], "hours=8");
+        assert_eq!(login["remember_me_offset"], "seconds=0");
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let cases: Vec<(&dyn StageKind, Value, &str)> = vec![
+            (&super::identification::Identification, json!({"user_fields": ["phone"]}), "user_fields[0]"),
+            (&super::identification::Identification, json!({"user_fields": []}), "user_fields"),
+            (&super::identification::Identification, json!({"sources": ["7d0b5b5e-2b0a-4e8e-9f5e-0c1b0d1e2f3a"]}), "sources"),
+            (&super::identification::Identification, json!({"surprise": true}), "surprise"),
+            (&super::password::PasswordStage, json!({"backends": ["authentik.sources.ldap.auth.LDAPBackend"]}), "backends"),
+            (&super::password::PasswordStage, json!({"backends": []}), "backends"),
+            (&super::password::PasswordStage, json!({"failed_attempts_before_cancel": -1}), "failed_attempts_before_cancel"),
+            (&super::user_login::UserLogin, json!({"session_duration": "fortnights=2"}), "session_duration"),
+            (&super::user_login::UserLogin, json!({"network_binding": "bind_asn"}), "network_binding"),
+            (&super::deny::Deny, json!({"deny_message": "x".repeat(1001)}), "deny_message"),
+        ];
+        for (kind, settings, field) in cases {
+            assert_eq!(parse(kind, settings.clone()), Err(vec![field.to_owned()]), "{} {settings}", kind.kind());
+        }
+    }
+}
