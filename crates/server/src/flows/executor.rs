@@ -152,11 +152,26 @@ async fn plan_for(state: &AppState, flow: &flow::Model) -> Result<Plan> {
         .order_by_asc(binding::Column::Id)
         .all(&state.db)
         .await?;
+    let ids: Vec<Uuid> = bindings.iter().map(|b| b.stage_id).collect();
+    let stages: std::collections::HashMap<Uuid, stage::Model> = stage::Entity::find()
+        .filter(stage::Column::TenantId.eq(state.tenant.0))
+        .filter(stage::Column::Id.is_in(ids))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
     let stages = bindings
         .into_iter()
-        .map(|b| PlannedStage {
-            stage_id: b.stage_id,
-            invalid_response_action: InvalidResponseAction::parse(&b.invalid_response_action).unwrap_or(InvalidResponseAction::Retry),
+        .filter_map(|b| {
+            let stage = stages.get(&b.stage_id)?;
+            Some(PlannedStage {
+                stage_id: stage.id,
+                name: stage.name.clone(),
+                kind: stage.kind.clone(),
+                settings: stage.settings.clone(),
+                invalid_response_action: InvalidResponseAction::parse(&b.invalid_response_action).unwrap_or(InvalidResponseAction::Retry),
+            })
         })
         .collect();
     Ok(Plan { stages, position: 0 })
@@ -251,7 +266,7 @@ pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<Str
         let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
         return Ok(walk.finish(challenge, FlowCookie::Keep));
     };
-    let Some((stage, kind)) = walk.load_stage(planned.stage_id).await? else {
+    let Some(kind) = walk.kind_of(&planned) else {
         let challenge = walk.abandon(&run).await?;
         return Ok(walk.finish(challenge, FlowCookie::Keep));
     };
@@ -263,7 +278,7 @@ pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<Str
         return Ok(walk.finish(challenge, FlowCookie::Keep));
     }
     let decision = {
-        let mut cx = walk.stage_context(&stage, &mut run.context);
+        let mut cx = walk.stage_context(&planned, &mut run.context);
         kind.solve(&mut cx, &response).await?
     };
     let challenge = match decision {
@@ -312,7 +327,7 @@ impl<'a> Walk<'a> {
         Outcome { flow: self.flow.clone(), challenge: stop.challenge, effects: self.effects, cookie, run: stop.run }
     }
 
-    fn stage_context<'b>(&'b mut self, stage: &'b stage::Model, context: &'b mut FlowContext) -> StageContext<'b> {
+    fn stage_context<'b>(&'b mut self, stage: &'b PlannedStage, context: &'b mut FlowContext) -> StageContext<'b> {
         StageContext {
             state: self.state,
             flow: self.flow,
@@ -324,16 +339,13 @@ impl<'a> Walk<'a> {
         }
     }
 
-    async fn load_stage(&self, id: Uuid) -> Result<Option<(stage::Model, Arc<dyn super::stage::StageKind>)>> {
-        let Some(stage) = stage::Entity::find_by_id(id).filter(stage::Column::TenantId.eq(self.state.tenant.0)).one(&self.state.db).await?
-        else {
-            return Ok(None);
-        };
-        let Some(kind) = self.state.stages.get(&stage.kind).cloned() else {
-            tracing::warn!(stage = %stage.id, kind = %stage.kind, "stage of a kind this server does not know");
-            return Ok(None);
-        };
-        Ok(Some((stage, kind)))
+    /// The implementation of a planned stage's kind; `None` when this server does not know it.
+    fn kind_of(&self, planned: &PlannedStage) -> Option<Arc<dyn super::stage::StageKind>> {
+        let kind = self.state.stages.get(&planned.kind).cloned();
+        if kind.is_none() {
+            tracing::warn!(stage = %planned.stage_id, kind = %planned.kind, "stage of a kind this server does not know");
+        }
+        kind
     }
 
     /// Enters stages from the run's position until one asks a question or the flow ends.
@@ -345,12 +357,12 @@ impl<'a> Walk<'a> {
                 metrics::counter!("gatehouse_flow_runs_completed_total", "designation" => self.flow.designation.clone()).increment(1);
                 return self.end(run, Challenge::Redirect { to }).await;
             };
-            let Some((stage, kind)) = self.load_stage(planned.stage_id).await? else {
+            let Some(kind) = self.kind_of(&planned) else {
                 return self.abandon(run).await;
             };
             let before = run.context.clone();
             let step = {
-                let mut cx = self.stage_context(&stage, &mut run.context);
+                let mut cx = self.stage_context(&planned, &mut run.context);
                 kind.enter(&mut cx).await?
             };
             changed |= run.context != before;
@@ -384,7 +396,7 @@ impl<'a> Walk<'a> {
         Ok(Stop { challenge, run: None, ended: true })
     }
 
-    /// The plan names a stage that was deleted (or whose kind is gone): end the run cleanly.
+    /// The plan names a stage of a kind this server no longer knows: end the run cleanly.
     async fn abandon(&mut self, run: &Run) -> Result<Stop> {
         self.end(run, Challenge::AccessDenied { message: "This flow changed while it ran; please start again.".into() }).await
     }

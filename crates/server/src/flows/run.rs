@@ -16,10 +16,15 @@ use crate::tenants::TenantId;
 /// Name of the cookie that carries the flow run's key.
 pub const FLOW_COOKIE: &str = "gatehouse_flow";
 
-/// One planned stage: which stage, and what to do when its answer is invalid.
+/// One planned stage: a copy of the stage as it was when the run started (so a run is not
+/// changed under a person's feet, and each step needs no stage lookup), and what to do when its
+/// answer is invalid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PlannedStage {
     pub stage_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub settings: Value,
     pub invalid_response_action: InvalidResponseAction,
 }
 

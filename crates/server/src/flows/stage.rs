@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::entities::{flow, stage};
-use super::run::FlowContext;
+use super::entities::flow;
+use super::run::{FlowContext, PlannedStage};
 use crate::error::{FieldErrors, Result};
 use crate::http::client::ClientInfo;
 use crate::sessions::cache::AuthContext;
@@ -121,7 +121,8 @@ pub enum Effect {
 pub struct StageContext<'a> {
     pub state: &'a AppState,
     pub flow: &'a flow::Model,
-    pub stage: &'a stage::Model,
+    /// The stage as planned: its id, name, kind and settings.
+    pub stage: &'a PlannedStage,
     pub context: &'a mut FlowContext,
     pub client: &'a ClientInfo,
     /// The caller's current session, if they are signed in.
@@ -134,7 +135,7 @@ impl StageContext<'_> {
     /// failure here means the row was changed behind the API's back.
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(self.stage.settings.clone())
-            .map_err(|e| crate::error::Error::internal(format!("stage {} has unreadable settings: {e}", self.stage.id)))
+            .map_err(|e| crate::error::Error::internal(format!("stage {} has unreadable settings: {e}", self.stage.stage_id)))
     }
 }
 
