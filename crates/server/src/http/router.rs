@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::tokens::handlers::router())
         .merge(crate::tasks::handlers::router())
         .merge(crate::flows::executor_api::router())
+        .merge(crate::flows::handlers::router())
         .split_for_parts();
     let document = std::sync::Arc::new(document);
     let max_body = state.config.server.max_body_bytes;
