@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::api::{BindingOut, BindingWrite, FlowImportResult, FlowOut, FlowWrite, KindStageOut, StageOut, StageWrite, TypeCreate};
 use super::entities::{binding, flow, stage};
-use super::service::{self, BindingFilter, FlowFilter, StageFilter};
+use super::service::{self, BindingFilter, FlowFilter, StageChange, StageFilter};
 use super::stage::StageKind;
 use super::transfer::{self, Format};
 use crate::accounts::permissions::names;
@@ -425,7 +425,14 @@ async fn write_stage(
     let kind = kind_of(&state, &kind)?;
     principal.require(names::CHANGE_STAGE)?;
     let stage = kind_stage(&state, kind.as_ref(), &id).await?;
-    let updated = service::update_stage(&state, &principal.actor(), kind.as_ref(), &stage, body.name, body.settings, full).await?;
+    let updated = service::update_stage(
+        &state,
+        &principal.actor(),
+        kind.as_ref(),
+        &stage,
+        StageChange { name: body.name, settings: body.settings, full },
+    )
+    .await?;
     Ok(Json(render_kind_stage(&state, updated).await?))
 }
 

@@ -532,28 +532,35 @@ pub async fn create_stage(
     Ok(created)
 }
 
-/// Updates a stage inside `txn`. A full update (PUT) replaces the settings, defaults filling
-/// in what is not sent; a partial one merges `settings` into the stored settings.
+/// A change to a stage: its name and settings as sent. A full change (PUT) replaces the
+/// settings, defaults filling in what is not sent; a partial one merges them into the stored
+/// settings.
+#[derive(Debug, Clone, Default)]
+pub struct StageChange {
+    pub name: Option<String>,
+    pub settings: Map<String, Value>,
+    pub full: bool,
+}
+
+/// Updates a stage of `kind` inside `txn`.
 pub async fn update_stage_in(
     txn: &DatabaseTransaction,
     state: &AppState,
     actor: &Actor,
     kind: &dyn StageKind,
     before: &stage::Model,
-    name: Option<String>,
-    settings: Map<String, Value>,
-    full: bool,
+    change: StageChange,
 ) -> Result<stage::Model> {
     let mut errors = FieldErrors::new();
-    let name = parse_name(name, Some(&before.name), full, &mut errors);
-    let settings = if full {
-        settings
+    let name = parse_name(change.name, Some(&before.name), change.full, &mut errors);
+    let settings = if change.full {
+        change.settings
     } else {
         let mut merged = match &before.settings {
             Value::Object(stored) => stored.clone(),
             _ => Map::new(),
         };
-        merged.extend(settings);
+        merged.extend(change.settings);
         merged
     };
     let settings = parse_stage_settings(txn, state.tenant, kind, settings, &mut errors).await?;
@@ -570,19 +577,16 @@ pub async fn update_stage_in(
     Ok(after)
 }
 
-/// Updates a stage; see [`update_stage_in`].
-#[allow(clippy::too_many_arguments)]
+/// Updates a stage of `kind`.
 pub async fn update_stage(
     state: &AppState,
     actor: &Actor,
     kind: &dyn StageKind,
     before: &stage::Model,
-    name: Option<String>,
-    settings: Map<String, Value>,
-    full: bool,
+    change: StageChange,
 ) -> Result<stage::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let after = update_stage_in(&txn, state, actor, kind, before, name, settings, full).await?;
+    let after = update_stage_in(&txn, state, actor, kind, before, change).await?;
     txn.commit().await?;
     Ok(after)
 }

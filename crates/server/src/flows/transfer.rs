@@ -527,9 +527,15 @@ impl Import<'_> {
             }
             Some(existing) if entry.state.as_deref() == Some("created") => existing,
             Some(existing) => {
-                let updated =
-                    service::update_stage_in(self.txn, self.state, self.actor, kind, &existing, Some(name.to_owned()), settings, false)
-                        .await?;
+                let updated = service::update_stage_in(
+                    self.txn,
+                    self.state,
+                    self.actor,
+                    kind,
+                    &existing,
+                    service::StageChange { name: Some(name.to_owned()), settings, full: false },
+                )
+                .await?;
                 self.done("Updated", entry);
                 updated
             }
