@@ -44,6 +44,103 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(stage_used_by))
 }
 
+/// The generic paths of the per-kind stage API, documented once per registered kind instead.
+const KIND_PATHS: [&str; 3] =
+    ["/api/v3/stages/{kind}/", "/api/v3/stages/{kind}/{stage_uuid}/", "/api/v3/stages/{kind}/{stage_uuid}/used_by/"];
+
+/// The OpenAPI document as served, with every registered kind given its own paths
+/// (`/api/v3/stages/identification/` and so on) and schemas (`IdentificationStage`,
+/// `IdentificationStageRequest`) in place of the generic `{kind}` paths, as authentik documents
+/// them. The settings' schema is read from each kind's defaults, so a kind registered later is
+/// documented without more code.
+pub fn document_stage_kinds(document: &utoipa::openapi::OpenApi, registry: &super::StageRegistry) -> serde_json::Value {
+    match serde_json::to_value(document) {
+        Ok(mut value) => {
+            expand_kind_paths(&mut value, registry);
+            value
+        }
+        Err(error) => {
+            tracing::error!(%error, "the OpenAPI document cannot be written as JSON");
+            serde_json::Value::Null
+        }
+    }
+}
+
+fn schema_of_default(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match value {
+        Value::Bool(_) => json!({"type": "boolean"}),
+        Value::Number(n) if n.is_i64() || n.is_u64() => json!({"type": "integer"}),
+        Value::Number(_) => json!({"type": "number"}),
+        Value::String(_) => json!({"type": "string"}),
+        // Empty settings of the shipped kinds are references to other objects, by uuid.
+        Value::Null => json!({"type": ["string", "null"], "format": "uuid"}),
+        Value::Array(items) => json!({"type": "array", "items": items.first().map(schema_of_default).unwrap_or(json!({"type": "string"}))}),
+        Value::Object(_) => json!({"type": "object"}),
+    }
+}
+
+fn expand_kind_paths(document: &mut serde_json::Value, registry: &super::StageRegistry) {
+    use serde_json::{Value, json};
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    let generic: Vec<(String, Value)> = KIND_PATHS.iter().filter_map(|p| paths.remove(*p).map(|item| (p.to_string(), item))).collect();
+    let mut schemas = Vec::new();
+    for kind in registry.all() {
+        let title: String = kind
+            .kind()
+            .split('_')
+            .map(|word| {
+                let mut chars = word.chars();
+                chars.next().map(|c| c.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+            })
+            .collect();
+        let (out_name, request_name) = (format!("{title}Stage"), format!("{title}StageRequest"));
+        for (path, item) in &generic {
+            let text = item
+                .to_string()
+                .replace("#/components/schemas/KindStageOut", &format!("#/components/schemas/{out_name}"))
+                .replace("#/components/schemas/StageWrite", &format!("#/components/schemas/{request_name}"));
+            let Ok(mut item) = serde_json::from_str::<Value>(&text) else { continue };
+            if let Some(operations) = item.as_object_mut() {
+                for operation in operations.values_mut().filter_map(Value::as_object_mut) {
+                    if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
+                        let id = format!("stages_{}_{id}", kind.kind());
+                        operation.insert("operationId".into(), json!(id));
+                    }
+                    if let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) {
+                        parameters.retain(|p| p.get("name").and_then(Value::as_str) != Some("kind"));
+                    }
+                }
+            }
+            paths.insert(path.replace("{kind}", kind.kind()), item);
+        }
+        let defaults = kind.parse_settings(serde_json::Map::new()).unwrap_or_default();
+        let properties: serde_json::Map<String, Value> =
+            defaults.as_object().map(|d| d.iter().map(|(k, v)| (k.clone(), schema_of_default(v))).collect()).unwrap_or_default();
+        let mut request_properties = properties.clone();
+        request_properties.insert("name".into(), json!({"type": "string", "minLength": 1}));
+        schemas.push((
+            out_name,
+            json!({
+                "description": format!("{}: the common stage fields and its settings.", kind.verbose_name()),
+                "allOf": [{"$ref": "#/components/schemas/StageOut"}, {"type": "object", "properties": properties}],
+            }),
+        ));
+        schemas.push((
+            request_name,
+            json!({"type": "object", "description": kind.verbose_name(), "required": ["name"], "properties": request_properties}),
+        ));
+    }
+    let components = document.as_object_mut().map(|d| d.entry("components").or_insert_with(|| json!({})));
+    if let Some(target) =
+        components.and_then(|c| c.as_object_mut()).map(|c| c.entry("schemas").or_insert_with(|| json!({}))).and_then(Value::as_object_mut)
+    {
+        for (name, schema) in schemas {
+            target.insert(name, schema);
+        }
+    }
+}
+
 fn parse_id(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }

@@ -819,3 +819,41 @@ async fn an_import_writes_everything_or_nothing() {
     assert_eq!(remaining["results"][0]["stage_obj"]["name"], "raw-logout");
     assert_eq!(remaining["results"][0]["invalid_response_action"], "retry", "cleared bindings come back with the document's attributes");
 }
+
+#[tokio::test]
+async fn every_stage_kind_is_documented_with_its_own_paths_and_schemas() {
+    let app = TestApp::spawn().await;
+    let schema: Value = app.client.get(app.url("/api/v3/schema/")).send().await.unwrap().json().await.unwrap();
+    let paths = schema["paths"].as_object().unwrap();
+    for path in [
+        "/api/v3/flows/instances/",
+        "/api/v3/flows/instances/{slug}/export/",
+        "/api/v3/flows/instances/import/",
+        "/api/v3/flows/bindings/{fsb_uuid}/",
+        "/api/v3/stages/all/types/",
+    ] {
+        assert!(paths.contains_key(path), "schema lacks {path}");
+    }
+    assert!(
+        !paths.keys().any(|p| p.contains("{kind}")),
+        "the generic paths are replaced by one per kind: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    let mut operation_ids = std::collections::HashSet::new();
+    for kind in ["identification", "password", "user_login", "user_logout", "deny"] {
+        let item = &paths[&format!("/api/v3/stages/{kind}/{{stage_uuid}}/")];
+        for method in ["get", "put", "patch", "delete"] {
+            assert!(item.get(method).is_some(), "{kind} lacks {method}");
+            assert!(operation_ids.insert(item[method]["operationId"].as_str().unwrap().to_owned()), "operation ids are unique");
+        }
+        assert!(paths.contains_key(&format!("/api/v3/stages/{kind}/")));
+        assert!(paths.contains_key(&format!("/api/v3/stages/{kind}/{{stage_uuid}}/used_by/")));
+    }
+    let schemas = &schema["components"]["schemas"];
+    let identification = schemas["IdentificationStage"].to_string();
+    assert!(identification.contains("password_stage") && identification.contains("StageOut"), "{identification}");
+    assert_eq!(schemas["UserLoginStageRequest"]["properties"]["session_duration"]["type"], "string");
+    assert_eq!(schemas["PasswordStageRequest"]["required"], json!(["name"]));
+    let create = &paths["/api/v3/stages/password/"]["post"];
+    assert!(create["requestBody"].to_string().contains("PasswordStageRequest"), "{create}");
+}
