@@ -61,6 +61,19 @@ pub mod names {
     pub const DELETE_TOKEN: &str = "authentik_core.delete_token";
     pub const VIEW_TOKEN_KEY: &str = "authentik_core.view_token_key";
     pub const SET_TOKEN_KEY: &str = "authentik_core.set_token_key";
+    pub const VIEW_FLOW: &str = "authentik_flows.view_flow";
+    pub const ADD_FLOW: &str = "authentik_flows.add_flow";
+    pub const CHANGE_FLOW: &str = "authentik_flows.change_flow";
+    pub const DELETE_FLOW: &str = "authentik_flows.delete_flow";
+    pub const EXPORT_FLOW: &str = "authentik_flows.export_flow";
+    pub const VIEW_FLOW_STAGE_BINDING: &str = "authentik_flows.view_flowstagebinding";
+    pub const ADD_FLOW_STAGE_BINDING: &str = "authentik_flows.add_flowstagebinding";
+    pub const CHANGE_FLOW_STAGE_BINDING: &str = "authentik_flows.change_flowstagebinding";
+    pub const DELETE_FLOW_STAGE_BINDING: &str = "authentik_flows.delete_flowstagebinding";
+    pub const VIEW_STAGE: &str = "authentik_flows.view_stage";
+    pub const ADD_STAGE: &str = "authentik_flows.add_stage";
+    pub const CHANGE_STAGE: &str = "authentik_flows.change_stage";
+    pub const DELETE_STAGE: &str = "authentik_flows.delete_stage";
 }
 
 #[cfg(test)]

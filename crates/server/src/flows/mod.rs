@@ -2,15 +2,19 @@
 //! running it builds a plan, asks each stage's question in turn and carries the answers in a
 //! context the later stages read. Kinds of stage plug in through [`stage::StageRegistry`].
 
+pub mod api;
 pub mod defaults;
 pub mod entities;
 pub mod executor;
 pub mod executor_api;
+pub mod handlers;
 pub mod model;
 pub mod pages;
 pub mod redirect;
 pub mod run;
+pub mod service;
 pub mod stage;
 pub mod stages;
+pub mod transfer;
 
 pub use stage::{StageKind, StageRegistry};

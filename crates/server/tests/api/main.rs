@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod events;
 mod flows;
+mod flows_admin;
 mod geoip;
 mod groups;
 mod ops;
