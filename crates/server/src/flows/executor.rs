@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseAction};
 use super::redirect::safe_next;
-use super::run::{self, FlowContext, Lookup, Plan, PlannedStage, Run};
+use super::run::{self, FlowContext, FlowInfo, Lookup, Plan, PlannedStage, Run};
 use super::stage::{Effect, Form, Prompt, StageContext, Step};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::http::client::ClientInfo;
@@ -57,7 +57,7 @@ pub enum FlowCookie {
 /// The executor's answer to one request.
 #[derive(Debug)]
 pub struct Outcome {
-    pub flow: flow::Model,
+    pub flow: FlowInfo,
     pub challenge: Challenge,
     pub effects: Vec<Effect>,
     pub cookie: FlowCookie,
@@ -174,12 +174,12 @@ async fn plan_for(state: &AppState, flow: &flow::Model) -> Result<Plan> {
             })
         })
         .collect();
-    Ok(Plan { stages, position: 0 })
+    Ok(Plan { flow: FlowInfo::from(flow), stages, position: 0 })
 }
 
 /// A run of the flow for this request: the one the cookie names, or a new one.
 enum Started {
-    Running { run: Run, cookie: FlowCookie },
+    Running { run: Box<Run>, cookie: FlowCookie },
     Refused(Challenge),
 }
 
@@ -201,15 +201,15 @@ async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) 
     let lifetime = state.config.flows.run_lifetime.to_chrono();
     let (run, key) = run::create(&state.db, &state.secret, state.tenant, flow.id, plan, context, lifetime).await?;
     metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
-    Ok(Started::Running { run, cookie: FlowCookie::Set(key) })
+    Ok(Started::Running { run: Box::new(run), cookie: FlowCookie::Set(key) })
 }
 
-/// The run the cookie names for this flow, if any; a run of another flow or an expired one is
-/// ended (a browser runs one flow at a time).
-async fn resume(state: &AppState, flow: &flow::Model, key: Option<&str>) -> Result<Option<Run>> {
+/// The run the cookie names for the flow `slug`, if any; a run of another flow or an expired
+/// one is ended (a browser runs one flow at a time).
+async fn resume(state: &AppState, slug: &str, key: Option<&str>) -> Result<Option<Run>> {
     let Some(key) = key else { return Ok(None) };
     match run::find(&state.db, &state.secret, state.tenant, key).await? {
-        Lookup::Found(run) if run.flow_id == flow.id => Ok(Some(*run)),
+        Lookup::Found(run) if run.plan.flow.slug == slug => Ok(Some(*run)),
         Lookup::Found(_) => {
             run::cancel(&state.db, &state.secret, state.tenant, key).await?;
             Ok(None)
@@ -218,26 +218,34 @@ async fn resume(state: &AppState, flow: &flow::Model, key: Option<&str>) -> Resu
     }
 }
 
-/// Answers `GET /flows/executor/{slug}/`: the current question of the caller's run, starting
-/// one when there is none.
-pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> {
+/// The caller's run of the flow, or a new one; `Err` with the outcome when the flow refuses to
+/// start.
+async fn run_for(state: &AppState, request: &FlowRequest<'_>) -> Result<Result<(Run, FlowCookie, bool), Outcome>> {
+    if let Some(run) = resume(state, request.slug, request.key).await? {
+        return Ok(Ok((run, FlowCookie::Keep, false)));
+    }
     let flow = find_flow(state, request.slug).await?;
-    let started = match resume(state, &flow, request.key).await? {
-        Some(run) => Started::Running { run, cookie: FlowCookie::Keep },
-        None => start(state, &flow, &request).await?,
-    };
-    match started {
-        Started::Refused(challenge) => Ok(refused(flow, challenge, request.key.is_some())),
-        Started::Running { mut run, cookie } => {
-            let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
-            // A run is saved only when entering stages changed it (a new run is stored as is).
-            let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
-            Ok(walk.finish(challenge, cookie))
-        }
+    match start(state, &flow, request).await? {
+        Started::Running { run, cookie } => Ok(Ok((*run, cookie, true))),
+        Started::Refused(challenge) => Ok(Err(refused(FlowInfo::from(&flow), challenge, request.key.is_some()))),
     }
 }
 
-fn refused(flow: flow::Model, challenge: Challenge, had_cookie: bool) -> Outcome {
+/// Answers `GET /flows/executor/{slug}/`: the current question of the caller's run, starting
+/// one when there is none.
+pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> {
+    let (mut run, cookie, _) = match run_for(state, &request).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    let flow = run.plan.flow.clone();
+    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+    // A run is saved only when entering stages changed it (a new run is stored as is).
+    let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
+    Ok(walk.finish(challenge, cookie))
+}
+
+fn refused(flow: FlowInfo, challenge: Challenge, had_cookie: bool) -> Outcome {
     let cookie = if had_cookie { FlowCookie::Clear } else { FlowCookie::Keep };
     Outcome { flow, challenge, effects: Vec::new(), cookie, run: None }
 }
@@ -245,18 +253,17 @@ fn refused(flow: flow::Model, challenge: Challenge, had_cookie: bool) -> Outcome
 /// Answers `POST /flows/executor/{slug}/`: hands `response` to the current stage. `step`, when
 /// given, must name the question being answered (forms send it; a stale form is not applied).
 pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<String, Value>, step: Option<i64>) -> Result<Outcome> {
-    let flow = find_flow(state, request.slug).await?;
-    let Some(mut run) = resume(state, &flow, request.key).await? else {
-        // Nothing to answer: start over rather than apply an answer to a question never asked.
-        return match start(state, &flow, &request).await? {
-            Started::Refused(challenge) => Ok(refused(flow, challenge, request.key.is_some())),
-            Started::Running { mut run, cookie } => {
-                let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
-                let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
-                Ok(walk.finish(challenge, cookie))
-            }
-        };
+    let (mut run, cookie, fresh) = match run_for(state, &request).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
     };
+    let flow = run.plan.flow.clone();
+    if fresh {
+        // Nothing to answer: start over rather than apply an answer to a question never asked.
+        let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+        let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
+        return Ok(walk.finish(challenge, cookie));
+    }
     let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
     if step.is_some_and(|step| step != run.step) {
         let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, STALE_ANSWER)).await?;
@@ -309,7 +316,7 @@ pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<Str
 /// One request's walk through a run.
 struct Walk<'a> {
     state: &'a AppState,
-    flow: &'a flow::Model,
+    flow: &'a FlowInfo,
     request: &'a FlowRequest<'a>,
     effects: Vec<Effect>,
 }

@@ -28,9 +28,34 @@ pub struct PlannedStage {
     pub invalid_response_action: InvalidResponseAction,
 }
 
+/// What a run remembers of its flow, so that answering needs no flow lookup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FlowInfo {
+    pub id: Uuid,
+    pub slug: String,
+    pub title: String,
+    pub background: String,
+    pub layout: String,
+    pub designation: String,
+}
+
+impl From<&super::entities::flow::Model> for FlowInfo {
+    fn from(flow: &super::entities::flow::Model) -> Self {
+        Self {
+            id: flow.id,
+            slug: flow.slug.clone(),
+            title: flow.title.clone(),
+            background: flow.background.clone(),
+            layout: flow.layout.clone(),
+            designation: flow.designation.clone(),
+        }
+    }
+}
+
 /// The stages a run goes through and where it stands.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Plan {
+    pub flow: FlowInfo,
     pub stages: Vec<PlannedStage>,
     /// Index of the current stage; `stages.len()` when all have passed.
     pub position: usize,

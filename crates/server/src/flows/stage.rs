@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::entities::flow;
-use super::run::{FlowContext, PlannedStage};
+use super::run::{FlowContext, FlowInfo, PlannedStage};
 use crate::error::{FieldErrors, Result};
 use crate::http::client::ClientInfo;
 use crate::sessions::cache::AuthContext;
@@ -120,7 +119,7 @@ pub enum Effect {
 /// What a stage may read and change while it runs.
 pub struct StageContext<'a> {
     pub state: &'a AppState,
-    pub flow: &'a flow::Model,
+    pub flow: &'a FlowInfo,
     /// The stage as planned: its id, name, kind and settings.
     pub stage: &'a PlannedStage,
     pub context: &'a mut FlowContext,
