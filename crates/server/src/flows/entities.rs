@@ -76,7 +76,16 @@ pub mod binding {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        #[sea_orm(belongs_to = "super::stage::Entity", from = "Column::StageId", to = "super::stage::Column::Id")]
+        Stage,
+    }
+
+    impl Related<super::stage::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Stage.def()
+        }
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

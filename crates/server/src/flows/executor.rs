@@ -145,32 +145,25 @@ fn denied(flow: &flow::Model, message: String, next: Option<&str>) -> Challenge 
 
 /// The flow's stages in order, as a plan.
 async fn plan_for(state: &AppState, flow: &flow::Model) -> Result<Plan> {
-    let bindings = binding::Entity::find()
+    let bound = binding::Entity::find()
+        .find_also_related(stage::Entity)
         .filter(binding::Column::TenantId.eq(state.tenant.0))
         .filter(binding::Column::FlowId.eq(flow.id))
         .order_by_asc(binding::Column::BindingOrder)
         .order_by_asc(binding::Column::Id)
         .all(&state.db)
         .await?;
-    let ids: Vec<Uuid> = bindings.iter().map(|b| b.stage_id).collect();
-    let stages: std::collections::HashMap<Uuid, stage::Model> = stage::Entity::find()
-        .filter(stage::Column::TenantId.eq(state.tenant.0))
-        .filter(stage::Column::Id.is_in(ids))
-        .all(&state.db)
-        .await?
+    let stages = bound
         .into_iter()
-        .map(|s| (s.id, s))
-        .collect();
-    let stages = bindings
-        .into_iter()
-        .filter_map(|b| {
-            let stage = stages.get(&b.stage_id)?;
+        .filter_map(|(binding, stage)| {
+            let stage = stage.filter(|s| s.tenant_id == state.tenant.0)?;
             Some(PlannedStage {
                 stage_id: stage.id,
-                name: stage.name.clone(),
-                kind: stage.kind.clone(),
-                settings: stage.settings.clone(),
-                invalid_response_action: InvalidResponseAction::parse(&b.invalid_response_action).unwrap_or(InvalidResponseAction::Retry),
+                name: stage.name,
+                kind: stage.kind,
+                settings: stage.settings,
+                invalid_response_action: InvalidResponseAction::parse(&binding.invalid_response_action)
+                    .unwrap_or(InvalidResponseAction::Retry),
             })
         })
         .collect();
@@ -239,7 +232,7 @@ pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> 
         Err(outcome) => return Ok(outcome),
     };
     let flow = run.plan.flow.clone();
-    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new(), account: None };
     // A run is saved only when entering stages changed it (a new run is stored as is).
     let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
     Ok(walk.finish(challenge, cookie))
@@ -260,11 +253,11 @@ pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<Str
     let flow = run.plan.flow.clone();
     if fresh {
         // Nothing to answer: start over rather than apply an answer to a question never asked.
-        let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+        let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new(), account: None };
         let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
         return Ok(walk.finish(challenge, cookie));
     }
-    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new() };
+    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new(), account: None };
     if step.is_some_and(|step| step != run.step) {
         let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, STALE_ANSWER)).await?;
         return Ok(walk.finish(challenge, FlowCookie::Keep));
@@ -319,6 +312,8 @@ struct Walk<'a> {
     flow: &'a FlowInfo,
     request: &'a FlowRequest<'a>,
     effects: Vec<Effect>,
+    /// The pending user's account once a stage loaded it.
+    account: Option<crate::accounts::entities::user::Model>,
 }
 
 /// Where a walk stopped: the challenge, and the run if it goes on.
@@ -343,6 +338,7 @@ impl<'a> Walk<'a> {
             client: self.request.client,
             current: self.request.current.clone(),
             effects: &mut self.effects,
+            account: &mut self.account,
         }
     }
 

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::run::{FlowContext, FlowInfo, PlannedStage};
+use crate::accounts::entities::user;
 use crate::error::{FieldErrors, Result};
 use crate::http::client::ClientInfo;
 use crate::sessions::cache::AuthContext;
@@ -127,9 +128,29 @@ pub struct StageContext<'a> {
     /// The caller's current session, if they are signed in.
     pub current: Option<Arc<AuthContext>>,
     pub effects: &'a mut Vec<Effect>,
+    /// The pending user's account as last loaded in this request, shared by its stages.
+    pub account: &'a mut Option<user::Model>,
 }
 
 impl StageContext<'_> {
+    /// The pending user's account (`None` for unknown identifiers), loaded at most once per
+    /// request.
+    pub async fn pending_account(&mut self) -> Result<Option<user::Model>> {
+        let Some(id) = self.context.pending_user else { return Ok(None) };
+        if let Some(account) = self.account.as_ref().filter(|a| a.id == id) {
+            return Ok(Some(account.clone()));
+        }
+        let account = crate::accounts::service::find_user(&self.state.db, self.state.tenant, id).await?;
+        self.account.clone_from(&account);
+        Ok(account)
+    }
+
+    /// Makes `account` the pending user.
+    pub fn set_pending_account(&mut self, account: user::Model) {
+        self.context.pending_user = Some(account.id);
+        *self.account = Some(account);
+    }
+
     /// The stage's settings as their typed form. Stored settings were parsed on the way in, so a
     /// failure here means the row was changed behind the API's back.
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T> {

@@ -190,7 +190,10 @@ impl StageKind for Identification {
         )
         .await?;
         cx.context.pending_user_identifier = Some(identifier.to_owned());
-        cx.context.pending_user = candidate.as_ref().map(|u| u.id);
+        cx.context.pending_user = None;
+        if let Some(account) = &candidate {
+            cx.set_pending_account(account.clone());
+        }
         if let Some(password_stage) = settings.password_stage {
             let password_settings = inline_password_settings(cx, password_stage).await?;
             return Ok(match check_password(cx, &password_settings, candidate, password).await? {

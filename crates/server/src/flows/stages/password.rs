@@ -62,7 +62,7 @@ pub async fn check_password(
     match verified {
         Some(verified) => {
             let user = service::pass_attempt(cx.state, &attempt, verified).await?;
-            cx.context.pending_user = Some(user.id);
+            cx.set_pending_account(user);
             cx.context.factors.push("password".to_owned());
             Ok(Ok(()))
         }
@@ -140,7 +140,7 @@ impl StageKind for PasswordStage {
             return Ok(Step::Invalid(FieldErrors::single("password", "Ensure this field has no more than 4096 characters.")));
         }
         let candidate = match (cx.context.pending_user, &cx.current) {
-            (Some(id), _) => crate::accounts::service::find_user(&cx.state.db, cx.state.tenant, id).await?,
+            (Some(_), _) => cx.pending_account().await?,
             (None, Some(current)) if cx.context.pending_user_identifier.is_none() => Some(current.user.clone()),
             _ => None,
         };

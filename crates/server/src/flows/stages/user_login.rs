@@ -46,10 +46,7 @@ pub struct UserLogin;
 
 impl UserLogin {
     async fn sign_in(&self, cx: &mut StageContext<'_>, settings: &UserLoginSettings, remember_me: bool) -> Result<Step> {
-        let Some(user_id) = cx.context.pending_user else {
-            return Ok(Step::Denied("No user to sign in.".into()));
-        };
-        let Some(user) = crate::accounts::service::find_user(&cx.state.db, cx.state.tenant, user_id).await? else {
+        let Some(user) = cx.pending_account().await? else {
             return Ok(Step::Denied("No user to sign in.".into()));
         };
         if !crate::sessions::service::may_sign_in(&user) {
