@@ -84,6 +84,17 @@ impl<'a> Browser<'a> {
     }
 }
 
+/// The `Set-Cookie` header that carries the session cookie.
+fn session_set_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("gatehouse_session="))
+        .expect("a session cookie is set")
+}
+
 fn errors_of(challenge: &Value, field: &str) -> Vec<String> {
     challenge["response_errors"][field]
         .as_array()
@@ -479,13 +490,7 @@ async fn user_login_settings_shape_the_session() {
     assert_eq!(challenge["component"], "ak-stage-user-login", "a remember-me offset asks first");
     let request = app.client.post(app.url(SIGN_IN)).json(&json!({"component": "ak-stage-user-login", "remember_me": true}));
     let response = first.send(request).await;
-    let session_cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("gatehouse_session="))
-        .unwrap();
+    let session_cookie = session_set_cookie(&response);
     let max_age: i64 = session_cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
     let expected = 2 * 3600 + 30 * 86_400;
     assert!((expected - 5..=expected).contains(&max_age), "{session_cookie}");
@@ -509,13 +514,7 @@ async fn a_browser_session_cookie_has_no_max_age_by_default() {
     browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
     let request = app.client.post(app.url(SIGN_IN)).json(&json!({"password": PASSWORD}));
     let response = browser.send(request).await;
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("gatehouse_session="))
-        .unwrap();
+    let cookie = session_set_cookie(&response);
     assert!(!cookie.contains("Max-Age"), "{cookie}");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
 }
