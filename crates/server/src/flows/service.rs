@@ -79,7 +79,8 @@ fn flow_ref(flow: &flow::Model) -> ModelRef {
     ModelRef { app: "authentik_flows", model_name: "flow", pk: json!(flow.id), name: flow.name.clone() }
 }
 
-fn flow_json(flow: &flow::Model) -> Value {
+/// A flow's values, as recorded in the audit trail and exported.
+pub(crate) fn flow_json(flow: &flow::Model) -> Value {
     json!({
         "name": flow.name,
         "slug": flow.slug,

@@ -100,20 +100,12 @@ pub fn render(document: &Blueprint, format: Format) -> Result<String> {
     }
 }
 
+/// The flow's values as the audit trail records them, less the slug (an identifier here).
 fn flow_attrs(flow: &flow::Model) -> Map<String, Value> {
-    let Value::Object(attrs) = json!({
-        "name": flow.name,
-        "title": flow.title,
-        "designation": flow.designation,
-        "background": flow.background,
-        "policy_engine_mode": flow.policy_engine_mode,
-        "compatibility_mode": flow.compatibility_mode,
-        "layout": flow.layout,
-        "denied_action": flow.denied_action,
-        "authentication": flow.authentication,
-    }) else {
+    let Value::Object(mut attrs) = super::service::flow_json(flow) else {
         return Map::new();
     };
+    attrs.remove("slug");
     attrs
 }
 
