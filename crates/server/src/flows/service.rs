@@ -50,26 +50,6 @@ pub struct BindingFields {
     pub invalid_response_action: InvalidResponseAction,
 }
 
-/// A settings field that names another stage, which must be of `target_kind`.
-#[derive(Debug, Clone, Copy)]
-pub struct StageReference {
-    /// The kind whose settings hold the reference.
-    pub kind: &'static str,
-    pub field: &'static str,
-    pub target_kind: &'static str,
-}
-
-/// Every settings field that names another stage. Exports write these as the other stage's
-/// name, and deleting a stage clears them. (Identification's captcha and WebAuthn stages are
-/// refused by its settings until those kinds exist.)
-pub const STAGE_REFERENCES: &[StageReference] =
-    &[StageReference { kind: "identification", field: "password_stage", target_kind: "password" }];
-
-/// The references `kind`'s settings may hold.
-pub fn references_of(kind: &str) -> impl Iterator<Item = &'static StageReference> + '_ {
-    STAGE_REFERENCES.iter().filter(move |r| r.kind == kind)
-}
-
 /// The "does not exist" message of a bad reference, as DRF words it.
 pub fn missing_pk(pk: impl std::fmt::Display) -> String {
     format!("Invalid pk \"{pk}\" - object does not exist.")
@@ -456,7 +436,7 @@ pub async fn parse_stage_settings(
             return Ok(Value::Null);
         }
     };
-    for reference in references_of(kind.kind()) {
+    for reference in kind.references() {
         let Some(value) = parsed.get(reference.field).filter(|v| !v.is_null()) else { continue };
         let target = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
         let exists = match target {
@@ -597,12 +577,12 @@ pub async fn update_stage(
 pub async fn delete_stage(state: &AppState, actor: &Actor, stage: &stage::Model) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
     let target = json!(stage.id.to_string());
-    for reference in STAGE_REFERENCES.iter().filter(|r| r.target_kind == stage.kind) {
+    for (holder_kind, reference) in state.stages.references_to(&stage.kind) {
         // Settings are JSON whose querying differs between the databases; the referring kinds
         // have few stages, so they are read and filtered here.
         let holders = stage::Entity::find()
             .filter(stage::Column::TenantId.eq(state.tenant.0))
-            .filter(stage::Column::Kind.eq(reference.kind))
+            .filter(stage::Column::Kind.eq(holder_kind))
             .all(&txn)
             .await?;
         for holder in holders.into_iter().filter(|h| h.settings.get(reference.field) == Some(&target)) {
@@ -648,10 +628,10 @@ pub async fn stage_used_by(state: &AppState, stage: &stage::Model) -> Result<Vec
         });
     }
     let target = json!(stage.id.to_string());
-    for reference in STAGE_REFERENCES.iter().filter(|r| r.target_kind == stage.kind) {
+    for (holder_kind, reference) in state.stages.references_to(&stage.kind) {
         let holders = stage::Entity::find()
             .filter(stage::Column::TenantId.eq(state.tenant.0))
-            .filter(stage::Column::Kind.eq(reference.kind))
+            .filter(stage::Column::Kind.eq(holder_kind))
             .order_by_asc(stage::Column::Name)
             .all(&state.db)
             .await?;

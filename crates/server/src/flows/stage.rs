@@ -36,6 +36,18 @@ pub trait StageKind: Send + Sync + 'static {
     async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step>;
     /// Judges the answer to the question [`StageKind::enter`] asked.
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step>;
+    /// Settings fields that name another stage by id. The administration checks them, exports
+    /// write them as the other stage's name, and deleting the named stage clears them.
+    fn references(&self) -> &'static [StageReference] {
+        &[]
+    }
+}
+
+/// A settings field that names another stage, which must be of `target_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageReference {
+    pub field: &'static str,
+    pub target_kind: &'static str,
 }
 
 /// What a stage decided.
@@ -203,6 +215,19 @@ impl StageRegistry {
     /// Every kind, by name.
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn StageKind>> {
         self.kinds.values()
+    }
+
+    /// The settings fields of `kind` that name other stages (none for unknown kinds).
+    pub fn references_of(&self, kind: &str) -> &'static [StageReference] {
+        self.get(kind).map(|k| k.references()).unwrap_or(&[])
+    }
+
+    /// Every settings field, with the kind holding it, that names stages of `target_kind`.
+    pub fn references_to<'a>(&'a self, target_kind: &'a str) -> impl Iterator<Item = (&'static str, &'static StageReference)> + 'a {
+        self.kinds.values().flat_map(move |kind| {
+            let holder = kind.kind();
+            kind.references().iter().filter(move |r| r.target_kind == target_kind).map(move |r| (holder, r))
+        })
     }
 }
 

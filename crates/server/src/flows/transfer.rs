@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::api::{BindingWrite, FlowImportResult, FlowWrite, LogEvent};
 use super::entities::{binding, flow, stage};
-use super::service::{self, references_of};
+use super::service;
 use super::stage::StageKind;
+use super::stage::StageRegistry;
 use crate::accounts::service::Actor;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::state::AppState;
@@ -127,7 +128,7 @@ pub async fn export(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
         let found = service::stages_by_id(&state.db, tenant, &wanted).await?;
         wanted = found
             .values()
-            .flat_map(|s| references_of(&s.kind).filter_map(|r| referenced_id(&s.settings, r.field)))
+            .flat_map(|s| state.stages.references_of(&s.kind).iter().filter_map(|r| referenced_id(&s.settings, r.field)))
             .filter(|id| !stages.contains_key(id) && !found.contains_key(id))
             .collect();
         stages.extend(found);
@@ -135,14 +136,14 @@ pub async fn export(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
 
     // Stages in binding order, each after the stages it names.
     let mut ordered: Vec<Uuid> = Vec::new();
-    fn visit(id: Uuid, stages: &HashMap<Uuid, stage::Model>, ordered: &mut Vec<Uuid>, seen: &mut HashSet<Uuid>) {
+    fn visit(registry: &StageRegistry, id: Uuid, stages: &HashMap<Uuid, stage::Model>, ordered: &mut Vec<Uuid>, seen: &mut HashSet<Uuid>) {
         if !seen.insert(id) {
             return;
         }
         if let Some(stage) = stages.get(&id) {
-            for reference in references_of(&stage.kind) {
+            for reference in registry.references_of(&stage.kind) {
                 if let Some(target) = referenced_id(&stage.settings, reference.field) {
-                    visit(target, stages, ordered, seen);
+                    visit(registry, target, stages, ordered, seen);
                 }
             }
             ordered.push(id);
@@ -150,7 +151,7 @@ pub async fn export(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
     }
     let mut seen = HashSet::new();
     for b in &bindings {
-        visit(b.stage_id, &stages, &mut ordered, &mut seen);
+        visit(&state.stages, b.stage_id, &stages, &mut ordered, &mut seen);
     }
 
     let mut entries = vec![Entry {
@@ -172,7 +173,7 @@ pub async fn export(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
             Value::Object(settings) => settings.clone(),
             _ => Map::new(),
         };
-        for reference in references_of(&stage.kind) {
+        for reference in kind.references() {
             if let Some(target) = referenced_id(&stage.settings, reference.field) {
                 let name = stages.get(&target).map(|s| json!(s.name)).unwrap_or(Value::Null);
                 attrs.insert(reference.field.to_owned(), name);
@@ -413,7 +414,7 @@ impl Import<'_> {
         while !pending.is_empty() {
             let ready = pending.iter().position(|&i| {
                 let (entry, EntryKind::Stage { kind, .. }) = (&blueprint.entries[i], &classified[i]) else { return true };
-                references_of(kind.kind()).all(|r| {
+                kind.references().iter().all(|r| {
                     entry
                         .attrs
                         .get(r.field)
@@ -495,7 +496,7 @@ impl Import<'_> {
         // The identifier names the stage; a `name` among the attributes would rename it.
         settings.remove("name");
         let mut errors = FieldErrors::new();
-        for reference in references_of(kind.kind()) {
+        for reference in kind.references() {
             let Some(value) = settings.get(reference.field).filter(|v| !v.is_null()).cloned() else { continue };
             let Some(target_name) = value.as_str() else {
                 errors.add(reference.field, "The name of a stage is required.");

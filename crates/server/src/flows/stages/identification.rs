@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::password::{PasswordSettings, check_password};
 use crate::error::{FieldErrors, NON_FIELD_ERRORS, Result};
-use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
+use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, StageReference, Step, parse_typed, text_field};
 
 /// What identification failures say, whatever failed.
 pub const IDENTIFICATION_FAILED: &str = "Failed to authenticate.";
@@ -90,6 +90,11 @@ impl StageKind for Identification {
     }
     fn meta_model_name(&self) -> &'static str {
         "authentik_stages_identification.identificationstage"
+    }
+
+    fn references(&self) -> &'static [StageReference] {
+        // Captcha and WebAuthn stages are refused by the settings until those kinds exist.
+        &[StageReference { field: "password_stage", target_kind: "password" }]
     }
 
     fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors> {
