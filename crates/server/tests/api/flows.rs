@@ -608,3 +608,21 @@ async fn hsts_is_sent_when_a_trusted_proxy_says_https() {
     let plain = app.client.get(app.url("/if/flow/default-authentication-flow/")).send().await.unwrap();
     assert!(plain.headers().get("strict-transport-security").is_none());
 }
+
+#[tokio::test]
+async fn what_people_type_is_escaped_on_the_pages() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    let location = "/if/flow/default-authentication-flow/";
+    let page = browser.send(app.client.get(app.url(location))).await.text().await.unwrap();
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let step = page.split(r#"name="step" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let hostile = r#""><script>alert(1)</script>"#;
+    let body = format!("csrf={csrf}&step={step}&uid_field={}", form_urlencoded::byte_serialize(hostile.as_bytes()).collect::<String>());
+    let answered =
+        browser.send(app.client.post(app.url(location)).header("content-type", "application/x-www-form-urlencoded").body(body)).await;
+    assert_eq!(answered.status(), StatusCode::SEE_OTHER);
+    let password_page = browser.send(app.client.get(app.url(location))).await.text().await.unwrap();
+    assert!(password_page.contains("Signing in as &#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;"), "{password_page}");
+    assert!(!password_page.contains("<script>"));
+}
