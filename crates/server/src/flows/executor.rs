@@ -11,10 +11,12 @@ use uuid::Uuid;
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseAction};
 use super::redirect::safe_next;
-use super::run::{self, FlowContext, FlowInfo, Lookup, Plan, PlannedStage, Run};
-use super::stage::{Effect, Form, Prompt, StageContext, Step};
+use super::run::{self, FLOW_COOKIE, FlowContext, FlowInfo, Plan, PlannedStage, Run};
+use super::stage::{Effect, Prompt, StageContext, Step};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
+use crate::http::auth::cookie_in;
 use crate::http::client::ClientInfo;
+use crate::secret::constant_time_eq;
 use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
 
@@ -33,6 +35,25 @@ pub struct FlowRequest<'a> {
     pub current: Option<Arc<AuthContext>>,
     /// The `next` the flow was opened with; only same-origin paths are kept.
     pub next: Option<&'a str>,
+}
+
+impl<'a> FlowRequest<'a> {
+    /// A request for the flow `slug` with the flow cookie found in `headers`.
+    pub fn new(
+        slug: &'a str,
+        headers: &'a axum::http::HeaderMap,
+        client: &'a ClientInfo,
+        current: Option<Arc<AuthContext>>,
+        next: Option<&'a str>,
+    ) -> Self {
+        Self { slug, key: cookie_in(headers, FLOW_COOKIE), client, current, next }
+    }
+}
+
+/// A page form's answer: the token that binds it to the browser's run, and the step it answers.
+pub struct FormAnswer<'a> {
+    pub token: &'a str,
+    pub step: i64,
 }
 
 /// What to tell the client.
@@ -192,29 +213,36 @@ async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) 
         ..FlowContext::default()
     };
     let lifetime = state.config.flows.run_lifetime.to_chrono();
-    let (run, key) = run::create(&state.db, &state.secret, state.tenant, flow.id, plan, context, lifetime).await?;
+    let (run, key) = run::create(&state.db, &state.secret, state.tenant, plan, context, lifetime).await?;
     metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
     Ok(Started::Running { run: Box::new(run), cookie: FlowCookie::Set(key) })
 }
 
-/// The run the cookie names for the flow `slug`, if any; a run of another flow or an expired
-/// one is ended (a browser runs one flow at a time).
-async fn resume(state: &AppState, slug: &str, key: Option<&str>) -> Result<Option<Run>> {
-    let Some(key) = key else { return Ok(None) };
-    match run::find(&state.db, &state.secret, state.tenant, key).await? {
-        Lookup::Found(run) if run.plan.flow.slug == slug => Ok(Some(*run)),
-        Lookup::Found(_) => {
-            run::cancel(&state.db, &state.secret, state.tenant, key).await?;
-            Ok(None)
-        }
-        Lookup::Missing | Lookup::Expired => Ok(None),
+/// The run the cookie names for the flow `slug`, if any; a run of another flow is ended (a
+/// browser runs one flow at a time). A page form's token must match the run the cookie names.
+async fn resume(state: &AppState, request: &FlowRequest<'_>, form: Option<&FormAnswer<'_>>) -> Result<Option<Run>> {
+    let Some(key) = request.key else { return Ok(None) };
+    let Some(run) = run::find(&state.db, &state.secret, state.tenant, key).await? else { return Ok(None) };
+    if let Some(form) = form
+        && !constant_time_eq(run::form_token(&state.secret, run.id).as_bytes(), form.token.as_bytes())
+    {
+        return Err(Error::Csrf);
     }
+    if run.plan.flow.slug != request.slug {
+        run::discard(&state.db, run.id).await?;
+        return Ok(None);
+    }
+    Ok(Some(run))
 }
 
 /// The caller's run of the flow, or a new one; `Err` with the outcome when the flow refuses to
 /// start.
-async fn run_for(state: &AppState, request: &FlowRequest<'_>) -> Result<Result<(Run, FlowCookie, bool), Outcome>> {
-    if let Some(run) = resume(state, request.slug, request.key).await? {
+async fn run_for(
+    state: &AppState,
+    request: &FlowRequest<'_>,
+    form: Option<&FormAnswer<'_>>,
+) -> Result<Result<(Run, FlowCookie, bool), Outcome>> {
+    if let Some(run) = resume(state, request, form).await? {
         return Ok(Ok((run, FlowCookie::Keep, false)));
     }
     let flow = find_flow(state, request.slug).await?;
@@ -227,12 +255,12 @@ async fn run_for(state: &AppState, request: &FlowRequest<'_>) -> Result<Result<(
 /// Answers `GET /flows/executor/{slug}/`: the current question of the caller's run, starting
 /// one when there is none.
 pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> {
-    let (mut run, cookie, _) = match run_for(state, &request).await? {
+    let (mut run, cookie, _) = match run_for(state, &request, None).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
     let flow = run.plan.flow.clone();
-    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new(), account: None };
+    let mut walk = Walk::new(state, &flow, &request);
     // A run is saved only when entering stages changed it (a new run is stored as is).
     let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
     Ok(walk.finish(challenge, cookie))
@@ -243,22 +271,27 @@ fn refused(flow: FlowInfo, challenge: Challenge, had_cookie: bool) -> Outcome {
     Outcome { flow, challenge, effects: Vec::new(), cookie, run: None }
 }
 
-/// Answers `POST /flows/executor/{slug}/`: hands `response` to the current stage. `step`, when
-/// given, must name the question being answered (forms send it; a stale form is not applied).
-pub async fn solve(state: &AppState, request: FlowRequest<'_>, response: Map<String, Value>, step: Option<i64>) -> Result<Outcome> {
-    let (mut run, cookie, fresh) = match run_for(state, &request).await? {
+/// Answers `POST /flows/executor/{slug}/`: hands `response` to the current stage. A page form
+/// (`form`) must carry its run's token and name the question it answers; a stale form is not
+/// applied.
+pub async fn solve(
+    state: &AppState,
+    request: FlowRequest<'_>,
+    response: Map<String, Value>,
+    form: Option<FormAnswer<'_>>,
+) -> Result<Outcome> {
+    let (mut run, cookie, fresh) = match run_for(state, &request, form.as_ref()).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
     let flow = run.plan.flow.clone();
+    let mut walk = Walk::new(state, &flow, &request);
     if fresh {
         // Nothing to answer: start over rather than apply an answer to a question never asked.
-        let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new(), account: None };
         let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
         return Ok(walk.finish(challenge, cookie));
     }
-    let mut walk = Walk { state, flow: &flow, request: &request, effects: Vec::new(), account: None };
-    if step.is_some_and(|step| step != run.step) {
+    if form.is_some_and(|form| form.step != run.step) {
         let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, STALE_ANSWER)).await?;
         return Ok(walk.finish(challenge, FlowCookie::Keep));
     }
@@ -324,6 +357,10 @@ struct Stop {
 }
 
 impl<'a> Walk<'a> {
+    fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>) -> Self {
+        Self { state, flow, request, effects: Vec::new(), account: None }
+    }
+
     fn finish(self, stop: Stop, cookie: FlowCookie) -> Outcome {
         let cookie = if stop.ended { FlowCookie::Clear } else { cookie };
         Outcome { flow: self.flow.clone(), challenge: stop.challenge, effects: self.effects, cookie, run: stop.run }
@@ -403,9 +440,4 @@ impl<'a> Walk<'a> {
     async fn abandon(&mut self, run: &Run) -> Result<Stop> {
         self.end(run, Challenge::AccessDenied { message: "This flow changed while it ran; please start again.".into() }).await
     }
-}
-
-/// A prompt with no inputs: for stages whose challenge carries only data.
-pub fn empty_form(submit: &str) -> Form {
-    Form { submit: submit.to_owned(), ..Form::default() }
 }

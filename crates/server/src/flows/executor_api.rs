@@ -13,9 +13,8 @@ use utoipa_axum::routes;
 
 use super::executor::{self, FlowRequest};
 use super::redirect::next_from_query;
-use super::run::FLOW_COOKIE;
 use crate::error::{Error, NON_FIELD_ERRORS, Result};
-use crate::http::auth::{MaybeSignedIn, cookie_in};
+use crate::http::auth::MaybeSignedIn;
 use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
@@ -46,7 +45,7 @@ async fn executor_get(
     headers: HeaderMap,
 ) -> Result<(HeaderMap, Json<Value>)> {
     let next = query.query.as_deref().and_then(next_from_query);
-    let request = FlowRequest { slug: &slug, key: cookie_in(&headers, FLOW_COOKIE), client: &client, current, next: next.as_deref() };
+    let request = FlowRequest::new(&slug, &headers, &client, current, next.as_deref());
     let outcome = executor::get(&state, request).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }
@@ -95,7 +94,7 @@ async fn executor_solve(
 ) -> Result<(HeaderMap, Json<Value>)> {
     let response = parse_response(&headers, &body)?;
     let next = query.query.as_deref().and_then(next_from_query);
-    let request = FlowRequest { slug: &slug, key: cookie_in(&headers, FLOW_COOKIE), client: &client, current, next: next.as_deref() };
+    let request = FlowRequest::new(&slug, &headers, &client, current, next.as_deref());
     let outcome = executor::solve(&state, request, response, None).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }

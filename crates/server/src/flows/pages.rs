@@ -9,14 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::executor::{self, Challenge, FlowRequest, Outcome};
+use super::executor::{self, Challenge, FlowRequest, FormAnswer, Outcome};
 use super::redirect::safe_next;
-use super::run::{self, FLOW_COOKIE, Lookup};
+use super::run::{self, FLOW_COOKIE};
 use crate::error::{Error, Result};
 use crate::http::auth::{MaybeSignedIn, cookie_in};
 use crate::http::client::ClientInfo;
-use crate::http::pages::{error_page, form_fields, html, message};
-use crate::secret::constant_time_eq;
+use crate::http::pages::{error_page, form_fields, html, message, see_other};
 use crate::state::AppState;
 
 /// The `next` a flow page was opened with.
@@ -53,13 +52,6 @@ struct FlowPage {
     links: Vec<(String, String)>,
 }
 
-/// The token a flow form must carry: bound to the run, so a form from another browser's run (or
-/// a forged one) is refused.
-fn form_token(state: &AppState, run_id: uuid::Uuid) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.secret.mac("flow-form", run_id.as_bytes()))
-}
-
 fn action(slug: &str, next: Option<&str>) -> String {
     match next.and_then(safe_next) {
         Some(next) => format!("/if/flow/{slug}/?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()),
@@ -68,12 +60,9 @@ fn action(slug: &str, next: Option<&str>) -> String {
 }
 
 fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) -> Result<Response> {
-    let mut headers = crate::http::cookies::flow_cookies(state, &outcome)?;
+    let headers = crate::http::cookies::flow_cookies(state, &outcome)?;
     let response = match outcome.challenge {
-        Challenge::Redirect { to } => {
-            headers.insert(header::LOCATION, to.parse().map_err(Error::internal)?);
-            return Ok((StatusCode::SEE_OTHER, headers).into_response());
-        }
+        Challenge::Redirect { to } => return see_other(headers, &to),
         Challenge::AccessDenied { message: text } => message(StatusCode::FORBIDDEN, "Access denied", &text),
         Challenge::Stage { prompt, errors, .. } => {
             let (run_id, step) = outcome.run.ok_or_else(|| Error::internal("a question without a run"))?;
@@ -100,7 +89,7 @@ fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) ->
                 intro: form.intro,
                 general_errors: fields.into_values().flatten().collect(),
                 action: action(slug, next),
-                csrf: form_token(state, run_id),
+                csrf: run::form_token(&state.secret, run_id),
                 step,
                 inputs,
                 submit: form.submit,
@@ -122,7 +111,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Response {
     let next = query.next.as_deref();
-    let request = FlowRequest { slug: &slug, key: cookie_in(&headers, FLOW_COOKIE), client: &client, current, next };
+    let request = FlowRequest::new(&slug, &headers, &client, current, next);
     match executor::get(&state, request).await.and_then(|outcome| render(&state, outcome, &slug, next)) {
         Ok(response) => response,
         Err(error) => error_page(error),
@@ -142,7 +131,6 @@ pub async fn answer(
     let next = query.next.as_deref();
     let result = async {
         let fields = form_fields(&headers, &body)?;
-        let key = cookie_in(&headers, FLOW_COOKIE);
         let mut response = Map::new();
         let mut token = None;
         let mut step = None;
@@ -155,25 +143,16 @@ pub async fn answer(
                 }
             }
         }
-        // The form must come from this browser's run. Without a run there is nothing to apply
-        // the answer to; the executor starts over without applying it.
-        if let Some(key) = key
-            && let Lookup::Found(run) = run::find(&state.db, &state.secret, state.tenant, key).await?
-        {
-            let expected = form_token(&state, run.id);
-            if !constant_time_eq(expected.as_bytes(), token.unwrap_or_default().as_bytes()) {
-                return Err(Error::Csrf);
-            }
-        }
-        let request = FlowRequest { slug: &slug, key, client: &client, current, next };
-        let outcome = executor::solve(&state, request, response, Some(step.unwrap_or(-1))).await?;
+        // The form must come from this browser's run; without a run there is nothing to apply
+        // the answer to, and the executor starts over without applying it.
+        let form = FormAnswer { token: token.as_deref().unwrap_or_default(), step: step.unwrap_or(-1) };
+        let request = FlowRequest::new(&slug, &headers, &client, current, next);
+        let outcome = executor::solve(&state, request, response, Some(form)).await?;
         // A question without complaints is shown by a fresh GET, so reloading never re-posts.
         if let Challenge::Stage { errors, .. } = &outcome.challenge
             && errors.is_empty()
         {
-            let mut headers = crate::http::cookies::flow_cookies(&state, &outcome)?;
-            headers.insert(header::LOCATION, action(&slug, next).parse().map_err(Error::internal)?);
-            return Ok((StatusCode::SEE_OTHER, headers).into_response());
+            return see_other(crate::http::cookies::flow_cookies(&state, &outcome)?, &action(&slug, next));
         }
         render(&state, outcome, &slug, next)
     }
@@ -189,8 +168,7 @@ pub async fn cancel(State(state): State<AppState>, headers: HeaderMap) -> Respon
         }
         let mut out = HeaderMap::new();
         out.append(header::SET_COOKIE, crate::http::cookies::set_cookie(&state, FLOW_COOKIE, "", true, Some(0))?);
-        out.insert(header::LOCATION, axum::http::HeaderValue::from_static("/"));
-        Ok((StatusCode::SEE_OTHER, out).into_response())
+        see_other(out, "/")
     }
     .await;
     result.unwrap_or_else(error_page)

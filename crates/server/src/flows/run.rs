@@ -1,7 +1,7 @@
 //! Flow runs: the plan a flow made when it started and the context its stages share, kept in
 //! the database (so any server process can continue it) and found by the browser's flow cookie.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -93,11 +93,9 @@ impl FlowContext {
 #[derive(Debug, Clone)]
 pub struct Run {
     pub id: Uuid,
-    pub flow_id: Uuid,
     pub step: i64,
     pub plan: Plan,
     pub context: FlowContext,
-    pub expires: DateTime<Utc>,
 }
 
 impl Run {
@@ -114,22 +112,14 @@ fn key_digest(secret: &ServerSecret, key: &str) -> String {
 fn decode(model: run::Model) -> Result<Run> {
     let plan = serde_json::from_value(model.plan).map_err(|e| Error::internal(format!("flow run plan: {e}")))?;
     let context = serde_json::from_value(model.context).map_err(|e| Error::internal(format!("flow run context: {e}")))?;
-    Ok(Run { id: model.id, flow_id: model.flow_id, step: model.step, plan, context, expires: model.expires })
+    Ok(Run { id: model.id, step: model.step, plan, context })
 }
 
-/// What a cookie found.
-pub enum Lookup {
-    /// No run, or a key that names none (tampered, finished or purged).
-    Missing,
-    /// A run past its lifetime; already deleted.
-    Expired,
-    Found(Box<Run>),
-}
-
-/// Finds the run a cookie key names; expired runs are deleted on the way.
-pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, key: &str) -> Result<Lookup> {
+/// The run a cookie key names; `None` for no run (a tampered, finished or purged key) and for an
+/// expired one, which is deleted on the way.
+pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, key: &str) -> Result<Option<Run>> {
     if key.is_empty() || key.len() > 128 {
-        return Ok(Lookup::Missing);
+        return Ok(None);
     }
     let Some(model) = run::Entity::find()
         .filter(run::Column::TenantId.eq(tenant.0))
@@ -137,13 +127,20 @@ pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Tena
         .one(db)
         .await?
     else {
-        return Ok(Lookup::Missing);
+        return Ok(None);
     };
     if model.expires <= Utc::now() {
-        run::Entity::delete_by_id(model.id).exec(db).await?;
-        return Ok(Lookup::Expired);
+        discard(db, model.id).await?;
+        return Ok(None);
     }
-    Ok(Lookup::Found(Box::new(decode(model)?)))
+    decode(model).map(Some)
+}
+
+/// The token a page form must carry to answer the run `run_id`: bound to the run, so a form from
+/// another browser's run (or a forged one) is refused.
+pub fn form_token(secret: &ServerSecret, run_id: Uuid) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.mac("flow-form", run_id.as_bytes()))
 }
 
 /// Starts a run; returns it with the cookie key that finds it (shown only this once).
@@ -151,7 +148,6 @@ pub async fn create(
     db: &impl ConnectionTrait,
     secret: &ServerSecret,
     tenant: TenantId,
-    flow_id: Uuid,
     plan: Plan,
     context: FlowContext,
     lifetime: chrono::TimeDelta,
@@ -162,7 +158,7 @@ pub async fn create(
         id: Set(Uuid::new_v4()),
         tenant_id: Set(tenant.0),
         key_digest: Set(key_digest(secret, &key)),
-        flow_id: Set(flow_id),
+        flow_id: Set(plan.flow.id),
         step: Set(0),
         plan: Set(serde_json::to_value(&plan).map_err(Error::internal)?),
         context: Set(serde_json::to_value(&context).map_err(Error::internal)?),
@@ -197,6 +193,12 @@ pub async fn save(db: &impl ConnectionTrait, run: &mut Run) -> Result<bool> {
 pub async fn finish(db: &impl ConnectionTrait, run: &Run) -> Result<bool> {
     let result = run::Entity::delete_many().filter(run::Column::Id.eq(run.id)).filter(run::Column::Step.eq(run.step)).exec(db).await?;
     Ok(result.rows_affected == 1)
+}
+
+/// Deletes the run `id`, whatever its state.
+pub async fn discard(db: &impl ConnectionTrait, id: Uuid) -> Result<()> {
+    run::Entity::delete_by_id(id).exec(db).await?;
+    Ok(())
 }
 
 /// Ends the run a cookie key names, whatever its state.

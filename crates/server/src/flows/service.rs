@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, Designation, InvalidResponseAction, Layout, PolicyEngineMode};
-use super::stage::StageKind;
+use super::stage::{StageKind, StageReference};
 use crate::accounts::service::Actor;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
@@ -576,26 +576,16 @@ pub async fn update_stage(
 /// that named it are cleared, each change recorded.
 pub async fn delete_stage(state: &AppState, actor: &Actor, stage: &stage::Model) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let target = json!(stage.id.to_string());
-    for (holder_kind, reference) in state.stages.references_to(&stage.kind) {
-        // Settings are JSON whose querying differs between the databases; the referring kinds
-        // have few stages, so they are read and filtered here.
-        let holders = stage::Entity::find()
-            .filter(stage::Column::TenantId.eq(state.tenant.0))
-            .filter(stage::Column::Kind.eq(holder_kind))
-            .all(&txn)
-            .await?;
-        for holder in holders.into_iter().filter(|h| h.settings.get(reference.field) == Some(&target)) {
-            let mut settings = holder.settings.clone();
-            if let Some(map) = settings.as_object_mut() {
-                map.insert(reference.field.to_owned(), Value::Null);
-            }
-            let mut model = holder.clone().into_active_model();
-            model.settings = Set(settings);
-            model.last_updated = Set(Utc::now());
-            let after = model.update(&txn).await?;
-            audit(&txn, state, actor, Action::ModelUpdated, stage_ref(state, &after), stage_json(&holder), stage_json(&after)).await?;
+    for (holder, reference) in stages_naming(&txn, state, stage).await? {
+        let mut settings = holder.settings.clone();
+        if let Some(map) = settings.as_object_mut() {
+            map.insert(reference.field.to_owned(), Value::Null);
         }
+        let mut model = holder.clone().into_active_model();
+        model.settings = Set(settings);
+        model.last_updated = Set(Utc::now());
+        let after = model.update(&txn).await?;
+        audit(&txn, state, actor, Action::ModelUpdated, stage_ref(state, &after), stage_json(&holder), stage_json(&after)).await?;
     }
     stage::Entity::delete_many()
         .filter(stage::Column::TenantId.eq(state.tenant.0))
@@ -627,24 +617,37 @@ pub async fn stage_used_by(state: &AppState, stage: &stage::Model) -> Result<Vec
             action: "cascade".into(),
         });
     }
+    for (holder, _) in stages_naming(&state.db, state, stage).await? {
+        let about = stage_ref(state, &holder);
+        out.push(UsedBy {
+            app: about.app.into(),
+            model_name: about.model_name.into(),
+            pk: holder.id.to_string(),
+            name: holder.name,
+            action: "set_null".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// The stages whose settings name `stage`, by name, with the field that names it.
+async fn stages_naming(
+    db: &impl ConnectionTrait,
+    state: &AppState,
+    stage: &stage::Model,
+) -> Result<Vec<(stage::Model, &'static StageReference)>> {
     let target = json!(stage.id.to_string());
+    let mut out = Vec::new();
     for (holder_kind, reference) in state.stages.references_to(&stage.kind) {
+        // Settings are JSON whose querying differs between the databases; the referring kinds
+        // have few stages, so they are read and filtered here.
         let holders = stage::Entity::find()
             .filter(stage::Column::TenantId.eq(state.tenant.0))
             .filter(stage::Column::Kind.eq(holder_kind))
             .order_by_asc(stage::Column::Name)
-            .all(&state.db)
+            .all(db)
             .await?;
-        for holder in holders.into_iter().filter(|h| h.settings.get(reference.field) == Some(&target)) {
-            let about = stage_ref(state, &holder);
-            out.push(UsedBy {
-                app: about.app.into(),
-                model_name: about.model_name.into(),
-                pk: holder.id.to_string(),
-                name: holder.name,
-                action: "set_null".into(),
-            });
-        }
+        out.extend(holders.into_iter().filter(|h| h.settings.get(reference.field) == Some(&target)).map(|h| (h, reference)));
     }
     Ok(out)
 }

@@ -90,13 +90,20 @@ pub fn form_fields(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, Stri
     Ok(crate::flows::redirect::url_params(text))
 }
 
+/// A 303 to `location` with `headers` (cookies, usually) added.
+pub fn see_other(mut headers: HeaderMap, location: &str) -> Result<Response, Error> {
+    headers.insert(header::LOCATION, HeaderValue::from_str(location).map_err(Error::internal)?);
+    Ok((StatusCode::SEE_OTHER, headers).into_response())
+}
+
+/// The sign-in flow's page, returning to the user page afterwards.
+pub fn sign_in_url(state: &AppState) -> String {
+    format!("/if/flow/{}/?next=%2Fif%2Fuser%2F", state.config.flows.authentication_flow)
+}
+
 /// `/`: the user page for people who are signed in, the sign-in flow for everyone else.
 pub async fn front_door(State(state): State<AppState>, MaybeSignedIn(current): MaybeSignedIn) -> Redirect {
-    if current.is_some() {
-        Redirect::to("/if/user/")
-    } else {
-        Redirect::to(&format!("/if/flow/{}/?next=%2Fif%2Fuser%2F", state.config.flows.authentication_flow))
-    }
+    if current.is_some() { Redirect::to("/if/user/") } else { Redirect::to(&sign_in_url(&state)) }
 }
 
 /// The stylesheet, compiled in.

@@ -4,14 +4,14 @@
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use super::service;
 use crate::error::{Error, Result};
 use crate::http::auth::MaybeSignedIn;
-use crate::http::pages::{error_page, form_fields, html};
+use crate::http::pages::{error_page, form_fields, html, see_other, sign_in_url};
 use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
 
@@ -50,7 +50,7 @@ fn device(client: &Value) -> String {
 }
 
 fn sign_in_redirect(state: &AppState) -> Response {
-    Redirect::to(&format!("/if/flow/{}/?next=%2Fif%2Fuser%2F", state.config.flows.authentication_flow)).into_response()
+    Redirect::to(&sign_in_url(state)).into_response()
 }
 
 /// `GET /if/user/`.
@@ -95,12 +95,6 @@ fn check_form(state: &AppState, current: &AuthContext, headers: &HeaderMap, body
     if service::csrf_valid(&state.secret, session.id, &token) { Ok(()) } else { Err(Error::Csrf) }
 }
 
-fn back_to_user_page() -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::LOCATION, HeaderValue::from_static("/if/user/"));
-    (StatusCode::SEE_OTHER, headers).into_response()
-}
-
 /// `POST /if/user/sessions/{id}/end/`: ends one of the caller's sessions (their current one
 /// signs them out).
 pub async fn end_session(
@@ -117,13 +111,12 @@ pub async fn end_session(
         if !service::revoke(&state, state.tenant, current.user.id, id).await? {
             return Err(Error::NotFound);
         }
+        let mut out = HeaderMap::new();
         if current.session.as_ref().is_some_and(|s| s.id == id) {
-            let mut out = HeaderMap::new();
             crate::http::cookies::sign_out_cookies(&state, &mut out)?;
-            out.insert(header::LOCATION, HeaderValue::from_static("/"));
-            return Ok((StatusCode::SEE_OTHER, out).into_response());
+            return see_other(out, "/");
         }
-        Ok(back_to_user_page())
+        see_other(out, "/if/user/")
     }
     .await;
     result.unwrap_or_else(error_page)
@@ -140,7 +133,7 @@ pub async fn end_other_sessions(
     let result: Result<Response> = async {
         check_form(&state, &current, &headers, &body)?;
         service::revoke_others(&state, current.user.id, current.session.as_ref().map(|s| s.id)).await?;
-        Ok(back_to_user_page())
+        see_other(HeaderMap::new(), "/if/user/")
     }
     .await;
     result.unwrap_or_else(error_page)

@@ -626,3 +626,44 @@ async fn what_people_type_is_escaped_on_the_pages() {
     assert!(password_page.contains("Signing in as &#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;"), "{password_page}");
     assert!(!password_page.contains("<script>"));
 }
+
+#[tokio::test]
+async fn cancel_ends_the_run_and_its_answers_are_not_applied() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+    browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
+    let old_flow_cookie = browser.cookies["gatehouse_flow"].clone();
+    let response = browser.send(app.client.get(app.url("/flows/-/cancel/"))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/");
+    assert!(!browser.cookies.contains_key("gatehouse_flow"), "the flow cookie is removed");
+    browser.cookies.insert("gatehouse_flow".into(), old_flow_cookie);
+    let (_, challenge) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification", "the cancelled run is gone: {challenge}");
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn user_page_forms_need_the_session_token() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("ada@example.com", PASSWORD).await;
+    let form = |path: &str, body: &str| {
+        app.client.post(app.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body.to_owned())
+    };
+    let forged = browser.send(form("/if/user/sessions/end-others/", "csrf=forged")).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let page = browser.send(app.client.get(app.url("/if/user/"))).await.text().await.unwrap();
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let unknown = browser.send(form(&format!("/if/user/sessions/{}/end/", uuid::Uuid::new_v4()), &format!("csrf={csrf}"))).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(browser.me().await, StatusCode::OK, "refused forms end nothing");
+
+    let mut stranger = Browser::new(&app);
+    let response = stranger.send(form("/if/user/sessions/end-others/", &format!("csrf={csrf}"))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "strangers are sent to sign in");
+    assert!(response.headers()["location"].to_str().unwrap().starts_with("/if/flow/default-authentication-flow/"));
+}

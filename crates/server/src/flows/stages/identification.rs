@@ -116,11 +116,7 @@ impl StageKind for Identification {
                 errors.add(field, "Not supported by this server yet; leave empty.");
             }
         }
-        errors.into_result().map_err(|e| match e {
-            crate::error::Error::Validation(errors) => errors,
-            _ => FieldErrors::new(),
-        })?;
-        Ok(value)
+        if errors.is_empty() { Ok(value) } else { Err(errors) }
     }
 
     async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step> {
