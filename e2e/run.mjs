@@ -189,10 +189,14 @@ test('an unknown account fails at the same point with the same message', async (
 test('sign in and out with the keyboard only', async ({ browser, base }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // Autofocus lands a frame after the page loads: wait for it, then type where it put us.
+  const focused = (id) => page.waitForFunction((id) => document.activeElement?.id === id, id);
   await page.goto(`${base}/`);
+  await focused('uid_field');
   await page.keyboard.type('alan@example.com');
   await page.keyboard.press('Enter');
   await page.getByText('Signing in as alan@example.com').waitFor();
+  await focused('password');
   await page.keyboard.type(PASSWORD);
   await page.keyboard.press('Enter');
   await page.waitForURL(`${base}/if/user/`);
