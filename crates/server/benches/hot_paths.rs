@@ -5,7 +5,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::accounts::password::{self, Password};
-use gatehouse::accounts::service::{self, Actor, NewUser};
+use gatehouse::accounts::access::Actor;
+use gatehouse::accounts::users::{self as service, NewUser};
 use gatehouse::config::Config;
 use gatehouse::http::client::ClientInfo;
 use gatehouse::secret::ServerSecret;

@@ -11,7 +11,8 @@ use gatehouse_types::Email;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::accounts::password::Password;
-use crate::accounts::service::{self, Actor, NewUser};
+use crate::accounts::access::Actor;
+use crate::accounts::users::{self as service, NewUser};
 use crate::config::{Config, LogFormat};
 use crate::error::Error;
 
@@ -298,7 +299,7 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
     let mut new = NewUser::with_email(email);
     new.name = args.name;
     new.username = match args.username {
-        Some(username) => Some(service::parse_username(&username).map_err(|e| format!("--username: {e}"))?),
+        Some(username) => Some(crate::accounts::parse_username(&username).map_err(|e| format!("--username: {e}"))?),
         None => None,
     };
     new.password = password;
@@ -357,7 +358,7 @@ async fn create_token(
         tags: Vec::new(),
     };
     let (token, key) = crate::tokens::service::create(&state, &Actor::system(), new).await.map_err(describe_validation)?;
-    eprintln!("created {} token {} for {}; the key is shown only now:", token.intent, token.identifier, owner.email);
+    eprintln!("created {} token {} for {}; the key is shown only now:", token.intent.as_str(), token.identifier, owner.email);
     println!("{}", key.expose());
     Ok(ExitCode::SUCCESS)
 }

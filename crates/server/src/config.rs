@@ -147,6 +147,8 @@ pub struct TokenConfig {
     pub default_duration: DurationString,
     /// Most live (active, unexpired) tokens one user may hold.
     pub max_live_per_user: u32,
+    /// Longest lifetime a token may get from anyone but a superuser; their tokens always expire.
+    pub max_lifetime: DurationString,
     /// How often the recorded uses of keys are written to the database.
     pub last_used_flush: DurationString,
 }
@@ -223,6 +225,7 @@ impl Default for Config {
             tokens: TokenConfig {
                 default_duration: DurationString::from_secs(24 * 3600),
                 max_live_per_user: 100,
+                max_lifetime: DurationString::from_secs(365 * 24 * 3600),
                 last_used_flush: DurationString::from_secs(5),
             },
         }
@@ -317,6 +320,9 @@ impl Config {
         }
         if self.tasks.worker_timeout <= self.tasks.heartbeat {
             return fail("tasks.worker_timeout", "must be longer than tasks.heartbeat, or live workers would be declared dead");
+        }
+        if self.tokens.max_lifetime.to_chrono() <= chrono::TimeDelta::zero() {
+            return fail("tokens.max_lifetime", "must be longer than zero");
         }
         if self.tokens.max_live_per_user == 0 {
             return fail("tokens.max_live_per_user", "must be at least 1");

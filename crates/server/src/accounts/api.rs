@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::entities::{group, user};
 use super::password::Password;
 use super::permissions::Permission;
-use super::service::{GroupChanges, NewGroup, NewUser, UserChanges, UserType, parse_username};
+use super::groups::{GroupChanges, NewGroup};
+use super::users::{NewUser, UserChanges};
+use super::{UserType, parse_username};
 use crate::error::{FieldErrors, Result};
 use crate::secret::ServerSecret;
 
@@ -108,7 +110,7 @@ impl UserOut {
             avatar: String::new(),
             attributes: user.attributes,
             path: user.path,
-            user_type: user.user_type,
+            user_type: user.user_type.as_str().to_owned(),
             uuid: user.uuid,
             password_change_date: user.password_change_date,
             last_updated: user.last_updated,
@@ -211,7 +213,7 @@ pub struct GroupOut {
 
 impl GroupOut {
     /// Builds the representation of a group from its relations.
-    pub fn new(g: group::Model, relations: &super::service::GroupRelations, include_users: bool, secret: &ServerSecret) -> Self {
+    pub fn new(g: group::Model, relations: &super::groups::GroupRelations, include_users: bool, secret: &ServerSecret) -> Self {
         let parents = relations.parents.get(&g.group_uuid).map(Vec::as_slice).unwrap_or_default();
         let children = relations.children.get(&g.group_uuid).map(Vec::as_slice).unwrap_or_default();
         let members = relations.members.get(&g.group_uuid).map(Vec::as_slice).unwrap_or_default();
@@ -503,8 +505,8 @@ pub struct UserPasswordSetRequest {
 /// Renders users with their groups and direct permissions in a fixed number of queries.
 pub async fn render_users(state: &crate::state::AppState, users: Vec<user::Model>) -> Result<Vec<UserOut>> {
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
-    let mut groups = super::service::groups_of_users(&state.db, state.tenant, &ids).await?;
-    let mut permissions = super::service::direct_permissions(&state.db, state.tenant, &ids).await?;
+    let mut groups = super::groups::groups_of_users(&state.db, state.tenant, &ids).await?;
+    let mut permissions = super::users::direct_permissions(&state.db, state.tenant, &ids).await?;
     Ok(users
         .into_iter()
         .map(|u| {

@@ -26,7 +26,7 @@ pub mod user {
         pub is_superuser: bool,
         pub is_staff: bool,
         pub phone_number: Option<String>,
-        pub user_type: String,
+        pub user_type: crate::accounts::UserType,
         pub path: String,
         pub attributes: Json,
         pub date_joined: DateTimeUtc,

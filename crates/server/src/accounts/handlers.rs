@@ -12,7 +12,8 @@ use super::api::{
 };
 use super::password::Password;
 use super::permissions::names;
-use super::service::{self, GroupFilter, UserFilter};
+use super::groups::{self, GroupFilter};
+use super::users::{self, UserFilter};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
@@ -41,32 +42,6 @@ fn parse_group_id(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }
 
-/// Only superusers may touch superusers, grant superuser or grant permissions; this keeps a user
-/// with `change_user` from raising anyone, themselves included, above their own rights.
-async fn guard_privileged_user_change(state: &AppState, principal: &Principal, target: Option<i64>, body: &UserWrite) -> Result<()> {
-    let caller_is_superuser = principal.permissions().is_superuser;
-    if caller_is_superuser {
-        return Ok(());
-    }
-    if body.touches_privileges() {
-        return Err(Error::PermissionDenied);
-    }
-    if let Some(groups) = &body.groups {
-        for group in groups {
-            if service::find_group(&state.db, state.tenant, *group).await?.is_some_and(|g| g.is_superuser) {
-                return Err(Error::PermissionDenied);
-            }
-        }
-    }
-    if let Some(id) = target
-        && let Some(user) = service::find_user(&state.db, state.tenant, id).await?
-        && service::effective_permissions(&state.db, &user).await?.is_superuser
-    {
-        return Err(Error::PermissionDenied);
-    }
-    Ok(())
-}
-
 #[utoipa::path(get, path = "/api/v3/core/users/", tag = "core", params(ListParams, UserFilter),
     responses((status = 200, description = "A page of users"), (status = 403, description = "Permission denied")))]
 async fn list_users(
@@ -76,7 +51,7 @@ async fn list_users(
     Query(filter): Query<UserFilter>,
 ) -> Result<Json<Paginated<UserOut>>> {
     principal.require(names::VIEW_USER)?;
-    let page = service::list_users(&state, &filter, &params).await?;
+    let page = users::list_users(&state, &filter, &params).await?;
     let results = super::api::render_users(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -88,9 +63,7 @@ async fn create_user(
     principal: Principal,
     ApiJson(body): ApiJson<UserWrite>,
 ) -> Result<(StatusCode, Json<UserOut>)> {
-    principal.require(names::ADD_USER)?;
-    guard_privileged_user_change(&state, &principal, None, &body).await?;
-    let created = service::create_user(&state, &principal.actor(), body.into_new_user()?).await?;
+    let created = users::create_user(&state, &principal.actor(), body.into_new_user()?).await?;
     Ok((StatusCode::CREATED, Json(super::api::render_user(&state, created).await?)))
 }
 
@@ -106,14 +79,14 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
             username: user.username.clone(),
             name: user.name.clone(),
             is_active: user.is_active,
-            is_superuser: permissions.is_superuser,
+            is_superuser: permissions.superuser,
             groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
             roles: Vec::new(),
             email: user.email.clone(),
             avatar: String::new(),
             uid: super::api::uid(&state.secret, user),
             settings: serde_json::json!({}),
-            user_type: user.user_type.clone(),
+            user_type: user.user_type.as_str().to_owned(),
             system_permissions: permissions.permissions.iter().cloned().collect(),
             is_staff: user.is_staff,
         },
@@ -127,15 +100,13 @@ async fn retrieve_user(State(state): State<AppState>, principal: Principal, Path
     if id != principal.user().id {
         principal.require(names::VIEW_USER)?;
     }
-    let user = service::find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    let user = users::find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     Ok(Json(super::api::render_user(&state, user).await?))
 }
 
 async fn write_user(state: AppState, principal: Principal, id: String, body: UserWrite, full: bool) -> Result<Json<UserOut>> {
     let id = parse_user_id(&id)?;
-    principal.require(names::CHANGE_USER)?;
-    guard_privileged_user_change(&state, &principal, Some(id), &body).await?;
-    let updated = service::update_user(&state, &principal.actor(), id, body.into_changes(full)?).await?;
+    let updated = users::update_user(&state, &principal.actor(), id, body.into_changes(full)?).await?;
     Ok(Json(super::api::render_user(&state, updated).await?))
 }
 
@@ -165,9 +136,7 @@ async fn partial_update_user(
     responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
 async fn delete_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     let id = parse_user_id(&id)?;
-    principal.require(names::DELETE_USER)?;
-    guard_privileged_user_change(&state, &principal, Some(id), &UserWrite::default()).await?;
-    service::delete_user(&state, &principal.actor(), id).await?;
+    users::delete_user(&state, &principal.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -181,37 +150,18 @@ async fn set_password(
     ApiJson(body): ApiJson<UserPasswordSetRequest>,
 ) -> Result<StatusCode> {
     let id = parse_user_id(&id)?;
-    principal.require(names::RESET_USER_PASSWORD)?;
-    guard_privileged_user_change(&state, &principal, Some(id), &UserWrite::default()).await?;
-    service::set_password(&state, &principal.actor(), id, Password::new(body.password)).await?;
+    users::set_password(&state, &principal.actor(), id, Password::new(body.password)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn render_groups(state: &AppState, groups: Vec<super::entities::group::Model>, include_users: bool) -> Result<Vec<GroupOut>> {
     let ids: Vec<Uuid> = groups.iter().map(|g| g.group_uuid).collect();
-    let relations = service::group_relations(&state.db, state.tenant, &ids, include_users).await?;
+    let relations = groups::group_relations(&state.db, state.tenant, &ids, include_users).await?;
     Ok(groups.into_iter().map(|g| GroupOut::new(g, &relations, include_users, &state.secret)).collect())
 }
 
 async fn render_group(state: &AppState, group: super::entities::group::Model) -> Result<GroupOut> {
     render_groups(state, vec![group], true).await?.pop().ok_or_else(|| Error::internal("rendering lost a group"))
-}
-
-/// Granting superuser through a group, or permissions, is for superusers only; so is changing a
-/// group that already makes its members superusers.
-async fn guard_privileged_group_change(state: &AppState, principal: &Principal, target: Option<Uuid>, body: &GroupWrite) -> Result<()> {
-    if principal.permissions().is_superuser {
-        return Ok(());
-    }
-    if body.touches_privileges() {
-        return Err(Error::PermissionDenied);
-    }
-    if let Some(id) = target
-        && service::find_group(&state.db, state.tenant, id).await?.is_some_and(|g| g.is_superuser)
-    {
-        return Err(Error::PermissionDenied);
-    }
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v3/core/groups/", tag = "core", params(ListParams, GroupFilter),
@@ -224,7 +174,7 @@ async fn list_groups(
 ) -> Result<Json<Paginated<GroupOut>>> {
     principal.require(names::VIEW_GROUP)?;
     let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
-    let page = service::list_groups(&state, &filter, &params).await?;
+    let page = groups::list_groups(&state, &filter, &params).await?;
     let results = render_groups(&state, page.results, include_users).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -236,9 +186,7 @@ async fn create_group(
     principal: Principal,
     ApiJson(body): ApiJson<GroupWrite>,
 ) -> Result<(StatusCode, Json<GroupOut>)> {
-    principal.require(names::ADD_GROUP)?;
-    guard_privileged_group_change(&state, &principal, None, &body).await?;
-    let created = service::create_group(&state, &principal.actor(), body.into_new_group()?).await?;
+    let created = groups::create_group(&state, &principal.actor(), body.into_new_group()?).await?;
     Ok((StatusCode::CREATED, Json(render_group(&state, created).await?)))
 }
 
@@ -247,15 +195,13 @@ async fn create_group(
 async fn retrieve_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<GroupOut>> {
     let id = parse_group_id(&id)?;
     principal.require(names::VIEW_GROUP)?;
-    let group = service::find_group(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    let group = groups::find_group(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     Ok(Json(render_group(&state, group).await?))
 }
 
 async fn write_group(state: AppState, principal: Principal, id: String, body: GroupWrite, full: bool) -> Result<Json<GroupOut>> {
     let id = parse_group_id(&id)?;
-    principal.require(names::CHANGE_GROUP)?;
-    guard_privileged_group_change(&state, &principal, Some(id), &body).await?;
-    let updated = service::update_group(&state, &principal.actor(), id, body.into_changes(full)?).await?;
+    let updated = groups::update_group(&state, &principal.actor(), id, body.into_changes(full)?).await?;
     Ok(Json(render_group(&state, updated).await?))
 }
 
@@ -285,17 +231,13 @@ async fn partial_update_group(
     responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
 async fn delete_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     let id = parse_group_id(&id)?;
-    principal.require(names::DELETE_GROUP)?;
-    guard_privileged_group_change(&state, &principal, Some(id), &GroupWrite::default()).await?;
-    service::delete_group(&state, &principal.actor(), id).await?;
+    groups::delete_group(&state, &principal.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn membership(state: AppState, principal: Principal, id: String, body: UserAccountRequest, add: bool) -> Result<StatusCode> {
     let id = parse_group_id(&id)?;
-    principal.require(names::CHANGE_GROUP)?;
-    guard_privileged_group_change(&state, &principal, Some(id), &GroupWrite::default()).await?;
-    service::change_membership(&state, &principal.actor(), id, body.pk, add).await?;
+    groups::change_membership(&state, &principal.actor(), id, body.pk, add).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -329,10 +271,9 @@ async fn service_account(
     principal: Principal,
     ApiJson(body): ApiJson<super::api::UserServiceAccountRequest>,
 ) -> Result<Json<super::api::UserServiceAccountResponse>> {
-    principal.require(names::ADD_USER)?;
-    let username = service::parse_username(&body.name).map_err(|m| Error::field("name", m))?;
+    let username = super::parse_username(&body.name).map_err(|m| Error::field("name", m))?;
     let created =
-        service::create_service_account(&state, &principal.actor(), username, body.create_group, body.expiring, body.expires).await?;
+        crate::tokens::service_accounts::create(&state, &principal.actor(), username, body.create_group, body.expiring, body.expires).await?;
     Ok(Json(super::api::UserServiceAccountResponse {
         username: created.user.username.clone(),
         token: created.key,

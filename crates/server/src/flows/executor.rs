@@ -146,7 +146,7 @@ fn requirement_unmet(flow: &flow::Model, current: Option<&AuthContext>) -> Optio
         AuthenticationRequirement::RequireUnauthenticated if current.is_some() => {
             Some("This flow is only for people who are not signed in.")
         }
-        AuthenticationRequirement::RequireSuperuser if !current.is_some_and(|c| c.user.is_superuser) => {
+        AuthenticationRequirement::RequireSuperuser if !current.is_some_and(|c| c.permissions.superuser) => {
             Some("This flow requires a superuser.")
         }
         _ => None,

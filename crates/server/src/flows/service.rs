@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, Designation, InvalidResponseAction, Layout, PolicyEngineMode};
 use super::stage::{StageKind, StageReference};
-use crate::accounts::service::Actor;
+use crate::accounts::access::Actor;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
 use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};

@@ -152,7 +152,7 @@ impl StageContext<'_> {
         if let Some(account) = self.account.as_ref().filter(|a| a.id == id) {
             return Ok(Some(account.clone()));
         }
-        let account = crate::accounts::service::find_user(&self.state.db, self.state.tenant, id).await?;
+        let account = crate::accounts::users::find_user(&self.state.db, self.state.tenant, id).await?;
         self.account.clone_from(&account);
         Ok(account)
     }

@@ -16,7 +16,7 @@ use super::entities::{binding, flow, stage};
 use super::service;
 use super::stage::StageKind;
 use super::stage::StageRegistry;
-use crate::accounts::service::Actor;
+use crate::accounts::access::Actor;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::state::AppState;
 

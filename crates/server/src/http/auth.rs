@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::accounts::entities::user;
-use crate::accounts::service::{Actor, EffectivePermissions};
+use crate::accounts::access::{Actor, Rights};
 use crate::error::{Error, Result};
 use crate::events::visits::Visit;
 use crate::http::client::ClientInfo;
@@ -42,18 +42,18 @@ impl Principal {
     }
 
     /// What the caller may do.
-    pub fn permissions(&self) -> &EffectivePermissions {
+    pub fn permissions(&self) -> &Rights {
         &self.context.permissions
     }
 
     /// Fails with 403 unless the caller holds `permission`.
     pub fn require(&self, permission: &str) -> Result<()> {
-        if self.permissions().has(permission) { Ok(()) } else { Err(Error::PermissionDenied) }
+        self.permissions().require(permission)
     }
 
     /// The caller as the actor of a change.
     pub fn actor(&self) -> Actor {
-        Actor { user: Some(self.context.user.clone()), client: Some(self.client.clone()) }
+        Actor::user(self.context.user.clone(), self.context.permissions.clone(), self.client.clone())
     }
 }
 

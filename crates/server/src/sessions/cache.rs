@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 
 use super::entities::session;
 use crate::accounts::entities::{group, user};
-use crate::accounts::service::EffectivePermissions;
+use crate::accounts::access::Rights;
 
 /// The PostgreSQL channel that carries invalidations between server processes.
 pub const CHANNEL: &str = "gatehouse_auth";
@@ -32,7 +32,7 @@ pub struct AuthContext {
     pub session: Option<session::Model>,
     pub token: Option<crate::tokens::entities::token::Model>,
     pub user: user::Model,
-    pub permissions: EffectivePermissions,
+    pub permissions: Rights,
     pub groups: Vec<group::Model>,
 }
 
@@ -186,14 +186,14 @@ mod tests {
                 is_superuser: false,
                 is_staff: false,
                 phone_number: None,
-                user_type: "internal".into(),
+                user_type: crate::accounts::UserType::Internal,
                 path: "users".into(),
                 attributes: serde_json::json!({}),
                 date_joined: now,
                 last_login: None,
                 last_updated: now,
             },
-            permissions: EffectivePermissions::default(),
+            permissions: Rights::default(),
             groups: Vec::new(),
         })
     }

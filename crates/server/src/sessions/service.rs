@@ -96,7 +96,7 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
     else {
         return Ok(None);
     };
-    let (permissions, groups) = crate::accounts::service::access_of(&state.db, &user).await?;
+    let (permissions, groups) = crate::accounts::access::access_of(&state.db, &user).await?;
     if now - session.last_used > LAST_USED_RESOLUTION {
         record_use(state, &session, client, now);
     }
@@ -251,7 +251,7 @@ pub async fn verify_password_with(
 
 /// Whether an account may sign in interactively at all.
 pub fn may_sign_in(user: &user::Model) -> bool {
-    user.is_active && user.user_type != "service_account" && user.user_type != "internal_service_account"
+    user.is_active && !user.user_type.is_service_account()
 }
 
 /// Records a failed attempt: counts it toward the limits and logs a `login_failed` event with

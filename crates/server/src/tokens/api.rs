@@ -50,7 +50,7 @@ impl TokenOut {
             masked_identifier: masked(&token.identifier),
             managed: token.managed,
             identifier: token.identifier,
-            intent: token.intent,
+            intent: token.intent.as_str().to_owned(),
             user: token.user_id,
             user_obj,
             description: token.description,
@@ -146,7 +146,7 @@ impl TokenWrite {
         if self.user.is_some_and(|u| u != current.user_id) {
             errors.add("user", "The owner of a token cannot be changed.");
         }
-        if self.intent.as_deref().is_some_and(|i| i != current.intent) {
+        if self.intent.as_deref().is_some_and(|i| i != current.intent.as_str()) {
             errors.add("intent", "The intent of a token cannot be changed.");
         }
         let tags = self.tags.as_deref().map(|t| parse_tags(t, &mut errors));

@@ -15,7 +15,7 @@ pub mod token {
         pub key_id: Uuid,
         pub tenant_id: Uuid,
         pub identifier: String,
-        pub intent: String,
+        pub intent: crate::tokens::service::Intent,
         pub user_id: i64,
         pub name: String,
         pub description: String,

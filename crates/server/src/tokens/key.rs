@@ -112,6 +112,14 @@ impl SecretKey {
         Ok(Self { text: text.to_owned(), kind })
     }
 
+    /// Whether the random part is plausibly random: a generated key shows about 31 distinct
+    /// characters of 62 in its 43 (fewer than 20 happens about once in a million keys), while a
+    /// chosen one (`aaaa…`, `abab…`, a word repeated) shows far fewer.
+    pub fn looks_random(&self) -> bool {
+        let body = &self.text[self.text.len() - CHECKSUM_LEN - RANDOM_LEN..self.text.len() - CHECKSUM_LEN];
+        body.bytes().collect::<std::collections::BTreeSet<u8>>().len() >= MIN_DISTINCT
+    }
+
     /// What the key is for.
     pub fn kind(&self) -> KeyKind {
         self.kind
@@ -122,6 +130,9 @@ impl SecretKey {
         &self.text
     }
 }
+
+/// Fewest distinct characters a supplied key's random part must show.
+const MIN_DISTINCT: usize = 20;
 
 const LOCATOR_OFFSET: i64 = 1_000_000;
 
@@ -162,6 +173,22 @@ pub fn masked(identifier: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn with_body(kind: KeyKind, body: &str) -> SecretKey {
+        let head = format!("{PREFIX}{}_{body}", kind.code());
+        SecretKey::parse(&format!("{head}{}", checksum(&head))).unwrap()
+    }
+
+    #[test]
+    fn chosen_keys_without_entropy_are_told_apart_from_generated_ones() {
+        for _ in 0..2_000 {
+            assert!(SecretKey::generate(KeyKind::Api).looks_random());
+        }
+        assert!(!with_body(KeyKind::Api, &"a".repeat(RANDOM_LEN)).looks_random());
+        assert!(!with_body(KeyKind::Api, &"password1".repeat(5)[..RANDOM_LEN]).looks_random());
+        assert!(!with_body(KeyKind::Api, &"0123456789abcdefghij".repeat(3)[..RANDOM_LEN]).looks_random());
+        assert!(with_body(KeyKind::Api, &"0123456789abcdefghijK".repeat(3)[..RANDOM_LEN]).looks_random());
+    }
 
     #[test]
     fn generated_keys_parse_and_carry_their_kind() {

@@ -8,4 +8,5 @@ pub mod handlers;
 pub mod key;
 pub mod seal;
 pub mod service;
+pub mod service_accounts;
 pub mod usage;

@@ -16,7 +16,8 @@ use super::entities::{token, token_tag};
 use super::key::{KeyKind, SecretKey};
 use super::seal;
 use crate::accounts::entities::user;
-use crate::accounts::service::Actor;
+use crate::accounts::access::{self, Actor};
+use crate::accounts::permissions::names;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
 use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
@@ -28,12 +29,17 @@ use crate::tenants::TenantId;
 /// Uses are recorded at most this often per key.
 const LAST_USED_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
 
-/// authentik's token intents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// authentik's token intents, stored as authentik spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::None)")]
 pub enum Intent {
+    #[sea_orm(string_value = "verification")]
     Verification,
+    #[sea_orm(string_value = "api")]
     Api,
+    #[sea_orm(string_value = "recovery")]
     Recovery,
+    #[sea_orm(string_value = "app_password")]
     AppPassword,
 }
 
@@ -91,7 +97,7 @@ pub fn parse_tag(text: &str) -> Result<String, String> {
 
 /// Who may hold API keys: staff, superusers and service accounts.
 pub fn may_hold_api_keys(user: &user::Model) -> bool {
-    user.is_staff || user.is_superuser || user.user_type == "service_account" || user.user_type == "internal_service_account"
+    user.is_staff || user.is_superuser || user.user_type.is_service_account()
 }
 
 /// Everything a token is created with; values parsed.
@@ -132,7 +138,7 @@ fn token_ref(token: &token::Model) -> ModelRef {
 fn audit_json(token: &token::Model) -> Value {
     json!({
         "identifier": token.identifier,
-        "intent": token.intent,
+        "intent": token.intent.as_str(),
         "user": token.user_id,
         "name": token.name,
         "description": token.description,
@@ -144,18 +150,48 @@ fn audit_json(token: &token::Model) -> Value {
 }
 
 /// The expiry a token gets: none when not expiring, the default lifetime when none is given.
-fn resolve_expiry(state: &AppState, expiring: bool, expires: Option<DateTime<Utc>>, errors: &mut FieldErrors) -> Option<DateTime<Utc>> {
+/// Only superusers make tokens that never expire or outlive `tokens.max_lifetime`: a key that
+/// leaks from anyone else stops working on its own.
+fn resolve_expiry(
+    state: &AppState,
+    actor: &Actor,
+    expiring: bool,
+    expires: Option<DateTime<Utc>>,
+    errors: &mut FieldErrors,
+) -> Option<DateTime<Utc>> {
+    let bounded = !actor.rights.superuser;
     if !expiring {
+        if bounded {
+            errors.add("expiring", "Only superusers may create tokens that never expire.");
+        }
         return None;
     }
+    let now = Utc::now();
+    let longest = now + state.config.tokens.max_lifetime.to_chrono();
     match expires {
-        Some(at) if at <= Utc::now() => {
+        Some(at) if at <= now => {
             errors.add("expires", "The expiry must be in the future.");
             None
         }
+        Some(at) if bounded && at > longest => {
+            errors.add("expires", format!("The expiry may be at most {} from now.", state.config.tokens.max_lifetime));
+            None
+        }
         Some(at) => Some(at),
-        None => Some(Utc::now() + state.config.tokens.default_duration.to_chrono()),
+        None if bounded => Some(std::cmp::min(now + state.config.tokens.default_duration.to_chrono(), longest)),
+        None => Some(now + state.config.tokens.default_duration.to_chrono()),
     }
+}
+
+/// Refuses unless `actor` may do what `permission` allows to `token`: owners may act on their
+/// own tokens; anyone else needs the permission and rights covering the owner's (a key is its
+/// owner's power).
+pub async fn authorize(db: &impl ConnectionTrait, tenant: TenantId, actor: &Actor, token: &token::Model, permission: &str) -> Result<()> {
+    if actor.is(token.user_id) {
+        return Ok(());
+    }
+    actor.require(permission)?;
+    access::may_act_on(db, tenant, actor, token.user_id).await
 }
 
 async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64, tags: &[String]) -> Result<()> {
@@ -176,11 +212,21 @@ async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64
     Ok(())
 }
 
-/// Creates a token with a fresh key, enforcing the per-user limit of live keys atomically.
+/// Creates a token with a fresh key for the actor, or for anyone when the actor is a superuser
+/// (authentik gives everyone else their own tokens only).
 pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
+    if !actor.is(new.user_id) && !actor.rights.superuser {
+        return Err(Error::PermissionDenied);
+    }
+    insert(state, actor, new).await
+}
+
+/// Creates a token with a fresh key, enforcing the per-user limit of live keys atomically. The
+/// caller has decided that `actor` may give `new.user_id` a token.
+pub(super) async fn insert(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
     let tenant = state.tenant;
     let mut errors = FieldErrors::new();
-    let expires = resolve_expiry(state, new.expiring, new.expires, &mut errors);
+    let expires = resolve_expiry(state, actor, new.expiring, new.expires, &mut errors);
     let txn = crate::db::begin_write(&state.db).await?;
     // Writing the owner's row first serialises concurrent creations for that user on both
     // databases (a row lock on PostgreSQL, the write lock on SQLite), so the count below cannot
@@ -227,7 +273,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
         key_id: Set(Uuid::new_v4()),
         tenant_id: Set(tenant.0),
         identifier: Set(new.identifier),
-        intent: Set(new.intent.as_str().to_owned()),
+        intent: Set(new.intent),
         user_id: Set(owner.id),
         name: Set(new.name),
         description: Set(new.description),
@@ -293,7 +339,7 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
     }
     if let Some(intent) = filter.intent.as_deref().filter(|v| !v.is_empty()) {
         let intent = Intent::parse(intent).map_err(|m| Error::field("intent", m))?;
-        select = select.filter(token::Column::Intent.eq(intent.as_str()));
+        select = select.filter(token::Column::Intent.eq(intent));
     }
     if let Some(username) = filter.user_username.as_deref().filter(|v| !v.is_empty()) {
         let ids: Vec<i64> = user::Entity::find()
@@ -310,7 +356,7 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
         select = select.filter(token::Column::Description.eq(description));
     }
     if let Some(expires) = filter.expires.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::Expires.eq(crate::accounts::service::parse_datetime("expires", expires)?));
+        select = select.filter(token::Column::Expires.eq(crate::accounts::parse_datetime("expires", expires)?));
     }
     if let Some(expiring) = filter.expiring.as_deref().filter(|v| !v.is_empty()) {
         select = select.filter(token::Column::Expiring.eq(crate::http::pagination::parse_bool("expiring", expiring)?));
@@ -376,6 +422,7 @@ pub async fn tags_of(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -
 pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, changes: TokenChanges) -> Result<token::Model> {
     let mut errors = FieldErrors::new();
     let txn = crate::db::begin_write(&state.db).await?;
+    authorize(&txn, state.tenant, actor, before, names::CHANGE_TOKEN).await?;
     if let Some(identifier) = &changes.identifier
         && identifier != &before.identifier
         && find(&txn, state.tenant, identifier).await?.is_some()
@@ -384,8 +431,8 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     }
     let expiring = changes.expiring.unwrap_or(before.expiring);
     let expires = match (changes.expiring, changes.expires) {
-        (_, Some(expires)) => resolve_expiry(state, expiring, expires, &mut errors),
-        (Some(_), None) => resolve_expiry(state, expiring, before.expires, &mut errors),
+        (_, Some(expires)) => resolve_expiry(state, actor, expiring, expires, &mut errors),
+        (Some(_), None) => resolve_expiry(state, actor, expiring, before.expires, &mut errors),
         (None, None) => before.expires,
     };
     errors.into_result()?;
@@ -421,6 +468,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
 /// Deletes a token; its key stops working at once.
 pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
+    authorize(&txn, state.tenant, actor, token, names::DELETE_TOKEN).await?;
     token::Entity::delete_by_id(token.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&token_ref(token))).await?;
     crate::sessions::service::commit_invalidating(state, txn).await?;
@@ -429,6 +477,7 @@ pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Re
 
 /// Opens the sealed key and records who looked (`secret_view`).
 pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> Result<String> {
+    authorize(&state.db, state.tenant, actor, token, names::VIEW_TOKEN_KEY).await?;
     let key = seal::open(&state.secret, token.token_uuid, &token.key_sealed)?;
     events::service::record(&state.db, state, actor.event(Action::SecretView).about(&token_ref(token))).await?;
     Ok(key)
@@ -437,18 +486,26 @@ pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> 
 /// Replaces the key (with one the caller supplies, or a new one) and drops cached checks of the
 /// old key everywhere. Records `secret_rotate`.
 pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, key: Option<SecretKey>) -> Result<()> {
-    let intent = Intent::parse(&token.intent).map_err(Error::internal)?;
+    let intent = token.intent;
     let key = match key {
         Some(key) if key.kind() != intent.key_kind() => {
             return Err(Error::field("key", format!("This token's keys start with gatehouse_{}_.", intent.key_kind().code())));
+        }
+        Some(key) if !key.looks_random() => {
+            return Err(Error::field("key", "This key is not random enough; let Gatehouse generate one with rotate/."));
         }
         Some(key) => key,
         None => SecretKey::generate(intent.key_kind()),
     };
     let digest = key_digest(&state.secret, key.expose());
     let txn = crate::db::begin_write(&state.db).await?;
-    let clash =
-        token::Entity::find().filter(token::Column::KeyDigest.eq(digest.clone())).filter(token::Column::Id.ne(token.id)).one(&txn).await?;
+    authorize(&txn, state.tenant, actor, token, names::SET_TOKEN_KEY).await?;
+    let clash = token::Entity::find()
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(token::Column::KeyDigest.eq(digest.clone()))
+        .filter(token::Column::Id.ne(token.id))
+        .one(&txn)
+        .await?;
     if clash.is_some() {
         return Err(Error::field("key", "This key is already in use."));
     }
@@ -495,7 +552,7 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
     if !may_hold_api_keys(&user) {
         return Ok(None);
     }
-    let (permissions, groups) = crate::accounts::service::access_of(&state.db, &user).await?;
+    let (permissions, groups) = access::access_of(&state.db, &user).await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);
@@ -533,7 +590,7 @@ async fn find_live(state: &AppState, digest: &str, intent: Intent, now: DateTime
     // lookup ever become a prefix or range match.
     Ok(token.filter(|t| {
         crate::secret::constant_time_eq(t.key_digest.as_bytes(), digest.as_bytes())
-            && t.intent == intent.as_str()
+            && t.intent == intent
             && t.is_active
             && !(t.expiring && t.expires.is_some_and(|at| at <= now))
     }))
@@ -545,7 +602,7 @@ pub async fn purge_expired(db: &impl ConnectionTrait) -> Result<u64> {
     Ok(token::Entity::delete_many()
         .filter(token::Column::Expiring.eq(true))
         .filter(token::Column::Expires.lt(Utc::now()))
-        .filter(token::Column::Intent.ne(Intent::Api.as_str()))
+        .filter(token::Column::Intent.ne(Intent::Api))
         .exec(db)
         .await?
         .rows_affected)

@@ -4,7 +4,8 @@ use std::future::pending;
 
 use gatehouse::accounts::entities::user;
 use gatehouse::accounts::permissions::Permission;
-use gatehouse::accounts::service::{self, Actor, NewUser};
+use gatehouse::accounts::access::Actor;
+use gatehouse::accounts::users::{self as service, NewUser};
 use gatehouse::app::Server;
 use gatehouse::config::Config;
 use gatehouse::state::AppState;

@@ -277,7 +277,9 @@ async fn unauthenticated_requests_get_401_with_a_challenge() {
 
 #[tokio::test]
 async fn tenants_never_see_each_others_data() {
-    use gatehouse::accounts::service::{self, Actor, NewGroup, NewUser};
+    use gatehouse::accounts::access::Actor;
+    use gatehouse::accounts::groups::{self, NewGroup};
+    use gatehouse::accounts::users::{self as service, NewUser};
     use sea_orm::{ActiveModelTrait, Set};
     let app = TestApp::spawn().await;
     app.superuser("admin@example.com").await;
@@ -298,7 +300,7 @@ async fn tenants_never_see_each_others_data() {
     new.password = Some(gatehouse::accounts::password::Password::new("another tenant's own password 5".into()));
     new.is_superuser = true;
     let outsider = service::create_user(&other_state, &Actor::system(), new).await.expect("same address, other tenant");
-    let group = service::create_group(
+    let group = groups::create_group(
         &other_state,
         &Actor::system(),
         NewGroup { name: "Outsiders".into(), users: vec![outsider.id], attributes: json!({}), ..Default::default() },

@@ -181,7 +181,7 @@ impl StageKind for Identification {
         }
         let by_email = settings.user_fields.contains(&UserField::Email);
         let by_username = settings.user_fields.contains(&UserField::Username);
-        let candidate = crate::accounts::service::find_user_by_identifier(
+        let candidate = crate::accounts::users::find_user_by_identifier(
             &cx.state.db,
             cx.state.tenant,
             identifier,

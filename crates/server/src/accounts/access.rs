@@ -1,0 +1,481 @@
+//! Access control: what an account may do, and the one guard that every change to who holds
+//! what passes through.
+//!
+//! The rule, enforced here and nowhere else: a caller who is not a superuser
+//! - can never cause any account or group to gain a right the caller does not hold, nor any
+//!   superuser-equivalent permission at all (superuser itself is granted only by superusers);
+//! - can never act on an account or group that holds rights the caller lacks: read or change its
+//!   secrets, credentials, sessions, keys or memberships.
+//!
+//! Rights are computed by one function, [`account_rights`], which the request path uses too
+//! (through [`access_of`]), so the check and the grant cannot disagree. The guard compares the
+//! rights of every account and group a change can reach before and after the change, inside the
+//! change's transaction: whatever road a right travels (own permissions, a group, an ancestor of
+//! a group, a new parent, a flag, reactivation), the comparison sees it arrive.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use super::entities::{group, group_member, group_parent, group_permission, user, user_permission};
+use super::permissions::names;
+use crate::error::{Error, Result};
+use crate::http::client::ClientInfo;
+use crate::events::{Action, EventRecord};
+use crate::tenants::TenantId;
+
+/// Permissions that let their holder take over any account (editing the flows people sign in
+/// through), so only superusers may grant them.
+pub const SUPERUSER_EQUIVALENT: &[&str] = &[
+    names::ADD_FLOW,
+    names::CHANGE_FLOW,
+    names::DELETE_FLOW,
+    names::ADD_STAGE,
+    names::CHANGE_STAGE,
+    names::DELETE_STAGE,
+    names::ADD_FLOW_STAGE_BINDING,
+    names::CHANGE_FLOW_STAGE_BINDING,
+    names::DELETE_FLOW_STAGE_BINDING,
+];
+
+/// Whether `permission` is one of the [`SUPERUSER_EQUIVALENT`] permissions.
+pub fn is_superuser_equivalent(permission: &str) -> bool {
+    SUPERUSER_EQUIVALENT.contains(&permission)
+}
+
+/// What an account (or the members of a group) may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rights {
+    /// Superuser, directly or through any group or ancestor group: holds every right.
+    pub superuser: bool,
+    /// May hold API keys: staff, and service accounts.
+    pub staff: bool,
+    /// Own permissions and those of every group and ancestor group.
+    pub permissions: BTreeSet<String>,
+}
+
+impl Rights {
+    /// Every right.
+    pub fn all() -> Self {
+        Self { superuser: true, staff: true, permissions: BTreeSet::new() }
+    }
+
+    /// Whether these rights include `permission` (superusers hold all).
+    pub fn has(&self, permission: &str) -> bool {
+        self.superuser || self.permissions.contains(permission)
+    }
+
+    /// Fails with 403 unless these rights include `permission`.
+    pub fn require(&self, permission: &str) -> Result<()> {
+        if self.has(permission) { Ok(()) } else { Err(Error::PermissionDenied) }
+    }
+
+    /// Whether these rights include all of `other`.
+    pub fn covers(&self, other: &Rights) -> bool {
+        self.superuser || (!other.superuser && (self.staff || !other.staff) && other.permissions.is_subset(&self.permissions))
+    }
+
+    /// Whether a holder of these rights may hand out `gained`: only what it holds itself, and
+    /// nothing superuser-equivalent unless it is a superuser.
+    pub fn may_grant(&self, gained: &Rights) -> bool {
+        self.superuser || (self.covers(gained) && !gained.permissions.iter().any(|p| is_superuser_equivalent(p)))
+    }
+
+    /// What `after` holds that `self` does not.
+    pub fn gained_by(&self, after: &Rights) -> Rights {
+        Rights {
+            superuser: after.superuser && !self.superuser,
+            staff: after.staff && !self.staff && !self.superuser,
+            permissions: if self.superuser { BTreeSet::new() } else { after.permissions.difference(&self.permissions).cloned().collect() },
+        }
+    }
+
+    /// Whether there is no right at all.
+    pub fn is_empty(&self) -> bool {
+        !self.superuser && !self.staff && self.permissions.is_empty()
+    }
+
+    fn absorb(&mut self, other: &Rights) {
+        self.superuser |= other.superuser;
+        self.staff |= other.staff;
+        self.permissions.extend(other.permissions.iter().cloned());
+    }
+}
+
+/// An account's rights and whether it can use them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountRights {
+    pub active: bool,
+    /// What the account holds, active or not: what a caller must cover to act on it.
+    pub held: Rights,
+}
+
+impl AccountRights {
+    /// What the account can use now: nothing while it is inactive.
+    pub fn effective(&self) -> Rights {
+        if self.active { self.held.clone() } else { Rights::default() }
+    }
+}
+
+/// Who is making a change: the user, their rights as the request saw them, and their client for
+/// the audit trail. The command line and the server itself act with every right.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user: Option<user::Model>,
+    pub client: Option<ClientInfo>,
+    pub rights: Rights,
+}
+
+impl Actor {
+    /// A change made from the command line or by the server itself.
+    pub fn system() -> Self {
+        Self { user: None, client: None, rights: Rights::all() }
+    }
+
+    /// A change made by `user`, who holds `rights`, from `client`.
+    pub fn user(user: user::Model, rights: Rights, client: ClientInfo) -> Self {
+        Self { user: Some(user), client: Some(client), rights }
+    }
+
+    /// Fails with 403 unless the actor holds `permission`.
+    pub fn require(&self, permission: &str) -> Result<()> {
+        self.rights.require(permission)
+    }
+
+    /// Whether the actor is `user_id`.
+    pub fn is(&self, user_id: i64) -> bool {
+        self.user.as_ref().is_some_and(|u| u.id == user_id)
+    }
+
+    /// An event of `action` by this actor.
+    pub fn event(&self, action: Action) -> EventRecord {
+        let mut record = EventRecord::new(action);
+        if let Some(user) = &self.user {
+            record = record.by(user);
+        }
+        if let Some(client) = &self.client {
+            record = record.from_client(client);
+        }
+        record
+    }
+}
+
+/// Whether the account type may hold API keys without being staff.
+fn is_service_account(user: &user::Model) -> bool {
+    matches!(user.user_type, super::UserType::ServiceAccount | super::UserType::InternalServiceAccount)
+}
+
+/// The rights each of `groups` confers on its members: its own flag and permissions and those
+/// of every ancestor. Groups not in the tenant are left out.
+pub async fn group_rights(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid]) -> Result<HashMap<Uuid, Rights>> {
+    // Walk up level by level, collecting each group's own rights and parents.
+    let mut own: HashMap<Uuid, Rights> = HashMap::new();
+    let mut parents: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    let mut frontier: Vec<Uuid> = groups.to_vec();
+    while !frontier.is_empty() {
+        frontier.retain(|g| !own.contains_key(g));
+        frontier.sort_unstable();
+        frontier.dedup();
+        if frontier.is_empty() {
+            break;
+        }
+        let found = group::Entity::find()
+            .filter(group::Column::TenantId.eq(tenant.0))
+            .filter(group::Column::GroupUuid.is_in(frontier.clone()))
+            .all(db)
+            .await?;
+        for g in &found {
+            own.insert(g.group_uuid, Rights { superuser: g.is_superuser, ..Rights::default() });
+        }
+        let ids: Vec<Uuid> = found.iter().map(|g| g.group_uuid).collect();
+        for row in group_permission::Entity::find()
+            .filter(group_permission::Column::TenantId.eq(tenant.0))
+            .filter(group_permission::Column::GroupUuid.is_in(ids.clone()))
+            .all(db)
+            .await?
+        {
+            if let Some(rights) = own.get_mut(&row.group_uuid) {
+                rights.permissions.insert(row.permission);
+            }
+        }
+        frontier = Vec::new();
+        for link in group_parent::Entity::find()
+            .filter(group_parent::Column::TenantId.eq(tenant.0))
+            .filter(group_parent::Column::GroupUuid.is_in(ids))
+            .all(db)
+            .await?
+        {
+            parents.entry(link.group_uuid).or_default().push(link.parent_uuid);
+            frontier.push(link.parent_uuid);
+        }
+    }
+    let mut result = HashMap::new();
+    for start in groups {
+        if !own.contains_key(start) {
+            continue;
+        }
+        let mut rights = Rights::default();
+        let mut seen = HashSet::new();
+        let mut stack = vec![*start];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(r) = own.get(&id) {
+                rights.absorb(r);
+            }
+            stack.extend(parents.get(&id).into_iter().flatten().copied());
+        }
+        result.insert(*start, rights);
+    }
+    Ok(result)
+}
+
+/// The rights of each of `users` (users not in the tenant are left out): own flags and
+/// permissions, and what every group they belong to confers.
+pub async fn account_rights(db: &impl ConnectionTrait, tenant: TenantId, users: &[i64]) -> Result<HashMap<i64, AccountRights>> {
+    let found = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::Id.is_in(users.iter().copied())).all(db).await?;
+    rights_of_users(db, tenant, &found).await
+}
+
+async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[user::Model]) -> Result<HashMap<i64, AccountRights>> {
+    let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+    let mut result: HashMap<i64, AccountRights> = users
+        .iter()
+        .map(|u| {
+            let held = Rights { superuser: u.is_superuser, staff: u.is_staff || u.is_superuser || is_service_account(u), ..Rights::default() };
+            (u.id, AccountRights { active: u.is_active, held })
+        })
+        .collect();
+    for row in user_permission::Entity::find()
+        .filter(user_permission::Column::TenantId.eq(tenant.0))
+        .filter(user_permission::Column::UserId.is_in(ids.clone()))
+        .all(db)
+        .await?
+    {
+        if let Some(rights) = result.get_mut(&row.user_id) {
+            rights.held.permissions.insert(row.permission);
+        }
+    }
+    let memberships = group_member::Entity::find()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
+        .filter(group_member::Column::UserId.is_in(ids))
+        .all(db)
+        .await?;
+    let group_ids: Vec<Uuid> = memberships.iter().map(|m| m.group_uuid).collect::<BTreeSet<_>>().into_iter().collect();
+    let conferred = group_rights(db, tenant, &group_ids).await?;
+    for membership in memberships {
+        if let (Some(rights), Some(from_group)) = (result.get_mut(&membership.user_id), conferred.get(&membership.group_uuid)) {
+            rights.held.absorb(from_group);
+        }
+    }
+    for rights in result.values_mut() {
+        // A superuser may hold API keys like staff.
+        rights.held.staff |= rights.held.superuser;
+    }
+    Ok(result)
+}
+
+/// What a request needs to know about its (active) caller: its rights and its groups.
+pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<(Rights, Vec<group::Model>)> {
+    let tenant = TenantId(user.tenant_id);
+    let rights = rights_of_users(db, tenant, std::slice::from_ref(user)).await?.remove(&user.id).unwrap_or_default().held;
+    let groups = super::groups::groups_of_users(db, tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default();
+    Ok((rights, groups))
+}
+
+/// The accounts and groups a change can reach: these users, these groups, every descendant of
+/// these groups, and every member of any of them.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub users: Vec<i64>,
+    pub groups: Vec<Uuid>,
+}
+
+impl Scope {
+    /// A change to one user.
+    pub fn user(id: i64) -> Self {
+        Self { users: vec![id], groups: Vec::new() }
+    }
+
+    /// A change to one group (and so to its descendants and their members), plus `users`.
+    pub fn group(id: Uuid, users: &[i64]) -> Self {
+        Self { users: users.to_vec(), groups: vec![id] }
+    }
+}
+
+/// Expands a scope to (groups with their descendants, users with the members of those groups).
+async fn expand(db: &impl ConnectionTrait, tenant: TenantId, scope: &Scope) -> Result<(Vec<Uuid>, Vec<i64>)> {
+    let mut groups: BTreeSet<Uuid> = BTreeSet::new();
+    let mut frontier: Vec<Uuid> = scope.groups.clone();
+    while !frontier.is_empty() {
+        frontier.retain(|g| groups.insert(*g));
+        if frontier.is_empty() {
+            break;
+        }
+        frontier = group_parent::Entity::find()
+            .filter(group_parent::Column::TenantId.eq(tenant.0))
+            .filter(group_parent::Column::ParentUuid.is_in(frontier))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|link| link.group_uuid)
+            .collect();
+    }
+    let mut users: BTreeSet<i64> = scope.users.iter().copied().collect();
+    if !groups.is_empty() {
+        users.extend(
+            group_member::Entity::find()
+                .filter(group_member::Column::TenantId.eq(tenant.0))
+                .filter(group_member::Column::GroupUuid.is_in(groups.iter().copied()))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|m| m.user_id),
+        );
+    }
+    Ok((groups.into_iter().collect(), users.into_iter().collect()))
+}
+
+/// The guard of one change: opened in the change's transaction before anything is written,
+/// asked about the accounts and groups the change acts on, and finished after the writes; an
+/// error from any of them means the transaction must be dropped (rolled back).
+pub struct Guard {
+    tenant: TenantId,
+    /// `None` when the actor is a superuser or the system: nothing to check.
+    caller: Option<Rights>,
+    scope: Scope,
+    users_before: HashMap<i64, AccountRights>,
+    groups_before: HashMap<Uuid, Rights>,
+}
+
+impl Guard {
+    /// Reads the caller's rights and those of everything `scope` reaches, inside `txn`.
+    pub async fn begin(txn: &impl ConnectionTrait, tenant: TenantId, actor: &Actor, scope: Scope) -> Result<Self> {
+        let caller = match &actor.user {
+            None => None,
+            Some(user) => {
+                // Rights as they stand in this transaction, not as a cached request saw them.
+                let rights = account_rights(txn, tenant, &[user.id]).await?.remove(&user.id).map(|r| r.effective()).unwrap_or_default();
+                (!rights.superuser).then_some(rights)
+            }
+        };
+        let mut guard = Self { tenant, caller, scope, users_before: HashMap::new(), groups_before: HashMap::new() };
+        if guard.caller.is_some() {
+            let (groups, users) = expand(txn, tenant, &guard.scope).await?;
+            guard.users_before = account_rights(txn, tenant, &users).await?;
+            guard.groups_before = group_rights(txn, tenant, &groups).await?;
+        }
+        Ok(guard)
+    }
+
+    /// Refuses unless the caller holds every right `user_id` holds (active or not): needed to
+    /// change its credentials, keys, sessions, memberships or anything else about it.
+    pub fn may_act_on_user(&self, user_id: i64) -> Result<()> {
+        match (&self.caller, self.users_before.get(&user_id)) {
+            (None, _) | (Some(_), None) => Ok(()),
+            (Some(caller), Some(target)) if caller.covers(&target.held) => Ok(()),
+            (Some(_), Some(_)) => {
+                tracing::info!(user = user_id, "refused: the account holds rights the caller lacks");
+                Err(Error::PermissionDenied)
+            }
+        }
+    }
+
+    /// Refuses unless the caller holds every right membership of `group_id` confers.
+    pub fn may_act_on_group(&self, group_id: Uuid) -> Result<()> {
+        match (&self.caller, self.groups_before.get(&group_id)) {
+            (None, _) | (Some(_), None) => Ok(()),
+            (Some(caller), Some(target)) if caller.covers(target) => Ok(()),
+            (Some(_), Some(_)) => {
+                tracing::info!(group = %group_id, "refused: the group confers rights the caller lacks");
+                Err(Error::PermissionDenied)
+            }
+        }
+    }
+
+    /// Recomputes the rights of everything the change reached, before and after, and refuses
+    /// when any account or group gained a right the caller may not grant. `also` names accounts
+    /// and groups the change created or joined to the scope.
+    pub async fn finish(self, txn: &impl ConnectionTrait, also: Scope) -> Result<()> {
+        let Some(caller) = &self.caller else { return Ok(()) };
+        let mut scope = self.scope.clone();
+        scope.users.extend(also.users);
+        scope.groups.extend(also.groups);
+        let (groups, users) = expand(txn, self.tenant, &scope).await?;
+        let nothing = AccountRights::default();
+        for (id, after) in account_rights(txn, self.tenant, &users).await? {
+            // Accounts the scope did not reach before count as holding nothing before.
+            let before = self.users_before.get(&id).unwrap_or(&nothing);
+            let gained = before.effective().gained_by(&after.effective());
+            if !gained.is_empty() && !caller.may_grant(&gained) {
+                tracing::info!(user = id, ?gained, "refused: the change would grant rights the caller may not grant");
+                return Err(Error::PermissionDenied);
+            }
+        }
+        for (id, after) in group_rights(txn, self.tenant, &groups).await? {
+            let before = self.groups_before.get(&id).cloned().unwrap_or_default();
+            let gained = before.gained_by(&after);
+            if !gained.is_empty() && !caller.may_grant(&gained) {
+                tracing::info!(group = %id, ?gained, "refused: the change would make a group confer rights the caller may not grant");
+                return Err(Error::PermissionDenied);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses unless `actor` may act on the account `user_id` (its keys, sessions, credentials):
+/// for changes that affect nobody's rights, only whom they touch.
+pub async fn may_act_on(db: &impl ConnectionTrait, tenant: TenantId, actor: &Actor, user_id: i64) -> Result<()> {
+    if actor.is(user_id) {
+        return Ok(());
+    }
+    Guard::begin(db, tenant, actor, Scope::user(user_id)).await?.may_act_on_user(user_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rights(superuser: bool, staff: bool, permissions: &[&str]) -> Rights {
+        Rights { superuser, staff, permissions: permissions.iter().map(|p| p.to_string()).collect() }
+    }
+
+    #[test]
+    fn superusers_cover_everything_and_others_only_subsets() {
+        let su = rights(true, false, &[]);
+        let editor = rights(false, false, &["a.b", "a.c"]);
+        assert!(su.covers(&rights(true, true, &["x.y"])));
+        assert!(editor.covers(&rights(false, false, &["a.b"])));
+        assert!(!editor.covers(&rights(false, false, &["a.d"])));
+        assert!(!editor.covers(&rights(true, false, &[])));
+        assert!(!editor.covers(&rights(false, true, &[])));
+    }
+
+    #[test]
+    fn superuser_equivalent_permissions_are_granted_only_by_superusers() {
+        let holder = rights(false, false, &[names::CHANGE_FLOW]);
+        let gained = rights(false, false, &[names::CHANGE_FLOW]);
+        assert!(holder.covers(&gained));
+        assert!(!holder.may_grant(&gained));
+        assert!(rights(true, false, &[]).may_grant(&gained));
+    }
+
+    #[test]
+    fn gains_are_what_after_holds_beyond_before() {
+        let before = rights(false, false, &["a.b"]);
+        let after = rights(true, true, &["a.b", "a.c"]);
+        assert_eq!(before.gained_by(&after), rights(true, true, &["a.c"]));
+        assert!(after.gained_by(&before).is_empty());
+        assert!(rights(true, false, &[]).gained_by(&after).is_empty());
+    }
+
+    #[test]
+    fn inactive_accounts_use_nothing_but_still_hold_their_rights() {
+        let account = AccountRights { active: false, held: rights(true, true, &[]) };
+        assert!(account.effective().is_empty());
+        assert!(!rights(false, false, &[]).covers(&account.held));
+    }
+}

@@ -1,0 +1,526 @@
+//! Users: creating, changing, listing and deleting accounts. Every change runs in one
+//! transaction with its audit event, and passes the access guard before it commits.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::Utc;
+use gatehouse_types::{Email, PhoneNumber};
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, QuerySelect, Set,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::access::{Actor, Guard, Scope};
+use super::entities::{group_member, user, user_permission};
+use super::groups::check_groups_exist;
+use super::password::{self, Password};
+use super::permissions::{Permission, names};
+use super::{UserType, unique_violation_to_field, user_ref};
+use crate::error::{Error, FieldErrors, Result};
+use crate::events::{self, Action};
+use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
+use crate::state::AppState;
+use crate::tenants::TenantId;
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Option<Email>,
+    pub username: Option<String>,
+    pub name: String,
+    pub password: Option<Password>,
+    pub is_active: bool,
+    pub is_superuser: bool,
+    pub is_staff: bool,
+    pub phone_number: Option<PhoneNumber>,
+    pub user_type: UserType,
+    pub path: String,
+    pub attributes: Value,
+    pub groups: Vec<Uuid>,
+    pub permissions: Vec<Permission>,
+}
+
+impl NewUser {
+    /// An active internal user with just an e-mail address.
+    pub fn with_email(email: Email) -> Self {
+        Self { email: Some(email), ..Self::without_email() }
+    }
+
+    /// An active internal user with nothing set; internal users still need an e-mail address.
+    pub fn without_email() -> Self {
+        Self {
+            email: None,
+            username: None,
+            name: String::new(),
+            password: None,
+            is_active: true,
+            is_superuser: false,
+            is_staff: false,
+            phone_number: None,
+            user_type: UserType::Internal,
+            path: "users".into(),
+            attributes: json!({}),
+            groups: Vec::new(),
+            permissions: Vec::new(),
+        }
+    }
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub email: Option<Option<Email>>,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub is_active: Option<bool>,
+    pub is_superuser: Option<bool>,
+    pub is_staff: Option<bool>,
+    pub phone_number: Option<Option<PhoneNumber>>,
+    pub user_type: Option<UserType>,
+    pub path: Option<String>,
+    pub attributes: Option<Value>,
+    pub groups: Option<Vec<Uuid>>,
+    pub permissions: Option<Vec<Permission>>,
+}
+
+/// The audit view of a user: what changes are diffed on. Never holds the password hash.
+pub fn audit_json(user: &user::Model) -> Value {
+    json!({
+        "email": user.email,
+        "username": user.username,
+        "name": user.name,
+        "is_active": user.is_active,
+        "is_superuser": user.is_superuser,
+        "is_staff": user.is_staff,
+        "phone_number": user.phone_number,
+        "type": user.user_type.as_str(),
+        "path": user.path,
+        "attributes": user.attributes,
+    })
+}
+
+async fn check_user_unique(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    email_key: Option<&str>,
+    username_key: Option<&str>,
+    except: Option<i64>,
+    errors: &mut FieldErrors,
+) -> Result<()> {
+    if let Some(email_key) = email_key {
+        let mut query = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::EmailKey.eq(email_key));
+        if let Some(id) = except {
+            query = query.filter(user::Column::Id.ne(id));
+        }
+        if query.one(db).await?.is_some() {
+            errors.add("email", "A user with this email address already exists.");
+        }
+    }
+    if let Some(username_key) = username_key {
+        let mut query = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::UsernameKey.eq(username_key));
+        if let Some(id) = except {
+            query = query.filter(user::Column::Id.ne(id));
+        }
+        if query.one(db).await?.is_some() {
+            errors.add("username", "A user with that username already exists.");
+        }
+    }
+    Ok(())
+}
+
+/// Creates a user with its groups and permissions and records `model_created`. Needs
+/// `add_user`; the new account may hold nothing the actor may not grant.
+pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Result<user::Model> {
+    actor.require(names::ADD_USER)?;
+    let tenant = state.tenant;
+    let mut errors = FieldErrors::new();
+    if new.email.is_none() && new.user_type.needs_email() {
+        errors.add("email", "This field is required.");
+    }
+    let username = match (&new.username, &new.email) {
+        (Some(username), _) => username.clone(),
+        (None, Some(email)) => email.as_str().to_owned(),
+        (None, None) => {
+            errors.add("username", "This field is required.");
+            String::new()
+        }
+    };
+    if let Some(password) = &new.password {
+        let context: Vec<&str> = [username.as_str(), new.name.as_str()].into_iter().chain(new.email.as_ref().map(Email::as_str)).collect();
+        if let Err(problems) = password::check_policy(&state.config.passwords, password, &context) {
+            for problem in problems {
+                errors.add("password", problem);
+            }
+        }
+    }
+    let password_hash = match &new.password {
+        Some(password) if errors.is_empty() => Some(password::hash_blocking(password.clone()).await?),
+        _ => None,
+    };
+    let now = Utc::now();
+    let txn = crate::db::begin_write(&state.db).await?;
+    let guard = Guard::begin(&txn, tenant, actor, Scope::default()).await?;
+    let email_key = new.email.as_ref().map(Email::normalized);
+    check_user_unique(&txn, tenant, email_key.as_deref(), Some(&username.to_lowercase()), None, &mut errors).await?;
+    check_groups_exist(&txn, tenant, "groups", &new.groups, &mut errors).await?;
+    errors.into_result()?;
+    let created = user::ActiveModel {
+        uuid: Set(Uuid::new_v4()),
+        tenant_id: Set(tenant.0),
+        username_key: Set(username.to_lowercase()),
+        username: Set(username),
+        email: Set(new.email.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default()),
+        email_key: Set(email_key),
+        name: Set(new.name),
+        password: Set(password_hash),
+        password_change_date: Set(now),
+        is_active: Set(new.is_active),
+        is_superuser: Set(new.is_superuser),
+        is_staff: Set(new.is_staff),
+        phone_number: Set(new.phone_number.map(|p| p.as_str().to_owned())),
+        user_type: Set(new.user_type),
+        path: Set(new.path),
+        attributes: Set(new.attributes),
+        date_joined: Set(now),
+        last_login: Set(None),
+        last_updated: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .map_err(unique_violation_to_field)?;
+    set_user_groups(&txn, tenant, created.id, &new.groups).await?;
+    set_user_permissions(&txn, tenant, created.id, &new.permissions).await?;
+    guard.finish(&txn, Scope::user(created.id)).await?;
+    let event =
+        actor.event(Action::ModelCreated).about(&user_ref(&created)).with("diff", events::service::diff(&json!({}), &audit_json(&created)));
+    events::service::record(&txn, state, event).await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// A unique index caught a race that the checks before the insert missed.
+async fn set_user_groups(txn: &DatabaseTransaction, tenant: TenantId, user_id: i64, groups: &[Uuid]) -> Result<()> {
+    group_member::Entity::delete_many()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
+        .filter(group_member::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    let unique: BTreeSet<Uuid> = groups.iter().copied().collect();
+    if !unique.is_empty() {
+        let rows =
+            unique.into_iter().map(|g| group_member::ActiveModel { tenant_id: Set(tenant.0), group_uuid: Set(g), user_id: Set(user_id) });
+        group_member::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+async fn set_user_permissions(txn: &DatabaseTransaction, tenant: TenantId, user_id: i64, permissions: &[Permission]) -> Result<()> {
+    user_permission::Entity::delete_many()
+        .filter(user_permission::Column::TenantId.eq(tenant.0))
+        .filter(user_permission::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    let unique: BTreeSet<&str> = permissions.iter().map(Permission::as_str).collect();
+    if !unique.is_empty() {
+        let rows = unique.into_iter().map(|p| user_permission::ActiveModel {
+            tenant_id: Set(tenant.0),
+            user_id: Set(user_id),
+            permission: Set(p.to_owned()),
+        });
+        user_permission::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// A user of the tenant by primary key.
+pub async fn find_user(db: &impl ConnectionTrait, tenant: TenantId, id: i64) -> Result<Option<user::Model>> {
+    Ok(user::Entity::find_by_id(id).filter(user::Column::TenantId.eq(tenant.0)).one(db).await?)
+}
+
+/// Users of the tenant by primary key.
+pub async fn find_users(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -> Result<Vec<user::Model>> {
+    Ok(user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
+
+/// A user of the tenant by e-mail, compared case-insensitively.
+pub async fn find_user_by_email(db: &impl ConnectionTrait, tenant: TenantId, email: &Email) -> Result<Option<user::Model>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .filter(user::Column::EmailKey.eq(email.normalized()))
+        .one(db)
+        .await?)
+}
+
+/// The user whose e-mail (when `by_email`) or username (when `by_username`) is `identifier`,
+/// compared case-insensitively, or exactly when `exact`. E-mail wins when both match different
+/// accounts.
+pub async fn find_user_by_identifier(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    identifier: &str,
+    by_email: bool,
+    by_username: bool,
+    exact: bool,
+) -> Result<Option<user::Model>> {
+    let key = identifier.trim().to_lowercase();
+    if key.is_empty() || key.len() > 254 || !(by_email || by_username) {
+        return Ok(None);
+    }
+    let mut condition = sea_orm::Condition::any();
+    if by_email {
+        condition = condition.add(user::Column::EmailKey.eq(key.clone()));
+    }
+    if by_username {
+        condition = condition.add(user::Column::UsernameKey.eq(key.clone()));
+    }
+    let matches = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(condition).limit(2).all(db).await?;
+    let identifier = identifier.trim();
+    let found = matches
+        .iter()
+        .find(|u| by_email && u.email_key.as_deref() == Some(key.as_str()))
+        .or_else(|| matches.iter().find(|u| by_username && u.username_key == key))
+        .filter(|u| !exact || u.email == identifier || u.username == identifier);
+    Ok(found.cloned())
+}
+
+/// Whether the tenant has any active superuser.
+pub async fn superuser_exists(db: &impl ConnectionTrait, tenant: TenantId) -> Result<bool> {
+    Ok(user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .filter(user::Column::IsSuperuser.eq(true))
+        .filter(user::Column::IsActive.eq(true))
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// Applies changes to a user, ends its sessions when it is disabled, records `model_updated`.
+/// Needs `change_user` and rights covering the user's; the user may gain nothing the actor may
+/// not grant.
+pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: UserChanges) -> Result<user::Model> {
+    actor.require(names::CHANGE_USER)?;
+    let tenant = state.tenant;
+    let txn = crate::db::begin_write(&state.db).await?;
+    let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
+    let guard = Guard::begin(&txn, tenant, actor, Scope::user(id)).await?;
+    guard.may_act_on_user(id)?;
+    let mut errors = FieldErrors::new();
+    let email_key = changes.email.as_ref().map(|e| e.as_ref().map(Email::normalized));
+    if let Some(Some(key)) = &email_key {
+        check_user_unique(&txn, tenant, Some(key), None, Some(id), &mut errors).await?;
+    }
+    if let Some(username) = &changes.username {
+        check_user_unique(&txn, tenant, None, Some(&username.to_lowercase()), Some(id), &mut errors).await?;
+    }
+    if let Some(groups) = &changes.groups {
+        check_groups_exist(&txn, tenant, "groups", groups, &mut errors).await?;
+    }
+    let resulting_type = changes.user_type.unwrap_or(before.user_type);
+    let resulting_email_missing = match &changes.email {
+        Some(email) => email.is_none(),
+        None => before.email_key.is_none(),
+    };
+    if resulting_email_missing && resulting_type.needs_email() {
+        errors.add("email", "This field is required.");
+    }
+    errors.into_result()?;
+
+    let mut model = before.clone().into_active_model();
+    if let Some(email) = changes.email {
+        model.email = Set(email.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default());
+        model.email_key = Set(email.as_ref().map(Email::normalized));
+    }
+    if let Some(username) = changes.username {
+        model.username_key = Set(username.to_lowercase());
+        model.username = Set(username);
+    }
+    if let Some(name) = changes.name {
+        model.name = Set(name);
+    }
+    if let Some(is_active) = changes.is_active {
+        model.is_active = Set(is_active);
+    }
+    if let Some(is_superuser) = changes.is_superuser {
+        model.is_superuser = Set(is_superuser);
+    }
+    if let Some(is_staff) = changes.is_staff {
+        model.is_staff = Set(is_staff);
+    }
+    if let Some(phone) = changes.phone_number {
+        model.phone_number = Set(phone.map(|p| p.as_str().to_owned()));
+    }
+    if let Some(user_type) = changes.user_type {
+        model.user_type = Set(user_type);
+    }
+    if let Some(path) = changes.path {
+        model.path = Set(path);
+    }
+    if let Some(attributes) = changes.attributes {
+        model.attributes = Set(attributes);
+    }
+    model.last_updated = Set(Utc::now());
+    let after = model.update(&txn).await.map_err(unique_violation_to_field)?;
+    if let Some(groups) = &changes.groups {
+        set_user_groups(&txn, tenant, id, groups).await?;
+    }
+    if let Some(permissions) = &changes.permissions {
+        set_user_permissions(&txn, tenant, id, permissions).await?;
+    }
+    if !after.is_active {
+        crate::sessions::service::revoke_all(&txn, tenant, id, None).await?;
+    }
+    guard.finish(&txn, Scope::default()).await?;
+    let mut diff = events::service::diff(&audit_json(&before), &audit_json(&after));
+    if let (Some(groups), Value::Object(map)) = (&changes.groups, &mut diff) {
+        map.insert("groups".into(), json!({ "new_value": groups }));
+    }
+    if let (Some(permissions), Value::Object(map)) = (&changes.permissions, &mut diff) {
+        map.insert("permissions".into(), json!({ "new_value": permissions }));
+    }
+    events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&user_ref(&after)).with("diff", diff)).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
+    Ok(after)
+}
+
+/// Deletes a user (its sessions, memberships and permissions go with it) and records it.
+/// Needs `delete_user` and rights covering the user's.
+pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()> {
+    actor.require(names::DELETE_USER)?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    Guard::begin(&txn, state.tenant, actor, Scope::user(id)).await?.may_act_on_user(id)?;
+    user::Entity::delete_by_id(id).exec(&txn).await?;
+    events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
+    Ok(())
+}
+
+/// Checks a new password against the rules, stores its hash and records `password_set`.
+/// Needs `reset_user_password` and rights covering the user's.
+pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Password) -> Result<()> {
+    actor.require(names::RESET_USER_PASSWORD)?;
+    let user = find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    super::access::may_act_on(&state.db, state.tenant, actor, id).await?;
+    let context = [user.email.as_str(), user.username.as_str(), user.name.as_str()];
+    if let Err(problems) = password::check_policy(&state.config.passwords, &password, &context) {
+        let mut errors = FieldErrors::new();
+        for problem in problems {
+            errors.add("password", problem);
+        }
+        return Err(Error::Validation(errors));
+    }
+    let hash = password::hash_blocking(password).await?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    // Checked again in the transaction: the user's rights may have grown while hashing.
+    super::access::may_act_on(&txn, state.tenant, actor, id).await?;
+    let now = Utc::now();
+    let mut model = user.clone().into_active_model();
+    model.password = Set(Some(hash));
+    model.password_change_date = Set(now);
+    model.last_updated = Set(now);
+    model.update(&txn).await?;
+    events::service::record(&txn, state, actor.event(Action::PasswordSet).about(&user_ref(&user))).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Filters of the user list.
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub is_active: Option<String>,
+    pub is_superuser: Option<String>,
+    /// internal, external, service_account or internal_service_account.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub user_type: Option<String>,
+    pub path: Option<String>,
+    pub uuid: Option<String>,
+    /// Only users in the group with this uuid.
+    pub groups_by_pk: Option<String>,
+}
+
+/// One page of the tenant's users.
+pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListParams) -> Result<Paginated<user::Model>> {
+    let tenant = state.tenant;
+    let page = params.page_request(&state.config.api)?;
+    let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0));
+    if let Some(email) = filter.email.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(user::Column::EmailKey.eq(email.trim().to_lowercase()));
+    }
+    if let Some(username) = filter.username.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(user::Column::UsernameKey.eq(username.trim().to_lowercase()));
+    }
+    if let Some(name) = filter.name.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(user::Column::Name.eq(name));
+    }
+    if let Some(value) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(user::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", value)?));
+    }
+    if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(user::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
+    }
+    if let Some(value) = filter.user_type.as_deref().filter(|v| !v.is_empty()) {
+        let user_type = UserType::parse(value).map_err(|m| Error::field("type", m))?;
+        select = select.filter(user::Column::UserType.eq(user_type));
+    }
+    if let Some(path) = filter.path.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(user::Column::Path.eq(path));
+    }
+    if let Some(uuid) = filter.uuid.as_deref().filter(|v| !v.is_empty()) {
+        let uuid = Uuid::parse_str(uuid).map_err(|_| Error::field("uuid", "Must be a valid UUID."))?;
+        select = select.filter(user::Column::Uuid.eq(uuid));
+    }
+    if let Some(group) = filter.groups_by_pk.as_deref().filter(|v| !v.is_empty()) {
+        let group = Uuid::parse_str(group).map_err(|_| Error::field("groups_by_pk", "Must be a valid UUID."))?;
+        let members: Vec<i64> = group_member::Entity::find()
+            .filter(group_member::Column::TenantId.eq(tenant.0))
+            .filter(group_member::Column::GroupUuid.eq(group))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        select = select.filter(user::Column::Id.is_in(members));
+    }
+    if let Some(pattern) = params.search_pattern() {
+        select = select.filter(
+            ilike(user::Column::Username, &pattern).or(ilike(user::Column::Email, &pattern)).or(ilike(user::Column::Name, &pattern)),
+        );
+    }
+    let select = params.apply_ordering(
+        select,
+        &[
+            ("pk", user::Column::Id),
+            ("username", user::Column::Username),
+            ("email", user::Column::Email),
+            ("name", user::Column::Name),
+            ("date_joined", user::Column::DateJoined),
+            ("last_login", user::Column::LastLogin),
+            ("last_updated", user::Column::LastUpdated),
+            ("is_active", user::Column::IsActive),
+        ],
+        (user::Column::Username, Order::Asc),
+        user::Column::Id,
+    )?;
+    fetch_page(&state.db, select, page).await
+}
+
+/// Permissions granted directly to each user, by user id.
+pub async fn direct_permissions(db: &impl ConnectionTrait, tenant: TenantId, user_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+    let mut by_user: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in user_permission::Entity::find()
+        .filter(user_permission::Column::TenantId.eq(tenant.0))
+        .filter(user_permission::Column::UserId.is_in(user_ids.iter().copied()))
+        .all(db)
+        .await?
+    {
+        by_user.entry(row.user_id).or_default().push(row.permission);
+    }
+    Ok(by_user)
+}
