@@ -1,0 +1,206 @@
+//! No way up: each road to more rights that was once open, named after it, must answer 403 and
+//! change nothing. The property test in `escalation.rs` covers the roads nobody listed.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A tenant with a superuser, a superuser group `Root` with a child `Ops`, a group `KeyViewers`
+/// carrying `view_token_key`, a plain group, and a superuser's API key.
+struct World {
+    app: TestApp,
+    admin: Session,
+    root: String,
+    ops: String,
+    key_viewers: String,
+    plain: String,
+    admin_key: String,
+}
+
+async fn world() -> World {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let group = |body: Value| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let (status, group) = json(app.post(admin, "/api/v3/core/groups/", body).await).await;
+            assert_eq!(status, StatusCode::CREATED, "{group}");
+            group["pk"].as_str().unwrap().to_owned()
+        }
+    };
+    let root = group(json!({"name": "Root", "is_superuser": true})).await;
+    let ops = group(json!({"name": "Ops", "parents": [root]})).await;
+    let key_viewers = group(json!({"name": "KeyViewers", "permissions": ["authentik_core.view_token_key"]})).await;
+    let plain = group(json!({"name": "Plain"})).await;
+    let (_, admin_key) = app.create_key(&admin, json!({"identifier": "admin-key"})).await;
+    World { app, admin, root, ops, key_viewers, plain, admin_key }
+}
+
+impl World {
+    /// A signed-in user holding `permissions`, and their pk.
+    async fn attacker(&self, email: &str, permissions: &[&str]) -> (Session, i64) {
+        let user = self.app.user_with(email, permissions).await;
+        (self.app.sign_in(email).await, user.id)
+    }
+
+    async fn is_superuser(&self, session: &Session) -> bool {
+        json(self.app.get(session, "/api/v3/core/users/me/").await).await.1["user"]["is_superuser"].as_bool().unwrap()
+    }
+
+    async fn group(&self, pk: &str) -> Value {
+        json(self.app.get(&self.admin, &format!("/api/v3/core/groups/{pk}/")).await).await.1
+    }
+
+    async fn user(&self, pk: i64) -> Value {
+        json(self.app.get(&self.admin, &format!("/api/v3/core/users/{pk}/")).await).await.1
+    }
+
+    async fn group_count(&self) -> u64 {
+        json(self.app.get(&self.admin, "/api/v3/core/groups/").await).await.1["pagination"]["count"].as_u64().unwrap()
+    }
+}
+
+fn pks(list: &Value) -> Vec<Value> {
+    let mut pks: Vec<Value> = list.as_array().unwrap().iter().map(|v| v.get("pk").cloned().unwrap_or_else(|| v.clone())).collect();
+    pks.sort_by_key(|v| v.to_string());
+    pks
+}
+
+#[tokio::test]
+async fn add_group_cannot_create_a_group_under_a_superuser_group() {
+    let w = world().await;
+    let (session, me) = w.attacker("mallory@example.com", &["authentik_core.add_group"]).await;
+    let groups_before = w.group_count().await;
+    for body in [
+        json!({"name": "x", "parents": [w.root], "users": [me]}),
+        // Even empty: the group itself would confer superuser on whoever joins it later.
+        json!({"name": "y", "parents": [w.root]}),
+        json!({"name": "z", "parents": [w.ops], "users": [me]}),
+        json!({"name": "w", "is_superuser": true}),
+    ] {
+        assert_forbidden(w.app.post(&session, "/api/v3/core/groups/", body).await).await;
+    }
+    assert_eq!(w.group_count().await, groups_before, "a refused create left a group behind");
+    assert!(!w.is_superuser(&session).await);
+}
+
+#[tokio::test]
+async fn change_group_cannot_reparent_a_group_or_join_a_superuser_line() {
+    let w = world().await;
+    let (session, me) = w.attacker("mallory@example.com", &["authentik_core.change_group"]).await;
+    let plain_before = w.group(&w.plain).await;
+    assert_forbidden(
+        w.app.patch(&session, &format!("/api/v3/core/groups/{}/", w.plain), json!({"parents": [w.root], "users": [me]})).await,
+    )
+    .await;
+    assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/groups/{}/", w.plain), json!({"parents": [w.ops]})).await).await;
+    assert_eq!(w.group(&w.plain).await, plain_before, "a refused change was applied");
+    let ops_before = w.group(&w.ops).await;
+    assert_forbidden(w.app.post(&session, &format!("/api/v3/core/groups/{}/add_user/", w.ops), json!({"pk": me})).await).await;
+    assert_eq!(pks(&w.group(&w.ops).await["users"]), pks(&ops_before["users"]));
+    assert!(!w.is_superuser(&session).await);
+    // What the caller may do stays possible: joining the plain group changes no rights.
+    let response = w.app.post(&session, &format!("/api/v3/core/groups/{}/add_user/", w.plain), json!({"pk": me})).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn change_user_cannot_join_a_group_under_a_superuser_group_nor_add_user_create_one() {
+    let w = world().await;
+    let (session, me) = w.attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.add_user"]).await;
+    let me_before = w.user(me).await;
+    assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{me}/"), json!({"groups": [w.ops]})).await).await;
+    assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{me}/"), json!({"is_superuser": true})).await).await;
+    assert_eq!(w.user(me).await, me_before, "a refused change was applied");
+    let body = json!({"email": "sock@example.com", "groups": [w.ops], "password": PASSWORD});
+    assert_forbidden(w.app.post(&session, "/api/v3/core/users/", body).await).await;
+    let (_, found) = json(w.app.get(&w.admin, "/api/v3/core/users/?email=sock@example.com").await).await;
+    assert_eq!(found["pagination"]["count"], 0, "a refused create left a user behind");
+    assert_eq!(w.app.try_sign_in("sock@example.com", PASSWORD).await.status(), StatusCode::BAD_REQUEST);
+    assert!(!w.is_superuser(&session).await);
+}
+
+#[tokio::test]
+async fn joining_a_group_with_view_token_key_is_refused_and_keys_of_the_powerful_stay_secret() {
+    let w = world().await;
+    let (editor, me) = w.attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.change_group"]).await;
+    assert_forbidden(w.app.patch(&editor, &format!("/api/v3/core/users/{me}/"), json!({"groups": [w.key_viewers]})).await).await;
+    assert_forbidden(w.app.post(&editor, &format!("/api/v3/core/groups/{}/add_user/", w.key_viewers), json!({"pk": me})).await)
+        .await;
+    assert!(pks(&w.group(&w.key_viewers).await["users"]).is_empty());
+
+    // Someone who legitimately holds the key permissions still cannot read or replace the keys
+    // of an account more powerful than themselves.
+    let (holder, _) = w
+        .attacker(
+            "keeper@example.com",
+            &["authentik_core.view_token", "authentik_core.view_token_key", "authentik_core.set_token_key", "authentik_core.change_token"],
+        )
+        .await;
+    let (status, body) = json(w.app.get(&holder, "/api/v3/core/tokens/admin-key/view_key/").await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.to_string().contains(&w.admin_key), "the key leaked");
+    assert_forbidden(w.app.post(&holder, "/api/v3/core/tokens/admin-key/rotate/", json!({})).await).await;
+    let chosen = gatehouse::tokens::key::SecretKey::generate(gatehouse::tokens::key::KeyKind::Api);
+    assert_forbidden(w.app.post(&holder, "/api/v3/core/tokens/admin-key/set_key/", json!({"key": chosen.expose()})).await).await;
+    assert_forbidden(w.app.patch(&holder, "/api/v3/core/tokens/admin-key/", json!({"expires": null, "expiring": false})).await).await;
+    // The superuser's key is untouched and still works; the chosen one does not.
+    assert_eq!(w.app.bearer(&w.admin_key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
+    assert_eq!(w.app.bearer(chosen.expose(), reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn change_user_cannot_make_anyone_staff() {
+    let w = world().await;
+    let (session, me) = w.attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.view_user"]).await;
+    let plain = w.app.user("plain@example.com", |_| {}).await;
+    for target in [me, plain.id] {
+        assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{target}/"), json!({"is_staff": true})).await).await;
+        assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{target}/"), json!({"type": "service_account"})).await)
+            .await;
+        assert_eq!(w.user(target).await["type"], "internal");
+    }
+    let (_, me_now) = json(w.app.get(&session, "/api/v3/core/users/me/").await).await;
+    assert_eq!(me_now["user"]["is_staff"], false);
+    // Without staff there are no API keys to hold.
+    assert_field_error(w.app.post(&session, "/api/v3/core/tokens/", json!({"identifier": "mine"})).await, "intent").await;
+    // What the caller holds it may hand on: change_user to the plain user is fine.
+    let response = w.app.patch(&session, &format!("/api/v3/core/users/{}/", plain.id), json!({"permissions": ["authentik_core.view_user"]})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response =
+        w.app.patch(&session, &format!("/api/v3/core/users/{}/", plain.id), json!({"permissions": ["authentik_events.view_event"]})).await;
+    assert_forbidden(response).await;
+}
+
+#[tokio::test]
+async fn flow_editing_permissions_are_superuser_equivalent() {
+    let w = world().await;
+    let binding = "authentik_flows.change_flowstagebinding";
+    // Someone who may change users and groups cannot hand out flow editing, not even to
+    // themselves, and not through a group.
+    let (editor, me) = w
+        .attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.change_group", "authentik_core.add_group"])
+        .await;
+    assert_forbidden(w.app.patch(&editor, &format!("/api/v3/core/users/{me}/"), json!({"permissions": [binding]})).await).await;
+    assert_forbidden(w.app.post(&editor, "/api/v3/core/groups/", json!({"name": "Editors", "permissions": [binding], "users": [me]})).await)
+        .await;
+    // Even a holder of flow editing cannot pass it on: only superusers grant it.
+    w.app.user_with("flows@example.com", &[binding, "authentik_core.change_user"]).await;
+    let holder_session = w.app.sign_in("flows@example.com").await;
+    assert_forbidden(
+        w.app.patch(&holder_session, &format!("/api/v3/core/users/{me}/"), json!({"permissions": [binding]})).await,
+    )
+    .await;
+    let held = w.user(me).await["permissions"].clone();
+    assert!(!held.as_array().unwrap().contains(&json!(binding)), "{held}");
+    // Without the permission, the default sign-in flow's bindings cannot be touched.
+    let (_, flow) = json(w.app.get(&w.admin, "/api/v3/flows/instances/default-authentication-flow/").await).await;
+    let flow_pk = flow["pk"].as_str().unwrap();
+    let (_, bindings) = json(w.app.get(&w.admin, &format!("/api/v3/flows/bindings/?target={flow_pk}")).await).await;
+    let first = bindings["results"][0].clone();
+    let path = format!("/api/v3/flows/bindings/{}/", first["pk"].as_str().unwrap());
+    assert_forbidden(w.app.delete(&editor, &path).await).await;
+    assert_eq!(json(w.app.get(&w.admin, &path).await).await.0, StatusCode::OK);
+}
