@@ -222,17 +222,25 @@ async fn replace_group_relations(
 /// Creates a group with its parents, members and permissions. Needs `add_group` and rights
 /// covering every member's; no member and not the group may gain what the actor may not grant.
 pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
+    let txn = crate::db::begin_write(&state.db).await?;
+    let created = create_group_in(&txn, state, actor, new).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
+    Ok(created)
+}
+
+/// [`create_group`] inside `txn`, for changes that create more than a group; the caller commits
+/// with [`crate::sessions::service::commit_invalidating`].
+pub async fn create_group_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     actor.require(names::ADD_GROUP)?;
     let tenant = state.tenant;
-    let txn = crate::db::begin_write(&state.db).await?;
-    let guard = Guard::begin(&txn, tenant, actor, Scope { users: new.users.clone(), groups: Vec::new() }).await?;
+    let guard = Guard::begin(txn, tenant, actor, Scope { users: new.users.clone(), groups: Vec::new() }).await?;
     for member in &new.users {
         guard.may_act_on_user(*member)?;
     }
     let mut errors = FieldErrors::new();
-    check_group_name_unique(&txn, tenant, &new.name, None, &mut errors).await?;
-    check_groups_exist(&txn, tenant, "parents", &new.parents, &mut errors).await?;
-    check_users_exist(&txn, tenant, &new.users, &mut errors).await?;
+    check_group_name_unique(txn, tenant, &new.name, None, &mut errors).await?;
+    check_groups_exist(txn, tenant, "parents", &new.parents, &mut errors).await?;
+    check_users_exist(txn, tenant, &new.users, &mut errors).await?;
     errors.into_result()?;
     let created = group::ActiveModel {
         group_uuid: Set(Uuid::new_v4()),
@@ -243,14 +251,13 @@ pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Res
         attributes: Set(new.attributes),
         created: Set(Utc::now()),
     }
-    .insert(&txn)
+    .insert(txn)
     .await
     .map_err(unique_violation_to_field)?;
-    replace_group_relations(&txn, tenant, created.group_uuid, Some(&new.parents), Some(&new.users), Some(&new.permissions)).await?;
-    guard.finish(&txn, Scope::group(created.group_uuid, &[])).await?;
+    replace_group_relations(txn, tenant, created.group_uuid, Some(&new.parents), Some(&new.users), Some(&new.permissions)).await?;
+    guard.finish(txn, Scope::group(created.group_uuid, &[])).await?;
     let diff = events::service::diff(&json!({}), &group_audit_json(&created));
-    events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&group_ref(&created)).with("diff", diff)).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    events::service::record(txn, state, actor.event(Action::ModelCreated).about(&group_ref(&created)).with("diff", diff)).await?;
     Ok(created)
 }
 

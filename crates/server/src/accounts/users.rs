@@ -133,19 +133,8 @@ async fn check_user_unique(
 /// `add_user`; the new account may hold nothing the actor may not grant.
 pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Result<user::Model> {
     actor.require(names::ADD_USER)?;
-    let tenant = state.tenant;
     let mut errors = FieldErrors::new();
-    if new.email.is_none() && new.user_type.needs_email() {
-        errors.add("email", "This field is required.");
-    }
-    let username = match (&new.username, &new.email) {
-        (Some(username), _) => username.clone(),
-        (None, Some(email)) => email.as_str().to_owned(),
-        (None, None) => {
-            errors.add("username", "This field is required.");
-            String::new()
-        }
-    };
+    let username = username_of(&new, &mut errors);
     if let Some(password) = &new.password {
         let context: Vec<&str> = [username.as_str(), new.name.as_str()].into_iter().chain(new.email.as_ref().map(Email::as_str)).collect();
         if let Err(problems) = password::check_policy(&state.config.passwords, password, &context) {
@@ -158,12 +147,54 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
         Some(password) if errors.is_empty() => Some(password::hash_blocking(password.clone()).await?),
         _ => None,
     };
-    let now = Utc::now();
     let txn = crate::db::begin_write(&state.db).await?;
-    let guard = Guard::begin(&txn, tenant, actor, Scope::default()).await?;
+    let created = insert_user(&txn, state, actor, new, username, password_hash, errors).await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// Creates a user without a password inside `txn`, for changes that create more than a user
+/// and must leave nothing behind when a later step fails.
+pub async fn create_user_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewUser) -> Result<user::Model> {
+    actor.require(names::ADD_USER)?;
+    if new.password.is_some() {
+        return Err(Error::internal("passwords are hashed outside transactions: use create_user"));
+    }
+    let mut errors = FieldErrors::new();
+    let username = username_of(&new, &mut errors);
+    insert_user(txn, state, actor, new, username, None, errors).await
+}
+
+/// The username a new user gets: the one given, else the e-mail address.
+fn username_of(new: &NewUser, errors: &mut FieldErrors) -> String {
+    if new.email.is_none() && new.user_type.needs_email() {
+        errors.add("email", "This field is required.");
+    }
+    match (&new.username, &new.email) {
+        (Some(username), _) => username.clone(),
+        (None, Some(email)) => email.as_str().to_owned(),
+        (None, None) => {
+            errors.add("username", "This field is required.");
+            String::new()
+        }
+    }
+}
+
+async fn insert_user(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    actor: &Actor,
+    new: NewUser,
+    username: String,
+    password_hash: Option<String>,
+    mut errors: FieldErrors,
+) -> Result<user::Model> {
+    let tenant = state.tenant;
+    let now = Utc::now();
+    let guard = Guard::begin(txn, tenant, actor, Scope::default()).await?;
     let email_key = new.email.as_ref().map(Email::normalized);
-    check_user_unique(&txn, tenant, email_key.as_deref(), Some(&username.to_lowercase()), None, &mut errors).await?;
-    check_groups_exist(&txn, tenant, "groups", &new.groups, &mut errors).await?;
+    check_user_unique(txn, tenant, email_key.as_deref(), Some(&username.to_lowercase()), None, &mut errors).await?;
+    check_groups_exist(txn, tenant, "groups", &new.groups, &mut errors).await?;
     errors.into_result()?;
     let created = user::ActiveModel {
         uuid: Set(Uuid::new_v4()),
@@ -187,20 +218,18 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
         last_updated: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await
     .map_err(unique_violation_to_field)?;
-    set_user_groups(&txn, tenant, created.id, &new.groups).await?;
-    set_user_permissions(&txn, tenant, created.id, &new.permissions).await?;
-    guard.finish(&txn, Scope::user(created.id)).await?;
+    set_user_groups(txn, tenant, created.id, &new.groups).await?;
+    set_user_permissions(txn, tenant, created.id, &new.permissions).await?;
+    guard.finish(txn, Scope::user(created.id)).await?;
     let event =
         actor.event(Action::ModelCreated).about(&user_ref(&created)).with("diff", events::service::diff(&json!({}), &audit_json(&created)));
-    events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    events::service::record(txn, state, event).await?;
     Ok(created)
 }
 
-/// A unique index caught a race that the checks before the insert missed.
 async fn set_user_groups(txn: &DatabaseTransaction, tenant: TenantId, user_id: i64, groups: &[Uuid]) -> Result<()> {
     group_member::Entity::delete_many()
         .filter(group_member::Column::TenantId.eq(tenant.0))

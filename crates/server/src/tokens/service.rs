@@ -218,16 +218,18 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
     if !actor.is(new.user_id) && !actor.rights.superuser {
         return Err(Error::PermissionDenied);
     }
-    insert(state, actor, new).await
+    let txn = crate::db::begin_write(&state.db).await?;
+    let created = insert_in(&txn, state, actor, new).await?;
+    txn.commit().await?;
+    Ok(created)
 }
 
-/// Creates a token with a fresh key, enforcing the per-user limit of live keys atomically. The
-/// caller has decided that `actor` may give `new.user_id` a token.
-pub(super) async fn insert(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
+/// Creates a token with a fresh key inside `txn`, enforcing the per-user limit of live keys
+/// atomically. The caller has decided that `actor` may give `new.user_id` a token.
+pub(super) async fn insert_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
     let tenant = state.tenant;
     let mut errors = FieldErrors::new();
     let expires = resolve_expiry(state, actor, new.expiring, new.expires, &mut errors);
-    let txn = crate::db::begin_write(&state.db).await?;
     // Writing the owner's row first serialises concurrent creations for that user on both
     // databases (a row lock on PostgreSQL, the write lock on SQLite), so the count below cannot
     // race with another insert.
@@ -235,9 +237,9 @@ pub(super) async fn insert(state: &AppState, actor: &Actor, new: NewToken) -> Re
         .col_expr(user::Column::LastUpdated, Expr::col(user::Column::LastUpdated))
         .filter(user::Column::Id.eq(new.user_id))
         .filter(user::Column::TenantId.eq(tenant.0))
-        .exec(&txn)
+        .exec(txn)
         .await?;
-    let owner = if locked.rows_affected == 1 { user::Entity::find_by_id(new.user_id).one(&txn).await? } else { None };
+    let owner = if locked.rows_affected == 1 { user::Entity::find_by_id(new.user_id).one(txn).await? } else { None };
     let Some(owner) = owner else {
         errors.add("user", format!("Invalid pk \"{}\" - object does not exist.", new.user_id));
         return Err(Error::Validation(errors));
@@ -248,7 +250,7 @@ pub(super) async fn insert(state: &AppState, actor: &Actor, new: NewToken) -> Re
     let taken = token::Entity::find()
         .filter(token::Column::TenantId.eq(tenant.0))
         .filter(token::Column::Identifier.eq(new.identifier.clone()))
-        .one(&txn)
+        .one(txn)
         .await?;
     if taken.is_some() {
         errors.add("identifier", "A token with this identifier already exists.");
@@ -257,7 +259,7 @@ pub(super) async fn insert(state: &AppState, actor: &Actor, new: NewToken) -> Re
         .filter(token::Column::UserId.eq(owner.id))
         .filter(token::Column::IsActive.eq(true))
         .filter(token::Column::Expires.is_null().or(token::Column::Expires.gt(Utc::now())))
-        .count(&txn)
+        .count(txn)
         .await?;
     let limit = u64::from(state.config.tokens.max_live_per_user);
     if live >= limit {
@@ -288,16 +290,15 @@ pub(super) async fn insert(state: &AppState, actor: &Actor, new: NewToken) -> Re
         last_updated: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await
     .map_err(|e| match e.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("identifier", "A token with this identifier already exists."),
         _ => e.into(),
     })?;
-    replace_tags(&txn, tenant, created.id, &new.tags).await?;
+    replace_tags(txn, tenant, created.id, &new.tags).await?;
     let diff = events::service::diff(&json!({}), &audit_json(&created));
-    events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&token_ref(&created)).with("diff", diff)).await?;
-    txn.commit().await?;
+    events::service::record(txn, state, actor.event(Action::ModelCreated).about(&token_ref(&created)).with("diff", diff)).await?;
     Ok((created, key))
 }
 

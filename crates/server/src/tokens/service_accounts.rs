@@ -34,7 +34,10 @@ pub async fn create(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
         .collect();
-    if super::service::find(&state.db, state.tenant, &identifier).await?.is_some() {
+    // One transaction for the account, its group and its key: a refusal or failure at any step
+    // leaves nothing behind.
+    let txn = crate::db::begin_write(&state.db).await?;
+    if super::service::find(&txn, state.tenant, &identifier).await?.is_some() {
         return Err(Error::field("name", "A service account with this name existed before; its token identifier is taken."));
     }
     let mut new = NewUser::without_email();
@@ -42,39 +45,15 @@ pub async fn create(
     new.name = username.clone();
     new.user_type = UserType::ServiceAccount;
     new.path = "goauthentik.io/service-accounts".into();
-    let user = users::create_user(state, actor, new).await.map_err(|e| match e {
+    let user = users::create_user_in(&txn, state, actor, new).await.map_err(|e| match e {
         Error::Validation(errors) if errors.fields().contains_key("username") => {
             Error::field("name", "A user with that username already exists.")
         }
         other => other,
     })?;
-    // The account, its group and its key are written by three services; should a later step
-    // fail, the earlier ones are undone so the request leaves nothing behind.
-    match finish_service_account(state, actor, &user, &username, identifier, create_group, expiring, expires).await {
-        Ok((group, key)) => Ok(ServiceAccount { user, group, key }),
-        Err(error) => {
-            if let Err(cleanup) = users::delete_user(state, actor, user.id).await {
-                tracing::error!(%cleanup, "could not undo a half-created service account");
-            }
-            Err(error)
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn finish_service_account(
-    state: &AppState,
-    actor: &Actor,
-    user: &user::Model,
-    username: &str,
-    identifier: String,
-    with_group: bool,
-    expiring: bool,
-    expires: Option<DateTime<Utc>>,
-) -> Result<(Option<group::Model>, String)> {
-    let group = if with_group {
-        let new = NewGroup { name: username.to_owned(), users: vec![user.id], attributes: json!({}), ..Default::default() };
-        Some(groups::create_group(state, actor, new).await.map_err(|e| match e {
+    let group = if create_group {
+        let new = NewGroup { name: username.clone(), users: vec![user.id], attributes: json!({}), ..Default::default() };
+        Some(groups::create_group_in(&txn, state, actor, new).await.map_err(|e| match e {
             Error::Validation(errors) if errors.fields().contains_key("name") => {
                 Error::field("name", "A group with this name already exists.")
             }
@@ -94,16 +73,7 @@ async fn finish_service_account(
         expires: expires.or_else(|| expiring.then(|| Utc::now() + chrono::TimeDelta::days(360))),
         tags: Vec::new(),
     };
-    let created = super::service::create(state, actor, token).await;
-    match created {
-        Ok((_, key)) => Ok((group, key.expose().to_owned())),
-        Err(error) => {
-            if let Some(group) = &group
-                && let Err(cleanup) = groups::delete_group(state, actor, group.group_uuid).await
-            {
-                tracing::error!(%cleanup, "could not undo the group of a half-created service account");
-            }
-            Err(error)
-        }
-    }
+    let (_, key) = super::service::insert_in(&txn, state, actor, token).await?;
+    crate::sessions::service::commit_invalidating(state, txn).await?;
+    Ok(ServiceAccount { user, group, key: key.expose().to_owned() })
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod cli;
+mod escalation;
 mod events;
 mod flows;
 mod flows_admin;
