@@ -13,10 +13,10 @@ use super::api::{
 use super::password::Password;
 use super::permissions::names;
 use super::service::{self, GroupFilter, UserFilter};
+use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::pagination::{ListParams, Paginated};
 use crate::state::AppState;
 
 /// Routes of this module.

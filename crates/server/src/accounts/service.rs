@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::entities::{group, group_member, group_parent, group_permission, user, user_permission};
 use super::password::{self, Password};
 use super::permissions::Permission;
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action, EventRecord, ModelRef};
 use crate::http::client::ClientInfo;
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
@@ -567,10 +567,10 @@ pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListPara
         select = select.filter(user::Column::Name.eq(name));
     }
     if let Some(value) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", value)?));
+        select = select.filter(user::Column::IsActive.eq(crate::db::pagination::parse_bool("is_active", value)?));
     }
     if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
+        select = select.filter(user::Column::IsSuperuser.eq(crate::db::pagination::parse_bool("is_superuser", value)?));
     }
     if let Some(value) = filter.user_type.as_deref().filter(|v| !v.is_empty()) {
         let user_type = UserType::parse(value).map_err(|m| Error::field("type", m))?;
@@ -996,7 +996,7 @@ pub async fn list_groups(state: &AppState, filter: &GroupFilter, params: &ListPa
         select = select.filter(group::Column::Name.eq(name));
     }
     if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(group::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
+        select = select.filter(group::Column::IsSuperuser.eq(crate::db::pagination::parse_bool("is_superuser", value)?));
     }
     let mut member_ids: Option<Vec<i64>> = None;
     if let Some(pk) = filter.members_by_pk.as_deref().filter(|v| !v.is_empty()) {

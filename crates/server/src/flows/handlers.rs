@@ -17,10 +17,10 @@ use super::service::{self, BindingFilter, FlowFilter, StageChange, StageFilter};
 use super::stage::StageKind;
 use super::transfer::{self, Format};
 use crate::accounts::permissions::names;
+use crate::db::pagination::{ListParams, Paginated, parse_bool};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::pagination::{ListParams, Paginated, parse_bool};
 use crate::state::AppState;
 use crate::tokens::api::UsedBy;
 

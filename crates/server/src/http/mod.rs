@@ -8,5 +8,4 @@ pub mod json;
 pub mod middleware;
 pub mod openapi;
 pub mod pages;
-pub mod pagination;
 pub mod router;

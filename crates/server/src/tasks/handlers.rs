@@ -15,10 +15,10 @@ use super::api::{GlobalTaskStatus, ScheduleOut, ScheduleWrite, TaskOut, WorkerOu
 use super::entities::{schedule, task, task_log, worker};
 use super::queue;
 use super::schedules;
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};
 use crate::state::AppState;
 
 /// Permissions of this module.

@@ -17,9 +17,9 @@ use super::key::{KeyKind, SecretKey};
 use super::seal;
 use crate::accounts::entities::user;
 use crate::accounts::service::Actor;
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::secret::ServerSecret;
 use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
@@ -313,10 +313,10 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
         select = select.filter(token::Column::Expires.eq(crate::accounts::service::parse_datetime("expires", expires)?));
     }
     if let Some(expiring) = filter.expiring.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::Expiring.eq(crate::http::pagination::parse_bool("expiring", expiring)?));
+        select = select.filter(token::Column::Expiring.eq(crate::db::pagination::parse_bool("expiring", expiring)?));
     }
     if let Some(active) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", active)?));
+        select = select.filter(token::Column::IsActive.eq(crate::db::pagination::parse_bool("is_active", active)?));
     }
     if let Some(managed) = filter.managed.as_deref().filter(|v| !v.is_empty()) {
         select = select.filter(token::Column::Managed.eq(managed));
