@@ -7,7 +7,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::accounts::password::{self, Password};
 use gatehouse::accounts::service::{self, Actor, NewUser};
 use gatehouse::config::Config;
-use gatehouse::http::client::ClientInfo;
+use gatehouse::events::client::ClientInfo;
 use gatehouse::secret::ServerSecret;
 use gatehouse::sessions;
 use gatehouse_types::Email;

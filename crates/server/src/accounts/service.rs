@@ -17,8 +17,8 @@ use super::password::{self, Password};
 use super::permissions::Permission;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
+use crate::events::client::ClientInfo;
 use crate::events::{self, Action, EventRecord, ModelRef};
-use crate::http::client::ClientInfo;
 use crate::state::AppState;
 use crate::tenants::TenantId;
 

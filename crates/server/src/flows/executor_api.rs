@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use super::executor::{self, FlowRequest};
 use super::redirect::next_from_query;
 use crate::error::{Error, NON_FIELD_ERRORS, Result};
+use crate::events::client::ClientInfo;
 use crate::http::auth::MaybeSignedIn;
-use crate::http::client::ClientInfo;
 use crate::state::AppState;
 
 /// Largest challenge response accepted; the biggest legitimate one is a few hundred bytes.

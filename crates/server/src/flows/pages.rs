@@ -13,8 +13,8 @@ use super::executor::{self, Challenge, FlowRequest, FormAnswer, Outcome};
 use super::redirect::safe_next;
 use super::run::{self, FLOW_COOKIE};
 use crate::error::{Error, Result};
+use crate::events::client::ClientInfo;
 use crate::http::auth::{MaybeSignedIn, cookie_in};
-use crate::http::client::ClientInfo;
 use crate::http::pages::{error_page, form_fields, html, message, see_other};
 use crate::state::AppState;
 

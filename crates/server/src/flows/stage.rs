@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::run::{FlowContext, FlowInfo, PlannedStage};
 use crate::accounts::entities::user;
 use crate::error::{FieldErrors, Result};
-use crate::http::client::ClientInfo;
+use crate::events::client::ClientInfo;
 use crate::sessions::cache::AuthContext;
 use crate::sessions::service::NewSession;
 use crate::state::AppState;

@@ -15,8 +15,8 @@ use super::entities::session;
 use super::service;
 use crate::accounts::password::Password;
 use crate::error::{Error, Result};
+use crate::events::client::ClientInfo;
 use crate::http::auth::Principal;
-use crate::http::client::ClientInfo;
 use crate::http::json::ApiJson;
 use crate::state::AppState;
 
