@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod cookies;
+pub mod error;
 pub mod json;
 pub mod middleware;
 pub mod openapi;
