@@ -65,7 +65,7 @@ pub fn parse_response(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Va
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::field(NON_FIELD_ERRORS, "The response is empty; send the challenge response as a JSON object."));
     }
-    match crate::http::json::parse::<Value>(body)? {
+    match crate::json::parse::<Value>(body)? {
         Value::Object(map) => {
             for (field, value) in &map {
                 if !matches!(value, Value::String(_) | Value::Bool(_) | Value::Null | Value::Number(_)) {

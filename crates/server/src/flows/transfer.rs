@@ -334,7 +334,7 @@ fn parse_attrs<T: serde::de::DeserializeOwned>(attrs: &Map<String, Value>, extra
     let mut merged = attrs.clone();
     merged.extend(extra);
     let bytes = serde_json::to_vec(&Value::Object(merged)).map_err(Error::internal)?;
-    crate::http::json::parse(&bytes)
+    crate::json::parse(&bytes)
 }
 
 /// Imports a document: creates or updates every entry by its identifiers, all in one
