@@ -1,6 +1,7 @@
 //! Database connections and migrations for SQLite and PostgreSQL.
 
 pub mod migrations;
+pub mod notify;
 pub mod pagination;
 
 use std::str::FromStr;

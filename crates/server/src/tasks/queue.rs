@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::entities::{task, task_log, worker};
+use crate::db::notify::notify;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::tenants::TenantId;
@@ -84,10 +85,8 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
     .insert(db)
     .await?;
     write_log(db, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task has been queued", json!({})).await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        // Delivered when the transaction commits, and not at all if it rolls back.
-        db.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
-    }
+    // Delivered when the transaction commits, and not at all if it rolls back.
+    notify(db, CHANNEL).await?;
     Ok(task)
 }
 
@@ -384,9 +383,7 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
     }
     mark_logs_previous(&txn, message_id).await?;
     write_log(&txn, tenant, message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"by": "hand"})).await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
-    }
+    notify(&txn, CHANNEL).await?;
     txn.commit().await?;
     wake_local_workers(state);
     Ok(())
