@@ -10,6 +10,7 @@ pub mod entities;
 pub mod handlers;
 pub mod queue;
 pub mod schedules;
+pub mod service;
 pub mod worker;
 
 pub use actors::{Actor, ActorResult, Registry, TaskContext, TaskError};
