@@ -3,6 +3,7 @@
 pub mod migrations;
 pub mod notify;
 pub mod pagination;
+pub mod text_enum;
 
 use std::str::FromStr;
 use std::time::Duration;

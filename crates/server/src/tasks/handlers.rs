@@ -8,6 +8,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::api::{GlobalTaskStatus, ScheduleOut, ScheduleWrite, TaskOut, WorkerOut};
+use super::model::AggregatedStatus;
 use super::queue;
 use super::service::{self, ScheduleFilter, TaskFilter};
 use crate::db::pagination::{ListParams, Paginated};
@@ -57,18 +58,17 @@ async fn task_status(State(state): State<AppState>, principal: Principal) -> Res
     principal.require(names::VIEW_TASK)?;
     let mut status = GlobalTaskStatus::default();
     for (value, count) in service::status_counts(&state).await? {
-        let slot = match value.as_str() {
-            "queued" => &mut status.queued,
-            "consumed" => &mut status.consumed,
-            "preprocess" => &mut status.preprocess,
-            "running" => &mut status.running,
-            "postprocess" => &mut status.postprocess,
-            "rejected" => &mut status.rejected,
-            "done" => &mut status.done,
-            "info" => &mut status.info,
-            "warning" => &mut status.warning,
-            "error" => &mut status.error,
-            _ => continue,
+        let slot = match value {
+            AggregatedStatus::Queued => &mut status.queued,
+            AggregatedStatus::Consumed => &mut status.consumed,
+            AggregatedStatus::Preprocess => &mut status.preprocess,
+            AggregatedStatus::Running => &mut status.running,
+            AggregatedStatus::Postprocess => &mut status.postprocess,
+            AggregatedStatus::Rejected => &mut status.rejected,
+            AggregatedStatus::Done => &mut status.done,
+            AggregatedStatus::Info => &mut status.info,
+            AggregatedStatus::Warning => &mut status.warning,
+            AggregatedStatus::Error => &mut status.error,
         };
         *slot = count;
     }

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod builtin;
 pub mod entities;
 pub mod handlers;
+pub mod model;
 pub mod queue;
 pub mod schedules;
 pub mod service;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::api::ScheduleWrite;
 use super::entities::{schedule, task, task_log, worker};
-use super::queue;
+use super::model::{AggregatedStatus, TaskState};
 use super::schedules;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};
 use crate::error::{Error, Result};
@@ -44,9 +44,6 @@ pub type TaskWithLogs = (task::Model, Vec<task_log::Model>);
 /// A schedule with the aggregated status of the newest task it sent.
 pub type ScheduleWithStatus = (schedule::Model, Option<String>);
 
-const AGGREGATED: [&str; 10] =
-    ["queued", "consumed", "preprocess", "running", "postprocess", "rejected", "done", "info", "warning", "error"];
-
 /// The logs of several tasks in one query, by task.
 async fn logs_of(state: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<task_log::Model>>> {
     let mut by_task: HashMap<Uuid, Vec<task_log::Model>> = HashMap::new();
@@ -72,15 +69,12 @@ pub async fn list_tasks(state: &AppState, params: &ListParams, filter: &TaskFilt
         select = select.filter(task::Column::ActorName.eq(actor));
     }
     if let Some(value) = filter.state.as_deref().filter(|v| !v.is_empty()) {
-        if !queue::states::ALL.contains(&value) {
-            return Err(Error::field("state", format!("\"{value}\" is not a valid choice.")));
-        }
+        let value = TaskState::parse(value).ok_or_else(|| Error::field("state", format!("\"{value}\" is not a valid choice.")))?;
         select = select.filter(task::Column::State.eq(value));
     }
     if let Some(value) = filter.aggregated_status.as_deref().filter(|v| !v.is_empty()) {
-        if !AGGREGATED.contains(&value) {
-            return Err(Error::field("aggregated_status", format!("\"{value}\" is not a valid choice.")));
-        }
+        let value = AggregatedStatus::parse(value)
+            .ok_or_else(|| Error::field("aggregated_status", format!("\"{value}\" is not a valid choice.")))?;
         select = select.filter(task::Column::AggregatedStatus.eq(value));
     }
     if let Some(value) = filter.rel_obj_id.as_deref().filter(|v| !v.is_empty()) {
@@ -119,7 +113,7 @@ pub async fn list_tasks(state: &AppState, params: &ListParams, filter: &TaskFilt
 
 /// How many of the tenant's tasks have each aggregated status; statuses without tasks are left
 /// out.
-pub async fn status_counts(state: &AppState) -> Result<Vec<(String, u64)>> {
+pub async fn status_counts(state: &AppState) -> Result<Vec<(AggregatedStatus, u64)>> {
     // One grouped count instead of a query per status.
     let counts: Vec<(String, i64)> = task::Entity::find()
         .select_only()
@@ -130,7 +124,11 @@ pub async fn status_counts(state: &AppState) -> Result<Vec<(String, u64)>> {
         .into_tuple()
         .all(&state.db)
         .await?;
-    Ok(counts.into_iter().map(|(status, count)| (status, u64::try_from(count).unwrap_or(0))).collect())
+    // A value this server does not know (written by a newer version) is not counted.
+    Ok(counts
+        .into_iter()
+        .filter_map(|(status, count)| Some((AggregatedStatus::parse(&status)?, u64::try_from(count).unwrap_or(0))))
+        .collect())
 }
 
 /// One of the tenant's tasks with its logs.
