@@ -4,11 +4,11 @@
 //! Run with `cargo bench -p gatehouse --bench hot_paths`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gatehouse::accounts::password::{self, Password};
 use gatehouse::accounts::access::Actor;
+use gatehouse::accounts::password::{self, Password};
 use gatehouse::accounts::users::{self as service, NewUser};
 use gatehouse::config::Config;
-use gatehouse::http::client::ClientInfo;
+use gatehouse::events::client::ClientInfo;
 use gatehouse::secret::ServerSecret;
 use gatehouse::sessions;
 use gatehouse_types::Email;

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use gatehouse_types::Email;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::accounts::password::Password;
 use crate::accounts::access::Actor;
+use crate::accounts::password::Password;
 use crate::accounts::users::{self as service, NewUser};
 use crate::config::{Config, LogFormat};
 use crate::error::Error;

@@ -34,6 +34,11 @@ pub struct Config {
     pub flows: FlowConfig,
 }
 
+/// Slug of the sign-in flow a fresh server creates, and the one configured unless told otherwise.
+pub const DEFAULT_AUTHENTICATION_FLOW: &str = "default-authentication-flow";
+/// Slug of the sign-out flow a fresh server creates, and the one configured unless told otherwise.
+pub const DEFAULT_INVALIDATION_FLOW: &str = "default-invalidation-flow";
+
 /// Flows and the pages that run them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,8 +224,8 @@ impl Default for Config {
             },
             flows: FlowConfig {
                 run_lifetime: DurationString::from_secs(30 * 60),
-                authentication_flow: crate::flows::defaults::AUTHENTICATION_FLOW.into(),
-                invalidation_flow: crate::flows::defaults::INVALIDATION_FLOW.into(),
+                authentication_flow: DEFAULT_AUTHENTICATION_FLOW.into(),
+                invalidation_flow: DEFAULT_INVALIDATION_FLOW.into(),
             },
             tokens: TokenConfig {
                 default_duration: DurationString::from_secs(24 * 3600),

@@ -1,13 +1,9 @@
-//! The one error type of Gatehouse and its mapping to HTTP.
+//! The one error type of Gatehouse.
 //!
-//! Domains return [`Error`]; [`IntoResponse`] turns it into authentik's error shapes. Internal
-//! causes are logged with the request's context and never reach a response body.
+//! Domains return [`Error`]; the HTTP layer (`http::error`) turns it into authentik's error
+//! shapes. Internal causes are logged with the request's context and never reach a response body.
 
 use std::collections::BTreeMap;
-
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// Field name under which errors that concern no single field are reported.
 pub const NON_FIELD_ERRORS: &str = "non_field_errors";
@@ -108,35 +104,6 @@ impl From<sea_orm::TransactionError<Error>> for Error {
         match error {
             sea_orm::TransactionError::Connection(e) => e.into(),
             sea_orm::TransactionError::Transaction(e) => e,
-        }
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let detail = |status: StatusCode, text: &str| (status, axum::Json(json!({ "detail": text }))).into_response();
-        match self {
-            Error::Validation(errors) => (StatusCode::BAD_REQUEST, axum::Json(errors.0)).into_response(),
-            Error::Unauthenticated => {
-                let mut response = detail(StatusCode::UNAUTHORIZED, "Authentication credentials were not provided or are not valid.");
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gatehouse\""));
-                response
-            }
-            Error::Csrf => detail(StatusCode::FORBIDDEN, "CSRF Failed: CSRF token missing or incorrect."),
-            Error::PermissionDenied => detail(StatusCode::FORBIDDEN, "You do not have permission to perform this action."),
-            Error::NotFound => detail(StatusCode::NOT_FOUND, "The requested resource does not exist."),
-            Error::InvalidPage => detail(StatusCode::NOT_FOUND, "Invalid page."),
-            Error::RateLimited { retry_after_secs } => {
-                let mut response =
-                    detail(StatusCode::TOO_MANY_REQUESTS, &format!("Too many failed attempts. Try again in {retry_after_secs} seconds."));
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                response
-            }
-            Error::PayloadTooLarge => detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large."),
-            Error::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
-                detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error occurred.")
-            }
         }
     }
 }

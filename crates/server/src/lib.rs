@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod http;
+pub mod json;
 pub mod ops;
 pub mod secret;
 pub mod sessions;

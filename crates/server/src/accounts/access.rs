@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::entities::{group, group_member, group_parent, group_permission, user, user_permission};
 use super::permissions::names;
 use crate::error::{Error, Result};
-use crate::http::client::ClientInfo;
+use crate::events::client::ClientInfo;
 use crate::events::{Action, EventRecord};
 use crate::tenants::TenantId;
 
@@ -235,7 +235,11 @@ pub async fn group_rights(db: &impl ConnectionTrait, tenant: TenantId, groups: &
 /// The rights of each of `users` (users not in the tenant are left out): own flags and
 /// permissions, and what every group they belong to confers.
 pub async fn account_rights(db: &impl ConnectionTrait, tenant: TenantId, users: &[i64]) -> Result<HashMap<i64, AccountRights>> {
-    let found = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::Id.is_in(users.iter().copied())).all(db).await?;
+    let found = user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .filter(user::Column::Id.is_in(users.iter().copied()))
+        .all(db)
+        .await?;
     rights_of_users(db, tenant, &found).await
 }
 
@@ -244,7 +248,8 @@ async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[u
     let mut result: HashMap<i64, AccountRights> = users
         .iter()
         .map(|u| {
-            let held = Rights { superuser: u.is_superuser, staff: u.is_staff || u.is_superuser || is_service_account(u), ..Rights::default() };
+            let held =
+                Rights { superuser: u.is_superuser, staff: u.is_staff || u.is_superuser || is_service_account(u), ..Rights::default() };
             (u.id, AccountRights { active: u.is_active, held })
         })
         .collect();

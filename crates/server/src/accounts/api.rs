@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::entities::{group, user};
+use super::groups::{GroupChanges, NewGroup};
 use super::password::Password;
 use super::permissions::Permission;
-use super::groups::{GroupChanges, NewGroup};
 use super::users::{NewUser, UserChanges};
 use super::{UserType, parse_username};
 use crate::error::{FieldErrors, Result};

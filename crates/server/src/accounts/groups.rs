@@ -13,9 +13,9 @@ use super::access::{Actor, Guard, Scope};
 use super::entities::{group, group_member, group_parent, group_permission, user};
 use super::permissions::{Permission, names};
 use super::{group_ref, report_missing, unique_violation_to_field};
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action};
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
@@ -42,7 +42,6 @@ pub(super) async fn check_groups_exist(
     Ok(())
 }
 
-
 /// Groups of each user, by user id.
 pub async fn groups_of_users(db: &impl ConnectionTrait, tenant: TenantId, user_ids: &[i64]) -> Result<HashMap<i64, Vec<group::Model>>> {
     let memberships = group_member::Entity::find()
@@ -66,8 +65,6 @@ pub async fn groups_of_users(db: &impl ConnectionTrait, tenant: TenantId, user_i
     }
     Ok(by_user)
 }
-
-
 
 /// Everything a group can be created with.
 #[derive(Debug, Clone, Default)]
@@ -396,7 +393,7 @@ pub async fn list_groups(state: &AppState, filter: &GroupFilter, params: &ListPa
         select = select.filter(group::Column::Name.eq(name));
     }
     if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(group::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
+        select = select.filter(group::Column::IsSuperuser.eq(crate::db::pagination::parse_bool("is_superuser", value)?));
     }
     let mut member_ids: Option<Vec<i64>> = None;
     if let Some(pk) = filter.members_by_pk.as_deref().filter(|v| !v.is_empty()) {
@@ -494,4 +491,3 @@ pub async fn group_relations(db: &impl ConnectionTrait, tenant: TenantId, groups
     }
     Ok(relations)
 }
-

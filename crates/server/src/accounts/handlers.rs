@@ -10,14 +10,14 @@ use uuid::Uuid;
 use super::api::{
     GroupOut, GroupWrite, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup, UserWrite,
 };
+use super::groups::{self, GroupFilter};
 use super::password::Password;
 use super::permissions::names;
-use super::groups::{self, GroupFilter};
 use super::users::{self, UserFilter};
+use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::pagination::{ListParams, Paginated};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -273,7 +273,8 @@ async fn service_account(
 ) -> Result<Json<super::api::UserServiceAccountResponse>> {
     let username = super::parse_username(&body.name).map_err(|m| Error::field("name", m))?;
     let created =
-        crate::tokens::service_accounts::create(&state, &principal.actor(), username, body.create_group, body.expiring, body.expires).await?;
+        crate::tokens::service_accounts::create(&state, &principal.actor(), username, body.create_group, body.expiring, body.expires)
+            .await?;
     Ok(Json(super::api::UserServiceAccountResponse {
         username: created.user.username.clone(),
         token: created.key,

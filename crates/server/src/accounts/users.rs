@@ -18,9 +18,9 @@ use super::groups::check_groups_exist;
 use super::password::{self, Password};
 use super::permissions::{Permission, names};
 use super::{UserType, unique_violation_to_field, user_ref};
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action};
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
@@ -489,10 +489,10 @@ pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListPara
         select = select.filter(user::Column::Name.eq(name));
     }
     if let Some(value) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", value)?));
+        select = select.filter(user::Column::IsActive.eq(crate::db::pagination::parse_bool("is_active", value)?));
     }
     if let Some(value) = filter.is_superuser.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::IsSuperuser.eq(crate::http::pagination::parse_bool("is_superuser", value)?));
+        select = select.filter(user::Column::IsSuperuser.eq(crate::db::pagination::parse_bool("is_superuser", value)?));
     }
     if let Some(value) = filter.user_type.as_deref().filter(|v| !v.is_empty()) {
         let user_type = UserType::parse(value).map_err(|m| Error::field("type", m))?;

@@ -1,6 +1,9 @@
 //! Database connections and migrations for SQLite and PostgreSQL.
 
 pub mod migrations;
+pub mod notify;
+pub mod pagination;
+pub mod text_enum;
 
 use std::str::FromStr;
 use std::time::Duration;

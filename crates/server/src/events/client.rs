@@ -1,10 +1,42 @@
-//! What a sign-in's client data says: browser, OS and device from the user agent, and the
-//! location from a MaxMind-format GeoIP database when one is configured.
+//! Who is on the other end of a request and what its client data says: the client address
+//! (trusting `X-Forwarded-For` only from configured proxies), browser, OS and device from the
+//! user agent, and the location from a MaxMind-format GeoIP database when one is configured.
 
 use std::net::IpAddr;
 use std::path::Path;
 
+use ipnet::IpNet;
 use serde_json::{Map, Value, json};
+
+/// The client's address and user agent.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: String,
+}
+
+impl ClientInfo {
+    /// The address as text, for storage.
+    pub fn ip_text(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy.
+///
+/// `forwarded_for` holds the values of every `X-Forwarded-For` header, in order; each may list
+/// several comma-separated addresses.
+pub fn client_ip<'a>(peer: Option<IpAddr>, forwarded_for: impl IntoIterator<Item = &'a str>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> =
+        forwarded_for.into_iter().flat_map(|v| v.split(',')).filter_map(|part| part.trim().parse::<IpAddr>().ok()).collect();
+    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).or(Some(peer))
+}
 
 /// An open GeoIP city database.
 pub struct GeoIp {
@@ -97,5 +129,20 @@ mod tests {
         assert_eq!(described["user_agent"], "curl-ish/0");
         assert!(described["browser"]["family"].is_string());
         assert!(described.get("geo").is_none());
+    }
+
+    #[test]
+    fn forwarded_header_is_ignored_from_untrusted_peers() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(Some(peer), ["1.2.3.4"], &[]), Some(peer));
+    }
+
+    #[test]
+    fn trusted_proxy_forwards_the_rightmost_untrusted_address() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let got = client_ip(Some(peer), ["6.6.6.6, 198.51.100.7, 10.0.0.5"], &trusted);
+        assert_eq!(got, Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(client_ip(Some(peer), [], &trusted), Some(peer));
     }
 }

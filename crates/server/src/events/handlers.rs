@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::entities::event;
 use super::service::{self, EventFilter};
 use crate::accounts::permissions::names;
+use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
-use crate::http::pagination::{ListParams, Paginated};
 use crate::state::AppState;
 
 /// Routes of this module.

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::entities::event;
 use crate::accounts::entities::user;
+use crate::db::pagination::{ListParams, Paginated, contains_pattern, fetch_page, ilike};
 use crate::error::Result;
-use crate::http::client::ClientInfo;
-use crate::http::pagination::{ListParams, Paginated, contains_pattern, fetch_page, ilike};
+use crate::events::client::ClientInfo;
 use crate::state::AppState;
 use crate::tenants::TenantId;
 

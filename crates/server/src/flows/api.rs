@@ -6,9 +6,10 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::binding_service::BindingFields;
 use super::entities::{binding, flow, stage};
+use super::flow_service::FlowFields;
 use super::model::{AuthenticationRequirement, DeniedAction, Designation, InvalidResponseAction, Layout, PolicyEngineMode};
-use super::service::{BindingFields, FlowFields};
 use super::stage::StageKind;
 use crate::error::{FieldErrors, Result};
 

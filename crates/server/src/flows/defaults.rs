@@ -9,14 +9,10 @@ use uuid::Uuid;
 
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, Designation, InvalidResponseAction, Layout, PolicyEngineMode};
+use crate::config::{DEFAULT_AUTHENTICATION_FLOW, DEFAULT_INVALIDATION_FLOW};
 use crate::error::Result;
 use crate::state::AppState;
 use crate::tenants::TenantId;
-
-/// Slug of the default sign-in flow.
-pub const AUTHENTICATION_FLOW: &str = "default-authentication-flow";
-/// Slug of the default sign-out flow.
-pub const INVALIDATION_FLOW: &str = "default-invalidation-flow";
 
 struct DefaultFlow {
     slug: &'static str,
@@ -28,7 +24,7 @@ struct DefaultFlow {
 
 const DEFAULTS: [DefaultFlow; 2] = [
     DefaultFlow {
-        slug: AUTHENTICATION_FLOW,
+        slug: DEFAULT_AUTHENTICATION_FLOW,
         name: "Welcome to Gatehouse!",
         title: "Welcome to Gatehouse!",
         designation: Designation::Authentication,
@@ -39,7 +35,7 @@ const DEFAULTS: [DefaultFlow; 2] = [
         ],
     },
     DefaultFlow {
-        slug: INVALIDATION_FLOW,
+        slug: DEFAULT_INVALIDATION_FLOW,
         name: "Default invalidation flow",
         title: "Signing out",
         designation: Designation::Invalidation,

@@ -11,11 +11,10 @@ use uuid::Uuid;
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseAction};
 use super::redirect::safe_next;
-use super::run::{self, FLOW_COOKIE, FlowContext, FlowInfo, Plan, PlannedStage, Run};
+use super::run::{self, FlowContext, FlowInfo, Plan, PlannedStage, Run};
 use super::stage::{Effect, Prompt, StageContext, Step};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
-use crate::http::auth::cookie_in;
-use crate::http::client::ClientInfo;
+use crate::events::client::ClientInfo;
 use crate::secret::constant_time_eq;
 use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
@@ -38,15 +37,16 @@ pub struct FlowRequest<'a> {
 }
 
 impl<'a> FlowRequest<'a> {
-    /// A request for the flow `slug` with the flow cookie found in `headers`.
+    /// A request for the flow `slug`, with the value of the flow cookie
+    /// ([`FLOW_COOKIE`](super::run::FLOW_COOKIE)) when the browser sent one.
     pub fn new(
         slug: &'a str,
-        headers: &'a axum::http::HeaderMap,
+        key: Option<&'a str>,
         client: &'a ClientInfo,
         current: Option<Arc<AuthContext>>,
         next: Option<&'a str>,
     ) -> Self {
-        Self { slug, key: cookie_in(headers, FLOW_COOKIE), client, current, next }
+        Self { slug, key, client, current, next }
     }
 }
 

@@ -13,9 +13,10 @@ use utoipa_axum::routes;
 
 use super::executor::{self, FlowRequest};
 use super::redirect::next_from_query;
+use super::run::FLOW_COOKIE;
 use crate::error::{Error, NON_FIELD_ERRORS, Result};
-use crate::http::auth::MaybeSignedIn;
-use crate::http::client::ClientInfo;
+use crate::events::client::ClientInfo;
+use crate::http::auth::{MaybeSignedIn, cookie_in};
 use crate::state::AppState;
 
 /// Largest challenge response accepted; the biggest legitimate one is a few hundred bytes.
@@ -45,7 +46,7 @@ async fn executor_get(
     headers: HeaderMap,
 ) -> Result<(HeaderMap, Json<Value>)> {
     let next = query.query.as_deref().and_then(next_from_query);
-    let request = FlowRequest::new(&slug, &headers, &client, current, next.as_deref());
+    let request = FlowRequest::new(&slug, cookie_in(&headers, FLOW_COOKIE), &client, current, next.as_deref());
     let outcome = executor::get(&state, request).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }
@@ -65,7 +66,7 @@ pub fn parse_response(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Va
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::field(NON_FIELD_ERRORS, "The response is empty; send the challenge response as a JSON object."));
     }
-    match crate::http::json::parse::<Value>(body)? {
+    match crate::json::parse::<Value>(body)? {
         Value::Object(map) => {
             for (field, value) in &map {
                 if !matches!(value, Value::String(_) | Value::Bool(_) | Value::Null | Value::Number(_)) {
@@ -94,7 +95,7 @@ async fn executor_solve(
 ) -> Result<(HeaderMap, Json<Value>)> {
     let response = parse_response(&headers, &body)?;
     let next = query.query.as_deref().and_then(next_from_query);
-    let request = FlowRequest::new(&slug, &headers, &client, current, next.as_deref());
+    let request = FlowRequest::new(&slug, cookie_in(&headers, FLOW_COOKIE), &client, current, next.as_deref());
     let outcome = executor::solve(&state, request, response, None).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }

@@ -12,15 +12,17 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::api::{BindingOut, BindingWrite, FlowImportResult, FlowOut, FlowWrite, KindStageOut, StageOut, StageWrite, TypeCreate};
+use super::binding_service::{self, BindingFilter};
 use super::entities::{binding, flow, stage};
-use super::service::{self, BindingFilter, FlowFilter, StageChange, StageFilter};
+use super::flow_service::{self, FlowFilter};
 use super::stage::StageKind;
+use super::stage_service::{self, StageChange, StageFilter};
 use super::transfer::{self, Format};
 use crate::accounts::permissions::names;
+use crate::db::pagination::{ListParams, Paginated, parse_bool};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::pagination::{ListParams, Paginated, parse_bool};
 use crate::state::AppState;
 use crate::tokens::api::UsedBy;
 
@@ -150,7 +152,7 @@ fn parse_id(text: &str) -> Result<Uuid> {
 
 async fn render_flows(state: &AppState, flows: Vec<flow::Model>) -> Result<Vec<FlowOut>> {
     let ids: Vec<Uuid> = flows.iter().map(|f| f.id).collect();
-    let mut stages = service::bound_stages(&state.db, state.tenant, &ids).await?;
+    let mut stages = binding_service::bound_stages(&state.db, state.tenant, &ids).await?;
     Ok(flows
         .into_iter()
         .map(|f| {
@@ -165,7 +167,7 @@ async fn render_flow(state: &AppState, flow: flow::Model) -> Result<FlowOut> {
 }
 
 async fn flow_by_slug(state: &AppState, slug: &str) -> Result<flow::Model> {
-    service::find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)
+    flow_service::find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)
 }
 
 #[utoipa::path(get, path = "/api/v3/flows/instances/", tag = "flows", params(ListParams, FlowFilter),
@@ -177,7 +179,7 @@ async fn list_flows(
     Query(filter): Query<FlowFilter>,
 ) -> Result<Json<Paginated<FlowOut>>> {
     principal.require(names::VIEW_FLOW)?;
-    let page = service::list_flows(&state, &filter, &params).await?;
+    let page = flow_service::list_flows(&state, &filter, &params).await?;
     let results = render_flows(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -191,7 +193,7 @@ async fn create_flow(
 ) -> Result<(StatusCode, Json<FlowOut>)> {
     principal.require(names::ADD_FLOW)?;
     let fields = body.into_fields(None, true)?;
-    let created = service::create_flow(&state, &principal.actor(), fields).await?;
+    let created = flow_service::create_flow(&state, &principal.actor(), fields).await?;
     Ok((StatusCode::CREATED, Json(render_flow(&state, created).await?)))
 }
 
@@ -207,7 +209,7 @@ async fn write_flow(state: AppState, principal: Principal, slug: String, body: F
     principal.require(names::CHANGE_FLOW)?;
     let flow = flow_by_slug(&state, &slug).await?;
     let fields = body.into_fields(Some(&flow), full)?;
-    let updated = service::update_flow(&state, &principal.actor(), &flow, fields).await?;
+    let updated = flow_service::update_flow(&state, &principal.actor(), &flow, fields).await?;
     Ok(Json(render_flow(&state, updated).await?))
 }
 
@@ -238,7 +240,7 @@ async fn partial_update_flow(
 async fn delete_flow(State(state): State<AppState>, principal: Principal, Path(slug): Path<String>) -> Result<StatusCode> {
     principal.require(names::DELETE_FLOW)?;
     let flow = flow_by_slug(&state, &slug).await?;
-    service::delete_flow(&state, &principal.actor(), &flow).await?;
+    flow_service::delete_flow(&state, &principal.actor(), &flow).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -378,7 +380,7 @@ async fn import_flow(
 
 async fn render_stages(state: &AppState, stages: &[stage::Model]) -> Result<Vec<StageOut>> {
     let ids: Vec<Uuid> = stages.iter().map(|s| s.id).collect();
-    let flow_sets = service::flow_sets(&state.db, state.tenant, &ids).await?;
+    let flow_sets = stage_service::flow_sets(&state.db, state.tenant, &ids).await?;
     Ok(stages
         .iter()
         .map(|s| {
@@ -412,7 +414,7 @@ fn kind_of(state: &AppState, kind: &str) -> Result<Arc<dyn StageKind>> {
 }
 
 async fn any_stage(state: &AppState, id: &str) -> Result<stage::Model> {
-    service::find_stage(&state.db, state.tenant, parse_id(id)?, None).await?.ok_or(Error::NotFound)
+    stage_service::find_stage(&state.db, state.tenant, parse_id(id)?, None).await?.ok_or(Error::NotFound)
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/all/", tag = "stages", params(ListParams, StageFilter),
@@ -424,7 +426,7 @@ async fn list_all_stages(
     Query(filter): Query<StageFilter>,
 ) -> Result<Json<Paginated<StageOut>>> {
     principal.require(names::VIEW_STAGE)?;
-    let page = service::list_stages(&state, None, &filter, &params).await?;
+    let page = stage_service::list_stages(&state, None, &filter, &params).await?;
     let results = render_stages(&state, &page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -448,7 +450,7 @@ async fn retrieve_any_stage(State(state): State<AppState>, principal: Principal,
 async fn delete_any_stage(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     principal.require(names::DELETE_STAGE)?;
     let stage = any_stage(&state, &id).await?;
-    service::delete_stage(&state, &principal.actor(), &stage).await?;
+    stage_service::delete_stage(&state, &principal.actor(), &stage).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -457,7 +459,7 @@ async fn delete_any_stage(State(state): State<AppState>, principal: Principal, P
 async fn any_stage_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
     principal.require(names::VIEW_STAGE)?;
     let stage = any_stage(&state, &id).await?;
-    Ok(Json(service::stage_used_by(&state, &stage).await?))
+    Ok(Json(stage_service::stage_used_by(&state, &stage).await?))
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/{kind}/", tag = "stages",
@@ -473,7 +475,7 @@ async fn list_stages(
 ) -> Result<Json<Paginated<KindStageOut>>> {
     let kind = kind_of(&state, &kind)?;
     principal.require(names::VIEW_STAGE)?;
-    let page = service::list_stages(&state, Some(kind.kind()), &filter, &params).await?;
+    let page = stage_service::list_stages(&state, Some(kind.kind()), &filter, &params).await?;
     let results = render_kind_stages(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -489,12 +491,12 @@ async fn create_stage(
 ) -> Result<(StatusCode, Json<KindStageOut>)> {
     let kind = kind_of(&state, &kind)?;
     principal.require(names::ADD_STAGE)?;
-    let created = service::create_stage(&state, &principal.actor(), kind.as_ref(), body.name, body.settings).await?;
+    let created = stage_service::create_stage(&state, &principal.actor(), kind.as_ref(), body.name, body.settings).await?;
     Ok((StatusCode::CREATED, Json(render_kind_stage(&state, created).await?)))
 }
 
 async fn kind_stage(state: &AppState, kind: &dyn StageKind, id: &str) -> Result<stage::Model> {
-    service::find_stage(&state.db, state.tenant, parse_id(id)?, Some(kind.kind())).await?.ok_or(Error::NotFound)
+    stage_service::find_stage(&state.db, state.tenant, parse_id(id)?, Some(kind.kind())).await?.ok_or(Error::NotFound)
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/{kind}/{stage_uuid}/", tag = "stages",
@@ -522,7 +524,7 @@ async fn write_stage(
     let kind = kind_of(&state, &kind)?;
     principal.require(names::CHANGE_STAGE)?;
     let stage = kind_stage(&state, kind.as_ref(), &id).await?;
-    let updated = service::update_stage(
+    let updated = stage_service::update_stage(
         &state,
         &principal.actor(),
         kind.as_ref(),
@@ -566,7 +568,7 @@ async fn delete_stage(State(state): State<AppState>, principal: Principal, Path(
     let kind = kind_of(&state, &kind)?;
     principal.require(names::DELETE_STAGE)?;
     let stage = kind_stage(&state, kind.as_ref(), &id).await?;
-    service::delete_stage(&state, &principal.actor(), &stage).await?;
+    stage_service::delete_stage(&state, &principal.actor(), &stage).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -581,7 +583,7 @@ async fn stage_used_by(
     let kind = kind_of(&state, &kind)?;
     principal.require(names::VIEW_STAGE)?;
     let stage = kind_stage(&state, kind.as_ref(), &id).await?;
-    Ok(Json(service::stage_used_by(&state, &stage).await?))
+    Ok(Json(stage_service::stage_used_by(&state, &stage).await?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,7 +593,7 @@ async fn render_bindings(state: &AppState, bindings: Vec<binding::Model>) -> Res
     let mut stage_ids: Vec<Uuid> = bindings.iter().map(|b| b.stage_id).collect();
     stage_ids.sort_unstable();
     stage_ids.dedup();
-    let stages: Vec<stage::Model> = service::stages_by_id(&state.db, state.tenant, &stage_ids).await?.into_values().collect();
+    let stages: Vec<stage::Model> = stage_service::stages_by_id(&state.db, state.tenant, &stage_ids).await?.into_values().collect();
     let rendered: std::collections::HashMap<Uuid, StageOut> = render_stages(state, &stages).await?.into_iter().map(|s| (s.pk, s)).collect();
     bindings
         .into_iter()
@@ -607,7 +609,7 @@ async fn render_binding(state: &AppState, binding: binding::Model) -> Result<Bin
 }
 
 async fn binding_by_id(state: &AppState, id: &str) -> Result<binding::Model> {
-    service::find_binding(&state.db, state.tenant, parse_id(id)?).await?.ok_or(Error::NotFound)
+    binding_service::find_binding(&state.db, state.tenant, parse_id(id)?).await?.ok_or(Error::NotFound)
 }
 
 #[utoipa::path(get, path = "/api/v3/flows/bindings/", tag = "flows", params(ListParams, BindingFilter),
@@ -619,7 +621,7 @@ async fn list_bindings(
     Query(filter): Query<BindingFilter>,
 ) -> Result<Json<Paginated<BindingOut>>> {
     principal.require(names::VIEW_FLOW_STAGE_BINDING)?;
-    let page = service::list_bindings(&state, &filter, &params).await?;
+    let page = binding_service::list_bindings(&state, &filter, &params).await?;
     let results = render_bindings(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -633,7 +635,7 @@ async fn create_binding(
 ) -> Result<(StatusCode, Json<BindingOut>)> {
     principal.require(names::ADD_FLOW_STAGE_BINDING)?;
     let fields = body.into_fields(None, true)?;
-    let created = service::create_binding(&state, &principal.actor(), fields).await?;
+    let created = binding_service::create_binding(&state, &principal.actor(), fields).await?;
     Ok((StatusCode::CREATED, Json(render_binding(&state, created).await?)))
 }
 
@@ -649,7 +651,7 @@ async fn write_binding(state: AppState, principal: Principal, id: String, body: 
     principal.require(names::CHANGE_FLOW_STAGE_BINDING)?;
     let binding = binding_by_id(&state, &id).await?;
     let fields = body.into_fields(Some(&binding), full)?;
-    let updated = service::update_binding(&state, &principal.actor(), &binding, fields).await?;
+    let updated = binding_service::update_binding(&state, &principal.actor(), &binding, fields).await?;
     Ok(Json(render_binding(&state, updated).await?))
 }
 
@@ -680,7 +682,7 @@ async fn partial_update_binding(
 async fn delete_binding(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
     principal.require(names::DELETE_FLOW_STAGE_BINDING)?;
     let binding = binding_by_id(&state, &id).await?;
-    service::delete_binding(&state, &principal.actor(), &binding).await?;
+    binding_service::delete_binding(&state, &principal.actor(), &binding).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,17 +3,20 @@
 //! context the later stages read. Kinds of stage plug in through [`stage::StageRegistry`].
 
 pub mod api;
+pub mod binding_service;
+pub mod changes;
 pub mod defaults;
 pub mod entities;
 pub mod executor;
 pub mod executor_api;
+pub mod flow_service;
 pub mod handlers;
 pub mod model;
 pub mod pages;
 pub mod redirect;
 pub mod run;
-pub mod service;
 pub mod stage;
+pub mod stage_service;
 pub mod stages;
 pub mod transfer;
 

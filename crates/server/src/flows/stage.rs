@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::run::{FlowContext, FlowInfo, PlannedStage};
 use crate::accounts::entities::user;
 use crate::error::{FieldErrors, Result};
-use crate::http::client::ClientInfo;
+use crate::events::client::ClientInfo;
 use crate::sessions::cache::AuthContext;
 use crate::sessions::service::NewSession;
 use crate::state::AppState;
@@ -176,7 +176,7 @@ impl StageContext<'_> {
 pub fn parse_typed<T: DeserializeOwned + Serialize>(settings: Map<String, Value>) -> Result<(T, Value), FieldErrors> {
     let bytes =
         serde_json::to_vec(&Value::Object(settings)).map_err(|e| FieldErrors::single(crate::error::NON_FIELD_ERRORS, e.to_string()))?;
-    let typed: T = crate::http::json::parse(&bytes).map_err(|error| match error {
+    let typed: T = crate::json::parse(&bytes).map_err(|error| match error {
         crate::error::Error::Validation(errors) => errors,
         other => FieldErrors::single(crate::error::NON_FIELD_ERRORS, other.to_string()),
     })?;

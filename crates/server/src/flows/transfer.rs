@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use super::api::{BindingWrite, FlowImportResult, FlowWrite, LogEvent};
 use super::entities::{binding, flow, stage};
-use super::service;
 use super::stage::StageKind;
 use super::stage::StageRegistry;
+use super::{binding_service, flow_service, stage_service};
 use crate::accounts::access::Actor;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::state::AppState;
@@ -103,7 +103,7 @@ pub fn render(document: &Blueprint, format: Format) -> Result<String> {
 
 /// The flow's values as the audit trail records them, less the slug (an identifier here).
 fn flow_attrs(flow: &flow::Model) -> Map<String, Value> {
-    let Value::Object(mut attrs) = super::service::flow_json(flow) else {
+    let Value::Object(mut attrs) = super::flow_service::flow_json(flow) else {
         return Map::new();
     };
     attrs.remove("slug");
@@ -118,14 +118,14 @@ fn referenced_id(settings: &Value, field: &str) -> Option<Uuid> {
 /// (named stages before the stages naming them), and the bindings.
 pub async fn export(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
     let tenant = state.tenant;
-    let bindings = service::bindings_of(&state.db, tenant, &[flow.id]).await?;
+    let bindings = binding_service::bindings_of(&state.db, tenant, &[flow.id]).await?;
     let mut stages: HashMap<Uuid, stage::Model> = HashMap::new();
     let mut wanted: Vec<Uuid> = bindings.iter().map(|b| b.stage_id).collect();
     while !wanted.is_empty() {
         wanted.retain(|id| !stages.contains_key(id));
         wanted.sort_unstable();
         wanted.dedup();
-        let found = service::stages_by_id(&state.db, tenant, &wanted).await?;
+        let found = stage_service::stages_by_id(&state.db, tenant, &wanted).await?;
         wanted = found
             .values()
             .flat_map(|s| state.stages.references_of(&s.kind).iter().filter_map(|r| referenced_id(&s.settings, r.field)))
@@ -334,7 +334,7 @@ fn parse_attrs<T: serde::de::DeserializeOwned>(attrs: &Map<String, Value>, extra
     let mut merged = attrs.clone();
     merged.extend(extra);
     let bytes = serde_json::to_vec(&Value::Object(merged)).map_err(Error::internal)?;
-    crate::http::json::parse(&bytes)
+    crate::json::parse(&bytes)
 }
 
 /// Imports a document: creates or updates every entry by its identifiers, all in one
@@ -397,8 +397,8 @@ impl Import<'_> {
         }
         if clear {
             let ids: Vec<Uuid> = self.flows.values().map(|f| f.id).collect();
-            for binding in service::bindings_of(self.txn, self.state.tenant, &ids).await? {
-                service::delete_binding_in(self.txn, self.state, self.actor, &binding).await?;
+            for binding in binding_service::bindings_of(self.txn, self.state.tenant, &ids).await? {
+                binding_service::delete_binding_in(self.txn, self.state, self.actor, &binding).await?;
             }
             self.log.info("Removed the existing bindings of the document's flows.", Map::new());
         }
@@ -459,7 +459,7 @@ impl Import<'_> {
     }
 
     async fn flow(&mut self, entry: &Entry, slug: &str) -> Result<()> {
-        let existing = service::find_flow(self.txn, self.state.tenant, slug).await?;
+        let existing = flow_service::find_flow(self.txn, self.state.tenant, slug).await?;
         let flow = match existing {
             Some(existing) if entry.state.as_deref() == Some("created") => existing,
             existing => {
@@ -467,12 +467,12 @@ impl Import<'_> {
                 let fields = write.into_fields(existing.as_ref(), false)?;
                 match existing {
                     Some(existing) => {
-                        let updated = service::update_flow_in(self.txn, self.state, self.actor, &existing, fields).await?;
+                        let updated = flow_service::update_flow_in(self.txn, self.state, self.actor, &existing, fields).await?;
                         self.done("Updated", entry);
                         updated
                     }
                     None => {
-                        let created = service::create_flow_in(self.txn, self.state, self.actor, fields).await?;
+                        let created = flow_service::create_flow_in(self.txn, self.state, self.actor, fields).await?;
                         self.done("Created", entry);
                         created
                     }
@@ -487,7 +487,7 @@ impl Import<'_> {
     async fn stage_named(&self, name: &str) -> Result<Option<stage::Model>> {
         match self.stages.get(name) {
             Some(stage) => Ok(Some(stage.clone())),
-            None => service::find_stage_by_name(self.txn, self.state.tenant, name).await,
+            None => stage_service::find_stage_by_name(self.txn, self.state.tenant, name).await,
         }
     }
 
@@ -510,7 +510,7 @@ impl Import<'_> {
             }
         }
         errors.into_result()?;
-        let existing = service::find_stage_by_name(self.txn, self.state.tenant, name).await?;
+        let existing = stage_service::find_stage_by_name(self.txn, self.state.tenant, name).await?;
         let stage = match existing {
             Some(existing) if existing.kind != kind.kind() => {
                 return Err(Error::field(
@@ -520,20 +520,21 @@ impl Import<'_> {
             }
             Some(existing) if entry.state.as_deref() == Some("created") => existing,
             Some(existing) => {
-                let updated = service::update_stage_in(
+                let updated = stage_service::update_stage_in(
                     self.txn,
                     self.state,
                     self.actor,
                     kind,
                     &existing,
-                    service::StageChange { name: Some(name.to_owned()), settings, full: false },
+                    stage_service::StageChange { name: Some(name.to_owned()), settings, full: false },
                 )
                 .await?;
                 self.done("Updated", entry);
                 updated
             }
             None => {
-                let created = service::create_stage_in(self.txn, self.state, self.actor, kind, Some(name.to_owned()), settings).await?;
+                let created =
+                    stage_service::create_stage_in(self.txn, self.state, self.actor, kind, Some(name.to_owned()), settings).await?;
                 self.done("Created", entry);
                 created
             }
@@ -545,7 +546,7 @@ impl Import<'_> {
     async fn binding(&mut self, entry: &Entry, target: &str, stage_name: &str, order: i32) -> Result<()> {
         let flow = match self.flows.get(target) {
             Some(flow) => Some(flow.clone()),
-            None => service::find_flow(self.txn, self.state.tenant, target).await?,
+            None => flow_service::find_flow(self.txn, self.state.tenant, target).await?,
         };
         let stage = self.stage_named(stage_name).await?;
         let mut errors = FieldErrors::new();
@@ -556,7 +557,7 @@ impl Import<'_> {
             errors.add("identifiers.stage", format!("There is no stage named \"{stage_name}\"."));
         }
         let (Some(flow), Some(stage)) = (flow, stage) else { return Err(Error::Validation(errors)) };
-        let existing: Option<binding::Model> = service::bindings_of(self.txn, self.state.tenant, &[flow.id])
+        let existing: Option<binding::Model> = binding_service::bindings_of(self.txn, self.state.tenant, &[flow.id])
             .await?
             .into_iter()
             .find(|b| b.stage_id == stage.id && b.binding_order == order);
@@ -570,11 +571,11 @@ impl Import<'_> {
         let fields = write.into_fields(existing.as_ref(), false)?;
         match existing {
             Some(existing) => {
-                service::update_binding_in(self.txn, self.state, self.actor, &existing, fields).await?;
+                binding_service::update_binding_in(self.txn, self.state, self.actor, &existing, fields).await?;
                 self.done("Updated", entry);
             }
             None => {
-                service::create_binding_in(self.txn, self.state, self.actor, fields).await?;
+                binding_service::create_binding_in(self.txn, self.state, self.actor, fields).await?;
                 self.done("Created", entry);
             }
         }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::accounts::entities::user;
 use crate::accounts::access::{Actor, Rights};
+use crate::accounts::entities::user;
 use crate::error::{Error, Result};
+use crate::events::client::ClientInfo;
 use crate::events::visits::Visit;
-use crate::http::client::ClientInfo;
 use crate::sessions::cache::AuthContext;
 use crate::sessions::entities::session;
 use crate::sessions::service;

@@ -4,9 +4,9 @@
 pub mod auth;
 pub mod client;
 pub mod cookies;
+pub mod error;
 pub mod json;
 pub mod middleware;
 pub mod openapi;
 pub mod pages;
-pub mod pagination;
 pub mod router;

@@ -15,7 +15,7 @@ use crate::error::Error;
 #[openapi(
     info(title = "Gatehouse", description = "Identity and access server with authentik-compatible /api/v3/ endpoints."),
     modifiers(&SecuritySchemes),
-    components(schemas(crate::http::pagination::Pagination))
+    components(schemas(crate::db::pagination::Pagination))
 )]
 pub struct ApiDoc;
 

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::entities::session;
-use crate::accounts::entities::{group, user};
 use crate::accounts::access::Rights;
+use crate::accounts::entities::{group, user};
+use crate::db::notify;
 
 /// The PostgreSQL channel that carries invalidations between server processes.
 pub const CHANNEL: &str = "gatehouse_auth";
@@ -103,51 +104,15 @@ impl AuthCache {
 /// Tells the other server processes, when the transaction on `db` commits, to drop their
 /// cached session checks. A no-op on SQLite, which is served by one process.
 pub async fn notify_others(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
-    }
-    Ok(())
+    notify::notify(db, CHANNEL).await
 }
 
 /// On PostgreSQL, listens for other processes' invalidations for as long as the process runs.
+/// Anything may have changed while no one listened, so the cache is also dropped whenever the
+/// listener (re)connects or fails.
 pub fn spawn_listener(db: &DatabaseConnection, cache: Arc<AuthCache>) {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return;
-    }
-    let pool = db.get_postgres_connection_pool().clone();
-    tokio::spawn(async move {
-        loop {
-            match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(mut listener) => {
-                    if let Err(error) = listener.listen(CHANNEL).await {
-                        tracing::warn!(%error, "cannot listen for cache invalidations");
-                    } else {
-                        // Anything may have changed while no one listened.
-                        cache.invalidate();
-                        loop {
-                            match listener.try_recv().await {
-                                Ok(Some(_)) => cache.invalidate(),
-                                Ok(None) => {
-                                    // The connection dropped and was re-established.
-                                    cache.invalidate();
-                                }
-                                Err(error) => {
-                                    tracing::warn!(%error, "cache invalidation listener failed");
-                                    cache.invalidate();
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot connect the cache invalidation listener");
-                    cache.invalidate();
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    // The listener lives as long as the process; its handle is not needed.
+    let _ = notify::spawn_listener(db, CHANNEL, move || cache.invalidate());
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use super::entities::session;
 use super::service;
 use crate::accounts::password::Password;
 use crate::error::{Error, Result};
+use crate::events::client::ClientInfo;
 use crate::http::auth::Principal;
-use crate::http::client::ClientInfo;
 use crate::http::json::ApiJson;
 use crate::state::AppState;
 
@@ -123,7 +123,7 @@ async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result
 /// The caller's sessions (not paginated beyond one page: a user has few).
 #[derive(Serialize, ToSchema)]
 pub struct SessionList {
-    pub pagination: crate::http::pagination::Pagination,
+    pub pagination: crate::db::pagination::Pagination,
     pub results: Vec<AuthenticatedSession>,
 }
 
@@ -135,7 +135,7 @@ async fn list_sessions(State(state): State<AppState>, principal: Principal) -> R
     let count = sessions.len() as u64;
     let results: Vec<AuthenticatedSession> = sessions.into_iter().map(|s| AuthenticatedSession::new(s, current)).collect();
     let page =
-        crate::http::pagination::Paginated::new(crate::http::pagination::PageRequest { page: 1, page_size: count.max(1) }, count, results);
+        crate::db::pagination::Paginated::new(crate::db::pagination::PageRequest { page: 1, page_size: count.max(1) }, count, results);
     Ok(Json(SessionList { pagination: page.pagination, results: page.results }))
 }
 

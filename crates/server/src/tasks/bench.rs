@@ -8,7 +8,8 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 
 use super::entities::{task, task_log};
-use super::queue::{self, Enqueue, states};
+use super::model::TaskState;
+use super::queue::{self, Enqueue};
 use crate::error::Result;
 use crate::state::AppState;
 
@@ -38,7 +39,7 @@ pub async fn run(state: &AppState, count: u64, workers: usize, concurrency: usiz
         handles.push(super::worker::start(state.clone(), concurrency).await?);
     }
     loop {
-        let done = bench_tasks(state).filter(task::Column::State.eq(states::DONE)).count(&state.db).await?;
+        let done = bench_tasks(state).filter(task::Column::State.eq(TaskState::Done)).count(&state.db).await?;
         if done >= count {
             break;
         }

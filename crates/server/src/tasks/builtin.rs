@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::actors::{ActorResult, TaskContext};
 use super::entities::{task, worker};
-use super::queue::states;
+use super::model::TaskState;
 
 /// Removes expired sessions, events past retention, expired single-use tokens, flow runs past
 /// their lifetime and task results past their expiry.
@@ -35,7 +35,7 @@ pub async fn purge_expired(context: TaskContext, _args: Value) -> ActorResult {
 pub async fn purge_finished_tasks(context: TaskContext, _args: Value) -> ActorResult {
     let cutoff = Utc::now() - context.state.config.tasks.finished_retention.to_chrono();
     let removed = task::Entity::delete_many()
-        .filter(task::Column::State.is_in([states::DONE, states::REJECTED]))
+        .filter(task::Column::State.is_in([TaskState::Done, TaskState::Rejected]))
         .filter(task::Column::Mtime.lt(cutoff))
         .exec(&context.state.db)
         .await

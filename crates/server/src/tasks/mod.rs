@@ -8,8 +8,10 @@ pub mod bench;
 pub mod builtin;
 pub mod entities;
 pub mod handlers;
+pub mod model;
 pub mod queue;
 pub mod schedules;
+pub mod service;
 pub mod worker;
 
 pub use actors::{Actor, ActorResult, Registry, TaskContext, TaskError};

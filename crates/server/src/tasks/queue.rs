@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::entities::{task, task_log, worker};
+use super::model::{AggregatedStatus, TaskState};
+use crate::db::notify::notify;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::tenants::TenantId;
@@ -21,19 +23,6 @@ use crate::tenants::TenantId;
 pub const CHANNEL: &str = "gatehouse_tasks";
 /// Logger of the entries the queue writes itself (queued, started, finished…).
 pub const LIFECYCLE_LOGGER: &str = "gatehouse.tasks";
-
-/// The task states (authentik's).
-pub mod states {
-    pub const QUEUED: &str = "queued";
-    pub const CONSUMED: &str = "consumed";
-    pub const PREPROCESS: &str = "preprocess";
-    pub const RUNNING: &str = "running";
-    pub const POSTPROCESS: &str = "postprocess";
-    pub const DONE: &str = "done";
-    pub const REJECTED: &str = "rejected";
-    /// Every state, in authentik's order.
-    pub const ALL: [&str; 7] = [QUEUED, CONSUMED, PREPROCESS, RUNNING, POSTPROCESS, REJECTED, DONE];
-}
 
 /// What to enqueue.
 #[derive(Debug, Clone, Default)]
@@ -66,8 +55,8 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
         queue_name: Set(actor.queue.clone()),
         actor_name: Set(actor.name.clone()),
         args: Set(request.args),
-        state: Set(states::QUEUED.to_owned()),
-        aggregated_status: Set(states::QUEUED.to_owned()),
+        state: Set(TaskState::Queued.as_str().to_owned()),
+        aggregated_status: Set(AggregatedStatus::Queued.as_str().to_owned()),
         mtime: Set(now),
         created: Set(now),
         retries: Set(0),
@@ -84,10 +73,8 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
     .insert(db)
     .await?;
     write_log(db, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task has been queued", json!({})).await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        // Delivered when the transaction commits, and not at all if it rolls back.
-        db.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
-    }
+    // Delivered when the transaction commits, and not at all if it rolls back.
+    notify(db, CHANNEL).await?;
     Ok(task)
 }
 
@@ -201,16 +188,15 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
     }
     // Plain successes of a first attempt are grouped by their aggregated status and finished
     // with one update per group; anything else is finished row by row.
-    let mut groups: std::collections::BTreeMap<String, Vec<Uuid>> = std::collections::BTreeMap::new();
+    let mut groups: std::collections::BTreeMap<&'static str, Vec<Uuid>> = std::collections::BTreeMap::new();
     for outcome in succeeded {
         let aggregated = if outcome.task.retries == 0 && outcome.task.attempt == 1 {
             match outcome.worst_own_level {
-                3 => "error",
-                2 => "warning",
-                1 => "info",
-                _ => states::DONE,
+                3 => AggregatedStatus::Error,
+                2 => AggregatedStatus::Warning,
+                1 => AggregatedStatus::Info,
+                _ => AggregatedStatus::Done,
             }
-            .to_owned()
         } else {
             aggregate(&txn, outcome.task.message_id).await?
         };
@@ -219,7 +205,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
             (Some(result), Some(ttl)) => {
                 let expiry = now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
                 guarded(&outcome.task)
-                    .col_expr(task::Column::State, Expr::val(states::DONE))
+                    .col_expr(task::Column::State, Expr::val(TaskState::Done))
                     .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
                     .col_expr(task::Column::Mtime, Expr::val(now))
                     .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
@@ -228,13 +214,13 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
                     .exec(&txn)
                     .await?;
             }
-            _ => groups.entry(aggregated).or_default().push(outcome.task.message_id),
+            _ => groups.entry(aggregated.as_str()).or_default().push(outcome.task.message_id),
         }
     }
     for (aggregated, ids) in groups {
         // Still this worker's running attempt: a rescued task is queued or someone else's.
         task::Entity::update_many()
-            .col_expr(task::Column::State, Expr::val(states::DONE))
+            .col_expr(task::Column::State, Expr::val(TaskState::Done))
             .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
             .col_expr(task::Column::Mtime, Expr::val(now))
             .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
@@ -242,7 +228,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
             .col_expr(task::Column::ResultExpiry, Expr::val(Option::<DateTime<Utc>>::None))
             .filter(task::Column::MessageId.is_in(ids))
             .filter(task::Column::WorkerId.eq(worker))
-            .filter(task::Column::State.eq(states::RUNNING))
+            .filter(task::Column::State.eq(TaskState::Running))
             .exec(&txn)
             .await?;
     }
@@ -264,24 +250,23 @@ fn guarded(task: &task::Model) -> sea_orm::UpdateMany<task::Entity> {
         .filter(task::Column::MessageId.eq(task.message_id))
         .filter(task::Column::Attempt.eq(task.attempt))
         .filter(task::Column::WorkerId.eq(task.worker_id))
-        .filter(task::Column::State.is_in([states::CONSUMED, states::RUNNING]))
+        .filter(task::Column::State.is_in([TaskState::Consumed, TaskState::Running]))
 }
 
 /// The worst level among a task's logs: error > warning > info > done. Lifecycle entries count
 /// for warnings and errors only, so a task that logged nothing itself is `done`.
-pub async fn aggregate(db: &impl ConnectionTrait, task_id: Uuid) -> Result<String> {
+pub async fn aggregate(db: &impl ConnectionTrait, task_id: Uuid) -> Result<AggregatedStatus> {
     let logs = task_log::Entity::find().filter(task_log::Column::TaskId.eq(task_id)).all(db).await?;
     let has = |level: &str, own_only: bool| logs.iter().any(|l| l.log_level == level && (!own_only || l.logger != LIFECYCLE_LOGGER));
     Ok(if has("error", false) {
-        "error"
+        AggregatedStatus::Error
     } else if has("warning", false) {
-        "warning"
+        AggregatedStatus::Warning
     } else if has("info", true) {
-        "info"
+        AggregatedStatus::Info
     } else {
-        states::DONE
-    }
-    .to_owned())
+        AggregatedStatus::Done
+    })
 }
 
 /// The backoff before retry `retries` (0-based): min(base * 2^retries, max), jittered to
@@ -321,8 +306,8 @@ async fn fail_in(
         let delay = backoff(config.retry_min_backoff.to_std(), config.retry_max_backoff.to_std(), task.retries as u32);
         let eta = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
         guarded(task)
-            .col_expr(task::Column::State, Expr::val(states::QUEUED))
-            .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+            .col_expr(task::Column::State, Expr::val(TaskState::Queued))
+            .col_expr(task::Column::AggregatedStatus, Expr::val(AggregatedStatus::Queued))
             .col_expr(task::Column::Retries, Expr::col(task::Column::Retries).add(1))
             .col_expr(task::Column::Eta, Expr::val(Some(eta)))
             .col_expr(task::Column::Due, Expr::val(eta))
@@ -330,8 +315,8 @@ async fn fail_in(
             .col_expr(task::Column::Mtime, Expr::val(now))
     } else {
         guarded(task)
-            .col_expr(task::Column::State, Expr::val(states::REJECTED))
-            .col_expr(task::Column::AggregatedStatus, Expr::val(states::REJECTED))
+            .col_expr(task::Column::State, Expr::val(TaskState::Rejected))
+            .col_expr(task::Column::AggregatedStatus, Expr::val(AggregatedStatus::Rejected))
             .col_expr(task::Column::Mtime, Expr::val(now))
     };
     if update.exec(txn).await?.rows_affected != 1 {
@@ -349,8 +334,8 @@ async fn fail_in(
 fn requeue() -> sea_orm::UpdateMany<task::Entity> {
     let now = Utc::now();
     task::Entity::update_many()
-        .col_expr(task::Column::State, Expr::val(states::QUEUED))
-        .col_expr(task::Column::AggregatedStatus, Expr::val(states::QUEUED))
+        .col_expr(task::Column::State, Expr::val(TaskState::Queued))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(AggregatedStatus::Queued))
         .col_expr(task::Column::WorkerId, Expr::val(Option::<Uuid>::None))
         .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
         .col_expr(task::Column::Due, Expr::val(now))
@@ -370,13 +355,13 @@ async fn mark_logs_previous(db: &impl ConnectionTrait, task_id: Uuid) -> Result<
 pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
     let task = task::Entity::find_by_id(message_id).filter(task::Column::TenantId.eq(tenant.0)).one(&txn).await?.ok_or(Error::NotFound)?;
-    if task.state != states::REJECTED {
+    if task.state != TaskState::Rejected.as_str() {
         return Err(Error::field(crate::error::NON_FIELD_ERRORS, "Only a rejected task can be retried."));
     }
     let updated = requeue()
         .col_expr(task::Column::Retries, Expr::val(0))
         .filter(task::Column::MessageId.eq(message_id))
-        .filter(task::Column::State.eq(states::REJECTED))
+        .filter(task::Column::State.eq(TaskState::Rejected))
         .exec(&txn)
         .await?;
     if updated.rows_affected != 1 {
@@ -384,9 +369,7 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
     }
     mark_logs_previous(&txn, message_id).await?;
     write_log(&txn, tenant, message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"by": "hand"})).await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
-    }
+    notify(&txn, CHANNEL).await?;
     txn.commit().await?;
     wake_local_workers(state);
     Ok(())
@@ -400,7 +383,7 @@ pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
     let alive: Vec<Uuid> =
         worker::Entity::find().filter(worker::Column::LastSeen.gt(cutoff)).all(&state.db).await?.into_iter().map(|w| w.worker_id).collect();
     let held = task::Entity::find()
-        .filter(task::Column::State.is_in([states::CONSUMED, states::PREPROCESS, states::RUNNING, states::POSTPROCESS]))
+        .filter(task::Column::State.is_in([TaskState::Consumed, TaskState::Preprocess, TaskState::Running, TaskState::Postprocess]))
         .filter(task::Column::WorkerId.is_not_in(alive))
         .all(&state.db)
         .await?;
@@ -437,7 +420,7 @@ pub async fn release(state: &AppState, worker_id: Uuid) -> Result<u64> {
     // Released tasks were already due; they run again as soon as a worker is free.
     let updated = requeue()
         .filter(task::Column::WorkerId.eq(worker_id))
-        .filter(task::Column::State.is_in([states::CONSUMED, states::RUNNING]))
+        .filter(task::Column::State.is_in([TaskState::Consumed, TaskState::Running]))
         .exec(&state.db)
         .await?;
     Ok(updated.rows_affected)

@@ -12,7 +12,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::entities::{schedule, task};
-use super::queue::{self, Enqueue, states};
+use super::model::TaskState;
+use super::queue::{self, Enqueue};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::tenants::TenantId;
@@ -103,7 +104,7 @@ pub async fn send_due(state: &AppState) -> Result<u32> {
         let pending = task::Entity::find()
             .filter(task::Column::RelObjType.eq(REL_OBJ_TYPE))
             .filter(task::Column::RelObjId.eq(item.id.to_string()))
-            .filter(task::Column::State.is_not_in([states::DONE, states::REJECTED]))
+            .filter(task::Column::State.is_not_in([TaskState::Done, TaskState::Rejected]))
             .one(&txn)
             .await?;
         if pending.is_none() {

@@ -2,10 +2,9 @@
 //! with backoff, rescue the tasks of dead workers, send due schedules, and stop gracefully.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -13,6 +12,7 @@ use uuid::Uuid;
 use super::actors::{TaskContext, TaskError};
 use super::entities::{task, worker};
 use super::queue::{self, CHANNEL};
+use crate::db::notify;
 use crate::error::Result;
 use crate::state::AppState;
 use crate::tenants::TenantId;
@@ -62,28 +62,13 @@ fn hostname() -> String {
 }
 
 /// Wakes the worker when a task is queued (PostgreSQL); polling covers SQLite and lost wake-ups.
+/// The listener stops with the worker.
 fn spawn_listener(state: &AppState, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
-    if state.db.get_database_backend() != DbBackend::Postgres {
-        return;
-    }
-    let pool = state.db.get_postgres_connection_pool().clone();
+    let Some(listener) = notify::spawn_listener(&state.db, CHANNEL, move || wake.notify_one()) else { return };
     tokio::spawn(async move {
-        while !*stopped.borrow() {
-            if let Ok(mut listener) = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await
-                && listener.listen(CHANNEL).await.is_ok()
-            {
-                loop {
-                    tokio::select! {
-                        received = listener.try_recv() => match received {
-                            Ok(Some(_)) | Ok(None) => wake.notify_one(),
-                            Err(_) => break,
-                        },
-                        _ = stopped.changed() => return,
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        // Either a stop or a dropped handle ends the worker.
+        let _ = stopped.changed().await;
+        listener.abort();
     });
 }
 

@@ -13,10 +13,10 @@ use super::key::SecretKey;
 use super::service::{self, TokenFilter};
 use crate::accounts::api::render_users;
 use crate::accounts::permissions::names;
+use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::pagination::{ListParams, Paginated};
 use crate::state::AppState;
 
 /// Routes of this module.

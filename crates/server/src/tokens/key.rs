@@ -186,8 +186,8 @@ mod tests {
         }
         assert!(!with_body(KeyKind::Api, &"a".repeat(RANDOM_LEN)).looks_random());
         assert!(!with_body(KeyKind::Api, &"password1".repeat(5)[..RANDOM_LEN]).looks_random());
-        assert!(!with_body(KeyKind::Api, &"0123456789abcdefghij".repeat(3)[..RANDOM_LEN]).looks_random());
-        assert!(with_body(KeyKind::Api, &"0123456789abcdefghijK".repeat(3)[..RANDOM_LEN]).looks_random());
+        assert!(!with_body(KeyKind::Api, &"0123456789abcdefghi".repeat(3)[..RANDOM_LEN]).looks_random());
+        assert!(with_body(KeyKind::Api, &"0123456789abcdefghij".repeat(3)[..RANDOM_LEN]).looks_random());
     }
 
     #[test]

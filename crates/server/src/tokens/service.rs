@@ -15,12 +15,12 @@ use uuid::Uuid;
 use super::entities::{token, token_tag};
 use super::key::{KeyKind, SecretKey};
 use super::seal;
-use crate::accounts::entities::user;
 use crate::accounts::access::{self, Actor};
+use crate::accounts::entities::user;
 use crate::accounts::permissions::names;
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
-use crate::http::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::secret::ServerSecret;
 use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
@@ -226,7 +226,12 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
 
 /// Creates a token with a fresh key inside `txn`, enforcing the per-user limit of live keys
 /// atomically. The caller has decided that `actor` may give `new.user_id` a token.
-pub(super) async fn insert_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
+pub(super) async fn insert_in(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    actor: &Actor,
+    new: NewToken,
+) -> Result<(token::Model, SecretKey)> {
     let tenant = state.tenant;
     let mut errors = FieldErrors::new();
     let expires = resolve_expiry(state, actor, new.expiring, new.expires, &mut errors);
@@ -360,10 +365,10 @@ pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, pa
         select = select.filter(token::Column::Expires.eq(crate::accounts::parse_datetime("expires", expires)?));
     }
     if let Some(expiring) = filter.expiring.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::Expiring.eq(crate::http::pagination::parse_bool("expiring", expiring)?));
+        select = select.filter(token::Column::Expiring.eq(crate::db::pagination::parse_bool("expiring", expiring)?));
     }
     if let Some(active) = filter.is_active.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(token::Column::IsActive.eq(crate::http::pagination::parse_bool("is_active", active)?));
+        select = select.filter(token::Column::IsActive.eq(crate::db::pagination::parse_bool("is_active", active)?));
     }
     if let Some(managed) = filter.managed.as_deref().filter(|v| !v.is_empty()) {
         select = select.filter(token::Column::Managed.eq(managed));

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use crate::accounts::UserType;
 use crate::accounts::access::Actor;
 use crate::accounts::entities::{group, user};
 use crate::accounts::groups::{self, NewGroup};
 use crate::accounts::users::{self, NewUser};
-use crate::accounts::UserType;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 

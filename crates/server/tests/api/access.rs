@@ -127,8 +127,7 @@ async fn joining_a_group_with_view_token_key_is_refused_and_keys_of_the_powerful
     let w = world().await;
     let (editor, me) = w.attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.change_group"]).await;
     assert_forbidden(w.app.patch(&editor, &format!("/api/v3/core/users/{me}/"), json!({"groups": [w.key_viewers]})).await).await;
-    assert_forbidden(w.app.post(&editor, &format!("/api/v3/core/groups/{}/add_user/", w.key_viewers), json!({"pk": me})).await)
-        .await;
+    assert_forbidden(w.app.post(&editor, &format!("/api/v3/core/groups/{}/add_user/", w.key_viewers), json!({"pk": me})).await).await;
     assert!(pks(&w.group(&w.key_viewers).await["users"]).is_empty());
 
     // Someone who legitimately holds the key permissions still cannot read or replace the keys
@@ -148,7 +147,10 @@ async fn joining_a_group_with_view_token_key_is_refused_and_keys_of_the_powerful
     assert_forbidden(w.app.patch(&holder, "/api/v3/core/tokens/admin-key/", json!({"expires": null, "expiring": false})).await).await;
     // The superuser's key is untouched and still works; the chosen one does not.
     assert_eq!(w.app.bearer(&w.admin_key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
-    assert_eq!(w.app.bearer(chosen.expose(), reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        w.app.bearer(chosen.expose(), reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -158,8 +160,7 @@ async fn change_user_cannot_make_anyone_staff() {
     let plain = w.app.user("plain@example.com", |_| {}).await;
     for target in [me, plain.id] {
         assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{target}/"), json!({"is_staff": true})).await).await;
-        assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{target}/"), json!({"type": "service_account"})).await)
-            .await;
+        assert_forbidden(w.app.patch(&session, &format!("/api/v3/core/users/{target}/"), json!({"type": "service_account"})).await).await;
         assert_eq!(w.user(target).await["type"], "internal");
     }
     let (_, me_now) = json(w.app.get(&session, "/api/v3/core/users/me/").await).await;
@@ -167,7 +168,8 @@ async fn change_user_cannot_make_anyone_staff() {
     // Without staff there are no API keys to hold.
     assert_field_error(w.app.post(&session, "/api/v3/core/tokens/", json!({"identifier": "mine"})).await, "intent").await;
     // What the caller holds it may hand on: change_user to the plain user is fine.
-    let response = w.app.patch(&session, &format!("/api/v3/core/users/{}/", plain.id), json!({"permissions": ["authentik_core.view_user"]})).await;
+    let response =
+        w.app.patch(&session, &format!("/api/v3/core/users/{}/", plain.id), json!({"permissions": ["authentik_core.view_user"]})).await;
     assert_eq!(response.status(), StatusCode::OK);
     let response =
         w.app.patch(&session, &format!("/api/v3/core/users/{}/", plain.id), json!({"permissions": ["authentik_events.view_event"]})).await;
@@ -180,19 +182,17 @@ async fn flow_editing_permissions_are_superuser_equivalent() {
     let binding = "authentik_flows.change_flowstagebinding";
     // Someone who may change users and groups cannot hand out flow editing, not even to
     // themselves, and not through a group.
-    let (editor, me) = w
-        .attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.change_group", "authentik_core.add_group"])
-        .await;
+    let (editor, me) =
+        w.attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.change_group", "authentik_core.add_group"]).await;
     assert_forbidden(w.app.patch(&editor, &format!("/api/v3/core/users/{me}/"), json!({"permissions": [binding]})).await).await;
-    assert_forbidden(w.app.post(&editor, "/api/v3/core/groups/", json!({"name": "Editors", "permissions": [binding], "users": [me]})).await)
-        .await;
+    assert_forbidden(
+        w.app.post(&editor, "/api/v3/core/groups/", json!({"name": "Editors", "permissions": [binding], "users": [me]})).await,
+    )
+    .await;
     // Even a holder of flow editing cannot pass it on: only superusers grant it.
     w.app.user_with("flows@example.com", &[binding, "authentik_core.change_user"]).await;
     let holder_session = w.app.sign_in("flows@example.com").await;
-    assert_forbidden(
-        w.app.patch(&holder_session, &format!("/api/v3/core/users/{me}/"), json!({"permissions": [binding]})).await,
-    )
-    .await;
+    assert_forbidden(w.app.patch(&holder_session, &format!("/api/v3/core/users/{me}/"), json!({"permissions": [binding]})).await).await;
     let held = w.user(me).await["permissions"].clone();
     assert!(!held.as_array().unwrap().contains(&json!(binding)), "{held}");
     // Without the permission, the default sign-in flow's bindings cannot be touched.

@@ -19,12 +19,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use chrono::{DateTime, Utc};
+use gatehouse::accounts::UserType;
 use gatehouse::accounts::access::Actor;
 use gatehouse::accounts::entities::{group, group_member, group_parent, group_permission, user, user_permission};
 use gatehouse::accounts::groups::{self, NewGroup};
 use gatehouse::accounts::permissions::Permission;
 use gatehouse::accounts::users::{self, NewUser};
-use gatehouse::accounts::UserType;
 use gatehouse::sessions::entities::session;
 use gatehouse::tokens::entities::token;
 use gatehouse::tokens::key::SecretKey;
@@ -99,7 +99,13 @@ struct WorldSpec {
 /// world changes.
 #[derive(Debug, Clone)]
 enum Call {
-    CreateUser { groups: Vec<usize>, permissions: Vec<usize>, superuser: Option<bool>, staff: Option<bool>, service: bool },
+    CreateUser {
+        groups: Vec<usize>,
+        permissions: Vec<usize>,
+        superuser: Option<bool>,
+        staff: Option<bool>,
+        service: bool,
+    },
     PatchUser {
         user: usize,
         groups: Option<Vec<usize>>,
@@ -111,17 +117,37 @@ enum Call {
     },
     DeleteUser(usize),
     SetPassword(usize),
-    CreateGroup { parents: Vec<usize>, users: Vec<usize>, permissions: Vec<usize>, superuser: bool },
-    PatchGroup { group: usize, parents: Option<Vec<usize>>, users: Option<Vec<usize>>, permissions: Option<Vec<usize>>, superuser: Option<bool> },
+    CreateGroup {
+        parents: Vec<usize>,
+        users: Vec<usize>,
+        permissions: Vec<usize>,
+        superuser: bool,
+    },
+    PatchGroup {
+        group: usize,
+        parents: Option<Vec<usize>>,
+        users: Option<Vec<usize>>,
+        permissions: Option<Vec<usize>>,
+        superuser: Option<bool>,
+    },
     DeleteGroup(usize),
-    Membership { group: usize, user: usize, add: bool },
+    Membership {
+        group: usize,
+        user: usize,
+        add: bool,
+    },
     ViewKey(usize),
     RotateKey(usize),
     SetKey(usize),
     NeverExpire(usize),
     DeleteToken(usize),
-    CreateToken { user: usize, expiring: bool },
-    ServiceAccount { create_group: bool },
+    CreateToken {
+        user: usize,
+        expiring: bool,
+    },
+    ServiceAccount {
+        create_group: bool,
+    },
     EndSession(usize),
 }
 
@@ -134,8 +160,9 @@ fn permission_set() -> impl Strategy<Value = Vec<usize>> {
 }
 
 fn world_spec() -> impl Strategy<Value = WorldSpec> {
-    let user = (prop::bool::weighted(0.25), prop::bool::weighted(0.3), prop::bool::weighted(0.85), prop::bool::weighted(0.1), permission_set())
-        .prop_map(|(superuser, staff, active, service, permissions)| UserSpec { superuser, staff, active, service, permissions });
+    let user =
+        (prop::bool::weighted(0.25), prop::bool::weighted(0.3), prop::bool::weighted(0.85), prop::bool::weighted(0.1), permission_set())
+            .prop_map(|(superuser, staff, active, service, permissions)| UserSpec { superuser, staff, active, service, permissions });
     let group = (prop::bool::weighted(0.25), permission_set(), indices(8), indices(8))
         .prop_map(|(superuser, permissions, parents, members)| GroupSpec { superuser, permissions, parents, members });
     (
@@ -482,11 +509,12 @@ async fn build(app: &TestApp, spec: &WorldSpec, case: u64) -> World {
         };
         gatehouse::tokens::service::create(&app.state, &system, token).await.unwrap();
     }
-    let client = gatehouse::http::client::ClientInfo { ip: None, user_agent: "oracle".into() };
+    let client = gatehouse::events::client::ClientInfo { ip: None, user_agent: "oracle".into() };
     let mut caller_session = None;
     for id in user_ids.iter().copied().chain(std::iter::once(caller.id)) {
         let row = users::find_user(&app.state.db, app.state.tenant, id).await.unwrap().unwrap();
-        let new = gatehouse::sessions::service::create(&app.state.db, &app.state, &row, &client, chrono::TimeDelta::hours(1)).await.unwrap();
+        let new =
+            gatehouse::sessions::service::create(&app.state.db, &app.state, &row, &client, chrono::TimeDelta::hours(1)).await.unwrap();
         if id == caller.id {
             let cookie = format!("{}={}", app.state.config.sessions.cookie_name, new.key);
             caller_session = Some(Session { cookie, csrf: new.csrf_token, body: Value::Null });
@@ -576,7 +604,9 @@ async fn send(app: &TestApp, world: &mut World, snapshot: &Snapshot, call: &Call
             let token = pick(&tokens, *t)?;
             (Method::GET, format!("/api/v3/core/tokens/{}/view_key/", token.identifier), None, Some(token.user_id))
         }
-        Call::RotateKey(t) => (Method::POST, format!("/api/v3/core/tokens/{}/rotate/", pick(&tokens, *t)?.identifier), Some(json!({})), None),
+        Call::RotateKey(t) => {
+            (Method::POST, format!("/api/v3/core/tokens/{}/rotate/", pick(&tokens, *t)?.identifier), Some(json!({})), None)
+        }
         Call::SetKey(t) => {
             let token = pick(&tokens, *t)?;
             let key = SecretKey::generate(token.intent.key_kind());
@@ -602,7 +632,15 @@ async fn send(app: &TestApp, world: &mut World, snapshot: &Snapshot, call: &Call
 }
 
 /// The rule, checked on the state before and after one call.
-fn check(world: &World, before: &Snapshot, after: &Snapshot, call: &Call, status: StatusCode, body: &Value, viewed: Option<i64>) -> Result<(), String> {
+fn check(
+    world: &World,
+    before: &Snapshot,
+    after: &Snapshot,
+    call: &Call,
+    status: StatusCode,
+    body: &Value,
+    viewed: Option<i64>,
+) -> Result<(), String> {
     let caller = before.effective(world.caller);
     if caller.superuser {
         return Err("the caller became a superuser".into());
@@ -631,10 +669,11 @@ fn check(world: &World, before: &Snapshot, after: &Snapshot, call: &Call, status
             return Err(format!("{call:?} ({status}) changed user {id}, who holds rights the caller lacks"));
         }
     }
-    if let (Some(owner), true) = (viewed, status.is_success()) {
-        if owner != world.caller && !caller.covers(&before.held(owner)) {
-            return Err(format!("{call:?} returned the key of user {owner}, who holds rights the caller lacks"));
-        }
+    if let (Some(owner), true) = (viewed, status.is_success())
+        && owner != world.caller
+        && !caller.covers(&before.held(owner))
+    {
+        return Err(format!("{call:?} returned the key of user {owner}, who holds rights the caller lacks"));
     }
     Ok(())
 }

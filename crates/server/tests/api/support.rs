@@ -2,9 +2,9 @@
 
 use std::future::pending;
 
+use gatehouse::accounts::access::Actor;
 use gatehouse::accounts::entities::user;
 use gatehouse::accounts::permissions::Permission;
-use gatehouse::accounts::access::Actor;
 use gatehouse::accounts::users::{self as service, NewUser};
 use gatehouse::app::Server;
 use gatehouse::config::Config;

@@ -1,4 +1,4 @@
-//! authentik's page-number pagination, `ordering` and `search` parameters.
+//! authentik's page-number pagination, `ordering` and `search` parameters, and the queries that apply them.
 
 use sea_orm::sea_query::{Expr, Func, SimpleExpr};
 use sea_orm::{EntityTrait, FromQueryResult, Order, PaginatorTrait, QueryOrder, Select};

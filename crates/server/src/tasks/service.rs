@@ -1,0 +1,225 @@
+//! The queries behind the task administration: tasks with their logs, status counts, workers
+//! and schedules.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::api::ScheduleWrite;
+use super::entities::{schedule, task, task_log, worker};
+use super::model::{AggregatedStatus, TaskState};
+use super::schedules;
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// Filters of the task list.
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskFilter {
+    pub queue_name: Option<String>,
+    pub actor_name: Option<String>,
+    pub state: Option<String>,
+    pub aggregated_status: Option<String>,
+    pub rel_obj_id: Option<String>,
+    #[serde(rename = "rel_obj_id__isnull")]
+    #[param(rename = "rel_obj_id__isnull")]
+    pub rel_obj_id_isnull: Option<String>,
+}
+
+/// Filters of the schedule list.
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ScheduleFilter {
+    pub actor_name: Option<String>,
+    pub paused: Option<String>,
+    pub rel_obj_id: Option<String>,
+}
+
+/// A task with its logs, oldest first.
+pub type TaskWithLogs = (task::Model, Vec<task_log::Model>);
+
+/// A schedule with the aggregated status of the newest task it sent.
+pub type ScheduleWithStatus = (schedule::Model, Option<String>);
+
+/// The logs of several tasks in one query, by task.
+async fn logs_of(state: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<task_log::Model>>> {
+    let mut by_task: HashMap<Uuid, Vec<task_log::Model>> = HashMap::new();
+    let logs = task_log::Entity::find()
+        .filter(task_log::Column::TaskId.is_in(ids.iter().copied()))
+        .order_by_asc(task_log::Column::Timestamp)
+        .all(&state.db)
+        .await?;
+    for log in logs {
+        by_task.entry(log.task_id).or_default().push(log);
+    }
+    Ok(by_task)
+}
+
+/// One page of the tenant's tasks, newest first unless ordered otherwise, with their logs.
+pub async fn list_tasks(state: &AppState, params: &ListParams, filter: &TaskFilter) -> Result<Paginated<TaskWithLogs>> {
+    let page = params.page_request(&state.config.api)?;
+    let mut select = task::Entity::find().filter(task::Column::TenantId.eq(state.tenant.0));
+    if let Some(queue_name) = filter.queue_name.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(task::Column::QueueName.eq(queue_name));
+    }
+    if let Some(actor) = filter.actor_name.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(task::Column::ActorName.eq(actor));
+    }
+    if let Some(value) = filter.state.as_deref().filter(|v| !v.is_empty()) {
+        let value = TaskState::parse(value).ok_or_else(|| Error::field("state", format!("\"{value}\" is not a valid choice.")))?;
+        select = select.filter(task::Column::State.eq(value));
+    }
+    if let Some(value) = filter.aggregated_status.as_deref().filter(|v| !v.is_empty()) {
+        let value = AggregatedStatus::parse(value)
+            .ok_or_else(|| Error::field("aggregated_status", format!("\"{value}\" is not a valid choice.")))?;
+        select = select.filter(task::Column::AggregatedStatus.eq(value));
+    }
+    if let Some(value) = filter.rel_obj_id.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(task::Column::RelObjId.eq(value));
+    }
+    if let Some(value) = filter.rel_obj_id_isnull.as_deref().filter(|v| !v.is_empty()) {
+        select = if parse_bool("rel_obj_id__isnull", value)? {
+            select.filter(task::Column::RelObjId.is_null())
+        } else {
+            select.filter(task::Column::RelObjId.is_not_null())
+        };
+    }
+    if let Some(pattern) = params.search_pattern() {
+        use sea_orm::sea_query::ExprTrait;
+        select = select.filter(ilike(task::Column::ActorName, &pattern).or(ilike(task::Column::Uid, &pattern)));
+    }
+    let select = params.apply_ordering(
+        select,
+        &[
+            ("mtime", task::Column::Mtime),
+            ("actor_name", task::Column::ActorName),
+            ("state", task::Column::State),
+            ("created", task::Column::Created),
+        ],
+        (task::Column::Mtime, Order::Desc),
+        task::Column::MessageId,
+    )?;
+    let page = fetch_page(&state.db, select, page).await?;
+    let ids: Vec<Uuid> = page.results.iter().map(|t| t.message_id).collect();
+    let mut logs = logs_of(state, &ids).await?;
+    Ok(page.map(|t| {
+        let task_logs = logs.remove(&t.message_id).unwrap_or_default();
+        (t, task_logs)
+    }))
+}
+
+/// How many of the tenant's tasks have each aggregated status; statuses without tasks are left
+/// out.
+pub async fn status_counts(state: &AppState) -> Result<Vec<(AggregatedStatus, u64)>> {
+    // One grouped count instead of a query per status.
+    let counts: Vec<(String, i64)> = task::Entity::find()
+        .select_only()
+        .column(task::Column::AggregatedStatus)
+        .column_as(task::Column::MessageId.count(), "count")
+        .filter(task::Column::TenantId.eq(state.tenant.0))
+        .group_by(task::Column::AggregatedStatus)
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    // A value this server does not know (written by a newer version) is not counted.
+    Ok(counts
+        .into_iter()
+        .filter_map(|(status, count)| Some((AggregatedStatus::parse(&status)?, u64::try_from(count).unwrap_or(0))))
+        .collect())
+}
+
+/// One of the tenant's tasks with its logs.
+pub async fn find_task(state: &AppState, id: Uuid) -> Result<TaskWithLogs> {
+    let task =
+        task::Entity::find_by_id(id).filter(task::Column::TenantId.eq(state.tenant.0)).one(&state.db).await?.ok_or(Error::NotFound)?;
+    let logs = logs_of(state, &[id]).await?.remove(&id).unwrap_or_default();
+    Ok((task, logs))
+}
+
+/// Every registered worker, oldest first, with whether it heart-beat within
+/// `tasks.worker_timeout`.
+pub async fn list_workers(state: &AppState) -> Result<Vec<(worker::Model, bool)>> {
+    let cutoff = Utc::now() - state.config.tasks.worker_timeout.to_chrono();
+    let workers = worker::Entity::find().order_by_asc(worker::Column::Started).all(&state.db).await?;
+    Ok(workers
+        .into_iter()
+        .map(|w| {
+            let alive = w.last_seen > cutoff;
+            (w, alive)
+        })
+        .collect())
+}
+
+async fn with_status(state: &AppState, item: schedule::Model) -> Result<ScheduleWithStatus> {
+    let status = schedules::last_status(state, &item).await?;
+    Ok((item, status))
+}
+
+async fn schedule_of(state: &AppState, id: Uuid) -> Result<schedule::Model> {
+    schedules::find(state, state.tenant, id).await?.ok_or(Error::NotFound)
+}
+
+/// One page of the tenant's schedules, soonest first unless ordered otherwise.
+pub async fn list_schedules(state: &AppState, params: &ListParams, filter: &ScheduleFilter) -> Result<Paginated<ScheduleWithStatus>> {
+    let page = params.page_request(&state.config.api)?;
+    let mut select = schedule::Entity::find().filter(schedule::Column::TenantId.eq(state.tenant.0));
+    if let Some(actor) = filter.actor_name.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(schedule::Column::ActorName.eq(actor));
+    }
+    if let Some(paused) = filter.paused.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(schedule::Column::Paused.eq(parse_bool("paused", paused)?));
+    }
+    if let Some(value) = filter.rel_obj_id.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(schedule::Column::RelObjId.eq(value));
+    }
+    if let Some(pattern) = params.search_pattern() {
+        use sea_orm::sea_query::ExprTrait;
+        select = select.filter(ilike(schedule::Column::ActorName, &pattern).or(ilike(schedule::Column::Identifier, &pattern)));
+    }
+    let select = params.apply_ordering(
+        select,
+        &[
+            ("next_run", schedule::Column::NextRun),
+            ("actor_name", schedule::Column::ActorName),
+            ("identifier", schedule::Column::Identifier),
+        ],
+        (schedule::Column::NextRun, Order::Asc),
+        schedule::Column::Id,
+    )?;
+    let page = fetch_page(&state.db, select, page).await?;
+    let mut results = Vec::with_capacity(page.results.len());
+    for item in page.results {
+        results.push(with_status(state, item).await?);
+    }
+    Ok(Paginated { pagination: page.pagination, results })
+}
+
+/// One of the tenant's schedules.
+pub async fn find_schedule(state: &AppState, id: Uuid) -> Result<ScheduleWithStatus> {
+    let item = schedule_of(state, id).await?;
+    with_status(state, item).await
+}
+
+/// Changes a schedule's crontab and pause flag. A full update (`full`) must name the crontab;
+/// the related object cannot be changed.
+pub async fn update_schedule(state: &AppState, id: Uuid, body: ScheduleWrite, full: bool) -> Result<ScheduleWithStatus> {
+    let item = schedule_of(state, id).await?;
+    if full && body.crontab.is_none() {
+        return Err(Error::field("crontab", "This field is required."));
+    }
+    if body.rel_obj_id.is_some() {
+        return Err(Error::field("rel_obj_id", "The related object of a schedule cannot be changed."));
+    }
+    let updated = schedules::update(state, item, body.crontab, body.paused).await?;
+    with_status(state, updated).await
+}
+
+/// Sends a schedule's task now, whatever its crontab says.
+pub async fn send_schedule(state: &AppState, id: Uuid) -> Result<()> {
+    let item = schedule_of(state, id).await?;
+    schedules::send_now(state, &item).await?;
+    Ok(())
+}
