@@ -40,7 +40,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
     let config_ttl = config.sessions.cache_ttl.to_std();
-    let ip_limits = crate::sessions::throttle::Limits {
+    let ip_limits = crate::credentials::limits::Limits {
         free_failures: config.sign_in.free_failures_per_ip,
         max_failures_per_hour: config.sign_in.max_failures_per_ip_hour,
     };
@@ -52,7 +52,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
         metrics: crate::ops::metrics_handle(),
         geoip: None,
         visits: None,
-        auth_cache: Arc::new(crate::sessions::cache::AuthCache::new(config_ttl)),
+        auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
         bearer_failures: Arc::new(crate::tokens::guard::FailureLimiter::new(ip_limits)),
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
@@ -62,7 +62,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
-    crate::sessions::cache::spawn_listener(&state.db, state.auth_cache.clone());
+    crate::credentials::cache::spawn_listener(&state.db, state.auth_cache.clone());
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
             Ok(geoip) => state.geoip = Some(Arc::new(geoip)),

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -24,7 +24,7 @@ pub struct AppState {
     pub geoip: Option<Arc<GeoIp>>,
     pub visits: Option<VisitRecorder>,
     /// Session checks answered from memory until a change invalidates them.
-    pub auth_cache: Arc<crate::sessions::cache::AuthCache>,
+    pub auth_cache: Arc<crate::credentials::cache::AuthCache>,
     /// Failed bearer credentials per client address.
     pub bearer_failures: Arc<crate::tokens::guard::FailureLimiter>,
     /// Wakes this process's workers when it queued a task (PostgreSQL also wakes other

@@ -221,12 +221,12 @@ async fn replace_group_relations(
 pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
     let created = create_group_in(&txn, state, actor, new).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(created)
 }
 
 /// [`create_group`] inside `txn`, for changes that create more than a group; the caller commits
-/// with [`crate::sessions::service::commit_invalidating`].
+/// with [`crate::credentials::revoke::commit_invalidating`].
 pub async fn create_group_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     actor.require(names::ADD_GROUP)?;
     let tenant = state.tenant;
@@ -320,7 +320,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     guard.finish(&txn, Scope::default()).await?;
     let diff = events::service::diff(&group_audit_json(&before), &group_audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&after)).with("diff", diff)).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(after)
 }
 
@@ -337,7 +337,7 @@ pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<(
     }
     group::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&group_ref(&group))).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -366,7 +366,7 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     let change = if add { "added" } else { "removed" };
     let diff = json!({ "users": { change: [user.id] } });
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&group)).with("diff", diff)).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }
 

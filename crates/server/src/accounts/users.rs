@@ -398,7 +398,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
         set_user_permissions(&txn, tenant, id, permissions).await?;
     }
     if !after.is_active {
-        crate::sessions::service::revoke_all(&txn, tenant, id, None).await?;
+        crate::credentials::revoke::end_sessions(&txn, tenant, id, None).await?;
     }
     guard.finish(&txn, Scope::default()).await?;
     let mut diff = events::service::diff(&audit_json(&before), &audit_json(&after));
@@ -409,7 +409,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
         map.insert("permissions".into(), json!({ "new_value": permissions }));
     }
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&user_ref(&after)).with("diff", diff)).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(after)
 }
 
@@ -422,7 +422,7 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     Guard::begin(&txn, state.tenant, actor, Scope::user(id)).await?.may_act_on_user(id)?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }
 

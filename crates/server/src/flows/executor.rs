@@ -13,10 +13,10 @@ use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseActio
 use super::redirect::safe_next;
 use super::run::{self, FlowContext, FlowInfo, Plan, PlannedStage, Run};
 use super::stage::{Effect, Prompt, StageContext, Step};
+use crate::credentials::cache::AuthContext;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::client::ClientInfo;
 use crate::secret::constant_time_eq;
-use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
 
 /// Shown when an answer arrives for a run that no longer exists.

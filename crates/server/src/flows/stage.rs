@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 
 use super::run::{FlowContext, FlowInfo, PlannedStage};
 use crate::accounts::entities::user;
+use crate::credentials::cache::AuthContext;
 use crate::error::{FieldErrors, Result};
 use crate::events::client::ClientInfo;
-use crate::sessions::cache::AuthContext;
 use crate::sessions::service::NewSession;
 use crate::state::AppState;
 

@@ -10,10 +10,10 @@ use chrono::Utc;
 
 use crate::accounts::access::{Actor, Rights};
 use crate::accounts::entities::user;
+use crate::credentials::cache::AuthContext;
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::events::visits::Visit;
-use crate::sessions::cache::AuthContext;
 use crate::sessions::entities::session;
 use crate::sessions::service;
 use crate::state::AppState;

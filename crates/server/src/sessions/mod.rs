@@ -1,6 +1,5 @@
 //! Server-side sessions, sign-in and sign-out, and sign-in throttling.
 
-pub mod cache;
 pub mod entities;
 pub mod handlers;
 pub mod pages;

@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use super::service;
+use crate::credentials::cache::AuthContext;
 use crate::error::{Error, Result};
 use crate::http::auth::MaybeSignedIn;
 use crate::http::pages::{error_page, form_fields, html, see_other, sign_in_url};
-use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
 
 /// One session as the page shows it.

@@ -7,11 +7,13 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
-use super::cache::AuthContext;
 use super::entities::session;
-use super::throttle::{self, Limits};
+use super::throttle;
 use crate::accounts::entities::user;
 use crate::accounts::password::{self, Password, Verification};
+use crate::credentials::cache::AuthContext;
+use crate::credentials::limits::Limits;
+use crate::credentials::revoke::{commit_invalidating, end_sessions};
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::events::{self, Action, EventRecord};
@@ -116,22 +118,6 @@ fn record_use(state: &AppState, session: &session::Model, client: &ClientInfo, n
             tracing::debug!(%error, "could not record session use");
         }
     });
-}
-
-/// Makes the transaction on `txn` invalidate other processes' cached session checks when it
-/// commits; the caller invalidates this process's cache after the commit.
-pub async fn invalidate_in(txn: &impl sea_orm::ConnectionTrait) -> Result<()> {
-    super::cache::notify_others(txn).await?;
-    Ok(())
-}
-
-/// Commits a change that can end sessions or keys or change what a user may do: other processes
-/// learn of it through the transaction, this one drops its cache once the change is visible.
-pub async fn commit_invalidating(state: &AppState, txn: sea_orm::DatabaseTransaction) -> Result<()> {
-    invalidate_in(&txn).await?;
-    txn.commit().await?;
-    state.auth_cache.invalidate();
-    Ok(())
 }
 
 /// Starts a session for `user` that lasts `lifetime`.
@@ -380,23 +366,10 @@ pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id
     Ok(result.rows_affected > 0)
 }
 
-/// Ends every session of a user, optionally keeping one; returns how many ended. Runs on the
-/// caller's transaction; the caller invalidates this process's cache after committing.
-pub async fn revoke_all(db: &impl sea_orm::ConnectionTrait, tenant: TenantId, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
-    let mut delete =
-        session::Entity::delete_many().filter(session::Column::TenantId.eq(tenant.0)).filter(session::Column::UserId.eq(user_id));
-    if let Some(keep) = keep {
-        delete = delete.filter(session::Column::Id.ne(keep));
-    }
-    let ended = delete.exec(db).await?.rows_affected;
-    invalidate_in(db).await?;
-    Ok(ended)
-}
-
 /// Ends every session of a user but `keep`; returns how many ended.
 pub async fn revoke_others(state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let ended = revoke_all(&txn, state.tenant, user_id, keep).await?;
+    let ended = end_sessions(&txn, state.tenant, user_id, keep).await?;
     commit_invalidating(state, txn).await?;
     Ok(ended)
 }

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::credentials::limits::Limits;
 use crate::error::{Error, Result};
-use crate::sessions::throttle::Limits;
 
 const WINDOW: Duration = Duration::from_secs(3600);
 const MAX_TRACKED: usize = 100_000;

@@ -18,11 +18,11 @@ use super::seal;
 use crate::accounts::access::{self, Actor};
 use crate::accounts::entities::user;
 use crate::accounts::permissions::names;
+use crate::credentials::cache::AuthContext;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
 use crate::secret::ServerSecret;
-use crate::sessions::cache::AuthContext;
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
@@ -467,7 +467,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     }
     let diff = events::service::diff(&audit_json(before), &audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&token_ref(&after)).with("diff", diff)).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(after)
 }
 
@@ -477,7 +477,7 @@ pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Re
     authorize(&txn, state.tenant, actor, token, names::DELETE_TOKEN).await?;
     token::Entity::delete_by_id(token.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&token_ref(token))).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }
 
@@ -521,7 +521,7 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
     model.last_updated = Set(Utc::now());
     model.update(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::SecretRotate).about(&token_ref(token))).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }
 

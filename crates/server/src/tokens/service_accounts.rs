@@ -74,6 +74,6 @@ pub async fn create(
         tags: Vec::new(),
     };
     let (_, key) = super::service::insert_in(&txn, state, actor, token).await?;
-    crate::sessions::service::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(ServiceAccount { user, group, key: key.expose().to_owned() })
 }

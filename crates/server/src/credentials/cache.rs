@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use super::entities::session;
 use crate::accounts::access::Rights;
 use crate::accounts::entities::{group, user};
 use crate::db::notify;
+use crate::sessions::entities::session;
 
 /// The PostgreSQL channel that carries invalidations between server processes.
 pub const CHANNEL: &str = "gatehouse_auth";

@@ -1,0 +1,41 @@
+//! How long someone who keeps failing must wait: the rule shared by sign-in throttling and the
+//! bearer-failure limiter.
+
+use chrono::TimeDelta;
+
+/// The rules of one kind of failure counter: some free failures, then a delay that doubles
+/// with each failure up to the one that allows `max_failures_per_hour`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub free_failures: u32,
+    pub max_failures_per_hour: u32,
+}
+
+impl Limits {
+    /// How long to wait after `failures` failures in the window.
+    pub fn delay_after(self, failures: u32) -> TimeDelta {
+        if failures < self.free_failures {
+            return TimeDelta::zero();
+        }
+        let cap = std::cmp::max(3600 / i64::from(std::cmp::max(self.max_failures_per_hour, 1)), 1);
+        let exponent = std::cmp::min(failures - self.free_failures, 20);
+        TimeDelta::seconds(std::cmp::min(1i64 << exponent, cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_then_cap_at_the_hourly_limit() {
+        let limits = Limits { free_failures: 5, max_failures_per_hour: 100 };
+        assert_eq!(limits.delay_after(0), TimeDelta::zero());
+        assert_eq!(limits.delay_after(4), TimeDelta::zero());
+        assert_eq!(limits.delay_after(5), TimeDelta::seconds(1));
+        assert_eq!(limits.delay_after(7), TimeDelta::seconds(4));
+        assert_eq!(limits.delay_after(50), TimeDelta::seconds(36));
+        // 36 s between attempts is at most 100 attempts an hour.
+        assert!(3600 / limits.delay_after(1000).num_seconds() <= 100);
+    }
+}
