@@ -189,10 +189,16 @@ async fn flow_editing_permissions_are_superuser_equivalent() {
         w.app.post(&editor, "/api/v3/core/groups/", json!({"name": "Editors", "permissions": [binding], "users": [me]})).await,
     )
     .await;
+    let (_, editors) =
+        json(w.app.post(&w.admin, "/api/v3/core/groups/", json!({"name": "FlowEditors", "permissions": [binding]})).await).await;
+    let editors = editors["pk"].as_str().unwrap().to_owned();
+    assert_forbidden(w.app.patch(&editor, &format!("/api/v3/core/users/{me}/"), json!({"groups": [editors]})).await).await;
+    assert_forbidden(w.app.post(&editor, &format!("/api/v3/core/groups/{editors}/add_user/"), json!({"pk": me})).await).await;
     // Even a holder of flow editing cannot pass it on: only superusers grant it.
     w.app.user_with("flows@example.com", &[binding, "authentik_core.change_user"]).await;
     let holder_session = w.app.sign_in("flows@example.com").await;
     assert_forbidden(w.app.patch(&holder_session, &format!("/api/v3/core/users/{me}/"), json!({"permissions": [binding]})).await).await;
+    assert!(pks(&w.group(&editors).await["users"]).is_empty());
     let held = w.user(me).await["permissions"].clone();
     assert!(!held.as_array().unwrap().contains(&json!(binding)), "{held}");
     // Without the permission, the default sign-in flow's bindings cannot be touched.

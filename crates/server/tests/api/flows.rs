@@ -391,6 +391,24 @@ async fn a_flow_whose_requirement_is_not_met_answers_access_denied_with_the_reas
 }
 
 #[tokio::test]
+async fn require_superuser_flows_admit_superusers_through_groups() {
+    use gatehouse::accounts::access::Actor;
+    use gatehouse::accounts::groups::{NewGroup, create_group};
+    let app = TestApp::spawn().await;
+    let system = Actor::system();
+    let admins = NewGroup { name: "Admins".into(), is_superuser: true, attributes: json!({}), ..Default::default() };
+    let admins = create_group(&app.state, &system, admins).await.unwrap();
+    let team = NewGroup { name: "Team".into(), parents: vec![admins.group_uuid], attributes: json!({}), ..Default::default() };
+    let team = create_group(&app.state, &system, team).await.unwrap();
+    app.user("grace@example.com", |u| u.groups = vec![team.group_uuid]).await;
+    add_flow(&app, "admins-only", "require_superuser", &["default-invalidation-logout"]).await;
+    let mut grace = Browser::new(&app);
+    grace.sign_in("grace@example.com", PASSWORD).await;
+    let (_, done) = grace.get("/api/v3/flows/executor/admins-only/").await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+}
+
+#[tokio::test]
 async fn the_invalidation_flow_signs_out() {
     let app = TestApp::spawn().await;
     app.user("ada@example.com", |_| {}).await;

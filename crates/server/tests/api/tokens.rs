@@ -407,3 +407,58 @@ async fn concurrent_changes_all_succeed() {
     let statuses = futures_util::future::join_all(changes).await;
     assert!(statuses.iter().all(|s| *s == StatusCode::NO_CONTENT), "{statuses:?}");
 }
+
+/// A key in Gatehouse's format with a chosen random part and a valid checksum.
+fn chosen_key(body: &str) -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let head = format!("gatehouse_api_{body}");
+    let mut value = crc32fast::hash(head.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+    format!("{head}{}", String::from_utf8_lossy(&digits))
+}
+
+#[tokio::test]
+async fn keys_of_non_superusers_always_expire_within_the_maximum_lifetime() {
+    let (app, staff) = staff_app().await;
+    let forever = json!({"identifier": "forever", "expiring": false});
+    assert_field_error(app.post(&staff, "/api/v3/core/tokens/", forever).await, "expiring").await;
+    let far = (chrono::Utc::now() + chrono::TimeDelta::days(400)).to_rfc3339();
+    assert_field_error(app.post(&staff, "/api/v3/core/tokens/", json!({"identifier": "far", "expires": far})).await, "expires").await;
+    let (_, list) = json(app.get(&staff, "/api/v3/core/tokens/").await).await;
+    assert_eq!(list["pagination"]["count"], 0, "a refused key was created: {list}");
+
+    let (token, _) = app.create_key(&staff, json!({"identifier": "ok"})).await;
+    let expires = chrono::DateTime::parse_from_rfc3339(token["expires"].as_str().unwrap()).unwrap();
+    assert!(expires <= chrono::Utc::now() + chrono::TimeDelta::days(365));
+    assert_field_error(app.patch(&staff, "/api/v3/core/tokens/ok/", json!({"expiring": false})).await, "expiring").await;
+    assert_field_error(app.patch(&staff, "/api/v3/core/tokens/ok/", json!({"expires": far})).await, "expires").await;
+    let (_, after) = json(app.get(&staff, "/api/v3/core/tokens/ok/").await).await;
+    assert_eq!((&after["expiring"], &after["expires"]), (&token["expiring"], &token["expires"]), "a refused change was applied");
+
+    // Superusers may make keys that never expire.
+    app.superuser("root@example.com").await;
+    let root = app.sign_in("root@example.com").await;
+    let (forever, _) = app.create_key(&root, json!({"identifier": "root-forever", "expiring": false})).await;
+    assert!(forever["expires"].is_null());
+}
+
+#[tokio::test]
+async fn set_key_refuses_chosen_keys_without_entropy_and_keys_in_use() {
+    let (app, staff) = staff_app().await;
+    let (_, first) = app.create_key(&staff, json!({"identifier": "first"})).await;
+    let (_, second) = app.create_key(&staff, json!({"identifier": "second"})).await;
+    for weak in [chosen_key(&"a".repeat(43)), chosen_key(&"0123456789abcdefghi".repeat(3)[..43])] {
+        let body = assert_field_error(app.post(&staff, "/api/v3/core/tokens/first/set_key/", json!({"key": weak})).await, "key").await;
+        assert!(!body.to_string().contains(&weak), "the error echoes the key");
+        assert_eq!(me_with(&app, &weak).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_field_error(app.post(&staff, "/api/v3/core/tokens/first/set_key/", json!({"key": second})).await, "key").await;
+    assert_eq!(me_with(&app, &first).await, StatusCode::OK, "a refused key change was applied");
+    let strong = chosen_key(&"0123456789abcdefghijKLMNOPQRSTUVWXYZ0123456"[..43]);
+    assert_eq!(app.post(&staff, "/api/v3/core/tokens/first/set_key/", json!({"key": strong})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me_with(&app, &strong).await, StatusCode::OK);
+}
