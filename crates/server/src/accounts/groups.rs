@@ -270,6 +270,12 @@ async fn members_of(db: &impl ConnectionTrait, tenant: TenantId, group: Uuid) ->
         .collect())
 }
 
+/// The group `id`, for a holder of `view_group`.
+pub async fn get_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<group::Model> {
+    actor.require(names::VIEW_GROUP)?;
+    find_group(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)
+}
+
 /// A group of the tenant.
 pub async fn find_group(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<Option<group::Model>> {
     Ok(group::Entity::find_by_id(id).filter(group::Column::TenantId.eq(tenant.0)).one(db).await?)
@@ -385,7 +391,8 @@ pub struct GroupFilter {
 }
 
 /// One page of the tenant's groups.
-pub async fn list_groups(state: &AppState, filter: &GroupFilter, params: &ListParams) -> Result<Paginated<group::Model>> {
+pub async fn list_groups(state: &AppState, actor: &Actor, filter: &GroupFilter, params: &ListParams) -> Result<Paginated<group::Model>> {
+    actor.require(names::VIEW_GROUP)?;
     let tenant = state.tenant;
     let page = params.page_request(&state.config.api)?;
     let mut select = group::Entity::find().filter(group::Column::TenantId.eq(tenant.0));

@@ -12,7 +12,6 @@ use super::api::{
 };
 use super::groups::{self, GroupFilter};
 use super::password::Password;
-use super::permissions::names;
 use super::users::{self, UserFilter};
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
@@ -50,8 +49,7 @@ async fn list_users(
     Query(params): Query<ListParams>,
     Query(filter): Query<UserFilter>,
 ) -> Result<Json<Paginated<UserOut>>> {
-    principal.require(names::VIEW_USER)?;
-    let page = users::list_users(&state, &filter, &params).await?;
+    let page = users::list_users(&state, &principal.actor(), &filter, &params).await?;
     let results = super::api::render_users(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -97,10 +95,7 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
     responses((status = 200, body = UserOut), (status = 404, description = "Not found")))]
 async fn retrieve_user(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<UserOut>> {
     let id = parse_user_id(&id)?;
-    if id != principal.user().id {
-        principal.require(names::VIEW_USER)?;
-    }
-    let user = users::find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    let user = users::get_user(&state, &principal.actor(), id).await?;
     Ok(Json(super::api::render_user(&state, user).await?))
 }
 
@@ -172,9 +167,8 @@ async fn list_groups(
     Query(params): Query<ListParams>,
     Query(filter): Query<GroupFilter>,
 ) -> Result<Json<Paginated<GroupOut>>> {
-    principal.require(names::VIEW_GROUP)?;
     let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
-    let page = groups::list_groups(&state, &filter, &params).await?;
+    let page = groups::list_groups(&state, &principal.actor(), &filter, &params).await?;
     let results = render_groups(&state, page.results, include_users).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -194,8 +188,7 @@ async fn create_group(
     responses((status = 200, body = GroupOut), (status = 404, description = "Not found")))]
 async fn retrieve_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<GroupOut>> {
     let id = parse_group_id(&id)?;
-    principal.require(names::VIEW_GROUP)?;
-    let group = groups::find_group(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    let group = groups::get_group(&state, &principal.actor(), id).await?;
     Ok(Json(render_group(&state, group).await?))
 }
 

@@ -263,6 +263,14 @@ async fn set_user_permissions(txn: &DatabaseTransaction, tenant: TenantId, user_
     Ok(())
 }
 
+/// The user `id`, as `actor` may see it: themselves, or anyone with `view_user`.
+pub async fn get_user(state: &AppState, actor: &Actor, id: i64) -> Result<user::Model> {
+    if !actor.is(id) {
+        actor.require(names::VIEW_USER)?;
+    }
+    find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)
+}
+
 /// A user of the tenant by primary key.
 pub async fn find_user(db: &impl ConnectionTrait, tenant: TenantId, id: i64) -> Result<Option<user::Model>> {
     Ok(user::Entity::find_by_id(id).filter(user::Column::TenantId.eq(tenant.0)).one(db).await?)
@@ -475,7 +483,8 @@ pub struct UserFilter {
 }
 
 /// One page of the tenant's users.
-pub async fn list_users(state: &AppState, filter: &UserFilter, params: &ListParams) -> Result<Paginated<user::Model>> {
+pub async fn list_users(state: &AppState, actor: &Actor, filter: &UserFilter, params: &ListParams) -> Result<Paginated<user::Model>> {
+    actor.require(names::VIEW_USER)?;
     let tenant = state.tenant;
     let page = params.page_request(&state.config.api)?;
     let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0));

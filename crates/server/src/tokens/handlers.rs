@@ -12,7 +12,6 @@ use super::entities::token;
 use super::key::SecretKey;
 use super::service::{self, TokenFilter};
 use crate::accounts::api::render_users;
-use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
@@ -52,13 +51,6 @@ async fn render_one(state: &AppState, token: token::Model) -> Result<TokenOut> {
     render(state, vec![token]).await?.pop().ok_or_else(|| Error::internal("rendering lost a token"))
 }
 
-/// The token, if the caller may see it: its owner, or a holder of `view_token`. Others get 404,
-/// which does not tell them the identifier exists.
-async fn visible(state: &AppState, principal: &Principal, identifier: &str) -> Result<token::Model> {
-    let token = service::find(&state.db, state.tenant, identifier).await?.ok_or(Error::NotFound)?;
-    if token.user_id == principal.user().id || principal.permissions().has(names::VIEW_TOKEN) { Ok(token) } else { Err(Error::NotFound) }
-}
-
 #[utoipa::path(get, path = "/api/v3/core/tokens/", tag = "core", params(ListParams, TokenFilter),
     responses((status = 200, description = "A page of tokens: the caller's own, or all with authentik_core.view_token")))]
 async fn list_tokens(
@@ -67,8 +59,7 @@ async fn list_tokens(
     Query(params): Query<ListParams>,
     Query(filter): Query<TokenFilter>,
 ) -> Result<Json<Paginated<TokenOut>>> {
-    let owner = if principal.permissions().has(names::VIEW_TOKEN) { None } else { Some(principal.user().id) };
-    let page = service::list(&state, owner, &filter, &params).await?;
+    let page = service::list(&state, &principal.actor(), &filter, &params).await?;
     let results = render(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results }))
 }
@@ -88,12 +79,12 @@ async fn create_token(
 #[utoipa::path(get, path = "/api/v3/core/tokens/{identifier}/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
     responses((status = 200, body = TokenOut), (status = 404, description = "Not found")))]
 async fn retrieve_token(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<Json<TokenOut>> {
-    let token = visible(&state, &principal, &identifier).await?;
+    let token = service::get_visible(&state, &principal.actor(), &identifier).await?;
     Ok(Json(render_one(&state, token).await?))
 }
 
 async fn write(state: AppState, principal: Principal, identifier: String, body: TokenWrite, full: bool) -> Result<Json<TokenOut>> {
-    let token = visible(&state, &principal, &identifier).await?;
+    let token = service::get_visible(&state, &principal.actor(), &identifier).await?;
     let changes = body.into_changes(&token, full)?;
     let updated = service::update(&state, &principal.actor(), &token, changes).await?;
     Ok(Json(render_one(&state, updated).await?))
@@ -124,7 +115,7 @@ async fn partial_update_token(
 #[utoipa::path(delete, path = "/api/v3/core/tokens/{identifier}/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
 async fn delete_token(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<StatusCode> {
-    let token = visible(&state, &principal, &identifier).await?;
+    let token = service::get_visible(&state, &principal.actor(), &identifier).await?;
     service::delete(&state, &principal.actor(), &token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -132,7 +123,7 @@ async fn delete_token(State(state): State<AppState>, principal: Principal, Path(
 #[utoipa::path(get, path = "/api/v3/core/tokens/{identifier}/view_key/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
     responses((status = 200, body = TokenView), (status = 403, description = "Permission denied"), (status = 404, description = "Token not found or expired")))]
 async fn view_key(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<Response> {
-    let token = visible(&state, &principal, &identifier).await?;
+    let token = service::get_visible(&state, &principal.actor(), &identifier).await?;
     let key = service::view_key(&state, &principal.actor(), &token).await?;
     let mut response = Json(TokenView { key }).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -148,7 +139,7 @@ async fn set_key(
     Path(identifier): Path<String>,
     ApiJson(body): ApiJson<TokenSetKeyRequest>,
 ) -> Result<StatusCode> {
-    let token = visible(&state, &principal, &identifier).await?;
+    let token = service::get_visible(&state, &principal.actor(), &identifier).await?;
     if body.key.is_empty() {
         return Err(Error::field("key", "This field may not be blank."));
     }
@@ -160,7 +151,7 @@ async fn set_key(
 #[utoipa::path(post, path = "/api/v3/core/tokens/{identifier}/rotate/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
     responses((status = 204, description = "A new key replaced the old one; read it with view_key/"), (status = 404, description = "Token not found")))]
 async fn rotate_key(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<StatusCode> {
-    let token = visible(&state, &principal, &identifier).await?;
+    let token = service::get_visible(&state, &principal.actor(), &identifier).await?;
     service::replace_key(&state, &principal.actor(), &token, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -168,7 +159,7 @@ async fn rotate_key(State(state): State<AppState>, principal: Principal, Path(id
 #[utoipa::path(get, path = "/api/v3/core/tokens/{identifier}/used_by/", tag = "core", params(("identifier" = String, Path, description = "Token identifier")),
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn used_by(State(state): State<AppState>, principal: Principal, Path(identifier): Path<String>) -> Result<Json<Vec<UsedBy>>> {
-    visible(&state, &principal, &identifier).await?;
+    service::get_visible(&state, &principal.actor(), &identifier).await?;
     // Nothing in Gatehouse refers to a token yet.
     Ok(Json(Vec::new()))
 }

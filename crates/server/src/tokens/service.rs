@@ -95,11 +95,6 @@ pub fn parse_tag(text: &str) -> Result<String, String> {
     }
 }
 
-/// Who may hold API keys: staff, superusers and service accounts.
-pub fn may_hold_api_keys(user: &user::Model) -> bool {
-    user.is_staff || user.is_superuser || user.user_type.is_service_account()
-}
-
 /// Everything a token is created with; values parsed.
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -249,7 +244,9 @@ pub(super) async fn insert_in(
         errors.add("user", format!("Invalid pk \"{}\" - object does not exist.", new.user_id));
         return Err(Error::Validation(errors));
     };
-    if new.intent == Intent::Api && !may_hold_api_keys(&owner) {
+    // Staff (superusers and service accounts count) may hold API keys: the `staff` right.
+    let may_hold_api_keys = access::account_rights(txn, tenant, &[owner.id]).await?.remove(&owner.id).is_some_and(|r| r.held.staff);
+    if new.intent == Intent::Api && !may_hold_api_keys {
         errors.add("intent", "Only staff users and service accounts may hold API keys.");
     }
     let taken = token::Entity::find()
@@ -307,6 +304,13 @@ pub(super) async fn insert_in(
     Ok((created, key))
 }
 
+/// The token `identifier`, if `actor` may see it: its owner, or a holder of `view_token`. Others
+/// get 404, which does not tell them the identifier exists.
+pub async fn get_visible(state: &AppState, actor: &Actor, identifier: &str) -> Result<token::Model> {
+    let token = find(&state.db, state.tenant, identifier).await?.ok_or(Error::NotFound)?;
+    if actor.is(token.user_id) || actor.rights.has(names::VIEW_TOKEN) { Ok(token) } else { Err(Error::NotFound) }
+}
+
 /// A token of the tenant by identifier.
 pub async fn find(db: &impl ConnectionTrait, tenant: TenantId, identifier: &str) -> Result<Option<token::Model>> {
     Ok(token::Entity::find().filter(token::Column::TenantId.eq(tenant.0)).filter(token::Column::Identifier.eq(identifier)).one(db).await?)
@@ -333,7 +337,11 @@ pub struct TokenFilter {
 }
 
 /// One page of tokens; `owner` restricts it to one user's tokens.
-pub async fn list(state: &AppState, owner: Option<i64>, filter: &TokenFilter, params: &ListParams) -> Result<Paginated<token::Model>> {
+pub async fn list(state: &AppState, actor: &Actor, filter: &TokenFilter, params: &ListParams) -> Result<Paginated<token::Model>> {
+    let owner = match &actor.user {
+        Some(user) if !actor.rights.has(names::VIEW_TOKEN) => Some(user.id),
+        _ => None,
+    };
     let tenant = state.tenant;
     let page = params.page_request(&state.config.api)?;
     let mut select = token::Entity::find().filter(token::Column::TenantId.eq(tenant.0));
@@ -554,11 +562,11 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
     let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
         return Ok(None);
     };
+    let (permissions, groups) = access::access_of(&state.db, &user).await?;
     // A user who is no longer staff keeps their keys but cannot use them.
-    if !may_hold_api_keys(&user) {
+    if !permissions.staff {
         return Ok(None);
     }
-    let (permissions, groups) = access::access_of(&state.db, &user).await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);

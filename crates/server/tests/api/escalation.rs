@@ -493,9 +493,9 @@ async fn build(app: &TestApp, spec: &WorldSpec, case: u64) -> World {
         }
     }
     // Every account gets a token (an API key where it may hold one) and a session.
+    let snapshot = Snapshot::read(app, user_ids[0], since).await;
     for id in user_ids.iter().copied().chain(std::iter::once(caller.id)) {
-        let row = users::find_user(&app.state.db, app.state.tenant, id).await.unwrap().unwrap();
-        let intent = if gatehouse::tokens::service::may_hold_api_keys(&row) { Intent::Api } else { Intent::AppPassword };
+        let intent = if snapshot.held(id).staff { Intent::Api } else { Intent::AppPassword };
         let token = NewToken {
             identifier: format!("t{id}"),
             intent,
