@@ -24,6 +24,7 @@ use crate::events::{self, Action};
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
+/// Everything a user can be created with; all values already parsed.
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub email: Option<Email>,
