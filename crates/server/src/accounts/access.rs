@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::entities::{group, group_member, group_parent, group_permission, user, user_permission};
@@ -23,6 +24,7 @@ use super::permissions::names;
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::events::{Action, EventRecord};
+use crate::state::AppState;
 use crate::tenants::TenantId;
 
 /// Permissions that let their holder take over any account (editing the flows people sign in
@@ -94,6 +96,11 @@ impl Rights {
     /// Whether there is no right at all.
     pub fn is_empty(&self) -> bool {
         !self.superuser && !self.staff && self.permissions.is_empty()
+    }
+
+    /// The rights as JSON, for the audit trail.
+    pub fn describe(&self) -> Value {
+        json!({ "superuser": self.superuser, "staff": self.staff, "permissions": self.permissions })
     }
 
     fn absorb(&mut self, other: &Rights) {
@@ -347,7 +354,8 @@ async fn expand(db: &impl ConnectionTrait, tenant: TenantId, scope: &Scope) -> R
 /// asked about the accounts and groups the change acts on, and finished after the writes; an
 /// error from any of them means the transaction must be dropped (rolled back).
 pub struct Guard {
-    tenant: TenantId,
+    state: AppState,
+    actor: Actor,
     /// `None` when the actor is a superuser or the system: nothing to check.
     caller: Option<Rights>,
     scope: Scope,
@@ -357,7 +365,8 @@ pub struct Guard {
 
 impl Guard {
     /// Reads the caller's rights and those of everything `scope` reaches, inside `txn`.
-    pub async fn begin(txn: &impl ConnectionTrait, tenant: TenantId, actor: &Actor, scope: Scope) -> Result<Self> {
+    pub async fn begin(txn: &impl ConnectionTrait, state: &AppState, actor: &Actor, scope: Scope) -> Result<Self> {
+        let tenant = state.tenant;
         let caller = match &actor.user {
             None => None,
             Some(user) => {
@@ -366,7 +375,8 @@ impl Guard {
                 (!rights.superuser).then_some(rights)
             }
         };
-        let mut guard = Self { tenant, caller, scope, users_before: HashMap::new(), groups_before: HashMap::new() };
+        let mut guard =
+            Self { state: state.clone(), actor: actor.clone(), caller, scope, users_before: HashMap::new(), groups_before: HashMap::new() };
         if guard.caller.is_some() {
             let (groups, users) = expand(txn, tenant, &guard.scope).await?;
             guard.users_before = account_rights(txn, tenant, &users).await?;
@@ -381,10 +391,7 @@ impl Guard {
         match (&self.caller, self.users_before.get(&user_id)) {
             (None, _) | (Some(_), None) => Ok(()),
             (Some(caller), Some(target)) if caller.covers(&target.held) => Ok(()),
-            (Some(_), Some(_)) => {
-                tracing::info!(user = user_id, "refused: the account holds rights the caller lacks");
-                Err(Error::PermissionDenied)
-            }
+            (Some(_), Some(_)) => Err(self.refuse("the account holds rights the caller lacks", json!({ "user": user_id }))),
         }
     }
 
@@ -393,10 +400,7 @@ impl Guard {
         match (&self.caller, self.groups_before.get(&group_id)) {
             (None, _) | (Some(_), None) => Ok(()),
             (Some(caller), Some(target)) if caller.covers(target) => Ok(()),
-            (Some(_), Some(_)) => {
-                tracing::info!(group = %group_id, "refused: the group confers rights the caller lacks");
-                Err(Error::PermissionDenied)
-            }
+            (Some(_), Some(_)) => Err(self.refuse("the group confers rights the caller lacks", json!({ "group": group_id }))),
         }
     }
 
@@ -408,36 +412,56 @@ impl Guard {
         let mut scope = self.scope.clone();
         scope.users.extend(also.users);
         scope.groups.extend(also.groups);
-        let (groups, users) = expand(txn, self.tenant, &scope).await?;
+        let tenant = self.state.tenant;
+        let (groups, users) = expand(txn, tenant, &scope).await?;
         let nothing = AccountRights::default();
-        for (id, after) in account_rights(txn, self.tenant, &users).await? {
+        for (id, after) in account_rights(txn, tenant, &users).await? {
             // Accounts the scope did not reach before count as holding nothing before.
             let before = self.users_before.get(&id).unwrap_or(&nothing);
             let gained = before.effective().gained_by(&after.effective());
             if !gained.is_empty() && !caller.may_grant(&gained) {
-                tracing::info!(user = id, ?gained, "refused: the change would grant rights the caller may not grant");
-                return Err(Error::PermissionDenied);
+                return Err(self.refuse(
+                    "the change would grant an account rights the caller may not grant",
+                    json!({ "user": id, "gained": gained.describe() }),
+                ));
             }
         }
-        for (id, after) in group_rights(txn, self.tenant, &groups).await? {
+        for (id, after) in group_rights(txn, tenant, &groups).await? {
             let before = self.groups_before.get(&id).cloned().unwrap_or_default();
             let gained = before.gained_by(&after);
             if !gained.is_empty() && !caller.may_grant(&gained) {
-                tracing::info!(group = %id, ?gained, "refused: the change would make a group confer rights the caller may not grant");
-                return Err(Error::PermissionDenied);
+                return Err(self.refuse(
+                    "the change would make a group confer rights the caller may not grant",
+                    json!({ "group": id, "gained": gained.describe() }),
+                ));
             }
         }
         Ok(())
+    }
+
+    /// Records why a change was refused as a `suspicious_request` event (the response says only
+    /// 403) and gives the error to return. The event is written once the refused change's
+    /// transaction is gone, on its own connection.
+    fn refuse(&self, reason: &str, details: Value) -> Error {
+        tracing::info!(reason, %details, "refused by the access rule");
+        let event = self.actor.event(Action::SuspiciousRequest).with("reason", json!(reason)).with("refused", details);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::events::service::record(&state.db, &state, event).await {
+                tracing::warn!(%error, "could not record a refused change");
+            }
+        });
+        Error::PermissionDenied
     }
 }
 
 /// Refuses unless `actor` may act on the account `user_id` (its keys, sessions, credentials):
 /// for changes that affect nobody's rights, only whom they touch.
-pub async fn may_act_on(db: &impl ConnectionTrait, tenant: TenantId, actor: &Actor, user_id: i64) -> Result<()> {
+pub async fn may_act_on(db: &impl ConnectionTrait, state: &AppState, actor: &Actor, user_id: i64) -> Result<()> {
     if actor.is(user_id) {
         return Ok(());
     }
-    Guard::begin(db, tenant, actor, Scope::user(user_id)).await?.may_act_on_user(user_id)
+    Guard::begin(db, state, actor, Scope::user(user_id)).await?.may_act_on_user(user_id)
 }
 
 #[cfg(test)]

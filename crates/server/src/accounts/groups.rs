@@ -230,7 +230,7 @@ pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Res
 pub async fn create_group_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     actor.require(names::ADD_GROUP)?;
     let tenant = state.tenant;
-    let guard = Guard::begin(txn, tenant, actor, Scope { users: new.users.clone(), groups: Vec::new() }).await?;
+    let guard = Guard::begin(txn, state, actor, Scope { users: new.users.clone(), groups: Vec::new() }).await?;
     for member in &new.users {
         guard.may_act_on_user(*member)?;
     }
@@ -289,7 +289,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
     let before = find_group(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
-    let guard = Guard::begin(&txn, tenant, actor, Scope::group(id, changes.users.as_deref().unwrap_or_default())).await?;
+    let guard = Guard::begin(&txn, state, actor, Scope::group(id, changes.users.as_deref().unwrap_or_default())).await?;
     guard.may_act_on_group(id)?;
     if let Some(users) = &changes.users {
         let current: BTreeSet<i64> = members_of(&txn, tenant, id).await?;
@@ -336,7 +336,7 @@ pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<(
     actor.require(names::DELETE_GROUP)?;
     let txn = crate::db::begin_write(&state.db).await?;
     let group = find_group(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
-    let guard = Guard::begin(&txn, state.tenant, actor, Scope::group(id, &[])).await?;
+    let guard = Guard::begin(&txn, state, actor, Scope::group(id, &[])).await?;
     guard.may_act_on_group(id)?;
     for member in members_of(&txn, state.tenant, id).await? {
         guard.may_act_on_user(member)?;
@@ -355,7 +355,7 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     let txn = crate::db::begin_write(&state.db).await?;
     let group = find_group(&txn, tenant, group_id).await?.ok_or(Error::NotFound)?;
     let user = super::users::find_user(&txn, tenant, user_id).await?.ok_or(Error::NotFound)?;
-    let guard = Guard::begin(&txn, tenant, actor, Scope::group(group_id, &[user_id])).await?;
+    let guard = Guard::begin(&txn, state, actor, Scope::group(group_id, &[user_id])).await?;
     guard.may_act_on_group(group_id)?;
     guard.may_act_on_user(user_id)?;
     let existing = group_member::Entity::find_by_id((group_id, user_id)).one(&txn).await?;

@@ -192,7 +192,7 @@ async fn insert_user(
 ) -> Result<user::Model> {
     let tenant = state.tenant;
     let now = Utc::now();
-    let guard = Guard::begin(txn, tenant, actor, Scope::default()).await?;
+    let guard = Guard::begin(txn, state, actor, Scope::default()).await?;
     let email_key = new.email.as_ref().map(Email::normalized);
     check_user_unique(txn, tenant, email_key.as_deref(), Some(&username.to_lowercase()), None, &mut errors).await?;
     check_groups_exist(txn, tenant, "groups", &new.groups, &mut errors).await?;
@@ -342,7 +342,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
     let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
-    let guard = Guard::begin(&txn, tenant, actor, Scope::user(id)).await?;
+    let guard = Guard::begin(&txn, state, actor, Scope::user(id)).await?;
     guard.may_act_on_user(id)?;
     let mut errors = FieldErrors::new();
     let email_key = changes.email.as_ref().map(|e| e.as_ref().map(Email::normalized));
@@ -428,7 +428,7 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     actor.require(names::DELETE_USER)?;
     let txn = crate::db::begin_write(&state.db).await?;
     let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
-    Guard::begin(&txn, state.tenant, actor, Scope::user(id)).await?.may_act_on_user(id)?;
+    Guard::begin(&txn, state, actor, Scope::user(id)).await?.may_act_on_user(id)?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
     crate::credentials::revoke::commit_invalidating(state, txn).await?;
@@ -440,7 +440,7 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
 pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Password) -> Result<()> {
     actor.require(names::RESET_USER_PASSWORD)?;
     let user = find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
-    super::access::may_act_on(&state.db, state.tenant, actor, id).await?;
+    super::access::may_act_on(&state.db, state, actor, id).await?;
     let context = [user.email.as_str(), user.username.as_str(), user.name.as_str()];
     if let Err(problems) = password::check_policy(&state.config.passwords, &password, &context) {
         let mut errors = FieldErrors::new();
@@ -452,7 +452,7 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
     let hash = password::hash_blocking(password).await?;
     let txn = crate::db::begin_write(&state.db).await?;
     // Checked again in the transaction: the user's rights may have grown while hashing.
-    super::access::may_act_on(&txn, state.tenant, actor, id).await?;
+    super::access::may_act_on(&txn, state, actor, id).await?;
     let now = Utc::now();
     let mut model = user.clone().into_active_model();
     model.password = Set(Some(hash));

@@ -27,6 +27,8 @@ pub enum Action {
     SecretView,
     SecretRotate,
     ConfigurationError,
+    /// Someone tried something the access rule refused, such as granting rights they lack.
+    SuspiciousRequest,
 }
 
 impl Action {
@@ -43,6 +45,7 @@ impl Action {
             Action::SecretView => "secret_view",
             Action::SecretRotate => "secret_rotate",
             Action::ConfigurationError => "configuration_error",
+            Action::SuspiciousRequest => "suspicious_request",
         }
     }
 }

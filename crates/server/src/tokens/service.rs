@@ -181,12 +181,12 @@ fn resolve_expiry(
 /// Refuses unless `actor` may do what `permission` allows to `token`: owners may act on their
 /// own tokens; anyone else needs the permission and rights covering the owner's (a key is its
 /// owner's power).
-pub async fn authorize(db: &impl ConnectionTrait, tenant: TenantId, actor: &Actor, token: &token::Model, permission: &str) -> Result<()> {
+pub async fn authorize(db: &impl ConnectionTrait, state: &AppState, actor: &Actor, token: &token::Model, permission: &str) -> Result<()> {
     if actor.is(token.user_id) {
         return Ok(());
     }
     actor.require(permission)?;
-    access::may_act_on(db, tenant, actor, token.user_id).await
+    access::may_act_on(db, state, actor, token.user_id).await
 }
 
 async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64, tags: &[String]) -> Result<()> {
@@ -336,7 +336,7 @@ pub struct TokenFilter {
     pub is_active: Option<String>,
 }
 
-/// One page of tokens; `owner` restricts it to one user's tokens.
+/// One page of the tokens `actor` may see: its own, or everyone's with `view_token`.
 pub async fn list(state: &AppState, actor: &Actor, filter: &TokenFilter, params: &ListParams) -> Result<Paginated<token::Model>> {
     let owner = match &actor.user {
         Some(user) if !actor.rights.has(names::VIEW_TOKEN) => Some(user.id),
@@ -436,7 +436,7 @@ pub async fn tags_of(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -
 pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, changes: TokenChanges) -> Result<token::Model> {
     let mut errors = FieldErrors::new();
     let txn = crate::db::begin_write(&state.db).await?;
-    authorize(&txn, state.tenant, actor, before, names::CHANGE_TOKEN).await?;
+    authorize(&txn, state, actor, before, names::CHANGE_TOKEN).await?;
     if let Some(identifier) = &changes.identifier
         && identifier != &before.identifier
         && find(&txn, state.tenant, identifier).await?.is_some()
@@ -482,7 +482,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
 /// Deletes a token; its key stops working at once.
 pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
-    authorize(&txn, state.tenant, actor, token, names::DELETE_TOKEN).await?;
+    authorize(&txn, state, actor, token, names::DELETE_TOKEN).await?;
     token::Entity::delete_by_id(token.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&token_ref(token))).await?;
     crate::credentials::revoke::commit_invalidating(state, txn).await?;
@@ -491,7 +491,7 @@ pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Re
 
 /// Opens the sealed key and records who looked (`secret_view`).
 pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> Result<String> {
-    authorize(&state.db, state.tenant, actor, token, names::VIEW_TOKEN_KEY).await?;
+    authorize(&state.db, state, actor, token, names::VIEW_TOKEN_KEY).await?;
     let key = seal::open(&state.secret, token.token_uuid, &token.key_sealed)?;
     events::service::record(&state.db, state, actor.event(Action::SecretView).about(&token_ref(token))).await?;
     Ok(key)
@@ -500,6 +500,8 @@ pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> 
 /// Replaces the key (with one the caller supplies, or a new one) and drops cached checks of the
 /// old key everywhere. Records `secret_rotate`.
 pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, key: Option<SecretKey>) -> Result<()> {
+    let txn = crate::db::begin_write(&state.db).await?;
+    authorize(&txn, state, actor, token, names::SET_TOKEN_KEY).await?;
     let intent = token.intent;
     let key = match key {
         Some(key) if key.kind() != intent.key_kind() => {
@@ -512,8 +514,6 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
         None => SecretKey::generate(intent.key_kind()),
     };
     let digest = key_digest(&state.secret, key.expose());
-    let txn = crate::db::begin_write(&state.db).await?;
-    authorize(&txn, state.tenant, actor, token, names::SET_TOKEN_KEY).await?;
     let clash = token::Entity::find()
         .filter(token::Column::TenantId.eq(state.tenant.0))
         .filter(token::Column::KeyDigest.eq(digest.clone()))

@@ -57,6 +57,20 @@ impl World {
         json(self.app.get(&self.admin, &format!("/api/v3/core/users/{pk}/")).await).await.1
     }
 
+    /// The `suspicious_request` events, once there are `at_least` of them (they are written
+    /// after the refused change's transaction is gone).
+    async fn suspicious_requests(&self, at_least: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let (_, page) = json(self.app.get(&self.admin, "/api/v3/events/events/?action=suspicious_request&page_size=100").await).await;
+            let results = page["results"].as_array().cloned().unwrap_or_default();
+            if results.len() >= at_least {
+                return results;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {at_least} suspicious_request events were recorded");
+    }
+
     async fn group_count(&self) -> u64 {
         json(self.app.get(&self.admin, "/api/v3/core/groups/").await).await.1["pagination"]["count"].as_u64().unwrap()
     }
@@ -84,6 +98,10 @@ async fn add_group_cannot_create_a_group_under_a_superuser_group() {
     }
     assert_eq!(w.group_count().await, groups_before, "a refused create left a group behind");
     assert!(!w.is_superuser(&session).await);
+    // The audit trail says who tried and why; the responses said only 403.
+    let events = w.suspicious_requests(4).await;
+    assert!(events.iter().all(|e| e["user"]["pk"] == me), "{events:?}");
+    assert!(events.iter().all(|e| e["context"]["reason"].as_str().is_some_and(|r| r.contains("rights"))), "{events:?}");
 }
 
 #[tokio::test]

@@ -291,11 +291,11 @@ impl Snapshot {
             .map(|g| (g.group_uuid, g))
             .collect();
         let parents = group_parent::Entity::find()
+            .filter(group_parent::Column::GroupUuid.is_in(groups.keys().copied()))
             .all(db)
             .await
             .unwrap()
             .into_iter()
-            .filter(|l| groups.contains_key(&l.group_uuid) || groups.contains_key(&l.parent_uuid))
             .map(|l| (l.group_uuid, l.parent_uuid))
             .collect();
         let members = group_member::Entity::find()
@@ -315,11 +315,11 @@ impl Snapshot {
             .map(|p| (p.user_id, p.permission))
             .collect();
         let group_permissions = group_permission::Entity::find()
+            .filter(group_permission::Column::GroupUuid.is_in(groups.keys().copied()))
             .all(db)
             .await
             .unwrap()
             .into_iter()
-            .filter(|p| groups.contains_key(&p.group_uuid))
             .map(|p| (p.group_uuid, p.permission))
             .collect();
         let tokens = token::Entity::find()
@@ -705,6 +705,9 @@ fn no_caller_climbs_above_its_own_rights() {
     let counter = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&(world_spec(), prop::collection::vec(call(), 20..50)), |(spec, calls)| {
         let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if case > 0 && case.is_multiple_of(100) {
+            eprintln!("escalation oracle: {case} cases run");
+        }
         RUNTIME.block_on(run_case(spec, calls, case))
     });
     if let Err(error) = result {
