@@ -228,3 +228,46 @@ async fn flow_editing_permissions_are_superuser_equivalent() {
     assert_forbidden(w.app.delete(&editor, &path).await).await;
     assert_eq!(json(w.app.get(&w.admin, &path).await).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_refused_or_failed_service_account_leaves_nothing_behind() {
+    let w = world().await;
+    let nothing_named = |name: &'static str| {
+        let w = &w;
+        async move {
+            let (_, users) = json(w.app.get(&w.admin, &format!("/api/v3/core/users/?username={name}")).await).await;
+            let (_, tokens) =
+                json(w.app.get(&w.admin, &format!("/api/v3/core/tokens/?identifier=service-account-{name}-password")).await).await;
+            (users["pagination"]["count"].as_u64(), tokens["pagination"]["count"].as_u64()) == (Some(0), Some(0))
+        }
+    };
+    // A service account may hold API keys: making one needs staff as well as add_user.
+    let (plain, _) = w.attacker("plain@example.com", &["authentik_core.add_user"]).await;
+    assert_forbidden(w.app.post(&plain, "/api/v3/core/users/service_account/", json!({"name": "robot"})).await).await;
+    assert!(nothing_named("robot").await);
+
+    w.app
+        .user("staff@example.com", |u| {
+            u.is_staff = true;
+            u.permissions = vec![gatehouse::accounts::permissions::Permission::parse("authentik_core.add_user").unwrap()];
+        })
+        .await;
+    let staff = w.app.sign_in("staff@example.com").await;
+    // Refused at the group, after the account was written: the account goes too.
+    let body = json!({"name": "robot", "create_group": true});
+    assert_forbidden(w.app.post(&staff, "/api/v3/core/users/service_account/", body).await).await;
+    assert!(nothing_named("robot").await, "a refused service account left its account behind");
+    // Failing at the group (its name is taken) leaves nothing either.
+    w.app.post(&w.admin, "/api/v3/core/groups/", json!({"name": "robot"})).await;
+    let body = json!({"name": "robot", "create_group": true});
+    assert_field_error(w.app.post(&w.admin, "/api/v3/core/users/service_account/", body).await, "name").await;
+    assert!(nothing_named("robot").await, "a failed service account left its account behind");
+    // Without a group, staff holding add_user may make one; its key expires.
+    let (status, created) = json(w.app.post(&staff, "/api/v3/core/users/service_account/", json!({"name": "robot"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let (_, token) = json(w.app.get(&w.admin, "/api/v3/core/tokens/service-account-robot-password/").await).await;
+    assert_eq!(token["expiring"], true);
+    let forever = json!({"name": "robot2", "expiring": false});
+    assert_field_error(w.app.post(&staff, "/api/v3/core/users/service_account/", forever).await, "expiring").await;
+    assert!(nothing_named("robot2").await);
+}
