@@ -116,6 +116,11 @@ pub struct AccountRights {
     pub active: bool,
     /// What the account holds, active or not: what a caller must cover to act on it.
     pub held: Rights,
+    /// The grants of superuser level the account carries itself (its flag, superuser-equivalent
+    /// permissions of its own, memberships of groups that confer superuser level). Only
+    /// superusers add to them, even where the account already holds the same right another way:
+    /// a second grant would outlive the first.
+    pub grants: BTreeSet<String>,
 }
 
 impl AccountRights {
@@ -168,75 +173,112 @@ impl Actor {
     }
 }
 
-/// Whether the account type may hold API keys without being staff.
-fn is_service_account(user: &user::Model) -> bool {
-    matches!(user.user_type, super::UserType::ServiceAccount | super::UserType::InternalServiceAccount)
+/// Whether `rights` reach superuser level: superuser itself or a superuser-equivalent permission.
+fn superuser_level(rights: &Rights) -> bool {
+    rights.superuser || rights.permissions.iter().any(|p| is_superuser_equivalent(p))
 }
 
-/// The rights each of `groups` confers on its members: its own flag and permissions and those
-/// of every ancestor. Groups not in the tenant are left out.
-pub async fn group_rights(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid]) -> Result<HashMap<Uuid, Rights>> {
-    // Walk up level by level, collecting each group's own rights and parents.
-    let mut own: HashMap<Uuid, Rights> = HashMap::new();
-    let mut parents: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    let mut frontier: Vec<Uuid> = groups.to_vec();
-    while !frontier.is_empty() {
-        frontier.retain(|g| !own.contains_key(g));
-        frontier.sort_unstable();
-        frontier.dedup();
-        if frontier.is_empty() {
-            break;
-        }
-        let found = group::Entity::find()
-            .filter(group::Column::TenantId.eq(tenant.0))
-            .filter(group::Column::GroupUuid.is_in(frontier.clone()))
-            .all(db)
-            .await?;
-        for g in &found {
-            own.insert(g.group_uuid, Rights { superuser: g.is_superuser, ..Rights::default() });
-        }
-        let ids: Vec<Uuid> = found.iter().map(|g| g.group_uuid).collect();
-        for row in group_permission::Entity::find()
-            .filter(group_permission::Column::TenantId.eq(tenant.0))
-            .filter(group_permission::Column::GroupUuid.is_in(ids.clone()))
-            .all(db)
-            .await?
-        {
-            if let Some(rights) = own.get_mut(&row.group_uuid) {
-                rights.permissions.insert(row.permission);
+/// Groups and all their ancestors, as read in one walk up the hierarchy.
+struct GroupGraph {
+    /// Each group's own flag and permissions.
+    own: HashMap<Uuid, Rights>,
+    parents: HashMap<Uuid, Vec<Uuid>>,
+}
+
+impl GroupGraph {
+    /// Reads `groups` and every ancestor, level by level.
+    async fn load(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid]) -> Result<Self> {
+        let mut graph = Self { own: HashMap::new(), parents: HashMap::new() };
+        let mut frontier: Vec<Uuid> = groups.to_vec();
+        while !frontier.is_empty() {
+            frontier.retain(|g| !graph.own.contains_key(g));
+            frontier.sort_unstable();
+            frontier.dedup();
+            if frontier.is_empty() {
+                break;
+            }
+            let found = group::Entity::find()
+                .filter(group::Column::TenantId.eq(tenant.0))
+                .filter(group::Column::GroupUuid.is_in(frontier.clone()))
+                .all(db)
+                .await?;
+            for g in &found {
+                graph.own.insert(g.group_uuid, Rights { superuser: g.is_superuser, ..Rights::default() });
+            }
+            let ids: Vec<Uuid> = found.iter().map(|g| g.group_uuid).collect();
+            for row in group_permission::Entity::find()
+                .filter(group_permission::Column::TenantId.eq(tenant.0))
+                .filter(group_permission::Column::GroupUuid.is_in(ids.clone()))
+                .all(db)
+                .await?
+            {
+                if let Some(rights) = graph.own.get_mut(&row.group_uuid) {
+                    rights.permissions.insert(row.permission);
+                }
+            }
+            frontier = Vec::new();
+            for link in group_parent::Entity::find()
+                .filter(group_parent::Column::TenantId.eq(tenant.0))
+                .filter(group_parent::Column::GroupUuid.is_in(ids))
+                .all(db)
+                .await?
+            {
+                graph.parents.entry(link.group_uuid).or_default().push(link.parent_uuid);
+                frontier.push(link.parent_uuid);
             }
         }
-        frontier = Vec::new();
-        for link in group_parent::Entity::find()
-            .filter(group_parent::Column::TenantId.eq(tenant.0))
-            .filter(group_parent::Column::GroupUuid.is_in(ids))
-            .all(db)
-            .await?
-        {
-            parents.entry(link.group_uuid).or_default().push(link.parent_uuid);
-            frontier.push(link.parent_uuid);
-        }
+        Ok(graph)
     }
-    let mut result = HashMap::new();
-    for start in groups {
-        if !own.contains_key(start) {
-            continue;
-        }
+
+    /// What membership of `group` confers; `None` for a group that does not exist.
+    fn conferred(&self, group: Uuid) -> Option<Rights> {
+        self.own.get(&group)?;
         let mut rights = Rights::default();
         let mut seen = HashSet::new();
-        let mut stack = vec![*start];
+        let mut stack = vec![group];
         while let Some(id) = stack.pop() {
             if !seen.insert(id) {
                 continue;
             }
-            if let Some(r) = own.get(&id) {
-                rights.absorb(r);
+            if let Some(own) = self.own.get(&id) {
+                rights.absorb(own);
             }
-            stack.extend(parents.get(&id).into_iter().flatten().copied());
+            stack.extend(self.parents.get(&id).into_iter().flatten().copied());
         }
-        result.insert(*start, rights);
+        Some(rights)
     }
-    Ok(result)
+
+    /// The grants of superuser level `group` carries itself: its flag, its superuser-equivalent
+    /// permissions, and its links to parents that confer superuser level.
+    fn grants(&self, group: Uuid) -> BTreeSet<String> {
+        let mut grants = BTreeSet::new();
+        if let Some(own) = self.own.get(&group) {
+            if own.superuser {
+                grants.insert("superuser".to_owned());
+            }
+            grants.extend(own.permissions.iter().filter(|p| is_superuser_equivalent(p)).map(|p| format!("permission:{p}")));
+        }
+        for parent in self.parents.get(&group).into_iter().flatten() {
+            if self.conferred(*parent).is_some_and(|r| superuser_level(&r)) {
+                grants.insert(format!("parent:{parent}"));
+            }
+        }
+        grants
+    }
+}
+
+/// What a group confers, and the superuser-level grants it carries itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupRights {
+    pub confers: Rights,
+    pub grants: BTreeSet<String>,
+}
+
+/// The rights each of `groups` confers on its members: its own flag and permissions and those
+/// of every ancestor. Groups not in the tenant are left out.
+pub async fn group_rights(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid]) -> Result<HashMap<Uuid, GroupRights>> {
+    let graph = GroupGraph::load(db, tenant, groups).await?;
+    Ok(groups.iter().filter_map(|g| Some((*g, GroupRights { confers: graph.conferred(*g)?, grants: graph.grants(*g) }))).collect())
 }
 
 /// The rights of each of `users` (users not in the tenant are left out): own flags and
@@ -255,9 +297,14 @@ async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[u
     let mut result: HashMap<i64, AccountRights> = users
         .iter()
         .map(|u| {
-            let held =
-                Rights { superuser: u.is_superuser, staff: u.is_staff || u.is_superuser || is_service_account(u), ..Rights::default() };
-            (u.id, AccountRights { active: u.is_active, held })
+            // A superuser may hold API keys like staff.
+            let held = Rights {
+                superuser: u.is_superuser,
+                staff: u.is_staff || u.is_superuser || u.user_type.is_service_account(),
+                ..Rights::default()
+            };
+            let grants = if u.is_superuser { BTreeSet::from(["superuser".to_owned()]) } else { BTreeSet::new() };
+            (u.id, AccountRights { active: u.is_active, held, grants })
         })
         .collect();
     for row in user_permission::Entity::find()
@@ -267,6 +314,9 @@ async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[u
         .await?
     {
         if let Some(rights) = result.get_mut(&row.user_id) {
+            if is_superuser_equivalent(&row.permission) {
+                rights.grants.insert(format!("permission:{}", row.permission));
+            }
             rights.held.permissions.insert(row.permission);
         }
     }
@@ -276,14 +326,17 @@ async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[u
         .all(db)
         .await?;
     let group_ids: Vec<Uuid> = memberships.iter().map(|m| m.group_uuid).collect::<BTreeSet<_>>().into_iter().collect();
-    let conferred = group_rights(db, tenant, &group_ids).await?;
+    let graph = GroupGraph::load(db, tenant, &group_ids).await?;
+    let conferred: HashMap<Uuid, Rights> = group_ids.iter().filter_map(|g| Some((*g, graph.conferred(*g)?))).collect();
     for membership in memberships {
         if let (Some(rights), Some(from_group)) = (result.get_mut(&membership.user_id), conferred.get(&membership.group_uuid)) {
             rights.held.absorb(from_group);
+            if superuser_level(from_group) {
+                rights.grants.insert(format!("member:{}", membership.group_uuid));
+            }
         }
     }
     for rights in result.values_mut() {
-        // A superuser may hold API keys like staff.
         rights.held.staff |= rights.held.superuser;
     }
     Ok(result)
@@ -360,13 +413,16 @@ pub struct Guard {
     caller: Option<Rights>,
     scope: Scope,
     users_before: HashMap<i64, AccountRights>,
-    groups_before: HashMap<Uuid, Rights>,
+    groups_before: HashMap<Uuid, GroupRights>,
 }
 
 impl Guard {
-    /// Reads the caller's rights and those of everything `scope` reaches, inside `txn`.
+    /// Serialises the tenant's changes to who holds what, then reads the caller's rights and
+    /// those of everything `scope` reaches, inside `txn`. Call it before reading what the change
+    /// starts from, so no concurrent change slips between the reading and the writing.
     pub async fn begin(txn: &impl ConnectionTrait, state: &AppState, actor: &Actor, scope: Scope) -> Result<Self> {
         let tenant = state.tenant;
+        crate::db::lock_for_update(txn, "access", tenant.0).await?;
         let caller = match &actor.user {
             None => None,
             Some(user) => {
@@ -399,7 +455,7 @@ impl Guard {
     pub fn may_act_on_group(&self, group_id: Uuid) -> Result<()> {
         match (&self.caller, self.groups_before.get(&group_id)) {
             (None, _) | (Some(_), None) => Ok(()),
-            (Some(caller), Some(target)) if caller.covers(target) => Ok(()),
+            (Some(caller), Some(target)) if caller.covers(&target.confers) => Ok(()),
             (Some(_), Some(_)) => Err(self.refuse("the group confers rights the caller lacks", json!({ "group": group_id }))),
         }
     }
@@ -418,30 +474,46 @@ impl Guard {
         for (id, after) in account_rights(txn, tenant, &users).await? {
             // Accounts the scope did not reach before count as holding nothing before.
             let before = self.users_before.get(&id).unwrap_or(&nothing);
-            let gained = before.effective().gained_by(&after.effective());
-            if !gained.is_empty() && !caller.may_grant(&gained) {
-                return Err(self.refuse(
-                    "the change would grant an account rights the caller may not grant",
-                    json!({ "user": id, "gained": gained.describe() }),
-                ));
+            // What the account holds counts even while it is inactive (a later re-activation
+            // would hand it over), and so does what it can use (re-activation itself).
+            for gained in [before.held.gained_by(&after.held), before.effective().gained_by(&after.effective())] {
+                if !gained.is_empty() && !caller.may_grant(&gained) {
+                    return Err(self.refuse(
+                        "the change would grant an account rights the caller may not grant",
+                        json!({ "user": id, "gained": gained.describe() }),
+                    ));
+                }
+            }
+            let new_grants: Vec<&String> = after.grants.difference(&before.grants).collect();
+            if !new_grants.is_empty() {
+                return Err(
+                    self.refuse("the change would give an account a superuser-level grant", json!({ "user": id, "grants": new_grants }))
+                );
             }
         }
+        let nothing = GroupRights::default();
         for (id, after) in group_rights(txn, tenant, &groups).await? {
-            let before = self.groups_before.get(&id).cloned().unwrap_or_default();
-            let gained = before.gained_by(&after);
+            let before = self.groups_before.get(&id).unwrap_or(&nothing);
+            let gained = before.confers.gained_by(&after.confers);
             if !gained.is_empty() && !caller.may_grant(&gained) {
                 return Err(self.refuse(
                     "the change would make a group confer rights the caller may not grant",
                     json!({ "group": id, "gained": gained.describe() }),
                 ));
             }
+            let new_grants: Vec<&String> = after.grants.difference(&before.grants).collect();
+            if !new_grants.is_empty() {
+                return Err(
+                    self.refuse("the change would give a group a superuser-level grant", json!({ "group": id, "grants": new_grants }))
+                );
+            }
         }
         Ok(())
     }
 
     /// Records why a change was refused as a `suspicious_request` event (the response says only
-    /// 403) and gives the error to return. The event is written once the refused change's
-    /// transaction is gone, on its own connection.
+    /// 403) and gives the error to return. The event is written on its own connection, outside
+    /// the refused change's transaction, which is rolled back.
     fn refuse(&self, reason: &str, details: Value) -> Error {
         tracing::info!(reason, %details, "refused by the access rule");
         let event = self.actor.event(Action::SuspiciousRequest).with("reason", json!(reason)).with("refused", details);
@@ -452,6 +524,15 @@ impl Guard {
             }
         });
         Error::PermissionDenied
+    }
+}
+
+/// Whether `actor` is a superuser as the transaction on `db` sees it (the system is), rather than
+/// as the request's cached check saw it.
+pub async fn is_superuser_now(db: &impl ConnectionTrait, state: &AppState, actor: &Actor) -> Result<bool> {
+    match &actor.user {
+        None => Ok(true),
+        Some(user) => Ok(account_rights(db, state.tenant, &[user.id]).await?.remove(&user.id).is_some_and(|r| r.effective().superuser)),
     }
 }
 
@@ -503,7 +584,7 @@ mod tests {
 
     #[test]
     fn inactive_accounts_use_nothing_but_still_hold_their_rights() {
-        let account = AccountRights { active: false, held: rights(true, true, &[]) };
+        let account = AccountRights { active: false, held: rights(true, true, &[]), ..Default::default() };
         assert!(account.effective().is_empty());
         assert!(!rights(false, false, &[]).covers(&account.held));
     }

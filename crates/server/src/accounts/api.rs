@@ -90,9 +90,9 @@ pub fn uid(secret: &ServerSecret, user: &user::Model) -> String {
 }
 
 impl UserOut {
-    /// Builds the representation from a row and its relations.
-    pub fn new(user: user::Model, groups: &[group::Model], permissions: Vec<String>, secret: &ServerSecret) -> Self {
-        let is_superuser = user.is_superuser || groups.iter().any(|g| g.is_superuser);
+    /// Builds the representation from a row and its relations; `is_superuser` is the user's
+    /// effective status, through groups and their ancestors.
+    pub fn new(user: user::Model, groups: &[group::Model], permissions: Vec<String>, is_superuser: bool, secret: &ServerSecret) -> Self {
         Self {
             pk: user.id,
             uid: uid(secret, &user),
@@ -268,13 +268,13 @@ pub struct UserWrite {
     pub path: Option<String>,
     #[serde(rename = "type")]
     pub user_type: Option<String>,
-    /// Gatehouse: superuser flag (superusers only).
+    /// Gatehouse: superuser flag (granted by superusers only).
     pub is_superuser: Option<bool>,
     /// Gatehouse: staff flag.
     pub is_staff: Option<bool>,
     /// Gatehouse: phone number in international form.
     pub phone_number: Option<Option<String>>,
-    /// Gatehouse: permissions granted directly (superusers only).
+    /// Gatehouse: permissions granted directly (only what the caller holds; superuser-equivalent ones by superusers only).
     pub permissions: Option<Vec<String>>,
     /// Gatehouse: an initial password (create only).
     pub password: Option<String>,
@@ -306,11 +306,6 @@ impl UserWrite {
         if self.roles.as_ref().is_some_and(|r| !r.is_empty()) {
             errors.add("roles", "Roles are not supported by this server; send an empty list.");
         }
-    }
-
-    /// Whether the request touches fields only superusers may change.
-    pub fn touches_privileges(&self) -> bool {
-        self.is_superuser.is_some() || self.permissions.is_some()
     }
 
     /// Parses a create request.
@@ -420,7 +415,7 @@ pub struct GroupWrite {
     pub attributes: Option<Map<String, Value>>,
     /// Roles are not implemented; only an empty list is accepted.
     pub roles: Option<Vec<Uuid>>,
-    /// Gatehouse: permissions granted to members (superusers only).
+    /// Gatehouse: permissions granted to members (only what the caller holds; superuser-equivalent ones by superusers only).
     pub permissions: Option<Vec<String>>,
 }
 
@@ -448,11 +443,6 @@ impl GroupWrite {
         if self.roles.as_ref().is_some_and(|r| !r.is_empty()) {
             errors.add("roles", "Roles are not supported by this server; send an empty list.");
         }
-    }
-
-    /// Whether the request touches fields only superusers may change.
-    pub fn touches_privileges(&self) -> bool {
-        self.is_superuser == Some(true) || self.permissions.is_some()
     }
 
     /// Parses a create request.
@@ -507,12 +497,14 @@ pub async fn render_users(state: &crate::state::AppState, users: Vec<user::Model
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let mut groups = super::groups::groups_of_users(&state.db, state.tenant, &ids).await?;
     let mut permissions = super::users::direct_permissions(&state.db, state.tenant, &ids).await?;
+    let rights = super::access::account_rights(&state.db, state.tenant, &ids).await?;
     Ok(users
         .into_iter()
         .map(|u| {
             let g = groups.remove(&u.id).unwrap_or_default();
             let p = permissions.remove(&u.id).unwrap_or_default();
-            UserOut::new(u, &g, p, &state.secret)
+            let is_superuser = rights.get(&u.id).is_some_and(|r| r.held.superuser);
+            UserOut::new(u, &g, p, is_superuser, &state.secret)
         })
         .collect())
 }

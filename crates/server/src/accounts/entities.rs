@@ -4,8 +4,8 @@
 pub mod user {
     use sea_orm::entity::prelude::*;
 
-    /// A user account.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// A user account. Its `Debug` leaves out the password hash.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "users")]
     pub struct Model {
         #[sea_orm(primary_key)]
@@ -32,6 +32,20 @@ pub mod user {
         pub date_joined: DateTimeUtc,
         pub last_login: Option<DateTimeUtc>,
         pub last_updated: DateTimeUtc,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("User")
+                .field("id", &self.id)
+                .field("uuid", &self.uuid)
+                .field("username", &self.username)
+                .field("is_active", &self.is_active)
+                .field("is_superuser", &self.is_superuser)
+                .field("is_staff", &self.is_staff)
+                .field("user_type", &self.user_type)
+                .finish_non_exhaustive()
+        }
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -51,6 +51,7 @@ pub async fn groups_of_users(db: &impl ConnectionTrait, tenant: TenantId, user_i
         .await?;
     let group_ids: BTreeSet<Uuid> = memberships.iter().map(|m| m.group_uuid).collect();
     let groups: HashMap<Uuid, group::Model> = group::Entity::find()
+        .filter(group::Column::TenantId.eq(tenant.0))
         .filter(group::Column::GroupUuid.is_in(group_ids))
         .all(db)
         .await?
@@ -288,9 +289,9 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     actor.require(names::CHANGE_GROUP)?;
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
-    let before = find_group(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let guard = Guard::begin(&txn, state, actor, Scope::group(id, changes.users.as_deref().unwrap_or_default())).await?;
     guard.may_act_on_group(id)?;
+    let before = find_group(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     if let Some(users) = &changes.users {
         let current: BTreeSet<i64> = members_of(&txn, tenant, id).await?;
         let wanted: BTreeSet<i64> = users.iter().copied().collect();
@@ -335,9 +336,9 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
 pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::DELETE_GROUP)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    let group = find_group(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     let guard = Guard::begin(&txn, state, actor, Scope::group(id, &[])).await?;
     guard.may_act_on_group(id)?;
+    let group = find_group(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     for member in members_of(&txn, state.tenant, id).await? {
         guard.may_act_on_user(member)?;
     }
@@ -353,11 +354,11 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     actor.require(names::CHANGE_GROUP)?;
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
-    let group = find_group(&txn, tenant, group_id).await?.ok_or(Error::NotFound)?;
-    let user = super::users::find_user(&txn, tenant, user_id).await?.ok_or(Error::NotFound)?;
     let guard = Guard::begin(&txn, state, actor, Scope::group(group_id, &[user_id])).await?;
     guard.may_act_on_group(group_id)?;
     guard.may_act_on_user(user_id)?;
+    let group = find_group(&txn, tenant, group_id).await?.ok_or(Error::NotFound)?;
+    let user = super::users::find_user(&txn, tenant, user_id).await?.ok_or(Error::NotFound)?;
     let existing = group_member::Entity::find_by_id((group_id, user_id)).one(&txn).await?;
     match (add, existing) {
         (true, None) => {
@@ -460,6 +461,7 @@ pub async fn group_relations(db: &impl ConnectionTrait, tenant: TenantId, groups
         .await?;
     let related_ids: BTreeSet<Uuid> = links.iter().flat_map(|l| [l.group_uuid, l.parent_uuid]).collect();
     let related: HashMap<Uuid, group::Model> = group::Entity::find()
+        .filter(group::Column::TenantId.eq(tenant.0))
         .filter(group::Column::GroupUuid.is_in(related_ids))
         .all(db)
         .await?
@@ -479,7 +481,14 @@ pub async fn group_relations(db: &impl ConnectionTrait, tenant: TenantId, groups
         .await?;
     let user_ids: BTreeSet<i64> = memberships.iter().map(|m| m.user_id).collect();
     let users: HashMap<i64, user::Model> = if with_members || !user_ids.is_empty() {
-        user::Entity::find().filter(user::Column::Id.is_in(user_ids)).all(db).await?.into_iter().map(|u| (u.id, u)).collect()
+        user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.0))
+            .filter(user::Column::Id.is_in(user_ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect()
     } else {
         HashMap::new()
     };

@@ -341,9 +341,9 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
     actor.require(names::CHANGE_USER)?;
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
-    let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let guard = Guard::begin(&txn, state, actor, Scope::user(id)).await?;
     guard.may_act_on_user(id)?;
+    let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let mut errors = FieldErrors::new();
     let email_key = changes.email.as_ref().map(|e| e.as_ref().map(Email::normalized));
     if let Some(Some(key)) = &email_key {
@@ -427,8 +427,8 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
 pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()> {
     actor.require(names::DELETE_USER)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     Guard::begin(&txn, state, actor, Scope::user(id)).await?.may_act_on_user(id)?;
+    let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
     crate::credentials::revoke::commit_invalidating(state, txn).await?;

@@ -73,6 +73,22 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTra
         .await
 }
 
+/// Serialises the transaction on `txn` with every other transaction that takes the same lock
+/// (`what` within `tenant`) until it ends: a PostgreSQL transaction-scoped advisory lock. On
+/// SQLite, where write transactions already run one at a time, it does nothing.
+pub async fn lock_for_update(txn: &impl sea_orm::ConnectionTrait, what: &str, tenant: uuid::Uuid) -> Result<(), sea_orm::DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::new().chain_update(what.as_bytes()).chain_update(tenant.as_bytes()).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // The key is a number computed here, never text from a request.
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({})", i64::from_be_bytes(first))).await?;
+    Ok(())
+}
+
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     migrations::Migrator::up(db, None).await

@@ -5,8 +5,8 @@ pub mod token {
     use sea_orm::entity::prelude::*;
 
     /// A token. The key itself is never stored: only its keyed digest (for lookup) and a sealed
-    /// copy (for `view_key/`) that only the server secret opens.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// copy (for `view_key/`) that only the server secret opens. Its `Debug` leaves both out.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tokens")]
     pub struct Model {
         #[sea_orm(primary_key)]
@@ -28,6 +28,21 @@ pub mod token {
         pub last_used_at: Option<DateTimeUtc>,
         pub created: DateTimeUtc,
         pub last_updated: DateTimeUtc,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Token")
+                .field("id", &self.id)
+                .field("key_id", &self.key_id)
+                .field("identifier", &self.identifier)
+                .field("intent", &self.intent)
+                .field("user_id", &self.user_id)
+                .field("expiring", &self.expiring)
+                .field("expires", &self.expires)
+                .field("is_active", &self.is_active)
+                .finish_non_exhaustive()
+        }
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -112,12 +112,18 @@ impl SecretKey {
         Ok(Self { text: text.to_owned(), kind })
     }
 
-    /// Whether the random part is plausibly random: a generated key shows about 31 distinct
-    /// characters of 62 in its 43 (fewer than 20 happens about once in a million keys), while a
-    /// chosen one (`aaaa…`, `abab…`, a word repeated) shows far fewer.
+    /// Whether the random part is plausibly random. A generated key shows about 31 distinct
+    /// characters of 62 in its 43 (fewer than 20 happens about once in a million keys), does not
+    /// repeat itself, and has on average less than one neighbour pair that follows the alphabet;
+    /// chosen keys (`aaaa…`, a word or a stretch of the alphabet repeated, `0123…xyz`) fail.
     pub fn looks_random(&self) -> bool {
-        let body = &self.text[self.text.len() - CHECKSUM_LEN - RANDOM_LEN..self.text.len() - CHECKSUM_LEN];
-        body.bytes().collect::<std::collections::BTreeSet<u8>>().len() >= MIN_DISTINCT
+        let body = &self.text.as_bytes()[self.text.len() - CHECKSUM_LEN - RANDOM_LEN..self.text.len() - CHECKSUM_LEN];
+        let distinct = body.iter().collect::<std::collections::BTreeSet<_>>().len();
+        let periodic = (1..=RANDOM_LEN / 2).any(|period| body.iter().zip(&body[period..]).all(|(a, b)| a == b));
+        let position = |c: &u8| ALPHABET.iter().position(|a| a == c);
+        let in_order =
+            body.windows(2).filter(|pair| matches!((position(&pair[0]), position(&pair[1])), (Some(a), Some(b)) if b == a + 1)).count();
+        distinct >= MIN_DISTINCT && !periodic && in_order <= MAX_IN_ORDER
     }
 
     /// What the key is for.
@@ -133,6 +139,10 @@ impl SecretKey {
 
 /// Fewest distinct characters a supplied key's random part must show.
 const MIN_DISTINCT: usize = 20;
+
+/// Most neighbour pairs of a supplied key's random part that may follow the alphabet (a random
+/// key has 42 pairs, each in order with probability 1/62).
+const MAX_IN_ORDER: usize = 8;
 
 const LOCATOR_OFFSET: i64 = 1_000_000;
 
@@ -187,7 +197,9 @@ mod tests {
         assert!(!with_body(KeyKind::Api, &"a".repeat(RANDOM_LEN)).looks_random());
         assert!(!with_body(KeyKind::Api, &"password1".repeat(5)[..RANDOM_LEN]).looks_random());
         assert!(!with_body(KeyKind::Api, &"0123456789abcdefghi".repeat(3)[..RANDOM_LEN]).looks_random());
-        assert!(with_body(KeyKind::Api, &"0123456789abcdefghij".repeat(3)[..RANDOM_LEN]).looks_random());
+        assert!(!with_body(KeyKind::Api, &"0123456789abcdefghij".repeat(3)[..RANDOM_LEN]).looks_random());
+        assert!(!with_body(KeyKind::Api, &String::from_utf8_lossy(&ALPHABET[5..5 + RANDOM_LEN])).looks_random());
+        assert!(!with_body(KeyKind::Api, &"q8Xz3LmP0vKd7RwT2bYh9NcF4jGs6A1eU5oIyEt".repeat(2)[..RANDOM_LEN]).looks_random());
     }
 
     #[test]

@@ -147,14 +147,16 @@ fn audit_json(token: &token::Model) -> Value {
 /// The expiry a token gets: none when not expiring, the default lifetime when none is given.
 /// Only superusers make tokens that never expire or outlive `tokens.max_lifetime`: a key that
 /// leaks from anyone else stops working on its own.
+/// The bound holds from the token's creation, so no edit stretches a key's life beyond it.
 fn resolve_expiry(
     state: &AppState,
-    actor: &Actor,
+    superuser: bool,
+    created: DateTime<Utc>,
     expiring: bool,
     expires: Option<DateTime<Utc>>,
     errors: &mut FieldErrors,
 ) -> Option<DateTime<Utc>> {
-    let bounded = !actor.rights.superuser;
+    let bounded = !superuser;
     if !expiring {
         if bounded {
             errors.add("expiring", "Only superusers may create tokens that never expire.");
@@ -162,14 +164,14 @@ fn resolve_expiry(
         return None;
     }
     let now = Utc::now();
-    let longest = now + state.config.tokens.max_lifetime.to_chrono();
+    let longest = created + state.config.tokens.max_lifetime.to_chrono();
     match expires {
         Some(at) if at <= now => {
             errors.add("expires", "The expiry must be in the future.");
             None
         }
         Some(at) if bounded && at > longest => {
-            errors.add("expires", format!("The expiry may be at most {} from now.", state.config.tokens.max_lifetime));
+            errors.add("expires", format!("The expiry may be at most {} after the token was created.", state.config.tokens.max_lifetime));
             None
         }
         Some(at) => Some(at),
@@ -210,10 +212,10 @@ async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64
 /// Creates a token with a fresh key for the actor, or for anyone when the actor is a superuser
 /// (authentik gives everyone else their own tokens only).
 pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
-    if !actor.is(new.user_id) && !actor.rights.superuser {
+    let txn = crate::db::begin_write(&state.db).await?;
+    if !actor.is(new.user_id) && !access::is_superuser_now(&txn, state, actor).await? {
         return Err(Error::PermissionDenied);
     }
-    let txn = crate::db::begin_write(&state.db).await?;
     let created = insert_in(&txn, state, actor, new).await?;
     txn.commit().await?;
     Ok(created)
@@ -229,7 +231,8 @@ pub(super) async fn insert_in(
 ) -> Result<(token::Model, SecretKey)> {
     let tenant = state.tenant;
     let mut errors = FieldErrors::new();
-    let expires = resolve_expiry(state, actor, new.expiring, new.expires, &mut errors);
+    let superuser = access::is_superuser_now(txn, state, actor).await?;
+    let expires = resolve_expiry(state, superuser, Utc::now(), new.expiring, new.expires, &mut errors);
     // Writing the owner's row first serialises concurrent creations for that user on both
     // databases (a row lock on PostgreSQL, the write lock on SQLite), so the count below cannot
     // race with another insert.
@@ -437,6 +440,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     let mut errors = FieldErrors::new();
     let txn = crate::db::begin_write(&state.db).await?;
     authorize(&txn, state, actor, before, names::CHANGE_TOKEN).await?;
+    let superuser = access::is_superuser_now(&txn, state, actor).await?;
     if let Some(identifier) = &changes.identifier
         && identifier != &before.identifier
         && find(&txn, state.tenant, identifier).await?.is_some()
@@ -445,8 +449,8 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     }
     let expiring = changes.expiring.unwrap_or(before.expiring);
     let expires = match (changes.expiring, changes.expires) {
-        (_, Some(expires)) => resolve_expiry(state, actor, expiring, expires, &mut errors),
-        (Some(_), None) => resolve_expiry(state, actor, expiring, before.expires, &mut errors),
+        (_, Some(expires)) => resolve_expiry(state, superuser, before.created, expiring, expires, &mut errors),
+        (Some(_), None) => resolve_expiry(state, superuser, before.created, expiring, before.expires, &mut errors),
         (None, None) => before.expires,
     };
     errors.into_result()?;

@@ -271,3 +271,52 @@ async fn a_refused_or_failed_service_account_leaves_nothing_behind() {
     assert_field_error(w.app.post(&staff, "/api/v3/core/users/service_account/", forever).await, "expiring").await;
     assert!(nothing_named("robot2").await);
 }
+
+#[tokio::test]
+async fn flow_editing_held_through_a_group_cannot_be_pinned_to_outlive_the_group() {
+    let w = world().await;
+    let binding = "authentik_flows.change_flowstagebinding";
+    let (_, editors) =
+        json(w.app.post(&w.admin, "/api/v3/core/groups/", json!({"name": "FlowEditors", "permissions": [binding]})).await).await;
+    let editors = editors["pk"].as_str().unwrap().to_owned();
+    let (caller, me) =
+        w.attacker("mallory@example.com", &["authentik_core.change_user", "authentik_core.change_group", "authentik_core.add_group"]).await;
+    let other = w.app.user("other@example.com", |_| {}).await;
+    for member in [me, other.id] {
+        assert_eq!(
+            w.app.post(&w.admin, &format!("/api/v3/core/groups/{editors}/add_user/"), json!({"pk": member})).await.status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    // Holding it through FlowEditors, the caller tries to pin it on itself, on another member,
+    // and on a child group of FlowEditors.
+    let own = json!({"permissions": ["authentik_core.change_user", "authentik_core.change_group", "authentik_core.add_group", binding]});
+    assert_forbidden(w.app.patch(&caller, &format!("/api/v3/core/users/{me}/"), own).await).await;
+    assert_forbidden(w.app.patch(&caller, &format!("/api/v3/core/users/{}/", other.id), json!({"permissions": [binding]})).await).await;
+    assert_forbidden(
+        w.app.post(&caller, "/api/v3/core/groups/", json!({"name": "Pinned", "parents": [editors], "permissions": [binding]})).await,
+    )
+    .await;
+    // Once the superuser takes the caller out of FlowEditors, nothing is left behind.
+    w.app.post(&w.admin, &format!("/api/v3/core/groups/{editors}/remove_user/"), json!({"pk": me})).await;
+    let (_, me_now) = json(w.app.get(&caller, "/api/v3/core/users/me/").await).await;
+    let held = me_now["user"]["system_permissions"].clone();
+    assert!(!held.as_array().unwrap().contains(&json!(binding)), "{held}");
+}
+
+#[tokio::test]
+async fn inactive_accounts_cannot_be_loaded_with_rights_for_a_later_reactivation() {
+    let w = world().await;
+    let (caller, _) = w.attacker("mallory@example.com", &["authentik_core.add_user", "authentik_core.change_user"]).await;
+    let sleeper = json!({"email": "sleeper@example.com", "is_active": false, "is_superuser": true, "password": PASSWORD});
+    assert_forbidden(w.app.post(&caller, "/api/v3/core/users/", sleeper).await).await;
+    let sleeper = json!({"email": "sleeper@example.com", "is_active": false, "groups": [w.root], "password": PASSWORD});
+    assert_forbidden(w.app.post(&caller, "/api/v3/core/users/", sleeper).await).await;
+    let (_, found) = json(w.app.get(&w.admin, "/api/v3/core/users/?email=sleeper@example.com").await).await;
+    assert_eq!(found["pagination"]["count"], 0);
+    let dormant = w.app.user("dormant@example.com", |u| u.is_active = false).await;
+    let path = format!("/api/v3/core/users/{}/", dormant.id);
+    assert_forbidden(w.app.patch(&caller, &path, json!({"groups": [w.ops]})).await).await;
+    assert_forbidden(w.app.patch(&caller, &path, json!({"permissions": ["authentik_events.view_event"]})).await).await;
+    assert_eq!(w.user(dormant.id).await["groups"], json!([]));
+}

@@ -60,6 +60,7 @@ const PERMISSIONS: &[&str] = &[
     "authentik_flows.change_flowstagebinding",
 ];
 
+/// The last of [`PERMISSIONS`].
 const SUPERUSER_EQUIVALENT: &[&str] = &["authentik_flows.change_flowstagebinding"];
 
 // ---------------------------------------------------------------------------------------------
@@ -155,8 +156,15 @@ fn indices(max: usize) -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(0..max, 0..3)
 }
 
+/// A few permissions, with a superuser-equivalent one more often than chance would pick it: it is
+/// what a caller who holds it through a group must not pin anywhere.
 fn permission_set() -> impl Strategy<Value = Vec<usize>> {
-    indices(PERMISSIONS.len())
+    (indices(PERMISSIONS.len()), prop::bool::weighted(0.25)).prop_map(|(mut picks, superuser_equivalent)| {
+        if superuser_equivalent {
+            picks.push(PERMISSIONS.len() - 1);
+        }
+        picks
+    })
 }
 
 fn world_spec() -> impl Strategy<Value = WorldSpec> {
@@ -219,6 +227,9 @@ fn call() -> impl Strategy<Value = Call> {
 
 // ---------------------------------------------------------------------------------------------
 // The naive model of rights
+
+/// An account's row, memberships, permissions, tokens and sessions.
+type About<'a> = (Option<&'a user::Model>, Vec<&'a (Uuid, i64)>, Vec<&'a (i64, String)>, Vec<&'a token::Model>, Vec<&'a session::Model>);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct NaiveRights {
@@ -408,13 +419,60 @@ impl Snapshot {
     }
 
     /// Everything stored about one account that only someone covering it may change.
-    fn about(&self, user_id: i64) -> String {
-        let row = self.users.get(&user_id).map(|u| format!("{u:?}"));
-        let members: Vec<_> = self.members.iter().filter(|(_, u)| *u == user_id).collect();
-        let permissions: Vec<_> = self.user_permissions.iter().filter(|(u, _)| *u == user_id).collect();
-        let tokens: Vec<_> = self.tokens.values().filter(|t| t.user_id == user_id).map(|t| format!("{t:?}")).collect();
-        let sessions: Vec<_> = self.sessions.values().filter(|s| s.user_id == user_id).map(|s| s.id).collect();
-        format!("{row:?} {members:?} {permissions:?} {tokens:?} {sessions:?}")
+    fn about(&self, user_id: i64) -> About<'_> {
+        (
+            self.users.get(&user_id),
+            self.members.iter().filter(|(_, u)| *u == user_id).collect(),
+            self.user_permissions.iter().filter(|(u, _)| *u == user_id).collect(),
+            self.tokens.values().filter(|t| t.user_id == user_id).collect(),
+            self.sessions.values().filter(|s| s.user_id == user_id).collect(),
+        )
+    }
+
+    /// Whether membership of `group` gives superuser or a superuser-equivalent permission.
+    fn superuser_level(&self, group: Uuid) -> bool {
+        let rights = self.conferred(group);
+        rights.superuser || rights.permissions.iter().any(|p| SUPERUSER_EQUIVALENT.contains(&p.as_str()))
+    }
+
+    /// The superuser-level grants an account carries itself: its flag, its own
+    /// superuser-equivalent permissions, its memberships of superuser-level groups.
+    fn user_grants(&self, user_id: i64) -> BTreeSet<String> {
+        let mut grants = BTreeSet::new();
+        if self.users.get(&user_id).is_some_and(|u| u.is_superuser) {
+            grants.insert("superuser".to_owned());
+        }
+        for (holder, permission) in &self.user_permissions {
+            if *holder == user_id && SUPERUSER_EQUIVALENT.contains(&permission.as_str()) {
+                grants.insert(format!("permission {permission}"));
+            }
+        }
+        for (group, member) in &self.members {
+            if *member == user_id && self.superuser_level(*group) {
+                grants.insert(format!("member of {group}"));
+            }
+        }
+        grants
+    }
+
+    /// The superuser-level grants a group carries itself: its flag, its own superuser-equivalent
+    /// permissions, its links to superuser-level parents.
+    fn group_grants(&self, group: Uuid) -> BTreeSet<String> {
+        let mut grants = BTreeSet::new();
+        if self.groups.get(&group).is_some_and(|g| g.is_superuser) {
+            grants.insert("superuser".to_owned());
+        }
+        for (holder, permission) in &self.group_permissions {
+            if *holder == group && SUPERUSER_EQUIVALENT.contains(&permission.as_str()) {
+                grants.insert(format!("permission {permission}"));
+            }
+        }
+        for (child, parent) in &self.parents {
+            if *child == group && self.superuser_level(*parent) {
+                grants.insert(format!("child of {parent}"));
+            }
+        }
+        grants
     }
 }
 
@@ -652,9 +710,15 @@ fn check(
         return Err(format!("{call:?} was refused ({status}: {body}) but changed the world"));
     }
     for id in after.users.keys() {
-        let gained = before.effective(*id).gained(&after.effective(*id));
-        if !caller.covers(&gained) || gained.permissions.iter().any(|p| SUPERUSER_EQUIVALENT.contains(&p.as_str())) {
-            return Err(format!("{call:?} ({status}) let user {id} gain {gained:?}; the caller holds {caller:?}"));
+        // What an account holds counts even while it is inactive; what it can use counts too.
+        for gained in [before.held(*id).gained(&after.held(*id)), before.effective(*id).gained(&after.effective(*id))] {
+            if !caller.covers(&gained) || gained.permissions.iter().any(|p| SUPERUSER_EQUIVALENT.contains(&p.as_str())) {
+                return Err(format!("{call:?} ({status}) let user {id} gain {gained:?}; the caller holds {caller:?}"));
+            }
+        }
+        let pinned: Vec<String> = after.user_grants(*id).difference(&before.user_grants(*id)).cloned().collect();
+        if !pinned.is_empty() {
+            return Err(format!("{call:?} ({status}) gave user {id} the superuser-level grants {pinned:?}"));
         }
     }
     for id in after.groups.keys() {
@@ -662,6 +726,10 @@ fn check(
         let gained = was.gained(&after.conferred(*id));
         if !caller.covers(&gained) || gained.permissions.iter().any(|p| SUPERUSER_EQUIVALENT.contains(&p.as_str())) {
             return Err(format!("{call:?} ({status}) made group {id} confer {gained:?}; the caller holds {caller:?}"));
+        }
+        let pinned: Vec<String> = after.group_grants(*id).difference(&before.group_grants(*id)).cloned().collect();
+        if !pinned.is_empty() {
+            return Err(format!("{call:?} ({status}) gave group {id} the superuser-level grants {pinned:?}"));
         }
     }
     for id in before.users.keys().filter(|id| **id != world.caller) {

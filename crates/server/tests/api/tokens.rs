@@ -438,6 +438,22 @@ async fn keys_of_non_superusers_always_expire_within_the_maximum_lifetime() {
     assert_field_error(app.patch(&staff, "/api/v3/core/tokens/ok/", json!({"expires": far})).await, "expires").await;
     let (_, after) = json(app.get(&staff, "/api/v3/core/tokens/ok/").await).await;
     assert_eq!((&after["expiring"], &after["expires"]), (&token["expiring"], &token["expires"]), "a refused change was applied");
+    // The bound counts from the token's creation: a key made 300 days ago cannot be stretched
+    // 100 days from now, so a leaked key cannot keep renewing itself.
+    {
+        use gatehouse::tokens::entities::token as row;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        row::Entity::update_many()
+            .col_expr(row::Column::Created, sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::TimeDelta::days(300)))
+            .filter(row::Column::Identifier.eq("ok"))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+    }
+    let stretched = (chrono::Utc::now() + chrono::TimeDelta::days(100)).to_rfc3339();
+    assert_field_error(app.patch(&staff, "/api/v3/core/tokens/ok/", json!({"expires": stretched})).await, "expires").await;
+    let within = (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339();
+    assert_eq!(app.patch(&staff, "/api/v3/core/tokens/ok/", json!({"expires": within})).await.status(), StatusCode::OK);
 
     // Superusers may make keys that never expire.
     app.superuser("root@example.com").await;
@@ -458,7 +474,7 @@ async fn set_key_refuses_chosen_keys_without_entropy_and_keys_in_use() {
     }
     assert_field_error(app.post(&staff, "/api/v3/core/tokens/first/set_key/", json!({"key": second})).await, "key").await;
     assert_eq!(me_with(&app, &first).await, StatusCode::OK, "a refused key change was applied");
-    let strong = chosen_key(&"0123456789abcdefghijKLMNOPQRSTUVWXYZ0123456"[..43]);
+    let strong = chosen_key("q8Xz3LmP0vKd7RwT2bYh9NcF4jGs6A1eU5oIyEtHnBr");
     assert_eq!(app.post(&staff, "/api/v3/core/tokens/first/set_key/", json!({"key": strong})).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(me_with(&app, &strong).await, StatusCode::OK);
 }
