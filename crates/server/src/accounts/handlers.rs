@@ -145,7 +145,7 @@ async fn set_password(
     ApiJson(body): ApiJson<UserPasswordSetRequest>,
 ) -> Result<StatusCode> {
     let id = parse_user_id(&id)?;
-    users::set_password(&state, &principal.actor(), id, Password::new(body.password)).await?;
+    users::set_password(&state, &principal.actor(), id, Password::new(body.password), principal.session().map(|s| s.id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

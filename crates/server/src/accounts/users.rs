@@ -435,9 +435,11 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     Ok(())
 }
 
-/// Checks a new password against the rules, stores its hash and records `password_set`.
+/// Checks a new password against the rules, stores its hash, ends every other session of the user
+/// in every process (a stolen session does not survive a reset) and records `password_set`.
+/// `current` is the session the request came with: kept when users change their own password.
 /// Needs `reset_user_password` and rights covering the user's.
-pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Password) -> Result<()> {
+pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Password, current: Option<Uuid>) -> Result<()> {
     actor.require(names::RESET_USER_PASSWORD)?;
     let user = find_user(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     super::access::may_act_on(&state.db, state, actor, id).await?;
@@ -459,8 +461,10 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
     model.password_change_date = Set(now);
     model.last_updated = Set(now);
     model.update(&txn).await?;
+    let keep = current.filter(|_| actor.is(id));
+    crate::credentials::revoke::end_sessions(&txn, state.tenant, id, keep).await?;
     events::service::record(&txn, state, actor.event(Action::PasswordSet).about(&user_ref(&user))).await?;
-    txn.commit().await?;
+    crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }
 

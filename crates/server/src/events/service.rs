@@ -119,12 +119,33 @@ pub fn diff(before: &Value, after: &Value) -> Value {
         let old = before.get(key).unwrap_or(&Value::Null);
         let new = after.get(key).unwrap_or(&Value::Null);
         if old != new {
-            let masked = SECRET_FIELDS.iter().any(|s| key.contains(s));
-            let show = |v: &Value| if masked { Value::String("********".into()) } else { v.clone() };
+            let show = |v: &Value| if names_a_secret(key) { masked() } else { mask_secrets(v) };
             changes.insert(key.clone(), json!({ "previous_value": show(old), "new_value": show(new) }));
         }
     }
     Value::Object(changes)
+}
+
+fn masked() -> Value {
+    Value::String("********".into())
+}
+
+/// Whether a field's name says it holds a secret (`password`, `api_key`, `Token`, …).
+fn names_a_secret(key: &str) -> bool {
+    let key = key.to_lowercase();
+    SECRET_FIELDS.iter().any(|s| key.contains(s))
+}
+
+/// `value` with every field at any depth whose name says it holds a secret masked: attributes
+/// are free-form, so a secret may sit anywhere in them.
+fn mask_secrets(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), if names_a_secret(k) { masked() } else { mask_secrets(v) })).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(mask_secrets).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Writes an event on `db` (a connection or the caller's transaction).
@@ -250,5 +271,18 @@ mod tests {
         assert_eq!(changes["password"]["new_value"], "********");
         assert!(changes.get("same").is_none());
         assert!(!changes.to_string().contains("hash"));
+    }
+
+    #[test]
+    fn nested_attributes_that_name_secrets_are_masked_at_any_depth() {
+        let before = json!({"attributes": {}});
+        let after = json!({"attributes": {"ldap": {"bind_Password": "p1", "servers": [{"API_KEY": "k1", "host": "ldap.example.com"}]}, "Token": "t1"}});
+        let changes = diff(&before, &after);
+        let text = changes.to_string();
+        for secret in ["p1", "k1", "t1"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(changes["attributes"]["new_value"]["ldap"]["servers"][0]["host"], "ldap.example.com");
+        assert_eq!(changes["attributes"]["new_value"]["ldap"]["bind_Password"], "********");
     }
 }

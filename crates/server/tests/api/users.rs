@@ -325,3 +325,51 @@ async fn tenants_never_see_each_others_data() {
     assert_eq!(add.status(), StatusCode::NOT_FOUND);
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Mixed", "users": [outsider.id]})).await, "users").await;
 }
+
+#[tokio::test]
+async fn set_password_ends_the_users_other_sessions_in_every_process() {
+    let app = TestApp::spawn().await;
+    // On SQLite, which one process serves, a second process runs with its cache off.
+    let postgres = std::env::var("GATEHOUSE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    let other = TestApp::spawn_sharing(&app, |c| {
+        if !postgres {
+            c.sessions.cache_ttl = "seconds=0".parse().unwrap();
+        }
+    })
+    .await;
+    app.superuser("admin@example.com").await;
+    let carol = app.user_with("carol@example.com", &["authentik_core.reset_user_password"]).await;
+    let admin = app.sign_in("admin@example.com").await;
+    let stolen = app.sign_in("carol@example.com").await;
+    let here = app.sign_in("carol@example.com").await;
+    // Both processes have the sessions in their caches.
+    for session in [&stolen, &here] {
+        assert_eq!(me(&app, session).await, StatusCode::OK);
+        assert_eq!(me(&other, session).await, StatusCode::OK);
+    }
+    let path = format!("/api/v3/core/users/{}/set_password/", carol.id);
+    let new_password = "a much longer passphrase that nobody guesses ".repeat(2);
+    // A change of one's own password keeps the session it was made with and ends the others.
+    assert_eq!(app.post(&here, &path, json!({"password": new_password})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&app, &here).await, StatusCode::OK);
+    for server in [&app, &other] {
+        let mut status = me(server, &stolen).await;
+        // The other process learns of it through the database's notification.
+        for _ in 0..200 {
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            status = me(server, &stolen).await;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a session survived the password change");
+    }
+    // A reset by someone else ends every session of the user.
+    assert_eq!(app.post(&admin, &path, json!({"password": new_password.clone() + "!"})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&app, &here).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &admin).await, StatusCode::OK);
+}
+
+async fn me(app: &TestApp, session: &Session) -> StatusCode {
+    app.get(session, "/api/v3/core/users/me/").await.status()
+}
