@@ -183,12 +183,14 @@ struct GroupGraph {
     /// Each group's own flag and permissions.
     own: HashMap<Uuid, Rights>,
     parents: HashMap<Uuid, Vec<Uuid>>,
+    /// The rows read, so callers that also show groups need not read them again.
+    rows: HashMap<Uuid, group::Model>,
 }
 
 impl GroupGraph {
     /// Reads `groups` and every ancestor, level by level.
     async fn load(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid]) -> Result<Self> {
-        let mut graph = Self { own: HashMap::new(), parents: HashMap::new() };
+        let mut graph = Self { own: HashMap::new(), parents: HashMap::new(), rows: HashMap::new() };
         let mut frontier: Vec<Uuid> = groups.to_vec();
         while !frontier.is_empty() {
             frontier.retain(|g| !graph.own.contains_key(g));
@@ -204,6 +206,7 @@ impl GroupGraph {
                 .await?;
             for g in &found {
                 graph.own.insert(g.group_uuid, Rights { superuser: g.is_superuser, ..Rights::default() });
+                graph.rows.insert(g.group_uuid, g.clone());
             }
             let ids: Vec<Uuid> = found.iter().map(|g| g.group_uuid).collect();
             for row in group_permission::Entity::find()
@@ -289,10 +292,15 @@ pub async fn account_rights(db: &impl ConnectionTrait, tenant: TenantId, users: 
         .filter(user::Column::Id.is_in(users.iter().copied()))
         .all(db)
         .await?;
-    rights_of_users(db, tenant, &found).await
+    Ok(rights_of_users(db, tenant, &found).await?.0)
 }
 
-async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[user::Model]) -> Result<HashMap<i64, AccountRights>> {
+/// The rights of `users`, and the groups each belongs to directly.
+async fn rights_of_users(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    users: &[user::Model],
+) -> Result<(HashMap<i64, AccountRights>, HashMap<i64, Vec<group::Model>>)> {
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let mut result: HashMap<i64, AccountRights> = users
         .iter()
@@ -328,6 +336,7 @@ async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[u
     let group_ids: Vec<Uuid> = memberships.iter().map(|m| m.group_uuid).collect::<BTreeSet<_>>().into_iter().collect();
     let graph = GroupGraph::load(db, tenant, &group_ids).await?;
     let conferred: HashMap<Uuid, Rights> = group_ids.iter().filter_map(|g| Some((*g, graph.conferred(*g)?))).collect();
+    let mut groups: HashMap<i64, Vec<group::Model>> = HashMap::new();
     for membership in memberships {
         if let (Some(rights), Some(from_group)) = (result.get_mut(&membership.user_id), conferred.get(&membership.group_uuid)) {
             rights.held.absorb(from_group);
@@ -335,19 +344,21 @@ async fn rights_of_users(db: &impl ConnectionTrait, tenant: TenantId, users: &[u
                 rights.grants.insert(format!("member:{}", membership.group_uuid));
             }
         }
+        if let Some(row) = graph.rows.get(&membership.group_uuid) {
+            groups.entry(membership.user_id).or_default().push(row.clone());
+        }
     }
     for rights in result.values_mut() {
         rights.held.staff |= rights.held.superuser;
     }
-    Ok(result)
+    Ok((result, groups))
 }
 
 /// What a request needs to know about its (active) caller: its rights and its groups.
 pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<(Rights, Vec<group::Model>)> {
-    let tenant = TenantId(user.tenant_id);
-    let rights = rights_of_users(db, tenant, std::slice::from_ref(user)).await?.remove(&user.id).unwrap_or_default().held;
-    let groups = super::groups::groups_of_users(db, tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default();
-    Ok((rights, groups))
+    // One read serves both: the memberships and group rows the rights are computed from.
+    let (mut rights, mut groups) = rights_of_users(db, TenantId(user.tenant_id), std::slice::from_ref(user)).await?;
+    Ok((rights.remove(&user.id).unwrap_or_default().held, groups.remove(&user.id).unwrap_or_default()))
 }
 
 /// The accounts and groups a change can reach: these users, these groups, every descendant of
@@ -423,14 +434,7 @@ impl Guard {
     pub async fn begin(txn: &impl ConnectionTrait, state: &AppState, actor: &Actor, scope: Scope) -> Result<Self> {
         let tenant = state.tenant;
         crate::db::lock_for_update(txn, "access", tenant.0).await?;
-        let caller = match &actor.user {
-            None => None,
-            Some(user) => {
-                // Rights as they stand in this transaction, not as a cached request saw them.
-                let rights = account_rights(txn, tenant, &[user.id]).await?.remove(&user.id).map(|r| r.effective()).unwrap_or_default();
-                (!rights.superuser).then_some(rights)
-            }
-        };
+        let caller = current_rights(txn, state, actor).await?.filter(|rights| !rights.superuser);
         let mut guard =
             Self { state: state.clone(), actor: actor.clone(), caller, scope, users_before: HashMap::new(), groups_before: HashMap::new() };
         if guard.caller.is_some() {
@@ -476,37 +480,36 @@ impl Guard {
             let before = self.users_before.get(&id).unwrap_or(&nothing);
             // What the account holds counts even while it is inactive (a later re-activation
             // would hand it over), and so does what it can use (re-activation itself).
-            for gained in [before.held.gained_by(&after.held), before.effective().gained_by(&after.effective())] {
-                if !gained.is_empty() && !caller.may_grant(&gained) {
-                    return Err(self.refuse(
-                        "the change would grant an account rights the caller may not grant",
-                        json!({ "user": id, "gained": gained.describe() }),
-                    ));
-                }
-            }
-            let new_grants: Vec<&String> = after.grants.difference(&before.grants).collect();
-            if !new_grants.is_empty() {
-                return Err(
-                    self.refuse("the change would give an account a superuser-level grant", json!({ "user": id, "grants": new_grants }))
-                );
-            }
+            let gains = [before.held.gained_by(&after.held), before.effective().gained_by(&after.effective())];
+            self.judge(caller, json!({ "user": id }), &gains, &before.grants, &after.grants)?;
         }
         let nothing = GroupRights::default();
         for (id, after) in group_rights(txn, tenant, &groups).await? {
             let before = self.groups_before.get(&id).unwrap_or(&nothing);
-            let gained = before.confers.gained_by(&after.confers);
-            if !gained.is_empty() && !caller.may_grant(&gained) {
-                return Err(self.refuse(
-                    "the change would make a group confer rights the caller may not grant",
-                    json!({ "group": id, "gained": gained.describe() }),
-                ));
-            }
-            let new_grants: Vec<&String> = after.grants.difference(&before.grants).collect();
-            if !new_grants.is_empty() {
-                return Err(
-                    self.refuse("the change would give a group a superuser-level grant", json!({ "group": id, "grants": new_grants }))
-                );
-            }
+            let gains = [before.confers.gained_by(&after.confers)];
+            self.judge(caller, json!({ "group": id }), &gains, &before.grants, &after.grants)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a change that gave `who` (an account or a group) rights the caller may not grant
+    /// or any new superuser-level grant.
+    fn judge(
+        &self,
+        caller: &Rights,
+        who: Value,
+        gains: &[Rights],
+        grants_before: &BTreeSet<String>,
+        grants_after: &BTreeSet<String>,
+    ) -> Result<()> {
+        if let Some(gained) = gains.iter().find(|gained| !gained.is_empty() && !caller.may_grant(gained)) {
+            return Err(
+                self.refuse("the change would grant rights the caller may not grant", json!({ "to": who, "gained": gained.describe() }))
+            );
+        }
+        let new_grants: Vec<&String> = grants_after.difference(grants_before).collect();
+        if !new_grants.is_empty() {
+            return Err(self.refuse("the change would add a superuser-level grant", json!({ "to": who, "grants": new_grants })));
         }
         Ok(())
     }
@@ -527,13 +530,20 @@ impl Guard {
     }
 }
 
-/// Whether `actor` is a superuser as the transaction on `db` sees it (the system is), rather than
-/// as the request's cached check saw it.
-pub async fn is_superuser_now(db: &impl ConnectionTrait, state: &AppState, actor: &Actor) -> Result<bool> {
+/// The rights `actor` can use as the transaction on `db` sees them, rather than as the request's
+/// cached check saw them; `None` for the system, which holds every right.
+async fn current_rights(db: &impl ConnectionTrait, state: &AppState, actor: &Actor) -> Result<Option<Rights>> {
     match &actor.user {
-        None => Ok(true),
-        Some(user) => Ok(account_rights(db, state.tenant, &[user.id]).await?.remove(&user.id).is_some_and(|r| r.effective().superuser)),
+        None => Ok(None),
+        Some(user) => {
+            Ok(Some(account_rights(db, state.tenant, &[user.id]).await?.remove(&user.id).map(|r| r.effective()).unwrap_or_default()))
+        }
     }
+}
+
+/// Whether `actor` is a superuser as the transaction on `db` sees it (the system is).
+pub async fn is_superuser_now(db: &impl ConnectionTrait, state: &AppState, actor: &Actor) -> Result<bool> {
+    Ok(current_rights(db, state, actor).await?.is_none_or(|rights| rights.superuser))
 }
 
 /// Refuses unless `actor` may act on the account `user_id` (its keys, sessions, credentials):

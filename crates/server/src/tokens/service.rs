@@ -213,25 +213,27 @@ async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64
 /// (authentik gives everyone else their own tokens only).
 pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
     let txn = crate::db::begin_write(&state.db).await?;
-    if !actor.is(new.user_id) && !access::is_superuser_now(&txn, state, actor).await? {
+    let superuser = access::is_superuser_now(&txn, state, actor).await?;
+    if !actor.is(new.user_id) && !superuser {
         return Err(Error::PermissionDenied);
     }
-    let created = insert_in(&txn, state, actor, new).await?;
+    let created = insert_in(&txn, state, superuser, actor, new).await?;
     txn.commit().await?;
     Ok(created)
 }
 
 /// Creates a token with a fresh key inside `txn`, enforcing the per-user limit of live keys
-/// atomically. The caller has decided that `actor` may give `new.user_id` a token.
+/// atomically. The caller has decided that `actor` may give `new.user_id` a token, and read in
+/// `txn` whether `actor` is a `superuser` (who alone makes tokens without the lifetime bound).
 pub(super) async fn insert_in(
     txn: &DatabaseTransaction,
     state: &AppState,
+    superuser: bool,
     actor: &Actor,
     new: NewToken,
 ) -> Result<(token::Model, SecretKey)> {
     let tenant = state.tenant;
     let mut errors = FieldErrors::new();
-    let superuser = access::is_superuser_now(txn, state, actor).await?;
     let expires = resolve_expiry(state, superuser, Utc::now(), new.expiring, new.expires, &mut errors);
     // Writing the owner's row first serialises concurrent creations for that user on both
     // databases (a row lock on PostgreSQL, the write lock on SQLite), so the count below cannot

@@ -73,7 +73,8 @@ pub async fn create(
         expires: expires.or_else(|| expiring.then(|| Utc::now() + chrono::TimeDelta::days(360))),
         tags: Vec::new(),
     };
-    let (_, key) = super::service::insert_in(&txn, state, actor, token).await?;
+    let superuser = crate::accounts::access::is_superuser_now(&txn, state, actor).await?;
+    let (_, key) = super::service::insert_in(&txn, state, superuser, actor, token).await?;
     crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(ServiceAccount { user, group, key: key.expose().to_owned() })
 }
