@@ -94,13 +94,27 @@ fn api_key_check(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (cached, key) = state_with_key(&runtime, dir.path(), None, true);
     c.bench_function("api_key_check_cached", |b| {
-        b.to_async(&runtime).iter(|| async { assert!(gatehouse::tokens::service::authenticate(&cached, &key).await.unwrap().is_some()) })
+        b.to_async(&runtime).iter(|| async {
+            assert!(
+                gatehouse::tokens::service::authenticate(&cached, &key, Some(std::net::Ipv4Addr::LOCALHOST.into()))
+                    .await
+                    .unwrap()
+                    .is_some()
+            )
+        })
     });
     c.bench_function("api_key_parse_and_checksum", |b| b.iter(|| gatehouse::tokens::key::SecretKey::parse(&key).unwrap()));
     let uncached_dir = tempfile::tempdir().unwrap();
     let (uncached, key) = state_with_key(&runtime, uncached_dir.path(), None, false);
     c.bench_function("api_key_check_uncached_sqlite", |b| {
-        b.to_async(&runtime).iter(|| async { assert!(gatehouse::tokens::service::authenticate(&uncached, &key).await.unwrap().is_some()) })
+        b.to_async(&runtime).iter(|| async {
+            assert!(
+                gatehouse::tokens::service::authenticate(&uncached, &key, Some(std::net::Ipv4Addr::LOCALHOST.into()))
+                    .await
+                    .unwrap()
+                    .is_some()
+            )
+        })
     });
     // PostgreSQL when a database is named: GATEHOUSE_BENCH_DATABASE_URL=postgres://... (it gets
     // migrated and a benchmark user added).
@@ -108,8 +122,14 @@ fn api_key_check(c: &mut Criterion) {
         let pg_dir = tempfile::tempdir().unwrap();
         let (postgres, key) = state_with_key(&runtime, pg_dir.path(), Some(url), false);
         c.bench_function("api_key_check_uncached_postgres", |b| {
-            b.to_async(&runtime)
-                .iter(|| async { assert!(gatehouse::tokens::service::authenticate(&postgres, &key).await.unwrap().is_some()) })
+            b.to_async(&runtime).iter(|| async {
+                assert!(
+                    gatehouse::tokens::service::authenticate(&postgres, &key, Some(std::net::Ipv4Addr::LOCALHOST.into()))
+                        .await
+                        .unwrap()
+                        .is_some()
+                )
+            })
         });
     }
 }

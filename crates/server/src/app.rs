@@ -40,10 +40,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
     let config_ttl = config.sessions.cache_ttl.to_std();
-    let ip_limits = crate::credentials::limits::Limits {
-        free_failures: config.sign_in.free_failures_per_ip,
-        max_failures_per_hour: config.sign_in.max_failures_per_ip_hour,
-    };
+    let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
     let mut state = AppState {
         db,
         config: Arc::new(config),
@@ -53,7 +50,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
         geoip: None,
         visits: None,
         auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
-        bearer_failures: Arc::new(crate::tokens::guard::FailureLimiter::new(ip_limits)),
+        passwords: password_work,
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
         stages: Arc::new(crate::flows::StageRegistry::builtin()),

@@ -117,6 +117,9 @@ pub struct PasswordConfig {
     pub min_length: usize,
     /// Reject passwords a strength estimator finds common or easy to guess.
     pub reject_common: bool,
+    /// Password checks that may wait for a free password thread; when that many wait, further
+    /// ones are refused at once with 503 and `Retry-After` instead of queueing without end.
+    pub hash_queue: usize,
 }
 
 /// Sign-in throttling.
@@ -202,7 +205,7 @@ impl Default for Config {
                 cookie_name: "gatehouse_session".into(),
                 cache_ttl: DurationString::from_secs(10),
             },
-            passwords: PasswordConfig { min_length: 8, reject_common: true },
+            passwords: PasswordConfig { min_length: 8, reject_common: true, hash_queue: 64 },
             sign_in: SignInConfig {
                 free_failures_per_account: 5,
                 max_failures_per_account_hour: 100,

@@ -70,6 +70,9 @@ pub enum Error {
     /// Too many attempts: 429 with `Retry-After`.
     #[error("rate limited for {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The server is too busy to take this on now: 503 with `Retry-After`.
+    #[error("overloaded, retry in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     /// A body larger than allowed: 413.
     #[error("payload too large")]
     PayloadTooLarge,

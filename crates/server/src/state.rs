@@ -25,8 +25,8 @@ pub struct AppState {
     pub visits: Option<VisitRecorder>,
     /// Session checks answered from memory until a change invalidates them.
     pub auth_cache: Arc<crate::credentials::cache::AuthCache>,
-    /// Failed bearer credentials per client address.
-    pub bearer_failures: Arc<crate::tokens::guard::FailureLimiter>,
+    /// Admission to the password threads.
+    pub passwords: Arc<crate::accounts::password::PasswordWork>,
     /// Wakes this process's workers when it queued a task (PostgreSQL also wakes other
     /// processes' workers through `NOTIFY`; SQLite has only this and polling).
     pub task_wake: Arc<tokio::sync::Notify>,

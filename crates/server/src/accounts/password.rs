@@ -72,7 +72,7 @@ fn compute(argon: &Argon2<'_>, block_count: usize, password: &[u8], salt: &[u8],
 }
 
 /// Hashes a password with argon2id into a PHC string; CPU-bound, call through
-/// [`hash_blocking`] from async code.
+/// [`PasswordWork::hash`] from async code.
 pub fn hash(password: &Password) -> Result<String> {
     let argon = hasher();
     let mut salt = [0u8; 16];
@@ -137,7 +137,7 @@ fn hash_pool() -> &'static HashPool {
 }
 
 /// Runs CPU-bound password work on the password threads and waits for it without blocking.
-async fn run_limited<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+async fn run_on_password_threads<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let (done, result) = tokio::sync::oneshot::channel();
     let job: Box<dyn FnOnce() + Send> = Box::new(move || {
         let _ = done.send(work());
@@ -146,9 +146,38 @@ async fn run_limited<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stati
     result.await.map_err(Error::internal)
 }
 
-/// [`hash`] on the password threads.
-pub async fn hash_blocking(password: Password) -> Result<String> {
-    run_limited(move || hash(&password)).await?
+/// Admission to the password threads for one server: as many checks as there are threads run,
+/// `queue` more wait, and any further one is refused at once with [`Error::Overloaded`], so a
+/// burst of sign-ins costs bounded memory and answers quickly instead of queueing without end.
+#[derive(Debug)]
+pub struct PasswordWork {
+    permits: tokio::sync::Semaphore,
+}
+
+impl PasswordWork {
+    /// Admission for the password threads with `queue` waiting places.
+    pub fn new(queue: usize) -> Self {
+        let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        Self { permits: tokio::sync::Semaphore::new(threads + queue) }
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            metrics::counter!("gatehouse_password_checks_refused_total").increment(1);
+            return Err(Error::Overloaded { retry_after_secs: 1 });
+        };
+        run_on_password_threads(work).await
+    }
+
+    /// [`hash`] on the password threads.
+    pub async fn hash(&self, password: Password) -> Result<String> {
+        self.run(move || hash(&password)).await?
+    }
+
+    /// [`verify`] on the password threads.
+    pub async fn verify(&self, password: Password, stored: String) -> Result<Verification> {
+        self.run(move || verify(&password, &stored)).await
+    }
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -176,11 +205,6 @@ pub fn verify(password: &Password, stored: &str) -> Verification {
             .map(|p| p.m_cost() == MEMORY_KIB && p.t_cost() == ITERATIONS && p.p_cost() == PARALLELISM)
             .unwrap_or(false);
     if current { Verification::Match } else { Verification::MatchNeedsRehash }
-}
-
-/// [`verify`] on the password threads.
-pub async fn verify_blocking(password: Password, stored: String) -> Verification {
-    run_limited(move || verify(&password, &stored)).await.unwrap_or(Verification::Mismatch)
 }
 
 /// Verifies Django's `pbkdf2_sha256$<iterations>$<salt>$<base64 hash>`.
@@ -236,7 +260,7 @@ mod tests {
     use argon2::password_hash::SaltString;
 
     fn rules() -> PasswordConfig {
-        PasswordConfig { min_length: 8, reject_common: true }
+        PasswordConfig { min_length: 8, reject_common: true, hash_queue: 64 }
     }
 
     #[test]

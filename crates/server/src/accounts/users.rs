@@ -145,7 +145,7 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
         }
     }
     let password_hash = match &new.password {
-        Some(password) if errors.is_empty() => Some(password::hash_blocking(password.clone()).await?),
+        Some(password) if errors.is_empty() => Some(state.passwords.hash(password.clone()).await?),
         _ => None,
     };
     let txn = crate::db::begin_write(&state.db).await?;
@@ -451,7 +451,7 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
         }
         return Err(Error::Validation(errors));
     }
-    let hash = password::hash_blocking(password).await?;
+    let hash = state.passwords.hash(password).await?;
     let txn = crate::db::begin_write(&state.db).await?;
     // Checked again in the transaction: the user's rights may have grown while hashing.
     super::access::may_act_on(&txn, state, actor, id).await?;

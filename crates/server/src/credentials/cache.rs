@@ -48,6 +48,29 @@ pub struct AuthCache {
     generation: AtomicU64,
     ttl: Duration,
     entries: RwLock<HashMap<String, Entry>>,
+    /// Checks of a credential running now, by digest: see [`AuthCache::turn`].
+    running: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to check one credential in this process; see [`AuthCache::turn`].
+pub struct CheckTurn<'a> {
+    cache: &'a AuthCache,
+    digest: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for CheckTurn<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        if let Ok(mut running) = self.cache.running.lock() {
+            // Handles are only cloned under this lock: two left (the map's and this one) means
+            // nobody else waits for this credential.
+            if Arc::strong_count(&self.lock) == 2 {
+                running.remove(&self.digest);
+            }
+        }
+    }
 }
 
 impl AuthContext {
@@ -64,7 +87,19 @@ impl AuthContext {
 impl AuthCache {
     /// A cache whose entries live at most `ttl` (zero disables caching).
     pub fn new(ttl: Duration) -> Self {
-        Self { generation: AtomicU64::new(0), ttl, entries: RwLock::new(HashMap::new()) }
+        Self { generation: AtomicU64::new(0), ttl, entries: RwLock::new(HashMap::new()), running: Default::default() }
+    }
+
+    /// Waits until no other check of the credential with `digest` runs in this process. A client
+    /// sending many requests at once with a key that is not cached then costs one database check
+    /// (and one reservation against its address's limit); the others find the result cached.
+    pub async fn turn(&self, digest: &str) -> CheckTurn<'_> {
+        let lock = match self.running.lock() {
+            Ok(mut running) => running.entry(digest.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let guard = lock.clone().lock_owned().await;
+        CheckTurn { cache: self, digest: digest.to_owned(), lock, guard: Some(guard) }
     }
 
     /// The current generation; take it before reading from the database, and store with it.

@@ -1,5 +1,4 @@
-//! How long someone who keeps failing must wait: the rule shared by sign-in throttling and the
-//! bearer-failure limiter.
+//! How long someone who keeps failing must wait: the rule behind every limit on guessing.
 
 use chrono::TimeDelta;
 
@@ -12,6 +11,16 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits on one account's failures.
+    pub fn per_account(config: &crate::config::SignInConfig) -> Self {
+        Self { free_failures: config.free_failures_per_account, max_failures_per_hour: config.max_failures_per_account_hour }
+    }
+
+    /// The limits on one client address's failures, whatever it guessed.
+    pub fn per_address(config: &crate::config::SignInConfig) -> Self {
+        Self { free_failures: config.free_failures_per_ip, max_failures_per_hour: config.max_failures_per_ip_hour }
+    }
+
     /// How long to wait after `failures` failures in the window.
     pub fn delay_after(self, failures: u32) -> TimeDelta {
         if failures < self.free_failures {

@@ -1,4 +1,4 @@
-//! What a request authenticated with, and ending it everywhere: the in-process cache of session
+//! What a request authenticated with, the limits on guessing it, and ending it everywhere: the in-process cache of session
 //! and key checks, and the invalidation and session revocation every domain that changes who may
 //! do what calls after its change.
 //!
@@ -6,6 +6,7 @@
 //! it reads only their table definitions and the `Rights` value), so those three call each other
 //! in one direction: tokens use accounts, sessions use both.
 
+pub mod attempts;
 pub mod cache;
 pub mod limits;
 pub mod revoke;

@@ -75,9 +75,9 @@ pub fn cookie_in<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&
 }
 
 /// Checks `Authorization: Bearer <key>` (scheme case-insensitive). Every failure looks the same
-/// to the client, is counted, and counts toward the client address's failure limit.
+/// to the client; every key not already known good counts toward the client address's failure
+/// limit before it is looked up.
 async fn bearer(state: &AppState, value: &axum::http::HeaderValue, client: &ClientInfo) -> Result<Arc<AuthContext>> {
-    state.bearer_failures.check(client.ip)?;
     let credential = value
         .to_str()
         .ok()
@@ -86,12 +86,11 @@ async fn bearer(state: &AppState, value: &axum::http::HeaderValue, client: &Clie
         .map(|(_, credential)| credential.trim())
         .filter(|credential| !credential.is_empty());
     let context = match credential {
-        Some(credential) => crate::tokens::service::authenticate(state, credential).await?,
+        Some(credential) => crate::tokens::service::authenticate(state, credential, client.ip).await?,
         None => None,
     };
     context.ok_or_else(|| {
         metrics::counter!("gatehouse_auth_failures_total", "kind" => "bearer").increment(1);
-        state.bearer_failures.record(client.ip);
         Error::Unauthenticated
     })
 }

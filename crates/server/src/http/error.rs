@@ -26,6 +26,11 @@ impl IntoResponse for Error {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 response
             }
+            Error::Overloaded { retry_after_secs } => {
+                let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, "The server is busy. Try again shortly.");
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
             Error::PayloadTooLarge => detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large."),
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

@@ -63,6 +63,11 @@ pub fn error_page(error: Error) -> Response {
             let text = format!("Too many attempts. Try again in {retry_after_secs} seconds.");
             message(StatusCode::TOO_MANY_REQUESTS, "Slow down", &text)
         }
+        Error::Overloaded { retry_after_secs } => {
+            let mut page = message(StatusCode::SERVICE_UNAVAILABLE, "Busy", "The server is busy. Try again in a moment.");
+            page.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_secs));
+            page
+        }
         Error::PayloadTooLarge => message(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "The form sent too much data."),
         Error::Unauthenticated | Error::PermissionDenied | Error::InvalidPage => {
             message(StatusCode::FORBIDDEN, "Not allowed", "You may not open this page.")

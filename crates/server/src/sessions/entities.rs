@@ -27,26 +27,3 @@ pub mod session {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
-
-/// Sign-in failure counters, shared by every server process.
-pub mod throttle {
-    use sea_orm::entity::prelude::*;
-
-    /// Failures of one bucket (an account or a client address) in the current window.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "sign_in_throttle")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub tenant_id: Uuid,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub bucket: String,
-        pub failures: i32,
-        pub window_started: DateTimeUtc,
-        pub last_failure: DateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}

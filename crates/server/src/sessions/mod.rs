@@ -1,7 +1,6 @@
-//! Server-side sessions, sign-in and sign-out, and sign-in throttling.
+//! Server-side sessions, sign-in and sign-out.
 
 pub mod entities;
 pub mod handlers;
 pub mod pages;
 pub mod service;
-pub mod throttle;

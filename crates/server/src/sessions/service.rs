@@ -8,9 +8,9 @@ use uuid::Uuid;
 use std::sync::Arc;
 
 use super::entities::session;
-use super::throttle;
 use crate::accounts::entities::user;
 use crate::accounts::password::{self, Password, Verification};
+use crate::credentials::attempts::{self, Bucket, Reservation};
 use crate::credentials::cache::AuthContext;
 use crate::credentials::limits::Limits;
 use crate::credentials::revoke::{commit_invalidating, end_sessions};
@@ -148,45 +148,34 @@ pub async fn create(
     Ok(NewSession { key, csrf_token, session })
 }
 
-fn limits(state: &AppState) -> (Limits, Limits) {
-    let c = &state.config.sign_in;
-    (
-        Limits { free_failures: c.free_failures_per_account, max_failures_per_hour: c.max_failures_per_account_hour },
-        Limits { free_failures: c.free_failures_per_ip, max_failures_per_hour: c.max_failures_per_ip_hour },
-    )
-}
-
-/// A password attempt that passed the rate limits: the buckets it counts toward.
+/// A password attempt that passed the rate limits and is already counted as a failure.
 pub struct Attempt {
     /// What the person typed to identify themselves, trimmed.
     identifier: String,
-    account_bucket: String,
-    ip_bucket: Option<String>,
-    /// Buckets that already hold failures (cleared on success).
-    counted: Vec<String>,
+    reservation: Reservation,
 }
 
 /// Starts a password attempt from `client` by someone who typed `identifier`, against
-/// `candidate` if that names an account; fails with 429 while the account or the address is
-/// throttled. The account's failures are counted under its e-mail (or username) whatever the
-/// person typed, so switching between e-mail and username gains no extra guesses.
+/// `candidate` if that names an account: reserves the attempt in the account's and the address's
+/// failure counters before anything is checked, or fails with 429 while either must wait. The
+/// account's failures are counted under its e-mail (or username) whatever the person typed, so
+/// switching between e-mail and username gains no extra guesses.
 pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<Attempt> {
     let identifier: String = identifier.trim().chars().take(254).collect();
     let account_key = match candidate {
         Some(user) => user.email_key.clone().unwrap_or_else(|| user.username_key.clone()),
         None => identifier.to_lowercase(),
     };
-    let account_bucket = format!("account:{account_key}");
-    let ip_bucket = client.ip.map(|ip| format!("ip:{ip}"));
-    let (account_limits, ip_limits) = limits(state);
-    let mut buckets = vec![(account_bucket.as_str(), account_limits)];
-    if let Some(bucket) = &ip_bucket {
-        buckets.push((bucket.as_str(), ip_limits));
+    let mut buckets = vec![Bucket::account(&account_key, Limits::per_account(&state.config.sign_in))];
+    if let Some(ip) = client.ip {
+        buckets.push(Bucket::address(ip, Limits::per_address(&state.config.sign_in)));
     }
-    match throttle::check(&state.db, state.tenant, &buckets, Utc::now()).await {
-        Ok(counted) => Ok(Attempt { identifier, account_bucket, ip_bucket, counted }),
+    match attempts::reserve(&state.db, state.tenant, buckets).await {
+        Ok(reservation) => Ok(Attempt { identifier, reservation }),
         Err(error) => {
-            metrics::counter!("gatehouse_sign_ins_total", "outcome" => "throttled").increment(1);
+            if matches!(error, Error::RateLimited { .. }) {
+                metrics::counter!("gatehouse_sign_ins_total", "outcome" => "throttled").increment(1);
+            }
             Err(error)
         }
     }
@@ -201,23 +190,39 @@ pub struct Verified {
 
 /// Checks `password` against `candidate`'s password or app passwords. Unknown, inactive and
 /// non-interactive accounts do the same hashing work and fail the same way.
-pub async fn verify_password(state: &AppState, candidate: Option<user::Model>, password: Password) -> Result<Option<Verified>> {
-    verify_password_with(state, candidate, password, true, true).await
+pub async fn verify_password(state: &AppState, attempt: Attempt, candidate: Option<user::Model>, password: Password) -> Result<Checked> {
+    verify_password_with(state, attempt, candidate, password, true, true).await
+}
+
+/// The outcome of a reserved password check.
+pub enum Checked {
+    /// The password matched: settle the attempt with [`pass_attempt`].
+    Passed(Attempt, Box<Verified>),
+    /// It did not: record it with [`fail_attempt`].
+    Failed(Attempt),
 }
 
 /// [`verify_password`] limited to the account's own password (`own`) and/or its app passwords
-/// (`app_passwords`).
+/// (`app_passwords`). When the password threads are too busy to take the check, the attempt is
+/// given back and the error is [`Error::Overloaded`].
 pub async fn verify_password_with(
     state: &AppState,
+    attempt: Attempt,
     candidate: Option<user::Model>,
     password: Password,
     own: bool,
     app_passwords: bool,
-) -> Result<Option<Verified>> {
+) -> Result<Checked> {
     let mut verification = Verification::Mismatch;
     if own {
         let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| password::DUMMY_HASH.to_owned());
-        verification = password::verify_blocking(password.clone(), stored_hash).await;
+        verification = match state.passwords.verify(password.clone(), stored_hash).await {
+            Ok(verification) => verification,
+            Err(error) => {
+                attempt.reservation.release(&state.db).await?;
+                return Err(error);
+            }
+        };
     }
     if app_passwords
         && verification == Verification::Mismatch
@@ -229,9 +234,9 @@ pub async fn verify_password_with(
     Ok(match (candidate, verification) {
         (Some(user), Verification::Match | Verification::MatchNeedsRehash) if may_sign_in(&user) => {
             let rehash = (verification == Verification::MatchNeedsRehash).then_some(password);
-            Some(Verified { user, rehash })
+            Checked::Passed(attempt, Box::new(Verified { user, rehash }))
         }
-        _ => None,
+        _ => Checked::Failed(attempt),
     })
 }
 
@@ -240,15 +245,10 @@ pub fn may_sign_in(user: &user::Model) -> bool {
     user.is_active && !user.user_type.is_service_account()
 }
 
-/// Records a failed attempt: counts it toward the limits and logs a `login_failed` event with
-/// the client's data (the account, when there is one, as the event's user).
+/// Records a failed attempt (already counted toward the limits when it was reserved): a
+/// `login_failed` event with the client's data (the account, when there is one, as the event's
+/// user).
 pub async fn fail_attempt(state: &AppState, attempt: &Attempt, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<()> {
-    let now = Utc::now();
-    let txn = crate::db::begin_write(&state.db).await?;
-    throttle::record_failure(&txn, state.tenant, &attempt.account_bucket, now).await?;
-    if let Some(bucket) = &attempt.ip_bucket {
-        throttle::record_failure(&txn, state.tenant, bucket, now).await?;
-    }
     let mut event = EventRecord::new(Action::LoginFailed)
         .from_client(client)
         .with("username", json!(attempt.identifier))
@@ -256,28 +256,24 @@ pub async fn fail_attempt(state: &AppState, attempt: &Attempt, candidate: Option
     if let Some(user) = candidate {
         event = event.by(user);
     }
-    events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    events::service::record(&state.db, state, event).await?;
     metrics::counter!("gatehouse_sign_ins_total", "outcome" => "failed").increment(1);
     Ok(())
 }
 
-/// Records a successful password check: clears the account's failures and upgrades a weak
-/// hash. Returns the account as stored afterwards.
-pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Verified) -> Result<user::Model> {
-    let needs_clear = attempt.counted.contains(&attempt.account_bucket);
-    if !needs_clear && verified.rehash.is_none() {
-        return Ok(verified.user);
-    }
-    let mut update = verified.user.into_active_model();
+/// Records a successful password check: clears the account's failures, gives the attempt back to
+/// the address, and upgrades a weak hash. Returns the account as stored afterwards.
+pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Box<Verified>) -> Result<user::Model> {
+    let mut update = verified.user.clone().into_active_model();
     if let Some(password) = verified.rehash {
-        update.password = Set(Some(password::hash_blocking(password).await?));
+        // A busy server keeps the old hash this time; it is redone at a later sign-in.
+        if let Ok(hash) = state.passwords.hash(password).await {
+            update.password = Set(Some(hash));
+        }
     }
     let txn = crate::db::begin_write(&state.db).await?;
-    let user = update.update(&txn).await?;
-    if needs_clear {
-        throttle::clear(&txn, state.tenant, &attempt.account_bucket).await?;
-    }
+    attempt.reservation.settle_success(&txn).await?;
+    let user = if update.is_changed() { update.update(&txn).await? } else { verified.user };
     txn.commit().await?;
     Ok(user)
 }
@@ -321,12 +317,12 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
             .await?
     };
     let attempt = begin_attempt(state, email, candidate.as_ref(), client).await?;
-    match verify_password(state, candidate.clone(), password).await? {
-        Some(verified) => {
+    match verify_password(state, attempt, candidate.clone(), password).await? {
+        Checked::Passed(attempt, verified) => {
             let user = pass_attempt(state, &attempt, verified).await?;
             start_session(state, &user, client, state.config.sessions.duration.to_chrono()).await
         }
-        None => {
+        Checked::Failed(attempt) => {
             fail_attempt(state, &attempt, candidate.as_ref(), client).await?;
             Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED))
         }

@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod entities;
-pub mod guard;
 pub mod handlers;
 pub mod key;
 pub mod seal;

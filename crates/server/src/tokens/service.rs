@@ -18,7 +18,9 @@ use super::seal;
 use crate::accounts::access::{self, Actor};
 use crate::accounts::entities::user;
 use crate::accounts::permissions::names;
+use crate::credentials::attempts::{self, Bucket};
 use crate::credentials::cache::AuthContext;
+use crate::credentials::limits::Limits;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{self, Action, ModelRef};
@@ -541,7 +543,7 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
 
 /// Checks an API key: format and checksum first (no database), then the in-process cache,
 /// then the database. Expiry is enforced here, on every check.
-pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<AuthContext>>> {
+pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::IpAddr>) -> Result<Option<Arc<AuthContext>>> {
     let Ok(key) = SecretKey::parse(text) else { return Ok(None) };
     if key.kind() != KeyKind::Api {
         return Ok(None);
@@ -549,20 +551,16 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
     let digest = key_digest(&state.secret, key.expose());
     let now = Utc::now();
     if let Some(context) = state.auth_cache.get(&digest) {
-        let Some(token) = &context.token else { return Ok(None) };
-        if context.expires().is_some_and(|at| at <= now) {
-            return Ok(None);
-        }
-        if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
-            state.token_usage.record(token.id, now);
-            let mut refreshed = (*context).clone();
-            if let Some(token) = refreshed.token.as_mut() {
-                token.last_used_at = Some(now);
-            }
-            state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
-        }
-        return Ok(Some(context));
+        return Ok(from_cache(state, digest, context, now));
     }
+    let _turn = state.auth_cache.turn(&digest).await;
+    if let Some(context) = state.auth_cache.get(&digest) {
+        return Ok(from_cache(state, digest, context, now));
+    }
+    // Not known good: a guess until the database says otherwise, so it is reserved against the
+    // address's limit before it is looked up.
+    let buckets = from.map(|ip| Bucket::address(ip, Limits::per_address(&state.config.sign_in))).into_iter().collect();
+    let reservation = attempts::reserve(&state.db, state.tenant, buckets).await?;
     let generation = state.auth_cache.generation();
     let Some(mut token) = find_live(state, &digest, Intent::Api, now).await? else { return Ok(None) };
     let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
@@ -573,6 +571,9 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
     if !permissions.staff {
         return Ok(None);
     }
+    let txn = crate::db::begin_write(&state.db).await?;
+    reservation.settle_success(&txn).await?;
+    txn.commit().await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);
@@ -580,6 +581,23 @@ pub async fn authenticate(state: &AppState, text: &str) -> Result<Option<Arc<Aut
     let context = Arc::new(AuthContext { session: None, token: Some(token), user, permissions, groups });
     state.auth_cache.put(digest, generation, context.clone());
     Ok(Some(context))
+}
+
+/// The answer for a key found in the cache, recording its use when due.
+fn from_cache(state: &AppState, digest: String, context: Arc<AuthContext>, now: DateTime<Utc>) -> Option<Arc<AuthContext>> {
+    let token = context.token.as_ref()?;
+    if context.expires().is_some_and(|at| at <= now) {
+        return None;
+    }
+    if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
+        state.token_usage.record(token.id, now);
+        let mut refreshed = (*context).clone();
+        if let Some(token) = refreshed.token.as_mut() {
+            token.last_used_at = Some(now);
+        }
+        state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
+    }
+    Some(context)
 }
 
 /// Whether `text` is a live app password of `user_id`; used by sign-in in place of the password.

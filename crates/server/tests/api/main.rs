@@ -14,6 +14,7 @@ mod flows;
 mod flows_admin;
 mod geoip;
 mod groups;
+mod guessing;
 mod ops;
 mod sessions;
 mod tasks;

@@ -58,15 +58,16 @@ pub async fn check_password(
     };
     let inbuilt = settings.backends.iter().any(|b| b == INBUILT_BACKEND);
     let tokens = settings.backends.iter().any(|b| b == TOKEN_BACKEND);
-    let verified = service::verify_password_with(cx.state, candidate.clone(), Password::new(password.to_owned()), inbuilt, tokens).await?;
-    match verified {
-        Some(verified) => {
+    let checked =
+        service::verify_password_with(cx.state, attempt, candidate.clone(), Password::new(password.to_owned()), inbuilt, tokens).await?;
+    match checked {
+        service::Checked::Passed(attempt, verified) => {
             let user = service::pass_attempt(cx.state, &attempt, verified).await?;
             cx.set_pending_account(user);
             cx.context.factors.push("password".to_owned());
             Ok(Ok(()))
         }
-        None => {
+        service::Checked::Failed(attempt) => {
             service::fail_attempt(cx.state, &attempt, candidate.as_ref(), cx.client).await?;
             Ok(Err(INVALID_PASSWORD.to_owned()))
         }

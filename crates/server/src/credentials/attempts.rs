@@ -1,0 +1,186 @@
+//! Limits on guessing, shared by every server process through the database: the one mechanism
+//! behind every check of a password, key or code.
+//!
+//! Each bucket (an account, a client address) gets some free failures, then a delay that doubles
+//! with every further failure up to `3600 / max_failures_per_hour` seconds, so guessing is bounded
+//! to the hourly maximum without ever locking a real user out for long.
+//!
+//! An attempt is *reserved* before anything is checked: it counts as a failure from the moment it
+//! is let through, under a lock that serialises the buckets' readers, so a burst of simultaneous
+//! attempts gets no more checks than one attempt after another would. A check that succeeds gives
+//! its reservation back ([`Reservation::settle_success`]); one that could not run at all (the
+//! password threads were busy) gives it back too ([`Reservation::release`]).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+
+use super::limits::Limits;
+use crate::error::{Error, Result};
+use crate::tenants::TenantId;
+
+/// The failure counters' table.
+pub mod counter {
+    use sea_orm::entity::prelude::*;
+
+    /// Failures (and attempts still being checked) of one bucket in the current window.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sign_in_throttle")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket: String,
+        pub failures: i32,
+        pub window_started: DateTimeUtc,
+        pub last_failure: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+const WINDOW: TimeDelta = TimeDelta::hours(1);
+
+/// What a success does to a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSuccess {
+    /// Forget every failure: the account's owner has proven themselves.
+    Clear,
+    /// Give back only this attempt: a client address is shared, one success proves nothing about
+    /// the other attempts from it.
+    Refund,
+}
+
+/// One failure counter an attempt counts toward.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    name: String,
+    limits: Limits,
+    on_success: OnSuccess,
+}
+
+impl Bucket {
+    /// The bucket of an account, named by its stable key (e-mail or username, lower case).
+    pub fn account(key: &str, limits: Limits) -> Self {
+        Self { name: format!("account:{key}"), limits, on_success: OnSuccess::Clear }
+    }
+
+    /// The bucket of a client address.
+    pub fn address(ip: std::net::IpAddr, limits: Limits) -> Self {
+        Self { name: format!("ip:{ip}"), limits, on_success: OnSuccess::Refund }
+    }
+}
+
+/// An attempt let through the limits and already counted as a failure.
+#[derive(Debug)]
+#[must_use = "a reservation is settled on success or released when the check could not run"]
+pub struct Reservation {
+    tenant: TenantId,
+    buckets: Vec<Bucket>,
+}
+
+/// Reserves one attempt in every bucket, or fails with 429 (counting nothing) while any of them
+/// must wait. Every process that reserves in the same bucket waits for the others' reservations:
+/// PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite through its single
+/// writer.
+pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, mut buckets: Vec<Bucket>) -> Result<Reservation> {
+    // One order for every caller, so two attempts locking the same buckets cannot deadlock.
+    buckets.sort_by(|a, b| a.name.cmp(&b.name));
+    buckets.dedup_by(|a, b| a.name == b.name);
+    if buckets.is_empty() {
+        return Ok(Reservation { tenant, buckets });
+    }
+    let txn = crate::db::begin_write(db).await?;
+    for bucket in &buckets {
+        crate::db::lock_for_update(&txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
+    }
+    let rows = counter::Entity::find()
+        .filter(counter::Column::TenantId.eq(tenant.0))
+        .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
+        .all(&txn)
+        .await?;
+    let now = Utc::now();
+    let mut wait = TimeDelta::zero();
+    let mut writes = Vec::with_capacity(buckets.len());
+    for bucket in &buckets {
+        let current = rows.iter().find(|row| row.bucket == bucket.name).filter(|row| now - row.window_started <= WINDOW);
+        let (failures, window_started) = match current {
+            Some(row) => {
+                let failures = u32::try_from(row.failures).unwrap_or(0);
+                wait = wait.max(row.last_failure + bucket.limits.delay_after(failures) - now);
+                (failures, row.window_started)
+            }
+            None => (0, now),
+        };
+        writes.push(counter::ActiveModel {
+            tenant_id: Set(tenant.0),
+            bucket: Set(bucket.name.clone()),
+            failures: Set(i32::try_from(failures.saturating_add(1)).unwrap_or(i32::MAX)),
+            window_started: Set(window_started),
+            last_failure: Set(now),
+        });
+    }
+    if wait > TimeDelta::zero() {
+        // Dropping the transaction rolls it back: a refused attempt counts for nothing.
+        let wait_ms = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
+        return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait_ms.div_ceil(1000), 1) });
+    }
+    for write in writes {
+        counter::Entity::insert(write)
+            .on_conflict(
+                OnConflict::columns([counter::Column::TenantId, counter::Column::Bucket])
+                    .update_columns([counter::Column::Failures, counter::Column::WindowStarted, counter::Column::LastFailure])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(Reservation { tenant, buckets })
+}
+
+impl Reservation {
+    /// The check succeeded: clears account buckets and gives this attempt back to address
+    /// buckets, inside the caller's transaction.
+    pub async fn settle_success(&self, txn: &impl ConnectionTrait) -> Result<()> {
+        for bucket in &self.buckets {
+            match bucket.on_success {
+                OnSuccess::Clear => {
+                    counter::Entity::delete_by_id((self.tenant.0, bucket.name.clone())).exec(txn).await?;
+                }
+                OnSuccess::Refund => give_back(txn, self.tenant, &bucket.name).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The check could not run (the server was too busy): gives the attempt back everywhere.
+    pub async fn release(self, db: &DatabaseConnection) -> Result<()> {
+        let txn = crate::db::begin_write(db).await?;
+        for bucket in &self.buckets {
+            give_back(&txn, self.tenant, &bucket.name).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+async fn give_back(txn: &impl ConnectionTrait, tenant: TenantId, bucket: &str) -> Result<()> {
+    counter::Entity::update_many()
+        .col_expr(counter::Column::Failures, Expr::col(counter::Column::Failures).sub(1))
+        .filter(counter::Column::TenantId.eq(tenant.0))
+        .filter(counter::Column::Bucket.eq(bucket))
+        .filter(counter::Column::Failures.gt(0))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes counters whose window ended long ago; returns how many.
+pub async fn purge_stale(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64> {
+    let cutoff = now - WINDOW;
+    Ok(counter::Entity::delete_many().filter(counter::Column::LastFailure.lt(cutoff)).exec(db).await?.rows_affected)
+}
