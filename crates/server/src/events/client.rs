@@ -22,20 +22,46 @@ impl ClientInfo {
     }
 }
 
-/// The client address: the peer, unless the peer is a trusted proxy, in which case the
-/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy.
+/// The client address: the peer, unless the peer is a trusted proxy, in which case
+/// `X-Forwarded-For` is walked from the right through trusted proxies only, and the first entry
+/// that is not a trusted proxy is the client.
+///
+/// Only the right end of the header is written by proxies we trust; everything to the left of
+/// the client's entry is whatever the client sent. So an entry that does not parse stops the
+/// walk, and the client is then the last trusted hop reached: skipping it would let a client
+/// choose its own address by sending `X-Forwarded-For: <any address>, garbage`. `ip:port` and
+/// `[v6]:port` entries count as their address.
 ///
 /// `forwarded_for` holds the values of every `X-Forwarded-For` header, in order; each may list
-/// several comma-separated addresses.
+/// several comma-separated entries.
 pub fn client_ip<'a>(peer: Option<IpAddr>, forwarded_for: impl IntoIterator<Item = &'a str>, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = peer.map(|ip| ip.to_canonical())?;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
+    let mut client = peer;
+    if !is_trusted(&client) {
+        return Some(client);
     }
-    let forwarded: Vec<IpAddr> =
-        forwarded_for.into_iter().flat_map(|v| v.split(',')).filter_map(|part| part.trim().parse::<IpAddr>().ok()).collect();
-    forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).or(Some(peer))
+    let headers: Vec<&str> = forwarded_for.into_iter().collect();
+    for entry in headers.iter().rev().flat_map(|value| value.rsplit(',')) {
+        let Some(ip) = forwarded_address(entry) else { break };
+        client = ip;
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// One `X-Forwarded-For` entry as an address: `ip`, `ip:port`, `[v6]` or `[v6]:port`.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if entry.len() > 64 {
+        return None;
+    }
+    let ip = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|addr| addr.ip())).or_else(|| {
+        entry.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).and_then(|v6| v6.parse::<std::net::Ipv6Addr>().ok()).map(IpAddr::V6)
+    })?;
+    Some(ip.to_canonical())
 }
 
 /// An open GeoIP city database.
@@ -144,5 +170,26 @@ mod tests {
         let got = client_ip(Some(peer), ["6.6.6.6, 198.51.100.7, 10.0.0.5"], &trusted);
         assert_eq!(got, Some("198.51.100.7".parse().unwrap()));
         assert_eq!(client_ip(Some(peer), [], &trusted), Some(peer));
+    }
+
+    #[test]
+    fn forwarded_entries_that_do_not_parse_stop_the_walk() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let at = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        // The client wrote everything left of what the proxy appended: "unknown" ends the walk at
+        // the last trusted hop instead of letting the client's chosen address through.
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6, unknown"], &trusted), Some(peer));
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6, 10.0.0.7, unknown, 10.0.0.5"], &trusted), at("10.0.0.5"));
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6", "unknown"], &trusted), Some(peer), "header lines are one list");
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6,"], &trusted), Some(peer), "an empty entry does not parse");
+        // Ports are accepted as their address.
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6, 198.51.100.7:4711"], &trusted), at("198.51.100.7"));
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6, [2001:db8::1]:443"], &trusted), at("2001:db8::1"));
+        assert_eq!(client_ip(Some(peer), ["[2001:db8::2]"], &trusted), at("2001:db8::2"));
+        // An IPv4 address written as IPv6 is the same address (and the same throttling bucket).
+        assert_eq!(client_ip(Some(peer), ["::ffff:198.51.100.8"], &trusted), at("198.51.100.8"));
+        // A chain of trusted proxies is walked through.
+        assert_eq!(client_ip(Some(peer), ["6.6.6.6, 198.51.100.9, 10.1.1.1, 10.2.2.2"], &trusted), at("198.51.100.9"));
     }
 }

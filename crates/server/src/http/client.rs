@@ -13,8 +13,9 @@ impl FromRequestParts<AppState> for ClientInfo {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        // A value that is not visible ASCII cannot hold an address, so it is skipped.
-        let forwarded_for = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        // A value that is not visible ASCII holds no address: it stops the walk like any entry
+        // that does not parse.
+        let forwarded_for = parts.headers.get_all("x-forwarded-for").iter().map(|v| v.to_str().unwrap_or("invalid"));
         let ip = client_ip(peer, forwarded_for, &state.config.server.trusted_proxies);
         let user_agent =
             parts.headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect();

@@ -269,6 +269,24 @@ async fn sign_in_records_client_data_and_trusted_proxy_addresses() {
     assert_eq!(failures["results"][0]["context"]["username"], "admin@example.com");
     assert!(!failures.to_string().contains("a wrong password here"));
 
+    // Entries the proxy did not write cannot choose the address: one that does not parse ends the
+    // walk at the last trusted hop; one with a port counts as its address.
+    for forwarded in ["203.0.113.77, unknown", "203.0.113.77, 198.51.100.20:5555"] {
+        let response = app
+            .client
+            .post(app.url("/api/v3/auth/sign_in/"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"email": "admin@example.com", "password": "a wrong password here"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    for (address, count) in [("203.0.113.77", 0), ("127.0.0.1", 1), ("198.51.100.20", 1)] {
+        let (_, failures) = json(app.get(&admin, &format!("/api/v3/events/events/?action=login_failed&client_ip={address}")).await).await;
+        assert_eq!(failures["pagination"]["count"], count, "failures from {address}");
+    }
+
     let (_, sessions) = json(app.get(&admin, "/api/v3/core/authenticated_sessions/").await).await;
     assert_eq!(sessions["results"][0]["last_ip"], "203.0.113.50");
     assert_eq!(sessions["results"][0]["user_agent"]["browser"]["family"], "Safari");
