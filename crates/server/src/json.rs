@@ -30,6 +30,169 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
+/// Limits on a document read into a [`serde_json::Value`], whatever its format.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Values (scalars, lists, maps, keys) in the whole document, counted as often as they are
+    /// used: a YAML alias counts its whole anchored subtree again.
+    pub max_nodes: usize,
+    /// Nesting of lists and maps.
+    pub max_depth: usize,
+    /// Bytes of text in keys and strings, counted as often as they are used.
+    pub max_text_bytes: usize,
+}
+
+/// Why a bounded read stopped.
+pub const TOO_MANY_VALUES: &str = "too many values";
+/// Why a bounded read stopped.
+pub const TOO_DEEP: &str = "nested too deeply";
+/// Why a bounded read stopped.
+pub const TOO_MUCH_TEXT: &str = "too much text";
+
+/// Reads any self-describing document (JSON, YAML) into a value, failing as soon as it exceeds
+/// `bounds`, so that a small document that expands (YAML anchors used many times over) costs
+/// bounded memory and time. The error message contains one of [`TOO_MANY_VALUES`], [`TOO_DEEP`],
+/// [`TOO_MUCH_TEXT`] when a bound was hit (formats may add where).
+pub fn bounded_value<'de, D: serde::Deserializer<'de>>(deserializer: D, bounds: Bounds) -> Result<serde_json::Value, D::Error> {
+    let budget = Budget { nodes: std::cell::Cell::new(bounds.max_nodes), text: std::cell::Cell::new(bounds.max_text_bytes) };
+    serde::de::DeserializeSeed::deserialize(Bounded { budget: &budget, depth_left: bounds.max_depth }, deserializer)
+}
+
+struct Budget {
+    nodes: std::cell::Cell<usize>,
+    text: std::cell::Cell<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct Bounded<'b> {
+    budget: &'b Budget,
+    depth_left: usize,
+}
+
+impl Bounded<'_> {
+    fn node<E: serde::de::Error>(&self) -> Result<(), E> {
+        let left = self.budget.nodes.get();
+        if left == 0 {
+            return Err(E::custom(TOO_MANY_VALUES));
+        }
+        self.budget.nodes.set(left - 1);
+        Ok(())
+    }
+
+    fn text<E: serde::de::Error>(&self, text: &str) -> Result<String, E> {
+        self.node()?;
+        let left = self.budget.text.get();
+        if text.len() > left {
+            return Err(E::custom(TOO_MUCH_TEXT));
+        }
+        self.budget.text.set(left - text.len());
+        Ok(text.to_owned())
+    }
+
+    fn nested<E: serde::de::Error>(&self) -> Result<Self, E> {
+        self.node()?;
+        if self.depth_left == 0 {
+            return Err(E::custom(TOO_DEEP));
+        }
+        Ok(Self { budget: self.budget, depth_left: self.depth_left - 1 })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// A map key: text only, as JSON requires.
+struct Key<'b>(Bounded<'b>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_> {
+    type Value = String;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Key<'_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a text key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
+        self.0.text(text)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-compatible value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        self.node()?;
+        Ok(value.into())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        self.node()?;
+        Ok(value.into())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        self.node()?;
+        Ok(value.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        self.node()?;
+        Ok(serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(self.text(value)?))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.node()?;
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, deserializer)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let inner = self.nested()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let inner = self.nested()?;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key_seed(Key(inner))? {
+            let value = map.next_value_seed(inner)?;
+            object.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +219,20 @@ mod tests {
         assert_eq!(wrong_type[0].0, "count");
         assert_eq!(fields(parse::<Body>(br#"{"name": "x", "extra": 1}"#).unwrap_err())[0].0, "extra");
         assert_eq!(fields(parse::<Body>(b"{not json").unwrap_err())[0].0, NON_FIELD_ERRORS);
+    }
+
+    const SMALL: Bounds = Bounds { max_nodes: 50, max_depth: 3, max_text_bytes: 40 };
+
+    fn read(text: &str) -> Result<serde_json::Value, String> {
+        bounded_value(&mut serde_json::Deserializer::from_str(text), SMALL).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bounded_reads_stop_at_each_bound() {
+        assert_eq!(read(r#"{"a": [1, 2.5, true, null, "x"]}"#).unwrap(), serde_json::json!({"a": [1, 2.5, true, null, "x"]}));
+        assert!(read(&format!("[{}]", vec!["1"; 60].join(","))).unwrap_err().starts_with(TOO_MANY_VALUES));
+        assert!(read("[[[[1]]]]").unwrap_err().starts_with(TOO_DEEP));
+        assert!(read(&format!(r#"["{}"]"#, "x".repeat(41))).unwrap_err().starts_with(TOO_MUCH_TEXT));
+        assert!(read(&format!(r#"{{"{}": 1}}"#, "k".repeat(41))).unwrap_err().starts_with(TOO_MUCH_TEXT), "keys count as text");
     }
 }

@@ -27,6 +27,12 @@ pub const BINDING_MODEL: &str = "authentik_flows.flowstagebinding";
 
 const LOGGER: &str = "gatehouse.flows.transfer";
 
+/// The largest document an import reads; a flow with hundreds of stages stays far below it.
+pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
+
+/// What an imported document may expand to once read, whatever its size on the wire.
+const DOCUMENT_BOUNDS: crate::json::Bounds = crate::json::Bounds { max_nodes: 100_000, max_depth: 32, max_text_bytes: 4 * 1024 * 1024 };
+
 /// A blueprint document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,14 +269,38 @@ fn entry_attributes(index: usize, entry: &Entry) -> Map<String, Value> {
 
 /// Reads a document: JSON when it looks like JSON, YAML otherwise. Errors say where.
 fn parse(document: &[u8]) -> std::result::Result<Blueprint, String> {
+    if document.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!("The document is larger than {} KiB.", MAX_DOCUMENT_BYTES / 1024));
+    }
     let text = std::str::from_utf8(document).map_err(|_| "The document is not UTF-8 text.".to_owned())?;
     if text.trim().is_empty() {
         return Err("The document is empty.".into());
     }
+    let too_big = |message: &str| {
+        let bounds = DOCUMENT_BOUNDS;
+        if message.contains(crate::json::TOO_MANY_VALUES) {
+            Some(format!(
+                "The document expands to more than {} values (a YAML alias counts everything its anchor holds, each time it is used).",
+                bounds.max_nodes
+            ))
+        } else if message.contains(crate::json::TOO_DEEP) {
+            Some(format!("The document nests lists and maps more than {} levels deep.", bounds.max_depth))
+        } else if message.contains(crate::json::TOO_MUCH_TEXT) {
+            Some(format!("The document expands to more than {} KiB of text.", bounds.max_text_bytes / 1024))
+        } else {
+            None
+        }
+    };
     let value: Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| format!("The document is not valid JSON: {e}"))?
+        crate::json::bounded_value(&mut serde_json::Deserializer::from_str(text), DOCUMENT_BOUNDS).map_err(|e| {
+            let message = e.to_string();
+            too_big(&message).unwrap_or_else(|| format!("The document is not valid JSON: {message}"))
+        })?
     } else {
-        serde_norway::from_str(text).map_err(|e| format!("The document is not valid YAML: {e}"))?
+        crate::json::bounded_value(serde_norway::Deserializer::from_str(text), DOCUMENT_BOUNDS).map_err(|e| {
+            let message = e.to_string();
+            too_big(&message).unwrap_or_else(|| format!("The document is not valid YAML: {message}"))
+        })?
     };
     let blueprint: Blueprint = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -599,6 +629,32 @@ mod tests {
     #[test]
     fn malformed_documents_say_why() {
         assert!(parse(b"version: [").unwrap_err().contains("YAML"));
+    }
+
+    #[test]
+    fn yaml_alias_bombs_are_refused_before_they_expand() {
+        // Nine levels of ten aliases each: 10^9 values from a document of a few hundred bytes.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9u8 {
+            let (name, previous) = ((b'a' + level) as char, (b'a' + level - 1) as char);
+            bomb.push_str(&format!("{name}: &{name} [*{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}, *{previous}]\n"));
+        }
+        assert!(bomb.len() < 2048);
+        let started = std::time::Instant::now();
+        let error = parse(bomb.as_bytes()).unwrap_err();
+        assert!(error.contains("more than 100000 values"), "{error}");
+        // A few aliases in an ordinary document are fine.
+        let modest = "version: 1\nmetadata: {name: x}\nentries:\n- &e {model: authentik_flows.flow, identifiers: {slug: x}}\n- *e\n";
+        assert_eq!(parse(modest.as_bytes()).unwrap().entries.len(), 2);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded work");
+    }
+
+    #[test]
+    fn import_documents_are_bounded_in_size_and_depth() {
+        let large = format!("version: 1\nmetadata: {{name: '{}'}}\nentries: []\n", "x".repeat(MAX_DOCUMENT_BYTES));
+        assert!(parse(large.as_bytes()).unwrap_err().contains("larger than 512 KiB"));
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert!(parse(format!("{{\"version\": {deep}}}").as_bytes()).unwrap_err().contains("levels deep"));
         assert!(parse(b"version: 2\nentries: []").unwrap_err().contains("version 2"));
         assert!(parse(b"version: 1\nentries:\n- model: x\n  colour: red\n").unwrap_err().contains("colour"));
         assert!(parse(b"").is_err());

@@ -775,6 +775,24 @@ async fn an_import_writes_everything_or_nothing() {
         assert!(!result["logs"].as_array().unwrap().is_empty());
     }
     assert_eq!(totals(&app, &admin).await, before);
+    // A YAML alias bomb: 1.5 KB that would expand to 10^9 values is refused, naming the problem.
+    let mut bomb = String::from("version: 1\nentries: []\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..9u8 {
+        let (name, previous) = ((b'a' + level) as char, (b'a' + level - 1) as char);
+        bomb.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{previous}"); 10].join(", ")));
+    }
+    let (status, result) = json(upload(&app, &admin, &bomb, false).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{result}");
+    assert!(result["logs"][0]["event"].as_str().unwrap().contains("expands to more than 100000 values"), "{result}");
+    // So is a document over the import's size cap, and a body over the server's.
+    let large = format!("version: 1\nentries: []\nmetadata: {{name: '{}'}}\n", "x".repeat(600 * 1024));
+    let (status, result) = json(upload(&app, &admin, &large, false).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{result}");
+    assert!(result["logs"][0]["event"].as_str().unwrap().contains("larger than 512 KiB"), "{result}");
+    let huge = format!("version: 1\nentries: []\nmetadata: {{name: '{}'}}\n", "x".repeat(1024 * 1024));
+    let (status, result) = json(upload(&app, &admin, &huge, false).await).await;
+    assert_eq!((status, result["detail"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("Request body is too large.")));
+    assert_eq!(totals(&app, &admin).await, before);
     // A form without the file.
     assert_field_error(
         app.client
