@@ -152,6 +152,12 @@ test('sign in through the pages, see the user page, sign out', async ({ browser,
   if (screenshots) await page.screenshot({ path: join(screenshots, 'user-page.png') });
 
   await page.getByRole('link', { name: 'Sign out' }).click();
+  // The link only asks; the confirmation's POST signs out.
+  await page.getByText('Sign out ada@example.com?').waitFor();
+  await page.goto(`${base}/if/user/`);
+  assert.equal(page.url(), `${base}/if/user/`, 'opening the sign-out page signed nobody out');
+  await page.getByRole('link', { name: 'Sign out' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL(/\/if\/flow\/default-authentication-flow\//);
   await page.goto(`${base}/if/user/`);
   assert.match(page.url(), /\/if\/flow\/default-authentication-flow\/\?next=%2Fif%2Fuser%2F$/, 'signed out: the user page sends to sign-in');
@@ -206,6 +212,10 @@ test('sign in and out with the keyboard only', async ({ browser, base }) => {
     const focused = await page.evaluate(() => document.activeElement?.textContent?.trim());
     if (focused === 'Sign out' && (await page.evaluate(() => document.activeElement?.tagName)) === 'A') break;
   }
+  await page.keyboard.press('Enter');
+  // The confirmation's button has the focus: Enter signs out.
+  await page.getByText('Sign out alan@example.com?').waitFor();
+  await page.waitForFunction(() => document.activeElement?.tagName === 'BUTTON');
   await page.keyboard.press('Enter');
   await page.waitForURL(/\/if\/flow\/default-authentication-flow\//);
   await context.close();

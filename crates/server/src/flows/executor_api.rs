@@ -16,7 +16,7 @@ use super::redirect::next_from_query;
 use super::run::FLOW_COOKIE;
 use crate::error::{Error, NON_FIELD_ERRORS, Result};
 use crate::events::client::ClientInfo;
-use crate::http::auth::{MaybeSignedIn, cookie_in};
+use crate::http::auth::MaybeSignedIn;
 use crate::state::AppState;
 
 /// Largest challenge response accepted; the biggest legitimate one is a few hundred bytes.
@@ -46,7 +46,8 @@ async fn executor_get(
     headers: HeaderMap,
 ) -> Result<(HeaderMap, Json<Value>)> {
     let next = query.query.as_deref().and_then(next_from_query);
-    let request = FlowRequest::new(&slug, cookie_in(&headers, FLOW_COOKIE), &client, current, next.as_deref());
+    let request =
+        FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next.as_deref());
     let outcome = executor::get(&state, request).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }
@@ -95,7 +96,8 @@ async fn executor_solve(
 ) -> Result<(HeaderMap, Json<Value>)> {
     let response = parse_response(&headers, &body)?;
     let next = query.query.as_deref().and_then(next_from_query);
-    let request = FlowRequest::new(&slug, cookie_in(&headers, FLOW_COOKIE), &client, current, next.as_deref());
+    let request =
+        FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next.as_deref());
     let outcome = executor::solve(&state, request, response, None).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }

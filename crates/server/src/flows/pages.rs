@@ -14,7 +14,7 @@ use super::redirect::safe_next;
 use super::run::{self, FLOW_COOKIE};
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
-use crate::http::auth::{MaybeSignedIn, cookie_in};
+use crate::http::auth::MaybeSignedIn;
 use crate::http::pages::{error_page, form_fields, html, message, see_other};
 use crate::state::AppState;
 
@@ -111,7 +111,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Response {
     let next = query.next.as_deref();
-    let request = FlowRequest::new(&slug, cookie_in(&headers, FLOW_COOKIE), &client, current, next);
+    let request = FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next);
     match executor::get(&state, request).await.and_then(|outcome| render(&state, outcome, &slug, next)) {
         Ok(response) => response,
         Err(error) => error_page(error),
@@ -146,7 +146,7 @@ pub async fn answer(
         // The form must come from this browser's run; without a run there is nothing to apply
         // the answer to, and the executor starts over without applying it.
         let form = FormAnswer { token: token.as_deref().unwrap_or_default(), step: step.unwrap_or(-1) };
-        let request = FlowRequest::new(&slug, cookie_in(&headers, FLOW_COOKIE), &client, current, next);
+        let request = FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next);
         let outcome = executor::solve(&state, request, response, Some(form)).await?;
         // A question without complaints is shown by a fresh GET, so reloading never re-posts.
         if let Challenge::Stage { errors, .. } = &outcome.challenge
@@ -163,7 +163,7 @@ pub async fn answer(
 /// `/flows/-/cancel/`: abandons the browser's flow run and goes back to the start.
 pub async fn cancel(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result: Result<Response> = async {
-        if let Some(key) = cookie_in(&headers, FLOW_COOKIE) {
+        if let Some(key) = crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE) {
             run::cancel(&state.db, &state.secret, state.tenant, key).await?;
         }
         let mut out = HeaderMap::new();

@@ -20,7 +20,7 @@ use crate::state::AppState;
 
 /// Header carrying the CSRF token on cookie-authenticated unsafe requests.
 pub const CSRF_HEADER: &str = "x-csrftoken";
-/// Cookie carrying the CSRF token for browser scripts.
+/// Cookie carrying the CSRF token for browser scripts (`__Host-` prefixed when secure).
 pub const CSRF_COOKIE: &str = "gatehouse_csrf";
 
 /// An authenticated caller.
@@ -103,7 +103,8 @@ impl FromRequestParts<AppState> for Principal {
         let context = match parts.headers.get(header::AUTHORIZATION) {
             Some(value) => bearer(state, value, &client).await?,
             None => {
-                let key = cookie(parts, &state.config.sessions.cookie_name).ok_or(Error::Unauthenticated)?;
+                let key = crate::http::cookies::read_cookie(state, &parts.headers, &state.config.sessions.cookie_name)
+                    .ok_or(Error::Unauthenticated)?;
                 let context = service::authenticate(state, key, &client).await?.ok_or_else(|| {
                     metrics::counter!("gatehouse_auth_failures_total", "kind" => "session").increment(1);
                     Error::Unauthenticated
@@ -149,7 +150,10 @@ impl FromRequestParts<AppState> for MaybeSignedIn {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(key) = cookie(parts, &state.config.sessions.cookie_name).map(str::to_owned) else { return Ok(Self(None)) };
+        let Some(key) = crate::http::cookies::read_cookie(state, &parts.headers, &state.config.sessions.cookie_name).map(str::to_owned)
+        else {
+            return Ok(Self(None));
+        };
         let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
         let context = service::authenticate(state, &key, &client).await?;
         if let (Some(context), Some(identity)) = (&context, parts.extensions.get::<crate::http::middleware::RequestIdentity>()) {

@@ -1,5 +1,7 @@
 //! The cookies Gatehouse sets: the session, its CSRF token and the flow run. All are `Path=/`,
-//! `SameSite=Lax` (so cross-site posts carry none of them) and `Secure` unless configured off.
+//! `SameSite=Lax` (so cross-site posts carry none of them), without `Domain`, and `Secure` unless
+//! configured off; secure cookies are named with the `__Host-` prefix, which browsers accept only
+//! from this very host over HTTPS, so a sibling subdomain cannot plant one.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
@@ -10,9 +12,20 @@ use crate::flows::stage::Effect;
 use crate::http::auth::CSRF_COOKIE;
 use crate::state::AppState;
 
-/// A `Set-Cookie` value. `max_age` `None` makes a cookie that ends with the browser; `Some(0)`
+/// The name cookie `base` goes by: `__Host-<base>` when cookies are secure.
+pub fn cookie_name(state: &AppState, base: &str) -> String {
+    if state.config.server.secure_cookies { format!("__Host-{base}") } else { base.to_owned() }
+}
+
+/// The value of cookie `base` (under its configured name) in `headers`.
+pub fn read_cookie<'a>(state: &AppState, headers: &'a HeaderMap, base: &str) -> Option<&'a str> {
+    crate::http::auth::cookie_in(headers, &cookie_name(state, base))
+}
+
+/// A `Set-Cookie` value for cookie `base` (named by [`cookie_name`]). `max_age` `None` makes a cookie that ends with the browser; `Some(0)`
 /// removes it.
-pub fn set_cookie(state: &AppState, name: &str, value: &str, http_only: bool, max_age: Option<i64>) -> Result<HeaderValue> {
+pub fn set_cookie(state: &AppState, base: &str, value: &str, http_only: bool, max_age: Option<i64>) -> Result<HeaderValue> {
+    let name = cookie_name(state, base);
     let mut cookie = format!("{name}={value}; Path=/; SameSite=Lax");
     if let Some(max_age) = max_age {
         cookie.push_str(&format!("; Max-Age={max_age}"));

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, TestApp, json};
+use crate::support::{FLOW_COOKIE, PASSWORD, SESSION_COOKIE, TestApp, json};
 
 const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
 
@@ -91,7 +91,7 @@ fn session_set_cookie(response: &reqwest::Response) -> String {
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("gatehouse_session="))
+        .find(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
         .expect("a session cookie is set")
 }
 
@@ -138,7 +138,7 @@ async fn a_json_client_signs_in_through_identification_password_and_login() {
     assert_eq!(first["user_fields"], json!(["email", "username"]));
     assert_eq!(first["flow_info"]["title"], "Welcome to Gatehouse!");
     assert_eq!(first["flow_designation"], "authentication");
-    assert!(browser.cookies.contains_key("gatehouse_flow"), "the run is found by its cookie");
+    assert!(browser.cookies.contains_key(FLOW_COOKIE), "the run is found by its cookie");
 
     // The username works as well as the e-mail address, in any case.
     let (_, password) = browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ADA"})).await;
@@ -147,8 +147,8 @@ async fn a_json_client_signs_in_through_identification_password_and_login() {
     let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
     assert_eq!(done["component"], "xak-flow-redirect");
     assert_eq!(done["to"], "/if/user/");
-    assert!(!browser.cookies.contains_key("gatehouse_flow"), "a finished run's cookie is removed");
-    assert!(browser.cookies.contains_key("gatehouse_session"));
+    assert!(!browser.cookies.contains_key(FLOW_COOKIE), "a finished run's cookie is removed");
+    assert!(browser.cookies.contains_key(SESSION_COOKIE));
     assert_eq!(browser.me().await, StatusCode::OK);
 
     let logins = events(&app, "login").await;
@@ -252,14 +252,14 @@ async fn a_later_stage_cannot_be_answered_first_and_answers_cannot_be_replayed()
 
     // Replaying the password answer with the finished run's cookie does not sign in again.
     browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
-    let old_flow_cookie = browser.cookies["gatehouse_flow"].clone();
+    let old_flow_cookie = browser.cookies[FLOW_COOKIE].clone();
     let (_, done) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
     assert_eq!(done["component"], "xak-flow-redirect");
     let mut replayer = Browser::new(&app);
-    replayer.cookies.insert("gatehouse_flow".into(), old_flow_cookie);
+    replayer.cookies.insert(FLOW_COOKIE.to_owned(), old_flow_cookie);
     let (_, challenge) = replayer.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
     assert_eq!(challenge["component"], "ak-stage-identification");
-    assert!(!replayer.cookies.contains_key("gatehouse_session"));
+    assert!(!replayer.cookies.contains_key(SESSION_COOKIE));
     assert_eq!(replayer.me().await, StatusCode::UNAUTHORIZED);
 }
 
@@ -278,11 +278,11 @@ async fn an_expired_or_tampered_run_restarts_cleanly() {
     assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
 
     let mut tampered = Browser::new(&app);
-    tampered.cookies.insert("gatehouse_flow".into(), "forged-value".into());
+    tampered.cookies.insert(FLOW_COOKIE.to_owned(), "forged-value".into());
     let (status, challenge) = tampered.get(SIGN_IN).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(challenge["component"], "ak-stage-identification");
-    assert_ne!(tampered.cookies["gatehouse_flow"], "forged-value", "a new run gets a new cookie");
+    assert_ne!(tampered.cookies[FLOW_COOKIE], "forged-value", "a new run gets a new cookie");
 }
 
 #[tokio::test]
@@ -382,8 +382,8 @@ async fn a_flow_whose_requirement_is_not_met_answers_access_denied_with_the_reas
 
     let mut root = Browser::new(&app);
     root.sign_in("root@example.com", PASSWORD).await;
-    let (_, done) = root.get("/api/v3/flows/executor/admins-only/").await;
-    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let (_, admitted) = root.get("/api/v3/flows/executor/admins-only/").await;
+    assert_eq!(admitted["component"], "ak-stage-user-logout", "{admitted}");
 
     let (status, body) = anonymous.get("/api/v3/flows/executor/no-such-flow/").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -404,8 +404,8 @@ async fn require_superuser_flows_admit_superusers_through_groups() {
     add_flow(&app, "admins-only", "require_superuser", &["default-invalidation-logout"]).await;
     let mut grace = Browser::new(&app);
     grace.sign_in("grace@example.com", PASSWORD).await;
-    let (_, done) = grace.get("/api/v3/flows/executor/admins-only/").await;
-    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let (_, admitted) = grace.get("/api/v3/flows/executor/admins-only/").await;
+    assert_eq!(admitted["component"], "ak-stage-user-logout", "{admitted}");
 }
 
 #[tokio::test]
@@ -415,13 +415,49 @@ async fn the_invalidation_flow_signs_out() {
     let mut browser = Browser::new(&app);
     browser.sign_in("ada@example.com", PASSWORD).await;
     assert_eq!(browser.me().await, StatusCode::OK);
-    let session_cookie = browser.cookies["gatehouse_session"].clone();
-    let (_, done) = browser.get("/api/v3/flows/executor/default-invalidation-flow/").await;
-    assert_eq!(done["component"], "xak-flow-redirect");
+    let session_cookie = browser.cookies[SESSION_COOKIE].clone();
+    // Opening the flow only asks.
+    let (_, question) = browser.get("/api/v3/flows/executor/default-invalidation-flow/").await;
+    assert_eq!(question["component"], "ak-stage-user-logout", "{question}");
+    assert_eq!(question["pending_user"], "ada@example.com");
+    assert_eq!(browser.me().await, StatusCode::OK, "still signed in");
+    // Answering signs out.
+    let (_, done) = browser.post("/api/v3/flows/executor/default-invalidation-flow/", json!({})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     assert_eq!(done["to"], "/");
-    assert!(!browser.cookies.contains_key("gatehouse_session"), "the session cookie is removed");
+    assert!(!browser.cookies.contains_key(SESSION_COOKIE), "the session cookie is removed");
     // The session itself ended, not just the cookie.
-    browser.cookies.insert("gatehouse_session".into(), session_cookie);
+    browser.cookies.insert(SESSION_COOKIE.to_owned(), session_cookie);
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+    assert_eq!(events(&app, "logout").await.len(), 1);
+}
+
+/// Any site can make a browser open a link, and same-site-lax cookies go with a top-level GET:
+/// opening the sign-out page only shows a form, and only its POST, with the run's form token,
+/// signs out.
+#[tokio::test]
+async fn a_plain_get_of_the_sign_out_page_signed_people_out() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in("ada@example.com", PASSWORD).await;
+    let location = "/if/flow/default-invalidation-flow/";
+    let page = browser.send(app.client.get(app.url(location))).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Sign out ada@example.com?") && page.contains(r#"method="post""#), "{page}");
+    assert_eq!(browser.me().await, StatusCode::OK, "a GET signs nobody out");
+    assert!(events(&app, "logout").await.is_empty());
+
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let step = page.split(r#"name="step" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = |body: String| app.client.post(app.url(location)).header("content-type", "application/x-www-form-urlencoded").body(body);
+    // A form posted from elsewhere has no valid token for this browser's run.
+    let forged = browser.send(post(format!("csrf=forged&step={step}"))).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(browser.me().await, StatusCode::OK);
+    let confirmed = browser.send(post(format!("csrf={csrf}&step={step}"))).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
     assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
     assert_eq!(events(&app, "logout").await.len(), 1);
 }
@@ -441,7 +477,7 @@ async fn too_many_wrong_passwords_end_the_run_and_the_rate_limit_holds() {
     assert_eq!(errors_of(&second, "password"), ["Invalid password."]);
     let (_, third) = browser.post(SIGN_IN, json!({"password": "wrong 3"})).await;
     assert_eq!(third["component"], "ak-stage-access-denied", "{third}");
-    assert!(!browser.cookies.contains_key("gatehouse_flow"));
+    assert!(!browser.cookies.contains_key(FLOW_COOKIE));
 
     // The account is now throttled, whatever name it is typed as: even the right password is
     // refused for a while, with a reason.
@@ -652,12 +688,12 @@ async fn cancel_ends_the_run_and_its_answers_are_not_applied() {
     let mut browser = Browser::new(&app);
     browser.get(SIGN_IN).await;
     browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
-    let old_flow_cookie = browser.cookies["gatehouse_flow"].clone();
+    let old_flow_cookie = browser.cookies[FLOW_COOKIE].clone();
     let response = browser.send(app.client.get(app.url("/flows/-/cancel/"))).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()["location"], "/");
-    assert!(!browser.cookies.contains_key("gatehouse_flow"), "the flow cookie is removed");
-    browser.cookies.insert("gatehouse_flow".into(), old_flow_cookie);
+    assert!(!browser.cookies.contains_key(FLOW_COOKIE), "the flow cookie is removed");
+    browser.cookies.insert(FLOW_COOKIE.to_owned(), old_flow_cookie);
     let (_, challenge) = browser.post(SIGN_IN, json!({"password": PASSWORD})).await;
     assert_eq!(challenge["component"], "ak-stage-identification", "the cancelled run is gone: {challenge}");
     assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);

@@ -14,11 +14,11 @@ async fn sign_in_sets_hardened_cookies_and_sign_out_ends_the_session() {
     let response = app.try_sign_in("ERIN@example.com", PASSWORD).await;
     assert_eq!(response.status(), StatusCode::OK);
     let cookies: Vec<String> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-    let session_cookie = cookies.iter().find(|c| c.starts_with("gatehouse_session=")).unwrap();
+    let session_cookie = cookies.iter().find(|c| c.starts_with(&format!("{SESSION_COOKIE}="))).unwrap();
     for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(session_cookie.contains(flag), "{session_cookie} lacks {flag}");
     }
-    let csrf_cookie = cookies.iter().find(|c| c.starts_with("gatehouse_csrf=")).unwrap();
+    let csrf_cookie = cookies.iter().find(|c| c.starts_with(&format!("{CSRF_COOKIE}="))).unwrap();
     assert!(!csrf_cookie.contains("HttpOnly"), "scripts must be able to read the CSRF cookie");
     assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
     let session = session_from(response).await;
@@ -27,6 +27,33 @@ async fn sign_in_sets_hardened_cookies_and_sign_out_ends_the_session() {
     assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
     assert_eq!(app.post(&session, "/api/v3/auth/sign_out/", json!({})).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A sibling subdomain can set a cookie for the parent domain, but never one named `__Host-`:
+/// secure servers name their cookies that way and read no other name.
+#[tokio::test]
+async fn cookie_names_without_the_host_prefix_could_be_planted_by_a_sibling_subdomain() {
+    let app = TestApp::spawn().await;
+    app.user("erin@example.com", |_| {}).await;
+    let response = app.try_sign_in("erin@example.com", PASSWORD).await;
+    let cookies: Vec<String> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for cookie in &cookies {
+        assert!(cookie.starts_with("__Host-gatehouse_"), "{cookie}");
+        assert!(cookie.contains("; Secure") && cookie.contains("; Path=/") && !cookie.to_lowercase().contains("domain="), "{cookie}");
+    }
+    let session = session_from(response).await;
+    let key = session.cookie.split_once('=').unwrap().1.to_owned();
+    let planted = |name: &str| app.client.get(app.url("/api/v3/core/users/me/")).header("cookie", format!("{name}={key}")).send();
+    assert_eq!(planted("gatehouse_session").await.unwrap().status(), StatusCode::UNAUTHORIZED, "the unprefixed name is not read");
+    assert_eq!(planted(SESSION_COOKIE).await.unwrap().status(), StatusCode::OK);
+
+    // Over plain HTTP (secure cookies off, for development) there is no prefix to use.
+    let plain = TestApp::spawn_with(|c| c.server.secure_cookies = false).await;
+    plain.user("erin@example.com", |_| {}).await;
+    let response = plain.try_sign_in("erin@example.com", PASSWORD).await;
+    let cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("gatehouse_session=") && !cookie.contains("Secure"), "{cookie}");
 }
 
 #[tokio::test]

@@ -13,6 +13,13 @@ use gatehouse_types::Email;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 
+/// The session cookie's name: test servers keep the default `secure_cookies`, so `__Host-`.
+pub const SESSION_COOKIE: &str = "__Host-gatehouse_session";
+/// The flow run cookie's name.
+pub const FLOW_COOKIE: &str = "__Host-gatehouse_flow";
+/// The CSRF cookie's name.
+pub const CSRF_COOKIE: &str = "__Host-gatehouse_csrf";
+
 /// A password every test user gets unless a test says otherwise; strong enough for the rules.
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
@@ -200,7 +207,7 @@ pub async fn session_from(response: Response) -> Session {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("gatehouse_session="))
+        .find(|v| v.starts_with(&format!("{SESSION_COOKIE}=")))
         .and_then(|v| v.split(';').next())
         .expect("session cookie")
         .to_owned();

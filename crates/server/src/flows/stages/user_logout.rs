@@ -1,17 +1,22 @@
-//! The user logout stage: ends the caller's session.
+//! The user logout stage: ends the caller's session once they confirm.
+//!
+//! Opening a flow is a GET, and any site can make a browser open one with a link (same-site-lax
+//! cookies ride along on top-level navigation); so entering the stage only asks, and only the
+//! answer, a POST bound to this browser's flow run, signs out.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{FieldErrors, Result};
-use crate::flows::stage::{Effect, StageContext, StageKind, Step, parse_typed};
+use crate::flows::stage::{Effect, Form, Prompt, StageContext, StageKind, Step, parse_typed};
 
 /// Settings of a logout stage (it has none).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserLogoutSettings {}
 
-/// Signs the caller out, then passes; passes at once when nobody is signed in.
+/// Asks the caller to confirm, signs them out, then passes; passes at once when nobody is signed
+/// in.
 pub struct UserLogout;
 
 #[async_trait::async_trait]
@@ -34,6 +39,15 @@ impl StageKind for UserLogout {
     }
 
     async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step> {
+        let Some(current) = cx.current.as_ref().filter(|current| current.session.is_some()) else { return Ok(Step::Passed) };
+        let who = if current.user.email.is_empty() { current.user.username.clone() } else { current.user.email.clone() };
+        let mut fields = Map::new();
+        fields.insert("pending_user".into(), Value::String(who.clone()));
+        let form = Form { intro: Some(format!("Sign out {who}?")), inputs: Vec::new(), submit: "Sign out".into(), links: Vec::new() };
+        Ok(Step::Challenge(Prompt { fields, form }))
+    }
+
+    async fn solve(&self, cx: &mut StageContext<'_>, _response: &Map<String, Value>) -> Result<Step> {
         if let Some(current) = cx.current.take()
             && let Some(session) = &current.session
         {
@@ -41,9 +55,5 @@ impl StageKind for UserLogout {
             cx.effects.push(Effect::SignedOut);
         }
         Ok(Step::Passed)
-    }
-
-    async fn solve(&self, cx: &mut StageContext<'_>, _response: &Map<String, Value>) -> Result<Step> {
-        self.enter(cx).await
     }
 }
