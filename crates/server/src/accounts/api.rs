@@ -136,6 +136,9 @@ pub struct UserSelf {
     pub name: String,
     pub is_active: bool,
     pub is_superuser: bool,
+    /// Whether this user is the one the credential belongs to (false only for an impersonating
+    /// `original`, which Gatehouse does not have).
+    pub is_current: bool,
     pub groups: Vec<UserSelfGroup>,
     pub roles: Vec<UserSelfGroup>,
     pub email: String,

@@ -42,7 +42,7 @@ fn parse_group_id(text: &str) -> Result<Uuid> {
 }
 
 #[utoipa::path(get, path = "/api/v3/core/users/", tag = "core", params(ListParams, UserFilter),
-    responses((status = 200, description = "A page of users"), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of users", body = Paginated<UserOut>), (status = 403, description = "Permission denied")))]
 async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
@@ -51,7 +51,7 @@ async fn list_users(
 ) -> Result<Json<Paginated<UserOut>>> {
     let page = users::list_users(&state, &principal.actor(), &filter, &params).await?;
     let results = super::api::render_users(&state, page.results).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(post, path = "/api/v3/core/users/", tag = "core", request_body = UserWrite,
@@ -78,6 +78,7 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
             name: user.name.clone(),
             is_active: user.is_active,
             is_superuser: permissions.superuser,
+            is_current: true,
             groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
             roles: Vec::new(),
             email: user.email.clone(),
@@ -160,7 +161,7 @@ async fn render_group(state: &AppState, group: super::entities::group::Model) ->
 }
 
 #[utoipa::path(get, path = "/api/v3/core/groups/", tag = "core", params(ListParams, GroupFilter),
-    responses((status = 200, description = "A page of groups"), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of groups", body = Paginated<GroupOut>), (status = 403, description = "Permission denied")))]
 async fn list_groups(
     State(state): State<AppState>,
     principal: Principal,
@@ -170,7 +171,7 @@ async fn list_groups(
     let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
     let page = groups::list_groups(&state, &principal.actor(), &filter, &params).await?;
     let results = render_groups(&state, page.results, include_users).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(post, path = "/api/v3/core/groups/", tag = "core", request_body = GroupWrite,

@@ -120,11 +120,15 @@ pub struct Pagination {
     pub end_index: u64,
 }
 
-/// A page of results.
-#[derive(Debug, Clone, Serialize)]
+/// A page of results, as authentik's `Paginated…List` objects.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Paginated<T> {
     pub pagination: Pagination,
     pub results: Vec<T>,
+    /// Suggestions for the search box; authentik's clients require the object, and Gatehouse has
+    /// none to offer, so it is always empty.
+    #[schema(value_type = Object)]
+    pub autocomplete: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<T> Paginated<T> {
@@ -144,12 +148,13 @@ impl<T> Paginated<T> {
                 end_index,
             },
             results,
+            autocomplete: serde_json::Map::new(),
         }
     }
 
     /// Converts the results, keeping the pagination.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Paginated<U> {
-        Paginated { pagination: self.pagination, results: self.results.into_iter().map(f).collect() }
+        Paginated { pagination: self.pagination, results: self.results.into_iter().map(f).collect(), autocomplete: self.autocomplete }
     }
 }
 

@@ -54,7 +54,7 @@ impl From<event::Model> for EventOut {
 }
 
 #[utoipa::path(get, path = "/api/v3/events/events/", tag = "events", params(ListParams, EventFilter),
-    responses((status = 200, description = "A page of events"), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of events", body = Paginated<EventOut>), (status = 403, description = "Permission denied")))]
 async fn list_events(
     State(state): State<AppState>,
     principal: Principal,

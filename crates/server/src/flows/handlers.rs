@@ -171,7 +171,7 @@ async fn flow_by_slug(state: &AppState, slug: &str) -> Result<flow::Model> {
 }
 
 #[utoipa::path(get, path = "/api/v3/flows/instances/", tag = "flows", params(ListParams, FlowFilter),
-    responses((status = 200, description = "A page of flows (authentik_flows.view_flow)", body = [FlowOut]), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of flows (authentik_flows.view_flow)", body = Paginated<FlowOut>), (status = 403, description = "Permission denied")))]
 async fn list_flows(
     State(state): State<AppState>,
     principal: Principal,
@@ -181,7 +181,7 @@ async fn list_flows(
     principal.require(names::VIEW_FLOW)?;
     let page = flow_service::list_flows(&state, &filter, &params).await?;
     let results = render_flows(&state, page.results).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(post, path = "/api/v3/flows/instances/", tag = "flows", request_body = FlowWrite,
@@ -418,7 +418,7 @@ async fn any_stage(state: &AppState, id: &str) -> Result<stage::Model> {
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/all/", tag = "stages", params(ListParams, StageFilter),
-    responses((status = 200, description = "A page of stages of every kind (authentik_flows.view_stage)", body = [StageOut]), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of stages of every kind (authentik_flows.view_stage)", body = Paginated<StageOut>), (status = 403, description = "Permission denied")))]
 async fn list_all_stages(
     State(state): State<AppState>,
     principal: Principal,
@@ -428,7 +428,7 @@ async fn list_all_stages(
     principal.require(names::VIEW_STAGE)?;
     let page = stage_service::list_stages(&state, None, &filter, &params).await?;
     let results = render_stages(&state, &page.results).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/all/types/", tag = "stages",
@@ -464,7 +464,7 @@ async fn any_stage_used_by(State(state): State<AppState>, principal: Principal, 
 
 #[utoipa::path(get, path = "/api/v3/stages/{kind}/", tag = "stages",
     params(("kind" = String, Path, description = "The kind of stage: identification, password, user_login, user_logout, deny, or another registered kind"), ListParams, StageFilter),
-    responses((status = 200, description = "A page of stages of this kind, each with its settings (authentik_flows.view_stage)", body = [KindStageOut]),
+    responses((status = 200, description = "A page of stages of this kind, each with its settings (authentik_flows.view_stage)", body = Paginated<KindStageOut>),
         (status = 403, description = "Permission denied"), (status = 404, description = "Unknown kind")))]
 async fn list_stages(
     State(state): State<AppState>,
@@ -477,7 +477,7 @@ async fn list_stages(
     principal.require(names::VIEW_STAGE)?;
     let page = stage_service::list_stages(&state, Some(kind.kind()), &filter, &params).await?;
     let results = render_kind_stages(&state, page.results).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(post, path = "/api/v3/stages/{kind}/", tag = "stages",
@@ -613,7 +613,7 @@ async fn binding_by_id(state: &AppState, id: &str) -> Result<binding::Model> {
 }
 
 #[utoipa::path(get, path = "/api/v3/flows/bindings/", tag = "flows", params(ListParams, BindingFilter),
-    responses((status = 200, description = "A page of bindings, by flow then order (authentik_flows.view_flowstagebinding)", body = [BindingOut]), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of bindings, by flow then order (authentik_flows.view_flowstagebinding)", body = Paginated<BindingOut>), (status = 403, description = "Permission denied")))]
 async fn list_bindings(
     State(state): State<AppState>,
     principal: Principal,
@@ -623,7 +623,7 @@ async fn list_bindings(
     principal.require(names::VIEW_FLOW_STAGE_BINDING)?;
     let page = binding_service::list_bindings(&state, &filter, &params).await?;
     let results = render_bindings(&state, page.results).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(post, path = "/api/v3/flows/bindings/", tag = "flows", request_body = BindingWrite,

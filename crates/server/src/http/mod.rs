@@ -10,3 +10,4 @@ pub mod middleware;
 pub mod openapi;
 pub mod pages;
 pub mod router;
+pub mod system;

@@ -23,6 +23,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::tasks::handlers::router())
         .merge(crate::flows::executor_api::router())
         .merge(crate::flows::handlers::router())
+        .merge(super::system::router())
         .split_for_parts();
     let document = std::sync::Arc::new(crate::flows::handlers::document_stage_kinds(&document, &state.stages));
     let max_body = state.config.server.max_body_bytes;

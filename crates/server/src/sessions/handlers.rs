@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::entities::session;
 use super::service;
 use crate::accounts::password::Password;
+use crate::db::pagination::Paginated;
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::http::auth::Principal;
@@ -120,23 +121,15 @@ async fn sign_out(State(state): State<AppState>, principal: Principal) -> Result
     Ok((StatusCode::NO_CONTENT, headers))
 }
 
-/// The caller's sessions (not paginated beyond one page: a user has few).
-#[derive(Serialize, ToSchema)]
-pub struct SessionList {
-    pub pagination: crate::db::pagination::Pagination,
-    pub results: Vec<AuthenticatedSession>,
-}
-
 #[utoipa::path(get, path = "/api/v3/core/authenticated_sessions/", tag = "core",
-    responses((status = 200, body = SessionList), (status = 401, description = "Not signed in")))]
-async fn list_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionList>> {
+    responses((status = 200, description = "The caller's sessions, on one page: a user has few", body = Paginated<AuthenticatedSession>),
+        (status = 401, description = "Not signed in")))]
+async fn list_sessions(State(state): State<AppState>, principal: Principal) -> Result<Json<Paginated<AuthenticatedSession>>> {
     let sessions = service::list_for_user(&state, state.tenant, principal.user().id).await?;
     let current = principal.session().map(|s| s.id);
     let count = sessions.len() as u64;
     let results: Vec<AuthenticatedSession> = sessions.into_iter().map(|s| AuthenticatedSession::new(s, current)).collect();
-    let page =
-        crate::db::pagination::Paginated::new(crate::db::pagination::PageRequest { page: 1, page_size: count.max(1) }, count, results);
-    Ok(Json(SessionList { pagination: page.pagination, results: page.results }))
+    Ok(Json(Paginated::new(crate::db::pagination::PageRequest { page: 1, page_size: count.max(1) }, count, results)))
 }
 
 #[utoipa::path(delete, path = "/api/v3/core/authenticated_sessions/{uuid}/", tag = "core", params(("uuid" = Uuid, Path, description = "Session uuid")),

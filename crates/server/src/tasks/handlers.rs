@@ -34,13 +34,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retrieve_task))
         .routes(routes!(retry_task))
         .routes(routes!(list_workers))
+        .route("/api/v3/tasks/workers", axum::routing::get(list_workers))
         .routes(routes!(list_schedules))
         .routes(routes!(retrieve_schedule, update_schedule, partial_update_schedule))
         .routes(routes!(send_schedule))
 }
 
 #[utoipa::path(get, path = "/api/v3/tasks/tasks/", tag = "tasks", params(ListParams, TaskFilter),
-    responses((status = 200, description = "A page of tasks, newest first"), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of tasks, newest first", body = Paginated<TaskOut>), (status = 403, description = "Permission denied")))]
 async fn list_tasks(
     State(state): State<AppState>,
     principal: Principal,
@@ -94,7 +95,8 @@ async fn retry_task(State(state): State<AppState>, principal: Principal, Path(id
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v3/tasks/workers", tag = "tasks",
+/// Answers with and without the trailing slash: authentik's clients have used both.
+#[utoipa::path(get, path = "/api/v3/tasks/workers/", tag = "tasks",
     responses((status = 200, body = [WorkerOut]), (status = 403, description = "Permission denied")))]
 async fn list_workers(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<WorkerOut>>> {
     principal.require(names::VIEW_TASK)?;
@@ -116,7 +118,7 @@ async fn list_workers(State(state): State<AppState>, principal: Principal) -> Re
 }
 
 #[utoipa::path(get, path = "/api/v3/tasks/schedules/", tag = "tasks", params(ListParams, ScheduleFilter),
-    responses((status = 200, description = "A page of schedules"), (status = 403, description = "Permission denied")))]
+    responses((status = 200, description = "A page of schedules", body = Paginated<ScheduleOut>), (status = 403, description = "Permission denied")))]
 async fn list_schedules(
     State(state): State<AppState>,
     principal: Principal,

@@ -194,7 +194,7 @@ pub async fn list_schedules(state: &AppState, params: &ListParams, filter: &Sche
     for item in page.results {
         results.push(with_status(state, item).await?);
     }
-    Ok(Paginated { pagination: page.pagination, results })
+    Ok(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete })
 }
 
 /// One of the tenant's schedules.

@@ -52,7 +52,7 @@ async fn render_one(state: &AppState, token: token::Model) -> Result<TokenOut> {
 }
 
 #[utoipa::path(get, path = "/api/v3/core/tokens/", tag = "core", params(ListParams, TokenFilter),
-    responses((status = 200, description = "A page of tokens: the caller's own, or all with authentik_core.view_token")))]
+    responses((status = 200, description = "A page of tokens: the caller's own, or all with authentik_core.view_token", body = Paginated<TokenOut>)))]
 async fn list_tokens(
     State(state): State<AppState>,
     principal: Principal,
@@ -61,7 +61,7 @@ async fn list_tokens(
 ) -> Result<Json<Paginated<TokenOut>>> {
     let page = service::list(&state, &principal.actor(), &filter, &params).await?;
     let results = render(&state, page.results).await?;
-    Ok(Json(Paginated { pagination: page.pagination, results }))
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
 #[utoipa::path(post, path = "/api/v3/core/tokens/", tag = "core", request_body = TokenWrite,

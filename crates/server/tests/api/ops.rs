@@ -96,3 +96,66 @@ async fn conventions_hold_for_errors_limits_and_headers() {
     let generated = app.client.get(app.url("/-/health/live/")).send().await.unwrap();
     assert_eq!(generated.headers().get("x-request-id").unwrap().len(), 32);
 }
+
+/// authentik's official client validates every response against its models: a paginated list
+/// without `autocomplete`, a `users/me` without `is_current` or a missing path fails the call.
+#[tokio::test]
+async fn authentik_clients_rejected_lists_without_autocomplete() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let root = app.sign_in("root@example.com").await;
+    let lists = [
+        "/api/v3/core/users/",
+        "/api/v3/core/groups/",
+        "/api/v3/core/tokens/",
+        "/api/v3/core/authenticated_sessions/",
+        "/api/v3/events/events/",
+        "/api/v3/flows/instances/",
+        "/api/v3/flows/bindings/",
+        "/api/v3/stages/all/",
+        "/api/v3/stages/password/",
+        "/api/v3/tasks/tasks/",
+        "/api/v3/tasks/schedules/",
+    ];
+    let (_, document) = json(app.client.get(app.url("/api/v3/schema/")).send().await.unwrap()).await;
+    for path in lists {
+        let (status, body) = json(app.get(&root, path).await).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["autocomplete"], json!({}), "{path}: {body}");
+        assert!(body["pagination"]["count"].is_u64() && body["results"].is_array(), "{path}");
+        // The document says so too, so generated clients expect the page object.
+        let schema = &document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        let name = schema["$ref"].as_str().unwrap_or_else(|| panic!("{path}: {schema}")).rsplit('/').next().unwrap();
+        let component = &document["components"]["schemas"][name];
+        let required: Vec<&str> = component["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        for field in ["pagination", "results", "autocomplete"] {
+            assert!(required.contains(&field), "{path}: {name} does not require {field}: {component}");
+        }
+    }
+
+    let (_, me) = json(app.get(&root, "/api/v3/core/users/me/").await).await;
+    assert_eq!(me["user"]["is_current"], true, "{me}");
+
+    for path in ["/api/v3/tasks/workers/", "/api/v3/tasks/workers"] {
+        let (status, workers) = json(app.get(&root, path).await).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(workers.as_array().unwrap().iter().all(|w| w["worker_id"].is_string() && w["version_matching"].is_boolean()));
+    }
+
+    // Anyone may read what the front end may offer; only what exists is offered.
+    let (status, config) = json(app.client.get(app.url("/api/v3/root/config/")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(config["capabilities"], json!([]), "no GeoIP database, no media storage, no impersonation");
+    assert_eq!(config["error_reporting"]["enabled"], false);
+    assert_eq!(config["cache_timeout"], app.state.config.sessions.cache_ttl.to_std().as_secs());
+    for field in ["cache_timeout_flows", "cache_timeout_policies"] {
+        assert!(config[field].is_i64(), "{field}: {config}");
+    }
+
+    assert_eq!(app.client.get(app.url("/api/v3/admin/version/")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let (status, version) = json(app.get(&root, "/api/v3/admin/version/").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(version["version_current"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(version["outdated"], false);
+    assert!(version["build_hash"].is_string() && version["version_latest_valid"].is_boolean());
+}
