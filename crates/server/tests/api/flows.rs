@@ -33,6 +33,7 @@ impl<'a> Browser<'a> {
     }
 
     fn keep(&mut self, response: &reqwest::Response) {
+        crate::support::remember_cookies(response);
         for value in response.headers().get_all("set-cookie") {
             let text = value.to_str().unwrap();
             let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
@@ -57,6 +58,7 @@ impl<'a> Browser<'a> {
     }
 
     async fn post(&mut self, path: &str, body: Value) -> (StatusCode, Value) {
+        crate::support::remember_secrets_in(&body);
         let request = self.app.client.post(self.app.url(path)).json(&body);
         json(self.send(request).await).await
     }

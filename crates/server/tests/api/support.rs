@@ -23,6 +23,84 @@ pub const CSRF_COOKIE: &str = "__Host-gatehouse_csrf";
 /// A password every test user gets unless a test says otherwise; strong enough for the rules.
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
+/// Secrets the suite has used (passwords, keys, cookie values, tokens), at least 8 characters.
+static SECRETS: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Notes a secret the suite used; the logs must never contain it.
+pub fn remember_secret(secret: &str) {
+    if secret.len() >= 8 {
+        SECRETS.lock().unwrap().insert(secret.to_owned());
+    }
+}
+
+/// Fields whose values are secrets, in requests and responses.
+const SECRET_FIELDS: [&str; 7] = ["password", "new_password", "current_password", "key", "csrf_token", "token", "secret"];
+
+/// Notes the values of secret-named fields anywhere in a request or response body.
+pub fn remember_secrets_in(body: &Value) {
+    match body {
+        Value::Object(map) => {
+            for (name, value) in map {
+                let secret_named = SECRET_FIELDS.contains(&name.as_str());
+                match value {
+                    Value::String(text) if secret_named => remember_secret(text),
+                    other => remember_secrets_in(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(remember_secrets_in),
+        _ => {}
+    }
+}
+
+fn log_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("gatehouse-api-tests-{}.log", std::process::id()))
+}
+
+/// Sends every log line of the suite, at debug level, to a file, and checks at exit that no
+/// secret the suite used appears in it: the process then exits with status 1, failing the run.
+fn capture_logs() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let file = std::fs::File::create(log_path()).expect("create the log capture file");
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init()
+            .expect("no other subscriber in the test process");
+        // SAFETY: registering a plain function that takes no arguments with the C runtime.
+        unsafe extern "C" {
+            fn atexit(callback: extern "C" fn()) -> std::ffi::c_int;
+        }
+        assert_eq!(unsafe { atexit(check_logs_for_secrets) }, 0);
+    });
+}
+
+extern "C" fn check_logs_for_secrets() {
+    unsafe extern "C" {
+        fn _exit(status: std::ffi::c_int) -> !;
+    }
+    let secrets: Vec<String> = SECRETS.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default();
+    let log = std::fs::read(log_path()).unwrap_or_default();
+    let matcher = aho_corasick::AhoCorasick::new(&secrets).expect("secrets form a matcher");
+    let mut leaks = 0;
+    for found in matcher.find_iter(&log) {
+        leaks += 1;
+        if leaks <= 10 {
+            let line_start = log[..found.start()].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let line_end = log[found.end()..].iter().position(|b| *b == b'\n').map_or(log.len(), |i| found.end() + i);
+            let line = String::from_utf8_lossy(&log[line_start..line_end]).replace(&secrets[found.pattern().as_usize()], "<SECRET>");
+            eprintln!("a secret used by the suite reached the logs: {}", line.chars().take(400).collect::<String>());
+        }
+    }
+    eprintln!("log capture: {} bytes of debug logs checked against {} secrets, {leaks} found", log.len(), secrets.len());
+    if leaks > 0 {
+        unsafe { _exit(1) };
+    }
+    let _ = std::fs::remove_file(log_path());
+}
+
 /// The database for one test: a SQLite file in `dir`, or a fresh PostgreSQL database.
 pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     match std::env::var("GATEHOUSE_TEST_DATABASE_URL") {
@@ -95,6 +173,8 @@ impl TestApp {
     }
 
     async fn spawn_full(database_url: Option<String>, adjust: impl FnOnce(&mut Config), actors: gatehouse::tasks::Registry) -> Self {
+        capture_logs();
+        remember_secret(PASSWORD);
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path(), database_url).await;
         adjust(&mut config);
@@ -134,6 +214,7 @@ impl TestApp {
     }
 
     pub async fn try_sign_in(&self, email: &str, password: &str) -> Response {
+        remember_secret(password);
         self.client
             .post(self.url("/api/v3/auth/sign_in/"))
             .json(&serde_json::json!({ "email": email, "password": password }))
@@ -150,6 +231,9 @@ impl TestApp {
 
     /// A request as `session` (cookie plus CSRF header); `None` sends neither.
     pub async fn call(&self, session: Option<&Session>, method: Method, path: &str, body: Option<Value>) -> Response {
+        if let Some(body) = &body {
+            remember_secrets_in(body);
+        }
         let mut request = self.client.request(method, self.url(path));
         if let Some(session) = session {
             request = request.header("cookie", &session.cookie).header("x-csrftoken", &session.csrf);
@@ -162,6 +246,10 @@ impl TestApp {
 
     /// A request authenticated with an API key.
     pub async fn bearer(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> Response {
+        remember_secret(key);
+        if let Some(body) = &body {
+            remember_secrets_in(body);
+        }
         let mut request = self.client.request(method, self.url(path)).header("authorization", format!("Bearer {key}"));
         if let Some(body) = body {
             request = request.json(&body);
@@ -202,6 +290,7 @@ impl TestApp {
 
 /// Reads the session cookie and CSRF token from a successful sign-in.
 pub async fn session_from(response: Response) -> Session {
+    remember_cookies(&response);
     let cookie = response
         .headers()
         .get_all("set-cookie")
@@ -212,6 +301,7 @@ pub async fn session_from(response: Response) -> Session {
         .expect("session cookie")
         .to_owned();
     let body: Value = response.json().await.unwrap();
+    remember_secrets_in(&body);
     let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
     Session { cookie, csrf, body }
 }
@@ -219,9 +309,20 @@ pub async fn session_from(response: Response) -> Session {
 /// The status and JSON body of a response.
 pub async fn json(response: Response) -> (StatusCode, Value) {
     let status = response.status();
+    remember_cookies(&response);
     let text = response.text().await.unwrap();
     let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    remember_secrets_in(&body);
     (status, body)
+}
+
+/// Notes the values of the cookies a response sets.
+pub fn remember_cookies(response: &Response) {
+    for value in response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+        if let Some((_, value)) = value.split(';').next().and_then(|pair| pair.split_once('=')) {
+            remember_secret(value);
+        }
+    }
 }
 
 /// Asserts a 400 whose body names `field`.
