@@ -122,14 +122,14 @@ impl UserOut {
 }
 
 /// A group as shown in `/core/users/me/`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserSelfGroup {
     pub pk: String,
     pub name: String,
 }
 
 /// authentik's `UserSelf`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserSelf {
     pub pk: i64,
     pub username: String,
@@ -156,6 +156,8 @@ pub struct UserSelf {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionUser {
     pub user: UserSelf,
+    /// Every account signed in in this browser: Gatehouse has one per session.
+    pub users: Vec<UserSelf>,
 }
 
 /// authentik's `PartialUser`.

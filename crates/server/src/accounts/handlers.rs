@@ -71,25 +71,24 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
     let permissions = principal.permissions();
     let groups = &principal.context.groups;
     let user = principal.user();
-    Ok(Json(SessionUser {
-        user: UserSelf {
-            pk: user.id,
-            username: user.username.clone(),
-            name: user.name.clone(),
-            is_active: user.is_active,
-            is_superuser: permissions.superuser,
-            is_current: true,
-            groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
-            roles: Vec::new(),
-            email: user.email.clone(),
-            avatar: String::new(),
-            uid: super::api::uid(&state.secret, user),
-            settings: serde_json::json!({}),
-            user_type: user.user_type.as_str().to_owned(),
-            system_permissions: permissions.permissions.iter().cloned().collect(),
-            is_staff: user.is_staff,
-        },
-    }))
+    let me = UserSelf {
+        pk: user.id,
+        username: user.username.clone(),
+        name: user.name.clone(),
+        is_active: user.is_active,
+        is_superuser: permissions.superuser,
+        is_current: true,
+        groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
+        roles: Vec::new(),
+        email: user.email.clone(),
+        avatar: String::new(),
+        uid: super::api::uid(&state.secret, user),
+        settings: serde_json::json!({}),
+        user_type: user.user_type.as_str().to_owned(),
+        system_permissions: permissions.permissions.iter().cloned().collect(),
+        is_staff: user.is_staff,
+    };
+    Ok(Json(SessionUser { users: vec![me.clone()], user: me }))
 }
 
 #[utoipa::path(get, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")),

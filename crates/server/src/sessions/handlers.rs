@@ -63,12 +63,126 @@ pub struct AuthenticatedSession {
     pub uuid: Uuid,
     pub current: bool,
     pub user: i64,
-    pub user_agent: Value,
-    pub last_ip: Option<String>,
+    pub user_agent: SessionUserAgent,
+    /// Where the session was started, when a GeoIP database is configured and knows the address.
+    pub geo_ip: Option<SessionGeoIp>,
+    /// Gatehouse reads no ASN database.
+    #[schema(value_type = Option<Object>)]
+    pub asn: Option<Value>,
+    /// The address the session was last used from (empty when it came through no network).
+    pub last_ip: String,
     pub last_user_agent: String,
     pub last_used: DateTime<Utc>,
     pub created: DateTime<Utc>,
     pub expires: DateTime<Utc>,
+}
+
+/// authentik's parsed user agent of a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionUserAgent {
+    pub device: SessionDevice,
+    pub os: SessionOs,
+    pub user_agent: SessionBrowser,
+    /// The user agent as sent.
+    pub string: String,
+}
+
+/// The device class of a user agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionDevice {
+    pub brand: Option<String>,
+    pub family: String,
+    pub model: Option<String>,
+}
+
+/// The operating system of a user agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionOs {
+    pub family: String,
+    pub major: Option<String>,
+    pub minor: Option<String>,
+    pub patch: Option<String>,
+    pub patch_minor: Option<String>,
+}
+
+/// The browser of a user agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionBrowser {
+    pub family: String,
+    pub major: String,
+    pub minor: String,
+    pub patch: String,
+}
+
+/// Where a session was started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionGeoIp {
+    pub continent: Option<String>,
+    pub country: Option<String>,
+    pub lat: Option<f64>,
+    pub long: Option<f64>,
+    pub city: String,
+}
+
+/// The parts of a dotted version ("120.0.1" → 120, 0, 1); parsers say "UNKNOWN" when they do not
+/// know, which is no version at all.
+fn version_parts(version: Option<&str>) -> [Option<String>; 4] {
+    let mut parts = [None, None, None, None];
+    if let Some(version) = version.filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("unknown")) {
+        for (slot, part) in parts.iter_mut().zip(version.split(['.', '_'])) {
+            *slot = Some(part.to_owned());
+        }
+    }
+    parts
+}
+
+impl SessionUserAgent {
+    /// Reads the client data recorded when the session started.
+    fn from_client(client: &Value, raw: &str) -> Self {
+        let text = |path: &[&str]| {
+            let mut value = client;
+            for key in path {
+                value = &value[*key];
+            }
+            value.as_str().filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("unknown")).map(str::to_owned)
+        };
+        let [major, minor, patch, _] = version_parts(text(&["browser", "version"]).as_deref());
+        let [os_major, os_minor, os_patch, os_patch_minor] = version_parts(text(&["os", "version"]).as_deref());
+        Self {
+            device: SessionDevice {
+                brand: text(&["device", "vendor"]),
+                family: text(&["device", "category"]).unwrap_or_else(|| "Other".to_owned()),
+                model: None,
+            },
+            os: SessionOs {
+                family: text(&["os", "family"]).unwrap_or_else(|| "Other".to_owned()),
+                major: os_major,
+                minor: os_minor,
+                patch: os_patch,
+                patch_minor: os_patch_minor,
+            },
+            user_agent: SessionBrowser {
+                family: text(&["browser", "family"]).unwrap_or_else(|| "Other".to_owned()),
+                major: major.unwrap_or_default(),
+                minor: minor.unwrap_or_default(),
+                patch: patch.unwrap_or_default(),
+            },
+            string: raw.to_owned(),
+        }
+    }
+}
+
+impl SessionGeoIp {
+    fn from_client(client: &Value) -> Option<Self> {
+        let geo = client.get("geo")?;
+        Some(Self {
+            continent: geo["continent"].as_str().map(str::to_owned),
+            country: geo["country"].as_str().map(str::to_owned),
+            lat: geo["lat"].as_f64(),
+            long: geo["long"].as_f64(),
+            city: geo["city"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
 }
 
 impl AuthenticatedSession {
@@ -77,8 +191,10 @@ impl AuthenticatedSession {
             uuid: session.id,
             current: current == Some(session.id),
             user: session.user_id,
-            user_agent: session.client,
-            last_ip: session.last_ip,
+            user_agent: SessionUserAgent::from_client(&session.client, &session.user_agent),
+            geo_ip: SessionGeoIp::from_client(&session.client),
+            asn: None,
+            last_ip: session.last_ip.unwrap_or_default(),
             last_user_agent: session.user_agent,
             last_used: session.last_used,
             created: session.created,

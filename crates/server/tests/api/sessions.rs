@@ -316,7 +316,14 @@ async fn sign_in_records_client_data_and_trusted_proxy_addresses() {
 
     let (_, sessions) = json(app.get(&admin, "/api/v3/core/authenticated_sessions/").await).await;
     assert_eq!(sessions["results"][0]["last_ip"], "203.0.113.50");
-    assert_eq!(sessions["results"][0]["user_agent"]["browser"]["family"], "Safari");
+    // authentik's shape of a parsed user agent.
+    let agent = &sessions["results"][0]["user_agent"];
+    assert_eq!(agent["user_agent"]["family"], "Safari");
+    assert_eq!((agent["user_agent"]["major"].as_str(), agent["user_agent"]["minor"].as_str()), (Some("17"), Some("1")));
+    assert_eq!(agent["os"]["family"], "Mac OSX");
+    assert_eq!(agent["device"]["family"], "pc");
+    assert_eq!(agent["string"], ua);
+    assert!(sessions["results"][0]["geo_ip"].is_null() && sessions["results"][0]["asn"].is_null());
 }
 
 /// Two server processes on one database, as a scaled-out deployment runs them: a revocation

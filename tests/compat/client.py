@@ -1,0 +1,1044 @@
+#!/usr/bin/env python3
+"""Compatibility checks: authentik's official Python client (authentik-client) against Gatehouse.
+
+Reads GATEHOUSE_URL (e.g. http://127.0.0.1:9000) and GATEHOUSE_API_KEY (a superuser's API key)
+from the environment and drives every operation Gatehouse implements under /api/v3/ through the
+client's typed methods. A check passes when the typed call returns without an exception and the
+typed object it returns holds what was sent. Each failure is printed on one line, then one
+summary line `N passed, M failed`; the exit status is 1 when a check failed or none ran.
+
+Around the typed calls, state is set up and verified with the client's `*_without_preload_content`
+variants (the client builds and sends the request, the body is read as plain JSON). That keeps
+one failing typed call from hiding the checks after it, and lets the effect of actions that
+return nothing (add_user, set_key, send, ...) be verified independently of other typed models.
+
+The flow executor's answers are read with the client's model for the challenge's `component`
+(IdentificationChallenge, PasswordChallenge, RedirectChallenge, ...), as authentik's own frontends
+do: the typed flows_executor_get/solve cannot read any challenge from any server, because several
+of ChallengeTypes' oneOf schemas have no required field and match every object ("Multiple
+matches found").
+
+Gatehouse's operations that authentik-client 2026.8.5 has no method for (tokens `rotate/`,
+sessions `revoke_others/`, flows `import/`) go through the client's own request machinery
+(`ApiClient.param_serialize`, `call_api`, `response_deserialize`) with the same authentication.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import string
+import sys
+import zlib
+from http.cookies import SimpleCookie
+from typing import Any, Callable
+
+import pydantic
+
+import authentik_client as ak
+from authentik_client.exceptions import ApiException, BadRequestException, ForbiddenException
+
+DETAIL_LIMIT = 300
+
+
+# ---------------------------------------------------------------------------------------------
+# Running checks
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Runs one check; returns what `fn` returned, or None when it failed."""
+        try:
+            result = fn()
+        except Exception as error:  # every failure is reported, none stops the run
+            self.failed.append((name, describe(error)))
+            return None
+        self.passed.append(name)
+        return result
+
+    def report(self) -> int:
+        if os.environ.get("COMPAT_VERBOSE"):
+            for name in self.passed:
+                print(f"ok   {name}")
+        for name, detail in self.failed:
+            print(f"FAIL {name}: {detail}")
+        print(f"{len(self.passed)} passed, {len(self.failed)} failed")
+        return 1 if self.failed or not self.passed else 0
+
+
+def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        body = error.body if isinstance(error.body, str) else repr(error.body)
+        return f"{type(error).__name__}: HTTP {error.status} {error.reason}: {one_line(body or '')}"
+    if isinstance(error, pydantic.ValidationError):
+        parts = []
+        for item in error.errors():
+            location = ".".join(str(p) for p in item["loc"]) or "(root)"
+            shown = one_line(repr(item.get("input")), 60)
+            parts.append(f"{location}: {item['msg']} (got {shown})")
+        return one_line(f"ValidationError in {error.title}: " + "; ".join(parts), 2 * DETAIL_LIMIT)
+    if isinstance(error, AssertionError):
+        return one_line(f"AssertionError: {error}")
+    return one_line(f"{type(error).__name__}: {error}")
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def expect_raises(exception: type[Exception], fn: Callable[[], Any]) -> Exception:
+    try:
+        result = fn()
+    except exception as error:
+        return error
+    raise AssertionError(f"expected {exception.__name__}, the call returned {one_line(repr(result), 120)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing around the typed calls
+
+
+def raw(method: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, Any]:
+    """The `*_without_preload_content` variant of a typed client method: status and JSON body."""
+    variant = getattr(method.__self__, method.__name__ + "_without_preload_content")
+    response = variant(*args, **kwargs)
+    data = response.data
+    try:
+        return response.status, json.loads(data) if data else None
+    except ValueError:
+        return response.status, data
+
+
+def raw_ok(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    status, body = raw(method, *args, **kwargs)
+    if not 200 <= status < 300:
+        raise AssertionError(f"setup call {method.__name__} answered {status}: {one_line(str(body), 200)}")
+    return body
+
+
+def find_one(method: Callable[..., Any], key: str, **filters: Any) -> Any:
+    """`key` of the single list result matching `filters`, read without the typed model."""
+    body = raw_ok(method, **filters)
+    results = body.get("results", []) if isinstance(body, dict) else []
+    if len(results) != 1:
+        raise AssertionError(f"setup: {method.__name__}({filters}) found {len(results)} results")
+    return results[0][key]
+
+
+def untyped(api_client: ak.ApiClient, method: str, path: str, *, path_params: dict | None = None,
+            body: Any = None, files: dict | None = None, post_params: list | None = None,
+            types: dict[str, str] | None = None) -> Any:
+    """An operation the client has no method for, through the client's own request machinery."""
+    headers = {"Accept": "application/json"}
+    if files or post_params:
+        headers["Content-Type"] = "multipart/form-data"
+    elif body is not None:
+        headers["Content-Type"] = "application/json"
+    serialized = api_client.param_serialize(
+        method=method, resource_path=path, path_params=path_params, header_params=headers, body=body,
+        post_params=post_params, files=files, auth_settings=["authentik"])
+    response = api_client.call_api(*serialized)
+    response.read()
+    return api_client.response_deserialize(response, types or {"200": "object", "204": None}).data
+
+
+class Browser:
+    """A client without an API key that keeps cookies, as a browser signing in would."""
+
+    def __init__(self, url: str) -> None:
+        self.api_client = ak.ApiClient(ak.Configuration(host=f"{url}/api/v3"))
+        self.cookies: dict[str, str] = {}
+        self.core = ak.CoreApi(self.api_client)
+        self.flows = ak.FlowsApi(self.api_client)
+
+    def take_cookies(self, headers: Any) -> None:
+        if headers is None:
+            return
+        if hasattr(headers, "getlist"):
+            values = headers.getlist("set-cookie")
+        else:
+            joined = next((v for k, v in headers.items() if k.lower() == "set-cookie"), "")
+            values = re.split(r",\s*(?=[A-Za-z0-9_.-]+=)", joined) if joined else []
+        for value in values:
+            parsed = SimpleCookie()
+            parsed.load(value)
+            for name, morsel in parsed.items():
+                if morsel.value == "" or morsel["max-age"] == "0":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        self.api_client.cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items()) or None
+        if "gatehouse_csrf" in self.cookies:
+            self.api_client.set_default_header("X-CSRFToken", self.cookies["gatehouse_csrf"])
+
+    def raw_step(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        variant = getattr(method.__self__, method.__name__ + "_without_preload_content")
+        response = variant(*args, **kwargs)
+        self.take_cookies(response.headers)
+        if response.status != 200:
+            raise AssertionError(f"setup: {method.__name__} answered {response.status}: {one_line(response.data.decode(), 200)}")
+        return json.loads(response.data)
+
+
+def challenge_request(component: str, **fields: Any) -> ak.FlowChallengeResponseRequest:
+    models = {
+        "ak-stage-identification": ak.IdentificationChallengeResponseRequest,
+        "ak-stage-password": ak.PasswordChallengeResponseRequest,
+    }
+    return ak.FlowChallengeResponseRequest(models[component](component=component, **fields))
+
+
+def challenge_models() -> dict[str, type]:
+    """The client's challenge models by the `component` each one names."""
+    names = ak.ChallengeTypes.model_fields["one_of_schemas"].default
+    return {getattr(ak, n).model_fields["component"].default: getattr(ak, n) for n in names}
+
+
+def challenge_of(body: bytes) -> Any:
+    """A challenge read with the client's model for its `component`, as authentik's own
+    frontends do. The client's ChallengeTypes cannot read any challenge: several of its oneOf
+    schemas (EmailChallenge, IframeLogoutChallenge, NativeLogoutChallenge, ...) have no required
+    field and match every object, so it raises "Multiple matches" whatever the server sends."""
+    component = json.loads(body).get("component")
+    model = challenge_models().get(component)
+    expect(model is not None, f"no challenge model in the client for component {component!r}")
+    return model.from_json(body.decode())
+
+
+AUTH_FLOW = "default-authentication-flow"
+QUERY = "next=/if/user/"
+
+
+def sign_in_raw(url: str, uid: str, password: str) -> Browser:
+    """Signs in through the default authentication flow, reading the challenges as plain JSON."""
+    browser = Browser(url)
+    step = browser.raw_step(browser.flows.flows_executor_get, AUTH_FLOW, QUERY)
+    expect(step.get("component") == "ak-stage-identification", f"setup: first challenge is {step.get('component')}")
+    step = browser.raw_step(browser.flows.flows_executor_solve, AUTH_FLOW, QUERY,
+                            challenge_request("ak-stage-identification", uid_field=uid))
+    expect(step.get("component") == "ak-stage-password", f"setup: second challenge is {step.get('component')}")
+    step = browser.raw_step(browser.flows.flows_executor_solve, AUTH_FLOW, QUERY,
+                            challenge_request("ak-stage-password", password=password))
+    expect(step.get("component") == "xak-flow-redirect", f"setup: last challenge is {step.get('component')}")
+    expect("gatehouse_session" in browser.cookies, "setup: no session cookie after signing in")
+    return browser
+
+
+def gatehouse_key(kind: str = "api") -> str:
+    """A fresh key in Gatehouse's format: prefix, 43 random base62 characters, base62 CRC32."""
+    alphabet = string.digits + string.ascii_uppercase + string.ascii_lowercase
+    head = f"gatehouse_{kind}_" + "".join(secrets.choice(alphabet) for _ in range(43))
+    value = zlib.crc32(head.encode())
+    digits = []
+    for _ in range(6):
+        digits.append(alphabet[value % 62])
+        value //= 62
+    return head + "".join(reversed(digits))
+
+
+def status_of(method: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    return raw(method, *args, **kwargs)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+
+
+def run_checks(checks: Checks) -> None:
+    url = os.environ["GATEHOUSE_URL"].rstrip("/")
+    key = os.environ["GATEHOUSE_API_KEY"]
+    api_client = ak.ApiClient(ak.Configuration(host=f"{url}/api/v3", access_token=key))
+    core = ak.CoreApi(api_client)
+    flows = ak.FlowsApi(api_client)
+    stages = ak.StagesApi(api_client)
+    events = ak.EventsApi(api_client)
+    tasks = ak.TasksApi(api_client)
+
+    run = checks.run
+    tag = secrets.token_hex(4)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    # --- users -------------------------------------------------------------------------------
+    username = f"compat-{tag}-user"
+    email = f"compat-{tag}@example.com"
+    password = "Compat-" + secrets.token_urlsafe(18)
+
+    def users_create():
+        user = core.core_users_create(ak.UserRequest(
+            username=username, name="Compat User", email=email, is_active=True, path="users",
+            attributes={"compat": tag}))
+        expect(user.username == username and user.name == "Compat User" and user.email == email,
+               f"created user reads {user.username!r} {user.name!r} {user.email!r}")
+        expect((user.attributes or {}).get("compat") == tag, f"attributes {user.attributes!r}")
+        return user
+
+    user = run("core_users_create", users_create)
+    user_pk = user.pk if user else find_one(core.core_users_list, "pk", username=username)
+
+    def users_list():
+        page = core.core_users_list(username=username, ordering="-date_joined")
+        expect(page.pagination.count == 1, f"count {page.pagination.count}")
+        expect([u.pk for u in page.results] == [user_pk], f"results {[u.pk for u in page.results]}")
+        page = core.core_users_list(is_active=True, ordering="username", page_size=100)
+        expect(user_pk in [u.pk for u in page.results], "active users lack the created user")
+
+    run("core_users_list", users_list)
+
+    def users_retrieve():
+        got = core.core_users_retrieve(user_pk)
+        expect(got.pk == user_pk and got.username == username, f"retrieved {got.pk} {got.username!r}")
+
+    run("core_users_retrieve", users_retrieve)
+
+    def users_update():
+        got = core.core_users_update(user_pk, ak.UserRequest(
+            username=username, name="Compat User Renamed", email=email, is_active=True, path="users"))
+        expect(got.name == "Compat User Renamed", f"name {got.name!r}")
+
+    run("core_users_update", users_update)
+
+    def users_partial_update():
+        got = core.core_users_partial_update(user_pk, ak.PatchedUserRequest(name="Compat User Patched"))
+        expect(got.name == "Compat User Patched" and got.username == username, f"name {got.name!r}")
+
+    run("core_users_partial_update", users_partial_update)
+
+    def users_set_password():
+        result = core.core_users_set_password_create(user_pk, ak.UserPasswordSetRequest(password=password))
+        expect(result is None, f"returned {result!r}")
+
+    run("core_users_set_password_create", users_set_password)
+
+    def users_me():
+        me = core.core_users_me_retrieve()
+        expect(me.user.is_superuser, "me.user.is_superuser is false for the superuser key")
+        expect(me.user.pk != user_pk, "me is the created user")
+
+    run("core_users_me_retrieve", users_me)
+
+    sa_name = f"compat-{tag}-service"
+    sa_pk = None
+
+    def users_service_account():
+        nonlocal sa_pk
+        got = core.core_users_service_account_create(ak.UserServiceAccountRequest(
+            name=sa_name, create_group=True, expiring=True, expires=now + dt.timedelta(days=30)))
+        sa_pk = got.user_pk
+        expect(got.username == sa_name, f"username {got.username!r}")
+        expect(bool(got.token), "no token")
+        expect(bool(got.group_pk), "no group although create_group was sent")
+
+    run("core_users_service_account_create", users_service_account)
+    if sa_pk is None:
+        try:
+            sa_pk = find_one(core.core_users_list, "pk", username=sa_name)
+        except AssertionError:
+            pass
+
+    # --- groups ------------------------------------------------------------------------------
+    group_name = f"compat-{tag}-group"
+
+    def groups_create():
+        group = core.core_groups_create(ak.GroupRequest(name=group_name, attributes={"compat": tag}))
+        expect(group.name == group_name, f"name {group.name!r}")
+        expect((group.attributes or {}).get("compat") == tag, f"attributes {group.attributes!r}")
+        return group
+
+    group = run("core_groups_create", groups_create)
+    group_pk = str(group.pk) if group else find_one(core.core_groups_list, "pk", name=group_name)
+
+    def groups_list():
+        page = core.core_groups_list(name=group_name, ordering="name")
+        expect(page.pagination.count == 1, f"count {page.pagination.count}")
+        expect([str(g.pk) for g in page.results] == [group_pk], f"results {[str(g.pk) for g in page.results]}")
+
+    run("core_groups_list", groups_list)
+
+    def groups_retrieve():
+        got = core.core_groups_retrieve(group_pk)
+        expect(str(got.pk) == group_pk and got.name == group_name, f"retrieved {got.pk} {got.name!r}")
+
+    run("core_groups_retrieve", groups_retrieve)
+
+    group_name2 = group_name + "-renamed"
+
+    def groups_update():
+        got = core.core_groups_update(group_pk, ak.GroupRequest(name=group_name2, attributes={"compat": tag}))
+        expect(got.name == group_name2, f"name {got.name!r}")
+
+    run("core_groups_update", groups_update)
+
+    def groups_partial_update():
+        got = core.core_groups_partial_update(group_pk, ak.PatchedGroupRequest(attributes={"compat": tag, "patched": True}))
+        expect((got.attributes or {}).get("patched") is True, f"attributes {got.attributes!r}")
+
+    run("core_groups_partial_update", groups_partial_update)
+
+    def members() -> list:
+        return raw_ok(core.core_groups_retrieve, group_pk).get("users", [])
+
+    def groups_add_user():
+        result = core.core_groups_add_user_create(group_pk, ak.UserAccountRequest(pk=user_pk))
+        expect(result is None, f"returned {result!r}")
+        expect(user_pk in members(), f"group members after add_user: {members()}")
+
+    run("core_groups_add_user_create", groups_add_user)
+
+    def groups_list_members():
+        page = core.core_groups_list(members_by_pk=[user_pk], include_users=True, ordering="-name")
+        expect(group_pk in [str(g.pk) for g in page.results], "members_by_pk filter lacks the group")
+
+    run("core_groups_list (members_by_pk)", groups_list_members)
+
+    def groups_remove_user():
+        result = core.core_groups_remove_user_create(group_pk, ak.UserAccountRequest(pk=user_pk))
+        expect(result is None, f"returned {result!r}")
+        expect(user_pk not in members(), f"group members after remove_user: {members()}")
+
+    run("core_groups_remove_user_create", groups_remove_user)
+
+    def groups_destroy():
+        result = core.core_groups_destroy(group_pk)
+        expect(result is None, f"returned {result!r}")
+        expect(status_of(core.core_groups_retrieve, group_pk) == 404, "group still retrievable")
+
+    run("core_groups_destroy", groups_destroy)
+
+    # --- tokens ------------------------------------------------------------------------------
+    identifier = f"compat-{tag}-token"
+    expires = (now + dt.timedelta(days=30)).replace(microsecond=0)
+
+    def tokens_create():
+        token = core.core_tokens_create(ak.TokenRequest(
+            identifier=identifier, intent=ak.IntentEnum.API, description="compat token",
+            expiring=True, expires=expires))
+        expect(token.identifier == identifier and token.description == "compat token",
+               f"token {token.identifier!r} {token.description!r}")
+        expect(token.intent == ak.IntentEnum.API, f"intent {token.intent!r}")
+        expect(token.expires is not None and abs((token.expires - expires).total_seconds()) < 1, f"expires {token.expires}")
+        return token
+
+    run("core_tokens_create", tokens_create)
+
+    def tokens_list():
+        page = core.core_tokens_list(identifier=identifier, intent="api", ordering="-created")
+        expect(page.pagination.count == 1, f"count {page.pagination.count}")
+        expect([t.identifier for t in page.results] == [identifier], f"results {[t.identifier for t in page.results]}")
+
+    run("core_tokens_list", tokens_list)
+
+    def tokens_retrieve():
+        got = core.core_tokens_retrieve(identifier)
+        expect(got.identifier == identifier, f"identifier {got.identifier!r}")
+
+    run("core_tokens_retrieve", tokens_retrieve)
+
+    def tokens_update():
+        got = core.core_tokens_update(identifier, ak.TokenRequest(
+            identifier=identifier, intent=ak.IntentEnum.API, description="compat token updated",
+            expiring=True, expires=expires))
+        expect(got.description == "compat token updated", f"description {got.description!r}")
+
+    run("core_tokens_update", tokens_update)
+
+    def tokens_partial_update():
+        got = core.core_tokens_partial_update(identifier, ak.PatchedTokenRequest(description="compat token patched"))
+        expect(got.description == "compat token patched", f"description {got.description!r}")
+
+    run("core_tokens_partial_update", tokens_partial_update)
+
+    def tokens_view_key():
+        view = core.core_tokens_view_key_retrieve(identifier)
+        expect(view.key.startswith("gatehouse_api_"), f"key {view.key[:14]!r}...")
+
+    run("core_tokens_view_key_retrieve", tokens_view_key)
+
+    def current_key() -> str:
+        return raw_ok(core.core_tokens_view_key_retrieve, identifier)["key"]
+
+    chosen_key = gatehouse_key()
+
+    def tokens_set_key():
+        result = core.core_tokens_set_key_create(identifier, ak.TokenSetKeyRequest(key=chosen_key))
+        expect(result is None, f"returned {result!r}")
+        expect(current_key() == chosen_key, "view_key does not show the key that was set")
+
+    run("core_tokens_set_key_create", tokens_set_key)
+
+    def tokens_rotate():
+        before = current_key()
+        untyped(api_client, "POST", "/core/tokens/{identifier}/rotate/", path_params={"identifier": identifier})
+        after = current_key()
+        expect(after != before and after.startswith("gatehouse_api_"), "rotate did not replace the key")
+
+    run("core_tokens_rotate (no method in the client)", tokens_rotate)
+
+    def tokens_used_by():
+        used = core.core_tokens_used_by_list(identifier)
+        expect(isinstance(used, list), f"used_by returned {type(used).__name__}")
+
+    run("core_tokens_used_by_list", tokens_used_by)
+
+    def tokens_destroy():
+        expect(core.core_tokens_destroy(identifier) is None, "returned something")
+        expect(status_of(core.core_tokens_retrieve, identifier) == 404, "token still retrievable")
+
+    run("core_tokens_destroy", tokens_destroy)
+
+    # --- flow executor and sessions (the created user signs in) -------------------------------
+    executor = Browser(url)
+
+    def executor_step(method: Callable[..., Any], *args: Any) -> Any:
+        response = getattr(method.__self__, method.__name__ + "_without_preload_content")(*args)
+        executor.take_cookies(response.headers)
+        expect(response.status == 200, f"HTTP {response.status}: {one_line(response.data.decode(), 200)}")
+        return challenge_of(response.data)
+
+    def executor_get():
+        challenge = executor_step(executor.flows.flows_executor_get, AUTH_FLOW, QUERY)
+        expect(isinstance(challenge, ak.IdentificationChallenge), f"challenge is {type(challenge).__name__}")
+        expect(ak.UserFieldsEnum.EMAIL.value in (challenge.user_fields or []), f"user_fields {challenge.user_fields!r}")
+
+    run("flows_executor_get", executor_get)
+
+    def executor_solve_identification():
+        challenge = executor_step(executor.flows.flows_executor_solve, AUTH_FLOW, QUERY,
+                                  challenge_request("ak-stage-identification", uid_field=email))
+        expect(isinstance(challenge, ak.PasswordChallenge), f"challenge is {type(challenge).__name__}")
+
+    def executor_solve_password():
+        challenge = executor_step(executor.flows.flows_executor_solve, AUTH_FLOW, QUERY,
+                                  challenge_request("ak-stage-password", password=password))
+        expect(isinstance(challenge, ak.RedirectChallenge), f"challenge is {type(challenge).__name__}")
+        expect(challenge.to == "/if/user/", f"redirect to {challenge.to!r}")
+        expect("gatehouse_session" in executor.cookies, "no session cookie after the flow")
+        return True
+
+    run("flows_executor_solve (identification)", executor_solve_identification)
+    run("flows_executor_solve (password)", executor_solve_password)
+    # Three sessions of the created user: the one above (or a fresh one when the typed flow
+    # checks failed) and two more, so that destroy and revoke_others each have one to end.
+    session_a = executor if "gatehouse_session" in executor.cookies else None
+    try:
+        if session_a is None:
+            session_a = sign_in_raw(url, email, password)
+        session_b = sign_in_raw(url, email, password)
+        sign_in_raw(url, email, password)
+    except Exception as error:  # without sessions, the session checks cannot run
+        checks.failed.append(("setup: sign in through the flow executor", describe(error)))
+        session_a = session_b = None
+
+    if session_a is not None:
+        def own_sessions(browser: Browser) -> list:
+            return raw_ok(browser.core.core_authenticated_sessions_list)["results"]
+
+        def sessions_list():
+            page = session_a.core.core_authenticated_sessions_list(ordering="-last_used", user__username=username)
+            expect(page.pagination.count == 3, f"count {page.pagination.count}, expected 3 sessions")
+            current = [s for s in page.results if s.current]
+            expect(len(current) == 1, f"{len(current)} sessions marked current")
+            expect(all(s.user == user_pk for s in page.results), "sessions of another user listed")
+
+        run("core_authenticated_sessions_list", sessions_list)
+
+        def sessions_destroy():
+            others = [s["uuid"] for s in own_sessions(session_a) if not s.get("current")]
+            expect(len(others) == 2, f"setup: {len(others)} other sessions")
+            result = session_a.core.core_authenticated_sessions_destroy(others[0])
+            expect(result is None, f"returned {result!r}")
+            remaining = [s["uuid"] for s in own_sessions(session_a)]
+            expect(others[0] not in remaining and len(remaining) == 2, f"sessions after destroy: {remaining}")
+
+        run("core_authenticated_sessions_destroy", sessions_destroy)
+
+        def sessions_revoke_others():
+            others = len(own_sessions(session_a)) - 1
+            expect(others >= 1, "setup: no other session to revoke")
+            result = untyped(session_a.api_client, "POST", "/core/authenticated_sessions/revoke_others/")
+            expect(isinstance(result, dict) and result.get("revoked") == others, f"returned {result!r}, expected revoked={others}")
+            remaining = own_sessions(session_a)
+            expect(len(remaining) == 1 and remaining[0].get("current"), f"sessions after revoke_others: {remaining}")
+            expect(status_of(session_b.core.core_authenticated_sessions_list) in (401, 403), "revoked session still works")
+
+        run("core_authenticated_sessions_revoke_others (no method in the client)", sessions_revoke_others)
+
+        def forbidden_for_plain_user():
+            error = expect_raises(ForbiddenException, lambda: session_a.core.core_users_list(ordering="username"))
+            expect(error.status == 403, f"status {error.status}")
+            body = json.loads(error.body or "{}")
+            expect("detail" in body, f"403 body {error.body!r}")
+
+        run("core_users_list as a non-superuser raises ForbiddenException", forbidden_for_plain_user)
+
+        def forbidden_create_for_plain_user():
+            expect_raises(ForbiddenException, lambda: session_a.core.core_groups_create(ak.GroupRequest(name=f"compat-{tag}-denied")))
+
+        run("core_groups_create as a non-superuser raises ForbiddenException", forbidden_create_for_plain_user)
+
+    # --- flows -------------------------------------------------------------------------------
+    slug = f"compat-{tag}-flow"
+
+    def flow_request(title: str, slug_: str = slug) -> ak.FlowRequest:
+        return ak.FlowRequest(
+            name=f"Compat flow {tag}", slug=slug_, title=title, designation=ak.FlowDesignationEnum.AUTHENTICATION,
+            authentication=ak.AuthenticationEnum.REQUIRE_UNAUTHENTICATED, denied_action=ak.DeniedActionEnum.MESSAGE_CONTINUE)
+
+    def flows_create():
+        flow = flows.flows_instances_create(flow_request("Compat"))
+        expect(flow.slug == slug and flow.title == "Compat", f"flow {flow.slug!r} {flow.title!r}")
+        expect(flow.designation == ak.FlowDesignationEnum.AUTHENTICATION, f"designation {flow.designation!r}")
+        return flow
+
+    flow = run("flows_instances_create", flows_create)
+    flow_pk = str(flow.pk) if flow else find_one(flows.flows_instances_list, "pk", slug=slug)
+
+    def flows_list():
+        page = flows.flows_instances_list(slug=slug, designation=ak.FlowDesignationEnum.AUTHENTICATION, ordering="-slug")
+        expect(page.pagination.count == 1, f"count {page.pagination.count}")
+        expect([f.slug for f in page.results] == [slug], f"results {[f.slug for f in page.results]}")
+
+    run("flows_instances_list", flows_list)
+
+    def flows_retrieve():
+        got = flows.flows_instances_retrieve(slug)
+        expect(got.slug == slug and str(got.pk) == flow_pk, f"retrieved {got.slug!r}")
+
+    run("flows_instances_retrieve", flows_retrieve)
+
+    def flows_update():
+        got = flows.flows_instances_update(slug, flow_request("Compat updated"))
+        expect(got.title == "Compat updated", f"title {got.title!r}")
+
+    run("flows_instances_update", flows_update)
+
+    def flows_partial_update():
+        got = flows.flows_instances_partial_update(slug, ak.PatchedFlowRequest(title="Compat patched"))
+        expect(got.title == "Compat patched" and got.slug == slug, f"title {got.title!r}")
+
+    run("flows_instances_partial_update", flows_partial_update)
+
+    # --- stages of each kind -----------------------------------------------------------------
+    inbuilt = ak.BackendsEnum.AUTHENTIK_DOT_CORE_DOT_AUTH_DOT_INBUILT_BACKEND
+    kinds: dict[str, dict[str, Any]] = {
+        "identification": dict(
+            fields=["user_fields", "case_insensitive_matching", "show_matched_user", "pretend_user_exists"],
+            create=lambda n: ak.IdentificationStageRequest(name=n, user_fields=[ak.UserFieldsEnum.EMAIL], case_insensitive_matching=True),
+            created=lambda s: s.user_fields == [ak.UserFieldsEnum.EMAIL] and s.case_insensitive_matching is True,
+            update=lambda n: ak.IdentificationStageRequest(name=n, user_fields=[ak.UserFieldsEnum.EMAIL, ak.UserFieldsEnum.USERNAME], show_matched_user=True),
+            updated=lambda s: s.show_matched_user is True and ak.UserFieldsEnum.USERNAME in (s.user_fields or []),
+            patch=lambda: ak.PatchedIdentificationStageRequest(pretend_user_exists=False),
+            patched=lambda s: s.pretend_user_exists is False and s.show_matched_user is True),
+        "password": dict(
+            fields=["backends", "failed_attempts_before_cancel"],
+            create=lambda n: ak.PasswordStageRequest(name=n, backends=[inbuilt], failed_attempts_before_cancel=3),
+            created=lambda s: s.backends == [inbuilt] and s.failed_attempts_before_cancel == 3,
+            update=lambda n: ak.PasswordStageRequest(name=n, backends=[inbuilt], failed_attempts_before_cancel=4),
+            updated=lambda s: s.failed_attempts_before_cancel == 4,
+            patch=lambda: ak.PatchedPasswordStageRequest(failed_attempts_before_cancel=6),
+            patched=lambda s: s.failed_attempts_before_cancel == 6),
+        "user_login": dict(
+            fields=["session_duration", "terminate_other_sessions", "remember_me_offset"],
+            create=lambda n: ak.UserLoginStageRequest(name=n, session_duration="hours=2"),
+            created=lambda s: s.session_duration == "hours=2",
+            update=lambda n: ak.UserLoginStageRequest(name=n, session_duration="hours=3", terminate_other_sessions=True),
+            updated=lambda s: s.session_duration == "hours=3" and s.terminate_other_sessions is True,
+            patch=lambda: ak.PatchedUserLoginStageRequest(remember_me_offset="days=7"),
+            # Gatehouse answers duration strings in canonical form: days=7 comes back as weeks=1.
+            patched=lambda s: s.remember_me_offset in ("days=7", "weeks=1") and s.session_duration == "hours=3"),
+        "user_logout": dict(
+            fields=["name"],
+            create=lambda n: ak.UserLogoutStageRequest(name=n),
+            created=lambda s: True,
+            update=lambda n: ak.UserLogoutStageRequest(name=n),
+            updated=lambda s: True,
+            patch=lambda: None,
+            patched=lambda s: True),
+        "deny": dict(
+            fields=["deny_message"],
+            create=lambda n: ak.DenyStageRequest(name=n, deny_message="No entry."),
+            created=lambda s: s.deny_message == "No entry.",
+            update=lambda n: ak.DenyStageRequest(name=n, deny_message="Still no entry."),
+            updated=lambda s: s.deny_message == "Still no entry.",
+            patch=lambda: ak.PatchedDenyStageRequest(deny_message="Never."),
+            patched=lambda s: s.deny_message == "Never."),
+    }
+    stage_pks: dict[str, str] = {}
+
+    def shown(stage: Any, spec: dict) -> str:
+        return ", ".join(f"{f}={getattr(stage, f, None)!r}" for f in spec["fields"])
+
+    for kind, spec in kinds.items():
+        name = f"compat-{tag}-{kind}"
+        method = lambda suffix, kind=kind: getattr(stages, f"stages_{kind}_{suffix}")
+
+        def stage_create(kind=kind, spec=spec, name=name, method=method):
+            stage = method("create")(spec["create"](name))
+            expect(stage.name == name, f"name {stage.name!r}")
+            expect(spec["created"](stage), f"created stage reads {shown(stage, spec)}")
+            return stage
+
+        stage = run(f"stages_{kind}_create", stage_create)
+        try:
+            stage_pks[kind] = str(stage.pk) if stage else find_one(method("list"), "pk", name=name)
+        except AssertionError as error:
+            checks.failed.append((f"setup: find the {kind} stage", describe(error)))
+            continue
+        pk = stage_pks[kind]
+
+        def stage_list(name=name, pk=pk, method=method):
+            page = method("list")(name=name, ordering="-name")
+            expect(page.pagination.count == 1, f"count {page.pagination.count}")
+            expect([str(s.pk) for s in page.results] == [pk], f"results {[str(s.pk) for s in page.results]}")
+
+        run(f"stages_{kind}_list", stage_list)
+
+        def stage_retrieve(name=name, pk=pk, method=method):
+            got = method("retrieve")(pk)
+            expect(str(got.pk) == pk and got.name == name, f"retrieved {got.name!r}")
+
+        run(f"stages_{kind}_retrieve", stage_retrieve)
+
+        renamed = name + "-renamed"
+
+        def stage_update(spec=spec, pk=pk, method=method, renamed=renamed):
+            got = method("update")(pk, spec["update"](renamed))
+            expect(got.name == renamed, f"name {got.name!r}")
+            expect(spec["updated"](got), f"updated stage reads {shown(got, spec)}")
+
+        run(f"stages_{kind}_update", stage_update)
+
+        def stage_partial_update(kind=kind, spec=spec, pk=pk, method=method, renamed=renamed):
+            body = spec["patch"]()
+            if body is None:
+                body = getattr(ak, f"Patched{''.join(p.title() for p in kind.split('_'))}StageRequest")(name=renamed + "-patched")
+            got = method("partial_update")(pk, body)
+            expect(spec["patched"](got), f"sent {body.to_dict()}, patched stage reads {shown(got, spec)}")
+            if kind == "user_logout":
+                expect(got.name == renamed + "-patched", f"name {got.name!r}")
+
+        run(f"stages_{kind}_partial_update", stage_partial_update)
+
+        def stage_used_by(pk=pk, method=method):
+            used = method("used_by_list")(pk)
+            expect(isinstance(used, list), f"used_by returned {type(used).__name__}")
+
+        run(f"stages_{kind}_used_by_list", stage_used_by)
+
+    # --- stages/all --------------------------------------------------------------------------
+    def stages_all_list():
+        page = stages.stages_all_list(search=f"compat-{tag}", ordering="name", page_size=50)
+        found = {str(s.pk) for s in page.results}
+        expect(set(stage_pks.values()) <= found, f"list lacks {set(stage_pks.values()) - found}")
+        expect(page.pagination.count == len(stage_pks), f"count {page.pagination.count}, created {len(stage_pks)}")
+        components = {str(s.pk): s.component for s in page.results}
+        expect(components.get(stage_pks.get("deny")) == "ak-stage-deny-form", f"deny stage component {components.get(stage_pks.get('deny'))!r}")
+
+    run("stages_all_list", stages_all_list)
+
+    def stages_all_types():
+        types = stages.stages_all_types_list()
+        names = {t.model_name for t in types}
+        expected = {"identificationstage", "passwordstage", "userloginstage", "userlogoutstage", "denystage"}
+        expect(expected <= names, f"types lack {expected - names}")
+
+    run("stages_all_types_list", stages_all_types)
+
+    def stages_all_retrieve():
+        got = stages.stages_all_retrieve(stage_pks["password"])
+        expect(str(got.pk) == stage_pks["password"] and got.meta_model_name.endswith("passwordstage"),
+               f"retrieved {got.name!r} {got.meta_model_name!r}")
+
+    run("stages_all_retrieve", stages_all_retrieve)
+
+    # --- bindings ----------------------------------------------------------------------------
+    binding_pk = None
+
+    def bindings_create():
+        nonlocal binding_pk
+        binding = flows.flows_bindings_create(ak.FlowStageBindingRequest(
+            target=flow_pk, stage=stage_pks["deny"], order=10, evaluate_on_plan=True,
+            invalid_response_action=ak.InvalidResponseActionEnum.RETRY))
+        binding_pk = str(binding.pk)
+        expect(str(binding.target) == flow_pk and str(binding.stage) == stage_pks["deny"], "target or stage differ")
+        expect(binding.order == 10, f"order {binding.order}")
+        expect(str(binding.stage_obj.pk) == stage_pks["deny"], "stage_obj differs")
+
+    run("flows_bindings_create", bindings_create)
+    if binding_pk is None and "deny" in stage_pks:
+        try:
+            binding_pk = find_one(flows.flows_bindings_list, "pk", target=flow_pk)
+        except AssertionError as error:
+            checks.failed.append(("setup: find the binding", describe(error)))
+
+    if binding_pk is not None:
+        def bindings_list():
+            page = flows.flows_bindings_list(target=flow_pk, ordering="order")
+            expect(page.pagination.count == 1, f"count {page.pagination.count}")
+            expect([str(b.pk) for b in page.results] == [binding_pk], "results differ")
+
+        run("flows_bindings_list", bindings_list)
+
+        def bindings_retrieve():
+            got = flows.flows_bindings_retrieve(binding_pk)
+            expect(str(got.pk) == binding_pk and got.order == 10, f"order {got.order}")
+
+        run("flows_bindings_retrieve", bindings_retrieve)
+
+        def bindings_update():
+            got = flows.flows_bindings_update(binding_pk, ak.FlowStageBindingRequest(
+                target=flow_pk, stage=stage_pks["deny"], order=20,
+                invalid_response_action=ak.InvalidResponseActionEnum.RESTART))
+            expect(got.order == 20 and got.invalid_response_action == ak.InvalidResponseActionEnum.RESTART,
+                   f"order {got.order} action {got.invalid_response_action!r}")
+
+        run("flows_bindings_update", bindings_update)
+
+        def bindings_partial_update():
+            got = flows.flows_bindings_partial_update(binding_pk, ak.PatchedFlowStageBindingRequest(order=30))
+            expect(got.order == 30 and got.invalid_response_action == ak.InvalidResponseActionEnum.RESTART,
+                   f"order {got.order} action {got.invalid_response_action!r}")
+
+        run("flows_bindings_partial_update", bindings_partial_update)
+
+        def bindings_used_by():
+            used = flows.flows_bindings_used_by_list(binding_pk)
+            expect(isinstance(used, list), f"used_by returned {type(used).__name__}")
+
+        run("flows_bindings_used_by_list", bindings_used_by)
+
+    def stages_all_used_by():
+        used = stages.stages_all_used_by_list(stage_pks["deny"])
+        expect(isinstance(used, list), f"used_by returned {type(used).__name__}")
+
+    run("stages_all_used_by_list", stages_all_used_by)
+
+    def flows_used_by():
+        used = flows.flows_instances_used_by_list(slug)
+        expect(isinstance(used, list), f"used_by returned {type(used).__name__}")
+
+    run("flows_instances_used_by_list", flows_used_by)
+
+    # --- export and import -------------------------------------------------------------------
+    exported: dict[str, bytes] = {}
+
+    def flows_export():
+        document = flows.flows_instances_export_retrieve(slug)
+        expect(isinstance(document, (bytes, bytearray)), f"export returned {type(document).__name__}")
+        expect(slug.encode() in document, "the export does not name the flow's slug")
+        exported["document"] = bytes(document)
+
+    run("flows_instances_export_retrieve", flows_export)
+    if "document" not in exported:
+        status, body = raw(flows.flows_instances_export_retrieve, slug)
+        if status == 200:
+            exported["document"] = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    imported_slug = slug + "-imported"
+
+    def flows_import():
+        expect("document" in exported, "setup: no exported document to import")
+        document = exported["document"].replace(slug.encode(), imported_slug.encode())
+        result = untyped(api_client, "POST", "/flows/instances/import/",
+                         files={"file": (f"{imported_slug}.yaml", document)}, post_params=[("clear", "false")])
+        expect(isinstance(result, dict) and result.get("success") is True, f"import result {one_line(repr(result), 200)}")
+        got = raw_ok(flows.flows_instances_retrieve, imported_slug)
+        expect(got["slug"] == imported_slug, "the imported flow is missing")
+        bindings = raw_ok(flows.flows_bindings_list, target=got["pk"])
+        expect(bindings["pagination"]["count"] == 1, f"the imported flow has {bindings['pagination']['count']} bindings")
+
+    run("flows_instances_import (no method in the client)", flows_import)
+
+    # --- events ------------------------------------------------------------------------------
+    event_pk = None
+
+    def events_list():
+        nonlocal event_pk
+        page = events.events_events_list(action="model_created", ordering="-created", page_size=50)
+        expect(page.pagination.count >= 1 and page.results, "no model_created events")
+        expect(all(e.action == ak.EventActions.MODEL_CREATED for e in page.results), "other actions listed")
+        created = [e.created for e in page.results]
+        expect(created == sorted(created, reverse=True), "not ordered by -created")
+        event_pk = str(page.results[0].pk)
+
+    run("events_events_list", events_list)
+    if event_pk is None:
+        try:
+            body = raw_ok(events.events_events_list, action="model_created", ordering="-created")
+            event_pk = body["results"][0]["pk"]
+        except (AssertionError, KeyError, IndexError) as error:
+            checks.failed.append(("setup: find an event", describe(error)))
+
+    if event_pk is not None:
+        def events_retrieve():
+            got = events.events_events_retrieve(event_pk)
+            expect(str(got.pk) == event_pk and got.action == ak.EventActions.MODEL_CREATED, f"retrieved {got.pk} {got.action!r}")
+
+        run("events_events_retrieve", events_retrieve)
+
+    # --- tasks and schedules -----------------------------------------------------------------
+    schedule_id = None
+
+    def schedules_list():
+        nonlocal schedule_id
+        page = tasks.tasks_schedules_list(actor_name="gatehouse.purge_finished_tasks", ordering="identifier")
+        expect(page.pagination.count == 1, f"count {page.pagination.count}")
+        schedule_id = str(page.results[0].id)
+        expect(page.results[0].actor_name == "gatehouse.purge_finished_tasks", f"actor {page.results[0].actor_name!r}")
+
+    run("tasks_schedules_list", schedules_list)
+    if schedule_id is None:
+        try:
+            schedule_id = find_one(tasks.tasks_schedules_list, "id", actor_name="gatehouse.purge_finished_tasks")
+        except AssertionError as error:
+            checks.failed.append(("setup: find a schedule", describe(error)))
+
+    if schedule_id is not None:
+        original = raw_ok(tasks.tasks_schedules_retrieve, schedule_id)
+
+        def schedules_retrieve():
+            got = tasks.tasks_schedules_retrieve(schedule_id)
+            expect(str(got.id) == schedule_id and got.crontab == original["crontab"], f"retrieved {got.id} {got.crontab!r}")
+
+        run("tasks_schedules_retrieve", schedules_retrieve)
+
+        def schedules_update():
+            got = tasks.tasks_schedules_update(schedule_id, ak.ScheduleRequest(crontab="18 3 * * *", paused=False))
+            expect(got.crontab == "18 3 * * *" and got.paused is False, f"crontab {got.crontab!r} paused {got.paused}")
+
+        run("tasks_schedules_update", schedules_update)
+
+        def schedules_partial_update():
+            got = tasks.tasks_schedules_partial_update(schedule_id, ak.PatchedScheduleRequest(paused=True))
+            expect(got.paused is True and got.crontab == "18 3 * * *", f"crontab {got.crontab!r} paused {got.paused}")
+
+        run("tasks_schedules_partial_update", schedules_partial_update)
+        raw(tasks.tasks_schedules_update, schedule_id, ak.ScheduleRequest(crontab=original["crontab"], paused=bool(original.get("paused"))))
+
+        def sent_tasks() -> list:
+            return raw_ok(tasks.tasks_tasks_list, actor_name="gatehouse.purge_finished_tasks")["results"]
+
+        before = len(sent_tasks())
+
+        def schedules_send():
+            expect(tasks.tasks_schedules_send_create(schedule_id) is None, "returned something")
+            expect(len(sent_tasks()) == before + 1, "no task was queued by send")
+
+        run("tasks_schedules_send_create", schedules_send)
+
+    task_id = None
+
+    def tasks_list():
+        nonlocal task_id
+        page = tasks.tasks_tasks_list(actor_name="gatehouse.purge_finished_tasks", ordering="-mtime")
+        expect(page.pagination.count >= 1 and page.results, "no task listed")
+        expect(all(t.actor_name == "gatehouse.purge_finished_tasks" for t in page.results), "other actors listed")
+        task_id = str(page.results[0].message_id)
+
+    run("tasks_tasks_list", tasks_list)
+    if task_id is None:
+        try:
+            task_id = raw_ok(tasks.tasks_tasks_list, actor_name="gatehouse.purge_finished_tasks")["results"][0]["message_id"]
+        except (AssertionError, KeyError, IndexError) as error:
+            checks.failed.append(("setup: find a task", describe(error)))
+
+    def tasks_status():
+        status = tasks.tasks_tasks_status_retrieve()
+        # Every task counts once, under its aggregated status (a done task under its worst log level).
+        total = sum(getattr(status, f) for f in ak.GlobalTaskStatus.model_fields)
+        expect(total >= 1, f"status counts {status!r}")
+
+    run("tasks_tasks_status_retrieve", tasks_status)
+
+    if task_id is not None:
+        def tasks_retrieve():
+            got = tasks.tasks_tasks_retrieve(task_id)
+            expect(str(got.message_id) == task_id and got.actor_name == "gatehouse.purge_finished_tasks", f"retrieved {got.message_id}")
+            expect(isinstance(got.logs, list) and isinstance(got.previous_logs, list), "logs missing")
+
+        run("tasks_tasks_retrieve", tasks_retrieve)
+
+        def tasks_retry():
+            # Only rejected tasks can be retried and nothing here can make one fail, so this checks
+            # that the refusal for a task that is not rejected surfaces as authentik's 400.
+            state = raw_ok(tasks.tasks_tasks_retrieve, task_id).get("state")
+            if state == "rejected":
+                expect(tasks.tasks_tasks_retry_create(task_id) is None, "returned something")
+            else:
+                expect_raises(BadRequestException, lambda: tasks.tasks_tasks_retry_create(task_id))
+
+        run("tasks_tasks_retry_create (not rejected: BadRequestException)", tasks_retry)
+
+    def workers_list():
+        workers = tasks.tasks_workers_list()
+        expect(len(workers) >= 1, "no workers listed while the server runs its own")
+        expect(all(w.worker_id for w in workers), "worker without worker_id")
+
+    run("tasks_workers_list", workers_list)
+
+    # --- removals ----------------------------------------------------------------------------
+    if binding_pk is not None:
+        def bindings_destroy():
+            expect(flows.flows_bindings_destroy(binding_pk) is None, "returned something")
+            expect(status_of(flows.flows_bindings_retrieve, binding_pk) == 404, "binding still retrievable")
+
+        run("flows_bindings_destroy", bindings_destroy)
+
+    raw(flows.flows_instances_destroy, imported_slug)
+
+    def flows_destroy():
+        expect(flows.flows_instances_destroy(slug) is None, "returned something")
+        expect(status_of(flows.flows_instances_retrieve, slug) == 404, "flow still retrievable")
+
+    run("flows_instances_destroy", flows_destroy)
+
+    for kind in [k for k in kinds if k in stage_pks and k != "user_logout"]:
+        def stage_destroy(kind=kind):
+            pk = stage_pks[kind]
+            expect(getattr(stages, f"stages_{kind}_destroy")(pk) is None, "returned something")
+            expect(status_of(getattr(stages, f"stages_{kind}_retrieve"), pk) == 404, "stage still retrievable")
+
+        run(f"stages_{kind}_destroy", stage_destroy)
+
+    if "user_logout" in stage_pks:
+        def stages_all_destroy():
+            pk = stage_pks["user_logout"]
+            expect(stages.stages_all_destroy(pk) is None, "returned something")
+            expect(status_of(stages.stages_all_retrieve, pk) == 404, "stage still retrievable")
+
+        run("stages_all_destroy", stages_all_destroy)
+
+    def users_destroy():
+        expect(core.core_users_destroy(user_pk) is None, "returned something")
+        expect(status_of(core.core_users_retrieve, user_pk) == 404, "user still retrievable")
+
+    run("core_users_destroy", users_destroy)
+    if sa_pk is not None:
+        raw(core.core_users_destroy, sa_pk)
+        for remaining in raw_ok(core.core_groups_list, name=sa_name).get("results", []):
+            raw(core.core_groups_destroy, remaining["pk"])
+
+
+def main() -> int:
+    checks = Checks()
+    try:
+        run_checks(checks)
+    except Exception as error:  # a setup step failed; report what ran so far
+        checks.failed.append(("setup (the run stopped here)", describe(error)))
+    return checks.report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
