@@ -267,8 +267,9 @@ fn entry_attributes(index: usize, entry: &Entry) -> Map<String, Value> {
     attributes
 }
 
-/// Reads a document: JSON when it looks like JSON, YAML otherwise. Errors say where.
-fn parse(document: &[u8]) -> std::result::Result<Blueprint, String> {
+/// Reads a document: JSON when it looks like JSON, YAML otherwise, within the import's bounds.
+/// Errors say where.
+pub fn parse_document(document: &[u8]) -> std::result::Result<Blueprint, String> {
     if document.len() > MAX_DOCUMENT_BYTES {
         return Err(format!("The document is larger than {} KiB.", MAX_DOCUMENT_BYTES / 1024));
     }
@@ -371,7 +372,7 @@ fn parse_attrs<T: serde::de::DeserializeOwned>(attrs: &Map<String, Value>, extra
 /// transaction. An invalid document or entry writes nothing; the log says why.
 pub async fn import(state: &AppState, actor: &Actor, document: &[u8], clear: bool) -> Result<FlowImportResult> {
     let mut log = ImportLog::default();
-    let blueprint = match parse(document) {
+    let blueprint = match parse_document(document) {
         Ok(blueprint) => blueprint,
         Err(message) => {
             log.error(message, Map::new());
@@ -620,15 +621,15 @@ mod tests {
     #[test]
     fn documents_are_read_as_yaml_or_json() {
         let yaml = b"version: 1\nmetadata:\n  name: x\nentries:\n- model: authentik_flows.flow\n  identifiers:\n    slug: x\n";
-        let parsed = parse(yaml).unwrap();
+        let parsed = parse_document(yaml).unwrap();
         assert_eq!(parsed.entries[0].identifiers["slug"], "x");
         let json = br#"{"version": 1, "entries": [{"model": "authentik_flows.flow", "identifiers": {"slug": "y"}}]}"#;
-        assert_eq!(parse(json).unwrap().entries[0].identifiers["slug"], "y");
+        assert_eq!(parse_document(json).unwrap().entries[0].identifiers["slug"], "y");
     }
 
     #[test]
     fn malformed_documents_say_why() {
-        assert!(parse(b"version: [").unwrap_err().contains("YAML"));
+        assert!(parse_document(b"version: [").unwrap_err().contains("YAML"));
     }
 
     #[test]
@@ -641,22 +642,22 @@ mod tests {
         }
         assert!(bomb.len() < 2048);
         let started = std::time::Instant::now();
-        let error = parse(bomb.as_bytes()).unwrap_err();
+        let error = parse_document(bomb.as_bytes()).unwrap_err();
         assert!(error.contains("more than 100000 values"), "{error}");
         // A few aliases in an ordinary document are fine.
         let modest = "version: 1\nmetadata: {name: x}\nentries:\n- &e {model: authentik_flows.flow, identifiers: {slug: x}}\n- *e\n";
-        assert_eq!(parse(modest.as_bytes()).unwrap().entries.len(), 2);
+        assert_eq!(parse_document(modest.as_bytes()).unwrap().entries.len(), 2);
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded work");
     }
 
     #[test]
     fn import_documents_are_bounded_in_size_and_depth() {
         let large = format!("version: 1\nmetadata: {{name: '{}'}}\nentries: []\n", "x".repeat(MAX_DOCUMENT_BYTES));
-        assert!(parse(large.as_bytes()).unwrap_err().contains("larger than 512 KiB"));
+        assert!(parse_document(large.as_bytes()).unwrap_err().contains("larger than 512 KiB"));
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
-        assert!(parse(format!("{{\"version\": {deep}}}").as_bytes()).unwrap_err().contains("levels deep"));
-        assert!(parse(b"version: 2\nentries: []").unwrap_err().contains("version 2"));
-        assert!(parse(b"version: 1\nentries:\n- model: x\n  colour: red\n").unwrap_err().contains("colour"));
-        assert!(parse(b"").is_err());
+        assert!(parse_document(format!("{{\"version\": {deep}}}").as_bytes()).unwrap_err().contains("levels deep"));
+        assert!(parse_document(b"version: 2\nentries: []").unwrap_err().contains("version 2"));
+        assert!(parse_document(b"version: 1\nentries:\n- model: x\n  colour: red\n").unwrap_err().contains("colour"));
+        assert!(parse_document(b"").is_err());
     }
 }
