@@ -5,8 +5,38 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS};
 
-/// Deserialises a JSON document, reporting errors by field path.
+/// What every text input containing U+0000 is told: no store keeps such text (PostgreSQL refuses
+/// it outright), and no name, password or key needs it.
+pub const NULL_CHARACTER: &str = "Null characters are not allowed.";
+
+/// The path (`a.b.0.c`) of the first string, or key, holding U+0000 in `value`.
+pub fn find_null_character(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(String::new),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            find_null_character(item).map(|rest| if rest.is_empty() { index.to_string() } else { format!("{index}.{rest}") })
+        }),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                return Some(NON_FIELD_ERRORS.to_owned());
+            }
+            find_null_character(item).map(|rest| if rest.is_empty() { key.clone() } else { format!("{key}.{rest}") })
+        }),
+        _ => None,
+    }
+}
+
+/// Deserialises a JSON document, reporting errors by field path. Text holding U+0000 is refused
+/// with [`NULL_CHARACTER`] on its field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // U+0000 can only be written as an escape: look for the escape before paying for a walk.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(path) = find_null_character(&value)
+    {
+        let field = if path.is_empty() { NON_FIELD_ERRORS.to_owned() } else { path };
+        return Err(Error::field(field, NULL_CHARACTER));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -81,6 +111,9 @@ impl Bounded<'_> {
 
     fn text<E: serde::de::Error>(&self, text: &str) -> Result<String, E> {
         self.node()?;
+        if text.contains('\0') {
+            return Err(E::custom(NULL_CHARACTER));
+        }
         let left = self.budget.text.get();
         if text.len() > left {
             return Err(E::custom(TOO_MUCH_TEXT));
@@ -219,6 +252,17 @@ mod tests {
         assert_eq!(wrong_type[0].0, "count");
         assert_eq!(fields(parse::<Body>(br#"{"name": "x", "extra": 1}"#).unwrap_err())[0].0, "extra");
         assert_eq!(fields(parse::<Body>(b"{not json").unwrap_err())[0].0, NON_FIELD_ERRORS);
+    }
+
+    #[test]
+    fn null_characters_are_refused_on_their_field() {
+        let refused = fields(parse::<Body>(br#"{"name": "a\u0000b"}"#).unwrap_err());
+        assert_eq!(refused, vec![("name".to_owned(), vec![NULL_CHARACTER.to_owned()])]);
+        let nested = fields(parse::<serde_json::Value>(br#"{"attributes": {"list": ["ok", "\u0000"]}}"#).unwrap_err());
+        assert_eq!(nested[0].0, "attributes.list.1");
+        // An escaped backslash followed by "u0000" is six ordinary characters.
+        assert_eq!(parse::<Body>(br#"{"name": "a\\u0000"}"#).unwrap().name, "a\\u0000");
+        assert!(read("[\"a\\u0000\"]").unwrap_err().contains(NULL_CHARACTER));
     }
 
     const SMALL: Bounds = Bounds { max_nodes: 50, max_depth: 3, max_text_bytes: 40 };

@@ -135,3 +135,23 @@ fn forwarded_https(request: &Request, trusted: &[ipnet::IpNet]) -> bool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|proto| proto.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }
+
+/// Refuses U+0000 in the address before any handler sees it: in the path nothing can be found
+/// (404), in a query parameter the parameter is named (400). No store keeps such text.
+pub async fn refuse_null_characters(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let error = if uri.path().to_ascii_lowercase().contains("%00") {
+        Some(Error::NotFound)
+    } else {
+        uri.query().and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+                .map(|(name, _)| Error::field(name.replace('\0', ""), crate::json::NULL_CHARACTER))
+        })
+    };
+    match error {
+        Some(error) if uri.path().starts_with("/api/") => error.into_response(),
+        Some(error) => super::pages::error_page(error),
+        None => next.run(request).await,
+    }
+}

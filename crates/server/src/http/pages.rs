@@ -92,7 +92,11 @@ pub fn form_fields(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, Stri
         return Err(Error::PayloadTooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|_| Error::field(crate::error::NON_FIELD_ERRORS, "The form is not valid UTF-8."))?;
-    Ok(crate::flows::redirect::url_params(text))
+    let fields = crate::flows::redirect::url_params(text);
+    if let Some((name, _)) = fields.iter().find(|(name, value)| name.contains('\0') || value.contains('\0')) {
+        return Err(Error::field(name.replace('\0', ""), crate::json::NULL_CHARACTER));
+    }
+    Ok(fields)
 }
 
 /// A 303 to `location` with `headers` (cookies, usually) added.

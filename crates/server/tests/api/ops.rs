@@ -159,3 +159,32 @@ async fn authentik_clients_rejected_lists_without_autocomplete() {
     assert_eq!(version["outdated"], false);
     assert!(version["build_hash"].is_string() && version["version_latest_valid"].is_boolean());
 }
+
+/// PostgreSQL refuses text holding U+0000, and a query that carried one answered 500; such text
+/// is now refused at the door, naming the field.
+#[tokio::test]
+async fn null_characters_made_postgresql_queries_fail_with_500() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let root = app.sign_in("root@example.com").await;
+    let refusal = crate::support::NULL_CHARACTER_MESSAGE;
+
+    let (status, body) = json(app.try_sign_in("a\u{0}@example.com", "whatever it is").await).await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &json!({"email": [refusal]})));
+    let (status, body) = json(app.post(&root, "/api/v3/core/groups/", json!({"name": "a\u{0}b"})).await).await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &json!({"name": [refusal]})));
+    let (status, body) =
+        json(app.post(&root, "/api/v3/core/groups/", json!({"name": "ok", "attributes": {"deep": ["x", "\u{0}"]}})).await).await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &json!({"attributes.deep.1": [refusal]})));
+    for path in ["/api/v3/core/groups/?search=a%00b", "/api/v3/tasks/schedules/?search=%00", "/api/v3/core/users/?username=x%00"] {
+        let (status, body) = json(app.get(&root, path).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.as_object().unwrap().values().all(|m| m == &json!([refusal])), "{path}: {body}");
+    }
+    for path in ["/api/v3/flows/instances/a%00b/", "/api/v3/core/tokens/a%00b/"] {
+        assert_eq!(app.get(&root, path).await.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // Nothing was written.
+    let (_, groups) = json(app.get(&root, "/api/v3/core/groups/").await).await;
+    assert_eq!(groups["pagination"]["count"], 0);
+}

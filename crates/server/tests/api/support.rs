@@ -20,6 +20,9 @@ pub const FLOW_COOKIE: &str = "__Host-gatehouse_flow";
 /// The CSRF cookie's name.
 pub const CSRF_COOKIE: &str = "__Host-gatehouse_csrf";
 
+/// The message for text holding U+0000.
+pub const NULL_CHARACTER_MESSAGE: &str = "Null characters are not allowed.";
+
 /// A password every test user gets unless a test says otherwise; strong enough for the rules.
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
