@@ -263,7 +263,8 @@ struct ExportQuery {
 
 #[utoipa::path(get, path = "/api/v3/flows/instances/{slug}/export/", tag = "flows",
     params(("slug" = String, Path, description = "The flow's slug"), ExportQuery),
-    responses((status = 200, description = "The flow, its stages and bindings as a blueprint document (YAML, or JSON on request); needs authentik_flows.view_flow and authentik_flows.export_flow", content_type = "application/yaml", body = String),
+    responses((status = 200, description = "The flow, its stages and bindings as a blueprint document (YAML, or JSON on request); needs authentik_flows.view_flow and authentik_flows.export_flow",
+            content((Object = "application/yaml"), (Object = "application/json"))),
         (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn export_flow(
     State(state): State<AppState>,

@@ -25,7 +25,9 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::flows::handlers::router())
         .merge(super::system::router())
         .split_for_parts();
-    let document = std::sync::Arc::new(crate::flows::handlers::document_stage_kinds(&document, &state.stages));
+    let mut document = crate::flows::handlers::document_stage_kinds(&document, &state.stages);
+    super::openapi::document_errors(&mut document);
+    let document = std::sync::Arc::new(document);
     let max_body = state.config.server.max_body_bytes;
     Router::new()
         .merge(api)
