@@ -157,8 +157,23 @@ impl Reservation {
         Ok(())
     }
 
+    /// [`Reservation::settle_success`] in a transaction of its own; nothing to write when the
+    /// attempt counted toward no bucket.
+    pub async fn settle_success_now(self, db: &DatabaseConnection) -> Result<()> {
+        if self.buckets.is_empty() {
+            return Ok(());
+        }
+        let txn = crate::db::begin_write(db).await?;
+        self.settle_success(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
     /// The check could not run (the server was too busy): gives the attempt back everywhere.
     pub async fn release(self, db: &DatabaseConnection) -> Result<()> {
+        if self.buckets.is_empty() {
+            return Ok(());
+        }
         let txn = crate::db::begin_write(db).await?;
         for bucket in &self.buckets {
             give_back(&txn, self.tenant, &bucket.name).await?;

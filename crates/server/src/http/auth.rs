@@ -57,11 +57,6 @@ impl Principal {
     }
 }
 
-/// The value of cookie `name` in the request, if any.
-pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    cookie_in(&parts.headers, name)
-}
-
 /// The value of cookie `name` in `headers`, if any.
 pub fn cookie_in<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
     headers

@@ -571,9 +571,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if !permissions.staff {
         return Ok(None);
     }
-    let txn = crate::db::begin_write(&state.db).await?;
-    reservation.settle_success(&txn).await?;
-    txn.commit().await?;
+    reservation.settle_success_now(&state.db).await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);

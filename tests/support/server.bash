@@ -2,7 +2,7 @@
 # Starts a gatehouse server on a fresh database for a test script, and removes everything again
 # when that script exits. Meant to be sourced by a bash script running with `set -euo pipefail`:
 #
-#   source tests/schemathesis/server.bash
+#   source tests/support/server.bash
 #   gh_server_start "$bin" <name> [<postgres-admin-url>]
 #   ... "$bin" token create ..., requests to "$gh_url" ...
 #
