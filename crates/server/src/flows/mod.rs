@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod entities;
 pub mod executor;
 pub mod executor_api;
+pub mod factors;
 pub mod flow_service;
 pub mod handlers;
 pub mod model;

@@ -69,8 +69,9 @@ pub struct FlowContext {
     pub pending_user: Option<i64>,
     /// What the person typed to identify themselves.
     pub pending_user_identifier: Option<String>,
-    /// The kinds of the stages that verified a factor (`password`, ...), in order.
-    pub factors: Vec<String>,
+    /// The factors verified in this run, in order.
+    #[serde(default, deserialize_with = "super::factors::deserialize_lenient")]
+    pub factors: Vec<super::factors::VerifiedFactor>,
     /// Failed answers to the current stage in this run.
     pub failures: u32,
     /// Where to go when the flow ends: a same-origin path.

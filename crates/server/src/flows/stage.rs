@@ -157,6 +157,14 @@ impl StageContext<'_> {
         Ok(account)
     }
 
+    /// Records that `kind` was verified for the pending user by this stage.
+    pub fn record_factor(&mut self, kind: super::factors::FactorKind) {
+        if let Some(user) = self.context.pending_user {
+            let factor = super::factors::VerifiedFactor { kind, user, stage: self.stage.stage_id, at: chrono::Utc::now() };
+            self.context.factors.push(factor);
+        }
+    }
+
     /// Makes `account` the pending user.
     pub fn set_pending_account(&mut self, account: user::Model) {
         self.context.pending_user = Some(account.id);

@@ -181,9 +181,19 @@ pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option
     }
 }
 
+/// Which secret a password check matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The account's own password.
+    Password,
+    /// One of the account's app passwords.
+    AppPassword,
+}
+
 /// A password that matched an account that may sign in interactively.
 pub struct Verified {
     pub user: user::Model,
+    pub credential: Credential,
     /// The password again when its stored hash uses weaker parameters and must be redone.
     rehash: Option<Password>,
 }
@@ -214,6 +224,7 @@ pub async fn verify_password_with(
     app_passwords: bool,
 ) -> Result<Checked> {
     let mut verification = Verification::Mismatch;
+    let mut credential = Credential::Password;
     if own {
         let stored_hash = candidate.as_ref().and_then(|u| u.password.clone()).unwrap_or_else(|| password::DUMMY_HASH.to_owned());
         verification = match state.passwords.verify(password.clone(), stored_hash).await {
@@ -230,11 +241,12 @@ pub async fn verify_password_with(
         && crate::tokens::service::verify_app_password(state, user.id, password.expose()).await?
     {
         verification = Verification::Match;
+        credential = Credential::AppPassword;
     }
     Ok(match (candidate, verification) {
         (Some(user), Verification::Match | Verification::MatchNeedsRehash) if may_sign_in(&user) => {
             let rehash = (verification == Verification::MatchNeedsRehash).then_some(password);
-            Checked::Passed(attempt, Box::new(Verified { user, rehash }))
+            Checked::Passed(attempt, Box::new(Verified { user, credential, rehash }))
         }
         _ => Checked::Failed(attempt),
     })

@@ -13,14 +13,14 @@ use crate::support::{FLOW_COOKIE, PASSWORD, SESSION_COOKIE, TestApp, json};
 const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
 
 /// A client that keeps cookies the way a browser does (by name, removed at `Max-Age=0`).
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     cookies: BTreeMap<String, String>,
     user_agent: &'static str,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
         Self {
             app,
             cookies: BTreeMap::new(),
@@ -46,30 +46,30 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
+    pub(crate) async fn send(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
         let response = request.header("cookie", self.cookie_header()).header("user-agent", self.user_agent).send().await.unwrap();
         self.keep(&response);
         response
     }
 
-    async fn get(&mut self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&mut self, path: &str) -> (StatusCode, Value) {
         let request = self.app.client.get(self.app.url(path));
         json(self.send(request).await).await
     }
 
-    async fn post(&mut self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&mut self, path: &str, body: Value) -> (StatusCode, Value) {
         crate::support::remember_secrets_in(&body);
         let request = self.app.client.post(self.app.url(path)).json(&body);
         json(self.send(request).await).await
     }
 
-    async fn post_raw(&mut self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+    pub(crate) async fn post_raw(&mut self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
         let request = self.app.client.post(self.app.url(path)).header("content-type", content_type).body(body);
         json(self.send(request).await).await
     }
 
     /// Identification then password through the default flow; returns the last challenge.
-    async fn sign_in(&mut self, identifier: &str, password: &str) -> Value {
+    pub(crate) async fn sign_in(&mut self, identifier: &str, password: &str) -> Value {
         let (status, first) = self.get(SIGN_IN).await;
         assert_eq!(status, StatusCode::OK, "{first}");
         assert_eq!(first["component"], "ak-stage-identification");
@@ -80,7 +80,7 @@ impl<'a> Browser<'a> {
         last
     }
 
-    async fn me(&mut self) -> StatusCode {
+    pub(crate) async fn me(&mut self) -> StatusCode {
         let request = self.app.client.get(self.app.url("/api/v3/core/users/me/"));
         self.send(request).await.status()
     }
@@ -121,7 +121,7 @@ async fn set_settings(app: &TestApp, name: &str, changes: Value) {
     model.update(&app.state.db).await.unwrap();
 }
 
-async fn events(app: &TestApp, action: &str) -> Vec<Value> {
+pub(crate) async fn events(app: &TestApp, action: &str) -> Vec<Value> {
     let admin = app.superuser(&format!("auditor-{}@example.com", uuid::Uuid::new_v4().simple())).await;
     let session = app.sign_in(&admin.email).await;
     let (_, page) = json(app.get(&session, &format!("/api/v3/events/events/?action={action}")).await).await;

@@ -17,6 +17,7 @@ mod groups;
 mod guessing;
 mod ops;
 mod sessions;
+mod sign_in_integrity;
 mod tasks;
 mod tokens;
 mod users;

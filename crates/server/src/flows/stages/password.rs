@@ -7,6 +7,7 @@ use super::pending_user_fields;
 use crate::accounts::entities::user;
 use crate::accounts::password::Password;
 use crate::error::{Error, FieldErrors, Result};
+use crate::flows::factors::FactorKind;
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
 
 /// What a wrong password says, whatever was wrong (unknown account included).
@@ -62,9 +63,13 @@ pub async fn check_password(
         service::verify_password_with(cx.state, attempt, candidate.clone(), Password::new(password.to_owned()), inbuilt, tokens).await?;
     match checked {
         service::Checked::Passed(attempt, verified) => {
+            let kind = match verified.credential {
+                service::Credential::Password => FactorKind::Password,
+                service::Credential::AppPassword => FactorKind::AppPassword,
+            };
             let user = service::pass_attempt(cx.state, &attempt, verified).await?;
             cx.set_pending_account(user);
-            cx.context.factors.push("password".to_owned());
+            cx.record_factor(kind);
             Ok(Ok(()))
         }
         service::Checked::Failed(attempt) => {

@@ -2,15 +2,21 @@
 
 use gatehouse_types::DurationString;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::pending_user_fields;
+use crate::accounts::entities::user;
 use crate::error::{FieldErrors, Result};
+use crate::events::{Action, EventRecord};
+use crate::flows::factors::verified_for;
 use crate::flows::stage::{Effect, Form, Input, InputKind, Prompt, StageContext, StageKind, Step, flag_field, parse_typed};
 
 /// Network and location bindings authentik offers; only `no_binding` is enforced so far, so only
 /// it is accepted.
 const NO_BINDING: &str = "no_binding";
+
+/// What a run that reaches the login stage without a verified factor is told.
+pub const NO_VERIFIED_FACTOR: &str = "This sign-in was not verified; please start again.";
 
 /// Settings of a login stage, with authentik's names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,13 +51,34 @@ impl Default for UserLoginSettings {
 pub struct UserLogin;
 
 impl UserLogin {
-    async fn sign_in(&self, cx: &mut StageContext<'_>, settings: &UserLoginSettings, remember_me: bool) -> Result<Step> {
+    /// The pending account when it may be signed in now, or the step that refuses it.
+    async fn admissible(&self, cx: &mut StageContext<'_>) -> Result<Result<user::Model, Step>> {
         let Some(user) = cx.pending_account().await? else {
-            return Ok(Step::Denied("No user to sign in.".into()));
+            return Ok(Err(Step::Denied("No user to sign in.".into())));
         };
         if !crate::sessions::service::may_sign_in(&user) {
-            return Ok(Step::Denied("This account may not sign in.".into()));
+            return Ok(Err(Step::Denied("This account may not sign in.".into())));
         }
+        if !verified_for(&cx.context.factors, user.id) {
+            // Whatever the bindings say: a flow that reaches this stage without the account
+            // having proven anything is a misconfiguration or an attack, never a sign-in.
+            let event = EventRecord::new(Action::SuspiciousRequest)
+                .from_client(cx.client)
+                .with("reason", json!("sign-in without a verified factor"))
+                .with("flow", json!(cx.flow.slug))
+                .with("stage", json!(cx.stage.name))
+                .with("pending_user", json!({"pk": user.id, "username": user.username}));
+            crate::events::service::record(&cx.state.db, cx.state, event).await?;
+            return Ok(Err(Step::Denied(NO_VERIFIED_FACTOR.into())));
+        }
+        Ok(Ok(user))
+    }
+
+    async fn sign_in(&self, cx: &mut StageContext<'_>, settings: &UserLoginSettings, remember_me: bool) -> Result<Step> {
+        let user = match self.admissible(cx).await? {
+            Ok(user) => user,
+            Err(refusal) => return Ok(refusal),
+        };
         let browser_session = settings.session_duration.as_micros() == 0;
         let mut lifetime =
             if browser_session { cx.state.config.sessions.duration.to_chrono() } else { settings.session_duration.to_chrono() };
@@ -108,6 +135,9 @@ impl StageKind for UserLogin {
         let settings: UserLoginSettings = cx.settings()?;
         if settings.remember_me_offset.as_micros() == 0 {
             return self.sign_in(cx, &settings, false).await;
+        }
+        if let Err(refusal) = self.admissible(cx).await? {
+            return Ok(refusal);
         }
         let fields = pending_user_fields(cx);
         let form = Form {

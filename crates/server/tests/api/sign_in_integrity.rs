@@ -1,0 +1,139 @@
+//! Sign-in integrity: no session without a verified factor, whatever the flow's stages say.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::flows::{Browser, events};
+use crate::support::*;
+
+const FLOW_EDITING: &[&str] = &[
+    "authentik_flows.add_flow",
+    "authentik_flows.add_stage",
+    "authentik_flows.add_flowstagebinding",
+    "authentik_flows.change_flowstagebinding",
+    "authentik_flows.view_flowstagebinding",
+];
+
+async fn created(response: reqwest::Response) -> Value {
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// Builds, as `editor`, an authentication flow `slug` of the given stages in order.
+async fn build_flow(app: &TestApp, editor: &Session, slug: &str, stages: &[(&str, Value)]) {
+    let body = json!({"name": slug, "slug": slug, "title": slug, "designation": "authentication"});
+    let flow = created(app.post(editor, "/api/v3/flows/instances/", body).await).await;
+    for (order, (kind, settings)) in stages.iter().enumerate() {
+        let mut settings = settings.clone();
+        settings["name"] = json!(format!("{slug}-{kind}-{order}"));
+        let stage = created(app.post(editor, &format!("/api/v3/stages/{kind}/"), settings).await).await;
+        let binding = json!({"target": flow["pk"], "stage": stage["pk"], "order": order * 10});
+        created(app.post(editor, "/api/v3/flows/bindings/", binding).await).await;
+    }
+}
+
+/// Answers the identification stage of `slug` with `identifier` and returns what comes next.
+async fn identify(browser: &mut Browser<'_>, slug: &str, identifier: &str) -> Value {
+    let path = format!("/api/v3/flows/executor/{slug}/");
+    let (status, first) = browser.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["component"], "ak-stage-identification", "{first}");
+    let (_, next) = browser.post(&path, json!({"component": "ak-stage-identification", "uid_field": identifier})).await;
+    next
+}
+
+#[tokio::test]
+async fn a_flow_without_a_factor_signs_no_one_in() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    app.user_with("editor@example.com", FLOW_EDITING).await;
+    let editor = app.sign_in("editor@example.com").await;
+    build_flow(&app, &editor, "backdoor", &[("identification", json!({})), ("user_login", json!({}))]).await;
+    build_flow(
+        &app,
+        &editor,
+        "remembering-backdoor",
+        &[("identification", json!({})), ("user_login", json!({"remember_me_offset": "days=30"}))],
+    )
+    .await;
+
+    for slug in ["backdoor", "remembering-backdoor"] {
+        let mut stranger = Browser::new(&app);
+        let answer = identify(&mut stranger, slug, "admin@example.com").await;
+        assert_eq!(answer["component"], "ak-stage-access-denied", "{slug}: {answer}");
+        assert_eq!(answer["error_message"], "This sign-in was not verified; please start again.");
+        assert_eq!(stranger.me().await, StatusCode::UNAUTHORIZED, "{slug}: no session was started");
+    }
+    let refusals = events(&app, "suspicious_request").await;
+    let about_admin: Vec<&Value> = refusals.iter().filter(|e| e["context"]["pending_user"]["username"] == "admin@example.com").collect();
+    assert_eq!(about_admin.len(), 2, "{refusals:?}");
+    assert_eq!(about_admin[0]["context"]["reason"], "sign-in without a verified factor");
+    let logins = events(&app, "login").await;
+    assert!(logins.iter().all(|e| e["user"]["username"] != "admin@example.com"), "{logins:?}");
+
+    // The same editor's flow with a password stage between them signs the admin in.
+    build_flow(&app, &editor, "proper", &[("identification", json!({})), ("password", json!({})), ("user_login", json!({}))]).await;
+    let mut owner = Browser::new(&app);
+    let answer = identify(&mut owner, "proper", "admin@example.com").await;
+    assert_eq!(answer["component"], "ak-stage-password", "{answer}");
+    let (_, done) = owner.post("/api/v3/flows/executor/proper/", json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    assert_eq!(owner.me().await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_factor_proven_for_one_account_does_not_sign_in_another() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    app.user("mallory@example.com", |_| {}).await;
+    app.user_with("editor@example.com", FLOW_EDITING).await;
+    let editor = app.sign_in("editor@example.com").await;
+    // Mallory proves her own password, then names the admin before the login stage.
+    build_flow(
+        &app,
+        &editor,
+        "switch",
+        &[("identification", json!({})), ("password", json!({})), ("identification", json!({})), ("user_login", json!({}))],
+    )
+    .await;
+    let mut mallory = Browser::new(&app);
+    let path = "/api/v3/flows/executor/switch/";
+    identify(&mut mallory, "switch", "mallory@example.com").await;
+    let (_, next) = mallory.post(path, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(next["component"], "ak-stage-identification", "{next}");
+    let (_, answer) = mallory.post(path, json!({"component": "ak-stage-identification", "uid_field": "admin@example.com"})).await;
+    assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
+    assert_eq!(mallory.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn pointing_the_password_binding_at_a_login_stage_signs_no_one_in() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    app.user_with("editor@example.com", FLOW_EDITING).await;
+    let editor = app.sign_in("editor@example.com").await;
+    let (_, bindings) = json(app.get(&editor, "/api/v3/flows/bindings/").await).await;
+    let password_binding = bindings["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["stage_obj"]["meta_model_name"] == "authentik_stages_password.passwordstage")
+        .expect("the default flow binds a password stage")
+        .clone();
+    let login_stage = bindings["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["stage_obj"]["meta_model_name"] == "authentik_stages_user_login.userloginstage")
+        .map(|b| b["stage"].clone())
+        .expect("the default flow binds a login stage");
+    let path = format!("/api/v3/flows/bindings/{}/", password_binding["pk"].as_str().unwrap());
+    let (status, body) = json(app.patch(&editor, &path, json!({"stage": login_stage})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let mut stranger = Browser::new(&app);
+    let answer = identify(&mut stranger, "default-authentication-flow", "admin@example.com").await;
+    assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
+    assert_eq!(stranger.me().await, StatusCode::UNAUTHORIZED);
+}
