@@ -17,7 +17,7 @@ use crate::accounts::password::Password;
 use crate::db::pagination::Paginated;
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
-use crate::http::auth::Principal;
+use crate::http::auth::{MaybeSignedIn, Principal};
 use crate::http::json::ApiJson;
 use crate::state::AppState;
 
@@ -209,9 +209,11 @@ impl AuthenticatedSession {
 async fn sign_in(
     State(state): State<AppState>,
     client: ClientInfo,
+    MaybeSignedIn(current): MaybeSignedIn,
     ApiJson(body): ApiJson<SignInRequest>,
 ) -> Result<(HeaderMap, Json<SignInResponse>)> {
-    let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client).await?;
+    let replacing = current.as_ref().and_then(|c| c.session.as_ref());
+    let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client, replacing).await?;
     let max_age = state.config.sessions.duration.to_chrono().num_seconds();
     let mut headers = HeaderMap::new();
     crate::http::cookies::sign_in_cookies(&state, &mut headers, &new.key, &new.csrf_token, Some(max_age))?;

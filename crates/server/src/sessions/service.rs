@@ -290,17 +290,26 @@ pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Box<Ver
     Ok(user)
 }
 
-/// Signs `user` in: records the sign-in time and the `login` event and starts a session that
-/// lasts `lifetime`, all in one transaction.
+/// Signs `user` in: records the sign-in time and the `login` event, ends `replacing` (the session
+/// the request came with, whoever it belongs to) and starts a session that lasts `lifetime`, all
+/// in one transaction. A sign-in never keeps the session key the browser came with.
 pub async fn start_session(
     state: &AppState,
     user: &user::Model,
     client: &ClientInfo,
     lifetime: TimeDelta,
+    replacing: Option<&session::Model>,
 ) -> Result<(user::Model, NewSession)> {
     let mut update = user.clone().into_active_model();
     update.last_login = Set(Some(Utc::now()));
     let txn = crate::db::begin_write(&state.db).await?;
+    if let Some(previous) = replacing {
+        session::Entity::delete_many()
+            .filter(session::Column::TenantId.eq(state.tenant.0))
+            .filter(session::Column::Id.eq(previous.id))
+            .exec(&txn)
+            .await?;
+    }
     let user = update.update(&txn).await?;
     let new_session = create(&txn, state, &user, client, lifetime).await?;
     let event = EventRecord::new(Action::Login)
@@ -309,15 +318,25 @@ pub async fn start_session(
         .with("client", new_session.session.client.clone())
         .with("session", json!(new_session.session.id));
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    if replacing.is_some() {
+        commit_invalidating(state, txn).await?;
+    } else {
+        txn.commit().await?;
+    }
     metrics::counter!("gatehouse_sign_ins_total", "outcome" => "success").increment(1);
     Ok((user, new_session))
 }
 
-/// Signs in with e-mail and password in one call. Unknown accounts, wrong passwords, inactive
-/// accounts and accounts that may not sign in interactively all fail the same way, after the
-/// same work.
-pub async fn sign_in(state: &AppState, email: &str, password: Password, client: &ClientInfo) -> Result<(user::Model, NewSession)> {
+/// Signs in with e-mail and password in one call, ending `replacing` (the session the request
+/// came with) on success. Unknown accounts, wrong passwords, inactive accounts and accounts that
+/// may not sign in interactively all fail the same way, after the same work.
+pub async fn sign_in(
+    state: &AppState,
+    email: &str,
+    password: Password,
+    client: &ClientInfo,
+    replacing: Option<&session::Model>,
+) -> Result<(user::Model, NewSession)> {
     let email_key = email.trim().to_lowercase();
     let candidate = if email_key.is_empty() || email_key.len() > 254 {
         None
@@ -332,7 +351,7 @@ pub async fn sign_in(state: &AppState, email: &str, password: Password, client: 
     match verify_password(state, attempt, candidate.clone(), password).await? {
         Checked::Passed(attempt, verified) => {
             let user = pass_attempt(state, &attempt, verified).await?;
-            start_session(state, &user, client, state.config.sessions.duration.to_chrono()).await
+            start_session(state, &user, client, state.config.sessions.duration.to_chrono(), replacing).await
         }
         Checked::Failed(attempt) => {
             fail_attempt(state, &attempt, candidate.as_ref(), client).await?;

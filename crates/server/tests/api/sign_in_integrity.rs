@@ -137,3 +137,28 @@ async fn pointing_the_password_binding_at_a_login_stage_signs_no_one_in() {
     assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
     assert_eq!(stranger.me().await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_json_sign_in_ends_the_session_the_request_came_with() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    app.user("bob@example.com", |_| {}).await;
+    for second_account in ["ada@example.com", "bob@example.com"] {
+        let first = app.sign_in("ada@example.com").await;
+        let response = app
+            .client
+            .post(app.url("/api/v3/auth/sign_in/"))
+            .header("cookie", &first.cookie)
+            .json(&json!({"email": second_account, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let second = session_from(response).await;
+        assert_ne!(second.cookie, first.cookie);
+        assert_eq!(app.get(&first, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED, "{second_account}");
+        let (status, me) = json(app.get(&second, "/api/v3/core/users/me/").await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["user"]["email"], second_account);
+    }
+}

@@ -86,14 +86,10 @@ impl UserLogin {
         if remembered {
             lifetime += settings.remember_me_offset.to_chrono();
         }
-        // A new session key on every sign-in; the one the browser came with ends.
-        if let Some(previous) = cx.current.take()
-            && let Some(session) = &previous.session
-        {
-            crate::sessions::service::revoke(cx.state, cx.state.tenant, previous.user.id, session.id).await?;
-            cx.effects.push(Effect::SignedOut);
-        }
-        let (user, session) = crate::sessions::service::start_session(cx.state, &user, cx.client, lifetime).await?;
+        // A new session key on every sign-in; the one the browser came with ends with it.
+        let previous = cx.current.take();
+        let replacing = previous.as_ref().and_then(|p| p.session.as_ref());
+        let (user, session) = crate::sessions::service::start_session(cx.state, &user, cx.client, lifetime, replacing).await?;
         if settings.terminate_other_sessions {
             crate::sessions::service::revoke_others(cx.state, user.id, Some(session.session.id)).await?;
         }
