@@ -31,7 +31,7 @@ fn session_check(c: &mut Criterion) {
         secret_key: Some("benchmark-secret-key-long-enough-0123456789".into()),
         ..Default::default()
     };
-    let client = ClientInfo { ip: Some("127.0.0.1".parse().unwrap()), user_agent: "bench".into() };
+    let client = ClientInfo { ip: Some("127.0.0.1".parse().unwrap()), user_agent: "bench".into(), known_browser: None };
     let (state, key) = runtime.block_on(async {
         let state = gatehouse::app::build_state(config).await.unwrap();
         let user =

@@ -126,10 +126,14 @@ pub struct PasswordConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignInConfig {
-    /// Failures per account allowed without delay.
-    pub free_failures_per_account: u32,
-    /// Most failures one account can collect in an hour; the delay between attempts grows to
-    /// 3600 / this many seconds and stays there, so a real user waits but is never locked out.
+    /// Failures one client address (or one known browser) may make at one account without
+    /// delay.
+    pub free_failures_per_account_address: u32,
+    /// Most failures one client address can make at one account in an hour: the delay between
+    /// its attempts grows to 3600 / this many seconds and stays there.
+    pub max_failures_per_account_address_hour: u32,
+    /// Most failures at one account from all addresses together in an hour; past it, only
+    /// browsers that signed in to the account before get through until the hour ends.
     pub max_failures_per_account_hour: u32,
     pub free_failures_per_ip: u32,
     pub max_failures_per_ip_hour: u32,
@@ -207,7 +211,8 @@ impl Default for Config {
             },
             passwords: PasswordConfig { min_length: 8, reject_common: true, hash_queue: 64 },
             sign_in: SignInConfig {
-                free_failures_per_account: 5,
+                free_failures_per_account_address: 5,
+                max_failures_per_account_address_hour: 30,
                 max_failures_per_account_hour: 100,
                 free_failures_per_ip: 20,
                 max_failures_per_ip_hour: 600,
@@ -302,8 +307,20 @@ impl Config {
         if !(8..=64).contains(&self.passwords.min_length) {
             return fail("passwords.min_length", "must be between 8 and 64");
         }
-        if self.sign_in.max_failures_per_account_hour == 0 || self.sign_in.max_failures_per_ip_hour == 0 {
+        let limits = &self.sign_in;
+        if limits.max_failures_per_account_hour == 0
+            || limits.max_failures_per_account_address_hour == 0
+            || limits.max_failures_per_ip_hour == 0
+        {
             return fail("sign_in", "the hourly failure limits must be at least 1");
+        }
+        if limits.max_failures_per_account_address_hour >= limits.max_failures_per_account_hour {
+            // Otherwise one address could use up the account's ceiling alone and keep its owner
+            // out of every new address.
+            return fail(
+                "sign_in.max_failures_per_account_address_hour",
+                "must be less than sign_in.max_failures_per_account_hour, so one address cannot use up an account's ceiling",
+            );
         }
         if self.sessions.duration.as_micros() < 60_000_000 {
             return fail("sessions.duration", "must be at least one minute");
@@ -417,6 +434,16 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("secret_key"), "{err}");
         config.secret_key = Some("x".repeat(40));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn one_address_may_not_use_up_an_accounts_ceiling() {
+        let mut config = Config::default();
+        config.sign_in.max_failures_per_account_address_hour = config.sign_in.max_failures_per_account_hour;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("sign_in.max_failures_per_account_address_hour"), "{err}");
+        config.sign_in.max_failures_per_account_address_hour -= 1;
         config.validate().unwrap();
     }
 

@@ -1,9 +1,13 @@
 //! Limits on guessing, shared by every server process through the database: the one mechanism
 //! behind every check of a password, key or code.
 //!
-//! Each bucket (an account, a client address) gets some free failures, then a delay that doubles
-//! with every further failure up to `3600 / max_failures_per_hour` seconds, so guessing is bounded
-//! to the hourly maximum without ever locking a real user out for long.
+//! An attempt at an account counts toward the bucket of that account at that client address and
+//! the bucket of the address (each some free failures, then a delay that doubles with every
+//! further failure up to `3600 / max_failures_per_hour` seconds), and toward the account's
+//! ceiling (a plain cap on failures per hour from all addresses together). The delays fall on
+//! whoever guesses, not on the account: its owner at another address, or in a browser that signed
+//! in before ([`super::known_browser`], which counts toward a bucket of its own instead), is
+//! not held up by someone else's guessing.
 //!
 //! An attempt is *reserved* before anything is checked: it counts as a failure from the moment it
 //! is let through, under a lock that serialises the buckets' readers, so a burst of simultaneous
@@ -54,23 +58,55 @@ pub enum OnSuccess {
     Refund,
 }
 
+/// When a bucket makes an attempt wait.
+#[derive(Debug, Clone, Copy)]
+pub enum Rule {
+    /// Some free failures, then a delay after each further failure that doubles up to a cap.
+    Delay(Limits),
+    /// No delay until this many failures in the window, then nothing until the window ends.
+    Ceiling(u32),
+}
+
 /// One failure counter an attempt counts toward.
 #[derive(Debug, Clone)]
 pub struct Bucket {
     name: String,
-    limits: Limits,
+    rule: Rule,
     on_success: OnSuccess,
 }
 
 impl Bucket {
-    /// The bucket of an account, named by its stable key (e-mail or username, lower case).
-    pub fn account(key: &str, limits: Limits) -> Self {
-        Self { name: format!("account:{key}"), limits, on_success: OnSuccess::Clear }
+    /// One client address's guesses at one account (named by its stable key: e-mail or
+    /// username, lower case). A success clears it: the owner is at that address.
+    pub fn account_at_address(key: &str, ip: Option<std::net::IpAddr>, limits: Limits) -> Self {
+        let at = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        Self { name: format!("account:{key}@ip:{at}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
     }
 
-    /// The bucket of a client address.
+    /// One known browser's guesses at one account (see [`super::known_browser`]).
+    pub fn account_in_browser(key: &str, browser: &str, limits: Limits) -> Self {
+        Self { name: format!("account:{key}@browser:{browser}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
+    }
+
+    /// Every guess at one account from anywhere but its known browsers: the cap on guesses that
+    /// many addresses together can make. A success gives back only itself, so the owner signing
+    /// in does not reopen the account to more guessing.
+    pub fn account_ceiling(key: &str, max_failures_per_hour: u32) -> Self {
+        Self { name: format!("account:{key}"), rule: Rule::Ceiling(max_failures_per_hour), on_success: OnSuccess::Refund }
+    }
+
+    /// The bucket of a client address, whatever it guessed at.
     pub fn address(ip: std::net::IpAddr, limits: Limits) -> Self {
-        Self { name: format!("ip:{ip}"), limits, on_success: OnSuccess::Refund }
+        Self { name: format!("ip:{ip}"), rule: Rule::Delay(limits), on_success: OnSuccess::Refund }
+    }
+
+    /// When an attempt `now` must wait until, given the bucket's window.
+    fn must_wait(&self, failures: u32, window_started: DateTime<Utc>, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
+        match self.rule {
+            Rule::Delay(limits) => last_failure + limits.delay_after(failures) - now,
+            Rule::Ceiling(max) if failures >= max => window_started + WINDOW - now,
+            Rule::Ceiling(_) => TimeDelta::zero(),
+        }
     }
 }
 
@@ -110,7 +146,7 @@ pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, mut buckets: Vec
         let (failures, window_started) = match current {
             Some(row) => {
                 let failures = u32::try_from(row.failures).unwrap_or(0);
-                wait = wait.max(row.last_failure + bucket.limits.delay_after(failures) - now);
+                wait = wait.max(bucket.must_wait(failures, row.window_started, row.last_failure, now));
                 (failures, row.window_started)
             }
             None => (0, now),

@@ -11,9 +11,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits on one account's failures.
-    pub fn per_account(config: &crate::config::SignInConfig) -> Self {
-        Self { free_failures: config.free_failures_per_account, max_failures_per_hour: config.max_failures_per_account_hour }
+    /// The limits on one client address's (or one known browser's) failures at one account.
+    pub fn per_account_address(config: &crate::config::SignInConfig) -> Self {
+        Self {
+            free_failures: config.free_failures_per_account_address,
+            max_failures_per_hour: config.max_failures_per_account_address_hour,
+        }
     }
 
     /// The limits on one client address's failures, whatever it guessed.

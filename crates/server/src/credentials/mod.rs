@@ -8,5 +8,6 @@
 
 pub mod attempts;
 pub mod cache;
+pub mod known_browser;
 pub mod limits;
 pub mod revoke;

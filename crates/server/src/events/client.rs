@@ -8,11 +8,20 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 
-/// The client's address and user agent.
-#[derive(Debug, Clone)]
+/// The client's address and user agent, and the known-browser mark it presented (unchecked;
+/// see `credentials::known_browser`).
+#[derive(Clone, Default)]
 pub struct ClientInfo {
     pub ip: Option<IpAddr>,
     pub user_agent: String,
+    pub known_browser: Option<String>,
+}
+
+impl std::fmt::Debug for ClientInfo {
+    // The mark is left out: it is a credential of sorts, and logs do not need it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientInfo").field("ip", &self.ip).field("user_agent", &self.user_agent).finish_non_exhaustive()
+    }
 }
 
 impl ClientInfo {

@@ -19,6 +19,8 @@ impl FromRequestParts<AppState> for ClientInfo {
         let ip = client_ip(peer, forwarded_for, &state.config.server.trusted_proxies);
         let user_agent =
             parts.headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().chars().take(512).collect();
-        Ok(Self { ip, user_agent })
+        let known_browser =
+            crate::http::cookies::read_cookie(state, &parts.headers, crate::credentials::known_browser::COOKIE).map(str::to_owned);
+        Ok(Self { ip, user_agent, known_browser })
     }
 }

@@ -1,15 +1,18 @@
-//! The cookies Gatehouse sets: the session, its CSRF token and the flow run. All are `Path=/`,
+//! The cookies Gatehouse sets: the session, its CSRF token, the flow run and the known-browser
+//! mark. All are `Path=/`,
 //! `SameSite=Lax` (so cross-site posts carry none of them), without `Domain`, and `Secure` unless
 //! configured off; secure cookies are named with the `__Host-` prefix, which browsers accept only
 //! from this very host over HTTPS, so a sibling subdomain cannot plant one.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
+use crate::credentials::known_browser;
 use crate::error::{Error, Result};
 use crate::flows::executor::{FlowCookie, Outcome};
 use crate::flows::run::FLOW_COOKIE;
 use crate::flows::stage::Effect;
 use crate::http::auth::CSRF_COOKIE;
+use crate::sessions::service::NewSession;
 use crate::state::AppState;
 
 /// The name cookie `base` goes by: `__Host-<base>` when cookies are secure.
@@ -39,10 +42,12 @@ pub fn set_cookie(state: &AppState, base: &str, value: &str, http_only: bool, ma
     HeaderValue::from_str(&cookie).map_err(Error::internal)
 }
 
-/// Sets the session and CSRF cookies.
-pub fn sign_in_cookies(state: &AppState, headers: &mut HeaderMap, key: &str, csrf: &str, max_age: Option<i64>) -> Result<()> {
-    headers.append(header::SET_COOKIE, set_cookie(state, &state.config.sessions.cookie_name, key, true, max_age)?);
-    headers.append(header::SET_COOKIE, set_cookie(state, CSRF_COOKIE, csrf, false, max_age)?);
+/// Sets the session and CSRF cookies, and the known-browser mark (which outlives the session).
+pub fn sign_in_cookies(state: &AppState, headers: &mut HeaderMap, new: &NewSession, max_age: Option<i64>) -> Result<()> {
+    headers.append(header::SET_COOKIE, set_cookie(state, &state.config.sessions.cookie_name, &new.key, true, max_age)?);
+    headers.append(header::SET_COOKIE, set_cookie(state, CSRF_COOKIE, &new.csrf_token, false, max_age)?);
+    let remembered = known_browser::LIFETIME.num_seconds();
+    headers.append(header::SET_COOKIE, set_cookie(state, known_browser::COOKIE, &new.known_browser, true, Some(remembered))?);
     Ok(())
 }
 
@@ -71,7 +76,7 @@ pub fn flow_cookies(state: &AppState, outcome: &Outcome) -> Result<HeaderMap> {
     match outcome.effects.last() {
         Some(Effect::SignedIn { session, persistent }) => {
             let max_age = persistent.then(|| (session.session.expires - chrono::Utc::now()).num_seconds().max(0));
-            sign_in_cookies(state, &mut headers, &session.key, &session.csrf_token, max_age)?;
+            sign_in_cookies(state, &mut headers, session, max_age)?;
         }
         Some(Effect::SignedOut) => sign_out_cookies(state, &mut headers)?,
         None => {}

@@ -216,7 +216,7 @@ async fn sign_in(
     let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client, replacing).await?;
     let max_age = state.config.sessions.duration.to_chrono().num_seconds();
     let mut headers = HeaderMap::new();
-    crate::http::cookies::sign_in_cookies(&state, &mut headers, &new.key, &new.csrf_token, Some(max_age))?;
+    crate::http::cookies::sign_in_cookies(&state, &mut headers, &new, Some(max_age))?;
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let current = Some(new.session.id);
     Ok((

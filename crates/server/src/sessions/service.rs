@@ -12,6 +12,7 @@ use crate::accounts::entities::user;
 use crate::accounts::password::{self, Password, Verification};
 use crate::credentials::attempts::{self, Bucket, Reservation};
 use crate::credentials::cache::AuthContext;
+use crate::credentials::known_browser;
 use crate::credentials::limits::Limits;
 use crate::credentials::revoke::{commit_invalidating, end_sessions};
 use crate::error::{Error, Result};
@@ -27,10 +28,12 @@ const LAST_USED_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
 /// The message for every failed sign-in, whatever the reason.
 pub const SIGN_IN_FAILED: &str = "Invalid e-mail or password.";
 
-/// A new session: the cookie key (shown once) and the stored row.
+/// A new session: the cookie key (shown once) and the stored row, and the browser's new
+/// known-browser mark.
 pub struct NewSession {
     pub key: String,
     pub csrf_token: String,
+    pub known_browser: String,
     pub session: session::Model,
 }
 
@@ -145,7 +148,8 @@ pub async fn create(
     .insert(db)
     .await?;
     let csrf_token = csrf_token(&state.secret, session.id);
-    Ok(NewSession { key, csrf_token, session })
+    let known_browser = known_browser::issue(&state.secret, state.tenant, user.id, now);
+    Ok(NewSession { key, csrf_token, known_browser, session })
 }
 
 /// A password attempt that passed the rate limits and is already counted as a failure.
@@ -156,20 +160,37 @@ pub struct Attempt {
 }
 
 /// Starts a password attempt from `client` by someone who typed `identifier`, against
-/// `candidate` if that names an account: reserves the attempt in the account's and the address's
-/// failure counters before anything is checked, or fails with 429 while either must wait. The
-/// account's failures are counted under its e-mail (or username) whatever the person typed, so
-/// switching between e-mail and username gains no extra guesses.
+/// `candidate` if that names an account: reserves the attempt before anything is checked, or
+/// fails with 429 while it must wait. From a browser that signed in to the account before, the
+/// attempt counts toward that browser's bucket for the account only; otherwise toward the
+/// account at the client's address, the account's hourly ceiling and the address (see
+/// [`crate::credentials::attempts`]). The account's failures are counted under its e-mail (or
+/// username) whatever the person typed, so switching between e-mail and username gains no extra
+/// guesses.
 pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<Attempt> {
     let identifier: String = identifier.trim().chars().take(254).collect();
     let account_key = match candidate {
         Some(user) => user.email_key.clone().unwrap_or_else(|| user.username_key.clone()),
         None => identifier.to_lowercase(),
     };
-    let mut buckets = vec![Bucket::account(&account_key, Limits::per_account(&state.config.sign_in))];
-    if let Some(ip) = client.ip {
-        buckets.push(Bucket::address(ip, Limits::per_address(&state.config.sign_in)));
-    }
+    let limits = &state.config.sign_in;
+    let browser = match (candidate, client.known_browser.as_deref()) {
+        (Some(user), Some(mark)) => known_browser::recognise(&state.secret, state.tenant, mark, user.id, Utc::now()),
+        _ => None,
+    };
+    let buckets = match browser {
+        Some(browser) => vec![Bucket::account_in_browser(&account_key, &browser, Limits::per_account_address(limits))],
+        None => {
+            let mut buckets = vec![
+                Bucket::account_at_address(&account_key, client.ip, Limits::per_account_address(limits)),
+                Bucket::account_ceiling(&account_key, limits.max_failures_per_account_hour),
+            ];
+            if let Some(ip) = client.ip {
+                buckets.push(Bucket::address(ip, Limits::per_address(limits)));
+            }
+            buckets
+        }
+    };
     match attempts::reserve(&state.db, state.tenant, buckets).await {
         Ok(reservation) => Ok(Attempt { identifier, reservation }),
         Err(error) => {

@@ -567,7 +567,7 @@ async fn build(app: &TestApp, spec: &WorldSpec, case: u64) -> World {
         };
         gatehouse::tokens::service::create(&app.state, &system, token).await.unwrap();
     }
-    let client = gatehouse::events::client::ClientInfo { ip: None, user_agent: "oracle".into() };
+    let client = gatehouse::events::client::ClientInfo { ip: None, user_agent: "oracle".into(), known_browser: None };
     let mut caller_session = None;
     for id in user_ids.iter().copied().chain(std::iter::once(caller.id)) {
         let row = users::find_user(&app.state.db, app.state.tenant, id).await.unwrap().unwrap();

@@ -467,7 +467,7 @@ async fn a_plain_get_of_the_sign_out_page_signed_people_out() {
 #[tokio::test]
 async fn too_many_wrong_passwords_end_the_run_and_the_rate_limit_holds() {
     let app = TestApp::spawn_with(|c| {
-        c.sign_in.free_failures_per_account = 3;
+        c.sign_in.free_failures_per_account_address = 3;
     })
     .await;
     app.user("ada@example.com", |u| u.username = Some("ada".into())).await;

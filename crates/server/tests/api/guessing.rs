@@ -46,14 +46,14 @@ async fn concurrent_guessing_passes_the_account_limit() {
     let throttled = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!(checked + throttled, 200, "every attempt is either checked or throttled: {statuses:?}");
     assert!(checked >= 1, "the first guesses are checked");
-    let allowed = allowance(first.state.config.sign_in.free_failures_per_account as usize, elapsed);
+    let allowed = allowance(first.state.config.sign_in.free_failures_per_account_address as usize, elapsed);
     assert!(checked <= allowed, "{checked} guesses checked in {elapsed:?}, the limit allows {allowed}");
     assert_eq!(failed_sign_in_events(&first).await, checked, "each checked guess is one login_failed event");
 }
 
 #[tokio::test]
 async fn concurrent_guessing_passes_the_address_limit() {
-    let app = TestApp::spawn_with(|c| c.sign_in.free_failures_per_account = 1000).await;
+    let app = TestApp::spawn_with(|c| c.sign_in.free_failures_per_account_address = 1000).await;
     let started = Instant::now();
     let attempts = (0..200).map(|i| {
         let app = &app;
@@ -110,7 +110,7 @@ async fn many_simultaneous_requests_with_one_uncached_key_are_not_throttled() {
 async fn a_full_password_queue_answers_busy_at_once_and_counts_nothing() {
     let app = TestApp::spawn_with(|c| {
         c.passwords.hash_queue = 0;
-        c.sign_in.free_failures_per_account = 1;
+        c.sign_in.free_failures_per_account_address = 1;
         c.sign_in.free_failures_per_ip = 1000;
     })
     .await;

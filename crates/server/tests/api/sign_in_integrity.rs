@@ -162,3 +162,111 @@ async fn a_json_sign_in_ends_the_session_the_request_came_with() {
         assert_eq!(me["user"]["email"], second_account);
     }
 }
+
+const KNOWN_BROWSER_COOKIE: &str = "__Host-gatehouse_known_browser";
+
+/// A JSON sign-in from client address `from` (through the trusted loopback proxy), carrying
+/// `cookie` when given.
+async fn sign_in_from(app: &TestApp, email: &str, password: &str, from: &str, cookie: Option<&str>) -> reqwest::Response {
+    remember_secret(password);
+    let mut request = app
+        .client
+        .post(app.url("/api/v3/auth/sign_in/"))
+        .header("x-forwarded-for", from)
+        .json(&json!({"email": email, "password": password}));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+/// The known-browser cookie a sign-in set, as `name=value`.
+fn known_browser_cookie(response: &reqwest::Response) -> String {
+    remember_cookies(response);
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{KNOWN_BROWSER_COOKIE}=")))
+        .and_then(|c| c.split(';').next())
+        .expect("a known-browser cookie is set")
+        .to_owned()
+}
+
+async fn behind_a_proxy(adjust: impl FnOnce(&mut gatehouse::config::Config)) -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        adjust(c);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn one_address_guessing_at_an_account_cannot_keep_its_owner_out() {
+    let app = behind_a_proxy(|c| {
+        c.sign_in.free_failures_per_account_address = 2;
+        c.sign_in.max_failures_per_account_address_hour = 60;
+    })
+    .await;
+    app.user("victim@example.com", |_| {}).await;
+    let mut attacker_statuses = Vec::new();
+    for round in 0..8 {
+        let guess = sign_in_from(&app, "victim@example.com", &format!("guess number {round}"), "203.0.113.66", None).await;
+        attacker_statuses.push(guess.status());
+        let owner = sign_in_from(&app, "victim@example.com", PASSWORD, "198.51.100.7", None).await;
+        assert_eq!(owner.status(), StatusCode::OK, "round {round}: the owner at another address gets in");
+    }
+    assert_eq!(&attacker_statuses[..2], [StatusCode::BAD_REQUEST; 2], "free failures are checked");
+    assert!(attacker_statuses[2..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{attacker_statuses:?}");
+    // The guessing address waits even with the right password: it has not shown it is the owner.
+    let response = sign_in_from(&app, "victim@example.com", PASSWORD, "203.0.113.66", None).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn guessing_from_many_addresses_is_capped_per_account_and_known_browsers_still_get_in() {
+    let app = behind_a_proxy(|c| {
+        c.sign_in.free_failures_per_account_address = 3;
+        c.sign_in.max_failures_per_account_address_hour = 5;
+        c.sign_in.max_failures_per_account_hour = 6;
+    })
+    .await;
+    app.user("victim@example.com", |_| {}).await;
+    app.user("mallory@example.com", |_| {}).await;
+    let owner = sign_in_from(&app, "victim@example.com", PASSWORD, "198.51.100.7", None).await;
+    assert_eq!(owner.status(), StatusCode::OK);
+    let owner_browser = known_browser_cookie(&owner);
+    let mallory = sign_in_from(&app, "mallory@example.com", PASSWORD, "203.0.113.1", None).await;
+    let mallory_browser = known_browser_cookie(&mallory);
+
+    for attacker in 1..=3 {
+        for guess in 0..2 {
+            let from = format!("203.0.113.{attacker}");
+            let response = sign_in_from(&app, "victim@example.com", &format!("guess {attacker}.{guess}"), &from, None).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "guess {guess} from {from}");
+        }
+    }
+    // Six failures: the account's ceiling. No new address gets another guess this hour, not even
+    // with the right password, and not with a browser mark of another account.
+    let fresh = sign_in_from(&app, "victim@example.com", PASSWORD, "192.0.2.10", None).await;
+    assert_eq!(fresh.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = fresh.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((3000..=3600).contains(&retry_after), "until the hour ends: {retry_after}");
+    let borrowed = sign_in_from(&app, "victim@example.com", PASSWORD, "203.0.113.1", Some(&mallory_browser)).await;
+    assert_eq!(borrowed.status(), StatusCode::TOO_MANY_REQUESTS, "a mark is good for its own account only");
+    let forged = format!("{}x", owner_browser);
+    let forged = sign_in_from(&app, "victim@example.com", PASSWORD, "192.0.2.10", Some(&forged)).await;
+    assert_eq!(forged.status(), StatusCode::TOO_MANY_REQUESTS, "an altered mark is no mark");
+
+    // The owner's browser gets in from any address, and its own wrong guesses are limited too.
+    let known = sign_in_from(&app, "victim@example.com", PASSWORD, "192.0.2.10", Some(&owner_browser)).await;
+    assert_eq!(known.status(), StatusCode::OK);
+    let renewed = known_browser_cookie(&known);
+    for typo in 0..3 {
+        let response = sign_in_from(&app, "victim@example.com", &format!("typo {typo}"), "192.0.2.11", Some(&renewed)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let held = sign_in_from(&app, "victim@example.com", PASSWORD, "192.0.2.11", Some(&renewed)).await;
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS, "a known browser has its own free failures, then waits");
+}
