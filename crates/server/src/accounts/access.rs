@@ -13,6 +13,7 @@
 //! change's transaction: whatever road a right travels (own permissions, a group, an ancestor of
 //! a group, a new parent, a flag, reactivation), the comparison sees it arrive.
 
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
@@ -137,17 +138,26 @@ pub struct Actor {
     pub user: Option<user::Model>,
     pub client: Option<ClientInfo>,
     pub rights: Rights,
+    /// When the user last proved who they are: the start of the session the request came with
+    /// (every sign-in starts a new one). `None` for API keys and the system.
+    pub signed_in_at: Option<DateTime<Utc>>,
 }
 
 impl Actor {
     /// A change made from the command line or by the server itself.
     pub fn system() -> Self {
-        Self { user: None, client: None, rights: Rights::all() }
+        Self { user: None, client: None, rights: Rights::all(), signed_in_at: None }
     }
 
-    /// A change made by `user`, who holds `rights`, from `client`.
-    pub fn user(user: user::Model, rights: Rights, client: ClientInfo) -> Self {
-        Self { user: Some(user), client: Some(client), rights }
+    /// A change made by `user`, who holds `rights`, from `client`, in a session that started at
+    /// `signed_in_at` (`None` with an API key).
+    pub fn user(user: user::Model, rights: Rights, client: ClientInfo, signed_in_at: Option<DateTime<Utc>>) -> Self {
+        Self { user: Some(user), client: Some(client), rights, signed_in_at }
+    }
+
+    /// Whether the actor signed in within `window` of now.
+    pub fn signed_in_within(&self, window: chrono::TimeDelta) -> bool {
+        self.signed_in_at.is_some_and(|at| Utc::now() - at <= window)
     }
 
     /// Fails with 403 unless the actor holds `permission`.

@@ -435,8 +435,9 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     Ok(())
 }
 
-/// Checks a new password against the rules, stores its hash, ends every other session of the user
-/// in every process (a stolen session does not survive a reset) and records `password_set`.
+/// Checks a new password against the rules, stores its hash, ends every other session and every
+/// app password of the user in every process (neither a stolen session nor an app password made
+/// with it survives a reset) and records `password_set`.
 /// `current` is the session the request came with: kept when users change their own password.
 /// Needs `reset_user_password` and rights covering the user's.
 pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Password, current: Option<Uuid>) -> Result<()> {
@@ -463,7 +464,9 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
     model.update(&txn).await?;
     let keep = current.filter(|_| actor.is(id));
     crate::credentials::revoke::end_sessions(&txn, state.tenant, id, keep).await?;
-    events::service::record(&txn, state, actor.event(Action::PasswordSet).about(&user_ref(&user))).await?;
+    let app_passwords = crate::credentials::revoke::end_app_passwords(&txn, state.tenant, id).await?;
+    let event = actor.event(Action::PasswordSet).about(&user_ref(&user)).with("app_passwords_ended", json!(app_passwords));
+    events::service::record(&txn, state, event).await?;
     crate::credentials::revoke::commit_invalidating(state, txn).await?;
     Ok(())
 }

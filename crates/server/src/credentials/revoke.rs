@@ -36,3 +36,17 @@ pub async fn end_sessions(db: &impl ConnectionTrait, tenant: TenantId, user_id: 
     invalidate_in(db).await?;
     Ok(ended)
 }
+
+/// Deletes every app password of a user, on the caller's transaction: a new password ends the
+/// ones made under the old. Returns how many ended.
+pub async fn end_app_passwords(db: &impl ConnectionTrait, tenant: TenantId, user_id: i64) -> Result<u64> {
+    use crate::tokens::entities::{Intent, token};
+    let ended = token::Entity::delete_many()
+        .filter(token::Column::TenantId.eq(tenant.0))
+        .filter(token::Column::UserId.eq(user_id))
+        .filter(token::Column::Intent.eq(Intent::AppPassword))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(ended)
+}

@@ -53,7 +53,7 @@ impl Principal {
 
     /// The caller as the actor of a change.
     pub fn actor(&self) -> Actor {
-        Actor::user(self.context.user.clone(), self.context.permissions.clone(), self.client.clone())
+        Actor::user(self.context.user.clone(), self.context.permissions.clone(), self.client.clone(), self.session().map(|s| s.created))
     }
 }
 

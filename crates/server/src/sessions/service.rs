@@ -219,12 +219,6 @@ pub struct Verified {
     rehash: Option<Password>,
 }
 
-/// Checks `password` against `candidate`'s password or app passwords. Unknown, inactive and
-/// non-interactive accounts do the same hashing work and fail the same way.
-pub async fn verify_password(state: &AppState, attempt: Attempt, candidate: Option<user::Model>, password: Password) -> Result<Checked> {
-    verify_password_with(state, attempt, candidate, password, true, true).await
-}
-
 /// The outcome of a reserved password check.
 pub enum Checked {
     /// The password matched: settle the attempt with [`pass_attempt`].
@@ -233,8 +227,9 @@ pub enum Checked {
     Failed(Attempt),
 }
 
-/// [`verify_password`] limited to the account's own password (`own`) and/or its app passwords
-/// (`app_passwords`). When the password threads are too busy to take the check, the attempt is
+/// Checks `password` against `candidate`'s own password (`own`) and/or its app passwords
+/// (`app_passwords`). Unknown, inactive and non-interactive accounts do the same hashing work and
+/// fail the same way. When the password threads are too busy to take the check, the attempt is
 /// given back and the error is [`Error::Overloaded`].
 pub async fn verify_password_with(
     state: &AppState,
@@ -349,7 +344,8 @@ pub async fn start_session(
 }
 
 /// Signs in with e-mail and password in one call, ending `replacing` (the session the request
-/// came with) on success. Unknown accounts, wrong passwords, inactive accounts and accounts that
+/// came with) on success. Only the account's own password signs in here: app passwords are for
+/// clients that cannot run a flow, and work in a flow only where its password stage allows them. Unknown accounts, wrong passwords, inactive accounts and accounts that
 /// may not sign in interactively all fail the same way, after the same work.
 pub async fn sign_in(
     state: &AppState,
@@ -369,7 +365,7 @@ pub async fn sign_in(
             .await?
     };
     let attempt = begin_attempt(state, email, candidate.as_ref(), client).await?;
-    match verify_password(state, attempt, candidate.clone(), password).await? {
+    match verify_password_with(state, attempt, candidate.clone(), password, true, false).await? {
         Checked::Passed(attempt, verified) => {
             let user = pass_attempt(state, &attempt, verified).await?;
             start_session(state, &user, client, state.config.sessions.duration.to_chrono(), replacing).await

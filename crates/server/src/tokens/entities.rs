@@ -1,5 +1,53 @@
 //! Tables of the tokens domain.
 
+/// authentik's token intents, stored as authentik spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::None)")]
+pub enum Intent {
+    #[sea_orm(string_value = "verification")]
+    Verification,
+    #[sea_orm(string_value = "api")]
+    Api,
+    #[sea_orm(string_value = "recovery")]
+    Recovery,
+    #[sea_orm(string_value = "app_password")]
+    AppPassword,
+}
+
+impl Intent {
+    /// Parses authentik's name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "verification" => Ok(Self::Verification),
+            "api" => Ok(Self::Api),
+            "recovery" => Ok(Self::Recovery),
+            "app_password" => Ok(Self::AppPassword),
+            other => Err(format!("\"{other}\" is not a valid choice; choose api, app_password, recovery or verification.")),
+        }
+    }
+
+    /// authentik's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verification => "verification",
+            Self::Api => "api",
+            Self::Recovery => "recovery",
+            Self::AppPassword => "app_password",
+        }
+    }
+
+    /// The kind of key this intent carries.
+    pub fn key_kind(self) -> crate::tokens::key::KeyKind {
+        use crate::tokens::key::KeyKind;
+        match self {
+            Self::Verification => KeyKind::Verification,
+            Self::Api => KeyKind::Api,
+            Self::Recovery => KeyKind::Recovery,
+            Self::AppPassword => KeyKind::AppPassword,
+        }
+    }
+}
+
 /// Tokens: API keys, app passwords, recovery and verification links.
 pub mod token {
     use sea_orm::entity::prelude::*;
@@ -15,7 +63,7 @@ pub mod token {
         pub key_id: Uuid,
         pub tenant_id: Uuid,
         pub identifier: String,
-        pub intent: crate::tokens::service::Intent,
+        pub intent: crate::tokens::entities::Intent,
         pub user_id: i64,
         pub name: String,
         pub description: String,

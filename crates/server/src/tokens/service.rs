@@ -31,52 +31,7 @@ use crate::tenants::TenantId;
 /// Uses are recorded at most this often per key.
 const LAST_USED_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
 
-/// authentik's token intents, stored as authentik spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sea_orm::EnumIter, sea_orm::DeriveActiveEnum)]
-#[sea_orm(rs_type = "String", db_type = "String(sea_orm::sea_query::StringLen::None)")]
-pub enum Intent {
-    #[sea_orm(string_value = "verification")]
-    Verification,
-    #[sea_orm(string_value = "api")]
-    Api,
-    #[sea_orm(string_value = "recovery")]
-    Recovery,
-    #[sea_orm(string_value = "app_password")]
-    AppPassword,
-}
-
-impl Intent {
-    /// Parses authentik's name.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "verification" => Ok(Self::Verification),
-            "api" => Ok(Self::Api),
-            "recovery" => Ok(Self::Recovery),
-            "app_password" => Ok(Self::AppPassword),
-            other => Err(format!("\"{other}\" is not a valid choice; choose api, app_password, recovery or verification.")),
-        }
-    }
-
-    /// authentik's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Verification => "verification",
-            Self::Api => "api",
-            Self::Recovery => "recovery",
-            Self::AppPassword => "app_password",
-        }
-    }
-
-    /// The kind of key this intent carries.
-    pub fn key_kind(self) -> KeyKind {
-        match self {
-            Self::Verification => KeyKind::Verification,
-            Self::Api => KeyKind::Api,
-            Self::Recovery => KeyKind::Recovery,
-            Self::AppPassword => KeyKind::AppPassword,
-        }
-    }
-}
+pub use super::entities::Intent;
 
 /// An identifier: 1 to 255 letters, digits, `-` and `_`.
 pub fn parse_identifier(text: &str) -> Result<String, String> {
@@ -211,6 +166,26 @@ async fn replace_tags(txn: &DatabaseTransaction, tenant: TenantId, token_id: i64
     Ok(())
 }
 
+/// How recently someone must have signed in to create, read or replace one of their app
+/// passwords: a stolen session must not become a password that outlives it.
+pub const APP_PASSWORD_SIGN_IN_WINDOW: TimeDelta = TimeDelta::minutes(5);
+
+/// What a stale session is told when it asks for an app password.
+pub const APP_PASSWORD_NEEDS_FRESH_SIGN_IN: &str =
+    "App passwords can only be created, shown or replaced within 5 minutes of signing in; sign in again and retry.";
+
+/// Refuses to hand out an app password's key (new, shown or replaced) unless `actor` signed in
+/// within [`APP_PASSWORD_SIGN_IN_WINDOW`] or is a superuser.
+async fn require_fresh_sign_in(db: &impl ConnectionTrait, state: &AppState, actor: &Actor, intent: Intent, field: &str) -> Result<()> {
+    if intent != Intent::AppPassword || actor.signed_in_within(APP_PASSWORD_SIGN_IN_WINDOW) {
+        return Ok(());
+    }
+    if access::is_superuser_now(db, state, actor).await? {
+        return Ok(());
+    }
+    Err(Error::field(field, APP_PASSWORD_NEEDS_FRESH_SIGN_IN))
+}
+
 /// Creates a token with a fresh key for the actor, or for anyone when the actor is a superuser
 /// (authentik gives everyone else their own tokens only).
 pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(token::Model, SecretKey)> {
@@ -219,6 +194,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
     if !actor.is(new.user_id) && !superuser {
         return Err(Error::PermissionDenied);
     }
+    require_fresh_sign_in(&txn, state, actor, new.intent, "intent").await?;
     let created = insert_in(&txn, state, superuser, actor, new).await?;
     txn.commit().await?;
     Ok(created)
@@ -500,6 +476,7 @@ pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Re
 /// Opens the sealed key and records who looked (`secret_view`).
 pub async fn view_key(state: &AppState, actor: &Actor, token: &token::Model) -> Result<String> {
     authorize(&state.db, state, actor, token, names::VIEW_TOKEN_KEY).await?;
+    require_fresh_sign_in(&state.db, state, actor, token.intent, NON_FIELD_ERRORS).await?;
     let key = seal::open(&state.secret, token.token_uuid, &token.key_sealed)?;
     events::service::record(&state.db, state, actor.event(Action::SecretView).about(&token_ref(token))).await?;
     Ok(key)
@@ -511,6 +488,7 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
     let txn = crate::db::begin_write(&state.db).await?;
     authorize(&txn, state, actor, token, names::SET_TOKEN_KEY).await?;
     let intent = token.intent;
+    require_fresh_sign_in(&txn, state, actor, intent, NON_FIELD_ERRORS).await?;
     let key = match key {
         Some(key) if key.kind() != intent.key_kind() => {
             return Err(Error::field("key", format!("This token's keys start with gatehouse_{}_.", intent.key_kind().code())));

@@ -110,7 +110,7 @@ async fn default_stage(app: &TestApp, name: &str) -> stage::Model {
     stage::Entity::find().filter(stage::Column::Name.eq(name)).one(&app.state.db).await.unwrap().expect("default stage")
 }
 
-async fn set_settings(app: &TestApp, name: &str, changes: Value) {
+pub(crate) async fn set_settings(app: &TestApp, name: &str, changes: Value) {
     let stage = default_stage(app, name).await;
     let mut settings = stage.settings.clone();
     for (key, value) in changes.as_object().unwrap() {
@@ -576,19 +576,20 @@ async fn a_browser_session_cookie_has_no_max_age_by_default() {
 }
 
 #[tokio::test]
-async fn app_passwords_work_in_the_password_stage_unless_the_backend_is_off() {
+async fn app_passwords_work_in_the_password_stage_only_where_the_token_backend_is_on() {
     let app = TestApp::spawn().await;
     app.user("ada@example.com", |_| {}).await;
     let session = app.sign_in("ada@example.com").await;
     let (_, key) = app.create_key(&session, json!({"identifier": "laptop-mail", "intent": "app_password"})).await;
     let mut browser = Browser::new(&app);
-    let done = browser.sign_in("ada@example.com", &key).await;
-    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let refused = browser.sign_in("ada@example.com", &key).await;
+    assert_eq!(errors_of(&refused, "password"), ["Invalid password."], "the default stage checks the password only");
 
-    set_settings(&app, "default-authentication-password", json!({"backends": ["authentik.core.auth.InbuiltBackend"]})).await;
+    let both = json!({"backends": ["authentik.core.auth.InbuiltBackend", "authentik.core.auth.TokenBackend"]});
+    set_settings(&app, "default-authentication-password", both).await;
     let mut other = Browser::new(&app);
-    let refused = other.sign_in("ada@example.com", &key).await;
-    assert_eq!(errors_of(&refused, "password"), ["Invalid password."]);
+    let done = other.sign_in("ada@example.com", &key).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
 }
 
 #[tokio::test]

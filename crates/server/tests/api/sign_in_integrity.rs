@@ -270,3 +270,79 @@ async fn guessing_from_many_addresses_is_capped_per_account_and_known_browsers_s
     let held = sign_in_from(&app, "victim@example.com", PASSWORD, "192.0.2.11", Some(&renewed)).await;
     assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS, "a known browser has its own free failures, then waits");
 }
+
+const TOKEN_BACKENDS: &[&str] = &["authentik.core.auth.InbuiltBackend", "authentik.core.auth.TokenBackend"];
+
+/// Makes `session` look as if it started `minutes` ago.
+async fn age_session(app: &TestApp, session: &Session, minutes: i64) {
+    use gatehouse::sessions::entities::session as row;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let id = session.body["session"]["uuid"].as_str().expect("the sign-in names its session").parse::<uuid::Uuid>().unwrap();
+    let started = chrono::Utc::now() - chrono::TimeDelta::minutes(minutes);
+    let updated = row::Entity::update_many()
+        .col_expr(row::Column::Created, Expr::value(started))
+        .filter(row::Column::Id.eq(id))
+        .exec(&app.state.db)
+        .await;
+    assert_eq!(updated.unwrap().rows_affected, 1);
+    app.state.auth_cache.invalidate();
+}
+
+#[tokio::test]
+async fn app_passwords_die_with_a_password_reset_and_never_sign_in_through_the_json_sign_in() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let plain = app.user("plain@example.com", |_| {}).await;
+    let admin = app.sign_in("admin@example.com").await;
+    let session = app.sign_in("plain@example.com").await;
+    let (_, app_password) = app.create_key(&session, json!({"identifier": "laptop-mail", "intent": "app_password"})).await;
+    crate::flows::set_settings(&app, "default-authentication-password", json!({"backends": TOKEN_BACKENDS})).await;
+
+    let json_sign_in = app.try_sign_in("plain@example.com", &app_password).await;
+    assert_eq!(json_sign_in.status(), StatusCode::BAD_REQUEST, "the JSON sign-in takes the account's own password only");
+    let mut mail_client = Browser::new(&app);
+    let done = mail_client.sign_in("plain@example.com", &app_password).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "the stage that enables app passwords takes it: {done}");
+
+    let reset =
+        app.post(&admin, &format!("/api/v3/core/users/{}/set_password/", plain.id), json!({"password": "a brand new secret 77"})).await;
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&admin, "/api/v3/core/tokens/laptop-mail/").await.status(), StatusCode::NOT_FOUND, "the app password is gone");
+    let mut after = Browser::new(&app);
+    let refused = after.sign_in("plain@example.com", &app_password).await;
+    assert_eq!(refused["component"], "ak-stage-password", "{refused}");
+    assert_eq!(after.me().await, StatusCode::UNAUTHORIZED);
+    assert_eq!(mail_client.me().await, StatusCode::UNAUTHORIZED, "its session ended with the reset");
+    let password_set = events(&app, "password_set").await;
+    assert_eq!(password_set[0]["context"]["app_passwords_ended"], 1, "{password_set:?}");
+}
+
+#[tokio::test]
+async fn app_passwords_need_a_fresh_sign_in_to_be_created_shown_or_replaced() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    app.user("plain@example.com", |_| {}).await;
+    let session = app.sign_in("plain@example.com").await;
+    let (_, _) = app.create_key(&session, json!({"identifier": "made-fresh", "intent": "app_password"})).await;
+    age_session(&app, &session, 6).await;
+    let stale = app.post(&session, "/api/v3/core/tokens/", json!({"identifier": "made-stale", "intent": "app_password"})).await;
+    let body = assert_field_error(stale, "intent").await;
+    assert!(body["intent"][0].as_str().unwrap().contains("sign in again"), "{body}");
+    assert_eq!(app.get(&session, "/api/v3/core/tokens/made-stale/").await.status(), StatusCode::NOT_FOUND, "nothing was created");
+    assert_field_error(app.get(&session, "/api/v3/core/tokens/made-fresh/view_key/").await, "non_field_errors").await;
+    assert_field_error(app.post(&session, "/api/v3/core/tokens/made-fresh/rotate/", json!({})).await, "non_field_errors").await;
+    // Other tokens' business is unaffected by how old the session is.
+    assert_eq!(app.get(&session, "/api/v3/core/tokens/made-fresh/").await.status(), StatusCode::OK);
+
+    let again = app.sign_in("plain@example.com").await;
+    let (status, shown) = json(app.get(&again, "/api/v3/core/tokens/made-fresh/view_key/").await).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert!(shown["key"].as_str().unwrap().starts_with("gatehouse_app_"));
+
+    // Superusers are not asked again.
+    let admin = app.sign_in("admin@example.com").await;
+    age_session(&app, &admin, 60).await;
+    let (status, body) =
+        json(app.post(&admin, "/api/v3/core/tokens/", json!({"identifier": "admin-mail", "intent": "app_password"})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

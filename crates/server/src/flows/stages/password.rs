@@ -32,7 +32,8 @@ pub struct PasswordSettings {
 impl Default for PasswordSettings {
     fn default() -> Self {
         Self {
-            backends: vec![INBUILT_BACKEND.to_owned(), TOKEN_BACKEND.to_owned()],
+            // App passwords sign in interactively only where a stage enables them.
+            backends: vec![INBUILT_BACKEND.to_owned()],
             configure_flow: None,
             failed_attempts_before_cancel: 5,
             allow_show_password: false,
