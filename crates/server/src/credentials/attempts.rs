@@ -100,6 +100,19 @@ impl Bucket {
         Self { name: format!("ip:{ip}"), rule: Rule::Delay(limits), on_success: OnSuccess::Refund }
     }
 
+    /// Failed API keys from one client address that share a prefix (named by `prefix_digest`,
+    /// never by the prefix itself): completing a partly known key is slowed, while other keys
+    /// from the same address, a valid one among them, are not.
+    pub fn address_and_key_prefix(ip: std::net::IpAddr, prefix_digest: &str, limits: Limits) -> Self {
+        Self { name: format!("ip:{ip}:key:{prefix_digest}"), rule: Rule::Delay(limits), on_success: OnSuccess::Refund }
+    }
+
+    /// Failed API keys from one client address, whatever their prefix: a cap on the lookups one
+    /// address can cause, high enough that a shared address's valid keys rarely meet it.
+    pub fn address_key_ceiling(ip: std::net::IpAddr, max_failures_per_hour: u32) -> Self {
+        Self { name: format!("ip:{ip}:keys"), rule: Rule::Ceiling(max_failures_per_hour), on_success: OnSuccess::Refund }
+    }
+
     /// When an attempt `now` must wait until, given the bucket's window.
     fn must_wait(&self, failures: u32, window_started: DateTime<Utc>, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
         match self.rule {

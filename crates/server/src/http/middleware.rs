@@ -93,7 +93,7 @@ fn is_json(response: &Response) -> bool {
 }
 
 /// Security headers on every response. Pages get a policy that allows their stylesheet and
-/// nothing else; the API allows nothing; Swagger UI gets what its bundle needs. HSTS is sent
+/// nothing else; the API allows nothing and is never cached; Swagger UI gets what its bundle needs. HSTS is sent
 /// when the request reached a trusted proxy over HTTPS (the only way this server sees HTTPS).
 pub async fn security_headers(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
@@ -118,6 +118,11 @@ pub async fn security_headers(
         super::pages::PAGE_CSP
     };
     headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(csp));
+    if is_api && !is_docs {
+        // API answers carry people's data, keys and tokens: no cache, shared or private, keeps
+        // them (pages set the same themselves).
+        headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
     if over_https {
         headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }

@@ -17,6 +17,8 @@ const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 /// 43 base62 characters carry 256 bits.
 const RANDOM_LEN: usize = 43;
 const CHECKSUM_LEN: usize = 6;
+/// Characters of the random part in [`SecretKey::prefix`].
+const PREFIX_CHARS: usize = 8;
 
 /// What a key is for; its code is part of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,6 +128,24 @@ impl SecretKey {
         distinct >= MIN_DISTINCT && !periodic && in_order <= MAX_IN_ORDER
     }
 
+    /// The key's kind and the first characters of its random part: what someone completing a
+    /// partly known key keeps fixed, so failures can be counted per prefix. Still secret (it is
+    /// part of the key): store only a digest of it.
+    pub fn prefix(&self) -> &str {
+        &self.text[..self.text.len() - CHECKSUM_LEN - RANDOM_LEN + PREFIX_CHARS]
+    }
+
+    /// Another valid key of the same kind with the same [`SecretKey::prefix`]: what someone
+    /// completing a partly known key would try.
+    pub fn sibling(&self) -> Self {
+        let fresh = Self::generate(self.kind);
+        let split = self.prefix().len();
+        let mut text = format!("{}{}", self.prefix(), &fresh.text[split..fresh.text.len() - CHECKSUM_LEN]);
+        let sum = checksum(&text);
+        text.push_str(&sum);
+        Self { text, kind: self.kind }
+    }
+
     /// What the key is for.
     pub fn kind(&self) -> KeyKind {
         self.kind
@@ -200,6 +220,16 @@ mod tests {
         assert!(!with_body(KeyKind::Api, &"0123456789abcdefghij".repeat(3)[..RANDOM_LEN]).looks_random());
         assert!(!with_body(KeyKind::Api, &String::from_utf8_lossy(&ALPHABET[5..5 + RANDOM_LEN])).looks_random());
         assert!(!with_body(KeyKind::Api, &"q8Xz3LmP0vKd7RwT2bYh".repeat(3)[..RANDOM_LEN]).looks_random());
+    }
+
+    #[test]
+    fn siblings_share_the_prefix_and_nothing_after_it() {
+        let key = SecretKey::generate(KeyKind::Api);
+        assert_eq!(key.prefix().len(), "gatehouse_api_".len() + 8);
+        let sibling = key.sibling();
+        assert_eq!(sibling.prefix(), key.prefix());
+        assert_ne!(sibling.expose(), key.expose());
+        assert!(SecretKey::parse(sibling.expose()).is_ok(), "a sibling carries a valid checksum");
     }
 
     #[test]

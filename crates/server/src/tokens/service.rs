@@ -535,9 +535,18 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
-    // Not known good: a guess until the database says otherwise, so it is reserved against the
-    // address's limit before it is looked up.
-    let buckets = from.map(|ip| Bucket::address(ip, Limits::per_address(&state.config.sign_in))).into_iter().collect();
+    // Not known good: a guess until the database says otherwise, so it is reserved before it is
+    // looked up: against keys with its prefix from this address, and the address's ceiling.
+    let buckets = match from {
+        Some(ip) => {
+            let prefix_digest = state.secret.digest("key-prefix", key.prefix().as_bytes());
+            vec![
+                Bucket::address_and_key_prefix(ip, &prefix_digest[..16], Limits::per_address(&state.config.sign_in)),
+                Bucket::address_key_ceiling(ip, state.config.sign_in.max_failures_per_ip_hour),
+            ]
+        }
+        None => Vec::new(),
+    };
     let reservation = attempts::reserve(&state.db, state.tenant, buckets).await?;
     let generation = state.auth_cache.generation();
     let Some(mut token) = find_live(state, &digest, Intent::Api, now).await? else { return Ok(None) };

@@ -346,3 +346,37 @@ async fn app_passwords_need_a_fresh_sign_in_to_be_created_shown_or_replaced() {
         json(app.post(&admin, "/api/v3/core/tokens/", json!({"identifier": "admin-mail", "intent": "app_password"})).await).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+#[tokio::test]
+async fn a_valid_key_works_from_an_address_whose_neighbours_guess_keys() {
+    use gatehouse::tokens::key::{KeyKind, SecretKey};
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let session = app.sign_in("admin@example.com").await;
+    let (_, key) = app.create_key(&session, json!({"identifier": "office-ci", "intent": "api"})).await;
+    let free = app.state.config.sign_in.free_failures_per_ip;
+    for _ in 0..free + 5 {
+        let wrong = SecretKey::generate(KeyKind::Api);
+        let response = app.bearer(wrong.expose(), reqwest::Method::GET, "/api/v3/core/users/me/", None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Nothing cached: the valid key is checked against the database like the wrong ones were.
+    app.state.auth_cache.invalidate();
+    let response = app.bearer(&key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await;
+    assert_eq!(response.status(), StatusCode::OK, "someone else's guessing at the same address does not shut out a valid key");
+}
+
+#[tokio::test]
+async fn answers_with_personal_data_are_never_cached() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let session = app.sign_in("admin@example.com").await;
+    for path in ["/api/v3/core/users/me/", "/api/v3/core/users/", "/api/v3/core/authenticated_sessions/", "/api/v3/core/tokens/"] {
+        let response = app.get(&session, path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{path}");
+    }
+    let anonymous = app.client.get(app.url("/api/v3/core/users/me/")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["cache-control"], "no-store");
+}
