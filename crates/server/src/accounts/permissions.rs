@@ -57,6 +57,7 @@ pub mod names {
     pub const VIEW_SESSION: &str = "authentik_core.view_authenticatedsession";
     pub const DELETE_SESSION: &str = "authentik_core.delete_authenticatedsession";
     pub const VIEW_TOKEN: &str = "authentik_core.view_token";
+    pub const ADD_TOKEN: &str = "authentik_core.add_token";
     pub const CHANGE_TOKEN: &str = "authentik_core.change_token";
     pub const DELETE_TOKEN: &str = "authentik_core.delete_token";
     pub const VIEW_TOKEN_KEY: &str = "authentik_core.view_token_key";

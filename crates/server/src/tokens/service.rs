@@ -42,6 +42,17 @@ pub fn parse_identifier(text: &str) -> Result<String, String> {
     }
 }
 
+/// Token identifiers that start with this belong to service accounts (their app passwords are
+/// `service-account-<name>-password`) and are made only with the service account.
+pub const SERVICE_ACCOUNT_PREFIX: &str = "service-account-";
+
+/// What someone choosing an identifier in the service accounts' namespace is told.
+pub const RESERVED_IDENTIFIER: &str = "Identifiers starting with service-account- are reserved for service accounts.";
+
+fn is_reserved(identifier: &str) -> bool {
+    identifier.to_ascii_lowercase().starts_with(SERVICE_ACCOUNT_PREFIX)
+}
+
 /// A tag: 1 to 64 lower-case letters, digits and `-_.:`.
 pub fn parse_tag(text: &str) -> Result<String, String> {
     let tag = text.trim().to_lowercase();
@@ -193,6 +204,10 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewToken) -> Result<(t
     let superuser = access::is_superuser_now(&txn, state, actor).await?;
     if !actor.is(new.user_id) && !superuser {
         return Err(Error::PermissionDenied);
+    }
+    if is_reserved(&new.identifier) {
+        // Said before any lookup, so probing the namespace shows nothing about who holds what.
+        return Err(Error::field("identifier", RESERVED_IDENTIFIER));
     }
     require_fresh_sign_in(&txn, state, actor, new.intent, "intent").await?;
     let created = insert_in(&txn, state, superuser, actor, new).await?;
@@ -423,9 +438,12 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     let superuser = access::is_superuser_now(&txn, state, actor).await?;
     if let Some(identifier) = &changes.identifier
         && identifier != &before.identifier
-        && find(&txn, state.tenant, identifier).await?.is_some()
     {
-        errors.add("identifier", "A token with this identifier already exists.");
+        if is_reserved(identifier) {
+            errors.add("identifier", RESERVED_IDENTIFIER);
+        } else if find(&txn, state.tenant, identifier).await?.is_some() {
+            errors.add("identifier", "A token with this identifier already exists.");
+        }
     }
     let expiring = changes.expiring.unwrap_or(before.expiring);
     let expires = match (changes.expiring, changes.expires) {

@@ -8,6 +8,7 @@ use crate::accounts::UserType;
 use crate::accounts::access::Actor;
 use crate::accounts::entities::{group, user};
 use crate::accounts::groups::{self, NewGroup};
+use crate::accounts::permissions::names;
 use crate::accounts::users::{self, NewUser};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -21,7 +22,7 @@ pub struct ServiceAccount {
 
 /// Creates a service account as authentik does: a `service_account` user named `username`,
 /// optionally a group of the same name, and an app password valid for 360 days unless told
-/// otherwise.
+/// otherwise. Needs `add_user`, `add_group` when it creates the group, and `add_token`.
 pub async fn create(
     state: &AppState,
     actor: &Actor,
@@ -30,7 +31,13 @@ pub async fn create(
     expiring: bool,
     expires: Option<DateTime<Utc>>,
 ) -> Result<ServiceAccount> {
-    let identifier: String = format!("service-account-{username}-password")
+    // Everything a service account is made of, asked up front: a user, maybe a group, a token.
+    actor.require(names::ADD_USER)?;
+    if create_group {
+        actor.require(names::ADD_GROUP)?;
+    }
+    actor.require(names::ADD_TOKEN)?;
+    let identifier: String = format!("{}{username}-password", super::service::SERVICE_ACCOUNT_PREFIX)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
         .collect();

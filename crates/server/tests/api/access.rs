@@ -249,11 +249,14 @@ async fn a_refused_or_failed_service_account_leaves_nothing_behind() {
     w.app
         .user("staff@example.com", |u| {
             u.is_staff = true;
-            u.permissions = vec![gatehouse::accounts::permissions::Permission::parse("authentik_core.add_user").unwrap()];
+            u.permissions = ["authentik_core.add_user", "authentik_core.add_token"]
+                .into_iter()
+                .map(|p| gatehouse::accounts::permissions::Permission::parse(p).unwrap())
+                .collect();
         })
         .await;
     let staff = w.app.sign_in("staff@example.com").await;
-    // Refused at the group, after the account was written: the account goes too.
+    // Refused: the group needs add_group too.
     let body = json!({"name": "robot", "create_group": true});
     assert_forbidden(w.app.post(&staff, "/api/v3/core/users/service_account/", body).await).await;
     assert!(nothing_named("robot").await, "a refused service account left its account behind");
@@ -262,7 +265,7 @@ async fn a_refused_or_failed_service_account_leaves_nothing_behind() {
     let body = json!({"name": "robot", "create_group": true});
     assert_field_error(w.app.post(&w.admin, "/api/v3/core/users/service_account/", body).await, "name").await;
     assert!(nothing_named("robot").await, "a failed service account left its account behind");
-    // Without a group, staff holding add_user may make one; its key expires.
+    // Without a group, staff holding add_user and add_token may make one; its key expires.
     let (status, created) = json(w.app.post(&staff, "/api/v3/core/users/service_account/", json!({"name": "robot"})).await).await;
     assert_eq!(status, StatusCode::OK, "{created}");
     let (_, token) = json(w.app.get(&w.admin, "/api/v3/core/tokens/service-account-robot-password/").await).await;

@@ -380,3 +380,36 @@ async fn answers_with_personal_data_are_never_cached() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.headers()["cache-control"], "no-store");
 }
+
+#[tokio::test]
+async fn service_account_identifiers_cannot_be_squatted_or_probed() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    app.user("plain@example.com", |_| {}).await;
+    app.user_with("maker@example.com", &["authentik_core.add_user"]).await;
+    let admin = app.sign_in("admin@example.com").await;
+    let plain = app.sign_in("plain@example.com").await;
+    let (status, _) = json(app.post(&admin, "/api/v3/core/users/service_account/", json!({"name": "backup-bot"})).await).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Taken or free, the namespace answers the same, and nothing is created.
+    let mut answers = Vec::new();
+    for name in ["backup-bot", "mail-bot", "MAIL-BOT"] {
+        let body = json!({"identifier": format!("service-account-{name}-password"), "intent": "app_password"});
+        answers.push(assert_field_error(app.post(&plain, "/api/v3/core/tokens/", body).await, "identifier").await);
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert!(answers[0]["identifier"][0].as_str().unwrap().contains("reserved"));
+    let (_, key) = app.create_key(&plain, json!({"identifier": "plain-mail", "intent": "app_password"})).await;
+    assert!(key.starts_with("gatehouse_app_"));
+    let renamed = app.patch(&plain, "/api/v3/core/tokens/plain-mail/", json!({"identifier": "service-account-mail-bot-password"})).await;
+    assert_field_error(renamed, "identifier").await;
+    let (status, body) = json(app.post(&admin, "/api/v3/core/users/service_account/", json!({"name": "mail-bot"})).await).await;
+    assert_eq!(status, StatusCode::OK, "the administrator's name is still free: {body}");
+
+    // A service account is a user, maybe a group, and a token: add_user alone is not enough.
+    let maker = app.sign_in("maker@example.com").await;
+    assert_forbidden(app.post(&maker, "/api/v3/core/users/service_account/", json!({"name": "robot"})).await).await;
+    let (_, users) = json(app.get(&admin, "/api/v3/core/users/?username=robot").await).await;
+    assert_eq!(users["pagination"]["count"], 0);
+}
