@@ -67,6 +67,9 @@ pub enum Error {
     /// A page number past the end: 404 as DRF answers it.
     #[error("invalid page")]
     InvalidPage,
+    /// The request clashes with the resource's current state: 409 with this message.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Too many attempts: 429 with `Retry-After`.
     #[error("rate limited for {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },

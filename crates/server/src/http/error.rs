@@ -20,6 +20,7 @@ impl IntoResponse for Error {
             Error::PermissionDenied => detail(StatusCode::FORBIDDEN, "You do not have permission to perform this action."),
             Error::NotFound => detail(StatusCode::NOT_FOUND, "The requested resource does not exist."),
             Error::InvalidPage => detail(StatusCode::NOT_FOUND, "Invalid page."),
+            Error::Conflict(message) => detail(StatusCode::CONFLICT, &message),
             Error::RateLimited { retry_after_secs } => {
                 let mut response =
                     detail(StatusCode::TOO_MANY_REQUESTS, &format!("Too many failed attempts. Try again in {retry_after_secs} seconds."));

@@ -69,6 +69,7 @@ pub fn error_page(error: Error) -> Response {
             page
         }
         Error::PayloadTooLarge => message(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "The form sent too much data."),
+        Error::Conflict(text) => message(StatusCode::CONFLICT, "Not now", &text),
         Error::Unauthenticated | Error::PermissionDenied | Error::InvalidPage => {
             message(StatusCode::FORBIDDEN, "Not allowed", "You may not open this page.")
         }

@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use super::api::{GlobalTaskStatus, ScheduleOut, ScheduleWrite, TaskOut, WorkerOut};
 use super::model::AggregatedStatus;
-use super::queue;
 use super::service::{self, ScheduleFilter, TaskFilter};
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
@@ -17,14 +16,7 @@ use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
 use crate::state::AppState;
 
-/// Permissions of this module.
-pub mod names {
-    pub const VIEW_TASK: &str = "authentik_tasks.view_task";
-    pub const RETRY_TASK: &str = "authentik_tasks.retry_task";
-    pub const VIEW_SCHEDULE: &str = "authentik_tasks_schedules.view_schedule";
-    pub const CHANGE_SCHEDULE: &str = "authentik_tasks_schedules.change_schedule";
-    pub const SEND_SCHEDULE: &str = "authentik_tasks_schedules.send_schedule";
-}
+pub use super::service::names;
 
 /// Routes of this module.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -89,9 +81,8 @@ async fn retrieve_task(State(state): State<AppState>, principal: Principal, Path
     responses((status = 204, description = "Task retried successfully"), (status = 400, description = "Task is not in a retryable state"),
         (status = 404, description = "Task not found")))]
 async fn retry_task(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
-    principal.require(names::RETRY_TASK)?;
     let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
-    queue::retry_rejected(&state, state.tenant, id).await?;
+    service::retry_task(&state, &principal.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -144,8 +135,7 @@ async fn retrieve_schedule(State(state): State<AppState>, principal: Principal, 
 }
 
 async fn write_schedule(state: AppState, principal: Principal, id: String, body: ScheduleWrite, full: bool) -> Result<Json<ScheduleOut>> {
-    principal.require(names::CHANGE_SCHEDULE)?;
-    let (item, status) = service::update_schedule(&state, schedule_id(&id)?, body, full).await?;
+    let (item, status) = service::update_schedule(&state, &principal.actor(), schedule_id(&id)?, body, full).await?;
     Ok(Json(ScheduleOut::new(item, status)))
 }
 
@@ -172,9 +162,9 @@ async fn partial_update_schedule(
 }
 
 #[utoipa::path(post, path = "/api/v3/tasks/schedules/{id}/send/", tag = "tasks", params(("id" = Uuid, Path, description = "Schedule id")),
-    responses((status = 204, description = "Schedule sent successfully"), (status = 404, description = "Schedule not found")))]
+    responses((status = 204, description = "Schedule sent successfully"), (status = 404, description = "Schedule not found"),
+        (status = 409, description = "The schedule's previous task is still queued or running")))]
 async fn send_schedule(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
-    principal.require(names::SEND_SCHEDULE)?;
-    service::send_schedule(&state, schedule_id(&id)?).await?;
+    service::send_schedule(&state, &principal.actor(), schedule_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -351,8 +351,9 @@ async fn mark_logs_previous(db: &impl ConnectionTrait, task_id: Uuid) -> Result<
     Ok(())
 }
 
-/// Retries a rejected task by hand: same row, retries reset, earlier logs marked previous.
-pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid) -> Result<()> {
+/// Retries a rejected task by hand: same row, retries reset, earlier logs marked previous, and
+/// `audit` (who asked) recorded in the same transaction.
+pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid, audit: crate::events::EventRecord) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
     let task = task::Entity::find_by_id(message_id).filter(task::Column::TenantId.eq(tenant.0)).one(&txn).await?.ok_or(Error::NotFound)?;
     if task.state != TaskState::Rejected.as_str() {
@@ -369,6 +370,7 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
     }
     mark_logs_previous(&txn, message_id).await?;
     write_log(&txn, tenant, message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"by": "hand"})).await?;
+    crate::events::service::record(&txn, state, audit.with("retried", json!(true))).await?;
     notify(&txn, CHANNEL).await?;
     txn.commit().await?;
     wake_local_workers(state);

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -101,13 +101,9 @@ pub async fn send_due(state: &AppState) -> Result<u32> {
             txn.rollback().await?;
             continue;
         }
-        let pending = task::Entity::find()
-            .filter(task::Column::RelObjType.eq(REL_OBJ_TYPE))
-            .filter(task::Column::RelObjId.eq(item.id.to_string()))
-            .filter(task::Column::State.is_not_in([TaskState::Done, TaskState::Rejected]))
-            .one(&txn)
-            .await?;
-        if pending.is_none() {
+        // Serialised with a send by hand of the same schedule, which checks the same thing.
+        crate::db::lock_for_update(&txn, &format!("schedule:{}", item.id), item.tenant_id).await?;
+        if pending_task(&txn, &item).await?.is_none() {
             queue::enqueue(&txn, state, TenantId(item.tenant_id), request(&item)).await?;
             sent += 1;
         }
@@ -127,9 +123,20 @@ fn request(item: &schedule::Model) -> Enqueue {
     }
 }
 
-/// Sends a schedule now, whatever its crontab says.
-pub async fn send_now(state: &AppState, item: &schedule::Model) -> Result<task::Model> {
-    queue::send(state, TenantId(item.tenant_id), request(item)).await
+/// The schedule's task that is still queued or running, if any.
+pub async fn pending_task(db: &impl ConnectionTrait, item: &schedule::Model) -> Result<Option<task::Model>> {
+    Ok(task::Entity::find()
+        .filter(task::Column::RelObjType.eq(REL_OBJ_TYPE))
+        .filter(task::Column::RelObjId.eq(item.id.to_string()))
+        .filter(task::Column::State.is_not_in([TaskState::Done, TaskState::Rejected]))
+        .one(db)
+        .await?)
+}
+
+/// Sends a schedule now, whatever its crontab says, in the caller's transaction (which wakes
+/// the workers after committing).
+pub async fn send_in(txn: &DatabaseTransaction, state: &AppState, item: &schedule::Model) -> Result<task::Model> {
+    queue::enqueue(txn, state, TenantId(item.tenant_id), request(item)).await
 }
 
 /// A schedule of the tenant.
@@ -138,17 +145,24 @@ pub async fn find(state: &AppState, tenant: TenantId, id: Uuid) -> Result<Option
 }
 
 /// Changes the crontab and pause flag; a new crontab recomputes `next_run`.
-pub async fn update(state: &AppState, item: schedule::Model, crontab: Option<String>, paused: Option<bool>) -> Result<schedule::Model> {
+pub async fn update(
+    db: &impl ConnectionTrait,
+    item: schedule::Model,
+    crontab: Option<String>,
+    paused: Option<bool>,
+) -> Result<schedule::Model> {
     let mut model = item.clone().into_active_model();
     if let Some(crontab) = crontab {
         let cron = parse_crontab(&crontab).map_err(|m| Error::field("crontab", m))?;
-        model.next_run = Set(next_after(&cron, Utc::now())?);
+        let next = next_after(&cron, Utc::now())
+            .map_err(|_| Error::field("crontab", format!("'{crontab}' never comes: it names no date that exists.")))?;
+        model.next_run = Set(next);
         model.crontab = Set(crontab.trim().to_owned());
     }
     if let Some(paused) = paused {
         model.paused = Set(paused);
     }
-    Ok(model.update(&state.db).await?)
+    Ok(model.update(db).await?)
 }
 
 /// The aggregated status of the newest task a schedule sent.

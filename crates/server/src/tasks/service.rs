@@ -11,9 +11,31 @@ use super::api::ScheduleWrite;
 use super::entities::{schedule, task, task_log, worker};
 use super::model::{AggregatedStatus, TaskState};
 use super::schedules;
+use crate::accounts::access::Actor;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};
 use crate::error::{Error, Result};
+use crate::events::{self, Action, ModelRef};
 use crate::state::AppState;
+use serde_json::json;
+
+/// Permissions of this module.
+pub mod names {
+    pub const VIEW_TASK: &str = "authentik_tasks.view_task";
+    pub const RETRY_TASK: &str = "authentik_tasks.retry_task";
+    pub const VIEW_SCHEDULE: &str = "authentik_tasks_schedules.view_schedule";
+    pub const CHANGE_SCHEDULE: &str = "authentik_tasks_schedules.change_schedule";
+    pub const SEND_SCHEDULE: &str = "authentik_tasks_schedules.send_schedule";
+}
+
+/// How a schedule appears in the audit trail.
+fn schedule_ref(item: &schedule::Model) -> ModelRef {
+    ModelRef { app: "authentik_tasks_schedules", model_name: "schedule", pk: json!(item.id), name: item.identifier.clone() }
+}
+
+/// What of a schedule the audit trail compares.
+fn schedule_audit(item: &schedule::Model) -> serde_json::Value {
+    json!({"crontab": item.crontab, "paused": item.paused, "next_run": item.next_run})
+}
 
 /// Filters of the task list.
 #[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
@@ -205,7 +227,8 @@ pub async fn find_schedule(state: &AppState, id: Uuid) -> Result<ScheduleWithSta
 
 /// Changes a schedule's crontab and pause flag. A full update (`full`) must name the crontab;
 /// the related object cannot be changed.
-pub async fn update_schedule(state: &AppState, id: Uuid, body: ScheduleWrite, full: bool) -> Result<ScheduleWithStatus> {
+pub async fn update_schedule(state: &AppState, actor: &Actor, id: Uuid, body: ScheduleWrite, full: bool) -> Result<ScheduleWithStatus> {
+    actor.require(names::CHANGE_SCHEDULE)?;
     let item = schedule_of(state, id).await?;
     if full && body.crontab.is_none() {
         return Err(Error::field("crontab", "This field is required."));
@@ -213,13 +236,37 @@ pub async fn update_schedule(state: &AppState, id: Uuid, body: ScheduleWrite, fu
     if body.rel_obj_id.is_some() {
         return Err(Error::field("rel_obj_id", "The related object of a schedule cannot be changed."));
     }
-    let updated = schedules::update(state, item, body.crontab, body.paused).await?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    let updated = schedules::update(&txn, item.clone(), body.crontab, body.paused).await?;
+    let diff = events::service::diff(&schedule_audit(&item), &schedule_audit(&updated));
+    events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&schedule_ref(&updated)).with("diff", diff)).await?;
+    txn.commit().await?;
     with_status(state, updated).await
 }
 
 /// Sends a schedule's task now, whatever its crontab says.
-pub async fn send_schedule(state: &AppState, id: Uuid) -> Result<()> {
+pub async fn send_schedule(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(names::SEND_SCHEDULE)?;
     let item = schedule_of(state, id).await?;
-    schedules::send_now(state, &item).await?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    // The same rule as the cron path: one task of a schedule at a time.
+    crate::db::lock_for_update(&txn, &format!("schedule:{}", item.id), state.tenant.0).await?;
+    if schedules::pending_task(&txn, &item).await?.is_some() {
+        return Err(Error::Conflict("The schedule's previous task is still queued or running; wait for it to finish.".into()));
+    }
+    let sent = schedules::send_in(&txn, state, &item).await?;
+    let event = actor.event(Action::ModelUpdated).about(&schedule_ref(&item)).with("sent", json!({"task": sent.message_id}));
+    events::service::record(&txn, state, event).await?;
+    txn.commit().await?;
+    super::queue::wake_local_workers(state);
     Ok(())
+}
+
+/// Puts a rejected task back in the queue by hand, recording who did.
+pub async fn retry_task(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(names::RETRY_TASK)?;
+    let audit = actor
+        .event(Action::ModelUpdated)
+        .with("model", json!({"app": "authentik_tasks", "model_name": "task", "pk": id, "name": id.to_string()}));
+    super::queue::retry_rejected(state, state.tenant, id, audit).await
 }

@@ -474,3 +474,76 @@ async fn tasks_that_cannot_run_are_rejected_once_with_the_reason() {
     }
     worker.shutdown().await;
 }
+
+/// The audit events about `model_name` objects, newest first.
+async fn audit_of(app: &TestApp, admin: &Session, model_name: &str) -> Vec<Value> {
+    let (_, page) = json(app.get(admin, "/api/v3/events/events/?action=model_updated").await).await;
+    page["results"].as_array().unwrap().iter().filter(|e| e["context"]["model"]["model_name"] == model_name).cloned().collect()
+}
+
+#[tokio::test]
+async fn schedule_edits_sends_and_retries_are_audited_and_send_waits_for_a_pending_task() {
+    let app = TestApp::spawn().await;
+    let schedule_id = Uuid::new_v4();
+    schedule::ActiveModel {
+        id: Set(schedule_id),
+        tenant_id: Set(app.state.tenant.0),
+        identifier: Set("nightly".into()),
+        actor_name: Set("gatehouse.sleep".into()),
+        args: Set(json!({"seconds": 30})),
+        rel_obj_type: Set(None),
+        rel_obj_id: Set(None),
+        crontab: Set("0 3 * * *".into()),
+        paused: Set(false),
+        next_run: Set(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        description: Set(None),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let operator = app
+        .user_with(
+            "operator@example.com",
+            &["authentik_tasks_schedules.change_schedule", "authentik_tasks_schedules.send_schedule", "authentik_tasks.retry_task"],
+        )
+        .await;
+    let session = app.sign_in("operator@example.com").await;
+    let path = format!("/api/v3/tasks/schedules/{schedule_id}/");
+
+    let (status, body) = json(app.patch(&session, &path, json!({"paused": true})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changes = audit_of(&app, &admin, "schedule").await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["user"]["pk"], operator.id);
+    assert_eq!(changes[0]["context"]["diff"]["paused"], json!({"previous_value": false, "new_value": true}));
+
+    // A crontab that names no date that exists is refused, and changes nothing.
+    let never = assert_field_error(app.patch(&session, &path, json!({"crontab": "0 0 31 2 *"})).await, "crontab").await;
+    assert!(never["crontab"][0].as_str().unwrap().contains("never"), "{never}");
+    let (_, shown) = json(app.get(&admin, &path).await).await;
+    assert_eq!(shown["crontab"], "0 3 * * *");
+
+    // No worker runs here: the task sent by hand stays queued, and a second send waits for it.
+    assert_eq!(app.post(&session, &format!("{path}send/"), json!({})).await.status(), StatusCode::NO_CONTENT);
+    let (status, body) = json(app.post(&session, &format!("{path}send/"), json!({})).await).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("still queued or running"));
+    let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).all(&app.state.db).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    let changes = audit_of(&app, &admin, "schedule").await;
+    assert_eq!(changes.len(), 2, "the edit and the one send: {changes:?}");
+    assert_eq!(changes[0]["context"]["sent"]["task"], json!(sent[0].message_id));
+
+    // A retry by hand names who did it.
+    let mut rejected: task::ActiveModel = sent[0].clone().into();
+    rejected.state = Set("rejected".into());
+    rejected.update(&app.state.db).await.unwrap();
+    let retry = app.post(&session, &format!("/api/v3/tasks/tasks/{}/retry/", sent[0].message_id), json!({})).await;
+    assert_eq!(retry.status(), StatusCode::NO_CONTENT);
+    let retries = audit_of(&app, &admin, "task").await;
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert_eq!(retries[0]["user"]["pk"], operator.id);
+    assert_eq!(retries[0]["context"]["model"]["pk"], json!(sent[0].message_id));
+}
