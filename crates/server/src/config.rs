@@ -194,6 +194,16 @@ pub struct TaskConfig {
 pub struct ApiConfig {
     pub default_page_size: u64,
     pub max_page_size: u64,
+    /// Largest `attributes` of a user or group, as JSON bytes.
+    pub max_attributes_bytes: usize,
+    /// Deepest nesting of lists and objects in `attributes`.
+    pub max_attributes_depth: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { default_page_size: 20, max_page_size: 100, max_attributes_bytes: 64 * 1024, max_attributes_depth: 16 }
+    }
 }
 
 impl Default for Config {
@@ -218,7 +228,7 @@ impl Default for Config {
                 max_failures_per_ip_hour: 600,
             },
             events: EventConfig { retention: DurationString::from_secs(365 * 24 * 3600), record_visits: false, geoip_path: None },
-            api: ApiConfig { default_page_size: 20, max_page_size: 100 },
+            api: ApiConfig::default(),
             tasks: TaskConfig {
                 run_in_server: true,
                 concurrency: 4,

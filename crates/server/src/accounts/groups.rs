@@ -230,6 +230,7 @@ pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Res
 /// with [`crate::credentials::revoke::commit_invalidating`].
 pub async fn create_group_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     actor.require(names::ADD_GROUP)?;
+    super::attributes::check(&new.attributes, &state.config.api)?;
     let tenant = state.tenant;
     let guard = Guard::begin(txn, state, actor, Scope { users: new.users.clone(), groups: Vec::new() }).await?;
     for member in &new.users {
@@ -287,6 +288,9 @@ pub async fn find_group(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -
 /// not grant.
 pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: GroupChanges) -> Result<group::Model> {
     actor.require(names::CHANGE_GROUP)?;
+    if let Some(attributes) = &changes.attributes {
+        super::attributes::check(attributes, &state.config.api)?;
+    }
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
     let guard = Guard::begin(&txn, state, actor, Scope::group(id, changes.users.as_deref().unwrap_or_default())).await?;

@@ -1,7 +1,7 @@
 //! HTTP handlers of `/api/v3/core/users/` and `/api/v3/core/groups/`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,6 +17,7 @@ use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
+use crate::http::query::ApiQuery;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -46,8 +47,8 @@ fn parse_group_id(text: &str) -> Result<Uuid> {
 async fn list_users(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<UserFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<UserFilter>,
 ) -> Result<Json<Paginated<UserOut>>> {
     let page = users::list_users(&state, &principal.actor(), &filter, &params).await?;
     let results = super::api::render_users(&state, page.results).await?;
@@ -164,8 +165,8 @@ async fn render_group(state: &AppState, group: super::entities::group::Model) ->
 async fn list_groups(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<GroupFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<GroupFilter>,
 ) -> Result<Json<Paginated<GroupOut>>> {
     let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
     let page = groups::list_groups(&state, &principal.actor(), &filter, &params).await?;

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api;
+pub mod attributes;
 pub mod entities;
 pub mod groups;
 pub mod handlers;

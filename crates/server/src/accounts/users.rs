@@ -134,6 +134,7 @@ async fn check_user_unique(
 /// `add_user`; the new account may hold nothing the actor may not grant.
 pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Result<user::Model> {
     actor.require(names::ADD_USER)?;
+    super::attributes::check(&new.attributes, &state.config.api)?;
     let mut errors = FieldErrors::new();
     let username = username_of(&new, &mut errors);
     if let Some(password) = &new.password {
@@ -158,6 +159,7 @@ pub async fn create_user(state: &AppState, actor: &Actor, new: NewUser) -> Resul
 /// and must leave nothing behind when a later step fails.
 pub async fn create_user_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewUser) -> Result<user::Model> {
     actor.require(names::ADD_USER)?;
+    super::attributes::check(&new.attributes, &state.config.api)?;
     if new.password.is_some() {
         return Err(Error::internal("passwords are hashed outside transactions: use create_user"));
     }
@@ -339,6 +341,9 @@ pub async fn superuser_exists(db: &impl ConnectionTrait, tenant: TenantId) -> Re
 /// not grant.
 pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: UserChanges) -> Result<user::Model> {
     actor.require(names::CHANGE_USER)?;
+    if let Some(attributes) = &changes.attributes {
+        super::attributes::check(attributes, &state.config.api)?;
+    }
     let tenant = state.tenant;
     let txn = crate::db::begin_write(&state.db).await?;
     let guard = Guard::begin(&txn, state, actor, Scope::user(id)).await?;

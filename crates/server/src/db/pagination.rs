@@ -45,6 +45,11 @@ impl ListParams {
                 .ok_or_else(|| Error::field("page_size", "A positive integer is required."))?
                 .min(config.max_page_size),
         };
+        // The row offset must exist: a page far past any table is simply not there.
+        let offset_fits = (page - 1).checked_mul(page_size).is_some_and(|offset| i64::try_from(offset).is_ok());
+        if !offset_fits {
+            return Err(Error::InvalidPage);
+        }
         Ok(PageRequest { page, page_size })
     }
 
@@ -189,13 +194,16 @@ mod tests {
 
     #[test]
     fn page_parameters_are_validated() {
-        let config = ApiConfig { default_page_size: 20, max_page_size: 100 };
+        let config = ApiConfig::default();
         let params = ListParams { page: Some("0".into()), ..Default::default() };
         assert!(matches!(params.page_request(&config), Err(Error::InvalidPage)));
         let params = ListParams { page_size: Some("500".into()), ..Default::default() };
         assert_eq!(params.page_request(&config).unwrap().page_size, 100);
         let params = ListParams { page_size: Some("x".into()), ..Default::default() };
         assert!(matches!(params.page_request(&config), Err(Error::Validation(_))));
+        // (page - 1) * page_size would wrap around in 64 bits.
+        let params = ListParams { page: Some("288230376151711745".into()), page_size: Some("100".into()), ..Default::default() };
+        assert!(matches!(params.page_request(&config), Err(Error::InvalidPage)));
     }
 
     #[test]

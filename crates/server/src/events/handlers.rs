@@ -1,7 +1,7 @@
 //! `/api/v3/events/events/`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,6 +16,7 @@ use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
+use crate::http::query::ApiQuery;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -58,8 +59,8 @@ impl From<event::Model> for EventOut {
 async fn list_events(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<EventFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<EventFilter>,
 ) -> Result<Json<Paginated<EventOut>>> {
     principal.require(names::VIEW_EVENT)?;
     Ok(Json(service::list(&state, state.tenant, &filter, &params).await?.map(EventOut::from)))

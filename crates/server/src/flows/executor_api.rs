@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -17,6 +17,7 @@ use super::run::FLOW_COOKIE;
 use crate::error::{Error, NON_FIELD_ERRORS, Result};
 use crate::events::client::ClientInfo;
 use crate::http::auth::MaybeSignedIn;
+use crate::http::query::ApiQuery;
 use crate::state::AppState;
 
 /// Largest challenge response accepted; the biggest legitimate one is a few hundred bytes.
@@ -40,7 +41,7 @@ pub struct ExecutorQuery {
 async fn executor_get(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    Query(query): Query<ExecutorQuery>,
+    ApiQuery(query): ApiQuery<ExecutorQuery>,
     client: ClientInfo,
     MaybeSignedIn(current): MaybeSignedIn,
     headers: HeaderMap,
@@ -88,7 +89,7 @@ pub fn parse_response(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Va
 async fn executor_solve(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    Query(query): Query<ExecutorQuery>,
+    ApiQuery(query): ApiQuery<ExecutorQuery>,
     client: ClientInfo,
     MaybeSignedIn(current): MaybeSignedIn,
     headers: HeaderMap,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use crate::db::pagination::{ListParams, Paginated, parse_bool};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
+use crate::http::query::ApiQuery;
 use crate::state::AppState;
 use crate::tokens::api::UsedBy;
 
@@ -175,8 +176,8 @@ async fn flow_by_slug(state: &AppState, slug: &str) -> Result<flow::Model> {
 async fn list_flows(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<FlowFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<FlowFilter>,
 ) -> Result<Json<Paginated<FlowOut>>> {
     principal.require(names::VIEW_FLOW)?;
     let page = flow_service::list_flows(&state, &filter, &params).await?;
@@ -270,7 +271,7 @@ async fn export_flow(
     State(state): State<AppState>,
     principal: Principal,
     Path(slug): Path<String>,
-    Query(query): Query<ExportQuery>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
     principal.require(names::VIEW_FLOW)?;
@@ -354,7 +355,7 @@ fn multipart_error(error: &axum::extract::multipart::MultipartError) -> Error {
 async fn import_flow(
     State(state): State<AppState>,
     principal: Principal,
-    Query(query): Query<ImportQuery>,
+    ApiQuery(query): ApiQuery<ImportQuery>,
     request: Request,
 ) -> Result<Response> {
     for permission in [
@@ -423,8 +424,8 @@ async fn any_stage(state: &AppState, id: &str) -> Result<stage::Model> {
 async fn list_all_stages(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<StageFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<StageFilter>,
 ) -> Result<Json<Paginated<StageOut>>> {
     principal.require(names::VIEW_STAGE)?;
     let page = stage_service::list_stages(&state, None, &filter, &params).await?;
@@ -471,8 +472,8 @@ async fn list_stages(
     State(state): State<AppState>,
     principal: Principal,
     Path(kind): Path<String>,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<StageFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<StageFilter>,
 ) -> Result<Json<Paginated<KindStageOut>>> {
     let kind = kind_of(&state, &kind)?;
     principal.require(names::VIEW_STAGE)?;
@@ -618,8 +619,8 @@ async fn binding_by_id(state: &AppState, id: &str) -> Result<binding::Model> {
 async fn list_bindings(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<BindingFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<BindingFilter>,
 ) -> Result<Json<Paginated<BindingOut>>> {
     principal.require(names::VIEW_FLOW_STAGE_BINDING)?;
     let page = binding_service::list_bindings(&state, &filter, &params).await?;

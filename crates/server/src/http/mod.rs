@@ -9,5 +9,6 @@ pub mod json;
 pub mod middleware;
 pub mod openapi;
 pub mod pages;
+pub mod query;
 pub mod router;
 pub mod system;

@@ -1,7 +1,7 @@
 //! `/api/v3/tasks/`: tasks, their status counts, workers and schedules.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +14,7 @@ use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
+use crate::http::query::ApiQuery;
 use crate::state::AppState;
 
 pub use super::service::names;
@@ -37,8 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn list_tasks(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<TaskFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<TaskFilter>,
 ) -> Result<Json<Paginated<TaskOut>>> {
     principal.require(names::VIEW_TASK)?;
     let page = service::list_tasks(&state, &params, &filter).await?;
@@ -113,8 +114,8 @@ async fn list_workers(State(state): State<AppState>, principal: Principal) -> Re
 async fn list_schedules(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<ScheduleFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<ScheduleFilter>,
 ) -> Result<Json<Paginated<ScheduleOut>>> {
     principal.require(names::VIEW_SCHEDULE)?;
     let page = service::list_schedules(&state, &params, &filter).await?;

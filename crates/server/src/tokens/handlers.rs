@@ -1,7 +1,7 @@
 //! `/api/v3/core/tokens/`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
@@ -16,6 +16,7 @@ use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
+use crate::http::query::ApiQuery;
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -56,8 +57,8 @@ async fn render_one(state: &AppState, token: token::Model) -> Result<TokenOut> {
 async fn list_tokens(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<ListParams>,
-    Query(filter): Query<TokenFilter>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<TokenFilter>,
 ) -> Result<Json<Paginated<TokenOut>>> {
     let page = service::list(&state, &principal.actor(), &filter, &params).await?;
     let results = render(&state, page.results).await?;

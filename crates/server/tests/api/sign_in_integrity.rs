@@ -413,3 +413,43 @@ async fn service_account_identifiers_cannot_be_squatted_or_probed() {
     let (_, users) = json(app.get(&admin, "/api/v3/core/users/?username=robot").await).await;
     assert_eq!(users["pagination"]["count"], 0);
 }
+
+#[tokio::test]
+async fn unbounded_and_malformed_inputs_get_a_json_error_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let ada = app.user("ada@example.com", |_| {}).await;
+    let admin = app.sign_in("admin@example.com").await;
+
+    let heavy = json!({"note": "x".repeat(70 * 1024)});
+    let body =
+        assert_field_error(app.patch(&admin, &format!("/api/v3/core/users/{}/", ada.id), json!({"attributes": heavy})).await, "attributes")
+            .await;
+    assert!(body["attributes"][0].as_str().unwrap().contains("65536 bytes"), "{body}");
+    let mut deep = json!(1);
+    for _ in 0..17 {
+        deep = json!({ "a": deep });
+    }
+    assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "deep", "attributes": deep})).await, "attributes").await;
+    let (_, user) = json(app.get(&admin, &format!("/api/v3/core/users/{}/", ada.id)).await).await;
+    assert_eq!(user["attributes"], json!({}));
+    let (_, groups) = json(app.get(&admin, "/api/v3/core/groups/?search=deep").await).await;
+    assert_eq!(groups["pagination"]["count"], 0);
+
+    // A page number whose row offset does not fit 64 bits is a page that is not there.
+    let (status, body) = json(app.get(&admin, "/api/v3/core/users/?page=288230376151711745&page_size=100").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["detail"], "Invalid page.");
+
+    for path in
+        ["/api/v3/core/users/?page=1&page=2", "/api/v3/core/tokens/?page_size=5&page_size=6", "/api/v3/events/events/?page=x&page=y"]
+    {
+        let response = app.get(&admin, path).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+        let body: Value = response.json().await.unwrap();
+        let named = body.as_object().unwrap().keys().next().unwrap().clone();
+        assert!(path.contains(&format!("{named}=")), "{path}: {body}");
+        assert_eq!(body[&named][0], "Give this parameter once.");
+    }
+}
