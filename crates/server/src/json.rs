@@ -9,33 +9,90 @@ use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS};
 /// it outright), and no name, password or key needs it.
 pub const NULL_CHARACTER: &str = "Null characters are not allowed.";
 
-/// The path (`a.b.0.c`) of the first string, or key, holding U+0000 in `value`.
-pub fn find_null_character(value: &serde_json::Value) -> Option<String> {
+/// What text holding any other control character is told (C0 and C1 controls and DEL; values may
+/// still hold tab, line feed and carriage return).
+pub const CONTROL_CHARACTER: &str = "Control characters are not allowed.";
+
+/// Where text appears, which decides whether line breaks and tabs are allowed in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextRole {
+    /// A value that may span lines: a description, a message, a password.
+    Value,
+    /// A name: a JSON key, a query parameter or its value, a path segment.
+    Name,
+}
+
+/// The refusal for `text` when it holds a control character it may not hold in `role`.
+pub fn refused_control(text: &str, role: TextRole) -> Option<&'static str> {
+    let mut refusal = None;
+    for c in text.chars() {
+        if c == '\0' {
+            return Some(NULL_CHARACTER);
+        }
+        let line_break = matches!(c, '\t' | '\n' | '\r');
+        if c.is_control() && !(line_break && role == TextRole::Value) {
+            refusal = Some(CONTROL_CHARACTER);
+        }
+    }
+    refusal
+}
+
+/// Fields whose text may span lines.
+const MULTILINE_FIELDS: [&str; 4] = ["description", "deny_message", "password", "message"];
+/// Fields that hold free-form data, whose text may hold anything a value may.
+const FREE_FORM_FIELDS: [&str; 4] = ["attributes", "args", "kwargs", "context"];
+
+/// The role text under `key` plays: a value where the field allows line breaks, a name
+/// otherwise (`inherited` inside free-form data).
+fn role_under(key: &str, inherited: TextRole) -> TextRole {
+    if inherited == TextRole::Value || MULTILINE_FIELDS.contains(&key) || FREE_FORM_FIELDS.contains(&key) {
+        TextRole::Value
+    } else {
+        TextRole::Name
+    }
+}
+
+/// The path (`a.b.0.c`) of the first string, or key, holding a control character it may not
+/// hold in `value`, with the refusal. Line breaks and tabs are allowed only in the text of
+/// multi-line fields (a description, a password) and inside free-form data (`attributes`).
+pub fn find_control_character(value: &serde_json::Value) -> Option<(String, &'static str)> {
+    find_control_character_as(value, TextRole::Name)
+}
+
+fn find_control_character_as(value: &serde_json::Value, role: TextRole) -> Option<(String, &'static str)> {
     match value {
-        serde_json::Value::String(text) => text.contains('\0').then(String::new),
+        serde_json::Value::String(text) => refused_control(text, role).map(|refusal| (String::new(), refusal)),
         serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
-            find_null_character(item).map(|rest| if rest.is_empty() { index.to_string() } else { format!("{index}.{rest}") })
+            find_control_character_as(item, role)
+                .map(|(rest, refusal)| (if rest.is_empty() { index.to_string() } else { format!("{index}.{rest}") }, refusal))
         }),
         serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
-            if key.contains('\0') {
-                return Some(NON_FIELD_ERRORS.to_owned());
+            if let Some(refusal) = refused_control(key, TextRole::Name) {
+                // A bad key is the fault of the object holding it.
+                return Some((String::new(), refusal));
             }
-            find_null_character(item).map(|rest| if rest.is_empty() { key.clone() } else { format!("{key}.{rest}") })
+            find_control_character_as(item, role_under(key, role))
+                .map(|(rest, refusal)| (if rest.is_empty() { key.clone() } else { format!("{key}.{rest}") }, refusal))
         }),
         _ => None,
     }
 }
 
-/// Deserialises a JSON document, reporting errors by field path. Text holding U+0000 is refused
-/// with [`NULL_CHARACTER`] on its field.
+/// Whether a JSON document may hold a control character: raw DEL or C1 bytes, or any escape.
+/// Most bodies hold none of these, so the walk is skipped for them.
+fn may_hold_controls(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| *b == b'\\' || *b == 0x7f) || bytes.windows(2).any(|w| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]))
+}
+
+/// Deserialises a JSON document, reporting errors by field path. Text holding a control
+/// character it may not hold ([`refused_control`]) is refused on its field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    // U+0000 can only be written as an escape: look for the escape before paying for a walk.
-    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+    if may_hold_controls(bytes)
         && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
-        && let Some(path) = find_null_character(&value)
+        && let Some((path, refusal)) = find_control_character(&value)
     {
         let field = if path.is_empty() { NON_FIELD_ERRORS.to_owned() } else { path };
-        return Err(Error::field(field, NULL_CHARACTER));
+        return Err(Error::field(field, refusal));
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -111,8 +168,8 @@ impl Bounded<'_> {
 
     fn text<E: serde::de::Error>(&self, text: &str) -> Result<String, E> {
         self.node()?;
-        if text.contains('\0') {
-            return Err(E::custom(NULL_CHARACTER));
+        if let Some(refusal) = refused_control(text, TextRole::Value) {
+            return Err(E::custom(refusal));
         }
         let left = self.budget.text.get();
         if text.len() > left {
@@ -158,6 +215,9 @@ impl serde::de::Visitor<'_> for Key<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
+        if let Some(refusal) = refused_control(text, TextRole::Name) {
+            return Err(E::custom(refusal));
+        }
         self.0.text(text)
     }
 }
@@ -243,6 +303,22 @@ mod tests {
             Error::Validation(errors) => errors.fields().clone().into_iter().collect(),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_except_line_breaks_in_values() {
+        use super::{CONTROL_CHARACTER, NULL_CHARACTER, TextRole, refused_control};
+        assert_eq!(refused_control("first line\nsecond\tcolumn\r\n", TextRole::Value), None);
+        assert_eq!(refused_control("name\n", TextRole::Name), Some(CONTROL_CHARACTER));
+        for control in ['\u{1}', '\u{8}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}'] {
+            assert_eq!(refused_control(&format!("a{control}b"), TextRole::Value), Some(CONTROL_CHARACTER), "{:?}", control);
+        }
+        assert_eq!(refused_control("a\u{1}\u{0}", TextRole::Value), Some(NULL_CHARACTER), "U+0000 is named as such");
+        assert_eq!(refused_control("Ünïcödé ✓ text", TextRole::Name), None);
+        let body = serde_json::json!({"name": "x", "description": "two\nlines", "attributes": {"notes": ["a\tb"]}});
+        assert_eq!(super::find_control_character(&body), None);
+        let body = serde_json::json!({"name": "two\nlines"});
+        assert_eq!(super::find_control_character(&body), Some(("name".to_owned(), CONTROL_CHARACTER)));
     }
 
     #[test]

@@ -141,17 +141,22 @@ fn forwarded_https(request: &Request, trusted: &[ipnet::IpNet]) -> bool {
             .is_some_and(|proto| proto.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }
 
-/// Refuses U+0000 in the address before any handler sees it: in the path nothing can be found
-/// (404), in a query parameter the parameter is named (400). No store keeps such text.
-pub async fn refuse_null_characters(request: Request, next: Next) -> Response {
+/// Refuses control characters in the address before any handler sees them: in the path nothing
+/// can be found (404), in a query parameter the parameter is named (400). No store keeps such
+/// text, and no name or search needs it.
+pub async fn refuse_control_characters(request: Request, next: Next) -> Response {
+    use crate::json::{TextRole, refused_control};
     let uri = request.uri();
-    let error = if uri.path().to_ascii_lowercase().contains("%00") {
+    let path = form_urlencoded::parse(format!("p={}", uri.path().replace('+', "%2B")).as_bytes()).next().map(|(_, p)| p.into_owned());
+    let error = if path.is_some_and(|p| refused_control(&p, TextRole::Name).is_some()) {
         Some(Error::NotFound)
     } else {
         uri.query().and_then(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(name, value)| name.contains('\0') || value.contains('\0'))
-                .map(|(name, _)| Error::field(name.replace('\0', ""), crate::json::NULL_CHARACTER))
+            form_urlencoded::parse(query.as_bytes()).find_map(|(name, value)| {
+                let refusal = refused_control(&name, TextRole::Name).or_else(|| refused_control(&value, TextRole::Name))?;
+                let name: String = name.chars().filter(|c| !c.is_control()).collect();
+                Some(Error::field(name, refusal))
+            })
         })
     };
     match error {

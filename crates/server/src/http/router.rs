@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::middleware::{observe, record_route, refuse_null_characters, security_headers};
+use super::middleware::{observe, record_route, refuse_control_characters, security_headers};
 use super::openapi::{ApiDoc, swagger_asset, swagger_index};
 use crate::error::Error;
 use crate::state::AppState;
@@ -50,7 +50,7 @@ pub fn app(state: AppState) -> Router {
         })
         .route_layer(middleware::from_fn(record_route))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(refuse_null_characters))
+        .layer(middleware::from_fn(refuse_control_characters))
         .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .layer(middleware::from_fn(observe))
         .with_state(state)

@@ -188,3 +188,38 @@ async fn null_characters_made_postgresql_queries_fail_with_500() {
     let (_, groups) = json(app.get(&root, "/api/v3/core/groups/").await).await;
     assert_eq!(groups["pagination"]["count"], 0);
 }
+
+/// SQLite stored other control characters where PostgreSQL refused only U+0000: a name with an
+/// escape sequence or a backspace in it could then be shown to an administrator's terminal. Every
+/// control character is refused like U+0000, except line breaks and tabs in values.
+#[tokio::test]
+async fn control_characters_were_stored_in_names_keys_and_searches() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let root = app.sign_in("root@example.com").await;
+    let refusal = "Control characters are not allowed.";
+
+    for name in ["evil\u{1b}[2J", "back\u{8}space", "del\u{7f}", "c1\u{85}next", "line\nbreak"] {
+        let (status, body) = json(app.post(&root, "/api/v3/core/groups/", json!({"name": name})).await).await;
+        assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &json!({"name": [refusal]})), "{name:?}");
+    }
+    let (status, body) = json(app.post(&root, "/api/v3/core/groups/", json!({"name": "ok", "attributes": {"key\u{7}": 1}})).await).await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &json!({"attributes": [refusal]})), "JSON keys are names");
+    let (status, body) = json(app.try_sign_in("ada\u{1}@example.com", "whatever it is").await).await;
+    assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &json!({"email": [refusal]})));
+    for path in ["/api/v3/core/groups/?search=a%1Bb", "/api/v3/core/users/?username=x%7F", "/api/v3/events/events/?action=%0A"] {
+        let (status, body) = json(app.get(&root, path).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.as_object().unwrap().values().all(|m| m == &json!([refusal])), "{path}: {body}");
+    }
+    assert_eq!(app.get(&root, "/api/v3/core/tokens/a%1Bb/").await.status(), StatusCode::NOT_FOUND);
+
+    // Line breaks and tabs stay welcome where text may span lines.
+    let description = "first line\nsecond line\twith a tab";
+    let body = json!({"name": "multi", "attributes": {"note": description}});
+    let (status, created) = json(app.post(&root, "/api/v3/core/groups/", body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["attributes"]["note"], description);
+    let (_, groups) = json(app.get(&root, "/api/v3/core/groups/").await).await;
+    assert_eq!(groups["pagination"]["count"], 1, "only the group with line breaks in a value");
+}
