@@ -32,6 +32,15 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub tasks: TaskConfig,
     pub flows: FlowConfig,
+    pub identifiers: IdentifierConfig,
+}
+
+/// Account identifiers (e-mail addresses and usernames).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentifierConfig {
+    /// Accept only ASCII in new e-mail addresses and usernames.
+    pub ascii_only: bool,
 }
 
 /// Slug of the sign-in flow a fresh server creates, and the one configured unless told otherwise.
@@ -211,6 +220,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             secret_key: None,
+            identifiers: IdentifierConfig::default(),
             server: ServerConfig::default(),
             database: DatabaseConfig { url: String::new(), max_connections: 10 },
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },

@@ -20,9 +20,11 @@ pub enum EmailError {
 }
 
 impl Email {
-    /// Parses and trims an address.
+    /// Parses and trims an address, in its NFKC form (so compatibility look-alikes such as the
+    /// Kelvin sign or fullwidth letters are stored as the letters they stand for).
     pub fn parse(input: &str) -> Result<Self, EmailError> {
-        let trimmed = input.trim();
+        let normalised = crate::canonical_text(input);
+        let trimmed = normalised.as_str();
         if trimmed.chars().count() > 254 {
             return Err(EmailError::TooLong);
         }
@@ -43,9 +45,9 @@ impl Email {
         &self.0
     }
 
-    /// The lower-case form that uniqueness and sign-in compare.
+    /// The key that uniqueness and sign-in compare (see [`crate::identifier_key`]).
     pub fn normalized(&self) -> String {
-        self.0.to_lowercase()
+        crate::identifier_key(&self.0)
     }
 }
 

@@ -3,8 +3,10 @@
 
 pub mod duration;
 pub mod email;
+pub mod identifier;
 pub mod phone;
 
 pub use duration::{DurationError, DurationString};
 pub use email::{Email, EmailError};
+pub use identifier::{IdentifierError, canonical_text, check_identifier, identifier_key, identifier_skeleton};
 pub use phone::{PhoneError, PhoneNumber};

@@ -13,11 +13,15 @@ pub mod user {
         pub uuid: Uuid,
         pub tenant_id: Uuid,
         pub username: String,
-        /// Lower-case username, unique per tenant.
+        /// The username's key (`gatehouse_types::identifier_key`), unique per tenant.
         pub username_key: String,
+        /// The TR39 skeleton of the username: no two accounts of a tenant share one.
+        pub username_skeleton: Option<String>,
         pub email: String,
-        /// Lower-case e-mail, unique per tenant; `None` for accounts without an address.
+        /// The e-mail's key, unique per tenant; `None` for accounts without an address.
         pub email_key: Option<String>,
+        /// The TR39 skeleton of the e-mail address.
+        pub email_skeleton: Option<String>,
         pub name: String,
         /// PHC string (argon2id) or an imported Django hash; `None` means no usable password.
         pub password: Option<String>,

@@ -70,7 +70,8 @@ impl UserType {
 
 /// A username: 1 to 150 letters, digits and `@ . + - _`.
 pub fn parse_username(text: &str) -> Result<String, String> {
-    let trimmed = text.trim();
+    let canonical = gatehouse_types::canonical_text(text);
+    let trimmed = canonical.as_str();
     let valid =
         !trimmed.is_empty() && trimmed.chars().count() <= 150 && trimmed.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c));
     if valid {

@@ -101,33 +101,57 @@ pub fn audit_json(user: &user::Model) -> Value {
     })
 }
 
-async fn check_user_unique(
+/// The stored forms of an identifier: its key (unique per tenant) and its look-alike skeleton.
+struct IdentifierForms {
+    key: String,
+    skeleton: String,
+}
+
+impl IdentifierForms {
+    fn of(text: &str) -> Self {
+        Self { key: gatehouse_types::identifier_key(text), skeleton: gatehouse_types::identifier_skeleton(text) }
+    }
+}
+
+/// Checks a new e-mail address or username of account `except` (none for a new account): its
+/// scripts and characters (ASCII only when configured), then that no other account of the
+/// tenant has the same key or a look-alike skeleton. Problems go to `errors` under `field`.
+async fn check_identifier_free(
     db: &impl ConnectionTrait,
-    tenant: TenantId,
-    email_key: Option<&str>,
-    username_key: Option<&str>,
+    state: &AppState,
+    field: &'static str,
+    text: &str,
     except: Option<i64>,
     errors: &mut FieldErrors,
-) -> Result<()> {
-    if let Some(email_key) = email_key {
-        let mut query = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::EmailKey.eq(email_key));
-        if let Some(id) = except {
-            query = query.filter(user::Column::Id.ne(id));
-        }
-        if query.one(db).await?.is_some() {
-            errors.add("email", "A user with this email address already exists.");
-        }
+) -> Result<IdentifierForms> {
+    let forms = IdentifierForms::of(text);
+    if let Err(problem) = gatehouse_types::check_identifier(text, state.config.identifiers.ascii_only) {
+        errors.add(field, problem.to_string());
+        return Ok(forms);
     }
-    if let Some(username_key) = username_key {
-        let mut query = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0)).filter(user::Column::UsernameKey.eq(username_key));
-        if let Some(id) = except {
-            query = query.filter(user::Column::Id.ne(id));
-        }
-        if query.one(db).await?.is_some() {
-            errors.add("username", "A user with that username already exists.");
-        }
+    let (key_column, skeleton_column, what) = match field {
+        "email" => (user::Column::EmailKey, user::Column::EmailSkeleton, "email address"),
+        _ => (user::Column::UsernameKey, user::Column::UsernameSkeleton, "username"),
+    };
+    let mut query = user::Entity::find()
+        .filter(user::Column::TenantId.eq(state.tenant.0))
+        .filter(sea_orm::Condition::any().add(key_column.eq(forms.key.clone())).add(skeleton_column.eq(forms.skeleton.clone())));
+    if let Some(id) = except {
+        query = query.filter(user::Column::Id.ne(id));
     }
-    Ok(())
+    let clashes = query.limit(2).all(db).await?;
+    let same_key = |u: &user::Model| match field {
+        "email" => u.email_key.as_deref() == Some(forms.key.as_str()),
+        _ => u.username_key == forms.key,
+    };
+    if clashes.iter().any(same_key) {
+        let message =
+            if field == "email" { "A user with this email address already exists." } else { "A user with that username already exists." };
+        errors.add(field, message);
+    } else if !clashes.is_empty() {
+        errors.add(field, format!("A user with a look-alike {what} already exists; choose one that reads differently."));
+    }
+    Ok(forms)
 }
 
 /// Creates a user with its groups and permissions and records `model_created`. Needs
@@ -195,17 +219,22 @@ async fn insert_user(
     let tenant = state.tenant;
     let now = Utc::now();
     let guard = Guard::begin(txn, state, actor, Scope::default()).await?;
-    let email_key = new.email.as_ref().map(Email::normalized);
-    check_user_unique(txn, tenant, email_key.as_deref(), Some(&username.to_lowercase()), None, &mut errors).await?;
+    let email = match &new.email {
+        Some(email) => Some(check_identifier_free(txn, state, "email", email.as_str(), None, &mut errors).await?),
+        None => None,
+    };
+    let username_forms = check_identifier_free(txn, state, "username", &username, None, &mut errors).await?;
     check_groups_exist(txn, tenant, "groups", &new.groups, &mut errors).await?;
     errors.into_result()?;
     let created = user::ActiveModel {
         uuid: Set(Uuid::new_v4()),
         tenant_id: Set(tenant.0),
-        username_key: Set(username.to_lowercase()),
+        username_key: Set(username_forms.key),
+        username_skeleton: Set(Some(username_forms.skeleton)),
         username: Set(username),
         email: Set(new.email.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default()),
-        email_key: Set(email_key),
+        email_key: Set(email.as_ref().map(|f| f.key.clone())),
+        email_skeleton: Set(email.map(|f| f.skeleton)),
         name: Set(new.name),
         password: Set(password_hash),
         password_change_date: Set(now),
@@ -304,7 +333,7 @@ pub async fn find_user_by_identifier(
     by_username: bool,
     exact: bool,
 ) -> Result<Option<user::Model>> {
-    let key = identifier.trim().to_lowercase();
+    let key = gatehouse_types::identifier_key(identifier);
     if key.is_empty() || key.len() > 254 || !(by_email || by_username) {
         return Ok(None);
     }
@@ -350,13 +379,14 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
     guard.may_act_on_user(id)?;
     let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let mut errors = FieldErrors::new();
-    let email_key = changes.email.as_ref().map(|e| e.as_ref().map(Email::normalized));
-    if let Some(Some(key)) = &email_key {
-        check_user_unique(&txn, tenant, Some(key), None, Some(id), &mut errors).await?;
-    }
-    if let Some(username) = &changes.username {
-        check_user_unique(&txn, tenant, None, Some(&username.to_lowercase()), Some(id), &mut errors).await?;
-    }
+    let email_forms = match &changes.email {
+        Some(Some(email)) => Some(check_identifier_free(&txn, state, "email", email.as_str(), Some(id), &mut errors).await?),
+        _ => None,
+    };
+    let username_forms = match &changes.username {
+        Some(username) => Some(check_identifier_free(&txn, state, "username", username, Some(id), &mut errors).await?),
+        None => None,
+    };
     if let Some(groups) = &changes.groups {
         check_groups_exist(&txn, tenant, "groups", groups, &mut errors).await?;
     }
@@ -373,10 +403,12 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
     let mut model = before.clone().into_active_model();
     if let Some(email) = changes.email {
         model.email = Set(email.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default());
-        model.email_key = Set(email.as_ref().map(Email::normalized));
+        model.email_key = Set(email_forms.as_ref().map(|f| f.key.clone()));
+        model.email_skeleton = Set(email_forms.map(|f| f.skeleton));
     }
-    if let Some(username) = changes.username {
-        model.username_key = Set(username.to_lowercase());
+    if let (Some(username), Some(forms)) = (changes.username, username_forms) {
+        model.username_key = Set(forms.key);
+        model.username_skeleton = Set(Some(forms.skeleton));
         model.username = Set(username);
     }
     if let Some(name) = changes.name {

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks), Box::new(Flows)]
+        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks), Box::new(Flows), Box::new(IdentifierForms)]
     }
 }
 
@@ -616,4 +616,88 @@ impl MigrationTrait for Flows {
         }
         Ok(())
     }
+}
+
+/// Identifier keys in their NFKC case-folded form, and look-alike skeletons beside them. Existing
+/// accounts are re-keyed; two that now share a key keep their old keys and are reported in the
+/// log (one of them must be renamed before either can change its identifier).
+struct IdentifierForms;
+
+impl MigrationName for IdentifierForms {
+    fn name(&self) -> &str {
+        "m0005_identifier_forms"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for IdentifierForms {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["username_skeleton", "email_skeleton"] {
+            manager.alter_table(Table::alter().table("users").add_column(string_len_null(column, 1024)).to_owned()).await?;
+        }
+        manager.create_index(index("users", "ix_users_tenant_username_skeleton", &["tenant_id", "username_skeleton"], false)).await?;
+        manager.create_index(index("users", "ix_users_tenant_email_skeleton", &["tenant_id", "email_skeleton"], false)).await?;
+        rekey_users(manager.get_connection()).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for name in ["ix_users_tenant_username_skeleton", "ix_users_tenant_email_skeleton"] {
+            manager.drop_index(Index::drop().name(name).table("users").to_owned()).await?;
+        }
+        for column in ["username_skeleton", "email_skeleton"] {
+            manager.alter_table(Table::alter().table("users").drop_column(column).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Recomputes every account's identifier keys and skeletons (see [`IdentifierForms`]).
+async fn rekey_users(db: &SchemaManagerConnection<'_>) -> Result<(), DbErr> {
+    use std::collections::HashMap;
+
+    use sea_orm::{ConnectionTrait, FromQueryResult};
+
+    #[derive(FromQueryResult)]
+    struct Row {
+        id: i64,
+        tenant_id: uuid::Uuid,
+        username: String,
+        email: String,
+        email_key: Option<String>,
+    }
+    let select = Query::select().columns(["id", "tenant_id", "username", "email", "email_key"]).from("users").to_owned();
+    let rows = Row::find_by_statement(db.get_database_backend().build(&select)).all(db).await?;
+    let mut username_keys: HashMap<(uuid::Uuid, String), Vec<i64>> = HashMap::new();
+    let mut email_keys: HashMap<(uuid::Uuid, String), Vec<i64>> = HashMap::new();
+    for row in &rows {
+        username_keys.entry((row.tenant_id, gatehouse_types::identifier_key(&row.username))).or_default().push(row.id);
+        if row.email_key.is_some() {
+            email_keys.entry((row.tenant_id, gatehouse_types::identifier_key(&row.email))).or_default().push(row.id);
+        }
+    }
+    let shared = |keys: &HashMap<(uuid::Uuid, String), Vec<i64>>, what: &str| {
+        for ids in keys.values().filter(|ids| ids.len() > 1) {
+            tracing::warn!(accounts = ?ids, "these accounts' {what}s read as the same; they keep their old keys until all but one are renamed");
+        }
+    };
+    shared(&username_keys, "username");
+    shared(&email_keys, "e-mail address");
+    for row in &rows {
+        let mut update = Query::update();
+        update.table("users").and_where(Expr::col("id").eq(row.id));
+        let username_key = gatehouse_types::identifier_key(&row.username);
+        if username_keys.get(&(row.tenant_id, username_key.clone())).is_some_and(|ids| ids.len() == 1) {
+            update.value("username_key", username_key);
+        }
+        update.value("username_skeleton", gatehouse_types::identifier_skeleton(&row.username));
+        if row.email_key.is_some() {
+            let email_key = gatehouse_types::identifier_key(&row.email);
+            if email_keys.get(&(row.tenant_id, email_key.clone())).is_some_and(|ids| ids.len() == 1) {
+                update.value("email_key", email_key);
+            }
+            update.value("email_skeleton", gatehouse_types::identifier_skeleton(&row.email));
+        }
+        db.execute(&update).await?;
+    }
+    Ok(())
 }

@@ -171,7 +171,7 @@ pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option
     let identifier: String = identifier.trim().chars().take(254).collect();
     let account_key = match candidate {
         Some(user) => user.email_key.clone().unwrap_or_else(|| user.username_key.clone()),
-        None => identifier.to_lowercase(),
+        None => gatehouse_types::identifier_key(&identifier),
     };
     let limits = &state.config.sign_in;
     let browser = match (candidate, client.known_browser.as_deref()) {
@@ -354,7 +354,7 @@ pub async fn sign_in(
     client: &ClientInfo,
     replacing: Option<&session::Model>,
 ) -> Result<(user::Model, NewSession)> {
-    let email_key = email.trim().to_lowercase();
+    let email_key = gatehouse_types::identifier_key(email);
     let candidate = if email_key.is_empty() || email_key.len() > 254 {
         None
     } else {

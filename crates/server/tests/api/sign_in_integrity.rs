@@ -453,3 +453,131 @@ async fn unbounded_and_malformed_inputs_get_a_json_error_and_change_nothing() {
         assert_eq!(body[&named][0], "Give this parameter once.");
     }
 }
+
+async fn create_user(app: &TestApp, admin: &Session, body: Value) -> (StatusCode, Value) {
+    json(app.post(admin, "/api/v3/core/users/", body).await).await
+}
+
+#[tokio::test]
+async fn look_alike_identifiers_cannot_sit_beside_the_accounts_they_imitate() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let (status, body) = create_user(&app, &admin, json!({"username": "admin", "name": "Admin", "email": "root@example.com"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The Kelvin sign is stored as the letter it stands for, so kate@ is that very account.
+    let (status, kate) = create_user(&app, &admin, json!({"username": "kate", "name": "Kate", "email": "\u{212A}ate@example.com"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{kate}");
+    assert_eq!(kate["email"], "Kate@example.com");
+    let (status, body) = create_user(&app, &admin, json!({"username": "kate2", "name": "Kate", "email": "kate@example.com"})).await;
+    assert_eq!((status, &body["email"][0]), (StatusCode::BAD_REQUEST, &json!("A user with this email address already exists.")));
+
+    let cases = [
+        ("email", "ａｄｍｉｎ@example.com", "already exists"),
+        ("email", "admin@ex\u{0430}mple.com", "different scripts"),
+        ("email", "adm\u{0131}n@example.com", "look-alike"),
+        ("email", "ad\u{200B}min@example.com", "valid email"),
+        ("username", "\u{0430}dmin", "different scripts"),
+        ("username", "adm\u{0131}n", "look-alike"),
+        ("username", "ＡＤＭＩＮ", "already exists"),
+    ];
+    for (field, value, expected) in cases {
+        let mut body =
+            json!({"username": format!("other{}", value.len()), "name": "Other", "email": format!("other{}@example.com", value.len())});
+        body[field] = json!(value);
+        let (status, answer) = create_user(&app, &admin, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field} {value:?}: {answer}");
+        let message = answer[field][0].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{field} {value:?}: {answer}");
+    }
+    // Renaming into a look-alike is refused the same way.
+    let renamed = app.patch(&admin, &format!("/api/v3/core/users/{}/", kate["pk"]), json!({"username": "\u{0430}dmin"})).await;
+    assert_field_error(renamed, "username").await;
+    // One script per part is fine, whatever the script.
+    let (status, body) = create_user(&app, &admin, json!({"username": "иван", "name": "Иван", "email": "иван@example.com"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, users) = json(app.get(&admin, "/api/v3/core/users/").await).await;
+    assert_eq!(users["pagination"]["count"], 4, "admin@, admin, kate and иван: {users}");
+
+    // A compatibility spelling signs in to the account it stands for.
+    assert_eq!(app.try_sign_in("ＡＤＭＩＮ@ＥＸＡＭＰＬＥ.ＣＯＭ", PASSWORD).await.status(), StatusCode::OK);
+
+    let ascii = TestApp::spawn_with(|c| c.identifiers.ascii_only = true).await;
+    ascii.superuser("admin@example.com").await;
+    let root = ascii.sign_in("admin@example.com").await;
+    let (status, body) = create_user(&ascii, &root, json!({"username": "jose", "name": "José", "email": "josé@example.com"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["email"][0].as_str().unwrap().contains("ASCII"), "{body}");
+}
+
+#[tokio::test]
+async fn existing_accounts_are_rekeyed_and_clashes_reported() {
+    use gatehouse::accounts::entities::user;
+    use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+    use sea_orm_migration::MigratorTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let url = if url.starts_with("sqlite:") { format!("{url}?mode=rwc") } else { url };
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    gatehouse::db::migrations::Migrator::up(&db, Some(4)).await.unwrap();
+    let tenant = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now();
+    let insert_tenant = sea_orm::sea_query::Query::insert()
+        .into_table("tenants")
+        .columns(["id", "slug", "name", "is_default", "created"])
+        .values_panic([tenant.into(), "t".into(), "t".into(), true.into(), now.into()])
+        .to_owned();
+    db.execute(&insert_tenant).await.unwrap();
+    // Keys as the earlier version wrote them: lower case only.
+    for (username, email) in [("ＡＤＡ", "ada@example.com"), ("ada", "ａｄａ@example.com"), ("bob", "Bob@example.com")] {
+        let insert = sea_orm::sea_query::Query::insert()
+            .into_table("users")
+            .columns([
+                "uuid",
+                "tenant_id",
+                "username",
+                "username_key",
+                "email",
+                "email_key",
+                "name",
+                "password_change_date",
+                "is_active",
+                "is_superuser",
+                "is_staff",
+                "user_type",
+                "path",
+                "attributes",
+                "date_joined",
+                "last_updated",
+            ])
+            .values_panic([
+                uuid::Uuid::new_v4().into(),
+                tenant.into(),
+                username.into(),
+                username.to_lowercase().into(),
+                email.into(),
+                email.to_lowercase().into(),
+                "".into(),
+                now.into(),
+                true.into(),
+                false.into(),
+                false.into(),
+                "internal".into(),
+                "users".into(),
+                json!({}).into(),
+                now.into(),
+                now.into(),
+            ])
+            .to_owned();
+        db.execute(&insert).await.unwrap();
+    }
+    gatehouse::db::migrations::Migrator::up(&db, None).await.unwrap();
+    let rows = user::Entity::find().order_by_asc(user::Column::Id).all(&db).await.unwrap();
+    let keys: Vec<(&str, Option<&str>)> = rows.iter().map(|u| (u.username_key.as_str(), u.email_key.as_deref())).collect();
+    // ＡＤＡ and ada now read the same, as do ada@ and ａｄａ@: both pairs keep their old keys
+    // (and the log names them); bob is simply re-keyed.
+    assert_eq!(keys, [("ａｄａ", Some("ada@example.com")), ("ada", Some("ａｄａ@example.com")), ("bob", Some("bob@example.com"))]);
+    assert!(rows.iter().all(|u| u.username_skeleton.is_some() && u.email_skeleton.is_some()));
+    assert_eq!(rows[0].username_skeleton, rows[1].username_skeleton);
+}
