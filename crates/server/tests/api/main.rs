@@ -10,6 +10,7 @@ mod access;
 mod cli;
 mod escalation;
 mod events;
+mod factor_oracle;
 mod flows;
 mod flows_admin;
 mod geoip;
