@@ -1,9 +1,10 @@
 //! How account identifiers (e-mail addresses, usernames) are compared: one canonical key per
 //! identifier that people would read as the same, and a look-alike check beside it.
 //!
-//! The key is the NFKC case fold of the identifier (NFKC, lower case, NFKC again: the idea of
-//! PRECIS's UsernameCaseMapped profile), so the Kelvin sign, fullwidth letters and case variants
-//! all share the key of the plain ASCII spelling. Identifiers that still differ but look alike
+//! The key is the identifier in NFKC, lower-cased, NFKC again: the idea of PRECIS's
+//! UsernameCaseMapped profile, with Unicode's default lower-case mapping rather than full case
+//! folding (so `ß` and `ss` stay different), so the Kelvin sign, fullwidth letters and case
+//! variants all share the key of the plain ASCII spelling. Identifiers that still differ but look alike
 //! (`admın`, Cyrillic `а`) are caught by the Unicode TR39 skeleton of the key, and labels that
 //! mix scripts (`exаmple`, a Cyrillic `а` among Latin letters) are refused outright.
 
@@ -27,7 +28,7 @@ pub fn canonical_text(text: &str) -> String {
     text.trim().nfkc().collect()
 }
 
-/// The key an identifier is looked up and kept unique by: trimmed, NFKC, case-folded.
+/// The key an identifier is looked up and kept unique by: trimmed, NFKC, lower-cased, NFKC.
 pub fn identifier_key(text: &str) -> String {
     let folded: String = text.trim().nfkc().flat_map(char::to_lowercase).collect();
     folded.nfkc().collect()

@@ -414,7 +414,7 @@ pub async fn list_groups(state: &AppState, actor: &Actor, filter: &GroupFilter, 
     if let Some(username) = filter.members_by_username.as_deref().filter(|v| !v.is_empty()) {
         let found = user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.0))
-            .filter(user::Column::UsernameKey.eq(username.to_lowercase()))
+            .filter(user::Column::UsernameKey.eq(gatehouse_types::identifier_key(username)))
             .one(&state.db)
             .await?;
         member_ids.get_or_insert_with(Vec::new).extend(found.map(|u| u.id).into_iter().chain(std::iter::once(-1)));

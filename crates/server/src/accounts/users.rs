@@ -534,10 +534,10 @@ pub async fn list_users(state: &AppState, actor: &Actor, filter: &UserFilter, pa
     let page = params.page_request(&state.config.api)?;
     let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0));
     if let Some(email) = filter.email.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::EmailKey.eq(email.trim().to_lowercase()));
+        select = select.filter(user::Column::EmailKey.eq(gatehouse_types::identifier_key(email)));
     }
     if let Some(username) = filter.username.as_deref().filter(|v| !v.is_empty()) {
-        select = select.filter(user::Column::UsernameKey.eq(username.trim().to_lowercase()));
+        select = select.filter(user::Column::UsernameKey.eq(gatehouse_types::identifier_key(username)));
     }
     if let Some(name) = filter.name.as_deref().filter(|v| !v.is_empty()) {
         select = select.filter(user::Column::Name.eq(name));

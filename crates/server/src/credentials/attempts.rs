@@ -76,8 +76,9 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// One client address's guesses at one account (named by its stable key: e-mail or
-    /// username, lower case). A success clears it: the owner is at that address.
+    /// One client address's guesses at one account (named by a keyed digest of its stable key,
+    /// which holds no `@` or `:`, so no two buckets' names can meet). A success clears it: the
+    /// owner is at that address.
     pub fn account_at_address(key: &str, ip: Option<std::net::IpAddr>, limits: Limits) -> Self {
         let at = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         Self { name: format!("account:{key}@ip:{at}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
@@ -86,6 +87,12 @@ impl Bucket {
     /// One known browser's guesses at one account (see [`super::known_browser`]).
     pub fn account_in_browser(key: &str, browser: &str, limits: Limits) -> Self {
         Self { name: format!("account:{key}@browser:{browser}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
+    }
+
+    /// Every guess at one account from its known browsers together: marks are many (one per
+    /// sign-in), the guesses they allow are not.
+    pub fn account_browsers_ceiling(key: &str, max_failures_per_hour: u32) -> Self {
+        Self { name: format!("account:{key}@browsers"), rule: Rule::Ceiling(max_failures_per_hour), on_success: OnSuccess::Refund }
     }
 
     /// Every guess at one account from anywhere but its known browsers: the cap on guesses that

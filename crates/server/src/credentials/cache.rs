@@ -151,9 +151,37 @@ pub fn spawn_listener(db: &DatabaseConnection, cache: Arc<AuthCache>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
+
+    /// An active account `id` whose password last changed at `password_changed`.
+    pub(crate) fn account(id: i64, password_changed: chrono::DateTime<Utc>) -> user::Model {
+        user::Model {
+            id,
+            uuid: uuid::Uuid::nil(),
+            tenant_id: uuid::Uuid::nil(),
+            username: "u".into(),
+            username_key: "u".into(),
+            username_skeleton: None,
+            email: String::new(),
+            email_key: None,
+            email_skeleton: None,
+            name: String::new(),
+            password: None,
+            password_change_date: password_changed,
+            is_active: true,
+            is_superuser: false,
+            is_staff: false,
+            phone_number: None,
+            user_type: crate::accounts::UserType::Internal,
+            path: "users".into(),
+            attributes: serde_json::json!({}),
+            date_joined: password_changed,
+            last_login: None,
+            last_updated: password_changed,
+        }
+    }
 
     fn context() -> Arc<AuthContext> {
         let now = Utc::now();
@@ -171,30 +199,7 @@ mod tests {
                 user_agent: String::new(),
                 client: serde_json::json!({}),
             }),
-            user: user::Model {
-                id: 1,
-                uuid: uuid::Uuid::nil(),
-                tenant_id: uuid::Uuid::nil(),
-                username: "u".into(),
-                username_key: "u".into(),
-                username_skeleton: None,
-                email: String::new(),
-                email_key: None,
-                email_skeleton: None,
-                name: String::new(),
-                password: None,
-                password_change_date: now,
-                is_active: true,
-                is_superuser: false,
-                is_staff: false,
-                phone_number: None,
-                user_type: crate::accounts::UserType::Internal,
-                path: "users".into(),
-                attributes: serde_json::json!({}),
-                date_joined: now,
-                last_login: None,
-                last_updated: now,
-            },
+            user: account(1, now),
             permissions: Rights::default(),
             groups: Vec::new(),
         })

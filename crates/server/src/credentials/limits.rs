@@ -11,11 +11,14 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits on one client address's (or one known browser's) failures at one account.
+    /// The limits on one client address's (or one known browser's) failures at one account: at
+    /// most one less an hour than the account's ceiling, so one address can never use it up and
+    /// keep the owner out of every other address.
     pub fn per_account_address(config: &crate::config::SignInConfig) -> Self {
+        let below_ceiling = config.max_failures_per_account_hour.saturating_sub(1).max(1);
         Self {
             free_failures: config.free_failures_per_account_address,
-            max_failures_per_hour: config.max_failures_per_account_address_hour,
+            max_failures_per_hour: config.max_failures_per_account_address_hour.min(below_ceiling),
         }
     }
 
@@ -38,6 +41,16 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_address_never_reaches_the_accounts_ceiling() {
+        let mut config = crate::config::Config::default().sign_in;
+        config.max_failures_per_account_address_hour = 500;
+        config.max_failures_per_account_hour = 100;
+        assert_eq!(Limits::per_account_address(&config).max_failures_per_hour, 99);
+        config.max_failures_per_account_address_hour = 30;
+        assert_eq!(Limits::per_account_address(&config).max_failures_per_hour, 30);
+    }
 
     #[test]
     fn delays_grow_then_cap_at_the_hourly_limit() {

@@ -619,8 +619,9 @@ impl MigrationTrait for Flows {
 }
 
 /// Identifier keys in their NFKC case-folded form, and look-alike skeletons beside them. Existing
-/// accounts are re-keyed; two that now share a key keep their old keys and are reported in the
-/// log (one of them must be renamed before either can change its identifier).
+/// accounts are re-keyed. Where several accounts' identifiers now read the same, the oldest keeps
+/// the identifier; the others get a key no identifier can match (they cannot be found by it
+/// until an administrator renames them) and are named in the log.
 struct IdentifierForms;
 
 impl MigrationName for IdentifierForms {
@@ -675,29 +676,53 @@ async fn rekey_users(db: &SchemaManagerConnection<'_>) -> Result<(), DbErr> {
             email_keys.entry((row.tenant_id, gatehouse_types::identifier_key(&row.email))).or_default().push(row.id);
         }
     }
-    let shared = |keys: &HashMap<(uuid::Uuid, String), Vec<i64>>, what: &str| {
+    for (keys, what) in [(&username_keys, "username"), (&email_keys, "e-mail address")] {
         for ids in keys.values().filter(|ids| ids.len() > 1) {
-            tracing::warn!(accounts = ?ids, "these accounts' {what}s read as the same; they keep their old keys until all but one are renamed");
+            tracing::warn!(
+                kept_by = ids.iter().min(),
+                accounts = ?ids,
+                "these accounts' {what}s now read as the same: the oldest keeps it, rename the others"
+            );
         }
+    }
+    // A key no identifier can produce: identifiers never hold control characters.
+    let unmatchable = |id: i64| format!("\u{1}clash:{id}");
+    let keeps = |keys: &HashMap<(uuid::Uuid, String), Vec<i64>>, tenant: uuid::Uuid, key: &str, id: i64| {
+        keys.get(&(tenant, key.to_owned())).and_then(|ids| ids.iter().min()) == Some(&id)
     };
-    shared(&username_keys, "username");
-    shared(&email_keys, "e-mail address");
-    for row in &rows {
-        let mut update = Query::update();
-        update.table("users").and_where(Expr::col("id").eq(row.id));
-        let username_key = gatehouse_types::identifier_key(&row.username);
-        if username_keys.get(&(row.tenant_id, username_key.clone())).is_some_and(|ids| ids.len() == 1) {
-            update.value("username_key", username_key);
-        }
-        update.value("username_skeleton", gatehouse_types::identifier_skeleton(&row.username));
-        if row.email_key.is_some() {
-            let email_key = gatehouse_types::identifier_key(&row.email);
-            if email_keys.get(&(row.tenant_id, email_key.clone())).is_some_and(|ids| ids.len() == 1) {
-                update.value("email_key", email_key);
+    // Keys given up are written first, so every kept key is free when it is written.
+    for giving_up in [true, false] {
+        for row in &rows {
+            let username_key = gatehouse_types::identifier_key(&row.username);
+            let email_key = row.email_key.as_ref().map(|_| gatehouse_types::identifier_key(&row.email));
+            let keeps_username = keeps(&username_keys, row.tenant_id, &username_key, row.id);
+            let keeps_email = email_key.as_ref().map(|key| keeps(&email_keys, row.tenant_id, key, row.id));
+            let mut update = Query::update();
+            update.table("users").and_where(Expr::col("id").eq(row.id));
+            if giving_up {
+                if !keeps_username {
+                    update.value("username_key", unmatchable(row.id));
+                }
+                if keeps_email == Some(false) {
+                    update.value("email_key", unmatchable(row.id));
+                }
+                if keeps_username && keeps_email != Some(false) {
+                    continue;
+                }
+            } else {
+                if keeps_username {
+                    update.value("username_key", username_key);
+                }
+                update.value("username_skeleton", gatehouse_types::identifier_skeleton(&row.username));
+                if let Some(email_key) = email_key {
+                    if keeps_email == Some(true) {
+                        update.value("email_key", email_key);
+                    }
+                    update.value("email_skeleton", gatehouse_types::identifier_skeleton(&row.email));
+                }
             }
-            update.value("email_skeleton", gatehouse_types::identifier_skeleton(&row.email));
+            db.execute(&update).await?;
         }
-        db.execute(&update).await?;
     }
     Ok(())
 }

@@ -26,9 +26,11 @@ pub struct VerifiedFactor {
     pub at: DateTime<Utc>,
 }
 
-/// Whether any of `factors` was verified for `user`.
-pub fn verified_for(factors: &[VerifiedFactor], user: i64) -> bool {
-    factors.iter().any(|factor| factor.user == user)
+/// Whether any of `factors` was verified for account `user` since `password_changed`: a factor
+/// proven before a password change or reset (with the old password, or an app password the
+/// reset ended) proves nothing now.
+pub fn verified_for(factors: &[VerifiedFactor], user: i64, password_changed: DateTime<Utc>) -> bool {
+    factors.iter().any(|factor| factor.user == user && factor.at >= password_changed)
 }
 
 /// Reads the stored factors, dropping entries this version cannot read (such as the bare stage
@@ -59,8 +61,10 @@ mod tests {
         ]});
         let holder: Holder = serde_json::from_value(stored).unwrap();
         assert_eq!(holder.factors, vec![VerifiedFactor { kind: FactorKind::Password, user: 7, stage, at }]);
-        assert!(verified_for(&holder.factors, 7));
-        assert!(!verified_for(&holder.factors, 8));
-        assert!(!verified_for(&[], 7));
+        let before = at - chrono::TimeDelta::minutes(1);
+        assert!(verified_for(&holder.factors, 7, before));
+        assert!(!verified_for(&holder.factors, 8, before));
+        assert!(!verified_for(&[], 7, before));
+        assert!(!verified_for(&holder.factors, 7, at + chrono::TimeDelta::seconds(1)), "the password changed since");
     }
 }

@@ -129,6 +129,15 @@ pub async fn security_headers(
     response
 }
 
+/// Whether the percent-decoded `path` holds a control character.
+fn path_holds_control(path: &str) -> bool {
+    // Decoded as one form value: `+`, `&` and `=` are kept as themselves, not read as syntax.
+    let escaped = path.replace('+', "%2B").replace('&', "%26").replace('=', "%3D");
+    form_urlencoded::parse(format!("p={escaped}").as_bytes())
+        .next()
+        .is_some_and(|(_, decoded)| crate::json::refused_control(&decoded, crate::json::TextRole::Name).is_some())
+}
+
 /// Whether a trusted proxy says the client connected over HTTPS.
 fn forwarded_https(request: &Request, trusted: &[ipnet::IpNet]) -> bool {
     let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
@@ -147,8 +156,7 @@ fn forwarded_https(request: &Request, trusted: &[ipnet::IpNet]) -> bool {
 pub async fn refuse_control_characters(request: Request, next: Next) -> Response {
     use crate::json::{TextRole, refused_control};
     let uri = request.uri();
-    let path = form_urlencoded::parse(format!("p={}", uri.path().replace('+', "%2B")).as_bytes()).next().map(|(_, p)| p.into_owned());
-    let error = if path.is_some_and(|p| refused_control(&p, TextRole::Name).is_some()) {
+    let error = if path_holds_control(uri.path()) {
         Some(Error::NotFound)
     } else {
         uri.query().and_then(|query| {
@@ -163,5 +171,18 @@ pub async fn refuse_control_characters(request: Request, next: Next) -> Response
         Some(error) if uri.path().starts_with("/api/") => error.into_response(),
         Some(error) => super::pages::error_page(error),
         None => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_anywhere_in_the_path_are_found() {
+        for path in ["/a%00b/", "/tokens/a&%01/", "/tokens/a=b%1B/", "/tokens/a+%7F/", "/x/%C2%85/"] {
+            assert!(super::path_holds_control(path), "{path}");
+        }
+        for path in ["/api/v3/core/tokens/a&b=c+d/", "/caf%C3%A9/"] {
+            assert!(!super::path_holds_control(path), "{path}");
+        }
     }
 }

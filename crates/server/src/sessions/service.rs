@@ -148,7 +148,7 @@ pub async fn create(
     .insert(db)
     .await?;
     let csrf_token = csrf_token(&state.secret, session.id);
-    let known_browser = known_browser::issue(&state.secret, state.tenant, user.id, now);
+    let known_browser = known_browser::issue(&state.secret, state.tenant, user, now);
     Ok(NewSession { key, csrf_token, known_browser, session })
 }
 
@@ -173,17 +173,24 @@ pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option
         Some(user) => user.email_key.clone().unwrap_or_else(|| user.username_key.clone()),
         None => gatehouse_types::identifier_key(&identifier),
     };
+    // Buckets are named by a keyed digest: whatever was typed (a password in the wrong box, text
+    // shaped like another bucket's name) is neither stored nor able to name another bucket.
+    let account_key = state.secret.digest("sign-in-account", account_key.as_bytes());
+    let account_key = &account_key[..32];
     let limits = &state.config.sign_in;
     let browser = match (candidate, client.known_browser.as_deref()) {
-        (Some(user), Some(mark)) => known_browser::recognise(&state.secret, state.tenant, mark, user.id, Utc::now()),
+        (Some(user), Some(mark)) => known_browser::recognise(&state.secret, state.tenant, mark, user, Utc::now()),
         _ => None,
     };
     let buckets = match browser {
-        Some(browser) => vec![Bucket::account_in_browser(&account_key, &browser, Limits::per_account_address(limits))],
+        Some(browser) => vec![
+            Bucket::account_in_browser(account_key, &browser, Limits::per_account_address(limits)),
+            Bucket::account_browsers_ceiling(account_key, limits.max_failures_per_account_hour),
+        ],
         None => {
             let mut buckets = vec![
-                Bucket::account_at_address(&account_key, client.ip, Limits::per_account_address(limits)),
-                Bucket::account_ceiling(&account_key, limits.max_failures_per_account_hour),
+                Bucket::account_at_address(account_key, client.ip, Limits::per_account_address(limits)),
+                Bucket::account_ceiling(account_key, limits.max_failures_per_account_hour),
             ];
             if let Some(ip) = client.ip {
                 buckets.push(Bucket::address(ip, Limits::per_address(limits)));

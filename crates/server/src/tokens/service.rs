@@ -356,7 +356,7 @@ pub async fn list(state: &AppState, actor: &Actor, filter: &TokenFilter, params:
     if let Some(username) = filter.user_username.as_deref().filter(|v| !v.is_empty()) {
         let ids: Vec<i64> = user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.0))
-            .filter(user::Column::UsernameKey.eq(username.to_lowercase()))
+            .filter(user::Column::UsernameKey.eq(gatehouse_types::identifier_key(username)))
             .all(&state.db)
             .await?
             .into_iter()

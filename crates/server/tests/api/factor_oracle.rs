@@ -2,7 +2,9 @@
 //! flows, stages and bindings over HTTP; afterwards, someone who knows only a superuser's e-mail
 //! address runs every flow, answering each question as well as they can without the password.
 //! Whatever the edits, no run may end with a session or a `login` event for the superuser: a
-//! session needs a factor verified in the same run, not a particular order of stages.
+//! session needs a factor verified in the same run for that very account, not a particular
+//! order of stages. A second attacker holds an account of their own, proves its password, then
+//! names the superuser: they may end signed in as themselves, never as the superuser.
 //!
 //! `GATEHOUSE_FACTOR_ORACLE_CASES` sets the number of cases (default 32; CI's longer runs use
 //! more).
@@ -21,6 +23,7 @@ use crate::flows::Browser;
 use crate::support::*;
 
 const VICTIM: &str = "victim@example.com";
+const INSIDER: &str = "insider@example.com";
 const WRONG_PASSWORD: &str = "not the victim's password 1";
 const EDITING: &[&str] = &[
     "authentik_flows.add_flow",
@@ -79,6 +82,7 @@ fn setup() -> Arc<(TestApp, Session, Value)> {
                 })
                 .await;
                 app.superuser(VICTIM).await;
+                app.user(INSIDER, |_| {}).await;
                 app.user_with("editor@example.com", EDITING).await;
                 let editor = app.sign_in("editor@example.com").await;
                 let (_, default) = json(app.get(&editor, "/api/v3/flows/instances/default-authentication-flow/").await).await;
@@ -174,26 +178,42 @@ async fn apply(app: &TestApp, editor: &Session, default: &Value, edits: &[Edit],
     flows.iter().filter_map(|f| f["slug"].as_str().map(str::to_owned)).collect()
 }
 
-/// Runs flow `slug` as someone who knows the victim's address but not the password. Returns the
-/// components it met, for the failure message.
-async fn attack(app: &TestApp, slug: &str) -> (StatusCode, Vec<String>) {
+/// How the attacker answers: knowing only the victim's address, or also holding an account of
+/// their own whose password they prove first, naming the victim afterwards.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Attacker {
+    Stranger,
+    Insider,
+}
+
+/// Runs flow `slug` as `attacker`. Returns who the browser is signed in as afterwards (if anyone)
+/// and the components it met, for the failure message.
+async fn attack(app: &TestApp, slug: &str, attacker: Attacker) -> (Option<String>, Vec<String>) {
     let path = format!("/api/v3/flows/executor/{slug}/");
     let mut browser = Browser::new(app);
     let (_, mut challenge) = browser.get(&path).await;
     let mut met = Vec::new();
+    let mut identified = false;
+    let password = if attacker == Attacker::Insider { PASSWORD } else { WRONG_PASSWORD };
     for _ in 0..10 {
         let component = challenge["component"].as_str().unwrap_or_default().to_owned();
         met.push(component.clone());
         let answer = match component.as_str() {
-            "ak-stage-identification" => json!({"component": component, "uid_field": VICTIM, "password": WRONG_PASSWORD}),
-            "ak-stage-password" => json!({"component": component, "password": WRONG_PASSWORD}),
+            "ak-stage-identification" => {
+                let who = if attacker == Attacker::Insider && !identified { INSIDER } else { VICTIM };
+                identified = true;
+                json!({"component": component, "uid_field": who, "password": password})
+            }
+            "ak-stage-password" => json!({"component": component, "password": password}),
             "ak-stage-user-login" => json!({"component": component, "remember_me": true}),
             "ak-stage-user-logout" => json!({"component": component}),
             _ => break,
         };
         challenge = browser.post(&path, answer).await.1;
     }
-    (browser.me().await, met)
+    let (status, me) = browser.get("/api/v3/core/users/me/").await;
+    let signed_in_as = (status == StatusCode::OK).then(|| me["user"]["email"].as_str().unwrap_or_default().to_owned());
+    (signed_in_as, met)
 }
 
 async fn run_case(edits: Vec<Edit>, case: u64) -> Result<(), TestCaseError> {
@@ -202,8 +222,11 @@ async fn run_case(edits: Vec<Edit>, case: u64) -> Result<(), TestCaseError> {
     let since: DateTime<Utc> = Utc::now();
     let slugs = apply(app, editor, default, &edits, case).await;
     for slug in &slugs {
-        let (me, met) = attack(app, slug).await;
-        prop_assert_eq!(me, StatusCode::UNAUTHORIZED, "flow {} signed someone in without a factor: {:?}", slug, met);
+        let (signed_in_as, met) = attack(app, slug, Attacker::Stranger).await;
+        prop_assert_eq!(signed_in_as, None, "flow {} signed a stranger in without a factor: {:?}", slug, met);
+        // An insider may sign in as themselves, never as the account named after their proof.
+        let (signed_in_as, met) = attack(app, slug, Attacker::Insider).await;
+        prop_assert!(signed_in_as.as_deref().is_none_or(|who| who == INSIDER), "flow {} signed {:?} in: {:?}", slug, signed_in_as, met);
     }
     let victim = gatehouse::accounts::users::find_user_by_identifier(&app.state.db, app.state.tenant, VICTIM, true, false, false)
         .await

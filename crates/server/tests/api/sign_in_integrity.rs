@@ -575,9 +575,69 @@ async fn existing_accounts_are_rekeyed_and_clashes_reported() {
     gatehouse::db::migrations::Migrator::up(&db, None).await.unwrap();
     let rows = user::Entity::find().order_by_asc(user::Column::Id).all(&db).await.unwrap();
     let keys: Vec<(&str, Option<&str>)> = rows.iter().map(|u| (u.username_key.as_str(), u.email_key.as_deref())).collect();
-    // ＡＤＡ and ada now read the same, as do ada@ and ａｄａ@: both pairs keep their old keys
-    // (and the log names them); bob is simply re-keyed.
-    assert_eq!(keys, [("ａｄａ", Some("ada@example.com")), ("ada", Some("ａｄａ@example.com")), ("bob", Some("bob@example.com"))]);
+    // ＡＤＡ and ada now read the same, as do ada@ and ａｄａ@: the older account keeps both, the
+    // newer one can no longer be found by either until it is renamed (the log names both); bob is
+    // simply re-keyed.
+    let second = format!("\u{1}clash:{}", rows[1].id);
+    assert_eq!(keys, [("ada", Some("ada@example.com")), (second.as_str(), Some(second.as_str())), ("bob", Some("bob@example.com"))]);
     assert!(rows.iter().all(|u| u.username_skeleton.is_some() && u.email_skeleton.is_some()));
     assert_eq!(rows[0].username_skeleton, rows[1].username_skeleton);
+    let tenant = gatehouse::tenants::TenantId(tenant);
+    for typed in ["ada", "ＡＤＡ", "ada@example.com", "ａｄａ@example.com"] {
+        let found = gatehouse::accounts::users::find_user_by_identifier(&db, tenant, typed, true, true, false).await.unwrap();
+        assert_eq!(found.map(|u| u.id), Some(rows[0].id), "{typed} finds the older account");
+    }
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_known_browser_marks_and_factors_proven_before_it() {
+    let app = behind_a_proxy(|c| {
+        c.sign_in.free_failures_per_account_address = 3;
+        c.sign_in.max_failures_per_account_address_hour = 5;
+        c.sign_in.max_failures_per_account_hour = 6;
+    })
+    .await;
+    app.superuser("admin@example.com").await;
+    let victim = app.user("victim@example.com", |_| {}).await;
+    let admin = app.sign_in("admin@example.com").await;
+    let owner = sign_in_from(&app, "victim@example.com", PASSWORD, "198.51.100.7", None).await;
+    let old_mark = known_browser_cookie(&owner);
+    let reset =
+        app.post(&admin, &format!("/api/v3/core/users/{}/set_password/", victim.id), json!({"password": "the new one 2026!"})).await;
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    for attacker in 1..=3 {
+        for guess in 0..2 {
+            sign_in_from(&app, "victim@example.com", &format!("guess {attacker}.{guess}"), &format!("203.0.113.{attacker}"), None).await;
+        }
+    }
+    let with_old_mark = sign_in_from(&app, "victim@example.com", "the new one 2026!", "192.0.2.10", Some(&old_mark)).await;
+    assert_eq!(with_old_mark.status(), StatusCode::TOO_MANY_REQUESTS, "a mark from before the reset is no mark");
+
+    // A factor proven before the reset does not carry a run past it.
+    app.user_with("editor@example.com", FLOW_EDITING).await;
+    let editor = app.sign_in("editor@example.com").await;
+    build_flow(
+        &app,
+        &editor,
+        "slow",
+        &[("identification", json!({})), ("password", json!({})), ("user_login", json!({"remember_me_offset": "days=1"}))],
+    )
+    .await;
+    let mut browser = Browser::new(&app);
+    identify(&mut browser, "slow", "admin@example.com").await;
+    let (_, question) = browser.post("/api/v3/flows/executor/slow/", json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(question["component"], "ak-stage-user-login", "{question}");
+    let admin_user = app.state.db.clone();
+    let admin_id =
+        gatehouse::accounts::users::find_user_by_identifier(&admin_user, app.state.tenant, "admin@example.com", true, false, false)
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+    let root = app.sign_in("admin@example.com").await;
+    let reset = app.post(&root, &format!("/api/v3/core/users/{admin_id}/set_password/"), json!({"password": "the new one 2026!"})).await;
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    let (_, answer) = browser.post("/api/v3/flows/executor/slow/", json!({"component": "ak-stage-user-login", "remember_me": true})).await;
+    assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
 }

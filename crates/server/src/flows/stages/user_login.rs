@@ -51,15 +51,16 @@ impl Default for UserLoginSettings {
 pub struct UserLogin;
 
 impl UserLogin {
-    /// The pending account when it may be signed in now, or the step that refuses it.
+    /// The pending account when it may be signed in now, or the step that refuses it. Every
+    /// refusal reads the same, so a badly built flow does not tell whether an account exists.
     async fn admissible(&self, cx: &mut StageContext<'_>) -> Result<Result<user::Model, Step>> {
         let Some(user) = cx.pending_account().await? else {
-            return Ok(Err(Step::Denied("No user to sign in.".into())));
+            return Ok(Err(Step::Denied(NO_VERIFIED_FACTOR.into())));
         };
         if !crate::sessions::service::may_sign_in(&user) {
-            return Ok(Err(Step::Denied("This account may not sign in.".into())));
+            return Ok(Err(Step::Denied(NO_VERIFIED_FACTOR.into())));
         }
-        if !verified_for(&cx.context.factors, user.id) {
+        if !verified_for(&cx.context.factors, user.id, user.password_change_date) {
             // Whatever the bindings say: a flow that reaches this stage without the account
             // having proven anything is a misconfiguration or an attack, never a sign-in.
             let event = EventRecord::new(Action::SuspiciousRequest)
