@@ -136,8 +136,7 @@ pub struct PasswordConfig {
 #[serde(deny_unknown_fields)]
 pub struct SignInConfig {
     /// Failures one client address (or one known browser) may make at one account without
-    /// delay. (Named `free_failures_per_account` before failures were counted per address.)
-    #[serde(alias = "free_failures_per_account")]
+    /// delay.
     pub free_failures_per_account_address: u32,
     /// Most failures one client address can make at one account in an hour: the delay between
     /// its attempts grows to 3600 / this many seconds and stays there. At most one less than
@@ -449,15 +448,6 @@ mod tests {
         assert!(err.contains("secret_key"), "{err}");
         config.secret_key = Some("x".repeat(40));
         config.validate().unwrap();
-    }
-
-    #[test]
-    fn the_name_used_before_failures_were_counted_per_address_still_reads() {
-        let config: SignInConfig = toml::from_str(
-            "free_failures_per_account = 3\nmax_failures_per_account_address_hour = 30\nmax_failures_per_account_hour = 100\nfree_failures_per_ip = 20\nmax_failures_per_ip_hour = 600",
-        )
-        .unwrap();
-        assert_eq!(config.free_failures_per_account_address, 3);
     }
 
     #[test]
