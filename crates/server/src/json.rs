@@ -42,14 +42,20 @@ const MULTILINE_FIELDS: [&str; 4] = ["description", "deny_message", "password", 
 /// Fields that hold free-form data, whose text may hold anything a value may.
 const FREE_FORM_FIELDS: [&str; 4] = ["attributes", "args", "kwargs", "context"];
 
-/// The role text under `key` plays: a value where the field allows line breaks, a name
-/// otherwise (`inherited` inside free-form data).
+/// The role the text of field `name` plays, in a JSON body or a form: a value where the field
+/// allows line breaks, a name otherwise.
+pub fn field_role(name: &str) -> TextRole {
+    if MULTILINE_FIELDS.contains(&name) || FREE_FORM_FIELDS.contains(&name) { TextRole::Value } else { TextRole::Name }
+}
+
+/// `name` without its control characters, fit to name the field an error is about.
+pub fn printable(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// The role text under `key` plays (`inherited` inside free-form data).
 fn role_under(key: &str, inherited: TextRole) -> TextRole {
-    if inherited == TextRole::Value || MULTILINE_FIELDS.contains(&key) || FREE_FORM_FIELDS.contains(&key) {
-        TextRole::Value
-    } else {
-        TextRole::Name
-    }
+    if inherited == TextRole::Value { TextRole::Value } else { field_role(key) }
 }
 
 /// The path (`a.b.0.c`) of the first string, or key, holding a control character it may not

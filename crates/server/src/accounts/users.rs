@@ -113,43 +113,86 @@ impl IdentifierForms {
     }
 }
 
+/// The two identifiers of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdentifierField {
+    Email,
+    Username,
+}
+
+impl IdentifierField {
+    /// The request field it comes from.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Username => "username",
+        }
+    }
+
+    fn key_column(self) -> user::Column {
+        match self {
+            Self::Email => user::Column::EmailKey,
+            Self::Username => user::Column::UsernameKey,
+        }
+    }
+
+    fn skeleton_column(self) -> user::Column {
+        match self {
+            Self::Email => user::Column::EmailSkeleton,
+            Self::Username => user::Column::UsernameSkeleton,
+        }
+    }
+
+    /// Whether `account` already holds `key` in this field.
+    fn holds(self, account: &user::Model, key: &str) -> bool {
+        match self {
+            Self::Email => account.email_key.as_deref() == Some(key),
+            Self::Username => account.username_key == key,
+        }
+    }
+
+    fn taken(self) -> &'static str {
+        match self {
+            Self::Email => "A user with this email address already exists.",
+            Self::Username => "A user with that username already exists.",
+        }
+    }
+
+    fn look_alike(self) -> &'static str {
+        match self {
+            Self::Email => "A user with a look-alike email address already exists; choose one that reads differently.",
+            Self::Username => "A user with a look-alike username already exists; choose one that reads differently.",
+        }
+    }
+}
+
 /// Checks a new e-mail address or username of account `except` (none for a new account): its
 /// scripts and characters (ASCII only when configured), then that no other account of the
-/// tenant has the same key or a look-alike skeleton. Problems go to `errors` under `field`.
+/// tenant has the same key or a look-alike skeleton. Problems go to `errors` under the field.
 async fn check_identifier_free(
     db: &impl ConnectionTrait,
     state: &AppState,
-    field: &'static str,
+    field: IdentifierField,
     text: &str,
     except: Option<i64>,
     errors: &mut FieldErrors,
 ) -> Result<IdentifierForms> {
     let forms = IdentifierForms::of(text);
     if let Err(problem) = gatehouse_types::check_identifier(text, state.config.identifiers.ascii_only) {
-        errors.add(field, problem.to_string());
+        errors.add(field.name(), problem.to_string());
         return Ok(forms);
     }
-    let (key_column, skeleton_column, what) = match field {
-        "email" => (user::Column::EmailKey, user::Column::EmailSkeleton, "email address"),
-        _ => (user::Column::UsernameKey, user::Column::UsernameSkeleton, "username"),
-    };
-    let mut query = user::Entity::find()
-        .filter(user::Column::TenantId.eq(state.tenant.0))
-        .filter(sea_orm::Condition::any().add(key_column.eq(forms.key.clone())).add(skeleton_column.eq(forms.skeleton.clone())));
+    let mut query = user::Entity::find().filter(user::Column::TenantId.eq(state.tenant.0)).filter(
+        sea_orm::Condition::any().add(field.key_column().eq(forms.key.clone())).add(field.skeleton_column().eq(forms.skeleton.clone())),
+    );
     if let Some(id) = except {
         query = query.filter(user::Column::Id.ne(id));
     }
     let clashes = query.limit(2).all(db).await?;
-    let same_key = |u: &user::Model| match field {
-        "email" => u.email_key.as_deref() == Some(forms.key.as_str()),
-        _ => u.username_key == forms.key,
-    };
-    if clashes.iter().any(same_key) {
-        let message =
-            if field == "email" { "A user with this email address already exists." } else { "A user with that username already exists." };
-        errors.add(field, message);
+    if clashes.iter().any(|account| field.holds(account, &forms.key)) {
+        errors.add(field.name(), field.taken());
     } else if !clashes.is_empty() {
-        errors.add(field, format!("A user with a look-alike {what} already exists; choose one that reads differently."));
+        errors.add(field.name(), field.look_alike());
     }
     Ok(forms)
 }
@@ -220,10 +263,10 @@ async fn insert_user(
     let now = Utc::now();
     let guard = Guard::begin(txn, state, actor, Scope::default()).await?;
     let email = match &new.email {
-        Some(email) => Some(check_identifier_free(txn, state, "email", email.as_str(), None, &mut errors).await?),
+        Some(email) => Some(check_identifier_free(txn, state, IdentifierField::Email, email.as_str(), None, &mut errors).await?),
         None => None,
     };
-    let username_forms = check_identifier_free(txn, state, "username", &username, None, &mut errors).await?;
+    let username_forms = check_identifier_free(txn, state, IdentifierField::Username, &username, None, &mut errors).await?;
     check_groups_exist(txn, tenant, "groups", &new.groups, &mut errors).await?;
     errors.into_result()?;
     let created = user::ActiveModel {
@@ -380,11 +423,11 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
     let before = find_user(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
     let mut errors = FieldErrors::new();
     let email_forms = match &changes.email {
-        Some(Some(email)) => Some(check_identifier_free(&txn, state, "email", email.as_str(), Some(id), &mut errors).await?),
+        Some(Some(email)) => Some(check_identifier_free(&txn, state, IdentifierField::Email, email.as_str(), Some(id), &mut errors).await?),
         _ => None,
     };
     let username_forms = match &changes.username {
-        Some(username) => Some(check_identifier_free(&txn, state, "username", username, Some(id), &mut errors).await?),
+        Some(username) => Some(check_identifier_free(&txn, state, IdentifierField::Username, username, Some(id), &mut errors).await?),
         None => None,
     };
     if let Some(groups) = &changes.groups {

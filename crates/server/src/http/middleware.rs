@@ -162,8 +162,7 @@ pub async fn refuse_control_characters(request: Request, next: Next) -> Response
         uri.query().and_then(|query| {
             form_urlencoded::parse(query.as_bytes()).find_map(|(name, value)| {
                 let refusal = refused_control(&name, TextRole::Name).or_else(|| refused_control(&value, TextRole::Name))?;
-                let name: String = name.chars().filter(|c| !c.is_control()).collect();
-                Some(Error::field(name, refusal))
+                Some(Error::field(crate::json::printable(&name), refusal))
             })
         })
     };

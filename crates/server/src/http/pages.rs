@@ -95,10 +95,9 @@ pub fn form_fields(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, Stri
     let text = std::str::from_utf8(body).map_err(|_| Error::field(crate::error::NON_FIELD_ERRORS, "The form is not valid UTF-8."))?;
     let fields = crate::flows::redirect::url_params(text);
     for (name, value) in &fields {
-        use crate::json::{TextRole, refused_control};
-        let role = if name == "password" { TextRole::Value } else { TextRole::Name };
-        if let Some(refusal) = refused_control(name, TextRole::Name).or_else(|| refused_control(value, role)) {
-            return Err(Error::field(name.chars().filter(|c| !c.is_control()).collect::<String>(), refusal));
+        use crate::json::{TextRole, field_role, printable, refused_control};
+        if let Some(refusal) = refused_control(name, TextRole::Name).or_else(|| refused_control(value, field_role(name))) {
+            return Err(Error::field(printable(name), refusal));
         }
     }
     Ok(fields)

@@ -162,7 +162,8 @@ pub struct Attempt {
 /// Starts a password attempt from `client` by someone who typed `identifier`, against
 /// `candidate` if that names an account: reserves the attempt before anything is checked, or
 /// fails with 429 while it must wait. From a browser that signed in to the account before, the
-/// attempt counts toward that browser's bucket for the account only; otherwise toward the
+/// attempt counts toward that browser's bucket and the account's ceiling for known browsers;
+/// otherwise toward the
 /// account at the client's address, the account's hourly ceiling and the address (see
 /// [`crate::credentials::attempts`]). The account's failures are counted under its e-mail (or
 /// username) whatever the person typed, so switching between e-mail and username gains no extra
@@ -352,8 +353,9 @@ pub async fn start_session(
 
 /// Signs in with e-mail and password in one call, ending `replacing` (the session the request
 /// came with) on success. Only the account's own password signs in here: app passwords are for
-/// clients that cannot run a flow, and work in a flow only where its password stage allows them. Unknown accounts, wrong passwords, inactive accounts and accounts that
-/// may not sign in interactively all fail the same way, after the same work.
+/// clients that cannot run a flow, and work in a flow only where its password stage allows them.
+/// Unknown accounts, wrong passwords, inactive accounts and accounts that may not sign in
+/// interactively all fail the same way, after the same work.
 pub async fn sign_in(
     state: &AppState,
     email: &str,

@@ -101,10 +101,7 @@ pub async fn send_due(state: &AppState) -> Result<u32> {
             txn.rollback().await?;
             continue;
         }
-        // Serialised with a send by hand of the same schedule, which checks the same thing.
-        crate::db::lock_for_update(&txn, &format!("schedule:{}", item.id), item.tenant_id).await?;
-        if pending_task(&txn, &item).await?.is_none() {
-            queue::enqueue(&txn, state, TenantId(item.tenant_id), request(&item)).await?;
+        if send_unless_pending(&txn, state, &item).await?.is_some() {
             sent += 1;
         }
         txn.commit().await?;
@@ -123,20 +120,21 @@ fn request(item: &schedule::Model) -> Enqueue {
     }
 }
 
-/// The schedule's task that is still queued or running, if any.
-pub async fn pending_task(db: &impl ConnectionTrait, item: &schedule::Model) -> Result<Option<task::Model>> {
-    Ok(task::Entity::find()
+/// Sends a schedule in the caller's transaction (which wakes the workers after committing)
+/// unless its previous task is still queued or running: one task of a schedule at a time, for
+/// the scheduler and for a send by hand alike. A per-schedule lock serialises the two.
+pub async fn send_unless_pending(txn: &DatabaseTransaction, state: &AppState, item: &schedule::Model) -> Result<Option<task::Model>> {
+    crate::db::lock_for_update(txn, &format!("schedule:{}", item.id), item.tenant_id).await?;
+    let pending = task::Entity::find()
         .filter(task::Column::RelObjType.eq(REL_OBJ_TYPE))
         .filter(task::Column::RelObjId.eq(item.id.to_string()))
         .filter(task::Column::State.is_not_in([TaskState::Done, TaskState::Rejected]))
-        .one(db)
-        .await?)
-}
-
-/// Sends a schedule now, whatever its crontab says, in the caller's transaction (which wakes
-/// the workers after committing).
-pub async fn send_in(txn: &DatabaseTransaction, state: &AppState, item: &schedule::Model) -> Result<task::Model> {
-    queue::enqueue(txn, state, TenantId(item.tenant_id), request(item)).await
+        .one(txn)
+        .await?;
+    if pending.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(queue::enqueue(txn, state, TenantId(item.tenant_id), request(item)).await?))
 }
 
 /// A schedule of the tenant.

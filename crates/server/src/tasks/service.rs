@@ -249,12 +249,9 @@ pub async fn send_schedule(state: &AppState, actor: &Actor, id: Uuid) -> Result<
     actor.require(names::SEND_SCHEDULE)?;
     let item = schedule_of(state, id).await?;
     let txn = crate::db::begin_write(&state.db).await?;
-    // The same rule as the cron path: one task of a schedule at a time.
-    crate::db::lock_for_update(&txn, &format!("schedule:{}", item.id), state.tenant.0).await?;
-    if schedules::pending_task(&txn, &item).await?.is_some() {
+    let Some(sent) = schedules::send_unless_pending(&txn, state, &item).await? else {
         return Err(Error::Conflict("The schedule's previous task is still queued or running; wait for it to finish.".into()));
-    }
-    let sent = schedules::send_in(&txn, state, &item).await?;
+    };
     let event = actor.event(Action::ModelUpdated).about(&schedule_ref(&item)).with("sent", json!({"task": sent.message_id}));
     events::service::record(&txn, state, event).await?;
     txn.commit().await?;
@@ -265,8 +262,7 @@ pub async fn send_schedule(state: &AppState, actor: &Actor, id: Uuid) -> Result<
 /// Puts a rejected task back in the queue by hand, recording who did.
 pub async fn retry_task(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::RETRY_TASK)?;
-    let audit = actor
-        .event(Action::ModelUpdated)
-        .with("model", json!({"app": "authentik_tasks", "model_name": "task", "pk": id, "name": id.to_string()}));
+    let task = ModelRef { app: "authentik_tasks", model_name: "task", pk: json!(id), name: id.to_string() };
+    let audit = actor.event(Action::ModelUpdated).about(&task);
     super::queue::retry_rejected(state, state.tenant, id, audit).await
 }

@@ -31,7 +31,7 @@ use gatehouse::tokens::key::SecretKey;
 use gatehouse::tokens::service::{Intent, NewToken};
 use gatehouse_types::Email;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use reqwest::{Method, StatusCode};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -761,14 +761,7 @@ async fn run_case(spec: WorldSpec, calls: Vec<Call>, case: u64) -> Result<(), Te
 
 #[test]
 fn no_caller_climbs_above_its_own_rights() {
-    let cases = std::env::var("GATEHOUSE_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    let config = Config {
-        cases,
-        source_file: Some(file!()),
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
+    let mut runner = oracle_runner("GATEHOUSE_ORACLE_CASES", 256, file!());
     app();
     let counter = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&(world_spec(), prop::collection::vec(call(), 20..50)), |(spec, calls)| {

@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use chrono::{DateTime, Utc};
 use gatehouse::events::entities::event;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use reqwest::StatusCode;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -245,14 +245,7 @@ async fn run_case(edits: Vec<Edit>, case: u64) -> Result<(), TestCaseError> {
 
 #[test]
 fn no_edit_of_flows_yields_a_session_without_a_factor() {
-    let cases = std::env::var("GATEHOUSE_FACTOR_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
-    let config = Config {
-        cases,
-        source_file: Some(file!()),
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
+    let mut runner = oracle_runner("GATEHOUSE_FACTOR_ORACLE_CASES", 32, file!());
     setup();
     let counter = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&prop::collection::vec(edit(), 6..24), |edits| {

@@ -342,3 +342,16 @@ pub async fn assert_forbidden(response: Response) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["detail"], "You do not have permission to perform this action.");
 }
+
+/// A proptest runner for the oracles: `default_cases` cases unless the environment variable
+/// `cases_variable` says otherwise, failing seeds kept beside `source_file` and replayed first.
+pub fn oracle_runner(cases_variable: &str, default_cases: u32, source_file: &'static str) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    let cases = std::env::var(cases_variable).ok().and_then(|v| v.parse().ok()).unwrap_or(default_cases);
+    TestRunner::new(Config {
+        cases,
+        source_file: Some(source_file),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..Config::default()
+    })
+}
