@@ -24,6 +24,9 @@ use crate::support::*;
 
 const VICTIM: &str = "victim@example.com";
 const INSIDER: &str = "insider@example.com";
+/// The insider's own password: everyone else made by the test support shares `PASSWORD`, which
+/// the insider must not know.
+const INSIDER_PASSWORD: &str = "the insider's own secret 9";
 const WRONG_PASSWORD: &str = "not the victim's password 1";
 const EDITING: &[&str] = &[
     "authentik_flows.add_flow",
@@ -82,7 +85,8 @@ fn setup() -> Arc<(TestApp, Session, Value)> {
                 })
                 .await;
                 app.superuser(VICTIM).await;
-                app.user(INSIDER, |_| {}).await;
+                remember_secret(INSIDER_PASSWORD);
+                app.user(INSIDER, |u| u.password = Some(gatehouse::accounts::password::Password::new(INSIDER_PASSWORD.into()))).await;
                 app.user_with("editor@example.com", EDITING).await;
                 let editor = app.sign_in("editor@example.com").await;
                 let (_, default) = json(app.get(&editor, "/api/v3/flows/instances/default-authentication-flow/").await).await;
@@ -194,7 +198,7 @@ async fn attack(app: &TestApp, slug: &str, attacker: Attacker) -> (Option<String
     let (_, mut challenge) = browser.get(&path).await;
     let mut met = Vec::new();
     let mut identified = false;
-    let password = if attacker == Attacker::Insider { PASSWORD } else { WRONG_PASSWORD };
+    let password = if attacker == Attacker::Insider { INSIDER_PASSWORD } else { WRONG_PASSWORD };
     for _ in 0..10 {
         let component = challenge["component"].as_str().unwrap_or_default().to_owned();
         met.push(component.clone());
