@@ -55,6 +55,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
         actors: Arc::new(actors),
         stages: Arc::new(crate::flows::StageRegistry::builtin()),
         task_wake: Arc::new(tokio::sync::Notify::new()),
+        clock: crate::clock::Clock::default(),
     };
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;

@@ -246,7 +246,7 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
     }
     tracing::info!(
         addr = %server.addr(),
-        metrics = ?server.metrics_addr(),
+        metrics = %server.metrics_addr().map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
         database = ?state.config.backend(),
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "gatehouse is ready"

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod db;

@@ -36,4 +36,6 @@ pub struct AppState {
     pub stages: Arc<crate::flows::StageRegistry>,
     /// Key uses waiting to be written.
     pub token_usage: crate::tokens::usage::UsageRecorder,
+    /// The time limits on guessing are measured by.
+    pub clock: crate::clock::Clock,
 }

@@ -123,7 +123,12 @@ impl Bucket {
     /// When an attempt `now` must wait until, given the bucket's window.
     fn must_wait(&self, failures: u32, window_started: DateTime<Utc>, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
         match self.rule {
-            Rule::Delay(limits) => last_failure + limits.delay_after(failures) - now,
+            // No delay is due within the free failures, whatever the times say: another process's
+            // clock may run slightly ahead of this one's.
+            Rule::Delay(limits) => match limits.delay_after(failures) {
+                delay if delay.is_zero() => TimeDelta::zero(),
+                delay => last_failure + delay - now,
+            },
             Rule::Ceiling(max) if failures >= max => window_started + WINDOW - now,
             Rule::Ceiling(_) => TimeDelta::zero(),
         }
@@ -142,7 +147,7 @@ pub struct Reservation {
 /// must wait. Every process that reserves in the same bucket waits for the others' reservations:
 /// PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite through its single
 /// writer.
-pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, mut buckets: Vec<Bucket>) -> Result<Reservation> {
+pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Reservation> {
     // One order for every caller, so two attempts locking the same buckets cannot deadlock.
     buckets.sort_by(|a, b| a.name.cmp(&b.name));
     buckets.dedup_by(|a, b| a.name == b.name);
@@ -158,7 +163,6 @@ pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, mut buckets: Vec
         .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
         .all(&txn)
         .await?;
-    let now = Utc::now();
     let mut wait = TimeDelta::zero();
     let mut writes = Vec::with_capacity(buckets.len());
     for bucket in &buckets {
@@ -254,4 +258,20 @@ async fn give_back(txn: &impl ConnectionTrait, tenant: TenantId, bucket: &str) -
 pub async fn purge_stale(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64> {
     let cutoff = now - WINDOW;
     Ok(counter::Entity::delete_many().filter(counter::Column::LastFailure.lt(cutoff)).exec(db).await?.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_behind_another_processs_never_throttles_a_free_attempt() {
+        let bucket = Bucket::address("127.0.0.1".parse().unwrap(), Limits { free_failures: 5, max_failures_per_hour: 100 });
+        let now = Utc::now();
+        let ahead = now + TimeDelta::milliseconds(300);
+        assert_eq!(bucket.must_wait(1, ahead, ahead, now), TimeDelta::zero());
+        // Past the free failures the delay counts from the last failure.
+        assert_eq!(bucket.must_wait(5, now, now, now), TimeDelta::seconds(1));
+        assert_eq!(bucket.must_wait(5, now, ahead, now), TimeDelta::milliseconds(1300));
+    }
 }

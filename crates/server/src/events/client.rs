@@ -162,7 +162,9 @@ mod tests {
     fn unknown_agents_are_marked_unknown() {
         let described = describe("curl-ish/0", None, None);
         assert_eq!(described["user_agent"], "curl-ish/0");
-        assert!(described["browser"]["family"].is_string());
+        assert_eq!(described["browser"]["family"], "Other");
+        assert_eq!(described["os"]["family"], "Other");
+        assert_eq!(described["device"]["family"], "Other");
         assert!(described.get("geo").is_none());
     }
 

@@ -199,7 +199,7 @@ pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option
             buckets
         }
     };
-    match attempts::reserve(&state.db, state.tenant, buckets).await {
+    match attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await {
         Ok(reservation) => Ok(Attempt { identifier, reservation }),
         Err(error) => {
             if matches!(error, Error::RateLimited { .. }) {

@@ -182,14 +182,14 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
     let txn = crate::db::begin_write(&state.db).await?;
     let now = Utc::now();
     let (succeeded, failed): (Vec<Outcome>, Vec<Outcome>) = outcomes.into_iter().partition(|o| o.result.is_ok());
-    if !succeeded.is_empty() {
-        let logs = succeeded.iter().map(|o| lifecycle_log(&o.task, "info", "Task finished processing without errors", json!({})));
-        task_log::Entity::insert_many(logs).exec_without_returning(&txn).await?;
-    }
-    // Plain successes of a first attempt are grouped by their aggregated status and finished
-    // with one update per group; anything else is finished row by row.
-    let mut groups: std::collections::BTreeMap<&'static str, Vec<Uuid>> = std::collections::BTreeMap::new();
-    for outcome in succeeded {
+    // Every update below touches only the attempt that ran: a run whose task was rescued and
+    // claimed again meanwhile (its worker looked dead but was not) finishes nothing.
+    let mut finished: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    let mut finished_tasks = Vec::new();
+    // Successes without a result to keep are grouped by aggregated status and attempt and
+    // finished with one update per group; those with a result are finished row by row.
+    let mut groups: std::collections::BTreeMap<(&'static str, i32), Vec<Uuid>> = std::collections::BTreeMap::new();
+    for outcome in &succeeded {
         let aggregated = if outcome.task.retries == 0 && outcome.task.attempt == 1 {
             match outcome.worst_own_level {
                 3 => AggregatedStatus::Error,
@@ -200,11 +200,11 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
         } else {
             aggregate(&txn, outcome.task.message_id).await?
         };
-        let result = outcome.result.ok().flatten();
+        let result = outcome.result.as_ref().ok().cloned().flatten();
         match (result, outcome.result_ttl) {
             (Some(result), Some(ttl)) => {
                 let expiry = now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
-                guarded(&outcome.task)
+                let updated = guarded(&outcome.task)
                     .col_expr(task::Column::State, Expr::val(TaskState::Done))
                     .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
                     .col_expr(task::Column::Mtime, Expr::val(now))
@@ -213,13 +213,17 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
                     .col_expr(task::Column::ResultExpiry, Expr::val(Some(expiry)))
                     .exec(&txn)
                     .await?;
+                if updated.rows_affected == 1 {
+                    finished.insert(outcome.task.message_id);
+                }
             }
-            _ => groups.entry(aggregated.as_str()).or_default().push(outcome.task.message_id),
+            _ => groups.entry((aggregated.as_str(), outcome.task.attempt)).or_default().push(outcome.task.message_id),
         }
     }
-    for (aggregated, ids) in groups {
-        // Still this worker's running attempt: a rescued task is queued or someone else's.
-        task::Entity::update_many()
+    for ((aggregated, attempt), ids) in groups {
+        // Still this worker's running attempt: a rescued task is queued, someone else's, or this
+        // worker's again under a later attempt.
+        let updated = task::Entity::update_many()
             .col_expr(task::Column::State, Expr::val(TaskState::Done))
             .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
             .col_expr(task::Column::Mtime, Expr::val(now))
@@ -228,9 +232,19 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
             .col_expr(task::Column::ResultExpiry, Expr::val(Option::<DateTime<Utc>>::None))
             .filter(task::Column::MessageId.is_in(ids))
             .filter(task::Column::WorkerId.eq(worker))
+            .filter(task::Column::Attempt.eq(attempt))
             .filter(task::Column::State.eq(TaskState::Running))
-            .exec(&txn)
+            .exec_with_returning(&txn)
             .await?;
+        finished.extend(updated.into_iter().map(|task| task.message_id));
+    }
+    for outcome in &succeeded {
+        if finished.contains(&outcome.task.message_id) {
+            finished_tasks.push(lifecycle_log(&outcome.task, "info", "Task finished processing without errors", json!({})));
+        }
+    }
+    if !finished_tasks.is_empty() {
+        task_log::Entity::insert_many(finished_tasks).exec_without_returning(&txn).await?;
     }
     for outcome in failed {
         let (message, retryable) = match &outcome.result {

@@ -88,25 +88,35 @@ pub async fn send_due(state: &AppState) -> Result<u32> {
         .await?;
     let mut sent = 0;
     for item in due {
-        let Ok(cron) = parse_crontab(&item.crontab) else { continue };
-        let txn = crate::db::begin_write(&state.db).await?;
-        let next = next_after(&cron, std::cmp::max(item.next_run, now))?;
-        let advanced = schedule::Entity::update_many()
-            .col_expr(schedule::Column::NextRun, Expr::val(next))
-            .filter(schedule::Column::Id.eq(item.id))
-            .filter(schedule::Column::NextRun.eq(item.next_run))
-            .exec(&txn)
-            .await?;
-        if advanced.rows_affected != 1 {
-            txn.rollback().await?;
-            continue;
-        }
-        if send_unless_pending(&txn, state, &item).await?.is_some() {
+        if send_occurrence(state, &item, now).await? {
             sent += 1;
         }
-        txn.commit().await?;
-        queue::wake_local_workers(state);
     }
+    Ok(sent)
+}
+
+/// Sends the occurrence of `item` (the schedule as this scheduler read it) that was due at
+/// `item.next_run`, and moves `next_run` on. Only the first scheduler to move it sends: the move
+/// is conditional on the value read, so a scheduler that read the same row finds it moved and
+/// sends nothing, even when the first one's task has already finished. Returns whether a task
+/// was sent.
+pub async fn send_occurrence(state: &AppState, item: &schedule::Model, now: DateTime<Utc>) -> Result<bool> {
+    let Ok(cron) = parse_crontab(&item.crontab) else { return Ok(false) };
+    let txn = crate::db::begin_write(&state.db).await?;
+    let next = next_after(&cron, std::cmp::max(item.next_run, now))?;
+    let advanced = schedule::Entity::update_many()
+        .col_expr(schedule::Column::NextRun, Expr::val(next))
+        .filter(schedule::Column::Id.eq(item.id))
+        .filter(schedule::Column::NextRun.eq(item.next_run))
+        .exec(&txn)
+        .await?;
+    if advanced.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    let sent = send_unless_pending(&txn, state, item).await?.is_some();
+    txn.commit().await?;
+    queue::wake_local_workers(state);
     Ok(sent)
 }
 

@@ -75,7 +75,9 @@ fn spawn_listener(state: &AppState, wake: Arc<Notify>, mut stopped: watch::Recei
 async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     let config = state.config.tasks.clone();
     let mut in_flight: JoinSet<Option<queue::Outcome>> = JoinSet::new();
-    let mut heartbeat = tokio::time::interval(config.heartbeat.to_std());
+    // The heartbeat runs beside the claiming loop, so that a loop busy recording outcomes never
+    // makes a live worker look dead.
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), worker_id, stopped.clone()));
     let mut poll = tokio::time::interval(config.poll_interval.to_std());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -105,7 +107,6 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                 record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await;
             }
-            _ = heartbeat.tick() => housekeeping(&state, worker_id).await,
             _ = stopped.changed() => {}
         }
     }
@@ -121,6 +122,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
             }
         }
     }
+    heartbeat.abort();
     match queue::release(&state, worker_id).await {
         Ok(count) if count > 0 => tracing::info!(count, "unfinished tasks returned to the queue"),
         Ok(_) => {}
@@ -130,6 +132,18 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
         tracing::warn!(%error, "could not deregister the worker");
     }
     tracing::info!(%worker_id, "task worker stopped");
+}
+
+/// Beats every `tasks.heartbeat` until the worker stops.
+async fn heartbeat(state: AppState, worker_id: Uuid, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(state.config.tasks.heartbeat.to_std());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => housekeeping(&state, worker_id).await,
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 /// Heartbeat, rescue of dead workers' tasks, and due schedules.
@@ -143,7 +157,10 @@ async fn housekeeping(state: &AppState, worker_id: Uuid) {
         tracing::warn!(%error, "worker heartbeat failed");
     }
     match queue::rescue(state, state.config.tasks.worker_timeout.to_std()).await {
-        Ok(count) if count > 0 => tracing::warn!(count, "tasks of stopped workers returned to the queue"),
+        Ok(count) if count > 0 => {
+            tracing::warn!(count, "tasks of stopped workers returned to the queue");
+            queue::wake_local_workers(state);
+        }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "rescuing tasks failed"),
     }

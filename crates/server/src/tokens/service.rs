@@ -565,7 +565,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
         }
         None => Vec::new(),
     };
-    let reservation = attempts::reserve(&state.db, state.tenant, buckets).await?;
+    let reservation = attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await?;
     let generation = state.auth_cache.generation();
     let Some(mut token) = find_live(state, &digest, Intent::Api, now).await? else { return Ok(None) };
     let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {

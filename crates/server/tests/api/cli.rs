@@ -87,8 +87,26 @@ fn invalid_configuration_stops_with_the_key_and_the_problem() {
     assert!(stderr(&missing).contains("does not exist"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The address the server reports, in its log, that it listens on: the server binds port 0 itself,
+/// so no other process can take the port between choosing and binding it.
+async fn bound_address(log_path: &std::path::Path, err_path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = std::fs::read_to_string(log_path).unwrap_or_default();
+        let ready = logs
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == "gatehouse is ready");
+        if let Some(line) = ready {
+            return line["addr"].as_str().expect("the ready line names the address").to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never became ready: {}",
+            std::fs::read_to_string(err_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,14 +114,12 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = fresh_database_url(dir.path()).await;
     let postgres = database_url.starts_with("postgres");
-    let port = free_port();
-    let metrics_port = free_port();
     let log_path = dir.path().join("serve.log");
     let configure = |command: &mut Command| {
         command
             .env("GATEHOUSE_DATABASE__URL", &database_url)
-            .env("GATEHOUSE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("GATEHOUSE_SERVER__METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
+            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
             .env("GATEHOUSE_LOG__FORMAT", "json")
             .env("GATEHOUSE_LOG__LEVEL", "debug");
         if postgres {
@@ -119,7 +135,7 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("serve.err")).unwrap()))
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{}", bound_address(&log_path, &dir.path().join("serve.err")).await);
     let mut ready = false;
     for _ in 0..100 {
         let mut check = gatehouse(dir.path());
@@ -201,6 +217,8 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
         .await
         .unwrap();
     assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sign_in("user@example.com", user_password).await.unwrap().status(), StatusCode::BAD_REQUEST, "the old password still works");
+    assert_eq!(sign_in("user@example.com", "another secret passphrase 11").await.unwrap().status(), StatusCode::OK);
 
     // An API key from the command line, printed once, works against the running server.
     let mut token = gatehouse(dir.path());

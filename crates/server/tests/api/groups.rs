@@ -5,6 +5,12 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// Every group's name, as the superuser sees them.
+async fn group_names(app: &TestApp, admin: &Session) -> Vec<String> {
+    let (_, list) = json(app.get(admin, "/api/v3/core/groups/?page_size=100").await).await;
+    list["results"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_owned()).collect()
+}
+
 #[tokio::test]
 async fn groups_crud_and_membership() {
     let app = TestApp::spawn().await;
@@ -61,6 +67,11 @@ async fn groups_crud_and_membership() {
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "engineering"})).await, "name").await;
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({})).await, "name").await;
     assert_field_error(app.post(&admin, "/api/v3/core/groups/", json!({"name": "X", "users": [987654]})).await, "users").await;
+    let (_, parent_after) = json(app.get(&admin, &format!("/api/v3/core/groups/{parent_pk}/")).await).await;
+    assert_eq!(parent_after["parents"], json!([]), "the refused edit left no cycle behind");
+    let mut names = group_names(&app, &admin).await;
+    names.sort();
+    assert_eq!(names, ["Backend", "Engineering"], "refused creates left nothing behind");
 
     let (status, renamed) = json(app.patch(&admin, &format!("/api/v3/core/groups/{child_pk}/"), json!({"name": "Platform"})).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -115,12 +126,21 @@ async fn only_superusers_hand_out_privileges_through_groups() {
     let admins_pk = admins["pk"].as_str().unwrap();
     assert_forbidden(app.post(&session, &format!("/api/v3/core/groups/{admins_pk}/add_user/"), json!({"pk": editor.id})).await).await;
     assert_forbidden(app.patch(&session, &format!("/api/v3/core/groups/{admins_pk}/"), json!({"name": "Renamed"})).await).await;
+    let (_, admins_after) = json(app.get(&admin, &format!("/api/v3/core/groups/{admins_pk}/")).await).await;
+    assert_eq!(admins_after["name"], "Admins", "the refused rename did not happen");
+    assert_eq!(admins_after["users"], json!([]), "the refused membership did not happen");
+    let mut names = group_names(&app, &admin).await;
+    names.sort();
+    assert_eq!(names, ["Admins", "Plain"], "refused creates left nothing behind");
 
     let plain = app.user("plain@example.com", |_| {}).await;
     let plain_session = app.sign_in("plain@example.com").await;
     assert_forbidden(app.get(&plain_session, "/api/v3/core/groups/").await).await;
     assert_forbidden(app.post(&plain_session, "/api/v3/core/groups/", json!({"name": "Mine"})).await).await;
     assert_forbidden(app.delete(&plain_session, &format!("/api/v3/core/groups/{admins_pk}/")).await).await;
+    assert_eq!(group_names(&app, &admin).await.len(), 2, "the refused create and delete changed nothing");
+    let (_, editor_after) = json(app.get(&admin, &format!("/api/v3/core/users/{}/", editor.id)).await).await;
+    assert_eq!(editor_after["is_superuser"], false);
     let (_, me) = json(app.get(&plain_session, "/api/v3/core/users/me/").await).await;
     assert_eq!(me["user"]["pk"], plain.id);
     assert_eq!(me["user"]["is_superuser"], false);

@@ -185,6 +185,9 @@ impl TestApp {
         let base = format!("http://{}", server.addr());
         let metrics_base = format!("http://{}", server.metrics_addr().unwrap());
         let state = server.state.clone();
+        // Limits on guessing read a stopped clock: a test stays inside a throttle window however
+        // slowly the machine runs, and moves past a delay with `state.clock.advance`, not a sleep.
+        state.clock.stop();
         tokio::spawn(server.run(pending()));
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Self { base, metrics_base, client, state, _dir: dir }

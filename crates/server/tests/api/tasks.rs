@@ -19,7 +19,8 @@ use crate::support::*;
 fn fast(config: &mut Config) {
     config.tasks.poll_interval = "milliseconds=20".parse().unwrap();
     config.tasks.heartbeat = "milliseconds=100".parse().unwrap();
-    config.tasks.worker_timeout = "seconds=1".parse().unwrap();
+    // Fifty missed heartbeats: a loaded machine never makes a live worker look dead.
+    config.tasks.worker_timeout = "seconds=5".parse().unwrap();
     config.tasks.retry_min_backoff = "milliseconds=20".parse().unwrap();
     config.tasks.retry_max_backoff = "milliseconds=100".parse().unwrap();
     config.tasks.shutdown_deadline = "milliseconds=300".parse().unwrap();
@@ -268,6 +269,7 @@ async fn two_workers_never_run_a_task_twice() {
     txn.commit().await.unwrap();
     let first = gatehouse::tasks::worker::start(app.state.clone(), 4).await.unwrap();
     let second = gatehouse::tasks::worker::start(app.state.clone(), 4).await.unwrap();
+    let (first_id, second_id) = (first.worker_id, second.worker_id);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         // Only this test's tasks: a built-in schedule may fire while it runs.
@@ -290,9 +292,15 @@ async fn two_workers_never_run_a_task_twice() {
         assert_eq!(runs.len() as u64, TASKS, "every task ran");
         assert!(runs.values().all(|count| *count == 1), "a task ran twice");
     }
-    let workers: std::collections::HashSet<Option<Uuid>> =
-        task::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|t| t.worker_id).collect();
-    assert!(workers.len() >= 2, "both workers took part");
+    let workers: std::collections::HashSet<Uuid> = task::Entity::find()
+        .filter(task::Column::ActorName.eq("test.count"))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.worker_id.expect("a finished task names its worker"))
+        .collect();
+    assert_eq!(workers, [first_id, second_id].into_iter().collect(), "both workers took part");
 }
 
 #[tokio::test]
@@ -328,7 +336,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
         .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
         .env("GATEHOUSE_TASKS__POLL_INTERVAL", "milliseconds=20")
         .env("GATEHOUSE_TASKS__HEARTBEAT", "milliseconds=100")
-        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=1")
+        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=5")
         .env("GATEHOUSE_LOG__LEVEL", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -384,14 +392,22 @@ async fn schedules_are_sent_once_with_competing_schedulers() {
     .unwrap();
     let first = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
     let second = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sent_task = wait_for_schedule_task(&app, schedule_id).await;
+    wait_for(&app, sent_task, &["done"], Duration::from_secs(20)).await;
+    // More scheduler ticks, all at once, now that the task has finished: none sends again.
+    let ticks = (0..8).map(|_| gatehouse::tasks::schedules::send_due(&app.state));
+    for tick in futures_util::future::join_all(ticks).await {
+        tick.unwrap();
+    }
     first.shutdown().await;
     second.shutdown().await;
     let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).count(&app.state.db).await.unwrap();
     assert_eq!(sent, 1, "one occurrence, one task");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let row = schedule::Entity::find_by_id(schedule_id).one(&app.state.db).await.unwrap().unwrap();
-    assert!(row.next_run > chrono::Utc::now(), "next_run moved to the next occurrence");
+    let yearly = gatehouse::tasks::schedules::parse_crontab("0 0 1 1 *").unwrap();
+    let next_new_year = gatehouse::tasks::schedules::next_after(&yearly, chrono::Utc::now()).unwrap();
+    assert_eq!(row.next_run, next_new_year, "next_run moved to the next occurrence");
 
     app.superuser("admin@example.com").await;
     let admin = app.sign_in("admin@example.com").await;
@@ -418,6 +434,52 @@ async fn schedules_are_sent_once_with_competing_schedulers() {
     assert_forbidden(app.post(&plain, &format!("{path}send/"), json!({})).await).await;
 }
 
+/// Waits until a schedule has sent a task, and returns it.
+async fn wait_for_schedule_task(app: &TestApp, schedule_id: Uuid) -> Uuid {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).one(&app.state.db).await.unwrap();
+        if let Some(sent) = sent {
+            return sent.message_id;
+        }
+        assert!(Instant::now() < deadline, "the schedule sent nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two schedulers read the same due occurrence; the first sends it and its task finishes
+/// before the second gets to it. The second must find `next_run` moved and send nothing: the
+/// pending-task check cannot help here, the task is no longer pending.
+#[tokio::test]
+async fn a_scheduler_that_read_a_sent_occurrence_does_not_send_it_again() {
+    let app = TestApp::spawn_with(fast).await;
+    let read_by_both = schedule::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        tenant_id: Set(app.state.tenant.0),
+        identifier: Set("nightly".into()),
+        actor_name: Set("gatehouse.noop".into()),
+        args: Set(json!({})),
+        rel_obj_type: Set(None),
+        rel_obj_id: Set(None),
+        crontab: Set("0 3 * * *".into()),
+        paused: Set(false),
+        next_run: Set(chrono::Utc::now() - chrono::TimeDelta::seconds(5)),
+        description: Set(None),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    assert!(gatehouse::tasks::schedules::send_occurrence(&app.state, &read_by_both, now).await.unwrap());
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let sent = wait_for_schedule_task(&app, read_by_both.id).await;
+    wait_for(&app, sent, &["done"], Duration::from_secs(20)).await;
+    worker.shutdown().await;
+    assert!(!gatehouse::tasks::schedules::send_occurrence(&app.state, &read_by_both, now).await.unwrap(), "sent twice");
+    let sent = task::Entity::find().filter(task::Column::RelObjId.eq(read_by_both.id.to_string())).count(&app.state.db).await.unwrap();
+    assert_eq!(sent, 1);
+}
+
 #[tokio::test]
 async fn a_schedule_is_not_sent_again_while_its_task_is_pending() {
     let app = TestApp::spawn_with(fast).await;
@@ -438,11 +500,22 @@ async fn a_schedule_is_not_sent_again_while_its_task_is_pending() {
     .insert(&app.state.db)
     .await
     .unwrap();
-    // No worker runs the task, so it stays queued while the scheduler keeps ticking.
+    // No worker runs the task, so it stays queued while the scheduler keeps ticking; each tick
+    // finds the schedule due again (its next run moved back into the past, as time would).
+    let mut sent_by_tick = Vec::new();
     for _ in 0..3 {
-        gatehouse::tasks::schedules::send_due(&app.state).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        schedule::Entity::update_many()
+            .col_expr(schedule::Column::NextRun, sea_orm::sea_query::Expr::val(chrono::Utc::now() - chrono::TimeDelta::seconds(1)))
+            .filter(schedule::Column::Id.eq(schedule_id))
+            .exec(&app.state.db)
+            .await
+            .unwrap();
+        let due = schedule::Entity::find_by_id(schedule_id).one(&app.state.db).await.unwrap().unwrap();
+        sent_by_tick.push(gatehouse::tasks::schedules::send_occurrence(&app.state, &due, chrono::Utc::now()).await.unwrap());
     }
+    assert_eq!(sent_by_tick, [true, false, false]);
+    let row = schedule::Entity::find_by_id(schedule_id).one(&app.state.db).await.unwrap().unwrap();
+    assert!(row.next_run > chrono::Utc::now() - chrono::TimeDelta::seconds(1), "each tick moved next_run on");
     let sent = task::Entity::find().filter(task::Column::RelObjId.eq(schedule_id.to_string())).count(&app.state.db).await.unwrap();
     assert_eq!(sent, 1);
 }
@@ -546,4 +619,116 @@ async fn schedule_edits_sends_and_retries_are_audited_and_send_waits_for_a_pendi
     assert_eq!(retries.len(), 1, "{retries:?}");
     assert_eq!(retries[0]["user"]["pk"], operator.id);
     assert_eq!(retries[0]["context"]["model"]["pk"], json!(sent[0].message_id));
+}
+
+/// Finished-processing entries in a task's log.
+async fn finished_logs(app: &TestApp, id: Uuid) -> usize {
+    gatehouse::tasks::entities::task_log::Entity::find()
+        .filter(gatehouse::tasks::entities::task_log::Column::TaskId.eq(id))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|l| l.event == "Task finished processing without errors")
+        .count()
+}
+
+/// A worker whose heartbeat stalled (here: the whole process stopped) loses its task to a
+/// rescue; when it wakes and finishes, the rerun's outcome stands and the task finishes once.
+#[tokio::test]
+async fn a_worker_rescued_while_alive_finishes_nothing_when_it_wakes() {
+    let app = TestApp::spawn_with(fast).await;
+    // Queued before the worker process starts, so that its start-up claim takes it and it never
+    // needs to poll: a process stopped while it holds SQLite's write lock would block the test.
+    let id = send(&app, "gatehouse.sleep", json!({"seconds": 5.0})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATEHOUSE_") {
+            command.env_remove(key);
+        }
+    }
+    let mut zombie = command
+        .arg("worker")
+        .env("GATEHOUSE_DATA_DIR", dir.path())
+        .env("GATEHOUSE_DATABASE__URL", app.state.config.database_url())
+        .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
+        .env("GATEHOUSE_TASKS__POLL_INTERVAL", "hours=1")
+        .env("GATEHOUSE_TASKS__HEARTBEAT", "seconds=2")
+        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=5")
+        .env("GATEHOUSE_TASKS__SHUTDOWN_DEADLINE", "seconds=30")
+        .env("GATEHOUSE_LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let claimed = wait_for(&app, id, &["running"], Duration::from_secs(20)).await;
+    let zombie_worker = claimed.worker_id.expect("claimed by the worker process");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &zombie.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    // Another worker sees the heartbeat stop, rescues the task and runs it to the end.
+    let rescuer = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let rescuer_id = rescuer.worker_id;
+    let rerun = wait_for(&app, id, &["done"], Duration::from_secs(60)).await;
+    assert_eq!((rerun.attempt, rerun.worker_id), (2, Some(rescuer_id)));
+    rescuer.shutdown().await;
+    // The stopped worker wakes, its run completes, and it shuts down gracefully: everything it
+    // would record is recorded by the time it exits.
+    signal("-CONT");
+    signal("-TERM");
+    let exited = zombie.wait().unwrap();
+    assert!(exited.success(), "{exited:?}");
+    let after = task_row(&app, id).await;
+    assert_eq!((after.state.as_str(), after.attempt, after.worker_id), ("done", 2, Some(rescuer_id)));
+    assert_ne!(after.worker_id, Some(zombie_worker));
+    assert_eq!(finished_logs(&app, id).await, 1, "the task finished twice");
+}
+
+/// The same, when the rescued worker claims its own task again before the first run ends: the
+/// late outcome of attempt 1 must not finish attempt 2.
+#[tokio::test]
+async fn a_late_outcome_never_finishes_a_later_attempt_of_the_same_worker() {
+    use gatehouse::tasks::queue::{self, Outcome};
+    let app = TestApp::spawn_with(fast).await;
+    let id = send(&app, "gatehouse.noop", json!({})).await;
+    let worker = Uuid::new_v4(); // registered nowhere, so every rescue finds it dead
+    let first = queue::claim(&app.state, worker, 1).await.unwrap().pop().expect("claimed");
+    assert_eq!(first.attempt, 1);
+    assert_eq!(queue::rescue(&app.state, Duration::from_secs(5)).await.unwrap(), 1);
+    let second = queue::claim(&app.state, worker, 1).await.unwrap().pop().expect("claimed again");
+    assert_eq!((second.message_id, second.attempt), (id, 2));
+    let outcome = |task: task::Model| Outcome { task, result: Ok(None), result_ttl: None, max_retries: 0, worst_own_level: 0 };
+    queue::record(&app.state, worker, vec![outcome(first)]).await.unwrap();
+    let row = task_row(&app, id).await;
+    assert_eq!((row.state.as_str(), row.attempt), ("running", 2), "the late outcome finished the rerun");
+    assert_eq!(finished_logs(&app, id).await, 0);
+    queue::record(&app.state, worker, vec![outcome(second)]).await.unwrap();
+    assert_eq!(task_row(&app, id).await.state, "done");
+    assert_eq!(finished_logs(&app, id).await, 1);
+}
+
+/// An idle worker starts a new task because the enqueue woke it, not because it polled: its
+/// poll interval is an hour. On PostgreSQL the task is queued by another server process, so
+/// the wake-up can only be the database's notification.
+#[tokio::test]
+async fn an_idle_worker_is_woken_by_the_enqueue_not_by_polling() {
+    let hourly = |config: &mut Config| {
+        fast(config);
+        config.tasks.poll_interval = "hours=1".parse().unwrap();
+        config.tasks.heartbeat = "hours=1".parse().unwrap();
+    };
+    let app = TestApp::spawn_with(hourly).await;
+    let postgres = app.state.config.backend() == gatehouse::config::Backend::Postgres;
+    let other = if postgres { Some(TestApp::spawn_sharing(&app, hourly).await) } else { None };
+    let worker_app = other.as_ref().unwrap_or(&app);
+    let worker = gatehouse::tasks::worker::start(worker_app.state.clone(), 1).await.unwrap();
+    // The first task proves the worker is past its start-up claim and waiting.
+    let warm_up = send(&app, "gatehouse.noop", json!({})).await;
+    wait_for(&app, warm_up, &["done"], Duration::from_secs(30)).await;
+    let id = send(&app, "gatehouse.noop", json!({})).await;
+    let done = wait_for(&app, id, &["done"], Duration::from_secs(30)).await;
+    assert_eq!(done.worker_id, Some(worker.worker_id));
+    worker.shutdown().await;
 }

@@ -277,10 +277,12 @@ async fn unauthenticated_requests_get_401_with_a_challenge() {
 
 #[tokio::test]
 async fn tenants_never_see_each_others_data() {
-    use gatehouse::accounts::access::Actor;
+    use gatehouse::accounts::access::{Actor, Rights};
     use gatehouse::accounts::groups::{self, NewGroup};
     use gatehouse::accounts::users::{self as service, NewUser};
+    use gatehouse::events::entities::event;
     use sea_orm::{ActiveModelTrait, Set};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let app = TestApp::spawn().await;
     app.superuser("admin@example.com").await;
     // A second tenant in the same database; its users may reuse addresses of the first.
@@ -300,13 +302,17 @@ async fn tenants_never_see_each_others_data() {
     new.password = Some(gatehouse::accounts::password::Password::new("another tenant's own password 5".into()));
     new.is_superuser = true;
     let outsider = service::create_user(&other_state, &Actor::system(), new).await.expect("same address, other tenant");
+    // The outsider acts in their own tenant, so that events carrying their pk exist.
+    let outsider_actor = Actor::user(outsider.clone(), Rights::all(), Default::default(), Some(chrono::Utc::now()));
     let group = groups::create_group(
         &other_state,
-        &Actor::system(),
+        &outsider_actor,
         NewGroup { name: "Outsiders".into(), users: vec![outsider.id], attributes: json!({}), ..Default::default() },
     )
     .await
     .unwrap();
+    let outsider_events = event::Entity::find().filter(event::Column::UserId.eq(outsider.id)).all(&app.state.db).await.unwrap();
+    assert!(!outsider_events.is_empty() && outsider_events.iter().all(|e| e.tenant_id == other.id), "{outsider_events:?}");
 
     let admin = app.sign_in("admin@example.com").await;
     let (_, users) = json(app.get(&admin, "/api/v3/core/users/").await).await;
@@ -316,7 +322,9 @@ async fn tenants_never_see_each_others_data() {
     let (_, groups) = json(app.get(&admin, "/api/v3/core/groups/").await).await;
     assert_eq!(groups["pagination"]["count"], 0);
     let (_, events) = json(app.get(&admin, "/api/v3/events/events/?page_size=100").await).await;
-    assert!(events["results"].as_array().unwrap().iter().all(|e| e["user"]["pk"] != json!(outsider.id)));
+    let events = events["results"].as_array().unwrap();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e["user"]["pk"] != json!(outsider.id)), "{events:?}");
     assert_eq!(app.try_sign_in("admin@example.com", "another tenant's own password 5").await.status(), StatusCode::BAD_REQUEST);
     // Adding the other tenant's user to a group here is refused as if it did not exist.
     let (_, local) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Local"})).await).await;
@@ -329,12 +337,11 @@ async fn tenants_never_see_each_others_data() {
 #[tokio::test]
 async fn set_password_ends_the_users_other_sessions_in_every_process() {
     let app = TestApp::spawn().await;
-    // On SQLite, which one process serves, a second process runs with its cache off.
+    // On SQLite, which one process serves, a second process runs with its cache off; on
+    // PostgreSQL its cache keeps checks for an hour, so only the invalidation message ends them.
     let postgres = std::env::var("GATEHOUSE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
     let other = TestApp::spawn_sharing(&app, |c| {
-        if !postgres {
-            c.sessions.cache_ttl = "seconds=0".parse().unwrap();
-        }
+        c.sessions.cache_ttl = if postgres { "hours=1" } else { "seconds=0" }.parse().unwrap();
     })
     .await;
     app.superuser("admin@example.com").await;
