@@ -1,5 +1,6 @@
-// Browser tests of Gatehouse's pages: a real server on a random port against a fresh database,
-// driven in Debian's headless Chromium. Run through scripts/e2e, which builds the server first.
+// Browser tests of Gatehouse's pages: a real server, on a port it binds itself, against a fresh
+// database, driven in Debian's headless Chromium. Run through scripts/e2e, which builds the server
+// first.
 //
 //   E2E_BIN        the server binary (required)
 //   E2E_DATABASE_URL     a PostgreSQL admin URL to test against a fresh PostgreSQL database
@@ -8,11 +9,12 @@
 //   CHROMIUM             the browser (default /usr/bin/chromium)
 
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const PASSWORD = 'correct horse battery staple 42';
@@ -20,17 +22,6 @@ const bin = process.env.E2E_BIN;
 if (!bin) {
   console.error('E2E_BIN must name the gatehouse binary');
   process.exit(2);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function freshDatabase(dir) {
@@ -47,61 +38,140 @@ function freshDatabase(dir) {
   };
 }
 
+// Reads the server's log (one JSON object a line on stdout) until the line that says it is ready
+// and returns the address it bound. The lines go on being read, and dropped, afterwards, so the
+// pipe never fills and stalls the server.
+function readyAddress(child, exited) {
+  const lines = createInterface({ input: child.stdout, crlfDelay: Infinity });
+  const recent = [];
+  const tail = () => (recent.length ? `; its last log lines:\n${recent.join('\n')}` : '');
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server did not log "gatehouse is ready" within 30 s${tail()}`)), 30_000);
+    exited.then((how) => {
+      clearTimeout(timer);
+      reject(new Error(`the server ${how} before it was ready${tail()}`));
+    });
+    lines.on('line', (line) => {
+      recent.push(line);
+      if (recent.length > 20) recent.shift();
+      let event;
+      try {
+        event = JSON.parse(line);
+      } catch {
+        return;
+      }
+      const fields = event.fields ?? event;
+      if (fields.message !== 'gatehouse is ready') return;
+      clearTimeout(timer);
+      if (typeof fields.addr === 'string' && /^127\.0\.0\.1:[1-9]\d*$/.test(fields.addr)) resolve(fields.addr);
+      else reject(new Error(`the ready line has no usable address: ${line}`));
+    });
+  });
+}
+
 async function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-e2e-'));
   const database = freshDatabase(dir);
-  const port = await freePort();
   const env = {
     ...process.env,
     GATEHOUSE_DATA_DIR: dir,
     GATEHOUSE_DATABASE__URL: database.url,
-    GATEHOUSE_SERVER__LISTEN: `127.0.0.1:${port}`,
-    GATEHOUSE_SERVER__METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+    // Port 0: the server binds a free port itself and logs which.
+    GATEHOUSE_SERVER__LISTEN: '127.0.0.1:0',
+    GATEHOUSE_SERVER__METRICS_LISTEN: '127.0.0.1:0',
     GATEHOUSE_SERVER__SECURE_COOKIES: 'false',
     GATEHOUSE_LOG__FORMAT: 'json',
-    GATEHOUSE_LOG__LEVEL: 'warn',
+    // Info, so the ready line (and the address in it) gets through.
+    GATEHOUSE_LOG__LEVEL: 'info',
     GATEHOUSE_BOOTSTRAP_PASSWORD: PASSWORD,
     GATEHOUSE_SECRET_KEY: 'e2e-secret-key-that-is-long-enough-0123456789',
   };
-  for (const [email, username, name] of [
-    ['ada@example.com', 'ada', 'Ada Lovelace'],
-    ['grace@example.com', 'grace', 'Grace Hopper'],
-    ['alan@example.com', 'alan', 'Alan Turing'],
-  ]) {
-    execFileSync(bin, ['create-user', '--email', email, '--username', username, '--name', name], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve(signal ? `was stopped by ${signal}` : `exited with status ${code}`));
+    child.once('error', (error) => resolve(`could not be started (${error.message})`));
+  });
+  let cleaned = false;
+  const cleanUp = () => {
+    if (cleaned) return;
+    cleaned = true;
+    database.drop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  // Whatever ends this script (a crash, a closed stdout) ends the server with it.
+  process.once('exit', () => {
+    child.kill('SIGKILL');
+    cleanUp();
+  });
+  let addr;
+  try {
+    addr = await readyAddress(child, exited);
+  } catch (error) {
+    if (child.exitCode === null && child.signalCode === null && child.pid) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    cleanUp();
+    throw error;
   }
-  const child = spawn(bin, ['serve'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      const response = await fetch(`${base}/-/health/ready/`);
-      if (response.ok) break;
-    } catch {}
-    if (i > 200) throw new Error('server did not become ready');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  let accounts = 0;
   return {
-    base,
+    base: `http://${addr}`,
+    // A new account of its own for a test: `account('Ada Lovelace')` is ada-<n>@example.com,
+    // username ada-<n>, with the known password. Made by the command line against the running
+    // server's database.
+    async account(name) {
+      const handle = `${name.split(' ')[0].toLowerCase()}-${++accounts}`;
+      const email = `${handle}@example.com`;
+      await promisify(execFile)(bin, ['create-user', '--email', email, '--username', handle, '--name', name], { env });
+      return { email, username: handle, name };
+    },
     async stop() {
       child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-      database.drop();
-      rmSync(dir, { recursive: true, force: true });
+      await exited;
+      cleanUp();
     },
   };
 }
 
 const tests = [];
+// A test gets `newPage(contextOptions)`, a page in a browser context of its own, and
+// `account(name)`, a fresh account with the known password. Every page a test opens is watched,
+// and the test fails if any of them logged an error.
 const test = (name, body) => tests.push({ name, body });
 
-// Watches a page for anything the Content-Security-Policy blocked or any script error.
-function watch(page) {
-  const problems = [];
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(message.text());
+// Watches a page for anything the Content-Security-Policy blocked, any script error and any
+// part of a page that failed to load. A page's own status (a 403, a 404) is for its test to
+// check: Chromium logs those as errors too, and they are let through.
+function watch(page, problems) {
+  const documents = new Set();
+  page.on('response', (response) => {
+    if (response.request().isNavigationRequest()) documents.add(response.url());
   });
-  page.on('pageerror', (error) => problems.push(error.message));
-  return problems;
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const { url } = message.location();
+    if (message.text().startsWith('Failed to load resource:') && documents.has(url)) return;
+    problems.push(`${page.url()}: ${message.text()}${url && url !== page.url() ? ` (${url})` : ''}`);
+  });
+  page.on('pageerror', (error) => problems.push(`${page.url()}: ${error.message}`));
+}
+
+// What has the keyboard focus, for messages: `input#password`, `body`.
+function describeFocus(page) {
+  return page.evaluate(() => {
+    const el = document.activeElement;
+    return el ? `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}` : 'nothing';
+  });
+}
+
+// Whether the focus is, or within a moment comes to be, on an element with one of these ids.
+// (Autofocus lands a frame after the page loads.)
+function focusComesTo(page, ids) {
+  return page.waitForFunction((ids) => ids.includes(document.activeElement?.id), ids, { timeout: 2_000 }).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function signIn(page, base, email, password) {
@@ -112,10 +182,9 @@ async function signIn(page, base, email, password) {
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
-test('sign in through the pages, see the user page, sign out', async ({ browser, base, screenshots }) => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const problems = watch(page);
+test('sign in through the pages, see the user page, sign out', async ({ base, screenshots, newPage, account }) => {
+  const ada = await account('Ada Lovelace');
+  const page = await newPage();
   const first = await page.goto(`${base}/`);
   assert.match(page.url(), /\/if\/flow\/default-authentication-flow\/\?next=%2Fif%2Fuser%2F$/);
   const headers = first.headers();
@@ -129,9 +198,11 @@ test('sign in through the pages, see the user page, sign out', async ({ browser,
   assert.equal(await identifier.evaluate((el) => el === document.activeElement), true, 'the first field has focus');
   if (screenshots) await page.screenshot({ path: join(screenshots, 'sign-in.png') });
 
-  await identifier.fill('Ada@Example.com');
+  // Typed with capitals: e-mail addresses match whatever their case.
+  const typed = `A${ada.email.slice(1).replace('@example.com', '@Example.com')}`;
+  await identifier.fill(typed);
   await page.getByRole('button', { name: 'Continue' }).click();
-  await page.getByText('Signing in as Ada@Example.com').waitFor();
+  await page.getByText(`Signing in as ${typed}`).waitFor();
   const password = page.getByLabel('Password');
   assert.equal(await password.getAttribute('autocomplete'), 'current-password');
   assert.equal(await password.getAttribute('type'), 'password');
@@ -140,12 +211,12 @@ test('sign in through the pages, see the user page, sign out', async ({ browser,
 
   await page.waitForURL(`${base}/if/user/`);
   await page.getByRole('heading', { name: 'You are signed in' }).waitFor();
-  assert.equal(await page.locator('[data-field=email]').textContent(), 'ada@example.com');
-  assert.equal(await page.locator('[data-field=name]').textContent(), 'Ada Lovelace');
+  assert.equal(await page.locator('[data-field=email]').textContent(), ada.email);
+  assert.equal(await page.locator('[data-field=name]').textContent(), ada.name);
   assert.equal(await page.locator('.sessions li').count(), 1);
   assert.match(await page.locator('.sessions li.current').textContent(), /This device/);
   assert.match(await page.locator('.sessions li.current').textContent(), /Chrome/);
-  const cookies = await context.cookies();
+  const cookies = await page.context().cookies();
   const session = cookies.find((c) => c.name === 'gatehouse_session');
   assert.ok(session && session.httpOnly && session.sameSite === 'Lax', 'session cookie is HttpOnly and SameSite=Lax');
   assert.ok(!cookies.some((c) => c.name === 'gatehouse_flow'), 'the finished flow left no flow cookie');
@@ -153,7 +224,7 @@ test('sign in through the pages, see the user page, sign out', async ({ browser,
 
   await page.getByRole('link', { name: 'Sign out' }).click();
   // The link only asks; the confirmation's POST signs out.
-  await page.getByText('Sign out ada@example.com?').waitFor();
+  await page.getByText(`Sign out ${ada.email}?`).waitFor();
   await page.goto(`${base}/if/user/`);
   assert.equal(page.url(), `${base}/if/user/`, 'opening the sign-out page signed nobody out');
   await page.getByRole('link', { name: 'Sign out' }).click();
@@ -161,14 +232,12 @@ test('sign in through the pages, see the user page, sign out', async ({ browser,
   await page.waitForURL(/\/if\/flow\/default-authentication-flow\//);
   await page.goto(`${base}/if/user/`);
   assert.match(page.url(), /\/if\/flow\/default-authentication-flow\/\?next=%2Fif%2Fuser%2F$/, 'signed out: the user page sends to sign-in');
-  assert.deepEqual(problems, []);
-  await context.close();
 });
 
-test('a wrong password shows the error next to the field', async ({ browser, base }) => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await signIn(page, base, 'grace@example.com', 'not the password');
+test('a wrong password shows the error next to the field', async ({ base, newPage, account }) => {
+  const grace = await account('Grace Hopper');
+  const page = await newPage();
+  await signIn(page, base, grace.email, 'not the password');
   const error = page.locator('#password-error');
   await error.waitFor();
   assert.equal((await error.textContent()).trim(), 'Invalid password.');
@@ -176,59 +245,60 @@ test('a wrong password shows the error next to the field', async ({ browser, bas
   assert.equal(await field.getAttribute('aria-invalid'), 'true');
   assert.equal(await field.getAttribute('aria-describedby'), 'password-error');
   assert.equal(await field.inputValue(), '', 'the wrong password is not echoed back');
+  // The focus goes back to the problem: the password field, or the error message linked to it.
+  assert.ok(
+    await focusComesTo(page, ['password', 'password-error']),
+    `after a wrong password the focus is on the password field or its error, not on ${await describeFocus(page)}`,
+  );
   // The right password still works afterwards.
   await field.fill(PASSWORD);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(`${base}/if/user/`);
-  await context.close();
 });
 
-test('an unknown account fails at the same point with the same message', async ({ browser, base }) => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
+test('an unknown account fails at the same point with the same message', async ({ base, newPage }) => {
+  const page = await newPage();
   await signIn(page, base, 'nobody@example.com', PASSWORD);
   await page.locator('#password-error').waitFor();
   assert.equal((await page.locator('#password-error').textContent()).trim(), 'Invalid password.');
-  await context.close();
 });
 
-test('sign in and out with the keyboard only', async ({ browser, base }) => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
+test('sign in and out with the keyboard only', async ({ base, newPage, account }) => {
+  const alan = await account('Alan Turing');
+  const page = await newPage();
   // Autofocus lands a frame after the page loads: wait for it, then type where it put us.
   const focused = (id) => page.waitForFunction((id) => document.activeElement?.id === id, id);
   await page.goto(`${base}/`);
   await focused('uid_field');
-  await page.keyboard.type('alan@example.com');
+  await page.keyboard.type(alan.email);
   await page.keyboard.press('Enter');
-  await page.getByText('Signing in as alan@example.com').waitFor();
+  await page.getByText(`Signing in as ${alan.email}`).waitFor();
   await focused('password');
   await page.keyboard.type(PASSWORD);
   await page.keyboard.press('Enter');
   await page.waitForURL(`${base}/if/user/`);
   // Tab through the page to the sign-out link and follow it.
-  for (let i = 0; i < 10; i++) {
+  let reached = false;
+  for (let i = 0; i < 10 && !reached; i++) {
     await page.keyboard.press('Tab');
-    const focused = await page.evaluate(() => document.activeElement?.textContent?.trim());
-    if (focused === 'Sign out' && (await page.evaluate(() => document.activeElement?.tagName)) === 'A') break;
+    reached = await page.evaluate(() => document.activeElement?.tagName === 'A' && document.activeElement.textContent.trim() === 'Sign out');
   }
+  assert.ok(reached, `ten presses of Tab reach the "Sign out" link (the focus ended on ${await describeFocus(page)})`);
   await page.keyboard.press('Enter');
   // The confirmation's button has the focus: Enter signs out.
-  await page.getByText('Sign out alan@example.com?').waitFor();
+  await page.getByText(`Sign out ${alan.email}?`).waitFor();
   await page.waitForFunction(() => document.activeElement?.tagName === 'BUTTON');
   await page.keyboard.press('Enter');
   await page.waitForURL(/\/if\/flow\/default-authentication-flow\//);
-  await context.close();
 });
 
-test('ending another session from the user page signs that browser out', async ({ browser, base }) => {
-  const phone = await browser.newContext({ userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1' });
-  const laptop = await browser.newContext();
-  const phonePage = await phone.newPage();
-  const laptopPage = await laptop.newPage();
-  await signIn(phonePage, base, 'ada@example.com', PASSWORD);
+test('ending another session from the user page signs that browser out', async ({ base, newPage, account }) => {
+  const ada = await account('Ada Lovelace');
+  const phonePage = await newPage({ userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1' });
+  const laptopPage = await newPage();
+  await signIn(phonePage, base, ada.email, PASSWORD);
   await phonePage.waitForURL(`${base}/if/user/`);
-  await signIn(laptopPage, base, 'ada@example.com', PASSWORD);
+  await signIn(laptopPage, base, ada.email, PASSWORD);
   await laptopPage.waitForURL(`${base}/if/user/`);
   assert.equal(await laptopPage.locator('.sessions li').count(), 2);
   await laptopPage.getByRole('button', { name: 'Sign out everywhere else' }).click();
@@ -236,23 +306,79 @@ test('ending another session from the user page signs that browser out', async (
   assert.equal(await laptopPage.locator('.sessions li').count(), 1);
   await phonePage.goto(`${base}/if/user/`);
   assert.match(phonePage.url(), /default-authentication-flow/);
-  await phone.close();
-  await laptop.close();
 });
 
-test('a forged form is refused and an unknown flow is a 404 page', async ({ browser, base }) => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
+test('a forged form is refused and an unknown flow is a 404 page', async ({ base, newPage, account }) => {
+  const ada = await account('Ada Lovelace');
+  const page = await newPage();
   await page.goto(`${base}/`);
   await page.locator('input[name=csrf]').evaluate((el) => (el.value = 'forged'));
-  await page.getByLabel('E-mail or username').fill('ada@example.com');
+  await page.getByLabel('E-mail or username').fill(ada.email);
   const [response] = await Promise.all([page.waitForResponse((r) => r.request().method() === 'POST'), page.getByRole('button', { name: 'Continue' }).click()]);
   assert.equal(response.status(), 403);
   await page.getByRole('heading', { name: 'Form expired' }).waitFor();
   const missing = await page.goto(`${base}/if/flow/no-such-flow/`);
   assert.equal(missing.status(), 404);
   await page.getByRole('heading', { name: 'Not found' }).waitFor();
-  await context.close();
+});
+
+test('repeated wrong passwords are throttled with a plain message by the form, even the right one', async ({ base, newPage, account }) => {
+  const grace = await account('Grace Hopper');
+  const page = await newPage();
+  const field = page.getByLabel('Password');
+  const error = page.locator('#password-error');
+  const throttled = /^Too many failed attempts\. Try again in (\d+) seconds?\.$/;
+  // Answers the password page with `password` and returns the message by the field (none when
+  // the answer ended the run: enough wrong answers in one run end it). Starts a new run when the
+  // page is not at the password.
+  const answer = async (password) => {
+    if (!(await field.count())) {
+      if (!(await page.getByLabel('E-mail or username').count())) await page.goto(`${base}/`);
+      await page.getByLabel('E-mail or username').fill(grace.email);
+      await page.getByRole('button', { name: 'Continue' }).click();
+      await field.waitFor();
+    }
+    await field.fill(password);
+    const [response] = await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: 'Sign in' }).click()]);
+    assert.ok(response.status() < 500, `the answer's page is no server error (${response.status()} at ${page.url()})`);
+    return (await error.count()) ? (await error.textContent()).trim() : null;
+  };
+
+  // Five failures are free; then each failure doubles the wait. Go on until the wait leaves
+  // time for the checks below, waiting out the short ones (an answer while throttled is no
+  // failure and does not lengthen it).
+  let message;
+  for (let attempt = 1; ; attempt++) {
+    assert.ok(attempt <= 20, `no throttling after ${attempt - 1} wrong passwords (the last message: ${message})`);
+    message = await answer('not the password');
+    const seconds = message?.match(throttled)?.[1];
+    if (seconds === undefined) {
+      assert.ok(message === null || message === 'Invalid password.', `an unexpected message: ${message}`);
+      continue;
+    }
+    if (Number(seconds) >= 4) break;
+    await new Promise((r) => setTimeout(r, Number(seconds) * 1000));
+  }
+  // The message is in plain words by the field, in the form, and linked to the field.
+  assert.ok(await page.locator('form #password-error').isVisible(), 'the message shows in the form');
+  assert.equal(await field.getAttribute('aria-invalid'), 'true');
+  assert.equal(await field.getAttribute('aria-describedby'), 'password-error');
+  assert.equal(await page.locator('[role=alert]').count(), 0, 'no second, general message');
+  assert.ok(
+    await focusComesTo(page, ['password', 'password-error']),
+    `after a throttled answer the focus is on the password field or its error, not on ${await describeFocus(page)}`,
+  );
+
+  // The right password, while throttled, is refused the same way and signs nobody in. (In a
+  // run of its own: enough wrong answers in one run end the run, whatever they were.)
+  await page.getByRole('link', { name: 'Not you? Start again' }).click();
+  await page.getByLabel('E-mail or username').waitFor();
+  const refused = await answer(PASSWORD);
+  assert.match(refused ?? '', throttled, `the right password while throttled gets the throttling message (got ${refused ?? `none, at ${page.url()}`})`);
+  assert.match(page.url(), /\/if\/flow\/default-authentication-flow\//);
+  assert.ok(!(await page.context().cookies()).some((c) => c.name === 'gatehouse_session'), 'no session cookie while throttled');
+  await page.goto(`${base}/if/user/`);
+  assert.match(page.url(), /default-authentication-flow/, 'the user page still sends to sign-in');
 });
 
 const server = await startServer();
@@ -262,21 +388,42 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
 });
+const suiteStarted = Date.now();
 let failed = 0;
 try {
   for (const { name, body } of tests) {
     const started = Date.now();
+    const contexts = [];
+    const problems = [];
+    const watched = new WeakSet();
+    const watchOnce = (page) => {
+      if (watched.has(page)) return;
+      watched.add(page);
+      watch(page, problems);
+    };
+    const newPage = async (options) => {
+      const context = await browser.newContext(options);
+      contexts.push(context);
+      context.on('page', watchOnce);
+      const page = await context.newPage();
+      watchOnce(page);
+      return page;
+    };
     try {
-      await body({ browser, base: server.base, screenshots });
+      await body({ base: server.base, screenshots, newPage, account: server.account });
+      assert.deepEqual(problems, [], 'no page logged an error');
       console.log(`ok   ${name} (${Date.now() - started} ms)`);
     } catch (error) {
       failed++;
       console.log(`FAIL ${name}\n${error.stack}`);
+      if (problems.length) console.log(`pages logged:\n${problems.join('\n')}`);
+    } finally {
+      for (const context of contexts) await context.close();
     }
   }
 } finally {
   await browser.close();
   await server.stop();
 }
-console.log(`${tests.length - failed} passed, ${failed} failed`);
+console.log(`${tests.length - failed} passed, ${failed} failed (${((Date.now() - suiteStarted) / 1000).toFixed(1)} s)`);
 process.exit(failed ? 1 : 0);

@@ -113,3 +113,24 @@ impl From<sea_orm::TransactionError<Error>> for Error {
         }
     }
 }
+
+/// "Try again in 1 second." or "Try again in N seconds.": the wait a rate limit asks for, in
+/// words.
+pub fn try_again_in(seconds: u64) -> String {
+    match seconds {
+        1 => "Try again in 1 second.".to_owned(),
+        n => format!("Try again in {n} seconds."),
+    }
+}
+
+#[cfg(test)]
+mod wording_tests {
+    use super::*;
+
+    #[test]
+    fn one_second_is_singular() {
+        assert_eq!(try_again_in(1), "Try again in 1 second.");
+        assert_eq!(try_again_in(2), "Try again in 2 seconds.");
+        assert_eq!(try_again_in(0), "Try again in 0 seconds.");
+    }
+}

@@ -22,8 +22,10 @@ impl IntoResponse for Error {
             Error::InvalidPage => detail(StatusCode::NOT_FOUND, "Invalid page."),
             Error::Conflict(message) => detail(StatusCode::CONFLICT, &message),
             Error::RateLimited { retry_after_secs } => {
-                let mut response =
-                    detail(StatusCode::TOO_MANY_REQUESTS, &format!("Too many failed attempts. Try again in {retry_after_secs} seconds."));
+                let mut response = detail(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Too many failed attempts. {}", crate::error::try_again_in(retry_after_secs)),
+                );
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 response
             }

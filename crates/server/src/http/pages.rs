@@ -60,7 +60,7 @@ pub fn error_page(error: Error) -> Response {
         }
         Error::Csrf => message(StatusCode::FORBIDDEN, "Form expired", "This form expired. Go back, reload the page and try again."),
         Error::RateLimited { retry_after_secs } => {
-            let text = format!("Too many attempts. Try again in {retry_after_secs} seconds.");
+            let text = format!("Too many attempts. {}", crate::error::try_again_in(retry_after_secs));
             message(StatusCode::TOO_MANY_REQUESTS, "Slow down", &text)
         }
         Error::Overloaded { retry_after_secs } => {

@@ -7,7 +7,15 @@ use crate::support::*;
 use gatehouse::tokens::key::{KeyKind, SecretKey, record_locator};
 
 async fn staff_app() -> (TestApp, Session) {
-    let app = TestApp::spawn_with(|c| c.tokens.last_used_flush = "milliseconds=100".parse().unwrap()).await;
+    staff_app_with(|_| {}).await
+}
+
+async fn staff_app_with(adjust: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, Session) {
+    let app = TestApp::spawn_with(|c| {
+        c.tokens.last_used_flush = "milliseconds=100".parse().unwrap();
+        adjust(c);
+    })
+    .await;
     app.user("staff@example.com", |u| u.is_staff = true).await;
     let session = app.sign_in("staff@example.com").await;
     (app, session)
@@ -85,7 +93,8 @@ async fn staff_create_a_key_read_it_once_and_call_the_api_with_it() {
 
 #[tokio::test]
 async fn keys_switched_off_rotated_expired_or_deleted_stop_working_at_once() {
-    let (app, staff) = staff_app().await;
+    // Checks stay cached for an hour, so that nothing but the checks themselves can end a key.
+    let (app, staff) = staff_app_with(|c| c.sessions.cache_ttl = "hours=1".parse().unwrap()).await;
     let (_, key) = app.create_key(&staff, json!({"identifier": "k1"})).await;
     assert_eq!(me_with(&app, &key).await, StatusCode::OK);
 

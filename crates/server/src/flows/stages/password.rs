@@ -54,7 +54,7 @@ pub async fn check_password(
     let attempt = match service::begin_attempt(cx.state, &identifier, candidate.as_ref(), cx.client).await {
         Ok(attempt) => attempt,
         Err(Error::RateLimited { retry_after_secs }) => {
-            return Ok(Err(format!("Too many failed attempts. Try again in {retry_after_secs} seconds.")));
+            return Ok(Err(format!("Too many failed attempts. {}", crate::error::try_again_in(retry_after_secs))));
         }
         Err(other) => return Err(other),
     };
