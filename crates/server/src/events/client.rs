@@ -162,9 +162,10 @@ mod tests {
     fn unknown_agents_are_marked_unknown() {
         let described = describe("curl-ish/0", None, None);
         assert_eq!(described["user_agent"], "curl-ish/0");
-        assert_eq!(described["browser"]["family"], "Other");
-        assert_eq!(described["os"]["family"], "Other");
-        assert_eq!(described["device"]["family"], "Other");
+        for part in ["browser", "os"] {
+            assert_eq!(described[part], json!({"family": "UNKNOWN", "version": "UNKNOWN"}), "{described}");
+        }
+        assert_eq!(described["device"], json!({"category": "UNKNOWN", "vendor": "UNKNOWN"}));
         assert!(described.get("geo").is_none());
     }
 

@@ -60,7 +60,7 @@ impl World {
     /// The `suspicious_request` events, once there are `at_least` of them (they are written
     /// after the refused change's transaction is gone).
     async fn suspicious_requests(&self, at_least: usize) -> Vec<Value> {
-        for _ in 0..200 {
+        for _ in 0..800 {
             let (_, page) = json(self.app.get(&self.admin, "/api/v3/events/events/?action=suspicious_request&page_size=100").await).await;
             let results = page["results"].as_array().cloned().unwrap_or_default();
             if results.len() >= at_least {

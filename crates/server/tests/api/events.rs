@@ -107,7 +107,7 @@ async fn visits_are_recorded_off_the_request_path_when_enabled() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let mut stored = 0;
-    for _ in 0..50 {
+    for _ in 0..200 {
         stored = visit::Entity::find().filter(visit::Column::UserId.eq(user.id)).count(&app.state.db).await.unwrap();
         if stored == 3 {
             break;

@@ -362,7 +362,7 @@ async fn set_password_ends_the_users_other_sessions_in_every_process() {
     for server in [&app, &other] {
         let mut status = me(server, &stolen).await;
         // The other process learns of it through the database's notification.
-        for _ in 0..200 {
+        for _ in 0..800 {
             if status == StatusCode::UNAUTHORIZED {
                 break;
             }
