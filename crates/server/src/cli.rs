@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `create-superuser`, `create-user`, `healthcheck` and
-//! `config show`.
+//! The command line: `serve`, `migrate`, `worker`, `create-superuser`, `create-user`,
+//! `set-password`, `token create`, `healthcheck`, `config show` and the benchmarks.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -40,8 +40,15 @@ pub enum Command {
         #[arg(long)]
         concurrency: Option<usize>,
     },
-    /// Create a superuser. The password comes from GATEHOUSE_BOOTSTRAP_PASSWORD, the terminal, or one line of stdin.
-    CreateSuperuser(UserArgs),
+    /// Create a superuser. The password comes from GATEHOUSE_BOOTSTRAP_PASSWORD, the file named by
+    /// GATEHOUSE_BOOTSTRAP_PASSWORD_FILE, the terminal, or one line of stdin.
+    CreateSuperuser {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Succeed without change when a superuser with this e-mail address exists (for init scripts).
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Create a user. The password comes from the same places as for create-superuser.
     CreateUser {
         #[command(flatten)]
@@ -53,7 +60,14 @@ pub enum Command {
         #[arg(long)]
         no_password: bool,
     },
-    /// Exit 0 when the server at --url answers its readiness check, 1 otherwise.
+    /// Set a user's password (for example a locked-out administrator's); ends their sessions and
+    /// app passwords. The password comes from the same places as for create-superuser.
+    SetPassword {
+        /// E-mail address of the user.
+        #[arg(long)]
+        email: String,
+    },
+    /// Exit 0 when the server at --url answers its readiness check, 1 otherwise (saying why).
     Healthcheck {
         /// Base URL of the server; defaults to the configured listen address.
         #[arg(long)]
@@ -194,8 +208,10 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
+            let secret = crate::secret::ServerSecret::load(&config).map_err(|e| e.to_string())?;
             let db = crate::db::connect(&config).await.map_err(|e| e.to_string())?;
             crate::db::migrate(&db).await.map_err(|e| format!("migration failed: {e}"))?;
+            crate::secret::check_fingerprint(&db, &secret, &config).await?;
             crate::tenants::ensure_default(&db).await.map_err(|e| e.to_string())?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -211,11 +227,24 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             let _ = state.db.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CreateSuperuser(args) => create_user(config, args, true, false, false).await,
+        Command::CreateSuperuser { user, if_missing } => {
+            if if_missing && let Some(message) = existing_superuser(&config, &user.email).await? {
+                println!("{message}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            create_user(config, user, true, false, false).await
+        }
+        Command::SetPassword { email } => set_password(config, &email).await,
         Command::CreateUser { user, staff, no_password } => create_user(config, user, false, staff, no_password).await,
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", config.server.listen));
-            Ok(if healthcheck(&url).await { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            match healthcheck(&url).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(reason) => {
+                    eprintln!("gatehouse: healthcheck: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::BenchHash { seconds, threads } => {
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
@@ -241,8 +270,12 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
     let started = std::time::Instant::now();
     let server = crate::app::Server::bind(config).await.map_err(|e| e.to_string())?;
     let state = server.state.clone();
+    bootstrap(&state).await?;
     if !service::superuser_exists(&state.db, state.tenant).await.map_err(|e| e.to_string())? {
-        tracing::warn!("no superuser exists yet; create one with: gatehouse create-superuser --email admin@example.com");
+        tracing::warn!(
+            "no superuser exists yet; create one with: gatehouse create-superuser --email admin@example.com \
+             (or start with GATEHOUSE_BOOTSTRAP_EMAIL and GATEHOUSE_BOOTSTRAP_PASSWORD set)"
+        );
     }
     tracing::info!(
         addr = %server.addr(),
@@ -268,12 +301,48 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a new password: the bootstrap variable, a terminal prompt (twice), or one stdin line.
-fn read_password() -> Result<Password, String> {
+/// Creates the first superuser from `GATEHOUSE_BOOTSTRAP_EMAIL` and the bootstrap password when
+/// no superuser exists; does nothing once one does.
+async fn bootstrap(state: &crate::state::AppState) -> Result<(), String> {
+    let Some(email) = std::env::var("GATEHOUSE_BOOTSTRAP_EMAIL").ok().filter(|e| !e.is_empty()) else { return Ok(()) };
+    let email = Email::parse(&email).map_err(|e| format!("GATEHOUSE_BOOTSTRAP_EMAIL: {e}"))?;
+    let Some(password) = bootstrap_password()? else {
+        return Err(
+            "GATEHOUSE_BOOTSTRAP_EMAIL is set, but no password: set GATEHOUSE_BOOTSTRAP_PASSWORD or GATEHOUSE_BOOTSTRAP_PASSWORD_FILE"
+                .into(),
+        );
+    };
+    match service::bootstrap_superuser(state, email, password).await.map_err(describe_validation)? {
+        Some(user) => tracing::info!(email = %user.email, pk = user.id, "created the first superuser from GATEHOUSE_BOOTSTRAP_EMAIL"),
+        None => tracing::debug!("a superuser exists; GATEHOUSE_BOOTSTRAP_EMAIL is not used"),
+    }
+    Ok(())
+}
+
+/// The password given for unattended use: `GATEHOUSE_BOOTSTRAP_PASSWORD`, or the file named by
+/// `GATEHOUSE_BOOTSTRAP_PASSWORD_FILE` (the container convention for secrets; one trailing line
+/// break is not part of the password).
+fn bootstrap_password() -> Result<Option<Password>, String> {
     if let Ok(password) = std::env::var("GATEHOUSE_BOOTSTRAP_PASSWORD")
         && !password.is_empty()
     {
-        return Ok(Password::new(password));
+        return Ok(Some(Password::new(password)));
+    }
+    let Some(path) = std::env::var_os("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE").filter(|p| !p.is_empty()) else { return Ok(None) };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE: cannot read {}: {e}", PathBuf::from(&path).display()))?;
+    let password = text.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&text);
+    if password.is_empty() {
+        return Err(format!("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE: {} is empty", PathBuf::from(&path).display()));
+    }
+    Ok(Some(Password::new(password.to_owned())))
+}
+
+/// Reads a new password: the bootstrap variable or file, a terminal prompt (twice), or one stdin
+/// line.
+fn read_password() -> Result<Password, String> {
+    if let Some(password) = bootstrap_password()? {
+        return Ok(password);
     }
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
@@ -314,6 +383,34 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
         }
         Err(error) => Err(describe_validation(error)),
     }
+}
+
+/// With `--if-missing`: the message to print when a superuser with `email` exists already, an
+/// error when the address belongs to someone who is not one.
+async fn existing_superuser(config: &Config, email: &str) -> Result<Option<String>, String> {
+    let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
+    let state = crate::app::build_state(config.clone()).await.map_err(|e| e.to_string())?;
+    let existing = service::find_user_by_email(&state.db, state.tenant, &email).await.map_err(|e| e.to_string())?;
+    state.db.clone().close().await.ok();
+    match existing {
+        None => Ok(None),
+        Some(user) if user.is_superuser => Ok(Some(format!("superuser {} exists (pk {}); nothing to do", user.email, user.id))),
+        Some(user) => Err(format!("--email: {} belongs to a user who is not a superuser (pk {})", user.email, user.id)),
+    }
+}
+
+/// Sets a user's password; the domain ends their sessions and app passwords with it.
+async fn set_password(config: Config, email: &str) -> Result<ExitCode, String> {
+    let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
+    let password = read_password()?;
+    let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+    let user = service::find_user_by_email(&state.db, state.tenant, &email)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("--email: no user with the e-mail address {email}"))?;
+    service::set_password(&state, &Actor::system(), user.id, password, None).await.map_err(describe_validation)?;
+    println!("password set for {}; their sessions and app passwords have ended", user.email);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe_validation(error: Error) -> String {
@@ -384,21 +481,29 @@ fn bench_hash(duration: Duration, threads: usize) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// GETs `/-/health/ready/` over plain HTTP and checks for a 2xx answer.
-async fn healthcheck(base: &str) -> bool {
-    let Some(authority) = base.strip_prefix("http://").map(|rest| rest.trim_end_matches('/')) else {
-        eprintln!("gatehouse: healthcheck needs an http:// URL");
-        return false;
+/// The readiness check `healthcheck` asks for when the URL names no path of its own.
+const READY_PATH: &str = "/-/health/ready/";
+
+/// GETs the readiness check over plain HTTP and expects a 2xx answer; otherwise says why not.
+/// A URL with a path of its own is asked as it is; a bare `http://host:port` gets the
+/// readiness path.
+async fn healthcheck(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: healthcheck needs an http:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) if rest[slash..].len() > 1 => (&rest[..slash], &rest[slash..]),
+        Some(slash) => (&rest[..slash], READY_PATH),
+        None => (rest, READY_PATH),
     };
+    let target = format!("http://{authority}{path}");
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
-        let request = format!("GET /-/health/ready/ HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.map_err(|e| format!("{target}: {e}"))?;
         let mut head = vec![0u8; 64];
-        let read = stream.read(&mut head).await.ok()?;
+        let read = stream.read(&mut head).await.map_err(|e| format!("{target}: {e}"))?;
         let status_line = String::from_utf8_lossy(&head[..read]).into_owned();
-        let code = status_line.split_whitespace().nth(1)?.to_owned();
-        Some(code.starts_with('2'))
+        let code = status_line.split_whitespace().nth(1).ok_or_else(|| format!("{target} did not answer HTTP"))?.to_owned();
+        if code.starts_with('2') { Ok(()) } else { Err(format!("{target} answered {code}: not ready")) }
     };
-    tokio::time::timeout(Duration::from_secs(5), attempt).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.map_err(|_| format!("{target} did not answer within 5 s"))?
 }

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables under the `GATEHOUSE_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: [&str; 3] = ["CONFIG", "BOOTSTRAP_PASSWORD", "TEST_DATABASE_URL"];
+const NON_CONFIG_ENV: [&str; 5] = ["CONFIG", "BOOTSTRAP_EMAIL", "BOOTSTRAP_PASSWORD", "BOOTSTRAP_PASSWORD_FILE", "TEST_DATABASE_URL"];
 
 /// The effective configuration of a Gatehouse process.
 #[derive(Debug, Clone, Serialize, Deserialize)]

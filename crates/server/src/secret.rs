@@ -9,6 +9,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
 use crate::config::{Backend, Config, ConfigError};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -70,6 +73,12 @@ impl ServerSecret {
         }
     }
 
+    /// A short public name for this key: a keyed digest of a constant, so it reveals nothing of
+    /// the key but differs between keys.
+    pub fn fingerprint(&self) -> String {
+        self.digest("secret-key-fingerprint", b"gatehouse")[..16].to_owned()
+    }
+
     /// A key built from raw bytes, for tests and benchmarks.
     pub fn from_bytes(key: &[u8]) -> Self {
         Self { key: key.to_vec() }
@@ -89,6 +98,39 @@ impl ServerSecret {
         mac.update(data);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// Checks that `secret` is the key the database was set up with, recording its fingerprint on
+/// the first start (or the first after an upgrade). Another key would end every session, break
+/// every keyed digest and leave stored API keys unreadable, so the start stops instead.
+pub async fn check_fingerprint(db: &DatabaseConnection, secret: &ServerSecret, config: &Config) -> Result<(), String> {
+    let fingerprint = secret.fingerprint();
+    let insert = Query::insert()
+        .into_table("installation")
+        .columns(["id", "secret_key_fingerprint", "created"])
+        .values_panic([1.into(), fingerprint.clone().into(), chrono::Utc::now().into()])
+        .on_conflict(OnConflict::column("id").do_nothing().to_owned())
+        .to_owned();
+    db.execute(&insert).await.map_err(|e| format!("cannot record the secret key's fingerprint: {e}"))?;
+    let select = Query::select().column("secret_key_fingerprint").from("installation").and_where(Expr::col("id").eq(1)).to_owned();
+    let row = db
+        .query_one(&select)
+        .await
+        .map_err(|e| format!("cannot read the secret key's fingerprint: {e}"))?
+        .ok_or("the installation record is missing")?;
+    let expected: String = row.try_get("", "secret_key_fingerprint").map_err(|e| e.to_string())?;
+    if constant_time_eq(expected.as_bytes(), fingerprint.as_bytes()) {
+        return Ok(());
+    }
+    let source = match &config.secret_key {
+        Some(_) => "the secret_key setting (GATEHOUSE_SECRET_KEY)".to_owned(),
+        None => config.data_dir.join("secret_key").display().to_string(),
+    };
+    Err(format!(
+        "the secret key from {source} (fingerprint {fingerprint}) is not the one this database was set up with (fingerprint \
+         {expected}). Start every server and command with the original key. Another key would end every session and leave \
+         stored API keys unreadable, so Gatehouse does not switch keys by itself."
+    ))
 }
 
 /// `bytes` random bytes from the operating system's CSPRNG, URL-safe base64 without padding.

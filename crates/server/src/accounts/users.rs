@@ -397,6 +397,27 @@ pub async fn find_user_by_identifier(
     Ok(found.cloned())
 }
 
+/// Creates the tenant's first superuser, for an unattended install: nothing happens (`None`)
+/// while an active superuser exists, including one that another server process starting at the
+/// same moment has just created.
+pub async fn bootstrap_superuser(state: &AppState, email: Email, password: Password) -> Result<Option<user::Model>> {
+    if superuser_exists(&state.db, state.tenant).await? {
+        return Ok(None);
+    }
+    let mut new = NewUser::with_email(email);
+    new.password = Some(password);
+    new.is_superuser = true;
+    new.is_staff = true;
+    match create_user(state, &Actor::system(), new).await {
+        Ok(user) => Ok(Some(user)),
+        Err(error) if superuser_exists(&state.db, state.tenant).await? => {
+            tracing::debug!(%error, "another process created the first superuser");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Whether the tenant has any active superuser.
 pub async fn superuser_exists(db: &impl ConnectionTrait, tenant: TenantId) -> Result<bool> {
     Ok(user::Entity::find()

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks), Box::new(Flows), Box::new(IdentifierForms)]
+        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks), Box::new(Flows), Box::new(IdentifierForms), Box::new(Installation)]
     }
 }
 
@@ -725,4 +725,35 @@ async fn rekey_users(db: &SchemaManagerConnection<'_>) -> Result<(), DbErr> {
         }
     }
     Ok(())
+}
+
+/// Facts about the installation as a whole: the fingerprint of the secret key the database was
+/// set up with, so that a process started with another key stops instead of ending every
+/// session and failing to read stored keys.
+struct Installation;
+
+impl MigrationName for Installation {
+    fn name(&self) -> &str {
+        "m0006_installation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Installation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("installation")
+                    .col(integer("id").primary_key())
+                    .col(string_len("secret_key_fingerprint", 64))
+                    .col(timestamp_with_time_zone("created"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("installation").to_owned()).await
+    }
 }

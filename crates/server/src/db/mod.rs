@@ -52,6 +52,7 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
         }
         Backend::Postgres => {
             let options = PgConnectOptions::from_str(&url).map_err(|e| fail(e.to_string()))?;
+            first_postgres_connection(&options).await.map_err(fail)?;
             let pool = PgPoolOptions::new()
                 .max_connections(config.database.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
@@ -60,6 +61,49 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
                 .map_err(|e| fail(e.to_string()))?;
             Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
         }
+    }
+}
+
+/// How long the first connection to PostgreSQL may take before the start gives up.
+const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One connection, opened and closed before the pool exists, so that a database that cannot be
+/// reached or refuses the login stops the start within seconds with a message saying which,
+/// instead of the pool's timeout.
+async fn first_postgres_connection(options: &PgConnectOptions) -> Result<(), String> {
+    use sea_orm::sqlx::{Connection, Error as SqlxError, PgConnection};
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(FIRST_CONNECTION_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(SqlxError::Io(error))) => Err(format!("cannot reach PostgreSQL at {at}: {}", io_reason(&error))),
+        Ok(Err(SqlxError::Database(error))) => {
+            let user = options.get_username();
+            let hint = match error.code().as_deref() {
+                // invalid_authorization_specification, invalid_password
+                Some("28000" | "28P01") => format!(" (create the role with: createuser {user})"),
+                // invalid_catalog_name
+                Some("3D000") => {
+                    let database = options.get_database().unwrap_or(user);
+                    format!(" (create the database with: createdb --owner {user} {database})")
+                }
+                _ => String::new(),
+            };
+            Err(format!("PostgreSQL at {at} refused the connection as {user}: {}{hint}", error.message()))
+        }
+        Ok(Err(error)) => Err(format!("cannot connect to PostgreSQL at {at}: {error}")),
+        Err(_) => Err(format!("cannot reach PostgreSQL at {at}: no answer within {} s", FIRST_CONNECTION_TIMEOUT.as_secs())),
+    }
+}
+
+/// An I/O failure in words, without the OS error number.
+fn io_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused (is it running, and listening on that address?)".to_owned(),
+        std::io::ErrorKind::TimedOut => "timed out".to_owned(),
+        _ => error.to_string(),
     }
 }
 

@@ -279,3 +279,209 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
     }
 }
+
+/// Starts `serve` with `configure` applied and waits for the address it reports.
+async fn start_serve(dir: &Path, name: &str, configure: impl Fn(&mut Command)) -> (std::process::Child, String) {
+    let log_path = dir.join(format!("{name}.log"));
+    let err_path = dir.join(format!("{name}.err"));
+    let mut serve = gatehouse(dir);
+    configure(&mut serve);
+    let child = serve
+        .arg("serve")
+        .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let base = format!("http://{}", bound_address(&log_path, &err_path).await);
+    (child, base)
+}
+
+fn stop(mut child: std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unattended_bootstrap_idempotent_create_and_a_password_reset_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    let configure = |command: &mut Command| {
+        command
+            .env("GATEHOUSE_DATABASE__URL", &database_url)
+            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+            .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
+            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
+            .env("GATEHOUSE_LOG__FORMAT", "json")
+            .env("GATEHOUSE_LOG__LEVEL", "info");
+    };
+    let first_password = "the first administrator's passphrase 8";
+    let password_file = dir.path().join("bootstrap-password");
+    std::fs::write(&password_file, format!("{first_password}\n")).unwrap();
+    let (first, base) = start_serve(dir.path(), "first", |command| {
+        configure(command);
+        command.env("GATEHOUSE_BOOTSTRAP_EMAIL", "root@example.com").env("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE", &password_file);
+    })
+    .await;
+    // A second process started the same way later finds the superuser and creates nobody.
+    let (second, _) = start_serve(dir.path(), "second", |command| {
+        configure(command);
+        command.env("GATEHOUSE_BOOTSTRAP_EMAIL", "other@example.com").env("GATEHOUSE_BOOTSTRAP_PASSWORD", first_password);
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let sign_in = |email: &'static str, password: &str| {
+        client.post(format!("{base}/api/v3/auth/sign_in/")).json(&json!({"email": email, "password": password})).send()
+    };
+    let response = sign_in("root@example.com", first_password).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the bootstrap password file's line break is not part of the password");
+    let root = session_from(response).await;
+    let me = client.get(format!("{base}/api/v3/core/users/me/")).header("cookie", &root.cookie).send().await.unwrap();
+    let (_, me) = json(me).await;
+    assert_eq!(me["user"]["is_superuser"], true, "{me}");
+    assert_eq!(sign_in("other@example.com", first_password).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    stop(second);
+
+    // create-superuser --if-missing: nothing to do for an existing superuser (no password asked),
+    // an error for someone else's address, a new superuser otherwise.
+    let run = |args: &[&str], password: Option<&str>| {
+        let mut command = gatehouse(dir.path());
+        configure(&mut command);
+        if let Some(password) = password {
+            command.env("GATEHOUSE_BOOTSTRAP_PASSWORD", password);
+        }
+        command.args(args).stdin(Stdio::null()).output().unwrap()
+    };
+    let output = run(&["create-superuser", "--email", "ROOT@example.com", "--if-missing"], None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("superuser root@example.com exists"), "{}", stdout(&output));
+    let output = run(&["create-user", "--email", "plain@example.com"], Some("a plain user's passphrase 4"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run(&["create-superuser", "--email", "plain@example.com", "--if-missing"], None);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("not a superuser"), "{}", stderr(&output));
+    let output = run(&["create-superuser", "--email", "second-admin@example.com", "--if-missing"], Some("the second admin's passphrase 6"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("created superuser second-admin@example.com"));
+    assert_eq!(sign_in("second-admin@example.com", "the second admin's passphrase 6").await.unwrap().status(), StatusCode::OK);
+
+    // set-password: the locked-out administrator gets a new password; their sessions end.
+    let new_password = "a fresh passphrase for the administrator 3";
+    let output = run(&["set-password", "--email", "root@example.com"], Some(new_password));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("password set for root@example.com"));
+    // The server learns of it through PostgreSQL's notification; on SQLite, which has none, when
+    // its cached check expires (sessions.cache_ttl, 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let me = client.get(format!("{base}/api/v3/core/users/me/")).header("cookie", &root.cookie).send().await.unwrap();
+        if me.status() == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the old session survived the reset");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sign_in("root@example.com", first_password).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(sign_in("root@example.com", new_password).await.unwrap().status(), StatusCode::OK);
+    let output = run(&["set-password", "--email", "nobody@example.com"], Some(new_password));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("no user with the e-mail address nobody@example.com"), "{}", stderr(&output));
+    let output = run(&["set-password", "--email", "root@example.com"], Some("short"));
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("password"), "{}", stderr(&output));
+    assert_eq!(sign_in("root@example.com", new_password).await.unwrap().status(), StatusCode::OK, "a refused reset changed nothing");
+
+    // healthcheck says why it fails, and asks a URL's own path when it has one.
+    let output = run(&["healthcheck", "--url", &format!("{base}/-/health/live/")], None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run(&["healthcheck", "--url", &format!("{base}/no/such/page/")], None);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("answered 404"), "{}", stderr(&output));
+    stop(first);
+    let output = run(&["healthcheck", "--url", &base], None);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("cannot connect to"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_bootstrap_address_without_a_password_stops_the_start_with_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = gatehouse(dir.path())
+        .arg("serve")
+        .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_BOOTSTRAP_EMAIL", "root@example.com")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("set GATEHOUSE_BOOTSTRAP_PASSWORD or GATEHOUSE_BOOTSTRAP_PASSWORD_FILE"), "{}", stderr(&output));
+}
+
+#[test]
+fn an_unreachable_postgresql_is_named_with_its_address_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let output = gatehouse(dir.path())
+        .arg("migrate")
+        .env("GATEHOUSE_DATABASE__URL", "postgres://gatehouse@127.0.0.1:1/gatehouse")
+        .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("cannot reach PostgreSQL at 127.0.0.1:1: connection refused"), "{message}");
+    assert!(!message.contains("pool timed out"), "{message}");
+}
+
+#[tokio::test]
+async fn a_missing_postgresql_role_or_database_says_how_to_create_it() {
+    let Ok(admin_url) = std::env::var("GATEHOUSE_TEST_DATABASE_URL") else { return };
+    if admin_url.is_empty() {
+        return; // PostgreSQL only; the suite runs on it in scripts/test and CI.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let authority = base.rsplit_once('@').map_or(base.trim_start_matches("postgres://"), |(_, host)| host);
+    for (url, expected) in [
+        (format!("postgres://no_such_role_here@{authority}/postgres"), "createuser no_such_role_here"),
+        (format!("{base}/no_such_database_here"), "createdb --owner"),
+    ] {
+        let output = gatehouse(dir.path())
+            .arg("migrate")
+            .env("GATEHOUSE_DATABASE__URL", &url)
+            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains(expected), "{url}: {}", stderr(&output));
+    }
+}
+
+#[tokio::test]
+async fn a_process_with_another_secret_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    let with_key = |command: &str, key: &str| {
+        gatehouse(dir.path())
+            .arg(command)
+            .env("GATEHOUSE_DATABASE__URL", &database_url)
+            .env("GATEHOUSE_SECRET_KEY", key)
+            .env("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2")
+            .args(if command == "create-user" { &["--email", "someone@example.com"][..] } else { &[] })
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let original = "the-original-secret-key-long-enough-0123456789";
+    let output = with_key("migrate", original);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for command in ["migrate", "create-user"] {
+        let output = with_key(command, "a-different-secret-key-long-enough-0123456789");
+        assert!(!output.status.success(), "{command} started with another key");
+        let message = stderr(&output);
+        assert!(message.contains("is not the one this database was set up with"), "{command}: {message}");
+        assert!(message.contains("GATEHOUSE_SECRET_KEY") && !message.contains("a-different-secret"), "{command}: {message}");
+    }
+    let output = with_key("create-user", original);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
