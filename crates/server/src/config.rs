@@ -371,6 +371,7 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return fail("server.max_body_bytes", "must be at least 1024");
         }
+        check_log_level(&self.log.level).map_err(|problem| ConfigError(format!("log.level: {problem}")))?;
         Ok(())
     }
 
@@ -410,19 +411,101 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
+/// The levels `log.level` accepts, alone or after `target=`.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A log filter of levels and `target=level` directives; tracing would take any word as a target
+/// name, so that a misspelt level silently logs nothing.
+fn check_log_level(filter: &str) -> Result<(), String> {
+    let directives: Vec<&str> = filter.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    if directives.is_empty() {
+        return Err("is empty: use one of off, error, warn, info, debug, trace".into());
+    }
+    for directive in directives {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "'{directive}' names no level: use one of off, error, warn, info, debug, trace, or target=level directives \
+                 such as 'info,gatehouse=debug'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The environment variable that sets the setting at `path`.
+fn env_name(path: &[String]) -> String {
+    format!("GATEHOUSE_{}", path.iter().map(|p| p.to_ascii_uppercase()).collect::<Vec<_>>().join("__"))
+}
+
+/// Every setting's dotted name, tables included (`server`, `server.listen`, …).
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (key, child) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                walk(&path, child, out);
+                out.push(path);
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    if let Ok(defaults) = serde_json::to_value(Config::default()) {
+        walk("", &defaults, &mut keys);
+    }
+    keys
+}
+
+/// The setting an unknown `key` most likely meant: the same words with other separators
+/// (`server_listen`), a setting of that name in a table (`listen` → `server.listen`), or the
+/// nearest name within a few typos.
+fn nearest_key(key: &str, known: &[String]) -> Option<String> {
+    let squash = |text: &str| text.to_ascii_lowercase().replace(['.', '_'], "");
+    if let Some(same) = known.iter().find(|k| squash(k) == squash(key)) {
+        return Some(same.clone());
+    }
+    if !key.contains('.') {
+        let mut in_tables = known.iter().filter(|k| k.rsplit('.').next() == Some(key));
+        if let (Some(only), None) = (in_tables.next(), in_tables.next()) {
+            return Some(only.clone());
+        }
+    }
+    let (distance, nearest) = known.iter().map(|k| (strsim::levenshtein(&squash(key), &squash(k)), k)).min()?;
+    (distance <= std::cmp::max(2, key.len() / 4)).then(|| nearest.clone())
+}
+
 fn describe_figment_error(error: figment::Error) -> String {
+    let known = known_keys();
     error
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
-            let kind = e.kind.to_string();
-            let kind = if kind.contains("secret") { "invalid value".to_owned() } else { kind };
-            match (key.is_empty(), source.is_empty()) {
-                (true, _) => kind,
-                (false, true) => format!("{key}: {kind}"),
-                (false, false) => format!("{key}: {kind} (from {source})"),
+            let from_environment = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+            let origin = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                _ if from_environment => format!(" (from the environment variable {})", env_name(&e.path)),
+                Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                _ => String::new(),
+            };
+            if let figment::error::Kind::UnknownField(..) = e.kind {
+                let hint = match nearest_key(&key, &known) {
+                    Some(nearest) if from_environment => {
+                        let path: Vec<String> = nearest.split('.').map(str::to_owned).collect();
+                        format!("; did you mean {nearest} ({})?", env_name(&path))
+                    }
+                    Some(nearest) => format!("; did you mean {nearest}?"),
+                    None => String::new(),
+                };
+                return format!("unknown setting {key}{origin}{hint}");
             }
+            let kind = e.kind.to_string().replace('`', "");
+            // A message about a secret could quote it.
+            let kind = if kind.contains("secret") || key.contains("secret") { "invalid value".to_owned() } else { kind };
+            let hint = if key.ends_with("listen") && kind.contains("socket address") {
+                ": use an IP address and a port, such as 127.0.0.1:9000 or 0.0.0.0:9000 (not a host name)"
+            } else {
+                ""
+            };
+            if key.is_empty() { format!("{kind}{origin}") } else { format!("{key}: {kind}{hint}{origin}") }
         })
         .collect::<Vec<_>>()
         .join("; ")

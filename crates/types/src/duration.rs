@@ -113,7 +113,8 @@ impl FromStr for DurationString {
 }
 
 impl fmt::Display for DurationString {
-    /// Canonical form: the largest units first, zero units left out (`days=1;hours=2`).
+    /// Canonical form: the largest units first, zero units left out (`days=1;hours=2`); weeks
+    /// only for a whole number of weeks, so a year reads `days=365`, not `weeks=52;days=1`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.micros == 0 {
             return f.write_str("seconds=0");
@@ -122,6 +123,9 @@ impl fmt::Display for DurationString {
         let mut first = true;
         for (unit, size) in UNITS {
             let size = size as i64;
+            if unit == "weeks" && rest % size != 0 {
+                continue;
+            }
             let count = rest / size;
             if count > 0 {
                 if !first {
@@ -162,6 +166,9 @@ mod tests {
         assert_eq!(DurationString::parse("Seconds=1.5").unwrap().as_micros(), 1_500_000);
         assert_eq!(DurationString::parse("milliseconds=2;microseconds=3").unwrap().as_micros(), 2003);
         assert_eq!(DurationString::parse("weeks= 1 ").unwrap(), DurationString::from_secs(604_800));
+        assert_eq!(DurationString::from_secs(365 * 86_400).to_string(), "days=365");
+        assert_eq!(DurationString::from_secs(14 * 86_400).to_string(), "weeks=2");
+        assert_eq!(DurationString::from_secs(30 * 86_400 + 3600).to_string(), "days=30;hours=1");
     }
 
     #[test]

@@ -63,13 +63,23 @@ fn configuration_precedence_is_defaults_then_file_then_environment() {
 #[test]
 fn invalid_configuration_stops_with_the_key_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 10] = [
         (&[("GATEHOUSE_SESSIONS__DURATION", "months=1")], "sessions.duration"),
         (&[("GATEHOUSE_SESSIONS__DURATION", "")], "hours=3;minutes=1"),
         (&[("GATEHOUSE_SERVER__LISTEN", "not-an-address")], "server.listen"),
         (&[("GATEHOUSE_PASSWORDS__MIN_LENGTH", "4")], "passwords.min_length"),
         (&[("GATEHOUSE_DATABASE__URL", "postgres://localhost/gatehouse")], "secret_key"),
-        (&[("GATEHOUSE_SERVER__LISTN", "127.0.0.1:1")], "listn"),
+        (
+            &[("GATEHOUSE_SERVER__LISTN", "127.0.0.1:1")],
+            "unknown setting server.listn (from the environment variable GATEHOUSE_SERVER__LISTN); did you mean server.listen (GATEHOUSE_SERVER__LISTEN)?",
+        ),
+        (
+            &[("GATEHOUSE_SERVER_LISTEN", "127.0.0.1:1")],
+            "unknown setting server_listen (from the environment variable GATEHOUSE_SERVER_LISTEN); did you mean server.listen (GATEHOUSE_SERVER__LISTEN)?",
+        ),
+        (&[("GATEHOUSE_LOG__LEVEL", "loud")], "log.level: 'loud' names no level"),
+        (&[("GATEHOUSE_LOG__LEVEL", "info,gatehouse=noisy")], "'gatehouse=noisy' names no level"),
+        (&[("GATEHOUSE_SERVER__LISTEN", "localhost:9000")], "server.listen: invalid socket address syntax: use an IP address and a port"),
     ];
     for (env, expected) in cases {
         let mut command = gatehouse(dir.path());
@@ -81,6 +91,18 @@ fn invalid_configuration_stops_with_the_key_and_the_problem() {
         assert_eq!(output.status.code(), Some(2), "{env:?}");
         let message = stderr(&output);
         assert!(message.contains(expected), "{env:?}: {message}");
+    }
+    for (toml, expected) in [
+        ("listen = \"127.0.0.1:9000\"\n", "unknown setting listen (in FILE); did you mean server.listen?"),
+        ("[sever]\nlisten = \"127.0.0.1:9000\"\n", "unknown setting sever (in FILE); did you mean server?"),
+        ("[server]\nlisten = \"127.0.0.1:9000\"\nfrobnicate = true\n", "unknown setting server.frobnicate (in FILE)"),
+    ] {
+        let file = dir.path().join("gatehouse.toml");
+        std::fs::write(&file, toml).unwrap();
+        let output = gatehouse(dir.path()).args(["--config", file.to_str().unwrap(), "config", "show"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{toml}");
+        let expected = expected.replace("FILE", &file.display().to_string());
+        assert_eq!(stderr(&output).trim_end(), format!("gatehouse: invalid configuration: {expected}"), "{toml}");
     }
     let missing = gatehouse(dir.path()).args(["--config", "/nonexistent/gatehouse.toml", "config", "show"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
