@@ -123,7 +123,7 @@ pub enum TokenCommand {
         intent: String,
         #[arg(long, default_value = "")]
         description: String,
-        /// Lifetime as a duration string (e.g. days=90); defaults to tokens.default_duration.
+        /// Lifetime as a duration string (e.g. days=90); defaults to tokens.default_duration (days=1).
         #[arg(long, conflicts_with = "no_expiry")]
         expires_in: Option<gatehouse_types::DurationString>,
         /// Create a key that never expires.
@@ -455,7 +455,11 @@ async fn create_token(
         tags: Vec::new(),
     };
     let (token, key) = crate::tokens::service::create(&state, &Actor::system(), new).await.map_err(describe_validation)?;
-    eprintln!("created {} token {} for {}; the key is shown only now:", token.intent.as_str(), token.identifier, owner.email);
+    let expiry = match token.expires {
+        Some(at) => format!("expires {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        None => "never expires".to_owned(),
+    };
+    eprintln!("created {} token {} for {} ({expiry}); the key follows:", token.intent.as_str(), token.identifier, owner.email);
     println!("{}", key.expose());
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,10 @@ pub fn spawn_listener(
     let pool = db.get_postgres_connection_pool().clone();
     let task = tokio::spawn(async move {
         loop {
+            // A closed pool is a process shutting down, not a failure to report.
+            if pool.is_closed() {
+                return;
+            }
             match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
                     if let Err(error) = listener.listen(channel).await {
@@ -43,6 +47,7 @@ pub fn spawn_listener(
                                 Ok(Some(_)) => on_wake(),
                                 // The connection dropped and was re-established.
                                 Ok(None) => on_wake(),
+                                Err(_) if pool.is_closed() => return,
                                 Err(error) => {
                                     tracing::warn!(%error, channel, "notification listener failed");
                                     on_wake();
@@ -52,6 +57,7 @@ pub fn spawn_listener(
                         }
                     }
                 }
+                Err(_) if pool.is_closed() => return,
                 Err(error) => {
                     tracing::warn!(%error, channel, "cannot connect the notification listener");
                     on_wake();

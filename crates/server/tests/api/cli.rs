@@ -251,6 +251,8 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let cli_key = stdout(&output).trim().to_owned();
+    let thirty_days = (chrono::Utc::now() + chrono::TimeDelta::days(30)).format("expires %Y-%m-").to_string();
+    assert!(stderr(&output).contains(&thirty_days), "the expiry is shown: {}", stderr(&output));
     assert!(cli_key.starts_with("gatehouse_api_"), "{cli_key}");
     let me = client.get(format!("{base}/api/v3/core/users/me/")).bearer_auth(&cli_key).send().await.unwrap();
     assert_eq!(me.status(), StatusCode::OK);
@@ -287,6 +289,7 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
 
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("create-superuser --email admin@example.com"), "first start tells how to create a superuser");
+    assert!(!logs.contains("notification listener"), "a clean shutdown is not a listener failure");
     assert!(logs.contains("\"route\":\"/api/v3/auth/sign_in/\""), "one line per request");
     assert!(logs.contains("\"request_id\""));
     let key_line = logs.lines().find(|l| l.contains("\"key_id\":\"")).expect("requests with an API key log the key id");
