@@ -271,6 +271,15 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
     let server = crate::app::Server::bind(config).await.map_err(|e| e.to_string())?;
     let state = server.state.clone();
     bootstrap(&state).await?;
+    let server_config = &state.config.server;
+    if server_config.secure_cookies && !server_config.listen.ip().is_loopback() && server_config.trusted_proxies.is_empty() {
+        tracing::warn!(
+            listen = %server_config.listen,
+            "cookies are Secure, so browsers send them back only over HTTPS, and this listener is reachable from other hosts \
+             with no TLS proxy in server.trusted_proxies: put it behind one, or set server.secure_cookies = false for plain-HTTP \
+             testing, or sign-in pages will start over at every step"
+        );
+    }
     if !service::superuser_exists(&state.db, state.tenant).await.map_err(|e| e.to_string())? {
         tracing::warn!(
             "no superuser exists yet; create one with: gatehouse create-superuser --email admin@example.com \

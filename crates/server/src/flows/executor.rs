@@ -21,6 +21,12 @@ use crate::state::AppState;
 
 /// Shown when an answer arrives for a run that no longer exists.
 pub const RUN_GONE: &str = "This sign-in expired or was already used; please start again.";
+/// Shown instead of [`RUN_GONE`] when the answer came without any flow cookie while cookies are
+/// `Secure`: the usual cause is a browser on plain HTTP dropping the cookie, which would
+/// otherwise send the person round in circles.
+pub const COOKIE_NOT_RETURNED: &str = "Your browser did not send back this sign-in's cookie, so it starts again. Browsers keep \
+     secure cookies only over HTTPS: open this page with https://, or, for testing over plain HTTP only, set \
+     server.secure_cookies = false.";
 /// Shown when an answer arrives for a question that is no longer the current one.
 pub const STALE_ANSWER: &str = "This form was already submitted; please answer the current question.";
 
@@ -288,7 +294,8 @@ pub async fn solve(
     let mut walk = Walk::new(state, &flow, &request);
     if fresh {
         // Nothing to answer: start over rather than apply an answer to a question never asked.
-        let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, RUN_GONE)).await?;
+        let reason = if request.key.is_none() && state.config.server.secure_cookies { COOKIE_NOT_RETURNED } else { RUN_GONE };
+        let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, reason)).await?;
         return Ok(walk.finish(challenge, cookie));
     }
     if form.is_some_and(|form| form.step != run.step) {

@@ -290,6 +290,7 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("create-superuser --email admin@example.com"), "first start tells how to create a superuser");
     assert!(!logs.contains("notification listener"), "a clean shutdown is not a listener failure");
+    assert!(!logs.contains("cookies are Secure"), "no cookie warning on loopback");
     assert!(logs.contains("\"route\":\"/api/v3/auth/sign_in/\""), "one line per request");
     assert!(logs.contains("\"request_id\""));
     let key_line = logs.lines().find(|l| l.contains("\"key_id\":\"")).expect("requests with an API key log the key id");
@@ -509,4 +510,24 @@ async fn a_process_with_another_secret_key_refuses_to_start() {
     }
     let output = with_key("create-user", original);
     assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_cookies_on_a_listener_other_hosts_reach_warn_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    let (server, _) = start_serve(dir.path(), "public", |command| {
+        command
+            .env("GATEHOUSE_DATABASE__URL", &database_url)
+            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+            .env("GATEHOUSE_SERVER__LISTEN", "0.0.0.0:0")
+            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
+            .env("GATEHOUSE_LOG__FORMAT", "json")
+            .env("GATEHOUSE_LOG__LEVEL", "info");
+    })
+    .await;
+    stop(server);
+    let logs = std::fs::read_to_string(dir.path().join("public.log")).unwrap();
+    let warning = logs.lines().find(|line| line.contains("cookies are Secure")).expect("a warning about secure cookies");
+    assert!(warning.contains("\"level\":\"WARN\"") && warning.contains("server.secure_cookies"), "{warning}");
 }

@@ -250,7 +250,16 @@ async fn a_later_stage_cannot_be_answered_first_and_answers_cannot_be_replayed()
     let mut stranger = Browser::new(&app);
     let (_, challenge) = stranger.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
     assert_eq!(challenge["component"], "ak-stage-identification");
-    assert!(errors_of(&challenge, "non_field_errors")[0].contains("start again"));
+    // With secure cookies on, an answer that came without any cookie says why the sign-in
+    // starts again (over plain HTTP the browser drops the cookie), rather than going in circles.
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("did not send back this sign-in's cookie"), "{challenge}");
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("server.secure_cookies"), "{challenge}");
+    // A cookie naming a run that is gone gets the plain message.
+    let mut late = Browser::new(&app);
+    late.cookies.insert(FLOW_COOKIE.to_owned(), "a-run-that-ended-long-ago".into());
+    let (_, challenge) = late.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(challenge["component"], "ak-stage-identification");
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("expired or was already used"), "{challenge}");
 
     // Replaying the password answer with the finished run's cookie does not sign in again.
     browser.post(SIGN_IN, json!({"uid_field": "ada@example.com"})).await;
