@@ -33,6 +33,24 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     build_state_with(config, crate::tasks::Registry::builtin()).await
 }
 
+/// [`build_state`] for a command that works on an installation a server already set up: on
+/// SQLite the database file must exist, so that a command run with another working directory or
+/// configuration says which file it looked for instead of quietly creating a second database.
+pub async fn build_state_existing(config: Config) -> Result<AppState, StartError> {
+    if config.backend() == crate::config::Backend::Sqlite {
+        let path = config.sqlite_path();
+        if !path.exists() {
+            let shown = std::path::absolute(&path).unwrap_or(path);
+            return Err(StartError::Other(format!(
+                "there is no database at {}: start `gatehouse serve` (or run `gatehouse migrate`) with the same configuration \
+                 first, or point this command at the server's data_dir (an absolute path, or --config with the server's file)",
+                shown.display()
+            )));
+        }
+    }
+    build_state(config).await
+}
+
 /// [`build_state`] with the actors tasks may run (the built-in ones plus any added).
 pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) -> Result<AppState, StartError> {
     let secret = ServerSecret::load(&config)?;
@@ -159,24 +177,33 @@ impl Server {
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the
+/// future is first polled, so a process that announced it is ready already stops gracefully on
+/// a signal sent right after. Call it inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(terminate) => {}
+                _ = wait(interrupt) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

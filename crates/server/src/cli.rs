@@ -169,6 +169,17 @@ pub fn main() -> ExitCode {
     }
     // Commands that print a result (a key, a user) keep stdout for it; the server logs to stdout.
     let logs_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate | Command::Worker { .. });
+    if matches!(
+        cli.command,
+        Command::Migrate
+            | Command::CreateSuperuser { .. }
+            | Command::CreateUser { .. }
+            | Command::SetPassword { .. }
+            | Command::Token { .. }
+            | Command::BenchTasks { .. }
+    ) {
+        eprintln!("gatehouse: database: {}", config.database_description());
+    }
     init_logging(&config, logs_to_stdout);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -217,11 +228,12 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker { concurrency } => {
-            let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+            let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
             let concurrency = concurrency.unwrap_or(state.config.tasks.concurrency);
+            let shutdown = crate::app::shutdown_signal();
             let worker = crate::tasks::worker::start(state.clone(), concurrency).await.map_err(|e| e.to_string())?;
             tracing::info!(worker_id = %worker.worker_id, "worker is ready");
-            crate::app::shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down: finishing in-flight tasks");
             worker.shutdown().await;
             let _ = state.db.close().await;
@@ -286,10 +298,11 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
              (or start with GATEHOUSE_BOOTSTRAP_EMAIL and GATEHOUSE_BOOTSTRAP_PASSWORD set)"
         );
     }
+    let shutdown = crate::app::shutdown_signal();
     tracing::info!(
         addr = %server.addr(),
         metrics = %server.metrics_addr().map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
-        database = ?state.config.backend(),
+        database = %state.config.database_description(),
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "gatehouse is ready"
     );
@@ -300,7 +313,7 @@ async fn serve(config: Config) -> Result<ExitCode, String> {
     };
     server
         .run(async move {
-            crate::app::shutdown_signal().await;
+            shutdown.await;
             if let Some(worker) = worker {
                 worker.shutdown().await;
             }
@@ -373,7 +386,7 @@ fn read_password() -> Result<Password, String> {
 async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: bool, no_password: bool) -> Result<ExitCode, String> {
     let email = Email::parse(&args.email).map_err(|e| format!("--email: {e}"))?;
     let password = if no_password { None } else { Some(read_password()?) };
-    let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+    let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
     let mut new = NewUser::with_email(email);
     new.name = args.name;
     new.username = match args.username {
@@ -398,7 +411,7 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
 /// error when the address belongs to someone who is not one.
 async fn existing_superuser(config: &Config, email: &str) -> Result<Option<String>, String> {
     let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
-    let state = crate::app::build_state(config.clone()).await.map_err(|e| e.to_string())?;
+    let state = crate::app::build_state_existing(config.clone()).await.map_err(|e| e.to_string())?;
     let existing = service::find_user_by_email(&state.db, state.tenant, &email).await.map_err(|e| e.to_string())?;
     state.db.clone().close().await.ok();
     match existing {
@@ -412,7 +425,7 @@ async fn existing_superuser(config: &Config, email: &str) -> Result<Option<Strin
 async fn set_password(config: Config, email: &str) -> Result<ExitCode, String> {
     let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
     let password = read_password()?;
-    let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+    let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
     let user = service::find_user_by_email(&state.db, state.tenant, &email)
         .await
         .map_err(|e| e.to_string())?
@@ -447,7 +460,7 @@ async fn create_token(
         Ok(intent @ (Intent::Api | Intent::AppPassword)) => intent,
         _ => return Err("--intent: choose api or app_password".into()),
     };
-    let state = crate::app::build_state(config).await.map_err(|e| e.to_string())?;
+    let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
     let owner = service::find_user_by_email(&state.db, state.tenant, &email)
         .await
         .map_err(|e| e.to_string())?

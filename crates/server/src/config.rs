@@ -296,6 +296,8 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("GATEHOUSE_CONFIG").map(PathBuf::from));
+        let file_directory =
+            file.as_ref().and_then(|path| std::path::absolute(path).ok()).and_then(|path| path.parent().map(Path::to_path_buf));
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError(format!("config file {} does not exist", path.display())));
@@ -303,7 +305,14 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&NON_CONFIG_ENV));
-        let config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e)))?;
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e)))?;
+        // A relative data_dir means relative to the configuration file, so that every command
+        // pointed at the same file finds the same database, whatever its working directory.
+        if let Some(directory) = file_directory
+            && config.data_dir.is_relative()
+        {
+            config.data_dir = directory.join(&config.data_dir);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -373,6 +382,25 @@ impl Config {
         }
         check_log_level(&self.log.level).map_err(|problem| ConfigError(format!("log.level: {problem}")))?;
         Ok(())
+    }
+
+    /// The SQLite file in effect (meaningful on SQLite only).
+    pub fn sqlite_path(&self) -> PathBuf {
+        let url = self.database_url();
+        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        PathBuf::from(path.split_once('?').map_or(path, |(path, _)| path))
+    }
+
+    /// The database in effect, as a person should read it: the SQLite file's absolute path, or
+    /// the PostgreSQL URL without its password.
+    pub fn database_description(&self) -> String {
+        match self.backend() {
+            Backend::Sqlite => {
+                let path = self.sqlite_path();
+                format!("SQLite {}", std::path::absolute(&path).unwrap_or(path).display())
+            }
+            Backend::Postgres => format!("PostgreSQL {}", redact_url_password(&self.database_url())),
+        }
     }
 
     /// The database URL in effect.

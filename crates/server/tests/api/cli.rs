@@ -531,3 +531,39 @@ async fn secure_cookies_on_a_listener_other_hosts_reach_warn_at_start() {
     let warning = logs.lines().find(|line| line.contains("cookies are Secure")).expect("a warning about secure cookies");
     assert!(warning.contains("\"level\":\"WARN\"") && warning.contains("server.secure_cookies"), "{warning}");
 }
+
+#[test]
+fn every_command_uses_one_data_directory_whatever_its_working_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = home.path().join("gatehouse.toml");
+    std::fs::write(&config, "data_dir = \"state\"\n").unwrap();
+    let run = |cwd: &Path, args: &[&str]| {
+        let mut command = Command::new(BIN);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("GATEHOUSE_") {
+                command.env_remove(key);
+            }
+        }
+        command.current_dir(cwd).env("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2").args(args).output().unwrap()
+    };
+    // Without a database, a command other than serve or migrate creates none and says where it
+    // looked.
+    let output = run(elsewhere.path(), &["create-user", "--email", "lost@example.com"]);
+    assert!(!output.status.success());
+    let expected = elsewhere.path().join("data").join("gatehouse.sqlite3");
+    assert!(stderr(&output).contains(&format!("there is no database at {}", expected.display())), "{}", stderr(&output));
+    assert!(!elsewhere.path().join("data").join("gatehouse.sqlite3").exists(), "a second database appeared");
+
+    // A relative data_dir in the configuration file is relative to the file, not to the caller.
+    let config_arg = config.to_str().unwrap();
+    let output = run(elsewhere.path(), &["--config", config_arg, "migrate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let database = home.path().join("state").join("gatehouse.sqlite3");
+    assert!(database.exists(), "the database is beside the configuration file");
+    assert!(stderr(&output).contains(&format!("database: SQLite {}", database.display())), "{}", stderr(&output));
+    let output = run(elsewhere.path(), &["--config", config_arg, "create-user", "--email", "found@example.com"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("database: SQLite {}", database.display())), "{}", stderr(&output));
+    assert!(!elsewhere.path().join("state").exists());
+}
