@@ -21,6 +21,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Key for signing and keyed hashing; generated into `data_dir` on SQLite when absent.
     pub secret_key: Option<String>,
+    /// A file holding `secret_key` (the container convention for secrets), read at start.
+    pub secret_key_file: Option<PathBuf>,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
@@ -84,6 +86,8 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path` or `postgres://user@host/db`; empty means `data_dir/gatehouse.sqlite3`.
     pub url: String,
+    /// A file holding `url` (which may contain a password), read at start.
+    pub url_file: Option<PathBuf>,
     pub max_connections: u32,
 }
 
@@ -221,9 +225,10 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             secret_key: None,
+            secret_key_file: None,
             identifiers: IdentifierConfig::default(),
             server: ServerConfig::default(),
-            database: DatabaseConfig { url: String::new(), max_connections: 10 },
+            database: DatabaseConfig { url: String::new(), url_file: None, max_connections: 10 },
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
             sessions: SessionConfig {
                 duration: DurationString::from_secs(24 * 3600),
@@ -308,10 +313,16 @@ impl Config {
         let mut config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e)))?;
         // A relative data_dir means relative to the configuration file, so that every command
         // pointed at the same file finds the same database, whatever its working directory.
-        if let Some(directory) = file_directory
-            && config.data_dir.is_relative()
-        {
-            config.data_dir = directory.join(&config.data_dir);
+        let relative_to = |path: &Path| match &file_directory {
+            Some(directory) if path.is_relative() => directory.join(path),
+            _ => path.to_path_buf(),
+        };
+        config.data_dir = relative_to(&config.data_dir);
+        if let Some(path) = config.secret_key_file.clone() {
+            config.secret_key = Some(read_secret_file("secret_key", config.secret_key.is_some(), &relative_to(&path))?);
+        }
+        if let Some(path) = config.database.url_file.clone() {
+            config.database.url = read_secret_file("database.url", !config.database.url.is_empty(), &relative_to(&path))?;
         }
         config.validate()?;
         Ok(config)
@@ -427,6 +438,20 @@ impl Config {
         shown.database.url = redact_url_password(&self.database_url());
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
     }
+}
+
+/// The value of the setting `key` from the file its `key_file` setting names: the whole file but
+/// a trailing line break, which editors and `echo` add.
+fn read_secret_file(key: &str, also_set: bool, path: &Path) -> Result<String, ConfigError> {
+    if also_set {
+        return Err(ConfigError(format!("{key} and {key}_file are both set: keep one")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key}_file: cannot read {}: {e}", path.display())))?;
+    let value = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if value.is_empty() {
+        return Err(ConfigError(format!("{key}_file: {} is empty", path.display())));
+    }
+    Ok(value.to_owned())
 }
 
 /// Replaces the password of a `scheme://user:password@host` URL.

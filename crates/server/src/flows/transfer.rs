@@ -269,6 +269,24 @@ fn entry_attributes(index: usize, entry: &Entry) -> Map<String, Value> {
 
 /// Reads a document: JSON when it looks like JSON, YAML otherwise, within the import's bounds.
 /// Errors say where.
+/// The refusal for a document using one of authentik's YAML tags (`!KeyOf`, `!Find`, `!Context`,
+/// `!Env`, …), which compute values from the database and the environment when authentik
+/// applies a blueprint; Gatehouse imports plain values only, and says which tag, where.
+fn blueprint_tag(text: &str) -> Option<String> {
+    text.lines().enumerate().find_map(|(index, line)| {
+        let code = line.split_once(" #").map_or(line, |(code, _)| code);
+        let tag = code
+            .split(|c: char| c.is_whitespace() || c == '[' || c == ',' || c == '{')
+            .find(|token| token.len() > 1 && token.starts_with('!') && token[1..].starts_with(|c: char| c.is_ascii_alphabetic()))?;
+        Some(format!(
+            "The document uses the YAML tag {tag} on line {}. Gatehouse imports plain values only and does not evaluate authentik's \
+             blueprint tags (!KeyOf, !Find, !Context, !Env and the like): replace the tag with the value it stands for, such \
+             as the stage's name or the flow's slug, and import again.",
+            index + 1
+        ))
+    })
+}
+
 pub fn parse_document(document: &[u8]) -> std::result::Result<Blueprint, String> {
     if document.len() > MAX_DOCUMENT_BYTES {
         return Err(format!("The document is larger than {} KiB.", MAX_DOCUMENT_BYTES / 1024));
@@ -300,7 +318,7 @@ pub fn parse_document(document: &[u8]) -> std::result::Result<Blueprint, String>
     } else {
         crate::json::bounded_value(serde_norway::Deserializer::from_str(text), DOCUMENT_BOUNDS).map_err(|e| {
             let message = e.to_string();
-            too_big(&message).unwrap_or_else(|| format!("The document is not valid YAML: {message}"))
+            too_big(&message).or_else(|| blueprint_tag(text)).unwrap_or_else(|| format!("The document is not valid YAML: {message}"))
         })?
     };
     let blueprint: Blueprint = serde_path_to_error::deserialize(value).map_err(|e| {

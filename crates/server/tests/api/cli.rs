@@ -567,3 +567,35 @@ fn every_command_uses_one_data_directory_whatever_its_working_directory() {
     assert!(stderr(&output).contains(&format!("database: SQLite {}", database.display())), "{}", stderr(&output));
     assert!(!elsewhere.path().join("state").exists());
 }
+
+#[tokio::test]
+async fn secrets_can_come_from_files_beside_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    std::fs::write(dir.path().join("key.txt"), "a-secret-key-read-from-a-file-0123456789\n").unwrap();
+    std::fs::write(dir.path().join("database.txt"), format!("{database_url}\n")).unwrap();
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(&config, "secret_key_file = \"key.txt\"\n[database]\nurl_file = \"database.txt\"\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut command = gatehouse(elsewhere.path());
+        command.arg("--config").arg(&config).args(args);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        command.output().unwrap()
+    };
+    let output = run(&["config", "show"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stdout(&output).contains("a-secret-key-read-from-a-file"), "the key is redacted");
+    assert!(stdout(&output).contains("secret_key = \"********\""), "{}", stdout(&output));
+    let output = run(&["migrate"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // The key from the file is the key the database now knows.
+    let output = run(&["migrate"], &[("GATEHOUSE_SECRET_KEY", "a-secret-key-from-the-environment-0123456789")]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("secret_key and secret_key_file are both set"), "{}", stderr(&output));
+    let output = run(&["config", "show"], &[("GATEHOUSE_SECRET_KEY_FILE", "/nonexistent/key")]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("secret_key_file: cannot read /nonexistent/key"), "{}", stderr(&output));
+}

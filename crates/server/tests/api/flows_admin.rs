@@ -775,6 +775,14 @@ async fn an_import_writes_everything_or_nothing() {
         assert!(!result["logs"].as_array().unwrap().is_empty());
     }
     assert_eq!(totals(&app, &admin).await, before);
+    // authentik's blueprint tags are named, with their line, instead of a parser's type error.
+    let tagged =
+        "version: 1\nentries:\n- model: authentik_flows.flowstagebinding\n  identifiers:\n    target: !KeyOf flow\n    order: 10\n";
+    let (status, result) = json(upload(&app, &admin, tagged, false).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{result}");
+    let event = result["logs"][0]["event"].as_str().unwrap();
+    assert!(event.contains("YAML tag !KeyOf on line 5") && event.contains("replace the tag"), "{result}");
+    assert_eq!(totals(&app, &admin).await, before);
     // A YAML alias bomb: 1.5 KB that would expand to 10^9 values is refused, naming the problem.
     let mut bomb = String::from("version: 1\nentries: []\na: &a [x, x, x, x, x, x, x, x, x, x]\n");
     for level in 1..9u8 {
