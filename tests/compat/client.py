@@ -861,6 +861,20 @@ def run_checks(checks: Checks) -> None:
 
     run("flows_instances_import (no method in the client)", flows_import)
 
+    # --- permissions -------------------------------------------------------------------------
+    rbac = ak.RbacApi(api_client)
+
+    def rbac_permissions_list():
+        page = rbac.rbac_permissions_list(codename="view_user", content_type__app_label="authentik_core")
+        expect(page.pagination.count == 1 and len(page.results) == 1, f"{page.pagination.count} permissions named view_user")
+        permission = page.results[0]
+        expect(permission.codename == "view_user" and permission.app_label == "authentik_core" and permission.model == "user",
+               f"unexpected permission {permission}")
+        one = rbac.rbac_permissions_retrieve(id=permission.id)
+        expect(one.codename == "view_user", f"retrieve gave {one.codename}")
+
+    run("rbac_permissions_list and rbac_permissions_retrieve", rbac_permissions_list)
+
     # --- events ------------------------------------------------------------------------------
     event_pk = None
 

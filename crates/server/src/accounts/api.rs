@@ -546,3 +546,29 @@ pub struct UserServiceAccountResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_pk: Option<String>,
 }
+
+/// authentik's `Permission`.
+#[derive(Serialize, ToSchema)]
+pub struct PermissionOut {
+    pub id: u32,
+    pub name: String,
+    pub codename: String,
+    pub model: String,
+    pub app_label: String,
+    pub app_label_verbose: String,
+    pub model_verbose: String,
+}
+
+impl From<super::permissions::KnownPermission> for PermissionOut {
+    fn from(p: super::permissions::KnownPermission) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.to_owned(),
+            codename: p.codename().to_owned(),
+            model: p.model.to_owned(),
+            app_label: p.app_label().to_owned(),
+            app_label_verbose: p.app_label_verbose.to_owned(),
+            model_verbose: p.model_verbose.to_owned(),
+        }
+    }
+}

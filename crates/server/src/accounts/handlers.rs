@@ -8,10 +8,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::api::{
-    GroupOut, GroupWrite, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup, UserWrite,
+    GroupOut, GroupWrite, PermissionOut, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup,
+    UserWrite,
 };
 use super::groups::{self, GroupFilter};
 use super::password::Password;
+use super::permissions::{self, PermissionFilter};
 use super::users::{self, UserFilter};
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
@@ -28,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(service_account))
         .routes(routes!(retrieve_user, update_user, partial_update_user, delete_user))
         .routes(routes!(set_password))
+        .routes(routes!(list_permissions))
+        .routes(routes!(retrieve_permission))
         .routes(routes!(list_groups, create_group))
         .routes(routes!(retrieve_group, update_group, partial_update_group, delete_group))
         .routes(routes!(add_user))
@@ -276,4 +280,22 @@ async fn service_account(
         user_pk: created.user.id,
         group_pk: created.group.map(|g| g.group_uuid.to_string()),
     }))
+}
+
+#[utoipa::path(get, path = "/api/v3/rbac/permissions/", tag = "rbac", params(ListParams, PermissionFilter),
+    responses((status = 200, description = "The permissions Gatehouse checks", body = Paginated<PermissionOut>), (status = 401, description = "Not signed in")))]
+async fn list_permissions(
+    State(state): State<AppState>,
+    _principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<PermissionFilter>,
+) -> Result<Json<Paginated<PermissionOut>>> {
+    Ok(Json(permissions::list(&state.config.api, &filter, &params)?.map(PermissionOut::from)))
+}
+
+#[utoipa::path(get, path = "/api/v3/rbac/permissions/{id}/", tag = "rbac", params(("id" = u32, Path, description = "A unique integer value identifying this permission.")),
+    responses((status = 200, body = PermissionOut), (status = 404, description = "Not found")))]
+async fn retrieve_permission(_principal: Principal, Path(id): Path<String>) -> Result<Json<PermissionOut>> {
+    let id: u32 = id.parse().map_err(|_| Error::NotFound)?;
+    Ok(Json(permissions::get(id).ok_or(Error::NotFound)?.into()))
 }

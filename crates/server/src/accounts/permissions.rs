@@ -4,13 +4,18 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::db::pagination::{ListParams, Paginated};
+use crate::error::Error;
+
 /// A permission name such as `authentik_core.view_user`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Permission(String);
 
 impl Permission {
-    /// Parses `app.codename` (lower-case letters, digits and underscores on both sides).
+    /// Parses `app.codename` (lower-case letters, digits and underscores on both sides) naming a
+    /// permission of the [`CATALOGUE`]: a misspelt or foreign name would be stored and grant
+    /// nothing, silently.
     pub fn parse(input: &str) -> Result<Self, String> {
         let valid_part = |part: &str| {
             !part.is_empty()
@@ -18,7 +23,12 @@ impl Permission {
                 && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         };
         match input.split_once('.') {
-            Some((app, codename)) if input.len() <= 150 && valid_part(app) && valid_part(codename) => Ok(Self(input.to_owned())),
+            Some((app, codename)) if input.len() <= 150 && valid_part(app) && valid_part(codename) => {
+                if known(input).is_none() {
+                    return Err(format!("'{input}' is not a permission Gatehouse knows; GET /api/v3/rbac/permissions/ lists them."));
+                }
+                Ok(Self(input.to_owned()))
+            }
             _ => Err(format!("'{input}' is not a permission of the form app.codename, e.g. authentik_core.view_user.")),
         }
     }
@@ -40,6 +50,159 @@ impl<'de> Deserialize<'de> for Permission {
         let text = String::deserialize(deserializer)?;
         Self::parse(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// One permission of the catalogue, described as authentik describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownPermission {
+    /// Stable number, authentik's `id`.
+    pub id: u32,
+    /// `app_label.codename`.
+    pub full_name: &'static str,
+    /// What it allows, in words (`Can view User`).
+    pub name: &'static str,
+    pub model: &'static str,
+    pub model_verbose: &'static str,
+    pub app_label_verbose: &'static str,
+}
+
+impl KnownPermission {
+    /// The app label (`authentik_core`).
+    pub fn app_label(&self) -> &'static str {
+        self.full_name.split_once('.').map_or("", |(app, _)| app)
+    }
+
+    /// The codename (`view_user`).
+    pub fn codename(&self) -> &'static str {
+        self.full_name.split_once('.').map_or(self.full_name, |(_, codename)| codename)
+    }
+}
+
+/// (full name, description, model, model's name, app's name); the position is the id, so new
+/// permissions are only ever appended.
+const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
+    ("authentik_core.view_user", "Can view User", "user", "User", "authentik Core"),
+    ("authentik_core.add_user", "Can add User", "user", "User", "authentik Core"),
+    ("authentik_core.change_user", "Can change User", "user", "User", "authentik Core"),
+    ("authentik_core.delete_user", "Can delete User", "user", "User", "authentik Core"),
+    ("authentik_core.reset_user_password", "Reset Password", "user", "User", "authentik Core"),
+    ("authentik_core.view_group", "Can view Group", "group", "Group", "authentik Core"),
+    ("authentik_core.add_group", "Can add Group", "group", "Group", "authentik Core"),
+    ("authentik_core.change_group", "Can change Group", "group", "Group", "authentik Core"),
+    ("authentik_core.delete_group", "Can delete Group", "group", "Group", "authentik Core"),
+    (
+        "authentik_core.view_authenticatedsession",
+        "Can view Authenticated Session",
+        "authenticatedsession",
+        "Authenticated Session",
+        "authentik Core",
+    ),
+    (
+        "authentik_core.delete_authenticatedsession",
+        "Can delete Authenticated Session",
+        "authenticatedsession",
+        "Authenticated Session",
+        "authentik Core",
+    ),
+    ("authentik_core.view_token", "Can view Token", "token", "Token", "authentik Core"),
+    ("authentik_core.add_token", "Can add Token", "token", "Token", "authentik Core"),
+    ("authentik_core.change_token", "Can change Token", "token", "Token", "authentik Core"),
+    ("authentik_core.delete_token", "Can delete Token", "token", "Token", "authentik Core"),
+    ("authentik_core.view_token_key", "View token's key", "token", "Token", "authentik Core"),
+    ("authentik_core.set_token_key", "Set a token's key", "token", "Token", "authentik Core"),
+    ("authentik_events.view_event", "Can view Event", "event", "Event", "authentik Events"),
+    ("authentik_flows.view_flow", "Can view Flow", "flow", "Flow", "authentik Flows"),
+    ("authentik_flows.add_flow", "Can add Flow", "flow", "Flow", "authentik Flows"),
+    ("authentik_flows.change_flow", "Can change Flow", "flow", "Flow", "authentik Flows"),
+    ("authentik_flows.delete_flow", "Can delete Flow", "flow", "Flow", "authentik Flows"),
+    ("authentik_flows.export_flow", "Can export a Flow", "flow", "Flow", "authentik Flows"),
+    ("authentik_flows.view_flowstagebinding", "Can view Flow Stage Binding", "flowstagebinding", "Flow Stage Binding", "authentik Flows"),
+    ("authentik_flows.add_flowstagebinding", "Can add Flow Stage Binding", "flowstagebinding", "Flow Stage Binding", "authentik Flows"),
+    (
+        "authentik_flows.change_flowstagebinding",
+        "Can change Flow Stage Binding",
+        "flowstagebinding",
+        "Flow Stage Binding",
+        "authentik Flows",
+    ),
+    (
+        "authentik_flows.delete_flowstagebinding",
+        "Can delete Flow Stage Binding",
+        "flowstagebinding",
+        "Flow Stage Binding",
+        "authentik Flows",
+    ),
+    ("authentik_flows.view_stage", "Can view Stage", "stage", "Stage", "authentik Flows"),
+    ("authentik_flows.add_stage", "Can add Stage", "stage", "Stage", "authentik Flows"),
+    ("authentik_flows.change_stage", "Can change Stage", "stage", "Stage", "authentik Flows"),
+    ("authentik_flows.delete_stage", "Can delete Stage", "stage", "Stage", "authentik Flows"),
+    ("authentik_tasks.view_task", "Can view Task", "task", "Task", "authentik Tasks"),
+    ("authentik_tasks.retry_task", "Retry failed task", "task", "Task", "authentik Tasks"),
+    ("authentik_tasks_schedules.view_schedule", "Can view Schedule", "schedule", "Schedule", "authentik Tasks Schedules"),
+    ("authentik_tasks_schedules.change_schedule", "Can change Schedule", "schedule", "Schedule", "authentik Tasks Schedules"),
+    ("authentik_tasks_schedules.send_schedule", "Manually trigger a schedule", "schedule", "Schedule", "authentik Tasks Schedules"),
+];
+
+/// Every permission Gatehouse checks, in id order.
+pub fn catalogue() -> impl Iterator<Item = KnownPermission> {
+    CATALOGUE_ROWS.iter().enumerate().map(|(index, &(full_name, name, model, model_verbose, app_label_verbose))| KnownPermission {
+        id: index as u32 + 1,
+        full_name,
+        name,
+        model,
+        model_verbose,
+        app_label_verbose,
+    })
+}
+
+/// The catalogue's entry for `full_name`.
+pub fn known(full_name: &str) -> Option<KnownPermission> {
+    catalogue().find(|p| p.full_name == full_name)
+}
+
+/// Filters of the permission list, as authentik names them.
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PermissionFilter {
+    /// Exact codename, e.g. `view_user`.
+    pub codename: Option<String>,
+    /// Exact app label, e.g. `authentik_core`.
+    #[serde(rename = "content_type__app_label")]
+    #[param(rename = "content_type__app_label")]
+    pub app_label: Option<String>,
+    /// Exact model, e.g. `user`.
+    #[serde(rename = "content_type__model")]
+    #[param(rename = "content_type__model")]
+    pub model: Option<String>,
+}
+
+/// One page of the catalogue, filtered; `search` matches the name and codename.
+pub fn list(
+    config: &crate::config::ApiConfig,
+    filter: &PermissionFilter,
+    params: &ListParams,
+) -> crate::error::Result<Paginated<KnownPermission>> {
+    let page = params.page_request(config)?;
+    let search = params.search.as_deref().map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty());
+    let matches = |p: &KnownPermission| {
+        filter.codename.as_deref().is_none_or(|c| c.is_empty() || c == p.codename())
+            && filter.app_label.as_deref().is_none_or(|a| a.is_empty() || a == p.app_label())
+            && filter.model.as_deref().is_none_or(|m| m.is_empty() || m == p.model)
+            && search.as_deref().is_none_or(|s| p.name.to_lowercase().contains(s) || p.full_name.contains(s))
+    };
+    let all: Vec<KnownPermission> = catalogue().filter(matches).collect();
+    let count = all.len() as u64;
+    if page.page > 1 && (page.page - 1) * page.page_size >= count {
+        return Err(Error::InvalidPage);
+    }
+    let skip = usize::try_from((page.page - 1) * page.page_size).unwrap_or(usize::MAX);
+    let take = usize::try_from(page.page_size).unwrap_or(usize::MAX);
+    Ok(Paginated::new(page, count, all.into_iter().skip(skip).take(take).collect()))
+}
+
+/// The catalogue's entry with authentik's `id`.
+pub fn get(id: u32) -> Option<KnownPermission> {
+    catalogue().find(|p| p.id == id)
 }
 
 /// Permissions the routes of this server check.
@@ -84,8 +247,54 @@ mod tests {
     #[test]
     fn parses_app_codename() {
         assert_eq!(Permission::parse("authentik_core.view_token_key").unwrap().as_str(), "authentik_core.view_token_key");
-        for bad in ["", "view_user", "a.", ".b", "A.b", "a.b.c", "a b.c", "1a.b"] {
+        for bad in ["", "view_user", "a.", ".b", "A.b", "a.b.c", "a b.c", "1a.b", "authentik_core.fly_to_moon"] {
             assert!(Permission::parse(bad).is_err(), "{bad:?}");
         }
+        assert!(Permission::parse("authentik_core.fly_to_moon").unwrap_err().contains("/api/v3/rbac/permissions/"));
+    }
+
+    #[test]
+    fn every_permission_a_route_checks_is_in_the_catalogue_once() {
+        for name in [
+            names::VIEW_USER,
+            names::ADD_USER,
+            names::CHANGE_USER,
+            names::DELETE_USER,
+            names::RESET_USER_PASSWORD,
+            names::VIEW_GROUP,
+            names::ADD_GROUP,
+            names::CHANGE_GROUP,
+            names::DELETE_GROUP,
+            names::VIEW_EVENT,
+            names::VIEW_SESSION,
+            names::DELETE_SESSION,
+            names::VIEW_TOKEN,
+            names::ADD_TOKEN,
+            names::CHANGE_TOKEN,
+            names::DELETE_TOKEN,
+            names::VIEW_TOKEN_KEY,
+            names::SET_TOKEN_KEY,
+            names::VIEW_FLOW,
+            names::ADD_FLOW,
+            names::CHANGE_FLOW,
+            names::DELETE_FLOW,
+            names::EXPORT_FLOW,
+            names::VIEW_FLOW_STAGE_BINDING,
+            names::ADD_FLOW_STAGE_BINDING,
+            names::CHANGE_FLOW_STAGE_BINDING,
+            names::DELETE_FLOW_STAGE_BINDING,
+            names::VIEW_STAGE,
+            names::ADD_STAGE,
+            names::CHANGE_STAGE,
+            names::DELETE_STAGE,
+        ] {
+            assert!(known(name).is_some(), "{name} is missing from the catalogue");
+        }
+        let mut names: Vec<&str> = catalogue().map(|p| p.full_name).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a permission is listed twice");
+        assert!(catalogue().all(|p| !p.codename().is_empty() && !p.app_label().is_empty()));
     }
 }

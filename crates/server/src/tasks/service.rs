@@ -266,3 +266,15 @@ pub async fn retry_task(state: &AppState, actor: &Actor, id: Uuid) -> Result<()>
     let audit = actor.event(Action::ModelUpdated).about(&task);
     super::queue::retry_rejected(state, state.tenant, id, audit).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn the_task_permissions_are_in_the_catalogue() {
+        for name in [names::VIEW_TASK, names::RETRY_TASK, names::VIEW_SCHEDULE, names::CHANGE_SCHEDULE, names::SEND_SCHEDULE] {
+            assert!(crate::accounts::permissions::known(name).is_some(), "{name} is missing from the catalogue");
+        }
+    }
+}

@@ -145,3 +145,57 @@ async fn only_superusers_hand_out_privileges_through_groups() {
     assert_eq!(me["user"]["pk"], plain.id);
     assert_eq!(me["user"]["is_superuser"], false);
 }
+
+#[tokio::test]
+async fn permission_names_are_listed_and_unknown_ones_refused() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let member = app.user("member@example.com", |_| {}).await;
+    let admin = app.sign_in("admin@example.com").await;
+    let plain = app.sign_in("member@example.com").await;
+
+    // Anyone signed in may read the list; it pages like every list.
+    let (status, all) = json(app.get(&plain, "/api/v3/rbac/permissions/?page_size=100").await).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let results = all["results"].as_array().unwrap();
+    assert_eq!(all["pagination"]["count"], results.len());
+    let view_user = results.iter().find(|p| p["codename"] == "view_user").expect("view_user is listed");
+    assert_eq!(view_user["app_label"], "authentik_core");
+    assert_eq!(view_user["model"], "user");
+    assert_eq!(view_user["name"], "Can view User");
+    for field in ["id", "name", "codename", "model", "app_label", "app_label_verbose", "model_verbose"] {
+        assert!(results.iter().all(|p| p.get(field).is_some()), "{field}");
+    }
+    let (_, tokens) =
+        json(app.get(&plain, "/api/v3/rbac/permissions/?content_type__app_label=authentik_core&content_type__model=token").await).await;
+    let codenames: Vec<&str> = tokens["results"].as_array().unwrap().iter().map(|p| p["codename"].as_str().unwrap()).collect();
+    assert!(
+        codenames.contains(&"view_token_key") && codenames.iter().all(|c| c.ends_with("token") || c.ends_with("token_key")),
+        "{codenames:?}"
+    );
+    let (_, searched) = json(app.get(&plain, "/api/v3/rbac/permissions/?search=retry").await).await;
+    assert_eq!(searched["results"][0]["codename"], "retry_task", "{searched}");
+    let id = view_user["id"].as_u64().unwrap();
+    let (status, one) = json(app.get(&plain, &format!("/api/v3/rbac/permissions/{id}/")).await).await;
+    assert_eq!((status, &one["codename"]), (StatusCode::OK, &json!("view_user")));
+    assert_eq!(app.get(&plain, "/api/v3/rbac/permissions/99999/").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&plain, "/api/v3/rbac/permissions/?page=99").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.client.get(app.url("/api/v3/rbac/permissions/")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // An unknown name is refused, named, and nothing is written.
+    let body = assert_field_error(
+        app.post(&admin, "/api/v3/core/groups/", json!({"name": "Pilots", "permissions": ["authentik_core.fly_to_moon"]})).await,
+        "permissions",
+    )
+    .await;
+    assert!(body.to_string().contains("authentik_core.fly_to_moon"), "{body}");
+    assert!(group_names(&app, &admin).await.is_empty());
+    let path = format!("/api/v3/core/users/{}/", member.id);
+    assert_field_error(
+        app.patch(&admin, &path, json!({"permissions": ["authentik_events.view_event", "authentik_core.fly_to_moon"]})).await,
+        "permissions",
+    )
+    .await;
+    let (_, after) = json(app.get(&admin, &path).await).await;
+    assert_eq!(after["permissions"], json!([]), "{after}");
+}
