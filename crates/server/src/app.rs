@@ -56,7 +56,7 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
     let secret = ServerSecret::load(&config)?;
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
-    crate::secret::check_fingerprint(&db, &secret, &config).await.map_err(StartError::Other)?;
+    crate::secret::check_fingerprint(&db, &secret, &config, true).await.map_err(StartError::Other)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
     let config_ttl = config.sessions.cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));

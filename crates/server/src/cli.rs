@@ -222,7 +222,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             let secret = crate::secret::ServerSecret::load(&config).map_err(|e| e.to_string())?;
             let db = crate::db::connect(&config).await.map_err(|e| e.to_string())?;
             crate::db::migrate(&db).await.map_err(|e| format!("migration failed: {e}"))?;
-            crate::secret::check_fingerprint(&db, &secret, &config).await?;
+            crate::secret::check_fingerprint(&db, &secret, &config, false).await?;
             crate::tenants::ensure_default(&db).await.map_err(|e| e.to_string())?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -334,9 +334,16 @@ async fn bootstrap(state: &crate::state::AppState) -> Result<(), String> {
                 .into(),
         );
     };
-    match service::bootstrap_superuser(state, email, password).await.map_err(describe_validation)? {
-        Some(user) => tracing::info!(email = %user.email, pk = user.id, "created the first superuser from GATEHOUSE_BOOTSTRAP_EMAIL"),
-        None => tracing::debug!("a superuser exists; GATEHOUSE_BOOTSTRAP_EMAIL is not used"),
+    match service::bootstrap_superuser(state, email, password).await {
+        Ok(Some(user)) => tracing::info!(email = %user.email, pk = user.id, "created the first superuser from GATEHOUSE_BOOTSTRAP_EMAIL"),
+        Ok(None) => tracing::debug!("a superuser exists; GATEHOUSE_BOOTSTRAP_EMAIL is not used"),
+        // A leftover variable naming someone else's account must not keep the server down.
+        Err(Error::Conflict(message)) => {
+            tracing::warn!(
+                "GATEHOUSE_BOOTSTRAP_EMAIL: {message}; no superuser was created (use gatehouse create-superuser or set-password)"
+            );
+        }
+        Err(error) => return Err(describe_validation(error)),
     }
     Ok(())
 }

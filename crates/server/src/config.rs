@@ -311,18 +311,26 @@ impl Config {
         }
         figment = figment.merge(Env::prefixed("GATEHOUSE_").split("__").ignore(&NON_CONFIG_ENV));
         let mut config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e)))?;
-        // A relative data_dir means relative to the configuration file, so that every command
-        // pointed at the same file finds the same database, whatever its working directory.
-        let relative_to = |path: &Path| match &file_directory {
-            Some(directory) if path.is_relative() => directory.join(path),
-            _ => path.to_path_buf(),
+        // A relative path written in the configuration file is relative to that file, so that
+        // every command pointed at the same file finds the same database and secrets, whatever
+        // its working directory. Defaults and environment variables stay relative to the working
+        // directory, as they always were.
+        let relative_to = |key: &str, path: &Path| {
+            let from_file = figment.find_metadata(key).is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
+            match &file_directory {
+                Some(directory) if from_file && path.is_relative() => directory.join(path),
+                _ => path.to_path_buf(),
+            }
         };
-        config.data_dir = relative_to(&config.data_dir);
+        config.data_dir = relative_to("data_dir", &config.data_dir);
         if let Some(path) = config.secret_key_file.clone() {
-            config.secret_key = Some(read_secret_file("secret_key", config.secret_key.is_some(), &relative_to(&path))?);
+            let path = relative_to("secret_key_file", &path);
+            config.secret_key = Some(read_secret_file("secret_key", config.secret_key.is_some(), &path)?);
+            config.secret_key_file = Some(path);
         }
         if let Some(path) = config.database.url_file.clone() {
-            config.database.url = read_secret_file("database.url", !config.database.url.is_empty(), &relative_to(&path))?;
+            config.database.url =
+                read_secret_file("database.url", !config.database.url.is_empty(), &relative_to("database.url_file", &path))?;
         }
         config.validate()?;
         Ok(config)
@@ -454,14 +462,35 @@ fn read_secret_file(key: &str, also_set: bool, path: &Path) -> Result<String, Co
     Ok(value.to_owned())
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL.
+/// Replaces the passwords of a `scheme://user:password@host/path?password=…` URL: the one in
+/// the authority (which may itself contain `@`) and `password` / `passfile` query parameters.
 pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
-        None => url.to_owned(),
-    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{user}:********@{host}"),
+            None => format!("{credentials}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("passfile") => {
+                        format!("{name}=********")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// The levels `log.level` accepts, alone or after `target=`.
@@ -552,7 +581,12 @@ fn describe_figment_error(error: figment::Error) -> String {
             }
             let kind = e.kind.to_string().replace('`', "");
             // A message about a secret could quote it.
-            let kind = if kind.contains("secret") || key.contains("secret") { "invalid value".to_owned() } else { kind };
+            // A message about a secret or the database URL could quote it.
+            let kind = if kind.contains("secret") || key.contains("secret") || key.starts_with("database") {
+                "invalid value".to_owned()
+            } else {
+                kind
+            };
             let hint = if key.ends_with("listen") && kind.contains("socket address") {
                 ": use an IP address and a port, such as 127.0.0.1:9000 or 0.0.0.0:9000 (not a host name)"
             } else {
@@ -567,6 +601,20 @@ fn describe_figment_error(error: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_never_show() {
+        for (url, shown) in [
+            ("postgres://gh:pw@db/gatehouse", "postgres://gh:********@db/gatehouse"),
+            ("postgres://gh:p@ss@db/gatehouse", "postgres://gh:********@db/gatehouse"),
+            ("postgres://gh@db/gatehouse?password=pw&sslmode=require", "postgres://gh@db/gatehouse?password=********&sslmode=require"),
+            ("postgres://gh@db/gatehouse?passfile=/run/pw", "postgres://gh@db/gatehouse?passfile=********"),
+            ("postgres://db/gatehouse", "postgres://db/gatehouse"),
+            ("sqlite://data/gatehouse.sqlite3", "sqlite://data/gatehouse.sqlite3"),
+        ] {
+            assert_eq!(redact_url_password(url), shown);
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -100,11 +100,16 @@ impl ServerSecret {
     }
 }
 
-/// Checks that `secret` is the key the database was set up with, recording its fingerprint on
-/// the first start (or the first after an upgrade). Another key would end every session, break
-/// every keyed digest and leave stored API keys unreadable, so the start stops instead.
-pub async fn check_fingerprint(db: &DatabaseConnection, secret: &ServerSecret, config: &Config) -> Result<(), String> {
+/// Checks that `secret` is the key the database was set up with. With `record`, the first
+/// process to use the key (a server, a worker, a command that writes with it) records its
+/// fingerprint; `migrate` only checks, so that a migration job started with a stray key cannot
+/// pin it. Another key would end every session, break every keyed digest and leave stored API
+/// keys unreadable, so the start stops instead.
+pub async fn check_fingerprint(db: &DatabaseConnection, secret: &ServerSecret, config: &Config, record: bool) -> Result<(), String> {
     let fingerprint = secret.fingerprint();
+    if !record {
+        return compare_fingerprint(db, &fingerprint, config).await;
+    }
     let insert = Query::insert()
         .into_table("installation")
         .columns(["id", "secret_key_fingerprint", "created"])
@@ -112,19 +117,22 @@ pub async fn check_fingerprint(db: &DatabaseConnection, secret: &ServerSecret, c
         .on_conflict(OnConflict::column("id").do_nothing().to_owned())
         .to_owned();
     db.execute(&insert).await.map_err(|e| format!("cannot record the secret key's fingerprint: {e}"))?;
+    compare_fingerprint(db, &fingerprint, config).await
+}
+
+/// Compares `fingerprint` with the recorded one; fine when none is recorded yet.
+async fn compare_fingerprint(db: &DatabaseConnection, fingerprint: &str, config: &Config) -> Result<(), String> {
     let select = Query::select().column("secret_key_fingerprint").from("installation").and_where(Expr::col("id").eq(1)).to_owned();
-    let row = db
-        .query_one(&select)
-        .await
-        .map_err(|e| format!("cannot read the secret key's fingerprint: {e}"))?
-        .ok_or("the installation record is missing")?;
+    let row = db.query_one(&select).await.map_err(|e| format!("cannot read the secret key's fingerprint: {e}"))?;
+    let Some(row) = row else { return Ok(()) };
     let expected: String = row.try_get("", "secret_key_fingerprint").map_err(|e| e.to_string())?;
     if constant_time_eq(expected.as_bytes(), fingerprint.as_bytes()) {
         return Ok(());
     }
-    let source = match &config.secret_key {
-        Some(_) => "the secret_key setting (GATEHOUSE_SECRET_KEY)".to_owned(),
-        None => config.data_dir.join("secret_key").display().to_string(),
+    let source = match (&config.secret_key_file, &config.secret_key) {
+        (Some(path), _) => format!("the file {} (secret_key_file)", path.display()),
+        (None, Some(_)) => "the secret_key setting (in the configuration file or GATEHOUSE_SECRET_KEY)".to_owned(),
+        (None, None) => config.data_dir.join("secret_key").display().to_string(),
     };
     Err(format!(
         "the secret key from {source} (fingerprint {fingerprint}) is not the one this database was set up with (fingerprint \

@@ -14,7 +14,7 @@ pub struct Permission(String);
 
 impl Permission {
     /// Parses `app.codename` (lower-case letters, digits and underscores on both sides) naming a
-    /// permission of the [`CATALOGUE`]: a misspelt or foreign name would be stored and grant
+    /// permission of the [`catalogue`]: a misspelt or foreign name would be stored and grant
     /// nothing, silently.
     pub fn parse(input: &str) -> Result<Self, String> {
         let valid_part = |part: &str| {

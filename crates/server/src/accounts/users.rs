@@ -404,6 +404,12 @@ pub async fn bootstrap_superuser(state: &AppState, email: Email, password: Passw
     if superuser_exists(&state.db, state.tenant).await? {
         return Ok(None);
     }
+    if let Some(existing) = find_user_by_email(&state.db, state.tenant, &email).await? {
+        return Err(Error::Conflict(format!(
+            "{} already belongs to an account that is not an active superuser (pk {})",
+            existing.email, existing.id
+        )));
+    }
     let mut new = NewUser::with_email(email);
     new.password = Some(password);
     new.is_superuser = true;

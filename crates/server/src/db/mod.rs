@@ -69,32 +69,48 @@ const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One connection, opened and closed before the pool exists, so that a database that cannot be
 /// reached or refuses the login stops the start within seconds with a message saying which,
-/// instead of the pool's timeout.
+/// instead of the pool's timeout. A database that is still starting (refused connections,
+/// "starting up", too many connections) is tried again until the time is up.
 async fn first_postgres_connection(options: &PgConnectOptions) -> Result<(), String> {
     use sea_orm::sqlx::{Connection, Error as SqlxError, PgConnection};
     let at = format!("{}:{}", options.get_host(), options.get_port());
-    match tokio::time::timeout(FIRST_CONNECTION_TIMEOUT, PgConnection::connect_with(options)).await {
-        Ok(Ok(connection)) => {
-            let _ = connection.close().await;
-            Ok(())
+    let deadline = tokio::time::Instant::now() + FIRST_CONNECTION_TIMEOUT;
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, PgConnection::connect_with(options)).await;
+        let transient = match &attempt {
+            Ok(Err(SqlxError::Io(error))) => error.kind() == std::io::ErrorKind::ConnectionRefused,
+            // cannot_connect_now (starting up), too_many_connections
+            Ok(Err(SqlxError::Database(error))) => matches!(error.code().as_deref(), Some("57P03" | "53300")),
+            _ => false,
+        };
+        if transient && tokio::time::Instant::now() + Duration::from_millis(200) < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         }
-        Ok(Err(SqlxError::Io(error))) => Err(format!("cannot reach PostgreSQL at {at}: {}", io_reason(&error))),
-        Ok(Err(SqlxError::Database(error))) => {
-            let user = options.get_username();
-            let hint = match error.code().as_deref() {
-                // invalid_authorization_specification, invalid_password
-                Some("28000" | "28P01") => format!(" (create the role with: createuser {user})"),
-                // invalid_catalog_name
-                Some("3D000") => {
-                    let database = options.get_database().unwrap_or(user);
-                    format!(" (create the database with: createdb --owner {user} {database})")
-                }
-                _ => String::new(),
-            };
-            Err(format!("PostgreSQL at {at} refused the connection as {user}: {}{hint}", error.message()))
-        }
-        Ok(Err(error)) => Err(format!("cannot connect to PostgreSQL at {at}: {error}")),
-        Err(_) => Err(format!("cannot reach PostgreSQL at {at}: no answer within {} s", FIRST_CONNECTION_TIMEOUT.as_secs())),
+        return match attempt {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                Ok(())
+            }
+            Ok(Err(SqlxError::Io(error))) => Err(format!("cannot reach PostgreSQL at {at}: {}", io_reason(&error))),
+            Ok(Err(SqlxError::Database(error))) => {
+                let user = options.get_username();
+                let hint = match error.code().as_deref() {
+                    Some("28000") if error.message().contains("does not exist") => format!(" (create the role with: createuser {user})"),
+                    Some("28000") => " (check that pg_hba.conf lets this user in from this address)".to_owned(),
+                    Some("28P01") => " (check the password in database.url)".to_owned(),
+                    // invalid_catalog_name
+                    Some("3D000") => {
+                        let database = options.get_database().unwrap_or(user);
+                        format!(" (create the database with: createdb --owner {user} {database})")
+                    }
+                    _ => String::new(),
+                };
+                Err(format!("PostgreSQL at {at} refused the connection as {user}: {}{hint}", error.message()))
+            }
+            Ok(Err(error)) => Err(format!("cannot connect to PostgreSQL at {at}: {error}")),
+            Err(_) => Err(format!("cannot reach PostgreSQL at {at}: no answer within {} s", FIRST_CONNECTION_TIMEOUT.as_secs())),
+        };
     }
 }
 

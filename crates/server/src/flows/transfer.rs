@@ -267,8 +267,6 @@ fn entry_attributes(index: usize, entry: &Entry) -> Map<String, Value> {
     attributes
 }
 
-/// Reads a document: JSON when it looks like JSON, YAML otherwise, within the import's bounds.
-/// Errors say where.
 /// The refusal for a document using one of authentik's YAML tags (`!KeyOf`, `!Find`, `!Context`,
 /// `!Env`, …), which compute values from the database and the environment when authentik
 /// applies a blueprint; Gatehouse imports plain values only, and says which tag, where.
@@ -287,6 +285,8 @@ fn blueprint_tag(text: &str) -> Option<String> {
     })
 }
 
+/// Reads a document: JSON when it looks like JSON, YAML otherwise, within the import's bounds.
+/// Errors say where.
 pub fn parse_document(document: &[u8]) -> std::result::Result<Blueprint, String> {
     if document.len() > MAX_DOCUMENT_BYTES {
         return Err(format!("The document is larger than {} KiB.", MAX_DOCUMENT_BYTES / 1024));

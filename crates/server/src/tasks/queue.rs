@@ -184,7 +184,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
     let (succeeded, failed): (Vec<Outcome>, Vec<Outcome>) = outcomes.into_iter().partition(|o| o.result.is_ok());
     // Every update below touches only the attempt that ran: a run whose task was rescued and
     // claimed again meanwhile (its worker looked dead but was not) finishes nothing.
-    let mut finished: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    let mut finished: std::collections::HashSet<(Uuid, i32)> = std::collections::HashSet::new();
     let mut finished_tasks = Vec::new();
     // Successes without a result to keep are grouped by aggregated status and attempt and
     // finished with one update per group; those with a result are finished row by row.
@@ -214,7 +214,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
                     .exec(&txn)
                     .await?;
                 if updated.rows_affected == 1 {
-                    finished.insert(outcome.task.message_id);
+                    finished.insert((outcome.task.message_id, outcome.task.attempt));
                 }
             }
             _ => groups.entry((aggregated.as_str(), outcome.task.attempt)).or_default().push(outcome.task.message_id),
@@ -236,10 +236,10 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
             .filter(task::Column::State.eq(TaskState::Running))
             .exec_with_returning(&txn)
             .await?;
-        finished.extend(updated.into_iter().map(|task| task.message_id));
+        finished.extend(updated.into_iter().map(|task| (task.message_id, attempt)));
     }
     for outcome in &succeeded {
-        if finished.contains(&outcome.task.message_id) {
+        if finished.contains(&(outcome.task.message_id, outcome.task.attempt)) {
             finished_tasks.push(lifecycle_log(&outcome.task, "info", "Task finished processing without errors", json!({})));
         }
     }
@@ -312,7 +312,6 @@ async fn fail_in(
     max_retries: u32,
 ) -> Result<()> {
     let tenant = TenantId(task.tenant_id);
-    write_log(txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
     let now = Utc::now();
     let retry = retryable && u32::try_from(task.retries).unwrap_or(u32::MAX) < max_retries;
     let update = if retry {
@@ -333,9 +332,12 @@ async fn fail_in(
             .col_expr(task::Column::AggregatedStatus, Expr::val(AggregatedStatus::Rejected))
             .col_expr(task::Column::Mtime, Expr::val(now))
     };
+    // A late failure of an attempt that was rescued and claimed again touches nothing, its log
+    // included: the log decides the aggregated status of whichever attempt finishes.
     if update.exec(txn).await?.rows_affected != 1 {
         return Ok(());
     }
+    write_log(txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
     if retry {
         mark_logs_previous(txn, task.message_id).await?;
         write_log(txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"retries": task.retries + 1}))

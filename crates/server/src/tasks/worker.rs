@@ -78,7 +78,9 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
     // The heartbeat runs beside the claiming loop, so that a loop busy recording outcomes never
     // makes a live worker look dead.
     let heartbeat = tokio::spawn(heartbeat(state.clone(), worker_id, stopped.clone()));
-    let mut poll = tokio::time::interval(config.poll_interval.to_std());
+    // The loop claims once before it first waits, so the first poll is one interval later.
+    let poll_every = config.poll_interval.to_std();
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + poll_every, poll_every);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *stopped.borrow() {
@@ -107,7 +109,8 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                 record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await;
             }
-            _ = stopped.changed() => {}
+            // An error means the handle was dropped: that stops the worker too.
+            changed = stopped.changed() => if changed.is_err() { break },
         }
     }
     // Graceful shutdown: no more claims; in-flight tasks get the deadline, then go back.
@@ -136,7 +139,9 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
 
 /// Beats every `tasks.heartbeat` until the worker stops.
 async fn heartbeat(state: AppState, worker_id: Uuid, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(state.config.tasks.heartbeat.to_std());
+    // Registering stamped `last_seen`; the first beat is one period later.
+    let period = state.config.tasks.heartbeat.to_std();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

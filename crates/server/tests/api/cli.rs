@@ -487,19 +487,29 @@ async fn a_missing_postgresql_role_or_database_says_how_to_create_it() {
 async fn a_process_with_another_secret_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = fresh_database_url(dir.path()).await;
+    let created = std::cell::Cell::new(0);
     let with_key = |command: &str, key: &str| {
+        created.set(created.get() + 1);
+        let email = format!("someone{}@example.com", created.get());
         gatehouse(dir.path())
             .arg(command)
             .env("GATEHOUSE_DATABASE__URL", &database_url)
             .env("GATEHOUSE_SECRET_KEY", key)
             .env("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2")
-            .args(if command == "create-user" { &["--email", "someone@example.com"][..] } else { &[] })
+            .args(if command == "create-user" { vec!["--email", email.as_str()] } else { vec![] })
             .stdin(Stdio::null())
             .output()
             .unwrap()
     };
     let original = "the-original-secret-key-long-enough-0123456789";
-    let output = with_key("migrate", original);
+    let stray = "a-stray-key-in-a-migration-job-0123456789";
+    // A migration only checks: a migration job with a stray key neither fails nor pins its key.
+    for key in [original, stray] {
+        let output = with_key("migrate", key);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    // The first command that writes with a key records it.
+    let output = with_key("create-user", original);
     assert!(output.status.success(), "{}", stderr(&output));
     for command in ["migrate", "create-user"] {
         let output = with_key(command, "a-different-secret-key-long-enough-0123456789");
@@ -591,11 +601,58 @@ async fn secrets_can_come_from_files_beside_the_configuration() {
     assert!(stdout(&output).contains("secret_key = \"********\""), "{}", stdout(&output));
     let output = run(&["migrate"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    // The key from the file is the key the database now knows.
+    // The URL came from its file: the database is the one it names, not the default one.
+    if let Some(path) = database_url.strip_prefix("sqlite://") {
+        assert!(Path::new(path).exists(), "the database from url_file was not created");
+        assert!(!elsewhere.path().join("gatehouse.sqlite3").exists(), "the default database was used");
+    }
+    // The key came from its file: a command that writes with it records it, and another key
+    // (named by its own file) is then refused, with the file named.
+    let output =
+        run(&["create-user", "--email", "keyed@example.com"], &[("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let other_key = dir.path().join("other-key.txt");
+    std::fs::write(&other_key, "another-secret-key-from-a-file-0123456789\n").unwrap();
+    let output = run(&["migrate"], &[("GATEHOUSE_SECRET_KEY_FILE", other_key.to_str().unwrap())]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains(&format!("the file {} (secret_key_file)", other_key.display())), "{}", stderr(&output));
     let output = run(&["migrate"], &[("GATEHOUSE_SECRET_KEY", "a-secret-key-from-the-environment-0123456789")]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("secret_key and secret_key_file are both set"), "{}", stderr(&output));
     let output = run(&["config", "show"], &[("GATEHOUSE_SECRET_KEY_FILE", "/nonexistent/key")]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("secret_key_file: cannot read /nonexistent/key"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bootstrap_address_that_belongs_to_another_account_is_reported_and_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url(dir.path()).await;
+    let configure = |command: &mut Command| {
+        command
+            .env("GATEHOUSE_DATABASE__URL", &database_url)
+            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+            .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
+            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
+            .env("GATEHOUSE_LOG__FORMAT", "json")
+            .env("GATEHOUSE_LOG__LEVEL", "info")
+            .env("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2");
+    };
+    for args in [&["migrate"][..], &["create-user", "--email", "plain@example.com"][..]] {
+        let mut command = gatehouse(dir.path());
+        configure(&mut command);
+        let output = command.args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    let (server, base) = start_serve(dir.path(), "leftover", |command| {
+        configure(command);
+        command.env("GATEHOUSE_BOOTSTRAP_EMAIL", "plain@example.com");
+    })
+    .await;
+    let live = reqwest::get(format!("{base}/-/health/live/")).await.unwrap();
+    assert!(live.status().is_success(), "{}", live.status());
+    stop(server);
+    let logs = std::fs::read_to_string(dir.path().join("leftover.log")).unwrap();
+    let warning = logs.lines().find(|l| l.contains("GATEHOUSE_BOOTSTRAP_EMAIL: plain@example.com already belongs")).expect("the warning");
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
 }

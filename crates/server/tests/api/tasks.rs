@@ -638,8 +638,9 @@ async fn finished_logs(app: &TestApp, id: Uuid) -> usize {
 #[tokio::test]
 async fn a_worker_rescued_while_alive_finishes_nothing_when_it_wakes() {
     let app = TestApp::spawn_with(fast).await;
-    // Queued before the worker process starts, so that its start-up claim takes it and it never
-    // needs to poll: a process stopped while it holds SQLite's write lock would block the test.
+    // Queued before the worker process starts, so that its start-up claim takes it; it polls
+    // hourly and beats every 30 s, so it writes nothing else before it is stopped (a process
+    // stopped while it held SQLite's write lock would block everyone else).
     let id = send(&app, "gatehouse.sleep", json!({"seconds": 5.0})).await;
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
@@ -654,8 +655,8 @@ async fn a_worker_rescued_while_alive_finishes_nothing_when_it_wakes() {
         .env("GATEHOUSE_DATABASE__URL", app.state.config.database_url())
         .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
         .env("GATEHOUSE_TASKS__POLL_INTERVAL", "hours=1")
-        .env("GATEHOUSE_TASKS__HEARTBEAT", "seconds=2")
-        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=5")
+        .env("GATEHOUSE_TASKS__HEARTBEAT", "seconds=30")
+        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=60")
         .env("GATEHOUSE_TASKS__SHUTDOWN_DEADLINE", "seconds=30")
         .env("GATEHOUSE_LOG__LEVEL", "warn")
         .stdout(std::process::Stdio::null())
@@ -699,13 +700,22 @@ async fn a_late_outcome_never_finishes_a_later_attempt_of_the_same_worker() {
     assert_eq!(queue::rescue(&app.state, Duration::from_secs(5)).await.unwrap(), 1);
     let second = queue::claim(&app.state, worker, 1).await.unwrap().pop().expect("claimed again");
     assert_eq!((second.message_id, second.attempt), (id, 2));
-    let outcome = |task: task::Model| Outcome { task, result: Ok(None), result_ttl: None, max_retries: 0, worst_own_level: 0 };
-    queue::record(&app.state, worker, vec![outcome(first)]).await.unwrap();
+    let outcome =
+        |task: &task::Model| Outcome { task: task.clone(), result: Ok(None), result_ttl: None, max_retries: 0, worst_own_level: 0 };
+    queue::record(&app.state, worker, vec![outcome(&first)]).await.unwrap();
     let row = task_row(&app, id).await;
     assert_eq!((row.state.as_str(), row.attempt), ("running", 2), "the late outcome finished the rerun");
     assert_eq!(finished_logs(&app, id).await, 0);
-    queue::record(&app.state, worker, vec![outcome(second)]).await.unwrap();
-    assert_eq!(task_row(&app, id).await.state, "done");
+    // A late failure neither requeues the rerun nor leaves an error in its log.
+    let failure = Outcome { result: Err(TaskError::Failed("the late attempt failed".into())), max_retries: 3, ..outcome(&first) };
+    queue::record(&app.state, worker, vec![failure]).await.unwrap();
+    let row = task_row(&app, id).await;
+    assert_eq!((row.state.as_str(), row.attempt, row.retries), ("running", 2, 0));
+    // Both attempts' successes recorded together: only the current attempt finishes, once.
+    queue::record(&app.state, worker, vec![outcome(&first), outcome(&second)]).await.unwrap();
+    let row = task_row(&app, id).await;
+    // The rescue's own warning shows; the late failure's error must not.
+    assert_eq!((row.state.as_str(), row.aggregated_status.as_str()), ("done", "warning"), "a late failure coloured the task");
     assert_eq!(finished_logs(&app, id).await, 1);
 }
 
