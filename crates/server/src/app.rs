@@ -22,8 +22,8 @@ pub enum StartError {
     Connect(#[from] crate::db::ConnectError),
     #[error("database migration failed: {0}")]
     Migrate(sea_orm::DbErr),
-    #[error("cannot listen on {addr}: {cause}")]
-    Bind { addr: SocketAddr, cause: std::io::Error },
+    #[error("cannot listen on {addr} ({setting}): {cause}{hint}", hint = bind_hint(cause))]
+    Bind { setting: &'static str, addr: SocketAddr, cause: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -99,6 +99,16 @@ pub async fn build_state_with(config: Config, actors: crate::tasks::Registry) ->
     Ok(state)
 }
 
+/// What to do about a listener that cannot be bound.
+fn bind_hint(cause: &std::io::Error) -> &'static str {
+    match cause.kind() {
+        std::io::ErrorKind::AddrInUse => " (another process uses it: stop that one, or choose another port)",
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges: choose a port above 1024)",
+        std::io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+        _ => "",
+    }
+}
+
 /// A server whose listeners are bound, ready to run.
 pub struct Server {
     pub state: AppState,
@@ -117,9 +127,12 @@ impl Server {
         let listen = config.server.listen;
         let metrics_listen = config.server.metrics_listen;
         let state = build_state_with(config, actors).await?;
-        let listener = TcpListener::bind(listen).await.map_err(|cause| StartError::Bind { addr: listen, cause })?;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|cause| StartError::Bind { setting: "server.listen", addr: listen, cause })?;
         let metrics_listener = match metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|cause| StartError::Bind { addr, cause })?),
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|cause| StartError::Bind { setting: "server.metrics_listen", addr, cause })?)
+            }
             None => None,
         };
         Ok(Self { state, listener, metrics_listener })

@@ -656,3 +656,24 @@ async fn a_bootstrap_address_that_belongs_to_another_account_is_reported_and_the
     let warning = logs.lines().find(|l| l.contains("GATEHOUSE_BOOTSTRAP_EMAIL: plain@example.com already belongs")).expect("the warning");
     assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
 }
+
+#[test]
+fn a_listener_address_in_use_names_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Held for the whole test, so the port is certainly taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    for (setting, variable) in
+        [("server.listen", "GATEHOUSE_SERVER__LISTEN"), ("server.metrics_listen", "GATEHOUSE_SERVER__METRICS_LISTEN")]
+    {
+        let mut command = gatehouse(dir.path());
+        command.env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0").env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0");
+        let output = command.env(variable, &address).arg("serve").output().unwrap();
+        assert!(!output.status.success());
+        let message = stderr(&output);
+        assert!(
+            message.contains(&format!("cannot listen on {address} ({setting})")) && message.contains("another process uses it"),
+            "{message}"
+        );
+    }
+}
