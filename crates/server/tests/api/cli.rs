@@ -322,6 +322,17 @@ async fn start_serve(dir: &Path, name: &str, configure: impl Fn(&mut Command)) -
     (child, base)
 }
 
+/// A server on `database_url` with a fixed key, ports of its own choosing and JSON logs at info.
+fn server_environment(command: &mut Command, database_url: &str) {
+    command
+        .env("GATEHOUSE_DATABASE__URL", database_url)
+        .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+        .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_LOG__FORMAT", "json")
+        .env("GATEHOUSE_LOG__LEVEL", "info");
+}
+
 fn stop(mut child: std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -332,15 +343,7 @@ fn stop(mut child: std::process::Child) {
 async fn unattended_bootstrap_idempotent_create_and_a_password_reset_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = fresh_database_url(dir.path()).await;
-    let configure = |command: &mut Command| {
-        command
-            .env("GATEHOUSE_DATABASE__URL", &database_url)
-            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
-            .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
-            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
-            .env("GATEHOUSE_LOG__FORMAT", "json")
-            .env("GATEHOUSE_LOG__LEVEL", "info");
-    };
+    let configure = |command: &mut Command| server_environment(command, &database_url);
     let first_password = "the first administrator's passphrase 8";
     let password_file = dir.path().join("bootstrap-password");
     std::fs::write(&password_file, format!("{first_password}\n")).unwrap();
@@ -527,13 +530,8 @@ async fn secure_cookies_on_a_listener_other_hosts_reach_warn_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = fresh_database_url(dir.path()).await;
     let (server, _) = start_serve(dir.path(), "public", |command| {
-        command
-            .env("GATEHOUSE_DATABASE__URL", &database_url)
-            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
-            .env("GATEHOUSE_SERVER__LISTEN", "0.0.0.0:0")
-            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
-            .env("GATEHOUSE_LOG__FORMAT", "json")
-            .env("GATEHOUSE_LOG__LEVEL", "info");
+        server_environment(command, &database_url);
+        command.env("GATEHOUSE_SERVER__LISTEN", "0.0.0.0:0");
     })
     .await;
     stop(server);
@@ -629,14 +627,8 @@ async fn a_bootstrap_address_that_belongs_to_another_account_is_reported_and_the
     let dir = tempfile::tempdir().unwrap();
     let database_url = fresh_database_url(dir.path()).await;
     let configure = |command: &mut Command| {
-        command
-            .env("GATEHOUSE_DATABASE__URL", &database_url)
-            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
-            .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
-            .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
-            .env("GATEHOUSE_LOG__FORMAT", "json")
-            .env("GATEHOUSE_LOG__LEVEL", "info")
-            .env("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2");
+        server_environment(command, &database_url);
+        command.env("GATEHOUSE_BOOTSTRAP_PASSWORD", "a passphrase nobody guesses 2");
     };
     for args in [&["migrate"][..], &["create-user", "--email", "plain@example.com"][..]] {
         let mut command = gatehouse(dir.path());

@@ -319,28 +319,34 @@ async fn graceful_shutdown_returns_unfinished_tasks_to_the_queue() {
     assert!(gatehouse::tasks::entities::worker::Entity::find_by_id(worker_id).one(&app.state.db).await.unwrap().is_none());
 }
 
+/// A `gatehouse worker` process on `app`'s database with the given `tasks.*` timings.
+fn worker_process(app: &TestApp, dir: &std::path::Path, poll: &str, heartbeat: &str, worker_timeout: &str) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATEHOUSE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .arg("worker")
+        .env("GATEHOUSE_DATA_DIR", dir)
+        .env("GATEHOUSE_DATABASE__URL", app.state.config.database_url())
+        .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
+        .env("GATEHOUSE_TASKS__POLL_INTERVAL", poll)
+        .env("GATEHOUSE_TASKS__HEARTBEAT", heartbeat)
+        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", worker_timeout)
+        .env("GATEHOUSE_TASKS__SHUTDOWN_DEADLINE", "seconds=30")
+        .env("GATEHOUSE_LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_task_loses_nothing() {
     let app = TestApp::spawn_with(fast).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("GATEHOUSE_") {
-            child.env_remove(key);
-        }
-    }
-    let mut child = child
-        .arg("worker")
-        .env("GATEHOUSE_DATA_DIR", dir.path())
-        .env("GATEHOUSE_DATABASE__URL", app.state.config.database_url())
-        .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
-        .env("GATEHOUSE_TASKS__POLL_INTERVAL", "milliseconds=20")
-        .env("GATEHOUSE_TASKS__HEARTBEAT", "milliseconds=100")
-        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=5")
-        .env("GATEHOUSE_LOG__LEVEL", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = worker_process(&app, dir.path(), "milliseconds=20", "milliseconds=100", "seconds=5");
     let id = send(&app, "gatehouse.sleep", json!({"seconds": 1.0})).await;
     let claimed = wait_for(&app, id, &["running"], Duration::from_secs(20)).await;
     assert_eq!(claimed.attempt, 1);
@@ -643,25 +649,7 @@ async fn a_worker_rescued_while_alive_finishes_nothing_when_it_wakes() {
     // stopped while it held SQLite's write lock would block everyone else).
     let id = send(&app, "gatehouse.sleep", json!({"seconds": 5.0})).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("GATEHOUSE_") {
-            command.env_remove(key);
-        }
-    }
-    let mut zombie = command
-        .arg("worker")
-        .env("GATEHOUSE_DATA_DIR", dir.path())
-        .env("GATEHOUSE_DATABASE__URL", app.state.config.database_url())
-        .env("GATEHOUSE_SECRET_KEY", app.state.config.secret_key.clone().unwrap())
-        .env("GATEHOUSE_TASKS__POLL_INTERVAL", "hours=1")
-        .env("GATEHOUSE_TASKS__HEARTBEAT", "seconds=30")
-        .env("GATEHOUSE_TASKS__WORKER_TIMEOUT", "seconds=60")
-        .env("GATEHOUSE_TASKS__SHUTDOWN_DEADLINE", "seconds=30")
-        .env("GATEHOUSE_LOG__LEVEL", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut zombie = worker_process(&app, dir.path(), "hours=1", "seconds=30", "seconds=60");
     let claimed = wait_for(&app, id, &["running"], Duration::from_secs(20)).await;
     let zombie_worker = claimed.worker_id.expect("claimed by the worker process");
     let signal = |name: &str| {
