@@ -240,14 +240,18 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CreateSuperuser { user, if_missing } => {
-            if if_missing && let Some(message) = existing_superuser(&config, &user.email).await? {
+            let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
+            if if_missing && let Some(message) = existing_superuser(&state, &user.email).await? {
                 println!("{message}");
                 return Ok(ExitCode::SUCCESS);
             }
-            create_user(config, user, true, false, false).await
+            create_user(&state, user, true, false, false).await
         }
         Command::SetPassword { email } => set_password(config, &email).await,
-        Command::CreateUser { user, staff, no_password } => create_user(config, user, false, staff, no_password).await,
+        Command::CreateUser { user, staff, no_password } => {
+            let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
+            create_user(&state, user, false, staff, no_password).await
+        }
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", config.server.listen));
             match healthcheck(&url).await {
@@ -358,13 +362,9 @@ fn bootstrap_password() -> Result<Option<Password>, String> {
         return Ok(Some(Password::new(password)));
     }
     let Some(path) = std::env::var_os("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE").filter(|p| !p.is_empty()) else { return Ok(None) };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE: cannot read {}: {e}", PathBuf::from(&path).display()))?;
-    let password = text.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&text);
-    if password.is_empty() {
-        return Err(format!("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE: {} is empty", PathBuf::from(&path).display()));
-    }
-    Ok(Some(Password::new(password.to_owned())))
+    let password =
+        crate::config::secret_from_file(&PathBuf::from(path)).map_err(|problem| format!("GATEHOUSE_BOOTSTRAP_PASSWORD_FILE: {problem}"))?;
+    Ok(Some(Password::new(password)))
 }
 
 /// Reads a new password: the bootstrap variable or file, a terminal prompt (twice), or one stdin
@@ -390,10 +390,15 @@ fn read_password() -> Result<Password, String> {
     Ok(Password::new(password))
 }
 
-async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: bool, no_password: bool) -> Result<ExitCode, String> {
+async fn create_user(
+    state: &crate::state::AppState,
+    args: UserArgs,
+    superuser: bool,
+    staff: bool,
+    no_password: bool,
+) -> Result<ExitCode, String> {
     let email = Email::parse(&args.email).map_err(|e| format!("--email: {e}"))?;
     let password = if no_password { None } else { Some(read_password()?) };
-    let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
     let mut new = NewUser::with_email(email);
     new.name = args.name;
     new.username = match args.username {
@@ -403,7 +408,7 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
     new.password = password;
     new.is_superuser = superuser;
     new.is_staff = superuser || staff;
-    match service::create_user(&state, &Actor::system(), new).await {
+    match service::create_user(state, &Actor::system(), new).await {
         Ok(user) => {
             let kind = if superuser { "superuser" } else { "user" };
             println!("created {kind} {} (pk {})", user.email, user.id);
@@ -416,12 +421,9 @@ async fn create_user(config: Config, args: UserArgs, superuser: bool, staff: boo
 
 /// With `--if-missing`: the message to print when a superuser with `email` exists already, an
 /// error when the address belongs to someone who is not one.
-async fn existing_superuser(config: &Config, email: &str) -> Result<Option<String>, String> {
+async fn existing_superuser(state: &crate::state::AppState, email: &str) -> Result<Option<String>, String> {
     let email = Email::parse(email).map_err(|e| format!("--email: {e}"))?;
-    let state = crate::app::build_state_existing(config.clone()).await.map_err(|e| e.to_string())?;
-    let existing = service::find_user_by_email(&state.db, state.tenant, &email).await.map_err(|e| e.to_string())?;
-    state.db.clone().close().await.ok();
-    match existing {
+    match service::find_user_by_email(&state.db, state.tenant, &email).await.map_err(|e| e.to_string())? {
         None => Ok(None),
         Some(user) if user.is_superuser => Ok(Some(format!("superuser {} exists (pk {}); nothing to do", user.email, user.id))),
         Some(user) => Err(format!("--email: {} belongs to a user who is not a superuser (pk {})", user.email, user.id)),

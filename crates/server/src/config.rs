@@ -448,16 +448,21 @@ impl Config {
     }
 }
 
-/// The value of the setting `key` from the file its `key_file` setting names: the whole file but
-/// a trailing line break, which editors and `echo` add.
+/// The value of the setting `key` from the file its `key_file` setting names.
 fn read_secret_file(key: &str, also_set: bool, path: &Path) -> Result<String, ConfigError> {
     if also_set {
         return Err(ConfigError(format!("{key} and {key}_file are both set: keep one")));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key}_file: cannot read {}: {e}", path.display())))?;
+    secret_from_file(path).map_err(|problem| ConfigError(format!("{key}_file: {problem}")))
+}
+
+/// A secret kept in a file (the container convention): the whole file but one trailing line
+/// break, which editors and `echo` add. An unreadable or empty file is an error saying which.
+pub fn secret_from_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let value = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
     if value.is_empty() {
-        return Err(ConfigError(format!("{key}_file: {} is empty", path.display())));
+        return Err(format!("{} is empty", path.display()));
     }
     Ok(value.to_owned())
 }

@@ -5,7 +5,6 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::db::pagination::{ListParams, Paginated};
-use crate::error::Error;
 
 /// A permission name such as `authentik_core.view_user`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -190,14 +189,7 @@ pub fn list(
             && filter.model.as_deref().is_none_or(|m| m.is_empty() || m == p.model)
             && search.as_deref().is_none_or(|s| p.name.to_lowercase().contains(s) || p.full_name.contains(s))
     };
-    let all: Vec<KnownPermission> = catalogue().filter(matches).collect();
-    let count = all.len() as u64;
-    if page.page > 1 && (page.page - 1) * page.page_size >= count {
-        return Err(Error::InvalidPage);
-    }
-    let skip = usize::try_from((page.page - 1) * page.page_size).unwrap_or(usize::MAX);
-    let take = usize::try_from(page.page_size).unwrap_or(usize::MAX);
-    Ok(Paginated::new(page, count, all.into_iter().skip(skip).take(take).collect()))
+    crate::db::pagination::page_of(catalogue().filter(matches).collect(), page)
 }
 
 /// The catalogue's entry with authentik's `id`.

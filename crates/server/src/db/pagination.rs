@@ -163,6 +163,14 @@ impl<T> Paginated<T> {
     }
 }
 
+/// Refuses a page past the end (other than the first page of nothing), as DRF answers it: 404.
+fn check_in_range(request: PageRequest, count: u64) -> Result<()> {
+    if request.page > 1 && (request.page - 1) * request.page_size >= count {
+        return Err(Error::InvalidPage);
+    }
+    Ok(())
+}
+
 /// Runs a select for one page. A page past the end is a 404, as DRF answers it.
 pub async fn fetch_page<E>(db: &sea_orm::DatabaseConnection, select: Select<E>, request: PageRequest) -> Result<Paginated<E::Model>>
 where
@@ -171,11 +179,18 @@ where
 {
     let paginator = select.paginate(db, request.page_size);
     let count = paginator.num_items().await?;
-    if request.page > 1 && (request.page - 1) * request.page_size >= count {
-        return Err(Error::InvalidPage);
-    }
+    check_in_range(request, count)?;
     let items = paginator.fetch_page(request.page - 1).await?;
     Ok(Paginated::new(request, count, items))
+}
+
+/// One page of a list held in memory, with the same rules as [`fetch_page`].
+pub fn page_of<T>(items: Vec<T>, request: PageRequest) -> Result<Paginated<T>> {
+    let count = items.len() as u64;
+    check_in_range(request, count)?;
+    let skip = usize::try_from((request.page - 1) * request.page_size).unwrap_or(usize::MAX);
+    let take = usize::try_from(request.page_size).unwrap_or(usize::MAX);
+    Ok(Paginated::new(request, count, items.into_iter().skip(skip).take(take).collect()))
 }
 
 #[cfg(test)]
