@@ -109,28 +109,6 @@ fn invalid_configuration_stops_with_the_key_and_the_problem() {
     assert!(stderr(&missing).contains("does not exist"));
 }
 
-/// The address the server reports, in its log, that it listens on: the server binds port 0 itself,
-/// so no other process can take the port between choosing and binding it.
-async fn bound_address(log_path: &std::path::Path, err_path: &std::path::Path) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let logs = std::fs::read_to_string(log_path).unwrap_or_default();
-        let ready = logs
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|line| line["message"] == "gatehouse is ready");
-        if let Some(line) = ready {
-            return line["addr"].as_str().expect("the ready line names the address").to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server never became ready: {}",
-            std::fs::read_to_string(err_path).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +135,7 @@ async fn serve_create_users_sign_in_and_shut_down_without_leaking_secrets() {
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("serve.err")).unwrap()))
         .spawn()
         .unwrap();
-    let base = format!("http://{}", bound_address(&log_path, &dir.path().join("serve.err")).await);
+    let base = format!("http://{}", bound_address(&mut child, &log_path, &dir.path().join("serve.err")).await);
     let mut ready = false;
     for _ in 0..100 {
         let mut check = gatehouse(dir.path());
@@ -312,13 +290,13 @@ async fn start_serve(dir: &Path, name: &str, configure: impl Fn(&mut Command)) -
     let err_path = dir.join(format!("{name}.err"));
     let mut serve = gatehouse(dir);
     configure(&mut serve);
-    let child = serve
+    let mut child = serve
         .arg("serve")
         .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
         .unwrap();
-    let base = format!("http://{}", bound_address(&log_path, &err_path).await);
+    let base = format!("http://{}", bound_address(&mut child, &log_path, &err_path).await);
     (child, base)
 }
 

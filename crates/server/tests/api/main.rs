@@ -17,6 +17,7 @@ mod geoip;
 mod groups;
 mod guessing;
 mod ops;
+mod quickstart;
 mod sessions;
 mod sign_in_integrity;
 mod tasks;

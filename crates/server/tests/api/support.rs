@@ -121,6 +121,30 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// The address the server `process` reports, in its log, that it listens on: the server binds
+/// port 0 itself, so no other process can take the port between choosing and binding it.
+pub async fn bound_address(process: &mut std::process::Child, log_path: &std::path::Path, err_path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let logs = std::fs::read_to_string(log_path).unwrap_or_default();
+        let ready = logs
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == "gatehouse is ready");
+        if let Some(line) = ready {
+            return line["addr"].as_str().expect("the ready line names the address").to_owned();
+        }
+        let exited = process.try_wait().expect("the server's status can be read");
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "server never became ready ({}): {}",
+            exited.map_or("still running".to_owned(), |status| status.to_string()),
+            std::fs::read_to_string(err_path).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A running server.
 pub struct TestApp {
     pub base: String,
