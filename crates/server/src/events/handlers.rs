@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::entities::event;
 use super::service::{self, EventFilter};
-use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
@@ -62,15 +61,13 @@ async fn list_events(
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<EventFilter>,
 ) -> Result<Json<Paginated<EventOut>>> {
-    principal.require(names::VIEW_EVENT)?;
-    Ok(Json(service::list(&state, state.tenant, &filter, &params).await?.map(EventOut::from)))
+    Ok(Json(service::list(&state, &principal.actor(), &filter, &params).await?.map(EventOut::from)))
 }
 
 #[utoipa::path(get, path = "/api/v3/events/events/{event_uuid}/", tag = "events", params(("event_uuid" = Uuid, Path, description = "Event uuid")),
     responses((status = 200, body = EventOut), (status = 404, description = "Not found")))]
 async fn retrieve_event(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<EventOut>> {
-    principal.require(names::VIEW_EVENT)?;
     let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
-    let event = service::get(&state, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    let event = service::get(&state, &principal.actor(), id).await?;
     Ok(Json(event.into()))
 }

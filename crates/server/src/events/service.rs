@@ -7,12 +7,13 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::entities::event;
+use crate::accounts::access::Actor;
 use crate::accounts::entities::user;
+use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated, contains_pattern, fetch_page, ilike};
 use crate::error::Result;
 use crate::events::client::ClientInfo;
 use crate::state::AppState;
-use crate::tenants::TenantId;
 
 /// The kinds of event Gatehouse records (a subset of authentik's `EventActions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +207,10 @@ fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>> {
 }
 
 /// One page of a tenant's events, newest first by default.
-pub async fn list(state: &AppState, tenant: TenantId, filter: &EventFilter, params: &ListParams) -> Result<Paginated<event::Model>> {
+/// Needs `authentik_events.view_event`.
+pub async fn list(state: &AppState, actor: &Actor, filter: &EventFilter, params: &ListParams) -> Result<Paginated<event::Model>> {
+    actor.require(names::VIEW_EVENT)?;
+    let tenant = state.tenant;
     let page = params.page_request(&state.config.api)?;
     let mut select = event::Entity::find().filter(event::Column::TenantId.eq(tenant.0));
     if let Some(action) = filter.action.as_deref().filter(|a| !a.is_empty()) {
@@ -248,8 +252,14 @@ pub async fn list(state: &AppState, tenant: TenantId, filter: &EventFilter, para
 }
 
 /// One event of a tenant.
-pub async fn get(state: &AppState, tenant: TenantId, id: Uuid) -> Result<Option<event::Model>> {
-    Ok(event::Entity::find_by_id(id).filter(event::Column::TenantId.eq(tenant.0)).one(&state.db).await?)
+/// One event of the tenant; needs `authentik_events.view_event`.
+pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<event::Model> {
+    actor.require(names::VIEW_EVENT)?;
+    event::Entity::find_by_id(id)
+        .filter(event::Column::TenantId.eq(state.tenant.0))
+        .one(&state.db)
+        .await?
+        .ok_or(crate::error::Error::NotFound)
 }
 
 /// Deletes events past their expiry; returns how many.

@@ -15,6 +15,7 @@ use super::entities::{binding, flow};
 use super::model::{InvalidResponseAction, PolicyEngineMode};
 use super::stage_service::find_stage;
 use crate::accounts::access::Actor;
+use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, parse_bool};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::{Action, ModelRef};
@@ -95,8 +96,14 @@ fn uuid_param(field: &str, value: &str) -> Result<Uuid> {
     Uuid::parse_str(value).map_err(|_| Error::field(field, "Must be a valid UUID."))
 }
 
-/// One page of the tenant's bindings.
-pub async fn list_bindings(state: &AppState, filter: &BindingFilter, params: &ListParams) -> Result<Paginated<binding::Model>> {
+/// One page of the tenant's bindings; needs `authentik_flows.view_flowstagebinding`.
+pub async fn list_bindings(
+    state: &AppState,
+    actor: &Actor,
+    filter: &BindingFilter,
+    params: &ListParams,
+) -> Result<Paginated<binding::Model>> {
+    actor.require(names::VIEW_FLOW_STAGE_BINDING)?;
     let page = params.page_request(&state.config.api)?;
     let mut select = binding::Entity::find().filter(binding::Column::TenantId.eq(state.tenant.0));
     let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
@@ -194,13 +201,27 @@ fn apply_binding(model: &mut binding::ActiveModel, fields: BindingFields) {
     model.invalid_response_action = Set(fields.invalid_response_action.as_str().into());
 }
 
-/// Creates a binding inside `txn`.
+/// The binding `id`; needs `authentik_flows.view_flowstagebinding`.
+pub async fn get_binding(state: &AppState, actor: &Actor, id: Uuid) -> Result<binding::Model> {
+    actor.require(names::VIEW_FLOW_STAGE_BINDING)?;
+    find_binding(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)
+}
+
+/// What uses the binding `id` (nothing refers to a binding); needs
+/// `authentik_flows.view_flowstagebinding`.
+pub async fn binding_used_by(state: &AppState, actor: &Actor, id: Uuid) -> Result<Vec<crate::tokens::api::UsedBy>> {
+    get_binding(state, actor, id).await?;
+    Ok(Vec::new())
+}
+
+/// Creates a binding inside `txn`; needs `authentik_flows.add_flowstagebinding`.
 pub async fn create_binding_in(
     txn: &DatabaseTransaction,
     state: &AppState,
     actor: &Actor,
     fields: BindingFields,
 ) -> Result<binding::Model> {
+    actor.require(names::ADD_FLOW_STAGE_BINDING)?;
     check_binding(txn, state.tenant, &fields, None).await?;
     let mut model = binding::ActiveModel { id: Set(Uuid::new_v4()), tenant_id: Set(state.tenant.0), ..Default::default() };
     apply_binding(&mut model, fields);
@@ -217,7 +238,7 @@ pub async fn create_binding(state: &AppState, actor: &Actor, fields: BindingFiel
     Ok(created)
 }
 
-/// Replaces a binding's values inside `txn`.
+/// Replaces a binding's values inside `txn`; needs `authentik_flows.change_flowstagebinding`.
 pub async fn update_binding_in(
     txn: &DatabaseTransaction,
     state: &AppState,
@@ -225,6 +246,7 @@ pub async fn update_binding_in(
     before: &binding::Model,
     fields: BindingFields,
 ) -> Result<binding::Model> {
+    actor.require(names::CHANGE_FLOW_STAGE_BINDING)?;
     check_binding(txn, state.tenant, &fields, Some(before.id)).await?;
     let mut model = before.clone().into_active_model();
     apply_binding(&mut model, fields);
@@ -233,16 +255,26 @@ pub async fn update_binding_in(
     Ok(after)
 }
 
-/// Replaces a binding's values.
-pub async fn update_binding(state: &AppState, actor: &Actor, before: &binding::Model, fields: BindingFields) -> Result<binding::Model> {
+/// Replaces the values of the binding `id` with what `change` makes of the stored binding;
+/// needs `authentik_flows.change_flowstagebinding`, checked before the binding is looked up.
+pub async fn update_binding(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    change: impl FnOnce(&binding::Model) -> Result<BindingFields>,
+) -> Result<binding::Model> {
+    actor.require(names::CHANGE_FLOW_STAGE_BINDING)?;
+    let before = find_binding(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    let fields = change(&before)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    let after = update_binding_in(&txn, state, actor, before, fields).await?;
+    let after = update_binding_in(&txn, state, actor, &before, fields).await?;
     txn.commit().await?;
     Ok(after)
 }
 
-/// Deletes a binding inside `txn`.
+/// Deletes a binding inside `txn`; needs `authentik_flows.delete_flowstagebinding`.
 pub async fn delete_binding_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, binding: &binding::Model) -> Result<()> {
+    actor.require(names::DELETE_FLOW_STAGE_BINDING)?;
     binding::Entity::delete_many()
         .filter(binding::Column::TenantId.eq(state.tenant.0))
         .filter(binding::Column::Id.eq(binding.id))
@@ -251,10 +283,12 @@ pub async fn delete_binding_in(txn: &DatabaseTransaction, state: &AppState, acto
     audit(txn, state, actor, Action::ModelDeleted, binding_ref(binding), Value::Null, Value::Null).await
 }
 
-/// Deletes a binding.
-pub async fn delete_binding(state: &AppState, actor: &Actor, binding: &binding::Model) -> Result<()> {
+/// Deletes the binding `id`; needs `authentik_flows.delete_flowstagebinding`.
+pub async fn delete_binding(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(names::DELETE_FLOW_STAGE_BINDING)?;
+    let binding = find_binding(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    delete_binding_in(&txn, state, actor, binding).await?;
+    delete_binding_in(&txn, state, actor, &binding).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::changes::{audit, unique_violation};
 use super::entities::flow;
 use super::model::{AuthenticationRequirement, DeniedAction, Designation, Layout, PolicyEngineMode};
 use crate::accounts::access::Actor;
+use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, Result};
 use crate::events::{Action, ModelRef};
@@ -65,8 +66,9 @@ pub struct FlowFilter {
     pub flow_uuid: Option<String>,
 }
 
-/// One page of the tenant's flows.
-pub async fn list_flows(state: &AppState, filter: &FlowFilter, params: &ListParams) -> Result<Paginated<flow::Model>> {
+/// One page of the tenant's flows; needs `authentik_flows.view_flow`.
+pub async fn list_flows(state: &AppState, actor: &Actor, filter: &FlowFilter, params: &ListParams) -> Result<Paginated<flow::Model>> {
+    actor.require(names::VIEW_FLOW)?;
     let page = params.page_request(&state.config.api)?;
     let mut select = flow::Entity::find().filter(flow::Column::TenantId.eq(state.tenant.0));
     if let Some(designation) = filter.designation.as_deref().filter(|v| !v.is_empty()) {
@@ -151,8 +153,22 @@ fn apply_flow(model: &mut flow::ActiveModel, fields: FlowFields) {
     model.last_updated = Set(Utc::now());
 }
 
-/// Creates a flow inside `txn`.
+/// The flow `slug`; needs `authentik_flows.view_flow`.
+pub async fn get_flow(state: &AppState, actor: &Actor, slug: &str) -> Result<flow::Model> {
+    actor.require(names::VIEW_FLOW)?;
+    find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)
+}
+
+/// What uses the flow `slug`; needs `authentik_flows.view_flow`.
+pub async fn flow_used_by(state: &AppState, actor: &Actor, slug: &str) -> Result<Vec<crate::tokens::api::UsedBy>> {
+    get_flow(state, actor, slug).await?;
+    // Nothing in Gatehouse refers to a flow yet (bindings belong to it rather than use it).
+    Ok(Vec::new())
+}
+
+/// Creates a flow inside `txn`; needs `authentik_flows.add_flow`.
 pub async fn create_flow_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, fields: FlowFields) -> Result<flow::Model> {
+    actor.require(names::ADD_FLOW)?;
     check_slug_free(txn, state.tenant, &fields.slug, None).await?;
     let now = Utc::now();
     let mut model = flow::ActiveModel { id: Set(Uuid::new_v4()), tenant_id: Set(state.tenant.0), created: Set(now), ..Default::default() };
@@ -170,7 +186,7 @@ pub async fn create_flow(state: &AppState, actor: &Actor, fields: FlowFields) ->
     Ok(created)
 }
 
-/// Replaces a flow's values inside `txn`.
+/// Replaces a flow's values inside `txn`; needs `authentik_flows.change_flow`.
 pub async fn update_flow_in(
     txn: &DatabaseTransaction,
     state: &AppState,
@@ -178,6 +194,7 @@ pub async fn update_flow_in(
     before: &flow::Model,
     fields: FlowFields,
 ) -> Result<flow::Model> {
+    actor.require(names::CHANGE_FLOW)?;
     check_slug_free(txn, state.tenant, &fields.slug, Some(before.id)).await?;
     let mut model = before.clone().into_active_model();
     apply_flow(&mut model, fields);
@@ -186,16 +203,28 @@ pub async fn update_flow_in(
     Ok(after)
 }
 
-/// Replaces a flow's values.
-pub async fn update_flow(state: &AppState, actor: &Actor, before: &flow::Model, fields: FlowFields) -> Result<flow::Model> {
+/// Replaces the values of the flow `slug` with what `change` makes of the stored flow; needs
+/// `authentik_flows.change_flow`, checked before the flow is looked up.
+pub async fn update_flow(
+    state: &AppState,
+    actor: &Actor,
+    slug: &str,
+    change: impl FnOnce(&flow::Model) -> Result<FlowFields>,
+) -> Result<flow::Model> {
+    actor.require(names::CHANGE_FLOW)?;
+    let before = find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
+    let fields = change(&before)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    let after = update_flow_in(&txn, state, actor, before, fields).await?;
+    let after = update_flow_in(&txn, state, actor, &before, fields).await?;
     txn.commit().await?;
     Ok(after)
 }
 
-/// Deletes a flow; its bindings and runs in progress go with it (foreign-key cascade).
-pub async fn delete_flow(state: &AppState, actor: &Actor, flow: &flow::Model) -> Result<()> {
+/// Deletes the flow `slug`; its bindings and runs in progress go with it (foreign-key cascade).
+/// Needs `authentik_flows.delete_flow`.
+pub async fn delete_flow(state: &AppState, actor: &Actor, slug: &str) -> Result<()> {
+    actor.require(names::DELETE_FLOW)?;
+    let flow = &find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
     flow::Entity::delete_many().filter(flow::Column::TenantId.eq(state.tenant.0)).filter(flow::Column::Id.eq(flow.id)).exec(&txn).await?;
     audit(&txn, state, actor, Action::ModelDeleted, flow_ref(flow), Value::Null, Value::Null).await?;

@@ -18,7 +18,6 @@ use super::flow_service::{self, FlowFilter};
 use super::stage::StageKind;
 use super::stage_service::{self, StageChange, StageFilter};
 use super::transfer::{self, Format};
-use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated, parse_bool};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
@@ -167,10 +166,6 @@ async fn render_flow(state: &AppState, flow: flow::Model) -> Result<FlowOut> {
     render_flows(state, vec![flow]).await?.pop().ok_or_else(|| Error::internal("rendering lost a flow"))
 }
 
-async fn flow_by_slug(state: &AppState, slug: &str) -> Result<flow::Model> {
-    flow_service::find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)
-}
-
 #[utoipa::path(get, path = "/api/v3/flows/instances/", tag = "flows", params(ListParams, FlowFilter),
     responses((status = 200, description = "A page of flows (authentik_flows.view_flow)", body = Paginated<FlowOut>), (status = 403, description = "Permission denied")))]
 async fn list_flows(
@@ -179,8 +174,7 @@ async fn list_flows(
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<FlowFilter>,
 ) -> Result<Json<Paginated<FlowOut>>> {
-    principal.require(names::VIEW_FLOW)?;
-    let page = flow_service::list_flows(&state, &filter, &params).await?;
+    let page = flow_service::list_flows(&state, &principal.actor(), &filter, &params).await?;
     let results = render_flows(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
@@ -192,7 +186,6 @@ async fn create_flow(
     principal: Principal,
     ApiJson(body): ApiJson<FlowWrite>,
 ) -> Result<(StatusCode, Json<FlowOut>)> {
-    principal.require(names::ADD_FLOW)?;
     let fields = body.into_fields(None, true)?;
     let created = flow_service::create_flow(&state, &principal.actor(), fields).await?;
     Ok((StatusCode::CREATED, Json(render_flow(&state, created).await?)))
@@ -201,16 +194,12 @@ async fn create_flow(
 #[utoipa::path(get, path = "/api/v3/flows/instances/{slug}/", tag = "flows", params(("slug" = String, Path, description = "The flow's slug")),
     responses((status = 200, body = FlowOut), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn retrieve_flow(State(state): State<AppState>, principal: Principal, Path(slug): Path<String>) -> Result<Json<FlowOut>> {
-    principal.require(names::VIEW_FLOW)?;
-    let flow = flow_by_slug(&state, &slug).await?;
+    let flow = flow_service::get_flow(&state, &principal.actor(), &slug).await?;
     Ok(Json(render_flow(&state, flow).await?))
 }
 
 async fn write_flow(state: AppState, principal: Principal, slug: String, body: FlowWrite, full: bool) -> Result<Json<FlowOut>> {
-    principal.require(names::CHANGE_FLOW)?;
-    let flow = flow_by_slug(&state, &slug).await?;
-    let fields = body.into_fields(Some(&flow), full)?;
-    let updated = flow_service::update_flow(&state, &principal.actor(), &flow, fields).await?;
+    let updated = flow_service::update_flow(&state, &principal.actor(), &slug, |flow| body.into_fields(Some(flow), full)).await?;
     Ok(Json(render_flow(&state, updated).await?))
 }
 
@@ -239,19 +228,14 @@ async fn partial_update_flow(
 #[utoipa::path(delete, path = "/api/v3/flows/instances/{slug}/", tag = "flows", params(("slug" = String, Path, description = "The flow's slug")),
     responses((status = 204, description = "Deleted, with its bindings"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn delete_flow(State(state): State<AppState>, principal: Principal, Path(slug): Path<String>) -> Result<StatusCode> {
-    principal.require(names::DELETE_FLOW)?;
-    let flow = flow_by_slug(&state, &slug).await?;
-    flow_service::delete_flow(&state, &principal.actor(), &flow).await?;
+    flow_service::delete_flow(&state, &principal.actor(), &slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v3/flows/instances/{slug}/used_by/", tag = "flows", params(("slug" = String, Path, description = "The flow's slug")),
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn flow_used_by(State(state): State<AppState>, principal: Principal, Path(slug): Path<String>) -> Result<Json<Vec<UsedBy>>> {
-    principal.require(names::VIEW_FLOW)?;
-    flow_by_slug(&state, &slug).await?;
-    // Nothing in Gatehouse refers to a flow yet (bindings belong to it rather than use it).
-    Ok(Json(Vec::new()))
+    Ok(Json(flow_service::flow_used_by(&state, &principal.actor(), &slug).await?))
 }
 
 /// Query of the export.
@@ -274,8 +258,6 @@ async fn export_flow(
     ApiQuery(query): ApiQuery<ExportQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    principal.require(names::VIEW_FLOW)?;
-    principal.require(names::EXPORT_FLOW)?;
     let format = match query.format.as_deref() {
         Some("json") => Format::Json,
         Some("yaml") => Format::Yaml,
@@ -289,8 +271,7 @@ async fn export_flow(
             }
         }
     };
-    let flow = flow_by_slug(&state, &slug).await?;
-    let document = transfer::export(&state, &flow).await?;
+    let (flow, document) = transfer::export(&state, &principal.actor(), &slug).await?;
     let body = transfer::render(&document, format)?;
     // Slugs are letters, digits, `-` and `_` only, so the file name needs no quoting.
     let disposition =
@@ -358,20 +339,9 @@ async fn import_flow(
     ApiQuery(query): ApiQuery<ImportQuery>,
     request: Request,
 ) -> Result<Response> {
-    for permission in [
-        names::ADD_FLOW,
-        names::CHANGE_FLOW,
-        names::ADD_STAGE,
-        names::CHANGE_STAGE,
-        names::ADD_FLOW_STAGE_BINDING,
-        names::CHANGE_FLOW_STAGE_BINDING,
-    ] {
-        principal.require(permission)?;
-    }
+    // Uploads are read only for callers who may import at all.
+    transfer::require_import_rights(&principal.actor(), false)?;
     let (document, clear) = read_upload(&state, query, request).await?;
-    if clear {
-        principal.require(names::DELETE_FLOW_STAGE_BINDING)?;
-    }
     let result = transfer::import(&state, &principal.actor(), &document, clear).await?;
     let status = if result.success { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     Ok((status, Json(result)).into_response())
@@ -415,10 +385,6 @@ fn kind_of(state: &AppState, kind: &str) -> Result<Arc<dyn StageKind>> {
     state.stages.get(kind).cloned().ok_or(Error::NotFound)
 }
 
-async fn any_stage(state: &AppState, id: &str) -> Result<stage::Model> {
-    stage_service::find_stage(&state.db, state.tenant, parse_id(id)?, None).await?.ok_or(Error::NotFound)
-}
-
 #[utoipa::path(get, path = "/api/v3/stages/all/", tag = "stages", params(ListParams, StageFilter),
     responses((status = 200, description = "A page of stages of every kind (authentik_flows.view_stage)", body = Paginated<StageOut>), (status = 403, description = "Permission denied")))]
 async fn list_all_stages(
@@ -427,8 +393,7 @@ async fn list_all_stages(
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<StageFilter>,
 ) -> Result<Json<Paginated<StageOut>>> {
-    principal.require(names::VIEW_STAGE)?;
-    let page = stage_service::list_stages(&state, None, &filter, &params).await?;
+    let page = stage_service::list_stages(&state, &principal.actor(), None, &filter, &params).await?;
     let results = render_stages(&state, &page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
@@ -442,26 +407,21 @@ async fn stage_types(State(state): State<AppState>, _principal: Principal) -> Js
 #[utoipa::path(get, path = "/api/v3/stages/all/{stage_uuid}/", tag = "stages", params(("stage_uuid" = Uuid, Path, description = "The stage's uuid")),
     responses((status = 200, body = StageOut), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn retrieve_any_stage(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<StageOut>> {
-    principal.require(names::VIEW_STAGE)?;
-    let stage = any_stage(&state, &id).await?;
+    let stage = stage_service::get_stage(&state, &principal.actor(), parse_id(&id)?, None).await?;
     render_stages(&state, &[stage]).await?.pop().map(Json).ok_or_else(|| Error::internal("rendering lost a stage"))
 }
 
 #[utoipa::path(delete, path = "/api/v3/stages/all/{stage_uuid}/", tag = "stages", params(("stage_uuid" = Uuid, Path, description = "The stage's uuid")),
     responses((status = 204, description = "Deleted, with its bindings; other stages' references to it are cleared"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn delete_any_stage(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
-    principal.require(names::DELETE_STAGE)?;
-    let stage = any_stage(&state, &id).await?;
-    stage_service::delete_stage(&state, &principal.actor(), &stage).await?;
+    stage_service::delete_stage(&state, &principal.actor(), parse_id(&id)?, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/all/{stage_uuid}/used_by/", tag = "stages", params(("stage_uuid" = Uuid, Path, description = "The stage's uuid")),
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn any_stage_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
-    principal.require(names::VIEW_STAGE)?;
-    let stage = any_stage(&state, &id).await?;
-    Ok(Json(stage_service::stage_used_by(&state, &stage).await?))
+    Ok(Json(stage_service::stage_used_by(&state, &principal.actor(), parse_id(&id)?, None).await?))
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/{kind}/", tag = "stages",
@@ -476,8 +436,7 @@ async fn list_stages(
     ApiQuery(filter): ApiQuery<StageFilter>,
 ) -> Result<Json<Paginated<KindStageOut>>> {
     let kind = kind_of(&state, &kind)?;
-    principal.require(names::VIEW_STAGE)?;
-    let page = stage_service::list_stages(&state, Some(kind.kind()), &filter, &params).await?;
+    let page = stage_service::list_stages(&state, &principal.actor(), Some(kind.kind()), &filter, &params).await?;
     let results = render_kind_stages(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
@@ -492,13 +451,8 @@ async fn create_stage(
     ApiJson(body): ApiJson<StageWrite>,
 ) -> Result<(StatusCode, Json<KindStageOut>)> {
     let kind = kind_of(&state, &kind)?;
-    principal.require(names::ADD_STAGE)?;
     let created = stage_service::create_stage(&state, &principal.actor(), kind.as_ref(), body.name, body.settings).await?;
     Ok((StatusCode::CREATED, Json(render_kind_stage(&state, created).await?)))
-}
-
-async fn kind_stage(state: &AppState, kind: &dyn StageKind, id: &str) -> Result<stage::Model> {
-    stage_service::find_stage(&state.db, state.tenant, parse_id(id)?, Some(kind.kind())).await?.ok_or(Error::NotFound)
 }
 
 #[utoipa::path(get, path = "/api/v3/stages/{kind}/{stage_uuid}/", tag = "stages",
@@ -510,8 +464,7 @@ async fn retrieve_stage(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<KindStageOut>> {
     let kind = kind_of(&state, &kind)?;
-    principal.require(names::VIEW_STAGE)?;
-    let stage = kind_stage(&state, kind.as_ref(), &id).await?;
+    let stage = stage_service::get_stage(&state, &principal.actor(), parse_id(&id)?, Some(kind.kind())).await?;
     Ok(Json(render_kind_stage(&state, stage).await?))
 }
 
@@ -524,13 +477,11 @@ async fn write_stage(
     full: bool,
 ) -> Result<Json<KindStageOut>> {
     let kind = kind_of(&state, &kind)?;
-    principal.require(names::CHANGE_STAGE)?;
-    let stage = kind_stage(&state, kind.as_ref(), &id).await?;
     let updated = stage_service::update_stage(
         &state,
         &principal.actor(),
         kind.as_ref(),
-        &stage,
+        parse_id(&id)?,
         StageChange { name: body.name, settings: body.settings, full },
     )
     .await?;
@@ -568,9 +519,7 @@ async fn partial_update_stage(
     responses((status = 204, description = "Deleted, with its bindings"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn delete_stage(State(state): State<AppState>, principal: Principal, Path((kind, id)): Path<(String, String)>) -> Result<StatusCode> {
     let kind = kind_of(&state, &kind)?;
-    principal.require(names::DELETE_STAGE)?;
-    let stage = kind_stage(&state, kind.as_ref(), &id).await?;
-    stage_service::delete_stage(&state, &principal.actor(), &stage).await?;
+    stage_service::delete_stage(&state, &principal.actor(), parse_id(&id)?, Some(kind.kind())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -583,9 +532,7 @@ async fn stage_used_by(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<UsedBy>>> {
     let kind = kind_of(&state, &kind)?;
-    principal.require(names::VIEW_STAGE)?;
-    let stage = kind_stage(&state, kind.as_ref(), &id).await?;
-    Ok(Json(stage_service::stage_used_by(&state, &stage).await?))
+    Ok(Json(stage_service::stage_used_by(&state, &principal.actor(), parse_id(&id)?, Some(kind.kind())).await?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -610,10 +557,6 @@ async fn render_binding(state: &AppState, binding: binding::Model) -> Result<Bin
     render_bindings(state, vec![binding]).await?.pop().ok_or_else(|| Error::internal("rendering lost a binding"))
 }
 
-async fn binding_by_id(state: &AppState, id: &str) -> Result<binding::Model> {
-    binding_service::find_binding(&state.db, state.tenant, parse_id(id)?).await?.ok_or(Error::NotFound)
-}
-
 #[utoipa::path(get, path = "/api/v3/flows/bindings/", tag = "flows", params(ListParams, BindingFilter),
     responses((status = 200, description = "A page of bindings, by flow then order (authentik_flows.view_flowstagebinding)", body = Paginated<BindingOut>), (status = 403, description = "Permission denied")))]
 async fn list_bindings(
@@ -622,8 +565,7 @@ async fn list_bindings(
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<BindingFilter>,
 ) -> Result<Json<Paginated<BindingOut>>> {
-    principal.require(names::VIEW_FLOW_STAGE_BINDING)?;
-    let page = binding_service::list_bindings(&state, &filter, &params).await?;
+    let page = binding_service::list_bindings(&state, &principal.actor(), &filter, &params).await?;
     let results = render_bindings(&state, page.results).await?;
     Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
@@ -635,7 +577,6 @@ async fn create_binding(
     principal: Principal,
     ApiJson(body): ApiJson<BindingWrite>,
 ) -> Result<(StatusCode, Json<BindingOut>)> {
-    principal.require(names::ADD_FLOW_STAGE_BINDING)?;
     let fields = body.into_fields(None, true)?;
     let created = binding_service::create_binding(&state, &principal.actor(), fields).await?;
     Ok((StatusCode::CREATED, Json(render_binding(&state, created).await?)))
@@ -644,16 +585,14 @@ async fn create_binding(
 #[utoipa::path(get, path = "/api/v3/flows/bindings/{fsb_uuid}/", tag = "flows", params(("fsb_uuid" = Uuid, Path, description = "The binding's uuid")),
     responses((status = 200, body = BindingOut), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn retrieve_binding(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<BindingOut>> {
-    principal.require(names::VIEW_FLOW_STAGE_BINDING)?;
-    let binding = binding_by_id(&state, &id).await?;
+    let binding = binding_service::get_binding(&state, &principal.actor(), parse_id(&id)?).await?;
     Ok(Json(render_binding(&state, binding).await?))
 }
 
 async fn write_binding(state: AppState, principal: Principal, id: String, body: BindingWrite, full: bool) -> Result<Json<BindingOut>> {
-    principal.require(names::CHANGE_FLOW_STAGE_BINDING)?;
-    let binding = binding_by_id(&state, &id).await?;
-    let fields = body.into_fields(Some(&binding), full)?;
-    let updated = binding_service::update_binding(&state, &principal.actor(), &binding, fields).await?;
+    let updated =
+        binding_service::update_binding(&state, &principal.actor(), parse_id(&id)?, |binding| body.into_fields(Some(binding), full))
+            .await?;
     Ok(Json(render_binding(&state, updated).await?))
 }
 
@@ -682,17 +621,12 @@ async fn partial_update_binding(
 #[utoipa::path(delete, path = "/api/v3/flows/bindings/{fsb_uuid}/", tag = "flows", params(("fsb_uuid" = Uuid, Path, description = "The binding's uuid")),
     responses((status = 204, description = "Deleted"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
 async fn delete_binding(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
-    principal.require(names::DELETE_FLOW_STAGE_BINDING)?;
-    let binding = binding_by_id(&state, &id).await?;
-    binding_service::delete_binding(&state, &principal.actor(), &binding).await?;
+    binding_service::delete_binding(&state, &principal.actor(), parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v3/flows/bindings/{fsb_uuid}/used_by/", tag = "flows", params(("fsb_uuid" = Uuid, Path, description = "The binding's uuid")),
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn binding_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
-    principal.require(names::VIEW_FLOW_STAGE_BINDING)?;
-    binding_by_id(&state, &id).await?;
-    // Nothing refers to a binding.
-    Ok(Json(Vec::new()))
+    Ok(Json(binding_service::binding_used_by(&state, &principal.actor(), parse_id(&id)?).await?))
 }

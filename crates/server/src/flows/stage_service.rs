@@ -16,6 +16,7 @@ use super::entities::{binding, flow, stage};
 use super::flow_service::flows_by_id;
 use super::stage::{StageKind, StageReference};
 use crate::accounts::access::Actor;
+use crate::accounts::permissions::names;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{Action, ModelRef};
@@ -46,13 +47,16 @@ pub struct StageFilter {
     pub stage_uuid: Option<String>,
 }
 
-/// One page of the tenant's stages; `kind` restricts it to one kind.
+/// One page of the tenant's stages; `kind` restricts it to one kind. Needs
+/// `authentik_flows.view_stage`.
 pub async fn list_stages(
     state: &AppState,
+    actor: &Actor,
     kind: Option<&str>,
     filter: &StageFilter,
     params: &ListParams,
 ) -> Result<Paginated<stage::Model>> {
+    actor.require(names::VIEW_STAGE)?;
     let page = params.page_request(&state.config.api)?;
     let mut select = stage::Entity::find().filter(stage::Column::TenantId.eq(state.tenant.0));
     if let Some(kind) = kind {
@@ -193,7 +197,13 @@ async fn check_name_free(
     Ok(())
 }
 
-/// Creates a stage of `kind` inside `txn`.
+/// The stage `id` (of `kind`, when given); needs `authentik_flows.view_stage`.
+pub async fn get_stage(state: &AppState, actor: &Actor, id: Uuid, kind: Option<&str>) -> Result<stage::Model> {
+    actor.require(names::VIEW_STAGE)?;
+    find_stage(&state.db, state.tenant, id, kind).await?.ok_or(Error::NotFound)
+}
+
+/// Creates a stage of `kind` inside `txn`; needs `authentik_flows.add_stage`.
 pub async fn create_stage_in(
     txn: &DatabaseTransaction,
     state: &AppState,
@@ -202,6 +212,7 @@ pub async fn create_stage_in(
     name: Option<String>,
     settings: Map<String, Value>,
 ) -> Result<stage::Model> {
+    actor.require(names::ADD_STAGE)?;
     let mut errors = FieldErrors::new();
     let name = parse_name(name, None, true, &mut errors);
     let settings = parse_stage_settings(txn, state.tenant, kind, settings, &mut errors).await?;
@@ -250,7 +261,7 @@ pub struct StageChange {
     pub full: bool,
 }
 
-/// Updates a stage of `kind` inside `txn`.
+/// Updates a stage of `kind` inside `txn`; needs `authentik_flows.change_stage`.
 pub async fn update_stage_in(
     txn: &DatabaseTransaction,
     state: &AppState,
@@ -259,6 +270,7 @@ pub async fn update_stage_in(
     before: &stage::Model,
     change: StageChange,
 ) -> Result<stage::Model> {
+    actor.require(names::CHANGE_STAGE)?;
     let mut errors = FieldErrors::new();
     let name = parse_name(change.name, Some(&before.name), change.full, &mut errors);
     let settings = if change.full {
@@ -285,23 +297,23 @@ pub async fn update_stage_in(
     Ok(after)
 }
 
-/// Updates a stage of `kind`.
-pub async fn update_stage(
-    state: &AppState,
-    actor: &Actor,
-    kind: &dyn StageKind,
-    before: &stage::Model,
-    change: StageChange,
-) -> Result<stage::Model> {
+/// Updates the stage `id` of `kind`; needs `authentik_flows.change_stage`, checked before the
+/// stage is looked up.
+pub async fn update_stage(state: &AppState, actor: &Actor, kind: &dyn StageKind, id: Uuid, change: StageChange) -> Result<stage::Model> {
+    actor.require(names::CHANGE_STAGE)?;
+    let before = find_stage(&state.db, state.tenant, id, Some(kind.kind())).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    let after = update_stage_in(&txn, state, actor, kind, before, change).await?;
+    let after = update_stage_in(&txn, state, actor, kind, &before, change).await?;
     txn.commit().await?;
     Ok(after)
 }
 
-/// Deletes a stage. Its bindings go with it (foreign-key cascade), and other stages' settings
-/// that named it are cleared, each change recorded.
-pub async fn delete_stage(state: &AppState, actor: &Actor, stage: &stage::Model) -> Result<()> {
+/// Deletes the stage `id` (of `kind`, when given). Its bindings go with it (foreign-key
+/// cascade), and other stages' settings that named it are cleared, each change recorded. Needs
+/// `authentik_flows.delete_stage`.
+pub async fn delete_stage(state: &AppState, actor: &Actor, id: Uuid, kind: Option<&str>) -> Result<()> {
+    actor.require(names::DELETE_STAGE)?;
+    let stage = &find_stage(&state.db, state.tenant, id, kind).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
     for (holder, reference) in stages_naming(&txn, state, stage).await? {
         let mut settings = holder.settings.clone();
@@ -325,8 +337,10 @@ pub async fn delete_stage(state: &AppState, actor: &Actor, stage: &stage::Model)
 }
 
 /// What uses a stage: the bindings that go with it when it is deleted, and the stages whose
-/// settings name it (cleared then), as authentik's `used_by` lists them.
-pub async fn stage_used_by(state: &AppState, stage: &stage::Model) -> Result<Vec<UsedBy>> {
+/// settings name it (cleared then), as authentik's `used_by` lists them. Needs
+/// `authentik_flows.view_stage`.
+pub async fn stage_used_by(state: &AppState, actor: &Actor, id: Uuid, kind: Option<&str>) -> Result<Vec<UsedBy>> {
+    let stage = &get_stage(state, actor, id, kind).await?;
     let mut out = Vec::new();
     let bindings = binding::Entity::find()
         .filter(binding::Column::TenantId.eq(state.tenant.0))

@@ -17,6 +17,7 @@ use super::stage::StageKind;
 use super::stage::StageRegistry;
 use super::{binding_service, flow_service, stage_service};
 use crate::accounts::access::Actor;
+use crate::accounts::permissions::names;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::state::AppState;
 
@@ -120,9 +121,18 @@ fn referenced_id(settings: &Value, field: &str) -> Option<Uuid> {
     settings.get(field).and_then(Value::as_str).and_then(|v| Uuid::parse_str(v).ok())
 }
 
+/// The flow `slug` and its document; needs `authentik_flows.view_flow` and
+/// `authentik_flows.export_flow`.
+pub async fn export(state: &AppState, actor: &Actor, slug: &str) -> Result<(flow::Model, Blueprint)> {
+    actor.require(names::EXPORT_FLOW)?;
+    let flow = flow_service::get_flow(state, actor, slug).await?;
+    let document = document_of(state, &flow).await?;
+    Ok((flow, document))
+}
+
 /// The document of `flow`: the flow, every stage bound to it and every stage those name
 /// (named stages before the stages naming them), and the bindings.
-pub async fn export(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
+async fn document_of(state: &AppState, flow: &flow::Model) -> Result<Blueprint> {
     let tenant = state.tenant;
     let bindings = binding_service::bindings_of(&state.db, tenant, &[flow.id]).await?;
     let mut stages: HashMap<Uuid, stage::Model> = HashMap::new();
@@ -386,9 +396,30 @@ fn parse_attrs<T: serde::de::DeserializeOwned>(attrs: &Map<String, Value>, extra
     crate::json::parse(&bytes)
 }
 
+/// Refuses unless `actor` may import: create and change flows, stages and bindings, and with
+/// `clear`, delete bindings.
+pub fn require_import_rights(actor: &Actor, clear: bool) -> Result<()> {
+    for permission in [
+        names::ADD_FLOW,
+        names::CHANGE_FLOW,
+        names::ADD_STAGE,
+        names::CHANGE_STAGE,
+        names::ADD_FLOW_STAGE_BINDING,
+        names::CHANGE_FLOW_STAGE_BINDING,
+    ] {
+        actor.require(permission)?;
+    }
+    if clear {
+        actor.require(names::DELETE_FLOW_STAGE_BINDING)?;
+    }
+    Ok(())
+}
+
 /// Imports a document: creates or updates every entry by its identifiers, all in one
-/// transaction. An invalid document or entry writes nothing; the log says why.
+/// transaction. An invalid document or entry writes nothing; the log says why. Needs the
+/// rights [`require_import_rights`] names.
 pub async fn import(state: &AppState, actor: &Actor, document: &[u8], clear: bool) -> Result<FlowImportResult> {
+    require_import_rights(actor, clear)?;
     let mut log = ImportLog::default();
     let blueprint = match parse_document(document) {
         Ok(blueprint) => blueprint,

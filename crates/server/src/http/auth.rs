@@ -46,11 +46,6 @@ impl Principal {
         &self.context.permissions
     }
 
-    /// Fails with 403 unless the caller holds `permission`.
-    pub fn require(&self, permission: &str) -> Result<()> {
-        self.permissions().require(permission)
-    }
-
     /// The caller as the actor of a change.
     pub fn actor(&self) -> Actor {
         Actor::user(self.context.user.clone(), self.context.permissions.clone(), self.client.clone(), self.session().map(|s| s.created))

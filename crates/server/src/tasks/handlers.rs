@@ -41,17 +41,15 @@ async fn list_tasks(
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<TaskFilter>,
 ) -> Result<Json<Paginated<TaskOut>>> {
-    principal.require(names::VIEW_TASK)?;
-    let page = service::list_tasks(&state, &params, &filter).await?;
+    let page = service::list_tasks(&state, &principal.actor(), &params, &filter).await?;
     Ok(Json(page.map(|(task, logs)| TaskOut::new(task, logs))))
 }
 
 #[utoipa::path(get, path = "/api/v3/tasks/tasks/status/", tag = "tasks",
     responses((status = 200, body = GlobalTaskStatus), (status = 403, description = "Permission denied")))]
 async fn task_status(State(state): State<AppState>, principal: Principal) -> Result<Json<GlobalTaskStatus>> {
-    principal.require(names::VIEW_TASK)?;
     let mut status = GlobalTaskStatus::default();
-    for (value, count) in service::status_counts(&state).await? {
+    for (value, count) in service::status_counts(&state, &principal.actor()).await? {
         let slot = match value {
             AggregatedStatus::Queued => &mut status.queued,
             AggregatedStatus::Consumed => &mut status.consumed,
@@ -72,9 +70,8 @@ async fn task_status(State(state): State<AppState>, principal: Principal) -> Res
 #[utoipa::path(get, path = "/api/v3/tasks/tasks/{message_id}/", tag = "tasks", params(("message_id" = Uuid, Path, description = "Task id")),
     responses((status = 200, body = TaskOut), (status = 404, description = "Not found")))]
 async fn retrieve_task(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<TaskOut>> {
-    principal.require(names::VIEW_TASK)?;
     let id = Uuid::parse_str(&id).map_err(|_| Error::NotFound)?;
-    let (task, logs) = service::find_task(&state, id).await?;
+    let (task, logs) = service::find_task(&state, &principal.actor(), id).await?;
     Ok(Json(TaskOut::new(task, logs)))
 }
 
@@ -91,9 +88,8 @@ async fn retry_task(State(state): State<AppState>, principal: Principal, Path(id
 #[utoipa::path(get, path = "/api/v3/tasks/workers/", tag = "tasks",
     responses((status = 200, body = [WorkerOut]), (status = 403, description = "Permission denied")))]
 async fn list_workers(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<WorkerOut>>> {
-    principal.require(names::VIEW_TASK)?;
     let version = env!("CARGO_PKG_VERSION");
-    let workers = service::list_workers(&state).await?;
+    let workers = service::list_workers(&state, &principal.actor()).await?;
     Ok(Json(
         workers
             .into_iter()
@@ -117,8 +113,7 @@ async fn list_schedules(
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<ScheduleFilter>,
 ) -> Result<Json<Paginated<ScheduleOut>>> {
-    principal.require(names::VIEW_SCHEDULE)?;
-    let page = service::list_schedules(&state, &params, &filter).await?;
+    let page = service::list_schedules(&state, &principal.actor(), &params, &filter).await?;
     Ok(Json(page.map(|(item, status)| ScheduleOut::new(item, status))))
 }
 
@@ -130,8 +125,7 @@ fn schedule_id(id: &str) -> Result<Uuid> {
 #[utoipa::path(get, path = "/api/v3/tasks/schedules/{id}/", tag = "tasks", params(("id" = Uuid, Path, description = "Schedule id")),
     responses((status = 200, body = ScheduleOut), (status = 404, description = "Not found")))]
 async fn retrieve_schedule(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<ScheduleOut>> {
-    principal.require(names::VIEW_SCHEDULE)?;
-    let (item, status) = service::find_schedule(&state, schedule_id(&id)?).await?;
+    let (item, status) = service::find_schedule(&state, &principal.actor(), schedule_id(&id)?).await?;
     Ok(Json(ScheduleOut::new(item, status)))
 }
 

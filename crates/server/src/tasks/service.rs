@@ -81,7 +81,8 @@ async fn logs_of(state: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<tas
 }
 
 /// One page of the tenant's tasks, newest first unless ordered otherwise, with their logs.
-pub async fn list_tasks(state: &AppState, params: &ListParams, filter: &TaskFilter) -> Result<Paginated<TaskWithLogs>> {
+pub async fn list_tasks(state: &AppState, actor: &Actor, params: &ListParams, filter: &TaskFilter) -> Result<Paginated<TaskWithLogs>> {
+    actor.require(names::VIEW_TASK)?;
     let page = params.page_request(&state.config.api)?;
     let mut select = task::Entity::find().filter(task::Column::TenantId.eq(state.tenant.0));
     if let Some(queue_name) = filter.queue_name.as_deref().filter(|v| !v.is_empty()) {
@@ -135,7 +136,8 @@ pub async fn list_tasks(state: &AppState, params: &ListParams, filter: &TaskFilt
 
 /// How many of the tenant's tasks have each aggregated status; statuses without tasks are left
 /// out.
-pub async fn status_counts(state: &AppState) -> Result<Vec<(AggregatedStatus, u64)>> {
+pub async fn status_counts(state: &AppState, actor: &Actor) -> Result<Vec<(AggregatedStatus, u64)>> {
+    actor.require(names::VIEW_TASK)?;
     // One grouped count instead of a query per status.
     let counts: Vec<(String, i64)> = task::Entity::find()
         .select_only()
@@ -154,7 +156,8 @@ pub async fn status_counts(state: &AppState) -> Result<Vec<(AggregatedStatus, u6
 }
 
 /// One of the tenant's tasks with its logs.
-pub async fn find_task(state: &AppState, id: Uuid) -> Result<TaskWithLogs> {
+pub async fn find_task(state: &AppState, actor: &Actor, id: Uuid) -> Result<TaskWithLogs> {
+    actor.require(names::VIEW_TASK)?;
     let task =
         task::Entity::find_by_id(id).filter(task::Column::TenantId.eq(state.tenant.0)).one(&state.db).await?.ok_or(Error::NotFound)?;
     let logs = logs_of(state, &[id]).await?.remove(&id).unwrap_or_default();
@@ -163,7 +166,8 @@ pub async fn find_task(state: &AppState, id: Uuid) -> Result<TaskWithLogs> {
 
 /// Every registered worker, oldest first, with whether it heart-beat within
 /// `tasks.worker_timeout`.
-pub async fn list_workers(state: &AppState) -> Result<Vec<(worker::Model, bool)>> {
+pub async fn list_workers(state: &AppState, actor: &Actor) -> Result<Vec<(worker::Model, bool)>> {
+    actor.require(names::VIEW_TASK)?;
     let cutoff = Utc::now() - state.config.tasks.worker_timeout.to_chrono();
     let workers = worker::Entity::find().order_by_asc(worker::Column::Started).all(&state.db).await?;
     Ok(workers
@@ -185,7 +189,13 @@ async fn schedule_of(state: &AppState, id: Uuid) -> Result<schedule::Model> {
 }
 
 /// One page of the tenant's schedules, soonest first unless ordered otherwise.
-pub async fn list_schedules(state: &AppState, params: &ListParams, filter: &ScheduleFilter) -> Result<Paginated<ScheduleWithStatus>> {
+pub async fn list_schedules(
+    state: &AppState,
+    actor: &Actor,
+    params: &ListParams,
+    filter: &ScheduleFilter,
+) -> Result<Paginated<ScheduleWithStatus>> {
+    actor.require(names::VIEW_SCHEDULE)?;
     let page = params.page_request(&state.config.api)?;
     let mut select = schedule::Entity::find().filter(schedule::Column::TenantId.eq(state.tenant.0));
     if let Some(actor) = filter.actor_name.as_deref().filter(|v| !v.is_empty()) {
@@ -220,7 +230,8 @@ pub async fn list_schedules(state: &AppState, params: &ListParams, filter: &Sche
 }
 
 /// One of the tenant's schedules.
-pub async fn find_schedule(state: &AppState, id: Uuid) -> Result<ScheduleWithStatus> {
+pub async fn find_schedule(state: &AppState, actor: &Actor, id: Uuid) -> Result<ScheduleWithStatus> {
+    actor.require(names::VIEW_SCHEDULE)?;
     let item = schedule_of(state, id).await?;
     with_status(state, item).await
 }

@@ -323,3 +323,47 @@ async fn inactive_accounts_cannot_be_loaded_with_rights_for_a_later_reactivation
     assert_forbidden(w.app.patch(&caller, &path, json!({"permissions": ["authentik_events.view_event"]})).await).await;
     assert_eq!(w.user(dormant.id).await["groups"], json!([]));
 }
+
+/// Permission checks once lived in the HTTP handlers, so a domain function called from anywhere
+/// else (an import, a task, a later handler) did whatever it was asked. Each of these is refused
+/// to a signed-in account without rights when called directly, not through HTTP.
+#[tokio::test]
+async fn domain_functions_refuse_a_caller_without_the_permission_whoever_calls_them() {
+    use gatehouse::accounts::access::{Actor, Rights};
+    use gatehouse::db::pagination::ListParams;
+    use gatehouse::error::Error;
+    use gatehouse::flows::{binding_service, flow_service, stage_service, transfer};
+
+    let app = TestApp::spawn().await;
+    let nobody = app.user("nobody@example.com", |_| {}).await;
+    let actor = Actor::user(nobody, Rights::default(), Default::default(), None);
+    let state = &app.state;
+    let params = ListParams::default();
+    let flow = "default-authentication-flow";
+    let stage = stage_service::list_stages(state, &Actor::system(), None, &Default::default(), &params).await.unwrap().results[0].id;
+    let binding = binding_service::list_bindings(state, &Actor::system(), &Default::default(), &params).await.unwrap().results[0].id;
+    let document = b"version: 1\nentries: []\n";
+
+    let refusals: Vec<(&str, gatehouse::error::Result<()>)> = vec![
+        ("list flows", flow_service::list_flows(state, &actor, &Default::default(), &params).await.map(drop)),
+        ("read a flow", flow_service::get_flow(state, &actor, flow).await.map(drop)),
+        ("delete a flow", flow_service::delete_flow(state, &actor, flow).await),
+        ("export a flow", transfer::export(state, &actor, flow).await.map(drop)),
+        ("import a flow", transfer::import(state, &actor, document, false).await.map(drop)),
+        ("list stages", stage_service::list_stages(state, &actor, None, &Default::default(), &params).await.map(drop)),
+        ("read a stage", stage_service::get_stage(state, &actor, stage, None).await.map(drop)),
+        ("delete a stage", stage_service::delete_stage(state, &actor, stage, None).await),
+        ("list bindings", binding_service::list_bindings(state, &actor, &Default::default(), &params).await.map(drop)),
+        ("delete a binding", binding_service::delete_binding(state, &actor, binding).await),
+        ("list tasks", gatehouse::tasks::service::list_tasks(state, &actor, &params, &Default::default()).await.map(drop)),
+        ("list workers", gatehouse::tasks::service::list_workers(state, &actor).await.map(drop)),
+        ("list schedules", gatehouse::tasks::service::list_schedules(state, &actor, &params, &Default::default()).await.map(drop)),
+        ("list events", gatehouse::events::service::list(state, &actor, &Default::default(), &params).await.map(drop)),
+    ];
+    for (what, outcome) in refusals {
+        assert!(matches!(outcome, Err(Error::PermissionDenied)), "{what}: {outcome:?}");
+    }
+    // Nothing was deleted on the way.
+    assert!(flow_service::get_flow(state, &Actor::system(), flow).await.is_ok());
+    assert!(stage_service::get_stage(state, &Actor::system(), stage, None).await.is_ok());
+}
