@@ -32,6 +32,7 @@ pub struct Config {
     pub events: EventConfig,
     pub api: ApiConfig,
     pub tokens: TokenConfig,
+    pub sms: SmsConfig,
     pub tasks: TaskConfig,
     pub flows: FlowConfig,
     pub identifiers: IdentifierConfig,
@@ -179,6 +180,22 @@ pub struct TokenConfig {
     pub last_used_flush: DurationString,
 }
 
+/// Text messages with one-time codes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsConfig {
+    /// Where Twilio's API is: `{twilio_base_url}/2010-04-01/Accounts/{sid}/Messages.json`.
+    pub twilio_base_url: String,
+    /// How long one message to a provider may take, connecting included.
+    pub send_timeout: DurationString,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self { twilio_base_url: "https://api.twilio.com".into(), send_timeout: DurationString::from_secs(10) }
+    }
+}
+
 /// Background tasks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +278,7 @@ impl Default for Config {
                 authentication_flow: DEFAULT_AUTHENTICATION_FLOW.into(),
                 invalidation_flow: DEFAULT_INVALIDATION_FLOW.into(),
             },
+            sms: SmsConfig::default(),
             tokens: TokenConfig {
                 default_duration: DurationString::from_secs(24 * 3600),
                 max_live_per_user: 100,
@@ -398,6 +416,12 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return fail("server.max_body_bytes", "must be at least 1024");
+        }
+        if !(self.sms.twilio_base_url.starts_with("https://") || self.sms.twilio_base_url.starts_with("http://")) {
+            return fail("sms.twilio_base_url", "must be an http:// or https:// URL");
+        }
+        if self.sms.send_timeout.as_micros() < 100_000 || self.sms.send_timeout.as_micros() > 60_000_000 {
+            return fail("sms.send_timeout", "must be between milliseconds=100 and minutes=1");
         }
         check_log_level(&self.log.level).map_err(|problem| ConfigError(format!("log.level: {problem}")))?;
         Ok(())

@@ -161,7 +161,7 @@ pub struct SessionUser {
 }
 
 /// authentik's `PartialUser`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PartialUser {
     pub pk: i64,
     pub username: String,
@@ -171,6 +171,22 @@ pub struct PartialUser {
     pub email: String,
     pub attributes: Value,
     pub uid: String,
+}
+
+impl PartialUser {
+    /// The partial representation of `user`.
+    pub fn new(user: &user::Model, secret: &ServerSecret) -> Self {
+        Self {
+            pk: user.id,
+            username: user.username.clone(),
+            name: user.name.clone(),
+            is_active: user.is_active,
+            last_login: user.last_login,
+            email: user.email.clone(),
+            attributes: user.attributes.clone(),
+            uid: uid(secret, user),
+        }
+    }
 }
 
 /// authentik's `RelatedGroup`.
@@ -228,21 +244,7 @@ impl GroupOut {
             parents: parents.iter().map(|p| p.group_uuid).collect(),
             parents_obj: parents.iter().map(RelatedGroup::from).collect(),
             users: members.iter().map(|u| u.id).collect(),
-            users_obj: include_users.then(|| {
-                members
-                    .iter()
-                    .map(|u| PartialUser {
-                        pk: u.id,
-                        username: u.username.clone(),
-                        name: u.name.clone(),
-                        is_active: u.is_active,
-                        last_login: u.last_login,
-                        email: u.email.clone(),
-                        attributes: u.attributes.clone(),
-                        uid: uid(secret, u),
-                    })
-                    .collect()
-            }),
+            users_obj: include_users.then(|| members.iter().map(|u| PartialUser::new(u, secret)).collect()),
             roles: Vec::new(),
             roles_obj: Vec::new(),
             inherited_roles_obj: Vec::new(),

@@ -140,6 +140,27 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
     ("authentik_tasks_schedules.view_schedule", "Can view Schedule", "schedule", "Schedule", "authentik Tasks Schedules"),
     ("authentik_tasks_schedules.change_schedule", "Can change Schedule", "schedule", "Schedule", "authentik Tasks Schedules"),
     ("authentik_tasks_schedules.send_schedule", "Manually trigger a schedule", "schedule", "Schedule", "authentik Tasks Schedules"),
+    (
+        "authentik_stages_authenticator_sms.view_smsdevice",
+        "Can view SMS Device",
+        "smsdevice",
+        "SMS Device",
+        "authentik Stages.Authenticator.SMS",
+    ),
+    (
+        "authentik_stages_authenticator_sms.change_smsdevice",
+        "Can change SMS Device",
+        "smsdevice",
+        "SMS Device",
+        "authentik Stages.Authenticator.SMS",
+    ),
+    (
+        "authentik_stages_authenticator_sms.delete_smsdevice",
+        "Can delete SMS Device",
+        "smsdevice",
+        "SMS Device",
+        "authentik Stages.Authenticator.SMS",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -230,6 +251,9 @@ pub mod names {
     pub const ADD_STAGE: &str = "authentik_flows.add_stage";
     pub const CHANGE_STAGE: &str = "authentik_flows.change_stage";
     pub const DELETE_STAGE: &str = "authentik_flows.delete_stage";
+    pub const VIEW_SMS_DEVICE: &str = "authentik_stages_authenticator_sms.view_smsdevice";
+    pub const CHANGE_SMS_DEVICE: &str = "authentik_stages_authenticator_sms.change_smsdevice";
+    pub const DELETE_SMS_DEVICE: &str = "authentik_stages_authenticator_sms.delete_smsdevice";
 }
 
 #[cfg(test)]

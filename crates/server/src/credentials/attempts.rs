@@ -120,6 +120,29 @@ impl Bucket {
         Self { name: format!("ip:{ip}:keys"), rule: Rule::Ceiling(max_failures_per_hour), on_success: OnSuccess::Refund }
     }
 
+    /// Wrong one-time codes for one account, from every device, flow and address together. A
+    /// new code does not reset it; a right code does.
+    pub fn code_guesses(user: i64) -> Self {
+        let limits = Limits { free_failures: 5, max_failures_per_hour: 20 };
+        Self { name: format!("codes:user:{user}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
+    }
+
+    /// Codes sent for one account (each message costs money, so every send counts).
+    pub fn code_sends_for_account(user: i64, max_per_hour: u32) -> Self {
+        Self { name: format!("sends:user:{user}"), rule: Rule::Ceiling(max_per_hour), on_success: OnSuccess::Refund }
+    }
+
+    /// Codes sent to one destination, named by a keyed digest of it.
+    pub fn code_sends_to(destination_digest: &str, max_per_hour: u32) -> Self {
+        Self { name: format!("sends:to:{destination_digest}"), rule: Rule::Ceiling(max_per_hour), on_success: OnSuccess::Refund }
+    }
+
+    /// Codes sent at the request of one client address.
+    pub fn code_sends_from(ip: Option<std::net::IpAddr>, max_per_hour: u32) -> Self {
+        let from = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        Self { name: format!("sends:ip:{from}"), rule: Rule::Ceiling(max_per_hour), on_success: OnSuccess::Refund }
+    }
+
     /// When an attempt `now` must wait until, given the bucket's window.
     fn must_wait(&self, failures: u32, window_started: DateTime<Utc>, last_failure: DateTime<Utc>, now: DateTime<Utc>) -> TimeDelta {
         match self.rule {

@@ -10,7 +10,15 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Tokens), Box::new(Tasks), Box::new(Flows), Box::new(IdentifierForms), Box::new(Installation)]
+        vec![
+            Box::new(Initial),
+            Box::new(Tokens),
+            Box::new(Tasks),
+            Box::new(Flows),
+            Box::new(IdentifierForms),
+            Box::new(Installation),
+            Box::new(SmsDevices),
+        ]
     }
 }
 
@@ -755,5 +763,60 @@ impl MigrationTrait for Installation {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("installation").to_owned()).await
+    }
+}
+
+/// Phones enrolled through SMS authenticator stages: one number once per stage, kept as
+/// `hash:…` when the stage only verifies numbers.
+struct SmsDevices;
+
+impl MigrationName for SmsDevices {
+    fn name(&self) -> &str {
+        "m0007_sms_devices"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SmsDevices {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("sms_devices")
+                    .col(big_pk_auto("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("user_id"))
+                    .col(uuid("stage_id"))
+                    .col(string_len("name", 64))
+                    .col(string_len("phone_number", 80))
+                    .col(boolean("confirmed"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .col(timestamp_with_time_zone_null("last_used"))
+                    .foreign_key(&mut tenant_fk("sms_devices"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_sms_devices_user")
+                            .from("sms_devices", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_sms_devices_stage")
+                            .from("sms_devices", "stage_id")
+                            .to("stages", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("sms_devices", "ux_sms_devices_stage_phone", &["tenant_id", "stage_id", "phone_number"], true)).await?;
+        manager.create_index(index("sms_devices", "ix_sms_devices_user", &["tenant_id", "user_id"], false)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("sms_devices").to_owned()).await
     }
 }

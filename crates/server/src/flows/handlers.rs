@@ -44,6 +44,83 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_stages, create_stage))
         .routes(routes!(retrieve_stage, update_stage, partial_update_stage, delete_stage))
         .routes(routes!(stage_used_by))
+        // authentik's authenticator stages live one level down (`/stages/authenticator/sms/`);
+        // the document lists them through each kind's `api_path`.
+        .route("/api/v3/stages/authenticator/{kind}/", axum::routing::get(list_authenticator_stages).post(create_authenticator_stage))
+        .route(
+            "/api/v3/stages/authenticator/{kind}/{stage_uuid}/",
+            axum::routing::get(retrieve_authenticator_stage)
+                .put(update_authenticator_stage)
+                .patch(partial_update_authenticator_stage)
+                .delete(delete_authenticator_stage),
+        )
+        .route("/api/v3/stages/authenticator/{kind}/{stage_uuid}/used_by/", axum::routing::get(authenticator_stage_used_by))
+}
+
+/// The registered kind an `/api/v3/stages/authenticator/{kind}/` path names.
+fn authenticator_kind(kind: String) -> Path<String> {
+    Path(format!("authenticator_{kind}"))
+}
+
+async fn list_authenticator_stages(
+    state: State<AppState>,
+    principal: Principal,
+    Path(kind): Path<String>,
+    params: ApiQuery<ListParams>,
+    filter: ApiQuery<StageFilter>,
+) -> Result<Json<Paginated<KindStageOut>>> {
+    list_stages(state, principal, authenticator_kind(kind), params, filter).await
+}
+
+async fn create_authenticator_stage(
+    state: State<AppState>,
+    principal: Principal,
+    Path(kind): Path<String>,
+    body: ApiJson<StageWrite>,
+) -> Result<(StatusCode, Json<KindStageOut>)> {
+    create_stage(state, principal, authenticator_kind(kind), body).await
+}
+
+async fn retrieve_authenticator_stage(
+    state: State<AppState>,
+    principal: Principal,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<KindStageOut>> {
+    retrieve_stage(state, principal, Path((format!("authenticator_{kind}"), id))).await
+}
+
+async fn update_authenticator_stage(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((kind, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<StageWrite>,
+) -> Result<Json<KindStageOut>> {
+    write_stage(state, principal, format!("authenticator_{kind}"), id, body, true).await
+}
+
+async fn partial_update_authenticator_stage(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((kind, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<StageWrite>,
+) -> Result<Json<KindStageOut>> {
+    write_stage(state, principal, format!("authenticator_{kind}"), id, body, false).await
+}
+
+async fn delete_authenticator_stage(
+    state: State<AppState>,
+    principal: Principal,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    delete_stage(state, principal, Path((format!("authenticator_{kind}"), id))).await
+}
+
+async fn authenticator_stage_used_by(
+    state: State<AppState>,
+    principal: Principal,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Vec<UsedBy>>> {
+    stage_used_by(state, principal, Path((format!("authenticator_{kind}"), id))).await
 }
 
 /// The generic paths of the per-kind stage API, documented once per registered kind instead.
@@ -114,12 +191,16 @@ fn expand_kind_paths(document: &mut serde_json::Value, registry: &super::StageRe
                     }
                 }
             }
-            paths.insert(path.replace("{kind}", kind.kind()), item);
+            paths.insert(path.replace("{kind}", kind.api_path()), item);
         }
-        let defaults = kind.parse_settings(serde_json::Map::new()).unwrap_or_default();
-        let properties: serde_json::Map<String, Value> =
+        let defaults = kind.example_settings();
+        let request_properties_of_kind: serde_json::Map<String, Value> =
             defaults.as_object().map(|d| d.iter().map(|(k, v)| (k.clone(), schema_of_default(v))).collect()).unwrap_or_default();
-        let mut request_properties = properties.clone();
+        let mut properties = request_properties_of_kind.clone();
+        for field in kind.write_only() {
+            properties.remove(*field);
+        }
+        let mut request_properties = request_properties_of_kind;
         request_properties.insert("name".into(), json!({"type": "string", "minLength": 1}));
         schemas.push((
             out_name,
@@ -368,10 +449,13 @@ async fn render_kind_stages(state: &AppState, stages: Vec<stage::Model>) -> Resu
         .into_iter()
         .zip(bases)
         .map(|(stage, base)| {
-            let settings = match stage.settings {
+            let mut settings = match stage.settings {
                 serde_json::Value::Object(settings) => settings,
                 _ => serde_json::Map::new(),
             };
+            for field in state.stages.get(&stage.kind).map(|kind| kind.write_only()).unwrap_or_default() {
+                settings.remove(*field);
+            }
             KindStageOut { base, settings }
         })
         .collect())

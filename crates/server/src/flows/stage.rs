@@ -36,6 +36,19 @@ pub trait StageKind: Send + Sync + 'static {
     async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step>;
     /// Judges the answer to the question [`StageKind::enter`] asked.
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step>;
+    /// The kind's path under `/api/v3/stages/`, as authentik spells it (`authenticator/sms`).
+    fn api_path(&self) -> &'static str {
+        self.kind()
+    }
+    /// Settings fields that hold secrets: never shown by the API or written to exports; a
+    /// partial update that leaves them out keeps them.
+    fn write_only(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Settings with every field filled in, from which the API's schema is read.
+    fn example_settings(&self) -> Value {
+        self.parse_settings(Map::new()).unwrap_or_default()
+    }
     /// Settings fields that name another stage by id. The administration checks them, exports
     /// write them as the other stage's name, and deleting the named stage clears them.
     fn references(&self) -> &'static [StageReference] {
@@ -207,6 +220,7 @@ impl StageRegistry {
         registry.add(super::stages::user_login::UserLogin);
         registry.add(super::stages::user_logout::UserLogout);
         registry.add(super::stages::deny::Deny);
+        registry.add(super::stages::authenticator_sms::AuthenticatorSms);
         registry
     }
 

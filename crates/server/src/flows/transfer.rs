@@ -189,6 +189,9 @@ async fn document_of(state: &AppState, flow: &flow::Model) -> Result<Blueprint> 
             Value::Object(settings) => settings.clone(),
             _ => Map::new(),
         };
+        for field in state.stages.get(&stage.kind).map(|kind| kind.write_only()).unwrap_or_default() {
+            attrs.remove(*field);
+        }
         for reference in kind.references() {
             if let Some(target) = referenced_id(&stage.settings, reference.field) {
                 let name = stages.get(&target).map(|s| json!(s.name)).unwrap_or(Value::Null);

@@ -16,6 +16,7 @@ mod flows_admin;
 mod geoip;
 mod groups;
 mod guessing;
+mod mfa;
 mod ops;
 mod quickstart;
 mod sessions;

@@ -1,5 +1,6 @@
 //! The stage kinds Gatehouse ships. Each owns its settings and its question.
 
+pub mod authenticator_sms;
 pub mod deny;
 pub mod identification;
 pub mod password;

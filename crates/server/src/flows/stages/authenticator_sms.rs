@@ -1,0 +1,198 @@
+//! The SMS authenticator setup stage: a person types a phone number, receives a code on it,
+//! types the code back, and the phone becomes one of their devices (or, on a verify-only stage,
+//! a proven number that cannot sign in).
+
+use gatehouse_types::PhoneNumber;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::pending_user_fields;
+use crate::accounts::access::{Actor, Rights};
+use crate::accounts::entities::user;
+use crate::error::{FieldErrors, Result};
+use crate::flows::factors::verified_for;
+use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
+use crate::mfa::codes::SentCode;
+use crate::mfa::delivery::{self, Checked};
+use crate::mfa::devices::{self, NUMBER_UNAVAILABLE};
+use crate::mfa::sms::{self, SmsStageSettings, WRITE_ONLY_SETTINGS};
+
+/// Where the stage keeps its progress in the run's context.
+const CONTEXT_KEY: &str = "authenticator_sms";
+
+/// A code sent in this run: to which number, for which stage, and what binds it to the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    stage: uuid::Uuid,
+    number: String,
+    nonce: String,
+    sent: SentCode,
+}
+
+impl Progress {
+    fn binding(&self) -> String {
+        format!("sms-setup:{}:{}:{}", self.stage, self.nonce, self.number)
+    }
+}
+
+fn progress(cx: &StageContext<'_>) -> Option<Progress> {
+    let progress: Progress = serde_json::from_value(cx.context.extra.get(CONTEXT_KEY)?.clone()).ok()?;
+    (progress.stage == cx.stage.stage_id).then_some(progress)
+}
+
+fn keep(cx: &mut StageContext<'_>, progress: Option<&Progress>) {
+    match progress.and_then(|p| serde_json::to_value(p).ok()) {
+        Some(value) => cx.context.extra.insert(CONTEXT_KEY.to_owned(), value),
+        None => cx.context.extra.remove(CONTEXT_KEY),
+    };
+}
+
+const INVALID_NUMBER: &str = "Enter the phone number in international format, with + and the country code, e.g. +41 44 668 18 00.";
+
+/// Sets up a phone that receives codes by text message.
+pub struct AuthenticatorSms;
+
+#[async_trait::async_trait]
+impl StageKind for AuthenticatorSms {
+    fn kind(&self) -> &'static str {
+        "authenticator_sms"
+    }
+    fn api_path(&self) -> &'static str {
+        "authenticator/sms"
+    }
+    fn component(&self) -> &'static str {
+        "ak-stage-authenticator-sms"
+    }
+    fn verbose_name(&self) -> &'static str {
+        "SMS Authenticator Setup Stage"
+    }
+    fn meta_model_name(&self) -> &'static str {
+        "authentik_stages_authenticator_sms.authenticatorsmsstage"
+    }
+    fn write_only(&self) -> &'static [&'static str] {
+        WRITE_ONLY_SETTINGS
+    }
+    fn example_settings(&self) -> Value {
+        serde_json::to_value(SmsStageSettings::example()).unwrap_or_default()
+    }
+
+    fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors> {
+        let (typed, value): (SmsStageSettings, Value) = parse_typed(settings)?;
+        typed.check()?;
+        Ok(value)
+    }
+
+    async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step> {
+        if cx.context.pending_user.is_none() && cx.current.is_none() {
+            return Ok(Step::Denied("No pending user.".into()));
+        }
+        Ok(Step::Challenge(self.prompt(cx, progress(cx).is_none())))
+    }
+
+    async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
+        let settings: SmsStageSettings = cx.settings()?;
+        let Some(account) = enrolling_account(cx).await? else {
+            return Ok(Step::Denied("Sign in before setting up an authenticator.".into()));
+        };
+        let code = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty());
+        let number = text_field(response, "phone_number").map(str::trim).filter(|n| !n.is_empty());
+        match (progress(cx), code, number) {
+            (Some(mut progress), Some(code), _) => {
+                if code.len() > 64 {
+                    return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
+                }
+                let binding = progress.binding();
+                match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
+                    Checked::Right => {
+                        keep(cx, None);
+                        let parsed = PhoneNumber::parse(&progress.number)
+                            .map_err(|_| crate::error::Error::internal("a kept number no longer parses"))?;
+                        let stored = sms::stored_number(&cx.state.secret, &parsed, settings.verify_only);
+                        let actor = Actor::user(account, Rights::default(), cx.client.clone(), None);
+                        match devices::enrol_sms(cx.state, &actor, cx.stage.stage_id, stored, "SMS Device".into()).await {
+                            Ok(_) => Ok(Step::Passed),
+                            Err(crate::error::Error::Validation(errors)) => Ok(Step::Invalid(errors)),
+                            Err(other) => Err(other),
+                        }
+                    }
+                    Checked::Refused { message, new_code_needed } => {
+                        keep(cx, (!new_code_needed).then_some(&progress));
+                        Ok(Step::Invalid(FieldErrors::single("code", message)))
+                    }
+                }
+            }
+            (_, _, Some(number)) => {
+                let Ok(parsed) = PhoneNumber::parse(number) else {
+                    return Ok(Step::Invalid(FieldErrors::single("phone_number", INVALID_NUMBER)));
+                };
+                let forms = sms::stored_forms(&cx.state.secret, &parsed);
+                if devices::number_taken(&cx.state.db, cx.state, cx.stage.stage_id, &forms).await? {
+                    keep(cx, None);
+                    return Ok(Step::Invalid(FieldErrors::single("phone_number", NUMBER_UNAVAILABLE)));
+                }
+                let nonce = crate::secret::random_token(16);
+                let binding = format!("sms-setup:{}:{nonce}:{}", cx.stage.stage_id, parsed.as_str());
+                match delivery::send_sms_code(cx.state, &settings, &account, cx.client, &parsed, &binding).await? {
+                    Ok(sent) => {
+                        let progress = Progress { stage: cx.stage.stage_id, number: parsed.as_str().to_owned(), nonce, sent };
+                        keep(cx, Some(&progress));
+                        Ok(Step::Challenge(self.prompt(cx, false)))
+                    }
+                    Err(message) => Ok(Step::Invalid(FieldErrors::single("phone_number", message))),
+                }
+            }
+            (Some(_), None, None) => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
+            (None, _, None) => Ok(Step::Invalid(FieldErrors::single("phone_number", "This field is required."))),
+        }
+    }
+}
+
+/// Whose phone this is: the signed-in person, or an account identified in this run that proved
+/// a factor in it. An identified account that proved nothing gets no device: otherwise a flow
+/// with this stage before the password would let anyone enrol a phone on anyone's account.
+async fn enrolling_account(cx: &mut StageContext<'_>) -> Result<Option<user::Model>> {
+    match (cx.context.pending_user, cx.current.clone()) {
+        (None, Some(current)) => Ok(Some(current.user.clone())),
+        (Some(id), Some(current)) if current.user.id == id => Ok(Some(current.user.clone())),
+        (Some(_), _) => {
+            let factors = cx.context.factors.clone();
+            Ok(cx.pending_account().await?.filter(|account| verified_for(&factors, account.id, account.password_change_date)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl AuthenticatorSms {
+    /// The question: the number while none was sent a code in this run, else the code.
+    fn prompt(&self, cx: &StageContext<'_>, number_required: bool) -> Prompt {
+        let mut fields = pending_user_fields(cx);
+        fields.insert("phone_number_required".into(), json!(number_required));
+        let input = if number_required {
+            Input {
+                name: "phone_number",
+                label: "Phone number".into(),
+                kind: InputKind::Text,
+                autocomplete: "tel",
+                value: String::new(),
+                required: true,
+                autofocus: true,
+            }
+        } else {
+            Input {
+                name: "code",
+                label: "Code".into(),
+                kind: InputKind::Code,
+                autocomplete: "one-time-code",
+                value: String::new(),
+                required: true,
+                autofocus: true,
+            }
+        };
+        let intro = if number_required {
+            "Enter the phone number that should receive codes, with + and the country code.".to_owned()
+        } else {
+            "Enter the code we sent to your phone.".to_owned()
+        };
+        Prompt { fields, form: Form { intro: Some(intro), inputs: vec![input], submit: "Continue".into(), links: Vec::new() } }
+    }
+}

@@ -1,0 +1,90 @@
+//! One-time codes sent to a device: six digits from the operating system's CSPRNG, kept only as
+//! a keyed digest bound to what they were sent for, valid for a few minutes, good once, and
+//! dropped after too many wrong answers.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{ServerSecret, constant_time_eq};
+
+/// How long a code is accepted after it was sent.
+pub const CODE_LIFETIME: TimeDelta = TimeDelta::minutes(5);
+/// Wrong answers one code survives; the next one drops it and a new code must be sent.
+pub const MAX_FAILURES_PER_CODE: u32 = 10;
+
+/// A code that was sent and not yet used: its digest, its expiry and its wrong answers so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCode {
+    digest: String,
+    valid_until: DateTime<Utc>,
+    failures: u32,
+}
+
+/// What an answer to a sent code was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The code: it is used up now.
+    Right,
+    /// Not the code; it stays valid for more answers.
+    Wrong,
+    /// Not the code, and the code had taken all the wrong answers it takes.
+    WrongAndSpent,
+    /// The code expired; nothing was compared.
+    Expired,
+}
+
+/// A new code bound to `binding` (what it was sent for: the flow run, the stage and the
+/// number), returned in clear to be sent and as the record to keep.
+pub fn new_code(secret: &ServerSecret, binding: &str, now: DateTime<Utc>) -> (String, SentCode) {
+    let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
+    let sent = SentCode { digest: digest(secret, binding, &code), valid_until: now + CODE_LIFETIME, failures: 0 };
+    (code, sent)
+}
+
+fn digest(secret: &ServerSecret, binding: &str, code: &str) -> String {
+    secret.digest("one-time-code", format!("{binding}\n{code}").as_bytes())
+}
+
+impl SentCode {
+    /// Judges `answer` for `binding`, counting a wrong one. Surrounding spaces are ignored.
+    pub fn answer(&mut self, secret: &ServerSecret, binding: &str, answer: &str, now: DateTime<Utc>) -> Answer {
+        if now >= self.valid_until {
+            return Answer::Expired;
+        }
+        if constant_time_eq(digest(secret, binding, answer.trim()).as_bytes(), self.digest.as_bytes()) {
+            return Answer::Right;
+        }
+        self.failures += 1;
+        if self.failures >= MAX_FAILURES_PER_CODE { Answer::WrongAndSpent } else { Answer::Wrong }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_is_six_digits_bound_to_what_it_was_sent_for_and_expires() {
+        let secret = ServerSecret::from_bytes(b"codes-test-secret");
+        let now = Utc::now();
+        let (code, sent) = new_code(&secret, "run-1", now);
+        assert_eq!(code.len(), 6);
+        assert!(code.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(sent.clone().answer(&secret, "run-1", &format!(" {code} "), now), Answer::Right);
+        assert_eq!(sent.clone().answer(&secret, "run-2", &code, now), Answer::Wrong, "a code counts only for its own binding");
+        assert_eq!(sent.clone().answer(&secret, "run-1", &code, now + CODE_LIFETIME), Answer::Expired);
+    }
+
+    #[test]
+    fn a_code_takes_ten_wrong_answers_then_is_spent() {
+        let secret = ServerSecret::from_bytes(b"codes-test-secret");
+        let now = Utc::now();
+        let (code, mut sent) = new_code(&secret, "run", now);
+        let wrong = if code == "000000" { "000001" } else { "000000" };
+        for _ in 1..MAX_FAILURES_PER_CODE {
+            assert_eq!(sent.answer(&secret, "run", wrong, now), Answer::Wrong);
+        }
+        assert_eq!(sent.answer(&secret, "run", wrong, now), Answer::WrongAndSpent);
+    }
+}

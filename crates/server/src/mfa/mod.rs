@@ -1,0 +1,12 @@
+//! Multi-factor authentication: the devices people prove themselves with beyond a password
+//! (phones that receive one-time codes by text message, so far), the codes, and the providers
+//! that deliver them. Flows use this domain through their authenticator stages; it never uses
+//! flows.
+
+pub mod api;
+pub mod codes;
+pub mod delivery;
+pub mod devices;
+pub mod entities;
+pub mod handlers;
+pub mod sms;

@@ -1,0 +1,232 @@
+//! Text messages: the settings of an SMS authenticator stage (which provider, with what
+//! credentials), how a number is kept, and sending a code through Twilio or a generic webhook.
+
+use std::time::Duration;
+
+use gatehouse_types::PhoneNumber;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Digest;
+
+use crate::error::FieldErrors;
+use crate::secret::ServerSecret;
+
+/// Who delivers the messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Twilio's Messages API.
+    #[default]
+    Twilio,
+    /// A JSON `POST` to a URL of the operator's choosing.
+    Generic,
+}
+
+/// How a generic webhook is authenticated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// HTTP basic with `auth` and `auth_password`.
+    #[default]
+    Basic,
+    /// `Authorization: Bearer {auth}`.
+    Bearer,
+}
+
+/// Settings of an SMS authenticator stage, with authentik's names. `auth` and `auth_password`
+/// are write-only in the API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsStageSettings {
+    pub provider: Provider,
+    /// The sender: a number or an alphanumeric sender id.
+    pub from_number: String,
+    /// Twilio's account SID, or the generic webhook's URL.
+    pub account_sid: String,
+    /// Twilio's auth token, or the webhook's user name or bearer token.
+    pub auth: String,
+    /// The webhook's password for basic authentication.
+    pub auth_password: String,
+    pub auth_type: AuthType,
+    /// Keep only a keyed digest of the number: the device proves a number and cannot sign in.
+    pub verify_only: bool,
+    /// authentik's webhook mapping; not supported yet, so always empty.
+    pub mapping: Option<uuid::Uuid>,
+    /// The flow a person uses to set this authenticator up themselves.
+    pub configure_flow: Option<uuid::Uuid>,
+    /// The name people see for this authenticator.
+    pub friendly_name: String,
+}
+
+/// The settings fields the API never shows.
+pub const WRITE_ONLY_SETTINGS: &[&str] = &["auth", "auth_password"];
+
+impl SmsStageSettings {
+    /// An example with every field filled in, for the API's schema.
+    pub fn example() -> Self {
+        Self {
+            from_number: "+15005550006".into(),
+            account_sid: "AC00000000000000000000000000000000".into(),
+            auth: "token".into(),
+            friendly_name: "Text message".into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks what serde cannot: required text, the webhook's URL, the unsupported mapping.
+    pub fn check(&self) -> Result<(), FieldErrors> {
+        let mut errors = FieldErrors::new();
+        for (field, value) in [("from_number", &self.from_number), ("account_sid", &self.account_sid), ("auth", &self.auth)] {
+            if value.trim().is_empty() {
+                errors.add(field, "This field is required.");
+            } else if value.len() > 1024 {
+                errors.add(field, "Ensure this field has no more than 1024 characters.");
+            }
+        }
+        if self.auth_password.len() > 1024 {
+            errors.add("auth_password", "Ensure this field has no more than 1024 characters.");
+        }
+        if self.friendly_name.len() > 200 {
+            errors.add("friendly_name", "Ensure this field has no more than 200 characters.");
+        }
+        if self.provider == Provider::Generic
+            && !self.account_sid.is_empty()
+            && !(self.account_sid.starts_with("https://") || self.account_sid.starts_with("http://"))
+        {
+            errors.add("account_sid", "With the generic provider this is the webhook's URL: http:// or https://.");
+        }
+        if self.provider == Provider::Twilio && !self.account_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
+            errors.add("account_sid", "A Twilio account SID has only letters and digits.");
+        }
+        if self.mapping.is_some() {
+            errors.add("mapping", "Webhook mappings are not supported by this server yet; leave empty.");
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+/// How a number is kept on a device: as itself, or for a verify-only stage as `hash:` and an
+/// HMAC-SHA-256 of it under the server secret (a bare SHA-256 of a phone number is reversed by
+/// trying every number).
+pub fn stored_number(secret: &ServerSecret, number: &PhoneNumber, verify_only: bool) -> String {
+    if verify_only { format!("hash:{}", secret.digest("sms-phone-number", number.as_str().as_bytes())) } else { number.as_str().to_owned() }
+}
+
+/// Every form in which `number` may already be kept on a stage: itself, its keyed digest, and
+/// authentik's bare `hash:{sha256}`, so that a number cannot be enrolled twice whichever form
+/// holds it.
+pub fn stored_forms(secret: &ServerSecret, number: &PhoneNumber) -> Vec<String> {
+    let bare = hex::encode(sha2::Sha256::digest(number.as_str().as_bytes()));
+    vec![number.as_str().to_owned(), stored_number(secret, number, true), format!("hash:{bare}")]
+}
+
+/// A number as logs may show it: all but the last two digits masked.
+pub fn masked(number: &str) -> String {
+    if number.starts_with("hash:") {
+        return "hash:…".to_owned();
+    }
+    let visible: String = number.chars().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("…{visible}")
+}
+
+/// The text of a message carrying `code`.
+pub fn message_text(code: &str) -> String {
+    format!("Use this code to authenticate in Gatehouse: {code}")
+}
+
+/// Why a message was not delivered: what the provider answered (shortened), or that it could
+/// not be reached. Never shown to the person; recorded as a `configuration_error` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+/// Sends `code` to `to` as `settings` say, within `timeout` (connecting included). Redirects are
+/// not followed: the provider's URL is the only place a code goes.
+pub async fn send(
+    settings: &SmsStageSettings,
+    twilio_base_url: &str,
+    timeout: Duration,
+    to: &PhoneNumber,
+    code: &str,
+) -> Result<(), SendFailure> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SendFailure { status: None, detail: e.to_string() })?;
+    let text = message_text(code);
+    let request = match settings.provider {
+        Provider::Twilio => {
+            let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", twilio_base_url.trim_end_matches('/'), settings.account_sid);
+            client.post(url).basic_auth(&settings.account_sid, Some(&settings.auth)).form(&[
+                ("To", to.as_str()),
+                ("From", settings.from_number.as_str()),
+                ("Body", text.as_str()),
+            ])
+        }
+        Provider::Generic => {
+            let body = json!({"From": settings.from_number, "To": to.as_str(), "Body": code, "Message": text});
+            let request = client.post(&settings.account_sid).json(&body);
+            match settings.auth_type {
+                AuthType::Bearer => request.bearer_auth(&settings.auth),
+                AuthType::Basic => request.basic_auth(&settings.auth, Some(&settings.auth_password)),
+            }
+        }
+    };
+    let response = request.send().await.map_err(|e| SendFailure { status: None, detail: describe_transport_error(e) })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(SendFailure { status: Some(status.as_u16()), detail: body.chars().take(200).collect() })
+}
+
+fn describe_transport_error(error: reqwest::Error) -> String {
+    if error.is_timeout() {
+        "the provider did not answer in time".to_owned()
+    } else if error.is_connect() {
+        "the provider could not be reached".to_owned()
+    } else {
+        // Without the URL: a webhook's URL may carry credentials.
+        error.without_url().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_kept_as_themselves_or_as_a_keyed_digest_and_logged_masked() {
+        let secret = ServerSecret::from_bytes(b"sms-test-secret");
+        let number = PhoneNumber::parse("+41 44 668 18 00").unwrap();
+        assert_eq!(stored_number(&secret, &number, false), "+41446681800");
+        let hashed = stored_number(&secret, &number, true);
+        assert!(hashed.starts_with("hash:") && !hashed.contains("41446681800"));
+        let other = ServerSecret::from_bytes(b"another-secret");
+        assert_ne!(stored_number(&other, &number, true), hashed, "the digest is keyed");
+        let forms = stored_forms(&secret, &number);
+        assert!(forms.contains(&hashed));
+        // authentik's bare form: the SHA-256 of the E.164 number.
+        assert!(forms.contains(&"hash:80536ff12e32b33a441f17f460fe8dbaafa21e25e6dda3685d21a4a36e2ae4cc".to_owned()), "{forms:?}");
+        assert_eq!(masked("+41446681800"), "…00");
+        assert_eq!(masked(&hashed), "hash:…");
+    }
+
+    #[test]
+    fn settings_name_what_is_missing_or_wrong() {
+        let fields = |settings: SmsStageSettings| settings.check().err().map(|e| e.fields().keys().cloned().collect::<Vec<_>>());
+        assert_eq!(fields(SmsStageSettings::example()), None);
+        assert_eq!(fields(SmsStageSettings::default()), Some(vec!["account_sid".into(), "auth".into(), "from_number".into()]));
+        let generic =
+            SmsStageSettings { provider: Provider::Generic, account_sid: "ftp://sms.example".into(), ..SmsStageSettings::example() };
+        assert_eq!(fields(generic), Some(vec!["account_sid".into()]));
+        let mapped = SmsStageSettings { mapping: Some(uuid::Uuid::new_v4()), ..SmsStageSettings::example() };
+        assert_eq!(fields(mapped), Some(vec!["mapping".into()]));
+    }
+}

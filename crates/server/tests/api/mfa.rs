@@ -1,0 +1,492 @@
+//! Multi-factor devices: enrolling a phone through an SMS authenticator stage, with a local HTTP
+//! server playing Twilio and a generic webhook, and the device APIs with their access rules.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as AxumStatus, Uri};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::flows::{Browser, events};
+use crate::support::*;
+
+/// One request the provider received.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    authorization: String,
+    content_type: String,
+    body: String,
+}
+
+/// A local HTTP server playing an SMS provider: it records every request and answers with the
+/// status set in `status` (201 by default).
+struct FakeProvider {
+    base: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<Mutex<u16>>,
+}
+
+/// What the fake provider shares with its handler: the requests so far and the status to answer.
+type Recorder = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<u16>>);
+
+async fn record(
+    State((received, status)): State<Recorder>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> (AxumStatus, String) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        body,
+    });
+    let status = *status.lock().unwrap();
+    (AxumStatus::from_u16(status).unwrap(), r#"{"sid": "SM0123", "message": "provider says: account suspended"}"#.to_owned())
+}
+
+impl FakeProvider {
+    async fn start() -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Mutex::new(201));
+        let router = axum::Router::new().fallback(record).with_state((received.clone(), status.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { base, received, status }
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The code in the last message: the generic payload's `Body`, or the end of Twilio's `Body`.
+    fn last_code(&self) -> String {
+        let last = self.requests().pop().expect("a message was sent");
+        if last.content_type.starts_with("application/json") {
+            let payload: Value = serde_json::from_str(&last.body).unwrap();
+            return payload["Body"].as_str().unwrap().to_owned();
+        }
+        let body = form_urlencoded::parse(last.body.as_bytes()).find(|(name, _)| name == "Body").unwrap().1.into_owned();
+        body.rsplit(' ').next().unwrap().to_owned()
+    }
+}
+
+/// An SMS setup stage made through the API, bound alone to a new configuration flow `slug`.
+async fn sms_setup_flow(app: &TestApp, admin: &Session, slug: &str, settings: Value) -> Value {
+    let mut body = json!({"name": format!("{slug}-stage")});
+    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    let (status, stage) = json(app.post(admin, "/api/v3/stages/authenticator/sms/", body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    let flow = json!({"name": slug, "slug": slug, "title": "Set up a phone", "designation": "stage_configuration", "authentication": "require_authenticated"});
+    let (status, flow) = json(app.post(admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{flow}");
+    let binding = json!({"target": flow["pk"], "stage": stage["pk"], "order": 0});
+    let (status, binding) = json(app.post(admin, "/api/v3/flows/bindings/", binding).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    stage
+}
+
+fn executor(slug: &str) -> String {
+    format!("/api/v3/flows/executor/{slug}/")
+}
+
+async fn spawn_with_provider() -> (TestApp, FakeProvider, Session) {
+    let provider = FakeProvider::start().await;
+    let base = provider.base.clone();
+    let app = TestApp::spawn_with(|config| config.sms.twilio_base_url = base).await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    (app, provider, admin)
+}
+
+fn errors(challenge: &Value, field: &str) -> String {
+    challenge["response_errors"][field].to_string()
+}
+
+#[tokio::test]
+async fn a_phone_is_enrolled_through_a_generic_webhook_with_a_bearer_token() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let stage = sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/hooks/sms", provider.base), "from_number": "Gatehouse",
+               "auth": "webhook-bearer-secret", "auth_type": "bearer"}),
+    )
+    .await;
+    assert!(stage.get("auth").is_none() && stage.get("auth_password").is_none(), "secrets are write-only: {stage}");
+    assert_eq!(stage["component"], "ak-stage-authenticator-sms-form");
+
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let (status, challenge) = olga.get(&executor("phone-setup")).await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    assert_eq!(challenge["component"], "ak-stage-authenticator-sms");
+    assert_eq!(challenge["phone_number_required"], true);
+
+    for bad in ["0446681800", "+1 555", "call me maybe"] {
+        let (_, challenge) =
+            olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": bad})).await;
+        assert!(errors(&challenge, "phone_number").contains("international format"), "{bad}: {challenge}");
+    }
+    assert!(provider.requests().is_empty(), "nothing is sent for a number that does not parse");
+
+    let (_, challenge) =
+        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41 44 668 18 00"})).await;
+    assert_eq!(challenge["phone_number_required"], false, "{challenge}");
+    let sent = provider.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].path, "/hooks/sms");
+    assert_eq!(sent[0].authorization, "Bearer webhook-bearer-secret");
+    assert!(sent[0].content_type.starts_with("application/json"));
+    let payload: Value = serde_json::from_str(&sent[0].body).unwrap();
+    let code = provider.last_code();
+    assert_eq!(code.len(), 6);
+    assert_eq!(
+        payload,
+        json!({"From": "Gatehouse", "To": "+41446681800", "Body": code, "Message": format!("Use this code to authenticate in Gatehouse: {code}")})
+    );
+
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (_, challenge) = olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": wrong})).await;
+    assert!(errors(&challenge, "code").contains("Code does not match"), "{challenge}");
+    let (status, done) = olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+
+    let (_, devices) = olga.get("/api/v3/authenticators/sms/").await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+    assert_eq!(devices["results"][0]["phone_number"], "+41446681800");
+    assert_eq!(devices["results"][0]["user"]["email"], "olga@example.com");
+    let (_, all) = olga.get("/api/v3/authenticators/all/").await;
+    assert_eq!(all[0]["type"], "authentik_stages_authenticator_sms.SMSDevice", "{all}");
+    assert_eq!(all[0]["extra_description"], "…00");
+    assert_eq!(all[0]["confirmed"], true);
+
+    // The code was used: replaying it in a new run sends nobody a device.
+    let (_, again) = olga.get(&executor("phone-setup")).await;
+    assert_eq!(again["phone_number_required"], true, "a new run starts from the number: {again}");
+    let (_, replay) = olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert!(errors(&replay, "phone_number").contains("required"), "{replay}");
+    // The same number cannot be enrolled twice on the stage.
+    let (_, twice) =
+        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    assert!(errors(&twice, "phone_number").contains("cannot be used here"), "{twice}");
+    assert_eq!(provider.requests().len(), 1, "no code is sent to a number enrolled already");
+}
+
+#[tokio::test]
+async fn twilio_gets_its_form_with_basic_auth_and_verify_only_keeps_a_keyed_digest() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "prove-phone",
+        json!({"provider": "twilio", "account_sid": "AC0123456789abcdef", "from_number": "+15005550006", "auth": "twilio-auth-token", "verify_only": true}),
+    )
+    .await;
+    app.user("piet@example.com", |_| {}).await;
+    let mut piet = Browser::new(&app);
+    piet.sign_in("piet@example.com", PASSWORD).await;
+    piet.get(&executor("prove-phone")).await;
+    piet.post(&executor("prove-phone"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+31 20 794 0000"})).await;
+    let sent = provider.requests();
+    assert_eq!(sent[0].path, "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json");
+    use base64::Engine;
+    let credentials = base64::engine::general_purpose::STANDARD.encode("AC0123456789abcdef:twilio-auth-token");
+    assert_eq!(sent[0].authorization, format!("Basic {credentials}"));
+    assert_eq!(sent[0].content_type, "application/x-www-form-urlencoded");
+    let form: Vec<(String, String)> = form_urlencoded::parse(sent[0].body.as_bytes()).into_owned().collect();
+    let code = provider.last_code();
+    assert_eq!(
+        form,
+        vec![
+            ("To".into(), "+31207940000".into()),
+            ("From".into(), "+15005550006".into()),
+            ("Body".into(), format!("Use this code to authenticate in Gatehouse: {code}"))
+        ]
+    );
+    let (_, done) = piet.post(&executor("prove-phone"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let (_, devices) = piet.get("/api/v3/authenticators/sms/").await;
+    let kept = devices["results"][0]["phone_number"].as_str().unwrap().to_owned();
+    assert!(kept.starts_with("hash:") && kept.len() == 5 + 64, "{kept}");
+    assert!(!kept.contains("31207940000"));
+
+    // The number is proven on this stage: nobody can enrol it again there, the digest notwithstanding.
+    app.user("otto@example.com", |_| {}).await;
+    let mut otto = Browser::new(&app);
+    otto.sign_in("otto@example.com", PASSWORD).await;
+    otto.get(&executor("prove-phone")).await;
+    let (_, taken) =
+        otto.post(&executor("prove-phone"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+31207940000"})).await;
+    assert!(errors(&taken, "phone_number").contains("cannot be used here"), "{taken}");
+}
+
+#[tokio::test]
+async fn a_provider_that_refuses_is_recorded_and_the_person_told_to_try_later() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "Gatehouse", "auth": "user", "auth_password": "webhook-basic-password"}),
+    )
+    .await;
+    *provider.status.lock().unwrap() = 500;
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    olga.get(&executor("phone-setup")).await;
+    let (_, challenge) =
+        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    assert!(errors(&challenge, "phone_number").contains("We could not send the code. Try again later."), "{challenge}");
+    assert!(!challenge.to_string().contains("suspended"), "the provider's answer is not shown: {challenge}");
+    assert_eq!(challenge["phone_number_required"], true);
+    let recorded = events(&app, "configuration_error").await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["context"]["status_code"], 500);
+    assert!(recorded[0]["context"]["response"].as_str().unwrap().contains("account suspended"));
+    assert!(!recorded[0].to_string().contains("webhook-basic-password"));
+
+    // Once the provider recovers, the same number gets a code: a failed send is not counted.
+    *provider.status.lock().unwrap() = 200;
+    let (_, challenge) =
+        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    assert_eq!(challenge["phone_number_required"], false, "{challenge}");
+}
+
+#[tokio::test]
+async fn sends_to_one_account_are_limited_and_the_limit_says_when_to_retry() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let limit = gatehouse::mfa::delivery::SENDS_PER_ACCOUNT_HOUR as usize;
+    for attempt in 0..=limit {
+        // A new run each time: a limit that reset per run would be no limit.
+        let (_, _) = olga.get("/flows/-/cancel/").await;
+        olga.get(&executor("phone-setup")).await;
+        let number = format!("+4144668{:04}", 1000 + attempt);
+        let (_, challenge) =
+            olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": number})).await;
+        if attempt < limit {
+            assert_eq!(challenge["phone_number_required"], false, "send {attempt}: {challenge}");
+        } else {
+            assert!(errors(&challenge, "phone_number").contains("Too many codes were sent. Try again in"), "{challenge}");
+        }
+    }
+    assert_eq!(provider.requests().len(), limit);
+}
+
+#[tokio::test]
+async fn wrong_codes_count_per_account_across_runs_and_new_codes() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let mut throttled = false;
+    for round in 0..4 {
+        olga.get("/flows/-/cancel/").await;
+        olga.get(&executor("phone-setup")).await;
+        olga.post(
+            &executor("phone-setup"),
+            json!({"component": "ak-stage-authenticator-sms", "phone_number": format!("+4144668{:04}", 2000 + round)}),
+        )
+        .await;
+        let code = provider.last_code();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        for _ in 0..2 {
+            let (_, challenge) =
+                olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": wrong})).await;
+            if errors(&challenge, "code").contains("Too many wrong codes") {
+                throttled = true;
+                // Even the right code waits now: the limit is reserved before comparing.
+                let (_, right) =
+                    olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+                assert!(errors(&right, "code").contains("Too many wrong codes"), "{right}");
+            }
+        }
+    }
+    assert!(throttled, "eight wrong codes over four runs and four codes were never throttled");
+    let (_, devices) = olga.get("/api/v3/authenticators/sms/").await;
+    assert_eq!(devices["pagination"]["count"], 0);
+}
+
+/// A confirmed device of `email`, enrolled through the flow.
+async fn enrolled(app: &TestApp, provider: &FakeProvider, email: &str, number: &str) -> i64 {
+    let mut browser = Browser::new(app);
+    browser.sign_in(email, PASSWORD).await;
+    browser.get(&executor("phone-setup")).await;
+    browser.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": number})).await;
+    let code = provider.last_code();
+    let (_, done) = browser.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let (_, devices) = browser.get("/api/v3/authenticators/sms/").await;
+    let stored = gatehouse_types::PhoneNumber::parse(number).unwrap();
+    let device =
+        devices["results"].as_array().unwrap().iter().find(|d| d["phone_number"] == stored.as_str()).expect("the new device is listed");
+    device["pk"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn devices_are_their_owners_and_administrators_need_the_permissions_and_the_owners_rights() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
+    let olga_phone = enrolled(&app, &provider, "olga@example.com", "+41446681800").await;
+    let admin_phone = enrolled(&app, &provider, "admin@example.com", "+41446681801").await;
+    let olga = app.sign_in("olga@example.com").await;
+    let piet = app.sign_in("piet@example.com").await;
+
+    // The owner renames and sees; another person does not even find it.
+    let (status, renamed) =
+        json(app.patch(&olga, &format!("/api/v3/authenticators/sms/{olga_phone}/"), json!({"name": "Work phone"})).await).await;
+    assert_eq!((status, renamed["name"].as_str()), (StatusCode::OK, Some("Work phone")), "{renamed}");
+    let (_, blank) = json(app.put(&olga, &format!("/api/v3/authenticators/sms/{olga_phone}/"), json!({"name": "  "})).await).await;
+    assert!(blank["name"].to_string().contains("blank"), "{blank}");
+    assert_eq!(app.get(&piet, &format!("/api/v3/authenticators/sms/{olga_phone}/")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.delete(&piet, &format!("/api/v3/authenticators/sms/{olga_phone}/")).await.status(), StatusCode::NOT_FOUND);
+    let (_, pieces) = json(app.get(&piet, "/api/v3/authenticators/sms/").await).await;
+    assert_eq!(pieces["pagination"]["count"], 0);
+    assert_forbidden(app.get(&piet, "/api/v3/authenticators/admin/sms/").await).await;
+    let (status, refused) = json(app.post(&admin, "/api/v3/authenticators/admin/sms/", json!({"name": "x"})).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused["non_field_errors"].to_string().contains("enrolled by their owners"), "{refused}");
+
+    // A helpdesk account with the device permissions manages olga's phone, not the superuser's.
+    let helpdesk = app
+        .user_with(
+            "helpdesk@example.com",
+            &[
+                "authentik_stages_authenticator_sms.view_smsdevice",
+                "authentik_stages_authenticator_sms.change_smsdevice",
+                "authentik_stages_authenticator_sms.delete_smsdevice",
+            ],
+        )
+        .await;
+    let helpdesk = app.sign_in(&helpdesk.email).await;
+    let (_, listed) = json(app.get(&helpdesk, "/api/v3/authenticators/admin/sms/?ordering=name").await).await;
+    assert_eq!(listed["pagination"]["count"], 2, "{listed}");
+    let numbers: Vec<&str> = listed["results"].as_array().unwrap().iter().map(|d| d["phone_number"].as_str().unwrap()).collect();
+    assert!(numbers.contains(&"+41446681800"), "{numbers:?}");
+    assert!(numbers.contains(&"…01"), "a more powerful account's number is masked: {numbers:?}");
+    assert_forbidden(app.get(&helpdesk, &format!("/api/v3/authenticators/admin/sms/{admin_phone}/")).await).await;
+    assert_forbidden(app.delete(&helpdesk, &format!("/api/v3/authenticators/admin/sms/{admin_phone}/")).await).await;
+    assert_eq!(app.delete(&helpdesk, &format!("/api/v3/authenticators/admin/sms/{olga_phone}/")).await.status(), StatusCode::NO_CONTENT);
+    let (_, left) = json(app.get(&admin, "/api/v3/authenticators/admin/sms/").await).await;
+    assert_eq!(left["pagination"]["count"], 1, "only olga's phone went: {left}");
+    assert_eq!(left["results"][0]["pk"], admin_phone);
+    assert_eq!(events(&app, "model_deleted").await.iter().filter(|e| e["context"]["model"]["model_name"] == "smsdevice").count(), 1);
+}
+
+#[tokio::test]
+async fn sms_stage_settings_are_checked_and_secrets_kept_on_partial_updates() {
+    let (app, _provider, admin) = spawn_with_provider().await;
+    let (status, refused) =
+        json(app.post(&admin, "/api/v3/stages/authenticator/sms/", json!({"name": "sms", "provider": "carrier-pigeon"})).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.get("provider").is_some(), "{refused}");
+    let (status, refused) =
+        json(app.post(&admin, "/api/v3/stages/authenticator/sms/", json!({"name": "sms", "provider": "generic"})).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for field in ["account_sid", "from_number", "auth"] {
+        assert!(refused.get(field).is_some(), "{field}: {refused}");
+    }
+    let (status, stage) = json(
+        app.post(
+            &admin,
+            "/api/v3/stages/authenticator/sms/",
+            json!({"name": "sms", "provider": "twilio", "account_sid": "AC1", "from_number": "+15005550006", "auth": "kept-secret-token"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    let path = format!("/api/v3/stages/authenticator/sms/{}/", stage["pk"].as_str().unwrap());
+    let (status, patched) = json(app.patch(&admin, &path, json!({"friendly_name": "Text message"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert!(patched.get("auth").is_none());
+    let stored = gatehouse::flows::stage_service::get_stage(
+        &app.state,
+        &gatehouse::accounts::access::Actor::system(),
+        stage["pk"].as_str().unwrap().parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.settings["auth"], "kept-secret-token", "a partial update keeps the write-only secret");
+    let (_, listed) = json(app.get(&admin, "/api/v3/stages/all/").await).await;
+    assert!(!listed.to_string().contains("kept-secret-token"));
+    let schema: Value = app.client.get(app.url("/api/v3/schema/")).send().await.unwrap().json().await.unwrap();
+    assert!(schema["paths"].get("/api/v3/stages/authenticator/sms/").is_some(), "the stage kind is documented at authentik's path");
+    assert!(schema["components"]["schemas"]["AuthenticatorSmsStage"]["allOf"][1]["properties"].get("auth").is_none());
+    assert!(schema["components"]["schemas"]["AuthenticatorSmsStageRequest"]["properties"].get("auth").is_some());
+}
+
+/// A flow that identifies someone and then offers phone setup must not let a stranger who only
+/// typed an address enrol a phone on that account.
+#[tokio::test]
+async fn a_phone_cannot_be_enrolled_on_an_account_that_was_only_identified() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let stage = sms_setup_flow(
+        &app,
+        &admin,
+        "identify-then-phone",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await;
+    let flow = json!({"authentication": "none"});
+    let (status, body) = json(app.patch(&admin, "/api/v3/flows/instances/identify-then-phone/", flow).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, stages) = json(app.get(&admin, "/api/v3/stages/all/?name=default-authentication-identification").await).await;
+    let identification = stages["results"][0]["pk"].clone();
+    let (_, flows) = json(app.get(&admin, "/api/v3/flows/instances/?slug=identify-then-phone").await).await;
+    let binding = json!({"target": flows["results"][0]["pk"], "stage": identification, "order": -10});
+    let (status, body) = json(app.post(&admin, "/api/v3/flows/bindings/", binding).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(stage["component"], "ak-stage-authenticator-sms-form");
+
+    app.user("olga@example.com", |_| {}).await;
+    let mut stranger = Browser::new(&app);
+    let (_, first) = stranger.get(&executor("identify-then-phone")).await;
+    assert_eq!(first["component"], "ak-stage-identification", "{first}");
+    let (_, second) = stranger
+        .post(&executor("identify-then-phone"), json!({"component": "ak-stage-identification", "uid_field": "olga@example.com"}))
+        .await;
+    assert_eq!(second["component"], "ak-stage-authenticator-sms", "{second}");
+    let (_, answer) = stranger
+        .post(&executor("identify-then-phone"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"}))
+        .await;
+    assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
+    assert!(provider.requests().is_empty(), "no code went to the stranger's phone");
+    let olga = app.sign_in("olga@example.com").await;
+    let (_, devices) = json(app.get(&olga, "/api/v3/authenticators/sms/").await).await;
+    assert_eq!(devices["pagination"]["count"], 0);
+}
