@@ -327,6 +327,11 @@ pub async fn solve(
             run.context.failures = 0;
             walk.advance(&mut run, true, FieldErrors::new()).await?
         }
+        Step::PassedThen(stages) => {
+            run.insert_after_current(stages);
+            run.context.failures = 0;
+            walk.advance(&mut run, true, FieldErrors::new()).await?
+        }
         Step::Challenge(prompt) => walk.ask(&mut run, true, kind.component(), prompt, FieldErrors::new()).await?,
         Step::Denied(message) => walk.end(&run, Challenge::AccessDenied { message }).await?,
         Step::Invalid(errors) => {
@@ -417,6 +422,11 @@ impl<'a> Walk<'a> {
                 Step::Challenge(prompt) => return self.ask(run, changed, kind.component(), prompt, errors).await,
                 Step::Passed => {
                     run.plan.position += 1;
+                    run.context.failures = 0;
+                    changed = true;
+                }
+                Step::PassedThen(stages) => {
+                    run.insert_after_current(stages);
                     run.context.failures = 0;
                     changed = true;
                 }

@@ -71,13 +71,26 @@ pub fn parse_response(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Va
     match crate::json::parse::<Value>(body)? {
         Value::Object(map) => {
             for (field, value) in &map {
-                if !matches!(value, Value::String(_) | Value::Bool(_) | Value::Null | Value::Number(_)) {
-                    return Err(Error::field(field.clone(), "Expected a string, number, boolean or null."));
+                if !plain(value, 3) {
+                    return Err(Error::field(
+                        field.clone(),
+                        "Expected a string, number, boolean, null, or an object of those (such as selected_challenge).",
+                    ));
                 }
             }
             Ok(map)
         }
         _ => Err(Error::field(NON_FIELD_ERRORS, "Expected a JSON object.")),
+    }
+}
+
+/// Whether `value` is a scalar, or an object of at most `depth` levels with scalar leaves (as
+/// authentik's `selected_challenge`); lists are never part of an answer.
+fn plain(value: &Value, depth: usize) -> bool {
+    match value {
+        Value::String(_) | Value::Bool(_) | Value::Null | Value::Number(_) => true,
+        Value::Object(map) => depth > 1 && map.values().all(|inner| plain(inner, depth - 1)),
+        Value::Array(_) => false,
     }
 }
 

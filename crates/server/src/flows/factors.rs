@@ -14,6 +14,8 @@ pub enum FactorKind {
     Password,
     /// One of the account's app passwords, accepted where the stage allows them.
     AppPassword,
+    /// A one-time code sent by text message to one of the account's phones.
+    Sms,
 }
 
 /// A factor verified in this run: what, for which account, by which stage, and when.

@@ -104,6 +104,13 @@ impl Run {
     pub fn current(&self) -> Option<&PlannedStage> {
         self.plan.stages.get(self.plan.position)
     }
+
+    /// Passes the current stage and puts `stages` next, before the rest of the plan.
+    pub fn insert_after_current(&mut self, stages: Vec<PlannedStage>) {
+        let at = (self.plan.position + 1).min(self.plan.stages.len());
+        self.plan.stages.splice(at..at, stages);
+        self.plan.position += 1;
+    }
 }
 
 fn key_digest(secret: &ServerSecret, key: &str) -> String {

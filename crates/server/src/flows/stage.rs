@@ -70,6 +70,9 @@ pub enum Step {
     Challenge(Prompt),
     /// Done; go on with the next stage.
     Passed,
+    /// Done; go on with these stages, then with the rest of the plan (as authentik's validation
+    /// stage sends someone without a device to a setup stage).
+    PassedThen(Vec<PlannedStage>),
     /// The answer was not good enough; the executor asks again or restarts, as the binding says.
     Invalid(FieldErrors),
     /// The flow ends here with this message.
@@ -221,6 +224,7 @@ impl StageRegistry {
         registry.add(super::stages::user_logout::UserLogout);
         registry.add(super::stages::deny::Deny);
         registry.add(super::stages::authenticator_sms::AuthenticatorSms);
+        registry.add(super::stages::authenticator_validate::AuthenticatorValidate);
         registry
     }
 

@@ -209,3 +209,23 @@ pub fn parse_device_name(name: &str) -> Result<String> {
     }
     Ok(name.to_owned())
 }
+
+/// The phones `user_id` can sign in with: confirmed, and not a verify-only stage's digest.
+pub async fn sign_in_devices(state: &AppState, user_id: i64) -> Result<Vec<sms_device::Model>> {
+    Ok(sms_device::Entity::find()
+        .filter(sms_device::Column::TenantId.eq(state.tenant.0))
+        .filter(sms_device::Column::UserId.eq(user_id))
+        .filter(sms_device::Column::Confirmed.eq(true))
+        .filter(sms_device::Column::PhoneNumber.not_like("hash:%"))
+        .order_by_asc(sms_device::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// Notes that `device` was just used to sign in.
+pub async fn mark_used(state: &AppState, device: &sms_device::Model) -> Result<()> {
+    let mut model = device.clone().into_active_model();
+    model.last_used = Set(Some(Utc::now()));
+    model.update(&state.db).await?;
+    Ok(())
+}

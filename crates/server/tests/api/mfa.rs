@@ -31,12 +31,7 @@ struct FakeProvider {
 /// What the fake provider shares with its handler: the requests so far and the status to answer.
 type Recorder = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<u16>>);
 
-async fn record(
-    State((received, status)): State<Recorder>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: String,
-) -> (AxumStatus, String) {
+async fn record(State((received, status)): State<Recorder>, uri: Uri, headers: HeaderMap, body: String) -> (AxumStatus, String) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     received.lock().unwrap().push(Received {
         path: uri.path().to_owned(),
@@ -489,4 +484,207 @@ async fn a_phone_cannot_be_enrolled_on_an_account_that_was_only_identified() {
     let olga = app.sign_in("olga@example.com").await;
     let (_, devices) = json(app.get(&olga, "/api/v3/authenticators/sms/").await).await;
     assert_eq!(devices["pagination"]["count"], 0);
+}
+
+const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
+
+/// A validation stage with `settings`, bound into the default authentication flow after the
+/// password.
+async fn require_mfa(app: &TestApp, admin: &Session, settings: Value) {
+    let mut body = json!({"name": "mfa-validation"});
+    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    let (status, stage) = json(app.post(admin, "/api/v3/stages/authenticator/validate/", body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    let (_, flows) = json(app.get(admin, "/api/v3/flows/instances/?slug=default-authentication-flow").await).await;
+    let binding = json!({"target": flows["results"][0]["pk"], "stage": stage["pk"], "order": 30});
+    let (status, binding) = json(app.post(admin, "/api/v3/flows/bindings/", binding).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+}
+
+/// Identification and password through the default flow; returns the challenge after them.
+async fn password_step(browser: &mut Browser<'_>, email: &str) -> Value {
+    browser.get(SIGN_IN).await;
+    browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": email})).await;
+    let (_, next) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    next
+}
+
+async fn phone_setup_stage(app: &TestApp, admin: &Session, provider: &FakeProvider) -> Value {
+    sms_setup_flow(
+        app,
+        admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn after_the_password_a_code_sent_to_the_phone_signs_in_and_nothing_else_does() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    phone_setup_stage(&app, &admin, &provider).await;
+    app.user("olga@example.com", |_| {}).await;
+    let phone = enrolled(&app, &provider, "olga@example.com", "+41446681800").await;
+    let enrolment_code = provider.last_code();
+    require_mfa(&app, &admin, json!({"device_classes": ["sms"], "not_configured_action": "deny"})).await;
+
+    let mut olga = Browser::new(&app);
+    let challenge = password_step(&mut olga, "olga@example.com").await;
+    assert_eq!(challenge["component"], "ak-stage-authenticator-validate", "{challenge}");
+    assert_eq!(
+        challenge["device_challenges"],
+        json!([{"device_class": "sms", "device_uid": phone.to_string(), "challenge": {}, "last_used": null}])
+    );
+    let sent_before = provider.requests().len();
+
+    // Nothing but the code passes: empty, malformed and early answers, and codes sent for other purposes.
+    for answer in [
+        json!({"component": "ak-stage-authenticator-validate", "code": "123456"}),
+        json!({"component": "ak-stage-authenticator-validate", "selected_challenge": "sms"}),
+        json!({"component": "ak-stage-authenticator-validate", "selected_challenge": {"device_class": "totp", "device_uid": phone.to_string(), "challenge": {}, "last_used": null}}),
+        json!({"component": "ak-stage-authenticator-validate", "selected_challenge": {"device_class": "sms", "device_uid": "999", "challenge": {}, "last_used": null}}),
+    ] {
+        let (_, refused) = olga.post(SIGN_IN, answer.clone()).await;
+        assert_eq!(refused["component"], "ak-stage-authenticator-validate", "{answer}: {refused}");
+        assert!(refused["response_errors"].is_object(), "{answer}: {refused}");
+        assert_eq!(olga.me().await, StatusCode::UNAUTHORIZED, "{answer} signed in");
+    }
+    assert_eq!(provider.requests().len(), sent_before, "no code goes out for a refused selection");
+
+    let selected = json!({"device_class": "sms", "device_uid": phone.to_string(), "challenge": {}, "last_used": null});
+    let (_, asked) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "selected_challenge": selected})).await;
+    assert_eq!(asked["component"], "ak-stage-authenticator-validate", "{asked}");
+    assert_eq!(provider.requests().len(), sent_before + 1);
+    assert_eq!(serde_json::from_str::<Value>(&provider.requests().last().unwrap().body).unwrap()["To"], "+41446681800");
+    let code = provider.last_code();
+    if code != enrolment_code {
+        let (_, other) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": enrolment_code})).await;
+        assert!(errors(&other, "code").contains("Code does not match"), "a code sent for another purpose: {other}");
+    }
+    let (_, empty) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": ""})).await;
+    assert_eq!(empty["component"], "ak-stage-authenticator-validate");
+    assert_eq!(olga.me().await, StatusCode::UNAUTHORIZED);
+    let code = provider.last_code();
+    let (_, done) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    assert_eq!(olga.me().await, StatusCode::OK);
+    let (_, devices) = olga.get("/api/v3/authenticators/sms/").await;
+    assert!(devices["results"][0]["pk"] == phone, "{devices}");
+    let (_, all) = olga.get("/api/v3/authenticators/all/").await;
+    assert!(all[0]["last_used"].is_string(), "the device's use is noted: {all}");
+}
+
+#[tokio::test]
+async fn without_a_device_the_validation_stage_skips_denies_or_sends_to_setup() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let setup = phone_setup_stage(&app, &admin, &provider).await;
+    app.user("olga@example.com", |_| {}).await;
+    require_mfa(&app, &admin, json!({"not_configured_action": "deny"})).await;
+    let mut olga = Browser::new(&app);
+    let denied = password_step(&mut olga, "olga@example.com").await;
+    assert_eq!(denied["component"], "ak-stage-access-denied", "{denied}");
+    assert!(denied["error_message"].to_string().contains("No authenticator is set up"), "{denied}");
+    assert_eq!(olga.me().await, StatusCode::UNAUTHORIZED);
+
+    let (_, stages) = json(app.get(&admin, "/api/v3/stages/authenticator/validate/").await).await;
+    let path = format!("/api/v3/stages/authenticator/validate/{}/", stages["results"][0]["pk"].as_str().unwrap());
+    let (status, body) = json(app.patch(&admin, &path, json!({"not_configured_action": "configure"})).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "configure needs a setup stage: {body}");
+    let (status, body) =
+        json(app.patch(&admin, &path, json!({"not_configured_action": "configure", "configuration_stages": [setup["pk"]]})).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut olga = Browser::new(&app);
+    let setup_challenge = password_step(&mut olga, "olga@example.com").await;
+    assert_eq!(setup_challenge["component"], "ak-stage-authenticator-sms", "{setup_challenge}");
+    olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    let code = provider.last_code();
+    let (_, done) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    assert_eq!(olga.me().await, StatusCode::OK);
+    let (_, devices) = olga.get("/api/v3/authenticators/sms/").await;
+    assert_eq!(devices["pagination"]["count"], 1);
+
+    let (status, _) = json(app.patch(&admin, &path, json!({"not_configured_action": "skip"})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    app.user("piet@example.com", |_| {}).await;
+    let mut piet = Browser::new(&app);
+    let skipped = password_step(&mut piet, "piet@example.com").await;
+    assert_eq!(skipped["component"], "xak-flow-redirect", "{skipped}");
+}
+
+#[tokio::test]
+async fn a_verify_only_phone_does_not_pass_the_validation_stage() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer", "verify_only": true}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+    enrolled_verify_only(&app, &provider, "olga@example.com").await;
+    require_mfa(&app, &admin, json!({"not_configured_action": "deny"})).await;
+    let mut olga = Browser::new(&app);
+    let denied = password_step(&mut olga, "olga@example.com").await;
+    assert_eq!(denied["component"], "ak-stage-access-denied", "{denied}");
+    assert_eq!(olga.me().await, StatusCode::UNAUTHORIZED);
+}
+
+async fn enrolled_verify_only(app: &TestApp, provider: &FakeProvider, email: &str) {
+    let mut browser = Browser::new(app);
+    browser.sign_in(email, PASSWORD).await;
+    browser.get(&executor("phone-setup")).await;
+    browser.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    let code = provider.last_code();
+    let (_, done) = browser.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+}
+
+#[tokio::test]
+async fn validation_settings_refuse_what_is_not_served() {
+    let (app, _provider, admin) = spawn_with_provider().await;
+    for (settings, field) in [
+        (json!({"device_classes": ["totp"]}), "device_classes"),
+        (json!({"device_classes": []}), "device_classes"),
+        (json!({"device_classes": ["carrier-pigeon"]}), "device_classes"),
+        (json!({"last_auth_threshold": "hours=12"}), "last_auth_threshold"),
+        (json!({"not_configured_action": "configure"}), "configuration_stages"),
+        (json!({"not_configured_action": "shrug"}), "not_configured_action"),
+    ] {
+        let mut body = json!({"name": "validation"});
+        body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+        let (status, refused) = json(app.post(&admin, "/api/v3/stages/authenticator/validate/", body).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{settings}");
+        assert!(refused.as_object().unwrap().keys().any(|key| key.starts_with(field)), "{settings}: {refused}");
+    }
+}
+
+/// A validation stage placed before the password must not become a way in with a phone alone,
+/// nor let a stranger who typed an address make codes go to that account's phone.
+#[tokio::test]
+async fn the_second_factor_never_stands_in_for_the_first() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    phone_setup_stage(&app, &admin, &provider).await;
+    app.user("olga@example.com", |_| {}).await;
+    enrolled(&app, &provider, "olga@example.com", "+41446681800").await;
+    let sent = provider.requests().len();
+    let (status, validate) = json(app.post(&admin, "/api/v3/stages/authenticator/validate/", json!({"name": "early-mfa"})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{validate}");
+    let flow = json!({"name": "phone-only", "slug": "phone-only", "title": "Phone only", "designation": "authentication"});
+    let (status, flow) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{flow}");
+    for (name, order) in [("default-authentication-identification", 10), ("early-mfa", 20), ("default-authentication-login", 100)] {
+        let (_, stages) = json(app.get(&admin, &format!("/api/v3/stages/all/?name={name}")).await).await;
+        let binding = json!({"target": flow["pk"], "stage": stages["results"][0]["pk"], "order": order});
+        let (status, body) = json(app.post(&admin, "/api/v3/flows/bindings/", binding).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut stranger = Browser::new(&app);
+    stranger.get(&executor("phone-only")).await;
+    let (_, answer) =
+        stranger.post(&executor("phone-only"), json!({"component": "ak-stage-identification", "uid_field": "olga@example.com"})).await;
+    assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
+    assert_eq!(provider.requests().len(), sent, "no code went to olga's phone");
+    assert_eq!(stranger.me().await, StatusCode::UNAUTHORIZED);
 }

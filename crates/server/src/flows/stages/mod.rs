@@ -1,6 +1,7 @@
 //! The stage kinds Gatehouse ships. Each owns its settings and its question.
 
 pub mod authenticator_sms;
+pub mod authenticator_validate;
 pub mod deny;
 pub mod identification;
 pub mod password;

@@ -1,0 +1,341 @@
+//! The authenticator validation stage: after the password, a person with a device proves they
+//! hold it (a code sent by text message to one of their phones). Without a device they are let
+//! through, refused, or sent to set one up, as the stage says.
+
+use gatehouse_types::{DurationString, PhoneNumber};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::pending_user_fields;
+use crate::accounts::entities::user;
+use crate::error::{FieldErrors, NON_FIELD_ERRORS, Result};
+use crate::flows::factors::{FactorKind, verified_for};
+use crate::flows::model::InvalidResponseAction;
+use crate::flows::run::PlannedStage;
+use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
+use crate::mfa::codes::SentCode;
+use crate::mfa::delivery::{self, Checked};
+use crate::mfa::devices;
+use crate::mfa::entities::sms_device;
+use crate::mfa::sms::SmsStageSettings;
+
+/// Where the stage keeps its progress in the run's context.
+const CONTEXT_KEY: &str = "authenticator_validate";
+
+/// What to do with someone who has no device of the allowed classes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotConfiguredAction {
+    /// Let them through.
+    #[default]
+    Skip,
+    /// End the flow.
+    Deny,
+    /// Send them to one of `configuration_stages`.
+    Configure,
+}
+
+/// authentik's device classes. Only `sms` is served so far; the others are refused in settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceClass {
+    Static,
+    Totp,
+    Webauthn,
+    Duo,
+    Sms,
+    Email,
+}
+
+/// Settings of a validation stage, with authentik's names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateSettings {
+    pub not_configured_action: NotConfiguredAction,
+    pub device_classes: Vec<DeviceClass>,
+    /// Setup stages offered (or, when there is one, used) for `configure`.
+    pub configuration_stages: Vec<Uuid>,
+    /// How recently a device must have been used in this browser for the stage to pass without
+    /// asking; only `seconds=0` (always ask) is served so far.
+    pub last_auth_threshold: DurationString,
+    pub webauthn_user_verification: String,
+    pub webauthn_allowed_device_types: Vec<Uuid>,
+}
+
+impl Default for ValidateSettings {
+    fn default() -> Self {
+        Self {
+            not_configured_action: NotConfiguredAction::Skip,
+            device_classes: vec![DeviceClass::Sms],
+            configuration_stages: Vec::new(),
+            last_auth_threshold: DurationString::from_secs(0),
+            webauthn_user_verification: "preferred".into(),
+            webauthn_allowed_device_types: Vec::new(),
+        }
+    }
+}
+
+/// A code sent in this run: to which device, and what binds it to the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    stage: Uuid,
+    device: i64,
+    nonce: String,
+    sent: SentCode,
+}
+
+/// What a code is bound to: this stage, account and device, and a nonce kept in this run only.
+fn binding(stage: Uuid, user: i64, device: i64, nonce: &str) -> String {
+    format!("sms-validate:{stage}:{user}:{device}:{nonce}")
+}
+
+fn progress(cx: &StageContext<'_>) -> Option<Progress> {
+    let progress: Progress = serde_json::from_value(cx.context.extra.get(CONTEXT_KEY)?.clone()).ok()?;
+    (progress.stage == cx.stage.stage_id).then_some(progress)
+}
+
+fn keep(cx: &mut StageContext<'_>, progress: Option<&Progress>) {
+    match progress.and_then(|p| serde_json::to_value(p).ok()) {
+        Some(value) => cx.context.extra.insert(CONTEXT_KEY.to_owned(), value),
+        None => cx.context.extra.remove(CONTEXT_KEY),
+    };
+}
+
+/// What the stage says to someone without a device on a `deny` stage.
+pub const NO_DEVICE: &str = "No authenticator is set up for this account; ask an administrator for help.";
+
+/// Asks for a second factor.
+pub struct AuthenticatorValidate;
+
+#[async_trait::async_trait]
+impl StageKind for AuthenticatorValidate {
+    fn kind(&self) -> &'static str {
+        "authenticator_validate"
+    }
+    fn api_path(&self) -> &'static str {
+        "authenticator/validate"
+    }
+    fn component(&self) -> &'static str {
+        "ak-stage-authenticator-validate"
+    }
+    fn verbose_name(&self) -> &'static str {
+        "Authenticator Validation Stage"
+    }
+    fn meta_model_name(&self) -> &'static str {
+        "authentik_stages_authenticator_validate.authenticatorvalidatestage"
+    }
+
+    fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors> {
+        let (typed, value): (ValidateSettings, Value) = parse_typed(settings)?;
+        let mut errors = FieldErrors::new();
+        if typed.device_classes.is_empty() {
+            errors.add("device_classes", "Select at least one device class.");
+        }
+        if let Some(class) = typed.device_classes.iter().find(|c| **c != DeviceClass::Sms) {
+            let name = serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            errors.add("device_classes", format!("\"{name}\" devices are not supported by this server yet; only \"sms\" is."));
+        }
+        if !typed.last_auth_threshold.to_std().is_zero() {
+            errors.add("last_auth_threshold", "Only seconds=0 (always ask) is supported by this server yet.");
+        }
+        if !matches!(typed.webauthn_user_verification.as_str(), "required" | "preferred" | "discouraged") {
+            errors.add("webauthn_user_verification", format!("\"{}\" is not a valid choice.", typed.webauthn_user_verification));
+        }
+        if !typed.webauthn_allowed_device_types.is_empty() {
+            errors.add("webauthn_allowed_device_types", "WebAuthn is not supported by this server yet; leave empty.");
+        }
+        if typed.not_configured_action == NotConfiguredAction::Configure && typed.configuration_stages.is_empty() {
+            errors.add("configuration_stages", "Name at least one setup stage when not_configured_action is configure.");
+        }
+        if errors.is_empty() { Ok(value) } else { Err(errors) }
+    }
+
+    async fn enter(&self, cx: &mut StageContext<'_>) -> Result<Step> {
+        let Some(account) = proven_account(cx).await? else {
+            return Ok(Step::Denied("No pending user.".into()));
+        };
+        let settings: ValidateSettings = cx.settings()?;
+        let phones = devices::sign_in_devices(cx.state, account.id).await?;
+        if phones.is_empty() {
+            return not_configured(cx, &settings, None).await;
+        }
+        Ok(Step::Challenge(prompt(cx, &phones, progress(cx).is_some())))
+    }
+
+    async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
+        let Some(account) = proven_account(cx).await? else {
+            return Ok(Step::Denied("No pending user.".into()));
+        };
+        let settings: ValidateSettings = cx.settings()?;
+        let phones = devices::sign_in_devices(cx.state, account.id).await?;
+        if phones.is_empty() {
+            return not_configured(cx, &settings, text_field(response, "selected_stage")).await;
+        }
+        let code = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty());
+        if let (Some(mut progress), Some(code)) = (progress(cx), code) {
+            let Some(device) = phones.iter().find(|d| d.id == progress.device) else {
+                keep(cx, None);
+                return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, "That device is gone; choose another.")));
+            };
+            if code.len() > 64 {
+                return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
+            }
+            let binding = binding(progress.stage, account.id, progress.device, &progress.nonce);
+            return match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
+                Checked::Right => {
+                    keep(cx, None);
+                    devices::mark_used(cx.state, device).await?;
+                    cx.record_factor(FactorKind::Sms);
+                    Ok(Step::Passed)
+                }
+                Checked::Refused { message, new_code_needed } => {
+                    keep(cx, (!new_code_needed).then_some(&progress));
+                    Ok(Step::Invalid(FieldErrors::single("code", message)))
+                }
+            };
+        }
+        // Which phone: the one the client selected (by its id, never a number from the request),
+        // or the only one, when a page asks for a code.
+        let selected = match response.get("selected_challenge") {
+            Some(Value::Object(challenge)) => {
+                if challenge.get("device_class").and_then(Value::as_str) != Some("sms") {
+                    return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered.")));
+                }
+                let uid = challenge.get("device_uid").and_then(Value::as_str).unwrap_or_default();
+                match phones.iter().find(|d| d.id.to_string() == uid) {
+                    Some(device) => device,
+                    None => {
+                        return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered.")));
+                    }
+                }
+            }
+            Some(_) => return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered."))),
+            None if code.is_some() => return Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first."))),
+            // A page cannot choose: the phone used last (or enrolled first) gets the code.
+            None => phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id))).unwrap_or(&phones[0]),
+        };
+        send_to(cx, &account, selected, &phones).await
+    }
+}
+
+/// The pending account, once it proved a factor in this run: the second factor comes after the
+/// first, never instead of it.
+async fn proven_account(cx: &mut StageContext<'_>) -> Result<Option<user::Model>> {
+    let factors = cx.context.factors.clone();
+    Ok(cx.pending_account().await?.filter(|account| verified_for(&factors, account.id, account.password_change_date)))
+}
+
+/// Sends a code to `device` through the provider of the stage that enrolled it.
+async fn send_to(
+    cx: &mut StageContext<'_>,
+    account: &user::Model,
+    device: &sms_device::Model,
+    phones: &[sms_device::Model],
+) -> Result<Step> {
+    let gateway = crate::flows::stage_service::find_stage(&cx.state.db, cx.state.tenant, device.stage_id, Some("authenticator_sms"))
+        .await?
+        .and_then(|stage| serde_json::from_value::<SmsStageSettings>(stage.settings).ok());
+    let (Some(gateway), Ok(number)) = (gateway, PhoneNumber::parse(&device.phone_number)) else {
+        return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, delivery::COULD_NOT_SEND)));
+    };
+    let nonce = crate::secret::random_token(16);
+    let bound_to = binding(cx.stage.stage_id, account.id, device.id, &nonce);
+    match delivery::send_sms_code(cx.state, &gateway, account, cx.client, &number, &bound_to).await? {
+        Ok(sent) => {
+            let progress = Progress { stage: cx.stage.stage_id, device: device.id, nonce, sent };
+            keep(cx, Some(&progress));
+            Ok(Step::Challenge(prompt(cx, phones, true)))
+        }
+        Err(message) => Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
+    }
+}
+
+/// No device of the allowed classes: skip, deny, or send to a setup stage.
+async fn not_configured(cx: &mut StageContext<'_>, settings: &ValidateSettings, selected: Option<&str>) -> Result<Step> {
+    match settings.not_configured_action {
+        NotConfiguredAction::Skip => Ok(Step::Passed),
+        NotConfiguredAction::Deny => Ok(Step::Denied(NO_DEVICE.into())),
+        NotConfiguredAction::Configure => {
+            let stages = crate::flows::stage_service::stages_by_id(&cx.state.db, cx.state.tenant, &settings.configuration_stages).await?;
+            let usable: Vec<_> = settings
+                .configuration_stages
+                .iter()
+                .filter_map(|id| stages.get(id))
+                .filter(|stage| stage.kind == "authenticator_sms")
+                .cloned()
+                .collect();
+            let chosen = match (usable.as_slice(), selected) {
+                ([], _) => return Ok(Step::Denied(NO_DEVICE.into())),
+                ([only], _) => only.clone(),
+                (_, Some(selected)) => match usable.iter().find(|s| s.id.to_string() == selected) {
+                    Some(stage) => stage.clone(),
+                    None => return Ok(Step::Invalid(FieldErrors::single("selected_stage", "Choose one of the setup stages offered."))),
+                },
+                (several, None) => {
+                    let mut fields = pending_user_fields(cx);
+                    fields.insert("device_challenges".into(), json!([]));
+                    let offered: Vec<Value> = several
+                        .iter()
+                        .map(|s| json!({"pk": s.id, "name": s.name, "verbose_name": "SMS Authenticator Setup Stage", "meta_model_name": "authentik_stages_authenticator_sms.authenticatorsmsstage"}))
+                        .collect();
+                    fields.insert("configuration_stages".into(), json!(offered));
+                    let form = Form {
+                        intro: Some("Set up an authenticator to continue.".into()),
+                        inputs: vec![text_input("selected_stage", "Setup stage", "off")],
+                        submit: "Continue".into(),
+                        links: vec![("Not you? Start again".into(), "/flows/-/cancel/".into())],
+                    };
+                    return Ok(Step::Challenge(Prompt { fields, form }));
+                }
+            };
+            Ok(Step::PassedThen(vec![PlannedStage {
+                stage_id: chosen.id,
+                name: chosen.name,
+                kind: chosen.kind,
+                settings: chosen.settings,
+                invalid_response_action: InvalidResponseAction::Retry,
+            }]))
+        }
+    }
+}
+
+fn text_input(name: &'static str, label: &str, autocomplete: &'static str) -> Input {
+    Input { name, label: label.into(), kind: InputKind::Text, autocomplete, value: String::new(), required: true, autofocus: true }
+}
+
+/// The question: which phone (a page sends a code to the only one), or the code once sent.
+fn prompt(cx: &StageContext<'_>, phones: &[sms_device::Model], code_sent: bool) -> Prompt {
+    let mut fields = pending_user_fields(cx);
+    let challenges: Vec<Value> = phones
+        .iter()
+        .map(|d| json!({"device_class": "sms", "device_uid": d.id.to_string(), "challenge": {}, "last_used": d.last_used}))
+        .collect();
+    fields.insert("device_challenges".into(), json!(challenges));
+    fields.insert("configuration_stages".into(), json!([]));
+    let links = vec![("Not you? Start again".into(), "/flows/-/cancel/".into())];
+    let form = if code_sent {
+        Form {
+            intro: Some("Enter the code we sent to your phone.".into()),
+            inputs: vec![Input {
+                name: "code",
+                label: "Code".into(),
+                kind: InputKind::Code,
+                autocomplete: "one-time-code",
+                value: String::new(),
+                required: true,
+                autofocus: true,
+            }],
+            submit: "Verify".into(),
+            links,
+        }
+    } else {
+        Form {
+            intro: Some("We will send a code to your phone by text message.".into()),
+            inputs: Vec::new(),
+            submit: "Send code".into(),
+            links,
+        }
+    };
+    Prompt { fields, form }
+}
