@@ -5,7 +5,7 @@
 //   E2E_BIN        the server binary (required)
 //   E2E_DATABASE_URL     a PostgreSQL admin URL to test against a fresh PostgreSQL database
 //                        instead of a SQLite file
-//   E2E_SCREENSHOTS      a directory to save screenshots of the sign-in and user pages into
+//   E2E_SCREENSHOTS      a directory to save the README's screenshots of the pages into
 //   CHROMIUM             the browser (default /usr/bin/chromium)
 
 import assert from 'node:assert/strict';
@@ -13,6 +13,7 @@ import { spawn, execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
@@ -125,6 +126,11 @@ async function startServer() {
       const email = `${handle}@example.com`;
       await promisify(execFile)(bin, ['create-user', '--email', email, '--username', handle, '--name', name], { env });
       return { email, username: handle, name };
+    },
+    // Runs a command of the binary against the running server's database; resolves to stdout.
+    async cli(args) {
+      const { stdout } = await promisify(execFile)(bin, args, { env });
+      return stdout.trim();
     },
     async stop() {
       child.kill('SIGTERM');
@@ -381,6 +387,99 @@ test('repeated wrong passwords are throttled with a plain message by the form, e
   assert.match(page.url(), /default-authentication-flow/, 'the user page still sends to sign-in');
 });
 
+// A local HTTP server playing an SMS webhook: it keeps every message it is sent.
+async function startSmsProvider() {
+  const messages = [];
+  const provider = createServer((request, response) => {
+    let body = '';
+    request.on('data', (chunk) => (body += chunk));
+    request.on('end', () => {
+      messages.push({ authorization: request.headers.authorization, payload: JSON.parse(body) });
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise((resolve) => provider.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${provider.address().port}/sms`,
+    messages,
+    close: () => new Promise((resolve) => provider.close(resolve)),
+  };
+}
+
+test('set up a phone on its flow page, then sign in with a code sent to it', async ({ base, screenshots, newPage, account, cli }) => {
+  const provider = await startSmsProvider();
+  try {
+    await cli(['create-superuser', '--email', 'sms-admin@example.com', '--if-missing']);
+    const key = await cli(['token', 'create', '--user', 'sms-admin@example.com', '--identifier', 'e2e-sms-admin', '--expires-in', 'hours=1']);
+    const api = async (method, path, body) => {
+      const response = await fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: body && JSON.stringify(body),
+      });
+      const answer = await response.json();
+      assert.ok(response.ok, `${method} ${path}: ${response.status} ${JSON.stringify(answer)}`);
+      return answer;
+    };
+    const setup = await api('POST', '/api/v3/stages/authenticator/sms/', {
+      name: 'e2e-phone-setup', provider: 'generic', account_sid: provider.url, from_number: 'Gatehouse', auth: 'e2e-webhook-token', auth_type: 'bearer',
+    });
+    const flow = await api('POST', '/api/v3/flows/instances/', {
+      name: 'Set up a phone', slug: 'e2e-phone-setup', title: 'Set up a phone', designation: 'stage_configuration', authentication: 'require_authenticated',
+    });
+    await api('POST', '/api/v3/flows/bindings/', { target: flow.pk, stage: setup.pk, order: 0 });
+    // People without a phone are let through, so the other tests' sign-ins are unchanged.
+    const validate = await api('POST', '/api/v3/stages/authenticator/validate/', { name: 'e2e-mfa', not_configured_action: 'skip' });
+    const flows = await api('GET', '/api/v3/flows/instances/?slug=default-authentication-flow');
+    await api('POST', '/api/v3/flows/bindings/', { target: flows.results[0].pk, stage: validate.pk, order: 30 });
+
+    const ada = await account('Ada Lovelace');
+    const page = await newPage();
+    await signIn(page, base, ada.email, PASSWORD);
+    await page.waitForURL(`${base}/if/user/`);
+    await page.goto(`${base}/if/flow/e2e-phone-setup/`);
+    const number = page.getByLabel('Phone number');
+    assert.equal(await number.getAttribute('autocomplete'), 'tel');
+    await number.fill('0446681800');
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByText('Enter the phone number in international format').waitFor();
+    await page.getByLabel('Phone number').fill('+41 44 668 18 00');
+    if (screenshots) await page.screenshot({ path: join(screenshots, 'phone-setup.png') });
+    await page.getByRole('button', { name: 'Continue' }).click();
+    const code = page.getByLabel('Code');
+    await code.waitFor();
+    assert.equal(await code.getAttribute('autocomplete'), 'one-time-code');
+    assert.equal(provider.messages.length, 1);
+    assert.equal(provider.messages[0].authorization, 'Bearer e2e-webhook-token');
+    assert.equal(provider.messages[0].payload.To, '+41446681800');
+    await code.fill(provider.messages[0].payload.Body);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.waitForURL(`${base}/if/user/`);
+
+    // A new browser: after the password, a code goes to the phone, and only the code signs in.
+    const later = await newPage();
+    await signIn(later, base, ada.email, PASSWORD);
+    await later.getByText('We will send a code to your phone by text message.').waitFor();
+    assert.equal(provider.messages.length, 1, 'no code is sent before the person asks for one');
+    await later.getByRole('button', { name: 'Send code' }).click();
+    await later.getByLabel('Code').waitFor();
+    assert.equal(provider.messages.length, 2);
+    const sent = provider.messages[1].payload.Body;
+    await later.getByLabel('Code').fill(sent === '000000' ? '111111' : '000000');
+    await later.getByRole('button', { name: 'Verify' }).click();
+    await later.getByText('Code does not match.').waitFor();
+    if (screenshots) await later.screenshot({ path: join(screenshots, 'sms-code.png') });
+    const cookies = await later.context().cookies();
+    assert.ok(!cookies.some((c) => c.name === 'gatehouse_session'), 'a wrong code signed nobody in');
+    await later.getByLabel('Code').fill(sent);
+    await later.getByRole('button', { name: 'Verify' }).click();
+    await later.waitForURL(`${base}/if/user/`);
+    await later.getByRole('heading', { name: 'You are signed in' }).waitFor();
+  } finally {
+    await provider.close();
+  }
+});
+
 const server = await startServer();
 const screenshots = process.env.E2E_SCREENSHOTS;
 if (screenshots) mkdirSync(screenshots, { recursive: true });
@@ -410,7 +509,7 @@ try {
       return page;
     };
     try {
-      await body({ base: server.base, screenshots, newPage, account: server.account });
+      await body({ base: server.base, screenshots, newPage, account: server.account, cli: server.cli });
       assert.deepEqual(problems, [], 'no page logged an error');
       console.log(`ok   ${name} (${Date.now() - started} ms)`);
     } catch (error) {

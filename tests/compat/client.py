@@ -1002,6 +1002,85 @@ def run_checks(checks: Checks) -> None:
 
     run("tasks_workers_list", workers_list)
 
+    # --- authenticators -----------------------------------------------------------------------
+    authenticators = ak.AuthenticatorsApi(api_client)
+    sms_stage_pk = None
+    sms_secret = "compat-sms-" + secrets.token_urlsafe(12)
+
+    def sms_stage_create():
+        nonlocal sms_stage_pk
+        got = stages.stages_authenticator_sms_create(ak.AuthenticatorSMSStageRequest(
+            name=f"compat-{tag}-sms", provider=ak.ProviderEnum.GENERIC, from_number="Gatehouse",
+            account_sid="https://sms.example.com/hook", auth=sms_secret, auth_type=ak.AuthTypeEnum.BEARER))
+        expect(got.provider == ak.ProviderEnum.GENERIC and got.auth_type == ak.AuthTypeEnum.BEARER,
+               f"provider {got.provider!r} auth_type {got.auth_type!r}")
+        expect(got.component == "ak-stage-authenticator-sms-form", f"component {got.component!r}")
+        expect(sms_secret not in got.to_json(), "the provider's secret came back")
+        sms_stage_pk = str(got.pk)
+
+    run("stages_authenticator_sms_create", sms_stage_create)
+
+    if sms_stage_pk is not None:
+        def sms_stage_read():
+            got = stages.stages_authenticator_sms_retrieve(sms_stage_pk)
+            expect(str(got.pk) == sms_stage_pk and got.from_number == "Gatehouse", f"retrieved {got.pk} {got.from_number!r}")
+            page = stages.stages_authenticator_sms_list(name=f"compat-{tag}-sms")
+            expect([str(s.pk) for s in page.results] == [sms_stage_pk], f"listed {[s.pk for s in page.results]}")
+
+        run("stages_authenticator_sms_retrieve and _list", sms_stage_read)
+
+        def sms_stage_partial_update():
+            got = stages.stages_authenticator_sms_partial_update(sms_stage_pk, ak.PatchedAuthenticatorSMSStageRequest(friendly_name="Text message"))
+            expect(got.friendly_name == "Text message" and got.account_sid == "https://sms.example.com/hook", f"friendly_name {got.friendly_name!r}")
+
+        run("stages_authenticator_sms_partial_update", sms_stage_partial_update)
+
+        validate_pk = None
+
+        def validate_stage_create():
+            nonlocal validate_pk
+            got = stages.stages_authenticator_validate_create(ak.AuthenticatorValidateStageRequest(
+                name=f"compat-{tag}-mfa", device_classes=[ak.DeviceClassesEnum.SMS],
+                not_configured_action=ak.NotConfiguredActionEnum.CONFIGURE, configuration_stages=[sms_stage_pk]))
+            expect(got.device_classes == [ak.DeviceClassesEnum.SMS], f"device_classes {got.device_classes!r}")
+            expect([str(s) for s in got.configuration_stages or []] == [sms_stage_pk], f"configuration_stages {got.configuration_stages!r}")
+            validate_pk = str(got.pk)
+
+        run("stages_authenticator_validate_create", validate_stage_create)
+
+        def validate_stage_refuses_totp():
+            expect_raises(BadRequestException, lambda: stages.stages_authenticator_validate_create(
+                ak.AuthenticatorValidateStageRequest(name=f"compat-{tag}-totp", device_classes=[ak.DeviceClassesEnum.TOTP])))
+
+        run("stages_authenticator_validate_create (totp: BadRequestException)", validate_stage_refuses_totp)
+
+        if validate_pk is not None:
+            def validate_stage_read_and_destroy():
+                got = stages.stages_authenticator_validate_retrieve(validate_pk)
+                expect(got.not_configured_action == ak.NotConfiguredActionEnum.CONFIGURE, f"action {got.not_configured_action!r}")
+                expect(stages.stages_authenticator_validate_destroy(validate_pk) is None, "returned something")
+
+            run("stages_authenticator_validate_retrieve and _destroy", validate_stage_read_and_destroy)
+
+    def devices_lists():
+        expect(authenticators.authenticators_sms_list().pagination.count == 0, "the key's owner has SMS devices")
+        expect(authenticators.authenticators_admin_sms_list(ordering="name").pagination.count == 0, "SMS devices exist")
+        expect(authenticators.authenticators_all_list() == [], "devices listed")
+
+    run("authenticators_sms_list, _admin_sms_list, _all_list", devices_lists)
+
+    def devices_admin_create():
+        expect_raises(BadRequestException, lambda: authenticators.authenticators_admin_sms_create(ak.SMSDeviceRequest(name="phone")))
+
+    run("authenticators_admin_sms_create (BadRequestException: devices come from enrolment)", devices_admin_create)
+
+    if sms_stage_pk is not None:
+        def sms_stage_destroy():
+            expect(stages.stages_authenticator_sms_destroy(sms_stage_pk) is None, "returned something")
+            expect(status_of(stages.stages_authenticator_sms_retrieve, sms_stage_pk) == 404, "stage still retrievable")
+
+        run("stages_authenticator_sms_destroy", sms_stage_destroy)
+
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
         def bindings_destroy():

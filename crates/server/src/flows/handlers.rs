@@ -453,8 +453,8 @@ async fn render_kind_stages(state: &AppState, stages: Vec<stage::Model>) -> Resu
                 serde_json::Value::Object(settings) => settings,
                 _ => serde_json::Map::new(),
             };
-            for field in state.stages.get(&stage.kind).map(|kind| kind.write_only()).unwrap_or_default() {
-                settings.remove(*field);
+            if let Some(kind) = state.stages.get(&stage.kind) {
+                kind.render_settings(&mut settings);
             }
             KindStageOut { base, settings }
         })

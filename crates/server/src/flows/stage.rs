@@ -45,6 +45,13 @@ pub trait StageKind: Send + Sync + 'static {
     fn write_only(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The settings as the API shows them: without the write-only fields, with any read-only
+    /// ones a kind adds (such as authentik's `*_obj` expansions).
+    fn render_settings(&self, settings: &mut Map<String, Value>) {
+        for field in self.write_only() {
+            settings.remove(*field);
+        }
+    }
     /// Settings with every field filled in, from which the API's schema is read.
     fn example_settings(&self) -> Value {
         self.parse_settings(Map::new()).unwrap_or_default()

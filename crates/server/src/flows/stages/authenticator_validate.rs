@@ -60,7 +60,14 @@ pub struct ValidateSettings {
     /// asking; only `seconds=0` (always ask) is served so far.
     pub last_auth_threshold: DurationString,
     pub webauthn_user_verification: String,
+    pub webauthn_hints: Vec<String>,
     pub webauthn_allowed_device_types: Vec<Uuid>,
+    /// authentik's per-class factors on the delay between code attempts; Gatehouse's limits on
+    /// wrong codes are its own, so only the neutral 1 is accepted.
+    pub email_otp_throttling_factor: f64,
+    pub sms_otp_throttling_factor: f64,
+    pub totp_otp_throttling_factor: f64,
+    pub static_otp_throttling_factor: f64,
 }
 
 impl Default for ValidateSettings {
@@ -71,7 +78,12 @@ impl Default for ValidateSettings {
             configuration_stages: Vec::new(),
             last_auth_threshold: DurationString::from_secs(0),
             webauthn_user_verification: "preferred".into(),
+            webauthn_hints: Vec::new(),
             webauthn_allowed_device_types: Vec::new(),
+            email_otp_throttling_factor: 1.0,
+            sms_otp_throttling_factor: 1.0,
+            totp_otp_throttling_factor: 1.0,
+            static_otp_throttling_factor: 1.0,
         }
     }
 }
@@ -126,6 +138,11 @@ impl StageKind for AuthenticatorValidate {
         "authentik_stages_authenticator_validate.authenticatorvalidatestage"
     }
 
+    fn render_settings(&self, settings: &mut Map<String, Value>) {
+        // The WebAuthn device types named, expanded; none can be named yet.
+        settings.insert("webauthn_allowed_device_types_obj".into(), json!([]));
+    }
+
     fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors> {
         let (typed, value): (ValidateSettings, Value) = parse_typed(settings)?;
         let mut errors = FieldErrors::new();
@@ -141,6 +158,19 @@ impl StageKind for AuthenticatorValidate {
         }
         if !matches!(typed.webauthn_user_verification.as_str(), "required" | "preferred" | "discouraged") {
             errors.add("webauthn_user_verification", format!("\"{}\" is not a valid choice.", typed.webauthn_user_verification));
+        }
+        for (field, factor) in [
+            ("email_otp_throttling_factor", typed.email_otp_throttling_factor),
+            ("sms_otp_throttling_factor", typed.sms_otp_throttling_factor),
+            ("totp_otp_throttling_factor", typed.totp_otp_throttling_factor),
+            ("static_otp_throttling_factor", typed.static_otp_throttling_factor),
+        ] {
+            if factor != 1.0 {
+                errors.add(field, "Only 1 is supported: the limits on wrong codes are the server's own (see the README).");
+            }
+        }
+        if !typed.webauthn_hints.is_empty() {
+            errors.add("webauthn_hints", "WebAuthn is not supported by this server yet; leave empty.");
         }
         if !typed.webauthn_allowed_device_types.is_empty() {
             errors.add("webauthn_allowed_device_types", "WebAuthn is not supported by this server yet; leave empty.");
@@ -206,7 +236,10 @@ impl StageKind for AuthenticatorValidate {
                 match phones.iter().find(|d| d.id.to_string() == uid) {
                     Some(device) => device,
                     None => {
-                        return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered.")));
+                        return Ok(Step::Invalid(FieldErrors::single(
+                            "selected_challenge",
+                            "Choose one of the device challenges offered.",
+                        )));
                     }
                 }
             }
