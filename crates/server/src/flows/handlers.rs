@@ -454,7 +454,10 @@ async fn render_kind_stages(state: &AppState, stages: Vec<stage::Model>) -> Resu
                 _ => serde_json::Map::new(),
             };
             if let Some(kind) = state.stages.get(&stage.kind) {
-                kind.render_settings(&mut settings);
+                for field in kind.write_only() {
+                    settings.remove(*field);
+                }
+                kind.add_read_only_settings(&mut settings);
             }
             KindStageOut { base, settings }
         })

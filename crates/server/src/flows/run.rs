@@ -105,10 +105,15 @@ impl Run {
         self.plan.stages.get(self.plan.position)
     }
 
-    /// Passes the current stage and puts `stages` next, before the rest of the plan.
+    /// Passes the current stage and puts `stages` next, before the rest of the plan; a stage
+    /// that is next already (a restarted run coming back to the stage that inserted it) is not
+    /// put there twice.
     pub fn insert_after_current(&mut self, stages: Vec<PlannedStage>) {
         let at = (self.plan.position + 1).min(self.plan.stages.len());
-        self.plan.stages.splice(at..at, stages);
+        let already_next: Vec<Uuid> = self.plan.stages[at..].iter().take(stages.len()).map(|s| s.stage_id).collect();
+        if already_next != stages.iter().map(|s| s.stage_id).collect::<Vec<_>>() {
+            self.plan.stages.splice(at..at, stages);
+        }
         self.plan.position += 1;
     }
 }

@@ -45,13 +45,9 @@ pub trait StageKind: Send + Sync + 'static {
     fn write_only(&self) -> &'static [&'static str] {
         &[]
     }
-    /// The settings as the API shows them: without the write-only fields, with any read-only
-    /// ones a kind adds (such as authentik's `*_obj` expansions).
-    fn render_settings(&self, settings: &mut Map<String, Value>) {
-        for field in self.write_only() {
-            settings.remove(*field);
-        }
-    }
+    /// Adds the read-only fields a kind shows beside its settings (such as authentik's `*_obj`
+    /// expansions); the write-only ones are removed before.
+    fn add_read_only_settings(&self, _settings: &mut Map<String, Value>) {}
     /// Settings with every field filled in, from which the API's schema is read.
     fn example_settings(&self) -> Value {
         self.parse_settings(Map::new()).unwrap_or_default()
@@ -59,6 +55,11 @@ pub trait StageKind: Send + Sync + 'static {
     /// Settings fields that name another stage by id. The administration checks them, exports
     /// write them as the other stage's name, and deleting the named stage clears them.
     fn references(&self) -> &'static [StageReference] {
+        &[]
+    }
+    /// Settings fields that list other stages by id: each must exist and be of the target kind,
+    /// and deleting one takes it off the list. (Exports write these ids as they are.)
+    fn list_references(&self) -> &'static [StageReference] {
         &[]
     }
 }
@@ -260,6 +261,16 @@ impl StageRegistry {
         self.kinds.values().flat_map(move |kind| {
             let holder = kind.kind();
             kind.references().iter().filter(move |r| r.target_kind == target_kind).map(move |r| (holder, r))
+        })
+    }
+}
+
+impl StageRegistry {
+    /// Every list field, with the kind holding it, that names stages of `target_kind`.
+    pub fn list_references_to<'a>(&'a self, target_kind: &'a str) -> impl Iterator<Item = (&'static str, &'static StageReference)> + 'a {
+        self.kinds.values().flat_map(move |kind| {
+            let holder = kind.kind();
+            kind.list_references().iter().filter(move |r| r.target_kind == target_kind).map(move |r| (holder, r))
         })
     }
 }

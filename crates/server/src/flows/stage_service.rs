@@ -30,11 +30,17 @@ fn stage_ref(state: &AppState, stage: &stage::Model) -> ModelRef {
     ModelRef { app, model_name, pk: json!(stage.id), name: stage.name.clone() }
 }
 
-fn stage_json(stage: &stage::Model) -> Value {
+/// A stage as the audit trail records it: the write-only settings (provider credentials) masked.
+fn stage_json(state: &AppState, stage: &stage::Model) -> Value {
     let mut out = match &stage.settings {
         Value::Object(settings) => settings.clone(),
         _ => Map::new(),
     };
+    for field in state.stages.get(&stage.kind).map(|kind| kind.write_only()).unwrap_or_default() {
+        if let Some(value) = out.get_mut(*field) {
+            *value = json!("********");
+        }
+    }
     out.insert("name".into(), json!(stage.name));
     Value::Object(out)
 }
@@ -179,6 +185,20 @@ pub async fn parse_stage_settings(
             errors.add(reference.field, missing_pk(shown));
         }
     }
+    for reference in kind.list_references() {
+        let ids = parsed.get(reference.field).and_then(Value::as_array).cloned().unwrap_or_default();
+        for value in ids {
+            let target = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
+            let exists = match target {
+                Some(id) => find_stage(db, tenant, id, Some(reference.target_kind)).await?.is_some(),
+                None => false,
+            };
+            if !exists {
+                let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+                errors.add(reference.field, missing_pk(shown));
+            }
+        }
+    }
     Ok(parsed)
 }
 
@@ -233,7 +253,7 @@ pub async fn create_stage_in(
     .insert(txn)
     .await
     .map_err(|e| unique_violation(e, "name", NAME_TAKEN))?;
-    audit(txn, state, actor, Action::ModelCreated, stage_ref(state, &created), json!({}), stage_json(&created)).await?;
+    audit(txn, state, actor, Action::ModelCreated, stage_ref(state, &created), json!({}), stage_json(state, &created)).await?;
     Ok(created)
 }
 
@@ -274,7 +294,17 @@ pub async fn update_stage_in(
     let mut errors = FieldErrors::new();
     let name = parse_name(change.name, Some(&before.name), change.full, &mut errors);
     let settings = if change.full {
-        change.settings
+        // A full update replaces the settings, but secrets the API never shows are kept unless
+        // sent: a client cannot send back what it was never given.
+        let mut replaced = change.settings;
+        for field in kind.write_only() {
+            if !replaced.contains_key(*field)
+                && let Some(stored) = before.settings.get(*field)
+            {
+                replaced.insert((*field).to_owned(), stored.clone());
+            }
+        }
+        replaced
     } else {
         let mut merged = match &before.settings {
             Value::Object(stored) => stored.clone(),
@@ -293,7 +323,7 @@ pub async fn update_stage_in(
     model.settings = Set(settings);
     model.last_updated = Set(Utc::now());
     let after = model.update(txn).await.map_err(|e| unique_violation(e, "name", NAME_TAKEN))?;
-    audit(txn, state, actor, Action::ModelUpdated, stage_ref(state, &after), stage_json(before), stage_json(&after)).await?;
+    audit(txn, state, actor, Action::ModelUpdated, stage_ref(state, &after), stage_json(state, before), stage_json(state, &after)).await?;
     Ok(after)
 }
 
@@ -315,16 +345,24 @@ pub async fn delete_stage(state: &AppState, actor: &Actor, id: Uuid, kind: Optio
     actor.require(names::DELETE_STAGE)?;
     let stage = &find_stage(&state.db, state.tenant, id, kind).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    for (holder, reference) in stages_naming(&txn, state, stage).await? {
+    for (holder, reference, listed) in stages_naming(&txn, state, stage).await? {
         let mut settings = holder.settings.clone();
         if let Some(map) = settings.as_object_mut() {
-            map.insert(reference.field.to_owned(), Value::Null);
+            if listed {
+                let target = json!(stage.id.to_string());
+                if let Some(Value::Array(ids)) = map.get_mut(reference.field) {
+                    ids.retain(|id| *id != target);
+                }
+            } else {
+                map.insert(reference.field.to_owned(), Value::Null);
+            }
         }
         let mut model = holder.clone().into_active_model();
         model.settings = Set(settings);
         model.last_updated = Set(Utc::now());
         let after = model.update(&txn).await?;
-        audit(&txn, state, actor, Action::ModelUpdated, stage_ref(state, &after), stage_json(&holder), stage_json(&after)).await?;
+        audit(&txn, state, actor, Action::ModelUpdated, stage_ref(state, &after), stage_json(state, &holder), stage_json(state, &after))
+            .await?;
     }
     stage::Entity::delete_many()
         .filter(stage::Column::TenantId.eq(state.tenant.0))
@@ -358,7 +396,7 @@ pub async fn stage_used_by(state: &AppState, actor: &Actor, id: Uuid, kind: Opti
             action: "cascade".into(),
         });
     }
-    for (holder, _) in stages_naming(&state.db, state, stage).await? {
+    for (holder, _, _) in stages_naming(&state.db, state, stage).await? {
         let about = stage_ref(state, &holder);
         out.push(UsedBy {
             app: about.app.into(),
@@ -372,13 +410,24 @@ pub async fn stage_used_by(state: &AppState, actor: &Actor, id: Uuid, kind: Opti
 }
 
 /// The stages whose settings name `stage`, by name, with the field that names it.
+/// The stages whose settings name `stage`, with the field, and whether it is a list field.
 async fn stages_naming(
     db: &impl ConnectionTrait,
     state: &AppState,
     stage: &stage::Model,
-) -> Result<Vec<(stage::Model, &'static StageReference)>> {
+) -> Result<Vec<(stage::Model, &'static StageReference, bool)>> {
     let target = json!(stage.id.to_string());
     let mut out = Vec::new();
+    for (holder_kind, reference) in state.stages.list_references_to(&stage.kind) {
+        let holders = stage::Entity::find()
+            .filter(stage::Column::TenantId.eq(state.tenant.0))
+            .filter(stage::Column::Kind.eq(holder_kind))
+            .order_by_asc(stage::Column::Name)
+            .all(db)
+            .await?;
+        let lists = |h: &stage::Model| h.settings.get(reference.field).and_then(Value::as_array).is_some_and(|ids| ids.contains(&target));
+        out.extend(holders.into_iter().filter(|h| lists(h)).map(|h| (h, reference, true)));
+    }
     for (holder_kind, reference) in state.stages.references_to(&stage.kind) {
         // Settings are JSON whose querying differs between the databases; the referring kinds
         // have few stages, so they are read and filtered here.
@@ -388,7 +437,7 @@ async fn stages_naming(
             .order_by_asc(stage::Column::Name)
             .all(db)
             .await?;
-        out.extend(holders.into_iter().filter(|h| h.settings.get(reference.field) == Some(&target)).map(|h| (h, reference)));
+        out.extend(holders.into_iter().filter(|h| h.settings.get(reference.field) == Some(&target)).map(|h| (h, reference, false)));
     }
     Ok(out)
 }

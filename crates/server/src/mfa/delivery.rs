@@ -9,7 +9,7 @@ use serde_json::json;
 use super::codes::{Answer, SentCode};
 use super::sms::{self, SmsStageSettings};
 use crate::accounts::entities::user;
-use crate::credentials::attempts::{self, Bucket};
+use crate::credentials::attempts::{self, Bucket, Reservation};
 use crate::error::{Error, Result, try_again_in};
 use crate::events::client::ClientInfo;
 use crate::events::{self, Action, EventRecord};
@@ -26,30 +26,51 @@ pub const SENDS_PER_CLIENT_ADDRESS_HOUR: u32 = 30;
 /// to the audit trail only.
 pub const COULD_NOT_SEND: &str = "We could not send the code. Try again later.";
 
-/// Sends a new code bound to `binding` to `to` for `account`. `Ok(Err(message))` when it was not
-/// sent: too many sends (nothing counted then) or the provider refused (recorded as a
-/// `configuration_error` event).
+/// Where a code goes, for the limit per destination: a number typed while setting up a phone, or
+/// an enrolled device at sign-in. They are counted apart, so that codes someone sends to a
+/// number while pretending to set it up cannot use up its owner's codes for signing in.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    TypedNumber(&'a PhoneNumber),
+    Device(i64),
+}
+
+/// Counts one send for `account` to `destination` from `client`, before anything is checked
+/// or sent; `Ok(Err(message))` when a limit is reached (nothing counted then).
+pub async fn reserve_send(
+    state: &AppState,
+    account: &user::Model,
+    client: &ClientInfo,
+    destination: Destination<'_>,
+) -> Result<std::result::Result<Reservation, String>> {
+    let destination = match destination {
+        Destination::TypedNumber(number) => state.secret.digest("code-destination", number.as_str().as_bytes()),
+        Destination::Device(id) => format!("device-{id}"),
+    };
+    let buckets = vec![
+        Bucket::code_sends_for_account(account.id, SENDS_PER_ACCOUNT_HOUR),
+        Bucket::code_sends_to(&destination, SENDS_PER_DESTINATION_HOUR),
+        Bucket::code_sends_from(client.ip, SENDS_PER_CLIENT_ADDRESS_HOUR),
+    ];
+    match attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await {
+        Ok(reservation) => Ok(Ok(reservation)),
+        Err(Error::RateLimited { retry_after_secs }) => Ok(Err(format!("Too many codes were sent. {}", try_again_in(retry_after_secs)))),
+        Err(other) => Err(other),
+    }
+}
+
+/// Sends a new code bound to `binding` to `to` for `account`, under a send `reservation` from
+/// [`reserve_send`]. `Ok(Err(message))` when the provider refused (recorded as a
+/// `configuration_error` event; the send is given back).
 pub async fn send_sms_code(
     state: &AppState,
+    reservation: Reservation,
     settings: &SmsStageSettings,
     account: &user::Model,
     client: &ClientInfo,
     to: &PhoneNumber,
     binding: &str,
 ) -> Result<std::result::Result<SentCode, String>> {
-    let destination = state.secret.digest("code-destination", to.as_str().as_bytes());
-    let buckets = vec![
-        Bucket::code_sends_for_account(account.id, SENDS_PER_ACCOUNT_HOUR),
-        Bucket::code_sends_to(&destination, SENDS_PER_DESTINATION_HOUR),
-        Bucket::code_sends_from(client.ip, SENDS_PER_CLIENT_ADDRESS_HOUR),
-    ];
-    let reservation = match attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await {
-        Ok(reservation) => reservation,
-        Err(Error::RateLimited { retry_after_secs }) => {
-            return Ok(Err(format!("Too many codes were sent. {}", try_again_in(retry_after_secs))));
-        }
-        Err(other) => return Err(other),
-    };
     let (code, sent) = super::codes::new_code(&state.secret, binding, chrono::Utc::now());
     let timeout = state.config.sms.send_timeout.to_std();
     match sms::send(settings, &state.config.sms.twilio_base_url, timeout, to, &code).await {
@@ -67,7 +88,7 @@ pub async fn send_sms_code(
                 .from_client(client)
                 .with("message", json!("Error sending SMS"))
                 .with("status_code", json!(failure.status))
-                .with("response", json!(failure.detail));
+                .with("response", json!(mask_digit_runs(&failure.detail)));
             events::service::record(&state.db, state, event).await?;
             Ok(Err(COULD_NOT_SEND.to_owned()))
         }
@@ -116,5 +137,42 @@ pub async fn check_code(state: &AppState, account: &user::Model, sent: &mut Sent
             reservation.release(&state.db).await?;
             Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true })
         }
+    }
+}
+
+/// `text` with every run of six or more digits masked: providers repeat the number in their
+/// errors, and the audit trail keeps numbers masked like the logs.
+fn mask_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 6 {
+            out.push_str(&"•".repeat(run.len() - 2));
+            out.push_str(&run[run.len() - 2..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_in_provider_answers_are_masked() {
+        assert_eq!(
+            super::mask_digit_runs("The 'To' number +41446681800 is not valid (code 21211)"),
+            "The 'To' number +•••••••••00 is not valid (code 21211)"
+        );
     }
 }

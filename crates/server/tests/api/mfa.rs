@@ -163,16 +163,24 @@ async fn a_phone_is_enrolled_through_a_generic_webhook_with_a_bearer_token() {
     assert_eq!(all[0]["extra_description"], "…00");
     assert_eq!(all[0]["confirmed"], true);
 
-    // The code was used: replaying it in a new run sends nobody a device.
+    // The code was used: in a new run, with a new code sent to another number, it is wrong.
     let (_, again) = olga.get(&executor("phone-setup")).await;
     assert_eq!(again["phone_number_required"], true, "a new run starts from the number: {again}");
     let (_, replay) = olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
     assert!(errors(&replay, "phone_number").contains("required"), "{replay}");
+    olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681801"})).await;
+    let second_code = provider.last_code();
+    if second_code != code {
+        let (_, replay) = olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+        assert!(errors(&replay, "code").contains("Code does not match"), "a used code in another run: {replay}");
+    }
+    olga.get("/flows/-/cancel/").await;
+    olga.get(&executor("phone-setup")).await;
     // The same number cannot be enrolled twice on the stage.
     let (_, twice) =
         olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
     assert!(errors(&twice, "phone_number").contains("cannot be used here"), "{twice}");
-    assert_eq!(provider.requests().len(), 1, "no code is sent to a number enrolled already");
+    assert_eq!(provider.requests().len(), 2, "no code is sent to a number enrolled already");
 }
 
 #[tokio::test]
@@ -439,6 +447,28 @@ async fn sms_stage_settings_are_checked_and_secrets_kept_on_partial_updates() {
     assert_eq!(stored.settings["auth"], "kept-secret-token", "a partial update keeps the write-only secret");
     let (_, listed) = json(app.get(&admin, "/api/v3/stages/all/").await).await;
     assert!(!listed.to_string().contains("kept-secret-token"));
+    // A full update cannot send back a secret it was never shown: one left out is kept.
+    let full = json!({"name": "sms", "provider": "twilio", "account_sid": "AC1", "from_number": "+15005550007"});
+    let (status, replaced) = json(app.put(&admin, &path, full).await).await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    let stored = gatehouse::flows::stage_service::get_stage(
+        &app.state,
+        &gatehouse::accounts::access::Actor::system(),
+        stage["pk"].as_str().unwrap().parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (stored.settings["auth"].as_str(), stored.settings["from_number"].as_str()),
+        (Some("kept-secret-token"), Some("+15005550007"))
+    );
+    // The audit trail records the changes without the secret.
+    for action in ["model_created", "model_updated"] {
+        let recorded = events(&app, action).await;
+        assert!(recorded.iter().any(|e| e["context"]["model"]["name"] == "sms"), "{action}: {recorded:?}");
+        assert!(!serde_json::to_string(&recorded).unwrap().contains("kept-secret-token"), "{action} records the provider's secret");
+    }
     let schema: Value = app.client.get(app.url("/api/v3/schema/")).send().await.unwrap().json().await.unwrap();
     assert!(schema["paths"].get("/api/v3/stages/authenticator/sms/").is_some(), "the stage kind is documented at authentik's path");
     assert!(schema["components"]["schemas"]["AuthenticatorSmsStage"]["allOf"][1]["properties"].get("auth").is_none());
@@ -561,10 +591,19 @@ async fn after_the_password_a_code_sent_to_the_phone_signs_in_and_nothing_else_d
         let (_, other) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": enrolment_code})).await;
         assert!(errors(&other, "code").contains("Code does not match"), "a code sent for another purpose: {other}");
     }
-    let (_, empty) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": ""})).await;
-    assert_eq!(empty["component"], "ak-stage-authenticator-validate");
+    let sent_now = provider.requests().len();
+    for empty in [json!({"code": ""}), json!({"code": null}), json!({})] {
+        let mut answer = empty.clone();
+        answer["component"] = json!("ak-stage-authenticator-validate");
+        let (_, refused) = olga.post(SIGN_IN, answer).await;
+        assert!(errors(&refused, "code").contains("required"), "{empty}: {refused}");
+        assert_eq!(olga.me().await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(provider.requests().len(), sent_now, "an empty answer sends no new code");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (_, refused) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": wrong})).await;
+    assert!(errors(&refused, "code").contains("Code does not match"), "{refused}");
     assert_eq!(olga.me().await, StatusCode::UNAUTHORIZED);
-    let code = provider.last_code();
     let (_, done) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": code})).await;
     assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     assert_eq!(olga.me().await, StatusCode::OK);
@@ -687,4 +726,121 @@ async fn the_second_factor_never_stands_in_for_the_first() {
     assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
     assert_eq!(provider.requests().len(), sent, "no code went to olga's phone");
     assert_eq!(stranger.me().await, StatusCode::UNAUTHORIZED);
+}
+
+/// A flow that offers phone setup after the password: an account's first phone can be set up
+/// there, but someone holding only the password cannot add a phone to an account that has one.
+#[tokio::test]
+async fn the_password_alone_does_not_add_a_phone_to_an_account_that_has_one() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let setup = phone_setup_stage(&app, &admin, &provider).await;
+    let flow = json!({"name": "password-then-phone", "slug": "password-then-phone", "title": "Sign in", "designation": "authentication"});
+    let (status, flow) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{flow}");
+    for (stage, order) in [(json!(null), 10), (json!(null), 20), (setup["pk"].clone(), 30)] {
+        let stage = if stage.is_null() {
+            let name = if order == 10 { "default-authentication-identification" } else { "default-authentication-password" };
+            let (_, stages) = json(app.get(&admin, &format!("/api/v3/stages/all/?name={name}")).await).await;
+            stages["results"][0]["pk"].clone()
+        } else {
+            stage
+        };
+        let (status, body) =
+            json(app.post(&admin, "/api/v3/flows/bindings/", json!({"target": flow["pk"], "stage": stage, "order": order})).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let through = |email: &'static str, number: &'static str| {
+        let app = &app;
+        let provider = &provider;
+        async move {
+            let mut browser = Browser::new(app);
+            let path = executor("password-then-phone");
+            browser.get(&path).await;
+            browser.post(&path, json!({"component": "ak-stage-identification", "uid_field": email})).await;
+            let (_, asked) = browser.post(&path, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+            assert_eq!(asked["component"], "ak-stage-authenticator-sms", "{asked}");
+            let (_, answer) = browser.post(&path, json!({"component": "ak-stage-authenticator-sms", "phone_number": number})).await;
+            if answer["phone_number_required"] == false {
+                let code = provider.last_code();
+                browser.post(&path, json!({"component": "ak-stage-authenticator-sms", "code": code})).await.1
+            } else {
+                answer
+            }
+        }
+    };
+    app.user("olga@example.com", |_| {}).await;
+    let first = through("olga@example.com", "+41446681800").await;
+    assert_eq!(first["component"], "xak-flow-redirect", "the first phone can be set up after the password: {first}");
+    let sent = provider.requests().len();
+    let second = through("olga@example.com", "+41446681899").await;
+    assert_eq!(second["component"], "ak-stage-access-denied", "{second}");
+    assert_eq!(provider.requests().len(), sent, "no code went to the new number");
+    let olga = app.sign_in("olga@example.com").await;
+    let (_, devices) = json(app.get(&olga, "/api/v3/authenticators/sms/").await).await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+}
+
+/// Codes sent to a number while pretending to set it up on another stage do not use up its
+/// owner's codes for signing in.
+#[tokio::test]
+async fn setup_codes_sent_to_someone_elses_number_do_not_block_their_sign_in() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    phone_setup_stage(&app, &admin, &provider).await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "prove-phone",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer", "verify_only": true}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("mallory@example.com", |_| {}).await;
+    let phone = enrolled(&app, &provider, "olga@example.com", "+41446681800").await;
+
+    let mut mallory = Browser::new(&app);
+    mallory.sign_in("mallory@example.com", PASSWORD).await;
+    let mut refused = false;
+    for _ in 0..=gatehouse::mfa::delivery::SENDS_PER_DESTINATION_HOUR {
+        mallory.get("/flows/-/cancel/").await;
+        mallory.get(&executor("prove-phone")).await;
+        let (_, answer) = mallory
+            .post(&executor("prove-phone"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"}))
+            .await;
+        refused |= errors(&answer, "phone_number").contains("Too many codes");
+    }
+    assert!(refused, "sends to one number are limited");
+    require_mfa(&app, &admin, json!({"not_configured_action": "deny"})).await;
+
+    let mut olga = Browser::new(&app);
+    password_step(&mut olga, "olga@example.com").await;
+    let selected = json!({"device_class": "sms", "device_uid": phone.to_string(), "challenge": {}, "last_used": null});
+    let (_, asked) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "selected_challenge": selected})).await;
+    assert!(asked["response_errors"].is_null(), "olga's sign-in code was refused: {asked}");
+    let code = provider.last_code();
+    let (_, done) = olga.post(SIGN_IN, json!({"component": "ak-stage-authenticator-validate", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+}
+
+#[tokio::test]
+async fn setup_stages_named_by_a_validation_stage_must_exist_and_leave_its_list_when_deleted() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let setup = phone_setup_stage(&app, &admin, &provider).await;
+    let bogus = uuid::Uuid::new_v4().to_string();
+    let body = json!({"name": "v", "not_configured_action": "configure", "configuration_stages": [bogus]});
+    let (status, refused) = json(app.post(&admin, "/api/v3/stages/authenticator/validate/", body).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused["configuration_stages"].to_string().contains(&bogus), "{refused}");
+    let (_, stages) = json(app.get(&admin, "/api/v3/stages/all/?name=default-authentication-password").await).await;
+    let password = stages["results"][0]["pk"].clone();
+    let body = json!({"name": "v", "not_configured_action": "configure", "configuration_stages": [password]});
+    let (status, _) = json(app.post(&admin, "/api/v3/stages/authenticator/validate/", body).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a password stage sets up no authenticator");
+    let body = json!({"name": "v", "not_configured_action": "configure", "configuration_stages": [setup["pk"]]});
+    let (status, validate) = json(app.post(&admin, "/api/v3/stages/authenticator/validate/", body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{validate}");
+    let path = format!("/api/v3/stages/authenticator/sms/{}/", setup["pk"].as_str().unwrap());
+    assert_eq!(app.delete(&admin, &path).await.status(), StatusCode::NO_CONTENT);
+    let (_, after) =
+        json(app.get(&admin, &format!("/api/v3/stages/authenticator/validate/{}/", validate["pk"].as_str().unwrap())).await).await;
+    assert_eq!(after["configuration_stages"], json!([]), "{after}");
 }

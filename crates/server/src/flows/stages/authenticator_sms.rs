@@ -10,10 +10,10 @@ use super::pending_user_fields;
 use crate::accounts::access::{Actor, Rights};
 use crate::accounts::entities::user;
 use crate::error::{FieldErrors, Result};
-use crate::flows::factors::verified_for;
+use crate::flows::factors::{FactorKind, verified_for};
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
-use crate::mfa::delivery::{self, Checked};
+use crate::mfa::delivery::{self, Checked, Destination};
 use crate::mfa::devices::{self, NUMBER_UNAVAILABLE};
 use crate::mfa::sms::{self, SmsStageSettings, WRITE_ONLY_SETTINGS};
 
@@ -29,10 +29,9 @@ struct Progress {
     sent: SentCode,
 }
 
-impl Progress {
-    fn binding(&self) -> String {
-        format!("sms-setup:{}:{}:{}", self.stage, self.nonce, self.number)
-    }
+/// What a setup code is bound to: this stage, account and number, and a nonce kept in this run.
+fn binding(stage: uuid::Uuid, account: i64, nonce: &str, number: &str) -> String {
+    format!("sms-setup:{stage}:{account}:{nonce}:{number}")
 }
 
 fn progress(cx: &StageContext<'_>) -> Option<Progress> {
@@ -101,7 +100,7 @@ impl StageKind for AuthenticatorSms {
                 if code.len() > 64 {
                     return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
                 }
-                let binding = progress.binding();
+                let binding = binding(progress.stage, account.id, &progress.nonce, &progress.number);
                 match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
                     Checked::Right => {
                         keep(cx, None);
@@ -125,14 +124,21 @@ impl StageKind for AuthenticatorSms {
                 let Ok(parsed) = PhoneNumber::parse(number) else {
                     return Ok(Step::Invalid(FieldErrors::single("phone_number", INVALID_NUMBER)));
                 };
+                // Counted before the number is looked up, so that trying numbers to learn which are
+                // enrolled costs what sending codes to them would.
+                let reservation = match delivery::reserve_send(cx.state, &account, cx.client, Destination::TypedNumber(&parsed)).await? {
+                    Ok(reservation) => reservation,
+                    Err(message) => return Ok(Step::Invalid(FieldErrors::single("phone_number", message))),
+                };
                 let forms = sms::stored_forms(&cx.state.secret, &parsed);
                 if devices::number_taken(&cx.state.db, cx.state, cx.stage.stage_id, &forms).await? {
+                    drop(reservation);
                     keep(cx, None);
                     return Ok(Step::Invalid(FieldErrors::single("phone_number", NUMBER_UNAVAILABLE)));
                 }
                 let nonce = crate::secret::random_token(16);
-                let binding = format!("sms-setup:{}:{nonce}:{}", cx.stage.stage_id, parsed.as_str());
-                match delivery::send_sms_code(cx.state, &settings, &account, cx.client, &parsed, &binding).await? {
+                let bound_to = binding(cx.stage.stage_id, account.id, &nonce, parsed.as_str());
+                match delivery::send_sms_code(cx.state, reservation, &settings, &account, cx.client, &parsed, &bound_to).await? {
                     Ok(sent) => {
                         let progress = Progress { stage: cx.stage.stage_id, number: parsed.as_str().to_owned(), nonce, sent };
                         keep(cx, Some(&progress));
@@ -148,15 +154,21 @@ impl StageKind for AuthenticatorSms {
 }
 
 /// Whose phone this is: the signed-in person, or an account identified in this run that proved
-/// a factor in it. An identified account that proved nothing gets no device: otherwise a flow
-/// with this stage before the password would let anyone enrol a phone on anyone's account.
+/// a factor in it. An identified account that proved nothing gets no device (a flow with this
+/// stage before the password would let anyone enrol a phone on anyone's account), and one that
+/// proved only its password may enrol its first phone but not add another (the password alone
+/// would otherwise add a phone the second factor then trusts).
 async fn enrolling_account(cx: &mut StageContext<'_>) -> Result<Option<user::Model>> {
     match (cx.context.pending_user, cx.current.clone()) {
         (None, Some(current)) => Ok(Some(current.user.clone())),
         (Some(id), Some(current)) if current.user.id == id => Ok(Some(current.user.clone())),
         (Some(_), _) => {
             let factors = cx.context.factors.clone();
-            Ok(cx.pending_account().await?.filter(|account| verified_for(&factors, account.id, account.password_change_date)))
+            let Some(account) = cx.pending_account().await?.filter(|a| verified_for(&factors, a.id, a.password_change_date)) else {
+                return Ok(None);
+            };
+            let proved_a_phone = factors.iter().any(|f| f.user == account.id && f.kind == FactorKind::Sms);
+            if proved_a_phone || devices::sign_in_devices(cx.state, account.id).await?.is_empty() { Ok(Some(account)) } else { Ok(None) }
         }
         (None, None) => Ok(None),
     }

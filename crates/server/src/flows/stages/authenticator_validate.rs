@@ -13,9 +13,9 @@ use crate::error::{FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::flows::factors::{FactorKind, verified_for};
 use crate::flows::model::InvalidResponseAction;
 use crate::flows::run::PlannedStage;
-use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
+use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, StageReference, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
-use crate::mfa::delivery::{self, Checked};
+use crate::mfa::delivery::{self, Checked, Destination};
 use crate::mfa::devices;
 use crate::mfa::entities::sms_device;
 use crate::mfa::sms::SmsStageSettings;
@@ -138,7 +138,11 @@ impl StageKind for AuthenticatorValidate {
         "authentik_stages_authenticator_validate.authenticatorvalidatestage"
     }
 
-    fn render_settings(&self, settings: &mut Map<String, Value>) {
+    fn list_references(&self) -> &'static [StageReference] {
+        &[StageReference { field: "configuration_stages", target_kind: "authenticator_sms" }]
+    }
+
+    fn add_read_only_settings(&self, settings: &mut Map<String, Value>) {
         // The WebAuthn device types named, expanded; none can be named yet.
         settings.insert("webauthn_allowed_device_types_obj".into(), json!([]));
     }
@@ -244,6 +248,9 @@ impl StageKind for AuthenticatorValidate {
                 }
             }
             Some(_) => return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered."))),
+            // A code was sent and the answer carries none: asking again is a new selection, never
+            // an empty answer.
+            None if progress(cx).is_some() => return Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
             None if code.is_some() => return Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first."))),
             // A page cannot choose: the phone used last (or enrolled first) gets the code.
             None => phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id))).unwrap_or(&phones[0]),
@@ -272,9 +279,13 @@ async fn send_to(
     let (Some(gateway), Ok(number)) = (gateway, PhoneNumber::parse(&device.phone_number)) else {
         return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, delivery::COULD_NOT_SEND)));
     };
+    let reservation = match delivery::reserve_send(cx.state, account, cx.client, Destination::Device(device.id)).await? {
+        Ok(reservation) => reservation,
+        Err(message) => return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
+    };
     let nonce = crate::secret::random_token(16);
     let bound_to = binding(cx.stage.stage_id, account.id, device.id, &nonce);
-    match delivery::send_sms_code(cx.state, &gateway, account, cx.client, &number, &bound_to).await? {
+    match delivery::send_sms_code(cx.state, reservation, &gateway, account, cx.client, &number, &bound_to).await? {
         Ok(sent) => {
             let progress = Progress { stage: cx.stage.stage_id, device: device.id, nonce, sent };
             keep(cx, Some(&progress));
