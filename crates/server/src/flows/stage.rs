@@ -195,6 +195,25 @@ impl StageContext<'_> {
         *self.account = Some(account);
     }
 
+    /// What this stage kept in the run (such as a code it sent), under the stage's id: `None`
+    /// when it kept nothing, or kept something this version cannot read.
+    pub fn stage_state<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.context.extra.get(&self.state_key())?.clone()).ok()
+    }
+
+    /// Keeps `state` in the run for this stage, or forgets what it kept with `None`.
+    pub fn set_stage_state<T: Serialize>(&mut self, state: Option<&T>) {
+        let key = self.state_key();
+        match state.and_then(|state| serde_json::to_value(state).ok()) {
+            Some(value) => self.context.extra.insert(key, value),
+            None => self.context.extra.remove(&key),
+        };
+    }
+
+    fn state_key(&self) -> String {
+        format!("stage:{}", self.stage.stage_id)
+    }
+
     /// The stage's settings as their typed form. Stored settings were parsed on the way in, so a
     /// failure here means the row was changed behind the API's back.
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T> {

@@ -175,31 +175,33 @@ pub async fn parse_stage_settings(
     };
     for reference in kind.references() {
         let Some(value) = parsed.get(reference.field).filter(|v| !v.is_null()) else { continue };
-        let target = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
-        let exists = match target {
-            Some(id) => find_stage(db, tenant, id, Some(reference.target_kind)).await?.is_some(),
-            None => false,
-        };
-        if !exists {
-            let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-            errors.add(reference.field, missing_pk(shown));
-        }
+        check_reference(db, tenant, reference, value, errors).await?;
     }
     for reference in kind.list_references() {
-        let ids = parsed.get(reference.field).and_then(Value::as_array).cloned().unwrap_or_default();
-        for value in ids {
-            let target = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
-            let exists = match target {
-                Some(id) => find_stage(db, tenant, id, Some(reference.target_kind)).await?.is_some(),
-                None => false,
-            };
-            if !exists {
-                let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-                errors.add(reference.field, missing_pk(shown));
-            }
+        for value in parsed.get(reference.field).and_then(Value::as_array).into_iter().flatten() {
+            check_reference(db, tenant, reference, value, errors).await?;
         }
     }
     Ok(parsed)
+}
+
+/// Adds an error on the reference's field unless `value` names a stage of its target kind.
+async fn check_reference(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    reference: &StageReference,
+    value: &Value,
+    errors: &mut FieldErrors,
+) -> Result<()> {
+    let exists = match value.as_str().and_then(|v| Uuid::parse_str(v).ok()) {
+        Some(id) => find_stage(db, tenant, id, Some(reference.target_kind)).await?.is_some(),
+        None => false,
+    };
+    if !exists {
+        let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+        errors.add(reference.field, missing_pk(shown));
+    }
+    Ok(())
 }
 
 async fn check_name_free(

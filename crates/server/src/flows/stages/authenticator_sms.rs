@@ -17,13 +17,9 @@ use crate::mfa::delivery::{self, Checked, Destination};
 use crate::mfa::devices::{self, NUMBER_UNAVAILABLE};
 use crate::mfa::sms::{self, SmsStageSettings, WRITE_ONLY_SETTINGS};
 
-/// Where the stage keeps its progress in the run's context.
-const CONTEXT_KEY: &str = "authenticator_sms";
-
-/// A code sent in this run: to which number, for which stage, and what binds it to the run.
+/// A code this stage sent in this run: to which number, and the nonce that binds it to the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
-    stage: uuid::Uuid,
     number: String,
     nonce: String,
     sent: SentCode,
@@ -32,18 +28,6 @@ struct Progress {
 /// What a setup code is bound to: this stage, account and number, and a nonce kept in this run.
 fn binding(stage: uuid::Uuid, account: i64, nonce: &str, number: &str) -> String {
     format!("sms-setup:{stage}:{account}:{nonce}:{number}")
-}
-
-fn progress(cx: &StageContext<'_>) -> Option<Progress> {
-    let progress: Progress = serde_json::from_value(cx.context.extra.get(CONTEXT_KEY)?.clone()).ok()?;
-    (progress.stage == cx.stage.stage_id).then_some(progress)
-}
-
-fn keep(cx: &mut StageContext<'_>, progress: Option<&Progress>) {
-    match progress.and_then(|p| serde_json::to_value(p).ok()) {
-        Some(value) => cx.context.extra.insert(CONTEXT_KEY.to_owned(), value),
-        None => cx.context.extra.remove(CONTEXT_KEY),
-    };
 }
 
 const INVALID_NUMBER: &str = "Enter the phone number in international format, with + and the country code, e.g. +41 44 668 18 00.";
@@ -85,7 +69,7 @@ impl StageKind for AuthenticatorSms {
         if cx.context.pending_user.is_none() && cx.current.is_none() {
             return Ok(Step::Denied("No pending user.".into()));
         }
-        Ok(Step::Challenge(self.prompt(cx, progress(cx).is_none())))
+        Ok(Step::Challenge(self.prompt(cx, cx.stage_state::<Progress>().is_none())))
     }
 
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
@@ -95,15 +79,15 @@ impl StageKind for AuthenticatorSms {
         };
         let code = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty());
         let number = text_field(response, "phone_number").map(str::trim).filter(|n| !n.is_empty());
-        match (progress(cx), code, number) {
+        match (cx.stage_state::<Progress>(), code, number) {
             (Some(mut progress), Some(code), _) => {
                 if code.len() > 64 {
                     return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
                 }
-                let binding = binding(progress.stage, account.id, &progress.nonce, &progress.number);
+                let binding = binding(cx.stage.stage_id, account.id, &progress.nonce, &progress.number);
                 match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
                     Checked::Right => {
-                        keep(cx, None);
+                        cx.set_stage_state::<Progress>(None);
                         let parsed = PhoneNumber::parse(&progress.number)
                             .map_err(|_| crate::error::Error::internal("a kept number no longer parses"))?;
                         let stored = sms::stored_number(&cx.state.secret, &parsed, settings.verify_only);
@@ -115,7 +99,7 @@ impl StageKind for AuthenticatorSms {
                         }
                     }
                     Checked::Refused { message, new_code_needed } => {
-                        keep(cx, (!new_code_needed).then_some(&progress));
+                        cx.set_stage_state((!new_code_needed).then_some(&progress));
                         Ok(Step::Invalid(FieldErrors::single("code", message)))
                     }
                 }
@@ -133,15 +117,15 @@ impl StageKind for AuthenticatorSms {
                 let forms = sms::stored_forms(&cx.state.secret, &parsed);
                 if devices::number_taken(&cx.state.db, cx.state, cx.stage.stage_id, &forms).await? {
                     drop(reservation);
-                    keep(cx, None);
+                    cx.set_stage_state::<Progress>(None);
                     return Ok(Step::Invalid(FieldErrors::single("phone_number", NUMBER_UNAVAILABLE)));
                 }
                 let nonce = crate::secret::random_token(16);
                 let bound_to = binding(cx.stage.stage_id, account.id, &nonce, parsed.as_str());
                 match delivery::send_sms_code(cx.state, reservation, &settings, &account, cx.client, &parsed, &bound_to).await? {
                     Ok(sent) => {
-                        let progress = Progress { stage: cx.stage.stage_id, number: parsed.as_str().to_owned(), nonce, sent };
-                        keep(cx, Some(&progress));
+                        let progress = Progress { number: parsed.as_str().to_owned(), nonce, sent };
+                        cx.set_stage_state(Some(&progress));
                         Ok(Step::Challenge(self.prompt(cx, false)))
                     }
                     Err(message) => Ok(Step::Invalid(FieldErrors::single("phone_number", message))),

@@ -20,9 +20,6 @@ use crate::mfa::devices;
 use crate::mfa::entities::sms_device;
 use crate::mfa::sms::SmsStageSettings;
 
-/// Where the stage keeps its progress in the run's context.
-const CONTEXT_KEY: &str = "authenticator_validate";
-
 /// What to do with someone who has no device of the allowed classes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,10 +85,9 @@ impl Default for ValidateSettings {
     }
 }
 
-/// A code sent in this run: to which device, and what binds it to the run.
+/// A code this stage sent in this run: to which device, and the nonce that binds it to the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
-    stage: Uuid,
     device: i64,
     nonce: String,
     sent: SentCode,
@@ -100,18 +96,6 @@ struct Progress {
 /// What a code is bound to: this stage, account and device, and a nonce kept in this run only.
 fn binding(stage: Uuid, user: i64, device: i64, nonce: &str) -> String {
     format!("sms-validate:{stage}:{user}:{device}:{nonce}")
-}
-
-fn progress(cx: &StageContext<'_>) -> Option<Progress> {
-    let progress: Progress = serde_json::from_value(cx.context.extra.get(CONTEXT_KEY)?.clone()).ok()?;
-    (progress.stage == cx.stage.stage_id).then_some(progress)
-}
-
-fn keep(cx: &mut StageContext<'_>, progress: Option<&Progress>) {
-    match progress.and_then(|p| serde_json::to_value(p).ok()) {
-        Some(value) => cx.context.extra.insert(CONTEXT_KEY.to_owned(), value),
-        None => cx.context.extra.remove(CONTEXT_KEY),
-    };
 }
 
 /// What the stage says to someone without a device on a `deny` stage.
@@ -194,7 +178,7 @@ impl StageKind for AuthenticatorValidate {
         if phones.is_empty() {
             return not_configured(cx, &settings, None).await;
         }
-        Ok(Step::Challenge(prompt(cx, &phones, progress(cx).is_some())))
+        Ok(Step::Challenge(prompt(cx, &phones, cx.stage_state::<Progress>().is_some())))
     }
 
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
@@ -207,24 +191,24 @@ impl StageKind for AuthenticatorValidate {
             return not_configured(cx, &settings, text_field(response, "selected_stage")).await;
         }
         let code = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty());
-        if let (Some(mut progress), Some(code)) = (progress(cx), code) {
+        if let (Some(mut progress), Some(code)) = (cx.stage_state::<Progress>(), code) {
             let Some(device) = phones.iter().find(|d| d.id == progress.device) else {
-                keep(cx, None);
+                cx.set_stage_state::<Progress>(None);
                 return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, "That device is gone; choose another.")));
             };
             if code.len() > 64 {
                 return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
             }
-            let binding = binding(progress.stage, account.id, progress.device, &progress.nonce);
+            let binding = binding(cx.stage.stage_id, account.id, progress.device, &progress.nonce);
             return match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
                 Checked::Right => {
-                    keep(cx, None);
+                    cx.set_stage_state::<Progress>(None);
                     devices::mark_used(cx.state, device).await?;
                     cx.record_factor(FactorKind::Sms);
                     Ok(Step::Passed)
                 }
                 Checked::Refused { message, new_code_needed } => {
-                    keep(cx, (!new_code_needed).then_some(&progress));
+                    cx.set_stage_state((!new_code_needed).then_some(&progress));
                     Ok(Step::Invalid(FieldErrors::single("code", message)))
                 }
             };
@@ -250,7 +234,9 @@ impl StageKind for AuthenticatorValidate {
             Some(_) => return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered."))),
             // A code was sent and the answer carries none: asking again is a new selection, never
             // an empty answer.
-            None if progress(cx).is_some() => return Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
+            None if cx.stage_state::<Progress>().is_some() => {
+                return Ok(Step::Invalid(FieldErrors::single("code", "This field is required.")));
+            }
             None if code.is_some() => return Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first."))),
             // A page cannot choose: the phone used last (or enrolled first) gets the code.
             None => phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id))).unwrap_or(&phones[0]),
@@ -287,8 +273,8 @@ async fn send_to(
     let bound_to = binding(cx.stage.stage_id, account.id, device.id, &nonce);
     match delivery::send_sms_code(cx.state, reservation, &gateway, account, cx.client, &number, &bound_to).await? {
         Ok(sent) => {
-            let progress = Progress { stage: cx.stage.stage_id, device: device.id, nonce, sent };
-            keep(cx, Some(&progress));
+            let progress = Progress { device: device.id, nonce, sent };
+            cx.set_stage_state(Some(&progress));
             Ok(Step::Challenge(prompt(cx, phones, true)))
         }
         Err(message) => Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
