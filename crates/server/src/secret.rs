@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -88,6 +88,41 @@ impl ServerSecret {
     /// purpose never match another, as lower-case hex.
     pub fn digest(&self, purpose: &str, data: &[u8]) -> String {
         hex::encode(self.mac(purpose, data))
+    }
+
+    /// Encrypts `plain` with AES-256-GCM under a key derived from this secret for `purpose`,
+    /// bound to `bound_to` (a row's identity): base64 of a fresh nonce and the ciphertext. A
+    /// copied database without the secret reveals nothing, and a sealed value moved to another
+    /// row or purpose does not open.
+    pub fn seal(&self, purpose: &str, bound_to: &[u8], plain: &[u8]) -> crate::error::Result<String> {
+        use aes_gcm::aead::{Aead, Payload};
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher(purpose)
+            .encrypt(aes_gcm::Nonce::from_slice(&nonce), Payload { msg: plain, aad: bound_to })
+            .map_err(|_| crate::error::Error::internal("sealing failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        Ok(STANDARD_NO_PAD.encode(out))
+    }
+
+    /// Decrypts what [`ServerSecret::seal`] produced for the same purpose and row.
+    pub fn open(&self, purpose: &str, bound_to: &[u8], sealed: &str) -> crate::error::Result<Vec<u8>> {
+        use aes_gcm::aead::{Aead, Payload};
+        let bytes = STANDARD_NO_PAD.decode(sealed).map_err(|_| crate::error::Error::internal("a sealed value is not base64"))?;
+        if bytes.len() < 12 + 16 {
+            return Err(crate::error::Error::internal("a sealed value is too short"));
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        self.cipher(purpose)
+            .decrypt(aes_gcm::Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: bound_to })
+            .map_err(|_| crate::error::Error::internal("a sealed value does not open with this server secret"))
+    }
+
+    fn cipher(&self, purpose: &str) -> aes_gcm::Aes256Gcm {
+        use aes_gcm::KeyInit;
+        aes_gcm::Aes256Gcm::new(&self.mac(purpose, b"").into())
     }
 
     /// Raw HMAC bytes, see [`ServerSecret::digest`].

@@ -160,6 +160,47 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "smsdevice",
         "SMS Device",
         "authentik Stages.Authenticator.SMS",
+    ),    (
+        "authentik_stages_authenticator_totp.view_totpdevice",
+        "Can view TOTP Device",
+        "totpdevice",
+        "TOTP Device",
+        "authentik Stages.Authenticator.TOTP",
+    ),
+    (
+        "authentik_stages_authenticator_totp.change_totpdevice",
+        "Can change TOTP Device",
+        "totpdevice",
+        "TOTP Device",
+        "authentik Stages.Authenticator.TOTP",
+    ),
+    (
+        "authentik_stages_authenticator_totp.delete_totpdevice",
+        "Can delete TOTP Device",
+        "totpdevice",
+        "TOTP Device",
+        "authentik Stages.Authenticator.TOTP",
+    ),
+    (
+        "authentik_stages_authenticator_static.view_staticdevice",
+        "Can view Static Device",
+        "staticdevice",
+        "Static Device",
+        "authentik Stages.Authenticator.Static",
+    ),
+    (
+        "authentik_stages_authenticator_static.change_staticdevice",
+        "Can change Static Device",
+        "staticdevice",
+        "Static Device",
+        "authentik Stages.Authenticator.Static",
+    ),
+    (
+        "authentik_stages_authenticator_static.delete_staticdevice",
+        "Can delete Static Device",
+        "staticdevice",
+        "Static Device",
+        "authentik Stages.Authenticator.Static",
     ),
 ];
 
@@ -254,6 +295,12 @@ pub mod names {
     pub const VIEW_SMS_DEVICE: &str = "authentik_stages_authenticator_sms.view_smsdevice";
     pub const CHANGE_SMS_DEVICE: &str = "authentik_stages_authenticator_sms.change_smsdevice";
     pub const DELETE_SMS_DEVICE: &str = "authentik_stages_authenticator_sms.delete_smsdevice";
+    pub const VIEW_TOTP_DEVICE: &str = "authentik_stages_authenticator_totp.view_totpdevice";
+    pub const CHANGE_TOTP_DEVICE: &str = "authentik_stages_authenticator_totp.change_totpdevice";
+    pub const DELETE_TOTP_DEVICE: &str = "authentik_stages_authenticator_totp.delete_totpdevice";
+    pub const VIEW_STATIC_DEVICE: &str = "authentik_stages_authenticator_static.view_staticdevice";
+    pub const CHANGE_STATIC_DEVICE: &str = "authentik_stages_authenticator_static.change_staticdevice";
+    pub const DELETE_STATIC_DEVICE: &str = "authentik_stages_authenticator_static.delete_staticdevice";
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(IdentifierForms),
             Box::new(Installation),
             Box::new(SmsDevices),
+            Box::new(OtpDevices),
         ]
     }
 }
@@ -818,5 +819,80 @@ impl MigrationTrait for SmsDevices {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("sms_devices").to_owned()).await
+    }
+}
+
+/// Authenticator apps (TOTP) and recovery codes, with the recovery codes' digests.
+struct OtpDevices;
+
+impl MigrationName for OtpDevices {
+    fn name(&self) -> &str {
+        "m0008_otp_devices"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OtpDevices {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("otp_devices")
+                    .col(big_pk_auto("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("user_id"))
+                    .col(uuid("stage_id"))
+                    .col(string_len("kind", 16))
+                    .col(string_len("name", 64))
+                    .col(text_null("secret_sealed"))
+                    .col(integer("digits"))
+                    .col(big_integer("last_step"))
+                    .col(boolean("confirmed"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .col(timestamp_with_time_zone_null("last_used"))
+                    .foreign_key(&mut tenant_fk("otp_devices"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_otp_devices_user")
+                            .from("otp_devices", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_otp_devices_stage")
+                            .from("otp_devices", "stage_id")
+                            .to("stages", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("otp_devices", "ix_otp_devices_user", &["tenant_id", "user_id", "kind"], false)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("static_tokens")
+                    .col(big_pk_auto("id"))
+                    .col(big_integer("device_id"))
+                    .col(string_len("digest", 64))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_static_tokens_device")
+                            .from("static_tokens", "device_id")
+                            .to("otp_devices", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("static_tokens", "ix_static_tokens_device_digest", &["device_id", "digest"], false)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("static_tokens").to_owned()).await?;
+        manager.drop_table(Table::drop().table("otp_devices").to_owned()).await
     }
 }

@@ -16,6 +16,17 @@ pub enum FactorKind {
     AppPassword,
     /// A one-time code sent by text message to one of the account's phones.
     Sms,
+    /// A code of one of the account's authenticator apps.
+    Totp,
+    /// One of the account's recovery codes.
+    RecoveryCode,
+}
+
+impl FactorKind {
+    /// Whether this kind proves a device beside the password.
+    pub fn is_second_factor(self) -> bool {
+        matches!(self, FactorKind::Sms | FactorKind::Totp | FactorKind::RecoveryCode)
+    }
 }
 
 /// A factor verified in this run: what, for which account, by which stage, and when.

@@ -64,11 +64,11 @@ pub trait StageKind: Send + Sync + 'static {
     }
 }
 
-/// A settings field that names another stage, which must be of `target_kind`.
+/// A settings field that names another stage, which must be of one of `target_kinds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StageReference {
     pub field: &'static str,
-    pub target_kind: &'static str,
+    pub target_kinds: &'static [&'static str],
 }
 
 /// What a stage decided.
@@ -105,6 +105,10 @@ pub struct Form {
     pub submit: String,
     /// Links under the form: label and same-origin path.
     pub links: Vec<(String, String)>,
+    /// Text shown as a QR code above the inputs, such as an `otpauth://` address to scan.
+    pub qr_code: Option<String>,
+    /// Lines shown as a list in a fixed-width font, such as a key to type or recovery codes.
+    pub listing: Vec<String>,
 }
 
 /// One form input.
@@ -251,6 +255,8 @@ impl StageRegistry {
         registry.add(super::stages::user_logout::UserLogout);
         registry.add(super::stages::deny::Deny);
         registry.add(super::stages::authenticator_sms::AuthenticatorSms);
+        registry.add(super::stages::authenticator_totp::AuthenticatorTotp);
+        registry.add(super::stages::authenticator_static::AuthenticatorStatic);
         registry.add(super::stages::authenticator_validate::AuthenticatorValidate);
         registry
     }
@@ -279,7 +285,7 @@ impl StageRegistry {
     pub fn references_to<'a>(&'a self, target_kind: &'a str) -> impl Iterator<Item = (&'static str, &'static StageReference)> + 'a {
         self.kinds.values().flat_map(move |kind| {
             let holder = kind.kind();
-            kind.references().iter().filter(move |r| r.target_kind == target_kind).map(move |r| (holder, r))
+            kind.references().iter().filter(move |r| r.target_kinds.contains(&target_kind)).map(move |r| (holder, r))
         })
     }
 }
@@ -289,7 +295,7 @@ impl StageRegistry {
     pub fn list_references_to<'a>(&'a self, target_kind: &'a str) -> impl Iterator<Item = (&'static str, &'static StageReference)> + 'a {
         self.kinds.values().flat_map(move |kind| {
             let holder = kind.kind();
-            kind.list_references().iter().filter(move |r| r.target_kind == target_kind).map(move |r| (holder, r))
+            kind.list_references().iter().filter(move |r| r.target_kinds.contains(&target_kind)).map(move |r| (holder, r))
         })
     }
 }

@@ -194,7 +194,7 @@ async fn check_reference(
     errors: &mut FieldErrors,
 ) -> Result<()> {
     let exists = match value.as_str().and_then(|v| Uuid::parse_str(v).ok()) {
-        Some(id) => find_stage(db, tenant, id, Some(reference.target_kind)).await?.is_some(),
+        Some(id) => find_stage(db, tenant, id, None).await?.is_some_and(|stage| reference.target_kinds.contains(&stage.kind.as_str())),
         None => false,
     };
     if !exists {

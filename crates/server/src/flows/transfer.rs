@@ -586,10 +586,10 @@ impl Import<'_> {
                 continue;
             };
             match self.stage_named(target_name).await? {
-                Some(target) if target.kind == reference.target_kind => {
+                Some(target) if reference.target_kinds.contains(&target.kind.as_str()) => {
                     settings.insert(reference.field.to_owned(), json!(target.id));
                 }
-                _ => errors.add(reference.field, format!("There is no {} stage named \"{target_name}\".", reference.target_kind)),
+                _ => errors.add(reference.field, format!("There is no {} stage named \"{target_name}\".", reference.target_kinds.join(" or "))),
             }
         }
         errors.into_result()?;

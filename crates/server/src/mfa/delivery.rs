@@ -6,7 +6,7 @@
 use gatehouse_types::PhoneNumber;
 use serde_json::json;
 
-use super::codes::{Answer, SentCode};
+use super::codes::SentCode;
 use super::sms::{self, SmsStageSettings};
 use crate::accounts::entities::user;
 use crate::credentials::attempts::{self, Bucket, Reservation};
@@ -91,51 +91,6 @@ pub async fn send_sms_code(
                 .with("response", json!(mask_digit_runs(&failure.detail)));
             events::service::record(&state.db, state, event).await?;
             Ok(Err(COULD_NOT_SEND.to_owned()))
-        }
-    }
-}
-
-/// How an answer to a code went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checked {
-    Right,
-    /// Wrong, expired or spent: the message says which, and whether to ask for a new code.
-    Refused {
-        message: String,
-        new_code_needed: bool,
-    },
-}
-
-/// Judges `answer` to `sent` for `account`, counting a wrong answer toward the account's limit
-/// before comparing.
-pub async fn check_code(state: &AppState, account: &user::Model, sent: &mut SentCode, binding: &str, answer: &str) -> Result<Checked> {
-    let reservation = match attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
-        Ok(reservation) => reservation,
-        Err(Error::RateLimited { retry_after_secs }) => {
-            let message = format!("Too many wrong codes. {}", try_again_in(retry_after_secs));
-            return Ok(Checked::Refused { message, new_code_needed: false });
-        }
-        Err(other) => return Err(other),
-    };
-    match sent.answer(&state.secret, binding, answer, chrono::Utc::now()) {
-        Answer::Right => {
-            reservation.settle_success_now(&state.db).await?;
-            Ok(Checked::Right)
-        }
-        Answer::Wrong => {
-            drop(reservation);
-            Ok(Checked::Refused { message: "Code does not match.".into(), new_code_needed: false })
-        }
-        Answer::WrongAndSpent => {
-            drop(reservation);
-            Ok(Checked::Refused {
-                message: "Code does not match; too many wrong answers, so a new code is needed.".into(),
-                new_code_needed: true,
-            })
-        }
-        Answer::Expired => {
-            reservation.release(&state.db).await?;
-            Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true })
         }
     }
 }

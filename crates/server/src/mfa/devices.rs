@@ -79,18 +79,26 @@ pub async fn enrol_sms(state: &AppState, actor: &Actor, stage: Uuid, phone_numbe
     Ok(created)
 }
 
-/// Refuses unless `actor` may do what `permission` allows to `device` through `view`. Through
-/// [`View::Own`], someone else's device that `actor` may not even see is not found.
-async fn authorize(state: &AppState, actor: &Actor, view: View, device: &sms_device::Model, permission: &str) -> Result<()> {
-    if view == View::Own && actor.is(device.user_id) {
+/// Refuses unless `actor` may do what `permission` allows to a device of `owner` through `view`,
+/// where `view_permission` lets one see every device of its kind. Through [`View::Own`], someone
+/// else's device that `actor` may not even see is not found.
+pub(super) async fn authorize(
+    state: &AppState,
+    actor: &Actor,
+    view: View,
+    owner: i64,
+    view_permission: &str,
+    permission: &str,
+) -> Result<()> {
+    if view == View::Own && actor.is(owner) {
         return Ok(());
     }
-    if view == View::Own && !actor.rights.has(names::VIEW_SMS_DEVICE) {
+    if view == View::Own && !actor.rights.has(view_permission) {
         return Err(Error::NotFound);
     }
-    actor.require(names::VIEW_SMS_DEVICE)?;
+    actor.require(view_permission)?;
     actor.require(permission)?;
-    access::may_act_on(&state.db, state, actor, device.user_id).await
+    access::may_act_on(&state.db, state, actor, owner).await
 }
 
 async fn find(state: &AppState, id: i64) -> Result<sms_device::Model> {
@@ -155,14 +163,14 @@ async fn mask_numbers_beyond(state: &AppState, actor: &Actor, devices: &mut [sms
 /// The SMS device `id`, if `actor` may see it through `view`.
 pub async fn get_sms(state: &AppState, actor: &Actor, view: View, id: i64) -> Result<sms_device::Model> {
     let device = find(state, id).await?;
-    authorize(state, actor, view, &device, names::VIEW_SMS_DEVICE).await?;
+    authorize(state, actor, view, device.user_id, names::VIEW_SMS_DEVICE, names::VIEW_SMS_DEVICE).await?;
     Ok(device)
 }
 
 /// Renames the SMS device `id` (the only thing about a device that can change).
 pub async fn rename_sms(state: &AppState, actor: &Actor, view: View, id: i64, name: Option<String>) -> Result<sms_device::Model> {
     let before = find(state, id).await?;
-    authorize(state, actor, view, &before, names::CHANGE_SMS_DEVICE).await?;
+    authorize(state, actor, view, before.user_id, names::VIEW_SMS_DEVICE, names::CHANGE_SMS_DEVICE).await?;
     let Some(name) = name else { return Ok(before) };
     let name = parse_device_name(&name)?;
     let txn = crate::db::begin_write(&state.db).await?;
@@ -179,7 +187,7 @@ pub async fn rename_sms(state: &AppState, actor: &Actor, view: View, id: i64, na
 /// Removes the SMS device `id`.
 pub async fn delete_sms(state: &AppState, actor: &Actor, view: View, id: i64) -> Result<()> {
     let device = find(state, id).await?;
-    authorize(state, actor, view, &device, names::DELETE_SMS_DEVICE).await?;
+    authorize(state, actor, view, device.user_id, names::VIEW_SMS_DEVICE, names::DELETE_SMS_DEVICE).await?;
     let txn = crate::db::begin_write(&state.db).await?;
     sms_device::Entity::delete_by_id(device.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&device_ref(&device))).await?;
@@ -228,4 +236,13 @@ pub async fn mark_used(state: &AppState, device: &sms_device::Model) -> Result<(
     model.last_used = Set(Some(Utc::now()));
     model.update(&state.db).await?;
     Ok(())
+}
+
+/// Whether `user` has any device it can sign in with: a phone, an authenticator app, or a
+/// recovery code left.
+pub async fn has_sign_in_device(state: &AppState, user: i64) -> Result<bool> {
+    use super::otp_devices::{OtpKind, sign_in_devices as otp_sign_in_devices};
+    Ok(!sign_in_devices(state, user).await?.is_empty()
+        || !otp_sign_in_devices(state, user, OtpKind::Totp).await?.is_empty()
+        || !otp_sign_in_devices(state, user, OtpKind::Static).await?.is_empty())
 }

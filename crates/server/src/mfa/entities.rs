@@ -27,3 +27,55 @@ pub mod sms_device {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Authenticator apps and recovery-code sets, told apart by `kind`.
+pub mod otp_device {
+    use sea_orm::entity::prelude::*;
+
+    /// One authenticator app (`totp`: the sealed shared secret, its digits, and the last time
+    /// step a code was accepted for, so that no code is taken twice) or one set of recovery
+    /// codes (`static`: the codes are rows of `static_tokens`), of one account.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "otp_devices")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub tenant_id: Uuid,
+        pub user_id: i64,
+        pub stage_id: Uuid,
+        pub kind: String,
+        pub name: String,
+        pub secret_sealed: Option<String>,
+        pub digits: i32,
+        pub last_step: i64,
+        pub confirmed: bool,
+        pub created: DateTimeUtc,
+        pub last_updated: DateTimeUtc,
+        pub last_used: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Recovery codes not yet used, as keyed digests.
+pub mod static_token {
+    use sea_orm::entity::prelude::*;
+
+    /// One unused recovery code of a `static` device; using it deletes the row.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "static_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub device_id: i64,
+        pub digest: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

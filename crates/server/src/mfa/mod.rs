@@ -1,6 +1,6 @@
 //! Multi-factor authentication: the devices people prove themselves with beyond a password
-//! (phones that receive one-time codes by text message, so far), the codes, and the providers
-//! that deliver them. Flows use this domain through their authenticator stages; it never uses
+//! (phones that receive one-time codes by text message, authenticator apps, recovery codes), the
+//! codes, and the providers that deliver them. Flows use this domain through their authenticator stages; it never uses
 //! flows.
 
 pub mod api;
@@ -9,4 +9,8 @@ pub mod delivery;
 pub mod devices;
 pub mod entities;
 pub mod handlers;
+pub mod otp_devices;
+pub mod recovery;
 pub mod sms;
+pub mod totp;
+pub mod verify;

@@ -2,43 +2,21 @@
 //! to the token's uuid, so a copied database without the secret reveals no key and a sealed
 //! key moved to another row does not open.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
-use rand::RngCore;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::secret::ServerSecret;
 
-fn cipher(secret: &ServerSecret) -> Aes256Gcm {
-    let key = secret.mac("token-sealing-key", b"");
-    Aes256Gcm::new(&key.into())
-}
+const PURPOSE: &str = "token-sealing-key";
 
-/// Encrypts `key` for the token `token_uuid`: base64 of nonce and ciphertext.
+/// Encrypts `key` for the token `token_uuid`.
 pub fn seal(secret: &ServerSecret, token_uuid: Uuid, key: &str) -> Result<String> {
-    let mut nonce = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let sealed = cipher(secret)
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: key.as_bytes(), aad: token_uuid.as_bytes() })
-        .map_err(|_| Error::internal("sealing a key failed"))?;
-    let mut out = nonce.to_vec();
-    out.extend(sealed);
-    Ok(STANDARD_NO_PAD.encode(out))
+    secret.seal(PURPOSE, token_uuid.as_bytes(), key.as_bytes())
 }
 
 /// Decrypts what [`seal`] produced for the same token.
 pub fn open(secret: &ServerSecret, token_uuid: Uuid, sealed: &str) -> Result<String> {
-    let bytes = STANDARD_NO_PAD.decode(sealed).map_err(|_| Error::internal("a sealed key is not base64"))?;
-    if bytes.len() < 12 + 16 {
-        return Err(Error::internal("a sealed key is too short"));
-    }
-    let (nonce, ciphertext) = bytes.split_at(12);
-    let plain = cipher(secret)
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: token_uuid.as_bytes() })
-        .map_err(|_| Error::internal("a sealed key does not open with this server secret"))?;
+    let plain = secret.open(PURPOSE, token_uuid.as_bytes(), sealed)?;
     String::from_utf8(plain).map_err(|_| Error::internal("a sealed key is not text"))
 }
 

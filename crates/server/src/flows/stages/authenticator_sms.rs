@@ -6,14 +6,12 @@ use gatehouse_types::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::pending_user_fields;
-use crate::accounts::access::{Actor, Rights};
-use crate::accounts::entities::user;
+use super::{acting_for_itself, enrolling_account, pending_user_fields};
 use crate::error::{FieldErrors, Result};
-use crate::flows::factors::{FactorKind, verified_for};
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
-use crate::mfa::delivery::{self, Checked, Destination};
+use crate::mfa::delivery::{self, Destination};
+use crate::mfa::verify::{self, Candidates, Checked, SentAnswer};
 use crate::mfa::devices::{self, NUMBER_UNAVAILABLE};
 use crate::mfa::sms::{self, SmsStageSettings, WRITE_ONLY_SETTINGS};
 
@@ -85,13 +83,14 @@ impl StageKind for AuthenticatorSms {
                     return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
                 }
                 let binding = binding(cx.stage.stage_id, account.id, &progress.nonce, &progress.number);
-                match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
-                    Checked::Right => {
+                let candidates = Candidates { sms: Some(SentAnswer { sent: &mut progress.sent, binding: &binding }), ..Candidates::default() };
+                match verify::check_answer(cx.state, &account, code, candidates).await? {
+                    Checked::Right(_) => {
                         cx.set_stage_state::<Progress>(None);
                         let parsed = PhoneNumber::parse(&progress.number)
                             .map_err(|_| crate::error::Error::internal("a kept number no longer parses"))?;
                         let stored = sms::stored_number(&cx.state.secret, &parsed, settings.verify_only);
-                        let actor = Actor::user(account, Rights::default(), cx.client.clone(), None);
+                        let actor = acting_for_itself(cx, account);
                         match devices::enrol_sms(cx.state, &actor, cx.stage.stage_id, stored, "SMS Device".into()).await {
                             Ok(_) => Ok(Step::Passed),
                             Err(crate::error::Error::Validation(errors)) => Ok(Step::Invalid(errors)),
@@ -137,27 +136,6 @@ impl StageKind for AuthenticatorSms {
     }
 }
 
-/// Whose phone this is: the signed-in person, or an account identified in this run that proved
-/// a factor in it. An identified account that proved nothing gets no device (a flow with this
-/// stage before the password would let anyone enrol a phone on anyone's account), and one that
-/// proved only its password may enrol its first phone but not add another (the password alone
-/// would otherwise add a phone the second factor then trusts).
-async fn enrolling_account(cx: &mut StageContext<'_>) -> Result<Option<user::Model>> {
-    match (cx.context.pending_user, cx.current.clone()) {
-        (None, Some(current)) => Ok(Some(current.user.clone())),
-        (Some(id), Some(current)) if current.user.id == id => Ok(Some(current.user.clone())),
-        (Some(_), _) => {
-            let factors = cx.context.factors.clone();
-            let Some(account) = cx.pending_account().await?.filter(|a| verified_for(&factors, a.id, a.password_change_date)) else {
-                return Ok(None);
-            };
-            let proved_a_phone = factors.iter().any(|f| f.user == account.id && f.kind == FactorKind::Sms);
-            if proved_a_phone || devices::sign_in_devices(cx.state, account.id).await?.is_empty() { Ok(Some(account)) } else { Ok(None) }
-        }
-        (None, None) => Ok(None),
-    }
-}
-
 impl AuthenticatorSms {
     /// The question: the number while none was sent a code in this run, else the code.
     fn prompt(&self, cx: &StageContext<'_>, number_required: bool) -> Prompt {
@@ -189,6 +167,6 @@ impl AuthenticatorSms {
         } else {
             "Enter the code we sent to your phone.".to_owned()
         };
-        Prompt { fields, form: Form { intro: Some(intro), inputs: vec![input], submit: "Continue".into(), links: Vec::new() } }
+        Prompt { fields, form: Form { intro: Some(intro), inputs: vec![input], submit: "Continue".into(), links: Vec::new(), ..Form::default() } }
     }
 }

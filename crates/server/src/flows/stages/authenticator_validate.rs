@@ -1,6 +1,7 @@
 //! The authenticator validation stage: after the password, a person with a device proves they
-//! hold it (a code sent by text message to one of their phones). Without a device they are let
-//! through, refused, or sent to set one up, as the stage says.
+//! hold it (a code sent by text message to one of their phones, a code of their authenticator
+//! app, or one of their recovery codes). Without a device they are let through, refused, or sent
+//! to set one up, as the stage says.
 
 use gatehouse_types::{DurationString, PhoneNumber};
 use serde::{Deserialize, Serialize};
@@ -15,10 +16,12 @@ use crate::flows::model::InvalidResponseAction;
 use crate::flows::run::PlannedStage;
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, StageReference, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
-use crate::mfa::delivery::{self, Checked, Destination};
+use crate::mfa::delivery::{self, Destination};
 use crate::mfa::devices;
-use crate::mfa::entities::sms_device;
+use crate::mfa::entities::{otp_device, sms_device};
+use crate::mfa::otp_devices::{self, OtpKind};
 use crate::mfa::sms::SmsStageSettings;
+use crate::mfa::verify::{self, Candidates, Checked, Proof, SentAnswer};
 
 /// What to do with someone who has no device of the allowed classes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +36,8 @@ pub enum NotConfiguredAction {
     Configure,
 }
 
-/// authentik's device classes. Only `sms` is served so far; the others are refused in settings.
+/// authentik's device classes. `sms`, `totp` and `static` are served; the others are refused in
+/// settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceClass {
@@ -123,7 +127,7 @@ impl StageKind for AuthenticatorValidate {
     }
 
     fn list_references(&self) -> &'static [StageReference] {
-        &[StageReference { field: "configuration_stages", target_kind: "authenticator_sms" }]
+        &[StageReference { field: "configuration_stages", target_kinds: SETUP_KINDS }]
     }
 
     fn add_read_only_settings(&self, settings: &mut Map<String, Value>) {
@@ -137,9 +141,12 @@ impl StageKind for AuthenticatorValidate {
         if typed.device_classes.is_empty() {
             errors.add("device_classes", "Select at least one device class.");
         }
-        if let Some(class) = typed.device_classes.iter().find(|c| **c != DeviceClass::Sms) {
+        if let Some(class) = typed.device_classes.iter().find(|c| !SERVED_CLASSES.contains(c)) {
             let name = serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            errors.add("device_classes", format!("\"{name}\" devices are not supported by this server yet; only \"sms\" is."));
+            errors.add(
+                "device_classes",
+                format!("\"{name}\" devices are not supported by this server yet; \"sms\", \"totp\" and \"static\" are."),
+            );
         }
         if !typed.last_auth_threshold.to_std().is_zero() {
             errors.add("last_auth_threshold", "Only seconds=0 (always ask) is supported by this server yet.");
@@ -174,11 +181,12 @@ impl StageKind for AuthenticatorValidate {
             return Ok(Step::Denied("No pending user.".into()));
         };
         let settings: ValidateSettings = cx.settings()?;
-        let phones = devices::sign_in_devices(cx.state, account.id).await?;
-        if phones.is_empty() {
+        let devices = Devices::of(cx, account.id, &settings).await?;
+        if devices.is_empty() {
             return not_configured(cx, &settings, None).await;
         }
-        Ok(Step::Challenge(prompt(cx, &phones, cx.stage_state::<Progress>().is_some())))
+        let asking = if cx.stage_state::<Progress>().is_some() { Asking::SentCode } else { Asking::Any };
+        Ok(Step::Challenge(prompt(cx, &devices, asking)))
     }
 
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
@@ -186,62 +194,123 @@ impl StageKind for AuthenticatorValidate {
             return Ok(Step::Denied("No pending user.".into()));
         };
         let settings: ValidateSettings = cx.settings()?;
-        let phones = devices::sign_in_devices(cx.state, account.id).await?;
-        if phones.is_empty() {
+        let devices = Devices::of(cx, account.id, &settings).await?;
+        if devices.is_empty() {
             return not_configured(cx, &settings, text_field(response, "selected_stage")).await;
         }
-        let code = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty());
-        if let (Some(mut progress), Some(code)) = (cx.stage_state::<Progress>(), code) {
-            let Some(device) = phones.iter().find(|d| d.id == progress.device) else {
-                cx.set_stage_state::<Progress>(None);
-                return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, "That device is gone; choose another.")));
-            };
-            if code.len() > 64 {
-                return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
-            }
-            let binding = binding(cx.stage.stage_id, account.id, progress.device, &progress.nonce);
-            return match delivery::check_code(cx.state, &account, &mut progress.sent, &binding, code).await? {
-                Checked::Right => {
-                    cx.set_stage_state::<Progress>(None);
-                    devices::mark_used(cx.state, device).await?;
-                    cx.record_factor(FactorKind::Sms);
-                    Ok(Step::Passed)
-                }
-                Checked::Refused { message, new_code_needed } => {
-                    cx.set_stage_state((!new_code_needed).then_some(&progress));
-                    Ok(Step::Invalid(FieldErrors::single("code", message)))
-                }
-            };
+        if let Some(code) = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty()) {
+            return check_code(cx, &account, &devices, code).await;
         }
-        // Which phone: the one the client selected (by its id, never a number from the request),
-        // or the only one, when a page asks for a code.
-        let selected = match response.get("selected_challenge") {
+        // Which device: the one the client selected (by its id, never a number from the
+        // request), or, when a page asks for a code to be sent, the phone used last.
+        let offered = || Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered."));
+        match response.get("selected_challenge") {
             Some(Value::Object(challenge)) => {
-                if challenge.get("device_class").and_then(Value::as_str) != Some("sms") {
-                    return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered.")));
-                }
                 let uid = challenge.get("device_uid").and_then(Value::as_str).unwrap_or_default();
-                match phones.iter().find(|d| d.id.to_string() == uid) {
-                    Some(device) => device,
-                    None => {
-                        return Ok(Step::Invalid(FieldErrors::single(
-                            "selected_challenge",
-                            "Choose one of the device challenges offered.",
-                        )));
+                match challenge.get("device_class").and_then(Value::as_str) {
+                    Some("sms") => match devices.phones.iter().find(|d| d.id.to_string() == uid) {
+                        Some(phone) => send_to(cx, &account, phone, &devices).await,
+                        None => Ok(offered()),
+                    },
+                    // Nothing is sent for an app or a recovery code: the question is the code.
+                    Some("totp") if devices.apps.iter().any(|d| d.id.to_string() == uid) => {
+                        Ok(Step::Challenge(prompt(cx, &devices, Asking::Any)))
                     }
+                    Some("static") if devices.recovery.iter().any(|d| d.id.to_string() == uid) => {
+                        Ok(Step::Challenge(prompt(cx, &devices, Asking::Any)))
+                    }
+                    _ => Ok(offered()),
                 }
             }
-            Some(_) => return Ok(Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered."))),
+            Some(_) => Ok(offered()),
             // A code was sent and the answer carries none: asking again is a new selection, never
             // an empty answer.
-            None if cx.stage_state::<Progress>().is_some() => {
-                return Ok(Step::Invalid(FieldErrors::single("code", "This field is required.")));
+            None if cx.stage_state::<Progress>().is_some() => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
+            None => match devices.phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id))) {
+                Some(phone) => send_to(cx, &account, phone, &devices).await,
+                None => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
+            },
+        }
+    }
+}
+
+/// The setup stage kinds a validation stage can send someone to.
+const SETUP_KINDS: &[&str] = &["authenticator_sms", "authenticator_totp", "authenticator_static"];
+/// The device classes this server can check.
+const SERVED_CLASSES: &[DeviceClass] = &[DeviceClass::Sms, DeviceClass::Totp, DeviceClass::Static];
+
+/// The devices of the allowed classes a person can answer with.
+struct Devices {
+    phones: Vec<sms_device::Model>,
+    apps: Vec<otp_device::Model>,
+    recovery: Vec<otp_device::Model>,
+}
+
+impl Devices {
+    async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
+        let allowed = |class| settings.device_classes.contains(&class);
+        let phones = if allowed(DeviceClass::Sms) { devices::sign_in_devices(cx.state, user).await? } else { Vec::new() };
+        let apps =
+            if allowed(DeviceClass::Totp) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Totp).await? } else { Vec::new() };
+        let recovery =
+            if allowed(DeviceClass::Static) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Static).await? } else { Vec::new() };
+        Ok(Self { phones, apps, recovery })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.phones.is_empty() && self.apps.is_empty() && self.recovery.is_empty()
+    }
+
+    /// authentik's `device_challenges`: one per device.
+    fn challenges(&self) -> Vec<Value> {
+        let challenge = |class: &str, id: i64, last_used| json!({"device_class": class, "device_uid": id.to_string(), "challenge": {}, "last_used": last_used});
+        let phones = self.phones.iter().map(|d| challenge("sms", d.id, d.last_used));
+        let apps = self.apps.iter().map(|d| challenge("totp", d.id, d.last_used));
+        let recovery = self.recovery.iter().map(|d| challenge("static", d.id, d.last_used));
+        phones.chain(apps).chain(recovery).collect()
+    }
+}
+
+/// Checks a typed code against the code sent in this run (if any), the apps and the recovery
+/// codes.
+async fn check_code(cx: &mut StageContext<'_>, account: &user::Model, devices: &Devices, code: &str) -> Result<Step> {
+    let mut progress = cx.stage_state::<Progress>();
+    if progress.as_ref().is_some_and(|p| !devices.phones.iter().any(|d| d.id == p.device)) {
+        cx.set_stage_state::<Progress>(None);
+        progress = None;
+        if devices.apps.is_empty() && devices.recovery.is_empty() {
+            return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, "That device is gone; choose another.")));
+        }
+    }
+    if progress.is_none() && devices.apps.is_empty() && devices.recovery.is_empty() {
+        return Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first.")));
+    }
+    let bound_to = progress.as_ref().map(|p| binding(cx.stage.stage_id, account.id, p.device, &p.nonce));
+    let sms = progress.as_mut().zip(bound_to.as_deref()).map(|(p, binding)| SentAnswer { sent: &mut p.sent, binding });
+    let candidates = Candidates { sms, totp: &devices.apps, recovery: &devices.recovery };
+    match verify::check_answer(cx.state, account, code, candidates).await? {
+        Checked::Right(proof) => {
+            let sent_to = progress.map(|p| p.device);
+            cx.set_stage_state::<Progress>(None);
+            let factor = match proof {
+                Proof::Sms => {
+                    if let Some(phone) = devices.phones.iter().find(|d| Some(d.id) == sent_to) {
+                        devices::mark_used(cx.state, phone).await?;
+                    }
+                    FactorKind::Sms
+                }
+                Proof::Totp(_) => FactorKind::Totp,
+                Proof::RecoveryCode(_) => FactorKind::RecoveryCode,
+            };
+            cx.record_factor(factor);
+            Ok(Step::Passed)
+        }
+        Checked::Refused { message, new_code_needed } => {
+            if let Some(progress) = progress {
+                cx.set_stage_state((!new_code_needed).then_some(&progress));
             }
-            None if code.is_some() => return Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first."))),
-            // A page cannot choose: the phone used last (or enrolled first) gets the code.
-            None => phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id))).unwrap_or(&phones[0]),
-        };
-        send_to(cx, &account, selected, &phones).await
+            Ok(Step::Invalid(FieldErrors::single("code", message)))
+        }
     }
 }
 
@@ -253,12 +322,7 @@ async fn proven_account(cx: &mut StageContext<'_>) -> Result<Option<user::Model>
 }
 
 /// Sends a code to `device` through the provider of the stage that enrolled it.
-async fn send_to(
-    cx: &mut StageContext<'_>,
-    account: &user::Model,
-    device: &sms_device::Model,
-    phones: &[sms_device::Model],
-) -> Result<Step> {
+async fn send_to(cx: &mut StageContext<'_>, account: &user::Model, device: &sms_device::Model, devices: &Devices) -> Result<Step> {
     let gateway = crate::flows::stage_service::find_stage(&cx.state.db, cx.state.tenant, device.stage_id, Some("authenticator_sms"))
         .await?
         .and_then(|stage| serde_json::from_value::<SmsStageSettings>(stage.settings).ok());
@@ -275,7 +339,7 @@ async fn send_to(
         Ok(sent) => {
             let progress = Progress { device: device.id, nonce, sent };
             cx.set_stage_state(Some(&progress));
-            Ok(Step::Challenge(prompt(cx, phones, true)))
+            Ok(Step::Challenge(prompt(cx, devices, Asking::SentCode)))
         }
         Err(message) => Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
     }
@@ -292,7 +356,7 @@ async fn not_configured(cx: &mut StageContext<'_>, settings: &ValidateSettings, 
                 .configuration_stages
                 .iter()
                 .filter_map(|id| stages.get(id))
-                .filter(|stage| stage.kind == "authenticator_sms")
+                .filter(|stage| SETUP_KINDS.contains(&stage.kind.as_str()))
                 .cloned()
                 .collect();
             let chosen = match (usable.as_slice(), selected) {
@@ -307,7 +371,10 @@ async fn not_configured(cx: &mut StageContext<'_>, settings: &ValidateSettings, 
                     fields.insert("device_challenges".into(), json!([]));
                     let offered: Vec<Value> = several
                         .iter()
-                        .map(|s| json!({"pk": s.id, "name": s.name, "verbose_name": "SMS Authenticator Setup Stage", "meta_model_name": "authentik_stages_authenticator_sms.authenticatorsmsstage"}))
+                        .map(|s| {
+                            let kind = cx.state.stages.get(&s.kind);
+                            json!({"pk": s.id, "name": s.name, "verbose_name": kind.map(|k| k.verbose_name()), "meta_model_name": kind.map(|k| k.meta_model_name())})
+                        })
                         .collect();
                     fields.insert("configuration_stages".into(), json!(offered));
                     let form = Form {
@@ -315,6 +382,7 @@ async fn not_configured(cx: &mut StageContext<'_>, settings: &ValidateSettings, 
                         inputs: vec![text_input("selected_stage", "Setup stage", "off")],
                         submit: "Continue".into(),
                         links: vec![("Not you? Start again".into(), "/flows/-/cancel/".into())],
+                        ..Form::default()
                     };
                     return Ok(Step::Challenge(Prompt { fields, form }));
                 }
@@ -334,37 +402,58 @@ fn text_input(name: &'static str, label: &str, autocomplete: &'static str) -> In
     Input { name, label: label.into(), kind: InputKind::Text, autocomplete, value: String::new(), required: true, autofocus: true }
 }
 
-/// The question: which phone (a page sends a code to the only one), or the code once sent.
-fn prompt(cx: &StageContext<'_>, phones: &[sms_device::Model], code_sent: bool) -> Prompt {
+/// What the question asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asking {
+    /// The code sent by text message in this run.
+    SentCode,
+    /// Any code the person has (or, with phones only, whether to send one).
+    Any,
+}
+
+/// The question: the code sent, a code of an app or a recovery code, or whether to send a code.
+fn prompt(cx: &StageContext<'_>, devices: &Devices, asking: Asking) -> Prompt {
     let mut fields = pending_user_fields(cx);
-    let challenges: Vec<Value> = phones
-        .iter()
-        .map(|d| json!({"device_class": "sms", "device_uid": d.id.to_string(), "challenge": {}, "last_used": d.last_used}))
-        .collect();
-    fields.insert("device_challenges".into(), json!(challenges));
+    fields.insert("device_challenges".into(), json!(devices.challenges()));
     fields.insert("configuration_stages".into(), json!([]));
     let links = vec![("Not you? Start again".into(), "/flows/-/cancel/".into())];
-    let form = if code_sent {
-        Form {
+    let code_input = |required| Input {
+        name: "code",
+        label: "Code".into(),
+        kind: InputKind::Code,
+        autocomplete: "one-time-code",
+        value: String::new(),
+        required,
+        autofocus: true,
+    };
+    let form = match asking {
+        Asking::SentCode => Form {
             intro: Some("Enter the code we sent to your phone.".into()),
-            inputs: vec![Input {
-                name: "code",
-                label: "Code".into(),
-                kind: InputKind::Code,
-                autocomplete: "one-time-code",
-                value: String::new(),
-                required: true,
-                autofocus: true,
-            }],
+            inputs: vec![code_input(true)],
             submit: "Verify".into(),
             links,
-        }
-    } else {
-        Form {
+            ..Form::default()
+        },
+        Asking::Any if devices.apps.is_empty() && devices.recovery.is_empty() => Form {
             intro: Some("We will send a code to your phone by text message.".into()),
-            inputs: Vec::new(),
             submit: "Send code".into(),
             links,
+            ..Form::default()
+        },
+        Asking::Any => {
+            let source = match (devices.apps.is_empty(), devices.recovery.is_empty()) {
+                (false, false) => "Enter the code from your authenticator app, or one of your recovery codes",
+                (false, true) => "Enter the code from your authenticator app",
+                _ => "Enter one of your recovery codes",
+            };
+            let sms = if devices.phones.is_empty() { "." } else { ", or leave it empty to get a code by text message." };
+            Form {
+                intro: Some(format!("{source}{sms}")),
+                inputs: vec![code_input(devices.phones.is_empty())],
+                submit: "Verify".into(),
+                links,
+                ..Form::default()
+            }
         }
     };
     Prompt { fields, form }

@@ -94,7 +94,7 @@ impl StageKind for Identification {
 
     fn references(&self) -> &'static [StageReference] {
         // Captcha and WebAuthn stages are refused by the settings until those kinds exist.
-        &[StageReference { field: "password_stage", target_kind: "password" }]
+        &[StageReference { field: "password_stage", target_kinds: &["password"] }]
     }
 
     fn parse_settings(&self, settings: Map<String, Value>) -> Result<Value, FieldErrors> {
@@ -158,7 +158,7 @@ impl StageKind for Identification {
         fields.insert("enable_remember_me".into(), json!(settings.enable_remember_me));
         fields.insert("passkey_challenge".into(), Value::Null);
         let submit = if password_fields { "Log in" } else { "Continue" };
-        Ok(Step::Challenge(Prompt { fields, form: Form { intro: None, inputs, submit: submit.into(), links: Vec::new() } }))
+        Ok(Step::Challenge(Prompt { fields, form: Form { intro: None, inputs, submit: submit.into(), links: Vec::new(), ..Form::default() } }))
     }
 
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {

@@ -1,6 +1,8 @@
 //! The stage kinds Gatehouse ships. Each owns its settings and its question.
 
 pub mod authenticator_sms;
+pub mod authenticator_static;
+pub mod authenticator_totp;
 pub mod authenticator_validate;
 pub mod deny;
 pub mod identification;
@@ -10,7 +12,11 @@ pub mod user_logout;
 
 use serde_json::{Map, Value, json};
 
+use super::factors::verified_for;
 use super::stage::StageContext;
+use crate::accounts::access::{Actor, Rights};
+use crate::accounts::entities::user;
+use crate::error::Result;
 
 /// `pending_user` and `pending_user_avatar`, the challenge fields that say who is signing in.
 /// They repeat what the person typed, so they look the same whether or not the account exists.
@@ -28,6 +34,36 @@ pub fn pending_user_text(cx: &StageContext<'_>) -> String {
         (None, Some(current)) => current.user.username.clone(),
         (None, None) => String::new(),
     }
+}
+
+/// Whose authenticator a setup stage enrols: the signed-in person, or an account identified in
+/// this run that proved a factor in it. An identified account that proved nothing gets no device
+/// (a flow with a setup stage before the password would let anyone add a device to anyone's
+/// account), and one that proved only its password may set up its first device but not add
+/// another (the password alone would otherwise add a device the second factor then trusts).
+pub async fn enrolling_account(cx: &mut StageContext<'_>) -> Result<Option<user::Model>> {
+    match (cx.context.pending_user, cx.current.clone()) {
+        (None, Some(current)) => Ok(Some(current.user.clone())),
+        (Some(id), Some(current)) if current.user.id == id => Ok(Some(current.user.clone())),
+        (Some(_), _) => {
+            let factors = cx.context.factors.clone();
+            let Some(account) = cx.pending_account().await?.filter(|a| verified_for(&factors, a.id, a.password_change_date)) else {
+                return Ok(None);
+            };
+            let proved_second_factor = factors.iter().any(|f| f.user == account.id && f.kind.is_second_factor());
+            if proved_second_factor || !crate::mfa::devices::has_sign_in_device(cx.state, account.id).await? {
+                Ok(Some(account))
+            } else {
+                Ok(None)
+            }
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `account` acting for itself in a setup stage: it holds no rights there beyond its own devices.
+pub fn acting_for_itself(cx: &StageContext<'_>, account: user::Model) -> Actor {
+    Actor::user(account, Rights::default(), cx.client.clone(), None)
 }
 
 #[cfg(test)]

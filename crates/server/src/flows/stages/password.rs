@@ -133,6 +133,7 @@ impl StageKind for PasswordStage {
             }],
             submit: "Sign in".into(),
             links: vec![("Not you? Start again".into(), "/flows/-/cancel/".into())],
+            ..Form::default()
         };
         Ok(Step::Challenge(Prompt { fields, form }))
     }

@@ -150,6 +150,7 @@ impl StageKind for UserLogin {
             }],
             submit: "Continue".into(),
             links: Vec::new(),
+            ..Form::default()
         };
         Ok(Step::Challenge(Prompt { fields, form }))
     }

@@ -1,0 +1,151 @@
+//! Judging a code typed at sign-in or during setup, whatever device it is from: a code sent by
+//! text message, an authenticator app's code, or a recovery code. Every answer counts toward the
+//! account's limit on wrong codes, reserved before any comparison, so that concurrent guesses
+//! and other processes cannot slip past it; only a right answer gives the reservation back.
+
+use super::codes::{Answer, SentCode};
+use super::entities::otp_device;
+use super::otp_devices;
+use super::recovery;
+use super::totp::{Digits, TotpSecret, normalise_code};
+use crate::accounts::entities::user;
+use crate::credentials::attempts::{self, Bucket, Reservation};
+use crate::error::{Error, Result, try_again_in};
+use crate::state::AppState;
+
+/// What proved the answer right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// The code sent by text message.
+    Sms,
+    /// A code of the authenticator app with this id.
+    Totp(i64),
+    /// A recovery code of the set with this id.
+    RecoveryCode(i64),
+}
+
+/// How an answer went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    Right(Proof),
+    /// Wrong, expired, spent or replayed: the message says which, and whether a sent code must
+    /// be sent again.
+    Refused { message: String, new_code_needed: bool },
+}
+
+/// A code sent by text message in this run, and what it is bound to.
+pub struct SentAnswer<'a> {
+    pub sent: &'a mut SentCode,
+    pub binding: &'a str,
+}
+
+/// The devices an answer may come from.
+#[derive(Default)]
+pub struct Candidates<'a> {
+    pub sms: Option<SentAnswer<'a>>,
+    pub totp: &'a [otp_device::Model],
+    pub recovery: &'a [otp_device::Model],
+}
+
+/// The longest answer compared at all; longer ones are wrong without a comparison.
+const LONGEST_ANSWER: usize = 128;
+
+/// Counts one answer of `account` toward its limit; `Err(message)` when the limit is reached.
+async fn reserve_guess(state: &AppState, account: &user::Model) -> Result<std::result::Result<Reservation, String>> {
+    match attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
+        Ok(reservation) => Ok(Ok(reservation)),
+        Err(Error::RateLimited { retry_after_secs }) => Ok(Err(format!("Too many wrong codes. {}", try_again_in(retry_after_secs)))),
+        Err(other) => Err(other),
+    }
+}
+
+/// Judges `answer` of `account` against every candidate device.
+pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str, candidates: Candidates<'_>) -> Result<Checked> {
+    let reservation = match reserve_guess(state, account).await? {
+        Ok(reservation) => reservation,
+        Err(message) => return Ok(Checked::Refused { message, new_code_needed: false }),
+    };
+    let answer = answer.trim();
+    if answer.len() > LONGEST_ANSWER {
+        drop(reservation);
+        return Ok(wrong(false));
+    }
+    let mut sent_outcome = None;
+    if let Some(SentAnswer { sent, binding }) = candidates.sms {
+        let outcome = sent.answer(&state.secret, binding, answer, chrono::Utc::now());
+        if outcome == Answer::Right {
+            reservation.settle_success_now(&state.db).await?;
+            return Ok(Checked::Right(Proof::Sms));
+        }
+        sent_outcome = Some(outcome);
+    }
+    let mut replayed = false;
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    for device in candidates.totp {
+        let digits = Digits::from_count(device.digits);
+        let Some(code) = normalise_code(answer, digits) else { continue };
+        let Some(sealed) = device.secret_sealed.as_deref() else { continue };
+        let secret = TotpSecret::open(&state.secret, device.user_id, sealed)?;
+        if let Some(step) = secret.matching_step(digits, &code, now) {
+            if otp_devices::take_totp_step(state, device, step).await? {
+                reservation.settle_success_now(&state.db).await?;
+                return Ok(Checked::Right(Proof::Totp(device.id)));
+            }
+            replayed = true;
+        }
+    }
+    if !candidates.recovery.is_empty()
+        && let Some(code) = recovery::normalise(answer)
+        && let Some(device) = otp_devices::take_recovery_code(state, account.id, candidates.recovery, &code).await?
+    {
+        reservation.settle_success_now(&state.db).await?;
+        return Ok(Checked::Right(Proof::RecoveryCode(device)));
+    }
+    if sent_outcome == Some(Answer::Expired) && !replayed {
+        reservation.release(&state.db).await?;
+        return Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true });
+    }
+    // A wrong answer stays counted.
+    drop(reservation);
+    if replayed {
+        return Ok(Checked::Refused {
+            message: "This code was used already; wait for the next one from your app.".into(),
+            new_code_needed: false,
+        });
+    }
+    Ok(wrong(sent_outcome == Some(Answer::WrongAndSpent)))
+}
+
+fn wrong(spent: bool) -> Checked {
+    if spent {
+        Checked::Refused { message: "Code does not match; too many wrong answers, so a new code is needed.".into(), new_code_needed: true }
+    } else {
+        Checked::Refused { message: "Code does not match.".into(), new_code_needed: false }
+    }
+}
+
+/// Judges the first code of a new authenticator app during its setup, counted like any other
+/// answer: the time step it matched, or why not.
+pub async fn check_new_totp(
+    state: &AppState,
+    account: &user::Model,
+    secret: &TotpSecret,
+    digits: Digits,
+    answer: &str,
+) -> Result<std::result::Result<u64, String>> {
+    let reservation = match reserve_guess(state, account).await? {
+        Ok(reservation) => reservation,
+        Err(message) => return Ok(Err(message)),
+    };
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    match normalise_code(answer, digits).and_then(|code| secret.matching_step(digits, &code, now)) {
+        Some(step) => {
+            reservation.settle_success_now(&state.db).await?;
+            Ok(Ok(step))
+        }
+        None => {
+            drop(reservation);
+            Ok(Err("Code does not match.".into()))
+        }
+    }
+}
