@@ -160,7 +160,8 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "smsdevice",
         "SMS Device",
         "authentik Stages.Authenticator.SMS",
-    ),    (
+    ),
+    (
         "authentik_stages_authenticator_totp.view_totpdevice",
         "Can view TOTP Device",
         "totpdevice",

@@ -50,6 +50,18 @@ struct FlowPage {
     inputs: Vec<InputView>,
     submit: String,
     links: Vec<(String, String)>,
+    /// A QR code as inline SVG, drawn here from the stage's text.
+    qr_svg: Option<String>,
+    listing: Vec<String>,
+}
+
+/// `text` as a QR code in inline SVG: drawn on the server, so the page needs no script.
+fn qr_svg(text: &str) -> Result<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| Error::internal(format!("cannot draw a QR code: {e}")))?;
+    let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build();
+    // Inline in HTML, the XML declaration is not wanted.
+    let start = svg.find("<svg").ok_or_else(|| Error::internal("the QR code has no svg element"))?;
+    Ok(svg[start..].replacen("<svg", r#"<svg role="img" aria-label="QR code to scan with an authenticator app""#, 1))
 }
 
 fn action(slug: &str, next: Option<&str>) -> String {
@@ -94,6 +106,8 @@ fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) ->
                 inputs,
                 submit: form.submit,
                 links: form.links,
+                qr_svg: form.qr_code.as_deref().map(qr_svg).transpose()?,
+                listing: form.listing,
             };
             html(StatusCode::OK, &page)
         }

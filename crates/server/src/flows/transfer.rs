@@ -589,7 +589,8 @@ impl Import<'_> {
                 Some(target) if reference.target_kinds.contains(&target.kind.as_str()) => {
                     settings.insert(reference.field.to_owned(), json!(target.id));
                 }
-                _ => errors.add(reference.field, format!("There is no {} stage named \"{target_name}\".", reference.target_kinds.join(" or "))),
+                _ => errors
+                    .add(reference.field, format!("There is no {} stage named \"{target_name}\".", reference.target_kinds.join(" or "))),
             }
         }
         errors.into_result()?;

@@ -1,10 +1,12 @@
-//! The JSON shapes of devices, as authentik's `SMSDevice` and `Device`.
+//! The JSON shapes of devices, as authentik's `SMSDevice`, `TOTPDevice`, `StaticDevice` and
+//! `Device`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::entities::sms_device;
+use super::entities::{otp_device, sms_device};
+use super::otp_devices::OtpKind;
 use crate::accounts::api::PartialUser;
 
 /// authentik's `SMSDevice`.
@@ -28,7 +30,7 @@ impl SmsDeviceOut {
 /// authentik's `SMSDeviceRequest`: only the name can change.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SmsDeviceWrite {
+pub struct DeviceWrite {
     pub name: Option<String>,
 }
 
@@ -64,6 +66,72 @@ impl From<sms_device::Model> for DeviceOut {
             created: device.created,
             last_updated: device.last_updated,
             last_used: device.last_used,
+            external_id: None,
+        }
+    }
+}
+
+/// authentik's `TOTPDevice`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpDeviceOut {
+    pub name: String,
+    pub pk: i64,
+    pub user: PartialUser,
+}
+
+/// authentik's `StaticDeviceToken`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaticDeviceTokenOut {
+    pub token: String,
+}
+
+/// authentik's `StaticDevice`. `token_set` is always empty: codes are kept only as digests and
+/// shown once, by the setup stage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaticDeviceOut {
+    pub name: String,
+    pub token_set: Vec<StaticDeviceTokenOut>,
+    pub pk: i64,
+    pub user: PartialUser,
+}
+
+/// The representation of an authenticator app or recovery-code set, as its kind's model.
+pub trait OtpDeviceOut: Serialize + Send {
+    fn new(device: otp_device::Model, user: PartialUser) -> Self;
+}
+
+impl OtpDeviceOut for TotpDeviceOut {
+    fn new(device: otp_device::Model, user: PartialUser) -> Self {
+        Self { name: device.name, pk: device.id, user }
+    }
+}
+
+impl OtpDeviceOut for StaticDeviceOut {
+    fn new(device: otp_device::Model, user: PartialUser) -> Self {
+        Self { name: device.name, token_set: Vec::new(), pk: device.id, user }
+    }
+}
+
+impl From<otp_device::Model> for DeviceOut {
+    fn from(device: otp_device::Model) -> Self {
+        let totp = device.kind == OtpKind::Totp.as_str();
+        let (verbose_name, meta_model_name, device_type) = if totp {
+            ("TOTP Device", "authentik_stages_authenticator_totp.totpdevice", "authentik_stages_authenticator_totp.TOTPDevice")
+        } else {
+            ("Static Device", "authentik_stages_authenticator_static.staticdevice", "authentik_stages_authenticator_static.StaticDevice")
+        };
+        Self {
+            verbose_name: verbose_name.into(),
+            verbose_name_plural: format!("{verbose_name}s"),
+            meta_model_name: meta_model_name.into(),
+            pk: device.id.to_string(),
+            name: device.name,
+            device_type: device_type.into(),
+            confirmed: device.confirmed,
+            created: device.created,
+            last_updated: device.last_updated,
+            last_used: device.last_used,
+            extra_description: None,
             external_id: None,
         }
     }

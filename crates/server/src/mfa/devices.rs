@@ -195,15 +195,17 @@ pub async fn delete_sms(state: &AppState, actor: &Actor, view: View, id: i64) ->
     Ok(())
 }
 
-/// Every device of the caller, oldest first (`/authenticators/all/`).
-pub async fn own_devices(state: &AppState, actor: &Actor) -> Result<Vec<sms_device::Model>> {
+/// Every device of the caller (`/authenticators/all/`): the phones, then the authenticator
+/// apps and recovery-code sets, each oldest first.
+pub async fn own_devices(state: &AppState, actor: &Actor) -> Result<(Vec<sms_device::Model>, Vec<super::entities::otp_device::Model>)> {
     let Some(user) = &actor.user else { return Err(Error::PermissionDenied) };
-    Ok(sms_device::Entity::find()
+    let phones = sms_device::Entity::find()
         .filter(sms_device::Column::TenantId.eq(state.tenant.0))
         .filter(sms_device::Column::UserId.eq(user.id))
         .order_by_asc(sms_device::Column::Id)
         .all(&state.db)
-        .await?)
+        .await?;
+    Ok((phones, super::otp_devices::of_user(state, user.id).await?))
 }
 
 /// A device name: 1 to 64 characters after trimming.

@@ -182,7 +182,14 @@ pub async fn get(state: &AppState, actor: &Actor, kind: OtpKind, view: View, id:
 }
 
 /// Renames the `kind` device `id` (the only thing about a device that can change).
-pub async fn rename(state: &AppState, actor: &Actor, kind: OtpKind, view: View, id: i64, name: Option<String>) -> Result<otp_device::Model> {
+pub async fn rename(
+    state: &AppState,
+    actor: &Actor,
+    kind: OtpKind,
+    view: View,
+    id: i64,
+    name: Option<String>,
+) -> Result<otp_device::Model> {
     let before = find(state, kind, id).await?;
     authorize(state, actor, view, before.user_id, kind.view_permission(), kind.change_permission()).await?;
     let Some(name) = name else { return Ok(before) };

@@ -45,10 +45,8 @@ impl StaticStageSettings {
             errors.add("token_count", format!("Ensure this value is between 1 and {MAX_COUNT}."));
         }
         if !(MIN_LENGTH..=MAX_LENGTH).contains(&self.token_length) {
-            errors.add(
-                "token_length",
-                format!("Ensure this value is between {MIN_LENGTH} and {MAX_LENGTH}: shorter codes can be guessed."),
-            );
+            errors
+                .add("token_length", format!("Ensure this value is between {MIN_LENGTH} and {MAX_LENGTH}: shorter codes can be guessed."));
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -57,9 +55,7 @@ impl StaticStageSettings {
 /// `count` new codes of `length` characters from the operating system's CSPRNG.
 pub fn new_codes(count: u32, length: u32) -> Vec<String> {
     let mut rng = rand::rngs::OsRng;
-    (0..count)
-        .map(|_| (0..length).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect())
-        .collect()
+    (0..count).map(|_| (0..length).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect()).collect()
 }
 
 /// A code as typed: lower case, without the spaces and dashes people add; `None` when it holds

@@ -86,16 +86,8 @@ impl TotpSecret {
     fn totp(&self, digits: Digits, issuer: &str, account: &str) -> Result<totp_rs::TOTP> {
         // The otpauth label separates issuer and account with a colon, so neither may hold one.
         let clean = |text: &str| text.replace(':', " ");
-        totp_rs::TOTP::new(
-            totp_rs::Algorithm::SHA1,
-            digits.count(),
-            1,
-            STEP_SECONDS,
-            self.0.clone(),
-            Some(clean(issuer)),
-            clean(account),
-        )
-        .map_err(|e| Error::internal(format!("TOTP parameters refused: {e}")))
+        totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, digits.count(), 1, STEP_SECONDS, self.0.clone(), Some(clean(issuer)), clean(account))
+            .map_err(|e| Error::internal(format!("TOTP parameters refused: {e}")))
     }
 
     /// The `otpauth://totp/…` address an authenticator app scans.

@@ -30,7 +30,10 @@ pub enum Checked {
     Right(Proof),
     /// Wrong, expired, spent or replayed: the message says which, and whether a sent code must
     /// be sent again.
-    Refused { message: String, new_code_needed: bool },
+    Refused {
+        message: String,
+        new_code_needed: bool,
+    },
 }
 
 /// A code sent by text message in this run, and what it is bound to.

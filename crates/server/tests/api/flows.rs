@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::{FLOW_COOKIE, PASSWORD, SESSION_COOKIE, TestApp, json};
 
-const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
+pub(crate) const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
 
 /// A client that keeps cookies the way a browser does (by name, removed at `Max-Age=0`).
 pub(crate) struct Browser<'a> {

@@ -7,6 +7,7 @@
 mod support;
 
 mod access;
+mod authenticators;
 mod cli;
 mod escalation;
 mod events;

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode as AxumStatus, Uri};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::flows::{Browser, events};
+use crate::flows::{Browser, SIGN_IN, events};
 use crate::support::*;
 
 /// One request the provider received.
@@ -85,7 +85,7 @@ async fn sms_setup_flow(app: &TestApp, admin: &Session, slug: &str, settings: Va
     stage
 }
 
-fn executor(slug: &str) -> String {
+pub(crate) fn executor(slug: &str) -> String {
     format!("/api/v3/flows/executor/{slug}/")
 }
 
@@ -98,7 +98,7 @@ async fn spawn_with_provider() -> (TestApp, FakeProvider, Session) {
     (app, provider, admin)
 }
 
-fn errors(challenge: &Value, field: &str) -> String {
+pub(crate) fn errors(challenge: &Value, field: &str) -> String {
     challenge["response_errors"][field].to_string()
 }
 
@@ -516,11 +516,9 @@ async fn a_phone_cannot_be_enrolled_on_an_account_that_was_only_identified() {
     assert_eq!(devices["pagination"]["count"], 0);
 }
 
-const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-flow/";
-
 /// A validation stage with `settings`, bound into the default authentication flow after the
 /// password.
-async fn require_mfa(app: &TestApp, admin: &Session, settings: Value) {
+pub(crate) async fn require_mfa(app: &TestApp, admin: &Session, settings: Value) {
     let mut body = json!({"name": "mfa-validation"});
     body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
     let (status, stage) = json(app.post(admin, "/api/v3/stages/authenticator/validate/", body).await).await;
@@ -532,7 +530,7 @@ async fn require_mfa(app: &TestApp, admin: &Session, settings: Value) {
 }
 
 /// Identification and password through the default flow; returns the challenge after them.
-async fn password_step(browser: &mut Browser<'_>, email: &str) -> Value {
+pub(crate) async fn password_step(browser: &mut Browser<'_>, email: &str) -> Value {
     browser.get(SIGN_IN).await;
     browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": email})).await;
     let (_, next) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
@@ -684,7 +682,8 @@ async fn enrolled_verify_only(app: &TestApp, provider: &FakeProvider, email: &st
 async fn validation_settings_refuse_what_is_not_served() {
     let (app, _provider, admin) = spawn_with_provider().await;
     for (settings, field) in [
-        (json!({"device_classes": ["totp"]}), "device_classes"),
+        (json!({"device_classes": ["webauthn"]}), "device_classes"),
+        (json!({"device_classes": ["email"]}), "device_classes"),
         (json!({"device_classes": []}), "device_classes"),
         (json!({"device_classes": ["carrier-pigeon"]}), "device_classes"),
         (json!({"last_auth_threshold": "hours=12"}), "last_auth_threshold"),

@@ -11,9 +11,9 @@ use crate::error::{FieldErrors, Result};
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
 use crate::mfa::delivery::{self, Destination};
-use crate::mfa::verify::{self, Candidates, Checked, SentAnswer};
 use crate::mfa::devices::{self, NUMBER_UNAVAILABLE};
 use crate::mfa::sms::{self, SmsStageSettings, WRITE_ONLY_SETTINGS};
+use crate::mfa::verify::{self, Candidates, Checked, SentAnswer};
 
 /// A code this stage sent in this run: to which number, and the nonce that binds it to the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,7 +83,8 @@ impl StageKind for AuthenticatorSms {
                     return Ok(Step::Invalid(FieldErrors::single("code", "Code does not match.")));
                 }
                 let binding = binding(cx.stage.stage_id, account.id, &progress.nonce, &progress.number);
-                let candidates = Candidates { sms: Some(SentAnswer { sent: &mut progress.sent, binding: &binding }), ..Candidates::default() };
+                let candidates =
+                    Candidates { sms: Some(SentAnswer { sent: &mut progress.sent, binding: &binding }), ..Candidates::default() };
                 match verify::check_answer(cx.state, &account, code, candidates).await? {
                     Checked::Right(_) => {
                         cx.set_stage_state::<Progress>(None);
@@ -167,6 +168,9 @@ impl AuthenticatorSms {
         } else {
             "Enter the code we sent to your phone.".to_owned()
         };
-        Prompt { fields, form: Form { intro: Some(intro), inputs: vec![input], submit: "Continue".into(), links: Vec::new(), ..Form::default() } }
+        Prompt {
+            fields,
+            form: Form { intro: Some(intro), inputs: vec![input], submit: "Continue".into(), links: Vec::new(), ..Form::default() },
+        }
     }
 }

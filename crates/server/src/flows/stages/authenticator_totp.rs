@@ -69,8 +69,7 @@ impl StageKind for AuthenticatorTotp {
         let key: Vec<String> = secret.base32().as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
         let form = Form {
             intro: Some(
-                "Scan this QR code with your authenticator app, or type the key below into it, then enter the code the app shows."
-                    .into(),
+                "Scan this QR code with your authenticator app, or type the key below into it, then enter the code the app shows.".into(),
             ),
             inputs: vec![Input {
                 name: "code",

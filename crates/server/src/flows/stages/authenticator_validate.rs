@@ -250,8 +250,7 @@ impl Devices {
     async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
         let allowed = |class| settings.device_classes.contains(&class);
         let phones = if allowed(DeviceClass::Sms) { devices::sign_in_devices(cx.state, user).await? } else { Vec::new() };
-        let apps =
-            if allowed(DeviceClass::Totp) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Totp).await? } else { Vec::new() };
+        let apps = if allowed(DeviceClass::Totp) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Totp).await? } else { Vec::new() };
         let recovery =
             if allowed(DeviceClass::Static) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Static).await? } else { Vec::new() };
         Ok(Self { phones, apps, recovery })

@@ -158,7 +158,10 @@ impl StageKind for Identification {
         fields.insert("enable_remember_me".into(), json!(settings.enable_remember_me));
         fields.insert("passkey_challenge".into(), Value::Null);
         let submit = if password_fields { "Log in" } else { "Continue" };
-        Ok(Step::Challenge(Prompt { fields, form: Form { intro: None, inputs, submit: submit.into(), links: Vec::new(), ..Form::default() } }))
+        Ok(Step::Challenge(Prompt {
+            fields,
+            form: Form { intro: None, inputs, submit: submit.into(), links: Vec::new(), ..Form::default() },
+        }))
     }
 
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {

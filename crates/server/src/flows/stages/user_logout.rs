@@ -43,7 +43,13 @@ impl StageKind for UserLogout {
         let who = if current.user.email.is_empty() { current.user.username.clone() } else { current.user.email.clone() };
         let mut fields = Map::new();
         fields.insert("pending_user".into(), Value::String(who.clone()));
-        let form = Form { intro: Some(format!("Sign out {who}?")), inputs: Vec::new(), submit: "Sign out".into(), links: Vec::new(), ..Form::default() };
+        let form = Form {
+            intro: Some(format!("Sign out {who}?")),
+            inputs: Vec::new(),
+            submit: "Sign out".into(),
+            links: Vec::new(),
+            ..Form::default()
+        };
         Ok(Step::Challenge(Prompt { fields, form }))
     }
 

@@ -1,0 +1,368 @@
+//! Authenticator apps (TOTP) and recovery codes: setting them up through their stages, signing
+//! in with them after the password, each code accepted once, and their device APIs. The app is
+//! played by `totp-rs` reading the `otpauth://` address the server hands out, as a phone's app
+//! would.
+
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use crate::flows::{Browser, SIGN_IN};
+use crate::mfa::{errors, executor, password_step, require_mfa};
+use crate::support::*;
+
+const VALIDATE: &str = "ak-stage-authenticator-validate";
+
+/// A setup stage of `kind` (`totp` or `static`) with `settings`, bound alone to a new
+/// configuration flow `slug`.
+pub(crate) async fn setup_flow(app: &TestApp, admin: &Session, slug: &str, kind: &str, settings: Value) -> Value {
+    let mut body = json!({"name": format!("{slug}-stage")});
+    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    let (status, stage) = json(app.post(admin, &format!("/api/v3/stages/authenticator/{kind}/"), body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    let flow = json!({"name": slug, "slug": slug, "title": "Set up", "designation": "stage_configuration", "authentication": "require_authenticated"});
+    let (status, flow) = json(app.post(admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{flow}");
+    let binding = json!({"target": flow["pk"], "stage": stage["pk"], "order": 0});
+    let (status, binding) = json(app.post(admin, "/api/v3/flows/bindings/", binding).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    stage
+}
+
+async fn spawn() -> (TestApp, Session) {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    (app, admin)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The app a person scanned the code into.
+struct App(totp_rs::TOTP);
+
+impl App {
+    fn scan(config_url: &str) -> Self {
+        let totp = totp_rs::TOTP::from_url(config_url).unwrap_or_else(|e| panic!("{config_url}: {e}"));
+        remember_secret(&totp.get_secret_base32());
+        Self(totp)
+    }
+    /// The code `steps` time steps from now.
+    fn code(&self, steps: i64) -> String {
+        self.0.generate(now().checked_add_signed(steps * 30).unwrap())
+    }
+}
+
+/// `email` sets up an authenticator app through the flow `slug` and confirms it.
+async fn set_up_app(app: &TestApp, email: &str, slug: &str) -> App {
+    let mut browser = Browser::new(app);
+    browser.sign_in(email, PASSWORD).await;
+    let (status, challenge) = browser.get(&executor(slug)).await;
+    assert_eq!((status, challenge["component"].as_str()), (StatusCode::OK, Some("ak-stage-authenticator-totp")), "{challenge}");
+    let authenticator = App::scan(challenge["config_url"].as_str().unwrap());
+    let (_, done) = browser.post(&executor(slug), json!({"component": "ak-stage-authenticator-totp", "code": authenticator.code(0)})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    authenticator
+}
+
+/// `email` sets up recovery codes through the flow `slug`; returns them.
+async fn set_up_codes(app: &TestApp, email: &str, slug: &str) -> Vec<String> {
+    set_up_codes_signing_in_with(app, email, slug, None).await
+}
+
+/// As [`set_up_codes`], answering the sign-in's validation stage with `second_factor`.
+async fn set_up_codes_signing_in_with(app: &TestApp, email: &str, slug: &str, second_factor: Option<&str>) -> Vec<String> {
+    let mut browser = Browser::new(app);
+    let signed_in = browser.sign_in(email, PASSWORD).await;
+    if let Some(code) = second_factor {
+        assert_eq!(signed_in["component"], VALIDATE, "{signed_in}");
+        let (_, done) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": code})).await;
+        assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    }
+    let (_, challenge) = browser.get(&executor(slug)).await;
+    assert_eq!(challenge["component"], "ak-stage-authenticator-static", "{challenge}");
+    let codes: Vec<String> = challenge["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    codes.iter().for_each(|code| remember_secret(code));
+    let (_, done) = browser.post(&executor(slug), json!({"component": "ak-stage-authenticator-static"})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    codes
+}
+
+/// Signs `email` in with the password, then answers the validation stage with `code`.
+async fn sign_in_with(app: &TestApp, email: &str, code: &str) -> (Value, StatusCode) {
+    let mut browser = Browser::new(app);
+    let asked = password_step(&mut browser, email).await;
+    assert_eq!(asked["component"], VALIDATE, "{asked}");
+    let (_, answer) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": code})).await;
+    (answer, browser.me().await)
+}
+
+#[tokio::test]
+async fn an_authenticator_app_is_set_up_with_a_code_and_each_code_signs_in_once() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({"digits": "6"})).await;
+    app.user("olga@example.com", |_| {}).await;
+
+    // Setting up: the same secret while the run lasts, a wrong code refused, the right one kept.
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let (_, first) = olga.get(&executor("app-setup")).await;
+    let (_, again) = olga.get(&executor("app-setup")).await;
+    assert_eq!(first["config_url"], again["config_url"], "reloading shows the code already scanned");
+    let url = first["config_url"].as_str().unwrap();
+    assert!(url.starts_with("otpauth://totp/Gatehouse:olga%40example.com?"), "{url}");
+    let authenticator = App::scan(url);
+    let wrong = if authenticator.code(0) == "000000" { "111111" } else { "000000" };
+    let (_, refused) = olga.post(&executor("app-setup"), json!({"component": "ak-stage-authenticator-totp", "code": wrong})).await;
+    assert!(errors(&refused, "code").contains("Code does not match"), "{refused}");
+    let (_, done) =
+        olga.post(&executor("app-setup"), json!({"component": "ak-stage-authenticator-totp", "code": authenticator.code(0)})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let (_, devices) = olga.get("/api/v3/authenticators/totp/").await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+    assert_eq!(devices["results"][0]["name"], "TOTP Device");
+    let device = devices["results"][0]["pk"].clone();
+    let stored =
+        gatehouse::mfa::entities::otp_device::Entity::find_by_id(device.as_i64().unwrap()).one(&app.state.db).await.unwrap().unwrap();
+    let sealed = stored.secret_sealed.unwrap();
+    assert!(!sealed.contains(&authenticator.0.get_secret_base32()), "the secret is kept sealed");
+
+    require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "deny"})).await;
+    let mut browser = Browser::new(&app);
+    let asked = password_step(&mut browser, "olga@example.com").await;
+    assert_eq!(asked["device_challenges"][0]["device_class"], "totp", "{asked}");
+    assert_eq!(asked["device_challenges"][0]["device_uid"], device.to_string());
+    // The code that confirmed the app was taken then, and does not sign in now.
+    let (_, replayed) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": authenticator.code(0)})).await;
+    assert!(errors(&replayed, "code").contains("used already"), "{replayed}");
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+    let next = authenticator.code(1);
+    let (_, done) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": next})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "the next step's code signs in: {done}");
+    assert_eq!(browser.me().await, StatusCode::OK);
+
+    // Once used, that code is refused in every other run.
+    let (answer, me) = sign_in_with(&app, "olga@example.com", &next).await;
+    assert!(errors(&answer, "code").contains("used already"), "{answer}");
+    assert_eq!(me, StatusCode::UNAUTHORIZED);
+    let (_, all) = olga.get("/api/v3/authenticators/all/").await;
+    let listed = all.as_array().unwrap().iter().find(|d| d["type"] == "authentik_stages_authenticator_totp.TOTPDevice").unwrap();
+    assert!(listed["last_used"].is_string(), "the use is noted: {all}");
+    assert_eq!(listed["meta_model_name"], "authentik_stages_authenticator_totp.totpdevice");
+}
+
+/// Two sign-ins with the same code at once: one gets in.
+#[tokio::test]
+async fn the_same_app_code_sent_twice_at_once_signs_in_once() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    let authenticator = set_up_app(&app, "olga@example.com", "app-setup").await;
+    require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "deny"})).await;
+    let mut first = Browser::new(&app);
+    let mut second = Browser::new(&app);
+    password_step(&mut first, "olga@example.com").await;
+    password_step(&mut second, "olga@example.com").await;
+    let code = authenticator.code(1);
+    let answer = json!({"component": VALIDATE, "code": code});
+    let ((_, one), (_, two)) = tokio::join!(first.post(SIGN_IN, answer.clone()), second.post(SIGN_IN, answer.clone()));
+    let signed_in = [&one, &two].iter().filter(|c| c["component"] == "xak-flow-redirect").count();
+    assert_eq!(signed_in, 1, "{one} {two}");
+}
+
+#[tokio::test]
+async fn recovery_codes_are_shown_until_saved_kept_as_digests_and_each_works_once() {
+    let (app, admin) = spawn().await;
+    let stage = setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    assert_eq!((stage["token_count"].as_i64(), stage["token_length"].as_i64()), (Some(10), Some(12)), "{stage}");
+    app.user("olga@example.com", |_| {}).await;
+
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let (_, shown) = olga.get(&executor("codes-setup")).await;
+    let (_, reloaded) = olga.get(&executor("codes-setup")).await;
+    assert_eq!(shown["codes"], reloaded["codes"], "the same codes until they are saved");
+    let codes: Vec<String> = shown["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    codes.iter().for_each(|code| remember_secret(code));
+    assert_eq!(codes.len(), 10);
+    assert!(codes.iter().all(|c| c.len() == 12 && !c.contains(['0', '1', 'i', 'l', 'o'])), "{codes:?}");
+    let (_, done) = olga.post(&executor("codes-setup"), json!({"component": "ak-stage-authenticator-static"})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let (_, devices) = olga.get("/api/v3/authenticators/static/").await;
+    assert_eq!(devices["results"][0]["token_set"], json!([]), "codes are never shown again: {devices}");
+    let kept = gatehouse::mfa::entities::static_token::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(kept.len(), 10);
+    assert!(kept.iter().all(|t| !codes.contains(&t.digest)), "only digests are kept");
+
+    require_mfa(&app, &admin, json!({"device_classes": ["static"], "not_configured_action": "deny"})).await;
+    // Typed as people type them: upper case, with a dash.
+    let typed = format!("{}-{}", codes[3][..6].to_uppercase(), &codes[3][6..]);
+    let (done, me) = sign_in_with(&app, "olga@example.com", &typed).await;
+    assert_eq!((done["component"].as_str(), me), (Some("xak-flow-redirect"), StatusCode::OK), "{done}");
+    let (again, me) = sign_in_with(&app, "olga@example.com", &codes[3]).await;
+    assert!(errors(&again, "code").contains("Code does not match"), "a code works once: {again}");
+    assert_eq!(me, StatusCode::UNAUTHORIZED);
+    assert_eq!(gatehouse::mfa::entities::static_token::Entity::find().all(&app.state.db).await.unwrap().len(), 9);
+
+    // Setting up again replaces the set: the old codes stop working.
+    let new_codes = set_up_codes_signing_in_with(&app, "olga@example.com", "codes-setup", Some(&codes[5])).await;
+    let (old, me) = sign_in_with(&app, "olga@example.com", &codes[4]).await;
+    assert!(errors(&old, "code").contains("Code does not match"), "{old}");
+    assert_eq!(me, StatusCode::UNAUTHORIZED);
+    let (fresh, me) = sign_in_with(&app, "olga@example.com", &new_codes[0]).await;
+    assert_eq!((fresh["component"].as_str(), me), (Some("xak-flow-redirect"), StatusCode::OK), "{fresh}");
+}
+
+#[tokio::test]
+async fn wrong_app_and_recovery_codes_count_toward_one_limit_per_account() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    let authenticator = set_up_app(&app, "olga@example.com", "app-setup").await;
+    let codes = set_up_codes(&app, "olga@example.com", "codes-setup").await;
+    require_mfa(&app, &admin, json!({"device_classes": ["totp", "static"], "not_configured_action": "deny"})).await;
+
+    let mut browser = Browser::new(&app);
+    let asked = password_step(&mut browser, "olga@example.com").await;
+    let classes: Vec<&str> = asked["device_challenges"].as_array().unwrap().iter().map(|c| c["device_class"].as_str().unwrap()).collect();
+    assert_eq!(classes, ["totp", "static"], "{asked}");
+    let wrong_app = if authenticator.code(1) == "000000" { "111111" } else { "000000" };
+    let mut refused = String::new();
+    for attempt in 0..40 {
+        let wrong = if attempt % 2 == 0 { wrong_app.to_owned() } else { "abcdefghjkmn".to_owned() };
+        let (_, answer) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": wrong})).await;
+        refused = errors(&answer, "code");
+        if refused.contains("Too many wrong codes") {
+            break;
+        }
+        app.state.clock.advance(chrono::TimeDelta::seconds(60));
+    }
+    assert!(refused.contains("Too many wrong codes"), "{refused}");
+    // Past the limit, even a right code waits, in this run and in a new one.
+    let (answer, me) = sign_in_with(&app, "olga@example.com", &codes[0]).await;
+    assert!(errors(&answer, "code").contains("Too many wrong codes"), "{answer}");
+    assert_eq!(me, StatusCode::UNAUTHORIZED);
+    assert_eq!(gatehouse::mfa::entities::static_token::Entity::find().all(&app.state.db).await.unwrap().len(), 10, "no code was used up");
+}
+
+#[tokio::test]
+async fn the_password_alone_does_not_add_an_app_to_an_account_that_has_recovery_codes() {
+    let (app, admin) = spawn().await;
+    let app_stage = setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    set_up_codes(&app, "olga@example.com", "codes-setup").await;
+    let flow = json!({"name": "password-then-app", "slug": "password-then-app", "title": "Sign in", "designation": "authentication"});
+    let (_, flow) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    for (name, order) in [("default-authentication-identification", 10), ("default-authentication-password", 20)] {
+        let (_, stages) = json(app.get(&admin, &format!("/api/v3/stages/all/?name={name}")).await).await;
+        let binding = json!({"target": flow["pk"], "stage": stages["results"][0]["pk"], "order": order});
+        assert_eq!(app.post(&admin, "/api/v3/flows/bindings/", binding).await.status(), StatusCode::CREATED);
+    }
+    let binding = json!({"target": flow["pk"], "stage": app_stage["pk"], "order": 30});
+    assert_eq!(app.post(&admin, "/api/v3/flows/bindings/", binding).await.status(), StatusCode::CREATED);
+    let mut browser = Browser::new(&app);
+    let path = executor("password-then-app");
+    browser.get(&path).await;
+    browser.post(&path, json!({"component": "ak-stage-identification", "uid_field": "olga@example.com"})).await;
+    let (_, answer) = browser.post(&path, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
+    let olga = app.sign_in("olga@example.com").await;
+    let (_, apps) = json(app.get(&olga, "/api/v3/authenticators/totp/").await).await;
+    assert_eq!(apps["pagination"]["count"], 0, "{apps}");
+}
+
+#[tokio::test]
+async fn app_and_recovery_devices_follow_the_access_rule_and_cannot_be_made_by_administrators() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
+    set_up_app(&app, "olga@example.com", "app-setup").await;
+    set_up_app(&app, "admin@example.com", "app-setup").await;
+    set_up_codes(&app, "olga@example.com", "codes-setup").await;
+    let olga = app.sign_in("olga@example.com").await;
+    let piet = app.sign_in("piet@example.com").await;
+    let (_, mine) = json(app.get(&olga, "/api/v3/authenticators/totp/").await).await;
+    let olga_app = mine["results"][0]["pk"].clone();
+    // The superuser sees everyone's through the same path; its own is the one it owns.
+    let (_, all) = json(app.get(&admin, "/api/v3/authenticators/totp/").await).await;
+    let admin_app = all["results"].as_array().unwrap().iter().find(|d| d["user"]["email"] == "admin@example.com").unwrap()["pk"].clone();
+    assert_ne!(admin_app, olga_app);
+
+    let (status, renamed) =
+        json(app.patch(&olga, &format!("/api/v3/authenticators/totp/{olga_app}/"), json!({"name": "Phone app"})).await).await;
+    assert_eq!((status, renamed["name"].as_str()), (StatusCode::OK, Some("Phone app")), "{renamed}");
+    assert_eq!(app.get(&piet, &format!("/api/v3/authenticators/totp/{olga_app}/")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.delete(&piet, &format!("/api/v3/authenticators/totp/{olga_app}/")).await.status(), StatusCode::NOT_FOUND);
+    assert_forbidden(app.get(&piet, "/api/v3/authenticators/admin/static/").await).await;
+    for kind in ["totp", "static"] {
+        let (status, refused) = json(app.post(&admin, &format!("/api/v3/authenticators/admin/{kind}/"), json!({"name": "x"})).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
+        assert!(refused["non_field_errors"].to_string().contains("set up by their owners"), "{refused}");
+    }
+
+    let helpdesk = app
+        .user_with(
+            "helpdesk@example.com",
+            &["authentik_stages_authenticator_totp.view_totpdevice", "authentik_stages_authenticator_totp.delete_totpdevice"],
+        )
+        .await;
+    let helpdesk = app.sign_in(&helpdesk.email).await;
+    let (_, listed) = json(app.get(&helpdesk, "/api/v3/authenticators/admin/totp/").await).await;
+    assert_eq!(listed["pagination"]["count"], 2, "{listed}");
+    assert_forbidden(app.get(&helpdesk, "/api/v3/authenticators/admin/static/").await).await;
+    assert_forbidden(app.patch(&helpdesk, &format!("/api/v3/authenticators/admin/totp/{olga_app}/"), json!({"name": "x"})).await).await;
+    assert_forbidden(app.delete(&helpdesk, &format!("/api/v3/authenticators/admin/totp/{admin_app}/")).await).await;
+    assert_eq!(app.delete(&helpdesk, &format!("/api/v3/authenticators/admin/totp/{olga_app}/")).await.status(), StatusCode::NO_CONTENT);
+    let (_, left) = json(app.get(&admin, "/api/v3/authenticators/admin/totp/").await).await;
+    assert_eq!(left["pagination"]["count"], 1, "{left}");
+    assert_eq!(left["results"][0]["pk"], admin_app);
+    // Her recovery codes stay, and she deletes them herself.
+    let (_, codes) = json(app.get(&olga, "/api/v3/authenticators/static/").await).await;
+    let set = codes["results"][0]["pk"].clone();
+    assert_eq!(app.delete(&olga, &format!("/api/v3/authenticators/static/{set}/")).await.status(), StatusCode::NO_CONTENT);
+    let tokens = gatehouse::mfa::entities::static_token::Entity::find()
+        .filter(sea_orm::ColumnTrait::eq(&gatehouse::mfa::entities::static_token::Column::DeviceId, set.as_i64().unwrap()))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(tokens.is_empty(), "the codes went with the set");
+}
+
+#[tokio::test]
+async fn setup_stage_settings_are_checked() {
+    let (app, admin) = spawn().await;
+    let (status, refused) = json(app.post(&admin, "/api/v3/stages/authenticator/totp/", json!({"name": "t", "digits": "7"})).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.get("digits").is_some(), "{refused}");
+    let (status, refused) =
+        json(app.post(&admin, "/api/v3/stages/authenticator/static/", json!({"name": "s", "token_length": 6, "token_count": 0})).await)
+            .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.get("token_length").is_some() && refused.get("token_count").is_some(), "{refused}");
+    let (status, stage) = json(app.post(&admin, "/api/v3/stages/authenticator/totp/", json!({"name": "t", "digits": "8"})).await).await;
+    assert_eq!((status, stage["digits"].as_str()), (StatusCode::CREATED, Some("8")), "{stage}");
+    assert_eq!(stage["component"], "ak-stage-authenticator-totp-form");
+    let (status, validate) = json(
+        app.post(&admin, "/api/v3/stages/authenticator/validate/", json!({"name": "v", "device_classes": ["totp", "static", "webauthn"]}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(validate["device_classes"].to_string().contains("webauthn"), "{validate}");
+    let (status, validate) = json(
+        app.post(
+            &admin,
+            "/api/v3/stages/authenticator/validate/",
+            json!({"name": "v", "device_classes": ["totp"], "not_configured_action": "configure", "configuration_stages": [stage["pk"]]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "a TOTP setup stage can be named: {validate}");
+}
