@@ -37,6 +37,7 @@ from http.cookies import SimpleCookie
 from typing import Any, Callable
 
 import pydantic
+import pyotp
 
 import authentik_client as ak
 from authentik_client.exceptions import ApiException, BadRequestException, ForbiddenException
@@ -1048,11 +1049,11 @@ def run_checks(checks: Checks) -> None:
 
         run("stages_authenticator_validate_create", validate_stage_create)
 
-        def validate_stage_refuses_totp():
+        def validate_stage_refuses_webauthn():
             expect_raises(BadRequestException, lambda: stages.stages_authenticator_validate_create(
-                ak.AuthenticatorValidateStageRequest(name=f"compat-{tag}-totp", device_classes=[ak.DeviceClassesEnum.TOTP])))
+                ak.AuthenticatorValidateStageRequest(name=f"compat-{tag}-webauthn", device_classes=[ak.DeviceClassesEnum.WEBAUTHN])))
 
-        run("stages_authenticator_validate_create (totp: BadRequestException)", validate_stage_refuses_totp)
+        run("stages_authenticator_validate_create (webauthn: BadRequestException)", validate_stage_refuses_webauthn)
 
         if validate_pk is not None:
             def validate_stage_read_and_destroy():
@@ -1080,6 +1081,8 @@ def run_checks(checks: Checks) -> None:
             expect(status_of(stages.stages_authenticator_sms_retrieve, sms_stage_pk) == 404, "stage still retrievable")
 
         run("stages_authenticator_sms_destroy", sms_stage_destroy)
+
+    otp_checks(checks, url, api_client, tag, email, password)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1122,6 +1125,190 @@ def run_checks(checks: Checks) -> None:
         raw(core.core_users_destroy, sa_pk)
         for remaining in raw_ok(core.core_groups_list, name=sa_name).get("results", []):
             raw(core.core_groups_destroy, remaining["pk"])
+
+
+def otp_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, email: str, password: str) -> None:
+    """Authenticator apps and recovery codes: their setup stages through the typed stage API, a
+    person setting both up through the flow executor (pyotp plays the app, reading the
+    otpauth:// address), signing in with an app code in a flow with a validation stage, and the
+    device APIs, own and admin."""
+    run = checks.run
+    stages = ak.StagesApi(api_client)
+    flows = ak.FlowsApi(api_client)
+    authenticators = ak.AuthenticatorsApi(api_client)
+    pks: dict[str, str] = {}
+
+    def totp_stage_create():
+        got = stages.stages_authenticator_totp_create(ak.AuthenticatorTOTPStageRequest(
+            name=f"compat-{tag}-totp", digits=ak.DigitsEnum.ENUM_6, friendly_name="Authenticator app"))
+        expect(got.component == "ak-stage-authenticator-totp-form", f"component {got.component!r}")
+        expect(got.digits == ak.DigitsEnum.ENUM_6, f"digits {got.digits!r}")
+        pks["totp"] = str(got.pk)
+
+    run("stages_authenticator_totp_create", totp_stage_create)
+
+    def static_stage_create():
+        got = stages.stages_authenticator_static_create(ak.AuthenticatorStaticStageRequest(
+            name=f"compat-{tag}-static", token_count=8, token_length=14))
+        expect(got.component == "ak-stage-authenticator-static-form", f"component {got.component!r}")
+        expect((got.token_count, got.token_length) == (8, 14), f"counts {got.token_count} {got.token_length}")
+        pks["static"] = str(got.pk)
+
+    run("stages_authenticator_static_create", static_stage_create)
+
+    def static_stage_refuses_short_codes():
+        expect_raises(BadRequestException, lambda: stages.stages_authenticator_static_create(
+            ak.AuthenticatorStaticStageRequest(name=f"compat-{tag}-short", token_length=4)))
+
+    run("stages_authenticator_static_create (token_length 4: BadRequestException)", static_stage_refuses_short_codes)
+    if "totp" not in pks or "static" not in pks:
+        return
+
+    def stages_read_and_update():
+        got = stages.stages_authenticator_totp_partial_update(pks["totp"], ak.PatchedAuthenticatorTOTPStageRequest(digits=ak.DigitsEnum.ENUM_8))
+        expect(got.digits == ak.DigitsEnum.ENUM_8, f"digits {got.digits!r}")
+        got = stages.stages_authenticator_totp_update(pks["totp"], ak.AuthenticatorTOTPStageRequest(name=f"compat-{tag}-totp", digits=ak.DigitsEnum.ENUM_6))
+        expect(got.digits == ak.DigitsEnum.ENUM_6, f"digits {got.digits!r}")
+        page = stages.stages_authenticator_totp_list(name=f"compat-{tag}-totp")
+        expect([str(s.pk) for s in page.results] == [pks["totp"]], f"listed {[s.pk for s in page.results]}")
+        got = stages.stages_authenticator_static_retrieve(pks["static"])
+        expect(got.token_count == 8, f"token_count {got.token_count}")
+        page = stages.stages_authenticator_static_list(name=f"compat-{tag}-static")
+        expect([str(s.pk) for s in page.results] == [pks["static"]], f"listed {[s.pk for s in page.results]}")
+
+    run("stages_authenticator_totp_partial_update, _update, _list and static _retrieve, _list", stages_read_and_update)
+
+    # A configuration flow with both setup stages, run by the created user.
+    setup_slug = f"compat-{tag}-setup"
+    raw_ok(flows.flows_instances_create, ak.FlowRequest(
+        name=setup_slug, slug=setup_slug, title="Set up", designation=ak.FlowDesignationEnum.STAGE_CONFIGURATION,
+        authentication=ak.AuthenticationEnum.REQUIRE_AUTHENTICATED))
+    flow_pk = raw_ok(flows.flows_instances_retrieve, setup_slug)["pk"]
+    for order, kind in enumerate(["totp", "static"]):
+        raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=flow_pk, stage=pks[kind], order=order))
+    person = sign_in_raw(url, email, password)
+    state: dict[str, Any] = {}
+
+    def setup_totp():
+        step = person.raw_step(person.flows.flows_executor_get, setup_slug, QUERY)
+        challenge = challenge_of(json.dumps(step).encode())
+        expect(isinstance(challenge, ak.AuthenticatorTOTPChallenge), f"challenge {type(challenge).__name__}")
+        app = pyotp.parse_uri(challenge.config_url)
+        state["app"] = app
+        answer = ak.FlowChallengeResponseRequest(ak.AuthenticatorTOTPChallengeResponseRequest(
+            component="ak-stage-authenticator-totp", code=app.now()))
+        state["after_totp"] = person.raw_step(person.flows.flows_executor_solve, setup_slug, QUERY, answer)
+
+    run("flows_executor (AuthenticatorTOTPChallenge, set up with pyotp)", setup_totp)
+
+    def setup_static():
+        step = state.get("after_totp") or {}
+        challenge = challenge_of(json.dumps(step).encode())
+        expect(isinstance(challenge, ak.AuthenticatorStaticChallenge), f"challenge {type(challenge).__name__}")
+        expect(len(challenge.codes) == 8 and all(len(c) == 14 for c in challenge.codes), f"{len(challenge.codes)} codes")
+        state["codes"] = challenge.codes
+        answer = ak.FlowChallengeResponseRequest(ak.AuthenticatorStaticChallengeResponseRequest(component="ak-stage-authenticator-static"))
+        done = person.raw_step(person.flows.flows_executor_solve, setup_slug, QUERY, answer)
+        expect(done.get("component") == "xak-flow-redirect", f"after the codes: {done.get('component')}")
+
+    run("flows_executor (AuthenticatorStaticChallenge)", setup_static)
+
+    own = ak.AuthenticatorsApi(person.api_client)
+
+    def own_devices():
+        apps = own.authenticators_totp_list()
+        expect(apps.pagination.count == 1 and apps.results[0].name == "TOTP Device", f"apps {[d.name for d in apps.results]}")
+        sets = own.authenticators_static_list()
+        expect(sets.pagination.count == 1 and sets.results[0].token_set == [], "the codes are listed again")
+        kinds = sorted(d.type for d in own.authenticators_all_list())
+        expect(kinds == ["authentik_stages_authenticator_static.StaticDevice", "authentik_stages_authenticator_totp.TOTPDevice"], f"all {kinds}")
+        state["app_pk"] = apps.results[0].pk
+        state["set_pk"] = sets.results[0].pk
+        got = own.authenticators_totp_partial_update(state["app_pk"], ak.PatchedTOTPDeviceRequest(name="Phone app"))
+        expect(got.name == "Phone app", f"renamed {got.name!r}")
+        got = own.authenticators_totp_retrieve(state["app_pk"])
+        expect(got.user.email == email, f"owner {got.user.email!r}")
+        expect(own.authenticators_static_used_by_list(state["set_pk"]) == [], "used by something")
+
+    run("authenticators_totp_list, _static_list, _all_list, _totp_partial_update, _retrieve, _static_used_by_list", own_devices)
+
+    # Signing in with the app in a flow whose validation stage asks for it.
+    signin_slug = f"compat-{tag}-mfa-signin"
+    validate = raw_ok(stages.stages_authenticator_validate_create, ak.AuthenticatorValidateStageRequest(
+        name=f"compat-{tag}-validate-otp", device_classes=[ak.DeviceClassesEnum.TOTP, ak.DeviceClassesEnum.STATIC],
+        not_configured_action=ak.NotConfiguredActionEnum.DENY))
+    raw_ok(flows.flows_instances_create, ak.FlowRequest(
+        name=signin_slug, slug=signin_slug, title="Sign in", designation=ak.FlowDesignationEnum.AUTHENTICATION))
+    signin_pk = raw_ok(flows.flows_instances_retrieve, signin_slug)["pk"]
+    for order, name in enumerate(["default-authentication-identification", "default-authentication-password"]):
+        stage_pk = raw_ok(stages.stages_all_list, name=name)["results"][0]["pk"]
+        raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=stage_pk, order=order))
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=validate["pk"], order=5))
+    login_pk = raw_ok(stages.stages_all_list, name="default-authentication-login")["results"][0]["pk"]
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=login_pk, order=10))
+
+    def sign_in_with_app():
+        browser = Browser(url)
+        browser.raw_step(browser.flows.flows_executor_get, signin_slug, QUERY)
+        browser.raw_step(browser.flows.flows_executor_solve, signin_slug, QUERY, challenge_request("ak-stage-identification", uid_field=email))
+        step = browser.raw_step(browser.flows.flows_executor_solve, signin_slug, QUERY, challenge_request("ak-stage-password", password=password))
+        challenge = challenge_of(json.dumps(step).encode())
+        expect(isinstance(challenge, ak.AuthenticatorValidationChallenge), f"challenge {type(challenge).__name__}")
+        classes = sorted(c.device_class for c in challenge.device_challenges)
+        expect(classes == [ak.DeviceClassesEnum.STATIC, ak.DeviceClassesEnum.TOTP], f"device classes {classes}")
+        app = state["app"]
+        # The setup took this step's code; the next step's is accepted too.
+        code = app.at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30))
+        answer = ak.FlowChallengeResponseRequest(ak.AuthenticatorValidationChallengeResponseRequest(component="ak-stage-authenticator-validate", code=code))
+        done = browser.raw_step(browser.flows.flows_executor_solve, signin_slug, QUERY, answer)
+        expect(done.get("component") == "xak-flow-redirect", f"after the code: {done.get('component')} {done.get('response_errors')}")
+        expect("gatehouse_session" in browser.cookies, "no session after the code")
+        again = sign_in_raw_until_validate(url, signin_slug, email, password)
+        replay = again.raw_step(again.flows.flows_executor_solve, signin_slug, QUERY, answer)
+        expect(replay.get("component") == "ak-stage-authenticator-validate", f"a used code signed in again: {replay.get('component')}")
+
+    if "app" in state:
+        run("flows_executor (AuthenticatorValidationChallenge, a pyotp code once)", sign_in_with_app)
+
+    def admin_devices():
+        listed = authenticators.authenticators_admin_totp_list(ordering="name")
+        expect(state.get("app_pk") in [d.pk for d in listed.results], f"admin list {[d.pk for d in listed.results]}")
+        got = authenticators.authenticators_admin_totp_retrieve(state["app_pk"])
+        expect(got.name == "Phone app", f"name {got.name!r}")
+        got = authenticators.authenticators_admin_totp_update(state["app_pk"], ak.TOTPDeviceRequest(name="Helpdesk renamed"))
+        expect(got.name == "Helpdesk renamed", f"name {got.name!r}")
+        got = authenticators.authenticators_admin_static_partial_update(state["set_pk"], ak.PatchedStaticDeviceRequest(name="Paper"))
+        expect(got.name == "Paper" and got.token_set == [], f"set {got.name!r}")
+        expect_raises(BadRequestException, lambda: authenticators.authenticators_admin_totp_create(ak.TOTPDeviceRequest(name="x")))
+        expect_raises(BadRequestException, lambda: authenticators.authenticators_admin_static_create(ak.StaticDeviceRequest(name="x")))
+        expect(authenticators.authenticators_admin_static_destroy(state["set_pk"]) is None, "returned something")
+        expect(status_of(authenticators.authenticators_admin_static_retrieve, state["set_pk"]) == 404, "set still retrievable")
+        expect(own.authenticators_totp_destroy(state["app_pk"]) is None, "returned something")
+        expect(own.authenticators_all_list() == [], "devices left")
+
+    if "app_pk" in state:
+        run("authenticators_admin_totp_list, _retrieve, _update, _admin_static_partial_update, _create (BadRequestException), _destroy", admin_devices)
+
+    for slug in [signin_slug, setup_slug]:
+        raw(flows.flows_instances_destroy, slug)
+    raw(stages.stages_all_destroy, validate["pk"])
+
+    def stages_destroy():
+        expect(stages.stages_authenticator_totp_destroy(pks["totp"]) is None, "returned something")
+        expect(stages.stages_authenticator_static_destroy(pks["static"]) is None, "returned something")
+        expect(status_of(stages.stages_authenticator_totp_retrieve, pks["totp"]) == 404, "stage still retrievable")
+
+    run("stages_authenticator_totp_destroy and _static_destroy", stages_destroy)
+
+
+def sign_in_raw_until_validate(url: str, slug: str, uid: str, password: str) -> Browser:
+    """Runs `slug` up to its validation stage: identification, then the password."""
+    browser = Browser(url)
+    browser.raw_step(browser.flows.flows_executor_get, slug, QUERY)
+    browser.raw_step(browser.flows.flows_executor_solve, slug, QUERY, challenge_request("ak-stage-identification", uid_field=uid))
+    step = browser.raw_step(browser.flows.flows_executor_solve, slug, QUERY, challenge_request("ak-stage-password", password=password))
+    expect(step.get("component") == "ak-stage-authenticator-validate", f"setup: {step.get('component')}")
+    return browser
 
 
 def main() -> int:
