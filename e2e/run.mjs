@@ -17,6 +17,7 @@ import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
+import * as OTPAuth from 'otpauth';
 
 const PASSWORD = 'correct horse battery staple 42';
 const bin = process.env.E2E_BIN;
@@ -406,21 +407,26 @@ async function startSmsProvider() {
   };
 }
 
+/** An API caller with a fresh superuser key, for tests that set up stages and flows. */
+async function adminApi(base, cli, who) {
+  await cli(['create-superuser', '--email', `${who}@example.com`, '--if-missing']);
+  const key = await cli(['token', 'create', '--user', `${who}@example.com`, '--identifier', `e2e-${who}`, '--expires-in', 'hours=1']);
+  return async (method, path, body) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    });
+    const answer = await response.json();
+    assert.ok(response.ok, `${method} ${path}: ${response.status} ${JSON.stringify(answer)}`);
+    return answer;
+  };
+}
+
 test('set up a phone on its flow page, then sign in with a code sent to it', async ({ base, screenshots, newPage, account, cli }) => {
   const provider = await startSmsProvider();
   try {
-    await cli(['create-superuser', '--email', 'sms-admin@example.com', '--if-missing']);
-    const key = await cli(['token', 'create', '--user', 'sms-admin@example.com', '--identifier', 'e2e-sms-admin', '--expires-in', 'hours=1']);
-    const api = async (method, path, body) => {
-      const response = await fetch(`${base}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: body && JSON.stringify(body),
-      });
-      const answer = await response.json();
-      assert.ok(response.ok, `${method} ${path}: ${response.status} ${JSON.stringify(answer)}`);
-      return answer;
-    };
+    const api = await adminApi(base, cli, 'sms-admin');
     const setup = await api('POST', '/api/v3/stages/authenticator/sms/', {
       name: 'e2e-phone-setup', provider: 'generic', account_sid: provider.url, from_number: 'Gatehouse', auth: 'e2e-webhook-token', auth_type: 'bearer',
     });
@@ -478,6 +484,72 @@ test('set up a phone on its flow page, then sign in with a code sent to it', asy
   } finally {
     await provider.close();
   }
+});
+
+test('set up an authenticator app and recovery codes from the user page, then sign in with each', async ({ base, screenshots, newPage, account, cli }) => {
+  const api = await adminApi(base, cli, 'otp-admin');
+  const app = await api('POST', '/api/v3/stages/authenticator/totp/', { name: 'e2e-app-setup', friendly_name: 'Authenticator app' });
+  const codes = await api('POST', '/api/v3/stages/authenticator/static/', { name: 'e2e-codes-setup' });
+  const flow = await api('POST', '/api/v3/flows/instances/', {
+    name: 'Set up an authenticator app', slug: 'e2e-app-setup', title: 'Set up an authenticator app', designation: 'stage_configuration', authentication: 'require_authenticated',
+  });
+  await api('POST', '/api/v3/flows/bindings/', { target: flow.pk, stage: app.pk, order: 0 });
+  await api('POST', '/api/v3/flows/bindings/', { target: flow.pk, stage: codes.pk, order: 1 });
+  await api('PATCH', `/api/v3/stages/authenticator/totp/${app.pk}/`, { configure_flow: flow.pk });
+  // People without an app or codes are let through, so the other tests' sign-ins are unchanged.
+  const validate = await api('POST', '/api/v3/stages/authenticator/validate/', { name: 'e2e-otp', device_classes: ['totp', 'static'], not_configured_action: 'skip' });
+  const flows = await api('GET', '/api/v3/flows/instances/?slug=default-authentication-flow');
+  await api('POST', '/api/v3/flows/bindings/', { target: flows.results[0].pk, stage: validate.pk, order: 31 });
+
+  const grace = await account('Grace Hopper');
+  const page = await newPage();
+  await signIn(page, base, grace.email, PASSWORD);
+  await page.waitForURL(`${base}/if/user/`);
+  await page.getByText('No authenticator is set up').waitFor();
+  await page.getByRole('link', { name: 'Set up: Authenticator app' }).click();
+  await page.waitForURL(`${base}/if/flow/e2e-app-setup/`);
+  await page.getByRole('img', { name: 'Scan with your authenticator app' }).waitFor();
+  const key = (await page.locator('ul.listing code').first().textContent()).replace(/\s/g, '');
+  const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(key), algorithm: 'SHA1', digits: 6, period: 30 });
+  if (screenshots) await page.screenshot({ path: join(screenshots, 'totp-setup.png') });
+  const code = page.getByLabel('Code');
+  assert.equal(await code.getAttribute('autocomplete'), 'one-time-code');
+  assert.equal(await code.getAttribute('inputmode'), 'numeric');
+  await code.fill(totp.generate() === '000000' ? '111111' : '000000');
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.getByText('Code does not match.').waitFor();
+  await page.getByLabel('Code').fill(totp.generate());
+  await page.getByRole('button', { name: 'Continue' }).click();
+
+  // The recovery codes, shown once.
+  await page.getByText('These are your recovery codes.').waitFor();
+  const recovery = await page.locator('ul.listing code').allTextContents();
+  assert.equal(recovery.length, 10);
+  if (screenshots) await page.screenshot({ path: join(screenshots, 'recovery-codes.png') });
+  await page.getByRole('button', { name: 'I have saved these codes' }).click();
+  await page.waitForURL(`${base}/if/user/`);
+  await page.getByText('Authenticator app · added').waitFor();
+  await page.getByText('Recovery codes · added').waitFor();
+
+  // A new browser: after the password, the app's code signs in (the next step's: setting up took this one).
+  const later = await newPage();
+  await signIn(later, base, grace.email, PASSWORD);
+  await later.getByText('Enter the code from your authenticator app, or one of your recovery codes.').waitFor();
+  if (screenshots) await later.screenshot({ path: join(screenshots, 'totp-code.png') });
+  await later.getByLabel('Code').fill(totp.generate({ timestamp: Date.now() + 30_000 }));
+  await later.getByRole('button', { name: 'Verify' }).click();
+  await later.waitForURL(`${base}/if/user/`);
+
+  // Another: a recovery code, typed in capitals with a dash, signs in once; then she removes the codes.
+  const lost = await newPage();
+  await signIn(lost, base, grace.email, PASSWORD);
+  await lost.getByLabel('Code').fill(`${recovery[0].slice(0, 6).toUpperCase()}-${recovery[0].slice(6)}`);
+  await lost.getByRole('button', { name: 'Verify' }).click();
+  await lost.waitForURL(`${base}/if/user/`);
+  await lost.getByRole('button', { name: 'Remove Static Token (Recovery codes)' }).click();
+  await lost.waitForURL(`${base}/if/user/`);
+  assert.equal(await lost.getByText('Recovery codes · added').count(), 0, 'the codes are gone');
+  await lost.getByText('Authenticator app · added').waitFor();
 });
 
 const server = await startServer();

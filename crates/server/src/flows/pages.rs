@@ -61,7 +61,7 @@ fn qr_svg(text: &str) -> Result<String> {
     let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build();
     // Inline in HTML, the XML declaration is not wanted.
     let start = svg.find("<svg").ok_or_else(|| Error::internal("the QR code has no svg element"))?;
-    Ok(svg[start..].replacen("<svg", r#"<svg role="img" aria-label="QR code to scan with an authenticator app""#, 1))
+    Ok(svg[start..].replacen("<svg", r#"<svg role="img" aria-label="Scan with your authenticator app""#, 1))
 }
 
 fn action(slug: &str, next: Option<&str>) -> String {

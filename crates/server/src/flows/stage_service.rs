@@ -443,3 +443,45 @@ async fn stages_naming(
     }
     Ok(out)
 }
+
+/// A way for a signed-in person to set up an authenticator: a setup stage's configuration flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupLink {
+    /// The stage's friendly name, or its kind's name.
+    pub label: String,
+    /// The configuration flow's slug.
+    pub flow_slug: String,
+}
+
+/// Every authenticator setup stage of the tenant that names a configuration flow, with that flow,
+/// by label. (authentik's user settings offer the same.)
+pub async fn authenticator_setup_links(state: &AppState) -> Result<Vec<SetupLink>> {
+    let stages = stage::Entity::find()
+        .filter(stage::Column::TenantId.eq(state.tenant.0))
+        .filter(stage::Column::Kind.is_in(["authenticator_sms", "authenticator_totp", "authenticator_static"]))
+        .all(&state.db)
+        .await?;
+    let configured: Vec<(stage::Model, Uuid)> = stages
+        .into_iter()
+        .filter_map(|s| {
+            let flow = s.settings.get("configure_flow").and_then(Value::as_str).and_then(|id| Uuid::parse_str(id).ok())?;
+            Some((s, flow))
+        })
+        .collect();
+    let flow_ids: Vec<Uuid> = configured.iter().map(|(_, flow)| *flow).collect();
+    let flows = flows_by_id(&state.db, state.tenant, &flow_ids).await?;
+    let mut links: Vec<SetupLink> = configured
+        .into_iter()
+        .filter_map(|(stage, flow)| {
+            let flow = flows.get(&flow)?;
+            let friendly = stage.settings.get("friendly_name").and_then(Value::as_str).filter(|n| !n.trim().is_empty());
+            let label = friendly
+                .map(str::to_owned)
+                .or_else(|| state.stages.get(&stage.kind).map(|k| k.verbose_name().replace(" Setup Stage", "")))?;
+            Some(SetupLink { label: format!("Set up: {label}"), flow_slug: flow.slug.clone() })
+        })
+        .collect();
+    links.sort_by(|a, b| a.label.cmp(&b.label));
+    links.dedup();
+    Ok(links)
+}

@@ -1,5 +1,5 @@
-//! `/if/user/`: the signed-in person's page: who they are and their sessions, each of which they
-//! can end.
+//! `/if/user/`: the signed-in person's page: who they are, their sessions, each of which they
+//! can end, and their authenticators, each of which they can remove, with links to set more up.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -9,10 +9,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use super::service;
+use crate::accounts::access::Actor;
 use crate::credentials::cache::AuthContext;
 use crate::error::{Error, Result};
+use crate::events::client::ClientInfo;
 use crate::http::auth::MaybeSignedIn;
 use crate::http::pages::{error_page, form_fields, html, see_other, sign_in_url};
+use crate::mfa::devices::View;
+use crate::mfa::otp_devices::OtpKind;
 use crate::state::AppState;
 
 /// One session as the page shows it.
@@ -25,6 +29,17 @@ pub struct SessionView {
     pub current: bool,
 }
 
+/// One authenticator as the page shows it.
+pub struct DeviceView {
+    /// `sms`, `totp` or `static`: the path segment of its removal form.
+    pub kind: &'static str,
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created: String,
+    pub last_used: String,
+}
+
 #[derive(Template)]
 #[template(path = "user.html")]
 struct UserPage {
@@ -33,6 +48,8 @@ struct UserPage {
     email: String,
     username: String,
     sessions: Vec<SessionView>,
+    devices: Vec<DeviceView>,
+    setup_links: Vec<(String, String)>,
     csrf: String,
     sign_out_href: String,
 }
@@ -74,6 +91,35 @@ async fn render(state: &AppState, current: &AuthContext) -> Result<Response> {
             current: Some(s.id) == current_id,
         })
         .collect();
+    let (phones, others) = crate::mfa::devices::own_devices(state, &actor_of(current, ClientInfo::default())).await?;
+    let last_used = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(format).unwrap_or_else(|| "never".into());
+    let mut devices: Vec<DeviceView> = phones
+        .into_iter()
+        .map(|d| DeviceView {
+            kind: "sms",
+            id: d.id,
+            description: format!("Text messages to {}", crate::mfa::sms::masked(&d.phone_number)),
+            name: d.name,
+            created: format(d.created),
+            last_used: last_used(d.last_used),
+        })
+        .collect();
+    devices.extend(others.into_iter().map(|d| {
+        let totp = d.kind == OtpKind::Totp.as_str();
+        DeviceView {
+            kind: if totp { "totp" } else { "static" },
+            id: d.id,
+            description: if totp { "Authenticator app".into() } else { "Recovery codes".into() },
+            name: d.name,
+            created: format(d.created),
+            last_used: last_used(d.last_used),
+        }
+    }));
+    let setup_links = crate::flows::stage_service::authenticator_setup_links(state)
+        .await?
+        .into_iter()
+        .map(|link| (link.label, format!("/if/flow/{}/", link.flow_slug)))
+        .collect();
     let csrf = current_id.map(|id| service::csrf_token(&state.secret, id)).unwrap_or_default();
     let page = UserPage {
         title: "Your account",
@@ -81,6 +127,8 @@ async fn render(state: &AppState, current: &AuthContext) -> Result<Response> {
         email: current.user.email.clone(),
         username: current.user.username.clone(),
         sessions,
+        devices,
+        setup_links,
         csrf,
         sign_out_href: format!("/if/flow/{}/", state.config.flows.invalidation_flow),
     };
@@ -133,6 +181,37 @@ pub async fn end_other_sessions(
     let result: Result<Response> = async {
         check_form(&state, &current, &headers, &body)?;
         service::revoke_others(&state, current.user.id, current.session.as_ref().map(|s| s.id)).await?;
+        see_other(HeaderMap::new(), "/if/user/")
+    }
+    .await;
+    result.unwrap_or_else(error_page)
+}
+
+/// The signed-in person acting on their own account from this page.
+fn actor_of(current: &AuthContext, client: ClientInfo) -> Actor {
+    Actor::user(current.user.clone(), current.permissions.clone(), client, current.session.as_ref().map(|s| s.created))
+}
+
+/// `POST /if/user/devices/{kind}/{id}/remove/`: removes one of the caller's authenticators.
+pub async fn remove_device(
+    State(state): State<AppState>,
+    MaybeSignedIn(current): MaybeSignedIn,
+    client: ClientInfo,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(current) = current.filter(|c| c.session.is_some()) else { return sign_in_redirect(&state) };
+    let result: Result<Response> = async {
+        check_form(&state, &current, &headers, &body)?;
+        let id: i64 = id.parse().map_err(|_| Error::NotFound)?;
+        let actor = actor_of(&current, client);
+        match kind.as_str() {
+            "sms" => crate::mfa::devices::delete_sms(&state, &actor, View::Own, id).await?,
+            "totp" => crate::mfa::otp_devices::delete(&state, &actor, OtpKind::Totp, View::Own, id).await?,
+            "static" => crate::mfa::otp_devices::delete(&state, &actor, OtpKind::Static, View::Own, id).await?,
+            _ => return Err(Error::NotFound),
+        }
         see_other(HeaderMap::new(), "/if/user/")
     }
     .await;
