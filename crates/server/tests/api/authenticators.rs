@@ -366,3 +366,39 @@ async fn setup_stage_settings_are_checked() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "a TOTP setup stage can be named: {validate}");
 }
+
+/// The user page lists one's own authenticators and removes them by a form carrying the
+/// session's token; another person's device is not found there.
+#[tokio::test]
+async fn the_user_page_removes_ones_own_authenticators_only() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
+    set_up_codes(&app, "olga@example.com", "codes-setup").await;
+    set_up_codes(&app, "piet@example.com", "codes-setup").await;
+    let piet_session = app.sign_in("piet@example.com").await;
+    let (_, piets) = json(app.get(&piet_session, "/api/v3/authenticators/static/").await).await;
+    let piets_set = piets["results"][0]["pk"].as_i64().unwrap();
+
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let page = olga.send(app.client.get(app.url("/if/user/"))).await.text().await.unwrap();
+    assert!(page.contains("Recovery codes · added"), "{page}");
+    let own_form = page.split(r#"action="/if/user/devices/static/"#).nth(1).unwrap();
+    let own_set: i64 = own_form.split('/').next().unwrap().parse().unwrap();
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let form = |path: String, body: String| {
+        app.client.post(app.url(&path)).header("content-type", "application/x-www-form-urlencoded").body(body)
+    };
+    let forged = olga.send(form(format!("/if/user/devices/static/{own_set}/remove/"), "csrf=forged".into())).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let others = olga.send(form(format!("/if/user/devices/static/{piets_set}/remove/"), format!("csrf={csrf}"))).await;
+    assert_eq!(others.status(), StatusCode::NOT_FOUND);
+    let wrong_kind = olga.send(form(format!("/if/user/devices/totp/{own_set}/remove/"), format!("csrf={csrf}"))).await;
+    assert_eq!(wrong_kind.status(), StatusCode::NOT_FOUND);
+    let removed = olga.send(form(format!("/if/user/devices/static/{own_set}/remove/"), format!("csrf={csrf}"))).await;
+    assert_eq!(removed.status(), StatusCode::SEE_OTHER);
+    let left: Vec<i64> = gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(left, [piets_set], "only her own set went");
+}
