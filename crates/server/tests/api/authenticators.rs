@@ -388,9 +388,8 @@ async fn the_user_page_removes_ones_own_authenticators_only() {
     let own_form = page.split(r#"action="/if/user/devices/static/"#).nth(1).unwrap();
     let own_set: i64 = own_form.split('/').next().unwrap().parse().unwrap();
     let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
-    let form = |path: String, body: String| {
-        app.client.post(app.url(&path)).header("content-type", "application/x-www-form-urlencoded").body(body)
-    };
+    let form =
+        |path: String, body: String| app.client.post(app.url(&path)).header("content-type", "application/x-www-form-urlencoded").body(body);
     let forged = olga.send(form(format!("/if/user/devices/static/{own_set}/remove/"), "csrf=forged".into())).await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     let others = olga.send(form(format!("/if/user/devices/static/{piets_set}/remove/"), format!("csrf={csrf}"))).await;
@@ -399,6 +398,7 @@ async fn the_user_page_removes_ones_own_authenticators_only() {
     assert_eq!(wrong_kind.status(), StatusCode::NOT_FOUND);
     let removed = olga.send(form(format!("/if/user/devices/static/{own_set}/remove/"), format!("csrf={csrf}"))).await;
     assert_eq!(removed.status(), StatusCode::SEE_OTHER);
-    let left: Vec<i64> = gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().iter().map(|d| d.id).collect();
+    let left: Vec<i64> =
+        gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().iter().map(|d| d.id).collect();
     assert_eq!(left, [piets_set], "only her own set went");
 }
