@@ -530,6 +530,11 @@ test('set up an authenticator app and recovery codes from the user page, then si
   await page.waitForURL(`${base}/if/user/`);
   await page.getByText('Authenticator app · added').waitFor();
   await page.getByText('Recovery codes · added').waitFor();
+  await page.getByLabel('New name for TOTP Device').fill('Phone app');
+  await page.getByRole('button', { name: 'Rename' }).first().click();
+  await page.waitForURL(`${base}/if/user/`);
+  await page.getByLabel('New name for Phone app').waitFor();
+  if (screenshots) await page.screenshot({ path: join(screenshots, 'user-authenticators.png'), fullPage: true });
 
   // A new browser: after the password, the app's code signs in (the next step's: setting up took this one).
   const later = await newPage();

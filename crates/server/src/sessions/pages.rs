@@ -192,6 +192,13 @@ fn actor_of(current: &AuthContext, client: ClientInfo) -> Actor {
     Actor::user(current.user.clone(), current.permissions.clone(), client, current.session.as_ref().map(|s| s.created))
 }
 
+/// What a device form does.
+#[derive(Clone, Copy)]
+enum DeviceAction {
+    Rename,
+    Remove,
+}
+
 /// `POST /if/user/devices/{kind}/{id}/remove/`: removes one of the caller's authenticators.
 pub async fn remove_device(
     State(state): State<AppState>,
@@ -201,16 +208,54 @@ pub async fn remove_device(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    device_form(state, current, client, kind, id, headers, body, DeviceAction::Remove).await
+}
+
+/// `POST /if/user/devices/{kind}/{id}/rename/`: renames one of the caller's authenticators
+/// (field `name`).
+pub async fn rename_device(
+    State(state): State<AppState>,
+    MaybeSignedIn(current): MaybeSignedIn,
+    client: ClientInfo,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    device_form(state, current, client, kind, id, headers, body, DeviceAction::Rename).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn device_form(
+    state: AppState,
+    current: Option<std::sync::Arc<AuthContext>>,
+    client: ClientInfo,
+    kind: String,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+    action: DeviceAction,
+) -> Response {
     let Some(current) = current.filter(|c| c.session.is_some()) else { return sign_in_redirect(&state) };
     let result: Result<Response> = async {
         check_form(&state, &current, &headers, &body)?;
+        let name = form_fields(&headers, &body)?.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v);
         let id: i64 = id.parse().map_err(|_| Error::NotFound)?;
         let actor = actor_of(&current, client);
-        match kind.as_str() {
-            "sms" => crate::mfa::devices::delete_sms(&state, &actor, View::Own, id).await?,
-            "totp" => crate::mfa::otp_devices::delete(&state, &actor, OtpKind::Totp, View::Own, id).await?,
-            "static" => crate::mfa::otp_devices::delete(&state, &actor, OtpKind::Static, View::Own, id).await?,
+        let otp_kind = match kind.as_str() {
+            "sms" => None,
+            "totp" => Some(OtpKind::Totp),
+            "static" => Some(OtpKind::Static),
             _ => return Err(Error::NotFound),
+        };
+        match (action, otp_kind) {
+            (DeviceAction::Remove, None) => crate::mfa::devices::delete_sms(&state, &actor, View::Own, id).await?,
+            (DeviceAction::Remove, Some(kind)) => crate::mfa::otp_devices::delete(&state, &actor, kind, View::Own, id).await?,
+            (DeviceAction::Rename, None) => {
+                crate::mfa::devices::rename_sms(&state, &actor, View::Own, id, Some(name.unwrap_or_default())).await?;
+            }
+            (DeviceAction::Rename, Some(kind)) => {
+                crate::mfa::otp_devices::rename(&state, &actor, kind, View::Own, id, Some(name.unwrap_or_default())).await?;
+            }
         }
         see_other(HeaderMap::new(), "/if/user/")
     }

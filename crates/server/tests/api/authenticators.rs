@@ -367,10 +367,10 @@ async fn setup_stage_settings_are_checked() {
     assert_eq!(status, StatusCode::CREATED, "a TOTP setup stage can be named: {validate}");
 }
 
-/// The user page lists one's own authenticators and removes them by a form carrying the
+/// The user page lists one's own authenticators, renames and removes them by forms carrying the
 /// session's token; another person's device is not found there.
 #[tokio::test]
-async fn the_user_page_removes_ones_own_authenticators_only() {
+async fn the_user_page_renames_and_removes_ones_own_authenticators_only() {
     let (app, admin) = spawn().await;
     setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
     app.user("olga@example.com", |_| {}).await;
@@ -396,6 +396,16 @@ async fn the_user_page_removes_ones_own_authenticators_only() {
     assert_eq!(others.status(), StatusCode::NOT_FOUND);
     let wrong_kind = olga.send(form(format!("/if/user/devices/totp/{own_set}/remove/"), format!("csrf={csrf}"))).await;
     assert_eq!(wrong_kind.status(), StatusCode::NOT_FOUND);
+    let renamed =
+        olga.send(form(format!("/if/user/devices/static/{own_set}/rename/"), format!("csrf={csrf}&name=Paper+in+the+drawer"))).await;
+    assert_eq!(renamed.status(), StatusCode::SEE_OTHER);
+    let blank = olga.send(form(format!("/if/user/devices/static/{own_set}/rename/"), format!("csrf={csrf}&name=+"))).await;
+    assert_eq!(blank.status(), StatusCode::BAD_REQUEST);
+    let others = olga.send(form(format!("/if/user/devices/static/{piets_set}/rename/"), format!("csrf={csrf}&name=Mine"))).await;
+    assert_eq!(others.status(), StatusCode::NOT_FOUND);
+    let names: Vec<String> =
+        gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|d| d.name).collect();
+    assert!(names.contains(&"Paper in the drawer".to_owned()) && names.contains(&"Static Token".to_owned()), "{names:?}");
     let removed = olga.send(form(format!("/if/user/devices/static/{own_set}/remove/"), format!("csrf={csrf}"))).await;
     assert_eq!(removed.status(), StatusCode::SEE_OTHER);
     let left: Vec<i64> =
