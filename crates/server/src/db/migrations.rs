@@ -822,7 +822,8 @@ impl MigrationTrait for SmsDevices {
     }
 }
 
-/// Authenticator apps (TOTP) and recovery codes, with the recovery codes' digests.
+/// Authenticator apps (TOTP) and recovery codes, with the recovery codes' digests. A device
+/// outlives the stage that set it up (deleting a stage must not drop people's second factors).
 struct OtpDevices;
 
 impl MigrationName for OtpDevices {
@@ -841,8 +842,9 @@ impl MigrationTrait for OtpDevices {
                     .col(big_pk_auto("id"))
                     .col(uuid("tenant_id"))
                     .col(big_integer("user_id"))
-                    .col(uuid("stage_id"))
+                    .col(uuid_null("stage_id"))
                     .col(string_len("kind", 16))
+                    .col(string_len("offer", 64))
                     .col(string_len("name", 64))
                     .col(text_null("secret_sealed"))
                     .col(integer("digits"))
@@ -864,12 +866,14 @@ impl MigrationTrait for OtpDevices {
                             .name("fk_otp_devices_stage")
                             .from("otp_devices", "stage_id")
                             .to("stages", "id")
-                            .on_delete(ForeignKeyAction::Cascade),
+                            .on_delete(ForeignKeyAction::SetNull),
                     )
                     .to_owned(),
             )
             .await?;
         manager.create_index(index("otp_devices", "ix_otp_devices_user", &["tenant_id", "user_id", "kind"], false)).await?;
+        // One device per offer: a setup answered twice at once makes one device.
+        manager.create_index(index("otp_devices", "ux_otp_devices_offer", &["tenant_id", "offer"], true)).await?;
         manager
             .create_table(
                 Table::create()

@@ -52,6 +52,10 @@ impl SentCode {
         if now >= self.valid_until {
             return Answer::Expired;
         }
+        // A spent code compares nothing, even if a run kept it.
+        if self.failures >= MAX_FAILURES_PER_CODE {
+            return Answer::WrongAndSpent;
+        }
         if constant_time_eq(digest(secret, binding, answer.trim()).as_bytes(), self.digest.as_bytes()) {
             return Answer::Right;
         }
@@ -86,5 +90,6 @@ mod tests {
             assert_eq!(sent.answer(&secret, "run", wrong, now), Answer::Wrong);
         }
         assert_eq!(sent.answer(&secret, "run", wrong, now), Answer::WrongAndSpent);
+        assert_eq!(sent.answer(&secret, "run", &code, now), Answer::WrongAndSpent, "a spent code no longer takes the right answer");
     }
 }

@@ -42,8 +42,12 @@ pub mod otp_device {
         pub id: i64,
         pub tenant_id: Uuid,
         pub user_id: i64,
-        pub stage_id: Uuid,
+        /// The stage that set it up, while that stage exists.
+        pub stage_id: Option<Uuid>,
         pub kind: String,
+        /// The id of the secret or code set offered by the setup stage: unique, so that a setup
+        /// answered twice makes one device.
+        pub offer: String,
         pub name: String,
         pub secret_sealed: Option<String>,
         pub digits: i32,

@@ -60,13 +60,17 @@ fn device_ref(kind: OtpKind, device: &otp_device::Model) -> ModelRef {
     ModelRef { app, model_name, pk: json!(device.id), name: device.name.clone() }
 }
 
-fn new_device(state: &AppState, user: i64, stage: Uuid, kind: OtpKind, name: &str) -> otp_device::ActiveModel {
+/// What a setup answered twice is told the second time.
+pub const ALREADY_SET_UP: &str = "This authenticator was set up already.";
+
+fn new_device(state: &AppState, user: i64, stage: Uuid, offer: &str, kind: OtpKind, name: &str) -> otp_device::ActiveModel {
     let now = Utc::now();
     otp_device::ActiveModel {
         tenant_id: Set(state.tenant.0),
         user_id: Set(user),
-        stage_id: Set(stage),
+        stage_id: Set(Some(stage)),
         kind: Set(kind.as_str().to_owned()),
+        offer: Set(offer.to_owned()),
         name: Set(name.to_owned()),
         secret_sealed: Set(None),
         digits: Set(0),
@@ -79,31 +83,42 @@ fn new_device(state: &AppState, user: i64, stage: Uuid, kind: OtpKind, name: &st
     }
 }
 
-/// Keeps an authenticator app of `actor`'s account, set up through `stage` and confirmed with
-/// the code of time step `confirmed_step` (which cannot be used again to sign in).
+/// A unique-index violation on the offer is the same setup answered twice.
+fn already_set_up(error: sea_orm::DbErr) -> Error {
+    match error.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field(crate::error::NON_FIELD_ERRORS, ALREADY_SET_UP),
+        _ => error.into(),
+    }
+}
+
+/// Keeps an authenticator app of `actor`'s account, set up through `stage` from the secret it
+/// offered as `offer`, and confirmed with the code of time step `confirmed_step` (which cannot
+/// be used again to sign in).
 pub async fn enrol_totp(
     state: &AppState,
     actor: &Actor,
     stage: Uuid,
+    offer: &str,
     secret: &TotpSecret,
     digits: Digits,
     confirmed_step: u64,
 ) -> Result<otp_device::Model> {
     let Some(user) = &actor.user else { return Err(Error::PermissionDenied) };
-    let mut device = new_device(state, user.id, stage, OtpKind::Totp, "TOTP Device");
+    let mut device = new_device(state, user.id, stage, offer, OtpKind::Totp, "TOTP Device");
     device.secret_sealed = Set(Some(secret.seal(&state.secret, user.id)?));
     device.digits = Set(digits.count() as i32);
     device.last_step = Set(i64::try_from(confirmed_step).map_err(|_| Error::internal("time step out of range"))?);
     let txn = crate::db::begin_write(&state.db).await?;
-    let created = device.insert(&txn).await?;
+    let created = device.insert(&txn).await.map_err(already_set_up)?;
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&device_ref(OtpKind::Totp, &created))).await?;
     txn.commit().await?;
     Ok(created)
 }
 
-/// Keeps a new set of recovery codes of `actor`'s account from `stage`, replacing the set that
-/// stage made before (so that codes written down earlier stop working).
-pub async fn enrol_static(state: &AppState, actor: &Actor, stage: Uuid, codes: &[String]) -> Result<otp_device::Model> {
+/// Keeps a new set of recovery codes of `actor`'s account from `stage` (the set it offered as
+/// `offer`), replacing the set that stage made before (so that codes written down earlier stop
+/// working).
+pub async fn enrol_static(state: &AppState, actor: &Actor, stage: Uuid, offer: &str, codes: &[String]) -> Result<otp_device::Model> {
     let Some(user) = &actor.user else { return Err(Error::PermissionDenied) };
     let txn = crate::db::begin_write(&state.db).await?;
     let replaced = otp_device::Entity::find()
@@ -117,7 +132,7 @@ pub async fn enrol_static(state: &AppState, actor: &Actor, stage: Uuid, codes: &
         otp_device::Entity::delete_by_id(old.id).exec(&txn).await?;
         events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&device_ref(OtpKind::Static, old))).await?;
     }
-    let created = new_device(state, user.id, stage, OtpKind::Static, "Static Token").insert(&txn).await?;
+    let created = new_device(state, user.id, stage, offer, OtpKind::Static, "Static Token").insert(&txn).await.map_err(already_set_up)?;
     let tokens = codes.iter().map(|code| static_token::ActiveModel {
         device_id: Set(created.id),
         digest: Set(recovery::digest(&state.secret, user.id, code)),

@@ -104,19 +104,26 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
         reservation.settle_success_now(&state.db).await?;
         return Ok(Checked::Right(Proof::RecoveryCode(device)));
     }
-    if sent_outcome == Some(Answer::Expired) && !replayed {
+    // An expired text code compared nothing: give the guess back, unless an app or recovery code
+    // was compared too.
+    let compared_others = !candidates.totp.is_empty() || !candidates.recovery.is_empty();
+    if sent_outcome == Some(Answer::Expired) && !compared_others {
         reservation.release(&state.db).await?;
         return Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true });
     }
     // A wrong answer stays counted.
     drop(reservation);
+    let spent = matches!(sent_outcome, Some(Answer::WrongAndSpent | Answer::Expired));
     if replayed {
         return Ok(Checked::Refused {
             message: "This code was used already; wait for the next one from your app.".into(),
-            new_code_needed: false,
+            new_code_needed: spent,
         });
     }
-    Ok(wrong(sent_outcome == Some(Answer::WrongAndSpent)))
+    if sent_outcome == Some(Answer::Expired) {
+        return Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true });
+    }
+    Ok(wrong(spent))
 }
 
 fn wrong(spent: bool) -> Checked {

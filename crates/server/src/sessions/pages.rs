@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::Value;
 
 use super::service;
-use crate::accounts::access::Actor;
+use crate::accounts::access::{Actor, Rights};
 use crate::credentials::cache::AuthContext;
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
@@ -187,9 +187,10 @@ pub async fn end_other_sessions(
     result.unwrap_or_else(error_page)
 }
 
-/// The signed-in person acting on their own account from this page.
+/// The signed-in person acting on their own account from this page: with no rights beyond it,
+/// whatever their permissions, so the page's forms only ever reach their own devices.
 fn actor_of(current: &AuthContext, client: ClientInfo) -> Actor {
-    Actor::user(current.user.clone(), current.permissions.clone(), client, current.session.as_ref().map(|s| s.created))
+    Actor::user(current.user.clone(), Rights::default(), client, current.session.as_ref().map(|s| s.created))
 }
 
 /// What a device form does.

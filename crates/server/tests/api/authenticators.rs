@@ -117,8 +117,8 @@ async fn an_authenticator_app_is_set_up_with_a_code_and_each_code_signs_in_once(
     let wrong = if authenticator.code(0) == "000000" { "111111" } else { "000000" };
     let (_, refused) = olga.post(&executor("app-setup"), json!({"component": "ak-stage-authenticator-totp", "code": wrong})).await;
     assert!(errors(&refused, "code").contains("Code does not match"), "{refused}");
-    let (_, done) =
-        olga.post(&executor("app-setup"), json!({"component": "ak-stage-authenticator-totp", "code": authenticator.code(0)})).await;
+    let confirming = authenticator.code(0);
+    let (_, done) = olga.post(&executor("app-setup"), json!({"component": "ak-stage-authenticator-totp", "code": confirming})).await;
     assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     let (_, devices) = olga.get("/api/v3/authenticators/totp/").await;
     assert_eq!(devices["pagination"]["count"], 1, "{devices}");
@@ -127,7 +127,11 @@ async fn an_authenticator_app_is_set_up_with_a_code_and_each_code_signs_in_once(
     let stored =
         gatehouse::mfa::entities::otp_device::Entity::find_by_id(device.as_i64().unwrap()).one(&app.state.db).await.unwrap().unwrap();
     let sealed = stored.secret_sealed.unwrap();
-    assert!(!sealed.contains(&authenticator.0.get_secret_base32()), "the secret is kept sealed");
+    let opened = gatehouse::mfa::totp::TotpSecret::open(&app.state.secret, stored.user_id, &sealed).unwrap();
+    assert_eq!(opened.base32(), authenticator.0.get_secret_base32(), "the kept secret is the one offered");
+    assert!(gatehouse::mfa::totp::TotpSecret::open(&app.state.secret, stored.user_id + 1, &sealed).is_err(), "sealed for her account");
+    let other_secret = gatehouse::secret::ServerSecret::from_bytes(b"another server's secret key, long enough");
+    assert!(gatehouse::mfa::totp::TotpSecret::open(&other_secret, stored.user_id, &sealed).is_err(), "sealed with the server secret");
 
     require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "deny"})).await;
     let mut browser = Browser::new(&app);
@@ -135,7 +139,7 @@ async fn an_authenticator_app_is_set_up_with_a_code_and_each_code_signs_in_once(
     assert_eq!(asked["device_challenges"][0]["device_class"], "totp", "{asked}");
     assert_eq!(asked["device_challenges"][0]["device_uid"], device.to_string());
     // The code that confirmed the app was taken then, and does not sign in now.
-    let (_, replayed) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": authenticator.code(0)})).await;
+    let (_, replayed) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": confirming})).await;
     assert!(errors(&replayed, "code").contains("used already"), "{replayed}");
     assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
     let next = authenticator.code(1);
@@ -411,4 +415,115 @@ async fn the_user_page_renames_and_removes_ones_own_authenticators_only() {
     let left: Vec<i64> =
         gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().iter().map(|d| d.id).collect();
     assert_eq!(left, [piets_set], "only her own set went");
+}
+
+/// A setup answered twice at once (a double click) makes one device: otherwise each copy of the
+/// app would take every code once more, and each copy of a code set would hold every code twice.
+#[tokio::test]
+async fn a_setup_answered_twice_at_once_makes_one_device() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    let (_, challenge) = olga.get(&executor("app-setup")).await;
+    let authenticator = App::scan(challenge["config_url"].as_str().unwrap());
+    let answer = json!({"component": "ak-stage-authenticator-totp", "code": authenticator.code(0)});
+    let mut twin = Browser::new(&app);
+    twin.cookies = olga.cookies.clone();
+    let (app_path, codes_path) = (executor("app-setup"), executor("codes-setup"));
+    tokio::join!(olga.post(&app_path, answer.clone()), twin.post(&app_path, answer.clone()));
+    olga.get(&codes_path).await;
+    let confirm = json!({"component": "ak-stage-authenticator-static"});
+    twin.cookies = olga.cookies.clone();
+    tokio::join!(olga.post(&codes_path, confirm.clone()), twin.post(&codes_path, confirm.clone()));
+    let devices = gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap();
+    let kinds: Vec<&str> = devices.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(kinds, ["totp", "static"], "one of each");
+    assert_eq!(gatehouse::mfa::entities::static_token::Entity::find().all(&app.state.db).await.unwrap().len(), 10);
+}
+
+/// Deleting a setup stage leaves the devices it set up: people keep their second factor.
+#[tokio::test]
+async fn deleting_a_setup_stage_keeps_the_devices_it_set_up() {
+    let (app, admin) = spawn().await;
+    let stage = setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    let authenticator = set_up_app(&app, "olga@example.com", "app-setup").await;
+    let deleted = app.delete(&admin, &format!("/api/v3/stages/authenticator/totp/{}/", stage["pk"].as_str().unwrap())).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "skip"})).await;
+    let mut browser = Browser::new(&app);
+    let asked = password_step(&mut browser, "olga@example.com").await;
+    assert_eq!(asked["component"], VALIDATE, "she still has her app: {asked}");
+    let (_, done) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": authenticator.code(1)})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+}
+
+/// The user page's forms reach only the signed-in person's own devices, whatever permissions
+/// they hold: managing other people's is the admin API's job, under the access rule.
+#[tokio::test]
+async fn the_user_page_reaches_only_ones_own_devices_even_with_permissions() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    set_up_app(&app, "olga@example.com", "app-setup").await;
+    let olga_app = gatehouse::mfa::entities::otp_device::Entity::find().one(&app.state.db).await.unwrap().unwrap().id;
+    let helpdesk = app
+        .user_with(
+            "helpdesk@example.com",
+            &[
+                "authentik_stages_authenticator_totp.view_totpdevice",
+                "authentik_stages_authenticator_totp.change_totpdevice",
+                "authentik_stages_authenticator_totp.delete_totpdevice",
+            ],
+        )
+        .await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&helpdesk.email, PASSWORD).await;
+    let page = browser.send(app.client.get(app.url("/if/user/"))).await.text().await.unwrap();
+    assert!(!page.contains("TOTP Device"), "her device is not on his page");
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    for action in ["rename", "remove"] {
+        let request = app
+            .client
+            .post(app.url(&format!("/if/user/devices/totp/{olga_app}/{action}/")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&name=Mine"));
+        assert_eq!(browser.send(request).await.status(), StatusCode::NOT_FOUND, "{action}");
+    }
+    let device = gatehouse::mfa::entities::otp_device::Entity::find_by_id(olga_app).one(&app.state.db).await.unwrap().unwrap();
+    assert_eq!(device.name, "TOTP Device");
+}
+
+/// An account that proved only its password may set up its first app, and having set it up
+/// (which proves the app is at hand) may add recovery codes in the same run.
+#[tokio::test]
+async fn setting_up_an_app_after_the_password_lets_the_same_run_add_recovery_codes() {
+    let (app, admin) = spawn().await;
+    let app_stage = setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    let codes_stage = setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    require_mfa(
+        &app,
+        &admin,
+        json!({"device_classes": ["totp", "static"], "not_configured_action": "configure", "configuration_stages": [app_stage["pk"]]}),
+    )
+    .await;
+    // The codes stage follows the validation stage in the default flow.
+    let (_, flows) = json(app.get(&admin, "/api/v3/flows/instances/?slug=default-authentication-flow").await).await;
+    let binding = json!({"target": flows["results"][0]["pk"], "stage": codes_stage["pk"], "order": 40});
+    assert_eq!(app.post(&admin, "/api/v3/flows/bindings/", binding).await.status(), StatusCode::CREATED);
+    app.user("olga@example.com", |_| {}).await;
+    let mut browser = Browser::new(&app);
+    let asked = password_step(&mut browser, "olga@example.com").await;
+    assert_eq!(asked["component"], "ak-stage-authenticator-totp", "sent to set up an app: {asked}");
+    let authenticator = App::scan(asked["config_url"].as_str().unwrap());
+    let (_, codes) = browser.post(SIGN_IN, json!({"component": "ak-stage-authenticator-totp", "code": authenticator.code(0)})).await;
+    assert_eq!(codes["component"], "ak-stage-authenticator-static", "{codes}");
+    codes["codes"].as_array().unwrap().iter().for_each(|c| remember_secret(c.as_str().unwrap()));
+    let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-authenticator-static"})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    assert_eq!(browser.me().await, StatusCode::OK);
+    assert_eq!(gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().len(), 2);
 }

@@ -15,7 +15,7 @@ pub(crate) const SIGN_IN: &str = "/api/v3/flows/executor/default-authentication-
 /// A client that keeps cookies the way a browser does (by name, removed at `Max-Age=0`).
 pub(crate) struct Browser<'a> {
     app: &'a TestApp,
-    cookies: BTreeMap<String, String>,
+    pub(crate) cookies: BTreeMap<String, String>,
     user_agent: &'static str,
 }
 

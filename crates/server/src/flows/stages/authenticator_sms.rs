@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::{acting_for_itself, enrolling_account, pending_user_fields};
 use crate::error::{FieldErrors, Result};
+use crate::flows::factors::FactorKind;
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
 use crate::mfa::delivery::{self, Destination};
@@ -93,7 +94,14 @@ impl StageKind for AuthenticatorSms {
                         let stored = sms::stored_number(&cx.state.secret, &parsed, settings.verify_only);
                         let actor = acting_for_itself(cx, account);
                         match devices::enrol_sms(cx.state, &actor, cx.stage.stage_id, stored, "SMS Device".into()).await {
-                            Ok(_) => Ok(Step::Passed),
+                            Ok(_) => {
+                                // The code proved the phone at hand; a verify-only number proves
+                                // nothing about signing in.
+                                if !settings.verify_only {
+                                    cx.record_factor(FactorKind::Sms);
+                                }
+                                Ok(Step::Passed)
+                            }
                             Err(crate::error::Error::Validation(errors)) => Ok(Step::Invalid(errors)),
                             Err(other) => Err(other),
                         }

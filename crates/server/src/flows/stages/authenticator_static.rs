@@ -15,6 +15,9 @@ use crate::mfa::recovery::{self, StaticStageSettings};
 struct Offered {
     user: i64,
     sealed: String,
+    /// Names this offer, so that confirming it twice makes one set.
+    #[serde(default)]
+    id: String,
 }
 
 const SEAL_PURPOSE: &str = "recovery-codes-offered";
@@ -34,7 +37,7 @@ impl AuthenticatorStatic {
         let settings: StaticStageSettings = cx.settings()?;
         let codes = recovery::new_codes(settings.token_count, settings.token_length);
         let sealed = secret.seal(SEAL_PURPOSE, &user.to_be_bytes(), codes.join("\n").as_bytes())?;
-        cx.set_stage_state(Some(&Offered { user, sealed }));
+        cx.set_stage_state(Some(&Offered { user, sealed, id: crate::secret::random_token(24) }));
         Ok(codes)
     }
 }
@@ -87,12 +90,16 @@ impl StageKind for AuthenticatorStatic {
         let Some(account) = enrolling_account(cx).await? else {
             return Ok(Step::Denied("Sign in before setting up an authenticator.".into()));
         };
-        if cx.stage_state::<Offered>().filter(|offered| offered.user == account.id).is_none() {
+        let Some(offered) = cx.stage_state::<Offered>().filter(|offered| offered.user == account.id) else {
             return Ok(Step::Invalid(FieldErrors::single(crate::error::NON_FIELD_ERRORS, "Save the new codes first.")));
-        }
+        };
         let codes = Self::offered_codes(cx, account.id)?;
         let actor = acting_for_itself(cx, account);
-        otp_devices::enrol_static(cx.state, &actor, cx.stage.stage_id, &codes).await?;
+        match otp_devices::enrol_static(cx.state, &actor, cx.stage.stage_id, &offered.id, &codes).await {
+            Ok(_) => {}
+            Err(Error::Validation(errors)) => return Ok(Step::Invalid(errors)),
+            Err(other) => return Err(other),
+        }
         cx.set_stage_state::<Offered>(None);
         Ok(Step::Passed)
     }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{acting_for_itself, enrolling_account, pending_user_fields};
-use crate::error::{FieldErrors, Result};
+use crate::error::{Error, FieldErrors, Result};
+use crate::flows::factors::FactorKind;
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
 use crate::mfa::otp_devices;
 use crate::mfa::totp::{TotpSecret, TotpStageSettings};
@@ -16,6 +17,9 @@ use crate::mfa::verify;
 struct Offered {
     user: i64,
     sealed: String,
+    /// Names this offer, so that answering it twice makes one device.
+    #[serde(default)]
+    id: String,
 }
 
 /// The issuer an app shows beside the account.
@@ -57,7 +61,8 @@ impl StageKind for AuthenticatorTotp {
             Some(offered) => TotpSecret::open(&cx.state.secret, account.id, &offered.sealed)?,
             None => {
                 let secret = TotpSecret::generate();
-                let offered = Offered { user: account.id, sealed: secret.seal(&cx.state.secret, account.id)? };
+                let offered =
+                    Offered { user: account.id, sealed: secret.seal(&cx.state.secret, account.id)?, id: crate::secret::random_token(24) };
                 cx.set_stage_state(Some(&offered));
                 secret
             }
@@ -103,8 +108,15 @@ impl StageKind for AuthenticatorTotp {
         match verify::check_new_totp(cx.state, &account, &secret, settings.digits, code).await? {
             Ok(step) => {
                 let actor = acting_for_itself(cx, account);
-                otp_devices::enrol_totp(cx.state, &actor, cx.stage.stage_id, &secret, settings.digits, step).await?;
+                match otp_devices::enrol_totp(cx.state, &actor, cx.stage.stage_id, &offered.id, &secret, settings.digits, step).await {
+                    Ok(_) => {}
+                    Err(Error::Validation(errors)) => return Ok(Step::Invalid(errors)),
+                    Err(other) => return Err(other),
+                }
                 cx.set_stage_state::<Offered>(None);
+                // Setting the app up proved it is at hand, as answering a validation stage would:
+                // a setup stage that follows in this run may add another authenticator.
+                cx.record_factor(FactorKind::Totp);
                 Ok(Step::Passed)
             }
             Err(message) => Ok(Step::Invalid(FieldErrors::single("code", message))),
