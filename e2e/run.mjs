@@ -434,11 +434,7 @@ test('set up a phone on its flow page, then sign in with a code sent to it', asy
       name: 'Set up a phone', slug: 'e2e-phone-setup', title: 'Set up a phone', designation: 'stage_configuration', authentication: 'require_authenticated',
     });
     await api('POST', '/api/v3/flows/bindings/', { target: flow.pk, stage: setup.pk, order: 0 });
-    // People without a phone are let through, so the other tests' sign-ins are unchanged.
-    const validate = await api('POST', '/api/v3/stages/authenticator/validate/', { name: 'e2e-mfa', not_configured_action: 'skip' });
-    const flows = await api('GET', '/api/v3/flows/instances/?slug=default-authentication-flow');
-    await api('POST', '/api/v3/flows/bindings/', { target: flows.results[0].pk, stage: validate.pk, order: 30 });
-
+    // The default sign-in flow's validation stage asks people with a phone for a code.
     const ada = await account('Ada Lovelace');
     const page = await newPage();
     await signIn(page, base, ada.email, PASSWORD);
@@ -486,28 +482,16 @@ test('set up a phone on its flow page, then sign in with a code sent to it', asy
   }
 });
 
-test('set up an authenticator app and recovery codes from the user page, then sign in with each', async ({ base, screenshots, newPage, account, cli }) => {
-  const api = await adminApi(base, cli, 'otp-admin');
-  const app = await api('POST', '/api/v3/stages/authenticator/totp/', { name: 'e2e-app-setup', friendly_name: 'Authenticator app' });
-  const codes = await api('POST', '/api/v3/stages/authenticator/static/', { name: 'e2e-codes-setup' });
-  const flow = await api('POST', '/api/v3/flows/instances/', {
-    name: 'Set up an authenticator app', slug: 'e2e-app-setup', title: 'Set up an authenticator app', designation: 'stage_configuration', authentication: 'require_authenticated',
-  });
-  await api('POST', '/api/v3/flows/bindings/', { target: flow.pk, stage: app.pk, order: 0 });
-  await api('POST', '/api/v3/flows/bindings/', { target: flow.pk, stage: codes.pk, order: 1 });
-  await api('PATCH', `/api/v3/stages/authenticator/totp/${app.pk}/`, { configure_flow: flow.pk });
-  // People without an app or codes are let through, so the other tests' sign-ins are unchanged.
-  const validate = await api('POST', '/api/v3/stages/authenticator/validate/', { name: 'e2e-otp', device_classes: ['totp', 'static'], not_configured_action: 'skip' });
-  const flows = await api('GET', '/api/v3/flows/instances/?slug=default-authentication-flow');
-  await api('POST', '/api/v3/flows/bindings/', { target: flows.results[0].pk, stage: validate.pk, order: 31 });
-
+test('set up an authenticator app and recovery codes from the user page, then sign in with each', async ({ base, screenshots, newPage, account }) => {
+  // The default flows: the user page links to setting up an app (and recovery codes), and the
+  // sign-in's validation stage asks for a code of those who have one.
   const grace = await account('Grace Hopper');
   const page = await newPage();
   await signIn(page, base, grace.email, PASSWORD);
   await page.waitForURL(`${base}/if/user/`);
   await page.getByText('No authenticator is set up').waitFor();
   await page.getByRole('link', { name: 'Set up: Authenticator app' }).click();
-  await page.waitForURL(`${base}/if/flow/e2e-app-setup/`);
+  await page.waitForURL(`${base}/if/flow/default-authenticator-setup/`);
   await page.getByRole('img', { name: 'Scan with your authenticator app' }).waitFor();
   const key = (await page.locator('ul.listing code').first().textContent()).replace(/\s/g, '');
   const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(key), algorithm: 'SHA1', digits: 6, period: 30 });

@@ -1,10 +1,16 @@
-//! The flows and stages a fresh server starts with: sign-in (identification, password, login) and
-//! sign-out. They are ordinary rows an administrator may change; a default flow that is missing
-//! is created again at start, with its stages.
+//! The flows and stages a fresh server starts with, as authentik ships them: sign-in
+//! (identification, password, a second factor for those who set one up, login), sign-out, and
+//! setting up an authenticator app with recovery codes. They are ordinary rows an administrator
+//! may change; a default flow that is missing is created again at start, with its stages.
+//!
+//! The sign-in's validation stage lets people without an authenticator through; switching
+//! `not_configured_action` to `configure` requires one of everybody (they are sent to set up an
+//! app at their next sign-in).
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::entities::{binding, flow, stage};
@@ -19,18 +25,49 @@ struct DefaultFlow {
     name: &'static str,
     title: &'static str,
     designation: Designation,
+    authentication: AuthenticationRequirement,
     stages: &'static [(&'static str, &'static str, i32)],
 }
 
-const DEFAULTS: [DefaultFlow; 2] = [
+/// The flow people set up an authenticator app and recovery codes with.
+pub const AUTHENTICATOR_SETUP_FLOW: &str = "default-authenticator-setup";
+/// The flow that makes a new set of recovery codes alone.
+pub const RECOVERY_CODES_FLOW: &str = "default-authenticator-static-setup";
+/// The sign-in's validation stage, whose `not_configured_action` is the "require MFA" switch.
+pub const MFA_VALIDATION_STAGE: &str = "default-authentication-mfa-validation";
+const TOTP_SETUP_STAGE: &str = "default-authenticator-totp-setup";
+const STATIC_SETUP_STAGE: &str = "default-authenticator-static-setup";
+
+// The setup flows come first, the codes alone before the app and codes together: each setup
+// stage's configure_flow is the flow it is made for, and the sign-in's validation stage names the
+// app stage.
+const DEFAULTS: [DefaultFlow; 4] = [
+    DefaultFlow {
+        slug: RECOVERY_CODES_FLOW,
+        name: "New recovery codes",
+        title: "New recovery codes",
+        designation: Designation::StageConfiguration,
+        authentication: AuthenticationRequirement::RequireAuthenticated,
+        stages: &[(STATIC_SETUP_STAGE, "authenticator_static", 0)],
+    },
+    DefaultFlow {
+        slug: AUTHENTICATOR_SETUP_FLOW,
+        name: "Set up an authenticator",
+        title: "Set up an authenticator app",
+        designation: Designation::StageConfiguration,
+        authentication: AuthenticationRequirement::RequireAuthenticated,
+        stages: &[(TOTP_SETUP_STAGE, "authenticator_totp", 10), (STATIC_SETUP_STAGE, "authenticator_static", 20)],
+    },
     DefaultFlow {
         slug: DEFAULT_AUTHENTICATION_FLOW,
         name: "Welcome to Gatehouse!",
         title: "Welcome to Gatehouse!",
         designation: Designation::Authentication,
+        authentication: AuthenticationRequirement::None,
         stages: &[
             ("default-authentication-identification", "identification", 10),
             ("default-authentication-password", "password", 20),
+            (MFA_VALIDATION_STAGE, "authenticator_validate", 30),
             ("default-authentication-login", "user_login", 100),
         ],
     },
@@ -39,6 +76,7 @@ const DEFAULTS: [DefaultFlow; 2] = [
         name: "Default invalidation flow",
         title: "Signing out",
         designation: Designation::Invalidation,
+        authentication: AuthenticationRequirement::None,
         stages: &[("default-invalidation-logout", "user_logout", 0)],
     },
 ];
@@ -75,6 +113,35 @@ pub async fn ensure(state: &AppState, tenant: TenantId) -> Result<()> {
     Ok(())
 }
 
+/// The settings a default stage starts with, beyond its kind's defaults.
+async fn default_settings(db: &impl ConnectionTrait, tenant: TenantId, name: &str, flow: Uuid) -> Result<Map<String, Value>> {
+    let mut settings = Map::new();
+    match name {
+        TOTP_SETUP_STAGE => {
+            settings.insert("configure_flow".into(), json!(flow));
+            settings.insert("friendly_name".into(), json!("Authenticator app"));
+        }
+        STATIC_SETUP_STAGE => {
+            // Made with the codes-alone flow: someone with an app makes new codes without adding
+            // another app.
+            settings.insert("configure_flow".into(), json!(flow));
+            settings.insert("friendly_name".into(), json!("Recovery codes"));
+        }
+        MFA_VALIDATION_STAGE => {
+            settings.insert("device_classes".into(), json!(["totp", "static", "sms"]));
+            settings.insert("not_configured_action".into(), json!("skip"));
+            let app_setup = stage::Entity::find()
+                .filter(stage::Column::TenantId.eq(tenant.0))
+                .filter(stage::Column::Name.eq(TOTP_SETUP_STAGE))
+                .one(db)
+                .await?;
+            settings.insert("configuration_stages".into(), json!(app_setup.map(|s| vec![s.id]).unwrap_or_default()));
+        }
+        _ => {}
+    }
+    Ok(settings)
+}
+
 async fn create(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, default: &DefaultFlow) -> Result<()> {
     let now = Utc::now();
     let flow = flow::ActiveModel {
@@ -84,7 +151,7 @@ async fn create(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, d
         name: Set(default.name.into()),
         title: Set(default.title.into()),
         designation: Set(default.designation.as_str().into()),
-        authentication: Set(AuthenticationRequirement::None.as_str().into()),
+        authentication: Set(default.authentication.as_str().into()),
         denied_action: Set(DeniedAction::MessageContinue.as_str().into()),
         layout: Set(Layout::Stacked.as_str().into()),
         policy_engine_mode: Set(PolicyEngineMode::Any.as_str().into()),
@@ -103,7 +170,7 @@ async fn create(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, d
             None => {
                 let kind_impl = state.stages.get(kind).ok_or_else(|| crate::error::Error::internal(format!("no stage kind {kind}")))?;
                 let settings = kind_impl
-                    .parse_settings(serde_json::Map::new())
+                    .parse_settings(default_settings(db, tenant, name, flow.id).await?)
                     .map_err(|e| crate::error::Error::internal(format!("default settings of {kind}: {e:?}")))?;
                 stage::ActiveModel {
                     id: Set(Uuid::new_v4()),

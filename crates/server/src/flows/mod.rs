@@ -16,6 +16,7 @@ pub mod model;
 pub mod pages;
 pub mod redirect;
 pub mod run;
+pub mod second_factor;
 pub mod stage;
 pub mod stage_service;
 pub mod stages;

@@ -213,7 +213,8 @@ async fn sign_in(
     ApiJson(body): ApiJson<SignInRequest>,
 ) -> Result<(HeaderMap, Json<SignInResponse>)> {
     let replacing = current.as_ref().and_then(|c| c.session.as_ref());
-    let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client, replacing).await?;
+    let rule = crate::flows::second_factor::SignInFlowRule;
+    let (user, new) = service::sign_in(&state, &body.email, Password::new(body.password), &client, replacing, &rule).await?;
     let max_age = state.config.sessions.duration.to_chrono().num_seconds();
     let mut headers = HeaderMap::new();
     crate::http::cookies::sign_in_cookies(&state, &mut headers, &new, Some(max_age))?;

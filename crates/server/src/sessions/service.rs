@@ -356,12 +356,29 @@ pub async fn start_session(
 /// clients that cannot run a flow, and work in a flow only where its password stage allows them.
 /// Unknown accounts, wrong passwords, inactive accounts and accounts that may not sign in
 /// interactively all fail the same way, after the same work.
+/// Whether an account may start a session with its password alone. The rule belongs to what
+/// asks for second factors (the sign-in flow's validation stage and the account's devices), so
+/// the caller supplies it.
+#[async_trait::async_trait]
+pub trait PasswordAlone: Send + Sync {
+    /// Whether `user`'s password, just verified, is all it takes.
+    async fn suffices(&self, state: &AppState, user: &user::Model) -> Result<bool>;
+}
+
+/// What the JSON sign-in says to an account that must prove a second factor.
+pub const SECOND_FACTOR_NEEDED: &str =
+    "This account signs in with a second factor: use the sign-in flow (/api/v3/flows/executor/default-authentication-flow/).";
+
+/// Signs in with an e-mail address and password alone, when `password_alone` says that suffices
+/// for the account (checked only once the password is right, so that the answer says nothing
+/// about an account to someone who does not know its password).
 pub async fn sign_in(
     state: &AppState,
     email: &str,
     password: Password,
     client: &ClientInfo,
     replacing: Option<&session::Model>,
+    password_alone: &dyn PasswordAlone,
 ) -> Result<(user::Model, NewSession)> {
     let email_key = gatehouse_types::identifier_key(email);
     let candidate = if email_key.is_empty() || email_key.len() > 254 {
@@ -377,6 +394,9 @@ pub async fn sign_in(
     match verify_password_with(state, attempt, candidate.clone(), password, true, false).await? {
         Checked::Passed(attempt, verified) => {
             let user = pass_attempt(state, &attempt, verified).await?;
+            if !password_alone.suffices(state, &user).await? {
+                return Err(Error::field(crate::error::NON_FIELD_ERRORS, SECOND_FACTOR_NEEDED));
+            }
             start_session(state, &user, client, state.config.sessions.duration.to_chrono(), replacing).await
         }
         Checked::Failed(attempt) => {

@@ -226,7 +226,7 @@ async fn wrong_app_and_recovery_codes_count_toward_one_limit_per_account() {
     setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
     app.user("olga@example.com", |_| {}).await;
     let authenticator = set_up_app(&app, "olga@example.com", "app-setup").await;
-    let codes = set_up_codes(&app, "olga@example.com", "codes-setup").await;
+    let codes = set_up_codes_signing_in_with(&app, "olga@example.com", "codes-setup", Some(&authenticator.code(1))).await;
     require_mfa(&app, &admin, json!({"device_classes": ["totp", "static"], "not_configured_action": "deny"})).await;
 
     let mut browser = Browser::new(&app);
@@ -274,8 +274,7 @@ async fn the_password_alone_does_not_add_an_app_to_an_account_that_has_recovery_
     browser.post(&path, json!({"component": "ak-stage-identification", "uid_field": "olga@example.com"})).await;
     let (_, answer) = browser.post(&path, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
     assert_eq!(answer["component"], "ak-stage-access-denied", "{answer}");
-    let olga = app.sign_in("olga@example.com").await;
-    let (_, apps) = json(app.get(&olga, "/api/v3/authenticators/totp/").await).await;
+    let (_, apps) = json(app.get(&admin, "/api/v3/authenticators/admin/totp/").await).await;
     assert_eq!(apps["pagination"]["count"], 0, "{apps}");
 }
 
@@ -286,11 +285,11 @@ async fn app_and_recovery_devices_follow_the_access_rule_and_cannot_be_made_by_a
     setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
     app.user("olga@example.com", |_| {}).await;
     app.user("piet@example.com", |_| {}).await;
-    set_up_app(&app, "olga@example.com", "app-setup").await;
-    set_up_app(&app, "admin@example.com", "app-setup").await;
-    set_up_codes(&app, "olga@example.com", "codes-setup").await;
     let olga = app.sign_in("olga@example.com").await;
     let piet = app.sign_in("piet@example.com").await;
+    let olgas_app = set_up_app(&app, "olga@example.com", "app-setup").await;
+    set_up_app(&app, "admin@example.com", "app-setup").await;
+    set_up_codes_signing_in_with(&app, "olga@example.com", "codes-setup", Some(&olgas_app.code(1))).await;
     let (_, mine) = json(app.get(&olga, "/api/v3/authenticators/totp/").await).await;
     let olga_app = mine["results"][0]["pk"].clone();
     // The superuser sees everyone's through the same path; its own is the one it owns.
@@ -379,14 +378,16 @@ async fn the_user_page_renames_and_removes_ones_own_authenticators_only() {
     setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
     app.user("olga@example.com", |_| {}).await;
     app.user("piet@example.com", |_| {}).await;
-    set_up_codes(&app, "olga@example.com", "codes-setup").await;
-    set_up_codes(&app, "piet@example.com", "codes-setup").await;
     let piet_session = app.sign_in("piet@example.com").await;
+    let olgas_codes = set_up_codes(&app, "olga@example.com", "codes-setup").await;
+    set_up_codes(&app, "piet@example.com", "codes-setup").await;
     let (_, piets) = json(app.get(&piet_session, "/api/v3/authenticators/static/").await).await;
     let piets_set = piets["results"][0]["pk"].as_i64().unwrap();
 
     let mut olga = Browser::new(&app);
-    olga.sign_in("olga@example.com", PASSWORD).await;
+    let asked = olga.sign_in("olga@example.com", PASSWORD).await;
+    assert_eq!(asked["component"], VALIDATE, "{asked}");
+    olga.post(SIGN_IN, json!({"component": VALIDATE, "code": olgas_codes[0]})).await;
     let page = olga.send(app.client.get(app.url("/if/user/"))).await.text().await.unwrap();
     assert!(page.contains("Recovery codes · added"), "{page}");
     let own_form = page.split(r#"action="/if/user/devices/static/"#).nth(1).unwrap();
@@ -526,4 +527,33 @@ async fn setting_up_an_app_after_the_password_lets_the_same_run_add_recovery_cod
     assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     assert_eq!(browser.me().await, StatusCode::OK);
     assert_eq!(gatehouse::mfa::entities::otp_device::Entity::find().all(&app.state.db).await.unwrap().len(), 2);
+}
+
+/// The JSON sign-in takes a password alone only where the sign-in flow would: never from an
+/// account with a device to prove, and from nobody once the validation stage requires one of
+/// everybody. A wrong password hears the usual answer, so nothing is learned about the account.
+#[tokio::test]
+async fn the_json_sign_in_takes_no_password_alone_where_the_flow_asks_for_a_second_factor() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
+    set_up_app(&app, "olga@example.com", "app-setup").await;
+
+    let refused = app.try_sign_in("olga@example.com", PASSWORD).await;
+    assert!(!refused.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().contains("gatehouse_session")));
+    let (status, body) = json(refused).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["non_field_errors"].to_string().contains("second factor"), "{body}");
+    let (status, wrong) = json(app.try_sign_in("olga@example.com", "not her password at all").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!wrong.to_string().contains("second factor"), "a wrong password learns nothing: {wrong}");
+    assert_eq!(app.try_sign_in("piet@example.com", PASSWORD).await.status(), StatusCode::OK, "no device, nothing required");
+
+    require_mfa(&app, &admin, json!({"not_configured_action": "configure"})).await;
+    let (status, body) = json(app.try_sign_in("piet@example.com", PASSWORD).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "required of everybody: {body}");
+    let mut piet = Browser::new(&app);
+    let asked = password_step(&mut piet, "piet@example.com").await;
+    assert_eq!(asked["component"], "ak-stage-authenticator-totp", "the flow sends him to set up an app: {asked}");
 }

@@ -179,7 +179,7 @@ async fn flow_input_is_validated_field_by_field() {
     // Renaming onto another flow's slug is refused too.
     create_flow(&app, &admin, "other").await;
     assert_field_error(app.patch(&admin, "/api/v3/flows/instances/other/", json!({"slug": "taken"})).await, "slug").await;
-    assert_eq!(count(&app, &admin, "/api/v3/flows/instances/").await, 4, "two defaults and the two created");
+    assert_eq!(count(&app, &admin, "/api/v3/flows/instances/").await, 6, "four defaults and the two created");
 }
 
 #[tokio::test]
@@ -191,9 +191,17 @@ async fn the_default_flow_lists_its_stages_in_binding_order() {
     let bound: Vec<Value> = bindings["results"].as_array().unwrap().iter().map(|b| b["stage"].clone()).collect();
     assert_eq!(flow["stages"], Value::Array(bound));
     let names: Vec<&str> = bindings["results"].as_array().unwrap().iter().map(|b| b["stage_obj"]["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["default-authentication-identification", "default-authentication-password", "default-authentication-login"]);
+    assert_eq!(
+        names,
+        [
+            "default-authentication-identification",
+            "default-authentication-password",
+            "default-authentication-mfa-validation",
+            "default-authentication-login"
+        ]
+    );
     let orders: Vec<i64> = bindings["results"].as_array().unwrap().iter().map(|b| b["order"].as_i64().unwrap()).collect();
-    assert_eq!(orders, [10, 20, 100]);
+    assert_eq!(orders, [10, 20, 30, 100]);
 }
 
 #[tokio::test]
@@ -368,7 +376,7 @@ async fn stages_of_each_kind_have_their_settings_beside_the_common_fields() {
     assert_eq!(count(&app, &admin, "/api/v3/stages/identification/?name=who-else").await, 1);
     assert_eq!(count(&app, &admin, "/api/v3/stages/identification/?search=ELSE").await, 1);
     let all = ok(app.get(&admin, "/api/v3/stages/all/?page_size=100").await, StatusCode::OK).await;
-    assert_eq!(all["pagination"]["count"], 6, "four default stages and the two created");
+    assert_eq!(all["pagination"]["count"], 9, "seven default stages and the two created");
     let names: Vec<&str> = all["results"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
@@ -451,7 +459,7 @@ async fn stage_input_is_validated_field_by_field() {
     assert_eq!(app.post(&admin, "/api/v3/stages/captcha/", json!({"name": "c"})).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.get(&admin, &format!("/api/v3/stages/captcha/{missing}/")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.get(&admin, &format!("/api/v3/stages/all/{missing}/")).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(count(&app, &admin, "/api/v3/stages/all/").await, 6, "nothing invalid was stored");
+    assert_eq!(count(&app, &admin, "/api/v3/stages/all/").await, 9, "nothing invalid was stored");
 }
 
 #[tokio::test]
@@ -592,7 +600,7 @@ async fn each_action_needs_its_permission() {
     }
     // Nothing was changed by the refused calls.
     assert_eq!(ok(app.get(&admin, "/api/v3/flows/instances/guarded/").await, StatusCode::OK).await["title"], "x");
-    assert_eq!(count(&app, &admin, "/api/v3/flows/bindings/").await, 5);
+    assert_eq!(count(&app, &admin, "/api/v3/flows/bindings/").await, 9);
 }
 
 #[tokio::test]
@@ -634,7 +642,9 @@ async fn an_exported_flow_imports_as_a_copy_with_the_same_settings() {
             "authentik_flows.flow",
             "authentik_stages_password.passwordstage",
             "authentik_stages_identification.identificationstage",
+            "authentik_stages_authenticator_validate.authenticatorvalidatestage",
             "authentik_stages_user_login.userloginstage",
+            "authentik_flows.flowstagebinding",
             "authentik_flows.flowstagebinding",
             "authentik_flows.flowstagebinding",
             "authentik_flows.flowstagebinding",
@@ -642,7 +652,7 @@ async fn an_exported_flow_imports_as_a_copy_with_the_same_settings() {
         "named stages come before the stages naming them"
     );
     assert_eq!(entries[2]["attrs"]["password_stage"], "default-authentication-password", "references are written as names");
-    assert_eq!(entries[4]["identifiers"], json!({"target": AUTH_FLOW, "stage": "default-authentication-identification", "order": 10}));
+    assert_eq!(entries[5]["identifiers"], json!({"target": AUTH_FLOW, "stage": "default-authentication-identification", "order": 10}));
 
     // JSON on request, by parameter or by Accept.
     let as_json = ok(app.get(&admin, &format!("/api/v3/flows/instances/{AUTH_FLOW}/export/?format=json")).await, StatusCode::OK).await;
@@ -673,7 +683,7 @@ async fn an_exported_flow_imports_as_a_copy_with_the_same_settings() {
             assert_eq!(copied[field], original[field], "{field}");
         }
     }
-    assert_eq!(copied["stages"].as_array().unwrap().len(), 3);
+    assert_eq!(copied["stages"].as_array().unwrap().len(), 4);
 
     let stage = |kind: &'static str, name: &'static str| {
         let app = &app;
@@ -694,6 +704,7 @@ async fn an_exported_flow_imports_as_a_copy_with_the_same_settings() {
     let pairs = [
         ("identification", "default-authentication-identification", "copied-identification"),
         ("password", "default-authentication-password", "copied-password"),
+        ("authenticator/validate", "default-authentication-mfa-validation", "copied-mfa-validation"),
         ("user_login", "default-authentication-login", "copied-login"),
     ];
     let mut copied_ids = Vec::new();
@@ -713,7 +724,7 @@ async fn an_exported_flow_imports_as_a_copy_with_the_same_settings() {
     let bindings =
         ok(app.get(&admin, &format!("/api/v3/flows/bindings/?target={}", copied["pk"].as_str().unwrap())).await, StatusCode::OK).await;
     let orders: Vec<i64> = bindings["results"].as_array().unwrap().iter().map(|b| b["order"].as_i64().unwrap()).collect();
-    assert_eq!(orders, [10, 20, 100]);
+    assert_eq!(orders, [10, 20, 30, 100]);
 
     // Importing the same document again updates in place instead of duplicating.
     let before = totals(&app, &admin).await;

@@ -363,10 +363,11 @@ async fn devices_are_their_owners_and_administrators_need_the_permissions_and_th
     .await;
     app.user("olga@example.com", |_| {}).await;
     app.user("piet@example.com", |_| {}).await;
-    let olga_phone = enrolled(&app, &provider, "olga@example.com", "+41446681800").await;
-    let admin_phone = enrolled(&app, &provider, "admin@example.com", "+41446681801").await;
+    // Signed in before she has a phone: with one, the password alone no longer signs her in.
     let olga = app.sign_in("olga@example.com").await;
     let piet = app.sign_in("piet@example.com").await;
+    let olga_phone = enrolled(&app, &provider, "olga@example.com", "+41446681800").await;
+    let admin_phone = enrolled(&app, &provider, "admin@example.com", "+41446681801").await;
 
     // The owner renames and sees; another person does not even find it.
     let (status, renamed) =
@@ -516,17 +517,13 @@ async fn a_phone_cannot_be_enrolled_on_an_account_that_was_only_identified() {
     assert_eq!(devices["pagination"]["count"], 0);
 }
 
-/// A validation stage with `settings`, bound into the default authentication flow after the
-/// password.
+/// The default authentication flow's validation stage (after the password), changed to
+/// `settings`.
 pub(crate) async fn require_mfa(app: &TestApp, admin: &Session, settings: Value) {
-    let mut body = json!({"name": "mfa-validation"});
-    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
-    let (status, stage) = json(app.post(admin, "/api/v3/stages/authenticator/validate/", body).await).await;
-    assert_eq!(status, StatusCode::CREATED, "{stage}");
-    let (_, flows) = json(app.get(admin, "/api/v3/flows/instances/?slug=default-authentication-flow").await).await;
-    let binding = json!({"target": flows["results"][0]["pk"], "stage": stage["pk"], "order": 30});
-    let (status, binding) = json(app.post(admin, "/api/v3/flows/bindings/", binding).await).await;
-    assert_eq!(status, StatusCode::CREATED, "{binding}");
+    let (_, stages) = json(app.get(admin, "/api/v3/stages/authenticator/validate/?name=default-authentication-mfa-validation").await).await;
+    let pk = stages["results"][0]["pk"].as_str().unwrap_or_else(|| panic!("the default validation stage: {stages}")).to_owned();
+    let (status, stage) = json(app.patch(admin, &format!("/api/v3/stages/authenticator/validate/{pk}/"), settings).await).await;
+    assert_eq!(status, StatusCode::OK, "{stage}");
 }
 
 /// Identification and password through the default flow; returns the challenge after them.
@@ -625,7 +622,8 @@ async fn without_a_device_the_validation_stage_skips_denies_or_sends_to_setup() 
 
     let (_, stages) = json(app.get(&admin, "/api/v3/stages/authenticator/validate/").await).await;
     let path = format!("/api/v3/stages/authenticator/validate/{}/", stages["results"][0]["pk"].as_str().unwrap());
-    let (status, body) = json(app.patch(&admin, &path, json!({"not_configured_action": "configure"})).await).await;
+    let (status, body) =
+        json(app.patch(&admin, &path, json!({"not_configured_action": "configure", "configuration_stages": []})).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "configure needs a setup stage: {body}");
     let (status, body) =
         json(app.patch(&admin, &path, json!({"not_configured_action": "configure", "configuration_stages": [setup["pk"]]})).await).await;
@@ -774,8 +772,7 @@ async fn the_password_alone_does_not_add_a_phone_to_an_account_that_has_one() {
     let second = through("olga@example.com", "+41446681899").await;
     assert_eq!(second["component"], "ak-stage-access-denied", "{second}");
     assert_eq!(provider.requests().len(), sent, "no code went to the new number");
-    let olga = app.sign_in("olga@example.com").await;
-    let (_, devices) = json(app.get(&olga, "/api/v3/authenticators/sms/").await).await;
+    let (_, devices) = json(app.get(&admin, "/api/v3/authenticators/admin/sms/").await).await;
     assert_eq!(devices["pagination"]["count"], 1, "{devices}");
 }
 
