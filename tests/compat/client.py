@@ -1293,6 +1293,24 @@ def otp_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, ema
         raw(flows.flows_instances_destroy, slug)
     raw(stages.stages_all_destroy, validate["pk"])
 
+    def require_mfa_switch():
+        page = stages.stages_authenticator_validate_list(name="default-authentication-mfa-validation")
+        expect(page.pagination.count == 1, f"default validation stages {page.pagination.count}")
+        default = page.results[0]
+        expect(default.not_configured_action == ak.NotConfiguredActionEnum.SKIP and len(default.configuration_stages or []) == 1,
+               f"shipped as {default.not_configured_action!r} with {default.configuration_stages!r}")
+        setup = flows.flows_instances_retrieve("default-authenticator-setup")
+        expect(setup.designation == ak.FlowDesignationEnum.STAGE_CONFIGURATION, f"designation {setup.designation!r}")
+        try:
+            got = stages.stages_authenticator_validate_partial_update(
+                default.pk, ak.PatchedAuthenticatorValidateStageRequest(not_configured_action=ak.NotConfiguredActionEnum.CONFIGURE))
+            expect(got.not_configured_action == ak.NotConfiguredActionEnum.CONFIGURE, f"switched to {got.not_configured_action!r}")
+        finally:
+            raw(stages.stages_authenticator_validate_partial_update, default.pk,
+                ak.PatchedAuthenticatorValidateStageRequest(not_configured_action=ak.NotConfiguredActionEnum.SKIP))
+
+    run("stages_authenticator_validate_list and _partial_update (the shipped \"require MFA\" switch), flows_instances_retrieve (default-authenticator-setup)", require_mfa_switch)
+
     def stages_destroy():
         expect(stages.stages_authenticator_totp_destroy(pks["totp"]) is None, "returned something")
         expect(stages.stages_authenticator_static_destroy(pks["static"]) is None, "returned something")
