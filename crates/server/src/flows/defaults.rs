@@ -110,6 +110,103 @@ pub async fn ensure(state: &AppState, tenant: TenantId) -> Result<()> {
             }
         }
     }
+    ensure_mfa_validation(state, tenant).await
+}
+
+/// A sign-in flow made before the validation stage existed gets it: the stage is created (when
+/// missing, like every default) and, unless the flow already has a validation stage of its own,
+/// bound after the password, so that authenticators people set up are asked for.
+async fn ensure_mfa_validation(state: &AppState, tenant: TenantId) -> Result<()> {
+    let stage_exists = stage::Entity::find()
+        .filter(stage::Column::TenantId.eq(tenant.0))
+        .filter(stage::Column::Name.eq(MFA_VALIDATION_STAGE))
+        .one(&state.db)
+        .await?;
+    if stage_exists.is_some() {
+        return Ok(());
+    }
+    let Some(sign_in) = flow::Entity::find()
+        .filter(flow::Column::TenantId.eq(tenant.0))
+        .filter(flow::Column::Slug.eq(DEFAULT_AUTHENTICATION_FLOW))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(());
+    };
+    let txn = crate::db::begin_write(&state.db).await?;
+    let added = async {
+        let validation = stage_named(&txn, state, tenant, MFA_VALIDATION_STAGE, "authenticator_validate", sign_in.id).await?;
+        let bound = binding::Entity::find()
+            .find_also_related(stage::Entity)
+            .filter(binding::Column::TenantId.eq(tenant.0))
+            .filter(binding::Column::FlowId.eq(sign_in.id))
+            .all(&txn)
+            .await?;
+        if !bound.iter().any(|(_, stage)| stage.as_ref().is_some_and(|s| s.kind == "authenticator_validate")) {
+            bind(&txn, tenant, sign_in.id, validation, 30).await?;
+        }
+        Ok::<(), crate::error::Error>(())
+    }
+    .await;
+    match added {
+        Ok(()) => txn.commit().await?,
+        // Another process added it at the same moment: its copy stands.
+        Err(error) => {
+            txn.rollback().await?;
+            let now_exists = stage::Entity::find()
+                .filter(stage::Column::TenantId.eq(tenant.0))
+                .filter(stage::Column::Name.eq(MFA_VALIDATION_STAGE))
+                .one(&state.db)
+                .await?;
+            if now_exists.is_none() {
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The id of the stage `name`, made of `kind` with its default settings when missing (`flow` is
+/// the default flow it is made for).
+async fn stage_named(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, name: &str, kind: &str, flow: Uuid) -> Result<Uuid> {
+    let existing = stage::Entity::find().filter(stage::Column::TenantId.eq(tenant.0)).filter(stage::Column::Name.eq(name)).one(db).await?;
+    if let Some(stage) = existing {
+        return Ok(stage.id);
+    }
+    let kind_impl = state.stages.get(kind).ok_or_else(|| crate::error::Error::internal(format!("no stage kind {kind}")))?;
+    let settings = kind_impl
+        .parse_settings(default_settings(db, tenant, name, flow).await?)
+        .map_err(|e| crate::error::Error::internal(format!("default settings of {kind}: {e:?}")))?;
+    let now = Utc::now();
+    let created = stage::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        tenant_id: Set(tenant.0),
+        name: Set(name.into()),
+        kind: Set(kind.into()),
+        settings: Set(settings),
+        created: Set(now),
+        last_updated: Set(now),
+    }
+    .insert(db)
+    .await?;
+    Ok(created.id)
+}
+
+/// Binds `stage` to `flow` at `order`, with the defaults authentik gives a binding.
+async fn bind(db: &impl ConnectionTrait, tenant: TenantId, flow: Uuid, stage: Uuid, order: i32) -> Result<()> {
+    binding::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        tenant_id: Set(tenant.0),
+        flow_id: Set(flow),
+        stage_id: Set(stage),
+        binding_order: Set(order),
+        evaluate_on_plan: Set(false),
+        re_evaluate_policies: Set(true),
+        policy_engine_mode: Set(PolicyEngineMode::Any.as_str().into()),
+        invalid_response_action: Set(InvalidResponseAction::Retry.as_str().into()),
+    }
+    .insert(db)
+    .await?;
     Ok(())
 }
 
@@ -163,42 +260,8 @@ async fn create(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, d
     .insert(db)
     .await?;
     for (name, kind, order) in default.stages {
-        let existing =
-            stage::Entity::find().filter(stage::Column::TenantId.eq(tenant.0)).filter(stage::Column::Name.eq(*name)).one(db).await?;
-        let stage_id = match existing {
-            Some(stage) => stage.id,
-            None => {
-                let kind_impl = state.stages.get(kind).ok_or_else(|| crate::error::Error::internal(format!("no stage kind {kind}")))?;
-                let settings = kind_impl
-                    .parse_settings(default_settings(db, tenant, name, flow.id).await?)
-                    .map_err(|e| crate::error::Error::internal(format!("default settings of {kind}: {e:?}")))?;
-                stage::ActiveModel {
-                    id: Set(Uuid::new_v4()),
-                    tenant_id: Set(tenant.0),
-                    name: Set((*name).into()),
-                    kind: Set((*kind).into()),
-                    settings: Set(settings),
-                    created: Set(now),
-                    last_updated: Set(now),
-                }
-                .insert(db)
-                .await?
-                .id
-            }
-        };
-        binding::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            tenant_id: Set(tenant.0),
-            flow_id: Set(flow.id),
-            stage_id: Set(stage_id),
-            binding_order: Set(*order),
-            evaluate_on_plan: Set(false),
-            re_evaluate_policies: Set(true),
-            policy_engine_mode: Set(PolicyEngineMode::Any.as_str().into()),
-            invalid_response_action: Set(InvalidResponseAction::Retry.as_str().into()),
-        }
-        .insert(db)
-        .await?;
+        let stage_id = stage_named(db, state, tenant, name, kind, flow.id).await?;
+        bind(db, tenant, flow.id, stage_id, *order).await?;
     }
     Ok(())
 }

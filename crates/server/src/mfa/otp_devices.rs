@@ -83,12 +83,21 @@ fn new_device(state: &AppState, user: i64, stage: Uuid, offer: &str, kind: OtpKi
     }
 }
 
-/// A unique-index violation on the offer is the same setup answered twice.
-fn already_set_up(error: sea_orm::DbErr) -> Error {
-    match error.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field(crate::error::NON_FIELD_ERRORS, ALREADY_SET_UP),
-        _ => error.into(),
-    }
+/// Whether `error` is the unique index on offers: the same setup answered twice.
+fn is_same_offer(error: &sea_orm::DbErr) -> bool {
+    matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// The device `user` made from `offer` already: a setup answered twice (a double click) makes
+/// one device, and both answers go on as set up.
+async fn made_from(state: &AppState, user: i64, offer: &str) -> Result<otp_device::Model> {
+    otp_device::Entity::find()
+        .filter(otp_device::Column::TenantId.eq(state.tenant.0))
+        .filter(otp_device::Column::Offer.eq(offer))
+        .filter(otp_device::Column::UserId.eq(user))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| Error::field(crate::error::NON_FIELD_ERRORS, ALREADY_SET_UP))
 }
 
 /// Keeps an authenticator app of `actor`'s account, set up through `stage` from the secret it
@@ -109,30 +118,44 @@ pub async fn enrol_totp(
     device.digits = Set(digits.count() as i32);
     device.last_step = Set(i64::try_from(confirmed_step).map_err(|_| Error::internal("time step out of range"))?);
     let txn = crate::db::begin_write(&state.db).await?;
-    let created = device.insert(&txn).await.map_err(already_set_up)?;
+    let created = match device.insert(&txn).await {
+        Ok(created) => created,
+        Err(error) if is_same_offer(&error) => {
+            txn.rollback().await?;
+            return made_from(state, user.id, offer).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&device_ref(OtpKind::Totp, &created))).await?;
     txn.commit().await?;
     Ok(created)
 }
 
 /// Keeps a new set of recovery codes of `actor`'s account from `stage` (the set it offered as
-/// `offer`), replacing the set that stage made before (so that codes written down earlier stop
-/// working).
+/// `offer`), replacing the account's earlier sets (so that codes written down earlier stop
+/// working, whichever stage made them).
 pub async fn enrol_static(state: &AppState, actor: &Actor, stage: Uuid, offer: &str, codes: &[String]) -> Result<otp_device::Model> {
     let Some(user) = &actor.user else { return Err(Error::PermissionDenied) };
     let txn = crate::db::begin_write(&state.db).await?;
     let replaced = otp_device::Entity::find()
         .filter(otp_device::Column::TenantId.eq(state.tenant.0))
         .filter(otp_device::Column::UserId.eq(user.id))
-        .filter(otp_device::Column::StageId.eq(stage))
         .filter(otp_device::Column::Kind.eq(OtpKind::Static))
+        .filter(otp_device::Column::Offer.ne(offer))
         .all(&txn)
         .await?;
     for old in &replaced {
         otp_device::Entity::delete_by_id(old.id).exec(&txn).await?;
         events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&device_ref(OtpKind::Static, old))).await?;
     }
-    let created = new_device(state, user.id, stage, offer, OtpKind::Static, "Static Token").insert(&txn).await.map_err(already_set_up)?;
+    let created = match new_device(state, user.id, stage, offer, OtpKind::Static, "Static Token").insert(&txn).await {
+        Ok(created) => created,
+        Err(error) if is_same_offer(&error) => {
+            txn.rollback().await?;
+            return made_from(state, user.id, offer).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
     let tokens = codes.iter().map(|code| static_token::ActiveModel {
         device_id: Set(created.id),
         digest: Set(recovery::digest(&state.secret, user.id, code)),

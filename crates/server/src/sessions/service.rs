@@ -365,9 +365,14 @@ pub trait PasswordAlone: Send + Sync {
     async fn suffices(&self, state: &AppState, user: &user::Model) -> Result<bool>;
 }
 
-/// What the JSON sign-in says to an account that must prove a second factor.
-pub const SECOND_FACTOR_NEEDED: &str =
-    "This account signs in with a second factor: use the sign-in flow (/api/v3/flows/executor/default-authentication-flow/).";
+/// What the JSON sign-in says to an account that must prove a second factor: where the sign-in
+/// flow that asks for it is.
+fn second_factor_needed(state: &AppState) -> String {
+    format!(
+        "This account signs in with a second factor: use the sign-in flow (/api/v3/flows/executor/{}/).",
+        state.config.flows.authentication_flow
+    )
+}
 
 /// Signs in with an e-mail address and password alone, when `password_alone` says that suffices
 /// for the account (checked only once the password is right, so that the answer says nothing
@@ -395,7 +400,7 @@ pub async fn sign_in(
         Checked::Passed(attempt, verified) => {
             let user = pass_attempt(state, &attempt, verified).await?;
             if !password_alone.suffices(state, &user).await? {
-                return Err(Error::field(crate::error::NON_FIELD_ERRORS, SECOND_FACTOR_NEEDED));
+                return Err(Error::field(crate::error::NON_FIELD_ERRORS, second_factor_needed(state)));
             }
             start_session(state, &user, client, state.config.sessions.duration.to_chrono(), replacing).await
         }

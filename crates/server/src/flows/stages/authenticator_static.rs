@@ -16,7 +16,6 @@ struct Offered {
     user: i64,
     sealed: String,
     /// Names this offer, so that confirming it twice makes one set.
-    #[serde(default)]
     id: String,
 }
 

@@ -18,7 +18,6 @@ struct Offered {
     user: i64,
     sealed: String,
     /// Names this offer, so that answering it twice makes one device.
-    #[serde(default)]
     id: String,
 }
 

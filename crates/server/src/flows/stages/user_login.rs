@@ -17,6 +17,8 @@ const NO_BINDING: &str = "no_binding";
 
 /// What a run that reaches the login stage without a verified factor is told.
 pub const NO_VERIFIED_FACTOR: &str = "This sign-in was not verified; please start again.";
+/// What an account with an authenticator is told when the flow never asked for it.
+pub const SECOND_FACTOR_NOT_ASKED: &str = "This account signs in with a second factor, which this sign-in did not ask for. Ask an administrator to add an authenticator validation stage to the flow.";
 
 /// Settings of a login stage, with authentik's names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +73,14 @@ impl UserLogin {
                 .with("pending_user", json!({"pk": user.id, "username": user.username}));
             crate::events::service::record(&cx.state.db, cx.state, event).await?;
             return Ok(Err(Step::Denied(NO_VERIFIED_FACTOR.into())));
+        }
+        // Whatever the flow: an account with an authenticator proves it before a session starts,
+        // so a flow without a validation stage (an older sign-in flow, a copy, a test flow) never
+        // lets the password alone in.
+        let proved_second =
+            cx.context.factors.iter().any(|f| f.user == user.id && f.kind.is_second_factor() && f.at >= user.password_change_date);
+        if !proved_second && crate::mfa::devices::has_sign_in_device(cx.state, user.id).await? {
+            return Ok(Err(Step::Denied(SECOND_FACTOR_NOT_ASKED.into())));
         }
         Ok(Ok(user))
     }
