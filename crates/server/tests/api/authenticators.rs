@@ -13,7 +13,7 @@ use crate::support::*;
 
 const VALIDATE: &str = "ak-stage-authenticator-validate";
 
-/// A setup stage of `kind` (`totp` or `static`) with `settings`, bound alone to a new
+/// A setup stage of `kind` (`sms`, `totp` or `static`) with `settings`, bound alone to a new
 /// configuration flow `slug`.
 pub(crate) async fn setup_flow(app: &TestApp, admin: &Session, slug: &str, kind: &str, settings: Value) -> Value {
     let mut body = json!({"name": format!("{slug}-stage")});

@@ -72,17 +72,7 @@ impl FakeProvider {
 
 /// An SMS setup stage made through the API, bound alone to a new configuration flow `slug`.
 async fn sms_setup_flow(app: &TestApp, admin: &Session, slug: &str, settings: Value) -> Value {
-    let mut body = json!({"name": format!("{slug}-stage")});
-    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
-    let (status, stage) = json(app.post(admin, "/api/v3/stages/authenticator/sms/", body).await).await;
-    assert_eq!(status, StatusCode::CREATED, "{stage}");
-    let flow = json!({"name": slug, "slug": slug, "title": "Set up a phone", "designation": "stage_configuration", "authentication": "require_authenticated"});
-    let (status, flow) = json(app.post(admin, "/api/v3/flows/instances/", flow).await).await;
-    assert_eq!(status, StatusCode::CREATED, "{flow}");
-    let binding = json!({"target": flow["pk"], "stage": stage["pk"], "order": 0});
-    let (status, binding) = json(app.post(admin, "/api/v3/flows/bindings/", binding).await).await;
-    assert_eq!(status, StatusCode::CREATED, "{binding}");
-    stage
+    crate::authenticators::setup_flow(app, admin, slug, "sms", settings).await
 }
 
 pub(crate) fn executor(slug: &str) -> String {
