@@ -2,6 +2,7 @@
 //! environment variables with `__` for nesting (`GATEHOUSE_DATABASE__URL`).
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -33,6 +34,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub tokens: TokenConfig,
     pub sms: SmsConfig,
+    pub email: EmailConfig,
     pub tasks: TaskConfig,
     pub flows: FlowConfig,
     pub identifiers: IdentifierConfig,
@@ -196,6 +198,41 @@ impl Default for SmsConfig {
     }
 }
 
+/// The mail relay e-mail authenticator stages use when they say `use_global_settings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The relay's host name; empty means no relay is configured.
+    pub host: String,
+    pub port: u16,
+    /// Credentials, when the relay asks for them.
+    pub username: String,
+    pub password: String,
+    /// Upgrade the connection with STARTTLS (refusing a relay that cannot).
+    pub use_tls: bool,
+    /// Speak TLS from the first byte (usually port 465).
+    pub use_ssl: bool,
+    /// How long one message may take, connecting included.
+    pub timeout: DurationString,
+    /// The sender of every message.
+    pub from: String,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 25,
+            username: String::new(),
+            password: String::new(),
+            use_tls: false,
+            use_ssl: false,
+            timeout: DurationString::from_secs(10),
+            from: "gatehouse@localhost".into(),
+        }
+    }
+}
+
 /// Background tasks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,6 +316,7 @@ impl Default for Config {
                 invalidation_flow: DEFAULT_INVALIDATION_FLOW.into(),
             },
             sms: SmsConfig::default(),
+            email: EmailConfig::default(),
             tokens: TokenConfig {
                 default_duration: DurationString::from_secs(24 * 3600),
                 max_live_per_user: 100,
@@ -419,6 +457,15 @@ impl Config {
         }
         if !(self.sms.twilio_base_url.starts_with("https://") || self.sms.twilio_base_url.starts_with("http://")) {
             return fail("sms.twilio_base_url", "must be an http:// or https:// URL");
+        }
+        if self.email.use_tls && self.email.use_ssl {
+            return fail("email.use_tls", "use_tls (STARTTLS) and use_ssl (TLS from the start) exclude each other");
+        }
+        if self.email.timeout.as_micros() < 100_000 || self.email.timeout.as_micros() > 60_000_000 {
+            return fail("email.timeout", "must be between milliseconds=100 and minutes=1");
+        }
+        if lettre::message::Mailbox::from_str(&self.email.from).is_err() {
+            return fail("email.from", "must be an e-mail address, optionally with a name: Gatehouse <gatehouse@example.com>");
         }
         if self.sms.send_timeout.as_micros() < 100_000 || self.sms.send_timeout.as_micros() > 60_000_000 {
             return fail("sms.send_timeout", "must be between milliseconds=100 and minutes=1");

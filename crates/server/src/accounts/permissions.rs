@@ -202,6 +202,26 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "staticdevice",
         "Static Device",
         "authentik Stages.Authenticator.Static",
+    ),    (
+        "authentik_stages_authenticator_email.view_emaildevice",
+        "Can view Email Device",
+        "emaildevice",
+        "Email Device",
+        "authentik Stages.Authenticator.Email",
+    ),
+    (
+        "authentik_stages_authenticator_email.change_emaildevice",
+        "Can change Email Device",
+        "emaildevice",
+        "Email Device",
+        "authentik Stages.Authenticator.Email",
+    ),
+    (
+        "authentik_stages_authenticator_email.delete_emaildevice",
+        "Can delete Email Device",
+        "emaildevice",
+        "Email Device",
+        "authentik Stages.Authenticator.Email",
     ),
 ];
 
@@ -302,6 +322,9 @@ pub mod names {
     pub const VIEW_STATIC_DEVICE: &str = "authentik_stages_authenticator_static.view_staticdevice";
     pub const CHANGE_STATIC_DEVICE: &str = "authentik_stages_authenticator_static.change_staticdevice";
     pub const DELETE_STATIC_DEVICE: &str = "authentik_stages_authenticator_static.delete_staticdevice";
+    pub const VIEW_EMAIL_DEVICE: &str = "authentik_stages_authenticator_email.view_emaildevice";
+    pub const CHANGE_EMAIL_DEVICE: &str = "authentik_stages_authenticator_email.change_emaildevice";
+    pub const DELETE_EMAIL_DEVICE: &str = "authentik_stages_authenticator_email.delete_emaildevice";
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(Installation),
             Box::new(SmsDevices),
             Box::new(OtpDevices),
+            Box::new(EmailDevices),
         ]
     }
 }
@@ -898,5 +899,26 @@ impl MigrationTrait for OtpDevices {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("static_tokens").to_owned()).await?;
         manager.drop_table(Table::drop().table("otp_devices").to_owned()).await
+    }
+}
+
+/// E-mail authenticators live beside apps and recovery codes in `otp_devices`, with the address
+/// the codes go to.
+struct EmailDevices;
+
+impl MigrationName for EmailDevices {
+    fn name(&self) -> &str {
+        "m0009_email_devices"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for EmailDevices {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("otp_devices").add_column(string_len_null("email", 254)).to_owned()).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("otp_devices").drop_column("email").to_owned()).await
     }
 }

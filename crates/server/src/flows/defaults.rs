@@ -225,7 +225,7 @@ async fn default_settings(db: &impl ConnectionTrait, tenant: TenantId, name: &st
             settings.insert("friendly_name".into(), json!("Recovery codes"));
         }
         MFA_VALIDATION_STAGE => {
-            settings.insert("device_classes".into(), json!(["totp", "static", "sms"]));
+            settings.insert("device_classes".into(), json!(["totp", "static", "sms", "email"]));
             settings.insert("not_configured_action".into(), json!("skip"));
             let app_setup = stage::Entity::find()
                 .filter(stage::Column::TenantId.eq(tenant.0))

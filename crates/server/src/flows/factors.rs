@@ -20,12 +20,14 @@ pub enum FactorKind {
     Totp,
     /// One of the account's recovery codes.
     RecoveryCode,
+    /// A one-time code sent by e-mail to one of the account's e-mail authenticators.
+    Email,
 }
 
 impl FactorKind {
     /// Whether this kind proves a device beside the password.
     pub fn is_second_factor(self) -> bool {
-        matches!(self, FactorKind::Sms | FactorKind::Totp | FactorKind::RecoveryCode)
+        matches!(self, FactorKind::Sms | FactorKind::Totp | FactorKind::RecoveryCode | FactorKind::Email)
     }
 }
 

@@ -256,6 +256,7 @@ impl StageRegistry {
         registry.add(super::stages::deny::Deny);
         registry.add(super::stages::authenticator_sms::AuthenticatorSms);
         registry.add(super::stages::authenticator_totp::AuthenticatorTotp);
+        registry.add(super::stages::authenticator_email::AuthenticatorEmail);
         registry.add(super::stages::authenticator_static::AuthenticatorStatic);
         registry.add(super::stages::authenticator_validate::AuthenticatorValidate);
         registry

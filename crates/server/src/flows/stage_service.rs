@@ -458,7 +458,7 @@ pub struct SetupLink {
 pub async fn authenticator_setup_links(state: &AppState) -> Result<Vec<SetupLink>> {
     let stages = stage::Entity::find()
         .filter(stage::Column::TenantId.eq(state.tenant.0))
-        .filter(stage::Column::Kind.is_in(["authenticator_sms", "authenticator_totp", "authenticator_static"]))
+        .filter(stage::Column::Kind.is_in(super::stages::AUTHENTICATOR_SETUP_KINDS.iter().copied()))
         .all(&state.db)
         .await?;
     let configured: Vec<(stage::Model, Uuid)> = stages

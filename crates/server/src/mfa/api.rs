@@ -1,5 +1,5 @@
-//! The JSON shapes of devices, as authentik's `SMSDevice`, `TOTPDevice`, `StaticDevice` and
-//! `Device`.
+//! The JSON shapes of devices, as authentik's `SMSDevice`, `TOTPDevice`, `StaticDevice`,
+//! `EmailDevice` and `Device`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,16 @@ pub struct StaticDeviceOut {
     pub user: PartialUser,
 }
 
+/// authentik's `EmailDevice`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmailDeviceOut {
+    pub name: String,
+    pub pk: i64,
+    /// Where the codes go (masked for an owner who holds rights the caller lacks).
+    pub email: String,
+    pub user: PartialUser,
+}
+
 /// The representation of an authenticator app or recovery-code set, as its kind's model.
 pub trait OtpDeviceOut: Serialize + Send {
     fn new(device: otp_device::Model, user: PartialUser) -> Self;
@@ -112,14 +122,24 @@ impl OtpDeviceOut for StaticDeviceOut {
     }
 }
 
+impl OtpDeviceOut for EmailDeviceOut {
+    fn new(device: otp_device::Model, user: PartialUser) -> Self {
+        Self { name: device.name, pk: device.id, email: device.email.unwrap_or_default(), user }
+    }
+}
+
 impl From<otp_device::Model> for DeviceOut {
     fn from(device: otp_device::Model) -> Self {
-        let totp = device.kind == OtpKind::Totp.as_str();
-        let (verbose_name, meta_model_name, device_type) = if totp {
-            ("TOTP Device", "authentik_stages_authenticator_totp.totpdevice", "authentik_stages_authenticator_totp.TOTPDevice")
-        } else {
-            ("Static Device", "authentik_stages_authenticator_static.staticdevice", "authentik_stages_authenticator_static.StaticDevice")
+        let (verbose_name, meta_model_name, device_type) = match OtpKind::parse(&device.kind) {
+            Some(OtpKind::Totp) => {
+                ("TOTP Device", "authentik_stages_authenticator_totp.totpdevice", "authentik_stages_authenticator_totp.TOTPDevice")
+            }
+            Some(OtpKind::Email) => {
+                ("Email Device", "authentik_stages_authenticator_email.emaildevice", "authentik_stages_authenticator_email.EmailDevice")
+            }
+            _ => ("Static Device", "authentik_stages_authenticator_static.staticdevice", "authentik_stages_authenticator_static.StaticDevice"),
         };
+        let extra_description = device.email.as_deref().map(super::email::masked);
         Self {
             verbose_name: verbose_name.into(),
             verbose_name_plural: format!("{verbose_name}s"),
@@ -131,7 +151,7 @@ impl From<otp_device::Model> for DeviceOut {
             created: device.created,
             last_updated: device.last_updated,
             last_used: device.last_used,
-            extra_description: None,
+            extra_description,
             external_id: None,
         }
     }

@@ -10,6 +10,8 @@ use crate::secret::{ServerSecret, constant_time_eq};
 
 /// How long a code is accepted after it was sent.
 pub const CODE_LIFETIME: TimeDelta = TimeDelta::minutes(5);
+/// The longest any code may be accepted, whatever a stage says.
+pub const LONGEST_CODE_LIFETIME: TimeDelta = TimeDelta::minutes(10);
 /// Wrong answers one code survives; the next one drops it and a new code must be sent.
 pub const MAX_FAILURES_PER_CODE: u32 = 10;
 
@@ -37,8 +39,14 @@ pub enum Answer {
 /// A new code bound to `binding` (what it was sent for: the flow run, the stage and the
 /// number), returned in clear to be sent and as the record to keep.
 pub fn new_code(secret: &ServerSecret, binding: &str, now: DateTime<Utc>) -> (String, SentCode) {
+    new_code_valid_for(secret, binding, now, CODE_LIFETIME)
+}
+
+/// [`new_code`], accepted for `lifetime` (never more than [`LONGEST_CODE_LIFETIME`]).
+pub fn new_code_valid_for(secret: &ServerSecret, binding: &str, now: DateTime<Utc>, lifetime: TimeDelta) -> (String, SentCode) {
+    let lifetime = lifetime.min(LONGEST_CODE_LIFETIME);
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
-    let sent = SentCode { digest: digest(secret, binding, &code), valid_until: now + CODE_LIFETIME, failures: 0 };
+    let sent = SentCode { digest: digest(secret, binding, &code), valid_until: now + lifetime, failures: 0 };
     (code, sent)
 }
 
@@ -62,6 +70,14 @@ impl SentCode {
         self.failures += 1;
         if self.failures >= MAX_FAILURES_PER_CODE { Answer::WrongAndSpent } else { Answer::Wrong }
     }
+}
+
+/// Why a message with a code was not delivered: what the provider answered (shortened), or that it could
+/// not be reached. Never shown to the person; recorded as a `configuration_error` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub status: Option<u16>,
+    pub detail: String,
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 //! count per account across every device and flow, reserved before the comparison so that
 //! concurrent guesses and other processes cannot slip past the limit.
 
-use gatehouse_types::PhoneNumber;
+use gatehouse_types::{Email, PhoneNumber};
 use serde_json::json;
 
-use super::codes::SentCode;
+use super::codes::{SendFailure, SentCode};
+use super::email::{self, EmailStageSettings};
 use super::sms::{self, SmsStageSettings};
 use crate::accounts::entities::user;
 use crate::credentials::attempts::{self, Bucket, Reservation};
@@ -32,7 +33,11 @@ pub const COULD_NOT_SEND: &str = "We could not send the code. Try again later.";
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
     TypedNumber(&'a PhoneNumber),
+    TypedAddress(&'a Email),
+    /// An enrolled phone.
     Device(i64),
+    /// An enrolled e-mail authenticator.
+    Mailbox(i64),
 }
 
 /// Counts one send for `account` to `destination` from `client`, before anything is checked
@@ -45,7 +50,11 @@ pub async fn reserve_send(
 ) -> Result<std::result::Result<Reservation, String>> {
     let destination = match destination {
         Destination::TypedNumber(number) => state.secret.digest("code-destination", number.as_str().as_bytes()),
+        Destination::TypedAddress(address) => {
+            state.secret.digest("code-destination", address.as_str().to_lowercase().as_bytes())
+        }
         Destination::Device(id) => format!("device-{id}"),
+        Destination::Mailbox(id) => format!("email-device-{id}"),
     };
     let buckets = vec![
         Bucket::code_sends_for_account(account.id, SENDS_PER_ACCOUNT_HOUR),
@@ -73,20 +82,61 @@ pub async fn send_sms_code(
 ) -> Result<std::result::Result<SentCode, String>> {
     let (code, sent) = super::codes::new_code(&state.secret, binding, chrono::Utc::now());
     let timeout = state.config.sms.send_timeout.to_std();
-    match sms::send(settings, &state.config.sms.twilio_base_url, timeout, to, &code).await {
+    let outcome = sms::send(settings, &state.config.sms.twilio_base_url, timeout, to, &code).await;
+    let sent_to = Sent { medium: "SMS", to: sms::masked(to.as_str()) };
+    Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
+}
+
+/// Sends a new code bound to `binding` by e-mail to `to` for `account` as the e-mail stage's
+/// `settings` say, under a send `reservation` from [`reserve_send`]; like [`send_sms_code`].
+pub async fn send_email_code(
+    state: &AppState,
+    reservation: Reservation,
+    settings: &EmailStageSettings,
+    account: &user::Model,
+    client: &ClientInfo,
+    to: &Email,
+    binding: &str,
+) -> Result<std::result::Result<SentCode, String>> {
+    let lifetime = settings.code_lifetime();
+    let (code, sent) = super::codes::new_code_valid_for(&state.secret, binding, chrono::Utc::now(), lifetime);
+    let outcome = email::send(&settings.relay(&state.config.email), &settings.subject, to, &code, lifetime).await;
+    let sent_to = Sent { medium: "Email", to: email::masked(to.as_str()) };
+    Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
+}
+
+/// Where a code went, as logs and the audit trail may show it.
+struct Sent {
+    /// authentik's word in its `Error sending …` events.
+    medium: &'static str,
+    to: String,
+}
+
+/// Keeps a send counted when the provider took the message; otherwise gives it back, records a
+/// `configuration_error` event with the provider's shortened answer, and says what the person
+/// is told.
+async fn settle(
+    state: &AppState,
+    reservation: Reservation,
+    account: &user::Model,
+    client: &ClientInfo,
+    sent: Sent,
+    outcome: std::result::Result<(), SendFailure>,
+) -> Result<std::result::Result<(), String>> {
+    match outcome {
         Ok(()) => {
             // The send stays counted.
             drop(reservation);
-            tracing::info!(to = %sms::masked(to.as_str()), user = account.id, "sent a one-time code");
-            Ok(Ok(sent))
+            tracing::info!(to = %sent.to, medium = sent.medium, user = account.id, "sent a one-time code");
+            Ok(Ok(()))
         }
         Err(failure) => {
             reservation.release(&state.db).await?;
-            tracing::warn!(to = %sms::masked(to.as_str()), status = ?failure.status, "the SMS provider did not take a message");
+            tracing::warn!(to = %sent.to, medium = sent.medium, status = ?failure.status, "the provider did not take a message");
             let event = EventRecord::new(Action::ConfigurationError)
                 .by(account)
                 .from_client(client)
-                .with("message", json!("Error sending SMS"))
+                .with("message", json!(format!("Error sending {}", sent.medium)))
                 .with("status_code", json!(failure.status))
                 .with("response", json!(mask_digit_runs(&failure.detail)));
             events::service::record(&state.db, state, event).await?;

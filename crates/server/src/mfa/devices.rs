@@ -144,20 +144,28 @@ pub async fn list_sms(
 /// Masks the numbers of devices whose owners hold rights `actor` lacks: seeing every device
 /// does not extend to the phone numbers of more powerful accounts.
 async fn mask_numbers_beyond(state: &AppState, actor: &Actor, devices: &mut [sms_device::Model]) -> Result<()> {
-    if actor.rights.superuser {
-        return Ok(());
+    let beyond = owners_beyond(state, actor, devices.iter().map(|d| d.user_id)).await?;
+    for device in devices.iter_mut().filter(|d| beyond.contains(&d.user_id)) {
+        device.phone_number = super::sms::masked(&device.phone_number);
     }
-    let mut owners: Vec<i64> = devices.iter().map(|d| d.user_id).filter(|owner| !actor.is(*owner)).collect();
+    Ok(())
+}
+
+/// Which of `owners` (other than `actor` itself) hold rights `actor` lacks: their devices'
+/// numbers and addresses are shown to `actor` masked.
+pub(super) async fn owners_beyond(
+    state: &AppState,
+    actor: &Actor,
+    owners: impl Iterator<Item = i64>,
+) -> Result<std::collections::HashSet<i64>> {
+    if actor.rights.superuser {
+        return Ok(Default::default());
+    }
+    let mut owners: Vec<i64> = owners.filter(|owner| !actor.is(*owner)).collect();
     owners.sort_unstable();
     owners.dedup();
     let rights = access::account_rights(&state.db, state.tenant, &owners).await?;
-    for device in devices.iter_mut() {
-        let beyond = rights.get(&device.user_id).is_some_and(|owner| !actor.rights.covers(&owner.held));
-        if beyond && !actor.is(device.user_id) {
-            device.phone_number = super::sms::masked(&device.phone_number);
-        }
-    }
-    Ok(())
+    Ok(owners.into_iter().filter(|owner| rights.get(owner).is_some_and(|held| !actor.rights.covers(&held.held))).collect())
 }
 
 /// The SMS device `id`, if `actor` may see it through `view`.
@@ -240,11 +248,12 @@ pub async fn mark_used(state: &AppState, device: &sms_device::Model) -> Result<(
     Ok(())
 }
 
-/// Whether `user` has any device it can sign in with: a phone, an authenticator app, or a
-/// recovery code left.
+/// Whether `user` has any device it can sign in with: a phone, an e-mail authenticator, an
+/// authenticator app, or a recovery code left.
 pub async fn has_sign_in_device(state: &AppState, user: i64) -> Result<bool> {
     use super::otp_devices::{OtpKind, sign_in_devices as otp_sign_in_devices};
     Ok(!sign_in_devices(state, user).await?.is_empty()
         || !otp_sign_in_devices(state, user, OtpKind::Totp).await?.is_empty()
-        || !otp_sign_in_devices(state, user, OtpKind::Static).await?.is_empty())
+        || !otp_sign_in_devices(state, user, OtpKind::Static).await?.is_empty()
+        || !otp_sign_in_devices(state, user, OtpKind::Email).await?.is_empty())
 }

@@ -50,6 +50,8 @@ pub mod otp_device {
         pub offer: String,
         pub name: String,
         pub secret_sealed: Option<String>,
+        /// Where an e-mail authenticator's codes go.
+        pub email: Option<String>,
         pub digits: i32,
         pub last_step: i64,
         pub confirmed: bool,

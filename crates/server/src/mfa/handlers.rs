@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::api::{DeviceOut, DeviceWrite, OtpDeviceOut, SmsDeviceOut, StaticDeviceOut, TotpDeviceOut};
+use super::api::{DeviceOut, DeviceWrite, EmailDeviceOut, OtpDeviceOut, SmsDeviceOut, StaticDeviceOut, TotpDeviceOut};
 use super::devices::{self, DeviceFilter, View};
 use super::entities::{otp_device, sms_device};
 use super::otp_devices::{self, OtpKind};
@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_retrieve_sms_device, admin_update_sms_device, admin_partial_update_sms_device, admin_delete_sms_device))
         .merge(totp::router())
         .merge(recovery::router())
+        .merge(mail::router())
 }
 
 /// The owners of devices, as their representations show them.
@@ -374,4 +375,16 @@ otp_device_routes!(
     "/api/v3/authenticators/static/{id}/used_by/",
     "/api/v3/authenticators/admin/static/",
     "/api/v3/authenticators/admin/static/{id}/"
+);
+
+otp_device_routes!(
+    mail,
+    OtpKind::Email,
+    EmailDeviceOut,
+    "email",
+    "/api/v3/authenticators/email/",
+    "/api/v3/authenticators/email/{id}/",
+    "/api/v3/authenticators/email/{id}/used_by/",
+    "/api/v3/authenticators/admin/email/",
+    "/api/v3/authenticators/admin/email/{id}/"
 );

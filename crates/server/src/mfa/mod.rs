@@ -7,6 +7,7 @@ pub mod api;
 pub mod codes;
 pub mod delivery;
 pub mod devices;
+pub mod email;
 pub mod entities;
 pub mod handlers;
 pub mod otp_devices;

@@ -24,6 +24,7 @@ text_enum!(
     OtpKind {
         Totp => "totp",
         Static => "static",
+        Email => "email",
     }
 );
 
@@ -32,18 +33,21 @@ impl OtpKind {
         match self {
             OtpKind::Totp => names::VIEW_TOTP_DEVICE,
             OtpKind::Static => names::VIEW_STATIC_DEVICE,
+            OtpKind::Email => names::VIEW_EMAIL_DEVICE,
         }
     }
     fn change_permission(self) -> &'static str {
         match self {
             OtpKind::Totp => names::CHANGE_TOTP_DEVICE,
             OtpKind::Static => names::CHANGE_STATIC_DEVICE,
+            OtpKind::Email => names::CHANGE_EMAIL_DEVICE,
         }
     }
     fn delete_permission(self) -> &'static str {
         match self {
             OtpKind::Totp => names::DELETE_TOTP_DEVICE,
             OtpKind::Static => names::DELETE_STATIC_DEVICE,
+            OtpKind::Email => names::DELETE_EMAIL_DEVICE,
         }
     }
     /// authentik's app label and model name of this kind of device.
@@ -51,6 +55,7 @@ impl OtpKind {
         match self {
             OtpKind::Totp => ("authentik_stages_authenticator_totp", "totpdevice"),
             OtpKind::Static => ("authentik_stages_authenticator_static", "staticdevice"),
+            OtpKind::Email => ("authentik_stages_authenticator_email", "emaildevice"),
         }
     }
 }
@@ -73,6 +78,7 @@ fn new_device(state: &AppState, user: i64, stage: Uuid, offer: &str, kind: OtpKi
         offer: Set(offer.to_owned()),
         name: Set(name.to_owned()),
         secret_sealed: Set(None),
+        email: Set(None),
         digits: Set(0),
         last_step: Set(0),
         confirmed: Set(true),
@@ -86,6 +92,30 @@ fn new_device(state: &AppState, user: i64, stage: Uuid, offer: &str, kind: OtpKi
 /// Whether `error` is the unique index on offers: the same setup answered twice.
 fn is_same_offer(error: &sea_orm::DbErr) -> bool {
     matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Inserts `device` of `kind`, made for `user` from `offer`, and records it; a setup answered
+/// twice gets the device the first answer made.
+async fn insert_offered(
+    state: &AppState,
+    actor: &Actor,
+    user: i64,
+    offer: &str,
+    kind: OtpKind,
+    device: otp_device::ActiveModel,
+) -> Result<otp_device::Model> {
+    let txn = crate::db::begin_write(&state.db).await?;
+    let created = match device.insert(&txn).await {
+        Ok(created) => created,
+        Err(error) if is_same_offer(&error) => {
+            txn.rollback().await?;
+            return made_from(state, user, offer).await;
+        }
+        Err(error) => return Err(error.into()),
+    };
+    events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&device_ref(kind, &created))).await?;
+    txn.commit().await?;
+    Ok(created)
 }
 
 /// The device `user` made from `offer` already: a setup answered twice (a double click) makes
@@ -117,18 +147,16 @@ pub async fn enrol_totp(
     device.secret_sealed = Set(Some(secret.seal(&state.secret, user.id)?));
     device.digits = Set(digits.count() as i32);
     device.last_step = Set(i64::try_from(confirmed_step).map_err(|_| Error::internal("time step out of range"))?);
-    let txn = crate::db::begin_write(&state.db).await?;
-    let created = match device.insert(&txn).await {
-        Ok(created) => created,
-        Err(error) if is_same_offer(&error) => {
-            txn.rollback().await?;
-            return made_from(state, user.id, offer).await;
-        }
-        Err(error) => return Err(error.into()),
-    };
-    events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&device_ref(OtpKind::Totp, &created))).await?;
-    txn.commit().await?;
-    Ok(created)
+    insert_offered(state, actor, user.id, offer, OtpKind::Totp, device).await
+}
+
+/// Keeps an e-mail authenticator of `actor`'s account for `address`, set up through `stage` (the
+/// code it sent as `offer` proved the address).
+pub async fn enrol_email(state: &AppState, actor: &Actor, stage: Uuid, offer: &str, address: &gatehouse_types::Email) -> Result<otp_device::Model> {
+    let Some(user) = &actor.user else { return Err(Error::PermissionDenied) };
+    let mut device = new_device(state, user.id, stage, offer, OtpKind::Email, "Email Device");
+    device.email = Set(Some(address.as_str().to_owned()));
+    insert_offered(state, actor, user.id, offer, OtpKind::Email, device).await
 }
 
 /// Keeps a new set of recovery codes of `actor`'s account from `stage` (the set it offered as
@@ -209,7 +237,12 @@ pub async fn list(
         (otp_device::Column::Name, Order::Asc),
         otp_device::Column::Id,
     )?;
-    fetch_page(&state.db, select, page).await
+    let mut page = fetch_page(&state.db, select, page).await?;
+    let beyond = super::devices::owners_beyond(state, actor, page.results.iter().map(|d| d.user_id)).await?;
+    for device in page.results.iter_mut().filter(|d| beyond.contains(&d.user_id)) {
+        device.email = device.email.as_deref().map(super::email::masked);
+    }
+    Ok(page)
 }
 
 /// The `kind` device `id`, if `actor` may see it through `view`.
@@ -327,4 +360,15 @@ pub async fn take_recovery_code(state: &AppState, user: i64, devices: &[otp_devi
         .exec(&state.db)
         .await?;
     Ok(Some(token.device_id))
+}
+
+/// Notes that the device `id` (an e-mail authenticator) was just used to sign in.
+pub async fn mark_used(state: &AppState, id: i64) -> Result<()> {
+    otp_device::Entity::update_many()
+        .col_expr(otp_device::Column::LastUsed, Expr::value(Utc::now()))
+        .filter(otp_device::Column::Id.eq(id))
+        .filter(otp_device::Column::TenantId.eq(state.tenant.0))
+        .exec(&state.db)
+        .await?;
+    Ok(())
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Digest;
 
+use super::codes::SendFailure;
 use crate::error::FieldErrors;
 use crate::secret::ServerSecret;
 
@@ -132,14 +133,6 @@ pub fn masked(number: &str) -> String {
 /// The text of a message carrying `code`.
 pub fn message_text(code: &str) -> String {
     format!("Use this code to authenticate in Gatehouse: {code}")
-}
-
-/// Why a message was not delivered: what the provider answered (shortened), or that it could
-/// not be reached. Never shown to the person; recorded as a `configuration_error` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendFailure {
-    pub status: Option<u16>,
-    pub detail: String,
 }
 
 /// Sends `code` to `to` as `settings` say, within `timeout` (connecting included). Redirects are

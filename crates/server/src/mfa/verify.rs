@@ -1,5 +1,5 @@
 //! Judging a code typed at sign-in or during setup, whatever device it is from: a code sent by
-//! text message, an authenticator app's code, or a recovery code. Every answer counts toward the
+//! text message or e-mail, an authenticator app's code, or a recovery code. Every answer counts toward the
 //! account's limit on wrong codes, reserved before any comparison, so that concurrent guesses
 //! and other processes cannot slip past it; only a right answer gives the reservation back.
 
@@ -16,8 +16,8 @@ use crate::state::AppState;
 /// What proved the answer right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
-    /// The code sent by text message.
-    Sms,
+    /// The code sent in this run (by text message or e-mail).
+    SentCode,
     /// A code of the authenticator app with this id.
     Totp(i64),
     /// A recovery code of the set with this id.
@@ -36,7 +36,7 @@ pub enum Checked {
     },
 }
 
-/// A code sent by text message in this run, and what it is bound to.
+/// A code sent in this run (by text message or e-mail), and what it is bound to.
 pub struct SentAnswer<'a> {
     pub sent: &'a mut SentCode,
     pub binding: &'a str,
@@ -45,7 +45,7 @@ pub struct SentAnswer<'a> {
 /// The devices an answer may come from.
 #[derive(Default)]
 pub struct Candidates<'a> {
-    pub sms: Option<SentAnswer<'a>>,
+    pub sent: Option<SentAnswer<'a>>,
     pub totp: &'a [otp_device::Model],
     pub recovery: &'a [otp_device::Model],
 }
@@ -74,11 +74,11 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
         return Ok(wrong(false));
     }
     let mut sent_outcome = None;
-    if let Some(SentAnswer { sent, binding }) = candidates.sms {
+    if let Some(SentAnswer { sent, binding }) = candidates.sent {
         let outcome = sent.answer(&state.secret, binding, answer, chrono::Utc::now());
         if outcome == Answer::Right {
             reservation.settle_success_now(&state.db).await?;
-            return Ok(Checked::Right(Proof::Sms));
+            return Ok(Checked::Right(Proof::SentCode));
         }
         sent_outcome = Some(outcome);
     }

@@ -105,11 +105,15 @@ async fn render(state: &AppState, current: &AuthContext) -> Result<Response> {
         })
         .collect();
     devices.extend(others.into_iter().map(|d| {
-        let totp = d.kind == OtpKind::Totp.as_str();
+        let kind = OtpKind::parse(&d.kind).unwrap_or(OtpKind::Static);
         DeviceView {
-            kind: if totp { "totp" } else { "static" },
+            kind: kind.as_str(),
             id: d.id,
-            description: if totp { "Authenticator app".into() } else { "Recovery codes".into() },
+            description: match kind {
+                OtpKind::Totp => "Authenticator app".into(),
+                OtpKind::Static => "Recovery codes".into(),
+                OtpKind::Email => format!("Codes by e-mail to {}", crate::mfa::email::masked(d.email.as_deref().unwrap_or_default())),
+            },
             name: d.name,
             created: format(d.created),
             last_used: last_used(d.last_used),
@@ -244,9 +248,7 @@ async fn device_form(
         let actor = actor_of(&current, client);
         let otp_kind = match kind.as_str() {
             "sms" => None,
-            "totp" => Some(OtpKind::Totp),
-            "static" => Some(OtpKind::Static),
-            _ => return Err(Error::NotFound),
+            other => Some(OtpKind::parse(other).ok_or(Error::NotFound)?),
         };
         match (action, otp_kind) {
             (DeviceAction::Remove, None) => crate::mfa::devices::delete_sms(&state, &actor, View::Own, id).await?,

@@ -85,7 +85,7 @@ impl StageKind for AuthenticatorSms {
                 }
                 let binding = binding(cx.stage.stage_id, account.id, &progress.nonce, &progress.number);
                 let candidates =
-                    Candidates { sms: Some(SentAnswer { sent: &mut progress.sent, binding: &binding }), ..Candidates::default() };
+                    Candidates { sent: Some(SentAnswer { sent: &mut progress.sent, binding: &binding }), ..Candidates::default() };
                 match verify::check_answer(cx.state, &account, code, candidates).await? {
                     Checked::Right(_) => {
                         cx.set_stage_state::<Progress>(None);

@@ -3,7 +3,7 @@
 //! app, or one of their recovery codes). Without a device they are let through, refused, or sent
 //! to set one up, as the stage says.
 
-use gatehouse_types::{DurationString, PhoneNumber};
+use gatehouse_types::{DurationString, Email, PhoneNumber};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -20,6 +20,7 @@ use crate::mfa::delivery::{self, Destination};
 use crate::mfa::devices;
 use crate::mfa::entities::{otp_device, sms_device};
 use crate::mfa::otp_devices::{self, OtpKind};
+use crate::mfa::email::EmailStageSettings;
 use crate::mfa::sms::SmsStageSettings;
 use crate::mfa::verify::{self, Candidates, Checked, Proof, SentAnswer};
 
@@ -89,17 +90,38 @@ impl Default for ValidateSettings {
     }
 }
 
-/// A code this stage sent in this run: to which device, and the nonce that binds it to the run.
+/// How a code was sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SentVia {
+    /// By text message to a phone.
+    #[default]
+    Sms,
+    /// By e-mail to an e-mail authenticator.
+    Email,
+}
+
+/// A code this stage sent in this run: how, to which device, and the nonce that binds it to the
+/// run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
+    #[serde(default)]
+    via: SentVia,
     device: i64,
     nonce: String,
     sent: SentCode,
 }
 
 /// What a code is bound to: this stage, account and device, and a nonce kept in this run only.
-fn binding(stage: Uuid, user: i64, device: i64, nonce: &str) -> String {
-    format!("sms-validate:{stage}:{user}:{device}:{nonce}")
+fn binding(stage: Uuid, user: i64, progress: &Progress) -> String {
+    binding_of(stage, user, progress.via, progress.device, &progress.nonce)
+}
+
+fn binding_of(stage: Uuid, user: i64, via: SentVia, device: i64, nonce: &str) -> String {
+    match via {
+        SentVia::Sms => format!("sms-validate:{stage}:{user}:{device}:{nonce}"),
+        SentVia::Email => format!("email-validate:{stage}:{user}:{device}:{nonce}"),
+    }
 }
 
 /// What the stage says to someone without a device on a `deny` stage.
@@ -127,7 +149,7 @@ impl StageKind for AuthenticatorValidate {
     }
 
     fn list_references(&self) -> &'static [StageReference] {
-        &[StageReference { field: "configuration_stages", target_kinds: SETUP_KINDS }]
+        &[StageReference { field: "configuration_stages", target_kinds: super::AUTHENTICATOR_SETUP_KINDS }]
     }
 
     fn add_read_only_settings(&self, settings: &mut Map<String, Value>) {
@@ -145,7 +167,7 @@ impl StageKind for AuthenticatorValidate {
             let name = serde_json::to_value(class).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             errors.add(
                 "device_classes",
-                format!("\"{name}\" devices are not supported by this server yet; \"sms\", \"totp\" and \"static\" are."),
+                format!("\"{name}\" devices are not supported by this server yet; \"sms\", \"email\", \"totp\" and \"static\" are."),
             );
         }
         if !typed.last_auth_threshold.to_std().is_zero() {
@@ -185,7 +207,10 @@ impl StageKind for AuthenticatorValidate {
         if devices.is_empty() {
             return not_configured(cx, &settings, None).await;
         }
-        let asking = if cx.stage_state::<Progress>().is_some() { Asking::SentCode } else { Asking::Any };
+        let asking = match cx.stage_state::<Progress>() {
+            Some(progress) => Asking::SentCode(progress.via),
+            None => Asking::Any,
+        };
         Ok(Step::Challenge(prompt(cx, &devices, asking)))
     }
 
@@ -201,8 +226,9 @@ impl StageKind for AuthenticatorValidate {
         if let Some(code) = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty()) {
             return check_code(cx, &account, &devices, code).await;
         }
-        // Which device: the one the client selected (by its id, never a number from the
-        // request), or, when a page asks for a code to be sent, the phone used last.
+        // Which device: the one the client selected (by its id, never a number or address from
+        // the request), or, when a page asks for a code to be sent, the phone or mailbox used
+        // last.
         let offered = || Step::Invalid(FieldErrors::single("selected_challenge", "Choose one of the device challenges offered."));
         match response.get("selected_challenge") {
             Some(Value::Object(challenge)) => {
@@ -210,6 +236,10 @@ impl StageKind for AuthenticatorValidate {
                 match challenge.get("device_class").and_then(Value::as_str) {
                     Some("sms") => match devices.phones.iter().find(|d| d.id.to_string() == uid) {
                         Some(phone) => send_to(cx, &account, phone, &devices).await,
+                        None => Ok(offered()),
+                    },
+                    Some("email") => match devices.mail.iter().find(|d| d.id.to_string() == uid) {
+                        Some(mailbox) => mail_to(cx, &account, mailbox, &devices).await,
                         None => Ok(offered()),
                     },
                     // Nothing is sent for an app or a recovery code: the question is the code.
@@ -226,22 +256,27 @@ impl StageKind for AuthenticatorValidate {
             // A code was sent and the answer carries none: asking again is a new selection, never
             // an empty answer.
             None if cx.stage_state::<Progress>().is_some() => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
-            None => match devices.phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id))) {
-                Some(phone) => send_to(cx, &account, phone, &devices).await,
-                None => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
-            },
+            None => {
+                let phone = devices.phones.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id)));
+                let mailbox = devices.mail.iter().max_by_key(|d| (d.last_used, std::cmp::Reverse(d.id)));
+                match (phone, mailbox) {
+                    (Some(phone), Some(mailbox)) if mailbox.last_used > phone.last_used => mail_to(cx, &account, mailbox, &devices).await,
+                    (Some(phone), _) => send_to(cx, &account, phone, &devices).await,
+                    (None, Some(mailbox)) => mail_to(cx, &account, mailbox, &devices).await,
+                    (None, None) => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
+                }
+            }
         }
     }
 }
 
-/// The setup stage kinds a validation stage can send someone to.
-const SETUP_KINDS: &[&str] = &["authenticator_sms", "authenticator_totp", "authenticator_static"];
 /// The device classes this server can check.
-const SERVED_CLASSES: &[DeviceClass] = &[DeviceClass::Sms, DeviceClass::Totp, DeviceClass::Static];
+const SERVED_CLASSES: &[DeviceClass] = &[DeviceClass::Sms, DeviceClass::Email, DeviceClass::Totp, DeviceClass::Static];
 
 /// The devices of the allowed classes a person can answer with.
 struct Devices {
     phones: Vec<sms_device::Model>,
+    mail: Vec<otp_device::Model>,
     apps: Vec<otp_device::Model>,
     recovery: Vec<otp_device::Model>,
 }
@@ -250,23 +285,44 @@ impl Devices {
     async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
         let allowed = |class| settings.device_classes.contains(&class);
         let phones = if allowed(DeviceClass::Sms) { devices::sign_in_devices(cx.state, user).await? } else { Vec::new() };
+        let mail = if allowed(DeviceClass::Email) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Email).await? } else { Vec::new() };
         let apps = if allowed(DeviceClass::Totp) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Totp).await? } else { Vec::new() };
         let recovery =
             if allowed(DeviceClass::Static) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Static).await? } else { Vec::new() };
-        Ok(Self { phones, apps, recovery })
+        Ok(Self { phones, mail, apps, recovery })
     }
 
     fn is_empty(&self) -> bool {
-        self.phones.is_empty() && self.apps.is_empty() && self.recovery.is_empty()
+        self.phones.is_empty() && self.mail.is_empty() && self.apps.is_empty() && self.recovery.is_empty()
+    }
+
+    /// Whether the device a code was sent to is still one of these.
+    fn holds(&self, progress: &Progress) -> bool {
+        match progress.via {
+            SentVia::Sms => self.phones.iter().any(|d| d.id == progress.device),
+            SentVia::Email => self.mail.iter().any(|d| d.id == progress.device),
+        }
+    }
+
+    /// Whether a code can be typed without one being sent first.
+    fn has_standing_codes(&self) -> bool {
+        !self.apps.is_empty() || !self.recovery.is_empty()
     }
 
     /// authentik's `device_challenges`: one per device.
     fn challenges(&self) -> Vec<Value> {
-        let challenge = |class: &str, id: i64, last_used| json!({"device_class": class, "device_uid": id.to_string(), "challenge": {}, "last_used": last_used});
+        let with = |class: &str, id: i64, last_used, challenge: Value| {
+            json!({"device_class": class, "device_uid": id.to_string(), "challenge": challenge, "last_used": last_used})
+        };
+        let challenge = |class: &str, id: i64, last_used| with(class, id, last_used, json!({}));
         let phones = self.phones.iter().map(|d| challenge("sms", d.id, d.last_used));
+        let mail = self.mail.iter().map(|d| {
+            let address = d.email.as_deref().map(crate::mfa::email::masked);
+            with("email", d.id, d.last_used, json!({"email": address}))
+        });
         let apps = self.apps.iter().map(|d| challenge("totp", d.id, d.last_used));
         let recovery = self.recovery.iter().map(|d| challenge("static", d.id, d.last_used));
-        phones.chain(apps).chain(recovery).collect()
+        phones.chain(mail).chain(apps).chain(recovery).collect()
     }
 }
 
@@ -274,32 +330,36 @@ impl Devices {
 /// codes.
 async fn check_code(cx: &mut StageContext<'_>, account: &user::Model, devices: &Devices, code: &str) -> Result<Step> {
     let mut progress = cx.stage_state::<Progress>();
-    if progress.as_ref().is_some_and(|p| !devices.phones.iter().any(|d| d.id == p.device)) {
+    if progress.as_ref().is_some_and(|p| !devices.holds(p)) {
         cx.set_stage_state::<Progress>(None);
         progress = None;
-        if devices.apps.is_empty() && devices.recovery.is_empty() {
+        if !devices.has_standing_codes() {
             return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, "That device is gone; choose another.")));
         }
     }
-    if progress.is_none() && devices.apps.is_empty() && devices.recovery.is_empty() {
+    if progress.is_none() && !devices.has_standing_codes() {
         return Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first.")));
     }
-    let bound_to = progress.as_ref().map(|p| binding(cx.stage.stage_id, account.id, p.device, &p.nonce));
-    let sms = progress.as_mut().zip(bound_to.as_deref()).map(|(p, binding)| SentAnswer { sent: &mut p.sent, binding });
-    let candidates = Candidates { sms, totp: &devices.apps, recovery: &devices.recovery };
+    let bound_to = progress.as_ref().map(|p| binding(cx.stage.stage_id, account.id, p));
+    let sent = progress.as_mut().zip(bound_to.as_deref()).map(|(p, binding)| SentAnswer { sent: &mut p.sent, binding });
+    let candidates = Candidates { sent, totp: &devices.apps, recovery: &devices.recovery };
     match verify::check_answer(cx.state, account, code, candidates).await? {
         Checked::Right(proof) => {
-            let sent_to = progress.map(|p| p.device);
+            let sent_to = progress.map(|p| (p.via, p.device));
             cx.set_stage_state::<Progress>(None);
-            let factor = match proof {
-                Proof::Sms => {
-                    if let Some(phone) = devices.phones.iter().find(|d| Some(d.id) == sent_to) {
+            let factor = match (proof, sent_to) {
+                (Proof::SentCode, Some((SentVia::Email, device))) => {
+                    otp_devices::mark_used(cx.state, device).await?;
+                    FactorKind::Email
+                }
+                (Proof::SentCode, _) => {
+                    if let Some(phone) = devices.phones.iter().find(|d| Some((SentVia::Sms, d.id)) == sent_to) {
                         devices::mark_used(cx.state, phone).await?;
                     }
                     FactorKind::Sms
                 }
-                Proof::Totp(_) => FactorKind::Totp,
-                Proof::RecoveryCode(_) => FactorKind::RecoveryCode,
+                (Proof::Totp(_), _) => FactorKind::Totp,
+                (Proof::RecoveryCode(_), _) => FactorKind::RecoveryCode,
             };
             cx.record_factor(factor);
             Ok(Step::Passed)
@@ -333,12 +393,40 @@ async fn send_to(cx: &mut StageContext<'_>, account: &user::Model, device: &sms_
         Err(message) => return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
     };
     let nonce = crate::secret::random_token(16);
-    let bound_to = binding(cx.stage.stage_id, account.id, device.id, &nonce);
+    let bound_to = binding_of(cx.stage.stage_id, account.id, SentVia::Sms, device.id, &nonce);
     match delivery::send_sms_code(cx.state, reservation, &gateway, account, cx.client, &number, &bound_to).await? {
         Ok(sent) => {
-            let progress = Progress { device: device.id, nonce, sent };
-            cx.set_stage_state(Some(&progress));
-            Ok(Step::Challenge(prompt(cx, devices, Asking::SentCode)))
+            cx.set_stage_state(Some(&Progress { via: SentVia::Sms, device: device.id, nonce, sent }));
+            Ok(Step::Challenge(prompt(cx, devices, Asking::SentCode(SentVia::Sms))))
+        }
+        Err(message) => Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
+    }
+}
+
+/// Sends a code by e-mail to `device` through the relay of the stage that enrolled it (or the
+/// server's relay, when that stage is gone).
+async fn mail_to(cx: &mut StageContext<'_>, account: &user::Model, device: &otp_device::Model, devices: &Devices) -> Result<Step> {
+    let stage = match device.stage_id {
+        Some(stage) => crate::flows::stage_service::find_stage(&cx.state.db, cx.state.tenant, stage, Some("authenticator_email")).await?,
+        None => None,
+    };
+    let settings = match stage {
+        Some(stage) => serde_json::from_value::<EmailStageSettings>(stage.settings).ok(),
+        None => Some(EmailStageSettings { use_global_settings: true, ..EmailStageSettings::default() }),
+    };
+    let (Some(settings), Some(Ok(address))) = (settings, device.email.as_deref().map(Email::parse)) else {
+        return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, delivery::COULD_NOT_SEND)));
+    };
+    let reservation = match delivery::reserve_send(cx.state, account, cx.client, Destination::Mailbox(device.id)).await? {
+        Ok(reservation) => reservation,
+        Err(message) => return Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
+    };
+    let nonce = crate::secret::random_token(16);
+    let bound_to = binding_of(cx.stage.stage_id, account.id, SentVia::Email, device.id, &nonce);
+    match delivery::send_email_code(cx.state, reservation, &settings, account, cx.client, &address, &bound_to).await? {
+        Ok(sent) => {
+            cx.set_stage_state(Some(&Progress { via: SentVia::Email, device: device.id, nonce, sent }));
+            Ok(Step::Challenge(prompt(cx, devices, Asking::SentCode(SentVia::Email))))
         }
         Err(message) => Ok(Step::Invalid(FieldErrors::single(NON_FIELD_ERRORS, message))),
     }
@@ -355,7 +443,7 @@ async fn not_configured(cx: &mut StageContext<'_>, settings: &ValidateSettings, 
                 .configuration_stages
                 .iter()
                 .filter_map(|id| stages.get(id))
-                .filter(|stage| SETUP_KINDS.contains(&stage.kind.as_str()))
+                .filter(|stage| super::AUTHENTICATOR_SETUP_KINDS.contains(&stage.kind.as_str()))
                 .cloned()
                 .collect();
             let chosen = match (usable.as_slice(), selected) {
@@ -404,8 +492,8 @@ fn text_input(name: &'static str, label: &str, autocomplete: &'static str) -> In
 /// What the question asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Asking {
-    /// The code sent by text message in this run.
-    SentCode,
+    /// The code sent in this run, and how.
+    SentCode(SentVia),
     /// Any code the person has (or, with phones only, whether to send one).
     Any,
 }
@@ -426,15 +514,22 @@ fn prompt(cx: &StageContext<'_>, devices: &Devices, asking: Asking) -> Prompt {
         autofocus: true,
     };
     let form = match asking {
-        Asking::SentCode => Form {
-            intro: Some("Enter the code we sent to your phone.".into()),
+        Asking::SentCode(via) => Form {
+            intro: Some(match via {
+                SentVia::Sms => "Enter the code we sent to your phone.".into(),
+                SentVia::Email => "Enter the code we sent to your e-mail address.".into(),
+            }),
             inputs: vec![code_input(true)],
             submit: "Verify".into(),
             links,
             ..Form::default()
         },
-        Asking::Any if devices.apps.is_empty() && devices.recovery.is_empty() => Form {
-            intro: Some("We will send a code to your phone by text message.".into()),
+        Asking::Any if !devices.has_standing_codes() => Form {
+            intro: Some(if devices.phones.is_empty() {
+                "We will send a code to your e-mail address.".into()
+            } else {
+                "We will send a code to your phone by text message.".into()
+            }),
             submit: "Send code".into(),
             links,
             ..Form::default()
@@ -445,10 +540,14 @@ fn prompt(cx: &StageContext<'_>, devices: &Devices, asking: Asking) -> Prompt {
                 (false, true) => "Enter the code from your authenticator app",
                 _ => "Enter one of your recovery codes",
             };
-            let sms = if devices.phones.is_empty() { "." } else { ", or leave it empty to get a code by text message." };
+            let sms = match (devices.phones.is_empty(), devices.mail.is_empty()) {
+                (true, true) => ".",
+                (false, _) => ", or leave it empty to get a code by text message.",
+                (true, false) => ", or leave it empty to get a code by e-mail.",
+            };
             Form {
                 intro: Some(format!("{source}{sms}")),
-                inputs: vec![code_input(devices.phones.is_empty())],
+                inputs: vec![code_input(devices.phones.is_empty() && devices.mail.is_empty())],
                 submit: "Verify".into(),
                 links,
                 ..Form::default()

@@ -1,5 +1,6 @@
 //! The stage kinds Gatehouse ships. Each owns its settings and its question.
 
+pub mod authenticator_email;
 pub mod authenticator_sms;
 pub mod authenticator_static;
 pub mod authenticator_totp;
@@ -17,6 +18,10 @@ use super::stage::StageContext;
 use crate::accounts::access::{Actor, Rights};
 use crate::accounts::entities::user;
 use crate::error::Result;
+
+/// The kinds of stage that set up an authenticator: what a validation stage can send someone to,
+/// and what a person's page links to.
+pub const AUTHENTICATOR_SETUP_KINDS: &[&str] = &["authenticator_sms", "authenticator_email", "authenticator_totp", "authenticator_static"];
 
 /// `pending_user` and `pending_user_avatar`, the challenge fields that say who is signing in.
 /// They repeat what the person typed, so they look the same whether or not the account exists.
