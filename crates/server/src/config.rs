@@ -2,8 +2,8 @@
 //! environment variables with `__` for nesting (`GATEHOUSE_DATABASE__URL`).
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};

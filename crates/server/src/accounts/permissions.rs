@@ -202,7 +202,8 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "staticdevice",
         "Static Device",
         "authentik Stages.Authenticator.Static",
-    ),    (
+    ),
+    (
         "authentik_stages_authenticator_email.view_emaildevice",
         "Can view Email Device",
         "emaildevice",

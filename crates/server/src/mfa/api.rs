@@ -137,7 +137,11 @@ impl From<otp_device::Model> for DeviceOut {
             Some(OtpKind::Email) => {
                 ("Email Device", "authentik_stages_authenticator_email.emaildevice", "authentik_stages_authenticator_email.EmailDevice")
             }
-            _ => ("Static Device", "authentik_stages_authenticator_static.staticdevice", "authentik_stages_authenticator_static.StaticDevice"),
+            _ => (
+                "Static Device",
+                "authentik_stages_authenticator_static.staticdevice",
+                "authentik_stages_authenticator_static.StaticDevice",
+            ),
         };
         let extra_description = device.email.as_deref().map(super::email::masked);
         Self {

@@ -33,7 +33,8 @@ pub const COULD_NOT_SEND: &str = "We could not send the code. Try again later.";
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
     TypedNumber(&'a PhoneNumber),
-    TypedAddress(&'a Email),
+    /// An account's address, while an e-mail authenticator is set up.
+    Address(&'a Email),
     /// An enrolled phone.
     Device(i64),
     /// An enrolled e-mail authenticator.
@@ -50,9 +51,7 @@ pub async fn reserve_send(
 ) -> Result<std::result::Result<Reservation, String>> {
     let destination = match destination {
         Destination::TypedNumber(number) => state.secret.digest("code-destination", number.as_str().as_bytes()),
-        Destination::TypedAddress(address) => {
-            state.secret.digest("code-destination", address.as_str().to_lowercase().as_bytes())
-        }
+        Destination::Address(address) => state.secret.digest("code-destination", address.as_str().to_lowercase().as_bytes()),
         Destination::Device(id) => format!("device-{id}"),
         Destination::Mailbox(id) => format!("email-device-{id}"),
     };

@@ -270,8 +270,14 @@ mod tests {
         assert_eq!(fields(EmailStageSettings { use_ssl: true, ..EmailStageSettings::example() }), Some(vec!["use_ssl".into()]));
         let longer = EmailStageSettings { token_expiry: DurationString::parse("minutes=11").unwrap(), ..EmailStageSettings::example() };
         assert_eq!(fields(longer), Some(vec!["token_expiry".into()]));
-        assert_eq!(fields(EmailStageSettings { from_address: "nobody".into(), ..EmailStageSettings::example() }), Some(vec!["from_address".into()]));
-        assert_eq!(fields(EmailStageSettings { template: "email/other.html".into(), ..EmailStageSettings::example() }), Some(vec!["template".into()]));
+        assert_eq!(
+            fields(EmailStageSettings { from_address: "nobody".into(), ..EmailStageSettings::example() }),
+            Some(vec!["from_address".into()])
+        );
+        assert_eq!(
+            fields(EmailStageSettings { template: "email/other.html".into(), ..EmailStageSettings::example() }),
+            Some(vec!["template".into()])
+        );
         assert_eq!(fields(EmailStageSettings { timeout: 0, ..EmailStageSettings::example() }), Some(vec!["timeout".into()]));
     }
 

@@ -152,7 +152,13 @@ pub async fn enrol_totp(
 
 /// Keeps an e-mail authenticator of `actor`'s account for `address`, set up through `stage` (the
 /// code it sent as `offer` proved the address).
-pub async fn enrol_email(state: &AppState, actor: &Actor, stage: Uuid, offer: &str, address: &gatehouse_types::Email) -> Result<otp_device::Model> {
+pub async fn enrol_email(
+    state: &AppState,
+    actor: &Actor,
+    stage: Uuid,
+    offer: &str,
+    address: &gatehouse_types::Email,
+) -> Result<otp_device::Model> {
     let Some(user) = &actor.user else { return Err(Error::PermissionDenied) };
     let mut device = new_device(state, user.id, stage, offer, OtpKind::Email, "Email Device");
     device.email = Set(Some(address.as_str().to_owned()));

@@ -17,6 +17,7 @@ mod flows_admin;
 mod geoip;
 mod groups;
 mod guessing;
+mod mail;
 mod mfa;
 mod ops;
 mod quickstart;

@@ -1,6 +1,6 @@
-//! The e-mail authenticator setup stage: a code goes to the account's address (or, for an
-//! account without one, to the address the person types), the person types it back, and the
-//! address becomes one of their devices.
+//! The e-mail authenticator setup stage: a code goes to the account's address, the person types
+//! it back, and the address becomes one of their devices. Every account has an address, so an
+//! address typed into the request is never used: a code goes only where the account says.
 
 use gatehouse_types::Email;
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,8 @@ impl StageKind for AuthenticatorEmail {
         match (progress, code) {
             (Some(mut progress), Some(code)) => {
                 let bound_to = binding(cx.stage.stage_id, account.id, &progress.nonce, &progress.address);
-                let candidates = Candidates { sent: Some(SentAnswer { sent: &mut progress.sent, binding: &bound_to }), ..Candidates::default() };
+                let candidates =
+                    Candidates { sent: Some(SentAnswer { sent: &mut progress.sent, binding: &bound_to }), ..Candidates::default() };
                 match verify::check_answer(cx.state, &account, code, candidates).await? {
                     Checked::Right(_) => {
                         let address = Email::parse(&progress.address).map_err(|_| Error::internal("a kept address no longer parses"))?;
@@ -107,18 +108,10 @@ impl StageKind for AuthenticatorEmail {
             (Some(_), None) => Ok(Step::Invalid(FieldErrors::single("code", "This field is required."))),
             (None, Some(_)) => Ok(Step::Invalid(FieldErrors::single("code", "Ask for a code first."))),
             (None, None) => {
-                // An account's own address wins over anything typed: the codes of an account with
-                // an address go there, as authentik does.
-                let typed = text_field(response, "email").map(str::trim).unwrap_or_default();
-                let address = if account.email.is_empty() { typed } else { account.email.as_str() };
-                if address.is_empty() {
-                    return Ok(Step::Invalid(FieldErrors::single("email", "This field is required.")));
-                }
-                let address = match Email::parse(address) {
-                    Ok(address) => address,
-                    Err(error) => return Ok(Step::Invalid(FieldErrors::single("email", error.to_string()))),
+                let Ok(address) = Email::parse(&account.email) else {
+                    return Ok(Step::Invalid(FieldErrors::single("email", "This account has no e-mail address to send a code to.")));
                 };
-                let reservation = match delivery::reserve_send(cx.state, &account, cx.client, Destination::TypedAddress(&address)).await? {
+                let reservation = match delivery::reserve_send(cx.state, &account, cx.client, Destination::Address(&address)).await? {
                     Ok(reservation) => reservation,
                     Err(message) => return Ok(Step::Invalid(FieldErrors::single("email", message))),
                 };
@@ -137,37 +130,29 @@ impl StageKind for AuthenticatorEmail {
     }
 }
 
-/// The question: the address (for an account without one), whether to send the code, or the
-/// code that was sent.
+/// The question: whether to send the code, or the code that was sent.
 fn prompt(cx: &StageContext<'_>, account: &user::Model, sent: Option<&Progress>) -> Prompt {
     let mut fields = pending_user_fields(cx);
     let shown = sent.map(|p| p.address.as_str()).unwrap_or(account.email.as_str());
-    let email_required = sent.is_none() && account.email.is_empty();
-    fields.insert("email".into(), if shown.is_empty() { Value::Null } else { json!(email::masked(shown)) });
-    fields.insert("email_required".into(), json!(email_required));
-    let input = |name: &'static str, label: &str, kind, autocomplete| Input {
-        name,
-        label: label.into(),
-        kind,
-        autocomplete,
-        value: String::new(),
-        required: true,
-        autofocus: true,
-    };
-    let form = match (sent, email_required) {
-        (Some(progress), _) => Form {
+    fields.insert("email".into(), json!(email::masked(shown)));
+    // authentik asks accounts without an address for one; here every account has one.
+    fields.insert("email_required".into(), json!(false));
+    let form = match sent {
+        Some(progress) => Form {
             intro: Some(format!("Enter the code we sent to {}.", email::masked(&progress.address))),
-            inputs: vec![input("code", "Code", InputKind::Code, "one-time-code")],
+            inputs: vec![Input {
+                name: "code",
+                label: "Code".into(),
+                kind: InputKind::Code,
+                autocomplete: "one-time-code",
+                value: String::new(),
+                required: true,
+                autofocus: true,
+            }],
             submit: "Continue".into(),
             ..Form::default()
         },
-        (None, true) => Form {
-            intro: Some("Enter the e-mail address that should receive codes.".into()),
-            inputs: vec![input("email", "E-mail address", InputKind::Text, "email")],
-            submit: "Send code".into(),
-            ..Form::default()
-        },
-        (None, false) => Form {
+        None => Form {
             intro: Some(format!("We will send a code to {}.", email::masked(&account.email))),
             submit: "Send code".into(),
             ..Form::default()

@@ -18,9 +18,9 @@ use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKin
 use crate::mfa::codes::SentCode;
 use crate::mfa::delivery::{self, Destination};
 use crate::mfa::devices;
+use crate::mfa::email::EmailStageSettings;
 use crate::mfa::entities::{otp_device, sms_device};
 use crate::mfa::otp_devices::{self, OtpKind};
-use crate::mfa::email::EmailStageSettings;
 use crate::mfa::sms::SmsStageSettings;
 use crate::mfa::verify::{self, Candidates, Checked, Proof, SentAnswer};
 
@@ -285,7 +285,8 @@ impl Devices {
     async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
         let allowed = |class| settings.device_classes.contains(&class);
         let phones = if allowed(DeviceClass::Sms) { devices::sign_in_devices(cx.state, user).await? } else { Vec::new() };
-        let mail = if allowed(DeviceClass::Email) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Email).await? } else { Vec::new() };
+        let mail =
+            if allowed(DeviceClass::Email) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Email).await? } else { Vec::new() };
         let apps = if allowed(DeviceClass::Totp) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Totp).await? } else { Vec::new() };
         let recovery =
             if allowed(DeviceClass::Static) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Static).await? } else { Vec::new() };
@@ -311,9 +312,7 @@ impl Devices {
 
     /// authentik's `device_challenges`: one per device.
     fn challenges(&self) -> Vec<Value> {
-        let with = |class: &str, id: i64, last_used, challenge: Value| {
-            json!({"device_class": class, "device_uid": id.to_string(), "challenge": challenge, "last_used": last_used})
-        };
+        let with = |class: &str, id: i64, last_used, challenge: Value| json!({"device_class": class, "device_uid": id.to_string(), "challenge": challenge, "last_used": last_used});
         let challenge = |class: &str, id: i64, last_used| with(class, id, last_used, json!({}));
         let phones = self.phones.iter().map(|d| challenge("sms", d.id, d.last_used));
         let mail = self.mail.iter().map(|d| {
