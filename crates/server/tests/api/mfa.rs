@@ -671,7 +671,7 @@ async fn validation_settings_refuse_what_is_not_served() {
     let (app, _provider, admin) = spawn_with_provider().await;
     for (settings, field) in [
         (json!({"device_classes": ["webauthn"]}), "device_classes"),
-        (json!({"device_classes": ["email"]}), "device_classes"),
+        (json!({"device_classes": ["duo"]}), "device_classes"),
         (json!({"device_classes": []}), "device_classes"),
         (json!({"device_classes": ["carrier-pigeon"]}), "device_classes"),
         (json!({"last_auth_threshold": "hours=12"}), "last_auth_threshold"),
