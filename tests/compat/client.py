@@ -30,8 +30,10 @@ import json
 import os
 import re
 import secrets
+import socketserver
 import string
 import sys
+import threading
 import zlib
 from http.cookies import SimpleCookie
 from typing import Any, Callable
@@ -1083,6 +1085,7 @@ def run_checks(checks: Checks) -> None:
         run("stages_authenticator_sms_destroy", sms_stage_destroy)
 
     otp_checks(checks, url, api_client, tag, email, password)
+    email_checks(checks, url, api_client, tag, email, password)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1317,6 +1320,182 @@ def otp_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, ema
         expect(status_of(stages.stages_authenticator_totp_retrieve, pks["totp"]) == 404, "stage still retrievable")
 
     run("stages_authenticator_totp_destroy and _static_destroy", stages_destroy)
+
+
+class MailSink(socketserver.ThreadingTCPServer):
+    """A mail relay on loopback for the e-mail authenticator: it speaks enough SMTP for one
+    message per connection and keeps the messages."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], str]] = []
+        super().__init__(("127.0.0.1", 0), MailSinkHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def last_code(self) -> str:
+        found = re.search(r"authenticate in Gatehouse: (\d{6})", self.messages[-1][1]) if self.messages else None
+        expect(found is not None, "no code was mailed")
+        return found.group(1)
+
+
+class MailSinkHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        say = lambda text: self.wfile.write((text + "\r\n").encode())
+        say("220 sink ESMTP")
+        recipients: list[str] = []
+        while line := self.rfile.readline().decode(errors="replace").rstrip("\r\n"):
+            command = line.upper()
+            if command.startswith("EHLO"):
+                say("250-sink\r\n250-AUTH PLAIN\r\n250 8BITMIME")
+            elif command.startswith("AUTH PLAIN"):
+                say("235 2.7.0 ok")
+            elif command.startswith("RCPT TO"):
+                recipients.append(line[8:].strip().strip("<>"))
+                say("250 ok")
+            elif command == "DATA":
+                say("354 go ahead")
+                data = []
+                while (body := self.rfile.readline().decode(errors="replace").rstrip("\r\n")) != ".":
+                    data.append(body)
+                self.server.messages.append((recipients, "\n".join(data)))
+                say("250 queued")
+            elif command == "QUIT":
+                say("221 bye")
+                return
+            else:
+                say("250 ok")
+
+
+def email_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, email: str, password: str) -> None:
+    """E-mail authenticators: the setup stage through the typed stage API, a person setting an
+    address up through the flow executor with a local mail sink taking the code, signing in with
+    a code by e-mail through a validation stage, and the device APIs, own and admin."""
+    run = checks.run
+    stages = ak.StagesApi(api_client)
+    flows = ak.FlowsApi(api_client)
+    authenticators = ak.AuthenticatorsApi(api_client)
+    sink = MailSink()
+    state: dict[str, Any] = {}
+
+    def email_stage_create():
+        got = stages.stages_authenticator_email_create(ak.AuthenticatorEmailStageRequest(
+            name=f"compat-{tag}-email", host="127.0.0.1", port=sink.port, username="relay", password="relay-secret",
+            from_address="gatehouse@example.com", subject="Your code", token_expiry="minutes=5", friendly_name="E-mail"))
+        expect(got.component == "ak-stage-authenticator-email-form", f"component {got.component!r}")
+        expect(got.port == sink.port and got.token_expiry == "minutes=5" and got.use_global_settings is False, f"read back {got!r}")
+        raw_body = raw_ok(stages.stages_authenticator_email_retrieve, str(got.pk))
+        expect("password" not in raw_body, "the relay password is readable")
+        state["stage"] = str(got.pk)
+        got = stages.stages_authenticator_email_partial_update(state["stage"], ak.PatchedAuthenticatorEmailStageRequest(subject="Sign-in code"))
+        expect(got.subject == "Sign-in code", f"subject {got.subject!r}")
+        page = stages.stages_authenticator_email_list(name=f"compat-{tag}-email")
+        expect([str(s.pk) for s in page.results] == [state["stage"]], f"listed {[s.pk for s in page.results]}")
+
+    run("stages_authenticator_email_create, _retrieve, _partial_update, _list", email_stage_create)
+    if "stage" not in state:
+        return
+    setup_slug = f"compat-{tag}-email-setup"
+    raw_ok(flows.flows_instances_create, ak.FlowRequest(
+        name=setup_slug, slug=setup_slug, title="Set up", designation=ak.FlowDesignationEnum.STAGE_CONFIGURATION,
+        authentication=ak.AuthenticationEnum.REQUIRE_AUTHENTICATED))
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(
+        target=raw_ok(flows.flows_instances_retrieve, setup_slug)["pk"], stage=state["stage"], order=0))
+    person = sign_in_raw(url, email, password)
+
+    def setup_email():
+        step = person.raw_step(person.flows.flows_executor_get, setup_slug, QUERY)
+        challenge = challenge_of(json.dumps(step).encode())
+        expect(isinstance(challenge, ak.AuthenticatorEmailChallenge), f"challenge {type(challenge).__name__}")
+        expect(challenge.email_required is False and challenge.email and challenge.email.endswith("@example.com"), f"email {challenge.email!r}")
+        asked = ak.FlowChallengeResponseRequest(ak.AuthenticatorEmailChallengeResponseRequest(component="ak-stage-authenticator-email"))
+        step = person.raw_step(person.flows.flows_executor_solve, setup_slug, QUERY, asked)
+        expect(step.get("component") == "ak-stage-authenticator-email", f"after asking: {step.get('component')}")
+        expect(sink.messages and sink.messages[-1][0] == [email], f"mailed to {sink.messages[-1][0] if sink.messages else None}")
+        expect("Subject: Sign-in code" in sink.messages[-1][1], "the stage's subject is not used")
+        answer = ak.FlowChallengeResponseRequest(ak.AuthenticatorEmailChallengeResponseRequest(
+            component="ak-stage-authenticator-email", code=sink.last_code()))
+        done = person.raw_step(person.flows.flows_executor_solve, setup_slug, QUERY, answer)
+        expect(done.get("component") == "xak-flow-redirect", f"after the code: {done.get('component')} {done.get('response_errors')}")
+
+    run("flows_executor (AuthenticatorEmailChallenge, the code from a local mail sink)", setup_email)
+    own = ak.AuthenticatorsApi(person.api_client)
+
+    def own_devices():
+        listed = own.authenticators_email_list()
+        expect(listed.pagination.count == 1 and listed.results[0].email == email, f"devices {[d.email for d in listed.results]}")
+        state["device"] = listed.results[0].pk
+        kinds = [d.type for d in own.authenticators_all_list()]
+        expect(kinds == ["authentik_stages_authenticator_email.EmailDevice"], f"all {kinds}")
+        got = own.authenticators_email_partial_update(state["device"], ak.PatchedEmailDeviceRequest(name="Inbox"))
+        expect(got.name == "Inbox" and got.user.email == email, f"renamed {got.name!r}")
+        expect(own.authenticators_email_used_by_list(state["device"]) == [], "used by something")
+
+    run("authenticators_email_list, _all_list, _email_partial_update, _email_used_by_list", own_devices)
+
+    signin_slug = f"compat-{tag}-email-signin"
+    validate = raw_ok(stages.stages_authenticator_validate_create, ak.AuthenticatorValidateStageRequest(
+        name=f"compat-{tag}-validate-email", device_classes=[ak.DeviceClassesEnum.EMAIL],
+        not_configured_action=ak.NotConfiguredActionEnum.DENY))
+    raw_ok(flows.flows_instances_create, ak.FlowRequest(
+        name=signin_slug, slug=signin_slug, title="Sign in", designation=ak.FlowDesignationEnum.AUTHENTICATION))
+    signin_pk = raw_ok(flows.flows_instances_retrieve, signin_slug)["pk"]
+    for order, name in enumerate(["default-authentication-identification", "default-authentication-password"]):
+        stage_pk = raw_ok(stages.stages_all_list, name=name)["results"][0]["pk"]
+        raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=stage_pk, order=order))
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=validate["pk"], order=5))
+    login_pk = raw_ok(stages.stages_all_list, name="default-authentication-login")["results"][0]["pk"]
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=login_pk, order=10))
+
+    def sign_in_by_email():
+        browser = sign_in_raw_until_validate(url, signin_slug, email, password)
+        step = browser.raw_step(browser.flows.flows_executor_get, signin_slug, QUERY)
+        challenge = challenge_of(json.dumps(step).encode())
+        expect(isinstance(challenge, ak.AuthenticatorValidationChallenge), f"challenge {type(challenge).__name__}")
+        offered = challenge.device_challenges
+        expect([c.device_class for c in offered] == [ak.DeviceClassesEnum.EMAIL], f"device classes {[c.device_class for c in offered]}")
+        selected = ak.DeviceChallengeRequest(device_class=ak.DeviceClassesEnum.EMAIL, device_uid=offered[0].device_uid, challenge={}, last_used=None)
+        ask = ak.FlowChallengeResponseRequest(ak.AuthenticatorValidationChallengeResponseRequest(
+            component="ak-stage-authenticator-validate", selected_challenge=selected))
+        sent_before = len(sink.messages)
+        browser.raw_step(browser.flows.flows_executor_solve, signin_slug, QUERY, ask)
+        expect(len(sink.messages) == sent_before + 1, "no code was mailed for the selected device")
+        answer = ak.FlowChallengeResponseRequest(ak.AuthenticatorValidationChallengeResponseRequest(
+            component="ak-stage-authenticator-validate", code=sink.last_code()))
+        done = browser.raw_step(browser.flows.flows_executor_solve, signin_slug, QUERY, answer)
+        expect(done.get("component") == "xak-flow-redirect", f"after the code: {done.get('component')} {done.get('response_errors')}")
+        expect("gatehouse_session" in browser.cookies, "no session after the code")
+
+    if "device" in state:
+        run("flows_executor (AuthenticatorValidationChallenge, a code by e-mail)", sign_in_by_email)
+
+    def admin_devices():
+        listed = authenticators.authenticators_admin_email_list(ordering="name")
+        expect(state["device"] in [d.pk for d in listed.results], f"admin list {[d.pk for d in listed.results]}")
+        got = authenticators.authenticators_admin_email_update(state["device"], ak.EmailDeviceRequest(name="Helpdesk renamed"))
+        expect(got.name == "Helpdesk renamed", f"name {got.name!r}")
+        expect(authenticators.authenticators_admin_email_retrieve(state["device"]).email == email, "address changed")
+        expect_raises(BadRequestException, lambda: authenticators.authenticators_admin_email_create(ak.EmailDeviceRequest(name="x")))
+        expect(authenticators.authenticators_admin_email_destroy(state["device"]) is None, "returned something")
+        expect(own.authenticators_all_list() == [], "devices left")
+
+    if "device" in state:
+        run("authenticators_admin_email_list, _update, _retrieve, _create (BadRequestException), _destroy", admin_devices)
+    for slug in [signin_slug, setup_slug]:
+        raw(flows.flows_instances_destroy, slug)
+    raw(stages.stages_all_destroy, validate["pk"])
+
+    def email_stage_destroy():
+        expect(stages.stages_authenticator_email_destroy(state["stage"]) is None, "returned something")
+        expect(status_of(stages.stages_authenticator_email_retrieve, state["stage"]) == 404, "stage still retrievable")
+
+    run("stages_authenticator_email_destroy", email_stage_destroy)
+    sink.shutdown()
 
 
 def sign_in_raw_until_validate(url: str, slug: str, uid: str, password: str) -> Browser:
