@@ -229,6 +229,19 @@ async fn an_address_is_set_up_by_the_code_mailed_to_it_and_then_signs_in() {
     assert_eq!(again.me().await, StatusCode::OK);
     let (_, all) = again.get("/api/v3/authenticators/all/").await;
     assert!(all[0]["last_used"].is_string(), "the device's use is noted: {all}");
+
+    // The person's page lists the address masked and removes it.
+    let page = again.send(app.client.get(app.url("/if/user/"))).await.text().await.unwrap();
+    assert!(page.contains("Codes by e-mail to o…@example.com"), "{page}");
+    let csrf = page.split(r#"name="csrf" value=""#).nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let remove = app
+        .client
+        .post(app.url(&format!("/if/user/devices/email/{device}/remove/")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"));
+    assert_eq!(again.send(remove).await.status(), StatusCode::SEE_OTHER);
+    let (_, devices) = again.get("/api/v3/authenticators/email/").await;
+    assert_eq!(devices["pagination"]["count"], 0, "{devices}");
 }
 
 #[tokio::test]
