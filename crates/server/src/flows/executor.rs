@@ -40,6 +40,9 @@ pub struct FlowRequest<'a> {
     pub current: Option<Arc<AuthContext>>,
     /// The `next` the flow was opened with; only same-origin paths are kept.
     pub next: Option<&'a str>,
+    /// The browser's remembered second factor
+    /// ([`mfa::remembered::COOKIE`](crate::mfa::remembered::COOKIE)), if it sent one.
+    pub remembered_device: Option<&'a str>,
 }
 
 impl<'a> FlowRequest<'a> {
@@ -52,7 +55,13 @@ impl<'a> FlowRequest<'a> {
         current: Option<Arc<AuthContext>>,
         next: Option<&'a str>,
     ) -> Self {
-        Self { slug, key, client, current, next }
+        Self { slug, key, client, current, next, remembered_device: None }
+    }
+
+    /// The request with the browser's remembered second factor, when it sent one.
+    pub fn remembering(mut self, remembered_device: Option<&'a str>) -> Self {
+        self.remembered_device = remembered_device;
+        self
     }
 }
 
@@ -388,6 +397,7 @@ impl<'a> Walk<'a> {
             current: self.request.current.clone(),
             effects: &mut self.effects,
             account: &mut self.account,
+            remembered_device: self.request.remembered_device,
         }
     }
 

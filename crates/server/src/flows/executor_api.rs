@@ -48,7 +48,8 @@ async fn executor_get(
 ) -> Result<(HeaderMap, Json<Value>)> {
     let next = query.query.as_deref().and_then(next_from_query);
     let request =
-        FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next.as_deref());
+        FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next.as_deref())
+            .remembering(crate::http::cookies::read_cookie(&state, &headers, crate::mfa::remembered::COOKIE));
     let outcome = executor::get(&state, request).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }
@@ -111,7 +112,8 @@ async fn executor_solve(
     let response = parse_response(&headers, &body)?;
     let next = query.query.as_deref().and_then(next_from_query);
     let request =
-        FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next.as_deref());
+        FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next.as_deref())
+            .remembering(crate::http::cookies::read_cookie(&state, &headers, crate::mfa::remembered::COOKIE));
     let outcome = executor::solve(&state, request, response, None).await?;
     Ok((crate::http::cookies::flow_cookies(&state, &outcome)?, Json(outcome.to_json())))
 }

@@ -125,7 +125,8 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Response {
     let next = query.next.as_deref();
-    let request = FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next);
+    let request = FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next)
+        .remembering(crate::http::cookies::read_cookie(&state, &headers, crate::mfa::remembered::COOKIE));
     match executor::get(&state, request).await.and_then(|outcome| render(&state, outcome, &slug, next)) {
         Ok(response) => response,
         Err(error) => error_page(error),
@@ -160,7 +161,8 @@ pub async fn answer(
         // The form must come from this browser's run; without a run there is nothing to apply
         // the answer to, and the executor starts over without applying it.
         let form = FormAnswer { token: token.as_deref().unwrap_or_default(), step: step.unwrap_or(-1) };
-        let request = FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next);
+        let request = FlowRequest::new(&slug, crate::http::cookies::read_cookie(&state, &headers, FLOW_COOKIE), &client, current, next)
+            .remembering(crate::http::cookies::read_cookie(&state, &headers, crate::mfa::remembered::COOKIE));
         let outcome = executor::solve(&state, request, response, Some(form)).await?;
         // A question without complaints is shown by a fresh GET, so reloading never re-posts.
         if let Challenge::Stage { errors, .. } = &outcome.challenge

@@ -155,6 +155,8 @@ pub enum Effect {
     SignedIn { session: Box<NewSession>, persistent: bool },
     /// The caller's session ended: clear its cookies.
     SignedOut,
+    /// The browser should remember a second factor: keep `token` for `max_age_secs`.
+    RememberDevice { token: String, max_age_secs: i64 },
 }
 
 /// What a stage may read and change while it runs.
@@ -170,6 +172,8 @@ pub struct StageContext<'a> {
     pub effects: &'a mut Vec<Effect>,
     /// The pending user's account as last loaded in this request, shared by its stages.
     pub account: &'a mut Option<user::Model>,
+    /// The browser's remembered second factor, as its cookie holds it.
+    pub remembered_device: Option<&'a str>,
 }
 
 impl StageContext<'_> {

@@ -73,13 +73,19 @@ pub fn flow_cookies(state: &AppState, outcome: &Outcome) -> Result<HeaderMap> {
             headers.append(header::SET_COOKIE, set_cookie(state, FLOW_COOKIE, "", true, Some(0))?);
         }
     }
-    match outcome.effects.last() {
+    let session_change = outcome.effects.iter().rev().find(|effect| matches!(effect, Effect::SignedIn { .. } | Effect::SignedOut));
+    match session_change {
         Some(Effect::SignedIn { session, persistent }) => {
             let max_age = persistent.then(|| (session.session.expires - chrono::Utc::now()).num_seconds().max(0));
             sign_in_cookies(state, &mut headers, session, max_age)?;
         }
         Some(Effect::SignedOut) => sign_out_cookies(state, &mut headers)?,
-        None => {}
+        _ => {}
+    }
+    if let Some(Effect::RememberDevice { token, max_age_secs }) =
+        outcome.effects.iter().rev().find(|effect| matches!(effect, Effect::RememberDevice { .. }))
+    {
+        headers.append(header::SET_COOKIE, set_cookie(state, crate::mfa::remembered::COOKIE, token, true, Some(*max_age_secs))?);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(headers)

@@ -12,6 +12,7 @@ pub mod entities;
 pub mod handlers;
 pub mod otp_devices;
 pub mod recovery;
+pub mod remembered;
 pub mod sms;
 pub mod totp;
 pub mod verify;

@@ -663,3 +663,61 @@ async fn an_older_sign_in_flow_gets_the_validation_stage_at_the_next_start() {
     assert_eq!(found["pagination"]["count"], 1, "{found}");
     assert_eq!(found["results"][0]["flow_set"], json!([]), "not bound beside the flow's own: {found}");
 }
+
+/// The cookie of a browser that proved `email`'s app at the default validation stage: the
+/// browser's memory of the app.
+async fn remembered_cookie(app: &TestApp, email: &str, authenticator: &App) -> (String, String) {
+    let mut browser = Browser::new(app);
+    let asked = password_step(&mut browser, email).await;
+    assert_eq!(asked["component"], VALIDATE, "{asked}");
+    let (_, done) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": authenticator.code(1)})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    browser.cookies.into_iter().find(|(name, _)| name.ends_with("gatehouse_mfa")).expect("the browser remembers the app")
+}
+
+/// A browser with no session, carrying `cookie`.
+fn browser_with<'a>(app: &'a TestApp, cookie: &(String, String)) -> Browser<'a> {
+    let mut browser = Browser::new(app);
+    browser.cookies.insert(cookie.0.clone(), cookie.1.clone());
+    browser
+}
+
+#[tokio::test]
+async fn last_auth_threshold_lets_the_same_account_through_in_the_same_browser_only() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    for email in ["olga@example.com", "piet@example.com"] {
+        app.user(email, |_| {}).await;
+    }
+    let olgas_app = set_up_app(&app, "olga@example.com", "app-setup").await;
+    set_up_app(&app, "piet@example.com", "app-setup").await;
+    require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "deny", "last_auth_threshold": "hours=12"}))
+        .await;
+    let memory = remembered_cookie(&app, "olga@example.com", &olgas_app).await;
+
+    let mut olga = browser_with(&app, &memory);
+    let passed = password_step(&mut olga, "olga@example.com").await;
+    assert_eq!(passed["component"], "xak-flow-redirect", "the remembered app is not asked for again: {passed}");
+    assert_eq!(olga.me().await, StatusCode::OK);
+
+    // The memory vouches for nobody else: another account in the same browser is asked.
+    let mut shared = browser_with(&app, &memory);
+    let asked = password_step(&mut shared, "piet@example.com").await;
+    assert_eq!(asked["component"], VALIDATE, "another account's memory let piet through: {asked}");
+    assert_eq!(shared.me().await, StatusCode::UNAUTHORIZED);
+
+    // A forged or altered memory counts for nothing.
+    let mut forged = browser_with(&app, &(memory.0.clone(), format!("x{}", memory.1)));
+    assert_eq!(password_step(&mut forged, "olga@example.com").await["component"], VALIDATE);
+
+    // Without a threshold, or once the device is gone, the memory no longer lets anyone through.
+    require_mfa(&app, &admin, json!({"last_auth_threshold": "seconds=0"})).await;
+    assert_eq!(password_step(&mut browser_with(&app, &memory), "olga@example.com").await["component"], VALIDATE);
+    require_mfa(&app, &admin, json!({"last_auth_threshold": "hours=12"})).await;
+    assert_eq!(password_step(&mut browser_with(&app, &memory), "olga@example.com").await["component"], "xak-flow-redirect");
+    let (_, apps) = json(app.get(&admin, "/api/v3/authenticators/admin/totp/").await).await;
+    let olgas = apps["results"].as_array().unwrap().iter().find(|d| d["user"]["email"] == "olga@example.com").unwrap()["pk"].clone();
+    assert_eq!(app.delete(&admin, &format!("/api/v3/authenticators/admin/totp/{olgas}/")).await.status(), StatusCode::NO_CONTENT);
+    let denied = password_step(&mut browser_with(&app, &memory), "olga@example.com").await;
+    assert_eq!(denied["component"], "ak-stage-access-denied", "a removed device is not remembered: {denied}");
+}

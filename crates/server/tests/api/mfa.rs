@@ -674,7 +674,7 @@ async fn validation_settings_refuse_what_is_not_served() {
         (json!({"device_classes": ["duo"]}), "device_classes"),
         (json!({"device_classes": []}), "device_classes"),
         (json!({"device_classes": ["carrier-pigeon"]}), "device_classes"),
-        (json!({"last_auth_threshold": "hours=12"}), "last_auth_threshold"),
+        (json!({"last_auth_threshold": "days=31"}), "last_auth_threshold"),
         (json!({"not_configured_action": "configure"}), "configuration_stages"),
         (json!({"not_configured_action": "shrug"}), "not_configured_action"),
     ] {

@@ -14,13 +14,14 @@ use crate::error::{FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::flows::factors::{FactorKind, verified_for};
 use crate::flows::model::InvalidResponseAction;
 use crate::flows::run::PlannedStage;
-use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, StageReference, Step, parse_typed, text_field};
+use crate::flows::stage::{Effect, Form, Input, InputKind, Prompt, StageContext, StageKind, StageReference, Step, parse_typed, text_field};
 use crate::mfa::codes::SentCode;
 use crate::mfa::delivery::{self, Destination};
 use crate::mfa::devices;
 use crate::mfa::email::EmailStageSettings;
 use crate::mfa::entities::{otp_device, sms_device};
 use crate::mfa::otp_devices::{self, OtpKind};
+use crate::mfa::remembered::Remembered;
 use crate::mfa::sms::SmsStageSettings;
 use crate::mfa::verify::{self, Candidates, Checked, Proof, SentAnswer};
 
@@ -58,8 +59,8 @@ pub struct ValidateSettings {
     pub device_classes: Vec<DeviceClass>,
     /// Setup stages offered (or, when there is one, used) for `configure`.
     pub configuration_stages: Vec<Uuid>,
-    /// How recently a device must have been used in this browser for the stage to pass without
-    /// asking; only `seconds=0` (always ask) is served so far.
+    /// How recently a device must have been proven in this browser, at this stage, by the same
+    /// account, for the stage to pass without asking; `seconds=0` always asks.
     pub last_auth_threshold: DurationString,
     pub webauthn_user_verification: String,
     pub webauthn_hints: Vec<String>,
@@ -170,8 +171,8 @@ impl StageKind for AuthenticatorValidate {
                 format!("\"{name}\" devices are not supported by this server yet; \"sms\", \"email\", \"totp\" and \"static\" are."),
             );
         }
-        if !typed.last_auth_threshold.to_std().is_zero() {
-            errors.add("last_auth_threshold", "Only seconds=0 (always ask) is supported by this server yet.");
+        if typed.last_auth_threshold.to_std() > LONGEST_THRESHOLD {
+            errors.add("last_auth_threshold", "A device may be remembered for at most days=30.");
         }
         if !matches!(typed.webauthn_user_verification.as_str(), "required" | "preferred" | "discouraged") {
             errors.add("webauthn_user_verification", format!("\"{}\" is not a valid choice.", typed.webauthn_user_verification));
@@ -207,6 +208,10 @@ impl StageKind for AuthenticatorValidate {
         if devices.is_empty() {
             return not_configured(cx, &settings, None).await;
         }
+        if let Some(factor) = remembered_factor(cx, &account, &settings, &devices) {
+            cx.record_factor(factor);
+            return Ok(Step::Passed);
+        }
         let asking = match cx.stage_state::<Progress>() {
             Some(progress) => Asking::SentCode(progress.via),
             None => Asking::Any,
@@ -224,7 +229,7 @@ impl StageKind for AuthenticatorValidate {
             return not_configured(cx, &settings, text_field(response, "selected_stage")).await;
         }
         if let Some(code) = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty()) {
-            return check_code(cx, &account, &devices, code).await;
+            return check_code(cx, &account, &settings, &devices, code).await;
         }
         // Which device: the one the client selected (by its id, never a number or address from
         // the request), or, when a page asks for a code to be sent, the phone or mailbox used
@@ -327,7 +332,13 @@ impl Devices {
 
 /// Checks a typed code against the code sent in this run (if any), the apps and the recovery
 /// codes.
-async fn check_code(cx: &mut StageContext<'_>, account: &user::Model, devices: &Devices, code: &str) -> Result<Step> {
+async fn check_code(
+    cx: &mut StageContext<'_>,
+    account: &user::Model,
+    settings: &ValidateSettings,
+    devices: &Devices,
+    code: &str,
+) -> Result<Step> {
     let mut progress = cx.stage_state::<Progress>();
     if progress.as_ref().is_some_and(|p| !devices.holds(p)) {
         cx.set_stage_state::<Progress>(None);
@@ -345,6 +356,7 @@ async fn check_code(cx: &mut StageContext<'_>, account: &user::Model, devices: &
     match verify::check_answer(cx.state, account, code, candidates).await? {
         Checked::Right(proof) => {
             let sent_to = progress.map(|p| (p.via, p.device));
+            remember(cx, account, settings, proof, sent_to);
             cx.set_stage_state::<Progress>(None);
             let factor = match (proof, sent_to) {
                 (Proof::SentCode, Some((SentVia::Email, device))) => {
@@ -370,6 +382,46 @@ async fn check_code(cx: &mut StageContext<'_>, account: &user::Model, devices: &
             Ok(Step::Invalid(FieldErrors::single("code", message)))
         }
     }
+}
+
+/// The longest a browser may remember a second factor.
+const LONGEST_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// The factor this browser remembers `account` proving at this stage, if the stage remembers at
+/// all, the memory is recent enough, and its device is still one the stage accepts.
+fn remembered_factor(cx: &StageContext<'_>, account: &user::Model, settings: &ValidateSettings, devices: &Devices) -> Option<FactorKind> {
+    let threshold = chrono::TimeDelta::from_std(settings.last_auth_threshold.to_std()).ok()?;
+    if threshold.is_zero() {
+        return None;
+    }
+    let memory = Remembered::read(&cx.state.secret, cx.remembered_device?, chrono::Utc::now(), threshold)?;
+    if memory.user != account.id || memory.stage != cx.stage.stage_id {
+        return None;
+    }
+    match memory.class.as_str() {
+        "sms" if devices.phones.iter().any(|d| d.id == memory.device) => Some(FactorKind::Sms),
+        "email" if devices.mail.iter().any(|d| d.id == memory.device) => Some(FactorKind::Email),
+        "totp" if devices.apps.iter().any(|d| d.id == memory.device) => Some(FactorKind::Totp),
+        _ => None,
+    }
+}
+
+/// Asks the browser to remember the device `account` just proved, when the stage remembers
+/// devices. A recovery code is never remembered: it is for when the device is lost.
+fn remember(cx: &mut StageContext<'_>, account: &user::Model, settings: &ValidateSettings, proof: Proof, sent_to: Option<(SentVia, i64)>) {
+    let threshold = settings.last_auth_threshold.to_std();
+    if threshold.is_zero() {
+        return;
+    }
+    let (class, device) = match (proof, sent_to) {
+        (Proof::Totp(device), _) => ("totp", device),
+        (Proof::SentCode, Some((SentVia::Sms, device))) => ("sms", device),
+        (Proof::SentCode, Some((SentVia::Email, device))) => ("email", device),
+        _ => return,
+    };
+    let memory = Remembered { user: account.id, stage: cx.stage.stage_id, class: class.into(), device, proven: chrono::Utc::now() };
+    let token = memory.issue(&cx.state.secret);
+    cx.effects.push(Effect::RememberDevice { token, max_age_secs: i64::try_from(threshold.as_secs()).unwrap_or(i64::MAX) });
 }
 
 /// The pending account, once it proved a factor in this run: the second factor comes after the
