@@ -251,9 +251,10 @@ pub async fn mark_used(state: &AppState, device: &sms_device::Model) -> Result<(
 /// Whether `user` has any device it can sign in with: a phone, an e-mail authenticator, an
 /// authenticator app, or a recovery code left.
 pub async fn has_sign_in_device(state: &AppState, user: i64) -> Result<bool> {
-    use super::otp_devices::{OtpKind, sign_in_devices as otp_sign_in_devices};
-    Ok(!sign_in_devices(state, user).await?.is_empty()
-        || !otp_sign_in_devices(state, user, OtpKind::Totp).await?.is_empty()
-        || !otp_sign_in_devices(state, user, OtpKind::Static).await?.is_empty()
-        || !otp_sign_in_devices(state, user, OtpKind::Email).await?.is_empty())
+    use super::otp_devices::{OtpKind, sign_in_devices_of_kinds};
+    if !sign_in_devices(state, user).await?.is_empty() {
+        return Ok(true);
+    }
+    let kinds = [OtpKind::Totp, OtpKind::Static, OtpKind::Email];
+    Ok(!sign_in_devices_of_kinds(state, user, &kinds).await?.is_empty())
 }

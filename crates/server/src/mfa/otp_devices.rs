@@ -307,26 +307,36 @@ pub async fn of_user(state: &AppState, user: i64) -> Result<Vec<otp_device::Mode
 /// The `kind` devices `user` can sign in with: confirmed ones, and for recovery codes only sets
 /// with a code left.
 pub async fn sign_in_devices(state: &AppState, user: i64, kind: OtpKind) -> Result<Vec<otp_device::Model>> {
+    sign_in_devices_of_kinds(state, user, &[kind]).await
+}
+
+/// The devices of any of `kinds` `user` can sign in with, oldest first: at most two queries
+/// whatever the kinds (the second only for recovery-code sets, to drop the used-up ones).
+pub async fn sign_in_devices_of_kinds(state: &AppState, user: i64, kinds: &[OtpKind]) -> Result<Vec<otp_device::Model>> {
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
     let devices: Vec<otp_device::Model> = otp_device::Entity::find()
         .filter(otp_device::Column::TenantId.eq(state.tenant.0))
         .filter(otp_device::Column::UserId.eq(user))
-        .filter(otp_device::Column::Kind.eq(kind))
+        .filter(otp_device::Column::Kind.is_in(kinds.iter().map(|kind| kind.as_str())))
         .filter(otp_device::Column::Confirmed.eq(true))
         .order_by_asc(otp_device::Column::Id)
         .all(&state.db)
         .await?;
-    if kind != OtpKind::Static || devices.is_empty() {
+    let sets: Vec<i64> = devices.iter().filter(|d| d.kind == OtpKind::Static.as_str()).map(|d| d.id).collect();
+    if sets.is_empty() {
         return Ok(devices);
     }
     let with_codes: Vec<i64> = static_token::Entity::find()
         .select_only()
         .column(static_token::Column::DeviceId)
-        .filter(static_token::Column::DeviceId.is_in(devices.iter().map(|d| d.id)))
+        .filter(static_token::Column::DeviceId.is_in(sets))
         .distinct()
         .into_tuple()
         .all(&state.db)
         .await?;
-    Ok(devices.into_iter().filter(|d| with_codes.contains(&d.id)).collect())
+    Ok(devices.into_iter().filter(|d| d.kind != OtpKind::Static.as_str() || with_codes.contains(&d.id)).collect())
 }
 
 /// Takes the step `step` of the authenticator app `device` as used, unless a code of that step

@@ -290,12 +290,15 @@ impl Devices {
     async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
         let allowed = |class| settings.device_classes.contains(&class);
         let phones = if allowed(DeviceClass::Sms) { devices::sign_in_devices(cx.state, user).await? } else { Vec::new() };
-        let mail =
-            if allowed(DeviceClass::Email) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Email).await? } else { Vec::new() };
-        let apps = if allowed(DeviceClass::Totp) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Totp).await? } else { Vec::new() };
-        let recovery =
-            if allowed(DeviceClass::Static) { otp_devices::sign_in_devices(cx.state, user, OtpKind::Static).await? } else { Vec::new() };
-        Ok(Self { phones, mail, apps, recovery })
+        let kinds: Vec<OtpKind> =
+            [(DeviceClass::Email, OtpKind::Email), (DeviceClass::Totp, OtpKind::Totp), (DeviceClass::Static, OtpKind::Static)]
+                .into_iter()
+                .filter(|(class, _)| allowed(*class))
+                .map(|(_, kind)| kind)
+                .collect();
+        let others = otp_devices::sign_in_devices_of_kinds(cx.state, user, &kinds).await?;
+        let of = |kind: OtpKind| others.iter().filter(|d| d.kind == kind.as_str()).cloned().collect::<Vec<_>>();
+        Ok(Self { phones, mail: of(OtpKind::Email), apps: of(OtpKind::Totp), recovery: of(OtpKind::Static) })
     }
 
     fn is_empty(&self) -> bool {
