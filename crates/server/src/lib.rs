@@ -15,6 +15,7 @@ pub mod events;
 pub mod flows;
 pub mod http;
 pub mod json;
+pub mod mappings;
 pub mod mfa;
 pub mod ops;
 pub mod secret;

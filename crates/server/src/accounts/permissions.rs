@@ -224,6 +224,34 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "Email Device",
         "authentik Stages.Authenticator.Email",
     ),
+    (
+        "authentik_events.view_notificationwebhookmapping",
+        "Can view Webhook Mapping",
+        "notificationwebhookmapping",
+        "Webhook Mapping",
+        "authentik Events",
+    ),
+    (
+        "authentik_events.add_notificationwebhookmapping",
+        "Can add Webhook Mapping",
+        "notificationwebhookmapping",
+        "Webhook Mapping",
+        "authentik Events",
+    ),
+    (
+        "authentik_events.change_notificationwebhookmapping",
+        "Can change Webhook Mapping",
+        "notificationwebhookmapping",
+        "Webhook Mapping",
+        "authentik Events",
+    ),
+    (
+        "authentik_events.delete_notificationwebhookmapping",
+        "Can delete Webhook Mapping",
+        "notificationwebhookmapping",
+        "Webhook Mapping",
+        "authentik Events",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -326,6 +354,10 @@ pub mod names {
     pub const VIEW_EMAIL_DEVICE: &str = "authentik_stages_authenticator_email.view_emaildevice";
     pub const CHANGE_EMAIL_DEVICE: &str = "authentik_stages_authenticator_email.change_emaildevice";
     pub const DELETE_EMAIL_DEVICE: &str = "authentik_stages_authenticator_email.delete_emaildevice";
+    pub const VIEW_WEBHOOK_MAPPING: &str = "authentik_events.view_notificationwebhookmapping";
+    pub const ADD_WEBHOOK_MAPPING: &str = "authentik_events.add_notificationwebhookmapping";
+    pub const CHANGE_WEBHOOK_MAPPING: &str = "authentik_events.change_notificationwebhookmapping";
+    pub const DELETE_WEBHOOK_MAPPING: &str = "authentik_events.delete_notificationwebhookmapping";
 }
 
 #[cfg(test)]

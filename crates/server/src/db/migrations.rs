@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(SmsDevices),
             Box::new(OtpDevices),
             Box::new(EmailDevices),
+            Box::new(PropertyMappings),
         ]
     }
 }
@@ -920,5 +921,40 @@ impl MigrationTrait for EmailDevices {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.alter_table(Table::alter().table("otp_devices").drop_column("email").to_owned()).await
+    }
+}
+
+/// Property mappings (webhook mappings of SMS stages), by tenant, names unique.
+struct PropertyMappings;
+
+impl MigrationName for PropertyMappings {
+    fn name(&self) -> &str {
+        "m0010_property_mappings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PropertyMappings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("property_mappings")
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("kind", 32))
+                    .col(string_len("name", 200))
+                    .col(text("expression"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("property_mappings"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("property_mappings", "ux_property_mappings_name", &["tenant_id", "name"], true)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("property_mappings").to_owned()).await
     }
 }

@@ -57,6 +57,11 @@ pub trait StageKind: Send + Sync + 'static {
     fn references(&self) -> &'static [StageReference] {
         &[]
     }
+    /// Settings fields that name a webhook mapping (authentik's `NotificationWebhookMapping`),
+    /// which must exist when the settings are saved.
+    fn mapping_references(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Settings fields that list other stages by id: each must exist and be of the target kind,
     /// and deleting one takes it off the list. (Exports write these ids as they are.)
     fn list_references(&self) -> &'static [StageReference] {

@@ -182,7 +182,50 @@ pub async fn parse_stage_settings(
             check_reference(db, tenant, reference, value, errors).await?;
         }
     }
+    for field in kind.mapping_references() {
+        let Some(value) = parsed.get(*field).filter(|v| !v.is_null()) else { continue };
+        let id = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
+        let exists = match id {
+            Some(id) => crate::mappings::service::find_webhook_mapping(db, tenant, id).await?.is_some(),
+            None => false,
+        };
+        if !exists {
+            errors.add(*field, missing_pk(value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string())));
+        }
+    }
     Ok(parsed)
+}
+
+/// The stages whose settings name the property mapping `mapping`, as `used_by` lists them.
+pub async fn stages_naming_mapping(state: &AppState, mapping: Uuid) -> Result<Vec<UsedBy>> {
+    let mut out = Vec::new();
+    for kind in state.stages.all() {
+        if kind.mapping_references().is_empty() {
+            continue;
+        }
+        let stages = stage::Entity::find()
+            .filter(stage::Column::TenantId.eq(state.tenant.0))
+            .filter(stage::Column::Kind.eq(kind.kind()))
+            .all(&state.db)
+            .await?;
+        for holder in stages {
+            let names_it = kind
+                .mapping_references()
+                .iter()
+                .any(|field| holder.settings.get(*field).and_then(Value::as_str) == Some(&mapping.to_string()));
+            if names_it {
+                let about = stage_ref(state, &holder);
+                out.push(UsedBy {
+                    app: about.app.into(),
+                    model_name: about.model_name.into(),
+                    pk: holder.id.to_string(),
+                    name: holder.name,
+                    action: "set_null".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Adds an error on the reference's field unless `value` names a stage of its target kind.

@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::tokens::handlers::router())
         .merge(crate::tasks::handlers::router())
         .merge(crate::mfa::handlers::router())
+        .merge(crate::mappings::handlers::router())
         .merge(crate::flows::executor_api::router())
         .merge(crate::flows::handlers::router())
         .merge(super::system::router())

@@ -4,7 +4,7 @@
 //! concurrent guesses and other processes cannot slip past the limit.
 
 use gatehouse_types::{Email, PhoneNumber};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::codes::{SendFailure, SentCode};
 use super::email::{self, EmailStageSettings};
@@ -80,10 +80,62 @@ pub async fn send_sms_code(
     binding: &str,
 ) -> Result<std::result::Result<SentCode, String>> {
     let (code, sent) = super::codes::new_code(&state.secret, binding, chrono::Utc::now());
-    let timeout = state.config.sms.send_timeout.to_std();
-    let outcome = sms::send(settings, &state.config.sms.twilio_base_url, timeout, to, &code).await;
     let sent_to = Sent { medium: "SMS", to: sms::masked(to.as_str()) };
+    let payload = sms::default_payload(settings, to, &code);
+    let payload = match settings.mapping {
+        None => payload,
+        Some(mapping) => match mapped_payload(state, mapping, settings, account, client, to, &code, payload).await? {
+            Ok(mapped) => mapped,
+            Err(failure) => {
+                let event = EventRecord::new(Action::ConfigurationError)
+                    .by(account)
+                    .from_client(client)
+                    .with("message", json!("Error evaluating the SMS webhook mapping"))
+                    .with("mapping", json!(mapping))
+                    .with("error", json!(failure));
+                return Ok(settle_refused(state, reservation, sent_to, event).await?);
+            }
+        },
+    };
+    let timeout = state.config.sms.send_timeout.to_std();
+    let outcome = sms::send(settings, &state.config.sms.twilio_base_url, timeout, to, payload).await;
     Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
+}
+
+/// The payload the stage's webhook mapping makes of `payload`: its CEL expression sees `user`,
+/// `device`, `code`, `stage`, `client` and `payload`, and must give an object. `Ok(Err(why))`
+/// when the mapping is gone, fails or gives something else: then nothing is sent.
+#[allow(clippy::too_many_arguments)]
+async fn mapped_payload(
+    state: &AppState,
+    mapping: uuid::Uuid,
+    settings: &SmsStageSettings,
+    account: &user::Model,
+    client: &ClientInfo,
+    to: &PhoneNumber,
+    code: &str,
+    payload: Map<String, Value>,
+) -> Result<std::result::Result<Map<String, Value>, String>> {
+    let Some(found) = crate::mappings::service::find_webhook_mapping(&state.db, state.tenant, mapping).await? else {
+        return Ok(Err("the webhook mapping no longer exists".into()));
+    };
+    let expression = match crate::mappings::expression::Expression::parse(&found.expression) {
+        Ok(expression) => expression,
+        Err(why) => return Ok(Err(why)),
+    };
+    let variables = json!({
+        "user": {"pk": account.id, "username": account.username, "email": account.email, "name": account.name},
+        "device": {"phone_number": to.as_str()},
+        "code": code,
+        "stage": {"from_number": settings.from_number, "provider": settings.provider},
+        "client": {"ip": client.ip.map(|ip| ip.to_string()), "user_agent": client.user_agent},
+        "payload": payload,
+    });
+    Ok(match expression.evaluate(variables).await {
+        Ok(Value::Object(mapped)) => Ok(mapped),
+        Ok(_) => Err("the webhook mapping must give an object".into()),
+        Err(why) => Err(why),
+    })
 }
 
 /// Sends a new code bound to `binding` by e-mail to `to` for `account` as the e-mail stage's
@@ -102,6 +154,20 @@ pub async fn send_email_code(
     let outcome = email::send(&settings.relay(&state.config.email), &settings.subject, to, &code, lifetime).await;
     let sent_to = Sent { medium: "Email", to: email::masked(to.as_str()) };
     Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
+}
+
+/// Gives a send back that never reached a provider, records `event`, and says what the person is
+/// told.
+async fn settle_refused(
+    state: &AppState,
+    reservation: Reservation,
+    sent: Sent,
+    event: EventRecord,
+) -> Result<std::result::Result<SentCode, String>> {
+    reservation.release(&state.db).await?;
+    tracing::warn!(to = %sent.to, medium = sent.medium, "a code was not sent: the webhook mapping failed");
+    events::service::record(&state.db, state, event).await?;
+    Ok(Err(COULD_NOT_SEND.to_owned()))
 }
 
 /// Where a code went, as logs and the audit trail may show it.

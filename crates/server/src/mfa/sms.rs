@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gatehouse_types::PhoneNumber;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use sha2::Digest;
 
 use super::codes::SendFailure;
@@ -51,7 +51,8 @@ pub struct SmsStageSettings {
     pub auth_type: AuthType,
     /// Keep only a keyed digest of the number: the device proves a number and cannot sign in.
     pub verify_only: bool,
-    /// authentik's webhook mapping; not supported yet, so always empty.
+    /// A webhook mapping (`/propertymappings/notification/`) whose CEL expression gives what
+    /// is sent instead of the default payload.
     pub mapping: Option<uuid::Uuid>,
     /// The flow a person uses to set this authenticator up themselves.
     pub configure_flow: Option<uuid::Uuid>,
@@ -74,7 +75,7 @@ impl SmsStageSettings {
         }
     }
 
-    /// Checks what serde cannot: required text, the webhook's URL, the unsupported mapping.
+    /// Checks what serde cannot: required text, the webhook's URL.
     pub fn check(&self) -> Result<(), FieldErrors> {
         let mut errors = FieldErrors::new();
         for (field, value) in [("from_number", &self.from_number), ("account_sid", &self.account_sid), ("auth", &self.auth)] {
@@ -98,9 +99,6 @@ impl SmsStageSettings {
         }
         if self.provider == Provider::Twilio && !self.account_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
             errors.add("account_sid", "A Twilio account SID has only letters and digits.");
-        }
-        if self.mapping.is_some() {
-            errors.add("mapping", "Webhook mappings are not supported by this server yet; leave empty.");
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -135,14 +133,26 @@ pub fn message_text(code: &str) -> String {
     format!("Use this code to authenticate in Gatehouse: {code}")
 }
 
-/// Sends `code` to `to` as `settings` say, within `timeout` (connecting included). Redirects are
-/// not followed: the provider's URL is the only place a code goes.
+/// What is sent without a mapping: Twilio's form fields, or the generic webhook's JSON.
+pub fn default_payload(settings: &SmsStageSettings, to: &PhoneNumber, code: &str) -> Map<String, Value> {
+    let text = message_text(code);
+    let payload = match settings.provider {
+        Provider::Twilio => json!({"To": to.as_str(), "From": settings.from_number, "Body": text}),
+        Provider::Generic => json!({"From": settings.from_number, "To": to.as_str(), "Body": code, "Message": text}),
+    };
+    payload.as_object().cloned().unwrap_or_default()
+}
+
+/// Sends `payload` (the [`default_payload`] or what a mapping made of it) for `to` as `settings`
+/// say, within `timeout` (connecting included). Twilio gets the payload's text fields as its
+/// form, `To` always the device's number; the generic webhook gets the payload as JSON.
+/// Redirects are not followed: the provider's URL is the only place a code goes.
 pub async fn send(
     settings: &SmsStageSettings,
     twilio_base_url: &str,
     timeout: Duration,
     to: &PhoneNumber,
-    code: &str,
+    payload: Map<String, Value>,
 ) -> Result<(), SendFailure> {
     let client = reqwest::Client::builder()
         .connect_timeout(timeout)
@@ -151,19 +161,19 @@ pub async fn send(
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| SendFailure { status: None, detail: e.to_string() })?;
-    let text = message_text(code);
     let request = match settings.provider {
         Provider::Twilio => {
             let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", twilio_base_url.trim_end_matches('/'), settings.account_sid);
-            client.post(url).basic_auth(&settings.account_sid, Some(&settings.auth)).form(&[
-                ("To", to.as_str()),
-                ("From", settings.from_number.as_str()),
-                ("Body", text.as_str()),
-            ])
+            let mut form: Vec<(String, String)> = payload
+                .into_iter()
+                .filter(|(name, _)| name != "To")
+                .map(|(name, value)| (name, value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string())))
+                .collect();
+            form.insert(0, ("To".into(), to.as_str().to_owned()));
+            client.post(url).basic_auth(&settings.account_sid, Some(&settings.auth)).form(&form)
         }
         Provider::Generic => {
-            let body = json!({"From": settings.from_number, "To": to.as_str(), "Body": code, "Message": text});
-            let request = client.post(&settings.account_sid).json(&body);
+            let request = client.post(&settings.account_sid).json(&payload);
             match settings.auth_type {
                 AuthType::Bearer => request.bearer_auth(&settings.auth),
                 AuthType::Basic => request.basic_auth(&settings.auth, Some(&settings.auth_password)),
@@ -219,7 +229,5 @@ mod tests {
         let generic =
             SmsStageSettings { provider: Provider::Generic, account_sid: "ftp://sms.example".into(), ..SmsStageSettings::example() };
         assert_eq!(fields(generic), Some(vec!["account_sid".into()]));
-        let mapped = SmsStageSettings { mapping: Some(uuid::Uuid::new_v4()), ..SmsStageSettings::example() };
-        assert_eq!(fields(mapped), Some(vec!["mapping".into()]));
     }
 }

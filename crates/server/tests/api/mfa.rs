@@ -830,3 +830,144 @@ async fn setup_stages_named_by_a_validation_stage_must_exist_and_leave_its_list_
         json(app.get(&admin, &format!("/api/v3/stages/authenticator/validate/{}/", validate["pk"].as_str().unwrap())).await).await;
     assert_eq!(after["configuration_stages"], json!([]), "{after}");
 }
+
+/// A webhook mapping made through the API with `expression`; its pk.
+async fn webhook_mapping(app: &TestApp, admin: &Session, name: &str, expression: &str) -> String {
+    let body = json!({"name": name, "expression": expression});
+    let (status, mapping) = json(app.post(admin, "/api/v3/propertymappings/notification/", body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{mapping}");
+    mapping["pk"].as_str().unwrap().to_owned()
+}
+
+/// `olga@example.com` (created here) asks the flow `slug` to send a code to `number`.
+async fn ask_for_code(app: &TestApp, slug: &str, number: &str) -> Value {
+    let mut olga = Browser::new(app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    olga.get(&executor(slug)).await;
+    let (_, challenge) = olga.post(&executor(slug), json!({"component": "ak-stage-authenticator-sms", "phone_number": number})).await;
+    challenge
+}
+
+#[tokio::test]
+async fn a_webhook_mapping_shapes_what_the_provider_receives_but_never_where_twilio_sends() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let generic = webhook_mapping(
+        &app,
+        &admin,
+        "chat-relay",
+        r#"{"recipient": payload.To, "text": "Hello " + user.username + ", your code is " + code, "via": client.user_agent != ""}"#,
+    )
+    .await;
+    let twilio =
+        webhook_mapping(&app, &admin, "twilio-text", r#"{"Body": "Code: " + code, "To": "+15005550006", "From": stage.from_number}"#).await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "generic-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/relay", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer", "mapping": generic}),
+    )
+    .await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "twilio-setup",
+        json!({"account_sid": "AC1", "from_number": "+15005550001", "auth": "t", "mapping": twilio}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+
+    let asked = ask_for_code(&app, "generic-setup", "+41446681800").await;
+    assert_eq!(asked["phone_number_required"], false, "{asked}");
+    let sent: Value = serde_json::from_str(&provider.requests()[0].body).unwrap();
+    let code = sent["text"].as_str().unwrap().rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(code.len(), 6, "{sent}");
+    assert_eq!(sent, json!({"recipient": "+41446681800", "text": format!("Hello olga@example.com, your code is {code}"), "via": true}));
+
+    ask_for_code(&app, "twilio-setup", "+41446681801").await;
+    let form: Vec<(String, String)> = form_urlencoded::parse(provider.requests()[1].body.as_bytes()).into_owned().collect();
+    assert!(form.contains(&("To".into(), "+41446681801".into())), "a mapping cannot send the code elsewhere: {form:?}");
+    assert!(!form.iter().any(|(name, value)| name == "To" && value == "+15005550006"), "{form:?}");
+    assert!(form.contains(&("From".into(), "+15005550001".into())), "{form:?}");
+    assert!(form.iter().any(|(name, value)| name == "Body" && value.starts_with("Code: ")), "{form:?}");
+}
+
+#[tokio::test]
+async fn a_webhook_mapping_that_fails_or_is_gone_sends_nothing_and_is_recorded() {
+    let (app, provider, admin) = spawn_with_provider().await;
+    let failing = webhook_mapping(&app, &admin, "failing", "nobody.knows + code").await;
+    let not_an_object = webhook_mapping(&app, &admin, "text", r#""just text " + code"#).await;
+    let doomed = webhook_mapping(&app, &admin, "doomed", "payload").await;
+    for (slug, mapping) in [("failing-setup", &failing), ("text-setup", &not_an_object), ("doomed-setup", &doomed)] {
+        sms_setup_flow(
+            &app,
+            &admin,
+            slug,
+            json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "mapping": mapping}),
+        )
+        .await;
+    }
+    let (_, used) = json(app.get(&admin, &format!("/api/v3/propertymappings/notification/{doomed}/used_by/")).await).await;
+    assert_eq!(used.as_array().map(Vec::len), Some(1), "{used}");
+    assert_eq!(used[0]["name"], "doomed-setup-stage", "{used}");
+    assert_eq!(app.delete(&admin, &format!("/api/v3/propertymappings/notification/{doomed}/")).await.status(), StatusCode::NO_CONTENT);
+    app.user("olga@example.com", |_| {}).await;
+    for slug in ["failing-setup", "text-setup", "doomed-setup"] {
+        let refused = ask_for_code(&app, slug, "+41446681800").await;
+        assert!(errors(&refused, "phone_number").contains("We could not send the code. Try again later."), "{slug}: {refused}");
+    }
+    assert!(provider.requests().is_empty(), "nothing is sent when the mapping fails");
+    let recorded = events(&app, "configuration_error").await;
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    let errors_seen: Vec<String> = recorded.iter().map(|e| e["context"]["error"].as_str().unwrap_or_default().to_owned()).collect();
+    assert!(errors_seen.iter().any(|e| e.contains("no longer exists")), "{errors_seen:?}");
+    assert!(errors_seen.iter().any(|e| e.contains("must give an object")), "{errors_seen:?}");
+    assert!(recorded.iter().all(|e| e["context"]["message"] == "Error evaluating the SMS webhook mapping"), "{recorded:?}");
+}
+
+#[tokio::test]
+async fn webhook_mappings_are_checked_and_need_their_permissions() {
+    let (app, _provider, admin) = spawn_with_provider().await;
+    for (body, field) in [
+        (json!({"name": "x", "expression": "1 +"}), "expression"),
+        (json!({"name": "x", "expression": ""}), "expression"),
+        (json!({"name": "x", "expression": "1 + ".repeat(2000) + "1"}), "expression"),
+        (json!({"name": "", "expression": "payload"}), "name"),
+        (json!({"expression": "payload"}), "name"),
+        (json!({"name": "x", "expression": "payload", "surprise": 1}), "surprise"),
+    ] {
+        assert_field_error(app.post(&admin, "/api/v3/propertymappings/notification/", body).await, field).await;
+    }
+    let pk = webhook_mapping(&app, &admin, "first", "payload").await;
+    assert_field_error(
+        app.post(&admin, "/api/v3/propertymappings/notification/", json!({"name": "first", "expression": "payload"})).await,
+        "name",
+    )
+    .await;
+    let path = format!("/api/v3/propertymappings/notification/{pk}/");
+    let (status, changed) = json(app.patch(&admin, &path, json!({"expression": "{'Body': code}"})).await).await;
+    assert_eq!(
+        (status, &changed["name"], &changed["expression"]),
+        (StatusCode::OK, &json!("first"), &json!("{'Body': code}")),
+        "{changed}"
+    );
+    assert_field_error(app.put(&admin, &path, json!({"name": "first"})).await, "expression").await;
+    let (_, listed) = json(app.get(&admin, "/api/v3/propertymappings/notification/?search=fir").await).await;
+    assert_eq!(listed["pagination"]["count"], 1, "{listed}");
+    let missing = uuid::Uuid::new_v4();
+    let body = json!({"name": "with-missing", "account_sid": "AC1", "from_number": "+15005550001", "auth": "t", "mapping": missing});
+    assert_field_error(app.post(&admin, "/api/v3/stages/authenticator/sms/", body).await, "mapping").await;
+
+    app.user_with("viewer@example.com", &["authentik_events.view_notificationwebhookmapping"]).await;
+    let viewer = app.sign_in("viewer@example.com").await;
+    let (status, _) = json(app.get(&viewer, &path).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_forbidden(app.patch(&viewer, &path, json!({"name": "mine"})).await).await;
+    assert_forbidden(app.delete(&viewer, &path).await).await;
+    assert_forbidden(app.post(&viewer, "/api/v3/propertymappings/notification/", json!({"name": "n", "expression": "payload"})).await)
+        .await;
+    app.user("nobody@example.com", |_| {}).await;
+    let nobody = app.sign_in("nobody@example.com").await;
+    assert_forbidden(app.get(&nobody, "/api/v3/propertymappings/notification/").await).await;
+    let (_, after) = json(app.get(&admin, &path).await).await;
+    assert_eq!(after["name"], "first", "a refused change left it as it was");
+}

@@ -54,6 +54,9 @@ impl StageKind for AuthenticatorSms {
     fn write_only(&self) -> &'static [&'static str] {
         WRITE_ONLY_SETTINGS
     }
+    fn mapping_references(&self) -> &'static [&'static str] {
+        &["mapping"]
+    }
     fn example_settings(&self) -> Value {
         serde_json::to_value(SmsStageSettings::example()).unwrap_or_default()
     }
