@@ -17,6 +17,48 @@ pub const LARGEST_RESULT: usize = 16 * 1024;
 /// How long one evaluation may take.
 pub const DEADLINE: Duration = Duration::from_millis(250);
 
+/// The deepest nesting of brackets accepted: the parser recurses on each level.
+pub const DEEPEST_NESTING: usize = 16;
+
+/// How deep the brackets of `source` nest (quotes are not told apart: a bracket inside a string
+/// counts too, which only errs on the safe side).
+fn nesting(source: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The most operators, dots and brackets accepted: the parser recurses on chains of them.
+pub const MOST_OPERATORS: usize = 256;
+
+/// How many characters of `source` make the parser go one level deeper.
+fn operators(source: &str) -> usize {
+    source.chars().filter(|c| ".+-*/%!?:<>=&|([{".contains(*c)).count()
+}
+
+/// The stack a parse or an evaluation runs on: far more than the bounded expressions need.
+const PARSER_STACK: usize = 16 * 1024 * 1024;
+
+/// Runs `work` on a thread of its own with [`PARSER_STACK`].
+fn on_parser_stack<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    std::thread::Builder::new()
+        .name("cel".into())
+        .stack_size(PARSER_STACK)
+        .spawn(work)
+        .map_err(|_| "the mapping could not be evaluated".to_owned())?
+        .join()
+        .map_err(|_| "the mapping could not be evaluated".to_owned())?
+}
+
 /// The standard functions without the macros.
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::default().with_stdlib()));
 
@@ -33,7 +75,14 @@ impl Expression {
         if source.len() > LONGEST_EXPRESSION {
             return Err(format!("Ensure this field has no more than {LONGEST_EXPRESSION} characters."));
         }
-        compile(source)?;
+        if nesting(source) > DEEPEST_NESTING {
+            return Err(format!("Ensure brackets nest no more than {DEEPEST_NESTING} deep."));
+        }
+        if operators(source) > MOST_OPERATORS {
+            return Err(format!("Ensure the expression has no more than {MOST_OPERATORS} operators, dots and brackets."));
+        }
+        let owned = source.to_owned();
+        on_parser_stack(move || compile(&owned).map(|_| ()))?;
         Ok(Self(source.to_owned()))
     }
 
@@ -46,7 +95,7 @@ impl Expression {
     /// under [`DEADLINE`]; the result as JSON, or why there is none.
     pub async fn evaluate(&self, variables: Value) -> Result<Value, String> {
         let source = self.0.clone();
-        let task = tokio::task::spawn_blocking(move || evaluate_now(&source, variables));
+        let task = tokio::task::spawn_blocking(move || on_parser_stack(move || evaluate_now(&source, variables)));
         match tokio::time::timeout(DEADLINE, task).await {
             Err(_) => Err("the mapping took too long".into()),
             Ok(Err(_)) => Err("the mapping could not be evaluated".into()),
@@ -84,6 +133,41 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn hostile_shapes_are_refused_and_the_largest_accepted_parse_on_half_the_parser_stack() {
+        let too_large = [
+            format!("{}1{}", "(".repeat(2000), ")".repeat(2000)),
+            format!("{}true", "!".repeat(4000)),
+            format!("a{}", ".b".repeat(2000)),
+            format!("1{}", " + 1".repeat(1000)),
+        ];
+        for shape in &too_large {
+            assert!(Expression::parse(shape).is_err(), "{}", &shape[..20]);
+        }
+        let largest = [
+            format!("{}true", "!".repeat(MOST_OPERATORS)),
+            format!("{}1", "-".repeat(MOST_OPERATORS)),
+            format!("a{}", ".b".repeat(MOST_OPERATORS - 1)),
+            format!("1{}", " + 1".repeat(MOST_OPERATORS)),
+            format!("{}1", "x ? 1 : ".repeat(MOST_OPERATORS / 2)),
+            format!("{}1{}", "(".repeat(DEEPEST_NESTING), ")".repeat(DEEPEST_NESTING)),
+            format!("{}a{}{}", "(".repeat(DEEPEST_NESTING), ".b".repeat(MOST_OPERATORS - 2 * DEEPEST_NESTING), ")".repeat(DEEPEST_NESTING)),
+            format!("{}1{}{}", "(".repeat(DEEPEST_NESTING), " + -1".repeat((MOST_OPERATORS - 2 * DEEPEST_NESTING) / 2), ")".repeat(DEEPEST_NESTING)),
+        ];
+        // On half the stack parsing gets, nothing accepted overflows (a debug build's frames are
+        // the largest).
+        std::thread::Builder::new()
+            .stack_size(PARSER_STACK / 2)
+            .spawn(move || {
+                for shape in &largest {
+                    let _ = compile(shape);
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("parsing stays within the stack");
+    }
 
     #[tokio::test]
     async fn an_expression_sees_its_variables_and_gives_json() {
