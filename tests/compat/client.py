@@ -1086,6 +1086,7 @@ def run_checks(checks: Checks) -> None:
 
     otp_checks(checks, url, api_client, tag, email, password)
     email_checks(checks, url, api_client, tag, email, password)
+    mapping_checks(checks, api_client, tag)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1320,6 +1321,50 @@ def otp_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, ema
         expect(status_of(stages.stages_authenticator_totp_retrieve, pks["totp"]) == 404, "stage still retrievable")
 
     run("stages_authenticator_totp_destroy and _static_destroy", stages_destroy)
+
+
+def mapping_checks(checks: Checks, api_client: ak.ApiClient, tag: str) -> None:
+    """Webhook mappings: the typed property mapping API, and an SMS stage naming one."""
+    run = checks.run
+    mappings = ak.PropertymappingsApi(api_client)
+    stages = ak.StagesApi(api_client)
+    state: dict[str, Any] = {}
+
+    def mapping_crud():
+        got = mappings.propertymappings_notification_create(ak.NotificationWebhookMappingRequest(
+            name=f"compat-{tag}-mapping", expression='{"to": payload.To, "text": "Code " + code}'))
+        state["pk"] = str(got.pk)
+        expect(got.name == f"compat-{tag}-mapping", f"name {got.name!r}")
+        page = mappings.propertymappings_notification_list(name=f"compat-{tag}-mapping")
+        expect([str(m.pk) for m in page.results] == [state["pk"]], f"listed {[m.pk for m in page.results]}")
+        got = mappings.propertymappings_notification_partial_update(state["pk"], ak.PatchedNotificationWebhookMappingRequest(expression="payload"))
+        expect(got.expression == "payload", f"expression {got.expression!r}")
+        got = mappings.propertymappings_notification_update(state["pk"], ak.NotificationWebhookMappingRequest(
+            name=f"compat-{tag}-mapping-2", expression="payload"))
+        expect(mappings.propertymappings_notification_retrieve(state["pk"]).name == f"compat-{tag}-mapping-2", "not renamed")
+        expect_raises(BadRequestException, lambda: mappings.propertymappings_notification_create(
+            ak.NotificationWebhookMappingRequest(name=f"compat-{tag}-bad", expression="1 +")))
+
+    run("propertymappings_notification_create, _list, _partial_update, _update, _retrieve, _create (BadRequestException)", mapping_crud)
+    if "pk" not in state:
+        return
+
+    def stage_with_mapping():
+        got = stages.stages_authenticator_sms_create(ak.AuthenticatorSMSStageRequest(
+            name=f"compat-{tag}-sms-mapped", provider=ak.ProviderEnum.GENERIC, from_number="G",
+            account_sid="https://sms.example.com/hook", auth="token", auth_type=ak.AuthTypeEnum.BEARER, mapping=state["pk"]))
+        expect(str(got.mapping) == state["pk"], f"mapping {got.mapping!r}")
+        used = mappings.propertymappings_notification_used_by_list(state["pk"])
+        expect([u.name for u in used] == [f"compat-{tag}-sms-mapped"], f"used by {[u.name for u in used]}")
+        expect(stages.stages_authenticator_sms_destroy(str(got.pk)) is None, "returned something")
+
+    run("stages_authenticator_sms_create (with a mapping), propertymappings_notification_used_by_list", stage_with_mapping)
+
+    def mapping_destroy():
+        expect(mappings.propertymappings_notification_destroy(state["pk"]) is None, "returned something")
+        expect(status_of(mappings.propertymappings_notification_retrieve, state["pk"]) == 404, "mapping still retrievable")
+
+    run("propertymappings_notification_destroy", mapping_destroy)
 
 
 class MailSink(socketserver.ThreadingTCPServer):
