@@ -153,7 +153,12 @@ mod tests {
             format!("{}1", "x ? 1 : ".repeat(MOST_OPERATORS / 2)),
             format!("{}1{}", "(".repeat(DEEPEST_NESTING), ")".repeat(DEEPEST_NESTING)),
             format!("{}a{}{}", "(".repeat(DEEPEST_NESTING), ".b".repeat(MOST_OPERATORS - 2 * DEEPEST_NESTING), ")".repeat(DEEPEST_NESTING)),
-            format!("{}1{}{}", "(".repeat(DEEPEST_NESTING), " + -1".repeat((MOST_OPERATORS - 2 * DEEPEST_NESTING) / 2), ")".repeat(DEEPEST_NESTING)),
+            format!(
+                "{}1{}{}",
+                "(".repeat(DEEPEST_NESTING),
+                " + -1".repeat((MOST_OPERATORS - 2 * DEEPEST_NESTING) / 2),
+                ")".repeat(DEEPEST_NESTING)
+            ),
         ];
         // On half the stack parsing gets, nothing accepted overflows (a debug build's frames are
         // the largest).

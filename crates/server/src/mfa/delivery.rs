@@ -93,7 +93,7 @@ pub async fn send_sms_code(
                     .with("message", json!("Error evaluating the SMS webhook mapping"))
                     .with("mapping", json!(mapping))
                     .with("error", json!(failure));
-                return Ok(settle_refused(state, reservation, sent_to, event).await?);
+                return settle_refused(state, reservation, sent_to, event).await;
             }
         },
     };
