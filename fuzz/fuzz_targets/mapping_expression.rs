@@ -13,7 +13,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime"));
 
 fuzz_target!(|text: &str| {
-    let Ok(expression) = Expression::parse(text) else { return };
+    let Ok(expression) = RUNTIME.block_on(Expression::parse(text)) else { return };
     let variables = json!({"code": "123456", "user": {"username": "olga", "pk": 7}, "payload": {"To": "+41446681800"}});
     if let Ok(result) = RUNTIME.block_on(expression.evaluate(variables)) {
         assert!(serde_json::to_vec(&result).unwrap().len() <= LARGEST_RESULT);

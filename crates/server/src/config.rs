@@ -515,6 +515,9 @@ impl Config {
             shown.secret_key = Some("********".into());
         }
         shown.database.url = redact_url_password(&self.database_url());
+        if !shown.email.password.is_empty() {
+            shown.email.password = "********".into();
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
     }
 }
@@ -715,7 +718,9 @@ mod tests {
         let mut config = Config::default();
         config.database.url = "postgres://gatehouse:hunter2hunter2@db/gatehouse".into();
         config.secret_key = Some("s".repeat(40));
+        config.email.password = "relay-password-7".into();
         let shown = config.redacted_toml();
+        assert!(!shown.contains("relay-password-7"), "the mail relay's password is shown: {shown}");
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains(&"s".repeat(40)));
         assert!(shown.contains("postgres://gatehouse:********@db/gatehouse"));

@@ -29,7 +29,8 @@ use crate::state::AppState;
 use crate::tenants::TenantId;
 
 /// Permissions that let their holder take over any account (editing the flows people sign in
-/// through), so only superusers may grant them.
+/// through, or the webhook mappings that decide where sign-in codes go), so only superusers may
+/// grant them.
 pub const SUPERUSER_EQUIVALENT: &[&str] = &[
     names::ADD_FLOW,
     names::CHANGE_FLOW,
@@ -40,6 +41,9 @@ pub const SUPERUSER_EQUIVALENT: &[&str] = &[
     names::ADD_FLOW_STAGE_BINDING,
     names::CHANGE_FLOW_STAGE_BINDING,
     names::DELETE_FLOW_STAGE_BINDING,
+    names::ADD_WEBHOOK_MAPPING,
+    names::CHANGE_WEBHOOK_MAPPING,
+    names::DELETE_WEBHOOK_MAPPING,
 ];
 
 /// Whether `permission` is one of the [`SUPERUSER_EQUIVALENT`] permissions.

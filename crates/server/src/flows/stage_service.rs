@@ -196,36 +196,70 @@ pub async fn parse_stage_settings(
     Ok(parsed)
 }
 
-/// The stages whose settings name the property mapping `mapping`, as `used_by` lists them.
-pub async fn stages_naming_mapping(state: &AppState, mapping: Uuid) -> Result<Vec<UsedBy>> {
+/// The stages whose settings name the property mapping `mapping`, with the field naming it.
+async fn stages_naming_mapping_in(db: &impl ConnectionTrait, state: &AppState, mapping: Uuid) -> Result<Vec<(stage::Model, &'static str)>> {
+    let target = mapping.to_string();
     let mut out = Vec::new();
     for kind in state.stages.all() {
         if kind.mapping_references().is_empty() {
             continue;
         }
+        // Settings are JSON whose querying differs between the databases; the kinds that name
+        // mappings have few stages, so they are read and filtered here.
         let stages = stage::Entity::find()
             .filter(stage::Column::TenantId.eq(state.tenant.0))
             .filter(stage::Column::Kind.eq(kind.kind()))
-            .all(&state.db)
+            .order_by_asc(stage::Column::Name)
+            .all(db)
             .await?;
         for holder in stages {
-            let names_it = kind
+            let named = kind
                 .mapping_references()
                 .iter()
-                .any(|field| holder.settings.get(*field).and_then(Value::as_str) == Some(&mapping.to_string()));
-            if names_it {
-                let about = stage_ref(state, &holder);
-                out.push(UsedBy {
-                    app: about.app.into(),
-                    model_name: about.model_name.into(),
-                    pk: holder.id.to_string(),
-                    name: holder.name,
-                    action: "set_null".into(),
-                });
+                .find(|field| holder.settings.get(**field).and_then(Value::as_str) == Some(target.as_str()));
+            if let Some(field) = named {
+                out.push((holder, *field));
             }
         }
     }
     Ok(out)
+}
+
+/// The stages whose settings name the property mapping `mapping`, as `used_by` lists them
+/// (deleting the mapping clears it from them).
+pub async fn stages_naming_mapping(state: &AppState, mapping: Uuid) -> Result<Vec<UsedBy>> {
+    let holders = stages_naming_mapping_in(&state.db, state, mapping).await?;
+    Ok(holders
+        .into_iter()
+        .map(|(holder, _)| {
+            let about = stage_ref(state, &holder);
+            UsedBy {
+                app: about.app.into(),
+                model_name: about.model_name.into(),
+                pk: holder.id.to_string(),
+                name: holder.name,
+                action: "set_null".into(),
+            }
+        })
+        .collect())
+}
+
+/// Deletes the webhook mapping `id` and, in the same transaction, clears it from the stages that
+/// name it (as authentik's `SET_NULL`), so that no stage is left naming a mapping that is gone.
+pub async fn delete_webhook_mapping(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
+    let txn = crate::db::begin_write(&state.db).await?;
+    crate::mappings::service::delete_in(&txn, state, actor, id).await?;
+    for (holder, field) in stages_naming_mapping_in(&txn, state, id).await? {
+        let mut settings = holder.settings.clone();
+        if let Some(map) = settings.as_object_mut() {
+            map.insert(field.to_owned(), Value::Null);
+        }
+        let mut model = holder.into_active_model();
+        model.settings = Set(settings);
+        model.update(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Adds an error on the reference's field unless `value` names a stage of its target kind.

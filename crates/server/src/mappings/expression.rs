@@ -48,15 +48,18 @@ fn operators(source: &str) -> usize {
 /// The stack a parse or an evaluation runs on: far more than the bounded expressions need.
 const PARSER_STACK: usize = 16 * 1024 * 1024;
 
-/// Runs `work` on a thread of its own with [`PARSER_STACK`].
-fn on_parser_stack<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+/// Runs `work` on a thread of its own with [`PARSER_STACK`], without blocking the caller's
+/// async worker while it runs.
+async fn on_parser_stack<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("cel".into())
         .stack_size(PARSER_STACK)
-        .spawn(work)
-        .map_err(|_| "the mapping could not be evaluated".to_owned())?
-        .join()
-        .map_err(|_| "the mapping could not be evaluated".to_owned())?
+        .spawn(move || {
+            let _ = done.send(work());
+        })
+        .map_err(|_| "the mapping could not be evaluated".to_owned())?;
+    result.await.map_err(|_| "the mapping could not be evaluated".to_owned())?
 }
 
 /// The standard functions without the macros.
@@ -68,7 +71,7 @@ pub struct Expression(String);
 
 impl Expression {
     /// Parses `source`; the error says what is wrong, for the `expression` field.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub async fn parse(source: &str) -> Result<Self, String> {
         if source.trim().is_empty() {
             return Err("This field may not be blank.".into());
         }
@@ -82,8 +85,14 @@ impl Expression {
             return Err(format!("Ensure the expression has no more than {MOST_OPERATORS} operators, dots and brackets."));
         }
         let owned = source.to_owned();
-        on_parser_stack(move || compile(&owned).map(|_| ()))?;
+        on_parser_stack(move || compile(&owned).map(|_| ())).await?;
         Ok(Self(source.to_owned()))
+    }
+
+    /// An expression saved earlier, after [`Expression::parse`] accepted it. (Evaluation
+    /// compiles it again, on its own thread, so a stored text that no longer parses only fails.)
+    pub fn stored(source: &str) -> Self {
+        Self(source.to_owned())
     }
 
     /// The expression as written.
@@ -95,11 +104,9 @@ impl Expression {
     /// under [`DEADLINE`]; the result as JSON, or why there is none.
     pub async fn evaluate(&self, variables: Value) -> Result<Value, String> {
         let source = self.0.clone();
-        let task = tokio::task::spawn_blocking(move || on_parser_stack(move || evaluate_now(&source, variables)));
-        match tokio::time::timeout(DEADLINE, task).await {
+        match tokio::time::timeout(DEADLINE, on_parser_stack(move || evaluate_now(&source, variables))).await {
             Err(_) => Err("the mapping took too long".into()),
-            Ok(Err(_)) => Err("the mapping could not be evaluated".into()),
-            Ok(Ok(result)) => result,
+            Ok(result) => result,
         }
     }
 }
@@ -142,8 +149,9 @@ mod tests {
             format!("a{}", ".b".repeat(2000)),
             format!("1{}", " + 1".repeat(1000)),
         ];
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for shape in &too_large {
-            assert!(Expression::parse(shape).is_err(), "{}", &shape[..20]);
+            assert!(runtime.block_on(Expression::parse(shape)).is_err(), "{}", &shape[..20]);
         }
         let largest = [
             format!("{}true", "!".repeat(MOST_OPERATORS)),
@@ -176,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expression_sees_its_variables_and_gives_json() {
-        let expression = Expression::parse(r#"{"to": device.phone_number, "text": "Code " + code, "who": user.username}"#).unwrap();
+        let expression = Expression::parse(r#"{"to": device.phone_number, "text": "Code " + code, "who": user.username}"#).await.unwrap();
         let result = expression
             .evaluate(json!({"device": {"phone_number": "+41446681800"}, "code": "123456", "user": {"username": "olga"}}))
             .await
@@ -186,18 +194,18 @@ mod tests {
 
     #[tokio::test]
     async fn what_does_not_parse_loops_or_grows_too_large_is_refused() {
-        assert!(Expression::parse("1 +").unwrap_err().contains("Not a valid CEL expression"));
-        assert!(Expression::parse(" ").is_err());
-        assert!(Expression::parse(&"1 + ".repeat(2000)).unwrap_err().contains("no more than"));
+        assert!(Expression::parse("1 +").await.unwrap_err().contains("Not a valid CEL expression"));
+        assert!(Expression::parse(" ").await.is_err());
+        assert!(Expression::parse(&"1 + ".repeat(2000)).await.unwrap_err().contains("no more than"));
         // Without the comprehension macros, `map` is an unknown function: no loops.
-        let looping = Expression::parse("[1, 2, 3].map(x, [1, 2, 3].map(y, x * y))");
+        let looping = Expression::parse("[1, 2, 3].map(x, [1, 2, 3].map(y, x * y))").await;
         match looping {
             Err(message) => assert!(message.contains("CEL"), "{message}"),
             Ok(expression) => assert!(expression.evaluate(json!({})).await.is_err()),
         }
-        let unknown = Expression::parse("nobody.knows").unwrap();
+        let unknown = Expression::parse("nobody.knows").await.unwrap();
         assert!(unknown.evaluate(json!({})).await.is_err());
-        let large = Expression::parse("text + text + text + text + text").unwrap();
+        let large = Expression::parse("text + text + text + text + text").await.unwrap();
         let outcome = large.evaluate(json!({"text": "x".repeat(4000)})).await;
         assert!(outcome.unwrap_err().contains("larger than"));
     }

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::entities::property_mapping;
-use super::service::{self, MappingFilter, WebhookMapping};
+use super::service::{self, MappingFilter};
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
@@ -74,8 +74,7 @@ async fn create_mapping(
     principal: Principal,
     ApiJson(body): ApiJson<MappingWrite>,
 ) -> Result<(StatusCode, Json<MappingOut>)> {
-    let new = WebhookMapping::parse(body.name.as_deref(), body.expression.as_deref())?;
-    let created = service::create(&state, &principal.actor(), new).await?;
+    let created = service::create(&state, &principal.actor(), body.name.as_deref(), body.expression.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -120,7 +119,7 @@ async fn partial_update_mapping(
     params(("pm_uuid" = Uuid, Path, description = "Mapping uuid")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
 async fn delete_mapping(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
-    service::delete(&state, &principal.actor(), mapping_id(&id)?).await?;
+    crate::flows::stage_service::delete_webhook_mapping(&state, &principal.actor(), mapping_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

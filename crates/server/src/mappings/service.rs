@@ -2,7 +2,7 @@
 //! change recorded in the audit trail; and finding one to evaluate.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ pub struct WebhookMapping {
 
 impl WebhookMapping {
     /// Parses a name and an expression, naming the fields that are wrong.
-    pub fn parse(name: Option<&str>, expression: Option<&str>) -> Result<Self> {
+    pub async fn parse(name: Option<&str>, expression: Option<&str>) -> Result<Self> {
         let mut errors = FieldErrors::new();
         let name = match name.map(str::trim) {
             None | Some("") => {
@@ -54,7 +54,7 @@ impl WebhookMapping {
                 errors.add("expression", "This field is required.");
                 None
             }
-            Some(source) => Expression::parse(source).map_err(|message| errors.add("expression", message)).ok(),
+            Some(source) => Expression::parse(source).await.map_err(|message| errors.add("expression", message)).ok(),
         };
         match (name, expression) {
             (Some(name), Some(expression)) if errors.is_empty() => Ok(Self { name, expression }),
@@ -125,9 +125,11 @@ pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<property_m
     find(state, id).await
 }
 
-/// Creates a webhook mapping; needs the add permission.
-pub async fn create(state: &AppState, actor: &Actor, new: WebhookMapping) -> Result<property_mapping::Model> {
+/// Creates a webhook mapping from a name and an expression; needs the add permission (checked
+/// before anything is parsed).
+pub async fn create(state: &AppState, actor: &Actor, name: Option<&str>, expression: Option<&str>) -> Result<property_mapping::Model> {
     actor.require(names::ADD_WEBHOOK_MAPPING)?;
+    let new = WebhookMapping::parse(name, expression).await?;
     let now = Utc::now();
     let txn = crate::db::begin_write(&state.db).await?;
     let created = property_mapping::ActiveModel {
@@ -161,9 +163,9 @@ pub async fn update(
     let before = find(state, id).await?;
     actor.require(names::CHANGE_WEBHOOK_MAPPING)?;
     let changed = if full {
-        WebhookMapping::parse(name, expression)?
+        WebhookMapping::parse(name, expression).await?
     } else {
-        WebhookMapping::parse(Some(name.unwrap_or(&before.name)), Some(expression.unwrap_or(&before.expression)))?
+        WebhookMapping::parse(Some(name.unwrap_or(&before.name)), Some(expression.unwrap_or(&before.expression))).await?
     };
     let txn = crate::db::begin_write(&state.db).await?;
     let mut model = before.clone().into_active_model();
@@ -180,15 +182,13 @@ pub async fn update(
     Ok(after)
 }
 
-/// Deletes the webhook mapping `id`; needs the delete permission. A stage that named it sends
-/// nothing until it names another (the failure is recorded each time).
-pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
+/// Deletes the webhook mapping `id` inside `txn` (where the caller also clears what names it);
+/// needs the delete permission.
+pub async fn delete_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::VIEW_WEBHOOK_MAPPING)?;
-    let mapping = find(state, id).await?;
+    let mapping = find_webhook_mapping(txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
     actor.require(names::DELETE_WEBHOOK_MAPPING)?;
-    let txn = crate::db::begin_write(&state.db).await?;
-    property_mapping::Entity::delete_by_id(mapping.id).exec(&txn).await?;
-    events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&mapping_ref(&mapping))).await?;
-    txn.commit().await?;
+    property_mapping::Entity::delete_by_id(mapping.id).exec(txn).await?;
+    events::service::record(txn, state, actor.event(Action::ModelDeleted).about(&mapping_ref(&mapping))).await?;
     Ok(())
 }

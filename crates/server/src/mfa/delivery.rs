@@ -84,15 +84,19 @@ pub async fn send_sms_code(
     let payload = sms::default_payload(settings, to, &code);
     let payload = match settings.mapping {
         None => payload,
-        Some(mapping) => match mapped_payload(state, mapping, settings, account, client, to, &code, payload).await? {
-            Ok(mapped) => mapped,
-            Err(failure) => {
+        Some(mapping) => match mapped_payload(state, mapping, settings, account, client, to, &code, payload).await {
+            Err(error) => {
+                reservation.release(&state.db).await?;
+                return Err(error);
+            }
+            Ok(Ok(mapped)) => mapped,
+            Ok(Err(failure)) => {
                 let event = EventRecord::new(Action::ConfigurationError)
                     .by(account)
                     .from_client(client)
                     .with("message", json!("Error evaluating the SMS webhook mapping"))
                     .with("mapping", json!(mapping))
-                    .with("error", json!(failure));
+                    .with("error", json!(mask_personal(&failure)));
                 return settle_refused(state, reservation, sent_to, event).await;
             }
         },
@@ -119,16 +123,15 @@ async fn mapped_payload(
     let Some(found) = crate::mappings::service::find_webhook_mapping(&state.db, state.tenant, mapping).await? else {
         return Ok(Err("the webhook mapping no longer exists".into()));
     };
-    let expression = match crate::mappings::expression::Expression::parse(&found.expression) {
-        Ok(expression) => expression,
-        Err(why) => return Ok(Err(why)),
-    };
+    let expression = crate::mappings::expression::Expression::stored(&found.expression);
+    // Bounded, so that an expression repeating it cannot make much of a long header.
+    let user_agent: String = client.user_agent.chars().take(256).collect();
     let variables = json!({
         "user": {"pk": account.id, "username": account.username, "email": account.email, "name": account.name},
         "device": {"phone_number": to.as_str()},
         "code": code,
         "stage": {"from_number": settings.from_number, "provider": settings.provider},
-        "client": {"ip": client.ip.map(|ip| ip.to_string()), "user_agent": client.user_agent},
+        "client": {"ip": client.ip.map(|ip| ip.to_string()), "user_agent": user_agent},
         "payload": payload,
     });
     Ok(match expression.evaluate(variables).await {
@@ -203,11 +206,25 @@ async fn settle(
                 .from_client(client)
                 .with("message", json!(format!("Error sending {}", sent.medium)))
                 .with("status_code", json!(failure.status))
-                .with("response", json!(mask_digit_runs(&failure.detail)));
+                .with("response", json!(mask_personal(&failure.detail)));
             events::service::record(&state.db, state, event).await?;
             Ok(Err(COULD_NOT_SEND.to_owned()))
         }
     }
+}
+
+/// `text` as the audit trail may keep it: runs of digits and e-mail addresses masked (providers
+/// and the expression evaluator repeat numbers, addresses and values in their errors), at most
+/// 200 characters.
+fn mask_personal(text: &str) -> String {
+    let masked: Vec<String> =
+        mask_digit_runs(text)
+            .split(' ')
+            .map(|word| {
+                if word.contains('@') { email::masked(word.trim_matches(|c: char| "<>()[]{},;:'\"".contains(c))) } else { word.to_owned() }
+            })
+            .collect();
+    masked.join(" ").chars().take(200).collect()
 }
 
 /// `text` with every run of six or more digits masked: providers repeat the number in their
@@ -238,6 +255,15 @@ fn mask_digit_runs(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addresses_in_provider_answers_are_masked_and_the_text_shortened() {
+        assert_eq!(
+            super::mask_personal("550 5.1.1 <jane.doe@example.com>: Recipient address rejected"),
+            "550 5.1.1 j…@example.com Recipient address rejected"
+        );
+        assert_eq!(super::mask_personal(&"x".repeat(500)).len(), 200);
+    }
+
     #[test]
     fn numbers_in_provider_answers_are_masked() {
         assert_eq!(

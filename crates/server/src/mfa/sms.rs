@@ -169,6 +169,8 @@ pub async fn send(
                 .filter(|(name, _)| name != "To")
                 .map(|(name, value)| (name, value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string())))
                 .collect();
+            // Twilio's own order first (To, From, Body), then whatever a mapping added.
+            form.sort_by_key(|(name, _)| (["From", "Body"].iter().position(|known| known == name).unwrap_or(2), name.clone()));
             form.insert(0, ("To".into(), to.as_str().to_owned()));
             client.post(url).basic_auth(&settings.account_sid, Some(&settings.auth)).form(&form)
         }

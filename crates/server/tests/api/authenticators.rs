@@ -686,19 +686,18 @@ fn browser_with<'a>(app: &'a TestApp, cookie: &(String, String)) -> Browser<'a> 
 async fn last_auth_threshold_lets_the_same_account_through_in_the_same_browser_only() {
     let (app, admin) = spawn().await;
     setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
-    for email in ["olga@example.com", "piet@example.com"] {
-        app.user(email, |_| {}).await;
-    }
+    let olga = app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
     let olgas_app = set_up_app(&app, "olga@example.com", "app-setup").await;
     set_up_app(&app, "piet@example.com", "app-setup").await;
     require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "deny", "last_auth_threshold": "hours=12"}))
         .await;
     let memory = remembered_cookie(&app, "olga@example.com", &olgas_app).await;
 
-    let mut olga = browser_with(&app, &memory);
-    let passed = password_step(&mut olga, "olga@example.com").await;
+    let mut remembered = browser_with(&app, &memory);
+    let passed = password_step(&mut remembered, "olga@example.com").await;
     assert_eq!(passed["component"], "xak-flow-redirect", "the remembered app is not asked for again: {passed}");
-    assert_eq!(olga.me().await, StatusCode::OK);
+    assert_eq!(remembered.me().await, StatusCode::OK);
 
     // The memory vouches for nobody else: another account in the same browser is asked.
     let mut shared = browser_with(&app, &memory);
@@ -715,6 +714,10 @@ async fn last_auth_threshold_lets_the_same_account_through_in_the_same_browser_o
     assert_eq!(password_step(&mut browser_with(&app, &memory), "olga@example.com").await["component"], VALIDATE);
     require_mfa(&app, &admin, json!({"last_auth_threshold": "hours=12"})).await;
     assert_eq!(password_step(&mut browser_with(&app, &memory), "olga@example.com").await["component"], "xak-flow-redirect");
+    // A password reset forgets it too: after a compromise, a copied cookie must not outlive the reset.
+    let reset = app.post(&admin, &format!("/api/v3/core/users/{}/set_password/", olga.id), json!({"password": PASSWORD})).await;
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    assert_eq!(password_step(&mut browser_with(&app, &memory), "olga@example.com").await["component"], VALIDATE);
     let (_, apps) = json(app.get(&admin, "/api/v3/authenticators/admin/totp/").await).await;
     let olgas = apps["results"].as_array().unwrap().iter().find(|d| d["user"]["email"] == "olga@example.com").unwrap()["pk"].clone();
     assert_eq!(app.delete(&admin, &format!("/api/v3/authenticators/admin/totp/{olgas}/")).await.status(), StatusCode::NO_CONTENT);

@@ -401,6 +401,10 @@ fn remembered_factor(cx: &StageContext<'_>, account: &user::Model, settings: &Va
     if memory.user != account.id || memory.stage != cx.stage.stage_id {
         return None;
     }
+    // A password change or reset forgets every browser's memory, as it forgets earlier factors.
+    if memory.proven < account.password_change_date {
+        return None;
+    }
     match memory.class.as_str() {
         "sms" if devices.phones.iter().any(|d| d.id == memory.device) => Some(FactorKind::Sms),
         "email" if devices.mail.iter().any(|d| d.id == memory.device) => Some(FactorKind::Email),
