@@ -1241,15 +1241,7 @@ def otp_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, ema
     validate = raw_ok(stages.stages_authenticator_validate_create, ak.AuthenticatorValidateStageRequest(
         name=f"compat-{tag}-validate-otp", device_classes=[ak.DeviceClassesEnum.TOTP, ak.DeviceClassesEnum.STATIC],
         not_configured_action=ak.NotConfiguredActionEnum.DENY))
-    raw_ok(flows.flows_instances_create, ak.FlowRequest(
-        name=signin_slug, slug=signin_slug, title="Sign in", designation=ak.FlowDesignationEnum.AUTHENTICATION))
-    signin_pk = raw_ok(flows.flows_instances_retrieve, signin_slug)["pk"]
-    for order, name in enumerate(["default-authentication-identification", "default-authentication-password"]):
-        stage_pk = raw_ok(stages.stages_all_list, name=name)["results"][0]["pk"]
-        raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=stage_pk, order=order))
-    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=validate["pk"], order=5))
-    login_pk = raw_ok(stages.stages_all_list, name="default-authentication-login")["results"][0]["pk"]
-    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=login_pk, order=10))
+    sign_in_flow_with(flows, stages, signin_slug, validate["pk"])
 
     def sign_in_with_app():
         browser = Browser(url)
@@ -1487,15 +1479,7 @@ def email_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
     validate = raw_ok(stages.stages_authenticator_validate_create, ak.AuthenticatorValidateStageRequest(
         name=f"compat-{tag}-validate-email", device_classes=[ak.DeviceClassesEnum.EMAIL],
         not_configured_action=ak.NotConfiguredActionEnum.DENY))
-    raw_ok(flows.flows_instances_create, ak.FlowRequest(
-        name=signin_slug, slug=signin_slug, title="Sign in", designation=ak.FlowDesignationEnum.AUTHENTICATION))
-    signin_pk = raw_ok(flows.flows_instances_retrieve, signin_slug)["pk"]
-    for order, name in enumerate(["default-authentication-identification", "default-authentication-password"]):
-        stage_pk = raw_ok(stages.stages_all_list, name=name)["results"][0]["pk"]
-        raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=stage_pk, order=order))
-    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=validate["pk"], order=5))
-    login_pk = raw_ok(stages.stages_all_list, name="default-authentication-login")["results"][0]["pk"]
-    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=signin_pk, stage=login_pk, order=10))
+    sign_in_flow_with(flows, stages, signin_slug, validate["pk"])
 
     def sign_in_by_email():
         browser = sign_in_raw_until_validate(url, signin_slug, email, password)
@@ -1541,6 +1525,21 @@ def email_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
 
     run("stages_authenticator_email_destroy", email_stage_destroy)
     sink.shutdown()
+
+
+def sign_in_flow_with(flows: ak.FlowsApi, stages: ak.StagesApi, slug: str, validate_pk: str) -> None:
+    """Makes the authentication flow `slug`: the default identification and password stages,
+    the validation stage `validate_pk`, then the default login stage."""
+    raw_ok(flows.flows_instances_create, ak.FlowRequest(
+        name=slug, slug=slug, title="Sign in", designation=ak.FlowDesignationEnum.AUTHENTICATION))
+    flow_pk = raw_ok(flows.flows_instances_retrieve, slug)["pk"]
+    names = ["default-authentication-identification", "default-authentication-password"]
+    for order, name in enumerate(names):
+        stage_pk = raw_ok(stages.stages_all_list, name=name)["results"][0]["pk"]
+        raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=flow_pk, stage=stage_pk, order=order))
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=flow_pk, stage=validate_pk, order=5))
+    login_pk = raw_ok(stages.stages_all_list, name="default-authentication-login")["results"][0]["pk"]
+    raw_ok(flows.flows_bindings_create, ak.FlowStageBindingRequest(target=flow_pk, stage=login_pk, order=10))
 
 
 def sign_in_raw_until_validate(url: str, slug: str, uid: str, password: str) -> Browser:
