@@ -93,10 +93,14 @@ impl DurationString {
             }
             // Whole numbers are summed exactly; fractions go through f64 and are rounded.
             let size = UNITS[index].1;
-            total += match value.trim().parse::<i64>() {
-                Ok(whole) => i128::from(whole) * size as i128,
-                Err(_) => (number * size).round().min(i128::MAX as f64) as i128,
+            // Each part is capped well past the largest duration (where f64 still tells them
+            // apart), so the sum cannot overflow however large the numbers written.
+            let cap = i128::from(MAX_MICROS) * 2;
+            let part = match value.trim().parse::<i64>() {
+                Ok(whole) => (i128::from(whole) * size as i128).min(cap),
+                Err(_) => (number * size).round().min(cap as f64) as i128,
             };
+            total = total.saturating_add(part);
             if total > i128::from(MAX_MICROS) {
                 return Err(DurationError::OutOfRange(input.to_owned()));
             }
@@ -157,6 +161,16 @@ impl<'de> Deserialize<'de> for DurationString {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A number too large for any unit, after another unit, once overflowed the sum: a panic
+    /// in debug builds and a wrapped, wrong duration in release builds.
+    #[test]
+    fn a_huge_number_after_another_unit_is_out_of_range_not_an_overflow() {
+        let huge = "weeks= 1 ;seconds=555555555000000000019053625041336 ;microseconds=16397105843297379215";
+        assert!(matches!(DurationString::parse(huge), Err(DurationError::OutOfRange(_))));
+        let huge_whole = "days=1;seconds=9223372036854775807;minutes=9223372036854775807";
+        assert!(matches!(DurationString::parse(huge_whole), Err(DurationError::OutOfRange(_))));
+    }
 
     #[test]
     fn parses_single_and_combined_units() {
