@@ -97,7 +97,8 @@ pub async fn send_sms_code(
                     .with("message", json!("Error evaluating the SMS webhook mapping"))
                     .with("mapping", json!(mapping))
                     .with("error", json!(mask_personal(&failure)));
-                return settle_refused(state, reservation, sent_to, event).await;
+                tracing::warn!(to = %sent_to.to, medium = sent_to.medium, "a code was not sent: the webhook mapping failed");
+                return give_back(state, reservation, event).await;
             }
         },
     };
@@ -159,16 +160,10 @@ pub async fn send_email_code(
     Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
 }
 
-/// Gives a send back that never reached a provider, records `event`, and says what the person is
+/// Gives back a send that no provider took, records `event` (why), and says what the person is
 /// told.
-async fn settle_refused(
-    state: &AppState,
-    reservation: Reservation,
-    sent: Sent,
-    event: EventRecord,
-) -> Result<std::result::Result<SentCode, String>> {
+async fn give_back<T>(state: &AppState, reservation: Reservation, event: EventRecord) -> Result<std::result::Result<T, String>> {
     reservation.release(&state.db).await?;
-    tracing::warn!(to = %sent.to, medium = sent.medium, "a code was not sent: the webhook mapping failed");
     events::service::record(&state.db, state, event).await?;
     Ok(Err(COULD_NOT_SEND.to_owned()))
 }
@@ -199,7 +194,6 @@ async fn settle(
             Ok(Ok(()))
         }
         Err(failure) => {
-            reservation.release(&state.db).await?;
             tracing::warn!(to = %sent.to, medium = sent.medium, status = ?failure.status, "the provider did not take a message");
             let event = EventRecord::new(Action::ConfigurationError)
                 .by(account)
@@ -207,8 +201,7 @@ async fn settle(
                 .with("message", json!(format!("Error sending {}", sent.medium)))
                 .with("status_code", json!(failure.status))
                 .with("response", json!(mask_personal(&failure.detail)));
-            events::service::record(&state.db, state, event).await?;
-            Ok(Err(COULD_NOT_SEND.to_owned()))
+            give_back(state, reservation, event).await
         }
     }
 }

@@ -304,13 +304,8 @@ pub async fn of_user(state: &AppState, user: i64) -> Result<Vec<otp_device::Mode
         .await?)
 }
 
-/// The `kind` devices `user` can sign in with: confirmed ones, and for recovery codes only sets
-/// with a code left.
-pub async fn sign_in_devices(state: &AppState, user: i64, kind: OtpKind) -> Result<Vec<otp_device::Model>> {
-    sign_in_devices_of_kinds(state, user, &[kind]).await
-}
-
-/// The devices of any of `kinds` `user` can sign in with, oldest first: at most two queries
+/// The devices of any of `kinds` `user` can sign in with (confirmed ones, and for recovery codes
+/// only sets with a code left), oldest first: at most two queries
 /// whatever the kinds (the second only for recovery-code sets, to drop the used-up ones).
 pub async fn sign_in_devices_of_kinds(state: &AppState, user: i64, kinds: &[OtpKind]) -> Result<Vec<otp_device::Model>> {
     if kinds.is_empty() {
