@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(OtpDevices),
             Box::new(EmailDevices),
             Box::new(PropertyMappings),
+            Box::new(CodeHandovers),
         ]
     }
 }
@@ -956,5 +957,44 @@ impl MigrationTrait for PropertyMappings {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("property_mappings").to_owned()).await
+    }
+}
+
+/// Whether a queued code was handed to its provider, so that no retry or rescue sends it twice.
+struct CodeHandovers;
+
+impl MigrationName for CodeHandovers {
+    fn name(&self) -> &str {
+        "m0011_code_handovers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CodeHandovers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("code_handovers")
+                    .col(uuid("message_id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("state", 16))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("code_handovers"))
+                    // Purging a finished task forgets its hand-over too.
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_code_handovers_task")
+                            .from("code_handovers", "message_id")
+                            .to("tasks", "message_id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("code_handovers").to_owned()).await
     }
 }

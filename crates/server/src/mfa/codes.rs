@@ -55,6 +55,11 @@ fn digest(secret: &ServerSecret, binding: &str, code: &str) -> String {
 }
 
 impl SentCode {
+    /// When the code stops being accepted.
+    pub fn valid_until(&self) -> DateTime<Utc> {
+        self.valid_until
+    }
+
     /// Judges `answer` for `binding`, counting a wrong one. Surrounding spaces are ignored.
     pub fn answer(&mut self, secret: &ServerSecret, binding: &str, answer: &str, now: DateTime<Utc>) -> Answer {
         if now >= self.valid_until {
@@ -78,6 +83,29 @@ impl SentCode {
 pub struct SendFailure {
     pub status: Option<u16>,
     pub detail: String,
+    pub kind: FailureKind,
+}
+
+/// What a failed send says about trying again: whether it could help, and whether it could
+/// deliver the same code twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Nothing reached the provider, or it asked to come back later (HTTP 429 or 5xx, an SMTP
+    /// 4xx reply): another try may succeed and cannot repeat a delivery.
+    Transient,
+    /// The provider refused this message, or the settings cannot work (HTTP 4xx, an SMTP 5xx
+    /// reply, no relay): another try fails the same way.
+    Refused,
+    /// The message may have been taken (no answer in time, a connection lost after sending):
+    /// another try could deliver it twice.
+    Unknown,
+}
+
+impl SendFailure {
+    /// A failure of the settings or the message itself, found before anything was sent.
+    pub fn refused(detail: impl Into<String>) -> Self {
+        Self { status: None, detail: detail.into(), kind: FailureKind::Refused }
+    }
 }
 
 #[cfg(test)]

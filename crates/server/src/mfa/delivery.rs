@@ -1,13 +1,14 @@
-//! Sending a code and judging the answer, under the limits on both: sends are limited per
-//! account, per destination and per client address (every message costs money); wrong answers
-//! count per account across every device and flow, reserved before the comparison so that
+//! Making a code, sending it (through [`outbox`]) and judging the answer, under the limits on
+//! both: sends are limited per account, per destination and per client address (every message
+//! costs money); wrong answers count per account across every device and flow, reserved before the comparison so that
 //! concurrent guesses and other processes cannot slip past the limit.
 
 use gatehouse_types::{Email, PhoneNumber};
 use serde_json::{Map, Value, json};
 
-use super::codes::{SendFailure, SentCode};
+use super::codes::SentCode;
 use super::email::{self, EmailStageSettings};
+use super::outbox::{self, Dispatched, Letter, Message};
 use super::sms::{self, SmsStageSettings};
 use crate::accounts::entities::user;
 use crate::credentials::attempts::{self, Bucket, Reservation};
@@ -67,9 +68,10 @@ pub async fn reserve_send(
     }
 }
 
-/// Sends a new code bound to `binding` to `to` for `account`, under a send `reservation` from
-/// [`reserve_send`]. `Ok(Err(message))` when the provider refused (recorded as a
-/// `configuration_error` event; the send is given back).
+/// Sends a new code bound to `binding` to `to` for `account` through the task queue (see
+/// [`outbox`]), under a send `reservation` from [`reserve_send`]. `Ok(Err(message))` when the
+/// mapping failed or the first attempt did (recorded as a `configuration_error` event; the send
+/// is given back).
 pub async fn send_sms_code(
     state: &AppState,
     reservation: Reservation,
@@ -80,7 +82,6 @@ pub async fn send_sms_code(
     binding: &str,
 ) -> Result<std::result::Result<SentCode, String>> {
     let (code, sent) = super::codes::new_code(&state.secret, binding, chrono::Utc::now());
-    let sent_to = Sent { medium: "SMS", to: sms::masked(to.as_str()) };
     let payload = sms::default_payload(settings, to, &code);
     let payload = match settings.mapping {
         None => payload,
@@ -97,14 +98,19 @@ pub async fn send_sms_code(
                     .with("message", json!("Error evaluating the SMS webhook mapping"))
                     .with("mapping", json!(mapping))
                     .with("error", json!(mask_personal(&failure)));
-                tracing::warn!(to = %sent_to.to, medium = sent_to.medium, "a code was not sent: the webhook mapping failed");
+                tracing::warn!(to = %sms::masked(to.as_str()), medium = "SMS", "a code was not sent: the webhook mapping failed");
                 return give_back(state, reservation, event).await;
             }
         },
     };
-    let timeout = state.config.sms.send_timeout.to_std();
-    let outcome = sms::send(settings, &state.config.sms.twilio_base_url, timeout, to, payload).await;
-    Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
+    let letter = Letter {
+        account: account.id,
+        client_ip: client.ip,
+        user_agent: client.user_agent.clone(),
+        valid_until: sent.valid_until(),
+        message: Message::Sms { settings: settings.clone(), to: to.as_str().to_owned(), payload },
+    };
+    Ok(settle(state, reservation, outbox::dispatch(state, &letter).await?).await?.map(|()| sent))
 }
 
 /// The payload the stage's webhook mapping makes of `payload`: its CEL expression sees `user`,
@@ -155,9 +161,14 @@ pub async fn send_email_code(
 ) -> Result<std::result::Result<SentCode, String>> {
     let lifetime = settings.code_lifetime();
     let (code, sent) = super::codes::new_code_valid_for(&state.secret, binding, chrono::Utc::now(), lifetime);
-    let outcome = email::send(&settings.relay(&state.config.email), &settings.subject, to, &code, lifetime).await;
-    let sent_to = Sent { medium: "Email", to: email::masked(to.as_str()) };
-    Ok(settle(state, reservation, account, client, sent_to, outcome).await?.map(|()| sent))
+    let letter = Letter {
+        account: account.id,
+        client_ip: client.ip,
+        user_agent: client.user_agent.clone(),
+        valid_until: sent.valid_until(),
+        message: Message::Email { settings: settings.clone(), to: to.as_str().to_owned(), code, valid_for_secs: lifetime.num_seconds() },
+    };
+    Ok(settle(state, reservation, outbox::dispatch(state, &letter).await?).await?.map(|()| sent))
 }
 
 /// Gives back a send that no provider took, records `event` (why), and says what the person is
@@ -168,40 +179,18 @@ async fn give_back<T>(state: &AppState, reservation: Reservation, event: EventRe
     Ok(Err(COULD_NOT_SEND.to_owned()))
 }
 
-/// Where a code went, as logs and the audit trail may show it.
-struct Sent {
-    /// authentik's word in its `Error sending …` events.
-    medium: &'static str,
-    to: String,
-}
-
-/// Keeps a send counted when the provider took the message; otherwise gives it back, records a
-/// `configuration_error` event with the provider's shortened answer, and says what the person
-/// is told.
-async fn settle(
-    state: &AppState,
-    reservation: Reservation,
-    account: &user::Model,
-    client: &ClientInfo,
-    sent: Sent,
-    outcome: std::result::Result<(), SendFailure>,
-) -> Result<std::result::Result<(), String>> {
-    match outcome {
-        Ok(()) => {
+/// Keeps a send counted unless the letter surely was not delivered: then it is given back (the
+/// worker recorded the provider's answer) and the person is told to try later.
+async fn settle(state: &AppState, reservation: Reservation, dispatched: Dispatched) -> Result<std::result::Result<(), String>> {
+    match dispatched {
+        Dispatched::Delivered | Dispatched::InTheQueue => {
             // The send stays counted.
             drop(reservation);
-            tracing::info!(to = %sent.to, medium = sent.medium, user = account.id, "sent a one-time code");
             Ok(Ok(()))
         }
-        Err(failure) => {
-            tracing::warn!(to = %sent.to, medium = sent.medium, status = ?failure.status, "the provider did not take a message");
-            let event = EventRecord::new(Action::ConfigurationError)
-                .by(account)
-                .from_client(client)
-                .with("message", json!(format!("Error sending {}", sent.medium)))
-                .with("status_code", json!(failure.status))
-                .with("response", json!(mask_personal(&failure.detail)));
-            give_back(state, reservation, event).await
+        Dispatched::NotDelivered => {
+            reservation.release(&state.db).await?;
+            Ok(Err(COULD_NOT_SEND.to_owned()))
         }
     }
 }
@@ -209,7 +198,7 @@ async fn settle(
 /// `text` as the audit trail may keep it: runs of digits and e-mail addresses masked (providers
 /// and the expression evaluator repeat numbers, addresses and values in their errors), at most
 /// 200 characters.
-fn mask_personal(text: &str) -> String {
+pub fn mask_personal(text: &str) -> String {
     let masked: Vec<String> =
         mask_digit_runs(text)
             .split(' ')

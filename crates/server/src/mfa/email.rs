@@ -13,7 +13,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
-use super::codes::{LONGEST_CODE_LIFETIME, SendFailure};
+use super::codes::{FailureKind, LONGEST_CODE_LIFETIME, SendFailure};
 use crate::config::EmailConfig;
 use crate::error::FieldErrors;
 
@@ -215,7 +215,7 @@ pub fn message_text(code: &str, valid_for: TimeDelta) -> String {
 /// Sends `code` to `to` through `relay` with `subject`, within the relay's timeout (connecting
 /// included).
 pub async fn send(relay: &Relay, subject: &str, to: &Email, code: &str, valid_for: TimeDelta) -> Result<(), SendFailure> {
-    let failure = |detail: String| SendFailure { status: None, detail };
+    let failure = SendFailure::refused;
     if relay.host.trim().is_empty() {
         return Err(failure("no mail relay is configured (email.host)".into()));
     }
@@ -242,12 +242,26 @@ pub async fn send(relay: &Relay, subject: &str, to: &Email, code: &str, valid_fo
     }
     let transport = builder.build();
     match tokio::time::timeout(relay.timeout, transport.send(message)).await {
-        Err(_) => Err(failure("the mail relay did not answer in time".into())),
+        Err(_) => Err(SendFailure { status: None, detail: "the mail relay did not answer in time".into(), kind: FailureKind::Unknown }),
         Ok(Err(error)) => Err(SendFailure {
             status: error.status().and_then(|code| code.to_string().parse().ok()),
             detail: error.to_string().chars().take(200).collect(),
+            kind: smtp_failure_kind(&error),
         }),
         Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// SMTP says what a reply means: 4xx try later, 5xx never. A message the relay could not build
+/// or a failed TLS handshake never reached it; a connection lost or timed out may have delivered
+/// it.
+fn smtp_failure_kind(error: &lettre::transport::smtp::Error) -> FailureKind {
+    if error.is_transient() {
+        FailureKind::Transient
+    } else if error.is_permanent() || error.is_client() || error.is_tls() {
+        FailureKind::Refused
+    } else {
+        FailureKind::Unknown
     }
 }
 

@@ -85,3 +85,26 @@ pub mod static_token {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Codes on their way through the task queue: whether the task sending one handed it to the
+/// provider.
+pub mod code_handover {
+    use sea_orm::entity::prelude::*;
+
+    /// One task's hand-over of a code to its provider. `state` is a
+    /// [`Handover`](crate::mfa::outbox::Handover).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "code_handovers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: Uuid,
+        pub tenant_id: Uuid,
+        pub state: String,
+        pub last_updated: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -11,6 +11,7 @@ pub mod email;
 pub mod entities;
 pub mod handlers;
 pub mod otp_devices;
+pub mod outbox;
 pub mod recovery;
 pub mod remembered;
 pub mod sms;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use super::codes::SendFailure;
+use super::codes::{FailureKind, SendFailure};
 use crate::error::FieldErrors;
 use crate::secret::ServerSecret;
 
@@ -160,7 +160,7 @@ pub async fn send(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| SendFailure { status: None, detail: e.to_string() })?;
+        .map_err(|e| SendFailure::refused(e.to_string()))?;
     let request = match settings.provider {
         Provider::Twilio => {
             let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", twilio_base_url.trim_end_matches('/'), settings.account_sid);
@@ -182,24 +182,31 @@ pub async fn send(
             }
         }
     };
-    let response = request.send().await.map_err(|e| SendFailure { status: None, detail: describe_transport_error(e) })?;
+    let response = request.send().await.map_err(transport_failure)?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let body = response.text().await.unwrap_or_default();
-    Err(SendFailure { status: Some(status.as_u16()), detail: body.chars().take(200).collect() })
+    let kind = if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        FailureKind::Transient
+    } else {
+        FailureKind::Refused
+    };
+    Err(SendFailure { status: Some(status.as_u16()), detail: body.chars().take(200).collect(), kind })
 }
 
-fn describe_transport_error(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        "the provider did not answer in time".to_owned()
-    } else if error.is_connect() {
-        "the provider could not be reached".to_owned()
+/// A request that got no answer. Only a connection that never opened proves nothing was sent.
+fn transport_failure(error: reqwest::Error) -> SendFailure {
+    let (detail, kind) = if error.is_connect() {
+        ("the provider could not be reached".to_owned(), FailureKind::Transient)
+    } else if error.is_timeout() {
+        ("the provider did not answer in time".to_owned(), FailureKind::Unknown)
     } else {
         // Without the URL: a webhook's URL may carry credentials.
-        error.without_url().to_string()
-    }
+        (error.without_url().to_string(), FailureKind::Unknown)
+    };
+    SendFailure { status: None, detail, kind }
 }
 
 #[cfg(test)]

@@ -93,6 +93,35 @@ pub fn wake_local_workers(state: &AppState) {
     state.task_wake.notify_one();
 }
 
+/// Where a task of `tenant` stands, for a caller waiting on it: its state and how many of its
+/// attempts failed and were retried. `None` when there is no such task.
+pub async fn progress_of(db: &impl ConnectionTrait, tenant: TenantId, message_id: Uuid) -> Result<Option<(TaskState, u32)>> {
+    let found = task::Entity::find_by_id(message_id).filter(task::Column::TenantId.eq(tenant.0)).one(db).await?;
+    Ok(found.and_then(|task| Some((TaskState::parse(&task.state)?, u32::try_from(task.retries).unwrap_or(0)))))
+}
+
+/// Takes a queued task out of the queue before a worker claims it again: it is rejected, with
+/// `reason` in its log. `false` when a worker holds it or it already finished.
+pub async fn withdraw(state: &AppState, tenant: TenantId, message_id: Uuid, reason: &str) -> Result<bool> {
+    let txn = crate::db::begin_write(&state.db).await?;
+    let withdrawn = task::Entity::update_many()
+        .col_expr(task::Column::State, Expr::val(TaskState::Rejected))
+        .col_expr(task::Column::AggregatedStatus, Expr::val(AggregatedStatus::Rejected))
+        .col_expr(task::Column::Mtime, Expr::val(Utc::now()))
+        .filter(task::Column::MessageId.eq(message_id))
+        .filter(task::Column::TenantId.eq(tenant.0))
+        .filter(task::Column::State.eq(TaskState::Queued))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    if withdrawn {
+        write_log(&txn, tenant, message_id, "warning", LIFECYCLE_LOGGER, reason, json!({})).await?;
+    }
+    txn.commit().await?;
+    Ok(withdrawn)
+}
+
 /// Writes one log entry of a task.
 pub async fn write_log(
     db: &impl ConnectionTrait,

@@ -140,6 +140,7 @@ async fn spawn_with_relay() -> (TestApp, Relay, Session) {
         config.email.from = "Gatehouse <gatehouse@example.com>".into();
     })
     .await;
+    app.run_worker().await;
     app.superuser("admin@example.com").await;
     let admin = app.sign_in("admin@example.com").await;
     (app, relay, admin)

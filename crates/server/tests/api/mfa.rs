@@ -20,38 +20,54 @@ struct Received {
     body: String,
 }
 
-/// A local HTTP server playing an SMS provider: it records every request and answers with the
-/// status set in `status` (201 by default).
+/// A local HTTP server playing an SMS provider: it records every request as it arrives, waits
+/// `delay` if one is set, and answers with the next status in `answers`, or once they are used
+/// up, the status set in `status` (201 by default).
 struct FakeProvider {
     base: String,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<Mutex<u16>>,
+    answers: Arc<Mutex<std::collections::VecDeque<u16>>>,
+    delay: Arc<Mutex<std::time::Duration>>,
 }
 
-/// What the fake provider shares with its handler: the requests so far and the status to answer.
-type Recorder = (Arc<Mutex<Vec<Received>>>, Arc<Mutex<u16>>);
+/// What the fake provider shares with its handler.
+#[derive(Clone)]
+struct Recorder {
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<Mutex<u16>>,
+    answers: Arc<Mutex<std::collections::VecDeque<u16>>>,
+    delay: Arc<Mutex<std::time::Duration>>,
+}
 
-async fn record(State((received, status)): State<Recorder>, uri: Uri, headers: HeaderMap, body: String) -> (AxumStatus, String) {
+async fn record(State(recorder): State<Recorder>, uri: Uri, headers: HeaderMap, body: String) -> (AxumStatus, String) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    received.lock().unwrap().push(Received {
+    recorder.received.lock().unwrap().push(Received {
         path: uri.path().to_owned(),
         authorization: header("authorization"),
         content_type: header("content-type"),
         body,
     });
-    let status = *status.lock().unwrap();
+    let delay = *recorder.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    let next = recorder.answers.lock().unwrap().pop_front();
+    let status = next.unwrap_or_else(|| *recorder.status.lock().unwrap());
     (AxumStatus::from_u16(status).unwrap(), r#"{"sid": "SM0123", "message": "provider says: account suspended"}"#.to_owned())
 }
 
 impl FakeProvider {
     async fn start() -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(Mutex::new(201));
-        let router = axum::Router::new().fallback(record).with_state((received.clone(), status.clone()));
+        let recorder = Recorder {
+            received: Arc::new(Mutex::new(Vec::new())),
+            status: Arc::new(Mutex::new(201)),
+            answers: Arc::default(),
+            delay: Arc::new(Mutex::new(std::time::Duration::ZERO)),
+        };
+        let router = axum::Router::new().fallback(record).with_state(recorder.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Self { base, received, status }
+        Self { base, received: recorder.received, status: recorder.status, answers: recorder.answers, delay: recorder.delay }
     }
 
     fn requests(&self) -> Vec<Received> {
@@ -80,9 +96,20 @@ pub(crate) fn executor(slug: &str) -> String {
 }
 
 async fn spawn_with_provider() -> (TestApp, FakeProvider, Session) {
+    let (app, provider, admin) = spawn_with_provider_and(|_| {}).await;
+    app.run_worker().await;
+    (app, provider, admin)
+}
+
+/// [`spawn_with_provider`] with `adjust` applied to the configuration, and no task worker yet.
+async fn spawn_with_provider_and(adjust: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, FakeProvider, Session) {
     let provider = FakeProvider::start().await;
     let base = provider.base.clone();
-    let app = TestApp::spawn_with(|config| config.sms.twilio_base_url = base).await;
+    let app = TestApp::spawn_with(|config| {
+        config.sms.twilio_base_url = base;
+        adjust(config);
+    })
+    .await;
     app.superuser("admin@example.com").await;
     let admin = app.sign_in("admin@example.com").await;
     (app, provider, admin)
@@ -231,21 +258,30 @@ async fn a_provider_that_refuses_is_recorded_and_the_person_told_to_try_later() 
         json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "Gatehouse", "auth": "user", "auth_password": "webhook-basic-password"}),
     )
     .await;
-    *provider.status.lock().unwrap() = 500;
     app.user("olga@example.com", |_| {}).await;
     let mut olga = Browser::new(&app);
     olga.sign_in("olga@example.com", PASSWORD).await;
     olga.get(&executor("phone-setup")).await;
-    let (_, challenge) =
-        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
-    assert!(errors(&challenge, "phone_number").contains("We could not send the code. Try again later."), "{challenge}");
-    assert!(!challenge.to_string().contains("suspended"), "the provider's answer is not shown: {challenge}");
-    assert_eq!(challenge["phone_number_required"], true);
-    let recorded = events(&app, "configuration_error").await;
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
-    assert_eq!(recorded[0]["context"]["status_code"], 500);
-    assert!(recorded[0]["context"]["response"].as_str().unwrap().contains("account suspended"));
-    assert!(!recorded[0].to_string().contains("webhook-basic-password"));
+    // A refusal (400) and a request to try later (500) alike are told at once.
+    for (sends, refusal) in [(1, 400), (2, 500)] {
+        *provider.status.lock().unwrap() = refusal;
+        let (_, challenge) =
+            olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+        assert!(errors(&challenge, "phone_number").contains("We could not send the code. Try again later."), "{refusal}: {challenge}");
+        assert!(!challenge.to_string().contains("suspended"), "the provider's answer is not shown: {challenge}");
+        assert_eq!(challenge["phone_number_required"], true);
+        let recorded = events(&app, "configuration_error").await;
+        assert_eq!(recorded.len(), sends, "{recorded:?}");
+        let this = recorded.iter().find(|e| e["context"]["status_code"] == refusal).expect("the refusal is recorded");
+        assert!(this["context"]["response"].as_str().unwrap().contains("account suspended"));
+        assert!(!this.to_string().contains("webhook-basic-password"));
+    }
+    // A code the person was told was not sent never arrives later: the 500's retry was withdrawn.
+    let tasks = code_tasks(&app, &admin).await;
+    assert_eq!(tasks.len(), 2);
+    assert!(tasks.iter().all(|task| task["state"] == "rejected"), "{tasks:?}");
+    assert!(tasks.iter().any(|task| logged(task, "Withdrawn")), "{tasks:?}");
+    assert_eq!(provider.requests().len(), 2);
 
     // Once the provider recovers, the same number gets a code: a failed send is not counted.
     *provider.status.lock().unwrap() = 200;
@@ -990,4 +1026,131 @@ async fn webhook_mappings_are_checked_and_need_their_permissions() {
     assert_forbidden(app.get(&nobody, "/api/v3/propertymappings/notification/").await).await;
     let (_, after) = json(app.get(&admin, &path).await).await;
     assert_eq!(after["name"], "first", "a refused change left it as it was");
+}
+
+/// The tasks that sent codes, newest first, with their logs.
+async fn code_tasks(app: &TestApp, admin: &Session) -> Vec<Value> {
+    let (status, list) = json(app.get(admin, "/api/v3/tasks/tasks/?actor_name=gatehouse.send_code&ordering=-mtime").await).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["results"].as_array().unwrap().clone()
+}
+
+/// Whether a task logged an entry containing `text`.
+fn logged(task: &Value, text: &str) -> bool {
+    task["logs"].as_array().unwrap().iter().any(|entry| entry["event"].as_str().unwrap_or_default().contains(text))
+}
+
+/// Polls `check` until it holds, failing after ten seconds.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn duration(text: &str) -> gatehouse_types::DurationString {
+    gatehouse_types::DurationString::parse(text).unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_that_does_not_answer_in_time_is_not_asked_again() {
+    let (app, provider, admin) = spawn_with_provider_and(|config| config.sms.send_timeout = duration("seconds=1")).await;
+    app.run_worker().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "twilio", "account_sid": "AC1", "from_number": "+15005550006", "auth": "t"}),
+    )
+    .await;
+    *provider.delay.lock().unwrap() = std::time::Duration::from_secs(3);
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    olga.get(&executor("phone-setup")).await;
+    let (_, challenge) =
+        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    assert!(errors(&challenge, "phone_number").contains("We could not send the code. Try again later."), "{challenge}");
+    let recorded = events(&app, "configuration_error").await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["context"]["response"], "the provider did not answer in time");
+    // The provider may have taken the message: asking again could send the code twice.
+    let tasks = code_tasks(&app, &admin).await;
+    assert_eq!((tasks.len(), &tasks[0]["state"], &tasks[0]["retries"]), (1, &json!("rejected"), &json!(0)), "{tasks:?}");
+    assert_eq!(provider.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_code_still_on_its_way_when_the_request_stops_waiting_is_retried_by_the_queue_and_sent_once() {
+    let (app, provider, admin) = spawn_with_provider_and(|config| {
+        config.sms.send_timeout = duration("seconds=1");
+        config.tasks.retry_min_backoff = duration("milliseconds=50");
+    })
+    .await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await;
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    olga.get(&executor("phone-setup")).await;
+    // No worker is free yet: the request stops waiting and says the code is on its way.
+    let (_, challenge) =
+        olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
+    assert_eq!(challenge["phone_number_required"], false, "{challenge}");
+    assert!(provider.requests().is_empty());
+
+    // The provider asks to try later once; the queue does, and the code arrives once.
+    provider.answers.lock().unwrap().push_back(503);
+    app.run_worker().await;
+    eventually("the code is sent", || async { code_tasks(&app, &admin).await[0]["state"] == "done" }).await;
+    assert_eq!(provider.requests().len(), 2);
+    assert_eq!(events(&app, "configuration_error").await.len(), 1);
+    let code = provider.last_code();
+    let listed = serde_json::to_string(&code_tasks(&app, &admin).await).unwrap();
+    assert!(!listed.contains(&code) && !listed.contains("41446681800"), "a queued letter is sealed: {listed}");
+
+    let (_, done) = olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "code": code})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+}
+
+#[tokio::test]
+async fn a_worker_stopped_while_handing_a_code_over_never_sends_it_again() {
+    let (app, provider, admin) = spawn_with_provider_and(|config| {
+        config.sms.send_timeout = duration("seconds=5");
+        config.tasks.shutdown_deadline = duration("milliseconds=50");
+    })
+    .await;
+    app.run_worker().await;
+    sms_setup_flow(
+        &app,
+        &admin,
+        "phone-setup",
+        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
+    )
+    .await;
+    *provider.delay.lock().unwrap() = std::time::Duration::from_secs(3);
+    app.user("olga@example.com", |_| {}).await;
+    let mut olga = Browser::new(&app);
+    olga.sign_in("olga@example.com", PASSWORD).await;
+    olga.get(&executor("phone-setup")).await;
+    let path = executor("phone-setup");
+    let asking = olga.post(&path, json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"}));
+    let crash = async {
+        eventually("the provider is asked", || async { !provider.requests().is_empty() }).await;
+        // The worker stops mid-send: its task goes back to the queue, and another worker takes it.
+        app.stop_workers().await;
+        app.run_worker().await;
+    };
+    let ((_, challenge), ()) = tokio::join!(asking, crash);
+    assert!(errors(&challenge, "phone_number").contains("We could not send the code. Try again later."), "{challenge}");
+    let tasks = code_tasks(&app, &admin).await;
+    assert_eq!(tasks[0]["state"], "rejected", "{tasks:?}");
+    assert!(logged(&tasks[0], "not sent twice"), "{tasks:?}");
+    assert_eq!(provider.requests().len(), 1);
 }

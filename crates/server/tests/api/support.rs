@@ -151,6 +151,8 @@ pub struct TestApp {
     pub metrics_base: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// Task workers of this server, stopped with it.
+    workers: std::sync::Mutex<Vec<gatehouse::tasks::worker::WorkerHandle>>,
     _dir: tempfile::TempDir,
 }
 
@@ -214,7 +216,22 @@ impl TestApp {
         state.clock.stop();
         tokio::spawn(server.run(pending()));
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { base, metrics_base, client, state, _dir: dir }
+        Self { base, metrics_base, client, state, workers: Default::default(), _dir: dir }
+    }
+
+    /// Starts a task worker beside the server, as `serve` runs one: codes leave through the queue.
+    pub async fn run_worker(&self) {
+        let worker = gatehouse::tasks::worker::start(self.state.clone(), 4).await.expect("worker starts");
+        self.workers.lock().unwrap().push(worker);
+    }
+
+    /// Stops this server's task workers as `gatehouse worker` stops on SIGTERM: tasks still
+    /// running past `tasks.shutdown_deadline` are cut off and go back to the queue.
+    pub async fn stop_workers(&self) {
+        let workers: Vec<_> = self.workers.lock().unwrap().drain(..).collect();
+        for worker in workers {
+            worker.shutdown().await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
