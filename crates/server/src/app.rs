@@ -54,7 +54,9 @@ pub async fn build_state_existing(config: Config) -> Result<AppState, StartError
 /// [`build_state`] with the actors tasks may run (the built-in ones plus any added).
 pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry) -> Result<AppState, StartError> {
     // Every process may be asked to send a code, whatever else it runs.
-    actors.add(crate::mfa::outbox::actor());
+    if actors.get(crate::mfa::outbox::ACTOR).is_none() {
+        actors.add(crate::mfa::outbox::actor());
+    }
     let secret = ServerSecret::load(&config)?;
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;

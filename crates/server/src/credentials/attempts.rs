@@ -17,7 +17,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 
 use super::limits::Limits;
 use crate::error::{Error, Result};
@@ -170,21 +170,31 @@ pub struct Reservation {
 /// must wait. Every process that reserves in the same bucket waits for the others' reservations:
 /// PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite through its single
 /// writer.
-pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Reservation> {
-    // One order for every caller, so two attempts locking the same buckets cannot deadlock.
-    buckets.sort_by(|a, b| a.name.cmp(&b.name));
-    buckets.dedup_by(|a, b| a.name == b.name);
+pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, buckets: Vec<Bucket>) -> Result<Reservation> {
     if buckets.is_empty() {
         return Ok(Reservation { tenant, buckets });
     }
     let txn = crate::db::begin_write(db).await?;
+    let reservation = reserve_in(&txn, tenant, now, buckets).await?;
+    txn.commit().await?;
+    Ok(reservation)
+}
+
+/// [`reserve`] in the caller's write transaction, which keeps the buckets locked until it ends:
+/// a check that needs nothing but that transaction (comparing a code, taking an app's time
+/// step) can run inside it and settle there, one commit for the whole attempt. Rolling the
+/// transaction back counts nothing.
+pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Reservation> {
+    // One order for every caller, so two attempts locking the same buckets cannot deadlock.
+    buckets.sort_by(|a, b| a.name.cmp(&b.name));
+    buckets.dedup_by(|a, b| a.name == b.name);
     for bucket in &buckets {
-        crate::db::lock_for_update(&txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
+        crate::db::lock_for_update(txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
     }
     let rows = counter::Entity::find()
         .filter(counter::Column::TenantId.eq(tenant.0))
         .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
-        .all(&txn)
+        .all(txn)
         .await?;
     let mut wait = TimeDelta::zero();
     let mut writes = Vec::with_capacity(buckets.len());
@@ -207,7 +217,7 @@ pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Ut
         });
     }
     if wait > TimeDelta::zero() {
-        // Dropping the transaction rolls it back: a refused attempt counts for nothing.
+        // Nothing was written: a refused attempt counts for nothing.
         let wait_ms = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
         return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait_ms.div_ceil(1000), 1) });
     }
@@ -218,10 +228,9 @@ pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Ut
                     .update_columns([counter::Column::Failures, counter::Column::WindowStarted, counter::Column::LastFailure])
                     .to_owned(),
             )
-            .exec_without_returning(&txn)
+            .exec_without_returning(txn)
             .await?;
     }
-    txn.commit().await?;
     Ok(Reservation { tenant, buckets })
 }
 

@@ -179,11 +179,12 @@ async fn give_back<T>(state: &AppState, reservation: Reservation, event: EventRe
     Ok(Err(COULD_NOT_SEND.to_owned()))
 }
 
-/// Keeps a send counted unless the letter surely was not delivered: then it is given back (the
-/// worker recorded the provider's answer) and the person is told to try later.
+/// Keeps a send counted (and the code) unless the letter surely was not delivered: then the
+/// send is given back (the worker recorded the provider's answer) and the person is told to try
+/// later.
 async fn settle(state: &AppState, reservation: Reservation, dispatched: Dispatched) -> Result<std::result::Result<(), String>> {
     match dispatched {
-        Dispatched::Delivered | Dispatched::InTheQueue => {
+        Dispatched::Delivered | Dispatched::Pending => {
             // The send stays counted.
             drop(reservation);
             Ok(Ok(()))

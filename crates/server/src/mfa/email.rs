@@ -252,11 +252,12 @@ pub async fn send(relay: &Relay, subject: &str, to: &Email, code: &str, valid_fo
     }
 }
 
-/// SMTP says what a reply means: 4xx try later, 5xx never. A message the relay could not build
-/// or a failed TLS handshake never reached it; a connection lost or timed out may have delivered
-/// it.
+/// SMTP says what a reply means: 4xx try later, 5xx never. A connection that never opened sent
+/// nothing and may open later; a message that could not be built or a failed TLS handshake never
+/// reached the relay; a connection lost or timed out during the session may have delivered it.
 fn smtp_failure_kind(error: &lettre::transport::smtp::Error) -> FailureKind {
-    if error.is_transient() {
+    // lettre tells a connection that never opened only by its message.
+    if error.is_transient() || error.to_string().starts_with("Connection error") {
         FailureKind::Transient
     } else if error.is_permanent() || error.is_client() || error.is_tls() {
         FailureKind::Refused

@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -17,6 +19,7 @@ use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::db::text_enum::text_enum;
 use crate::error::{Error, Result};
 use crate::events::{self, Action, ModelRef};
+use crate::secret::ServerSecret;
 use crate::state::AppState;
 
 text_enum!(
@@ -336,39 +339,45 @@ pub async fn sign_in_devices_of_kinds(state: &AppState, user: i64, kinds: &[OtpK
 
 /// Takes the step `step` of the authenticator app `device` as used, unless a code of that step
 /// or a later one was accepted already (by this or another process): whether it was taken.
-pub async fn take_totp_step(state: &AppState, device: &otp_device::Model, step: u64) -> Result<bool> {
+pub async fn take_totp_step(db: &impl ConnectionTrait, device: &otp_device::Model, step: u64) -> Result<bool> {
     let step = i64::try_from(step).map_err(|_| Error::internal("time step out of range"))?;
     let result = otp_device::Entity::update_many()
         .col_expr(otp_device::Column::LastStep, Expr::value(step))
         .col_expr(otp_device::Column::LastUsed, Expr::value(Utc::now()))
         .filter(otp_device::Column::Id.eq(device.id))
         .filter(otp_device::Column::LastStep.lt(step))
-        .exec(&state.db)
+        .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
 }
 
 /// Uses up the recovery code `code` of `user` if one of `devices` holds it: the device it
 /// belonged to, or `None` when no unused code matches (or another request took it first).
-pub async fn take_recovery_code(state: &AppState, user: i64, devices: &[otp_device::Model], code: &str) -> Result<Option<i64>> {
-    let digest = recovery::digest(&state.secret, user, code);
+pub async fn take_recovery_code(
+    db: &impl ConnectionTrait,
+    secret: &ServerSecret,
+    user: i64,
+    devices: &[otp_device::Model],
+    code: &str,
+) -> Result<Option<i64>> {
+    let digest = recovery::digest(secret, user, code);
     let Some(token) = static_token::Entity::find()
         .filter(static_token::Column::DeviceId.is_in(devices.iter().map(|d| d.id)))
         .filter(static_token::Column::Digest.eq(digest))
-        .one(&state.db)
+        .one(db)
         .await?
     else {
         return Ok(None);
     };
     // Deleting the row is what uses the code: of two requests with the same code, one deletes it.
-    let deleted = static_token::Entity::delete_by_id(token.id).exec(&state.db).await?;
+    let deleted = static_token::Entity::delete_by_id(token.id).exec(db).await?;
     if deleted.rows_affected != 1 {
         return Ok(None);
     }
     otp_device::Entity::update_many()
         .col_expr(otp_device::Column::LastUsed, Expr::value(Utc::now()))
         .filter(otp_device::Column::Id.eq(token.device_id))
-        .exec(&state.db)
+        .exec(db)
         .await?;
     Ok(Some(token.device_id))
 }

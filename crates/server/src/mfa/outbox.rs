@@ -88,16 +88,17 @@ pub struct SendCodeArgs {
 pub enum Dispatched {
     /// The provider took it.
     Delivered,
-    /// The first attempt failed and nothing more will be tried; the worker recorded why.
+    /// The provider surely did not take it, and nothing more will be tried; the worker recorded
+    /// why.
     NotDelivered,
-    /// Still on its way when the wait ended: the queue carries on.
-    InTheQueue,
+    /// Still on its way when the wait ended (the queue carries on), or handed to a provider that
+    /// never said whether it took it: the code may arrive, so it is kept.
+    Pending,
 }
 
 /// Queues `letter` and waits for its first attempt, at most the provider's timeout and
-/// [`FIRST_ATTEMPT_MARGIN`]. A first attempt that failed and was set to retry is withdrawn from
-/// the queue, since the person is told it failed: a code they were told was not sent never
-/// arrives later.
+/// [`FIRST_ATTEMPT_MARGIN`]. A first attempt that failed and was set to retry is withdrawn, since
+/// the person is told it failed: a code they were told was not sent never arrives later.
 pub async fn dispatch(state: &AppState, letter: &Letter) -> Result<Dispatched> {
     let plain = serde_json::to_vec(letter).map_err(|e| Error::internal(format!("a letter does not serialise: {e}")))?;
     let sealed = state.secret.seal(SEAL_PURPOSE, b"", &plain)?;
@@ -110,17 +111,23 @@ pub async fn dispatch(state: &AppState, letter: &Letter) -> Result<Dispatched> {
         pause = std::cmp::min(pause * 2, LONGEST_POLL);
         match queue::progress_of(&state.db, state.tenant, task.message_id).await? {
             Some((TaskState::Done, _)) => return Ok(Dispatched::Delivered),
-            Some((TaskState::Rejected, _)) | None => return Ok(Dispatched::NotDelivered),
-            Some((TaskState::Queued, retries)) if retries > 0 => {
+            Some((TaskState::Rejected, _)) | None => {
+                return Ok(match handover_of(&state.db, task.message_id).await? {
+                    Some(Handover::HandingOver | Handover::HandedOver) => Dispatched::Pending,
+                    Some(Handover::Refused | Handover::Withdrawn) | None => Dispatched::NotDelivered,
+                });
+            }
+            // Withdrawn first, so that a worker claiming the retry meanwhile refuses to send it
+            // (and an administrator's retry of the task later too).
+            Some((TaskState::Queued, retries)) if retries > 0 && withdraw_handover(&state.db, task.message_id).await? => {
                 let reason = "Withdrawn: the person was told the code could not be sent";
-                if queue::withdraw(state, state.tenant, task.message_id, reason).await? {
-                    return Ok(Dispatched::NotDelivered);
-                }
+                queue::withdraw(state, state.tenant, task.message_id, reason).await?;
+                return Ok(Dispatched::NotDelivered);
             }
             Some(_) => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok(Dispatched::InTheQueue);
+            return Ok(Dispatched::Pending);
         }
     }
 }
@@ -133,11 +140,13 @@ pub fn actor() -> Actor {
 text_enum!(
     /// How far a task got in handing its code to the provider: `handing_over` while it sends or
     /// when an attempt ended without knowing whether the provider took the code, `refused` when
-    /// the provider surely did not (another attempt may send it), `handed_over` once it did.
+    /// the provider surely did not (another attempt may send it), `handed_over` once it did, and
+    /// `withdrawn` when the person was told it failed (no attempt may send it any more).
     Handover {
         HandingOver => "handing_over",
         Refused => "refused",
         HandedOver => "handed_over",
+        Withdrawn => "withdrawn",
     }
 );
 
@@ -171,9 +180,15 @@ async fn send_code(context: TaskContext, args: SendCodeArgs) -> ActorResult {
     };
     match outcome {
         Ok(()) => {
-            end_handover(&state.db, context.message_id, Handover::HandedOver).await?;
             tracing::info!(to = %to, medium, user = letter.account, "sent a one-time code");
-            context.log("info", "Code sent", json!({"medium": medium, "to": to})).await?;
+            // The code is out: a failure to note it must not make the task fail and be retried
+            // or withdrawn (the hand-over left as it is still stops any other attempt).
+            if let Err(error) = end_handover(&state.db, context.message_id, Handover::HandedOver).await {
+                tracing::warn!(%error, "could not record that a code was handed over");
+            }
+            if let Err(error) = context.log("info", "Code sent", json!({"medium": medium, "to": to})).await {
+                tracing::warn!(%error, "could not log that a code was sent");
+            }
             Ok(None)
         }
         Err(failure) => {
@@ -181,7 +196,7 @@ async fn send_code(context: TaskContext, args: SendCodeArgs) -> ActorResult {
                 end_handover(&state.db, context.message_id, Handover::Refused).await?;
             }
             tracing::warn!(to = %to, medium, status = ?failure.status, kind = ?failure.kind, "the provider did not take a message");
-            record_failure(state, &letter, medium, &failure).await?;
+            record_failure(state, context.tenant, &letter, medium, &failure).await?;
             let why = match failure.status {
                 Some(status) => format!("the provider did not take the message (status {status})"),
                 None => format!("the provider did not take the message ({})", super::delivery::mask_personal(&failure.detail)),
@@ -196,14 +211,14 @@ async fn send_code(context: TaskContext, args: SendCodeArgs) -> ActorResult {
 
 /// Records a provider's refusal as a `configuration_error` event of the account, from where the
 /// person asked, with the provider's answer shortened and masked.
-async fn record_failure(state: &AppState, letter: &Letter, medium: &str, failure: &SendFailure) -> Result<()> {
+async fn record_failure(state: &AppState, tenant: TenantId, letter: &Letter, medium: &str, failure: &SendFailure) -> Result<()> {
     let client = ClientInfo { ip: letter.client_ip, user_agent: letter.user_agent.clone(), known_browser: None };
     let mut event = EventRecord::new(Action::ConfigurationError)
         .from_client(&client)
         .with("message", json!(format!("Error sending {medium}")))
         .with("status_code", json!(failure.status))
         .with("response", json!(super::delivery::mask_personal(&failure.detail)));
-    if let Some(account) = crate::accounts::users::find_user(&state.db, state.tenant, letter.account).await? {
+    if let Some(account) = crate::accounts::users::find_user(&state.db, tenant, letter.account).await? {
         event = event.by(&account);
     }
     events::service::record(&state.db, state, event).await?;
@@ -235,6 +250,25 @@ async fn start_handover(db: &impl ConnectionTrait, tenant: TenantId, message_id:
         .exec(db)
         .await?;
     Ok(again.rows_affected == 1)
+}
+
+/// How far the task `message_id` got in handing its code over, if it started.
+async fn handover_of(db: &impl ConnectionTrait, message_id: Uuid) -> Result<Option<Handover>> {
+    let found = code_handover::Entity::find_by_id(message_id).one(db).await?;
+    Ok(found.and_then(|row| Handover::parse(&row.state)))
+}
+
+/// Marks a hand-over the provider refused as withdrawn, so that no later attempt sends it;
+/// `false` when it is not (or no longer) refused.
+async fn withdraw_handover(db: &impl ConnectionTrait, message_id: Uuid) -> Result<bool> {
+    let withdrawn = code_handover::Entity::update_many()
+        .col_expr(code_handover::Column::State, Expr::val(Handover::Withdrawn))
+        .col_expr(code_handover::Column::LastUpdated, Expr::val(Utc::now()))
+        .filter(code_handover::Column::MessageId.eq(message_id))
+        .filter(code_handover::Column::State.eq(Handover::Refused))
+        .exec(db)
+        .await?;
+    Ok(withdrawn.rows_affected == 1)
 }
 
 /// Records how the hand-over of `message_id` ended.

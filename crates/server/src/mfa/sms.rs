@@ -188,12 +188,18 @@ pub async fn send(
         return Ok(());
     }
     let body = response.text().await.unwrap_or_default();
-    let kind = if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        FailureKind::Transient
-    } else {
-        FailureKind::Refused
-    };
+    let kind = status_failure_kind(status);
     Err(SendFailure { status: Some(status.as_u16()), detail: body.chars().take(200).collect(), kind })
+}
+
+/// What an HTTP error status says about trying again: 429 and 503 ask for it; a gateway's 502
+/// or 504 may come after the message went on; any other status is the provider's own refusal.
+fn status_failure_kind(status: reqwest::StatusCode) -> FailureKind {
+    match status.as_u16() {
+        429 | 503 => FailureKind::Transient,
+        502 | 504 => FailureKind::Unknown,
+        _ => FailureKind::Refused,
+    }
 }
 
 /// A request that got no answer. Only a connection that never opened proves nothing was sent.
@@ -212,6 +218,14 @@ fn transport_failure(error: reqwest::Error) -> SendFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_provider_asking_to_try_later_is_retried_and_a_gateway_error_is_an_unknown_outcome() {
+        let kind = |status: u16| status_failure_kind(reqwest::StatusCode::from_u16(status).unwrap());
+        assert_eq!((kind(429), kind(503)), (FailureKind::Transient, FailureKind::Transient));
+        assert_eq!((kind(502), kind(504)), (FailureKind::Unknown, FailureKind::Unknown));
+        assert_eq!((kind(400), kind(401), kind(500)), (FailureKind::Refused, FailureKind::Refused, FailureKind::Refused));
+    }
 
     #[test]
     fn numbers_are_kept_as_themselves_or_as_a_keyed_digest_and_logged_masked() {

@@ -12,6 +12,7 @@ use crate::accounts::entities::user;
 use crate::credentials::attempts::{self, Bucket, Reservation};
 use crate::error::{Error, Result, try_again_in};
 use crate::state::AppState;
+use sea_orm::DatabaseTransaction;
 
 /// What proved the answer right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,23 +63,60 @@ async fn reserve_guess(state: &AppState, account: &user::Model) -> Result<std::r
     }
 }
 
-/// Judges `answer` of `account` against every candidate device.
+/// Judges `answer` of `account` against every candidate device, in one write transaction: the
+/// guess is counted first (the account's bucket stays locked until the end, so concurrent
+/// guesses and other processes wait), then the codes are compared, a used app step or recovery
+/// code is taken, and a right answer gives the guess back, all in one commit.
 pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str, candidates: Candidates<'_>) -> Result<Checked> {
-    let reservation = match reserve_guess(state, account).await? {
+    let txn = crate::db::begin_write(&state.db).await?;
+    let reservation = match attempts::reserve_in(&txn, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
         Ok(reservation) => reservation,
-        Err(message) => return Ok(Checked::Refused { message, new_code_needed: false }),
+        Err(Error::RateLimited { retry_after_secs }) => {
+            let message = format!("Too many wrong codes. {}", try_again_in(retry_after_secs));
+            return Ok(Checked::Refused { message, new_code_needed: false });
+        }
+        Err(other) => return Err(other),
     };
-    let answer = answer.trim();
+    let checked = judge(state, &txn, account, answer.trim(), candidates).await?;
+    match &checked {
+        Judged::Right(_) => reservation.settle_success(&txn).await?,
+        // An expired text code compared nothing: rolling back gives the guess back.
+        Judged::ExpiredUncompared => return Ok(expired()),
+        // A wrong answer stays counted.
+        Judged::Refused(_) => drop(reservation),
+    }
+    txn.commit().await?;
+    Ok(match checked {
+        Judged::Right(proof) => Checked::Right(proof),
+        Judged::Refused(refused) => refused,
+        Judged::ExpiredUncompared => expired(),
+    })
+}
+
+/// What comparing an answer found, before the transaction ends.
+enum Judged {
+    Right(Proof),
+    /// Only an expired sent code was there to compare with: nothing was compared.
+    ExpiredUncompared,
+    Refused(Checked),
+}
+
+/// Compares `answer` with every candidate on `txn`, taking what a right answer uses up.
+async fn judge(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    account: &user::Model,
+    answer: &str,
+    candidates: Candidates<'_>,
+) -> Result<Judged> {
     if answer.len() > LONGEST_ANSWER {
-        drop(reservation);
-        return Ok(wrong(false));
+        return Ok(Judged::Refused(wrong(false)));
     }
     let mut sent_outcome = None;
     if let Some(SentAnswer { sent, binding }) = candidates.sent {
         let outcome = sent.answer(&state.secret, binding, answer, chrono::Utc::now());
         if outcome == Answer::Right {
-            reservation.settle_success_now(&state.db).await?;
-            return Ok(Checked::Right(Proof::SentCode));
+            return Ok(Judged::Right(Proof::SentCode));
         }
         sent_outcome = Some(outcome);
     }
@@ -90,40 +128,37 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
         let Some(sealed) = device.secret_sealed.as_deref() else { continue };
         let secret = TotpSecret::open(&state.secret, device.user_id, sealed)?;
         if let Some(step) = secret.matching_step(digits, &code, now) {
-            if otp_devices::take_totp_step(state, device, step).await? {
-                reservation.settle_success_now(&state.db).await?;
-                return Ok(Checked::Right(Proof::Totp(device.id)));
+            if otp_devices::take_totp_step(txn, device, step).await? {
+                return Ok(Judged::Right(Proof::Totp(device.id)));
             }
             replayed = true;
         }
     }
     if !candidates.recovery.is_empty()
         && let Some(code) = recovery::normalise(answer)
-        && let Some(device) = otp_devices::take_recovery_code(state, account.id, candidates.recovery, &code).await?
+        && let Some(device) = otp_devices::take_recovery_code(txn, &state.secret, account.id, candidates.recovery, &code).await?
     {
-        reservation.settle_success_now(&state.db).await?;
-        return Ok(Checked::Right(Proof::RecoveryCode(device)));
+        return Ok(Judged::Right(Proof::RecoveryCode(device)));
     }
-    // An expired text code compared nothing: give the guess back, unless an app or recovery code
-    // was compared too.
     let compared_others = !candidates.totp.is_empty() || !candidates.recovery.is_empty();
     if sent_outcome == Some(Answer::Expired) && !compared_others {
-        reservation.release(&state.db).await?;
-        return Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true });
+        return Ok(Judged::ExpiredUncompared);
     }
-    // A wrong answer stays counted.
-    drop(reservation);
     let spent = matches!(sent_outcome, Some(Answer::WrongAndSpent | Answer::Expired));
     if replayed {
-        return Ok(Checked::Refused {
+        return Ok(Judged::Refused(Checked::Refused {
             message: "This code was used already; wait for the next one from your app.".into(),
             new_code_needed: spent,
-        });
+        }));
     }
     if sent_outcome == Some(Answer::Expired) {
-        return Ok(Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true });
+        return Ok(Judged::Refused(expired()));
     }
-    Ok(wrong(spent))
+    Ok(Judged::Refused(wrong(spent)))
+}
+
+fn expired() -> Checked {
+    Checked::Refused { message: "This code has expired; a new code is needed.".into(), new_code_needed: true }
 }
 
 fn wrong(spent: bool) -> Checked {

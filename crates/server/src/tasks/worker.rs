@@ -190,14 +190,13 @@ async fn execute(state: AppState, task: task::Model) -> Option<queue::Outcome> {
         worst_level: worst_level.clone(),
     };
     let run = tokio::spawn(actor.run(context, task.args.clone()));
-    let abort = run.abort_handle();
+    // The run stops with this future: a worker that cuts off its tasks at shutdown, or whose
+    // time limit passes, must not leave them running after they went back to the queue.
+    let _stop_with_this = AbortOnDrop(run.abort_handle());
     let result = match tokio::time::timeout(actor.time_limit, run).await {
         Ok(Ok(result)) => result,
         Ok(Err(join_error)) => Err(TaskError::Failed(format!("the task panicked: {join_error}"))),
-        Err(_) => {
-            abort.abort();
-            Err(TaskError::Failed(format!("time limit of {} s exceeded", actor.time_limit.as_secs_f64())))
-        }
+        Err(_) => Err(TaskError::Failed(format!("time limit of {} s exceeded", actor.time_limit.as_secs_f64()))),
     };
     Some(queue::Outcome {
         task,
@@ -206,6 +205,15 @@ async fn execute(state: AppState, task: task::Model) -> Option<queue::Outcome> {
         max_retries: actor.max_retries,
         worst_own_level: worst_level.load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Records every outcome that is ready, in one transaction.

@@ -319,6 +319,42 @@ async fn graceful_shutdown_returns_unfinished_tasks_to_the_queue() {
     assert!(gatehouse::tasks::entities::worker::Entity::find_by_id(worker_id).one(&app.state.db).await.unwrap().is_none());
 }
 
+/// Sets its flag when dropped: the run holding it ended, finished or cut off.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_task_cut_off_at_shutdown_stops_running_when_it_goes_back_to_the_queue() {
+    let ended = Arc::new(AtomicBool::new(false));
+    let mut actors = Registry::builtin();
+    let flag = ended.clone();
+    actors.add(Actor::new("test.held", move |_context, _args: Value| {
+        let running = SetOnDrop(flag.clone());
+        async move {
+            let _running = running;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let id = send(&app, "test.held", json!({})).await;
+    wait_for(&app, id, &["running"], Duration::from_secs(10)).await;
+    worker.shutdown().await;
+    assert_eq!(task_row(&app, id).await.state, "queued");
+    // Otherwise it would run on beside whichever worker takes it next.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ended.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the cut-off run is still running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A `gatehouse worker` process on `app`'s database with the given `tasks.*` timings.
 fn worker_process(app: &TestApp, dir: &std::path::Path, poll: &str, heartbeat: &str, worker_timeout: &str) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
