@@ -188,6 +188,9 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
     // One order for every caller, so two attempts locking the same buckets cannot deadlock.
     buckets.sort_by(|a, b| a.name.cmp(&b.name));
     buckets.dedup_by(|a, b| a.name == b.name);
+    if buckets.is_empty() {
+        return Ok(Reservation { tenant, buckets });
+    }
     for bucket in &buckets {
         crate::db::lock_for_update(txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
     }
@@ -221,16 +224,15 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
         let wait_ms = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
         return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait_ms.div_ceil(1000), 1) });
     }
-    for write in writes {
-        counter::Entity::insert(write)
-            .on_conflict(
-                OnConflict::columns([counter::Column::TenantId, counter::Column::Bucket])
-                    .update_columns([counter::Column::Failures, counter::Column::WindowStarted, counter::Column::LastFailure])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
+    // One statement for every bucket.
+    counter::Entity::insert_many(writes)
+        .on_conflict(
+            OnConflict::columns([counter::Column::TenantId, counter::Column::Bucket])
+                .update_columns([counter::Column::Failures, counter::Column::WindowStarted, counter::Column::LastFailure])
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await?;
     Ok(Reservation { tenant, buckets })
 }
 
@@ -238,15 +240,15 @@ impl Reservation {
     /// The check succeeded: clears account buckets and gives this attempt back to address
     /// buckets, inside the caller's transaction.
     pub async fn settle_success(&self, txn: &impl ConnectionTrait) -> Result<()> {
-        for bucket in &self.buckets {
-            match bucket.on_success {
-                OnSuccess::Clear => {
-                    counter::Entity::delete_by_id((self.tenant.0, bucket.name.clone())).exec(txn).await?;
-                }
-                OnSuccess::Refund => give_back(txn, self.tenant, &bucket.name).await?,
-            }
+        let (cleared, refunded): (Vec<&Bucket>, Vec<&Bucket>) = self.buckets.iter().partition(|b| b.on_success == OnSuccess::Clear);
+        if !cleared.is_empty() {
+            counter::Entity::delete_many()
+                .filter(counter::Column::TenantId.eq(self.tenant.0))
+                .filter(counter::Column::Bucket.is_in(cleared.iter().map(|b| b.name.as_str())))
+                .exec(txn)
+                .await?;
         }
-        Ok(())
+        give_back(txn, self.tenant, &refunded).await
     }
 
     /// [`Reservation::settle_success`] in a transaction of its own; nothing to write when the
@@ -267,19 +269,21 @@ impl Reservation {
             return Ok(());
         }
         let txn = crate::db::begin_write(db).await?;
-        for bucket in &self.buckets {
-            give_back(&txn, self.tenant, &bucket.name).await?;
-        }
+        give_back(&txn, self.tenant, &self.buckets.iter().collect::<Vec<_>>()).await?;
         txn.commit().await?;
         Ok(())
     }
 }
 
-async fn give_back(txn: &impl ConnectionTrait, tenant: TenantId, bucket: &str) -> Result<()> {
+/// Takes one attempt off each of `buckets`, in one statement.
+async fn give_back(txn: &impl ConnectionTrait, tenant: TenantId, buckets: &[&Bucket]) -> Result<()> {
+    if buckets.is_empty() {
+        return Ok(());
+    }
     counter::Entity::update_many()
         .col_expr(counter::Column::Failures, Expr::col(counter::Column::Failures).sub(1))
         .filter(counter::Column::TenantId.eq(tenant.0))
-        .filter(counter::Column::Bucket.eq(bucket))
+        .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
         .filter(counter::Column::Failures.gt(0))
         .exec(txn)
         .await?;
