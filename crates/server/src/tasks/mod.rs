@@ -15,4 +15,4 @@ pub mod service;
 pub mod worker;
 
 pub use actors::{Actor, ActorResult, Registry, TaskContext, TaskError};
-pub use queue::{Enqueue, enqueue, send};
+pub use queue::{Enqueue, enqueue, enqueue_many, send};

@@ -319,6 +319,58 @@ async fn graceful_shutdown_returns_unfinished_tasks_to_the_queue() {
     assert!(gatehouse::tasks::entities::worker::Entity::find_by_id(worker_id).one(&app.state.db).await.unwrap().is_none());
 }
 
+#[tokio::test]
+async fn many_tasks_are_queued_in_a_few_statements_all_or_none_and_each_runs_once() {
+    let runs = Arc::new(Mutex::new(HashMap::<u32, u32>::new()));
+    let mut actors = Registry::builtin();
+    let seen = runs.clone();
+    actors.add(Actor::new("test.numbered", move |_context, args: Value| {
+        let seen = seen.clone();
+        async move {
+            let n = args["n"].as_u64().unwrap() as u32;
+            *seen.lock().unwrap().entry(n).or_default() += 1;
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let request = |n: u32| Enqueue { actor: "test.numbered".into(), args: json!({"n": n}), ..Default::default() };
+
+    // One request that does not fit its actor refuses the whole batch.
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
+    let mut batch: Vec<Enqueue> = (0..10).map(request).collect();
+    batch.push(Enqueue { actor: "gatehouse.sleep".into(), args: json!({"seconds": "soon"}), ..Default::default() });
+    let refused = gatehouse::tasks::enqueue_many(&txn, &app.state, app.state.tenant, batch).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("args"), "{refused:?}");
+    drop(txn);
+    assert_eq!(task::Entity::find().count(&app.state.db).await.unwrap(), 0);
+
+    // More tasks than one statement takes.
+    let count = 2_500;
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
+    let ids = gatehouse::tasks::enqueue_many(&txn, &app.state, app.state.tenant, (0..count).map(request).collect()).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(ids.len(), count as usize);
+    let queued = task::Entity::find().filter(task::Column::State.eq("queued")).count(&app.state.db).await.unwrap();
+    assert_eq!(queued, u64::from(count));
+    let logged = gatehouse::tasks::entities::task_log::Entity::find()
+        .filter(gatehouse::tasks::entities::task_log::Column::Event.eq("Task has been queued"))
+        .count(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(logged, u64::from(count));
+
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 64).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while task::Entity::find().filter(task::Column::State.eq("done")).count(&app.state.db).await.unwrap() < u64::from(count) {
+        assert!(Instant::now() < deadline, "the batch was not drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await;
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), count as usize);
+    assert!(runs.values().all(|&times| times == 1), "every task ran exactly once");
+}
+
 /// Sets its flag when dropped: the run holding it ended, finished or cut off.
 struct SetOnDrop(Arc<AtomicBool>);
 
