@@ -77,7 +77,18 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
         }
         Err(other) => return Err(other),
     };
-    let checked = judge(state, &txn, account, answer.trim(), candidates).await?;
+    let checked = match judge(state, &txn, account, answer.trim(), candidates).await {
+        Ok(checked) => checked,
+        Err(error) => {
+            // The comparison failed part-way, perhaps after a code was compared: the guess
+            // still counts, in a transaction of its own (this one is rolled back).
+            drop(txn);
+            if let Ok(reservation) = reserve_guess(state, account).await? {
+                drop(reservation);
+            }
+            return Err(error);
+        }
+    };
     match &checked {
         Judged::Right(_) => reservation.settle_success(&txn).await?,
         // An expired text code compared nothing: rolling back gives the guess back.

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set, Statement, Value as DbValue,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set,
+    Statement, Value as DbValue,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -47,19 +48,20 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
     Ok(task)
 }
 
-/// Rows per statement when queueing many tasks: each task row binds 18 values, and SQLite takes
+/// Rows per statement when queueing many tasks: each task row binds 19 values, and SQLite takes
 /// at most 32,766 per statement.
 const ROWS_PER_INSERT: usize = 1000;
 
-/// Queues every task of `requests` on `db` (the caller's transaction) like [`enqueue`], in a few
+/// Queues every task of `requests` in the caller's transaction `db` like [`enqueue`], in a few
 /// multi-row statements instead of three per task; all or nothing: one request that does not fit
-/// its actor refuses them all. Returns their ids, in order.
-pub async fn enqueue_many(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, requests: Vec<Enqueue>) -> Result<Vec<Uuid>> {
+/// its actor refuses them all. They run in order (each is due a microsecond after the one
+/// before). Returns their ids, in order.
+pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: TenantId, requests: Vec<Enqueue>) -> Result<Vec<Uuid>> {
     let now = Utc::now();
     let mut tasks = Vec::with_capacity(requests.len());
     let mut logs = Vec::with_capacity(requests.len());
-    for request in requests {
-        let (task, log) = queued_rows(state, tenant, request, now)?;
+    for (position, request) in (0i64..).zip(requests) {
+        let (task, log) = queued_rows(state, tenant, request, now + chrono::TimeDelta::microseconds(position))?;
         tasks.push(task);
         logs.push(log);
     }

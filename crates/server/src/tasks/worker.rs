@@ -121,7 +121,19 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
             Some(joined) = in_flight.join_next() => record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await,
             _ = &mut deadline => {
                 in_flight.abort_all();
-                while in_flight.join_next().await.is_some() {}
+                // Runs that finished while the others were cut off keep their outcome: returned
+                // to the queue instead, they would run again.
+                let mut finished = Vec::new();
+                while let Some(joined) = in_flight.join_next().await {
+                    if let Ok(Some(outcome)) = joined {
+                        finished.push(outcome);
+                    }
+                }
+                if !finished.is_empty()
+                    && let Err(error) = queue::record(&state, worker_id, finished).await
+                {
+                    tracing::warn!(%error, "could not record task outcomes");
+                }
             }
         }
     }

@@ -220,6 +220,33 @@ async fn recovery_codes_are_shown_until_saved_kept_as_digests_and_each_works_onc
 }
 
 #[tokio::test]
+async fn a_code_check_that_fails_part_way_still_counts_the_guess() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    set_up_app(&app, "olga@example.com", "app-setup").await;
+    require_mfa(&app, &admin, json!({"device_classes": ["totp"], "not_configured_action": "deny"})).await;
+    // The app's secret no longer opens (a restored database with another secret key, say): every
+    // answer fails while it is compared, which must not make guessing free.
+    gatehouse::mfa::entities::otp_device::Entity::update_many()
+        .col_expr(gatehouse::mfa::entities::otp_device::Column::SecretSealed, sea_orm::sea_query::Expr::value("not-a-sealed-secret"))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let mut browser = Browser::new(&app);
+    password_step(&mut browser, "olga@example.com").await;
+    let mut refused = String::new();
+    for _ in 0..10 {
+        let (_, answer) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": "123456"})).await;
+        refused = errors(&answer, "code");
+        if refused.contains("Too many wrong codes") {
+            break;
+        }
+    }
+    assert!(refused.contains("Too many wrong codes"), "{refused}");
+}
+
+#[tokio::test]
 async fn wrong_app_and_recovery_codes_count_toward_one_limit_per_account() {
     let (app, admin) = spawn().await;
     setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;

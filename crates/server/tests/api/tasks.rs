@@ -349,9 +349,15 @@ async fn many_tasks_are_queued_in_a_few_statements_all_or_none_and_each_runs_onc
     let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
     let ids = gatehouse::tasks::enqueue_many(&txn, &app.state, app.state.tenant, (0..count).map(request).collect()).await.unwrap();
     txn.commit().await.unwrap();
+    // Every id names its own request's row, and the batch is due in its order.
+    let rows = task::Entity::find().filter(task::Column::State.eq("queued")).all(&app.state.db).await.unwrap();
+    assert_eq!(rows.len(), count as usize);
+    let by_id: HashMap<Uuid, &task::Model> = rows.iter().map(|row| (row.message_id, row)).collect();
     assert_eq!(ids.len(), count as usize);
-    let queued = task::Entity::find().filter(task::Column::State.eq("queued")).count(&app.state.db).await.unwrap();
-    assert_eq!(queued, u64::from(count));
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(by_id[id].args["n"], n, "the id at {n} names another task");
+    }
+    assert!(ids.windows(2).all(|pair| by_id[&pair[0]].due < by_id[&pair[1]].due), "each task is due after the one before");
     let logged = gatehouse::tasks::entities::task_log::Entity::find()
         .filter(gatehouse::tasks::entities::task_log::Column::Event.eq("Task has been queued"))
         .count(&app.state.db)
