@@ -1,7 +1,7 @@
 //! Making a code, sending it (through [`outbox`]) and judging the answer, under the limits on
 //! both: sends are limited per account, per destination and per client address (every message
-//! costs money); wrong answers count per account across every device and flow, reserved before the comparison so that
-//! concurrent guesses and other processes cannot slip past the limit.
+//! costs money); wrong answers count per account across every device and flow, reserved before
+//! the comparison so that concurrent guesses and other processes cannot slip past the limit.
 
 use gatehouse_types::{Email, PhoneNumber};
 use serde_json::{Map, Value, json};
@@ -103,13 +103,8 @@ pub async fn send_sms_code(
             }
         },
     };
-    let letter = Letter {
-        account: account.id,
-        client_ip: client.ip,
-        user_agent: client.user_agent.clone(),
-        valid_until: sent.valid_until(),
-        message: Message::Sms { settings: settings.clone(), to: to.as_str().to_owned(), payload },
-    };
+    let letter =
+        Letter::new(account, client, sent.valid_until(), Message::Sms { settings: settings.clone(), to: to.as_str().to_owned(), payload });
     Ok(settle(state, reservation, outbox::dispatch(state, &letter).await?).await?.map(|()| sent))
 }
 
@@ -161,13 +156,12 @@ pub async fn send_email_code(
 ) -> Result<std::result::Result<SentCode, String>> {
     let lifetime = settings.code_lifetime();
     let (code, sent) = super::codes::new_code_valid_for(&state.secret, binding, chrono::Utc::now(), lifetime);
-    let letter = Letter {
-        account: account.id,
-        client_ip: client.ip,
-        user_agent: client.user_agent.clone(),
-        valid_until: sent.valid_until(),
-        message: Message::Email { settings: settings.clone(), to: to.as_str().to_owned(), code, valid_for_secs: lifetime.num_seconds() },
-    };
+    let letter = Letter::new(
+        account,
+        client,
+        sent.valid_until(),
+        Message::Email { settings: settings.clone(), to: to.as_str().to_owned(), code, valid_for_secs: lifetime.num_seconds() },
+    );
     Ok(settle(state, reservation, outbox::dispatch(state, &letter).await?).await?.map(|()| sent))
 }
 

@@ -65,6 +65,19 @@ pub enum Message {
     Email { settings: EmailStageSettings, to: String, code: String, valid_for_secs: i64 },
 }
 
+impl Letter {
+    /// A letter carrying `message` for `account`, asked for from `client`, worth sending until
+    /// `valid_until`.
+    pub fn new(
+        account: &crate::accounts::entities::user::Model,
+        client: &ClientInfo,
+        valid_until: DateTime<Utc>,
+        message: Message,
+    ) -> Self {
+        Self { account: account.id, client_ip: client.ip, user_agent: client.user_agent.clone(), valid_until, message }
+    }
+}
+
 impl Message {
     /// The provider's own timeout: the first attempt cannot take much longer.
     fn timeout(&self, state: &AppState) -> Duration {
@@ -119,7 +132,9 @@ pub async fn dispatch(state: &AppState, letter: &Letter) -> Result<Dispatched> {
             }
             // Withdrawn first, so that a worker claiming the retry meanwhile refuses to send it
             // (and an administrator's retry of the task later too).
-            Some((TaskState::Queued, retries)) if retries > 0 && withdraw_handover(&state.db, task.message_id).await? => {
+            Some((TaskState::Queued, retries))
+                if retries > 0 && move_handover(&state.db, task.message_id, Some(Handover::Refused), Handover::Withdrawn).await? =>
+            {
                 let reason = "Withdrawn: the person was told the code could not be sent";
                 queue::withdraw(state, state.tenant, task.message_id, reason).await?;
                 return Ok(Dispatched::NotDelivered);
@@ -183,7 +198,7 @@ async fn send_code(context: TaskContext, args: SendCodeArgs) -> ActorResult {
             tracing::info!(to = %to, medium, user = letter.account, "sent a one-time code");
             // The code is out: a failure to note it must not make the task fail and be retried
             // or withdrawn (the hand-over left as it is still stops any other attempt).
-            if let Err(error) = end_handover(&state.db, context.message_id, Handover::HandedOver).await {
+            if let Err(error) = move_handover(&state.db, context.message_id, None, Handover::HandedOver).await {
                 tracing::warn!(%error, "could not record that a code was handed over");
             }
             if let Err(error) = context.log("info", "Code sent", json!({"medium": medium, "to": to})).await {
@@ -193,7 +208,7 @@ async fn send_code(context: TaskContext, args: SendCodeArgs) -> ActorResult {
         }
         Err(failure) => {
             if failure.kind != FailureKind::Unknown {
-                end_handover(&state.db, context.message_id, Handover::Refused).await?;
+                move_handover(&state.db, context.message_id, None, Handover::Refused).await?;
             }
             tracing::warn!(to = %to, medium, status = ?failure.status, kind = ?failure.kind, "the provider did not take a message");
             record_failure(state, context.tenant, &letter, medium, &failure).await?;
@@ -242,14 +257,7 @@ async fn start_handover(db: &impl ConnectionTrait, tenant: TenantId, message_id:
     if db.execute(&insert).await?.rows_affected() == 1 {
         return Ok(true);
     }
-    let again = code_handover::Entity::update_many()
-        .col_expr(code_handover::Column::State, Expr::val(Handover::HandingOver))
-        .col_expr(code_handover::Column::LastUpdated, Expr::val(Utc::now()))
-        .filter(code_handover::Column::MessageId.eq(message_id))
-        .filter(code_handover::Column::State.eq(Handover::Refused))
-        .exec(db)
-        .await?;
-    Ok(again.rows_affected == 1)
+    move_handover(db, message_id, Some(Handover::Refused), Handover::HandingOver).await
 }
 
 /// How far the task `message_id` got in handing its code over, if it started.
@@ -258,26 +266,14 @@ async fn handover_of(db: &impl ConnectionTrait, message_id: Uuid) -> Result<Opti
     Ok(found.and_then(|row| Handover::parse(&row.state)))
 }
 
-/// Marks a hand-over the provider refused as withdrawn, so that no later attempt sends it;
-/// `false` when it is not (or no longer) refused.
-async fn withdraw_handover(db: &impl ConnectionTrait, message_id: Uuid) -> Result<bool> {
-    let withdrawn = code_handover::Entity::update_many()
-        .col_expr(code_handover::Column::State, Expr::val(Handover::Withdrawn))
+/// Moves the hand-over of `message_id` to `to`, only from `from` when given; whether it moved.
+async fn move_handover(db: &impl ConnectionTrait, message_id: Uuid, from: Option<Handover>, to: Handover) -> Result<bool> {
+    let mut update = code_handover::Entity::update_many()
+        .col_expr(code_handover::Column::State, Expr::val(to))
         .col_expr(code_handover::Column::LastUpdated, Expr::val(Utc::now()))
-        .filter(code_handover::Column::MessageId.eq(message_id))
-        .filter(code_handover::Column::State.eq(Handover::Refused))
-        .exec(db)
-        .await?;
-    Ok(withdrawn.rows_affected == 1)
-}
-
-/// Records how the hand-over of `message_id` ended.
-async fn end_handover(db: &impl ConnectionTrait, message_id: Uuid, how: Handover) -> Result<()> {
-    code_handover::Entity::update_many()
-        .col_expr(code_handover::Column::State, Expr::val(how))
-        .col_expr(code_handover::Column::LastUpdated, Expr::val(Utc::now()))
-        .filter(code_handover::Column::MessageId.eq(message_id))
-        .exec(db)
-        .await?;
-    Ok(())
+        .filter(code_handover::Column::MessageId.eq(message_id));
+    if let Some(from) = from {
+        update = update.filter(code_handover::Column::State.eq(from));
+    }
+    Ok(update.exec(db).await?.rows_affected == 1)
 }

@@ -3,6 +3,8 @@
 //! account's limit on wrong codes, reserved before any comparison, so that concurrent guesses
 //! and other processes cannot slip past it; only a right answer gives the reservation back.
 
+use sea_orm::DatabaseTransaction;
+
 use super::codes::{Answer, SentCode};
 use super::entities::otp_device;
 use super::otp_devices;
@@ -12,7 +14,6 @@ use crate::accounts::entities::user;
 use crate::credentials::attempts::{self, Bucket, Reservation};
 use crate::error::{Error, Result, try_again_in};
 use crate::state::AppState;
-use sea_orm::DatabaseTransaction;
 
 /// What proved the answer right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ const LONGEST_ANSWER: usize = 128;
 async fn reserve_guess(state: &AppState, account: &user::Model) -> Result<std::result::Result<Reservation, String>> {
     match attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
         Ok(reservation) => Ok(Ok(reservation)),
-        Err(Error::RateLimited { retry_after_secs }) => Ok(Err(format!("Too many wrong codes. {}", try_again_in(retry_after_secs)))),
+        Err(Error::RateLimited { retry_after_secs }) => Ok(Err(too_many_guesses(retry_after_secs))),
         Err(other) => Err(other),
     }
 }
@@ -72,8 +73,7 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
     let reservation = match attempts::reserve_in(&txn, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
         Ok(reservation) => reservation,
         Err(Error::RateLimited { retry_after_secs }) => {
-            let message = format!("Too many wrong codes. {}", try_again_in(retry_after_secs));
-            return Ok(Checked::Refused { message, new_code_needed: false });
+            return Ok(Checked::Refused { message: too_many_guesses(retry_after_secs), new_code_needed: false });
         }
         Err(other) => return Err(other),
     };
@@ -89,19 +89,26 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
             return Err(error);
         }
     };
-    match &checked {
-        Judged::Right(_) => reservation.settle_success(&txn).await?,
+    let checked = match checked {
+        Judged::Right(proof) => {
+            reservation.settle_success(&txn).await?;
+            Checked::Right(proof)
+        }
         // An expired text code compared nothing: rolling back gives the guess back.
         Judged::ExpiredUncompared => return Ok(expired()),
         // A wrong answer stays counted.
-        Judged::Refused(_) => drop(reservation),
-    }
+        Judged::Refused(refused) => {
+            drop(reservation);
+            refused
+        }
+    };
     txn.commit().await?;
-    Ok(match checked {
-        Judged::Right(proof) => Checked::Right(proof),
-        Judged::Refused(refused) => refused,
-        Judged::ExpiredUncompared => expired(),
-    })
+    Ok(checked)
+}
+
+/// What a person is told while their guesses must wait.
+fn too_many_guesses(retry_after_secs: u64) -> String {
+    format!("Too many wrong codes. {}", try_again_in(retry_after_secs))
 }
 
 /// What comparing an answer found, before the transaction ends.

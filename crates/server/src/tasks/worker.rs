@@ -129,11 +129,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
                         finished.push(outcome);
                     }
                 }
-                if !finished.is_empty()
-                    && let Err(error) = queue::record(&state, worker_id, finished).await
-                {
-                    tracing::warn!(%error, "could not record task outcomes");
-                }
+                record_outcomes(&state, worker_id, finished).await;
             }
         }
     }
@@ -240,6 +236,11 @@ async fn record_ready(state: &AppState, worker_id: Uuid, first: Option<queue::Ou
             outcomes.push(outcome);
         }
     }
+    record_outcomes(state, worker_id, outcomes).await;
+}
+
+/// Records `outcomes` in one transaction; a failure is logged (the tasks are rescued later).
+async fn record_outcomes(state: &AppState, worker_id: Uuid, outcomes: Vec<queue::Outcome>) {
     if let Err(error) = queue::record(state, worker_id, outcomes).await {
         tracing::warn!(%error, "could not record task outcomes");
     }

@@ -91,6 +91,20 @@ async fn sms_setup_flow(app: &TestApp, admin: &Session, slug: &str, settings: Va
     crate::authenticators::setup_flow(app, admin, slug, "sms", settings).await
 }
 
+/// A generic webhook on `provider` with bearer credentials: an SMS stage's settings.
+fn generic_webhook(provider: &FakeProvider) -> Value {
+    json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"})
+}
+
+/// A new account `email`, signed in, at the first question of the flow `slug`.
+async fn person_at<'a>(app: &'a TestApp, email: &str, slug: &str) -> Browser<'a> {
+    app.user(email, |_| {}).await;
+    let mut browser = Browser::new(app);
+    browser.sign_in(email, PASSWORD).await;
+    browser.get(&executor(slug)).await;
+    browser
+}
+
 pub(crate) fn executor(slug: &str) -> String {
     format!("/api/v3/flows/executor/{slug}/")
 }
@@ -210,10 +224,7 @@ async fn twilio_gets_its_form_with_basic_auth_and_verify_only_keeps_a_keyed_dige
         json!({"provider": "twilio", "account_sid": "AC0123456789abcdef", "from_number": "+15005550006", "auth": "twilio-auth-token", "verify_only": true}),
     )
     .await;
-    app.user("piet@example.com", |_| {}).await;
-    let mut piet = Browser::new(&app);
-    piet.sign_in("piet@example.com", PASSWORD).await;
-    piet.get(&executor("prove-phone")).await;
+    let mut piet = person_at(&app, "piet@example.com", "prove-phone").await;
     piet.post(&executor("prove-phone"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+31 20 794 0000"})).await;
     let sent = provider.requests();
     assert_eq!(sent[0].path, "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json");
@@ -239,10 +250,7 @@ async fn twilio_gets_its_form_with_basic_auth_and_verify_only_keeps_a_keyed_dige
     assert!(!kept.contains("31207940000"));
 
     // The number is proven on this stage: nobody can enrol it again there, the digest notwithstanding.
-    app.user("otto@example.com", |_| {}).await;
-    let mut otto = Browser::new(&app);
-    otto.sign_in("otto@example.com", PASSWORD).await;
-    otto.get(&executor("prove-phone")).await;
+    let mut otto = person_at(&app, "otto@example.com", "prove-phone").await;
     let (_, taken) =
         otto.post(&executor("prove-phone"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+31207940000"})).await;
     assert!(errors(&taken, "phone_number").contains("cannot be used here"), "{taken}");
@@ -258,10 +266,7 @@ async fn a_provider_that_refuses_is_recorded_and_the_person_told_to_try_later() 
         json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "Gatehouse", "auth": "user", "auth_password": "webhook-basic-password"}),
     )
     .await;
-    app.user("olga@example.com", |_| {}).await;
-    let mut olga = Browser::new(&app);
-    olga.sign_in("olga@example.com", PASSWORD).await;
-    olga.get(&executor("phone-setup")).await;
+    let mut olga = person_at(&app, "olga@example.com", "phone-setup").await;
     // A refusal (400), a failure (500) and a request to try later (503) alike are told at once.
     for (sends, refusal) in [(1, 400), (2, 500), (3, 503)] {
         *provider.status.lock().unwrap() = refusal;
@@ -293,13 +298,7 @@ async fn a_provider_that_refuses_is_recorded_and_the_person_told_to_try_later() 
 #[tokio::test]
 async fn sends_to_one_account_are_limited_and_the_limit_says_when_to_retry() {
     let (app, provider, admin) = spawn_with_provider().await;
-    sms_setup_flow(
-        &app,
-        &admin,
-        "phone-setup",
-        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
-    )
-    .await;
+    sms_setup_flow(&app, &admin, "phone-setup", generic_webhook(&provider)).await;
     app.user("olga@example.com", |_| {}).await;
     let mut olga = Browser::new(&app);
     olga.sign_in("olga@example.com", PASSWORD).await;
@@ -323,13 +322,7 @@ async fn sends_to_one_account_are_limited_and_the_limit_says_when_to_retry() {
 #[tokio::test]
 async fn wrong_codes_count_per_account_across_runs_and_new_codes() {
     let (app, provider, admin) = spawn_with_provider().await;
-    sms_setup_flow(
-        &app,
-        &admin,
-        "phone-setup",
-        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
-    )
-    .await;
+    sms_setup_flow(&app, &admin, "phone-setup", generic_webhook(&provider)).await;
     app.user("olga@example.com", |_| {}).await;
     let mut olga = Browser::new(&app);
     olga.sign_in("olga@example.com", PASSWORD).await;
@@ -380,13 +373,7 @@ async fn enrolled(app: &TestApp, provider: &FakeProvider, email: &str, number: &
 #[tokio::test]
 async fn devices_are_their_owners_and_administrators_need_the_permissions_and_the_owners_rights() {
     let (app, provider, admin) = spawn_with_provider().await;
-    sms_setup_flow(
-        &app,
-        &admin,
-        "phone-setup",
-        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
-    )
-    .await;
+    sms_setup_flow(&app, &admin, "phone-setup", generic_webhook(&provider)).await;
     app.user("olga@example.com", |_| {}).await;
     app.user("piet@example.com", |_| {}).await;
     // Signed in before she has a phone: with one, the password alone no longer signs her in.
@@ -1065,10 +1052,7 @@ async fn a_provider_that_answers_too_late_is_not_asked_again_and_its_code_still_
     )
     .await;
     *provider.delay.lock().unwrap() = std::time::Duration::from_secs(3);
-    app.user("olga@example.com", |_| {}).await;
-    let mut olga = Browser::new(&app);
-    olga.sign_in("olga@example.com", PASSWORD).await;
-    olga.get(&executor("phone-setup")).await;
+    let mut olga = person_at(&app, "olga@example.com", "phone-setup").await;
     // The provider may have taken the message: the code is kept, and the person asked for it.
     let (_, challenge) =
         olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
@@ -1092,17 +1076,8 @@ async fn a_code_still_on_its_way_when_the_request_stops_waiting_is_retried_by_th
         config.tasks.retry_min_backoff = duration("milliseconds=50");
     })
     .await;
-    sms_setup_flow(
-        &app,
-        &admin,
-        "phone-setup",
-        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
-    )
-    .await;
-    app.user("olga@example.com", |_| {}).await;
-    let mut olga = Browser::new(&app);
-    olga.sign_in("olga@example.com", PASSWORD).await;
-    olga.get(&executor("phone-setup")).await;
+    sms_setup_flow(&app, &admin, "phone-setup", generic_webhook(&provider)).await;
+    let mut olga = person_at(&app, "olga@example.com", "phone-setup").await;
     // No worker is free yet: the request stops waiting and says the code is on its way.
     let (_, challenge) =
         olga.post(&executor("phone-setup"), json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"})).await;
@@ -1131,18 +1106,9 @@ async fn a_worker_stopped_while_handing_a_code_over_never_sends_it_again() {
     })
     .await;
     app.run_worker().await;
-    sms_setup_flow(
-        &app,
-        &admin,
-        "phone-setup",
-        json!({"provider": "generic", "account_sid": format!("{}/send", provider.base), "from_number": "G", "auth": "t", "auth_type": "bearer"}),
-    )
-    .await;
+    sms_setup_flow(&app, &admin, "phone-setup", generic_webhook(&provider)).await;
     *provider.delay.lock().unwrap() = std::time::Duration::from_secs(3);
-    app.user("olga@example.com", |_| {}).await;
-    let mut olga = Browser::new(&app);
-    olga.sign_in("olga@example.com", PASSWORD).await;
-    olga.get(&executor("phone-setup")).await;
+    let mut olga = person_at(&app, "olga@example.com", "phone-setup").await;
     let path = executor("phone-setup");
     let asking = olga.post(&path, json!({"component": "ak-stage-authenticator-sms", "phone_number": "+41446681800"}));
     let crash = async {
