@@ -1,5 +1,5 @@
 -- wrk script: complete sign-ins through the flow executor (see scripts/load). Each connection
--- walks the default authentication flow: GET (starts a run), identification, password. Run with
+-- walks the default authentication flow: GET (opens the flow), identification, password. Run with
 -- as many threads as connections, so each thread's state belongs to one connection.
 local path = "/api/v3/flows/executor/default-authentication-flow/"
 local identify = '{"component": "ak-stage-identification", "uid_field": "bench@example.com"}'
@@ -25,12 +25,21 @@ function request()
   end
 end
 
+-- The flow cookie changes when the run is first stored (on the first answer): keep the latest.
+local function take_flow_cookie(headers)
+  local set = headers["Set-Cookie"] or headers["set-cookie"] or ""
+  local value = set:match("^(gatehouse_flow=[^;]+)")
+  if value then
+    cookie = value
+  end
+end
+
 function response(status, headers, body)
   if step == 0 then
-    local set = headers["Set-Cookie"] or headers["set-cookie"] or ""
-    cookie = set:match("^(gatehouse_flow=[^;]*)") or ""
+    take_flow_cookie(headers)
     step = 1
   elseif step == 1 then
+    take_flow_cookie(headers)
     step = 2
   else
     if status == 200 and body:find("xak-flow-redirect", 1, true) then

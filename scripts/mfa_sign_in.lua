@@ -1,5 +1,5 @@
 -- wrk script: complete multi-factor sign-ins through the flow executor (see scripts/load). Each
--- connection walks the default authentication flow: GET (starts a run), identification,
+-- connection walks the default authentication flow: GET (opens the flow), identification,
 -- password, then an authenticator app's code at the validation stage. The accounts and codes
 -- come from the file MFA_CODES names (written by scripts/mfa_enrol.py): each code signs in
 -- once, so each thread takes its own share. Run with as many threads as connections.
@@ -52,15 +52,21 @@ function request()
   end
 end
 
+-- The flow cookie changes when the run is first stored (on the first answer): keep the latest.
+local function take_flow_cookie(headers)
+  local set = headers["Set-Cookie"] or headers["set-cookie"] or ""
+  local value = set:match("^(gatehouse_flow=[^;]+)")
+  if value then
+    cookie = value
+  end
+end
+
 function response(status, headers, body)
   if pairs_of_thread[next_pair] == nil then
     return
   end
-  if step == 0 then
-    local set = headers["Set-Cookie"] or headers["set-cookie"] or ""
-    cookie = set:match("^(gatehouse_flow=[^;]*)") or ""
-    step = 1
-  elseif step < 3 then
+  if step < 3 then
+    take_flow_cookie(headers)
     step = step + 1
   else
     if status == 200 and body:find("xak-flow-redirect", 1, true) then

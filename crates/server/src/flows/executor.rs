@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseAction};
 use super::redirect::safe_next;
-use super::run::{self, FlowContext, FlowInfo, Plan, PlannedStage, Run};
+use super::run::{self, FlowContext, FlowInfo, Found, Plan, PlannedStage, Run, Saved};
 use super::stage::{Effect, Prompt, StageContext, Step};
 use crate::credentials::cache::AuthContext;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
@@ -221,23 +221,34 @@ async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) 
     if plan.stages.is_empty() {
         return Ok(Started::Refused(Challenge::AccessDenied { message: "This flow has no stages.".into() }));
     }
-    let context = FlowContext {
-        redirect: next,
+    let context = FlowContext { redirect: next, ..client_context(request) };
+    let lifetime = state.config.flows.run_lifetime.to_chrono();
+    let (run, ticket) = run::start(&state.db, &state.secret, state.tenant, plan, context, lifetime).await?;
+    metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
+    Ok(Started::Running { run: Box::new(run), cookie: FlowCookie::Set(ticket) })
+}
+
+/// A new run's context: who the client is.
+fn client_context(request: &FlowRequest<'_>) -> FlowContext {
+    FlowContext {
         client_ip: request.client.ip_text(),
         user_agent: request.client.user_agent.chars().take(512).collect(),
         ..FlowContext::default()
-    };
-    let lifetime = state.config.flows.run_lifetime.to_chrono();
-    let (run, key) = run::create(&state.db, &state.secret, state.tenant, plan, context, lifetime).await?;
-    metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
-    Ok(Started::Running { run: Box::new(run), cookie: FlowCookie::Set(key) })
+    }
 }
 
 /// The run the cookie names for the flow `slug`, if any; a run of another flow is ended (a
 /// browser runs one flow at a time). A page form's token must match the run the cookie names.
 async fn resume(state: &AppState, request: &FlowRequest<'_>, form: Option<&FormAnswer<'_>>) -> Result<Option<Run>> {
     let Some(key) = request.key else { return Ok(None) };
-    let Some(run) = run::find(&state.db, &state.secret, state.tenant, key).await? else { return Ok(None) };
+    let run = match run::find(&state.db, &state.secret, state.tenant, key).await? {
+        None => return Ok(None),
+        Some(Found::Stored(run)) => *run,
+        Some(Found::Ticket(ticket)) => match from_ticket(state, request, ticket).await? {
+            Some(run) => run,
+            None => return Ok(None),
+        },
+    };
     if let Some(form) = form
         && !constant_time_eq(run::form_token(&state.secret, run.id).as_bytes(), form.token.as_bytes())
     {
@@ -248,6 +259,21 @@ async fn resume(state: &AppState, request: &FlowRequest<'_>, form: Option<&FormA
         return Ok(None);
     }
     Ok(Some(run))
+}
+
+/// The run a ticket names, rebuilt: `None` when the ticket is for another flow, the flow changed
+/// since, or the caller may no longer run it.
+async fn from_ticket(state: &AppState, request: &FlowRequest<'_>, ticket: run::Ticket) -> Result<Option<Run>> {
+    let flow = match find_flow(state, request.slug).await {
+        Ok(flow) if flow.id == ticket.flow_id => flow,
+        Ok(_) | Err(Error::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if requirement_unmet(&flow, request.current.as_deref()).is_some() {
+        return Ok(None);
+    }
+    let plan = plan_for(state, &flow).await?;
+    run::from_ticket(&state.secret, ticket, plan, client_context(request))
 }
 
 /// The caller's run of the flow, or a new one; `Err` with the outcome when the flow refuses to
@@ -276,7 +302,7 @@ pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> 
     };
     let flow = run.plan.flow.clone();
     let mut walk = Walk::new(state, &flow, &request);
-    // A run is saved only when entering stages changed it (a new run is stored as is).
+    // A run is saved only when entering stages changed it (a new run is not stored until then).
     let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
     Ok(walk.finish(challenge, cookie))
 }
@@ -368,6 +394,8 @@ struct Walk<'a> {
     effects: Vec<Effect>,
     /// The pending user's account once a stage loaded it.
     account: Option<crate::accounts::entities::user::Model>,
+    /// The cookie key of a run this walk stored for the first time.
+    stored_under: Option<String>,
 }
 
 /// Where a walk stopped: the challenge, and the run if it goes on.
@@ -379,11 +407,15 @@ struct Stop {
 
 impl<'a> Walk<'a> {
     fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>) -> Self {
-        Self { state, flow, request, effects: Vec::new(), account: None }
+        Self { state, flow, request, effects: Vec::new(), account: None, stored_under: None }
     }
 
     fn finish(self, stop: Stop, cookie: FlowCookie) -> Outcome {
-        let cookie = if stop.ended { FlowCookie::Clear } else { cookie };
+        let cookie = match (stop.ended, self.stored_under) {
+            (true, _) => FlowCookie::Clear,
+            (false, Some(key)) => FlowCookie::Set(key),
+            (false, None) => cookie,
+        };
         Outcome { flow: self.flow.clone(), challenge: stop.challenge, effects: self.effects, cookie, run: stop.run }
     }
 
@@ -450,8 +482,12 @@ impl<'a> Walk<'a> {
     }
 
     async fn ask(&mut self, run: &mut Run, changed: bool, component: &'static str, prompt: Prompt, errors: FieldErrors) -> Result<Stop> {
-        if changed && !run::save(&self.state.db, run).await? {
-            return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER));
+        if changed {
+            match run::save(&self.state.db, &self.state.secret, self.state.tenant, run).await? {
+                Saved::Updated => {}
+                Saved::Stored(key) => self.stored_under = Some(key),
+                Saved::Lost => return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER)),
+            }
         }
         Ok(Stop { challenge: Challenge::Stage { component, prompt, errors }, run: Some((run.id, run.step)), ended: false })
     }

@@ -1,8 +1,17 @@
 //! Flow runs: the plan a flow made when it started and the context its stages share, kept in
 //! the database (so any server process can continue it) and found by the browser's flow cookie.
+//!
+//! A run is stored only once it has something to keep. Opening a flow gives a *ticket* instead:
+//! a signed cookie value naming the flow, the plan's fingerprint, the run's identity and where
+//! to go afterwards. Any process rebuilds the run from it, so a flood of page loads writes
+//! nothing; the first answer stores the run under a fresh random key, and storing it is the
+//! compare-and-set of its first step (a second answer with the same ticket loses).
 
-use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use sea_orm::TryInsertResult;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -10,7 +19,7 @@ use uuid::Uuid;
 use super::entities::run;
 use super::model::InvalidResponseAction;
 use crate::error::{Error, Result};
-use crate::secret::{ServerSecret, random_token};
+use crate::secret::{ServerSecret, constant_time_eq, random_token};
 use crate::tenants::TenantId;
 
 /// Name of the cookie that carries the flow run's key.
@@ -97,6 +106,10 @@ pub struct Run {
     pub step: i64,
     pub plan: Plan,
     pub context: FlowContext,
+    /// When the run ends unless it finished before.
+    pub expires: DateTime<Utc>,
+    /// Whether the run is in the database; a run rebuilt from its ticket is not yet.
+    pub stored: bool,
 }
 
 impl Run {
@@ -125,12 +138,76 @@ fn key_digest(secret: &ServerSecret, key: &str) -> String {
 fn decode(model: run::Model) -> Result<Run> {
     let plan = serde_json::from_value(model.plan).map_err(|e| Error::internal(format!("flow run plan: {e}")))?;
     let context = serde_json::from_value(model.context).map_err(|e| Error::internal(format!("flow run context: {e}")))?;
-    Ok(Run { id: model.id, step: model.step, plan, context })
+    Ok(Run { id: model.id, step: model.step, plan, context, expires: model.expires, stored: true })
 }
 
-/// The run a cookie key names; `None` for no run (a tampered, finished or purged key) and for an
-/// expired one, which is deleted on the way.
-pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, key: &str) -> Result<Option<Run>> {
+/// What a run not yet stored carries in its cookie, signed with the server secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ticket {
+    /// The identity the run will be stored under.
+    #[serde(rename = "r")]
+    pub run_id: Uuid,
+    #[serde(rename = "f")]
+    pub flow_id: Uuid,
+    /// [`fingerprint`] of the plan the flow made when it was opened.
+    #[serde(rename = "p")]
+    pub plan: String,
+    /// Unix seconds at which the run ends.
+    #[serde(rename = "e")]
+    pub expires: i64,
+    /// Where to go when the flow ends.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+}
+
+/// Longest ticket put in a cookie (browsers keep cookies up to 4096 bytes with name and
+/// attributes); a run whose ticket would be longer is stored at once.
+const MAX_TICKET_LEN: usize = 3500;
+/// Separates a ticket's parts; never part of a stored run's key (URL-safe base64).
+const TICKET_SEPARATOR: char = '.';
+
+/// A keyed digest of a plan, so a ticket names the plan it was made with: a flow whose stages
+/// changed since does not continue under the new plan as if it were the old one.
+pub fn fingerprint(secret: &ServerSecret, plan: &Plan) -> Result<String> {
+    let bytes = serde_json::to_vec(plan).map_err(Error::internal)?;
+    Ok(secret.digest("flow-plan", &bytes)[..32].to_owned())
+}
+
+fn ticket_mac(secret: &ServerSecret, payload: &str) -> String {
+    URL_SAFE_NO_PAD.encode(secret.mac("flow-ticket", payload.as_bytes()))
+}
+
+fn seal_ticket(secret: &ServerSecret, ticket: &Ticket) -> Result<String> {
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(ticket).map_err(Error::internal)?);
+    let mac = ticket_mac(secret, &payload);
+    Ok(format!("{payload}{TICKET_SEPARATOR}{mac}"))
+}
+
+/// The ticket a cookie value holds, if the server made it and it has not expired.
+fn open_ticket(secret: &ServerSecret, value: &str) -> Option<Ticket> {
+    let (payload, mac) = value.split_once(TICKET_SEPARATOR)?;
+    if !constant_time_eq(ticket_mac(secret, payload).as_bytes(), mac.as_bytes()) {
+        return None;
+    }
+    let ticket: Ticket = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    (ticket.expires > Utc::now().timestamp()).then_some(ticket)
+}
+
+/// What a flow cookie names.
+#[derive(Debug)]
+pub enum Found {
+    /// A stored run.
+    Stored(Box<Run>),
+    /// A run not stored yet, to rebuild with [`from_ticket`].
+    Ticket(Ticket),
+}
+
+/// The run a cookie key names; `None` for no run (a tampered, finished or purged key, an
+/// expired ticket) and for an expired run, which is deleted on the way.
+pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, key: &str) -> Result<Option<Found>> {
+    if key.contains(TICKET_SEPARATOR) {
+        return Ok((key.len() <= MAX_TICKET_LEN).then(|| open_ticket(secret, key)).flatten().map(Found::Ticket));
+    }
     if key.is_empty() || key.len() > 128 {
         return Ok(None);
     }
@@ -146,7 +223,18 @@ pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Tena
         discard(db, model.id).await?;
         return Ok(None);
     }
-    decode(model).map(Some)
+    decode(model).map(|run| Some(Found::Stored(Box::new(run))))
+}
+
+/// The run a ticket names, rebuilt with the flow's current `plan`; `None` when the plan is not
+/// the one the ticket was made with.
+pub fn from_ticket(secret: &ServerSecret, ticket: Ticket, plan: Plan, context: FlowContext) -> Result<Option<Run>> {
+    if plan.flow.id != ticket.flow_id || fingerprint(secret, &plan)? != ticket.plan {
+        return Ok(None);
+    }
+    let expires = DateTime::from_timestamp(ticket.expires, 0).ok_or_else(|| Error::internal("flow ticket expiry"))?;
+    let context = FlowContext { redirect: ticket.redirect, ..context };
+    Ok(Some(Run { id: ticket.run_id, step: 0, plan, context, expires, stored: false }))
 }
 
 /// The token a page form must carry to answer the run `run_id`: bound to the run, so a form from
@@ -156,8 +244,10 @@ pub fn form_token(secret: &ServerSecret, run_id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.mac("flow-form", run_id.as_bytes()))
 }
 
-/// Starts a run; returns it with the cookie key that finds it (shown only this once).
-pub async fn create(
+/// Starts a run; returns it with the cookie value that finds it. The run is not stored: the
+/// value is its ticket. Only a ticket too long for a cookie (a very long `next`) has the run
+/// stored at once, under a random key.
+pub async fn start(
     db: &impl ConnectionTrait,
     secret: &ServerSecret,
     tenant: TenantId,
@@ -165,27 +255,41 @@ pub async fn create(
     context: FlowContext,
     lifetime: chrono::TimeDelta,
 ) -> Result<(Run, String)> {
-    let key = random_token(32);
-    let now = Utc::now();
-    let model = run::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        tenant_id: Set(tenant.0),
-        key_digest: Set(key_digest(secret, &key)),
-        flow_id: Set(plan.flow.id),
-        step: Set(0),
-        plan: Set(serde_json::to_value(&plan).map_err(Error::internal)?),
-        context: Set(serde_json::to_value(&context).map_err(Error::internal)?),
-        created: Set(now),
-        expires: Set(now + lifetime),
+    let expires = DateTime::from_timestamp((Utc::now() + lifetime).timestamp(), 0).ok_or_else(|| Error::internal("flow run expiry"))?;
+    let mut run = Run { id: Uuid::new_v4(), step: 0, plan, context, expires, stored: false };
+    let ticket = Ticket {
+        run_id: run.id,
+        flow_id: run.plan.flow.id,
+        plan: fingerprint(secret, &run.plan)?,
+        expires: expires.timestamp(),
+        redirect: run.context.redirect.clone(),
+    };
+    let ticket = seal_ticket(secret, &ticket)?;
+    if ticket.len() <= MAX_TICKET_LEN {
+        return Ok((run, ticket));
     }
-    .insert(db)
-    .await?;
-    Ok((decode(model)?, key))
+    match store(db, secret, tenant, &mut run).await? {
+        Saved::Stored(key) => Ok((run, key)),
+        _ => Err(Error::internal("a new flow run's identity is taken")),
+    }
 }
 
-/// Saves a run that was loaded at `run.step`, bumping the step. `false` when another request
-/// changed it meanwhile: the caller's changes are not saved.
-pub async fn save(db: &impl ConnectionTrait, run: &mut Run) -> Result<bool> {
+/// What saving a run did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// The stored run was updated.
+    Updated,
+    /// The run was stored for the first time, under this new cookie key (shown only this once).
+    Stored(String),
+    /// Another request changed the run meanwhile: the caller's changes are not saved.
+    Lost,
+}
+
+/// Saves a run that was loaded at `run.step`, bumping the step; a run not stored yet is stored.
+pub async fn save(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, run: &mut Run) -> Result<Saved> {
+    if !run.stored {
+        return store(db, secret, tenant, run).await;
+    }
     let result = run::Entity::update_many()
         .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1))
         .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.plan).map_err(Error::internal)?))
@@ -196,14 +300,43 @@ pub async fn save(db: &impl ConnectionTrait, run: &mut Run) -> Result<bool> {
         .await?;
     if result.rows_affected == 1 {
         run.step += 1;
-        Ok(true)
+        Ok(Saved::Updated)
     } else {
-        Ok(false)
+        Ok(Saved::Lost)
+    }
+}
+
+/// Stores a run rebuilt from its ticket, at its next step. Its identity came with the ticket, so
+/// a second request storing the same run finds the row there and loses.
+async fn store(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, run: &mut Run) -> Result<Saved> {
+    let key = random_token(32);
+    let model = run::ActiveModel {
+        id: Set(run.id),
+        tenant_id: Set(tenant.0),
+        key_digest: Set(key_digest(secret, &key)),
+        flow_id: Set(run.plan.flow.id),
+        step: Set(run.step + 1),
+        plan: Set(serde_json::to_value(&run.plan).map_err(Error::internal)?),
+        context: Set(serde_json::to_value(&run.context).map_err(Error::internal)?),
+        created: Set(Utc::now()),
+        expires: Set(run.expires),
+    };
+    match run::Entity::insert(model).on_conflict_do_nothing_on([run::Column::Id]).exec_without_returning(db).await? {
+        TryInsertResult::Inserted(1) => {
+            run.step += 1;
+            run.stored = true;
+            Ok(Saved::Stored(key))
+        }
+        _ => Ok(Saved::Lost),
     }
 }
 
 /// Ends a run that was loaded at `run.step`; `false` when another request changed it meanwhile.
+/// A run never stored has nothing to end.
 pub async fn finish(db: &impl ConnectionTrait, run: &Run) -> Result<bool> {
+    if !run.stored {
+        return Ok(true);
+    }
     let result = run::Entity::delete_many().filter(run::Column::Id.eq(run.id)).filter(run::Column::Step.eq(run.step)).exec(db).await?;
     Ok(result.rows_affected == 1)
 }
@@ -227,4 +360,61 @@ pub async fn cancel(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Te
 /// Deletes runs past their lifetime; returns how many.
 pub async fn purge_expired(db: &impl ConnectionTrait) -> Result<u64> {
     Ok(run::Entity::delete_many().filter(run::Column::Expires.lt(Utc::now())).exec(db).await?.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(stage_name: &str) -> Plan {
+        Plan {
+            flow: FlowInfo { id: Uuid::from_u128(7), slug: "sign-in".into(), ..FlowInfo::default() },
+            stages: vec![PlannedStage {
+                stage_id: Uuid::from_u128(8),
+                name: stage_name.into(),
+                kind: "identification".into(),
+                settings: serde_json::json!({"user_fields": ["email"]}),
+                invalid_response_action: InvalidResponseAction::Retry,
+            }],
+            position: 0,
+        }
+    }
+
+    fn opened(secret: &ServerSecret, cookie: &str) -> Option<Ticket> {
+        open_ticket(secret, cookie)
+    }
+
+    /// [`start`] for a run whose ticket fits, which touches no database.
+    async fn start(secret: &ServerSecret, plan: Plan, context: FlowContext, lifetime: chrono::TimeDelta) -> Result<(Run, String)> {
+        let db = sea_orm::DatabaseConnection::default();
+        super::start(&db, secret, TenantId(Uuid::nil()), plan, context, lifetime).await
+    }
+
+    #[tokio::test]
+    async fn a_ticket_rebuilds_the_run_it_was_made_for() {
+        let secret = ServerSecret::from_bytes(b"a test key of thirty-two bytes!!");
+        let context = FlowContext { redirect: Some("/if/user/".into()), ..FlowContext::default() };
+        let (run, cookie) = start(&secret, plan("identify"), context, chrono::TimeDelta::minutes(30)).await.unwrap();
+        assert!(!run.stored);
+        let ticket = opened(&secret, &cookie).expect("the server's own ticket opens");
+        let rebuilt = from_ticket(&secret, ticket, plan("identify"), FlowContext::default()).unwrap().expect("same plan");
+        assert_eq!((rebuilt.id, rebuilt.step, rebuilt.expires, rebuilt.stored), (run.id, 0, run.expires, false));
+        assert_eq!(rebuilt.context.redirect.as_deref(), Some("/if/user/"));
+    }
+
+    #[tokio::test]
+    async fn a_ticket_for_another_plan_another_key_or_past_its_time_does_not_open() {
+        let secret = ServerSecret::from_bytes(b"a test key of thirty-two bytes!!");
+        let (_, cookie) = start(&secret, plan("identify"), FlowContext::default(), chrono::TimeDelta::minutes(30)).await.unwrap();
+        let ticket = opened(&secret, &cookie).unwrap();
+        assert!(from_ticket(&secret, ticket.clone(), plan("renamed"), FlowContext::default()).unwrap().is_none(), "the plan changed");
+        let other_flow = Plan { flow: FlowInfo { id: Uuid::from_u128(9), ..plan("identify").flow }, ..plan("identify") };
+        assert!(from_ticket(&secret, ticket, other_flow, FlowContext::default()).unwrap().is_none(), "another flow");
+        let other_key = ServerSecret::from_bytes(b"another key of thirty-two bytes!");
+        assert!(opened(&other_key, &cookie).is_none(), "made with another server secret");
+        assert!(opened(&secret, &cookie.replacen('.', "x.", 1)).is_none(), "payload changed");
+        let (_, expired) = start(&secret, plan("identify"), FlowContext::default(), chrono::TimeDelta::seconds(-1)).await.unwrap();
+        assert!(opened(&secret, &expired).is_none(), "past its time");
+        assert!(opened(&secret, "no-separator").is_none());
+    }
 }

@@ -274,6 +274,107 @@ async fn a_later_stage_cannot_be_answered_first_and_answers_cannot_be_replayed()
     assert_eq!(replayer.me().await, StatusCode::UNAUTHORIZED);
 }
 
+async fn stored_runs(app: &TestApp) -> u64 {
+    use sea_orm::PaginatorTrait;
+    gatehouse::flows::entities::run::Entity::find().count(&app.state.db).await.unwrap()
+}
+
+#[tokio::test]
+async fn opening_a_flow_stores_nothing_until_the_first_answer() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    for _ in 0..20 {
+        let (status, challenge) = Browser::new(&app).get(SIGN_IN).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(challenge["component"], "ak-stage-identification");
+    }
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+    let ticket = browser.cookies[FLOW_COOKIE].clone();
+    for _ in 0..5 {
+        let (_, challenge) = browser.get(SIGN_IN).await;
+        assert_eq!(challenge["component"], "ak-stage-identification");
+        assert_eq!(browser.cookies[FLOW_COOKIE], ticket, "a reload continues the same run");
+    }
+    assert_eq!(stored_runs(&app).await, 0, "a flood of page loads writes no run");
+
+    let (_, challenge) = browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"})).await;
+    assert_eq!(challenge["component"], "ak-stage-password", "{challenge}");
+    assert_eq!(stored_runs(&app).await, 1, "the first answer stores the run");
+    assert_ne!(browser.cookies[FLOW_COOKIE], ticket, "the stored run is found by a new key");
+    let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    assert_eq!(browser.me().await, StatusCode::OK);
+    assert_eq!(stored_runs(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_flow_opened_with_a_next_too_long_for_a_ticket_is_stored_at_once_and_still_goes_there() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    // Quotes double in the ticket's JSON: 2,000 of them cannot travel in a cookie.
+    let next = format!("/{}", "\"".repeat(2000));
+    let mut browser = Browser::new(&app);
+    let (status, first) = browser.get(&format!("{SIGN_IN}?query=next%3D%252F{}", "%2522".repeat(2000))).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(!browser.cookies[FLOW_COOKIE].contains('.'), "the run is found by a key, not a ticket");
+    assert_eq!(stored_runs(&app).await, 1);
+    browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"})).await;
+    let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(done["to"], next, "{done}");
+}
+
+#[tokio::test]
+async fn a_flow_ticket_answered_twice_stores_one_run_and_the_second_answer_loses() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    app.user("eve@example.com", |_| {}).await;
+    let mut first = Browser::new(&app);
+    first.get(SIGN_IN).await;
+    let mut second = Browser::new(&app);
+    second.cookies.insert(FLOW_COOKIE.to_owned(), first.cookies[FLOW_COOKIE].clone());
+    let (_, challenge) = first.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"})).await;
+    assert_eq!(challenge["component"], "ak-stage-password", "{challenge}");
+    let (status, lost) = second.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "eve@example.com"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{lost}");
+    assert!(lost.to_string().contains("already submitted"), "{lost}");
+    assert_eq!(stored_runs(&app).await, 1);
+    // The run that was stored is the first answer's: ada's password signs in.
+    let (_, done) = first.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+}
+
+#[tokio::test]
+async fn a_forged_flow_ticket_or_one_for_a_flow_that_changed_starts_over() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let answer = json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"});
+
+    let mut forger = Browser::new(&app);
+    forger.get(SIGN_IN).await;
+    let ticket = forger.cookies[FLOW_COOKIE].clone();
+    let (payload, mac) = ticket.split_once('.').expect("an unstored run's cookie is a signed ticket");
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value = serde_json::from_slice(&engine.decode(payload).unwrap()).unwrap();
+    claims["n"] = json!("/elsewhere/");
+    let forged = format!("{}.{mac}", engine.encode(serde_json::to_vec(&claims).unwrap()));
+    forger.cookies.insert(FLOW_COOKIE.to_owned(), forged.clone());
+    let (_, challenge) = forger.post(SIGN_IN, answer.clone()).await;
+    assert_eq!(challenge["component"], "ak-stage-identification", "a forged ticket applies nothing: {challenge}");
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("expired or was already used"), "{challenge}");
+    assert_ne!(forger.cookies[FLOW_COOKIE], forged, "a new ticket replaces the forged one");
+
+    let mut browser = Browser::new(&app);
+    browser.get(SIGN_IN).await;
+    set_settings(&app, "default-authentication-identification", json!({"user_fields": ["email"]})).await;
+    let (_, challenge) = browser.post(SIGN_IN, answer).await;
+    assert_eq!(challenge["component"], "ak-stage-identification", "an answer to the old plan is not applied: {challenge}");
+    assert_eq!(challenge["user_fields"], json!(["email"]), "the new plan is asked");
+    assert!(errors_of(&challenge, "non_field_errors")[0].contains("expired or was already used"), "{challenge}");
+    assert_eq!(stored_runs(&app).await, 0);
+}
+
 #[tokio::test]
 async fn an_expired_or_tampered_run_restarts_cleanly() {
     let app = TestApp::spawn().await;
