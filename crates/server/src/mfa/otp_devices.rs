@@ -2,9 +2,9 @@
 //! rename and remove which, by the same rule as phones (see [`super::devices`]).
 
 use chrono::Utc;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, Set,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -308,33 +308,25 @@ pub async fn of_user(state: &AppState, user: i64) -> Result<Vec<otp_device::Mode
 }
 
 /// The devices of any of `kinds` `user` can sign in with (confirmed ones, and for recovery codes
-/// only sets with a code left), oldest first: at most two queries
-/// whatever the kinds (the second only for recovery-code sets, to drop the used-up ones).
+/// only sets with a code left), oldest first, in one query whatever the kinds.
 pub async fn sign_in_devices_of_kinds(state: &AppState, user: i64, kinds: &[OtpKind]) -> Result<Vec<otp_device::Model>> {
     if kinds.is_empty() {
         return Ok(Vec::new());
     }
-    let devices: Vec<otp_device::Model> = otp_device::Entity::find()
+    let code_left = Query::select()
+        .expr(Expr::value(1))
+        .from(static_token::Entity)
+        .and_where(Expr::col((static_token::Entity, static_token::Column::DeviceId)).equals((otp_device::Entity, otp_device::Column::Id)))
+        .to_owned();
+    Ok(otp_device::Entity::find()
         .filter(otp_device::Column::TenantId.eq(state.tenant.0))
         .filter(otp_device::Column::UserId.eq(user))
         .filter(otp_device::Column::Kind.is_in(kinds.iter().map(|kind| kind.as_str())))
         .filter(otp_device::Column::Confirmed.eq(true))
+        .filter(Condition::any().add(otp_device::Column::Kind.ne(OtpKind::Static.as_str())).add(Expr::exists(code_left)))
         .order_by_asc(otp_device::Column::Id)
         .all(&state.db)
-        .await?;
-    let sets: Vec<i64> = devices.iter().filter(|d| d.kind == OtpKind::Static.as_str()).map(|d| d.id).collect();
-    if sets.is_empty() {
-        return Ok(devices);
-    }
-    let with_codes: Vec<i64> = static_token::Entity::find()
-        .select_only()
-        .column(static_token::Column::DeviceId)
-        .filter(static_token::Column::DeviceId.is_in(sets))
-        .distinct()
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    Ok(devices.into_iter().filter(|d| d.kind != OtpKind::Static.as_str() || with_codes.contains(&d.id)).collect())
+        .await?)
 }
 
 /// Takes the step `step` of the authenticator app `device` as used, unless a code of that step

@@ -220,6 +220,25 @@ async fn recovery_codes_are_shown_until_saved_kept_as_digests_and_each_works_onc
 }
 
 #[tokio::test]
+async fn a_recovery_code_set_with_no_code_left_is_not_offered_at_sign_in() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    set_up_codes_signing_in_with(&app, "olga@example.com", "codes-setup", None).await;
+    require_mfa(&app, &admin, json!({"device_classes": ["static"], "not_configured_action": "deny"})).await;
+    let mut browser = Browser::new(&app);
+    let asked = password_step(&mut browser, "olga@example.com").await;
+    assert_eq!(asked["component"], VALIDATE, "a set with codes left is offered: {asked}");
+    assert_eq!(asked["device_challenges"][0]["device_class"], "static", "{asked}");
+    // Every code used (removed here rather than typed ten times).
+    gatehouse::mfa::entities::static_token::Entity::delete_many().exec(&app.state.db).await.unwrap();
+    let mut browser = Browser::new(&app);
+    let refused = password_step(&mut browser, "olga@example.com").await;
+    assert_eq!(refused["component"], "ak-stage-access-denied", "an empty set is no device: {refused}");
+    assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn a_code_check_that_fails_part_way_still_counts_the_guess() {
     let (app, admin) = spawn().await;
     setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
