@@ -63,6 +63,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     crate::secret::check_fingerprint(&db, &secret, &config, true).await.map_err(StartError::Other)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
     let config_ttl = config.sessions.cache_ttl.to_std();
+    let plan_ttl = config.flows.plan_cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
     let mut state = AppState {
         db,
@@ -73,6 +74,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         geoip: None,
         visits: None,
         auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
+        flow_plans: Arc::new(crate::flows::plans::PlanCache::new(plan_ttl)),
         passwords: password_work,
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
@@ -84,6 +86,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
     crate::credentials::cache::spawn_listener(&state.db, state.auth_cache.clone());
+    crate::flows::plans::spawn_listener(&state.db, state.flow_plans.clone());
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
             Ok(geoip) => state.geoip = Some(Arc::new(geoip)),

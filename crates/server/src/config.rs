@@ -59,6 +59,10 @@ pub const DEFAULT_INVALIDATION_FLOW: &str = "default-invalidation-flow";
 pub struct FlowConfig {
     /// How long a flow run may take from its first question to its end.
     pub run_lifetime: DurationString,
+    /// How long a process may keep a flow's plan in memory; changes drop plans at once (in
+    /// other processes through PostgreSQL's `NOTIFY`), so this bounds only a missed message.
+    /// Zero reads the plan for every request.
+    pub plan_cache_ttl: DurationString,
     /// Slug of the flow people are sent to for signing in.
     pub authentication_flow: String,
     /// Slug of the flow that signs people out.
@@ -312,6 +316,7 @@ impl Default for Config {
             },
             flows: FlowConfig {
                 run_lifetime: DurationString::from_secs(30 * 60),
+                plan_cache_ttl: DurationString::from_secs(60),
                 authentication_flow: DEFAULT_AUTHENTICATION_FLOW.into(),
                 invalidation_flow: DEFAULT_INVALIDATION_FLOW.into(),
             },

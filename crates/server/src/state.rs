@@ -25,6 +25,8 @@ pub struct AppState {
     pub visits: Option<VisitRecorder>,
     /// Session checks answered from memory until a change invalidates them.
     pub auth_cache: Arc<crate::credentials::cache::AuthCache>,
+    /// The plans flows make, until a change to flows, stages or bindings drops them.
+    pub flow_plans: Arc<crate::flows::plans::PlanCache>,
     /// Admission to the password threads.
     pub passwords: Arc<crate::accounts::password::PasswordWork>,
     /// Wakes this process's workers when it queued a task (PostgreSQL also wakes other

@@ -234,7 +234,7 @@ pub async fn create_binding_in(
 pub async fn create_binding(state: &AppState, actor: &Actor, fields: BindingFields) -> Result<binding::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
     let created = create_binding_in(&txn, state, actor, fields).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(created)
 }
 
@@ -268,7 +268,7 @@ pub async fn update_binding(
     let fields = change(&before)?;
     let txn = crate::db::begin_write(&state.db).await?;
     let after = update_binding_in(&txn, state, actor, &before, fields).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(after)
 }
 
@@ -289,6 +289,6 @@ pub async fn delete_binding(state: &AppState, actor: &Actor, id: Uuid) -> Result
     let binding = find_binding(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
     delete_binding_in(&txn, state, actor, &binding).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(())
 }

@@ -95,7 +95,7 @@ pub async fn ensure(state: &AppState, tenant: TenantId) -> Result<()> {
         let txn = crate::db::begin_write(&state.db).await?;
         let created = create(&txn, state, tenant, default).await;
         match created {
-            Ok(()) => txn.commit().await?,
+            Ok(()) => super::plans::commit_change(state, txn).await?,
             // Another process created it at the same moment: its copy stands.
             Err(error) => {
                 txn.rollback().await?;
@@ -149,7 +149,7 @@ async fn ensure_mfa_validation(state: &AppState, tenant: TenantId) -> Result<()>
     }
     .await;
     match added {
-        Ok(()) => txn.commit().await?,
+        Ok(()) => super::plans::commit_change(state, txn).await?,
         // Another process added it at the same moment: its copy stands.
         Err(error) => {
             txn.rollback().await?;

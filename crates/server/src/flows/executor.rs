@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::entities::{binding, flow, stage};
 use super::model::{AuthenticationRequirement, DeniedAction, InvalidResponseAction};
+use super::plans::FlowPlan;
 use super::redirect::safe_next;
 use super::run::{self, FlowContext, FlowInfo, Found, Plan, PlannedStage, Run, Saved};
 use super::stage::{Effect, Prompt, StageContext, Step};
@@ -206,24 +207,39 @@ async fn plan_for(state: &AppState, flow: &flow::Model) -> Result<Plan> {
     Ok(Plan { flow: FlowInfo::from(flow), stages, position: 0 })
 }
 
+/// The flow `slug` and the plan it makes, from memory unless a change came since.
+async fn flow_plan(state: &AppState, slug: &str) -> Result<Arc<FlowPlan>> {
+    let tenant = state.tenant.0;
+    if let Some(cached) = state.flow_plans.get(tenant, slug) {
+        return Ok(cached);
+    }
+    let generation = state.flow_plans.generation();
+    let flow = find_flow(state, slug).await?;
+    let plan = plan_for(state, &flow).await?;
+    let fingerprint = run::fingerprint(&state.secret, &plan)?;
+    let made = Arc::new(FlowPlan { flow, plan, fingerprint });
+    state.flow_plans.put(tenant, generation, made.clone());
+    Ok(made)
+}
+
 /// A run of the flow for this request: the one the cookie names, or a new one.
 enum Started {
     Running { run: Box<Run>, cookie: FlowCookie },
     Refused(Challenge),
 }
 
-async fn start(state: &AppState, flow: &flow::Model, request: &FlowRequest<'_>) -> Result<Started> {
+async fn start(state: &AppState, made: &FlowPlan, request: &FlowRequest<'_>) -> Result<Started> {
+    let flow = &made.flow;
     let next = request.next.and_then(safe_next);
     if let Some(reason) = requirement_unmet(flow, request.current.as_deref()) {
         return Ok(Started::Refused(denied(flow, reason.to_owned(), next.as_deref())));
     }
-    let plan = plan_for(state, flow).await?;
-    if plan.stages.is_empty() {
+    if made.plan.stages.is_empty() {
         return Ok(Started::Refused(Challenge::AccessDenied { message: "This flow has no stages.".into() }));
     }
     let context = FlowContext { redirect: next, ..client_context(request) };
     let lifetime = state.config.flows.run_lifetime.to_chrono();
-    let (run, ticket) = run::start(&state.db, &state.secret, state.tenant, plan, context, lifetime).await?;
+    let (run, ticket) = run::start(&state.db, &state.secret, state.tenant, made.plan.clone(), &made.fingerprint, context, lifetime).await?;
     metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
     Ok(Started::Running { run: Box::new(run), cookie: FlowCookie::Set(ticket) })
 }
@@ -264,16 +280,15 @@ async fn resume(state: &AppState, request: &FlowRequest<'_>, form: Option<&FormA
 /// The run a ticket names, rebuilt: `None` when the ticket is for another flow, the flow changed
 /// since, or the caller may no longer run it.
 async fn from_ticket(state: &AppState, request: &FlowRequest<'_>, ticket: run::Ticket) -> Result<Option<Run>> {
-    let flow = match find_flow(state, request.slug).await {
-        Ok(flow) if flow.id == ticket.flow_id => flow,
+    let made = match flow_plan(state, request.slug).await {
+        Ok(made) if made.flow.id == ticket.flow_id => made,
         Ok(_) | Err(Error::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if requirement_unmet(&flow, request.current.as_deref()).is_some() {
+    if requirement_unmet(&made.flow, request.current.as_deref()).is_some() {
         return Ok(None);
     }
-    let plan = plan_for(state, &flow).await?;
-    run::from_ticket(&state.secret, ticket, plan, client_context(request))
+    Ok(run::from_ticket(ticket, made.plan.clone(), &made.fingerprint, client_context(request)))
 }
 
 /// The caller's run of the flow, or a new one; `Err` with the outcome when the flow refuses to
@@ -286,10 +301,10 @@ async fn run_for(
     if let Some(run) = resume(state, request, form).await? {
         return Ok(Ok((run, FlowCookie::Keep, false)));
     }
-    let flow = find_flow(state, request.slug).await?;
-    match start(state, &flow, request).await? {
+    let made = flow_plan(state, request.slug).await?;
+    match start(state, &made, request).await? {
         Started::Running { run, cookie } => Ok(Ok((*run, cookie, true))),
-        Started::Refused(challenge) => Ok(Err(refused(FlowInfo::from(&flow), challenge, request.key.is_some()))),
+        Started::Refused(challenge) => Ok(Err(refused(FlowInfo::from(&made.flow), challenge, request.key.is_some()))),
     }
 }
 

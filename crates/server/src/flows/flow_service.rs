@@ -182,7 +182,7 @@ pub async fn create_flow_in(txn: &DatabaseTransaction, state: &AppState, actor: 
 pub async fn create_flow(state: &AppState, actor: &Actor, fields: FlowFields) -> Result<flow::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
     let created = create_flow_in(&txn, state, actor, fields).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(created)
 }
 
@@ -216,7 +216,7 @@ pub async fn update_flow(
     let fields = change(&before)?;
     let txn = crate::db::begin_write(&state.db).await?;
     let after = update_flow_in(&txn, state, actor, &before, fields).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(after)
 }
 
@@ -228,6 +228,6 @@ pub async fn delete_flow(state: &AppState, actor: &Actor, slug: &str) -> Result<
     let txn = crate::db::begin_write(&state.db).await?;
     flow::Entity::delete_many().filter(flow::Column::TenantId.eq(state.tenant.0)).filter(flow::Column::Id.eq(flow.id)).exec(&txn).await?;
     audit(&txn, state, actor, Action::ModelDeleted, flow_ref(flow), Value::Null, Value::Null).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod flow_service;
 pub mod handlers;
 pub mod model;
 pub mod pages;
+pub mod plans;
 pub mod redirect;
 pub mod run;
 pub mod second_factor;

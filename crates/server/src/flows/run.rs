@@ -226,15 +226,15 @@ pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Tena
     decode(model).map(|run| Some(Found::Stored(Box::new(run))))
 }
 
-/// The run a ticket names, rebuilt with the flow's current `plan`; `None` when the plan is not
-/// the one the ticket was made with.
-pub fn from_ticket(secret: &ServerSecret, ticket: Ticket, plan: Plan, context: FlowContext) -> Result<Option<Run>> {
-    if plan.flow.id != ticket.flow_id || fingerprint(secret, &plan)? != ticket.plan {
-        return Ok(None);
+/// The run a ticket names, rebuilt with the flow's current `plan` (whose [`fingerprint`] is
+/// `plan_fingerprint`); `None` when the plan is not the one the ticket was made with.
+pub fn from_ticket(ticket: Ticket, plan: Plan, plan_fingerprint: &str, context: FlowContext) -> Option<Run> {
+    if plan.flow.id != ticket.flow_id || !constant_time_eq(plan_fingerprint.as_bytes(), ticket.plan.as_bytes()) {
+        return None;
     }
-    let expires = DateTime::from_timestamp(ticket.expires, 0).ok_or_else(|| Error::internal("flow ticket expiry"))?;
+    let expires = DateTime::from_timestamp(ticket.expires, 0)?;
     let context = FlowContext { redirect: ticket.redirect, ..context };
-    Ok(Some(Run { id: ticket.run_id, step: 0, plan, context, expires, stored: false }))
+    Some(Run { id: ticket.run_id, step: 0, plan, context, expires, stored: false })
 }
 
 /// The token a page form must carry to answer the run `run_id`: bound to the run, so a form from
@@ -252,6 +252,7 @@ pub async fn start(
     secret: &ServerSecret,
     tenant: TenantId,
     plan: Plan,
+    plan_fingerprint: &str,
     context: FlowContext,
     lifetime: chrono::TimeDelta,
 ) -> Result<(Run, String)> {
@@ -260,7 +261,7 @@ pub async fn start(
     let ticket = Ticket {
         run_id: run.id,
         flow_id: run.plan.flow.id,
-        plan: fingerprint(secret, &run.plan)?,
+        plan: plan_fingerprint.to_owned(),
         expires: expires.timestamp(),
         redirect: run.context.redirect.clone(),
     };
@@ -384,10 +385,16 @@ mod tests {
         open_ticket(secret, cookie)
     }
 
+    fn rebuild(secret: &ServerSecret, ticket: Ticket, plan: Plan) -> Option<Run> {
+        let plan_fingerprint = fingerprint(secret, &plan).unwrap();
+        from_ticket(ticket, plan, &plan_fingerprint, FlowContext::default())
+    }
+
     /// [`start`] for a run whose ticket fits, which touches no database.
     async fn start(secret: &ServerSecret, plan: Plan, context: FlowContext, lifetime: chrono::TimeDelta) -> Result<(Run, String)> {
         let db = sea_orm::DatabaseConnection::default();
-        super::start(&db, secret, TenantId(Uuid::nil()), plan, context, lifetime).await
+        let plan_fingerprint = fingerprint(secret, &plan)?;
+        super::start(&db, secret, TenantId(Uuid::nil()), plan, &plan_fingerprint, context, lifetime).await
     }
 
     #[tokio::test]
@@ -397,7 +404,7 @@ mod tests {
         let (run, cookie) = start(&secret, plan("identify"), context, chrono::TimeDelta::minutes(30)).await.unwrap();
         assert!(!run.stored);
         let ticket = opened(&secret, &cookie).expect("the server's own ticket opens");
-        let rebuilt = from_ticket(&secret, ticket, plan("identify"), FlowContext::default()).unwrap().expect("same plan");
+        let rebuilt = rebuild(&secret, ticket, plan("identify")).expect("same plan");
         assert_eq!((rebuilt.id, rebuilt.step, rebuilt.expires, rebuilt.stored), (run.id, 0, run.expires, false));
         assert_eq!(rebuilt.context.redirect.as_deref(), Some("/if/user/"));
     }
@@ -407,9 +414,9 @@ mod tests {
         let secret = ServerSecret::from_bytes(b"a test key of thirty-two bytes!!");
         let (_, cookie) = start(&secret, plan("identify"), FlowContext::default(), chrono::TimeDelta::minutes(30)).await.unwrap();
         let ticket = opened(&secret, &cookie).unwrap();
-        assert!(from_ticket(&secret, ticket.clone(), plan("renamed"), FlowContext::default()).unwrap().is_none(), "the plan changed");
+        assert!(rebuild(&secret, ticket.clone(), plan("renamed")).is_none(), "the plan changed");
         let other_flow = Plan { flow: FlowInfo { id: Uuid::from_u128(9), ..plan("identify").flow }, ..plan("identify") };
-        assert!(from_ticket(&secret, ticket, other_flow, FlowContext::default()).unwrap().is_none(), "another flow");
+        assert!(rebuild(&secret, ticket, other_flow).is_none(), "another flow");
         let other_key = ServerSecret::from_bytes(b"another key of thirty-two bytes!");
         assert!(opened(&other_key, &cookie).is_none(), "made with another server secret");
         assert!(opened(&secret, &cookie.replacen('.', "x.", 1)).is_none(), "payload changed");

@@ -258,7 +258,7 @@ pub async fn delete_webhook_mapping(state: &AppState, actor: &Actor, id: Uuid) -
         model.settings = Set(settings);
         model.update(&txn).await?;
     }
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(())
 }
 
@@ -346,7 +346,7 @@ pub async fn create_stage(
 ) -> Result<stage::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
     let created = create_stage_in(&txn, state, actor, kind, name, settings).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(created)
 }
 
@@ -413,7 +413,7 @@ pub async fn update_stage(state: &AppState, actor: &Actor, kind: &dyn StageKind,
     let before = find_stage(&state.db, state.tenant, id, Some(kind.kind())).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
     let after = update_stage_in(&txn, state, actor, kind, &before, change).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(after)
 }
 
@@ -449,7 +449,7 @@ pub async fn delete_stage(state: &AppState, actor: &Actor, id: Uuid, kind: Optio
         .exec(&txn)
         .await?;
     audit(&txn, state, actor, Action::ModelDeleted, stage_ref(state, stage), Value::Null, Value::Null).await?;
-    txn.commit().await?;
+    super::plans::commit_change(state, txn).await?;
     Ok(())
 }
 

@@ -446,7 +446,7 @@ pub async fn import(state: &AppState, actor: &Actor, document: &[u8], clear: boo
     let mut import = Import { state, actor, txn: &txn, log: &mut log, flows: HashMap::new(), stages: HashMap::new() };
     match import.run(&blueprint, &classified, clear).await {
         Ok(()) => {
-            txn.commit().await?;
+            super::plans::commit_change(state, txn).await?;
             log.info("Import finished.", Map::new());
             Ok(log.finish(true))
         }

@@ -119,6 +119,8 @@ pub(crate) async fn set_settings(app: &TestApp, name: &str, changes: Value) {
     let mut model = stage.into_active_model();
     model.settings = Set(settings);
     model.update(&app.state.db).await.unwrap();
+    // Written behind the server's back: tell it, as its own stage changes do.
+    app.state.flow_plans.invalidate();
 }
 
 pub(crate) async fn events(app: &TestApp, action: &str) -> Vec<Value> {
@@ -306,6 +308,39 @@ async fn opening_a_flow_stores_nothing_until_the_first_answer() {
     assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     assert_eq!(browser.me().await, StatusCode::OK);
     assert_eq!(stored_runs(&app).await, 0);
+}
+
+async fn user_fields_asked(app: &TestApp) -> Value {
+    Browser::new(app).get(SIGN_IN).await.1["user_fields"].clone()
+}
+
+/// Two server processes on one database: a stage changed through one is asked by the other,
+/// although both keep plans in memory. On SQLite, which one process serves, a second process
+/// must run with the plan cache off.
+#[tokio::test]
+async fn a_stage_changed_through_one_server_is_asked_by_the_other() {
+    let postgres = std::env::var("GATEHOUSE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    // On PostgreSQL plans are kept for an hour, so only the change message can refresh them.
+    let caches = |c: &mut gatehouse::config::Config| {
+        c.flows.plan_cache_ttl = if postgres { "hours=1" } else { "seconds=0" }.parse().unwrap();
+    };
+    let first = TestApp::spawn_with(caches).await;
+    let second = TestApp::spawn_sharing(&first, caches).await;
+    first.superuser("admin@example.com").await;
+    let admin = second.sign_in("admin@example.com").await;
+    for app in [&first, &second] {
+        assert_eq!(user_fields_asked(app).await, json!(["email", "username"]), "both servers have the plan");
+    }
+    let stage = default_stage(&first, "default-authentication-identification").await;
+    let path = format!("/api/v3/stages/identification/{}/", stage.id);
+    let (status, changed) = json(second.patch(&admin, &path, json!({"user_fields": ["email"]})).await).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(user_fields_asked(&second).await, json!(["email"]), "the server that made the change asks the new question at once");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while user_fields_asked(&first).await != json!(["email"]) {
+        assert!(std::time::Instant::now() < deadline, "the other server kept the old plan");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
