@@ -105,6 +105,19 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Write a backup of an SQLite installation, running or not, to a new file: the database
+    /// copied in one consistent read, and the secret key. The file is readable by its owner only.
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into an empty data directory (no database, no secret key file).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 /// Token commands.
@@ -177,6 +190,8 @@ pub fn main() -> ExitCode {
             | Command::SetPassword { .. }
             | Command::Token { .. }
             | Command::BenchTasks { .. }
+            | Command::Backup { .. }
+            | Command::Restore { .. }
     ) {
         eprintln!("gatehouse: database: {}", config.database_description());
     }
@@ -276,6 +291,29 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { .. } => Ok(ExitCode::SUCCESS),
+        Command::Backup { to } => {
+            let written = crate::backup::backup(&config, &to).await?;
+            println!(
+                "backup written to {} ({} bytes, secret key fingerprint {}); it holds the secret key: keep it as safe as the key",
+                written.path.display(),
+                written.bytes,
+                written.secret_key_fingerprint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { from } => {
+            let restored = crate::backup::restore(&config, &from).await?;
+            let key = match &restored.secret_key {
+                Some(path) => format!("the secret key to {}", path.display()),
+                None => "the configured secret key checked".to_owned(),
+            };
+            println!(
+                "restored the backup of {} into {}, {key}; start the server to apply any newer migrations",
+                restored.taken,
+                restored.database.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token { command: TokenCommand::Create { user, identifier, intent, description, expires_in, no_expiry } } => {
             create_token(config, &user, identifier, &intent, description, expires_in, no_expiry).await
         }

@@ -79,6 +79,12 @@ impl ServerSecret {
         self.digest("secret-key-fingerprint", b"gatehouse")[..16].to_owned()
     }
 
+    /// The key itself, for a backup archive and nothing else: whoever holds it opens every
+    /// sealed value and forges every signed one.
+    pub fn expose_for_backup(&self) -> &[u8] {
+        &self.key
+    }
+
     /// A key built from raw bytes, for tests and benchmarks.
     pub fn from_bytes(key: &[u8]) -> Self {
         Self { key: key.to_vec() }

@@ -647,3 +647,130 @@ fn a_listener_address_in_use_names_its_setting() {
         );
     }
 }
+
+/// A server on SQLite in its data directory with the key it generated there, as the README's
+/// first command runs it.
+fn default_environment(command: &mut Command) {
+    command
+        .env("GATEHOUSE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_SERVER__METRICS_LISTEN", "127.0.0.1:0")
+        .env("GATEHOUSE_LOG__FORMAT", "json")
+        .env("GATEHOUSE_LOG__LEVEL", "info");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key() {
+    let original = tempfile::tempdir().unwrap();
+    let (server, base) = start_serve(original.path(), "original", default_environment).await;
+    let admin = gatehouse(original.path())
+        .args(["create-superuser", "--email", "admin@example.com"])
+        .env("GATEHOUSE_BOOTSTRAP_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(admin.status.success(), "{}", stderr(&admin));
+    let output =
+        gatehouse(original.path()).args(["token", "create", "--user", "admin@example.com", "--identifier", "kept"]).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let key = stdout(&output).trim().to_owned();
+
+    // Accounts are created through the API while the backup runs.
+    let client = reqwest::Client::new();
+    let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (client, base, key, stop) = (client.clone(), base.clone(), key.clone(), stop_writing.clone());
+        async move {
+            let mut committed = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                n += 1;
+                let username = format!("written-{n}");
+                let body = json!({"username": username, "name": username, "email": format!("{username}@example.com")});
+                let created = client.post(format!("{base}/api/v3/core/users/")).bearer_auth(&key).json(&body).send().await.unwrap();
+                assert_eq!(created.status(), StatusCode::CREATED);
+                committed.push((username, std::time::Instant::now()));
+            }
+            committed
+        }
+    });
+    // Some accounts exist before the backup starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let archive = original.path().join("backups").join("gatehouse.tar");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let backup = gatehouse(original.path()).args(["backup", "--to", archive.to_str().unwrap()]).output().unwrap();
+    stop_writing.store(true, std::sync::atomic::Ordering::Release);
+    let committed = writer.await.unwrap();
+    assert!(backup.status.success(), "{}", stderr(&backup));
+    assert!(stdout(&backup).contains("holds the secret key"), "{}", stdout(&backup));
+    let before: Vec<&String> = committed.iter().filter(|(_, at)| *at < started).map(|(name, _)| name).collect();
+    assert!(!before.is_empty(), "accounts were written before the backup");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777, 0o600, "only its owner reads a backup");
+    }
+    let again = gatehouse(original.path()).args(["backup", "--to", archive.to_str().unwrap()]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
+    stop(server);
+
+    // A configured key that is not the backup's is refused, and nothing is left behind.
+    let wrong = tempfile::tempdir().unwrap();
+    let refused = gatehouse(wrong.path())
+        .args(["restore", "--from", archive.to_str().unwrap()])
+        .env("GATEHOUSE_SECRET_KEY", "a-different-secret-key-long-enough-0123456789")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("is not the one this backup was taken with"), "{}", stderr(&refused));
+    assert_eq!(std::fs::read_dir(wrong.path()).unwrap().count(), 0, "a refused restore writes nothing");
+    let not_a_backup = wrong.path().join("notes.txt");
+    std::fs::write(&not_a_backup, "not an archive").unwrap();
+    let refused = gatehouse(wrong.path()).args(["restore", "--from", not_a_backup.to_str().unwrap()]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("is not a Gatehouse backup"), "{}", stderr(&refused));
+
+    let restored = tempfile::tempdir().unwrap();
+    let output = gatehouse(restored.path()).args(["restore", "--from", archive.to_str().unwrap()]).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(restored.path().join("secret_key")).unwrap(),
+        std::fs::read(original.path().join("secret_key")).unwrap(),
+        "the key comes back with the database"
+    );
+    let twice = gatehouse(restored.path()).args(["restore", "--from", archive.to_str().unwrap()]).output().unwrap();
+    assert!(!twice.status.success());
+    assert!(stderr(&twice).contains("holds a database already"), "{}", stderr(&twice));
+
+    let (server, base) = start_serve(restored.path(), "restored", default_environment).await;
+    let me = client.get(format!("{base}/api/v3/core/users/me/")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "the key still works");
+    for username in before {
+        let found = client.get(format!("{base}/api/v3/core/users/?username={username}")).bearer_auth(&key).send().await.unwrap();
+        let found: serde_json::Value = found.json().await.unwrap();
+        assert_eq!(found["pagination"]["count"], 1, "{username} was committed before the backup: {found}");
+    }
+    let signed_in = client
+        .post(format!("{base}/api/v3/auth/sign_in/"))
+        .json(&json!({"email": "admin@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::OK, "the password still works");
+    stop(server);
+}
+
+#[test]
+fn backup_and_restore_point_postgresql_installations_to_pg_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [["backup", "--to", "x.tar"], ["restore", "--from", "x.tar"]] {
+        let output = gatehouse(dir.path())
+            .args(args)
+            .env("GATEHOUSE_DATABASE__URL", "postgres://postgres@127.0.0.1:5432/postgres")
+            .env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains("pg_dump"), "{}", stderr(&output));
+    }
+}

@@ -1,0 +1,238 @@
+//! Backups of an installation on SQLite: one archive (tar) holding a consistent copy of the
+//! database, taken while the server runs, and the secret key that opens what the database keeps
+//! sealed. Restoring fills an empty data directory and checks that the key opens the copy.
+//! PostgreSQL installations are backed up with `pg_dump`, the secret key kept beside the dump.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Backend, Config};
+use crate::secret::{ServerSecret, constant_time_eq};
+
+/// What the archive holds, under these names.
+const MANIFEST: &str = "gatehouse-backup.json";
+const DATABASE: &str = "gatehouse.sqlite3";
+const SECRET_KEY: &str = "secret_key";
+/// The archive layout this version writes and reads.
+const FORMAT: u32 = 1;
+/// Bounds on the small members, so a damaged or hostile archive cannot make restore read
+/// without end.
+const MAX_MANIFEST: u64 = 64 * 1024;
+const MAX_SECRET_KEY: u64 = 4 * 1024;
+
+/// Said when asked to copy a PostgreSQL installation.
+const USE_PG_DUMP: &str = "backup and restore copy SQLite installations; on PostgreSQL use pg_dump and pg_restore, and keep \
+     the secret key beside the dump (README, Backups)";
+
+/// The archive's description of itself.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    created: DateTime<Utc>,
+    /// The version of Gatehouse that took the backup.
+    version: String,
+    /// The secret key's public fingerprint, to tell backups of different installations apart.
+    secret_key_fingerprint: String,
+}
+
+/// What a backup wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub secret_key_fingerprint: String,
+}
+
+/// The path of the configured SQLite database file.
+fn database_path(config: &Config) -> Result<PathBuf, String> {
+    if config.backend() == Backend::Postgres {
+        return Err(USE_PG_DUMP.into());
+    }
+    let url = config.database_url();
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(&url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(format!("the database {url} is not a file that can be copied"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Writes a backup of the running installation to `to`, which must not exist: the database
+/// copied in one read transaction (`VACUUM INTO`), so every write committed before it is in and
+/// none that committed later, and the secret key. The archive appears only when complete.
+pub async fn backup(config: &Config, to: &Path) -> Result<Written, String> {
+    let database = database_path(config)?;
+    if !database.exists() {
+        return Err(format!("there is no database at {} to back up", database.display()));
+    }
+    if to.exists() {
+        return Err(format!("{} exists already; a backup never replaces a file", to.display()));
+    }
+    let secret = ServerSecret::load(config).map_err(|e| e.to_string())?;
+    let db = crate::db::connect(config).await.map_err(|e| e.to_string())?;
+    // A key that does not open this database would make a backup that cannot be restored.
+    crate::secret::check_fingerprint(&db, &secret, config, false).await?;
+    let folder = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let work = tempfile::tempdir_in(folder).map_err(|e| format!("cannot write next to {}: {e}", to.display()))?;
+    let copy = work.path().join(DATABASE);
+    let copy_text = copy.to_str().ok_or("the backup's folder has a name that is not UTF-8")?;
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, "VACUUM INTO ?", [copy_text.into()]))
+        .await
+        .map_err(|e| format!("cannot copy the database: {e}"))?;
+    db.close().await.map_err(|e| e.to_string())?;
+
+    let manifest = Manifest {
+        format: FORMAT,
+        created: Utc::now(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        secret_key_fingerprint: secret.fingerprint(),
+    };
+    let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+    let archive = tempfile::NamedTempFile::new_in(folder).map_err(|e| format!("cannot write next to {}: {e}", to.display()))?;
+    owner_only(archive.path())?;
+    let mut builder = tar::Builder::new(archive);
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        header.set_mtime(now);
+        header.set_cksum();
+        builder.append_data(&mut header, name, bytes)
+    };
+    let failed = |e: std::io::Error| format!("cannot write the backup: {e}");
+    add(MANIFEST, &manifest).map_err(failed)?;
+    add(SECRET_KEY, secret.expose_for_backup()).map_err(failed)?;
+    let mut copied = std::fs::File::open(&copy).map_err(failed)?;
+    builder.append_file(DATABASE, &mut copied).map_err(failed)?;
+    let archive = builder.into_inner().map_err(failed)?;
+    archive.as_file().sync_all().map_err(failed)?;
+    let bytes = archive.as_file().metadata().map_err(failed)?.len();
+    archive.persist_noclobber(to).map_err(|e| format!("cannot put the backup at {}: {}", to.display(), e.error))?;
+    Ok(Written { path: to.to_owned(), bytes, secret_key_fingerprint: secret.fingerprint() })
+}
+
+/// What a restore put in place.
+#[derive(Debug)]
+pub struct Restored {
+    pub database: PathBuf,
+    /// Where the secret key was written; `None` when the configuration names the key.
+    pub secret_key: Option<PathBuf>,
+    pub taken: DateTime<Utc>,
+}
+
+/// Restores the archive `from` into the configured data directory, which must hold no database
+/// and no secret key. The database appears last, after the key was checked against it, so a
+/// failed restore leaves the directory as it was.
+pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
+    let database = database_path(config)?;
+    if database.exists() {
+        return Err(format!("{} holds a database already; restore into an empty data directory", database.display()));
+    }
+    let key_file = config.data_dir.join(SECRET_KEY);
+    let writes_key = config.secret_key.is_none();
+    if writes_key && key_file.exists() {
+        return Err(format!("{} exists already; restore into an empty data directory", key_file.display()));
+    }
+    let folder = database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    let file = std::fs::File::open(from).map_err(|e| format!("cannot open {}: {e}", from.display()))?;
+    let unreadable = |e: std::io::Error| format!("{} is not a Gatehouse backup: {e}", from.display());
+    let mut archive = tar::Archive::new(file);
+    let mut manifest: Option<Manifest> = None;
+    let mut key: Option<Vec<u8>> = None;
+    let mut copy: Option<tempfile::NamedTempFile> = None;
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let name = entry.path().map_err(unreadable)?.to_string_lossy().into_owned();
+        match name.as_str() {
+            MANIFEST => {
+                let text = read_bounded(&mut entry, MAX_MANIFEST).map_err(unreadable)?;
+                manifest = Some(serde_json::from_slice(&text).map_err(|e| format!("{}: its manifest is damaged: {e}", from.display()))?);
+            }
+            SECRET_KEY => key = Some(read_bounded(&mut entry, MAX_SECRET_KEY).map_err(unreadable)?),
+            DATABASE => {
+                let mut file =
+                    tempfile::NamedTempFile::new_in(&folder).map_err(|e| format!("cannot write in {}: {e}", folder.display()))?;
+                owner_only(file.path())?;
+                std::io::copy(&mut entry, file.as_file_mut()).map_err(unreadable)?;
+                file.as_file().sync_all().map_err(unreadable)?;
+                copy = Some(file);
+            }
+            other => return Err(format!("{} is not a Gatehouse backup: it holds {other}", from.display())),
+        }
+    }
+    let manifest = manifest.ok_or_else(|| format!("{} is not a Gatehouse backup: it has no {MANIFEST}", from.display()))?;
+    if manifest.format != FORMAT {
+        return Err(format!("{} is a backup of format {}; this version reads format {FORMAT}", from.display(), manifest.format));
+    }
+    let (Some(key), Some(copy)) = (key, copy) else {
+        return Err(format!("{} is incomplete: it needs {SECRET_KEY} and {DATABASE}", from.display()));
+    };
+    let archived = ServerSecret::from_bytes(&key);
+    if let Some(configured) = &config.secret_key
+        && !constant_time_eq(configured.as_bytes(), &key)
+    {
+        return Err(format!(
+            "the configured secret key (fingerprint {}) is not the one this backup was taken with (fingerprint {}); \
+             remove it from the configuration to use the backup's, or use the right one",
+            ServerSecret::from_bytes(configured.as_bytes()).fingerprint(),
+            archived.fingerprint()
+        ));
+    }
+    let mut checked = config.clone();
+    checked.database.url = format!("sqlite://{}", copy.path().display());
+    checked.secret_key = Some(String::from_utf8(key.clone()).map_err(|_| format!("{}: its secret key is not text", from.display()))?);
+    let db = crate::db::connect(&checked).await.map_err(|e| e.to_string())?;
+    let fits = crate::secret::check_fingerprint(&db, &archived, &checked, false).await;
+    db.close().await.map_err(|e| e.to_string())?;
+    fits.map_err(|e| format!("{}: the archived key does not open the archived database: {e}", from.display()))?;
+
+    if writes_key {
+        write_new_owner_only(&key_file, &key).map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
+    }
+    if let Err(e) = copy.persist_noclobber(&database) {
+        if writes_key {
+            let _ = std::fs::remove_file(&key_file);
+        }
+        return Err(format!("cannot put the database at {}: {}", database.display(), e.error));
+    }
+    Ok(Restored { database, secret_key: writes_key.then_some(key_file), taken: manifest.created })
+}
+
+fn read_bounded(entry: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    entry.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a member is larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// Makes `path` readable by its owner only: a backup holds the secret key.
+fn owner_only(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot protect {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_new_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
