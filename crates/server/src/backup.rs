@@ -7,6 +7,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use std::str::FromStr;
+
+use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
@@ -47,18 +50,29 @@ pub struct Written {
     pub secret_key_fingerprint: String,
 }
 
-/// The path of the configured SQLite database file.
+/// The path of the configured SQLite database file, as the driver reads it from the URL.
 fn database_path(config: &Config) -> Result<PathBuf, String> {
     if config.backend() == Backend::Postgres {
         return Err(USE_PG_DUMP.into());
     }
     let url = config.database_url();
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(&url);
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Err(format!("the database {url} is not a file that can be copied"));
+    let options = SqliteConnectOptions::from_str(&url).map_err(|e| format!("database.url: {e}"))?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") || url.contains("mode=memory") {
+        return Err(format!("the database {} is not a file that can be copied", crate::config::redact_url_password(&url)));
     }
-    Ok(PathBuf::from(path))
+    Ok(path.to_owned())
+}
+
+/// The files SQLite keeps beside a database: a restore must not find stale ones, which SQLite
+/// would replay into the restored copy.
+fn companions(database: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [with("-wal"), with("-shm"), with("-journal")]
 }
 
 /// Writes a backup of the running installation to `to`, which must not exist: the database
@@ -72,12 +86,22 @@ pub async fn backup(config: &Config, to: &Path) -> Result<Written, String> {
     if to.exists() {
         return Err(format!("{} exists already; a backup never replaces a file", to.display()));
     }
+    if config.secret_key.is_none() && !config.data_dir.join(SECRET_KEY).exists() {
+        return Err(format!("there is no secret key: neither configured nor at {}", config.data_dir.join(SECRET_KEY).display()));
+    }
     let secret = ServerSecret::load(config).map_err(|e| e.to_string())?;
     let db = crate::db::connect(config).await.map_err(|e| e.to_string())?;
     // A key that does not open this database would make a backup that cannot be restored.
     crate::secret::check_fingerprint(&db, &secret, config, false).await?;
     let folder = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let work = tempfile::tempdir_in(folder).map_err(|e| format!("cannot write next to {}: {e}", to.display()))?;
+    // The copy holds password hashes and sealed secrets: only the owner may enter its folder.
+    let mut private = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        private.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    let work = private.tempdir_in(folder).map_err(|e| format!("cannot write next to {}: {e}", to.display()))?;
     let copy = work.path().join(DATABASE);
     let copy_text = copy.to_str().ok_or("the backup's folder has a name that is not UTF-8")?;
     db.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, "VACUUM INTO ?", [copy_text.into()]))
@@ -96,19 +120,22 @@ pub async fn backup(config: &Config, to: &Path) -> Result<Written, String> {
     owner_only(archive.path())?;
     let mut builder = tar::Builder::new(archive);
     let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
+    // Every member owner-only, so an archive unpacked with `tar x` keeps them private too.
+    let mut add = |name: &str, size: u64, bytes: &mut dyn Read| -> std::io::Result<()> {
         let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
+        header.set_size(size);
         header.set_mode(0o600);
         header.set_mtime(now);
         header.set_cksum();
         builder.append_data(&mut header, name, bytes)
     };
     let failed = |e: std::io::Error| format!("cannot write the backup: {e}");
-    add(MANIFEST, &manifest).map_err(failed)?;
-    add(SECRET_KEY, secret.expose_for_backup()).map_err(failed)?;
+    add(MANIFEST, manifest.len() as u64, &mut manifest.as_slice()).map_err(failed)?;
+    let key = secret.expose_for_backup();
+    add(SECRET_KEY, key.len() as u64, &mut &key[..]).map_err(failed)?;
     let mut copied = std::fs::File::open(&copy).map_err(failed)?;
-    builder.append_file(DATABASE, &mut copied).map_err(failed)?;
+    let size = copied.metadata().map_err(failed)?.len();
+    add(DATABASE, size, &mut copied).map_err(failed)?;
     let archive = builder.into_inner().map_err(failed)?;
     archive.as_file().sync_all().map_err(failed)?;
     let bytes = archive.as_file().metadata().map_err(failed)?.len();
@@ -132,6 +159,9 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
     let database = database_path(config)?;
     if database.exists() {
         return Err(format!("{} holds a database already; restore into an empty data directory", database.display()));
+    }
+    if let Some(stale) = companions(&database).into_iter().find(|path| path.exists()) {
+        return Err(format!("{} is left from an earlier database; remove it and restore into an empty data directory", stale.display()));
     }
     let key_file = config.data_dir.join(SECRET_KEY);
     let writes_key = config.secret_key.is_none();
@@ -174,6 +204,9 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
         return Err(format!("{} is incomplete: it needs {SECRET_KEY} and {DATABASE}", from.display()));
     };
     let archived = ServerSecret::from_bytes(&key);
+    if archived.fingerprint() != manifest.secret_key_fingerprint {
+        return Err(format!("{}: its secret key is not the one its manifest names", from.display()));
+    }
     if let Some(configured) = &config.secret_key
         && !constant_time_eq(configured.as_bytes(), &key)
     {

@@ -371,19 +371,19 @@ pub async fn solve(
         let mut cx = walk.stage_context(&planned, &mut run.context);
         kind.solve(&mut cx, &response).await?
     };
-    let challenge = match decision {
+    let outcome = match decision {
         Step::Passed => {
             run.plan.position += 1;
             run.context.failures = 0;
-            walk.advance(&mut run, true, FieldErrors::new()).await?
+            walk.advance(&mut run, true, FieldErrors::new()).await
         }
         Step::PassedThen(stages) => {
             run.insert_after_current(stages);
             run.context.failures = 0;
-            walk.advance(&mut run, true, FieldErrors::new()).await?
+            walk.advance(&mut run, true, FieldErrors::new()).await
         }
-        Step::Challenge(prompt) => walk.ask(&mut run, true, kind.component(), prompt, FieldErrors::new()).await?,
-        Step::Denied(message) => walk.end(&run, Challenge::AccessDenied { message }).await?,
+        Step::Challenge(prompt) => walk.ask(&mut run, true, kind.component(), prompt, FieldErrors::new()).await,
+        Step::Denied(message) => walk.end(&run, Challenge::AccessDenied { message }).await,
         Step::Invalid(errors) => {
             run.context.failures += 1;
             metrics::counter!("gatehouse_flow_invalid_responses_total", "stage" => kind.kind()).increment(1);
@@ -395,10 +395,31 @@ pub async fn solve(
                 }
                 InvalidResponseAction::RestartWithContext => run.plan.position = 0,
             }
-            walk.advance(&mut run, true, errors).await?
+            walk.advance(&mut run, true, errors).await
         }
     };
+    let challenge = match outcome {
+        Ok(stop) => stop,
+        // An earlier answer stored this ticket's run, and its reply (with the run's new key)
+        // never reached the browser: the ticket is spent, so the flow starts again under a new
+        // one rather than refusing every answer until the ticket expires.
+        Err(_) if walk.ticket_spent => return start_over(state, &request, STALE_ANSWER).await,
+        Err(error) => return Err(error),
+    };
     Ok(walk.finish(challenge, FlowCookie::Keep))
+}
+
+/// A new run of the flow, asking its first question with `message`.
+async fn start_over(state: &AppState, request: &FlowRequest<'_>, message: &str) -> Result<Outcome> {
+    let made = flow_plan(state, request.slug).await?;
+    let (mut run, cookie) = match start(state, &made, request).await? {
+        Started::Running { run, cookie } => (*run, cookie),
+        Started::Refused(challenge) => return Ok(refused(FlowInfo::from(&made.flow), challenge, request.key.is_some())),
+    };
+    let flow = run.plan.flow.clone();
+    let mut walk = Walk::new(state, &flow, request);
+    let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, message)).await?;
+    Ok(walk.finish(challenge, cookie))
 }
 
 /// One request's walk through a run.
@@ -411,6 +432,8 @@ struct Walk<'a> {
     account: Option<crate::accounts::entities::user::Model>,
     /// The cookie key of a run this walk stored for the first time.
     stored_under: Option<String>,
+    /// Whether storing a ticket's run failed because an earlier answer had stored it.
+    ticket_spent: bool,
 }
 
 /// Where a walk stopped: the challenge, and the run if it goes on.
@@ -422,7 +445,7 @@ struct Stop {
 
 impl<'a> Walk<'a> {
     fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>) -> Self {
-        Self { state, flow, request, effects: Vec::new(), account: None, stored_under: None }
+        Self { state, flow, request, effects: Vec::new(), account: None, stored_under: None, ticket_spent: false }
     }
 
     fn finish(self, stop: Stop, cookie: FlowCookie) -> Outcome {
@@ -498,10 +521,14 @@ impl<'a> Walk<'a> {
 
     async fn ask(&mut self, run: &mut Run, changed: bool, component: &'static str, prompt: Prompt, errors: FieldErrors) -> Result<Stop> {
         if changed {
+            let from_ticket = !run.stored;
             match run::save(&self.state.db, &self.state.secret, self.state.tenant, run).await? {
                 Saved::Updated => {}
                 Saved::Stored(key) => self.stored_under = Some(key),
-                Saved::Lost => return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER)),
+                Saved::Lost => {
+                    self.ticket_spent = from_ticket;
+                    return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER));
+                }
             }
         }
         Ok(Stop { challenge: Challenge::Stage { component, prompt, errors }, run: Some((run.id, run.step)), ended: false })

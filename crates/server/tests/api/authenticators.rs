@@ -224,18 +224,28 @@ async fn a_recovery_code_set_with_no_code_left_is_not_offered_at_sign_in() {
     let (app, admin) = spawn().await;
     setup_flow(&app, &admin, "codes-setup", "static", json!({})).await;
     app.user("olga@example.com", |_| {}).await;
+    app.user("ivan@example.com", |_| {}).await;
     set_up_codes_signing_in_with(&app, "olga@example.com", "codes-setup", None).await;
+    set_up_codes_signing_in_with(&app, "ivan@example.com", "codes-setup", None).await;
     require_mfa(&app, &admin, json!({"device_classes": ["static"], "not_configured_action": "deny"})).await;
     let mut browser = Browser::new(&app);
     let asked = password_step(&mut browser, "olga@example.com").await;
     assert_eq!(asked["component"], VALIDATE, "a set with codes left is offered: {asked}");
     assert_eq!(asked["device_challenges"][0]["device_class"], "static", "{asked}");
-    // Every code used (removed here rather than typed ten times).
-    gatehouse::mfa::entities::static_token::Entity::delete_many().exec(&app.state.db).await.unwrap();
+    // Every code of olga's set used (removed here rather than typed ten times); ivan keeps his.
+    let olga_set: i64 = asked["device_challenges"][0]["device_uid"].as_str().unwrap().parse().unwrap();
+    use sea_orm::ColumnTrait;
+    gatehouse::mfa::entities::static_token::Entity::delete_many()
+        .filter(gatehouse::mfa::entities::static_token::Column::DeviceId.eq(olga_set))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
     let mut browser = Browser::new(&app);
     let refused = password_step(&mut browser, "olga@example.com").await;
     assert_eq!(refused["component"], "ak-stage-access-denied", "an empty set is no device: {refused}");
     assert_eq!(browser.me().await, StatusCode::UNAUTHORIZED);
+    let mut browser = Browser::new(&app);
+    assert_eq!(password_step(&mut browser, "ivan@example.com").await["component"], VALIDATE, "another set with codes left still is");
 }
 
 #[tokio::test]

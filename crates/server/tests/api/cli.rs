@@ -730,6 +730,16 @@ async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key()
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("is not a Gatehouse backup"), "{}", stderr(&refused));
 
+    std::fs::write(wrong.path().join("gatehouse.sqlite3-wal"), "a stale log").unwrap();
+    let refused = gatehouse(wrong.path()).args(["restore", "--from", archive.to_str().unwrap()]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("is left from an earlier database"), "{}", stderr(&refused));
+    let mut members = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for member in members.entries().unwrap() {
+        let member = member.unwrap();
+        assert_eq!(member.header().mode().unwrap(), 0o600, "{:?} unpacks for its owner only", member.path().unwrap());
+    }
+
     let restored = tempfile::tempdir().unwrap();
     let output = gatehouse(restored.path()).args(["restore", "--from", archive.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
