@@ -367,6 +367,7 @@ pub async fn solve(
         let challenge = walk.advance(&mut run, false, errors).await?;
         return Ok(walk.finish(challenge, FlowCookie::Keep));
     }
+    walk.answering = true;
     let decision = {
         let mut cx = walk.stage_context(&planned, &mut run.context);
         kind.solve(&mut cx, &response).await?
@@ -432,8 +433,11 @@ struct Walk<'a> {
     account: Option<crate::accounts::entities::user::Model>,
     /// The cookie key of a run this walk stored for the first time.
     stored_under: Option<String>,
-    /// Whether storing a ticket's run failed because an earlier answer had stored it.
+    /// Whether storing or ending a ticket's run failed because an earlier answer had stored or
+    /// ended it.
     ticket_spent: bool,
+    /// Whether this walk applies an answer (rather than only asking the current question).
+    answering: bool,
 }
 
 /// Where a walk stopped: the challenge, and the run if it goes on.
@@ -445,7 +449,7 @@ struct Stop {
 
 impl<'a> Walk<'a> {
     fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>) -> Self {
-        Self { state, flow, request, effects: Vec::new(), account: None, stored_under: None, ticket_spent: false }
+        Self { state, flow, request, effects: Vec::new(), account: None, stored_under: None, ticket_spent: false, answering: false }
     }
 
     fn finish(self, stop: Stop, cookie: FlowCookie) -> Outcome {
@@ -535,7 +539,10 @@ impl<'a> Walk<'a> {
     }
 
     async fn end(&mut self, run: &Run, challenge: Challenge) -> Result<Stop> {
-        if !run::finish(&self.state.db, run).await? {
+        // A run that was never stored and took no answer has nothing to end: opening a flow
+        // that ends at once writes nothing either.
+        if (run.stored || self.answering) && !run::finish(&self.state.db, self.state.tenant, run).await? {
+            self.ticket_spent = !run.stored;
             return Err(Error::field(NON_FIELD_ERRORS, STALE_ANSWER));
         }
         Ok(Stop { challenge, run: None, ended: true })

@@ -332,13 +332,42 @@ async fn store(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantI
     }
 }
 
+/// The key digest a finished run's row keeps: no cookie key has it, so the row is found by
+/// nothing, but it holds the run's identity until the run would have expired, and the ticket the
+/// run started from cannot store it again.
+fn finished_marker(id: Uuid) -> String {
+    format!("finished:{}", id.simple())
+}
+
 /// Ends a run that was loaded at `run.step`; `false` when another request changed it meanwhile.
-/// A run never stored has nothing to end.
-pub async fn finish(db: &impl ConnectionTrait, run: &Run) -> Result<bool> {
+/// The row stays, emptied, until the run's expiry, so an answer replayed with the run's ticket
+/// finds it and is not applied again; a run never stored gets such a row now.
+pub async fn finish(db: &impl ConnectionTrait, tenant: TenantId, run: &Run) -> Result<bool> {
+    let emptied = serde_json::json!({});
     if !run.stored {
-        return Ok(true);
+        let marker = run::ActiveModel {
+            id: Set(run.id),
+            tenant_id: Set(tenant.0),
+            key_digest: Set(finished_marker(run.id)),
+            flow_id: Set(run.plan.flow.id),
+            step: Set(run.step + 1),
+            plan: Set(emptied.clone()),
+            context: Set(emptied),
+            created: Set(Utc::now()),
+            expires: Set(run.expires),
+        };
+        let inserted = run::Entity::insert(marker).on_conflict_do_nothing_on([run::Column::Id]).exec_without_returning(db).await?;
+        return Ok(matches!(inserted, TryInsertResult::Inserted(1)));
     }
-    let result = run::Entity::delete_many().filter(run::Column::Id.eq(run.id)).filter(run::Column::Step.eq(run.step)).exec(db).await?;
+    let result = run::Entity::update_many()
+        .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1))
+        .col_expr(run::Column::KeyDigest, sea_orm::sea_query::Expr::val(finished_marker(run.id)))
+        .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(emptied.clone()))
+        .col_expr(run::Column::Context, sea_orm::sea_query::Expr::val(emptied))
+        .filter(run::Column::Id.eq(run.id))
+        .filter(run::Column::Step.eq(run.step))
+        .exec(db)
+        .await?;
     Ok(result.rows_affected == 1)
 }
 

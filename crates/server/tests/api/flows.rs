@@ -307,7 +307,18 @@ async fn opening_a_flow_stores_nothing_until_the_first_answer() {
     let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
     assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     assert_eq!(browser.me().await, StatusCode::OK);
-    assert_eq!(stored_runs(&app).await, 0);
+    let kept = gatehouse::flows::entities::run::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(kept.len(), 1, "a finished run keeps its identity until it would have expired");
+    assert_eq!((kept[0].plan.clone(), kept[0].context.clone()), (json!({}), json!({})), "and nothing else");
+
+    // Replaying the first answer with the run's ticket applies nothing: the flow starts again.
+    let mut replayer = Browser::new(&app);
+    replayer.cookies.insert(FLOW_COOKIE.to_owned(), ticket.clone());
+    let (_, again) = replayer.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"})).await;
+    assert_eq!(again["component"], "ak-stage-identification", "{again}");
+    assert!(errors_of(&again, "non_field_errors")[0].contains("already submitted"), "{again}");
+    assert_ne!(replayer.cookies[FLOW_COOKIE], ticket);
+    assert_eq!(stored_runs(&app).await, 1);
 }
 
 async fn user_fields_asked(app: &TestApp) -> Value {
@@ -516,6 +527,26 @@ async fn bind(app: &TestApp, flow: &flow::Model, stage_name: &str, order: i32, a
     .insert(&app.state.db)
     .await
     .unwrap();
+    app.state.flow_plans.invalidate();
+}
+
+#[tokio::test]
+async fn an_answer_that_ends_a_flow_at_once_cannot_be_replayed_with_its_ticket() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    add_flow(&app, "one-question", "none", &["default-authentication-identification"]).await;
+    let path = "/api/v3/flows/executor/one-question/";
+    let mut browser = Browser::new(&app);
+    browser.get(path).await;
+    let ticket = browser.cookies[FLOW_COOKIE].clone();
+    let answer = json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"});
+    let (_, done) = browser.post(path, answer.clone()).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let mut replayer = Browser::new(&app);
+    replayer.cookies.insert(FLOW_COOKIE.to_owned(), ticket);
+    let (_, again) = replayer.post(path, answer).await;
+    assert_eq!(again["component"], "ak-stage-identification", "the answer is applied once: {again}");
+    assert!(errors_of(&again, "non_field_errors")[0].contains("already submitted"), "{again}");
 }
 
 #[tokio::test]
