@@ -33,7 +33,12 @@ pub enum Command {
     /// Apply migrations and serve HTTP until SIGTERM or Ctrl-C.
     Serve,
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate {
+        /// Apply nothing: list the pending migrations and exit 1 when there are any, 0 when
+        /// the database is up to date (for deploy scripts).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run task workers until SIGTERM or Ctrl-C.
     Worker {
         /// Tasks run at a time (defaults to tasks.concurrency).
@@ -181,10 +186,10 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // Commands that print a result (a key, a user) keep stdout for it; the server logs to stdout.
-    let logs_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate | Command::Worker { .. });
+    let logs_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate { check: false } | Command::Worker { .. });
     if matches!(
         cli.command,
-        Command::Migrate
+        Command::Migrate { .. }
             | Command::CreateSuperuser { .. }
             | Command::CreateUser { .. }
             | Command::SetPassword { .. }
@@ -233,7 +238,18 @@ fn init_logging(config: &Config, to_stdout: bool) {
 async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
     match command {
         Command::Serve => serve(config).await,
-        Command::Migrate => {
+        Command::Migrate { check: true } => {
+            let db = crate::db::connect(&config).await.map_err(|e| e.to_string())?;
+            let pending = crate::db::pending_migrations(&db).await.map_err(|e| format!("cannot read the applied migrations: {e}"))?;
+            if pending.is_empty() {
+                println!("no migrations pending");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{} migrations pending:", pending.len());
+            pending.iter().for_each(|name| println!("  {name}"));
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Migrate { check: false } => {
             let secret = crate::secret::ServerSecret::load(&config).map_err(|e| e.to_string())?;
             let db = crate::db::connect(&config).await.map_err(|e| e.to_string())?;
             crate::db::migrate(&db).await.map_err(|e| format!("migration failed: {e}"))?;

@@ -154,6 +154,12 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     migrations::Migrator::up(db, None).await
 }
 
+/// The names of the migrations not yet applied to `db`, oldest first; nothing is changed.
+pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
+    use sea_orm_migration::MigratorTrait;
+    Ok(migrations::Migrator::get_pending_migrations(db).await?.iter().map(|m| m.name().to_owned()).collect())
+}
+
 /// Connection pool figures for the metrics.
 pub fn pool_stats(db: &DatabaseConnection) -> (u32, usize) {
     match db.get_database_backend() {

@@ -784,3 +784,19 @@ fn backup_and_restore_point_postgresql_installations_to_pg_dump() {
         assert!(stderr(&output).contains("pg_dump"), "{}", stderr(&output));
     }
 }
+
+#[test]
+fn migrate_check_lists_pending_migrations_and_applies_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let pending = gatehouse(dir.path()).args(["migrate", "--check"]).output().unwrap();
+    assert_eq!(pending.status.code(), Some(1), "{}", stderr(&pending));
+    assert!(stdout(&pending).contains("migrations pending:"), "{}", stdout(&pending));
+    assert!(stdout(&pending).contains("m0001"), "each is named: {}", stdout(&pending));
+    let still = gatehouse(dir.path()).args(["migrate", "--check"]).output().unwrap();
+    assert_eq!(still.status.code(), Some(1), "a check applies nothing");
+    let applied = gatehouse(dir.path()).arg("migrate").output().unwrap();
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let current = gatehouse(dir.path()).args(["migrate", "--check"]).output().unwrap();
+    assert_eq!(current.status.code(), Some(0), "{}", stderr(&current));
+    assert_eq!(stdout(&current).trim(), "no migrations pending");
+}
