@@ -3,7 +3,7 @@
 //! sealed. Restoring fills an empty data directory and checks that the key opens the copy.
 //! PostgreSQL installations are backed up with `pg_dump`, the secret key kept beside the dump.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -226,7 +226,7 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
     fits.map_err(|e| format!("{}: the archived key does not open the archived database: {e}", from.display()))?;
 
     if writes_key {
-        write_new_owner_only(&key_file, &key).map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
+        crate::secret::create_owner_only(&key_file, &key).map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
     }
     if let Err(e) = copy.persist_noclobber(&database) {
         if writes_key {
@@ -255,17 +255,4 @@ fn owner_only(path: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot protect {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-fn write_new_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }

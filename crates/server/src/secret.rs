@@ -54,19 +54,8 @@ impl ServerSecret {
             std::fs::create_dir_all(parent)?;
         }
         let key = random_token(48);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        match options.open(path) {
-            Ok(mut file) => {
-                file.write_all(key.as_bytes())?;
-                file.sync_all()?;
-                Ok(Self { key: key.into_bytes() })
-            }
+        match create_owner_only(path, key.as_bytes()) {
+            Ok(()) => Ok(Self { key: key.into_bytes() }),
             // Another process created it first: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create_file(path),
             Err(e) => Err(e),
@@ -180,6 +169,21 @@ async fn compare_fingerprint(db: &DatabaseConnection, fingerprint: &str, config:
          {expected}). Start every server and command with the original key. Another key would end every session and leave \
          stored API keys unreadable, so Gatehouse does not switch keys by itself."
     ))
+}
+
+/// Creates the file `path` holding `bytes`, readable by its owner only, and syncs it; fails with
+/// `AlreadyExists` when the file exists (a key file is never overwritten).
+pub fn create_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// `bytes` random bytes from the operating system's CSPRNG, URL-safe base64 without padding.

@@ -281,8 +281,8 @@ async fn resume(state: &AppState, request: &FlowRequest<'_>, form: Option<&FormA
 /// since, or the caller may no longer run it.
 async fn from_ticket(state: &AppState, request: &FlowRequest<'_>, ticket: run::Ticket) -> Result<Option<Run>> {
     let made = match flow_plan(state, request.slug).await {
-        Ok(made) if made.flow.id == ticket.flow_id => made,
-        Ok(_) | Err(Error::NotFound) => return Ok(None),
+        Ok(made) => made,
+        Err(Error::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
     if requirement_unmet(&made.flow, request.current.as_deref()).is_some() {

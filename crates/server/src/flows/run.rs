@@ -240,8 +240,7 @@ pub fn from_ticket(ticket: Ticket, plan: Plan, plan_fingerprint: &str, context: 
 /// The token a page form must carry to answer the run `run_id`: bound to the run, so a form from
 /// another browser's run (or a forged one) is refused.
 pub fn form_token(secret: &ServerSecret, run_id: Uuid) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.mac("flow-form", run_id.as_bytes()))
+    URL_SAFE_NO_PAD.encode(secret.mac("flow-form", run_id.as_bytes()))
 }
 
 /// Starts a run; returns it with the cookie value that finds it. The run is not stored: the
@@ -291,45 +290,69 @@ pub async fn save(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Tena
     if !run.stored {
         return store(db, secret, tenant, run).await;
     }
-    let result = run::Entity::update_many()
-        .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1))
-        .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.plan).map_err(Error::internal)?))
-        .col_expr(run::Column::Context, sea_orm::sea_query::Expr::val(serde_json::to_value(&run.context).map_err(Error::internal)?))
-        .filter(run::Column::Id.eq(run.id))
-        .filter(run::Column::Step.eq(run.step))
-        .exec(db)
-        .await?;
-    if result.rows_affected == 1 {
-        run.step += 1;
-        Ok(Saved::Updated)
-    } else {
-        Ok(Saved::Lost)
+    let (plan, context) = (to_json(&run.plan)?, to_json(&run.context)?);
+    if !step_forward(db, run, None, plan, context).await? {
+        return Ok(Saved::Lost);
     }
+    run.step += 1;
+    Ok(Saved::Updated)
+}
+
+fn to_json(value: &impl Serialize) -> Result<Value> {
+    serde_json::to_value(value).map_err(Error::internal)
+}
+
+/// Writes the row of the run loaded at `run.step` as its next step, with a new key digest when
+/// one is given: the compare-and-set of every step after the first. `false` when another request
+/// moved the run meanwhile.
+async fn step_forward(db: &impl ConnectionTrait, run: &Run, key_digest: Option<String>, plan: Value, context: Value) -> Result<bool> {
+    let mut update = run::Entity::update_many()
+        .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1))
+        .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(plan))
+        .col_expr(run::Column::Context, sea_orm::sea_query::Expr::val(context));
+    if let Some(digest) = key_digest {
+        update = update.col_expr(run::Column::KeyDigest, sea_orm::sea_query::Expr::val(digest));
+    }
+    let result = update.filter(run::Column::Id.eq(run.id)).filter(run::Column::Step.eq(run.step)).exec(db).await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Inserts the row of a run never stored, as its next step: the compare-and-set of its first
+/// step, since its identity came with its ticket. `false` when the row is there already.
+async fn insert_first(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    run: &Run,
+    key_digest: String,
+    plan: Value,
+    context: Value,
+) -> Result<bool> {
+    let model = run::ActiveModel {
+        id: Set(run.id),
+        tenant_id: Set(tenant.0),
+        key_digest: Set(key_digest),
+        flow_id: Set(run.plan.flow.id),
+        step: Set(run.step + 1),
+        plan: Set(plan),
+        context: Set(context),
+        created: Set(Utc::now()),
+        expires: Set(run.expires),
+    };
+    let inserted = run::Entity::insert(model).on_conflict_do_nothing_on([run::Column::Id]).exec_without_returning(db).await?;
+    Ok(matches!(inserted, TryInsertResult::Inserted(1)))
 }
 
 /// Stores a run rebuilt from its ticket, at its next step. Its identity came with the ticket, so
 /// a second request storing the same run finds the row there and loses.
 async fn store(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: TenantId, run: &mut Run) -> Result<Saved> {
     let key = random_token(32);
-    let model = run::ActiveModel {
-        id: Set(run.id),
-        tenant_id: Set(tenant.0),
-        key_digest: Set(key_digest(secret, &key)),
-        flow_id: Set(run.plan.flow.id),
-        step: Set(run.step + 1),
-        plan: Set(serde_json::to_value(&run.plan).map_err(Error::internal)?),
-        context: Set(serde_json::to_value(&run.context).map_err(Error::internal)?),
-        created: Set(Utc::now()),
-        expires: Set(run.expires),
-    };
-    match run::Entity::insert(model).on_conflict_do_nothing_on([run::Column::Id]).exec_without_returning(db).await? {
-        TryInsertResult::Inserted(1) => {
-            run.step += 1;
-            run.stored = true;
-            Ok(Saved::Stored(key))
-        }
-        _ => Ok(Saved::Lost),
+    let (plan, context) = (to_json(&run.plan)?, to_json(&run.context)?);
+    if !insert_first(db, tenant, run, key_digest(secret, &key), plan, context).await? {
+        return Ok(Saved::Lost);
     }
+    run.step += 1;
+    run.stored = true;
+    Ok(Saved::Stored(key))
 }
 
 /// The key digest a finished run's row keeps: no cookie key has it, so the row is found by
@@ -343,32 +366,12 @@ fn finished_marker(id: Uuid) -> String {
 /// The row stays, emptied, until the run's expiry, so an answer replayed with the run's ticket
 /// finds it and is not applied again; a run never stored gets such a row now.
 pub async fn finish(db: &impl ConnectionTrait, tenant: TenantId, run: &Run) -> Result<bool> {
-    let emptied = serde_json::json!({});
-    if !run.stored {
-        let marker = run::ActiveModel {
-            id: Set(run.id),
-            tenant_id: Set(tenant.0),
-            key_digest: Set(finished_marker(run.id)),
-            flow_id: Set(run.plan.flow.id),
-            step: Set(run.step + 1),
-            plan: Set(emptied.clone()),
-            context: Set(emptied),
-            created: Set(Utc::now()),
-            expires: Set(run.expires),
-        };
-        let inserted = run::Entity::insert(marker).on_conflict_do_nothing_on([run::Column::Id]).exec_without_returning(db).await?;
-        return Ok(matches!(inserted, TryInsertResult::Inserted(1)));
+    let emptied = || serde_json::json!({});
+    if run.stored {
+        step_forward(db, run, Some(finished_marker(run.id)), emptied(), emptied()).await
+    } else {
+        insert_first(db, tenant, run, finished_marker(run.id), emptied(), emptied()).await
     }
-    let result = run::Entity::update_many()
-        .col_expr(run::Column::Step, sea_orm::sea_query::Expr::val(run.step + 1))
-        .col_expr(run::Column::KeyDigest, sea_orm::sea_query::Expr::val(finished_marker(run.id)))
-        .col_expr(run::Column::Plan, sea_orm::sea_query::Expr::val(emptied.clone()))
-        .col_expr(run::Column::Context, sea_orm::sea_query::Expr::val(emptied))
-        .filter(run::Column::Id.eq(run.id))
-        .filter(run::Column::Step.eq(run.step))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
 }
 
 /// Deletes the run `id`, whatever its state.
