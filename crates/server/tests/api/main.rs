@@ -25,4 +25,5 @@ mod sessions;
 mod sign_in_integrity;
 mod tasks;
 mod tokens;
+mod upgrades;
 mod users;

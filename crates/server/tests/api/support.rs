@@ -192,6 +192,11 @@ impl TestApp {
         Self::spawn_on(Some(other.state.config.database_url()), adjust).await
     }
 
+    /// A server on an existing database, such as one an older release wrote.
+    pub async fn spawn_on_database(database_url: String) -> Self {
+        Self::spawn_on(Some(database_url), |_| {}).await
+    }
+
     async fn spawn_on(database_url: Option<String>, adjust: impl FnOnce(&mut Config)) -> Self {
         Self::spawn_full(database_url, adjust, gatehouse::tasks::Registry::builtin()).await
     }
