@@ -65,6 +65,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     let config_ttl = config.sessions.cache_ttl.to_std();
     let plan_ttl = config.flows.plan_cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
+    let media = crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?;
     let mut state = AppState {
         db,
         config: Arc::new(config),
@@ -81,6 +82,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         stages: Arc::new(crate::flows::StageRegistry::builtin()),
         task_wake: Arc::new(tokio::sync::Notify::new()),
         clock: crate::clock::Clock::default(),
+        media,
     };
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
@@ -134,6 +136,7 @@ impl Server {
         let listen = config.server.listen;
         let metrics_listen = config.server.metrics_listen;
         let state = build_state_with(config, actors).await?;
+        crate::media::service::prepare_store(&state).await.map_err(|e| StartError::Other(e.to_string()))?;
         let listener =
             TcpListener::bind(listen).await.map_err(|cause| StartError::Bind { setting: "server.listen", addr: listen, cause })?;
         let metrics_listener = match metrics_listen {

@@ -38,6 +38,71 @@ pub struct Config {
     pub tasks: TaskConfig,
     pub flows: FlowConfig,
     pub identifiers: IdentifierConfig,
+    pub media: MediaConfig,
+}
+
+/// Where uploaded files (application icons, flow backgrounds, logos, avatars) are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// `file` (a local directory) or `s3` (S3-compatible object storage).
+    pub backend: MediaBackend,
+    /// The directory of the `file` backend; unset means `media` in `data_dir`.
+    pub path: Option<PathBuf>,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: usize,
+    pub s3: S3Config,
+}
+
+/// The storage behind uploaded files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackend {
+    File,
+    S3,
+}
+
+/// An S3-compatible bucket. Credentials and region left empty come from the usual AWS
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_REGION`, `AWS_ENDPOINT_URL`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// The service's URL, for anything but AWS (MinIO, Ceph, Garage, ...); empty means AWS.
+    pub endpoint: String,
+    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the host name.
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// A file holding `secret_access_key`, read at start.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Create the bucket at start when it does not exist.
+    pub create_bucket: bool,
+    /// How long one request to the service may take, connecting included.
+    pub timeout: DurationString,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            backend: MediaBackend::File,
+            path: None,
+            max_upload_bytes: 5 * 1024 * 1024,
+            s3: S3Config {
+                bucket: String::new(),
+                region: String::new(),
+                endpoint: String::new(),
+                path_style: false,
+                access_key_id: String::new(),
+                secret_access_key: String::new(),
+                secret_access_key_file: None,
+                create_bucket: false,
+                timeout: DurationString::from_secs(10),
+            },
+        }
+    }
 }
 
 /// Account identifiers (e-mail addresses and usernames).
@@ -222,6 +287,13 @@ pub struct EmailConfig {
     pub from: String,
 }
 
+impl MediaConfig {
+    /// The directory of the `file` backend.
+    pub fn directory(&self, data_dir: &Path) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| data_dir.join("media"))
+    }
+}
+
 impl Default for EmailConfig {
     fn default() -> Self {
         Self {
@@ -285,6 +357,7 @@ impl Default for Config {
             secret_key: None,
             secret_key_file: None,
             identifiers: IdentifierConfig::default(),
+            media: MediaConfig::default(),
             server: ServerConfig::default(),
             database: DatabaseConfig { url: String::new(), url_file: None, max_connections: 10 },
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
@@ -384,6 +457,15 @@ impl Config {
             }
         };
         config.data_dir = relative_to("data_dir", &config.data_dir);
+        if let Some(path) = config.media.path.clone() {
+            config.media.path = Some(relative_to("media.path", &path));
+        }
+        if let Some(path) = config.media.s3.secret_access_key_file.clone() {
+            let path = relative_to("media.s3.secret_access_key_file", &path);
+            config.media.s3.secret_access_key =
+                read_secret_file("media.s3.secret_access_key", !config.media.s3.secret_access_key.is_empty(), &path)?;
+            config.media.s3.secret_access_key_file = Some(path);
+        }
         if let Some(path) = config.secret_key_file.clone() {
             let path = relative_to("secret_key_file", &path);
             config.secret_key = Some(read_secret_file("secret_key", config.secret_key.is_some(), &path)?);
@@ -463,6 +545,19 @@ impl Config {
         if !(self.sms.twilio_base_url.starts_with("https://") || self.sms.twilio_base_url.starts_with("http://")) {
             return fail("sms.twilio_base_url", "must be an http:// or https:// URL");
         }
+        if !(1024..=100 * 1024 * 1024).contains(&self.media.max_upload_bytes) {
+            return fail("media.max_upload_bytes", "must be between 1024 and 104857600 (100 MiB)");
+        }
+        if self.media.backend == MediaBackend::S3 && self.media.s3.bucket.trim().is_empty() {
+            return fail("media.s3.bucket", "is required with media.backend = \"s3\"");
+        }
+        let endpoint = &self.media.s3.endpoint;
+        if !endpoint.is_empty() && !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return fail("media.s3.endpoint", "must be an http:// or https:// URL");
+        }
+        if self.media.s3.timeout.as_micros() < 100_000 || self.media.s3.timeout.as_micros() > 300_000_000 {
+            return fail("media.s3.timeout", "must be between milliseconds=100 and minutes=5");
+        }
         if self.email.use_tls && self.email.use_ssl {
             return fail("email.use_tls", "use_tls (STARTTLS) and use_ssl (TLS from the start) exclude each other");
         }
@@ -522,6 +617,9 @@ impl Config {
         shown.database.url = redact_url_password(&self.database_url());
         if !shown.email.password.is_empty() {
             shown.email.password = "********".into();
+        }
+        if !shown.media.s3.secret_access_key.is_empty() {
+            shown.media.s3.secret_access_key = "********".into();
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# could not render configuration: {e}\n"))
     }

@@ -76,6 +76,10 @@ pub enum Error {
     /// The server is too busy to take this on now: 503 with `Retry-After`.
     #[error("overloaded, retry in {retry_after_secs} s")]
     Overloaded { retry_after_secs: u64 },
+    /// A service the request needs (such as the media store) cannot be used now: 503 with this
+    /// message, which names the service and never carries its credentials.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A body larger than allowed: 413.
     #[error("payload too large")]
     PayloadTooLarge,

@@ -17,6 +17,7 @@ pub mod flows;
 pub mod http;
 pub mod json;
 pub mod mappings;
+pub mod media;
 pub mod mfa;
 pub mod ops;
 pub mod secret;

@@ -252,6 +252,8 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "Webhook Mapping",
         "authentik Events",
     ),
+    ("authentik_rbac.view_media_files", "Can view media files", "systempermission", "System Permission", "authentik RBAC"),
+    ("authentik_rbac.manage_media_files", "Can manage media files", "systempermission", "System Permission", "authentik RBAC"),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -358,6 +360,8 @@ pub mod names {
     pub const ADD_WEBHOOK_MAPPING: &str = "authentik_events.add_notificationwebhookmapping";
     pub const CHANGE_WEBHOOK_MAPPING: &str = "authentik_events.change_notificationwebhookmapping";
     pub const DELETE_WEBHOOK_MAPPING: &str = "authentik_events.delete_notificationwebhookmapping";
+    pub const VIEW_MEDIA_FILES: &str = "authentik_rbac.view_media_files";
+    pub const MANAGE_MEDIA_FILES: &str = "authentik_rbac.manage_media_files";
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(EmailDevices),
             Box::new(PropertyMappings),
             Box::new(CodeHandovers),
+            Box::new(MediaFiles),
         ]
     }
 }
@@ -996,5 +997,42 @@ impl MigrationTrait for CodeHandovers {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("code_handovers").to_owned()).await
+    }
+}
+
+/// The index of uploaded files; their bytes live in the media store.
+struct MediaFiles;
+
+impl MigrationName for MediaFiles {
+    fn name(&self) -> &str {
+        "m0012_media_files"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for MediaFiles {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("media_files")
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("name", 1024))
+                    .col(string_len("mime_type", 64))
+                    .col(big_integer("size"))
+                    .col(string_len("sha256", 64))
+                    .col(string_len("storage_key", 200))
+                    .col(big_integer_null("created_by"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("media_files"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("media_files", "ux_media_files_name", &["tenant_id", "name"], true)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("media_files").to_owned()).await
     }
 }

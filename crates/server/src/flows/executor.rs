@@ -107,7 +107,7 @@ impl Outcome {
     pub fn to_json(&self) -> Value {
         let flow_info = json!({
             "title": self.flow.title,
-            "background": self.flow.background,
+            "background": crate::media::service::resolve_url(&self.flow.background),
             "cancel_url": "/flows/-/cancel/",
             "layout": self.flow.layout,
         });

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -164,6 +164,30 @@ pub async fn flow_used_by(state: &AppState, actor: &Actor, slug: &str) -> Result
     get_flow(state, actor, slug).await?;
     // Nothing in Gatehouse refers to a flow yet (bindings belong to it rather than use it).
     Ok(Vec::new())
+}
+
+/// The flows that show the uploaded file `name` as their background; needs
+/// `authentik_rbac.view_media_files`. Deleting the file leaves them pointing at nothing.
+pub async fn flows_using_file(state: &AppState, actor: &Actor, name: Option<&str>) -> Result<Vec<crate::tokens::api::UsedBy>> {
+    actor.require(names::VIEW_MEDIA_FILES)?;
+    let name = &crate::media::service::parse_name(name)?;
+    crate::media::service::find(&state.db, state.tenant, name).await?.ok_or(Error::NotFound)?;
+    let flows = flow::Entity::find()
+        .filter(flow::Column::TenantId.eq(state.tenant.0))
+        .filter(flow::Column::Background.eq(name.as_str()))
+        .order_by(flow::Column::Slug, Order::Asc)
+        .all(&state.db)
+        .await?;
+    Ok(flows
+        .into_iter()
+        .map(|flow| crate::tokens::api::UsedBy {
+            app: "authentik_flows".into(),
+            model_name: "flow".into(),
+            pk: flow.id.to_string(),
+            name: flow.name,
+            action: "left_dangling".into(),
+        })
+        .collect())
 }
 
 /// Creates a flow inside `txn`; needs `authentik_flows.add_flow`.

@@ -34,6 +34,12 @@ impl IntoResponse for Error {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 response
             }
+            Error::Unavailable(message) => {
+                tracing::warn!(%message, "a service the request needs is unavailable");
+                let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, &message);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(30));
+                response
+            }
             Error::PayloadTooLarge => detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large."),
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

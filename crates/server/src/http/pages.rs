@@ -69,6 +69,10 @@ pub fn error_page(error: Error) -> Response {
             page
         }
         Error::PayloadTooLarge => message(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "The form sent too much data."),
+        Error::Unavailable(text) => {
+            tracing::warn!(message = %text, "a service the page needs is unavailable");
+            message(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "Something this page needs is unavailable. Try again later.")
+        }
         Error::Conflict(text) => message(StatusCode::CONFLICT, "Not now", &text),
         Error::Unauthenticated | Error::PermissionDenied | Error::InvalidPage => {
             message(StatusCode::FORBIDDEN, "Not allowed", "You may not open this page.")

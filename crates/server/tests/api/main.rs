@@ -18,6 +18,7 @@ mod geoip;
 mod groups;
 mod guessing;
 mod mail;
+mod media;
 mod mfa;
 mod ops;
 mod quickstart;

@@ -404,3 +404,146 @@ pub fn oracle_runner(cases_variable: &str, default_cases: u32, source_file: &'st
         ..Config::default()
     })
 }
+
+/// A local S3-compatible server: moto in server mode (`scripts/test` installs it and names it
+/// in `MOTO_SERVER_BIN`). It runs under a shell that kills it when this process's end of its
+/// standard input closes, so it never outlives the suite, whatever way the suite ends.
+pub struct S3Server {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl S3Server {
+    /// Starts a server of its own on a random port.
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let moto = std::env::var("MOTO_SERVER_BIN")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .or_else(|| std::env::var("HOME").ok().map(|home| format!("{home}/.cache/gatehouse-s3-venv/bin/moto_server")))
+            .filter(|p| std::path::Path::new(p).exists())
+            .expect("the media tests need moto's S3 server: run scripts/test, which installs it, or set MOTO_SERVER_BIN");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" -H 127.0.0.1 -p 0 2>&1 & server=$!; cat >/dev/null; kill $server"#)
+            .arg(&moto)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("moto's output")).lines();
+        let endpoint = loop {
+            let line = lines.next().expect("moto_server reports where it listens").expect("moto's output is text");
+            if let Some(at) = line.find("Running on http://") {
+                break line[at + "Running on ".len()..].trim().to_owned();
+            }
+        };
+        // Keep reading its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { endpoint, child }
+    }
+
+    /// The server the suite shares; each test uses buckets of its own.
+    pub fn shared() -> &'static S3Server {
+        static SHARED: std::sync::OnceLock<S3Server> = std::sync::OnceLock::new();
+        SHARED.get_or_init(S3Server::start)
+    }
+
+    /// Configures `config` to keep uploads in the bucket `bucket` of this server.
+    pub fn configure(&self, config: &mut Config, bucket: &str, create_bucket: bool) {
+        config.media.backend = gatehouse::config::MediaBackend::S3;
+        let s3 = &mut config.media.s3;
+        s3.endpoint = self.endpoint.clone();
+        s3.bucket = bucket.to_owned();
+        s3.region = "us-east-1".into();
+        s3.path_style = true;
+        s3.access_key_id = "gatehouse-test".into();
+        s3.secret_access_key = S3_SECRET.into();
+        s3.create_bucket = create_bucket;
+        s3.timeout = gatehouse_types::DurationString::from_secs(5);
+        remember_secret(S3_SECRET);
+    }
+
+    /// Stops the server, as an outage would.
+    pub fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The secret access key test servers use with moto, which accepts any.
+const S3_SECRET: &str = "gatehouse-test-s3-secret-access-key";
+
+/// A bucket name no other test uses.
+pub fn fresh_bucket() -> String {
+    format!("gh-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// A valid PNG of `width` by `height` transparent pixels (stored, not compressed).
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+    }
+    let mut raw = Vec::new();
+    for _ in 0..height {
+        raw.push(0); // no filter
+        raw.extend(std::iter::repeat_n(0u8, 4 * width as usize));
+    }
+    // A zlib stream of stored blocks (at most 65,535 bytes each) and its Adler-32.
+    let mut zlib = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (index, block) in blocks.iter().enumerate() {
+        zlib.push(u8::from(index == blocks.len() - 1));
+        let len = block.len() as u16;
+        zlib.extend_from_slice(&len.to_le_bytes());
+        zlib.extend_from_slice(&(!len).to_le_bytes());
+        zlib.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in &raw {
+        a = (a + u32::from(*byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &zlib);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+impl TestApp {
+    /// Uploads `content` as `file_name` through `/admin/file/` as `session`, with `fields` as
+    /// the other parts of the form.
+    pub async fn upload(&self, session: &Session, file_name: &str, content: Vec<u8>, fields: &[(&str, &str)]) -> Response {
+        let mut form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(content).file_name(file_name.to_owned()));
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        self.client
+            .post(self.url("/api/v3/admin/file/"))
+            .header("cookie", &session.cookie)
+            .header("x-csrftoken", &session.csrf)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,210 @@
+//! Where the bytes of uploaded files live: a local directory or an S3-compatible bucket, behind
+//! `object_store`'s one interface. Objects are written whole or not at all (a local write goes
+//! to a temporary file renamed into place; an S3 PUT is atomic), under keys the service chooses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+
+use crate::config::{Config, MediaBackend};
+
+/// What went wrong in the store, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object under the key.
+    #[error("no such object")]
+    Missing,
+    /// The bucket does not exist (and the configuration does not allow creating it).
+    #[error("the bucket {0} does not exist")]
+    BucketMissing(String),
+    /// The store cannot be reached or refused the request.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The configured store.
+#[derive(Clone)]
+pub struct MediaStore {
+    objects: Arc<dyn ObjectStore>,
+    /// The bucket, for S3: to create it and to name it in messages.
+    bucket: Option<Bucket>,
+    description: String,
+}
+
+#[derive(Clone)]
+struct Bucket {
+    name: String,
+    region: String,
+    client: Arc<AmazonS3>,
+    create: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for MediaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// Longest text of a store error kept in a message (provider bodies can be long).
+const MAX_ERROR_CHARS: usize = 300;
+
+fn unavailable(error: &object_store::Error) -> StoreError {
+    let text = error.to_string();
+    let shortened: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    StoreError::Unavailable(shortened)
+}
+
+impl MediaStore {
+    /// Opens the store the configuration names; creates the local directory. Nothing is asked
+    /// of a bucket here: [`MediaStore::prepare`] does that once the server runs.
+    pub fn open(config: &Config) -> Result<Self, String> {
+        match config.media.backend {
+            MediaBackend::File => {
+                let directory = config.media.directory(&config.data_dir);
+                std::fs::create_dir_all(&directory).map_err(|e| format!("media.path: cannot create {}: {e}", directory.display()))?;
+                let objects = LocalFileSystem::new_with_prefix(&directory)
+                    .map_err(|e| format!("media.path: cannot use {}: {e}", directory.display()))?;
+                Ok(Self { objects: Arc::new(objects), bucket: None, description: format!("directory {}", directory.display()) })
+            }
+            MediaBackend::S3 => {
+                let s3 = &config.media.s3;
+                let timeout = s3.timeout.to_std();
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(&s3.bucket);
+                if !s3.region.is_empty() {
+                    builder = builder.with_region(&s3.region);
+                }
+                if !s3.endpoint.is_empty() {
+                    builder = builder.with_endpoint(&s3.endpoint);
+                }
+                if !s3.access_key_id.is_empty() {
+                    builder = builder.with_access_key_id(&s3.access_key_id);
+                }
+                if !s3.secret_access_key.is_empty() {
+                    builder = builder.with_secret_access_key(&s3.secret_access_key);
+                }
+                let options = ClientOptions::new()
+                    .with_timeout(timeout)
+                    .with_connect_timeout(timeout)
+                    .with_allow_http(s3.endpoint.starts_with("http://"));
+                // One quick retry at most: a person waits on every request, and a store that
+                // is down should be told at once rather than after the default three minutes.
+                let retry = RetryConfig { max_retries: 1, retry_timeout: timeout, ..RetryConfig::default() };
+                let client = builder
+                    .with_virtual_hosted_style_request(!s3.path_style)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| format!("media.s3: {e}"))?;
+                let client = Arc::new(client);
+                let region = if s3.region.is_empty() { std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()) } else { s3.region.clone() };
+                let endpoint = if s3.endpoint.is_empty() { "AWS".to_owned() } else { s3.endpoint.clone() };
+                Ok(Self {
+                    objects: client.clone(),
+                    bucket: Some(Bucket { name: s3.bucket.clone(), region, client, create: s3.create_bucket, timeout }),
+                    description: format!("bucket {} at {endpoint}", s3.bucket),
+                })
+            }
+        }
+    }
+
+    /// What this store is, for logs and messages.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Checks at start that the bucket exists, creating it when allowed. A store that is down
+    /// or a bucket that is missing is reported; the server runs on and uploads answer 503.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        let Some(bucket) = &self.bucket else { return Ok(()) };
+        match self.objects.list_with_delimiter(None).await {
+            Ok(_) => Ok(()),
+            Err(error) if is_missing_bucket(&error) && bucket.create => self.create_bucket(bucket).await,
+            Err(error) if is_missing_bucket(&error) => Err(StoreError::BucketMissing(bucket.name.clone())),
+            Err(error) => Err(unavailable(&error)),
+        }
+    }
+
+    /// Creates the bucket with a signed `PUT` on its root (S3's CreateBucket), outside the
+    /// region `us-east-1` with the location constraint S3 then requires.
+    async fn create_bucket(&self, bucket: &Bucket) -> Result<(), StoreError> {
+        let url = bucket
+            .client
+            .signed_url(reqwest::Method::PUT, &ObjectPath::from(""), Duration::from_secs(60))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let body = if bucket.region == "us-east-1" {
+            String::new()
+        } else {
+            format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                bucket.region
+            )
+        };
+        let client = reqwest::Client::builder().timeout(bucket.timeout).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // S3 wants a length even on an empty body, which reqwest would send without one.
+        let response = client.put(url).header(reqwest::header::CONTENT_LENGTH, body.len()).body(body).send().await.map_err(|e| StoreError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            tracing::info!(bucket = %bucket.name, "created the media bucket");
+            return Ok(());
+        }
+        let text: String = response.text().await.unwrap_or_default().chars().take(MAX_ERROR_CHARS).collect();
+        // Another process created it at the same moment.
+        if text.contains("BucketAlreadyOwnedByYou") {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!("creating the bucket {} failed with {status}: {text}", bucket.name)))
+    }
+
+    /// Writes `bytes` under `key`, whole or not at all.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        match self.objects.put(&ObjectPath::from(key), bytes.into()).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.classify(&error)),
+        }
+    }
+
+    /// Reads the object under `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let result = self.objects.get(&ObjectPath::from(key)).await.map_err(|error| self.classify(&error))?;
+        result.bytes().await.map_err(|error| self.classify(&error))
+    }
+
+    /// Removes the object under `key`; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.objects.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.classify(&error)),
+        }
+    }
+
+    /// The keys of every object under `prefix`, sorted: what the store holds, listed or not.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        use futures_util::TryStreamExt;
+        let listed: Vec<_> =
+            self.objects.list(Some(&ObjectPath::from(prefix))).try_collect().await.map_err(|error| self.classify(&error))?;
+        let mut keys: Vec<String> = listed.into_iter().map(|meta| meta.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn classify(&self, error: &object_store::Error) -> StoreError {
+        match (&self.bucket, error) {
+            (Some(bucket), error) if is_missing_bucket(error) => StoreError::BucketMissing(bucket.name.clone()),
+            (_, object_store::Error::NotFound { .. }) => StoreError::Missing,
+            (_, error) => unavailable(error),
+        }
+    }
+}
+
+/// Whether S3 answered that the bucket does not exist.
+fn is_missing_bucket(error: &object_store::Error) -> bool {
+    error.to_string().contains("NoSuchBucket")
+}
