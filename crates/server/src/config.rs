@@ -552,7 +552,7 @@ impl Config {
             return fail("media.s3.bucket", "is required with media.backend = \"s3\"");
         }
         let endpoint = &self.media.s3.endpoint;
-        if !endpoint.is_empty() && !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+        if !(endpoint.is_empty() || endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
             return fail("media.s3.endpoint", "must be an http:// or https:// URL");
         }
         if self.media.s3.timeout.as_micros() < 100_000 || self.media.s3.timeout.as_micros() > 300_000_000 {

@@ -77,7 +77,11 @@ pub struct FileQuery {
 
 #[utoipa::path(get, path = "/api/v3/admin/file/", tag = "admin", params(FileFilter),
     responses((status = 200, body = [FileOut]), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
-async fn list_files(State(state): State<AppState>, principal: Principal, ApiQuery(filter): ApiQuery<FileFilter>) -> Result<Json<Vec<FileOut>>> {
+async fn list_files(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(filter): ApiQuery<FileFilter>,
+) -> Result<Json<Vec<FileOut>>> {
     Ok(Json(service::list(&state, &principal.actor(), &filter).await?.into_iter().map(FileOut::from).collect()))
 }
 
@@ -161,7 +165,11 @@ async fn delete_file(State(state): State<AppState>, principal: Principal, ApiQue
 
 #[utoipa::path(get, path = "/api/v3/admin/file/used_by/", tag = "admin", params(FileQuery),
     responses((status = 200, body = [UsedBy]), (status = 400, description = "Invalid input"), (status = 404, description = "No such file")))]
-async fn file_used_by(State(state): State<AppState>, principal: Principal, ApiQuery(query): ApiQuery<FileQuery>) -> Result<Json<Vec<UsedBy>>> {
+async fn file_used_by(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<FileQuery>,
+) -> Result<Json<Vec<UsedBy>>> {
     Ok(Json(crate::flows::flow_service::flows_using_file(&state, &principal.actor(), query.name.as_deref()).await?))
 }
 

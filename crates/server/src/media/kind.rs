@@ -98,10 +98,9 @@ mod tests {
         assert_eq!(ImageKind::sniff(&[0xff, 0xd8, 0xff, 0xe0, 0, 0x10, b'J', b'F', b'I', b'F']), Some(ImageKind::Jpeg));
         assert_eq!(ImageKind::sniff(b"RIFF\x1a\x00\x00\x00WEBPVP8 "), Some(ImageKind::Webp));
         assert_eq!(ImageKind::sniff(&[0, 0, 1, 0, 1, 0, 16, 16, 0, 0]), Some(ImageKind::Ico));
-        for svg in [
-            "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
-            "\u{feff}<?xml version=\"1.0\"?>\n<!-- logo -->\n<!DOCTYPE svg>\n<svg>\n</svg>",
-        ] {
+        for svg in
+            ["<svg xmlns=\"http://www.w3.org/2000/svg\"/>", "\u{feff}<?xml version=\"1.0\"?>\n<!-- logo -->\n<!DOCTYPE svg>\n<svg>\n</svg>"]
+        {
             assert_eq!(ImageKind::sniff(svg.as_bytes()), Some(ImageKind::Svg), "{svg}");
         }
     }

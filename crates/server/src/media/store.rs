@@ -103,7 +103,11 @@ impl MediaStore {
                     .build()
                     .map_err(|e| format!("media.s3: {e}"))?;
                 let client = Arc::new(client);
-                let region = if s3.region.is_empty() { std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()) } else { s3.region.clone() };
+                let region = if s3.region.is_empty() {
+                    std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())
+                } else {
+                    s3.region.clone()
+                };
                 let endpoint = if s3.endpoint.is_empty() { "AWS".to_owned() } else { s3.endpoint.clone() };
                 Ok(Self {
                     objects: client.clone(),
@@ -149,7 +153,13 @@ impl MediaStore {
         };
         let client = reqwest::Client::builder().timeout(bucket.timeout).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // S3 wants a length even on an empty body, which reqwest would send without one.
-        let response = client.put(url).header(reqwest::header::CONTENT_LENGTH, body.len()).body(body).send().await.map_err(|e| StoreError::Unavailable(e.without_url().to_string()))?;
+        let response = client
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();
         if status.is_success() {
             tracing::info!(bucket = %bucket.name, "created the media bucket");

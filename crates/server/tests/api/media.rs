@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use crate::support::{S3Server, Session, TestApp, fresh_bucket, json, png};
 
 /// An SVG that would run script if a browser ran it as a document.
-const SCRIPTED_SVG: &str = r#"<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script><rect width="4" height="4"/></svg>"#;
+const SCRIPTED_SVG: &str =
+    r#"<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script><rect width="4" height="4"/></svg>"#;
 
 /// Every file name the index lists.
 async fn listed(app: &TestApp, session: &Session) -> Vec<String> {
@@ -32,11 +33,7 @@ fn objects_on_disk(app: &TestApp) -> usize {
 }
 
 fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
-        })
-        .unwrap_or(0)
+    std::fs::read_dir(dir).map(|entries| entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()).unwrap_or(0)
 }
 
 /// Upload, list, serve (with its headers and revalidation), `used_by`, delete: on whichever
@@ -82,7 +79,10 @@ async fn upload_list_serve_use_and_delete(app: &TestApp) {
     assert_eq!(flow["background_url"], "/files/media/brand/logo.png");
     let (status, used) = json(app.get(&admin, "/api/v3/admin/file/used_by/?name=brand/logo.png").await).await;
     assert_eq!(status, StatusCode::OK, "{used}");
-    assert_eq!(used, json!([{"app": "authentik_flows", "model_name": "flow", "pk": flow["pk"], "name": "Branded", "action": "left_dangling"}]));
+    assert_eq!(
+        used,
+        json!([{"app": "authentik_flows", "model_name": "flow", "pk": flow["pk"], "name": "Branded", "action": "left_dangling"}])
+    );
     let (_, unused) = json(app.get(&admin, "/api/v3/admin/file/used_by/?name=mark.svg").await).await;
     assert_eq!(unused, json!([]));
 
@@ -138,7 +138,9 @@ async fn bad_uploads_are_refused_by_field(app: &TestApp) {
     let html = b"<html><script>alert(1)</script></html>".to_vec();
     let too_large = png(64, 64);
     assert!(too_large.len() > 4096);
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, &str, &str)> = vec![
+    // (file name, content, other fields, the field named, what its message says)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         ("too-large.png", too_large, vec![], "file", "exceeds maximum allowed size (4096 bytes)"),
         ("page.png", html.clone(), vec![], "file", "not an image of an accepted type"),
         ("page.html", html, vec![], "file", "not an image of an accepted type"),
@@ -160,7 +162,15 @@ async fn bad_uploads_are_refused_by_field(app: &TestApp) {
     }
     // No file part at all, and a body that is not a form.
     let form = reqwest::multipart::Form::new().text("name", "nothing.png");
-    let response = app.client.post(app.url("/api/v3/admin/file/")).header("cookie", &admin.cookie).header("x-csrftoken", &admin.csrf).multipart(form).send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/api/v3/admin/file/"))
+        .header("cookie", &admin.cookie)
+        .header("x-csrftoken", &admin.csrf)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json(response).await;
     assert_eq!((status, body["file"][0].as_str()), (StatusCode::BAD_REQUEST, Some("No file was submitted.")), "{body}");
     let (status, body) = json(app.post(&admin, "/api/v3/admin/file/", json!({"file": "x"})).await).await;
@@ -319,3 +329,20 @@ async fn a_store_that_is_down_answers_503_and_nothing_is_half_written() {
     assert!(served.headers().contains_key("retry-after"));
 }
 
+#[tokio::test]
+async fn uploads_racing_for_one_name_keep_one_file_and_leave_no_stray_bytes() {
+    let s3 = S3Server::shared();
+    let bucket = fresh_bucket();
+    let app = TestApp::spawn_with(|config| s3.configure(config, &bucket, true)).await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let racers = (1..=8).map(|size| app.upload(&admin, "same.png", png(size, size), &[]));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(racers).await.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::BAD_REQUEST), "{statuses:?}");
+    assert_eq!(listed(&app, &admin).await, ["same.png"]);
+    assert_eq!(stored_objects(&app).await.len(), 1, "the losers' bytes were taken back");
+    let row = gatehouse::media::entities::media_file::Entity::find().one(&app.state.db).await.unwrap().unwrap();
+    let served = app.client.get(app.url("/files/media/same.png")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(served.len() as i64, row.size, "the listed file is the stored one");
+}

@@ -533,7 +533,8 @@ impl TestApp {
     /// Uploads `content` as `file_name` through `/admin/file/` as `session`, with `fields` as
     /// the other parts of the form.
     pub async fn upload(&self, session: &Session, file_name: &str, content: Vec<u8>, fields: &[(&str, &str)]) -> Response {
-        let mut form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(content).file_name(file_name.to_owned()));
+        let mut form =
+            reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(content).file_name(file_name.to_owned()));
         for (name, value) in fields {
             form = form.text(name.to_string(), value.to_string());
         }
