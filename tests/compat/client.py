@@ -1087,6 +1087,7 @@ def run_checks(checks: Checks) -> None:
     otp_checks(checks, url, api_client, tag, email, password)
     email_checks(checks, url, api_client, tag, email, password)
     mapping_checks(checks, api_client, tag)
+    media_checks(checks, url, api_client, tag)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1357,6 +1358,57 @@ def mapping_checks(checks: Checks, api_client: ak.ApiClient, tag: str) -> None:
         expect(status_of(mappings.propertymappings_notification_retrieve, state["pk"]) == 404, "mapping still retrievable")
 
     run("propertymappings_notification_destroy", mapping_destroy)
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 transparent PNG."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 6, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 5)) + chunk(b"IEND", b"")
+
+
+def media_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:
+    """Uploaded files: authentik's file API, the served file, and a flow using one."""
+    import urllib.request
+    run = checks.run
+    admin = ak.AdminApi(api_client)
+    flows = ak.FlowsApi(api_client)
+    name = f"compat-{tag}/logo.png"
+    state: dict[str, Any] = {}
+
+    def upload_and_list():
+        expect(admin.admin_file_create(file=("logo.png", tiny_png()), name=name, usage="media") is None, "returned something")
+        files = admin.admin_file_list(search=f"compat-{tag}", usage=ak.UsageEnum.MEDIA)
+        expect([(f.name, f.mime_type) for f in files] == [(name, "image/png")], f"listed {files}")
+        with urllib.request.urlopen(url + files[0].url) as served:
+            expect(served.headers["Content-Type"] == "image/png", f"served as {served.headers['Content-Type']}")
+            expect(served.read() == tiny_png(), "served other bytes")
+        state["uploaded"] = True
+        expect_raises(BadRequestException, lambda: admin.admin_file_create(file=("x.png", tiny_png()), name="../x.png"))
+        expect_raises(BadRequestException, lambda: admin.admin_file_create(file=("page.png", b"<html></html>")))
+
+    run("admin_file_create, admin_file_list, the served file, admin_file_create (BadRequestException)", upload_and_list)
+    if "uploaded" not in state:
+        return
+
+    def used_by_a_flow():
+        flow = flows.flows_instances_create(ak.FlowRequest(
+            name=f"compat-{tag}-branded", slug=f"compat-{tag}-branded", title="Branded",
+            designation=ak.FlowDesignationEnum.AUTHENTICATION, background=name))
+        expect(flow.background_url == f"/files/media/{name}", f"background_url {flow.background_url!r}")
+        used = admin.admin_file_used_by_list(name=name)
+        expect([(u.model_name, u.name) for u in used] == [("flow", f"compat-{tag}-branded")], f"used by {used}")
+        flows.flows_instances_destroy(flow.slug)
+
+    run("admin_file_used_by_list (a flow's background)", used_by_a_flow)
+
+    def delete():
+        expect(admin.admin_file_destroy(name=name, usage=ak.UsageEnum.MEDIA) is None, "returned something")
+        expect(admin.admin_file_list(search=f"compat-{tag}") == [], "still listed")
+        expect(status_of(admin.admin_file_destroy, name=name) == 404, "deleted twice")
+
+    run("admin_file_destroy", delete)
 
 
 class MailSink(socketserver.ThreadingTCPServer):

@@ -1,6 +1,7 @@
 //! Backups of an installation on SQLite: one archive (tar) holding a consistent copy of the
-//! database, taken while the server runs, and the secret key that opens what the database keeps
-//! sealed. Restoring fills an empty data directory and checks that the key opens the copy.
+//! database, taken while the server runs, the secret key that opens what the database keeps
+//! sealed, and the uploaded files the copy lists when they live in a local directory. Restoring
+//! fills an empty data directory and checks that the key opens the copy.
 //! PostgreSQL installations are backed up with `pg_dump`, the secret key kept beside the dump.
 
 use std::io::Read;
@@ -13,13 +14,15 @@ use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, MediaBackend};
 use crate::secret::{ServerSecret, constant_time_eq};
 
 /// What the archive holds, under these names.
 const MANIFEST: &str = "gatehouse-backup.json";
 const DATABASE: &str = "gatehouse.sqlite3";
 const SECRET_KEY: &str = "secret_key";
+/// Uploaded files are members named by their storage key, which starts with this folder.
+const MEDIA: &str = "media";
 /// The archive layout this version writes and reads.
 const FORMAT: u32 = 1;
 /// Bounds on the small members, so a damaged or hostile archive cannot make restore read
@@ -40,6 +43,9 @@ struct Manifest {
     version: String,
     /// The secret key's public fingerprint, to tell backups of different installations apart.
     secret_key_fingerprint: String,
+    /// How many uploaded files the archive holds (absent in archives from before uploads).
+    #[serde(default)]
+    media_files: u64,
 }
 
 /// What a backup wrote.
@@ -48,6 +54,46 @@ pub struct Written {
     pub path: PathBuf,
     pub bytes: u64,
     pub secret_key_fingerprint: String,
+    /// Uploaded files copied into the archive.
+    pub media_files: u64,
+    /// Files the copy lists that were deleted before they could be copied.
+    pub media_gone: u64,
+    /// Where uploaded files live when they are not in the archive (an S3 bucket).
+    pub media_elsewhere: Option<String>,
+}
+
+/// The storage keys of the uploaded files the database at `path` lists (none when it predates
+/// uploads).
+async fn listed_media(config: &Config, path: &Path) -> Result<Vec<String>, String> {
+    let mut copy = config.clone();
+    copy.database.url = format!("sqlite://{}", path.display());
+    copy.database.max_connections = 1;
+    let db = crate::db::connect(&copy).await.map_err(|e| e.to_string())?;
+    let tables = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'media_files'",
+        ))
+        .await
+        .map_err(|e| format!("cannot read the copy: {e}"))?;
+    let mut keys = Vec::new();
+    if !tables.is_empty() {
+        for row in db
+            .query_all_raw(Statement::from_string(DbBackend::Sqlite, "SELECT storage_key FROM media_files ORDER BY storage_key"))
+            .await
+            .map_err(|e| format!("cannot read the copy's uploaded files: {e}"))?
+        {
+            keys.push(row.try_get::<String>("", "storage_key").map_err(|e| e.to_string())?);
+        }
+    }
+    db.close().await.map_err(|e| e.to_string())?;
+    Ok(keys)
+}
+
+/// Whether `name` is a storage key as uploads make them: `media/<tenant uuid>/<file uuid>`.
+fn is_media_key(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    matches!(parts.as_slice(), [MEDIA, tenant, file] if uuid::Uuid::parse_str(tenant).is_ok() && uuid::Uuid::parse_str(file).is_ok())
 }
 
 /// The path of the configured SQLite database file, as the driver reads it from the URL.
@@ -108,12 +154,29 @@ pub async fn backup(config: &Config, to: &Path) -> Result<Written, String> {
         .await
         .map_err(|e| format!("cannot copy the database: {e}"))?;
     db.close().await.map_err(|e| e.to_string())?;
+    // Uploaded files are only ever added and removed, never changed: copying those the copy
+    // lists, after it was taken, gives every one of them but any deleted since.
+    let media_directory = config.media.directory(&config.data_dir);
+    let (media, media_elsewhere) = match config.media.backend {
+        MediaBackend::File => (listed_media(config, &copy).await?, None),
+        MediaBackend::S3 => (Vec::new(), Some(format!("the bucket {}", config.media.s3.bucket))),
+    };
+    let mut media_files = Vec::new();
+    let mut media_gone = 0;
+    for key in media {
+        match std::fs::File::open(media_directory.join(&key)) {
+            Ok(file) => media_files.push((key, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => media_gone += 1,
+            Err(e) => return Err(format!("cannot read the uploaded file {}: {e}", media_directory.join(&key).display())),
+        }
+    }
 
     let manifest = Manifest {
         format: FORMAT,
         created: Utc::now(),
         version: env!("CARGO_PKG_VERSION").into(),
         secret_key_fingerprint: secret.fingerprint(),
+        media_files: media_files.len() as u64,
     };
     let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
     let archive = tempfile::NamedTempFile::new_in(folder).map_err(|e| format!("cannot write next to {}: {e}", to.display()))?;
@@ -136,11 +199,23 @@ pub async fn backup(config: &Config, to: &Path) -> Result<Written, String> {
     let mut copied = std::fs::File::open(&copy).map_err(failed)?;
     let size = copied.metadata().map_err(failed)?.len();
     add(DATABASE, size, &mut copied).map_err(failed)?;
+    let media_count = media_files.len() as u64;
+    for (key, mut file) in media_files {
+        let size = file.metadata().map_err(failed)?.len();
+        add(&key, size, &mut file).map_err(failed)?;
+    }
     let archive = builder.into_inner().map_err(failed)?;
     archive.as_file().sync_all().map_err(failed)?;
     let bytes = archive.as_file().metadata().map_err(failed)?.len();
     archive.persist_noclobber(to).map_err(|e| format!("cannot put the backup at {}: {}", to.display(), e.error))?;
-    Ok(Written { path: to.to_owned(), bytes, secret_key_fingerprint: secret.fingerprint() })
+    Ok(Written {
+        path: to.to_owned(),
+        bytes,
+        secret_key_fingerprint: secret.fingerprint(),
+        media_files: media_count,
+        media_gone,
+        media_elsewhere,
+    })
 }
 
 /// What a restore put in place.
@@ -150,6 +225,8 @@ pub struct Restored {
     /// Where the secret key was written; `None` when the configuration names the key.
     pub secret_key: Option<PathBuf>,
     pub taken: DateTime<Utc>,
+    /// Uploaded files put back into the media directory.
+    pub media_files: u64,
 }
 
 /// Restores the archive `from` into the configured data directory, which must hold no database
@@ -168,8 +245,16 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
     if writes_key && key_file.exists() {
         return Err(format!("{} exists already; restore into an empty data directory", key_file.display()));
     }
+    let media_directory = config.media.directory(&config.data_dir);
+    if std::fs::read_dir(&media_directory).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(format!("{} holds files already; restore into an empty data directory", media_directory.display()));
+    }
     let folder = database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    // Uploaded files are unpacked beside their directory and moved into place with the database.
+    let media_parent = media_directory.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    let mut staged_media: Option<tempfile::TempDir> = None;
+    let mut media_files = 0;
     let file = std::fs::File::open(from).map_err(|e| format!("cannot open {}: {e}", from.display()))?;
     let unreadable = |e: std::io::Error| format!("{} is not a Gatehouse backup: {e}", from.display());
     let mut archive = tar::Archive::new(file);
@@ -192,6 +277,28 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
                 std::io::copy(&mut entry, file.as_file_mut()).map_err(unreadable)?;
                 file.as_file().sync_all().map_err(unreadable)?;
                 copy = Some(file);
+            }
+            key if is_media_key(key) => {
+                if config.media.backend != MediaBackend::File {
+                    return Err(format!(
+                        "{} holds uploaded files, and this configuration keeps them in S3: restore with media.backend = \"file\", \
+                         then copy {} to the bucket",
+                        from.display(),
+                        media_directory.display()
+                    ));
+                }
+                if staged_media.is_none() {
+                    std::fs::create_dir_all(&media_parent).map_err(|e| format!("cannot create {}: {e}", media_parent.display()))?;
+                    staged_media =
+                        Some(tempfile::tempdir_in(&media_parent).map_err(|e| format!("cannot write in {}: {e}", media_parent.display()))?);
+                }
+                let staging = staged_media.as_ref().map(|dir| dir.path().join(key)).ok_or("no staging folder")?;
+                if let Some(parent) = staging.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| format!("cannot write in {}: {e}", parent.display()))?;
+                }
+                let mut file = std::fs::File::create(&staging).map_err(|e| format!("cannot write {}: {e}", staging.display()))?;
+                std::io::copy(&mut entry, &mut file).map_err(unreadable)?;
+                media_files += 1;
             }
             other => return Err(format!("{} is not a Gatehouse backup: it holds {other}", from.display())),
         }
@@ -225,16 +332,43 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
     db.close().await.map_err(|e| e.to_string())?;
     fits.map_err(|e| format!("{}: the archived key does not open the archived database: {e}", from.display()))?;
 
+    if manifest.media_files != media_files {
+        return Err(format!(
+            "{} is incomplete: its manifest lists {} uploaded files, it holds {media_files}",
+            from.display(),
+            manifest.media_files
+        ));
+    }
+
     if writes_key {
         crate::secret::create_owner_only(&key_file, &key).map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
     }
-    if let Err(e) = copy.persist_noclobber(&database) {
+    let undo_key = || {
         if writes_key {
             let _ = std::fs::remove_file(&key_file);
         }
+    };
+    let mut placed_media = false;
+    if let Some(staged) = staged_media {
+        // The directory is absent or empty (checked above): the staged files move in whole.
+        let staged = staged.keep().join(MEDIA);
+        if let Err(e) = std::fs::create_dir_all(&media_directory).and_then(|()| std::fs::rename(&staged, media_directory.join(MEDIA))) {
+            undo_key();
+            return Err(format!("cannot put the uploaded files in {}: {e}", media_directory.display()));
+        }
+        if let Some(left) = staged.parent() {
+            let _ = std::fs::remove_dir(left);
+        }
+        placed_media = true;
+    }
+    if let Err(e) = copy.persist_noclobber(&database) {
+        undo_key();
+        if placed_media {
+            let _ = std::fs::remove_dir_all(media_directory.join(MEDIA));
+        }
         return Err(format!("cannot put the database at {}: {}", database.display(), e.error));
     }
-    Ok(Restored { database, secret_key: writes_key.then_some(key_file), taken: manifest.created })
+    Ok(Restored { database, secret_key: writes_key.then_some(key_file), taken: manifest.created, media_files })
 }
 
 fn read_bounded(entry: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {

@@ -315,6 +315,13 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
                 written.bytes,
                 written.secret_key_fingerprint
             );
+            println!("uploaded files: {} in the backup", written.media_files);
+            if written.media_gone > 0 {
+                println!("{} uploaded files were deleted while the backup ran and are not in it", written.media_gone);
+            }
+            if let Some(place) = &written.media_elsewhere {
+                println!("uploaded files live in {place} and are not in this backup: back them up there");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { from } => {
@@ -324,9 +331,10 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
                 None => "the configured secret key checked".to_owned(),
             };
             println!(
-                "restored the backup of {} into {}, {key}; start the server to apply any newer migrations",
+                "restored the backup of {} into {}, {key}, {} uploaded files; start the server to apply any newer migrations",
                 restored.taken,
-                restored.database.display()
+                restored.database.display(),
+                restored.media_files
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -673,8 +673,14 @@ async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key()
     assert!(output.status.success(), "{}", stderr(&output));
     let key = stdout(&output).trim().to_owned();
 
-    // Accounts are created through the API while the backup runs.
+    // An uploaded file is kept in the media directory, and comes back with the backup.
     let client = reqwest::Client::new();
+    let logo = crate::support::png(2, 2);
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(logo.clone()).file_name("logo.png"));
+    let uploaded = client.post(format!("{base}/api/v3/admin/file/")).bearer_auth(&key).multipart(form).send().await.unwrap();
+    assert_eq!(uploaded.status(), StatusCode::OK);
+
+    // Accounts are created through the API while the backup runs.
     let stop_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = tokio::spawn({
         let (client, base, key, stop) = (client.clone(), base.clone(), key.clone(), stop_writing.clone());
@@ -702,6 +708,7 @@ async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key()
     let committed = writer.await.unwrap();
     assert!(backup.status.success(), "{}", stderr(&backup));
     assert!(stdout(&backup).contains("holds the secret key"), "{}", stdout(&backup));
+    assert!(stdout(&backup).contains("uploaded files: 1 in the backup"), "{}", stdout(&backup));
     let before: Vec<&String> = committed.iter().filter(|(_, at)| *at < started).map(|(name, _)| name).collect();
     assert!(!before.is_empty(), "accounts were written before the backup");
     #[cfg(unix)]
@@ -730,6 +737,23 @@ async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key()
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("is not a Gatehouse backup"), "{}", stderr(&refused));
 
+    // A member that would land outside the media directory makes it no backup of ours.
+    let hostile = wrong.path().join("hostile.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&hostile).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o600);
+    // Written into the header by hand: the tar crate itself refuses such names.
+    let name = b"media/../../escaped.png";
+    header.as_mut_bytes()[..name.len()].copy_from_slice(name);
+    header.set_cksum();
+    builder.append(&header, &b"oops"[..]).unwrap();
+    builder.into_inner().unwrap();
+    let refused = gatehouse(wrong.path()).args(["restore", "--from", hostile.to_str().unwrap()]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("is not a Gatehouse backup"), "{}", stderr(&refused));
+    assert!(!wrong.path().join("escaped.png").exists() && !wrong.path().parent().unwrap().join("escaped.png").exists());
+
     std::fs::write(wrong.path().join("gatehouse.sqlite3-wal"), "a stale log").unwrap();
     let refused = gatehouse(wrong.path()).args(["restore", "--from", archive.to_str().unwrap()]).output().unwrap();
     assert!(!refused.status.success());
@@ -743,6 +767,7 @@ async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key()
     let restored = tempfile::tempdir().unwrap();
     let output = gatehouse(restored.path()).args(["restore", "--from", archive.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("1 uploaded files"), "{}", stdout(&output));
     assert_eq!(
         std::fs::read(restored.path().join("secret_key")).unwrap(),
         std::fs::read(original.path().join("secret_key")).unwrap(),
@@ -767,6 +792,9 @@ async fn a_backup_taken_under_write_load_restores_every_committed_user_and_key()
         .await
         .unwrap();
     assert_eq!(signed_in.status(), StatusCode::OK, "the password still works");
+    let served = client.get(format!("{base}/files/media/logo.png")).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK, "the uploaded file came back");
+    assert_eq!(served.bytes().await.unwrap().as_ref(), logo.as_slice());
     stop(server);
 }
 
