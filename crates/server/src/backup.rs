@@ -251,8 +251,9 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
     }
     let folder = database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
     std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
-    // Uploaded files are unpacked beside their directory and moved into place with the database.
-    let media_parent = media_directory.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+    // Uploaded files are unpacked into a folder inside their directory (one file system, so
+    // the move is a rename) and moved into place just before the database; the folder goes
+    // with any failure.
     let mut staged_media: Option<tempfile::TempDir> = None;
     let mut media_files = 0;
     let file = std::fs::File::open(from).map_err(|e| format!("cannot open {}: {e}", from.display()))?;
@@ -288,9 +289,9 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
                     ));
                 }
                 if staged_media.is_none() {
-                    std::fs::create_dir_all(&media_parent).map_err(|e| format!("cannot create {}: {e}", media_parent.display()))?;
-                    staged_media =
-                        Some(tempfile::tempdir_in(&media_parent).map_err(|e| format!("cannot write in {}: {e}", media_parent.display()))?);
+                    let cannot = |e: std::io::Error| format!("cannot write in {}: {e}", media_directory.display());
+                    std::fs::create_dir_all(&media_directory).map_err(cannot)?;
+                    staged_media = Some(tempfile::Builder::new().prefix(".restoring-").tempdir_in(&media_directory).map_err(cannot)?);
                 }
                 let staging = staged_media.as_ref().map(|dir| dir.path().join(key)).ok_or("no staging folder")?;
                 if let Some(parent) = staging.parent() {
@@ -349,18 +350,15 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
         }
     };
     let mut placed_media = false;
-    if let Some(staged) = staged_media {
-        // The directory is absent or empty (checked above): the staged files move in whole.
-        let staged = staged.keep().join(MEDIA);
-        if let Err(e) = std::fs::create_dir_all(&media_directory).and_then(|()| std::fs::rename(&staged, media_directory.join(MEDIA))) {
+    if let Some(staged) = &staged_media {
+        // The directory held nothing else (checked above): the staged files move in whole.
+        if let Err(e) = std::fs::rename(staged.path().join(MEDIA), media_directory.join(MEDIA)) {
             undo_key();
             return Err(format!("cannot put the uploaded files in {}: {e}", media_directory.display()));
         }
-        if let Some(left) = staged.parent() {
-            let _ = std::fs::remove_dir(left);
-        }
         placed_media = true;
     }
+    drop(staged_media);
     if let Err(e) = copy.persist_noclobber(&database) {
         undo_key();
         if placed_media {

@@ -169,9 +169,11 @@ pub async fn flow_used_by(state: &AppState, actor: &Actor, slug: &str) -> Result
 }
 
 /// The flows that show the uploaded file `name` as their background; needs
-/// `authentik_rbac.view_media_files`. Deleting the file leaves them pointing at nothing.
+/// `authentik_rbac.view_media_files` and, as it names flows, `authentik_flows.view_flow`.
+/// Deleting the file leaves them pointing at nothing.
 pub async fn flows_using_file(state: &AppState, actor: &Actor, name: Option<&str>) -> Result<Vec<crate::tokens::api::UsedBy>> {
     actor.require(names::VIEW_MEDIA_FILES)?;
+    actor.require(names::VIEW_FLOW)?;
     let name = &crate::media::service::parse_name(name)?;
     crate::media::service::find(&state.db, state.tenant, name).await?.ok_or(Error::NotFound)?;
     let flows = flow::Entity::find()

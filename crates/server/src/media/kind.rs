@@ -45,18 +45,17 @@ impl ImageKind {
     /// The type `content` holds, from its first bytes (SVG from its markup), or `None` for
     /// anything else, images of other types included.
     pub fn sniff(content: &[u8]) -> Option<Self> {
-        if let Some(found) = infer::get(content) {
-            return match found.mime_type() {
-                "image/png" => Some(Self::Png),
-                "image/jpeg" => Some(Self::Jpeg),
-                "image/gif" => Some(Self::Gif),
-                "image/webp" => Some(Self::Webp),
-                "image/avif" => Some(Self::Avif),
-                "image/vnd.microsoft.icon" | "image/x-icon" => Some(Self::Ico),
-                _ => None,
-            };
-        }
-        looks_like_svg(content).then_some(Self::Svg)
+        let raster = infer::get(content).and_then(|found| match found.mime_type() {
+            "image/png" => Some(Self::Png),
+            "image/jpeg" => Some(Self::Jpeg),
+            "image/gif" => Some(Self::Gif),
+            "image/webp" => Some(Self::Webp),
+            "image/avif" => Some(Self::Avif),
+            "image/vnd.microsoft.icon" | "image/x-icon" => Some(Self::Ico),
+            // An SVG with an XML declaration is found as XML: its markup decides below.
+            _ => None,
+        });
+        raster.or_else(|| looks_like_svg(content).then_some(Self::Svg))
     }
 }
 

@@ -205,17 +205,23 @@ pub async fn upload(state: &AppState, actor: &Actor, upload: Upload) -> Result<S
         sha256: hex::encode(Sha256::digest(&content)),
         storage_key,
     };
-    state.media.put(&stored.storage_key, content).await.map_err(store_failed)?;
-    match index(state, actor, id, &stored).await {
-        Ok(()) => Ok(stored),
-        Err(error) => {
-            // Nothing lists the bytes: take them back so nothing is left behind.
-            if let Err(cleanup) = state.media.delete(&stored.storage_key).await {
-                tracing::warn!(key = %stored.storage_key, %cleanup, "an unlisted upload is left in the media store");
+    // Storing, listing and taking back run to their end even when the client goes away
+    // meanwhile (which drops this request's future), so no bytes are left that nothing lists.
+    let (state, actor) = (state.clone(), actor.clone());
+    tokio::spawn(async move {
+        state.media.put(&stored.storage_key, content).await.map_err(store_failed)?;
+        match index(&state, &actor, id, &stored).await {
+            Ok(()) => Ok(stored),
+            Err(error) => {
+                if let Err(cleanup) = state.media.delete(&stored.storage_key).await {
+                    tracing::warn!(key = %stored.storage_key, %cleanup, "an unlisted upload is left in the media store");
+                }
+                Err(error)
             }
-            Err(error)
         }
-    }
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the upload stopped: {e}")))?
 }
 
 /// Lists a stored file in the index and records the upload.
@@ -283,15 +289,21 @@ pub async fn delete(state: &AppState, actor: &Actor, name: Option<&str>, usage: 
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
-    let txn = crate::db::begin_write(&state.db).await?;
-    let row = find_row(&txn, state.tenant, name).await?.ok_or(Error::NotFound)?;
-    media_file::Entity::delete_by_id(row.id).exec(&txn).await?;
-    events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&file_ref(name))).await?;
-    txn.commit().await?;
-    if let Err(error) = state.media.delete(&row.storage_key).await {
-        tracing::warn!(key = %row.storage_key, %error, "a deleted file's bytes are left in the media store");
-    }
-    Ok(())
+    let (state, actor, name) = (state.clone(), actor.clone(), name.clone());
+    // Runs to its end even when the client goes away meanwhile, like an upload.
+    tokio::spawn(async move {
+        let txn = crate::db::begin_write(&state.db).await?;
+        let row = find_row(&txn, state.tenant, &name).await?.ok_or(Error::NotFound)?;
+        media_file::Entity::delete_by_id(row.id).exec(&txn).await?;
+        events::service::record(&txn, &state, actor.event(Action::ModelDeleted).about(&file_ref(&name))).await?;
+        txn.commit().await?;
+        if let Err(error) = state.media.delete(&row.storage_key).await {
+            tracing::warn!(key = %row.storage_key, %error, "a deleted file's bytes are left in the media store");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the deletion stopped: {e}")))?
 }
 
 /// The file `name` and its bytes, for serving to anyone: uploaded files are public (they are
@@ -299,7 +311,11 @@ pub async fn delete(state: &AppState, actor: &Actor, name: Option<&str>, usage: 
 pub async fn open(state: &AppState, name: &str) -> Result<(StoredFile, Bytes)> {
     let name = FileName::parse(name).map_err(|_| Error::NotFound)?;
     let file = find(&state.db, state.tenant, &name).await?.ok_or(Error::NotFound)?;
-    let bytes = state.media.get(&file.storage_key).await.map_err(store_failed)?;
+    let bytes = state.media.get(&file.storage_key).await.map_err(|error| {
+        // Anyone may ask: the cause, a lost object or a missing bucket included, goes to the log.
+        tracing::warn!(name = %file.name, key = %file.storage_key, %error, "a listed file cannot be read from the media store");
+        Error::Unavailable("File storage is unavailable. Try again later.".into())
+    })?;
     Ok((file, bytes))
 }
 

@@ -80,8 +80,12 @@ impl MediaStore {
                 if !s3.region.is_empty() {
                     builder = builder.with_region(&s3.region);
                 }
-                if !s3.endpoint.is_empty() {
-                    builder = builder.with_endpoint(&s3.endpoint);
+                let endpoint = Some(s3.endpoint.clone())
+                    .filter(|e| !e.is_empty())
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty()))
+                    .or_else(|| std::env::var("AWS_ENDPOINT").ok().filter(|e| !e.is_empty()));
+                if let Some(endpoint) = &endpoint {
+                    builder = builder.with_endpoint(service_url(endpoint, &s3.bucket, s3.path_style)?);
                 }
                 if !s3.access_key_id.is_empty() {
                     builder = builder.with_access_key_id(&s3.access_key_id);
@@ -92,7 +96,7 @@ impl MediaStore {
                 let options = ClientOptions::new()
                     .with_timeout(timeout)
                     .with_connect_timeout(timeout)
-                    .with_allow_http(s3.endpoint.starts_with("http://"));
+                    .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
                 // One quick retry at most: a person waits on every request, and a store that
                 // is down should be told at once rather than after the default three minutes.
                 let retry = RetryConfig { max_retries: 1, retry_timeout: timeout, ..RetryConfig::default() };
@@ -108,7 +112,7 @@ impl MediaStore {
                 } else {
                     s3.region.clone()
                 };
-                let endpoint = if s3.endpoint.is_empty() { "AWS".to_owned() } else { s3.endpoint.clone() };
+                let endpoint = endpoint.unwrap_or_else(|| "AWS".to_owned());
                 Ok(Self {
                     objects: client.clone(),
                     bucket: Some(Bucket { name: s3.bucket.clone(), region, client, create: s3.create_bucket, timeout }),
@@ -214,7 +218,34 @@ impl MediaStore {
     }
 }
 
+/// The URL requests go to for a service at `endpoint`: as it is for path-style requests, with the
+/// bucket in the host name otherwise (`https://bucket.host`), which the client takes as written.
+fn service_url(endpoint: &str, bucket: &str, path_style: bool) -> Result<String, String> {
+    if path_style {
+        return Ok(endpoint.to_owned());
+    }
+    let mut url = reqwest::Url::parse(endpoint).map_err(|e| format!("media.s3.endpoint: {e}"))?;
+    let host = url.host_str().ok_or("media.s3.endpoint: the URL names no host")?.to_owned();
+    if !host.starts_with(&format!("{bucket}.")) {
+        url.set_host(Some(&format!("{bucket}.{host}"))).map_err(|e| format!("media.s3.endpoint: {e}"))?;
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// Whether S3 answered that the bucket does not exist.
 fn is_missing_bucket(error: &object_store::Error) -> bool {
     error.to_string().contains("NoSuchBucket")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_url;
+
+    #[test]
+    fn virtual_hosted_requests_carry_the_bucket_in_the_host() {
+        assert_eq!(service_url("https://minio.example.com", "media", false).unwrap(), "https://media.minio.example.com");
+        assert_eq!(service_url("https://media.minio.example.com/", "media", false).unwrap(), "https://media.minio.example.com");
+        assert_eq!(service_url("http://127.0.0.1:9000", "media", true).unwrap(), "http://127.0.0.1:9000");
+        assert!(service_url("not a url", "media", false).is_err());
+    }
 }

@@ -68,8 +68,13 @@ async fn upload_list_serve_use_and_delete(app: &TestApp) {
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     let policy = svg.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(policy.contains("sandbox") && policy.contains("default-src 'none'") && !policy.contains("script-src"), "{policy}");
-    for missing in ["/files/media/nothing.png", "/files/media/../secret_key", "/files/media/brand/"] {
-        assert_eq!(app.client.get(app.url(missing)).send().await.unwrap().status(), StatusCode::NOT_FOUND, "{missing}");
+    // `..%2f` reaches the handler as `../` (a bare `..` would be resolved by the client first).
+    for missing in
+        ["/files/media/nothing.png", "/files/media/..%2fsecret_key", "/files/media/brand/..%2f..%2fsecret_key", "/files/media/brand/"]
+    {
+        let response = app.client.get(app.url(missing)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
+        assert_eq!(response.text().await.unwrap(), "Not found.", "{missing} reached the file handler");
     }
 
     // A flow showing the file as its background uses it; its URL resolves to the served file.
@@ -233,14 +238,18 @@ async fn only_holders_of_the_media_permissions_list_upload_or_delete_files() {
     let app = TestApp::spawn().await;
     app.superuser("admin@example.com").await;
     app.user_with("viewer@example.com", &["authentik_rbac.view_media_files"]).await;
+    app.user_with("flow-viewer@example.com", &["authentik_rbac.view_media_files", "authentik_flows.view_flow"]).await;
     app.user("nobody@example.com", |_| {}).await;
     let admin = app.sign_in("admin@example.com").await;
     let viewer = app.sign_in("viewer@example.com").await;
     let nobody = app.sign_in("nobody@example.com").await;
     assert_eq!(app.upload(&admin, "logo.png", png(1, 1), &[]).await.status(), StatusCode::OK);
 
+    let flow_viewer = app.sign_in("flow-viewer@example.com").await;
     assert_eq!(listed(&app, &viewer).await, ["logo.png"]);
-    assert_eq!(app.get(&viewer, "/api/v3/admin/file/used_by/?name=logo.png").await.status(), StatusCode::OK);
+    // What uses a file names flows: that needs seeing flows too.
+    crate::support::assert_forbidden(app.get(&viewer, "/api/v3/admin/file/used_by/?name=logo.png").await).await;
+    assert_eq!(app.get(&flow_viewer, "/api/v3/admin/file/used_by/?name=logo.png").await.status(), StatusCode::OK);
     crate::support::assert_forbidden(app.upload(&viewer, "other.png", png(1, 1), &[]).await).await;
     crate::support::assert_forbidden(app.delete(&viewer, "/api/v3/admin/file/?name=logo.png").await).await;
     crate::support::assert_forbidden(app.get(&nobody, "/api/v3/admin/file/").await).await;
@@ -345,4 +354,20 @@ async fn uploads_racing_for_one_name_keep_one_file_and_leave_no_stray_bytes() {
     let row = gatehouse::media::entities::media_file::Entity::find().one(&app.state.db).await.unwrap().unwrap();
     let served = app.client.get(app.url("/files/media/same.png")).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(served.len() as i64, row.size, "the listed file is the stored one");
+}
+
+#[tokio::test]
+async fn a_listed_file_whose_bytes_are_gone_answers_503_not_404() {
+    let app = TestApp::spawn().await;
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    assert_eq!(app.upload(&admin, "logo.png", png(1, 1), &[]).await.status(), StatusCode::OK);
+    let root = app.state.config.media.directory(&app.state.config.data_dir);
+    for key in stored_objects(&app).await {
+        std::fs::remove_file(root.join(key)).unwrap();
+    }
+    let served = app.client.get(app.url("/files/media/logo.png")).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = served.json().await.unwrap();
+    assert_eq!(body["detail"], "File storage is unavailable. Try again later.");
 }
