@@ -254,6 +254,9 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
     // Uploaded files are unpacked into a folder inside their directory (one file system, so
     // the move is a rename) and moved into place just before the database; the folder goes
     // with any failure.
+    // A media directory this restore creates goes again if the restore fails (declared before
+    // the staging folder, so it is dropped after it, once empty).
+    let mut created_media_directory = RemovedUnlessKept { path: media_directory.clone(), keep: media_directory.exists() };
     let mut staged_media: Option<tempfile::TempDir> = None;
     let mut media_files = 0;
     let file = std::fs::File::open(from).map_err(|e| format!("cannot open {}: {e}", from.display()))?;
@@ -366,7 +369,22 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, String> {
         }
         return Err(format!("cannot put the database at {}: {}", database.display(), e.error));
     }
+    created_media_directory.keep = true;
     Ok(Restored { database, secret_key: writes_key.then_some(key_file), taken: manifest.created, media_files })
+}
+
+/// A directory removed, when empty, as this is dropped, unless it is to be kept.
+struct RemovedUnlessKept {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for RemovedUnlessKept {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
 }
 
 fn read_bounded(entry: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
