@@ -2,7 +2,8 @@
 //! `object_store`'s one interface. Objects are written whole or not at all (a local write goes
 //! to a temporary file renamed into place; an S3 PUT is atomic), under keys the service chooses.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,7 +32,7 @@ pub enum StoreError {
 /// The configured store.
 #[derive(Clone)]
 pub struct MediaStore {
-    objects: Arc<dyn ObjectStore>,
+    objects: Objects,
     /// The bucket, for S3: to create it and to name it in messages.
     bucket: Option<Bucket>,
     description: String,
@@ -52,6 +53,15 @@ impl std::fmt::Debug for MediaStore {
     }
 }
 
+/// The object store, or for a local directory the directory and the store made on first use:
+/// nothing is created on disk until a file is uploaded (a server on PostgreSQL may never need
+/// its data directory).
+#[derive(Clone)]
+enum Objects {
+    Ready(Arc<dyn ObjectStore>),
+    Local { directory: PathBuf, store: Arc<OnceLock<Arc<dyn ObjectStore>>> },
+}
+
 /// Longest text of a store error kept in a message (provider bodies can be long).
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -68,10 +78,8 @@ impl MediaStore {
         match config.media.backend {
             MediaBackend::File => {
                 let directory = config.media.directory(&config.data_dir);
-                std::fs::create_dir_all(&directory).map_err(|e| format!("media.path: cannot create {}: {e}", directory.display()))?;
-                let objects = LocalFileSystem::new_with_prefix(&directory)
-                    .map_err(|e| format!("media.path: cannot use {}: {e}", directory.display()))?;
-                Ok(Self { objects: Arc::new(objects), bucket: None, description: format!("directory {}", directory.display()) })
+                let description = format!("directory {}", directory.display());
+                Ok(Self { objects: Objects::Local { directory, store: Arc::default() }, bucket: None, description })
             }
             MediaBackend::S3 => {
                 let s3 = &config.media.s3;
@@ -114,7 +122,7 @@ impl MediaStore {
                 };
                 let endpoint = endpoint.unwrap_or_else(|| "AWS".to_owned());
                 Ok(Self {
-                    objects: client.clone(),
+                    objects: Objects::Ready(client.clone()),
                     bucket: Some(Bucket { name: s3.bucket.clone(), region, client, create: s3.create_bucket, timeout }),
                     description: format!("bucket {} at {endpoint}", s3.bucket),
                 })
@@ -131,7 +139,8 @@ impl MediaStore {
     /// or a bucket that is missing is reported; the server runs on and uploads answer 503.
     pub async fn prepare(&self) -> Result<(), StoreError> {
         let Some(bucket) = &self.bucket else { return Ok(()) };
-        match self.objects.list_with_delimiter(None).await {
+        let Some(objects) = self.objects(false)? else { return Ok(()) };
+        match objects.list_with_delimiter(None).await {
             Ok(_) => Ok(()),
             Err(error) if is_missing_bucket(&error) && bucket.create => self.create_bucket(bucket).await,
             Err(error) if is_missing_bucket(&error) => Err(StoreError::BucketMissing(bucket.name.clone())),
@@ -179,7 +188,8 @@ impl MediaStore {
 
     /// Writes `bytes` under `key`, whole or not at all.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        match self.objects.put(&ObjectPath::from(key), bytes.into()).await {
+        let objects = self.objects(true)?.ok_or(StoreError::Missing)?;
+        match objects.put(&ObjectPath::from(key), bytes.into()).await {
             Ok(_) => Ok(()),
             Err(error) => Err(self.classify(&error)),
         }
@@ -187,13 +197,15 @@ impl MediaStore {
 
     /// Reads the object under `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let result = self.objects.get(&ObjectPath::from(key)).await.map_err(|error| self.classify(&error))?;
+        let objects = self.objects(false)?.ok_or(StoreError::Missing)?;
+        let result = objects.get(&ObjectPath::from(key)).await.map_err(|error| self.classify(&error))?;
         result.bytes().await.map_err(|error| self.classify(&error))
     }
 
     /// Removes the object under `key`; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match self.objects.delete(&ObjectPath::from(key)).await {
+        let Some(objects) = self.objects(false)? else { return Ok(()) };
+        match objects.delete(&ObjectPath::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(self.classify(&error)),
         }
@@ -202,11 +214,32 @@ impl MediaStore {
     /// The keys of every object under `prefix`, sorted: what the store holds, listed or not.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         use futures_util::TryStreamExt;
-        let listed: Vec<_> =
-            self.objects.list(Some(&ObjectPath::from(prefix))).try_collect().await.map_err(|error| self.classify(&error))?;
+        let Some(objects) = self.objects(false)? else { return Ok(Vec::new()) };
+        let listed: Vec<_> = objects.list(Some(&ObjectPath::from(prefix))).try_collect().await.map_err(|error| self.classify(&error))?;
         let mut keys: Vec<String> = listed.into_iter().map(|meta| meta.location.to_string()).collect();
         keys.sort();
         Ok(keys)
+    }
+
+    /// The object store; for a local directory that does not exist yet, `None`, unless
+    /// `create` (an upload) asks for the directory to be made.
+    fn objects(&self, create: bool) -> Result<Option<Arc<dyn ObjectStore>>, StoreError> {
+        let (directory, store) = match &self.objects {
+            Objects::Ready(objects) => return Ok(Some(objects.clone())),
+            Objects::Local { directory, store } => (directory, store),
+        };
+        if let Some(objects) = store.get() {
+            return Ok(Some(objects.clone()));
+        }
+        let cannot = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cannot use {}: {e}", directory.display()));
+        if !directory.exists() {
+            if !create {
+                return Ok(None);
+            }
+            std::fs::create_dir_all(directory).map_err(|e| cannot(&e))?;
+        }
+        let objects: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(directory).map_err(|e| cannot(&e))?);
+        Ok(Some(store.get_or_init(|| objects).clone()))
     }
 
     fn classify(&self, error: &object_store::Error) -> StoreError {
