@@ -263,20 +263,8 @@ async fn only_holders_of_the_media_permissions_list_upload_or_delete_files() {
 
 #[tokio::test]
 async fn a_tenant_never_overwrites_or_serves_another_tenants_file() {
-    use sea_orm::{ActiveModelTrait, Set};
     let app = TestApp::spawn().await;
-    let other = gatehouse::tenants::entity::ActiveModel {
-        id: Set(uuid::Uuid::new_v4()),
-        slug: Set("other".into()),
-        name: Set("Other".into()),
-        is_default: Set(false),
-        created: Set(chrono::Utc::now()),
-    }
-    .insert(&app.state.db)
-    .await
-    .unwrap();
-    let mut other_state = app.state.clone();
-    other_state.tenant = gatehouse::tenants::TenantId(other.id);
+    let other_state = app.other_tenant().await;
     let theirs = png(5, 5);
     let upload = Upload { content: Some(theirs.clone().into()), file_name: Some("logo.png".into()), ..Default::default() };
     service::upload(&other_state, &Actor::system(), upload).await.unwrap();

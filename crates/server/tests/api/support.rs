@@ -224,6 +224,24 @@ impl TestApp {
         Self { base, metrics_base, client, state, workers: Default::default(), _dir: dir }
     }
 
+    /// This server's state as a second tenant in the same database would see it.
+    pub async fn other_tenant(&self) -> AppState {
+        use sea_orm::{ActiveModelTrait, Set};
+        let other = gatehouse::tenants::entity::ActiveModel {
+            id: Set(uuid::Uuid::new_v4()),
+            slug: Set("other".into()),
+            name: Set("Other".into()),
+            is_default: Set(false),
+            created: Set(chrono::Utc::now()),
+        }
+        .insert(&self.state.db)
+        .await
+        .expect("a second tenant");
+        let mut state = self.state.clone();
+        state.tenant = gatehouse::tenants::TenantId(other.id);
+        state
+    }
+
     /// Starts a task worker beside the server, as `serve` runs one: codes leave through the queue.
     pub async fn run_worker(&self) {
         let worker = gatehouse::tasks::worker::start(self.state.clone(), 4).await.expect("worker starts");

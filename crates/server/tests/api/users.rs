@@ -281,23 +281,12 @@ async fn tenants_never_see_each_others_data() {
     use gatehouse::accounts::groups::{self, NewGroup};
     use gatehouse::accounts::users::{self as service, NewUser};
     use gatehouse::events::entities::event;
-    use sea_orm::{ActiveModelTrait, Set};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let app = TestApp::spawn().await;
     app.superuser("admin@example.com").await;
     // A second tenant in the same database; its users may reuse addresses of the first.
-    let other = gatehouse::tenants::entity::ActiveModel {
-        id: Set(uuid::Uuid::new_v4()),
-        slug: Set("other".into()),
-        name: Set("Other".into()),
-        is_default: Set(false),
-        created: Set(chrono::Utc::now()),
-    }
-    .insert(&app.state.db)
-    .await
-    .unwrap();
-    let mut other_state = app.state.clone();
-    other_state.tenant = gatehouse::tenants::TenantId(other.id);
+    let other_state = app.other_tenant().await;
+    let other = other_state.tenant;
     let mut new = NewUser::with_email(gatehouse_types::Email::parse("admin@example.com").unwrap());
     new.password = Some(gatehouse::accounts::password::Password::new("another tenant's own password 5".into()));
     new.is_superuser = true;
@@ -312,7 +301,7 @@ async fn tenants_never_see_each_others_data() {
     .await
     .unwrap();
     let outsider_events = event::Entity::find().filter(event::Column::UserId.eq(outsider.id)).all(&app.state.db).await.unwrap();
-    assert!(!outsider_events.is_empty() && outsider_events.iter().all(|e| e.tenant_id == other.id), "{outsider_events:?}");
+    assert!(!outsider_events.is_empty() && outsider_events.iter().all(|e| e.tenant_id == other.0), "{outsider_events:?}");
 
     let admin = app.sign_in("admin@example.com").await;
     let (_, users) = json(app.get(&admin, "/api/v3/core/users/").await).await;
