@@ -65,7 +65,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     let config_ttl = config.sessions.cache_ttl.to_std();
     let plan_ttl = config.flows.plan_cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
-    let media = crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?;
+    let media = Arc::new(crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?);
     let mut state = AppState {
         db,
         config: Arc::new(config),

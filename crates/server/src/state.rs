@@ -40,6 +40,6 @@ pub struct AppState {
     pub token_usage: crate::tokens::usage::UsageRecorder,
     /// The time limits on guessing are measured by.
     pub clock: crate::clock::Clock,
-    /// Where uploaded files live.
-    pub media: crate::media::store::MediaStore,
+    /// Where uploaded files live (shared: the state is cloned for every request).
+    pub media: Arc<crate::media::store::MediaStore>,
 }

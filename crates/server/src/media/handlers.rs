@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::service::{self, FileFilter, StoredFile, Upload};
+use super::service::{self, FileFilter, FilePart, StoredFile, Upload};
 use crate::error::{Error, NON_FIELD_ERRORS, Result};
 use crate::http::auth::Principal;
 use crate::http::query::ApiQuery;
@@ -97,24 +97,18 @@ async fn text_field(field: Field<'_>) -> Result<String> {
     })
 }
 
-/// Reads the file part up to `max` bytes; past that, notes it and reads no further.
-async fn file_field(mut field: Field<'_>, max: usize, upload: &mut Upload) -> Result<()> {
-    upload.file_name = field.file_name().map(str::to_owned);
+/// Reads the file part up to `max` bytes; past that, reads no further.
+async fn file_field(mut field: Field<'_>, max: usize) -> Result<FilePart> {
     let mut content = Vec::new();
     loop {
         match field.chunk().await {
-            Ok(Some(chunk)) if content.len() + chunk.len() > max => {
-                upload.too_large = true;
-                return Ok(());
-            }
+            Ok(Some(chunk)) if content.len() + chunk.len() > max => return Ok(FilePart::TooLarge),
             Ok(Some(chunk)) => content.extend_from_slice(&chunk),
-            Ok(None) => break,
+            Ok(None) => return Ok(FilePart::Content(content.into())),
             Err(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(Error::PayloadTooLarge),
             Err(_) => return Err(Error::field("file", "The file could not be read.")),
         }
     }
-    upload.content = Some(content.into());
-    Ok(())
 }
 
 #[utoipa::path(post, path = "/api/v3/admin/file/", tag = "admin", request_body(content = FileUploadForm, content_type = "multipart/form-data"),
@@ -138,12 +132,13 @@ async fn upload_file(
             Err(_) => return Err(Error::field(NON_FIELD_ERRORS, "The multipart body could not be read.")),
         };
         match field.name() {
-            Some("file") if upload.content.is_some() || upload.too_large => {
+            Some("file") if !matches!(upload.file, FilePart::Missing) => {
                 return Err(Error::field("file", "Send one file at a time."));
             }
             Some("file") => {
-                file_field(field, state.config.media.max_upload_bytes, &mut upload).await?;
-                if upload.too_large {
+                upload.file_name = field.file_name().map(str::to_owned);
+                upload.file = file_field(field, state.config.media.max_upload_bytes).await?;
+                if matches!(upload.file, FilePart::TooLarge) {
                     break;
                 }
             }

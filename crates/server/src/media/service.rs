@@ -18,6 +18,7 @@ use super::name::FileName;
 use super::store::StoreError;
 use crate::accounts::access::Actor;
 use crate::accounts::permissions::names;
+use crate::db::pagination::{contains_pattern, ilike};
 use crate::db::text_enum::text_enum;
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action, EventRecord, ModelRef};
@@ -35,6 +36,20 @@ text_enum!(
 );
 
 const NAME_TAKEN: &str = "A file with this name already exists.";
+/// What anyone is told when the store fails them; the cause goes to the log.
+const STORE_UNAVAILABLE: &str = "File storage is unavailable. Try again later.";
+
+/// The file part of an upload.
+#[derive(Debug, Default)]
+pub enum FilePart {
+    /// No file was sent.
+    #[default]
+    Missing,
+    /// The content went past `media.max_upload_bytes` (and was not read further).
+    TooLarge,
+    /// The content, no larger than the limit.
+    Content(Bytes),
+}
 
 /// An upload as it arrived: each part the client sent, not yet checked.
 #[derive(Debug, Default)]
@@ -45,10 +60,7 @@ pub struct Upload {
     pub usage: Option<String>,
     /// The file's name as the client sent it with the content.
     pub file_name: Option<String>,
-    /// The content, when it was no larger than the limit.
-    pub content: Option<Bytes>,
-    /// The content went past `media.max_upload_bytes` (and was not read further).
-    pub too_large: bool,
+    pub file: FilePart,
 }
 
 /// A file the index lists.
@@ -90,12 +102,15 @@ fn file_ref(name: &FileName) -> ModelRef {
     ModelRef { app: "authentik_admin_files", model_name: "File", pk: json!(name.as_str()), name: name.as_str().to_owned() }
 }
 
-fn check_usage(usage: Option<&str>, errors: &mut FieldErrors) {
-    if let Some(usage) = usage.filter(|u| !u.is_empty())
-        && FileUsage::parse(usage).is_none()
-    {
-        errors.add("usage", format!("\"{usage}\" is not a valid choice. Choose from: {}.", FileUsage::choices()));
-    }
+/// What is wrong with a `usage` value, if anything (absent or empty means `media`).
+fn usage_problem(usage: Option<&str>) -> Option<String> {
+    let usage = usage.filter(|u| !u.is_empty())?;
+    FileUsage::parse(usage).is_none().then(|| format!("\"{usage}\" is not a valid choice. Choose from: {}.", FileUsage::choices()))
+}
+
+/// Fails with 400 naming `usage` when it is not a known usage.
+fn check_usage(usage: Option<&str>) -> Result<()> {
+    usage_problem(usage).map_or(Ok(()), |problem| Err(Error::field("usage", problem)))
 }
 
 /// What a client is told when the store fails; the cause goes to the log.
@@ -106,7 +121,7 @@ fn store_failed(error: StoreError) -> Error {
         }
         StoreError::Unavailable(cause) => {
             tracing::warn!(%cause, "the media store failed");
-            Error::Unavailable("File storage is unavailable. Try again later.".into())
+            Error::Unavailable(STORE_UNAVAILABLE.into())
         }
         StoreError::Missing => Error::NotFound,
     }
@@ -149,22 +164,24 @@ pub fn may_manage(actor: &Actor) -> Result<()> {
 pub async fn upload(state: &AppState, actor: &Actor, upload: Upload) -> Result<StoredFile> {
     actor.require(names::MANAGE_MEDIA_FILES)?;
     let mut errors = FieldErrors::new();
-    check_usage(upload.usage.as_deref(), &mut errors);
+    if let Some(problem) = usage_problem(upload.usage.as_deref()) {
+        errors.add("usage", problem);
+    }
     let max = state.config.media.max_upload_bytes;
-    let kind = match &upload.content {
-        _ if upload.too_large => {
+    let kind = match &upload.file {
+        FilePart::TooLarge => {
             errors.add("file", format!("File size exceeds maximum allowed size ({max} bytes)."));
             None
         }
-        None => {
+        FilePart::Missing => {
             errors.add("file", "No file was submitted.");
             None
         }
-        Some(content) if content.is_empty() => {
+        FilePart::Content(content) if content.is_empty() => {
             errors.add("file", "The submitted file is empty.");
             None
         }
-        Some(content) => {
+        FilePart::Content(content) => {
             let kind = ImageKind::sniff(content);
             if kind.is_none() {
                 errors.add("file", "The file is not an image of an accepted type (PNG, JPEG, GIF, WebP, AVIF, ICO or SVG).");
@@ -189,7 +206,7 @@ pub async fn upload(state: &AppState, actor: &Actor, upload: Upload) -> Result<S
     {
         errors.add("name", format!("The file holds a {} image: its name must end in .{}.", kind.as_str(), kind.extension()));
     }
-    let (Some(name), Some(kind), Some(content), true) = (name, kind, upload.content, errors.is_empty()) else {
+    let (Some(name), Some(kind), FilePart::Content(content), true) = (name, kind, upload.file, errors.is_empty()) else {
         return Err(Error::Validation(errors));
     };
     if find_row(&state.db, state.tenant, &name).await?.is_some() {
@@ -254,21 +271,12 @@ async fn index(state: &AppState, actor: &Actor, id: Uuid, file: &StoredFile) -> 
 /// Every file whose name contains `filter.search`, by name; needs `view_media_files`.
 pub async fn list(state: &AppState, actor: &Actor, filter: &FileFilter) -> Result<Vec<StoredFile>> {
     actor.require(names::VIEW_MEDIA_FILES)?;
-    let mut errors = FieldErrors::new();
-    check_usage(filter.usage.as_deref(), &mut errors);
-    if !errors.is_empty() {
-        return Err(Error::Validation(errors));
+    check_usage(filter.usage.as_deref())?;
+    let mut select = media_file::Entity::find().filter(media_file::Column::TenantId.eq(state.tenant.0));
+    if let Some(pattern) = filter.search.as_deref().and_then(contains_pattern) {
+        select = select.filter(ilike(media_file::Column::Name, &pattern));
     }
-    let rows = media_file::Entity::find()
-        .filter(media_file::Column::TenantId.eq(state.tenant.0))
-        .order_by_asc(media_file::Column::Name)
-        .all(&state.db)
-        .await?;
-    let search = filter.search.as_deref().map(str::to_lowercase).filter(|s| !s.is_empty());
-    rows.into_iter()
-        .filter(|row| search.as_ref().is_none_or(|search| row.name.to_lowercase().contains(search)))
-        .map(StoredFile::from_row)
-        .collect()
+    select.order_by_asc(media_file::Column::Name).all(&state.db).await?.into_iter().map(StoredFile::from_row).collect()
 }
 
 /// Parses a name given as a query parameter, naming the parameter when it is wrong.
@@ -283,13 +291,9 @@ pub fn parse_name(name: Option<&str>) -> Result<FileName> {
 /// are removed from the store after (a store that fails then leaves unlisted bytes, logged).
 pub async fn delete(state: &AppState, actor: &Actor, name: Option<&str>, usage: Option<&str>) -> Result<()> {
     actor.require(names::MANAGE_MEDIA_FILES)?;
-    let name = &parse_name(name)?;
-    let mut errors = FieldErrors::new();
-    check_usage(usage, &mut errors);
-    if !errors.is_empty() {
-        return Err(Error::Validation(errors));
-    }
-    let (state, actor, name) = (state.clone(), actor.clone(), name.clone());
+    let name = parse_name(name)?;
+    check_usage(usage)?;
+    let (state, actor) = (state.clone(), actor.clone());
     // Runs to its end even when the client goes away meanwhile, like an upload.
     tokio::spawn(async move {
         let txn = crate::db::begin_write(&state.db).await?;
@@ -314,7 +318,7 @@ pub async fn open(state: &AppState, name: &str) -> Result<(StoredFile, Bytes)> {
     let bytes = state.media.get(&file.storage_key).await.map_err(|error| {
         // Anyone may ask: the cause, a lost object or a missing bucket included, goes to the log.
         tracing::warn!(name = %file.name, key = %file.storage_key, %error, "a listed file cannot be read from the media store");
-        Error::Unavailable("File storage is unavailable. Try again later.".into())
+        Error::Unavailable(STORE_UNAVAILABLE.into())
     })?;
     Ok((file, bytes))
 }

@@ -3,7 +3,7 @@
 
 use gatehouse::accounts::access::Actor;
 use gatehouse::config::Config;
-use gatehouse::media::service::{self, Upload};
+use gatehouse::media::service::{self, FilePart, Upload};
 use reqwest::StatusCode;
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
@@ -165,6 +165,23 @@ async fn bad_uploads_are_refused_by_field(app: &TestApp) {
         let said = body[field][0].as_str().unwrap_or_else(|| panic!("{file_name} {fields:?} names {field}: {body}"));
         assert!(said.contains(message), "{file_name} {fields:?}: {said}");
     }
+    // A file part without a name of its own, and no name field.
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(png(1, 1)));
+    let response = app
+        .client
+        .post(app.url("/api/v3/admin/file/"))
+        .header("cookie", &admin.cookie)
+        .header("x-csrftoken", &admin.csrf)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(
+        (status, body["name"][0].as_str()),
+        (StatusCode::BAD_REQUEST, Some("This field is required when the file has no name.")),
+        "{body}"
+    );
     // No file part at all, and a body that is not a form.
     let form = reqwest::multipart::Form::new().text("name", "nothing.png");
     let response = app
@@ -266,7 +283,7 @@ async fn a_tenant_never_overwrites_or_serves_another_tenants_file() {
     let app = TestApp::spawn().await;
     let other_state = app.other_tenant().await;
     let theirs = png(5, 5);
-    let upload = Upload { content: Some(theirs.clone().into()), file_name: Some("logo.png".into()), ..Default::default() };
+    let upload = Upload { file: FilePart::Content(theirs.clone().into()), file_name: Some("logo.png".into()), ..Default::default() };
     service::upload(&other_state, &Actor::system(), upload).await.unwrap();
 
     app.superuser("admin@example.com").await;
