@@ -189,8 +189,7 @@ mod tests {
     #[tokio::test]
     async fn sqlite_limit_parameters_do_not_replan_every_statement() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
         let db = connect(&config).await.expect("a new SQLite file opens");
         let rows = db.query_all_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA compile_options")).await.unwrap();
         let options: Vec<String> = rows.iter().map(|row| row.try_get_by_index::<String>(0).unwrap()).collect();
