@@ -202,7 +202,10 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
     let mut wait = TimeDelta::zero();
     let mut writes = Vec::with_capacity(buckets.len());
     for bucket in &buckets {
-        let current = rows.iter().find(|row| row.bucket == bucket.name).filter(|row| now - row.window_started <= WINDOW);
+        // A bucket with no failures left (all given back or cleared) starts its window afresh
+        // at its next failure, as if it had no row.
+        let current =
+            rows.iter().find(|row| row.bucket == bucket.name).filter(|row| row.failures > 0 && now - row.window_started <= WINDOW);
         let (failures, window_started) = match current {
             Some(row) => {
                 let failures = u32::try_from(row.failures).unwrap_or(0);
@@ -237,55 +240,40 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
 }
 
 impl Reservation {
-    /// The check succeeded: clears account buckets and gives this attempt back to address
-    /// buckets, inside the caller's transaction.
-    pub async fn settle_success(&self, txn: &impl ConnectionTrait) -> Result<()> {
-        let (cleared, refunded): (Vec<&Bucket>, Vec<&Bucket>) = self.buckets.iter().partition(|b| b.on_success == OnSuccess::Clear);
-        if !cleared.is_empty() {
-            counter::Entity::delete_many()
-                .filter(counter::Column::TenantId.eq(self.tenant.0))
-                .filter(counter::Column::Bucket.is_in(cleared.iter().map(|b| b.name.as_str())))
-                .exec(txn)
-                .await?;
-        }
-        give_back(txn, self.tenant, &refunded).await
-    }
-
-    /// [`Reservation::settle_success`] in a transaction of its own; nothing to write when the
-    /// attempt counted toward no bucket.
-    pub async fn settle_success_now(self, db: &DatabaseConnection) -> Result<()> {
+    /// The check succeeded: clears the buckets that clear on success and gives this attempt back
+    /// to the others, in one statement, so outside a transaction it needs none. A cleared bucket keeps
+    /// its row with no failures, which the next reservation treats as no row.
+    pub async fn settle_success(&self, db: &impl ConnectionTrait) -> Result<()> {
         if self.buckets.is_empty() {
             return Ok(());
         }
-        let txn = crate::db::begin_write(db).await?;
-        self.settle_success(&txn).await?;
-        txn.commit().await?;
-        Ok(())
+        let cleared = self.buckets.iter().filter(|b| b.on_success == OnSuccess::Clear).map(|b| b.name.clone()).collect::<Vec<_>>();
+        let failures = Expr::col(counter::Column::Failures);
+        let left = if cleared.is_empty() {
+            failures.sub(1)
+        } else {
+            Expr::case(Expr::col(counter::Column::Bucket).is_in(cleared), 0).finally(failures.sub(1)).into()
+        };
+        take_off(db, self.tenant, &self.buckets, left).await
     }
 
     /// The check could not run (the server was too busy): gives the attempt back everywhere.
-    pub async fn release(self, db: &DatabaseConnection) -> Result<()> {
-        if self.buckets.is_empty() {
-            return Ok(());
-        }
-        let txn = crate::db::begin_write(db).await?;
-        give_back(&txn, self.tenant, &self.buckets.iter().collect::<Vec<_>>()).await?;
-        txn.commit().await?;
-        Ok(())
+    pub async fn release(self, db: &impl ConnectionTrait) -> Result<()> {
+        take_off(db, self.tenant, &self.buckets, Expr::col(counter::Column::Failures).sub(1)).await
     }
 }
 
-/// Takes one attempt off each of `buckets`, in one statement.
-async fn give_back(txn: &impl ConnectionTrait, tenant: TenantId, buckets: &[&Bucket]) -> Result<()> {
+/// Sets the failures of `buckets` that have any to `left`, in one statement.
+async fn take_off(db: &impl ConnectionTrait, tenant: TenantId, buckets: &[Bucket], left: sea_orm::sea_query::SimpleExpr) -> Result<()> {
     if buckets.is_empty() {
         return Ok(());
     }
     counter::Entity::update_many()
-        .col_expr(counter::Column::Failures, Expr::col(counter::Column::Failures).sub(1))
+        .col_expr(counter::Column::Failures, left)
         .filter(counter::Column::TenantId.eq(tenant.0))
         .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
         .filter(counter::Column::Failures.gt(0))
-        .exec(txn)
+        .exec(db)
         .await?;
     Ok(())
 }

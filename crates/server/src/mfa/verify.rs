@@ -203,7 +203,7 @@ pub async fn check_new_totp(
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     match normalise_code(answer, digits).and_then(|code| secret.matching_step(digits, &code, now)) {
         Some(step) => {
-            reservation.settle_success_now(&state.db).await?;
+            reservation.settle_success(&state.db).await?;
             Ok(Ok(step))
         }
         None => {

@@ -307,9 +307,13 @@ pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Box<Ver
             update.password = Set(Some(hash));
         }
     }
+    if !update.is_changed() {
+        attempt.reservation.settle_success(&state.db).await?;
+        return Ok(verified.user);
+    }
     let txn = crate::db::begin_write(&state.db).await?;
     attempt.reservation.settle_success(&txn).await?;
-    let user = if update.is_changed() { update.update(&txn).await? } else { verified.user };
+    let user = update.update(&txn).await?;
     txn.commit().await?;
     Ok(user)
 }

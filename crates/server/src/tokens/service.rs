@@ -576,7 +576,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if !permissions.staff {
         return Ok(None);
     }
-    reservation.settle_success_now(&state.db).await?;
+    reservation.settle_success(&state.db).await?;
     if token.last_used_at.is_none_or(|at| now - at > LAST_USED_RESOLUTION) {
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);

@@ -150,6 +150,39 @@ async fn repeated_failures_are_throttled_per_account() {
     assert_eq!(app.try_sign_in("grace@example.com", PASSWORD).await.status(), StatusCode::OK);
 }
 
+/// A right password clears the account's failures at its address. Failures that come later
+/// start a window of their own: the hour of the cleared window ending does not wipe them.
+#[tokio::test]
+async fn failures_after_a_cleared_account_count_in_a_window_of_their_own() {
+    let app = TestApp::spawn_with(|c| c.sign_in.free_failures_per_account_address = 1).await;
+    app.user("kim@example.com", |_| {}).await;
+    let wrong = "not the password at all";
+    assert_eq!(app.try_sign_in("kim@example.com", wrong).await.status(), StatusCode::BAD_REQUEST);
+    app.state.clock.advance(chrono::TimeDelta::seconds(1));
+    assert_eq!(app.try_sign_in("kim@example.com", PASSWORD).await.status(), StatusCode::OK);
+    app.state.clock.advance(chrono::TimeDelta::minutes(50));
+    let retry_after = |response: &reqwest::Response| -> i64 {
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        response.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap()
+    };
+    // Three failures, each after the delay the previous one set (1 s, then 2 s).
+    assert_eq!(app.try_sign_in("kim@example.com", wrong).await.status(), StatusCode::BAD_REQUEST);
+    for expected_wait in [1, 2] {
+        let waited = retry_after(&app.try_sign_in("kim@example.com", wrong).await);
+        assert_eq!(waited, expected_wait);
+        app.state.clock.advance(chrono::TimeDelta::seconds(waited));
+        assert_eq!(app.try_sign_in("kim@example.com", wrong).await.status(), StatusCode::BAD_REQUEST);
+    }
+    // An hour after the clearing, eleven minutes after these failures: they still count.
+    app.state.clock.advance(chrono::TimeDelta::minutes(11));
+    assert_eq!(app.try_sign_in("kim@example.com", wrong).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        retry_after(&app.try_sign_in("kim@example.com", wrong).await),
+        8,
+        "after four failures since the clearing, the next attempt waits 8 s"
+    );
+}
+
 #[tokio::test]
 async fn repeated_failures_are_throttled_per_client_address() {
     let app = TestApp::spawn_with(|c| {
