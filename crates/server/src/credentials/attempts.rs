@@ -264,7 +264,7 @@ impl Reservation {
 }
 
 /// Sets the failures of `buckets` that have any to `left`, in one statement.
-async fn take_off(db: &impl ConnectionTrait, tenant: TenantId, buckets: &[Bucket], left: sea_orm::sea_query::SimpleExpr) -> Result<()> {
+async fn take_off(db: &impl ConnectionTrait, tenant: TenantId, buckets: &[Bucket], left: Expr) -> Result<()> {
     if buckets.is_empty() {
         return Ok(());
     }

@@ -167,16 +167,7 @@ async fn bad_uploads_are_refused_by_field(app: &TestApp) {
     }
     // A file part without a name of its own, and no name field.
     let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(png(1, 1)));
-    let response = app
-        .client
-        .post(app.url("/api/v3/admin/file/"))
-        .header("cookie", &admin.cookie)
-        .header("x-csrftoken", &admin.csrf)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json(response).await;
+    let (status, body) = json(app.upload_form(&admin, form).await).await;
     assert_eq!(
         (status, body["name"][0].as_str()),
         (StatusCode::BAD_REQUEST, Some("This field is required when the file has no name.")),
@@ -184,16 +175,7 @@ async fn bad_uploads_are_refused_by_field(app: &TestApp) {
     );
     // No file part at all, and a body that is not a form.
     let form = reqwest::multipart::Form::new().text("name", "nothing.png");
-    let response = app
-        .client
-        .post(app.url("/api/v3/admin/file/"))
-        .header("cookie", &admin.cookie)
-        .header("x-csrftoken", &admin.csrf)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json(response).await;
+    let (status, body) = json(app.upload_form(&admin, form).await).await;
     assert_eq!((status, body["file"][0].as_str()), (StatusCode::BAD_REQUEST, Some("No file was submitted.")), "{body}");
     let (status, body) = json(app.post(&admin, "/api/v3/admin/file/", json!({"file": "x"})).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -556,6 +556,11 @@ impl TestApp {
         for (name, value) in fields {
             form = form.text(name.to_string(), value.to_string());
         }
+        self.upload_form(session, form).await
+    }
+
+    /// Posts `form` as it is to `/admin/file/` as `session`.
+    pub async fn upload_form(&self, session: &Session, form: reqwest::multipart::Form) -> Response {
         self.client
             .post(self.url("/api/v3/admin/file/"))
             .header("cookie", &session.cookie)
