@@ -183,7 +183,8 @@ pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Ut
 /// [`reserve`] in the caller's write transaction, which keeps the buckets locked until it ends:
 /// a check that needs nothing but that transaction (comparing a code, taking an app's time
 /// step) can run inside it and settle there, one commit for the whole attempt. Rolling the
-/// transaction back counts nothing.
+/// transaction back counts nothing; after an error (a refusal included) the caller must roll it
+/// back, as dropping it does.
 pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Reservation> {
     // One order for every caller, so two attempts locking the same buckets cannot deadlock.
     buckets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -194,6 +195,52 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
     for bucket in &buckets {
         crate::db::lock_for_update(txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
     }
+    let started = start_fresh_windows(txn, tenant, now, &buckets).await?;
+    let rest: Vec<&Bucket> = buckets.iter().filter(|bucket| !started.contains(&bucket.name)).collect();
+    if !rest.is_empty() {
+        count_in_current_windows(txn, tenant, now, &rest).await?;
+    }
+    Ok(Reservation { tenant, buckets })
+}
+
+/// Counts the first failure of every bucket in `buckets` with none in the current window (no
+/// row, every failure given back or cleared, or a window that ended), in one statement that both
+/// checks and writes: nearly every honest attempt finds all its buckets so. Returns the names of
+/// the buckets counted; the others already hold failures and are left as they were.
+async fn start_fresh_windows(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+    buckets: &[Bucket],
+) -> Result<std::collections::HashSet<String>> {
+    // A first failure never waits: the limits count from failures in the window.
+    let first_failures: Vec<counter::ActiveModel> = buckets
+        .iter()
+        .map(|bucket| counter::ActiveModel {
+            tenant_id: Set(tenant.0),
+            bucket: Set(bucket.name.clone()),
+            failures: Set(1),
+            window_started: Set(now),
+            last_failure: Set(now),
+        })
+        .collect();
+    let failures = Expr::col((counter::Entity, counter::Column::Failures));
+    let window_started = Expr::col((counter::Entity, counter::Column::WindowStarted));
+    let counted = counter::Entity::insert_many(first_failures)
+        .on_conflict(
+            OnConflict::columns([counter::Column::TenantId, counter::Column::Bucket])
+                .update_columns([counter::Column::Failures, counter::Column::WindowStarted, counter::Column::LastFailure])
+                .action_and_where(failures.lte(0).or(window_started.lt(now - WINDOW)))
+                .to_owned(),
+        )
+        .exec_with_returning(txn)
+        .await?;
+    Ok(counted.into_iter().map(|row| row.bucket).collect())
+}
+
+/// Counts one more failure in each of `buckets`, which hold failures in their current window, or
+/// fails with 429 (writing nothing) while any of them must wait.
+async fn count_in_current_windows(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, buckets: &[&Bucket]) -> Result<()> {
     let rows = counter::Entity::find()
         .filter(counter::Column::TenantId.eq(tenant.0))
         .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
@@ -201,7 +248,7 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
         .await?;
     let mut wait = TimeDelta::zero();
     let mut writes = Vec::with_capacity(buckets.len());
-    for bucket in &buckets {
+    for bucket in buckets {
         // A bucket with no failures left (all given back or cleared) starts its window afresh
         // at its next failure, as if it had no row.
         let current =
@@ -223,7 +270,6 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
         });
     }
     if wait > TimeDelta::zero() {
-        // Nothing was written: a refused attempt counts for nothing.
         let wait_ms = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
         return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait_ms.div_ceil(1000), 1) });
     }
@@ -236,7 +282,7 @@ pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTi
         )
         .exec_without_returning(txn)
         .await?;
-    Ok(Reservation { tenant, buckets })
+    Ok(())
 }
 
 impl Reservation {
@@ -287,6 +333,62 @@ pub async fn purge_stale(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migrated SQLite database in a directory of its own, and its default tenant.
+    async fn database() -> (tempfile::TempDir, DatabaseConnection, TenantId) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config { data_dir: dir.path().to_path_buf(), ..crate::config::Config::default() };
+        let db = crate::db::connect(&config).await.expect("a new SQLite file opens");
+        crate::db::migrate(&db).await.unwrap();
+        let tenant = crate::tenants::ensure_default(&db).await.unwrap();
+        (dir, db, tenant)
+    }
+
+    async fn failures(db: &DatabaseConnection, tenant: TenantId, bucket: &Bucket) -> Option<i32> {
+        let row = counter::Entity::find_by_id((tenant.0, bucket.name.clone())).one(db).await.unwrap();
+        row.map(|row| row.failures)
+    }
+
+    #[tokio::test]
+    async fn a_refused_attempt_counts_nothing_in_the_buckets_it_would_have_started() {
+        let (_dir, db, tenant) = database().await;
+        let full = Bucket::account_ceiling("someone", 1);
+        let fresh = Bucket::code_guesses(7);
+        let now = Utc::now();
+        let first = reserve(&db, tenant, now, vec![full.clone()]).await.unwrap();
+        drop(first);
+        let refused = reserve(&db, tenant, now, vec![full.clone(), fresh.clone()]).await;
+        assert!(matches!(refused, Err(Error::RateLimited { .. })), "{refused:?}");
+        assert_eq!(failures(&db, tenant, &full).await, Some(1));
+        assert_eq!(failures(&db, tenant, &fresh).await, None, "the refused attempt was counted in the bucket it started");
+    }
+
+    #[tokio::test]
+    async fn a_bucket_with_every_failure_given_back_or_past_its_window_starts_a_new_window() {
+        let (_dir, db, tenant) = database().await;
+        let refunded = Bucket::code_guesses(7);
+        let cleared = Bucket::account_in_browser("someone", "browser", Limits { free_failures: 1, max_failures_per_hour: 10 });
+        let then = Utc::now() - TimeDelta::minutes(10);
+        reserve(&db, tenant, then, vec![refunded.clone(), cleared.clone()]).await.unwrap().settle_success(&db).await.unwrap();
+        assert_eq!(failures(&db, tenant, &refunded).await, Some(0));
+        assert_eq!(failures(&db, tenant, &cleared).await, Some(0));
+        let now = Utc::now();
+        drop(reserve(&db, tenant, now, vec![refunded.clone(), cleared.clone()]).await.unwrap());
+        for bucket in [&refunded, &cleared] {
+            let row = counter::Entity::find_by_id((tenant.0, bucket.name.clone())).one(&db).await.unwrap().unwrap();
+            assert_eq!((row.failures, row.window_started), (1, now), "{}", bucket.name);
+        }
+        // Past its window, a bucket's failures no longer count: the next starts a new one.
+        let later = now + WINDOW + TimeDelta::seconds(1);
+        drop(reserve(&db, tenant, later, vec![refunded.clone()]).await.unwrap());
+        let row = counter::Entity::find_by_id((tenant.0, refunded.name.clone())).one(&db).await.unwrap().unwrap();
+        assert_eq!((row.failures, row.window_started), (1, later));
+        // Within it, they add up and keep the window's start.
+        let soon = later + TimeDelta::seconds(1);
+        drop(reserve(&db, tenant, soon, vec![refunded.clone()]).await.unwrap());
+        let row = counter::Entity::find_by_id((tenant.0, refunded.name.clone())).one(&db).await.unwrap().unwrap();
+        assert_eq!((row.failures, row.window_started, row.last_failure), (2, later, soon));
+    }
 
     #[test]
     fn a_clock_behind_another_processs_never_throttles_a_free_attempt() {

@@ -224,11 +224,15 @@ impl StageKind for AuthenticatorValidate {
             return Ok(Step::Denied("No pending user.".into()));
         };
         let settings: ValidateSettings = cx.settings()?;
-        let devices = Devices::of(cx, account.id, &settings).await?;
+        let code = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty());
+        let devices = match code {
+            Some(_) if cx.stage_state::<Progress>().is_none() => Devices::for_code_not_sent(cx, account.id, &settings).await?,
+            _ => Devices::of(cx, account.id, &settings).await?,
+        };
         if devices.is_empty() {
             return not_configured(cx, &settings, text_field(response, "selected_stage")).await;
         }
-        if let Some(code) = text_field(response, "code").map(str::trim).filter(|c| !c.is_empty()) {
+        if let Some(code) = code {
             return check_code(cx, &account, &settings, &devices, code).await;
         }
         // Which device: the one the client selected (by its id, never a number or address from
@@ -288,17 +292,39 @@ struct Devices {
 
 impl Devices {
     async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
-        let allowed = |class| settings.device_classes.contains(&class);
-        let phones = if allowed(DeviceClass::Sms) { devices::sign_in_devices(cx.state, user).await? } else { Vec::new() };
+        let phones = Self::phones_of(cx, user, settings).await?;
+        Ok(Self { phones, ..Self::others_of(cx, user, settings).await? })
+    }
+
+    /// The devices a code typed with none sent in this run can come from (apps and recovery
+    /// codes), or every device when there are none, to say what to do instead: the phones are
+    /// not needed to judge such a code, so a sign-in with an app reads one table fewer.
+    async fn for_code_not_sent(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
+        let others = Self::others_of(cx, user, settings).await?;
+        if others.has_standing_codes() {
+            return Ok(others);
+        }
+        Ok(Self { phones: Self::phones_of(cx, user, settings).await?, ..others })
+    }
+
+    async fn phones_of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Vec<sms_device::Model>> {
+        if !settings.device_classes.contains(&DeviceClass::Sms) {
+            return Ok(Vec::new());
+        }
+        devices::sign_in_devices(cx.state, user).await
+    }
+
+    /// Every device of the allowed classes but the phones.
+    async fn others_of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
         let kinds: Vec<OtpKind> =
             [(DeviceClass::Email, OtpKind::Email), (DeviceClass::Totp, OtpKind::Totp), (DeviceClass::Static, OtpKind::Static)]
                 .into_iter()
-                .filter(|(class, _)| allowed(*class))
+                .filter(|(class, _)| settings.device_classes.contains(class))
                 .map(|(_, kind)| kind)
                 .collect();
         let others = otp_devices::sign_in_devices_of_kinds(cx.state, user, &kinds).await?;
         let of = |kind: OtpKind| others.iter().filter(|d| d.kind == kind.as_str()).cloned().collect::<Vec<_>>();
-        Ok(Self { phones, mail: of(OtpKind::Email), apps: of(OtpKind::Totp), recovery: of(OtpKind::Static) })
+        Ok(Self { phones: Vec::new(), mail: of(OtpKind::Email), apps: of(OtpKind::Totp), recovery: of(OtpKind::Static) })
     }
 
     fn is_empty(&self) -> bool {
