@@ -5,7 +5,7 @@ pub mod task {
     use sea_orm::entity::prelude::*;
 
     /// A task.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
     #[sea_orm(table_name = "tasks")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -44,7 +44,7 @@ pub mod task_log {
     use sea_orm::entity::prelude::*;
 
     /// One log entry; `previous` marks entries of earlier attempts.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize)]
     #[sea_orm(table_name = "task_logs")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

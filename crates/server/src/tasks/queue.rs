@@ -8,7 +8,7 @@ use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set,
-    Statement, Value as DbValue,
+    Statement, TryIntoModel, Value as DbValue,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -53,11 +53,12 @@ pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: Tenant
 const ROWS_PER_INSERT: usize = 1000;
 
 /// Queues every task of `requests` in the caller's transaction `db` like [`enqueue`], in a few
-/// multi-row statements instead of three per task; all or nothing: one request that does not fit
-/// its actor refuses them all. They run in order (each is due a microsecond after the one
-/// before). Returns their ids, in order.
+/// statements instead of three per task; all or nothing: one request that does not fit its
+/// actor refuses them all. They run in order (each is due a microsecond after the one before).
+/// Returns their ids, in order.
 pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: TenantId, requests: Vec<Enqueue>) -> Result<Vec<Uuid>> {
-    let now = Utc::now();
+    // Whole microseconds, as both databases store them.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let mut tasks = Vec::with_capacity(requests.len());
     let mut logs = Vec::with_capacity(requests.len());
     for (position, request) in (0i64..).zip(requests) {
@@ -69,16 +70,53 @@ pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: Te
     if ids.is_empty() {
         return Ok(ids);
     }
-    let mut tasks = tasks.into_iter().peekable();
-    while tasks.peek().is_some() {
-        task::Entity::insert_many(tasks.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
-    }
-    let mut logs = logs.into_iter().peekable();
-    while logs.peek().is_some() {
-        task_log::Entity::insert_many(logs.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        for (tasks, logs) in tasks.chunks(ROWS_PER_INSERT).zip(logs.chunks(ROWS_PER_INSERT)) {
+            insert_from_json(db, tasks, logs).await?;
+        }
+    } else {
+        let mut tasks = tasks.into_iter().peekable();
+        while tasks.peek().is_some() {
+            task::Entity::insert_many(tasks.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
+        }
+        let mut logs = logs.into_iter().peekable();
+        while logs.peek().is_some() {
+            task_log::Entity::insert_many(logs.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
+        }
     }
     notify(db, CHANNEL).await?;
     Ok(ids)
+}
+
+/// Inserts `tasks` and their log entries on PostgreSQL in one statement with one parameter: the
+/// rows as a JSON array. Binding 19 parameters per task costs twice as much over TLS (each is
+/// sent through it on its own), and `jsonb_to_recordset` measured slower than reading the fields.
+async fn insert_from_json(db: &DatabaseTransaction, tasks: &[task::ActiveModel], logs: &[task_log::ActiveModel]) -> Result<()> {
+    let incomplete = |e: sea_orm::DbErr| Error::internal(format!("a queued task is incomplete: {e}"));
+    let rows: Vec<Value> = tasks
+        .iter()
+        .zip(logs)
+        .map(|(task, log)| {
+            let task = task.clone().try_into_model().map_err(incomplete)?;
+            let log = log.clone().try_into_model().map_err(incomplete)?;
+            Ok(json!({"task": task, "log": log}))
+        })
+        .collect::<Result<_>>()?;
+    // Every column comes from the rows as built for the other databases, so both paths store
+    // the same values.
+    const SQL: &str = "WITH batch AS (SELECT value->'task' AS t, value->'log' AS l FROM jsonb_array_elements($1::jsonb)), \
+         queued AS (INSERT INTO tasks (message_id, tenant_id, queue_name, actor_name, args, state, aggregated_status, mtime, \
+         created, retries, eta, due, result, result_expiry, rel_obj_type, rel_obj_id, uid, worker_id, attempt) \
+         SELECT (t->>'message_id')::uuid, (t->>'tenant_id')::uuid, t->>'queue_name', t->>'actor_name', t->'args', t->>'state', \
+         t->>'aggregated_status', (t->>'mtime')::timestamptz, (t->>'created')::timestamptz, (t->>'retries')::int, \
+         (t->>'eta')::timestamptz, (t->>'due')::timestamptz, NULLIF(t->'result', 'null'::jsonb), \
+         (t->>'result_expiry')::timestamptz, t->>'rel_obj_type', t->>'rel_obj_id', t->>'uid', (t->>'worker_id')::uuid, \
+         (t->>'attempt')::int FROM batch) \
+         INSERT INTO task_logs (id, task_id, tenant_id, event, log_level, logger, timestamp, attributes, previous) \
+         SELECT (l->>'id')::uuid, (l->>'task_id')::uuid, (l->>'tenant_id')::uuid, l->>'event', l->>'log_level', l->>'logger', \
+         (l->>'timestamp')::timestamptz, l->'attributes', (l->>'previous')::boolean FROM batch";
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, [DbValue::from(Value::Array(rows))])).await?;
+    Ok(())
 }
 
 /// The row of a new task and its "queued" log entry, once its actor and arguments check out.

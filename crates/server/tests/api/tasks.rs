@@ -377,6 +377,60 @@ async fn many_tasks_are_queued_in_a_few_statements_all_or_none_and_each_runs_onc
     assert!(runs.values().all(|&times| times == 1), "every task ran exactly once");
 }
 
+#[tokio::test]
+async fn a_task_queued_in_a_batch_is_stored_as_one_queued_alone() {
+    let app = TestApp::spawn().await;
+    let request = || Enqueue {
+        actor: "gatehouse.noop".into(),
+        args: json!({}),
+        delay: Some(Duration::from_secs(90)),
+        rel_obj: Some(("authentik_core.user".into(), "42".into())),
+        uid: Some("same".into()),
+    };
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
+    let alone = gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request()).await.unwrap().message_id;
+    let batched = gatehouse::tasks::enqueue_many(
+        &txn,
+        &app.state,
+        app.state.tenant,
+        vec![request(), Enqueue { delay: None, rel_obj: None, uid: None, ..request() }],
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let row = |id: Uuid| {
+        let db = app.state.db.clone();
+        async move { task::Entity::find_by_id(id).one(&db).await.unwrap().unwrap() }
+    };
+    let (alone, in_batch, plain) = (row(alone).await, row(batched[0]).await, row(batched[1]).await);
+    // What may differ: the ids and the moments of queueing (the delay counts from each).
+    let comparable = |task: &task::Model| task::Model {
+        message_id: Uuid::nil(),
+        mtime: chrono::DateTime::UNIX_EPOCH,
+        created: chrono::DateTime::UNIX_EPOCH,
+        eta: task.eta.map(|eta| chrono::DateTime::UNIX_EPOCH + (eta - task.created)),
+        due: chrono::DateTime::UNIX_EPOCH + (task.due - task.created),
+        ..task.clone()
+    };
+    assert_eq!(comparable(&in_batch), comparable(&alone));
+    assert_eq!(alone.due - alone.created, chrono::TimeDelta::seconds(90));
+    assert_eq!((plain.eta, plain.due, plain.mtime), (None, plain.created, plain.created));
+    assert_eq!((plain.rel_obj_type, plain.rel_obj_id, plain.uid.as_str()), (None, None, "gatehouse.noop"));
+    assert_eq!((plain.result, plain.result_expiry, plain.worker_id, plain.attempt, plain.retries), (None, None, None, 0, 0));
+
+    use gatehouse::tasks::entities::task_log;
+    let log = |id: Uuid| {
+        let db = app.state.db.clone();
+        async move { task_log::Entity::find().filter(task_log::Column::TaskId.eq(id)).one(&db).await.unwrap().unwrap() }
+    };
+    let (alone_log, batch_log) = (log(alone.message_id).await, log(in_batch.message_id).await);
+    let comparable = |entry: &task_log::Model| {
+        (entry.tenant_id, entry.event.clone(), entry.log_level.clone(), entry.logger.clone(), entry.attributes.clone(), entry.previous)
+    };
+    assert_eq!(comparable(&batch_log), comparable(&alone_log));
+    assert!((batch_log.timestamp - alone_log.timestamp).abs() < chrono::TimeDelta::seconds(5));
+}
+
 /// Sets its flag when dropped: the run holding it ended, finished or cut off.
 struct SetOnDrop(Arc<AtomicBool>);
 
