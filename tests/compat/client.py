@@ -1088,6 +1088,7 @@ def run_checks(checks: Checks) -> None:
     email_checks(checks, url, api_client, tag, email, password)
     mapping_checks(checks, api_client, tag)
     media_checks(checks, url, api_client, tag)
+    crypto_checks(checks, api_client, tag)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1366,6 +1367,57 @@ def tiny_png() -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
     header = (1).to_bytes(4, "big") * 2 + bytes([8, 6, 0, 0, 0])
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 5)) + chunk(b"IEND", b"")
+
+
+def crypto_checks(checks: Checks, api_client: ak.ApiClient, tag: str) -> None:
+    """Certificate-key pairs: generating, importing what was generated, listing, reading and
+    deleting, and the managed JWT key."""
+    run = checks.run
+    crypto = ak.CryptoApi(api_client)
+    state: dict[str, Any] = {}
+
+    def generate_and_read():
+        got = crypto.crypto_certificatekeypairs_generate_create(ak.CertificateGenerationRequest(
+            common_name=f"compat-{tag}.example.com", subject_alt_name=f"compat-{tag}.example.com", validity_days=30,
+            alg=ak.AlgEnum.ECDSA))
+        state["pk"] = str(got.pk)
+        expect(got.private_key_available and got.key_type == "ec", f"key {got.private_key_available!r} {got.key_type!r}")
+        expect(got.cert_subject == f"OU=Self-signed,O=Gatehouse,CN=compat-{tag}.example.com", f"subject {got.cert_subject!r}")
+        expect(len(got.fingerprint_sha256 or "") == 95, f"fingerprint {got.fingerprint_sha256!r}")
+        state["certificate"] = crypto.crypto_certificatekeypairs_view_certificate_retrieve(state["pk"]).data
+        state["key"] = crypto.crypto_certificatekeypairs_view_private_key_retrieve(state["pk"]).data
+        expect(state["certificate"].startswith("-----BEGIN CERTIFICATE-----"), "not a PEM certificate")
+        expect(state["key"].startswith("-----BEGIN PRIVATE KEY-----"), "not a PKCS#8 key")
+
+    run("crypto_certificatekeypairs_generate_create, _view_certificate_retrieve, _view_private_key_retrieve", generate_and_read)
+    if "key" not in state:
+        return
+
+    def import_list_update():
+        got = crypto.crypto_certificatekeypairs_create(ak.CertificateKeyPairRequest(
+            name=f"compat-{tag}-imported", certificate_data=state["certificate"], key_data=state["key"]))
+        state["imported"] = str(got.pk)
+        expect(got.private_key_available, "imported without its key")
+        page = crypto.crypto_certificatekeypairs_list(has_key=True, key_type=[ak.KeyTypeEnum.EC, ak.KeyTypeEnum.RSA], search=f"compat-{tag}")
+        expect(sorted(str(p.pk) for p in page.results) == sorted([state["pk"], state["imported"]]), f"listed {[p.name for p in page.results]}")
+        got = crypto.crypto_certificatekeypairs_partial_update(state["imported"], ak.PatchedCertificateKeyPairRequest(name=f"compat-{tag}-renamed"))
+        expect(crypto.crypto_certificatekeypairs_retrieve(state["imported"]).name == f"compat-{tag}-renamed", "not renamed")
+        expect(crypto.crypto_certificatekeypairs_used_by_list(state["imported"]) == [], "used by something")
+        expect_raises(BadRequestException, lambda: crypto.crypto_certificatekeypairs_create(ak.CertificateKeyPairRequest(
+            name=f"compat-{tag}-bad", certificate_data="not a certificate")))
+
+    run("crypto_certificatekeypairs_create, _list, _partial_update, _retrieve, _used_by_list, _create (BadRequestException)", import_list_update)
+
+    def managed_and_destroy():
+        page = crypto.crypto_certificatekeypairs_list(managed="goauthentik.io/crypto/jwt-managed")
+        expect(page.pagination.count == 1, f"managed keys {page.pagination.count}")
+        expect_raises(BadRequestException, lambda: crypto.crypto_certificatekeypairs_destroy(str(page.results[0].pk)))
+        for pk in (state["pk"], state.get("imported")):
+            if pk:
+                expect(crypto.crypto_certificatekeypairs_destroy(pk) is None, "returned something")
+                expect(status_of(crypto.crypto_certificatekeypairs_retrieve, pk) == 404, "pair still retrievable")
+
+    run("crypto_certificatekeypairs_list (managed), _destroy", managed_and_destroy)
 
 
 def media_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:

@@ -37,8 +37,8 @@ pub fn refused_control(text: &str, role: TextRole) -> Option<&'static str> {
     refusal
 }
 
-/// Fields whose text may span lines.
-const MULTILINE_FIELDS: [&str; 4] = ["description", "deny_message", "password", "message"];
+/// Fields whose text may span lines (PEM text among them).
+const MULTILINE_FIELDS: [&str; 6] = ["description", "deny_message", "password", "message", "certificate_data", "key_data"];
 /// Fields that hold free-form data, whose text may hold anything a value may.
 const FREE_FORM_FIELDS: [&str; 4] = ["attributes", "args", "kwargs", "context"];
 

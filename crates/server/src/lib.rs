@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -254,6 +254,48 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
     ),
     ("authentik_rbac.view_media_files", "Can view media files", "systempermission", "System Permission", "authentik RBAC"),
     ("authentik_rbac.manage_media_files", "Can manage media files", "systempermission", "System Permission", "authentik RBAC"),
+    (
+        "authentik_crypto.view_certificatekeypair",
+        "Can view Certificate-Key Pair",
+        "certificatekeypair",
+        "Certificate-Key Pair",
+        "authentik Crypto",
+    ),
+    (
+        "authentik_crypto.add_certificatekeypair",
+        "Can add Certificate-Key Pair",
+        "certificatekeypair",
+        "Certificate-Key Pair",
+        "authentik Crypto",
+    ),
+    (
+        "authentik_crypto.change_certificatekeypair",
+        "Can change Certificate-Key Pair",
+        "certificatekeypair",
+        "Certificate-Key Pair",
+        "authentik Crypto",
+    ),
+    (
+        "authentik_crypto.delete_certificatekeypair",
+        "Can delete Certificate-Key Pair",
+        "certificatekeypair",
+        "Certificate-Key Pair",
+        "authentik Crypto",
+    ),
+    (
+        "authentik_crypto.view_certificatekeypair_certificate",
+        "View Certificate-Key pair's certificate",
+        "certificatekeypair",
+        "Certificate-Key Pair",
+        "authentik Crypto",
+    ),
+    (
+        "authentik_crypto.view_certificatekeypair_key",
+        "View Certificate-Key pair's private key",
+        "certificatekeypair",
+        "Certificate-Key Pair",
+        "authentik Crypto",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -362,6 +404,12 @@ pub mod names {
     pub const DELETE_WEBHOOK_MAPPING: &str = "authentik_events.delete_notificationwebhookmapping";
     pub const VIEW_MEDIA_FILES: &str = "authentik_rbac.view_media_files";
     pub const MANAGE_MEDIA_FILES: &str = "authentik_rbac.manage_media_files";
+    pub const VIEW_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.view_certificatekeypair";
+    pub const ADD_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.add_certificatekeypair";
+    pub const CHANGE_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.change_certificatekeypair";
+    pub const DELETE_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.delete_certificatekeypair";
+    pub const VIEW_CERTIFICATE_KEY_PAIR_CERTIFICATE: &str = "authentik_crypto.view_certificatekeypair_certificate";
+    pub const VIEW_CERTIFICATE_KEY_PAIR_KEY: &str = "authentik_crypto.view_certificatekeypair_key";
 }
 
 #[cfg(test)]

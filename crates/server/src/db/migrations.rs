@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(PropertyMappings),
             Box::new(CodeHandovers),
             Box::new(MediaFiles),
+            Box::new(CertificateKeyPairs),
         ]
     }
 }
@@ -1034,5 +1035,47 @@ impl MigrationTrait for MediaFiles {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("media_files").to_owned()).await
+    }
+}
+
+/// Certificate-key pairs, their private keys sealed.
+struct CertificateKeyPairs;
+
+impl MigrationName for CertificateKeyPairs {
+    fn name(&self) -> &str {
+        "m0013_certificate_key_pairs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CertificateKeyPairs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("certificate_key_pairs")
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("name", 255))
+                    .col(text("certificate_pem"))
+                    .col(text_null("private_key_sealed"))
+                    .col(string_len_null("key_type", 16))
+                    .col(string_len("fingerprint_sha256", 95))
+                    .col(string_len("fingerprint_sha1", 59))
+                    .col(timestamp_with_time_zone("cert_expiry"))
+                    .col(text("cert_subject"))
+                    .col(string_len_null("managed", 200))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("certificate_key_pairs"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("certificate_key_pairs", "ux_certificate_key_pairs_name", &["tenant_id", "name"], true)).await?;
+        manager.create_index(index("certificate_key_pairs", "ux_certificate_key_pairs_managed", &["tenant_id", "managed"], true)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("certificate_key_pairs").to_owned()).await
     }
 }

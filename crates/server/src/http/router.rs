@@ -23,6 +23,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::tasks::handlers::router())
         .merge(crate::mfa::handlers::router())
         .merge(crate::mappings::handlers::router())
+        .merge(crate::crypto::handlers::router())
         .merge(crate::media::handlers::router(state.config.media.max_upload_bytes))
         .merge(crate::flows::executor_api::router())
         .merge(crate::flows::handlers::router())

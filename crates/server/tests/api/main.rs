@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod authenticators;
 mod cli;
+mod crypto;
 mod escalation;
 mod events;
 mod factor_oracle;
