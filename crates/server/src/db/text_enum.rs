@@ -6,10 +6,22 @@
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
+
+        // By hand: the derive reads the variants' names, not the texts this macro hands serde.
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                ::utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl ::utoipa::ToSchema for $name {}
 
         impl $name {
             /// Every value, in declaration order.
@@ -40,3 +52,22 @@ macro_rules! text_enum {
 }
 
 pub(crate) use text_enum;
+
+#[cfg(test)]
+mod tests {
+    text_enum!(
+        /// A vocabulary whose texts differ from its variants' names.
+        Spelling {
+            Plain => "plain",
+            WithDash => "with-dash",
+        }
+    );
+
+    #[test]
+    fn the_openapi_schema_lists_the_texts_not_the_variant_names() {
+        let schema = serde_json::to_value(<Spelling as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(["plain", "with-dash"]));
+        assert_eq!(schema["type"], "string");
+        assert_eq!(Spelling::parse("with-dash"), Some(Spelling::WithDash));
+    }
+}
