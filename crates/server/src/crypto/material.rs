@@ -5,8 +5,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData, SanType};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use sha2::Digest;
+use x509_parser::asn1_rs::{Any, Tag, ToDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
@@ -103,8 +104,11 @@ fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
                     let key = x509_parser::objects::oid2abbrev(attribute.attr_type(), registry)
                         .map(str::to_owned)
                         .unwrap_or_else(|_| attribute.attr_type().to_id_string());
-                    let value =
-                        attribute.as_str().map(escape_rfc4514).unwrap_or_else(|_| "#".to_owned() + &hex::encode(attribute.as_slice()));
+                    let value = match attribute_text(attribute.attr_value()) {
+                        Some(text) => escape_rfc4514(&text),
+                        // Not text: RFC 4514's `#` and the hex of the value's whole encoding.
+                        None => "#".to_owned() + &hex::encode(attribute.attr_value().to_der_vec().unwrap_or_default()),
+                    };
                     format!("{key}={value}")
                 })
                 .collect::<Vec<_>>()
@@ -114,11 +118,37 @@ fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
+/// The text of a name's attribute value in any of X.509's string types (Teletex read as Latin-1,
+/// as OpenSSL and Python's cryptography read it), or `None` for what is not a string.
+fn attribute_text(value: &Any<'_>) -> Option<String> {
+    let data = value.data;
+    match value.tag() {
+        Tag::NumericString | Tag::PrintableString | Tag::Utf8String | Tag::Ia5String | Tag::VisibleString => {
+            std::str::from_utf8(data).ok().map(str::to_owned)
+        }
+        Tag::BmpString if data.len().is_multiple_of(2) => {
+            char::decode_utf16(data.chunks_exact(2).map(|pair| u16::from_be_bytes([pair[0], pair[1]]))).collect::<Result<String, _>>().ok()
+        }
+        Tag::UniversalString if data.len().is_multiple_of(4) => {
+            data.chunks_exact(4).map(|four| char::from_u32(u32::from_be_bytes([four[0], four[1], four[2], four[3]]))).collect()
+        }
+        Tag::TeletexString => Some(data.iter().map(|&byte| char::from(byte)).collect()),
+        _ => None,
+    }
+}
+
+/// `value` with what RFC 4514 escapes escaped: the special characters, a leading space or `#`,
+/// a trailing space, and NUL as `\00`.
 fn escape_rfc4514(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
     let mut out = String::with_capacity(value.len());
     for (i, c) in value.chars().enumerate() {
+        if c == '\0' {
+            out.push_str("\\00");
+            continue;
+        }
         let leading = i == 0 && (c == ' ' || c == '#');
-        let trailing = i + 1 == value.chars().count() && c == ' ';
+        let trailing = i == last && c == ' ';
         if leading || trailing || matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\') {
             out.push('\\');
         }
@@ -204,11 +234,31 @@ text_enum!(
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub common_name: String,
+    /// DNS names and IP addresses, checked with [`subject_alt_name`]; empty for the common name
+    /// alone.
     pub subject_alt_names: Vec<String>,
     pub validity_days: u32,
     pub algorithm: Algorithm,
     /// Bits of an RSA key.
     pub rsa_bits: usize,
+}
+
+/// Checks one subject alternative name: an IP address, or a DNS name (ASCII letters, digits,
+/// `-`, `.` and a leading `*.`).
+pub fn subject_alt_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    let labels_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+        });
+    if labels_ok { Ok(()) } else { Err(format!("\"{name}\" is neither a DNS name nor an IP address.")) }
 }
 
 /// Generates a key and a self-signed certificate for it (slow for RSA: run it off the async
@@ -229,17 +279,9 @@ pub fn generate(request: &Generation) -> Result<(Certificate, PrivateKey), Strin
         }
         Algorithm::Ed448 => return Err("Ed448 keys are not supported by this server; choose rsa, ecdsa or ed25519.".into()),
     };
+    // Without names there is no extension, as authentik makes it; the common name may be any text.
     let mut params =
         CertificateParams::new(request.subject_alt_names.clone()).map_err(|e| format!("Invalid subject alternative name: {e}"))?;
-    if request.subject_alt_names.is_empty() {
-        params.subject_alt_names = vec![SanType::DnsName(
-            request
-                .common_name
-                .clone()
-                .try_into()
-                .map_err(|_| "The common name is not a valid DNS name; give subject_alt_name.".to_owned())?,
-        )];
-    }
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, request.common_name.clone());
     name.push(DnType::OrganizationName, "Gatehouse");
@@ -308,6 +350,7 @@ mod tests {
         assert_eq!(escape_rfc4514("a,b+c"), "a\\,b\\+c");
         assert_eq!(escape_rfc4514(" #x "), "\\ #x\\ ");
         assert_eq!(escape_rfc4514("#x"), "\\#x");
+        assert_eq!(escape_rfc4514("a\0b"), "a\\00b");
     }
 
     #[test]

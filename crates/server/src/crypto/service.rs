@@ -89,6 +89,11 @@ impl GenerationRequest {
         if subject_alt_names.len() > 100 {
             errors.add("subject_alt_name", "Give at most 100 names.");
         }
+        for name in &subject_alt_names {
+            if let Err(message) = super::material::subject_alt_name(name) {
+                errors.add("subject_alt_name", message);
+            }
+        }
         let validity_days = match self.validity_days {
             None => {
                 errors.add("validity_days", "This field is required.");
@@ -140,9 +145,11 @@ fn pair_ref(pair: &key_pair::Model) -> ModelRef {
     ModelRef { app: "authentik_crypto", model_name: "certificatekeypair", pk: json!(pair.id.to_string()), name: pair.name.clone() }
 }
 
-fn name_taken(error: sea_orm::DbErr) -> Error {
-    match error.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("name", "certificate-key pair with this name already exists."),
+/// A unique name clash as an error on `field` (the name, or the common name a new pair is
+/// named after).
+fn name_taken(field: &'static str) -> impl FnOnce(sea_orm::DbErr) -> Error {
+    move |error| match error.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field(field, "certificate-key pair with this name already exists."),
         _ => error.into(),
     }
 }
@@ -280,7 +287,7 @@ pub async fn import(
     let (Some(name), Some((certificate, key))) = (name, material) else {
         return Err(Error::Validation(errors));
     };
-    insert(state, actor, new_row(&state.secret, state.tenant, name, &certificate, key.as_ref())?).await
+    insert(state, actor, new_row(&state.secret, state.tenant, name, &certificate, key.as_ref())?, "name").await
 }
 
 /// Generates a key and a self-signed certificate, named after the common name; needs the add
@@ -289,21 +296,36 @@ pub async fn generate(state: &AppState, actor: &Actor, request: &GenerationReque
     actor.require(names::ADD_CERTIFICATE_KEY_PAIR)?;
     let generation = request.parse()?;
     let name = generation.common_name.clone();
+    // Refused before seconds of work; the insert still refuses one taken meanwhile.
+    if name_in_use(&state.db, state.tenant, &name).await? {
+        return Err(Error::field("common_name", "certificate-key pair with this name already exists."));
+    }
     let (certificate, key) = generate_off_the_runtime(generation).await?;
-    insert(state, actor, new_row(&state.secret, state.tenant, name, &certificate, Some(&key))?).await
+    insert(state, actor, new_row(&state.secret, state.tenant, name, &certificate, Some(&key))?, "common_name").await
+}
+
+async fn name_in_use(db: &impl ConnectionTrait, tenant: TenantId, name: &str) -> Result<bool> {
+    let found =
+        key_pair::Entity::find().filter(key_pair::Column::TenantId.eq(tenant.0)).filter(key_pair::Column::Name.eq(name)).one(db).await?;
+    Ok(found.is_some())
 }
 
 async fn generate_off_the_runtime(generation: Generation) -> Result<(Certificate, PrivateKey)> {
-    let _turn = GENERATING.acquire().await.map_err(|_| Error::internal("the key generation queue closed"))?;
-    tokio::task::spawn_blocking(move || super::material::generate(&generation))
-        .await
-        .map_err(|e| Error::internal(format!("key generation stopped: {e}")))?
-        .map_err(|message| Error::field(NON_FIELD_ERRORS, message))
+    let turn = GENERATING.acquire().await.map_err(|_| Error::internal("the key generation queue closed"))?;
+    // The turn ends with the generation, not with the request: a client that goes away does not
+    // free it while the key is still being made.
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        super::material::generate(&generation)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("key generation stopped: {e}")))?
+    .map_err(|message| Error::field(NON_FIELD_ERRORS, message))
 }
 
-async fn insert(state: &AppState, actor: &Actor, row: key_pair::ActiveModel) -> Result<KeyPairView> {
+async fn insert(state: &AppState, actor: &Actor, row: key_pair::ActiveModel, name_field: &'static str) -> Result<KeyPairView> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let pair = row.insert(&txn).await.map_err(name_taken)?;
+    let pair = row.insert(&txn).await.map_err(name_taken(name_field))?;
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&pair_ref(&pair))).await?;
     txn.commit().await?;
     Ok(KeyPairView { pair })
@@ -327,38 +349,83 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, change: KeyPairCh
     actor.require(names::CHANGE_CERTIFICATE_KEY_PAIR)?;
     let mut errors = FieldErrors::new();
     let name = parse_name(if full { change.name } else { Some(change.name.unwrap_or(&before.name)) }, &mut errors);
-    if full && change.certificate_data.is_none_or(|text| text.trim().is_empty()) {
+    // Empty text gives nothing: the certificate and key stay.
+    let given_certificate = change.certificate_data.filter(|text| !text.trim().is_empty());
+    let given_key = change.key_data.filter(|text| !text.trim().is_empty());
+    if full && given_certificate.is_none() {
         errors.add("certificate_data", "This field is required.");
     }
-    let replacing = change.certificate_data.is_some() || change.key_data.is_some_and(|k| !k.trim().is_empty());
+    // The certificate the pair has, sent back whole (as clients that PUT every field do), is no
+    // change.
+    let new_certificate = match given_certificate.map(Certificate::parse_pem) {
+        Some(Ok(certificate)) if certificate.fingerprint_sha256 == before.fingerprint_sha256 => None,
+        Some(Ok(certificate)) => Some(certificate),
+        Some(Err(message)) => {
+            errors.add("certificate_data", message);
+            None
+        }
+        None => None,
+    };
+    let new_key = match given_key.map(PrivateKey::parse_pem) {
+        Some(Ok(key)) => Some(key),
+        Some(Err(message)) => {
+            errors.add("key_data", message);
+            None
+        }
+        None => None,
+    };
     // A signing key speaks for every account: only a superuser may put one in place.
-    if replacing && !is_superuser_now(&txn, state, actor).await? {
+    if (new_certificate.is_some() || new_key.is_some()) && !is_superuser_now(&txn, state, actor).await? {
         return Err(Error::PermissionDenied);
     }
     let mut model = before.clone().into_active_model();
-    if replacing {
-        let current_key = open(&state.secret, &before)?;
-        let certificate = change.certificate_data.unwrap_or(&before.certificate_pem);
-        let key = change.key_data.filter(|k| !k.trim().is_empty()).or(current_key.as_deref());
-        if let Some((certificate, key)) = parse_material(certificate, key, &mut errors) {
-            model.certificate_pem = Set(certificate.pem.clone());
-            model.private_key_sealed = Set(key.as_ref().map(|key| seal(&state.secret, before.id, key)).transpose()?);
-            model.key_type = Set(certificate.key_type.map(|t| t.as_str().to_owned()));
-            model.fingerprint_sha256 = Set(certificate.fingerprint_sha256.clone());
-            model.fingerprint_sha1 = Set(certificate.fingerprint_sha1.clone());
-            model.cert_expiry = Set(certificate.expiry);
-            model.cert_subject = Set(certificate.subject.clone());
+    let current_key = open(&state.secret, &before)?;
+    let key_replaced = new_key.as_ref().is_some_and(|key| current_key.as_deref() != Some(key.expose_pem()));
+    if new_certificate.is_some() || new_key.is_some() {
+        let stored = || {
+            Certificate::parse_pem(&before.certificate_pem)
+                .map_err(|e| Error::internal(format!("a stored certificate does not parse: {e}")))
+        };
+        let certificate = match new_certificate {
+            Some(certificate) => certificate,
+            None => stored()?,
+        };
+        let key = match new_key {
+            Some(key) => Some(key),
+            None => current_key
+                .as_deref()
+                .map(PrivateKey::parse_pem)
+                .transpose()
+                .map_err(|e| Error::internal(format!("a stored key does not parse: {e}")))?,
+        };
+        if let Some(key) = &key
+            && !key.matches(&certificate)
+        {
+            if key_replaced {
+                errors.add("key_data", "This private key does not belong to the certificate.");
+            } else {
+                errors.add("certificate_data", "This certificate does not carry the pair's private key; give its key in key_data too.");
+            }
         }
+        model.certificate_pem = Set(certificate.pem.clone());
+        if key_replaced {
+            model.private_key_sealed = Set(key.as_ref().map(|key| seal(&state.secret, before.id, key)).transpose()?);
+        }
+        model.key_type = Set(certificate.key_type.map(|t| t.as_str().to_owned()));
+        model.fingerprint_sha256 = Set(certificate.fingerprint_sha256.clone());
+        model.fingerprint_sha1 = Set(certificate.fingerprint_sha1.clone());
+        model.cert_expiry = Set(certificate.expiry);
+        model.cert_subject = Set(certificate.subject.clone());
     }
     let Some(name) = name else { return Err(Error::Validation(errors)) };
     errors.into_result()?;
     model.name = Set(name);
     model.last_updated = Set(Utc::now());
-    let after = model.update(&txn).await.map_err(name_taken)?;
+    let after = model.update(&txn).await.map_err(name_taken("name"))?;
     let shown = |pair: &key_pair::Model| json!({"name": pair.name, "fingerprint_sha256": pair.fingerprint_sha256});
     let mut event =
         actor.event(Action::ModelUpdated).about(&pair_ref(&after)).with("diff", events::service::diff(&shown(&before), &shown(&after)));
-    if before.private_key_sealed != after.private_key_sealed {
+    if key_replaced {
         event = event.with("private_key", json!("replaced"));
     }
     events::service::record(&txn, state, event).await?;
@@ -396,11 +463,12 @@ pub async fn view_certificate(state: &AppState, actor: &Actor, id: Uuid) -> Resu
 /// needs the key permission and a superuser, and records `secret_view`.
 pub async fn view_private_key(state: &AppState, actor: &Actor, id: Uuid) -> Result<(String, Option<String>)> {
     actor.require(names::VIEW_CERTIFICATE_KEY_PAIR_KEY)?;
-    let pair = find(&state.db, state.tenant, id).await?;
     // Whatever permissions say: a signing key speaks for every account, superusers included.
+    // Asked before looking, so the answer tells nothing of which pairs exist.
     if !is_superuser_now(&state.db, state, actor).await? {
         return Err(Error::PermissionDenied);
     }
+    let pair = find(&state.db, state.tenant, id).await?;
     let key = open(&state.secret, &pair)?;
     if key.is_some() {
         events::service::record(
@@ -433,7 +501,13 @@ pub async fn ensure_managed_jwt_key(state: &AppState, tenant: TenantId) -> Resul
         rsa_bits: 0,
     };
     let (certificate, key) = generate_off_the_runtime(generation).await?;
-    let mut row = new_row(&state.secret, tenant, MANAGED_JWT_KEY_NAME.into(), &certificate, Some(&key))?;
+    // A pair someone named so keeps its name; the managed one takes another.
+    let name = if name_in_use(&state.db, tenant, MANAGED_JWT_KEY_NAME).await? {
+        format!("{MANAGED_JWT_KEY_NAME} ({})", &Uuid::new_v4().simple().to_string()[..8])
+    } else {
+        MANAGED_JWT_KEY_NAME.to_owned()
+    };
+    let mut row = new_row(&state.secret, tenant, name, &certificate, Some(&key))?;
     row.managed = Set(Some(MANAGED_JWT_KEY.into()));
     let txn = crate::db::begin_write(&state.db).await?;
     match row.insert(&txn).await {
@@ -442,12 +516,10 @@ pub async fn ensure_managed_jwt_key(state: &AppState, tenant: TenantId) -> Resul
             txn.commit().await?;
             Ok(pair)
         }
-        // Another process created it (or a pair already carries the name): use what is there.
+        // Another process created it at the same moment: use that one.
         Err(error) if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
             drop(txn);
-            existing().await?.ok_or_else(|| {
-                Error::internal(format!("the managed JWT key could not be created: a pair is named {MANAGED_JWT_KEY_NAME:?}"))
-            })
+            existing().await?.ok_or_else(|| Error::internal(format!("the managed JWT key could not be created: {error}")))
         }
         Err(error) => Err(error.into()),
     }

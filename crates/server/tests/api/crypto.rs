@@ -166,7 +166,12 @@ async fn pairs_openssl_made_import_and_a_key_of_another_certificate_is_refused()
     // A new certificate with the pair's key must match it too.
     let pk = pair["pk"].as_str().unwrap();
     let (_, ec_certificate) = (0, data(&app, &admin, &ec, "view_certificate").await);
-    assert_field_error(app.patch(&admin, &format!("{BASE}{pk}/"), json!({"certificate_data": ec_certificate})).await, "key_data").await;
+    let body = assert_field_error(
+        app.patch(&admin, &format!("{BASE}{pk}/"), json!({"certificate_data": ec_certificate})).await,
+        "certificate_data",
+    )
+    .await;
+    assert!(body["certificate_data"][0].as_str().unwrap().contains("give its key in key_data"), "{body}");
     let (status, replaced) =
         json(app.patch(&admin, &format!("{BASE}{pk}/"), json!({"certificate_data": ec_certificate, "key_data": other_key})).await).await;
     assert_eq!(status, StatusCode::OK, "{replaced}");
@@ -207,9 +212,15 @@ async fn private_keys_are_read_and_replaced_by_superusers_alone() {
     let other_certificate = data(&app, &admin, &other, "view_certificate").await;
     assert_forbidden(app.patch(&keeper, &path, json!({"key_data": key})).await).await;
     assert_forbidden(app.patch(&keeper, &path, json!({"certificate_data": other_certificate})).await).await;
-    let (status, renamed) = json(app.patch(&keeper, &path, json!({"name": "renamed"})).await).await;
+    let (status, renamed) = json(app.patch(&keeper, &path, json!({"name": "renamed", "certificate_data": "", "key_data": ""})).await).await;
     assert_eq!((status, renamed["name"].as_str()), (StatusCode::OK, Some("renamed")));
     assert_eq!(renamed["fingerprint_sha256"], pair["fingerprint_sha256"]);
+    // A client that PUTs every field back sends the certificate the pair has: no change to it.
+    let own_certificate = data(&app, &keeper, &pair, "view_certificate").await;
+    let (status, put) = json(app.put(&keeper, &path, json!({"name": "renamed", "certificate_data": own_certificate})).await).await;
+    assert_eq!((status, put["private_key_available"].as_bool()), (StatusCode::OK, Some(true)), "{put}");
+    // Nor may they learn which pairs exist by asking for keys.
+    assert_forbidden(app.get(&keeper, &format!("{BASE}{}/view_private_key/", uuid::Uuid::new_v4())).await).await;
 
     // Each read is in the audit trail, and the key is sealed at rest.
     let (_, events) = json(app.get(&admin, "/api/v3/events/events/?action=secret_view").await).await;
@@ -244,6 +255,16 @@ async fn the_managed_jwt_key_is_made_once_and_kept() {
     let body = assert_field_error(app.delete(&admin, &format!("{BASE}{}/", pair["pk"].as_str().unwrap())).await, "non_field_errors").await;
     assert!(body["non_field_errors"][0].as_str().unwrap().contains("managed"), "{body}");
     drop(second);
+
+    // Two processes starting at once on a database without the key make one between them.
+    key_pair::Entity::delete_many().filter(key_pair::Column::Managed.is_not_null()).exec(&app.state.db).await.unwrap();
+    let (one, other) = tokio::join!(
+        gatehouse::crypto::service::ensure_managed_jwt_key(&app.state, app.state.tenant),
+        gatehouse::crypto::service::ensure_managed_jwt_key(&app.state, app.state.tenant)
+    );
+    assert_eq!(one.unwrap().id, other.unwrap().id);
+    let managed = key_pair::Entity::find().filter(key_pair::Column::Managed.is_not_null()).all(&app.state.db).await.unwrap();
+    assert_eq!(managed.len(), 1);
 }
 
 #[tokio::test]
@@ -268,8 +289,29 @@ async fn generation_requests_name_what_is_wrong() {
     .await;
     let (status, _) = json(app.post(&admin, &path, json!({"common_name": "a", "validity_days": 1, "alg": "dsa"})).await).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body = assert_field_error(
+        app.post(
+            &admin,
+            &path,
+            json!({"common_name": "a", "validity_days": 1, "alg": "ecdsa", "subject_alt_name": "ok.example.com, café.example.com, -x"}),
+        )
+        .await,
+        "subject_alt_name",
+    )
+    .await;
+    assert_eq!(body["subject_alt_name"].as_array().unwrap().len(), 2, "{body}");
     let (_, page) = json(app.get(&admin, BASE).await).await;
     assert_eq!(page["pagination"]["count"], 1, "only the managed key: {page}");
+
+    // Without alternative names the common name may be any text, as in authentik; once taken it
+    // is refused before a key is made.
+    let spaced = generate(&app, &admin, json!({"common_name": "Signing key, 2027", "validity_days": 1, "alg": "ecdsa"})).await;
+    assert_eq!(spaced["cert_subject"], "OU=Self-signed,O=Gatehouse,CN=Signing key\\, 2027");
+    assert_field_error(
+        app.post(&admin, &path, json!({"common_name": "Signing key, 2027", "validity_days": 1, "alg": "ecdsa"})).await,
+        "common_name",
+    )
+    .await;
 
     // A download names the file after the pair, with nothing a header could carry further.
     let pair = generate(
