@@ -205,21 +205,28 @@ fn new_row(
 ) -> Result<key_pair::ActiveModel> {
     let id = Uuid::new_v4();
     let now = Utc::now();
-    Ok(key_pair::ActiveModel {
+    let mut row = key_pair::ActiveModel {
         id: Set(id),
         tenant_id: Set(tenant.0),
         name: Set(name),
-        certificate_pem: Set(certificate.pem.clone()),
         private_key_sealed: Set(key.map(|key| seal(secret, id, key)).transpose()?),
-        key_type: Set(certificate.key_type.map(|t| t.as_str().to_owned())),
-        fingerprint_sha256: Set(certificate.fingerprint_sha256.clone()),
-        fingerprint_sha1: Set(certificate.fingerprint_sha1.clone()),
-        cert_expiry: Set(certificate.expiry),
-        cert_subject: Set(certificate.subject.clone()),
         managed: Set(None),
         created: Set(now),
         last_updated: Set(now),
-    })
+        ..Default::default()
+    };
+    set_certificate(&mut row, certificate);
+    Ok(row)
+}
+
+/// Writes `certificate` and what is shown of it into `row`.
+fn set_certificate(row: &mut key_pair::ActiveModel, certificate: &Certificate) {
+    row.certificate_pem = Set(certificate.pem.clone());
+    row.key_type = Set(certificate.key_type.map(|t| t.as_str().to_owned()));
+    row.fingerprint_sha256 = Set(certificate.fingerprint_sha256.clone());
+    row.fingerprint_sha1 = Set(certificate.fingerprint_sha1.clone());
+    row.cert_expiry = Set(certificate.expiry);
+    row.cert_subject = Set(certificate.subject.clone());
 }
 
 async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<key_pair::Model> {
@@ -379,16 +386,15 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, change: KeyPairCh
         return Err(Error::PermissionDenied);
     }
     let mut model = before.clone().into_active_model();
-    let current_key = open(&state.secret, &before)?;
-    let key_replaced = new_key.as_ref().is_some_and(|key| current_key.as_deref() != Some(key.expose_pem()));
+    let mut key_replaced = false;
     if new_certificate.is_some() || new_key.is_some() {
-        let stored = || {
-            Certificate::parse_pem(&before.certificate_pem)
-                .map_err(|e| Error::internal(format!("a stored certificate does not parse: {e}")))
-        };
+        // The stored key is opened only when material changes: a rename reads no secret.
+        let current_key = open(&state.secret, &before)?;
+        key_replaced = new_key.as_ref().is_some_and(|key| current_key.as_deref() != Some(key.expose_pem()));
         let certificate = match new_certificate {
             Some(certificate) => certificate,
-            None => stored()?,
+            None => Certificate::parse_pem(&before.certificate_pem)
+                .map_err(|e| Error::internal(format!("a stored certificate does not parse: {e}")))?,
         };
         let key = match new_key {
             Some(key) => Some(key),
@@ -407,15 +413,10 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, change: KeyPairCh
                 errors.add("certificate_data", "This certificate does not carry the pair's private key; give its key in key_data too.");
             }
         }
-        model.certificate_pem = Set(certificate.pem.clone());
         if key_replaced {
             model.private_key_sealed = Set(key.as_ref().map(|key| seal(&state.secret, before.id, key)).transpose()?);
         }
-        model.key_type = Set(certificate.key_type.map(|t| t.as_str().to_owned()));
-        model.fingerprint_sha256 = Set(certificate.fingerprint_sha256.clone());
-        model.fingerprint_sha1 = Set(certificate.fingerprint_sha1.clone());
-        model.cert_expiry = Set(certificate.expiry);
-        model.cert_subject = Set(certificate.subject.clone());
+        set_certificate(&mut model, &certificate);
     }
     let Some(name) = name else { return Err(Error::Validation(errors)) };
     errors.into_result()?;
