@@ -20,6 +20,7 @@ pub mod json;
 pub mod mappings;
 pub mod media;
 pub mod mfa;
+pub mod oauth;
 pub mod ops;
 pub mod secret;
 pub mod sessions;

@@ -296,6 +296,38 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "Certificate-Key Pair",
         "authentik Crypto",
     ),
+    ("authentik_core.view_application", "Can view Application", "application", "Application", "authentik Core"),
+    ("authentik_core.add_application", "Can add Application", "application", "Application", "authentik Core"),
+    ("authentik_core.change_application", "Can change Application", "application", "Application", "authentik Core"),
+    ("authentik_core.delete_application", "Can delete Application", "application", "Application", "authentik Core"),
+    (
+        "authentik_providers_oauth2.view_oauth2provider",
+        "Can view OAuth2/OpenID Provider",
+        "oauth2provider",
+        "OAuth2/OpenID Provider",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.add_oauth2provider",
+        "Can add OAuth2/OpenID Provider",
+        "oauth2provider",
+        "OAuth2/OpenID Provider",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.change_oauth2provider",
+        "Can change OAuth2/OpenID Provider",
+        "oauth2provider",
+        "OAuth2/OpenID Provider",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.delete_oauth2provider",
+        "Can delete OAuth2/OpenID Provider",
+        "oauth2provider",
+        "OAuth2/OpenID Provider",
+        "authentik Providers OAuth2",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -410,6 +442,14 @@ pub mod names {
     pub const DELETE_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.delete_certificatekeypair";
     pub const VIEW_CERTIFICATE_KEY_PAIR_CERTIFICATE: &str = "authentik_crypto.view_certificatekeypair_certificate";
     pub const VIEW_CERTIFICATE_KEY_PAIR_KEY: &str = "authentik_crypto.view_certificatekeypair_key";
+    pub const VIEW_APPLICATION: &str = "authentik_core.view_application";
+    pub const ADD_APPLICATION: &str = "authentik_core.add_application";
+    pub const CHANGE_APPLICATION: &str = "authentik_core.change_application";
+    pub const DELETE_APPLICATION: &str = "authentik_core.delete_application";
+    pub const VIEW_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.view_oauth2provider";
+    pub const ADD_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.add_oauth2provider";
+    pub const CHANGE_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.change_oauth2provider";
+    pub const DELETE_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.delete_oauth2provider";
 }
 
 #[cfg(test)]

@@ -225,9 +225,7 @@ async fn delete_pair(State(state): State<AppState>, principal: Principal, Path(i
     params(("kp_uuid" = Uuid, Path, description = "Certificate-key pair uuid")),
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn pair_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
-    service::get(&state, &principal.actor(), pair_id(&id)?).await?;
-    // Nothing refers to a pair yet.
-    Ok(Json(Vec::new()))
+    Ok(Json(crate::oauth::providers::key_pair_used_by(&state, &principal.actor(), pair_id(&id)?).await?))
 }
 
 #[utoipa::path(get, path = "/api/v3/crypto/certificatekeypairs/{kp_uuid}/view_certificate/", tag = "crypto",

@@ -6,5 +6,6 @@
 
 pub mod entities;
 pub mod handlers;
+pub mod jwt;
 pub mod material;
 pub mod service;

@@ -185,11 +185,11 @@ fn parse_material(certificate: &str, key: Option<&str>, errors: &mut FieldErrors
     Some((certificate, key))
 }
 
-fn seal(secret: &ServerSecret, id: Uuid, key: &PrivateKey) -> Result<String> {
+pub(crate) fn seal(secret: &ServerSecret, id: Uuid, key: &PrivateKey) -> Result<String> {
     secret.seal(SEALING_PURPOSE, id.as_bytes(), key.expose_pem().as_bytes())
 }
 
-fn open(secret: &ServerSecret, pair: &key_pair::Model) -> Result<Option<String>> {
+pub(crate) fn open(secret: &ServerSecret, pair: &key_pair::Model) -> Result<Option<String>> {
     let Some(sealed) = pair.private_key_sealed.as_deref() else { return Ok(None) };
     let plain = secret.open(SEALING_PURPOSE, pair.id.as_bytes(), sealed)?;
     String::from_utf8(plain).map(Some).map_err(|_| Error::internal("a sealed private key is not text"))
@@ -231,6 +231,11 @@ fn set_certificate(row: &mut key_pair::ActiveModel, certificate: &Certificate) {
 
 async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<key_pair::Model> {
     key_pair::Entity::find_by_id(id).filter(key_pair::Column::TenantId.eq(tenant.0)).one(db).await?.ok_or(Error::NotFound)
+}
+
+/// The pair `id` of `tenant`, read for the server's own use (no permission asked).
+pub async fn pair_by_id(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<Option<key_pair::Model>> {
+    Ok(key_pair::Entity::find_by_id(id).filter(key_pair::Column::TenantId.eq(tenant.0)).one(db).await?)
 }
 
 /// One page of pairs; needs the view permission.

@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(CodeHandovers),
             Box::new(MediaFiles),
             Box::new(CertificateKeyPairs),
+            Box::new(Applications),
         ]
     }
 }
@@ -1077,5 +1078,119 @@ impl MigrationTrait for CertificateKeyPairs {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("certificate_key_pairs").to_owned()).await
+    }
+}
+
+/// Applications and the OAuth 2.0 / OpenID Connect providers they sign people in with.
+struct Applications;
+
+impl MigrationName for Applications {
+    fn name(&self) -> &str {
+        "m0014_applications"
+    }
+}
+
+/// A reference to a flow that keeps the flow while something uses it.
+fn flow_fk(table: &'static str, column: &'static str) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .name(format!("fk_{table}_{column}"))
+        .from(table, column)
+        .to("flows", "id")
+        .on_delete(ForeignKeyAction::Restrict)
+        .to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Applications {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("oauth2_providers")
+                    .col(big_pk_auto("id"))
+                    .col(uuid("tenant_id"))
+                    .col(text("name"))
+                    .col(uuid_null("authentication_flow_id"))
+                    .col(uuid("authorization_flow_id"))
+                    .col(uuid("invalidation_flow_id"))
+                    .col(json_binary("property_mappings"))
+                    .col(string_len("client_type", 16))
+                    .col(json_binary("grant_types"))
+                    .col(string_len("client_id", 255))
+                    .col(string_len_null("client_secret_digest", 64))
+                    .col(string_len("access_code_validity", 100))
+                    .col(string_len("access_token_validity", 100))
+                    .col(string_len("refresh_token_validity", 100))
+                    .col(string_len("refresh_token_threshold", 100))
+                    .col(boolean("include_claims_in_id_token"))
+                    .col(uuid_null("signing_key_id"))
+                    .col(uuid_null("encryption_key_id"))
+                    .col(json_binary("redirect_uris"))
+                    .col(text("logout_uri"))
+                    .col(string_len("logout_method", 16))
+                    .col(string_len("sub_mode", 32))
+                    .col(string_len("issuer_mode", 16))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk("oauth2_providers"))
+                    .foreign_key(&mut flow_fk("oauth2_providers", "authentication_flow_id"))
+                    .foreign_key(&mut flow_fk("oauth2_providers", "authorization_flow_id"))
+                    .foreign_key(&mut flow_fk("oauth2_providers", "invalidation_flow_id"))
+                    // As in authentik, a deleted key leaves its providers signing with the
+                    // server's managed key, which their key set then publishes.
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_providers_signing_key")
+                            .from("oauth2_providers", "signing_key_id")
+                            .to("certificate_key_pairs", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_providers_encryption_key")
+                            .from("oauth2_providers", "encryption_key_id")
+                            .to("certificate_key_pairs", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("oauth2_providers", "ux_oauth2_providers_client_id", &["tenant_id", "client_id"], true)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("applications")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(text("name"))
+                    .col(string_len("slug", 50))
+                    .col(big_integer_null("provider_id"))
+                    .col(boolean("open_in_new_tab"))
+                    .col(text("meta_launch_url"))
+                    .col(text("meta_icon"))
+                    .col(text("meta_description"))
+                    .col(text("meta_publisher"))
+                    .col(string_len("policy_engine_mode", 8))
+                    .col(text("group_name"))
+                    .col(boolean("meta_hide"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("applications"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_applications_provider")
+                            .from("applications", "provider_id")
+                            .to("oauth2_providers", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("applications", "ux_applications_slug", &["tenant_id", "slug"], true)).await?;
+        manager.create_index(index("applications", "ux_applications_provider", &["provider_id"], true)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("applications").to_owned()).await?;
+        manager.drop_table(Table::drop().table("oauth2_providers").to_owned()).await
     }
 }

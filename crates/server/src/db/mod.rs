@@ -152,6 +152,14 @@ pub async fn lock_for_update(txn: &impl sea_orm::ConnectionTrait, what: &str, te
     Ok(())
 }
 
+/// Whether `error` is a refused foreign key: a row still referred to, or a reference to no row.
+/// SQLite reports a `RESTRICT` action with its trigger code (1811), which sea-orm does not map,
+/// so its message is read too.
+pub fn is_foreign_key_violation(error: &sea_orm::DbErr) -> bool {
+    matches!(error.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)))
+        || error.to_string().contains("FOREIGN KEY constraint failed")
+}
+
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     migrations::Migrator::up(db, None).await

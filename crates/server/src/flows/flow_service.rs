@@ -254,7 +254,18 @@ pub async fn delete_flow(state: &AppState, actor: &Actor, slug: &str) -> Result<
     actor.require(names::DELETE_FLOW)?;
     let flow = &find_flow(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
     let txn = crate::db::begin_write(&state.db).await?;
-    flow::Entity::delete_many().filter(flow::Column::TenantId.eq(state.tenant.0)).filter(flow::Column::Id.eq(flow.id)).exec(&txn).await?;
+    flow::Entity::delete_many()
+        .filter(flow::Column::TenantId.eq(state.tenant.0))
+        .filter(flow::Column::Id.eq(flow.id))
+        .exec(&txn)
+        .await
+        .map_err(|error| {
+            if crate::db::is_foreign_key_violation(&error) {
+                Error::field(crate::error::NON_FIELD_ERRORS, "This flow is still used by a provider; choose another flow there first.")
+            } else {
+                error.into()
+            }
+        })?;
     audit(&txn, state, actor, Action::ModelDeleted, flow_ref(flow), Value::Null, Value::Null).await?;
     super::plans::commit_change(state, txn).await?;
     Ok(())

@@ -24,6 +24,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::mfa::handlers::router())
         .merge(crate::mappings::handlers::router())
         .merge(crate::crypto::handlers::router())
+        .merge(crate::oauth::handlers::router())
         .merge(crate::media::handlers::router(state.config.media.max_upload_bytes))
         .merge(crate::flows::executor_api::router())
         .merge(crate::flows::handlers::router())
@@ -46,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v3/{file}", get(swagger_asset))
         .merge(crate::ops::health_router())
         .merge(crate::media::handlers::files_router())
+        .merge(crate::oauth::endpoints::router())
         .merge(pages())
         .fallback(|uri: axum::http::Uri| async move {
             if uri.path().starts_with("/api/") { Error::NotFound.into_response() } else { super::pages::error_page(Error::NotFound) }

@@ -21,6 +21,7 @@ mod guessing;
 mod mail;
 mod media;
 mod mfa;
+mod oauth;
 mod ops;
 mod quickstart;
 mod sessions;

@@ -1,0 +1,187 @@
+//! The vocabularies of providers and the redirect URIs a client registers, as values that can
+//! only hold what the server accepts.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::text_enum::text_enum;
+
+text_enum!(
+    /// Whether the client can keep a secret (RFC 6749 §2.1).
+    ClientType {
+        Confidential => "confidential",
+        Public => "public",
+    }
+);
+
+text_enum!(
+    /// The grants a provider answers; authentik's implicit and hybrid grants are not offered
+    /// (OAuth 2.1 removes them).
+    GrantType {
+        AuthorizationCode => "authorization_code",
+        Implicit => "implicit",
+        Hybrid => "hybrid",
+        RefreshToken => "refresh_token",
+        ClientCredentials => "client_credentials",
+    }
+);
+
+text_enum!(
+    /// How a registered redirect URI is compared with the one a request names.
+    MatchingMode {
+        Strict => "strict",
+        Regex => "regex",
+    }
+);
+
+text_enum!(
+    /// What a registered URI is for.
+    RedirectUriType {
+        Authorization => "authorization",
+        Logout => "logout",
+    }
+);
+
+text_enum!(
+    /// What the `sub` claim holds.
+    SubMode {
+        HashedUserId => "hashed_user_id",
+        UserId => "user_id",
+        UserUuid => "user_uuid",
+        UserUsername => "user_username",
+        UserEmail => "user_email",
+        UserUpn => "user_upn",
+    }
+);
+
+text_enum!(
+    /// Whether the issuer is the server's or the provider's own.
+    IssuerMode {
+        Global => "global",
+        PerProvider => "per_provider",
+    }
+);
+
+text_enum!(
+    /// How relying parties hear of a sign-out.
+    LogoutMethod {
+        Backchannel => "backchannel",
+        Frontchannel => "frontchannel",
+    }
+);
+
+/// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value, for
+/// changes that can clear it.
+pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The longest redirect URI or pattern accepted.
+const LONGEST_URI: usize = 2048;
+/// The most redirect URIs one provider registers.
+pub const MOST_REDIRECT_URIS: usize = 100;
+
+/// authentik's `RedirectURI`: one registered redirect URI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RedirectUri {
+    pub matching_mode: MatchingMode,
+    /// The URI, or with `regex` a pattern the whole URI must match.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri_type: Option<RedirectUriType>,
+}
+
+impl RedirectUri {
+    /// Checks a registration: a strict URI is absolute, without a fragment (RFC 6749 §3.1.2) and
+    /// not a script; a pattern compiles within bounds. The message names what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.url.is_empty() {
+            return Err("Enter a URL.".into());
+        }
+        if self.url.len() > LONGEST_URI {
+            return Err(format!("Ensure a redirect URI has no more than {LONGEST_URI} characters."));
+        }
+        match self.matching_mode {
+            MatchingMode::Strict => check_redirect_target(&self.url),
+            MatchingMode::Regex => pattern(&self.url).map(|_| ()),
+        }
+    }
+
+    /// Whether `candidate` is this registration's URI: byte for byte when strict, a whole match
+    /// of the pattern when regex.
+    pub fn accepts(&self, candidate: &str) -> bool {
+        match self.matching_mode {
+            MatchingMode::Strict => self.url == candidate,
+            MatchingMode::Regex => pattern(&self.url).is_ok_and(|pattern| pattern.is_match(candidate)),
+        }
+    }
+}
+
+/// An absolute URI people may be sent to: a web address, or a native app's own scheme
+/// (RFC 8252), never a script or data, and without a fragment.
+pub fn check_redirect_target(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|_| format!("\"{}\" is not an absolute URL.", shorten(text)))?;
+    if url.fragment().is_some() {
+        return Err("A redirect URI must not contain a fragment (#).".into());
+    }
+    if matches!(url.scheme(), "javascript" | "data" | "vbscript" | "file" | "blob") {
+        return Err(format!("The scheme \"{}\" cannot be a redirect URI.", url.scheme()));
+    }
+    if matches!(url.scheme(), "http" | "https") && url.host_str().is_none_or(str::is_empty) {
+        return Err("A web redirect URI needs a host.".into());
+    }
+    Ok(())
+}
+
+/// A registered pattern, anchored at both ends and bounded in size.
+fn pattern(source: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{source})$"))
+        .size_limit(1 << 20)
+        .nest_limit(50)
+        .build()
+        .map_err(|_| "This is not a valid regular expression.".to_owned())
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict(url: &str) -> RedirectUri {
+        RedirectUri { matching_mode: MatchingMode::Strict, url: url.into(), redirect_uri_type: None }
+    }
+
+    #[test]
+    fn strict_redirect_uris_match_byte_for_byte() {
+        let registered = strict("https://app.example/cb");
+        assert!(registered.accepts("https://app.example/cb"));
+        for other in ["https://app.example/cb/", "https://app.example/cb?x=1", "https://APP.example/cb", "https://app.example/c"] {
+            assert!(!registered.accepts(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_pattern_must_match_the_whole_uri() {
+        let registered =
+            RedirectUri { matching_mode: MatchingMode::Regex, url: r"https://[a-z]+\.app\.example/cb".into(), redirect_uri_type: None };
+        assert!(registered.check().is_ok());
+        assert!(registered.accepts("https://eu.app.example/cb"));
+        assert!(!registered.accepts("https://eu.app.example/cb.evil.example"));
+        assert!(!registered.accepts("https://evil.example/?https://eu.app.example/cb"));
+    }
+
+    #[test]
+    fn registrations_that_could_not_be_trusted_are_refused() {
+        for bad in ["", "/relative", "javascript:alert(1)", "data:text/html,x", "https://app.example/cb#frag", "https://"] {
+            assert!(strict(bad).check().is_err(), "{bad}");
+        }
+        for good in ["https://app.example/cb", "http://127.0.0.1:8080/cb", "com.example.app:/oauth2redirect"] {
+            assert!(strict(good).check().is_ok(), "{good}");
+        }
+        let broken = RedirectUri { matching_mode: MatchingMode::Regex, url: "(".into(), redirect_uri_type: None };
+        assert!(broken.check().is_err());
+    }
+}

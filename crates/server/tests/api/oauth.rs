@@ -1,0 +1,327 @@
+//! Applications and OAuth 2.0 / OpenID Connect providers through `/api/v3/core/applications/`
+//! and `/api/v3/providers/oauth2/`, and the key set a provider publishes, checked with the
+//! `jsonwebtoken` crate as a relying party would.
+
+use gatehouse::oauth::entities::provider;
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+
+use crate::support::{Session, TestApp, assert_field_error, assert_forbidden, json, remember_secret};
+
+const PROVIDERS: &str = "/api/v3/providers/oauth2/";
+const APPLICATIONS: &str = "/api/v3/core/applications/";
+
+async fn flow_pk(app: &TestApp, session: &Session, slug: &str) -> String {
+    let (status, flow) = json(app.get(session, &format!("/api/v3/flows/instances/{slug}/")).await).await;
+    assert_eq!(status, StatusCode::OK, "{flow}");
+    flow["pk"].as_str().unwrap().to_owned()
+}
+
+/// A provider request with the required fields and `extra` on top.
+async fn provider_request(app: &TestApp, session: &Session, extra: Value) -> Value {
+    let mut request = json!({
+        "name": "Wiki",
+        "authorization_flow": flow_pk(app, session, "default-authentication-flow").await,
+        "invalidation_flow": flow_pk(app, session, "default-invalidation-flow").await,
+        "redirect_uris": [{"matching_mode": "strict", "url": "https://wiki.example/oauth/callback"}],
+    });
+    request.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    request
+}
+
+async fn create_provider(app: &TestApp, session: &Session, extra: Value) -> Value {
+    let request = provider_request(app, session, extra).await;
+    let (status, created) = json(app.post(session, PROVIDERS, request).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    if let Some(secret) = created["client_secret"].as_str() {
+        remember_secret(secret);
+    }
+    created
+}
+
+async fn provider_count(app: &TestApp) -> u64 {
+    provider::Entity::find().count(&app.state.db).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_secret_is_shown_once_and_kept_only_as_a_digest() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let created = create_provider(&app, &admin, json!({})).await;
+    let secret = created["client_secret"].as_str().expect("a generated secret").to_owned();
+    assert!(secret.len() >= 60, "{secret}");
+    assert_eq!(created["client_type"], "confidential");
+    assert_eq!(created["grant_types"], json!(["authorization_code", "refresh_token"]));
+    assert_eq!(created["access_code_validity"], "minutes=1");
+    assert_eq!(created["sub_mode"], "hashed_user_id");
+    assert_eq!(created["issuer_mode"], "per_provider");
+    assert_eq!(created["meta_model_name"], "authentik_providers_oauth2.oauth2provider");
+    assert_eq!(created["assigned_application_slug"], Value::Null);
+    let id = created["pk"].as_i64().unwrap();
+
+    // Never again in an answer, and not stored as given.
+    let (_, read) = json(app.get(&admin, &format!("{PROVIDERS}{id}/")).await).await;
+    assert_eq!(read["client_secret"], Value::Null);
+    assert_eq!(read["client_id"], created["client_id"]);
+    let stored = provider::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap();
+    let digest = stored.client_secret_digest.clone().expect("a digest");
+    assert!(!digest.contains(&secret) && digest.len() == 64, "{digest}");
+    assert!(gatehouse::oauth::providers::client_secret_matches(&app.state.secret, &stored, &secret));
+    assert!(!gatehouse::oauth::providers::client_secret_matches(&app.state.secret, &stored, &format!("{secret}x")));
+
+    // Rotation hands out a new secret once; the old one stops matching.
+    let (status, rotated) = json(app.post(&admin, &format!("{PROVIDERS}{id}/rotate_client_secret/"), json!({})).await).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+    remember_secret(&new_secret);
+    assert_ne!(new_secret, secret);
+    let stored = provider::Entity::find_by_id(id).one(&app.state.db).await.unwrap().unwrap();
+    assert!(gatehouse::oauth::providers::client_secret_matches(&app.state.secret, &stored, &new_secret));
+    assert!(!gatehouse::oauth::providers::client_secret_matches(&app.state.secret, &stored, &secret));
+
+    // A public client has none, and nothing to rotate.
+    let public = create_provider(&app, &admin, json!({"name": "SPA", "client_type": "public"})).await;
+    assert_eq!(public["client_secret"], Value::Null);
+    let response = app.post(&admin, &format!("{PROVIDERS}{}/rotate_client_secret/", public["pk"]), json!({})).await;
+    assert_field_error(response, "client_type").await;
+
+    // The audit trail says a secret was set or replaced, never what it is.
+    let (_, events) = json(app.get(&admin, "/api/v3/events/events/?action=model_updated").await).await;
+    let text = events.to_string();
+    assert!(text.contains("replaced") && !text.contains(&new_secret) && !text.contains(&digest), "{text}");
+}
+
+#[tokio::test]
+async fn provider_input_is_checked_field_by_field_and_a_refused_request_writes_nothing() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let cases = [
+        (json!({"grant_types": ["implicit"]}), "grant_types"),
+        (json!({"client_type": "public", "grant_types": ["client_credentials"]}), "grant_types"),
+        (json!({"redirect_uris": [{"matching_mode": "strict", "url": "https://wiki.example/cb#fragment"}]}), "redirect_uris"),
+        (json!({"redirect_uris": [{"matching_mode": "strict", "url": "javascript:alert(1)"}]}), "redirect_uris"),
+        (json!({"redirect_uris": [{"matching_mode": "regex", "url": "(unclosed"}]}), "redirect_uris"),
+        (json!({"access_code_validity": "hours=1"}), "access_code_validity"),
+        (json!({"access_token_validity": "seconds=0"}), "access_token_validity"),
+        (json!({"refresh_token_validity": "fortnights=2"}), "refresh_token_validity"),
+        (json!({"authorization_flow": "00000000-0000-0000-0000-000000000000"}), "authorization_flow"),
+        (json!({"encryption_key": "00000000-0000-0000-0000-000000000000"}), "encryption_key"),
+        (json!({"signing_key": "00000000-0000-0000-0000-000000000000"}), "signing_key"),
+        (json!({"property_mappings": ["00000000-0000-0000-0000-000000000000"]}), "property_mappings"),
+        (json!({"client_secret": "too-short"}), "client_secret"),
+        (json!({"client_type": "public", "client_secret": "a-secret-a-public-client-cannot-keep-0123"}), "client_secret"),
+        (json!({"client_id": "has space"}), "client_id"),
+        (json!({"logout_uri": "javascript:alert(1)"}), "logout_uri"),
+        (json!({"name": "  "}), "name"),
+    ];
+    for (extra, field) in cases {
+        let request = provider_request(&app, &admin, extra).await;
+        assert_field_error(app.post(&admin, PROVIDERS, request).await, field).await;
+    }
+    // Required fields are named, every one of them.
+    let body = assert_field_error(app.post(&admin, PROVIDERS, json!({})).await, "name").await;
+    for field in ["authorization_flow", "invalidation_flow", "redirect_uris"] {
+        assert!(body.get(field).is_some(), "{field} in {body}");
+    }
+    assert_eq!(provider_count(&app).await, 0);
+
+    // A client id is unique; the clash names it and the first provider is unchanged.
+    let first = create_provider(&app, &admin, json!({"client_id": "wiki"})).await;
+    let request = provider_request(&app, &admin, json!({"client_id": "wiki", "name": "Other"})).await;
+    assert_field_error(app.post(&admin, PROVIDERS, request).await, "client_id").await;
+    assert_eq!(provider_count(&app).await, 1);
+
+    // A refused change leaves the provider as it was.
+    let id = first["pk"].as_i64().unwrap();
+    let response = app.patch(&admin, &format!("{PROVIDERS}{id}/"), json!({"name": "Renamed", "grant_types": ["hybrid"]})).await;
+    assert_field_error(response, "grant_types").await;
+    let (_, read) = json(app.get(&admin, &format!("{PROVIDERS}{id}/")).await).await;
+    assert_eq!(read["name"], "Wiki");
+
+    // PATCH keeps what it does not name; PUT needs every required field.
+    let (status, patched) =
+        json(app.patch(&admin, &format!("{PROVIDERS}{id}/"), json!({"access_token_validity": "minutes=90"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["access_token_validity"], "hours=1;minutes=30");
+    assert_eq!(patched["redirect_uris"], first["redirect_uris"]);
+    assert_eq!(patched["client_secret"], Value::Null, "a change that sets no secret shows none");
+    assert_field_error(app.put(&admin, &format!("{PROVIDERS}{id}/"), json!({"name": "Only a name"})).await, "redirect_uris").await;
+}
+
+#[tokio::test]
+async fn an_application_shows_its_provider_and_each_provider_serves_one_application() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let provider = create_provider(&app, &admin, json!({})).await;
+    let request = json!({"name": "Wiki", "slug": "wiki", "provider": provider["pk"], "meta_launch_url": "https://wiki.example/"});
+    let (status, created) = json(app.post(&admin, APPLICATIONS, request).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["provider_obj"]["name"], "Wiki");
+    assert_eq!(created["provider_obj"]["assigned_application_slug"], "wiki");
+    assert_eq!(created["launch_url"], "https://wiki.example/");
+    assert_eq!(created["policy_engine_mode"], "any");
+    assert_eq!(created["pk"], created["pbm_uuid"]);
+
+    let (_, read) = json(app.get(&admin, &format!("{PROVIDERS}{}/", provider["pk"])).await).await;
+    assert_eq!((read["assigned_application_slug"].as_str(), read["assigned_application_name"].as_str()), (Some("wiki"), Some("Wiki")));
+    let (_, used) = json(app.get(&admin, &format!("{PROVIDERS}{}/used_by/", provider["pk"])).await).await;
+    assert_eq!(used[0]["model_name"], "application");
+
+    // One application per provider; slugs are unique and URL-safe; launch URLs are web URLs.
+    let clash = json!({"name": "Wiki 2", "slug": "wiki-2", "provider": provider["pk"]});
+    assert_field_error(app.post(&admin, APPLICATIONS, clash).await, "provider").await;
+    assert_field_error(app.post(&admin, APPLICATIONS, json!({"name": "Again", "slug": "wiki"})).await, "slug").await;
+    assert_field_error(app.post(&admin, APPLICATIONS, json!({"name": "Bad", "slug": "not a slug"})).await, "slug").await;
+    let script = json!({"name": "Script", "slug": "script", "meta_launch_url": "javascript:alert(1)"});
+    assert_field_error(app.post(&admin, APPLICATIONS, script).await, "meta_launch_url").await;
+    assert_field_error(
+        app.post(&admin, APPLICATIONS, json!({"name": "Nowhere", "slug": "nowhere", "provider": 999_999})).await,
+        "provider",
+    )
+    .await;
+
+    // Retrieved and changed by slug; the list filters and searches.
+    let (status, changed) = json(app.patch(&admin, &format!("{APPLICATIONS}wiki/"), json!({"group": "Docs"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["group"], "Docs");
+    let (_, found) = json(app.get(&admin, &format!("{APPLICATIONS}?search=wik")).await).await;
+    assert_eq!(found["pagination"]["count"], 1);
+    let (_, none) = json(app.get(&admin, &format!("{APPLICATIONS}?group=Other")).await).await;
+    assert_eq!(none["pagination"]["count"], 0);
+
+    // Deleting the provider leaves the application without one.
+    let response = app.delete(&admin, &format!("{PROVIDERS}{}/", provider["pk"])).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (_, read) = json(app.get(&admin, &format!("{APPLICATIONS}wiki/")).await).await;
+    assert_eq!((read["provider"].clone(), read["provider_obj"].clone()), (Value::Null, Value::Null));
+    let response = app.delete(&admin, &format!("{APPLICATIONS}wiki/")).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&admin, &format!("{APPLICATIONS}wiki/")).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn providers_and_applications_are_changed_only_with_their_permissions() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let provider = create_provider(&app, &admin, json!({})).await;
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "Wiki", "slug": "wiki"})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Anyone signed in sees the applications they may launch, and nothing of providers.
+    app.user_with("plain@example.com", &[]).await;
+    let plain = app.sign_in("plain@example.com").await;
+    let (status, listed) = json(app.get(&plain, APPLICATIONS).await).await;
+    assert_eq!((status, listed["pagination"]["count"].as_u64()), (StatusCode::OK, Some(1)), "{listed}");
+    assert_forbidden(app.get(&plain, PROVIDERS).await).await;
+    assert_forbidden(app.get(&plain, &format!("{PROVIDERS}{}/", provider["pk"])).await).await;
+    assert_forbidden(app.post(&plain, APPLICATIONS, json!({"name": "Mine", "slug": "mine"})).await).await;
+    assert_forbidden(app.patch(&plain, &format!("{APPLICATIONS}wiki/"), json!({"name": "Taken over"})).await).await;
+    assert_forbidden(app.delete(&plain, &format!("{APPLICATIONS}wiki/")).await).await;
+    let request = provider_request(&app, &admin, json!({"name": "Mine"})).await;
+    assert_forbidden(app.post(&plain, PROVIDERS, request).await).await;
+
+    // Adding providers does not reach the signing keys, nor linking applications to them
+    // without seeing providers.
+    app.user_with("builder@example.com", &["authentik_providers_oauth2.add_oauth2provider", "authentik_core.add_application"]).await;
+    let builder = app.sign_in("builder@example.com").await;
+    let key = gatehouse::crypto::service::ensure_managed_jwt_key(&app.state, app.state.tenant).await.unwrap();
+    let request = provider_request(&app, &admin, json!({"name": "Signed", "signing_key": key.id})).await;
+    assert_forbidden(app.post(&builder, PROVIDERS, request).await).await;
+    let request = provider_request(&app, &admin, json!({"name": "Unsigned"})).await;
+    let (status, own) = json(app.post(&builder, PROVIDERS, request).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    remember_secret(own["client_secret"].as_str().unwrap());
+    let linked = json!({"name": "Linked", "slug": "linked", "provider": own["pk"]});
+    assert_forbidden(app.post(&builder, APPLICATIONS, linked).await).await;
+    let (status, _) = json(app.post(&builder, APPLICATIONS, json!({"name": "Unlinked", "slug": "unlinked"})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_forbidden(app.patch(&builder, &format!("{PROVIDERS}{}/", own["pk"]), json!({"name": "Changed"})).await).await;
+    assert_eq!(provider_count(&app).await, 2);
+}
+
+#[tokio::test]
+async fn a_flow_a_provider_uses_cannot_be_deleted_from_under_it() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let flow = json!({"name": "Consent", "slug": "consent", "title": "Consent", "designation": "authorization"});
+    let (status, created) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    create_provider(&app, &admin, json!({"authorization_flow": created["pk"]})).await;
+    let body = assert_field_error(app.delete(&admin, "/api/v3/flows/instances/consent/").await, "non_field_errors").await;
+    assert!(body.to_string().contains("provider"), "{body}");
+    assert_eq!(app.get(&admin, "/api/v3/flows/instances/consent/").await.status(), StatusCode::OK);
+}
+
+/// The key set of the application `slug`'s provider, checked for the headers relying parties
+/// in browsers need.
+async fn key_set(app: &TestApp, slug: &str) -> jsonwebtoken::jwk::JwkSet {
+    let response = app.client.get(app.url(&format!("/application/o/{slug}/jwks/"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_publishes_the_key_that_signs_its_tokens() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let generation = json!({"common_name": "sso.example", "validity_days": 30, "alg": "rsa"});
+    let (status, pair) = json(app.post(&admin, "/api/v3/crypto/certificatekeypairs/generate/", generation).await).await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let provider = create_provider(&app, &admin, json!({"signing_key": pair["pk"]})).await;
+    assert_eq!(provider["signing_key"], pair["pk"]);
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "Wiki", "slug": "wiki", "provider": provider["pk"]})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let keys = key_set(&app, "wiki").await;
+    assert_eq!(keys.keys.len(), 1);
+    let jwk = &keys.keys[0];
+    assert!(matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)), "{jwk:?}");
+    // The certificate in the key is the pair's.
+    let (_, certificate) =
+        json(app.get(&admin, &format!("/api/v3/crypto/certificatekeypairs/{}/view_certificate/", pair["pk"].as_str().unwrap())).await)
+            .await;
+    let der = pem::parse(certificate["data"].as_str().unwrap()).unwrap().into_contents();
+    use base64::Engine;
+    assert_eq!(jwk.common.x509_chain.as_ref().unwrap()[0], base64::engine::general_purpose::STANDARD.encode(&der));
+
+    // What the server signs with the pair verifies against the published key alone.
+    let stored = gatehouse::crypto::service::pair_by_id(
+        &app.state.db,
+        app.state.tenant,
+        uuid::Uuid::parse_str(pair["pk"].as_str().unwrap()).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let signer = gatehouse::crypto::jwt::Signer::for_pair(&app.state.secret, &stored).unwrap().unwrap();
+    let token = signer.sign(&json!({"sub": "x", "exp": 4_000_000_000u64}), "JWT").unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<Value>(&token, &key, &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256)).expect("verifies");
+
+    // The pair shows what it signs for; deleting it leaves the provider on the managed key.
+    let (_, used) =
+        json(app.get(&admin, &format!("/api/v3/crypto/certificatekeypairs/{}/used_by/", pair["pk"].as_str().unwrap())).await).await;
+    assert_eq!(used[0]["model_name"], "oauth2provider", "{used}");
+    let response = app.delete(&admin, &format!("/api/v3/crypto/certificatekeypairs/{}/", pair["pk"].as_str().unwrap())).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (_, read) = json(app.get(&admin, &format!("{PROVIDERS}{}/", provider["pk"])).await).await;
+    assert_eq!(read["signing_key"], Value::Null);
+    let keys = key_set(&app, "wiki").await;
+    assert!(matches!(keys.keys[0].algorithm, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)), "{:?}", keys.keys[0]);
+
+    // No key set for what has no provider.
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "Plain", "slug": "plain"})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for slug in ["plain", "missing"] {
+        let response = app.client.get(app.url(&format!("/application/o/{slug}/jwks/"))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{slug}");
+    }
+}
