@@ -1089,6 +1089,7 @@ def run_checks(checks: Checks) -> None:
     mapping_checks(checks, api_client, tag)
     media_checks(checks, url, api_client, tag)
     crypto_checks(checks, api_client, tag)
+    oauth_checks(checks, url, api_client, tag)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1418,6 +1419,72 @@ def crypto_checks(checks: Checks, api_client: ak.ApiClient, tag: str) -> None:
                 expect(status_of(crypto.crypto_certificatekeypairs_retrieve, pk) == 404, "pair still retrievable")
 
     run("crypto_certificatekeypairs_list (managed), _destroy", managed_and_destroy)
+
+
+def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:
+    """Applications and OAuth2/OpenID providers: creating, listing, changing and deleting them,
+    the client secret shown once, and the provider's key set."""
+    import json as json_module
+    import urllib.request
+    run = checks.run
+    providers = ak.ProvidersApi(api_client)
+    core = ak.CoreApi(api_client)
+    flows = ak.FlowsApi(api_client)
+    state: dict[str, Any] = {}
+
+    def create_provider():
+        authorization = flows.flows_instances_retrieve("default-authentication-flow").pk
+        invalidation = flows.flows_instances_retrieve("default-invalidation-flow").pk
+        got = providers.providers_oauth2_create(ak.OAuth2ProviderRequest(
+            name=f"compat-{tag}-wiki", authorization_flow=authorization, invalidation_flow=invalidation,
+            client_type=ak.ClientTypeEnum.CONFIDENTIAL, access_code_validity="minutes=1",
+            redirect_uris=[ak.RedirectURIRequest(matching_mode=ak.MatchingModeEnum.STRICT, url="https://wiki.example/callback")]))
+        state["pk"] = got.pk
+        expect(bool(got.client_secret) and len(got.client_secret) >= 60, "no generated secret")
+        expect(got.redirect_uris[0].url == "https://wiki.example/callback", f"redirect URIs {got.redirect_uris!r}")
+        again = providers.providers_oauth2_retrieve(got.pk)
+        expect(again.client_secret is None, "the secret is shown again")
+        expect(again.client_id == got.client_id and again.sub_mode == ak.SubModeEnum.HASHED_USER_ID, f"read back {again!r}")
+        expect_raises(BadRequestException, lambda: providers.providers_oauth2_create(ak.OAuth2ProviderRequest(
+            name=f"compat-{tag}-implicit", authorization_flow=authorization, invalidation_flow=invalidation,
+            grant_types=[ak.GrantTypeEnum.IMPLICIT], redirect_uris=[])))
+
+    run("providers_oauth2_create, _retrieve, _create (BadRequestException)", create_provider)
+    if "pk" not in state:
+        return
+
+    def applications():
+        got = core.core_applications_create(ak.ApplicationRequest(
+            name=f"compat {tag} wiki", slug=f"compat-{tag}-wiki", provider=state["pk"], meta_launch_url="https://wiki.example/"))
+        expect(got.provider_obj is not None and got.provider_obj.assigned_application_slug == f"compat-{tag}-wiki",
+               f"provider {got.provider_obj!r}")
+        expect(got.launch_url == "https://wiki.example/", f"launch URL {got.launch_url!r}")
+        page = core.core_applications_list(search=f"compat-{tag}")
+        expect([a.slug for a in page.results] == [f"compat-{tag}-wiki"], f"listed {[a.slug for a in page.results]}")
+        got = core.core_applications_partial_update(f"compat-{tag}-wiki", ak.PatchedApplicationRequest(meta_publisher="Compat"))
+        expect(core.core_applications_retrieve(f"compat-{tag}-wiki").meta_publisher == "Compat", "not changed")
+        listed = providers.providers_oauth2_list(name=f"compat-{tag}-wiki")
+        expect(listed.pagination.count == 1 and listed.results[0].assigned_application_name == f"compat {tag} wiki",
+               f"providers {[p.name for p in listed.results]}")
+        used = providers.providers_oauth2_used_by_list(state["pk"])
+        expect([u.model_name for u in used] == ["application"], f"used by {used!r}")
+
+    run("core_applications_create, _list, _partial_update, _retrieve, providers_oauth2_list, _used_by_list", applications)
+
+    def key_set():
+        with urllib.request.urlopen(f"{url}/application/o/compat-{tag}-wiki/jwks/") as response:
+            keys = json_module.loads(response.read())["keys"]
+        expect(len(keys) == 1 and keys[0]["kty"] == "EC" and keys[0]["alg"] == "ES256", f"keys {keys!r}")
+
+    run("GET /application/o/<slug>/jwks/", key_set)
+
+    def destroy():
+        expect(core.core_applications_destroy(f"compat-{tag}-wiki") is None, "returned something")
+        expect(providers.providers_oauth2_destroy(state["pk"]) is None, "returned something")
+        expect(status_of(providers.providers_oauth2_retrieve, state["pk"]) == 404, "provider still retrievable")
+        expect(status_of(core.core_applications_retrieve, f"compat-{tag}-wiki") == 404, "application still retrievable")
+
+    run("core_applications_destroy, providers_oauth2_destroy", destroy)
 
 
 def media_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:
