@@ -1081,7 +1081,8 @@ impl MigrationTrait for CertificateKeyPairs {
     }
 }
 
-/// Applications and the OAuth 2.0 / OpenID Connect providers they sign people in with.
+/// Applications, the OAuth 2.0 / OpenID Connect providers they sign people in with, and the codes
+/// and tokens those hand out (kept as keyed digests).
 struct Applications;
 
 impl MigrationName for Applications {
@@ -1186,10 +1187,79 @@ impl MigrationTrait for Applications {
             )
             .await?;
         manager.create_index(index("applications", "ux_applications_slug", &["tenant_id", "slug"], true)).await?;
-        manager.create_index(index("applications", "ux_applications_provider", &["provider_id"], true)).await
+        manager.create_index(index("applications", "ux_applications_provider", &["provider_id"], true)).await?;
+        let provider_fk = |table: &'static str| {
+            ForeignKey::create()
+                .name(format!("fk_{table}_provider"))
+                .from(table, "provider_id")
+                .to("oauth2_providers", "id")
+                .on_delete(ForeignKeyAction::Cascade)
+                .to_owned()
+        };
+        let user_fk = |table: &'static str| {
+            ForeignKey::create()
+                .name(format!("fk_{table}_user"))
+                .from(table, "user_id")
+                .to("users", "id")
+                .on_delete(ForeignKeyAction::Cascade)
+                .to_owned()
+        };
+        manager
+            .create_table(
+                Table::create()
+                    .table("oauth2_codes")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("provider_id"))
+                    .col(big_integer("user_id"))
+                    .col(uuid_null("session_id"))
+                    .col(string_len("code_digest", 64))
+                    .col(text("redirect_uri"))
+                    .col(boolean("redirect_uri_given"))
+                    .col(text("scope"))
+                    .col(text_null("nonce"))
+                    .col(string_len_null("code_challenge", 128))
+                    .col(timestamp_with_time_zone("auth_time"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .col(timestamp_with_time_zone_null("used_at"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("oauth2_codes"))
+                    .foreign_key(&mut provider_fk("oauth2_codes"))
+                    .foreign_key(&mut user_fk("oauth2_codes"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("oauth2_codes", "ux_oauth2_codes_digest", &["code_digest"], true)).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("oauth2_tokens")
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("provider_id"))
+                    .col(big_integer_null("user_id"))
+                    .col(string_len("kind", 16))
+                    .col(string_len("token_digest", 64))
+                    .col(uuid("family_id"))
+                    .col(text("scope"))
+                    .col(uuid_null("session_id"))
+                    .col(timestamp_with_time_zone("auth_time"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .col(boolean("revoked"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("oauth2_tokens"))
+                    .foreign_key(&mut provider_fk("oauth2_tokens"))
+                    .foreign_key(&mut user_fk("oauth2_tokens"))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("oauth2_tokens", "ux_oauth2_tokens_digest", &["token_digest"], true)).await?;
+        manager.create_index(index("oauth2_tokens", "ix_oauth2_tokens_family", &["family_id"], false)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("oauth2_tokens").to_owned()).await?;
+        manager.drop_table(Table::drop().table("oauth2_codes").to_owned()).await?;
         manager.drop_table(Table::drop().table("applications").to_owned()).await?;
         manager.drop_table(Table::drop().table("oauth2_providers").to_owned()).await
     }

@@ -30,6 +30,8 @@ pub enum Action {
     ConfigurationError,
     /// Someone tried something the access rule refused, such as granting rights they lack.
     SuspiciousRequest,
+    /// A user let an application sign them in (an authorization code was issued).
+    AuthorizeApplication,
 }
 
 impl Action {
@@ -47,6 +49,7 @@ impl Action {
             Action::SecretRotate => "secret_rotate",
             Action::ConfigurationError => "configuration_error",
             Action::SuspiciousRequest => "suspicious_request",
+            Action::AuthorizeApplication => "authorize_application",
         }
     }
 }

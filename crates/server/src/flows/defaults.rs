@@ -1,6 +1,7 @@
 //! The flows and stages a fresh server starts with, as authentik ships them: sign-in
-//! (identification, password, a second factor for those who set one up, login), sign-out, and
-//! setting up an authenticator app with recovery codes. They are ordinary rows an administrator
+//! (identification, password, a second factor for those who set one up, login), sign-out,
+//! setting up an authenticator app with recovery codes, and authorizing an application without
+//! asking (implicit consent). They are ordinary rows an administrator
 //! may change; a default flow that is missing is created again at start, with its stages.
 //!
 //! The sign-in's validation stage lets people without an authenticator through; switching
@@ -31,6 +32,9 @@ struct DefaultFlow {
 
 /// The flow people set up an authenticator app and recovery codes with.
 pub const AUTHENTICATOR_SETUP_FLOW: &str = "default-authenticator-setup";
+/// The authorization flow without stages: a signed-in person is sent back to the application at
+/// once (authentik's implicit consent).
+pub const IMPLICIT_CONSENT_FLOW: &str = "default-provider-authorization-implicit-consent";
 /// The flow that makes a new set of recovery codes alone.
 pub const RECOVERY_CODES_FLOW: &str = "default-authenticator-static-setup";
 /// The sign-in's validation stage, whose `not_configured_action` is the "require MFA" switch.
@@ -41,7 +45,7 @@ const STATIC_SETUP_STAGE: &str = "default-authenticator-static-setup";
 // The setup flows come first, the codes alone before the app and codes together: each setup
 // stage's configure_flow is the flow it is made for, and the sign-in's validation stage names the
 // app stage.
-const DEFAULTS: [DefaultFlow; 4] = [
+const DEFAULTS: [DefaultFlow; 5] = [
     DefaultFlow {
         slug: RECOVERY_CODES_FLOW,
         name: "New recovery codes",
@@ -70,6 +74,14 @@ const DEFAULTS: [DefaultFlow; 4] = [
             (MFA_VALIDATION_STAGE, "authenticator_validate", 30),
             ("default-authentication-login", "user_login", 100),
         ],
+    },
+    DefaultFlow {
+        slug: IMPLICIT_CONSENT_FLOW,
+        name: "Authorize Application",
+        title: "Redirecting to the application",
+        designation: Designation::Authorization,
+        authentication: AuthenticationRequirement::RequireAuthenticated,
+        stages: &[],
     },
     DefaultFlow {
         slug: DEFAULT_INVALIDATION_FLOW,

@@ -24,3 +24,31 @@ impl FromRequestParts<AppState> for ClientInfo {
         Ok(Self { ip, user_agent, known_browser })
     }
 }
+
+/// This server's address as the caller reached it (`http://host:port`, or `https://` when a
+/// trusted proxy says the caller came over HTTPS), for what names the server's own URLs: an
+/// OpenID issuer, its endpoints. A missing or malformed `Host` is refused.
+pub struct PublicBase(pub String);
+
+/// Whether `host` is a host name or address with an optional port, and nothing else.
+fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+impl FromRequestParts<AppState> for PublicBase {
+    type Rejection = crate::error::Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|host| plain_host(host))
+            .ok_or_else(|| crate::error::Error::field("Host", "The Host header is missing or not a host name."))?;
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let https = super::middleware::forwarded_https_from(peer, &parts.headers, &state.config.server.trusted_proxies);
+        Ok(Self(format!("{}://{host}", if https { "https" } else { "http" })))
+    }
+}

@@ -141,10 +141,14 @@ fn path_holds_control(path: &str) -> bool {
 /// Whether a trusted proxy says the client connected over HTTPS.
 fn forwarded_https(request: &Request, trusted: &[ipnet::IpNet]) -> bool {
     let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    forwarded_https_from(peer, request.headers(), trusted)
+}
+
+/// Whether `peer` is a trusted proxy that says, in `headers`, the client connected over HTTPS.
+pub fn forwarded_https_from(peer: Option<std::net::IpAddr>, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> bool {
     let from_proxy = peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
     from_proxy
-        && request
-            .headers()
+        && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|proto| proto.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))

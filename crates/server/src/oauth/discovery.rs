@@ -1,4 +1,5 @@
-//! What a provider publishes for relying parties: the keys its tokens are signed with.
+//! What a provider publishes for relying parties: its OpenID Connect discovery document and the
+//! keys its tokens are signed with.
 
 use serde_json::{Value, json};
 
@@ -25,4 +26,39 @@ pub async fn key_set(state: &AppState, slug: &str) -> Result<Value> {
     let pair = signing_pair(state, &provider).await?;
     let keys: Vec<Value> = crate::crypto::jwt::public_jwk(&pair)?.into_iter().collect();
     Ok(json!({ "keys": keys }))
+}
+
+/// The OpenID Provider Metadata of the application `slug`'s provider (OpenID Connect Discovery
+/// §3), naming only what is offered; `base` is this server's address as the caller reached it.
+pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<Value> {
+    let (app, provider) = super::applications::with_provider(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
+    let pair = signing_pair(state, &provider).await?;
+    let algorithm = crate::crypto::jwt::algorithm_of(&pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
+    let grants: Vec<&str> = serde_json::from_value::<Vec<super::model::GrantType>>(provider.grant_types.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g.as_str())
+        .collect();
+    let public = provider.client_type == super::model::ClientType::Public.as_str();
+    let auth_methods: &[&str] = if public { &["none"] } else { &["client_secret_basic", "client_secret_post"] };
+    Ok(json!({
+        "issuer": super::grants::issuer(base, &provider, &app),
+        "authorization_endpoint": format!("{base}/application/o/authorize/"),
+        "token_endpoint": format!("{base}/application/o/token/"),
+        "userinfo_endpoint": format!("{base}/application/o/userinfo/"),
+        "jwks_uri": format!("{base}/application/o/{}/jwks/", app.slug),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": grants,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [crate::crypto::jwt::algorithm_name(algorithm)],
+        "scopes_supported": super::claims::SUPPORTED_SCOPES,
+        "claims_supported": super::claims::SUPPORTED_CLAIMS,
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
+    }))
 }

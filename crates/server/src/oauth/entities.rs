@@ -76,3 +76,73 @@ pub mod provider {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Authorization codes, by keyed digest: each single use, short-lived, bound to its client,
+/// redirect URI and PKCE challenge.
+pub mod code {
+    use sea_orm::entity::prelude::*;
+
+    /// One authorization code handed to a client through the browser.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oauth2_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub provider_id: i64,
+        pub user_id: i64,
+        pub session_id: Option<Uuid>,
+        pub code_digest: String,
+        pub redirect_uri: String,
+        /// Whether the authorization request named the redirect URI (the token request must then
+        /// name it too).
+        pub redirect_uri_given: bool,
+        /// Granted scopes, separated by spaces.
+        pub scope: String,
+        pub nonce: Option<String>,
+        /// The S256 PKCE challenge.
+        pub code_challenge: Option<String>,
+        pub auth_time: DateTimeUtc,
+        pub expires: DateTimeUtc,
+        pub used_at: Option<DateTimeUtc>,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Access and refresh tokens, by keyed digest. Tokens issued from one authorization code share a
+/// family, revoked together when the code or a used refresh token is replayed.
+pub mod token {
+    use sea_orm::entity::prelude::*;
+
+    /// One issued token.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oauth2_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub provider_id: i64,
+        pub user_id: Option<i64>,
+        /// `access` or `refresh`.
+        pub kind: String,
+        pub token_digest: String,
+        pub family_id: Uuid,
+        pub scope: String,
+        pub session_id: Option<Uuid>,
+        pub auth_time: DateTimeUtc,
+        pub expires: DateTimeUtc,
+        /// Revoked, or (a refresh token) used.
+        pub revoked: bool,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,11 +1,14 @@
-//! Single sign-on: applications people launch, and the OAuth 2.0 / OpenID Connect providers that
-//! sign them in, with each provider's discovery document and published keys. Uses accounts,
-//! flows, crypto and events; nothing uses this domain.
+//! Single sign-on: applications people launch, the OAuth 2.0 / OpenID Connect providers that
+//! sign them in (authorization code with PKCE, refresh tokens, userinfo), and each provider's
+//! discovery document and published keys. Uses accounts, credentials, flows, crypto and events;
+//! no domain uses this one.
 
 pub mod applications;
+pub mod claims;
 pub mod discovery;
 pub mod endpoints;
 pub mod entities;
+pub mod grants;
 pub mod handlers;
 pub mod model;
 pub mod providers;

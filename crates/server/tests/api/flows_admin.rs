@@ -179,7 +179,7 @@ async fn flow_input_is_validated_field_by_field() {
     // Renaming onto another flow's slug is refused too.
     create_flow(&app, &admin, "other").await;
     assert_field_error(app.patch(&admin, "/api/v3/flows/instances/other/", json!({"slug": "taken"})).await, "slug").await;
-    assert_eq!(count(&app, &admin, "/api/v3/flows/instances/").await, 6, "four defaults and the two created");
+    assert_eq!(count(&app, &admin, "/api/v3/flows/instances/").await, 7, "five defaults and the two created");
 }
 
 #[tokio::test]

@@ -325,3 +325,333 @@ async fn a_provider_publishes_the_key_that_signs_its_tokens() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{slug}");
     }
 }
+
+/// A person, a confidential provider for `https://wiki.example/oauth/callback` on the implicit
+/// consent flow, and its application `wiki`: the admin session, the person's session, the
+/// provider as created (with its secret).
+async fn single_sign_on(app: &TestApp, extra: Value) -> (Session, Session, Value) {
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    app.user("person@example.com", |u| u.name = "Pat Person".into()).await;
+    let person = app.sign_in("person@example.com").await;
+    let mut settings = json!({
+        "authorization_flow": flow_pk(app, &admin, "default-provider-authorization-implicit-consent").await,
+        "grant_types": ["authorization_code", "refresh_token"],
+    });
+    settings.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let provider = create_provider(app, &admin, settings).await;
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "Wiki", "slug": "wiki", "provider": provider["pk"]})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    (admin, person, provider)
+}
+
+/// The browser's part: the authorization URL opened with `session`'s cookie; the redirect it
+/// answers with.
+async fn open_as(app: &TestApp, session: Option<&Session>, url: &str) -> reqwest::Response {
+    let mut request = app.client.get(url);
+    if let Some(session) = session {
+        request = request.header("cookie", &session.cookie);
+    }
+    request.send().await.unwrap()
+}
+
+fn location(response: &reqwest::Response) -> url::Url {
+    assert_eq!(response.status(), StatusCode::FOUND, "expected a redirect");
+    url::Url::parse(response.headers()["location"].to_str().unwrap())
+        .or_else(|_| url::Url::parse("http://server.invalid").unwrap().join(response.headers()["location"].to_str().unwrap()))
+        .unwrap()
+}
+
+fn query_value(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned())
+}
+
+#[tokio::test]
+async fn a_relying_party_signs_a_person_in_with_code_and_pkce_then_refreshes() {
+    use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims};
+    use openidconnect::{
+        AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope,
+        TokenResponse,
+    };
+    let app = TestApp::spawn().await;
+    let (_admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let http = openidconnect::reqwest::Client::builder().redirect(openidconnect::reqwest::redirect::Policy::none()).build().unwrap();
+    let issuer = IssuerUrl::new(app.url("/application/o/wiki/")).unwrap();
+    let metadata = CoreProviderMetadata::discover_async(issuer, &http).await.expect("discovery and the key set");
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(provider["client_id"].as_str().unwrap().into()),
+        Some(ClientSecret::new(provider["client_secret"].as_str().unwrap().into())),
+    )
+    .set_redirect_uri(RedirectUrl::new("https://wiki.example/oauth/callback".into()).unwrap());
+
+    // The browser's round trip, then the code for tokens.
+    let sign_in = || async {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (authorize_url, csrf, nonce) = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("offline_access".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        let back = location(&open_as(&app, Some(&person), authorize_url.as_str()).await);
+        assert_eq!((back.host_str(), back.path()), (Some("wiki.example"), "/oauth/callback"), "{back}");
+        assert_eq!(query_value(&back, "state").as_deref(), Some(csrf.secret().as_str()));
+        assert_eq!(query_value(&back, "iss").as_deref(), Some(app.url("/application/o/wiki/").as_str()));
+        let code = query_value(&back, "code").expect("a code");
+        remember_secret(&code);
+        let verifier_text = verifier.secret().clone();
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.clone()))
+            .unwrap()
+            .set_pkce_verifier(verifier)
+            .request_async(&http)
+            .await
+            .expect("tokens for the code");
+        remember_secret(tokens.access_token().secret());
+        if let Some(refresh) = tokens.refresh_token() {
+            remember_secret(refresh.secret());
+        }
+        (code, verifier_text, nonce, tokens)
+    };
+    let (code, verifier, nonce, tokens) = sign_in().await;
+    let id_token = tokens.id_token().expect("an ID token");
+    let claims = id_token.claims(&client.id_token_verifier(), &nonce).expect("the ID token verifies against the published key");
+    assert_eq!(claims.email().map(|e| e.as_str()), Some("person@example.com"));
+    assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("person@example.com"));
+    let expected_hash = openidconnect::AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&client.id_token_verifier()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&expected_hash));
+    let subject = claims.subject().as_str().to_owned();
+    assert_eq!(subject.len(), 64, "a keyed hash of the user: {subject}");
+
+    let userinfo = |token: openidconnect::AccessToken| {
+        let client = &client;
+        let http = &http;
+        async move {
+            let claims: Result<CoreUserInfoClaims, _> = client.user_info(token, None).unwrap().request_async(http).await;
+            claims
+        }
+    };
+    let info = userinfo(tokens.access_token().clone()).await.expect("userinfo");
+    assert_eq!(info.subject().as_str(), subject);
+    assert_eq!(info.email().map(|e| e.as_str()), Some("person@example.com"));
+    assert_eq!(info.name().and_then(|n| n.get(None)).map(|n| n.as_str()), Some("Pat Person"));
+
+    // The code once more, verifier and all: refused, and what it gave is withdrawn.
+    let again = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(openidconnect::PkceCodeVerifier::new(verifier))
+        .request_async(&http)
+        .await;
+    assert!(format!("{again:?}").contains("invalid_grant"), "{again:?}");
+    assert!(userinfo(tokens.access_token().clone()).await.is_err(), "an access token outlived the replay of its code");
+    let refresh = tokens.refresh_token().expect("a refresh token for offline_access").clone();
+    assert!(client.exchange_refresh_token(&refresh).unwrap().request_async(&http).await.is_err(), "a refresh token outlived the replay");
+
+    // Refresh rotates: the new refresh token works, the old one once more revokes the family.
+    let (_, _, _, tokens) = sign_in().await;
+    let refresh = tokens.refresh_token().expect("a refresh token for offline_access").clone();
+    let renewed = client.exchange_refresh_token(&refresh).unwrap().request_async(&http).await.expect("refreshed");
+    remember_secret(renewed.access_token().secret());
+    let second = renewed.refresh_token().expect("a rotated refresh token").clone();
+    remember_secret(second.secret());
+    assert_ne!(second.secret(), refresh.secret());
+    assert!(userinfo(renewed.access_token().clone()).await.is_ok());
+    let replayed = client.exchange_refresh_token(&refresh).unwrap().request_async(&http).await;
+    assert!(format!("{replayed:?}").contains("invalid_grant"), "{replayed:?}");
+    assert!(userinfo(renewed.access_token().clone()).await.is_err(), "the family's access token still works after a refresh token replay");
+    assert!(client.exchange_refresh_token(&second).unwrap().request_async(&http).await.is_err(), "the newest refresh token survived");
+
+    // The sign-in is on record.
+    let events = gatehouse::events::entities::event::Entity::find().all(&app.state.db).await.unwrap();
+    assert!(events.iter().any(|e| e.action == "authorize_application"), "no authorize_application event");
+}
+
+/// The token endpoint's answer to `form` as the client authenticated with `basic`.
+async fn token_request(
+    app: &TestApp,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let mut request = app.client.post(app.url("/application/o/token/")).form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, response.json().await.unwrap_or(Value::Null), headers)
+}
+
+fn authorize_path(client_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("client_id", client_id).append_pair("response_type", "code").append_pair("scope", "openid");
+    query.append_pair("redirect_uri", "https://wiki.example/oauth/callback");
+    for (name, value) in extra {
+        query.append_pair(name, value);
+    }
+    format!("/application/o/authorize/?{}", query.finish())
+}
+
+const VERIFIER: &str = "a-verifier-of-forty-three-characters-or-more-0123";
+
+fn s256(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+#[tokio::test]
+async fn every_wrong_authorization_or_token_request_is_refused_without_handing_anything_out() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let client_id = provider["client_id"].as_str().unwrap().to_owned();
+    let secret = provider["client_secret"].as_str().unwrap().to_owned();
+    let challenge = s256(VERIFIER);
+    let pkce = [("code_challenge", challenge.as_str()), ("code_challenge_method", "S256"), ("state", "xyz")];
+
+    // Not signed in: off to the sign-in flow, with the way back.
+    let response = open_as(&app, None, &app.url(&authorize_path(&client_id, &pkce))).await;
+    let to = location(&response);
+    assert_eq!(to.path(), "/if/flow/default-authentication-flow/");
+    assert!(query_value(&to, "next").unwrap().starts_with("/application/o/authorize/?client_id="), "{to}");
+    let silent = location(&open_as(&app, None, &app.url(&authorize_path(&client_id, &[("prompt", "none"), ("state", "s")]))).await);
+    assert_eq!((query_value(&silent, "error").as_deref(), query_value(&silent, "state").as_deref()), (Some("login_required"), Some("s")));
+
+    // An unknown client or an unregistered redirect URI gets a page, never a redirect.
+    for path in [
+        authorize_path("unknown-client", &pkce),
+        authorize_path(&client_id, &pkce).replace("wiki.example%2Foauth", "evil.example%2Foauth"),
+        authorize_path(&client_id, &pkce).replace("callback", "callback%2Fextra"),
+    ] {
+        let response = open_as(&app, Some(&person), &app.url(&path)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(response.headers().get("location").is_none(), "{path}");
+    }
+
+    // Other mistakes go back to the client as errors.
+    for (extra, error) in [
+        (vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "plain")], "invalid_request"),
+        (vec![("code_challenge", challenge.as_str())], "invalid_request"),
+        (vec![("code_challenge", "short"), ("code_challenge_method", "S256")], "invalid_request"),
+        (vec![("response_type", "token")], "invalid_request"),
+        (vec![("response_mode", "fragment")], "invalid_request"),
+    ] {
+        let response = open_as(&app, Some(&person), &app.url(&authorize_path(&client_id, &extra))).await;
+        let back = location(&response);
+        assert_eq!(query_value(&back, "error").as_deref(), Some(error), "{extra:?}: {back}");
+        assert!(query_value(&back, "code").is_none());
+    }
+
+    // A code for the rest.
+    let code_for = |extra: &'static [(&'static str, &'static str)]| {
+        let app = &app;
+        let person = &person;
+        let client_id = client_id.clone();
+        let challenge = challenge.clone();
+        async move {
+            let mut parameters = vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "S256")];
+            parameters.extend_from_slice(extra);
+            let back = location(&open_as(app, Some(person), &app.url(&authorize_path(&client_id, &parameters))).await);
+            let code = query_value(&back, "code").unwrap_or_else(|| panic!("no code: {back}"));
+            remember_secret(&code);
+            code
+        }
+    };
+    let redirect = "https://wiki.example/oauth/callback";
+
+    // The wrong secret, or none: 401 with a challenge, and the code still unused.
+    let code = code_for(&[]).await;
+    let exchange = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect), ("code_verifier", VERIFIER)];
+    let (status, body, headers) = token_request(&app, Some((&client_id, "not-the-secret")), &exchange).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert_eq!(headers["cache-control"], "no-store");
+    let (status, body, _) = token_request(&app, None, &[&exchange[..], &[("client_id", client_id.as_str())]].concat()).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    // Secret in the body (client_secret_post) works as well as basic.
+    let (status, body, _) =
+        token_request(&app, None, &[&exchange[..], &[("client_id", client_id.as_str()), ("client_secret", secret.as_str())]].concat())
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    remember_secret(body["access_token"].as_str().unwrap());
+
+    // A wrong or missing verifier, or another redirect URI, burns the code without tokens.
+    for wrong in [
+        vec![("code_verifier", "another-verifier-of-forty-three-characters-012345")],
+        vec![],
+        vec![("code_verifier", VERIFIER), ("redirect_uri_override", "")],
+    ] {
+        let code = code_for(&[]).await;
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code.as_str())];
+        if wrong.iter().any(|(n, _)| *n == "redirect_uri_override") {
+            form.push(("redirect_uri", "https://wiki.example/other"));
+            form.push(("code_verifier", VERIFIER));
+        } else {
+            form.push(("redirect_uri", redirect));
+            form.extend(wrong.iter().copied());
+        }
+        let (status, body, _) = token_request(&app, Some((&client_id, &secret)), &form).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{form:?}");
+        assert!(body.get("access_token").is_none());
+        let right =
+            [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect), ("code_verifier", VERIFIER)];
+        let (status, _, _) = token_request(&app, Some((&client_id, &secret)), &right).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a code survived a failed exchange");
+    }
+
+    // An expired code.
+    let code = code_for(&[]).await;
+    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+    gatehouse::oauth::entities::code::Entity::update_many()
+        .col_expr(gatehouse::oauth::entities::code::Column::Expires, Expr::value(chrono::Utc::now() - chrono::TimeDelta::seconds(1)))
+        .filter(gatehouse::oauth::entities::code::Column::UsedAt.is_null())
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    let exchange = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect), ("code_verifier", VERIFIER)];
+    let (_, body, _) = token_request(&app, Some((&client_id, &secret)), &exchange).await;
+    assert_eq!(body["error"], "invalid_grant");
+
+    // Grants the client does not have, and ones nobody has.
+    let (_, body, _) = token_request(&app, Some((&client_id, &secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(body["error"], "unsupported_grant_type");
+    let (_, body, _) = token_request(&app, Some((&client_id, &secret)), &[("grant_type", "password"), ("username", "x")]).await;
+    assert_eq!(body["error"], "unsupported_grant_type");
+
+    // userinfo without a token, or with a made-up one.
+    let response = app.client.get(app.url("/application/o/userinfo/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.client.get(app.url("/application/o/userinfo/")).bearer_auth("made-up").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+
+    // A public client must use PKCE.
+    let public = create_provider(
+        &app,
+        &admin,
+        json!({"name": "SPA", "client_type": "public", "client_id": "spa",
+               "authorization_flow": flow_pk(&app, &admin, "default-provider-authorization-implicit-consent").await}),
+    )
+    .await;
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "SPA", "slug": "spa", "provider": public["pk"]})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let back = location(&open_as(&app, Some(&person), &app.url(&authorize_path("spa", &[]))).await);
+    assert_eq!(query_value(&back, "error").as_deref(), Some("invalid_request"), "{back}");
+
+    // An authorization flow with stages is not skipped: the request is refused.
+    let wiki = provider["pk"].as_i64().unwrap();
+    let sign_in_flow = flow_pk(&app, &admin, "default-authentication-flow").await;
+    let (status, _) = json(app.patch(&admin, &format!("{PROVIDERS}{wiki}/"), json!({"authorization_flow": sign_in_flow})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = open_as(&app, Some(&person), &app.url(&authorize_path(&client_id, &pkce))).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+}

@@ -1,0 +1,711 @@
+//! The authorization code grant with PKCE and refresh tokens, by OAuth 2.1's rules: codes are
+//! single use, short-lived and bound to their client, redirect URI and PKCE challenge; a replayed
+//! code or refresh token revokes every token issued from the same code; refresh tokens rotate on
+//! use; every code and token is stored only as a keyed digest.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeDelta, Utc};
+use gatehouse_types::DurationString;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use serde_json::{Value, json};
+use sha2::Digest;
+use uuid::Uuid;
+
+use super::claims::{self, Scopes};
+use super::entities::{application, code, provider, token};
+use super::model::{ClientType, GrantType, RedirectUri, RedirectUriType};
+use crate::accounts::entities::user;
+use crate::credentials::cache::AuthContext;
+use crate::crypto::jwt::Signer;
+use crate::error::Error;
+use crate::events::client::ClientInfo;
+use crate::events::{self, Action, EventRecord};
+use crate::secret::{constant_time_eq, random_token};
+use crate::state::AppState;
+
+const CODE_PURPOSE: &str = "oauth2-code";
+const TOKEN_PURPOSE: &str = "oauth2-token";
+const ACCESS: &str = "access";
+const REFRESH: &str = "refresh";
+/// The longest `state` or `nonce` kept; both come back to the client unchanged.
+const LONGEST_ECHO: usize = 1024;
+
+/// The parameters of a request, each at most once (RFC 6749 §3.1, §3.2).
+#[derive(Debug, Default, Clone)]
+pub struct Parameters {
+    pairs: Vec<(String, String)>,
+    repeated: Option<String>,
+}
+
+impl Parameters {
+    /// Reads `application/x-www-form-urlencoded` text; an empty value counts as absent.
+    pub fn parse(text: &str) -> Self {
+        let mut parameters = Self::default();
+        for (name, value) in form_urlencoded::parse(text.as_bytes()) {
+            if value.is_empty() {
+                continue;
+            }
+            if parameters.pairs.iter().any(|(n, _)| *n == name) {
+                parameters.repeated.get_or_insert_with(|| name.clone().into_owned());
+                continue;
+            }
+            parameters.pairs.push((name.into_owned(), value.into_owned()));
+        }
+        parameters
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the authorization endpoint does with a request.
+#[derive(Debug)]
+pub enum Authorization {
+    /// The client or its redirect URI cannot be trusted: say why on a page and send the browser
+    /// nowhere.
+    Refused(String),
+    /// The person signs in through the flow `slug` first, then comes back to the same request.
+    SignIn { flow_slug: String },
+    /// Send the browser back to the client with a code or an error.
+    Redirect(String),
+}
+
+/// A client named by `client_id`, with its application.
+async fn client_by_id(state: &AppState, client_id: &str) -> crate::error::Result<Option<(provider::Model, application::Model)>> {
+    let found = provider::Entity::find()
+        .filter(provider::Column::TenantId.eq(state.tenant.0))
+        .filter(provider::Column::ClientId.eq(client_id))
+        .one(&state.db)
+        .await?;
+    let Some(provider) = found else { return Ok(None) };
+    let app = application::Entity::find()
+        .filter(application::Column::TenantId.eq(state.tenant.0))
+        .filter(application::Column::ProviderId.eq(provider.id))
+        .one(&state.db)
+        .await?;
+    Ok(app.map(|app| (provider, app)))
+}
+
+/// The issuer of `provider`'s tokens: its own (`<base>/application/o/<slug>/`) or the server's.
+pub fn issuer(base: &str, provider: &provider::Model, app: &application::Model) -> String {
+    match super::model::IssuerMode::parse(&provider.issuer_mode) {
+        Some(super::model::IssuerMode::Global) => format!("{base}/"),
+        _ => format!("{base}/application/o/{}/", app.slug),
+    }
+}
+
+/// `uri` with `parameters` added to its query.
+fn with_query(uri: &str, parameters: &[(&str, &str)]) -> String {
+    match url::Url::parse(uri) {
+        Ok(mut url) => {
+            {
+                let mut query = url.query_pairs_mut();
+                for (name, value) in parameters {
+                    query.append_pair(name, value);
+                }
+            }
+            url.into()
+        }
+        // Registered URIs parse; this keeps the answer well-formed if one ever does not.
+        Err(_) => uri.to_owned(),
+    }
+}
+
+fn grants_of(provider: &provider::Model) -> Vec<GrantType> {
+    serde_json::from_value(provider.grant_types.clone()).unwrap_or_default()
+}
+
+/// Whether `text` is a PKCE verifier or S256 challenge: 43 to 128 unreserved characters
+/// (RFC 7636 §4.1, §4.2).
+fn pkce_shaped(text: &str) -> bool {
+    (43..=128).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Answers an authorization request (`query` is its query string or form body) for the person
+/// signed in with `current`, if anyone is.
+pub async fn authorize(
+    state: &AppState,
+    base: &str,
+    query: &str,
+    current: Option<&AuthContext>,
+    client: &ClientInfo,
+) -> crate::error::Result<Authorization> {
+    let parameters = Parameters::parse(query);
+    let Some(client_id) = parameters.get("client_id") else {
+        return Ok(Authorization::Refused("The request names no client (client_id is missing).".into()));
+    };
+    let Some((provider, app)) = client_by_id(state, client_id).await? else {
+        return Ok(Authorization::Refused("No application is registered for this client.".into()));
+    };
+    let registered: Vec<RedirectUri> = serde_json::from_value::<Vec<RedirectUri>>(provider.redirect_uris.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|uri| uri.redirect_uri_type != Some(RedirectUriType::Logout))
+        .collect();
+    let (redirect_uri, redirect_uri_given) = match parameters.get("redirect_uri") {
+        Some(given) if registered.iter().any(|uri| uri.accepts(given)) => (given.to_owned(), true),
+        Some(_) => return Ok(Authorization::Refused("The redirect URI is not registered for this client.".into())),
+        None => match registered.as_slice() {
+            [only] if only.matching_mode == super::model::MatchingMode::Strict => (only.url.clone(), false),
+            _ => return Ok(Authorization::Refused("The request names no redirect URI (redirect_uri is missing).".into())),
+        },
+    };
+    if matches!(parameters.repeated.as_deref(), Some("client_id" | "redirect_uri")) {
+        return Ok(Authorization::Refused("The client or redirect URI is given more than once.".into()));
+    }
+    let issuer = issuer(base, &provider, &app);
+    let state_param = parameters.get("state").filter(|s| s.len() <= LONGEST_ECHO);
+    let fail = |error: &str, description: &str| {
+        let mut answer = vec![("error", error), ("error_description", description)];
+        if let Some(value) = state_param {
+            answer.push(("state", value));
+        }
+        answer.push(("iss", issuer.as_str()));
+        Ok(Authorization::Redirect(with_query(&redirect_uri, &answer)))
+    };
+    if let Some(name) = &parameters.repeated {
+        return fail("invalid_request", &format!("The parameter {name} is given more than once."));
+    }
+    if parameters.get("state").is_some_and(|s| s.len() > LONGEST_ECHO) {
+        return fail("invalid_request", "state is too long.");
+    }
+    if parameters.get("request").is_some() || parameters.get("request_uri").is_some() {
+        return fail("request_not_supported", "Request objects are not supported.");
+    }
+    match parameters.get("response_type") {
+        Some("code") => {}
+        None => return fail("invalid_request", "response_type is missing."),
+        Some(_) => return fail("unsupported_response_type", "Only the authorization code flow (response_type=code) is offered."),
+    }
+    match parameters.get("response_mode") {
+        None | Some("query") => {}
+        Some(_) => return fail("invalid_request", "Only response_mode=query is offered."),
+    }
+    if !grants_of(&provider).contains(&GrantType::AuthorizationCode) {
+        return fail("unauthorized_client", "This client may not use the authorization code grant.");
+    }
+    let challenge = parameters.get("code_challenge");
+    match (challenge, parameters.get("code_challenge_method")) {
+        (Some(_), Some("S256")) => {}
+        (Some(_), None | Some("plain")) => return fail("invalid_request", "Only the S256 code challenge method is accepted."),
+        (Some(_), Some(_)) => return fail("invalid_request", "Unknown code_challenge_method; use S256."),
+        (None, Some(_)) => return fail("invalid_request", "code_challenge_method without code_challenge."),
+        (None, None) if provider.client_type == ClientType::Public.as_str() => {
+            return fail("invalid_request", "A public client must use PKCE (code_challenge with S256).");
+        }
+        (None, None) => {}
+    }
+    if challenge.is_some_and(|c| !pkce_shaped(c)) {
+        return fail("invalid_request", "code_challenge must be 43 to 128 characters of A-Z, a-z, 0-9, -, ., _ and ~.");
+    }
+    let nonce = parameters.get("nonce");
+    if nonce.is_some_and(|n| n.len() > LONGEST_ECHO) {
+        return fail("invalid_request", "nonce is too long.");
+    }
+    let scopes = Scopes::granted_from(parameters.get("scope").unwrap_or_default());
+
+    let Some(current) = current else {
+        if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+            return fail("login_required", "The user is not signed in.");
+        }
+        let flow_slug = match provider.authentication_flow_id {
+            Some(id) => crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[id]).await?.remove(&id).map(|f| f.slug),
+            None => None,
+        };
+        return Ok(Authorization::SignIn { flow_slug: flow_slug.unwrap_or_else(|| state.config.flows.authentication_flow.clone()) });
+    };
+    let Some(session) = current.session.as_ref() else {
+        return Ok(Authorization::Refused("Sign in through the browser to authorize an application.".into()));
+    };
+    // Consent and other stages of the authorization flow are not run here yet: a flow that has
+    // any is refused rather than skipped.
+    let bound = crate::flows::binding_service::bound_stages(&state.db, state.tenant, &[provider.authorization_flow_id]).await?;
+    if bound.get(&provider.authorization_flow_id).is_some_and(|stages| !stages.is_empty()) {
+        return Ok(Authorization::Refused(
+            "This application's authorization flow has stages, which are not run at authorization yet; an administrator must choose a flow without stages."
+                .into(),
+        ));
+    }
+
+    let code_text = random_token(32);
+    let now = Utc::now();
+    let validity = DurationString::parse(&provider.access_code_validity).map(DurationString::to_chrono).unwrap_or(TimeDelta::minutes(1));
+    let row = code::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        tenant_id: Set(state.tenant.0),
+        provider_id: Set(provider.id),
+        user_id: Set(current.user.id),
+        session_id: Set(Some(session.id)),
+        code_digest: Set(state.secret.digest(CODE_PURPOSE, code_text.as_bytes())),
+        redirect_uri: Set(redirect_uri.clone()),
+        redirect_uri_given: Set(redirect_uri_given),
+        scope: Set(scopes.as_text()),
+        nonce: Set(nonce.map(str::to_owned)),
+        code_challenge: Set(challenge.map(str::to_owned)),
+        auth_time: Set(session.created),
+        expires: Set(now + validity),
+        used_at: Set(None),
+        created: Set(now),
+    };
+    let txn = crate::db::begin_write(&state.db).await?;
+    row.insert(&txn).await?;
+    let event = EventRecord::new(Action::AuthorizeApplication)
+        .by(&current.user)
+        .from_client(client)
+        .with("authorized_application", json!({"pk": app.id.to_string(), "name": app.name, "slug": app.slug}))
+        .with("scopes", json!(scopes.as_text()));
+    events::service::record(&txn, state, event).await?;
+    txn.commit().await?;
+    let mut answer = vec![("code", code_text.as_str())];
+    if let Some(value) = state_param {
+        answer.push(("state", value));
+    }
+    answer.push(("iss", issuer.as_str()));
+    Ok(Authorization::Redirect(with_query(&redirect_uri, &answer)))
+}
+
+/// A refusal of the token endpoint, in RFC 6749 §5.2's words.
+#[derive(Debug)]
+pub enum OAuthError {
+    InvalidRequest(String),
+    /// The client could not be authenticated (answered with 401).
+    InvalidClient,
+    InvalidGrant(String),
+    UnauthorizedClient(String),
+    UnsupportedGrantType,
+    InvalidScope(String),
+    /// Not the client's fault.
+    Internal(Error),
+}
+
+impl From<Error> for OAuthError {
+    fn from(error: Error) -> Self {
+        OAuthError::Internal(error)
+    }
+}
+
+impl From<sea_orm::DbErr> for OAuthError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        OAuthError::Internal(error.into())
+    }
+}
+
+impl OAuthError {
+    /// The `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::Internal(_) => "server_error",
+        }
+    }
+
+    /// The `error_description`.
+    pub fn description(&self) -> String {
+        match self {
+            OAuthError::InvalidRequest(text)
+            | OAuthError::InvalidGrant(text)
+            | OAuthError::UnauthorizedClient(text)
+            | OAuthError::InvalidScope(text) => text.clone(),
+            OAuthError::InvalidClient => "Client authentication failed.".into(),
+            OAuthError::UnsupportedGrantType => "This grant type is not offered.".into(),
+            OAuthError::Internal(_) => "The server could not answer; try again later.".into(),
+        }
+    }
+}
+
+/// What the token endpoint hands out.
+#[derive(Debug, serde::Serialize)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// Who is asking at the token endpoint.
+async fn authenticate_client(
+    state: &AppState,
+    parameters: &Parameters,
+    basic: Option<(String, String)>,
+) -> Result<(provider::Model, application::Model), OAuthError> {
+    let (client_id, secret) = match (&basic, parameters.get("client_secret")) {
+        (Some(_), Some(_)) => return Err(OAuthError::InvalidRequest("Use one way of client authentication, not two.".into())),
+        (Some((id, secret)), None) => {
+            if parameters.get("client_id").is_some_and(|given| given != id) {
+                return Err(OAuthError::InvalidRequest("client_id differs from the authenticated client.".into()));
+            }
+            (id.as_str(), Some(secret.as_str()))
+        }
+        (None, secret) => (parameters.get("client_id").ok_or(OAuthError::InvalidClient)?, secret),
+    };
+    let (provider, app) = client_by_id(state, client_id).await?.ok_or(OAuthError::InvalidClient)?;
+    if provider.client_type == ClientType::Confidential.as_str() {
+        let proven = secret.is_some_and(|secret| super::providers::client_secret_matches(&state.secret, &provider, secret));
+        if !proven {
+            return Err(OAuthError::InvalidClient);
+        }
+    }
+    Ok((provider, app))
+}
+
+/// Answers a token request (`body` is its form body; `basic` the HTTP basic credentials).
+pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<IssuedTokens, OAuthError> {
+    let parameters = Parameters::parse(body);
+    if let Some(name) = &parameters.repeated {
+        return Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once.")));
+    }
+    let grant = parameters.get("grant_type").ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing.".into()))?;
+    let grant = match GrantType::parse(grant) {
+        Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken)) => grant,
+        _ => return Err(OAuthError::UnsupportedGrantType),
+    };
+    let (provider, app) = authenticate_client(state, &parameters, basic).await?;
+    if !grants_of(&provider).contains(&grant) {
+        return Err(OAuthError::UnauthorizedClient("This client may not use this grant type.".into()));
+    }
+    let issuer = issuer(base, &provider, &app);
+    match grant {
+        GrantType::AuthorizationCode => exchange_code(state, &issuer, &provider, &parameters).await,
+        _ => refresh(state, &issuer, &provider, &parameters).await,
+    }
+}
+
+/// Revokes every token of `family` (after a replay).
+async fn revoke_family(db: &impl ConnectionTrait, family: Uuid) -> Result<(), OAuthError> {
+    token::Entity::update_many()
+        .col_expr(token::Column::Revoked, Expr::value(true))
+        .filter(token::Column::FamilyId.eq(family))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn active_user(db: &impl ConnectionTrait, state: &AppState, id: i64) -> Result<user::Model, OAuthError> {
+    let found = user::Entity::find_by_id(id).filter(user::Column::TenantId.eq(state.tenant.0)).one(db).await?;
+    found.filter(|u| u.is_active).ok_or_else(|| OAuthError::InvalidGrant("The user cannot sign in.".into()))
+}
+
+async fn exchange_code(
+    state: &AppState,
+    issuer: &str,
+    provider: &provider::Model,
+    parameters: &Parameters,
+) -> Result<IssuedTokens, OAuthError> {
+    let given = parameters.get("code").ok_or_else(|| OAuthError::InvalidRequest("code is missing.".into()))?;
+    let digest = state.secret.digest(CODE_PURPOSE, given.as_bytes());
+    let invalid = || OAuthError::InvalidGrant("The code is invalid, expired or already used.".into());
+    let txn = crate::db::begin_write(&state.db).await?;
+    let found = code::Entity::find()
+        .filter(code::Column::TenantId.eq(state.tenant.0))
+        .filter(code::Column::CodeDigest.eq(&digest))
+        .one(&txn)
+        .await?;
+    let Some(grant) = found.filter(|c| c.provider_id == provider.id) else { return Err(invalid()) };
+    let now = Utc::now();
+    // Taken once: the update that marks it used is what decides, so two requests racing with one
+    // code cannot both win.
+    let taken = code::Entity::update_many()
+        .col_expr(code::Column::UsedAt, Expr::value(now))
+        .filter(code::Column::Id.eq(grant.id))
+        .filter(code::Column::UsedAt.is_null())
+        .exec(&txn)
+        .await?;
+    if taken.rows_affected == 0 {
+        // A replayed code may be in an attacker's hands: what it gave is withdrawn (RFC 6749
+        // §4.1.2).
+        revoke_family(&txn, grant.id).await?;
+        txn.commit().await?;
+        return Err(OAuthError::InvalidGrant("The code was already used; the tokens issued from it are revoked.".into()));
+    }
+    if grant.expires <= now {
+        txn.commit().await?;
+        return Err(invalid());
+    }
+    let redirect_uri = parameters.get("redirect_uri");
+    if (grant.redirect_uri_given || redirect_uri.is_some()) && redirect_uri != Some(grant.redirect_uri.as_str()) {
+        txn.commit().await?;
+        return Err(OAuthError::InvalidGrant("redirect_uri differs from the authorization request's.".into()));
+    }
+    let verifier = parameters.get("code_verifier");
+    let pkce_passed = match (&grant.code_challenge, verifier) {
+        (Some(challenge), Some(verifier)) => {
+            pkce_shaped(verifier)
+                && constant_time_eq(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes())).as_bytes(), challenge.as_bytes())
+        }
+        (None, None) => true,
+        // A verifier for a code that had no challenge: a downgrade (RFC 9700 §2.1.1).
+        _ => false,
+    };
+    if !pkce_passed {
+        txn.commit().await?;
+        return Err(OAuthError::InvalidGrant("The PKCE code verifier does not match the challenge.".into()));
+    }
+    let user = active_user(&txn, state, grant.user_id).await?;
+    let scopes = Scopes::granted_from(&grant.scope);
+    let session = Issue { family: grant.id, session_id: grant.session_id, auth_time: grant.auth_time, nonce: grant.nonce.as_deref() };
+    let issued = issue(&txn, state, issuer, provider, &user, &scopes, session).await?;
+    txn.commit().await?;
+    Ok(issued)
+}
+
+async fn refresh(state: &AppState, issuer: &str, provider: &provider::Model, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
+    let given = parameters.get("refresh_token").ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing.".into()))?;
+    let digest = state.secret.digest(TOKEN_PURPOSE, given.as_bytes());
+    let invalid = || OAuthError::InvalidGrant("The refresh token is invalid, expired or revoked.".into());
+    let txn = crate::db::begin_write(&state.db).await?;
+    let found = token::Entity::find()
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(token::Column::TokenDigest.eq(&digest))
+        .one(&txn)
+        .await?;
+    let Some(old) = found.filter(|t| t.kind == REFRESH && t.provider_id == provider.id) else { return Err(invalid()) };
+    let taken = token::Entity::update_many()
+        .col_expr(token::Column::Revoked, Expr::value(true))
+        .filter(token::Column::Id.eq(old.id))
+        .filter(token::Column::Revoked.eq(false))
+        .exec(&txn)
+        .await?;
+    if taken.rows_affected == 0 {
+        // A used refresh token came back: someone holds a copy. The whole family goes.
+        revoke_family(&txn, old.family_id).await?;
+        txn.commit().await?;
+        return Err(OAuthError::InvalidGrant("The refresh token was already used; every token issued with it is revoked.".into()));
+    }
+    if old.expires <= Utc::now() {
+        txn.commit().await?;
+        return Err(invalid());
+    }
+    let granted = Scopes::granted_from(&old.scope);
+    let scopes = match parameters.get("scope") {
+        Some(asked) => {
+            let asked = Scopes::granted_from(asked);
+            if !asked.within(&granted) {
+                return Err(OAuthError::InvalidScope("A refresh may not ask for more than was granted.".into()));
+            }
+            asked
+        }
+        None => granted,
+    };
+    let Some(user_id) = old.user_id else { return Err(invalid()) };
+    let user = active_user(&txn, state, user_id).await?;
+    let session = Issue { family: old.family_id, session_id: old.session_id, auth_time: old.auth_time, nonce: None };
+    let issued = issue(&txn, state, issuer, provider, &user, &scopes, session).await?;
+    txn.commit().await?;
+    Ok(issued)
+}
+
+/// Where issued tokens come from.
+struct Issue<'a> {
+    family: Uuid,
+    session_id: Option<Uuid>,
+    auth_time: DateTime<Utc>,
+    nonce: Option<&'a str>,
+}
+
+fn validity(text: &str, fallback: TimeDelta) -> TimeDelta {
+    DurationString::parse(text).map(DurationString::to_chrono).unwrap_or(fallback)
+}
+
+/// The left half of the token's hash, as `at_hash` carries it (OIDC Core §3.1.3.6).
+fn access_token_hash(algorithm: jsonwebtoken::Algorithm, access_token: &str) -> String {
+    let digest: Vec<u8> = match algorithm {
+        jsonwebtoken::Algorithm::ES384 => sha2::Sha384::digest(access_token.as_bytes()).to_vec(),
+        jsonwebtoken::Algorithm::EdDSA => sha2::Sha512::digest(access_token.as_bytes()).to_vec(),
+        _ => sha2::Sha256::digest(access_token.as_bytes()).to_vec(),
+    };
+    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// Who tokens are issued to, for whom, and from what.
+struct Recipient<'a> {
+    state: &'a AppState,
+    provider: &'a provider::Model,
+    user: &'a user::Model,
+    scopes: &'a Scopes,
+    from: &'a Issue<'a>,
+}
+
+async fn store_token(
+    db: &impl ConnectionTrait,
+    to: &Recipient<'_>,
+    kind: &str,
+    text: &str,
+    expires: DateTime<Utc>,
+    id: Uuid,
+) -> Result<(), OAuthError> {
+    token::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(to.state.tenant.0),
+        provider_id: Set(to.provider.id),
+        user_id: Set(Some(to.user.id)),
+        kind: Set(kind.to_owned()),
+        token_digest: Set(to.state.secret.digest(TOKEN_PURPOSE, text.as_bytes())),
+        family_id: Set(to.from.family),
+        scope: Set(to.scopes.as_text()),
+        session_id: Set(to.from.session_id),
+        auth_time: Set(to.from.auth_time),
+        expires: Set(expires),
+        revoked: Set(false),
+        created: Set(Utc::now()),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+async fn issue(
+    db: &impl ConnectionTrait,
+    state: &AppState,
+    issuer: &str,
+    provider: &provider::Model,
+    user: &user::Model,
+    scopes: &Scopes,
+    from: Issue<'_>,
+) -> Result<IssuedTokens, OAuthError> {
+    let pair = super::discovery::signing_pair(state, provider).await?;
+    let signer = Signer::for_pair(&state.secret, &pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
+    let now = Utc::now();
+    let access_validity = validity(&provider.access_token_validity, TimeDelta::hours(1));
+    let expires = now + access_validity;
+    let subject = claims::subject(state, provider, user);
+    let access_id = Uuid::new_v4();
+    let access_claims = json!({
+        "iss": issuer,
+        "sub": subject,
+        "aud": provider.client_id,
+        "azp": provider.client_id,
+        "client_id": provider.client_id,
+        "exp": expires.timestamp(),
+        "iat": now.timestamp(),
+        "auth_time": from.auth_time.timestamp(),
+        "jti": access_id.to_string(),
+        "scope": scopes.as_text(),
+    });
+    let access_token = signer.sign(&access_claims, "at+jwt")?;
+    let to = Recipient { state, provider, user, scopes, from: &from };
+    store_token(db, &to, ACCESS, &access_token, expires, access_id).await?;
+
+    let refresh_token = if scopes.has("offline_access") && grants_of(provider).contains(&GrantType::RefreshToken) {
+        let text = random_token(48);
+        let refresh_expires = now + validity(&provider.refresh_token_validity, TimeDelta::days(30));
+        store_token(db, &to, REFRESH, &text, refresh_expires, Uuid::new_v4()).await?;
+        Some(text)
+    } else {
+        None
+    };
+
+    let id_token = if scopes.has("openid") {
+        let mut id_claims = serde_json::Map::new();
+        if provider.include_claims_in_id_token {
+            id_claims = claims::user_claims(state, provider, user, scopes).await?;
+        }
+        let fixed = json!({
+            "iss": issuer,
+            "sub": subject,
+            "aud": provider.client_id,
+            "azp": provider.client_id,
+            "exp": expires.timestamp(),
+            "iat": now.timestamp(),
+            "auth_time": from.auth_time.timestamp(),
+            "at_hash": access_token_hash(signer.algorithm(), &access_token),
+        });
+        if let Value::Object(fixed) = fixed {
+            id_claims.extend(fixed);
+        }
+        if let Some(nonce) = from.nonce {
+            id_claims.insert("nonce".into(), json!(nonce));
+        }
+        Some(signer.sign(&Value::Object(id_claims), "JWT")?)
+    } else {
+        None
+    };
+    Ok(IssuedTokens {
+        access_token,
+        token_type: "Bearer",
+        expires_in: access_validity.num_seconds(),
+        scope: scopes.as_text(),
+        refresh_token,
+        id_token,
+    })
+}
+
+/// Why a bearer token was not accepted at the userinfo endpoint.
+#[derive(Debug)]
+pub enum BearerError {
+    /// No token came with the request.
+    Missing,
+    /// The token is unknown, expired or revoked, or its user cannot sign in.
+    Invalid,
+    Internal(Error),
+}
+
+impl From<sea_orm::DbErr> for BearerError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        BearerError::Internal(error.into())
+    }
+}
+
+impl From<Error> for BearerError {
+    fn from(error: Error) -> Self {
+        BearerError::Internal(error)
+    }
+}
+
+/// The claims the access token `bearer` gives about its user (OIDC Core §5.3).
+pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, BearerError> {
+    let bearer = bearer.ok_or(BearerError::Missing)?;
+    let digest = state.secret.digest(TOKEN_PURPOSE, bearer.as_bytes());
+    let found = token::Entity::find()
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(token::Column::TokenDigest.eq(&digest))
+        .one(&state.db)
+        .await?;
+    let access = found.filter(|t| t.kind == ACCESS && !t.revoked && t.expires > Utc::now()).ok_or(BearerError::Invalid)?;
+    let provider = provider::Entity::find_by_id(access.provider_id).one(&state.db).await?.ok_or(BearerError::Invalid)?;
+    let user_id = access.user_id.ok_or(BearerError::Invalid)?;
+    let user = user::Entity::find_by_id(user_id).one(&state.db).await?.filter(|u| u.is_active).ok_or(BearerError::Invalid)?;
+    let scopes = Scopes::granted_from(&access.scope);
+    Ok(Value::Object(claims::user_claims(state, &provider, &user, &scopes).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_noticed_and_empty_ones_ignored() {
+        let parameters = Parameters::parse("client_id=a&scope=openid&state=&client_id=b");
+        assert_eq!(parameters.get("client_id"), Some("a"));
+        assert_eq!(parameters.get("state"), None);
+        assert_eq!(parameters.repeated.as_deref(), Some("client_id"));
+    }
+
+    #[test]
+    fn pkce_values_have_rfc_7636_shape() {
+        assert!(pkce_shaped(&"a".repeat(43)));
+        assert!(!pkce_shaped(&"a".repeat(42)));
+        assert!(!pkce_shaped(&"a".repeat(129)));
+        assert!(!pkce_shaped(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn the_access_token_hash_is_the_left_half_of_the_digest() {
+        // SHA-256("abc") begins with these 16 bytes (FIPS 180-2's example).
+        let expected = URL_SAFE_NO_PAD.encode(hex::decode("ba7816bf8f01cfea414140de5dae2223").unwrap());
+        assert_eq!(access_token_hash(jsonwebtoken::Algorithm::ES256, "abc"), expected);
+        assert_eq!(access_token_hash(jsonwebtoken::Algorithm::EdDSA, "abc").len(), URL_SAFE_NO_PAD.encode([0u8; 32]).len());
+    }
+}
