@@ -150,6 +150,10 @@ pub struct ServerConfig {
     pub secure_cookies: bool,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: DurationString,
+    /// The address people and applications reach this server at (`https://id.example.com`),
+    /// from which OpenID issuers and endpoint URLs are made. Without it they follow each
+    /// request's `Host`, which suits development only.
+    pub public_url: Option<String>,
 }
 
 /// Storage.
@@ -414,6 +418,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             secure_cookies: true,
             shutdown_grace: DurationString::from_secs(10),
+            public_url: None,
         }
     }
 }
@@ -487,6 +492,14 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return fail("database.max_connections", "must be at least 1");
+        }
+        if let Some(public_url) = &self.server.public_url {
+            let parsed = url::Url::parse(public_url).ok().filter(|url| {
+                matches!(url.scheme(), "http" | "https") && url.host_str().is_some() && url.query().is_none() && url.fragment().is_none()
+            });
+            if parsed.is_none() {
+                return fail("server.public_url", "must be an http or https URL without query or fragment, such as https://id.example.com");
+            }
         }
         if let Some(key) = &self.secret_key
             && key.len() < 32

@@ -1196,6 +1196,16 @@ impl MigrationTrait for Applications {
                 .on_delete(ForeignKeyAction::Cascade)
                 .to_owned()
         };
+        // Ending a session (signing out, a new password, "sign out everywhere") ends what
+        // applications were given through it.
+        let session_fk = |table: &'static str| {
+            ForeignKey::create()
+                .name(format!("fk_{table}_session"))
+                .from(table, "session_id")
+                .to("sessions", "id")
+                .on_delete(ForeignKeyAction::Cascade)
+                .to_owned()
+        };
         let user_fk = |table: &'static str| {
             ForeignKey::create()
                 .name(format!("fk_{table}_user"))
@@ -1226,6 +1236,7 @@ impl MigrationTrait for Applications {
                     .foreign_key(&mut tenant_fk("oauth2_codes"))
                     .foreign_key(&mut provider_fk("oauth2_codes"))
                     .foreign_key(&mut user_fk("oauth2_codes"))
+                    .foreign_key(&mut session_fk("oauth2_codes"))
                     .to_owned(),
             )
             .await?;
@@ -1250,6 +1261,7 @@ impl MigrationTrait for Applications {
                     .foreign_key(&mut tenant_fk("oauth2_tokens"))
                     .foreign_key(&mut provider_fk("oauth2_tokens"))
                     .foreign_key(&mut user_fk("oauth2_tokens"))
+                    .foreign_key(&mut session_fk("oauth2_tokens"))
                     .to_owned(),
             )
             .await?;

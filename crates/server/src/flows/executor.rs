@@ -154,8 +154,9 @@ async fn find_flow(state: &AppState, slug: &str) -> Result<flow::Model> {
         .ok_or(Error::NotFound)
 }
 
-/// Why the caller may not run `flow`, if they may not.
-fn requirement_unmet(flow: &flow::Model, current: Option<&AuthContext>) -> Option<&'static str> {
+/// Why the person with `current` may not run `flow`, if they may not: the flow's own
+/// authentication requirement.
+pub fn requirement_unmet(flow: &flow::Model, current: Option<&AuthContext>) -> Option<&'static str> {
     match AuthenticationRequirement::parse(&flow.authentication).unwrap_or(AuthenticationRequirement::None) {
         AuthenticationRequirement::None => None,
         AuthenticationRequirement::RequireAuthenticated if current.is_none() => Some("This flow requires you to be signed in."),

@@ -25,9 +25,10 @@ impl FromRequestParts<AppState> for ClientInfo {
     }
 }
 
-/// This server's address as the caller reached it (`http://host:port`, or `https://` when a
-/// trusted proxy says the caller came over HTTPS), for what names the server's own URLs: an
-/// OpenID issuer, its endpoints. A missing or malformed `Host` is refused.
+/// This server's address, without a trailing slash, for what names the server's own URLs: an
+/// OpenID issuer, its endpoints. `server.public_url` when set; otherwise as the caller reached it
+/// (`http://host:port`, or `https://` when a trusted proxy says the caller came over HTTPS), and
+/// a missing or malformed `Host` is refused.
 pub struct PublicBase(pub String);
 
 /// Whether `host` is a host name or address with an optional port, and nothing else.
@@ -41,6 +42,9 @@ impl FromRequestParts<AppState> for PublicBase {
     type Rejection = crate::error::Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(configured) = &state.config.server.public_url {
+            return Ok(Self(configured.trim_end_matches('/').to_owned()));
+        }
         let host = parts
             .headers
             .get(axum::http::header::HOST)

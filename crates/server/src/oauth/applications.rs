@@ -22,6 +22,8 @@ use crate::state::AppState;
 use crate::tenants::TenantId;
 
 const LONGEST_SLUG: usize = 50;
+/// Slugs that would make an issuer (`/application/o/<slug>/`) one of the provider endpoints.
+const RESERVED_SLUGS: [&str; 8] = ["authorize", "token", "userinfo", "introspect", "revoke", "device", "end-session", "jwks"];
 const LONGEST_TEXT: usize = 255;
 const LONGEST_URL: usize = 2000;
 const LONGEST_DESCRIPTION: usize = 10_000;
@@ -149,6 +151,8 @@ async fn apply(
     if let Some(slug) = &request.slug {
         if slug.is_empty() || !slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             errors.add("slug", "Enter a valid \"slug\" consisting of letters, numbers, underscores or hyphens.");
+        } else if RESERVED_SLUGS.contains(&slug.to_ascii_lowercase().as_str()) {
+            errors.add("slug", "This slug names one of the server's own endpoints; choose another.");
         } else if let Some(slug) = bounded("slug", slug, LONGEST_SLUG, &mut errors) {
             row.slug = Set(slug);
         }

@@ -66,7 +66,13 @@ pub fn subject(state: &AppState, provider: &provider::Model, user: &user::Model)
 }
 
 /// The claims `scopes` give about `user`, `sub` first.
-pub async fn user_claims(state: &AppState, provider: &provider::Model, user: &user::Model, scopes: &Scopes) -> Result<Map<String, Value>> {
+pub async fn user_claims(
+    db: &impl sea_orm::ConnectionTrait,
+    state: &AppState,
+    provider: &provider::Model,
+    user: &user::Model,
+    scopes: &Scopes,
+) -> Result<Map<String, Value>> {
     let mut claims = Map::new();
     claims.insert("sub".into(), json!(subject(state, provider, user)));
     if scopes.has("email") {
@@ -80,7 +86,7 @@ pub async fn user_claims(state: &AppState, provider: &provider::Model, user: &us
         claims.insert("given_name".into(), json!(user.name));
         claims.insert("preferred_username".into(), json!(user.username));
         claims.insert("nickname".into(), json!(user.username));
-        let groups = crate::accounts::groups::groups_of_users(&state.db, state.tenant, &[user.id]).await?;
+        let groups = crate::accounts::groups::groups_of_users(db, state.tenant, &[user.id]).await?;
         let names: Vec<String> = groups.get(&user.id).map(|g| g.iter().map(|g| g.name.clone()).collect()).unwrap_or_default();
         claims.insert("groups".into(), json!(names));
     }

@@ -25,8 +25,8 @@ const AUTHORIZE: &str = "/application/o/authorize/";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(AUTHORIZE, get(authorize_by_query).post(authorize_by_form))
-        .route("/application/o/token/", axum::routing::post(token))
-        .route("/application/o/userinfo/", get(userinfo).post(userinfo))
+        .route("/application/o/token/", axum::routing::post(token).options(preflight))
+        .route("/application/o/userinfo/", get(userinfo).post(userinfo).options(preflight))
         .route("/application/o/{slug}/jwks/", get(key_set))
         .route("/application/o/{slug}/.well-known/openid-configuration", get(configuration))
 }
@@ -34,6 +34,18 @@ pub fn router() -> Router<AppState> {
 /// Public documents are meant to be fetched by scripts on relying parties' pages.
 fn readable_anywhere(mut response: Response) -> Response {
     response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+/// Browsers ask before a script on a relying party's page sends a token or a form: any origin may,
+/// since these endpoints take no cookie and prove nothing by where a request comes from.
+async fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     response
 }
 
@@ -52,7 +64,10 @@ async fn key_set(State(state): State<AppState>, Path(slug): Path<String>) -> Res
 
 async fn configuration(State(state): State<AppState>, PublicBase(base): PublicBase, Path(slug): Path<String>) -> Result<Response> {
     let document = super::discovery::configuration(&state, &base, &slug).await?;
-    Ok(readable_anywhere(Json(document).into_response()))
+    let mut response = readable_anywhere(Json(document).into_response());
+    // Without a configured address the document follows the Host it was asked with.
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Host"));
+    Ok(response)
 }
 
 async fn authorize_by_query(
@@ -92,17 +107,21 @@ async fn answer_authorization(
     let location = match outcome {
         Authorization::Refused(reason) => return crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
         Authorization::Redirect(uri) => uri,
-        Authorization::SignIn { flow_slug } => {
-            // Back to this very request once signed in.
-            let next = format!("{AUTHORIZE}?{query}");
-            let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
-            format!("/if/flow/{flow_slug}/?next={next}")
-        }
+        // Back to this very request once signed in.
+        Authorization::SignIn { flow_slug } => sign_in_then(&flow_slug, query),
+        Authorization::SignInAgain { flow_slug, query } => sign_in_then(&flow_slug, &query),
     };
     match HeaderValue::from_str(&location) {
         Ok(value) => not_stored((StatusCode::FOUND, [(header::LOCATION, value)]).into_response()),
         Err(_) => crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, "The redirect URI cannot be sent in a header.")),
     }
+}
+
+/// The sign-in flow `flow_slug`'s page, sending people on to the authorization request `query`.
+fn sign_in_then(flow_slug: &str, query: &str) -> String {
+    let next = format!("{AUTHORIZE}?{query}");
+    let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    format!("/if/flow/{flow_slug}/?next={next}")
 }
 
 /// HTTP basic credentials, each half form-decoded (RFC 6749 §2.3.1).
@@ -148,10 +167,11 @@ async fn token(State(state): State<AppState>, PublicBase(base): PublicBase, head
         Some(Err(())) => return oauth_error(OAuthError::InvalidClient),
         None => None,
     };
-    match grants::token(&state, &base, body, basic).await {
+    let response = match grants::token(&state, &base, body, basic).await {
         Ok(issued) => not_stored(Json(issued).into_response()),
         Err(error) => oauth_error(error),
-    }
+    };
+    readable_anywhere(response)
 }
 
 async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -162,12 +182,12 @@ async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let challenge = match grants::userinfo(&state, bearer).await {
-        Ok(claims) => return not_stored(Json(claims).into_response()),
+        Ok(claims) => return readable_anywhere(not_stored(Json(claims).into_response())),
         Err(BearerError::Internal(error)) => return not_stored(error.into_response()),
         Err(BearerError::Missing) => "Bearer realm=\"gatehouse\"",
         Err(BearerError::Invalid) => "Bearer realm=\"gatehouse\", error=\"invalid_token\"",
     };
     let mut response = (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    not_stored(response)
+    readable_anywhere(not_stored(response))
 }

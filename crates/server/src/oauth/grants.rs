@@ -60,6 +60,16 @@ impl Parameters {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
+
+    /// The parameters but `names`, with `extra` after them, form-encoded.
+    fn without(&self, names: &[&str], extra: (&str, &str)) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in self.pairs.iter().filter(|(n, _)| !names.contains(&n.as_str())) {
+            out.append_pair(name, value);
+        }
+        out.append_pair(extra.0, extra.1);
+        out.finish()
+    }
 }
 
 /// What the authorization endpoint does with a request.
@@ -70,8 +80,23 @@ pub enum Authorization {
     Refused(String),
     /// The person signs in through the flow `slug` first, then comes back to the same request.
     SignIn { flow_slug: String },
+    /// The person signs in again through the flow `slug`, then comes back with `query`.
+    SignInAgain { flow_slug: String, query: String },
     /// Send the browser back to the client with a code or an error.
     Redirect(String),
+}
+
+/// How recent a sign-in `prompt=login` and `max_age` below this ask for: a minute, long enough to
+/// come back from the sign-in flow.
+const FRESH_SIGN_IN_SECONDS: i64 = 60;
+
+/// The flow people sign in through for `provider`: its own, or the server's.
+async fn authentication_flow_slug(state: &AppState, provider: &provider::Model) -> crate::error::Result<String> {
+    let own = match provider.authentication_flow_id {
+        Some(id) => crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[id]).await?.remove(&id).map(|f| f.slug),
+        None => None,
+    };
+    Ok(own.unwrap_or_else(|| state.config.flows.authentication_flow.clone()))
 }
 
 /// A client named by `client_id`, with its application.
@@ -98,21 +123,16 @@ pub fn issuer(base: &str, provider: &provider::Model, app: &application::Model) 
     }
 }
 
-/// `uri` with `parameters` added to its query.
-fn with_query(uri: &str, parameters: &[(&str, &str)]) -> String {
-    match url::Url::parse(uri) {
-        Ok(mut url) => {
-            {
-                let mut query = url.query_pairs_mut();
-                for (name, value) in parameters {
-                    query.append_pair(name, value);
-                }
-            }
-            url.into()
+/// `target` with `parameters` added to its query.
+fn with_query(target: &url::Url, parameters: &[(&str, &str)]) -> String {
+    let mut url = target.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in parameters {
+            query.append_pair(name, value);
         }
-        // Registered URIs parse; this keeps the answer well-formed if one ever does not.
-        Err(_) => uri.to_owned(),
     }
+    url.into()
 }
 
 fn grants_of(provider: &provider::Model) -> Vec<GrantType> {
@@ -157,6 +177,13 @@ pub async fn authorize(
     if matches!(parameters.repeated.as_deref(), Some("client_id" | "redirect_uri")) {
         return Ok(Authorization::Refused("The client or redirect URI is given more than once.".into()));
     }
+    // What a loose pattern let through is still only a safe place to send people.
+    if let Err(reason) = super::model::check_requested_redirect(&redirect_uri) {
+        return Ok(Authorization::Refused(reason));
+    }
+    let Ok(target) = url::Url::parse(&redirect_uri) else {
+        return Ok(Authorization::Refused("The redirect URI is not an absolute URL.".into()));
+    };
     let issuer = issuer(base, &provider, &app);
     let state_param = parameters.get("state").filter(|s| s.len() <= LONGEST_ECHO);
     let fail = |error: &str, description: &str| {
@@ -165,7 +192,7 @@ pub async fn authorize(
             answer.push(("state", value));
         }
         answer.push(("iss", issuer.as_str()));
-        Ok(Authorization::Redirect(with_query(&redirect_uri, &answer)))
+        Ok(Authorization::Redirect(with_query(&target, &answer)))
     };
     if let Some(name) = &parameters.repeated {
         return fail("invalid_request", &format!("The parameter {name} is given more than once."));
@@ -197,6 +224,12 @@ pub async fn authorize(
         (None, None) if provider.client_type == ClientType::Public.as_str() => {
             return fail("invalid_request", "A public client must use PKCE (code_challenge with S256).");
         }
+        // Without PKCE only an OpenID nonce protects against an injected code (RFC 9700 §2.1.1).
+        (None, None)
+            if !(parameters.get("nonce").is_some() && Scopes::granted_from(parameters.get("scope").unwrap_or_default()).has("openid")) =>
+        {
+            return fail("invalid_request", "Use PKCE (code_challenge with S256), or the openid scope with a nonce.");
+        }
         (None, None) => {}
     }
     if challenge.is_some_and(|c| !pkce_shaped(c)) {
@@ -212,15 +245,35 @@ pub async fn authorize(
         if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
             return fail("login_required", "The user is not signed in.");
         }
-        let flow_slug = match provider.authentication_flow_id {
-            Some(id) => crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[id]).await?.remove(&id).map(|f| f.slug),
-            None => None,
-        };
-        return Ok(Authorization::SignIn { flow_slug: flow_slug.unwrap_or_else(|| state.config.flows.authentication_flow.clone()) });
+        return Ok(Authorization::SignIn { flow_slug: authentication_flow_slug(state, &provider).await? });
     };
     let Some(session) = current.session.as_ref() else {
         return Ok(Authorization::Refused("Sign in through the browser to authorize an application.".into()));
     };
+    // A sign-in older than the client accepts means signing in again, then this request once
+    // more; `prompt=login` comes back as a sign-in within the last minute, so it cannot loop.
+    let prompt_login = parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "login"));
+    let max_age = match parameters.get("max_age").map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(seconds)) if seconds >= 0 => Some(seconds),
+        Some(_) => return fail("invalid_request", "max_age must be a number of seconds."),
+    };
+    let age = (Utc::now() - session.created).num_seconds();
+    if prompt_login || max_age.is_some_and(|limit| age > limit.max(FRESH_SIGN_IN_SECONDS)) {
+        if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+            return fail("login_required", "The client asks for a fresh sign-in without prompting.");
+        }
+        let again = parameters.without(&["prompt", "max_age"], ("max_age", &FRESH_SIGN_IN_SECONDS.to_string()));
+        let flow_slug = authentication_flow_slug(state, &provider).await?;
+        return Ok(Authorization::SignInAgain { flow_slug, query: again });
+    }
+    let flow = crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[provider.authorization_flow_id])
+        .await?
+        .remove(&provider.authorization_flow_id)
+        .ok_or_else(|| Error::internal("a provider's authorization flow is missing"))?;
+    if let Some(reason) = crate::flows::executor::requirement_unmet(&flow, Some(current)) {
+        return Ok(Authorization::Refused(reason.into()));
+    }
     // Consent and other stages of the authorization flow are not run here yet: a flow that has
     // any is refused rather than skipped.
     let bound = crate::flows::binding_service::bound_stages(&state.db, state.tenant, &[provider.authorization_flow_id]).await?;
@@ -265,7 +318,7 @@ pub async fn authorize(
         answer.push(("state", value));
     }
     answer.push(("iss", issuer.as_str()));
-    Ok(Authorization::Redirect(with_query(&redirect_uri, &answer)))
+    Ok(Authorization::Redirect(with_query(&target, &answer)))
 }
 
 /// A refusal of the token endpoint, in RFC 6749 §5.2's words.
@@ -369,18 +422,67 @@ pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(Stri
     }
     let grant = parameters.get("grant_type").ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing.".into()))?;
     let grant = match GrantType::parse(grant) {
-        Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken)) => grant,
+        Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken | GrantType::ClientCredentials)) => grant,
         _ => return Err(OAuthError::UnsupportedGrantType),
     };
     let (provider, app) = authenticate_client(state, &parameters, basic).await?;
     if !grants_of(&provider).contains(&grant) {
         return Err(OAuthError::UnauthorizedClient("This client may not use this grant type.".into()));
     }
+    // The key is opened before any transaction: finding it may create the managed key.
+    let pair = super::discovery::signing_pair(state, &provider).await?;
+    let signer = Signer::for_pair(&state.secret, &pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
     let issuer = issuer(base, &provider, &app);
+    let mint = Mint { state, issuer: &issuer, provider: &provider, signer: &signer };
     match grant {
-        GrantType::AuthorizationCode => exchange_code(state, &issuer, &provider, &parameters).await,
-        _ => refresh(state, &issuer, &provider, &parameters).await,
+        GrantType::AuthorizationCode => exchange_code(&mint, &parameters).await,
+        GrantType::RefreshToken => refresh(&mint, &parameters).await,
+        _ => client_credentials(&mint, &parameters).await,
     }
+}
+
+/// What tokens of one provider are made with.
+struct Mint<'a> {
+    state: &'a AppState,
+    issuer: &'a str,
+    provider: &'a provider::Model,
+    signer: &'a Signer,
+}
+
+/// A token for the client itself (RFC 6749 §4.4): `sub` is the client id, no user is named, no
+/// refresh or ID token is issued, and no user scope is granted.
+async fn client_credentials(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
+    let asked = parameters.get("scope").unwrap_or_default();
+    if !Scopes::granted_from(asked).as_text().is_empty() {
+        return Err(OAuthError::InvalidScope("The client credentials grant speaks for no user: ask for no user scope.".into()));
+    }
+    let now = Utc::now();
+    let access_validity = validity(&mint.provider.access_token_validity, TimeDelta::hours(1));
+    let expires = now + access_validity;
+    let id = Uuid::new_v4();
+    let claims = json!({
+        "iss": mint.issuer,
+        "sub": mint.provider.client_id,
+        "aud": mint.provider.client_id,
+        "azp": mint.provider.client_id,
+        "client_id": mint.provider.client_id,
+        "exp": expires.timestamp(),
+        "iat": now.timestamp(),
+        "jti": id.to_string(),
+        "scope": "",
+    });
+    let access_token = mint.signer.sign(&claims, "at+jwt")?;
+    let from = Issue { family: id, session_id: None, auth_time: now, nonce: None };
+    let to = Recipient { state: mint.state, provider: mint.provider, user: None, scopes: &Scopes::default(), from: &from };
+    store_token(&mint.state.db, &to, ACCESS, &access_token, expires, id).await?;
+    Ok(IssuedTokens {
+        access_token,
+        token_type: "Bearer",
+        expires_in: access_validity.num_seconds(),
+        scope: String::new(),
+        refresh_token: None,
+        id_token: None,
+    })
 }
 
 /// Revokes every token of `family` (after a replay).
@@ -398,12 +500,8 @@ async fn active_user(db: &impl ConnectionTrait, state: &AppState, id: i64) -> Re
     found.filter(|u| u.is_active).ok_or_else(|| OAuthError::InvalidGrant("The user cannot sign in.".into()))
 }
 
-async fn exchange_code(
-    state: &AppState,
-    issuer: &str,
-    provider: &provider::Model,
-    parameters: &Parameters,
-) -> Result<IssuedTokens, OAuthError> {
+async fn exchange_code(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
+    let (state, provider) = (mint.state, mint.provider);
     let given = parameters.get("code").ok_or_else(|| OAuthError::InvalidRequest("code is missing.".into()))?;
     let digest = state.secret.digest(CODE_PURPOSE, given.as_bytes());
     let invalid = || OAuthError::InvalidGrant("The code is invalid, expired or already used.".into());
@@ -445,7 +543,8 @@ async fn exchange_code(
             pkce_shaped(verifier)
                 && constant_time_eq(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes())).as_bytes(), challenge.as_bytes())
         }
-        (None, None) => true,
+        // A client that became public since cannot prove it is the one the code was for.
+        (None, None) => provider.client_type != ClientType::Public.as_str(),
         // A verifier for a code that had no challenge: a downgrade (RFC 9700 §2.1.1).
         _ => false,
     };
@@ -456,12 +555,13 @@ async fn exchange_code(
     let user = active_user(&txn, state, grant.user_id).await?;
     let scopes = Scopes::granted_from(&grant.scope);
     let session = Issue { family: grant.id, session_id: grant.session_id, auth_time: grant.auth_time, nonce: grant.nonce.as_deref() };
-    let issued = issue(&txn, state, issuer, provider, &user, &scopes, session).await?;
+    let issued = issue(&txn, mint, &user, &scopes, session).await?;
     txn.commit().await?;
     Ok(issued)
 }
 
-async fn refresh(state: &AppState, issuer: &str, provider: &provider::Model, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
+async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
+    let (state, provider) = (mint.state, mint.provider);
     let given = parameters.get("refresh_token").ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing.".into()))?;
     let digest = state.secret.digest(TOKEN_PURPOSE, given.as_bytes());
     let invalid = || OAuthError::InvalidGrant("The refresh token is invalid, expired or revoked.".into());
@@ -502,7 +602,7 @@ async fn refresh(state: &AppState, issuer: &str, provider: &provider::Model, par
     let Some(user_id) = old.user_id else { return Err(invalid()) };
     let user = active_user(&txn, state, user_id).await?;
     let session = Issue { family: old.family_id, session_id: old.session_id, auth_time: old.auth_time, nonce: None };
-    let issued = issue(&txn, state, issuer, provider, &user, &scopes, session).await?;
+    let issued = issue(&txn, mint, &user, &scopes, session).await?;
     txn.commit().await?;
     Ok(issued)
 }
@@ -533,7 +633,8 @@ fn access_token_hash(algorithm: jsonwebtoken::Algorithm, access_token: &str) -> 
 struct Recipient<'a> {
     state: &'a AppState,
     provider: &'a provider::Model,
-    user: &'a user::Model,
+    /// `None` for a token the client holds for itself.
+    user: Option<&'a user::Model>,
     scopes: &'a Scopes,
     from: &'a Issue<'a>,
 }
@@ -550,7 +651,7 @@ async fn store_token(
         id: Set(id),
         tenant_id: Set(to.state.tenant.0),
         provider_id: Set(to.provider.id),
-        user_id: Set(Some(to.user.id)),
+        user_id: Set(to.user.map(|u| u.id)),
         kind: Set(kind.to_owned()),
         token_digest: Set(to.state.secret.digest(TOKEN_PURPOSE, text.as_bytes())),
         family_id: Set(to.from.family),
@@ -568,15 +669,12 @@ async fn store_token(
 
 async fn issue(
     db: &impl ConnectionTrait,
-    state: &AppState,
-    issuer: &str,
-    provider: &provider::Model,
+    mint: &Mint<'_>,
     user: &user::Model,
     scopes: &Scopes,
     from: Issue<'_>,
 ) -> Result<IssuedTokens, OAuthError> {
-    let pair = super::discovery::signing_pair(state, provider).await?;
-    let signer = Signer::for_pair(&state.secret, &pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
+    let (state, issuer, provider, signer) = (mint.state, mint.issuer, mint.provider, mint.signer);
     let now = Utc::now();
     let access_validity = validity(&provider.access_token_validity, TimeDelta::hours(1));
     let expires = now + access_validity;
@@ -595,7 +693,7 @@ async fn issue(
         "scope": scopes.as_text(),
     });
     let access_token = signer.sign(&access_claims, "at+jwt")?;
-    let to = Recipient { state, provider, user, scopes, from: &from };
+    let to = Recipient { state, provider, user: Some(user), scopes, from: &from };
     store_token(db, &to, ACCESS, &access_token, expires, access_id).await?;
 
     let refresh_token = if scopes.has("offline_access") && grants_of(provider).contains(&GrantType::RefreshToken) {
@@ -610,7 +708,7 @@ async fn issue(
     let id_token = if scopes.has("openid") {
         let mut id_claims = serde_json::Map::new();
         if provider.include_claims_in_id_token {
-            id_claims = claims::user_claims(state, provider, user, scopes).await?;
+            id_claims = claims::user_claims(db, state, provider, user, scopes).await?;
         }
         let fixed = json!({
             "iss": issuer,
@@ -678,7 +776,15 @@ pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, B
     let user_id = access.user_id.ok_or(BearerError::Invalid)?;
     let user = user::Entity::find_by_id(user_id).one(&state.db).await?.filter(|u| u.is_active).ok_or(BearerError::Invalid)?;
     let scopes = Scopes::granted_from(&access.scope);
-    Ok(Value::Object(claims::user_claims(state, &provider, &user, &scopes).await?))
+    Ok(Value::Object(claims::user_claims(&state.db, state, &provider, &user, &scopes).await?))
+}
+
+/// Deletes codes and tokens past their expiry; returns how many.
+pub async fn purge_expired(db: &impl ConnectionTrait) -> crate::error::Result<u64> {
+    let now = Utc::now();
+    let codes = code::Entity::delete_many().filter(code::Column::Expires.lt(now)).exec(db).await?.rows_affected;
+    let tokens = token::Entity::delete_many().filter(token::Column::Expires.lt(now)).exec(db).await?.rows_affected;
+    Ok(codes + tokens)
 }
 
 #[cfg(test)]

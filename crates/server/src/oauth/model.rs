@@ -133,13 +133,44 @@ pub fn check_redirect_target(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Compiled patterns by source: matching a redirect URI is on an unauthenticated path, so each
+/// pattern is compiled once per process, not once per request.
+static PATTERNS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, regex::Regex>>> =
+    std::sync::LazyLock::new(Default::default);
+/// More distinct patterns than this and the cache starts again (patterns come from providers).
+const MOST_CACHED_PATTERNS: usize = 4096;
+
 /// A registered pattern, anchored at both ends and bounded in size.
 fn pattern(source: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{source})$"))
+    let mut cache = PATTERNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(compiled) = cache.get(source) {
+        return Ok(compiled.clone());
+    }
+    let compiled = regex::RegexBuilder::new(&format!("^(?:{source})$"))
         .size_limit(1 << 20)
         .nest_limit(50)
         .build()
-        .map_err(|_| "This is not a valid regular expression.".to_owned())
+        .map_err(|_| "This is not a valid regular expression.".to_owned())?;
+    if cache.len() >= MOST_CACHED_PATTERNS {
+        cache.clear();
+    }
+    cache.insert(source.to_owned(), compiled.clone());
+    Ok(compiled)
+}
+
+/// Parameters the server adds to a redirect; a redirect URI that already carries one could make
+/// a client read the wrong value.
+const ANSWER_PARAMETERS: [&str; 5] = ["code", "state", "iss", "error", "error_description"];
+
+/// Checks a redirect URI a request names (after it matched a registration): a safe target whose
+/// query holds none of the parameters the answer adds.
+pub fn check_requested_redirect(text: &str) -> Result<(), String> {
+    check_redirect_target(text)?;
+    let url = url::Url::parse(text).map_err(|_| "The redirect URI is not an absolute URL.".to_owned())?;
+    if url.query_pairs().any(|(name, _)| ANSWER_PARAMETERS.contains(&name.as_ref())) {
+        return Err("The redirect URI already carries a parameter of the answer (code, state, iss or error).".into());
+    }
+    Ok(())
 }
 
 fn shorten(text: &str) -> String {
@@ -183,5 +214,15 @@ mod tests {
         }
         let broken = RedirectUri { matching_mode: MatchingMode::Regex, url: "(".into(), redirect_uri_type: None };
         assert!(broken.check().is_err());
+    }
+
+    #[test]
+    fn a_requested_redirect_that_a_loose_pattern_matched_is_still_checked() {
+        let loose = RedirectUri { matching_mode: MatchingMode::Regex, url: ".*".into(), redirect_uri_type: None };
+        for bad in ["javascript:alert(1)", "//evil.example/", "https://app.example/cb#x", "https://app.example/cb?code=forged"] {
+            assert!(loose.accepts(bad), "the pattern matches {bad}");
+            assert!(check_requested_redirect(bad).is_err(), "{bad}");
+        }
+        assert!(check_requested_redirect("https://app.example/cb?tenant=7").is_ok());
     }
 }

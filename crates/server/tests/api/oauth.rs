@@ -490,11 +490,23 @@ async fn token_request(
     (status, response.json().await.unwrap_or(Value::Null), headers)
 }
 
+/// An authorization request of `client_id` for the wiki's callback and `openid`; `extra` adds
+/// parameters or replaces these (an empty value leaves one out).
 fn authorize_path(client_id: &str, extra: &[(&str, &str)]) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair("client_id", client_id).append_pair("response_type", "code").append_pair("scope", "openid");
-    query.append_pair("redirect_uri", "https://wiki.example/oauth/callback");
+    let mut parameters: Vec<(&str, &str)> = vec![
+        ("client_id", client_id),
+        ("response_type", "code"),
+        ("scope", "openid"),
+        ("redirect_uri", "https://wiki.example/oauth/callback"),
+    ];
     for (name, value) in extra {
+        parameters.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            parameters.push((name, value));
+        }
+    }
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in parameters {
         query.append_pair(name, value);
     }
     format!("/application/o/authorize/?{}", query.finish())
@@ -522,7 +534,9 @@ async fn every_wrong_authorization_or_token_request_is_refused_without_handing_a
     let to = location(&response);
     assert_eq!(to.path(), "/if/flow/default-authentication-flow/");
     assert!(query_value(&to, "next").unwrap().starts_with("/application/o/authorize/?client_id="), "{to}");
-    let silent = location(&open_as(&app, None, &app.url(&authorize_path(&client_id, &[("prompt", "none"), ("state", "s")]))).await);
+    let silent = location(
+        &open_as(&app, None, &app.url(&authorize_path(&client_id, &[pkce[0], pkce[1], ("prompt", "none"), ("state", "s")]))).await,
+    );
     assert_eq!((query_value(&silent, "error").as_deref(), query_value(&silent, "state").as_deref()), (Some("login_required"), Some("s")));
 
     // An unknown client or an unregistered redirect URI gets a page, never a redirect.
@@ -541,8 +555,11 @@ async fn every_wrong_authorization_or_token_request_is_refused_without_handing_a
         (vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "plain")], "invalid_request"),
         (vec![("code_challenge", challenge.as_str())], "invalid_request"),
         (vec![("code_challenge", "short"), ("code_challenge_method", "S256")], "invalid_request"),
-        (vec![("response_type", "token")], "invalid_request"),
+        (vec![("response_type", "token")], "unsupported_response_type"),
+        (vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "S256"), ("max_age", "soon")], "invalid_request"),
         (vec![("response_mode", "fragment")], "invalid_request"),
+        // A confidential client without PKCE needs the openid scope and a nonce.
+        (vec![], "invalid_request"),
     ] {
         let response = open_as(&app, Some(&person), &app.url(&authorize_path(&client_id, &extra))).await;
         let back = location(&response);
@@ -622,7 +639,7 @@ async fn every_wrong_authorization_or_token_request_is_refused_without_handing_a
 
     // Grants the client does not have, and ones nobody has.
     let (_, body, _) = token_request(&app, Some((&client_id, &secret)), &[("grant_type", "client_credentials")]).await;
-    assert_eq!(body["error"], "unsupported_grant_type");
+    assert_eq!(body["error"], "unauthorized_client");
     let (_, body, _) = token_request(&app, Some((&client_id, &secret)), &[("grant_type", "password"), ("username", "x")]).await;
     assert_eq!(body["error"], "unsupported_grant_type");
 
@@ -654,4 +671,204 @@ async fn every_wrong_authorization_or_token_request_is_refused_without_handing_a
     let response = open_as(&app, Some(&person), &app.url(&authorize_path(&client_id, &pkce))).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(response.headers().get("location").is_none());
+}
+
+/// A code for `client_id` with PKCE, as the signed-in `session`.
+async fn code_with_pkce(app: &TestApp, session: &Session, client_id: &str, extra: &[(&str, &str)]) -> String {
+    let challenge = s256(VERIFIER);
+    let mut parameters = vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "S256")];
+    parameters.extend_from_slice(extra);
+    let back = location(&open_as(app, Some(session), &app.url(&authorize_path(client_id, &parameters))).await);
+    let code = query_value(&back, "code").unwrap_or_else(|| panic!("no code: {back}"));
+    remember_secret(&code);
+    code
+}
+
+fn exchange_form(code: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", "https://wiki.example/oauth/callback"),
+        ("code_verifier", VERIFIER),
+    ]
+}
+
+async fn userinfo_status(app: &TestApp, access_token: &str) -> StatusCode {
+    app.client.get(app.url("/application/o/userinfo/")).bearer_auth(access_token).send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn tokens_end_with_the_session_they_were_given_through() {
+    let app = TestApp::spawn().await;
+    let (_admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let (client_id, secret) = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let code = code_with_pkce(&app, &person, client_id, &[("scope", "openid offline_access")]).await;
+    let (status, tokens, _) = token_request(&app, Some((client_id, secret)), &exchange_form(&code)).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let (access, refresh) = (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
+    remember_secret(access);
+    remember_secret(refresh);
+    assert_eq!(userinfo_status(&app, access).await, StatusCode::OK);
+
+    // Signing out of Gatehouse ends what the application holds.
+    let response = app.post(&person, "/api/v3/auth/sign_out/", json!({})).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(userinfo_status(&app, access).await, StatusCode::UNAUTHORIZED);
+    let (status, body, _) =
+        token_request(&app, Some((client_id, secret)), &[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+}
+
+#[tokio::test]
+async fn a_code_is_good_only_for_the_client_it_was_issued_to() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let implicit = flow_pk(&app, &admin, "default-provider-authorization-implicit-consent").await;
+    let other = create_provider(&app, &admin, json!({"name": "Other", "authorization_flow": implicit})).await;
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "Other", "slug": "other", "provider": other["pk"]})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (client_id, secret) = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let code = code_with_pkce(&app, &person, client_id, &[]).await;
+    let stolen =
+        token_request(&app, Some((other["client_id"].as_str().unwrap(), other["client_secret"].as_str().unwrap())), &exchange_form(&code))
+            .await;
+    assert_eq!((stolen.0, stolen.1["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    // The rightful client still redeems it.
+    let (status, tokens, _) = token_request(&app, Some((client_id, secret)), &exchange_form(&code)).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    remember_secret(tokens["access_token"].as_str().unwrap());
+
+    // Without redirect_uri in the request (one registered URI), the exchange needs none either.
+    let challenge = s256(VERIFIER);
+    let back = location(
+        &open_as(
+            &app,
+            Some(&person),
+            &app.url(&authorize_path(
+                client_id,
+                &[("redirect_uri", ""), ("code_challenge", &challenge), ("code_challenge_method", "S256")],
+            )),
+        )
+        .await,
+    );
+    let code = query_value(&back, "code").expect("a code for the only registered URI");
+    remember_secret(&code);
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", VERIFIER)];
+    let (status, tokens, _) = token_request(&app, Some((client_id, secret)), &form).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    remember_secret(tokens["access_token"].as_str().unwrap());
+
+    // A confidential client using the openid nonce instead of PKCE.
+    let back = location(&open_as(&app, Some(&person), &app.url(&authorize_path(client_id, &[("nonce", "n-0S6_WzA2Mj")]))).await);
+    let code = query_value(&back, "code").expect("a code with a nonce");
+    remember_secret(&code);
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", "https://wiki.example/oauth/callback")];
+    let (status, tokens, _) = token_request(&app, Some((client_id, secret)), &form).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    remember_secret(tokens["access_token"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn a_loose_redirect_pattern_still_sends_people_only_somewhere_safe() {
+    let app = TestApp::spawn().await;
+    let pattern = json!({"redirect_uris": [{"matching_mode": "regex", "url": r"https://[a-z]+\.wiki\.example/cb.*"}]});
+    let (_admin, person, provider) = single_sign_on(&app, pattern).await;
+    let client_id = provider["client_id"].as_str().unwrap();
+    let challenge = s256(VERIFIER);
+    let pkce = [("code_challenge", challenge.as_str()), ("code_challenge_method", "S256")];
+    let to = |uri: &'static str| [pkce.as_slice(), &[("redirect_uri", uri)]].concat();
+    let back =
+        location(&open_as(&app, Some(&person), &app.url(&authorize_path(client_id, &to("https://eu.wiki.example/cb?tenant=7")))).await);
+    assert_eq!((back.host_str(), query_value(&back, "tenant").as_deref()), (Some("eu.wiki.example"), Some("7")));
+    assert!(query_value(&back, "code").is_some());
+    for unsafe_uri in
+        ["https://eu.wiki.example/cb?code=forged", "https://eu.wiki.example/cb#fragment", "https://eu.wiki.example/cb?state=x"]
+    {
+        let response = open_as(&app, Some(&person), &app.url(&authorize_path(client_id, &to(unsafe_uri)))).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{unsafe_uri}");
+        assert!(response.headers().get("location").is_none(), "{unsafe_uri}");
+    }
+}
+
+#[tokio::test]
+async fn the_authorization_flow_decides_who_may_use_the_application() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let flow = json!({"name": "Superusers", "slug": "superusers", "title": "Superusers", "designation": "authorization", "authentication": "require_superuser"});
+    let (status, created) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("{PROVIDERS}{}/", provider["pk"]);
+    let (status, _) = json(app.patch(&admin, &path, json!({"authorization_flow": created["pk"]})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let challenge = s256(VERIFIER);
+    let request =
+        authorize_path(provider["client_id"].as_str().unwrap(), &[("code_challenge", &challenge), ("code_challenge_method", "S256")]);
+    let refused = open_as(&app, Some(&person), &app.url(&request)).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(refused.headers().get("location").is_none());
+    let allowed = location(&open_as(&app, Some(&admin), &app.url(&request)).await);
+    assert!(query_value(&allowed, "code").is_some(), "{allowed}");
+    remember_secret(&query_value(&allowed, "code").unwrap());
+}
+
+#[tokio::test]
+async fn prompt_login_sends_a_signed_in_person_to_sign_in_again_first() {
+    let app = TestApp::spawn().await;
+    let (_admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let client_id = provider["client_id"].as_str().unwrap();
+    let challenge = s256(VERIFIER);
+    let request = authorize_path(client_id, &[("code_challenge", &challenge), ("code_challenge_method", "S256"), ("prompt", "login")]);
+    let to = location(&open_as(&app, Some(&person), &app.url(&request)).await);
+    assert_eq!(to.path(), "/if/flow/default-authentication-flow/");
+    let next = query_value(&to, "next").unwrap();
+    assert!(!next.contains("prompt=login") && next.contains("max_age=60"), "{next}");
+    // Signed in again, the request goes through.
+    let fresh = app.sign_in("person@example.com").await;
+    let back = location(&open_as(&app, Some(&fresh), &app.url(&next)).await);
+    let code = query_value(&back, "code").unwrap_or_else(|| panic!("no code: {back}"));
+    remember_secret(&code);
+}
+
+#[tokio::test]
+async fn a_client_proves_itself_for_a_token_of_its_own() {
+    let app = TestApp::spawn().await;
+    let (_admin, _person, provider) = single_sign_on(&app, json!({"grant_types": ["client_credentials"]})).await;
+    let (client_id, secret) = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let (status, tokens, _) = token_request(&app, Some((client_id, secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    remember_secret(access);
+    assert!(tokens.get("refresh_token").is_none() && tokens.get("id_token").is_none(), "{tokens}");
+    let keys = key_set(&app, "wiki").await;
+    let key = jsonwebtoken::DecodingKey::from_jwk(&keys.keys[0]).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[client_id]);
+    let claims = jsonwebtoken::decode::<Value>(access, &key, &validation).expect("a token the key set verifies").claims;
+    assert_eq!(claims["sub"], client_id);
+    // It names no user.
+    assert_eq!(userinfo_status(&app, access).await, StatusCode::UNAUTHORIZED);
+    let (_, body, _) = token_request(&app, Some((client_id, secret)), &[("grant_type", "client_credentials"), ("scope", "email")]).await;
+    assert_eq!(body["error"], "invalid_scope");
+    let (_, body, _) = token_request(&app, Some((client_id, "wrong")), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(body["error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn the_configured_public_address_names_the_issuer_whatever_the_host() {
+    let app = TestApp::spawn_with(|config| config.server.public_url = Some("https://id.example.com/".into())).await;
+    let (admin, _person, _provider) = single_sign_on(&app, json!({})).await;
+    let response = app
+        .client
+        .get(app.url("/application/o/wiki/.well-known/openid-configuration"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["issuer"], "https://id.example.com/application/o/wiki/");
+    assert_eq!(document["token_endpoint"], "https://id.example.com/application/o/token/");
+    assert_eq!(document["code_challenge_methods_supported"], json!(["S256"]));
+    // Application slugs that are endpoints' names are refused.
+    assert_field_error(app.post(&admin, APPLICATIONS, json!({"name": "Token", "slug": "token"})).await, "slug").await;
 }
