@@ -27,6 +27,8 @@ pub fn router() -> Router<AppState> {
         .route(AUTHORIZE, get(authorize_by_query).post(authorize_by_form))
         .route("/application/o/token/", axum::routing::post(token).options(preflight))
         .route("/application/o/userinfo/", get(userinfo).post(userinfo).options(preflight))
+        .route("/application/o/introspect/", axum::routing::post(introspect))
+        .route("/application/o/revoke/", axum::routing::post(revoke).options(preflight))
         .route("/application/o/{slug}/jwks/", get(key_set))
         .route("/application/o/{slug}/.well-known/openid-configuration", get(configuration))
 }
@@ -154,20 +156,57 @@ fn oauth_error(error: OAuthError) -> Response {
     not_stored(response)
 }
 
-async fn token(State(state): State<AppState>, PublicBase(base): PublicBase, headers: HeaderMap, body: Bytes) -> Response {
+/// A client's form request: its body as text and its HTTP basic credentials.
+struct ClientRequest<'a> {
+    body: &'a str,
+    basic: Option<(String, String)>,
+}
+
+/// Reads a client's form request, or the error to answer it with.
+fn client_request<'a>(headers: &HeaderMap, body: &'a Bytes) -> std::result::Result<ClientRequest<'a>, OAuthError> {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
-    let Some(body) = std::str::from_utf8(&body).ok().filter(|_| form) else {
-        return oauth_error(OAuthError::InvalidRequest("Send the parameters as application/x-www-form-urlencoded.".into()));
+    let Some(text) = std::str::from_utf8(body).ok().filter(|_| form) else {
+        return Err(OAuthError::InvalidRequest("Send the parameters as application/x-www-form-urlencoded.".into()));
     };
-    let basic = match basic_credentials(&headers) {
-        Some(Ok(credentials)) => Some(credentials),
-        Some(Err(())) => return oauth_error(OAuthError::InvalidClient),
-        None => None,
+    match basic_credentials(headers) {
+        Some(Ok(credentials)) => Ok(ClientRequest { body: text, basic: Some(credentials) }),
+        Some(Err(())) => Err(OAuthError::InvalidClient),
+        None => Ok(ClientRequest { body: text, basic: None }),
+    }
+}
+
+async fn introspect(State(state): State<AppState>, PublicBase(base): PublicBase, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match client_request(&headers, &body) {
+        Ok(request) => request,
+        Err(error) => return oauth_error(error),
     };
-    let response = match grants::token(&state, &base, body, basic).await {
+    match grants::introspect(&state, &base, request.body, request.basic).await {
+        Ok(answer) => not_stored(Json(answer).into_response()),
+        Err(error) => oauth_error(error),
+    }
+}
+
+async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match client_request(&headers, &body) {
+        Ok(request) => request,
+        Err(error) => return readable_anywhere(oauth_error(error)),
+    };
+    let response = match grants::revoke(&state, request.body, request.basic).await {
+        Ok(()) => not_stored(StatusCode::OK.into_response()),
+        Err(error) => oauth_error(error),
+    };
+    readable_anywhere(response)
+}
+
+async fn token(State(state): State<AppState>, PublicBase(base): PublicBase, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match client_request(&headers, &body) {
+        Ok(request) => request,
+        Err(error) => return readable_anywhere(oauth_error(error)),
+    };
+    let response = match grants::token(&state, &base, request.body, request.basic).await {
         Ok(issued) => not_stored(Json(issued).into_response()),
         Err(error) => oauth_error(error),
     };

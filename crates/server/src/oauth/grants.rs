@@ -779,6 +779,89 @@ pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, B
     Ok(Value::Object(claims::user_claims(&state.db, state, &provider, &user, &scopes).await?))
 }
 
+/// A token of `provider` found by its text, whatever its kind.
+async fn own_token(state: &AppState, provider: &provider::Model, text: &str) -> Result<Option<token::Model>, OAuthError> {
+    let digest = state.secret.digest(TOKEN_PURPOSE, text.as_bytes());
+    let found = token::Entity::find()
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(token::Column::TokenDigest.eq(&digest))
+        .one(&state.db)
+        .await?;
+    Ok(found.filter(|t| t.provider_id == provider.id))
+}
+
+/// Answers an introspection request (RFC 7662) of an authenticated confidential client: what its
+/// own live token says, or `{"active": false}` for anything else, another client's tokens
+/// included.
+pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<Value, OAuthError> {
+    let parameters = Parameters::parse(body);
+    if let Some(name) = &parameters.repeated {
+        return Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once.")));
+    }
+    let (provider, app) = authenticate_client(state, &parameters, basic).await?;
+    if provider.client_type != ClientType::Confidential.as_str() {
+        return Err(OAuthError::InvalidClient);
+    }
+    let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
+    let Some(found) = own_token(state, &provider, text).await?.filter(|t| !t.revoked && t.expires > Utc::now()) else {
+        return Ok(json!({"active": false}));
+    };
+    let user = match found.user_id {
+        Some(id) => match user::Entity::find_by_id(id).one(&state.db).await?.filter(|u| u.is_active) {
+            Some(user) => Some(user),
+            None => return Ok(json!({"active": false})),
+        },
+        None => None,
+    };
+    let subject = match &user {
+        Some(user) => claims::subject(state, &provider, user),
+        None => provider.client_id.clone(),
+    };
+    let mut answer = json!({
+        "active": true,
+        "scope": found.scope,
+        "client_id": provider.client_id,
+        "token_type": if found.kind == REFRESH { "refresh_token" } else { "access_token" },
+        "exp": found.expires.timestamp(),
+        "iat": found.created.timestamp(),
+        "sub": subject,
+        "aud": provider.client_id,
+        "iss": issuer(base, &provider, &app),
+    });
+    if let (Some(user), Some(fields)) = (&user, answer.as_object_mut()) {
+        fields.insert("username".into(), json!(user.username));
+    }
+    if found.kind == ACCESS
+        && let Some(fields) = answer.as_object_mut()
+    {
+        fields.insert("jti".into(), json!(found.id.to_string()));
+    }
+    Ok(answer)
+}
+
+/// Answers a revocation request (RFC 7009): the client's own token is revoked, a refresh token
+/// with every token issued alongside it; an unknown token or another client's is left alone and
+/// answered the same, so the answer tells nothing.
+pub async fn revoke(state: &AppState, body: &str, basic: Option<(String, String)>) -> Result<(), OAuthError> {
+    let parameters = Parameters::parse(body);
+    if let Some(name) = &parameters.repeated {
+        return Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once.")));
+    }
+    let (provider, _) = authenticate_client(state, &parameters, basic).await?;
+    let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
+    let Some(found) = own_token(state, &provider, text).await? else { return Ok(()) };
+    if found.kind == REFRESH {
+        revoke_family(&state.db, found.family_id).await?;
+    } else {
+        token::Entity::update_many()
+            .col_expr(token::Column::Revoked, Expr::value(true))
+            .filter(token::Column::Id.eq(found.id))
+            .exec(&state.db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Deletes codes and tokens past their expiry; returns how many.
 pub async fn purge_expired(db: &impl ConnectionTrait) -> crate::error::Result<u64> {
     let now = Utc::now();

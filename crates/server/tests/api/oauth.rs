@@ -872,3 +872,76 @@ async fn the_configured_public_address_names_the_issuer_whatever_the_host() {
     // Application slugs that are endpoints' names are refused.
     assert_field_error(app.post(&admin, APPLICATIONS, json!({"name": "Token", "slug": "token"})).await, "slug").await;
 }
+
+/// The introspection endpoint's answer about `token` to the client `basic`.
+async fn introspection(app: &TestApp, basic: (&str, &str), token: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(app.url("/application/o/introspect/"))
+        .basic_auth(basic.0, Some(basic.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_client_introspects_and_revokes_only_its_own_tokens() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let implicit = flow_pk(&app, &admin, "default-provider-authorization-implicit-consent").await;
+    let other = create_provider(&app, &admin, json!({"name": "Other", "authorization_flow": implicit})).await;
+    let (status, _) = json(app.post(&admin, APPLICATIONS, json!({"name": "Other", "slug": "other", "provider": other["pk"]})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let wiki = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let other = (other["client_id"].as_str().unwrap(), other["client_secret"].as_str().unwrap());
+    let code = code_with_pkce(&app, &person, wiki.0, &[("scope", "openid offline_access")]).await;
+    let (_, tokens, _) = token_request(&app, Some(wiki), &exchange_form(&code)).await;
+    let (access, refresh) = (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
+    remember_secret(access);
+    remember_secret(refresh);
+
+    let (status, about) = introspection(&app, wiki, access).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((about["active"].as_bool(), about["token_type"].as_str()), (Some(true), Some("access_token")), "{about}");
+    assert_eq!((about["client_id"].as_str(), about["username"].as_str()), (Some(wiki.0), Some("person@example.com")));
+    assert_eq!(about["scope"], "openid offline_access");
+    let (_, about) = introspection(&app, wiki, refresh).await;
+    assert_eq!((about["active"].as_bool(), about["token_type"].as_str()), (Some(true), Some("refresh_token")));
+    // Another client learns nothing, nor does anyone about a made-up token or with a wrong secret.
+    assert_eq!(introspection(&app, other, access).await.1, json!({"active": false}));
+    assert_eq!(introspection(&app, wiki, "made-up").await.1, json!({"active": false}));
+    assert_eq!(introspection(&app, (wiki.0, "wrong"), access).await.0, StatusCode::UNAUTHORIZED);
+
+    // Another client's revocation is answered alike and changes nothing.
+    assert_eq!(revocation(&app, other, access).await, StatusCode::OK);
+    assert_eq!(userinfo_status(&app, access).await, StatusCode::OK);
+    // The access token alone: the refresh token still works.
+    assert_eq!(revocation(&app, wiki, access).await, StatusCode::OK);
+    assert_eq!(userinfo_status(&app, access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(introspection(&app, wiki, access).await.1, json!({"active": false}));
+    let (status, renewed, _) = token_request(&app, Some(wiki), &[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let (new_access, new_refresh) = (renewed["access_token"].as_str().unwrap(), renewed["refresh_token"].as_str().unwrap());
+    remember_secret(new_access);
+    remember_secret(new_refresh);
+    // A refresh token takes what was issued with it along.
+    assert_eq!(revocation(&app, wiki, new_refresh).await, StatusCode::OK);
+    assert_eq!(userinfo_status(&app, new_access).await, StatusCode::UNAUTHORIZED);
+    let (_, body, _) = token_request(&app, Some(wiki), &[("grant_type", "refresh_token"), ("refresh_token", new_refresh)]).await;
+    assert_eq!(body["error"], "invalid_grant");
+}
+
+/// The revocation endpoint's status for `token` revoked by the client `basic`.
+async fn revocation(app: &TestApp, basic: (&str, &str), token: &str) -> StatusCode {
+    app.client
+        .post(app.url("/application/o/revoke/"))
+        .basic_auth(basic.0, Some(basic.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
