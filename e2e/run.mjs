@@ -18,6 +18,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import * as OTPAuth from 'otpauth';
+import * as oidc from 'openid-client';
 
 const PASSWORD = 'correct horse battery staple 42';
 const bin = process.env.E2E_BIN;
@@ -422,6 +423,83 @@ async function adminApi(base, cli, who) {
     return answer;
   };
 }
+
+test('a relying party using openid-client signs a person in through the pages with code and PKCE', async ({ base, newPage, account, cli }) => {
+  const api = await adminApi(base, cli, 'sso-admin');
+  const consent = await api('GET', '/api/v3/flows/instances/default-provider-authorization-implicit-consent/');
+  const signOut = await api('GET', '/api/v3/flows/instances/default-invalidation-flow/');
+  // The relying party: a small web application of this test's own, a public client.
+  const relyingParty = createServer();
+  await new Promise((resolve) => relyingParty.listen(0, '127.0.0.1', resolve));
+  const home = `http://127.0.0.1:${relyingParty.address().port}`;
+  try {
+    const provider = await api('POST', '/api/v3/providers/oauth2/', {
+      name: 'e2e relying party', client_type: 'public', client_id: 'e2e-relying-party',
+      authorization_flow: consent.pk, invalidation_flow: signOut.pk,
+      redirect_uris: [{ matching_mode: 'strict', url: `${home}/callback` }],
+    });
+    await api('POST', '/api/v3/core/applications/', { name: 'E2E relying party', slug: 'e2e-rp', provider: provider.pk });
+    // Plain HTTP is this test's loopback only; openid-client insists on HTTPS otherwise.
+    const config = await oidc.discovery(new URL(`${base}/application/o/e2e-rp/`), 'e2e-relying-party', undefined, oidc.None(), {
+      execute: [oidc.allowInsecureRequests],
+    });
+    const pending = {};
+    const verified = [];
+    relyingParty.on('request', async (request, response) => {
+      const url = new URL(request.url, home);
+      try {
+        if (url.pathname === '/login') {
+          pending.verifier = oidc.randomPKCECodeVerifier();
+          pending.state = oidc.randomState();
+          pending.nonce = oidc.randomNonce();
+          const to = oidc.buildAuthorizationUrl(config, {
+            redirect_uri: `${home}/callback`, scope: 'openid email profile', state: pending.state, nonce: pending.nonce,
+            code_challenge: await oidc.calculatePKCECodeChallenge(pending.verifier), code_challenge_method: 'S256',
+          });
+          response.writeHead(302, { location: to.href }).end();
+        } else if (url.pathname === '/callback') {
+          // openid-client checks the state, the issuer in the answer, the ID token's signature
+          // against the key set, its audience, nonce and times.
+          const tokens = await oidc.authorizationCodeGrant(config, url, {
+            pkceCodeVerifier: pending.verifier, expectedState: pending.state, expectedNonce: pending.nonce, idTokenExpected: true,
+          });
+          const claims = tokens.claims();
+          const info = await oidc.fetchUserInfo(config, tokens.access_token, claims.sub);
+          verified.push({ claims, info });
+          response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(`<!doctype html><title>RP</title><link rel="icon" href="data:,"><h1>Signed in as <span id="who">${info.email}</span></h1>`);
+        } else {
+          response.writeHead(404).end();
+        }
+      } catch (error) {
+        response.writeHead(500, { 'content-type': 'text/plain' }).end(`relying party: ${error.message}`);
+      }
+    });
+
+    const ada = await account('Ada Lovelace');
+    const page = await newPage();
+    await page.goto(`${home}/login`);
+    // Not signed in: Gatehouse's own sign-in page, then straight back to the application.
+    assert.match(page.url(), /\/if\/flow\/default-authentication-flow\/\?next=%2Fapplication%2Fo%2Fauthorize%2F/);
+    await page.getByLabel('E-mail or username').fill(ada.email);
+    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(new RegExp(`^${home}/callback\\?`));
+    assert.equal(await page.locator('#who').textContent(), ada.email, await page.content());
+    assert.equal(verified.length, 1);
+    assert.equal(verified[0].claims.aud, 'e2e-relying-party');
+    assert.equal(verified[0].claims.iss, `${base}/application/o/e2e-rp/`);
+    assert.equal(verified[0].info.preferred_username, ada.username);
+
+    // Signed in already: the next visit goes through without a page of Gatehouse's.
+    await page.goto(`${home}/login`);
+    await page.waitForURL(new RegExp(`^${home}/callback\\?`));
+    assert.equal(verified.length, 2);
+    assert.equal(verified[1].claims.sub, verified[0].claims.sub, 'the same person has the same subject');
+  } finally {
+    await new Promise((resolve) => relyingParty.close(resolve));
+  }
+});
 
 test('set up a phone on its flow page, then sign in with a code sent to it', async ({ base, screenshots, newPage, account, cli }) => {
   const provider = await startSmsProvider();

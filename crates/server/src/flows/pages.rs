@@ -74,6 +74,12 @@ fn action(slug: &str, next: Option<&str>) -> String {
 fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) -> Result<Response> {
     let headers = crate::http::cookies::flow_cookies(state, &outcome)?;
     let response = match outcome.challenge {
+        // On to an application on another origin: from a page, not a redirect (see continue_to).
+        Challenge::Redirect { to } if to.starts_with("/application/o/") => {
+            let mut response = crate::http::pages::continue_to(&to);
+            response.headers_mut().extend(headers);
+            return Ok(response);
+        }
         Challenge::Redirect { to } => return see_other(headers, &to),
         Challenge::AccessDenied { message: text } => message(StatusCode::FORBIDDEN, "Access denied", &text),
         Challenge::Stage { prompt, errors, .. } => {

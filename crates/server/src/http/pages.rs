@@ -45,6 +45,22 @@ pub struct MessagePage<'a> {
     pub link_label: &'a str,
 }
 
+/// A page that sends the browser on to `to` (a path on this server) by itself, with a link for
+/// the rare browser that does not follow `refresh`.
+#[derive(Template)]
+#[template(path = "continue.html")]
+pub struct ContinuePage<'a> {
+    pub title: &'a str,
+    pub to: &'a str,
+}
+
+/// Sends the browser on to the path `to` from a page rather than with a redirect. After a form's
+/// POST, a redirect chain that ends on another origin (an application's callback) breaks the
+/// pages' `form-action 'self'` policy; a navigation the page starts is not a form submission.
+pub fn continue_to(to: &str) -> Response {
+    html(StatusCode::OK, &ContinuePage { title: "Signed in", to })
+}
+
 /// A message page.
 pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     html(status, &MessagePage { title, message: text, link_href: "/", link_label: "Continue" })
