@@ -1089,7 +1089,7 @@ def run_checks(checks: Checks) -> None:
     mapping_checks(checks, api_client, tag)
     media_checks(checks, url, api_client, tag)
     crypto_checks(checks, api_client, tag)
-    oauth_checks(checks, url, api_client, tag)
+    oauth_checks(checks, url, api_client, tag, email, password)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1421,9 +1421,10 @@ def crypto_checks(checks: Checks, api_client: ak.ApiClient, tag: str) -> None:
     run("crypto_certificatekeypairs_list (managed), _destroy", managed_and_destroy)
 
 
-def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:
+def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, email: str, password: str) -> None:
     """Applications and OAuth2/OpenID providers: creating, listing, changing and deleting them,
-    the client secret shown once, and the provider's key set."""
+    the client secret shown once, and the provider's key set; then Python's authlib as a
+    confidential relying party signing a person in."""
     import json as json_module
     import urllib.request
     run = checks.run
@@ -1478,8 +1479,55 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -
 
     run("GET /application/o/<slug>/jwks/", key_set)
 
+    def authlib_relying_party():
+        import requests
+        from authlib.common.security import generate_token
+        from authlib.integrations.requests_client import OAuth2Session
+        from authlib.jose import JsonWebKey, jwt
+        consent = flows.flows_instances_retrieve("default-provider-authorization-implicit-consent").pk
+        invalidation = flows.flows_instances_retrieve("default-invalidation-flow").pk
+        callback = "https://rp.example/callback"
+        created = providers.providers_oauth2_create(ak.OAuth2ProviderRequest(
+            name=f"compat-{tag}-authlib", authorization_flow=consent, invalidation_flow=invalidation,
+            client_type=ak.ClientTypeEnum.CONFIDENTIAL,
+            redirect_uris=[ak.RedirectURIRequest(matching_mode=ak.MatchingModeEnum.STRICT, url=callback)]))
+        state["authlib"] = created.pk
+        core.core_applications_create(ak.ApplicationRequest(name=f"compat {tag} authlib", slug=f"compat-{tag}-authlib", provider=created.pk))
+        issuer = f"{url}/application/o/compat-{tag}-authlib/"
+        metadata = requests.get(f"{issuer}.well-known/openid-configuration", timeout=10).json()
+        expect(metadata["issuer"] == issuer, f"issuer {metadata['issuer']!r}")
+        rp = OAuth2Session(created.client_id, created.client_secret, scope="openid email profile", redirect_uri=callback,
+                           code_challenge_method="S256")
+        verifier, nonce = generate_token(48), generate_token(20)
+        authorize_url, _ = rp.create_authorization_url(metadata["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+        # The browser's part: a signed-in person opens the authorization URL.
+        browser = sign_in_raw(url, email, password)
+        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        answer = requests.get(authorize_url, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
+        expect(answer.status_code == 302 and answer.headers["location"].startswith(callback), f"authorize answered {answer.status_code}")
+        token = rp.fetch_token(metadata["token_endpoint"], authorization_response=answer.headers["location"], code_verifier=verifier)
+        keys = JsonWebKey.import_key_set(requests.get(metadata["jwks_uri"], timeout=10).json())
+        claims = jwt.decode(token["id_token"], keys, claims_options={
+            "iss": {"essential": True, "value": issuer}, "aud": {"essential": True, "value": created.client_id},
+            "nonce": {"essential": True, "value": nonce}})
+        claims.validate()
+        expect(claims["email"] == email, f"ID token email {claims.get('email')!r}")
+        info = rp.get(metadata["userinfo_endpoint"], timeout=10).json()
+        expect(info["sub"] == claims["sub"] and info["email"] == email, f"userinfo {info!r}")
+        # Introspection by the same client, and revocation ending the token.
+        about = requests.post(metadata["introspection_endpoint"], data={"token": token["access_token"]},
+                              auth=(created.client_id, created.client_secret), timeout=10).json()
+        expect(about.get("active") is True and about.get("client_id") == created.client_id, f"introspection {about!r}")
+        rp.revoke_token(metadata["revocation_endpoint"], token=token["access_token"])
+        expect(rp.get(metadata["userinfo_endpoint"], timeout=10).status_code == 401, "the revoked token still reads userinfo")
+
+    run("authlib: discovery, code with PKCE, ID token against the key set, userinfo, introspection, revocation", authlib_relying_party)
+
     def destroy():
         expect(core.core_applications_destroy(f"compat-{tag}-wiki") is None, "returned something")
+        if "authlib" in state:
+            core.core_applications_destroy(f"compat-{tag}-authlib")
+            providers.providers_oauth2_destroy(state["authlib"])
         expect(providers.providers_oauth2_destroy(state["pk"]) is None, "returned something")
         expect(status_of(providers.providers_oauth2_retrieve, state["pk"]) == 404, "provider still retrievable")
         expect(status_of(core.core_applications_retrieve, f"compat-{tag}-wiki") == 404, "application still retrievable")
