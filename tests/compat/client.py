@@ -1483,7 +1483,8 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
         import requests
         from authlib.common.security import generate_token
         from authlib.integrations.requests_client import OAuth2Session
-        from authlib.jose import JsonWebKey, jwt
+        from joserfc import jwt
+        from joserfc.jwk import KeySet
         consent = flows.flows_instances_retrieve("default-provider-authorization-implicit-consent").pk
         invalidation = flows.flows_instances_retrieve("default-invalidation-flow").pk
         callback = "https://rp.example/callback"
@@ -1506,11 +1507,12 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
         answer = requests.get(authorize_url, headers={"Cookie": cookie}, allow_redirects=False, timeout=10)
         expect(answer.status_code == 302 and answer.headers["location"].startswith(callback), f"authorize answered {answer.status_code}")
         token = rp.fetch_token(metadata["token_endpoint"], authorization_response=answer.headers["location"], code_verifier=verifier)
-        keys = JsonWebKey.import_key_set(requests.get(metadata["jwks_uri"], timeout=10).json())
-        claims = jwt.decode(token["id_token"], keys, claims_options={
-            "iss": {"essential": True, "value": issuer}, "aud": {"essential": True, "value": created.client_id},
-            "nonce": {"essential": True, "value": nonce}})
-        claims.validate()
+        # Checked with joserfc, the JOSE library authlib itself builds on.
+        keys = KeySet.import_key_set(requests.get(metadata["jwks_uri"], timeout=10).json())
+        decoded = jwt.decode(token["id_token"], keys, algorithms=["ES256", "RS256", "EdDSA"])
+        jwt.JWTClaimsRegistry(iss={"essential": True, "value": issuer}, aud={"essential": True, "value": created.client_id},
+                              nonce={"essential": True, "value": nonce}, exp={"essential": True}).validate(decoded.claims)
+        claims = decoded.claims
         expect(claims["email"] == email, f"ID token email {claims.get('email')!r}")
         info = rp.get(metadata["userinfo_endpoint"], timeout=10).json()
         expect(info["sub"] == claims["sub"] and info["email"] == email, f"userinfo {info!r}")
