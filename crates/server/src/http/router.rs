@@ -47,7 +47,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v3/{file}", get(swagger_asset))
         .merge(crate::ops::health_router())
         .merge(crate::media::handlers::files_router())
-        .merge(crate::oauth::endpoints::router())
+        .merge(crate::oauth::handlers::protocol_router())
+        .merge(crate::oauth::pages::router())
         .merge(pages())
         .fallback(|uri: axum::http::Uri| async move {
             if uri.path().starts_with("/api/") { Error::NotFound.into_response() } else { super::pages::error_page(Error::NotFound) }

@@ -6,9 +6,9 @@
 pub mod applications;
 pub mod claims;
 pub mod discovery;
-pub mod endpoints;
 pub mod entities;
 pub mod grants;
 pub mod handlers;
 pub mod model;
+pub mod pages;
 pub mod providers;
