@@ -424,7 +424,7 @@ async function adminApi(base, cli, who) {
   };
 }
 
-test('a relying party using openid-client signs a person in through the pages with code and PKCE', async ({ base, newPage, account, cli }) => {
+test('a relying party using openid-client signs a person in through the pages with code and PKCE, then out', async ({ base, newPage, account, cli }) => {
   const api = await adminApi(base, cli, 'sso-admin');
   const consent = await api('GET', '/api/v3/flows/instances/default-provider-authorization-implicit-consent/');
   const signOut = await api('GET', '/api/v3/flows/instances/default-invalidation-flow/');
@@ -436,7 +436,10 @@ test('a relying party using openid-client signs a person in through the pages wi
     const provider = await api('POST', '/api/v3/providers/oauth2/', {
       name: 'e2e relying party', client_type: 'public', client_id: 'e2e-relying-party',
       authorization_flow: consent.pk, invalidation_flow: signOut.pk,
-      redirect_uris: [{ matching_mode: 'strict', url: `${home}/callback` }],
+      redirect_uris: [
+        { matching_mode: 'strict', url: `${home}/callback` },
+        { matching_mode: 'strict', url: `${home}/signed-out`, redirect_uri_type: 'logout' },
+      ],
     });
     await api('POST', '/api/v3/core/applications/', { name: 'E2E relying party', slug: 'e2e-rp', provider: provider.pk });
     // Plain HTTP is this test's loopback only; openid-client insists on HTTPS otherwise.
@@ -465,8 +468,16 @@ test('a relying party using openid-client signs a person in through the pages wi
           });
           const claims = tokens.claims();
           const info = await oidc.fetchUserInfo(config, tokens.access_token, claims.sub);
-          verified.push({ claims, info });
+          verified.push({ claims, info, idToken: tokens.id_token });
           response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(`<!doctype html><title>RP</title><link rel="icon" href="data:,"><h1>Signed in as <span id="who">${info.email}</span></h1>`);
+        } else if (url.pathname === '/logout') {
+          const to = oidc.buildEndSessionUrl(config, {
+            id_token_hint: verified.at(-1).idToken, post_logout_redirect_uri: `${home}/signed-out`, state: 'see-you',
+          });
+          response.writeHead(302, { location: to.href }).end();
+        } else if (url.pathname === '/signed-out') {
+          response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
+            .end(`<!doctype html><title>RP</title><link rel="icon" href="data:,"><h1 id="bye">Signed out (${url.searchParams.get('state')})</h1>`);
         } else {
           response.writeHead(404).end();
         }
@@ -496,6 +507,15 @@ test('a relying party using openid-client signs a person in through the pages wi
     await page.waitForURL(new RegExp(`^${home}/callback\\?`));
     assert.equal(verified.length, 2);
     assert.equal(verified[1].claims.sub, verified[0].claims.sub, 'the same person has the same subject');
+
+    // Signing out from the application ends the Gatehouse session too, after asking.
+    await page.goto(`${home}/logout`);
+    await page.getByText(`Sign out ${ada.email}?`).waitFor();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(`${home}/signed-out?state=see-you`);
+    assert.equal(await page.locator('#bye').textContent(), 'Signed out (see-you)');
+    await page.goto(`${home}/login`);
+    assert.match(page.url(), /\/if\/flow\/default-authentication-flow\//, 'signed out of Gatehouse as well');
   } finally {
     await new Promise((resolve) => relyingParty.close(resolve));
   }

@@ -173,6 +173,22 @@ impl Signer {
     }
 }
 
+/// The claims of `token` if `pair` signed it for `audience` as `issuer`, with the algorithm the
+/// pair's key type fixes (never one the token's header names). Expiry is checked unless
+/// `allow_expired` (an `id_token_hint` may have expired). `None` for anything else.
+pub fn verify(pair: &key_pair::Model, token: &str, audience: &str, issuer: &str, allow_expired: bool) -> Result<Option<Value>> {
+    let Some(jwk) = public_jwk(pair)? else { return Ok(None) };
+    let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(jwk) else { return Ok(None) };
+    let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(&jwk) else { return Ok(None) };
+    let Some(algorithm) = algorithm_of(pair)? else { return Ok(None) };
+    let mut validation = jsonwebtoken::Validation::new(algorithm);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[issuer]);
+    validation.validate_exp = !allow_expired;
+    validation.leeway = 60;
+    Ok(jsonwebtoken::decode::<Value>(token, &key, &validation).ok().map(|data| data.claims))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +249,27 @@ mod tests {
         assert!(Signer::for_pair(&secret, &pair).unwrap().is_none());
         let jwk = public_jwk(&pair).unwrap().unwrap();
         assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str(), jwk["alg"].as_str()), (Some("EC"), Some("P-256"), Some("ES256")));
+    }
+
+    #[test]
+    fn verification_takes_the_algorithm_from_the_key_and_checks_audience_issuer_and_expiry() {
+        let secret = ServerSecret::from_bytes(&[7; 32]);
+        let pair = pair_of(KeyAlgorithm::Ecdsa, &secret);
+        let signer = Signer::for_pair(&secret, &pair).unwrap().unwrap();
+        let claims = |exp: i64| json!({"iss": "https://id.example/", "aud": "client", "sub": "s", "exp": exp});
+        let now = chrono::Utc::now().timestamp();
+        let live = signer.sign(&claims(now + 600), "JWT").unwrap();
+        assert!(verify(&pair, &live, "client", "https://id.example/", false).unwrap().is_some());
+        assert!(verify(&pair, &live, "other", "https://id.example/", false).unwrap().is_none());
+        assert!(verify(&pair, &live, "client", "https://elsewhere/", false).unwrap().is_none());
+        let expired = signer.sign(&claims(now - 3600), "JWT").unwrap();
+        assert!(verify(&pair, &expired, "client", "https://id.example/", false).unwrap().is_none());
+        assert!(verify(&pair, &expired, "client", "https://id.example/", true).unwrap().is_some());
+        // alg "none", or a token another key signed, is refused.
+        let unsigned = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), live.split('.').nth(1).unwrap());
+        assert!(verify(&pair, &unsigned, "client", "https://id.example/", false).unwrap().is_none());
+        let other = pair_of(KeyAlgorithm::Ecdsa, &secret);
+        assert!(verify(&other, &live, "client", "https://id.example/", false).unwrap().is_none());
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "userinfo_endpoint": format!("{base}/application/o/userinfo/"),
         "introspection_endpoint": format!("{base}/application/o/introspect/"),
         "revocation_endpoint": format!("{base}/application/o/revoke/"),
+        "end_session_endpoint": format!("{base}/application/o/{}/end-session/", app.slug),
         "jwks_uri": format!("{base}/application/o/{}/jwks/", app.slug),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

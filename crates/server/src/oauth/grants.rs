@@ -56,6 +56,11 @@ impl Parameters {
         parameters
     }
 
+    /// The first parameter given more than once, if any.
+    pub fn repeated(&self) -> Option<&str> {
+        self.repeated.as_deref()
+    }
+
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -1,5 +1,5 @@
 //! Single sign-on: applications people launch, the OAuth 2.0 / OpenID Connect providers that
-//! sign them in (authorization code with PKCE, refresh tokens, userinfo), and each provider's
+//! sign them in (authorization code with PKCE, refresh tokens, userinfo) and out again, and each provider's
 //! discovery document and published keys. Uses accounts, credentials, flows, crypto and events;
 //! no domain uses this one.
 
@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod entities;
 pub mod grants;
 pub mod handlers;
+pub mod logout;
 pub mod model;
 pub mod pages;
 pub mod providers;

@@ -1,9 +1,11 @@
-//! The authorization endpoint, `/application/o/authorize/`: where browsers arrive from a relying
-//! party, are sent to sign in, and are sent back with a code, or shown why not.
+//! The pages browsers pass through between an application and Gatehouse: the authorization
+//! endpoint (`/application/o/authorize/`), where they are sent to sign in and back with a code,
+//! and the end-session endpoint (`/application/o/<slug>/end-session/`), where they sign out and
+//! go back; or are shown why not.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,7 +22,58 @@ const AUTHORIZE: &str = "/application/o/authorize/";
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
-    Router::new().route(AUTHORIZE, get(authorize_by_query).post(authorize_by_form))
+    Router::new()
+        .route(AUTHORIZE, get(authorize_by_query).post(authorize_by_form))
+        .route("/application/o/{slug}/end-session/", get(end_session_by_query).post(end_session_by_form))
+        .route("/application/o/{slug}/end-session/return/", get(return_after_sign_out))
+}
+
+/// A redirect to `location`, a path here or an address the provider registered.
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => not_stored((StatusCode::FOUND, [(header::LOCATION, value)]).into_response()),
+        Err(_) => crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, "The address cannot be sent in a header.")),
+    }
+}
+
+async fn end_session_by_query(
+    State(state): State<AppState>,
+    PublicBase(base): PublicBase,
+    Path(slug): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    answer_end_session(&state, &base, &slug, &query.unwrap_or_default()).await
+}
+
+async fn end_session_by_form(
+    State(state): State<AppState>,
+    PublicBase(base): PublicBase,
+    Path(slug): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(form) = std::str::from_utf8(&body) else {
+        return crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, "The request is not form-encoded text."));
+    };
+    answer_end_session(&state, &base, &slug, form).await
+}
+
+async fn answer_end_session(state: &AppState, base: &str, slug: &str, query: &str) -> Response {
+    match crate::oauth::logout::end_session(state, base, slug, query).await {
+        Ok(crate::oauth::logout::EndSession::SignOut { flow_slug, then }) => {
+            let next: String = form_urlencoded::byte_serialize(then.as_bytes()).collect();
+            redirect(&format!("/if/flow/{flow_slug}/?next={next}"))
+        }
+        Ok(crate::oauth::logout::EndSession::Refused(reason)) => crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
+        Err(error) => crate::http::pages::error_page(error),
+    }
+}
+
+async fn return_after_sign_out(State(state): State<AppState>, Path(slug): Path<String>, RawQuery(query): RawQuery) -> Response {
+    match crate::oauth::logout::return_address(&state, &slug, &query.unwrap_or_default()).await {
+        Ok(Ok(to)) => redirect(&to),
+        Ok(Err(reason)) => crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
+        Err(error) => crate::http::pages::error_page(error),
+    }
 }
 
 async fn authorize_by_query(
@@ -64,10 +117,7 @@ async fn answer_authorization(
         Authorization::SignIn { flow_slug } => sign_in_then(&flow_slug, query),
         Authorization::SignInAgain { flow_slug, query } => sign_in_then(&flow_slug, &query),
     };
-    match HeaderValue::from_str(&location) {
-        Ok(value) => not_stored((StatusCode::FOUND, [(header::LOCATION, value)]).into_response()),
-        Err(_) => crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, "The redirect URI cannot be sent in a header.")),
-    }
+    redirect(&location)
 }
 
 /// The sign-in flow `flow_slug`'s page, sending people on to the authorization request `query`.

@@ -945,3 +945,62 @@ async fn revocation(app: &TestApp, basic: (&str, &str), token: &str) -> StatusCo
         .unwrap()
         .status()
 }
+
+#[tokio::test]
+async fn signing_out_from_an_application_goes_back_only_to_an_address_it_registered() {
+    let app = TestApp::spawn().await;
+    let logout = json!({"redirect_uris": [
+        {"matching_mode": "strict", "url": "https://wiki.example/oauth/callback"},
+        {"matching_mode": "strict", "url": "https://wiki.example/signed-out", "redirect_uri_type": "logout"},
+    ]});
+    let (_admin, person, provider) = single_sign_on(&app, logout).await;
+    let (client_id, secret) = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let code = code_with_pkce(&app, &person, client_id, &[]).await;
+    let (_, tokens, _) = token_request(&app, Some((client_id, secret)), &exchange_form(&code)).await;
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    remember_secret(tokens["access_token"].as_str().unwrap());
+    let end_session = |query: &[(&str, &str)]| {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in query {
+            serializer.append_pair(name, value);
+        }
+        app.url(&format!("/application/o/wiki/end-session/?{}", serializer.finish()))
+    };
+
+    // The registered address with a hint the provider issued: off to sign out, then back.
+    let response = open_as(
+        &app,
+        Some(&person),
+        &end_session(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", "https://wiki.example/signed-out"), ("state", "s1")]),
+    )
+    .await;
+    let to = location(&response);
+    assert_eq!(to.path(), "/if/flow/default-invalidation-flow/");
+    let next = query_value(&to, "next").unwrap();
+    assert!(next.starts_with("/application/o/wiki/end-session/return/?"), "{next}");
+    let back = location(&open_as(&app, None, &app.url(&next)).await);
+    assert_eq!(back.as_str(), "https://wiki.example/signed-out?state=s1");
+
+    // Anything else gets a page and goes nowhere.
+    let forged = format!("{}x", &id_token[..id_token.len() - 1]);
+    for query in [
+        vec![("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://evil.example/")],
+        vec![("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://wiki.example/oauth/callback")],
+        vec![("post_logout_redirect_uri", "https://wiki.example/signed-out")],
+        vec![("id_token_hint", forged.as_str()), ("post_logout_redirect_uri", "https://wiki.example/signed-out")],
+        vec![("client_id", "someone-else"), ("post_logout_redirect_uri", "https://wiki.example/signed-out")],
+    ] {
+        let response = open_as(&app, Some(&person), &end_session(&query)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query:?}");
+        assert!(response.headers().get("location").is_none(), "{query:?}");
+    }
+    let response = open_as(&app, None, &app.url("/application/o/wiki/end-session/return/?to=https%3A%2F%2Fevil.example%2F")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Without an address, people end on Gatehouse's front door.
+    let to = location(&open_as(&app, Some(&person), &end_session(&[])).await);
+    assert_eq!(query_value(&to, "next").as_deref(), Some("/"));
+    // The discovery document names the endpoint.
+    let document: Value =
+        app.client.get(app.url("/application/o/wiki/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(document["end_session_endpoint"], app.url("/application/o/wiki/end-session/"));
+}
