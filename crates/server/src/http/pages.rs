@@ -61,6 +61,29 @@ pub fn continue_to(to: &str) -> Response {
     html(StatusCode::OK, &ContinuePage { title: "Signed in", to })
 }
 
+/// A form that hands `fields` to an application at `action` (OAuth 2.0 Form Post Response Mode).
+#[derive(Template)]
+#[template(path = "post_to.html")]
+pub struct PostToPage<'a> {
+    pub title: &'a str,
+    pub action: &'a str,
+    pub fields: &'a [(String, String)],
+}
+
+/// The page that posts `fields` to `action`, a web address. The person presses Continue (pages
+/// run no script); the page's policy lets its form post to that address's origin alone.
+pub fn post_to(action: &str, fields: &[(String, String)]) -> Response {
+    let origin = url::Url::parse(action).map(|url| url.origin().ascii_serialization()).unwrap_or_else(|_| "'none'".into());
+    let mut response = html(StatusCode::OK, &PostToPage { title: "Continue to the application", action, fields });
+    let policy = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
 /// A message page.
 pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     html(status, &MessagePage { title, message: text, link_href: "/", link_label: "Continue" })

@@ -51,7 +51,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "end_session_endpoint": format!("{base}/application/o/{}/end-session/", app.slug),
         "jwks_uri": format!("{base}/application/o/{}/jwks/", app.slug),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": grants,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [crate::crypto::jwt::algorithm_name(algorithm)],

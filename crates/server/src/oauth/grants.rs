@@ -89,6 +89,8 @@ pub enum Authorization {
     SignInAgain { flow_slug: String, query: String },
     /// Send the browser back to the client with a code or an error.
     Redirect(String),
+    /// Have the browser post `fields` to the client's `action` (`response_mode=form_post`).
+    FormPost { action: String, fields: Vec<(String, String)> },
 }
 
 /// How recent a sign-in `prompt=login` and `max_age` below this ask for: a minute, long enough to
@@ -191,13 +193,23 @@ pub async fn authorize(
     };
     let issuer = issuer(base, &provider, &app);
     let state_param = parameters.get("state").filter(|s| s.len() <= LONGEST_ECHO);
+    // form_post only to a web address: a form cannot be posted to a native app's scheme.
+    let form_post = parameters.get("response_mode") == Some("form_post") && matches!(target.scheme(), "http" | "https");
+    let deliver = |answer: &[(&str, &str)]| {
+        if form_post {
+            let fields = answer.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+            Authorization::FormPost { action: target.to_string(), fields }
+        } else {
+            Authorization::Redirect(with_query(&target, answer))
+        }
+    };
     let fail = |error: &str, description: &str| {
         let mut answer = vec![("error", error), ("error_description", description)];
         if let Some(value) = state_param {
             answer.push(("state", value));
         }
         answer.push(("iss", issuer.as_str()));
-        Ok(Authorization::Redirect(with_query(&target, &answer)))
+        Ok(deliver(&answer))
     };
     if let Some(name) = &parameters.repeated {
         return fail("invalid_request", &format!("The parameter {name} is given more than once."));
@@ -215,7 +227,8 @@ pub async fn authorize(
     }
     match parameters.get("response_mode") {
         None | Some("query") => {}
-        Some(_) => return fail("invalid_request", "Only response_mode=query is offered."),
+        Some("form_post") if form_post => {}
+        Some(_) => return fail("invalid_request", "Only response_mode=query, and form_post to a web address, are offered."),
     }
     if !grants_of(&provider).contains(&GrantType::AuthorizationCode) {
         return fail("unauthorized_client", "This client may not use the authorization code grant.");
@@ -323,7 +336,7 @@ pub async fn authorize(
         answer.push(("state", value));
     }
     answer.push(("iss", issuer.as_str()));
-    Ok(Authorization::Redirect(with_query(&target, &answer)))
+    Ok(deliver(&answer))
 }
 
 /// A refusal of the token endpoint, in RFC 6749 §5.2's words.

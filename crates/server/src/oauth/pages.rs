@@ -112,6 +112,7 @@ async fn answer_authorization(
     };
     let location = match outcome {
         Authorization::Refused(reason) => return crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
+        Authorization::FormPost { action, fields } => return not_stored(crate::http::pages::post_to(&action, &fields)),
         Authorization::Redirect(uri) => uri,
         // Back to this very request once signed in.
         Authorization::SignIn { flow_slug } => sign_in_then(&flow_slug, query),

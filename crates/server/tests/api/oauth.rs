@@ -1004,3 +1004,39 @@ async fn signing_out_from_an_application_goes_back_only_to_an_address_it_registe
         app.client.get(app.url("/application/o/wiki/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
     assert_eq!(document["end_session_endpoint"], app.url("/application/o/wiki/end-session/"));
 }
+
+#[tokio::test]
+async fn form_post_hands_the_code_over_in_a_form_only_the_application_may_receive() {
+    let app = TestApp::spawn().await;
+    let (_admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let (client_id, secret) = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let challenge = s256(VERIFIER);
+    let request = authorize_path(
+        client_id,
+        &[("code_challenge", &challenge), ("code_challenge_method", "S256"), ("response_mode", "form_post"), ("state", "st")],
+    );
+    let response = open_as(&app, Some(&person), &app.url(&request)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.contains("form-action https://wiki.example;"), "{policy}");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let page = response.text().await.unwrap();
+    assert!(page.contains(r#"<form method="post" action="https://wiki.example/oauth/callback">"#), "{page}");
+    assert!(!page.contains("<script"), "no script on the page");
+    let field = |name: &str| {
+        let marker = format!(r#"name="{name}" value=""#);
+        let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} in {page}")) + marker.len();
+        page[start..start + page[start..].find('"').unwrap()].to_owned()
+    };
+    assert_eq!(field("state"), "st");
+    let code = field("code");
+    remember_secret(&code);
+    let (status, tokens, _) = token_request(&app, Some((client_id, secret)), &exchange_form(&code)).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    remember_secret(tokens["access_token"].as_str().unwrap());
+    // Errors come the same way.
+    let refused =
+        authorize_path(client_id, &[("response_mode", "form_post"), ("code_challenge", &challenge), ("code_challenge_method", "plain")]);
+    let page = open_as(&app, Some(&person), &app.url(&refused)).await.text().await.unwrap();
+    assert!(page.contains(r#"name="error" value="invalid_request""#), "{page}");
+}
