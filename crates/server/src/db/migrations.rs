@@ -1196,14 +1196,16 @@ impl MigrationTrait for Applications {
                 .on_delete(ForeignKeyAction::Cascade)
                 .to_owned()
         };
-        // Ending a session (signing out, a new password, "sign out everywhere") ends what
-        // applications were given through it.
+        // Ending a session (signing out, a new password, "sign out everywhere", expiry) ends
+        // what applications were given through it; a session renewed by signing in again under
+        // a new id takes it along.
         let session_fk = |table: &'static str| {
             ForeignKey::create()
                 .name(format!("fk_{table}_session"))
                 .from(table, "session_id")
                 .to("sessions", "id")
                 .on_delete(ForeignKeyAction::Cascade)
+                .on_update(ForeignKeyAction::Cascade)
                 .to_owned()
         };
         let user_fk = |table: &'static str| {
@@ -1241,6 +1243,7 @@ impl MigrationTrait for Applications {
             )
             .await?;
         manager.create_index(index("oauth2_codes", "ux_oauth2_codes_digest", &["code_digest"], true)).await?;
+        manager.create_index(index("oauth2_codes", "ix_oauth2_codes_session", &["session_id"], false)).await?;
         manager
             .create_table(
                 Table::create()
@@ -1266,7 +1269,8 @@ impl MigrationTrait for Applications {
             )
             .await?;
         manager.create_index(index("oauth2_tokens", "ux_oauth2_tokens_digest", &["token_digest"], true)).await?;
-        manager.create_index(index("oauth2_tokens", "ix_oauth2_tokens_family", &["family_id"], false)).await
+        manager.create_index(index("oauth2_tokens", "ix_oauth2_tokens_family", &["family_id"], false)).await?;
+        manager.create_index(index("oauth2_tokens", "ix_oauth2_tokens_session", &["session_id"], false)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -277,11 +277,14 @@ pub async fn authorize(
         Some(_) => return fail("invalid_request", "max_age must be a number of seconds."),
     };
     let age = (Utc::now() - session.created).num_seconds();
-    if prompt_login || max_age.is_some_and(|limit| age > limit.max(FRESH_SIGN_IN_SECONDS)) {
+    if prompt_login || max_age.is_some_and(|limit| age > limit) {
         if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
             return fail("login_required", "The client asks for a fresh sign-in without prompting.");
         }
-        let again = parameters.without(&["prompt", "max_age"], ("max_age", &FRESH_SIGN_IN_SECONDS.to_string()));
+        // The sign-in that comes back is seconds old: the client's max_age holds it unless it is
+        // under a minute, and prompt=login becomes a minute, so coming back cannot loop.
+        let fresh = max_age.map_or(FRESH_SIGN_IN_SECONDS, |limit| limit.max(FRESH_SIGN_IN_SECONDS));
+        let again = parameters.without(&["prompt", "max_age"], ("max_age", &fresh.to_string()));
         let flow_slug = authentication_flow_slug(state, &provider).await?;
         return Ok(Authorization::SignInAgain { flow_slug, query: again });
     }
@@ -470,6 +473,10 @@ struct Mint<'a> {
 /// A token for the client itself (RFC 6749 §4.4): `sub` is the client id, no user is named, no
 /// refresh or ID token is issued, and no user scope is granted.
 async fn client_credentials(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
+    // Only a client that proved itself with a secret speaks for itself.
+    if mint.provider.client_type != ClientType::Confidential.as_str() {
+        return Err(OAuthError::UnauthorizedClient("A public client cannot use client_credentials.".into()));
+    }
     let asked = parameters.get("scope").unwrap_or_default();
     if !Scopes::granted_from(asked).as_text().is_empty() {
         return Err(OAuthError::InvalidScope("The client credentials grant speaks for no user: ask for no user scope.".into()));
@@ -602,7 +609,7 @@ async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedToken
         txn.commit().await?;
         return Err(OAuthError::InvalidGrant("The refresh token was already used; every token issued with it is revoked.".into()));
     }
-    if old.expires <= Utc::now() {
+    if old.expires <= Utc::now() || !session_live(&txn, old.session_id).await? {
         txn.commit().await?;
         return Err(invalid());
     }
@@ -790,11 +797,22 @@ pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, B
         .one(&state.db)
         .await?;
     let access = found.filter(|t| t.kind == ACCESS && !t.revoked && t.expires > Utc::now()).ok_or(BearerError::Invalid)?;
+    if !session_live(&state.db, access.session_id).await? {
+        return Err(BearerError::Invalid);
+    }
     let provider = provider::Entity::find_by_id(access.provider_id).one(&state.db).await?.ok_or(BearerError::Invalid)?;
     let user_id = access.user_id.ok_or(BearerError::Invalid)?;
     let user = user::Entity::find_by_id(user_id).one(&state.db).await?.filter(|u| u.is_active).ok_or(BearerError::Invalid)?;
     let scopes = Scopes::granted_from(&access.scope);
     Ok(Value::Object(claims::user_claims(&state.db, state, &provider, &user, &scopes).await?))
+}
+
+/// Whether the session a token was given through, if any, is still live: tokens end with it, and
+/// an expired session may not have been purged yet.
+async fn session_live(db: &impl ConnectionTrait, session_id: Option<Uuid>) -> Result<bool, sea_orm::DbErr> {
+    let Some(id) = session_id else { return Ok(true) };
+    let session = crate::sessions::entities::session::Entity::find_by_id(id).one(db).await?;
+    Ok(session.is_some_and(|s| s.expires > Utc::now()))
 }
 
 /// A token of `provider` found by its text, whatever its kind.
@@ -824,6 +842,9 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
     let Some(found) = own_token(state, &provider, text).await?.filter(|t| !t.revoked && t.expires > Utc::now()) else {
         return Ok(json!({"active": false}));
     };
+    if !session_live(&state.db, found.session_id).await? {
+        return Ok(json!({"active": false}));
+    }
     let user = match found.user_id {
         Some(id) => match user::Entity::find_by_id(id).one(&state.db).await?.filter(|u| u.is_active) {
             Some(user) => Some(user),
@@ -839,7 +860,6 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
         "active": true,
         "scope": found.scope,
         "client_id": provider.client_id,
-        "token_type": if found.kind == REFRESH { "refresh_token" } else { "access_token" },
         "exp": found.expires.timestamp(),
         "iat": found.created.timestamp(),
         "sub": subject,
@@ -849,9 +869,11 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
     if let (Some(user), Some(fields)) = (&user, answer.as_object_mut()) {
         fields.insert("username".into(), json!(user.username));
     }
+    // RFC 7662's token_type is RFC 6749's: access tokens are bearer tokens.
     if found.kind == ACCESS
         && let Some(fields) = answer.as_object_mut()
     {
+        fields.insert("token_type".into(), json!("Bearer"));
         fields.insert("jti".into(), json!(found.id.to_string()));
     }
     Ok(answer)

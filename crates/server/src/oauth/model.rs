@@ -102,7 +102,7 @@ impl RedirectUri {
             return Err(format!("Ensure a redirect URI has no more than {LONGEST_URI} characters."));
         }
         match self.matching_mode {
-            MatchingMode::Strict => check_redirect_target(&self.url),
+            MatchingMode::Strict => check_requested_redirect(&self.url),
             MatchingMode::Regex => pattern(&self.url).map(|_| ()),
         }
     }
@@ -112,7 +112,13 @@ impl RedirectUri {
     pub fn accepts(&self, candidate: &str) -> bool {
         match self.matching_mode {
             MatchingMode::Strict => self.url == candidate,
-            MatchingMode::Regex => pattern(&self.url).is_ok_and(|pattern| pattern.is_match(candidate)),
+            // The text matched must be what the browser will be sent to: a URL that a parser
+            // reads differently (`\` for `/`, a host ending at `?`) could leave the pattern's
+            // host behind.
+            MatchingMode::Regex => {
+                pattern(&self.url).is_ok_and(|pattern| pattern.is_match(candidate))
+                    && url::Url::parse(candidate).is_ok_and(|parsed| parsed.as_str() == candidate)
+            }
         }
     }
 }
@@ -217,10 +223,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_matches_only_urls_that_read_the_same_once_parsed() {
+        let careful =
+            RedirectUri { matching_mode: MatchingMode::Regex, url: r"https://[^/]*\.wiki\.example/cb.*".into(), redirect_uri_type: None };
+        assert!(careful.accepts("https://eu.wiki.example/cb"));
+        for confusing in
+            [r"https://evil.example\.wiki.example/cb", "https://evil.example?.wiki.example/cb", "https://evil.example#.wiki.example/cb"]
+        {
+            assert!(!careful.accepts(confusing), "{confusing}");
+        }
+    }
+
+    #[test]
     fn a_requested_redirect_that_a_loose_pattern_matched_is_still_checked() {
         let loose = RedirectUri { matching_mode: MatchingMode::Regex, url: ".*".into(), redirect_uri_type: None };
         for bad in ["javascript:alert(1)", "//evil.example/", "https://app.example/cb#x", "https://app.example/cb?code=forged"] {
-            assert!(loose.accepts(bad), "the pattern matches {bad}");
+            assert!(!loose.accepts(bad) || check_requested_redirect(bad).is_err(), "{bad}");
             assert!(check_requested_redirect(bad).is_err(), "{bad}");
         }
         assert!(check_requested_redirect("https://app.example/cb?tenant=7").is_ok());

@@ -152,6 +152,54 @@ pub async fn create(
     Ok(NewSession { key, csrf_token, known_browser, session })
 }
 
+/// Gives the session `previous` of `user` a new id, key and lifetime, as a new sign-in: rows that
+/// refer to it follow the id (their foreign keys cascade on update). When the row is already gone
+/// (a sign-out at the same moment), a new session is started instead.
+async fn renew(
+    db: &impl sea_orm::ConnectionTrait,
+    state: &AppState,
+    previous: &session::Model,
+    user: &user::Model,
+    client: &ClientInfo,
+    lifetime: TimeDelta,
+) -> Result<NewSession> {
+    use sea_orm::sea_query::Expr;
+    let key = random_token(32);
+    let now = Utc::now();
+    let session = session::Model {
+        id: Uuid::new_v4(),
+        key_digest: key_digest(&state.secret, &key),
+        tenant_id: state.tenant.0,
+        user_id: user.id,
+        created: now,
+        expires: now + lifetime,
+        last_used: now,
+        last_ip: client.ip_text(),
+        user_agent: client.user_agent.clone(),
+        client: events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref()),
+    };
+    let renewed = session::Entity::update_many()
+        .col_expr(session::Column::Id, Expr::value(session.id))
+        .col_expr(session::Column::KeyDigest, Expr::value(session.key_digest.clone()))
+        .col_expr(session::Column::Created, Expr::value(session.created))
+        .col_expr(session::Column::Expires, Expr::value(session.expires))
+        .col_expr(session::Column::LastUsed, Expr::value(session.last_used))
+        .col_expr(session::Column::LastIp, Expr::value(session.last_ip.clone()))
+        .col_expr(session::Column::UserAgent, Expr::value(session.user_agent.clone()))
+        .col_expr(session::Column::Client, Expr::value(session.client.clone()))
+        .filter(session::Column::TenantId.eq(state.tenant.0))
+        .filter(session::Column::Id.eq(previous.id))
+        .filter(session::Column::UserId.eq(user.id))
+        .exec(db)
+        .await?;
+    if renewed.rows_affected == 0 {
+        return create(db, state, user, client, lifetime).await;
+    }
+    let csrf_token = csrf_token(&state.secret, session.id);
+    let known_browser = known_browser::issue(&state.secret, state.tenant, user, now);
+    Ok(NewSession { key, csrf_token, known_browser, session })
+}
+
 /// A password attempt that passed the rate limits and is already counted as a failure.
 pub struct Attempt {
     /// What the person typed to identify themselves, trimmed.
@@ -319,8 +367,10 @@ pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Box<Ver
 }
 
 /// Signs `user` in: records the sign-in time and the `login` event, ends `replacing` (the session
-/// the request came with, whoever it belongs to) and starts a session that lasts `lifetime`, all
-/// in one transaction. A sign-in never keeps the session key the browser came with.
+/// the request came with) and starts a session that lasts `lifetime`, all in one transaction. A
+/// sign-in never keeps the session id or key the browser came with. When `replacing` is the same
+/// user's, its row is renewed under the new id instead of deleted, so that what hangs off it
+/// (what applications were given through it) follows to the new session rather than ending.
 pub async fn start_session(
     state: &AppState,
     user: &user::Model,
@@ -331,7 +381,8 @@ pub async fn start_session(
     let mut update = user.clone().into_active_model();
     update.last_login = Set(Some(Utc::now()));
     let txn = crate::db::begin_write(&state.db).await?;
-    if let Some(previous) = replacing {
+    let renewing = replacing.filter(|previous| previous.user_id == user.id);
+    if let Some(previous) = replacing.filter(|previous| previous.user_id != user.id) {
         session::Entity::delete_many()
             .filter(session::Column::TenantId.eq(state.tenant.0))
             .filter(session::Column::Id.eq(previous.id))
@@ -339,7 +390,10 @@ pub async fn start_session(
             .await?;
     }
     let user = update.update(&txn).await?;
-    let new_session = create(&txn, state, &user, client, lifetime).await?;
+    let new_session = match renewing {
+        Some(previous) => renew(&txn, state, previous, &user, client, lifetime).await?,
+        None => create(&txn, state, &user, client, lifetime).await?,
+    };
     let event = EventRecord::new(Action::Login)
         .by(&user)
         .from_client(client)

@@ -905,11 +905,11 @@ async fn a_client_introspects_and_revokes_only_its_own_tokens() {
 
     let (status, about) = introspection(&app, wiki, access).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((about["active"].as_bool(), about["token_type"].as_str()), (Some(true), Some("access_token")), "{about}");
+    assert_eq!((about["active"].as_bool(), about["token_type"].as_str()), (Some(true), Some("Bearer")), "{about}");
     assert_eq!((about["client_id"].as_str(), about["username"].as_str()), (Some(wiki.0), Some("person@example.com")));
     assert_eq!(about["scope"], "openid offline_access");
     let (_, about) = introspection(&app, wiki, refresh).await;
-    assert_eq!((about["active"].as_bool(), about["token_type"].as_str()), (Some(true), Some("refresh_token")));
+    assert_eq!((about["active"].as_bool(), about.get("token_type")), (Some(true), None), "{about}");
     // Another client learns nothing, nor does anyone about a made-up token or with a wrong secret.
     assert_eq!(introspection(&app, other, access).await.1, json!({"active": false}));
     assert_eq!(introspection(&app, wiki, "made-up").await.1, json!({"active": false}));
@@ -982,7 +982,11 @@ async fn signing_out_from_an_application_goes_back_only_to_an_address_it_registe
     assert_eq!(back.as_str(), "https://wiki.example/signed-out?state=s1");
 
     // Anything else gets a page and goes nowhere.
-    let forged = format!("{}x", &id_token[..id_token.len() - 1]);
+    // A signature changed in its middle: well-formed, but not the provider's.
+    let (head, signature) = id_token.rsplit_once('.').unwrap();
+    let middle = signature.len() / 2;
+    let flipped = if &signature[middle..=middle] == "A" { "B" } else { "A" };
+    let forged = format!("{head}.{}{flipped}{}", &signature[..middle], &signature[middle + 1..]);
     for query in [
         vec![("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://evil.example/")],
         vec![("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://wiki.example/oauth/callback")],
@@ -1039,4 +1043,54 @@ async fn form_post_hands_the_code_over_in_a_form_only_the_application_may_receiv
         authorize_path(client_id, &[("response_mode", "form_post"), ("code_challenge", &challenge), ("code_challenge_method", "plain")]);
     let page = open_as(&app, Some(&person), &app.url(&refused)).await.text().await.unwrap();
     assert!(page.contains(r#"name="error" value="invalid_request""#), "{page}");
+}
+
+#[tokio::test]
+async fn tokens_follow_the_person_signing_in_again_but_not_someone_else_or_an_expired_session() {
+    let app = TestApp::spawn().await;
+    let (_admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let wiki = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let tokens_for = |session: Session| {
+        let app = &app;
+        async move {
+            let code = code_with_pkce(app, &session, wiki.0, &[("scope", "openid offline_access")]).await;
+            let (status, tokens, _) = token_request(app, Some(wiki), &exchange_form(&code)).await;
+            assert_eq!(status, StatusCode::OK, "{tokens}");
+            let access = tokens["access_token"].as_str().unwrap().to_owned();
+            remember_secret(&access);
+            remember_secret(tokens["refresh_token"].as_str().unwrap());
+            access
+        }
+    };
+    let sign_in_on = |session: &Session, email: &str| {
+        let request = app
+            .client
+            .post(app.url("/api/v3/auth/sign_in/"))
+            .header("cookie", &session.cookie)
+            .json(&json!({"email": email, "password": crate::support::PASSWORD}));
+        async move { crate::support::session_from(request.send().await.unwrap()).await }
+    };
+
+    // The same person signing in again on the same browser (prompt=login, a step up): the
+    // application keeps what it was given.
+    let access = tokens_for(person.clone()).await;
+    let again = sign_in_on(&person, "person@example.com").await;
+    assert_eq!(userinfo_status(&app, &access).await, StatusCode::OK);
+    assert_ne!(app.get(&person, "/api/v3/core/users/me/").await.status(), StatusCode::OK, "the old session key ended");
+
+    // Someone else signing in on that browser ends it.
+    app.user("other@example.com", |_| {}).await;
+    sign_in_on(&again, "other@example.com").await;
+    assert_eq!(userinfo_status(&app, &access).await, StatusCode::UNAUTHORIZED);
+
+    // A session past its expiry ends its tokens even before it is purged.
+    let fresh = app.sign_in("person@example.com").await;
+    let access = tokens_for(fresh).await;
+    use sea_orm::sea_query::Expr;
+    gatehouse::sessions::entities::session::Entity::update_many()
+        .col_expr(gatehouse::sessions::entities::session::Column::Expires, Expr::value(chrono::Utc::now() - chrono::TimeDelta::seconds(1)))
+        .exec(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(userinfo_status(&app, &access).await, StatusCode::UNAUTHORIZED);
 }
