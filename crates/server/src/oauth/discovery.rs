@@ -34,11 +34,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
     let (app, provider) = super::applications::with_provider(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
     let pair = signing_pair(state, &provider).await?;
     let algorithm = crate::crypto::jwt::algorithm_of(&pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
-    let grants: Vec<&str> = serde_json::from_value::<Vec<super::model::GrantType>>(provider.grant_types.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|g| g.as_str())
-        .collect();
+    let grants: Vec<&str> = provider.grant_types().into_iter().map(|g| g.as_str()).collect();
     let public = provider.client_type == super::model::ClientType::Public.as_str();
     let auth_methods: &[&str] = if public { &["none"] } else { &["client_secret_basic", "client_secret_post"] };
     Ok(json!({

@@ -75,6 +75,23 @@ pub mod provider {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    impl Model {
+        /// The registered redirect URIs.
+        pub fn redirect_uris(&self) -> Vec<crate::oauth::model::RedirectUri> {
+            serde_json::from_value(self.redirect_uris.clone()).unwrap_or_default()
+        }
+
+        /// The grants the provider answers.
+        pub fn grant_types(&self) -> Vec<crate::oauth::model::GrantType> {
+            serde_json::from_value(self.grant_types.clone()).unwrap_or_default()
+        }
+
+        /// The scope mappings.
+        pub fn property_mappings(&self) -> Vec<Uuid> {
+            serde_json::from_value(self.property_mappings.clone()).unwrap_or_default()
+        }
+    }
 }
 
 /// Authorization codes, by keyed digest: each single use, short-lived, bound to its client,

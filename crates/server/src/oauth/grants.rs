@@ -36,7 +36,8 @@ const LONGEST_ECHO: usize = 1024;
 #[derive(Debug, Default, Clone)]
 pub struct Parameters {
     pairs: Vec<(String, String)>,
-    repeated: Option<String>,
+    /// The first parameter given more than once, if any.
+    pub(super) repeated: Option<String>,
 }
 
 impl Parameters {
@@ -56,9 +57,14 @@ impl Parameters {
         parameters
     }
 
-    /// The first parameter given more than once, if any.
-    pub fn repeated(&self) -> Option<&str> {
-        self.repeated.as_deref()
+    /// Reads a client's request to the token, introspection or revocation endpoint, where a
+    /// repeated parameter is an `invalid_request`.
+    fn parse_once(text: &str) -> Result<Self, OAuthError> {
+        let parameters = Self::parse(text);
+        match &parameters.repeated {
+            Some(name) => Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once."))),
+            None => Ok(parameters),
+        }
     }
 
     /// The value of `name`.
@@ -83,10 +89,9 @@ pub enum Authorization {
     /// The client or its redirect URI cannot be trusted: say why on a page and send the browser
     /// nowhere.
     Refused(String),
-    /// The person signs in through the flow `slug` first, then comes back to the same request.
-    SignIn { flow_slug: String },
-    /// The person signs in again through the flow `slug`, then comes back with `query`.
-    SignInAgain { flow_slug: String, query: String },
+    /// The person signs in through the flow `flow_slug` first, then comes back with the
+    /// authorization request `query`.
+    SignIn { flow_slug: String, query: String },
     /// Send the browser back to the client with a code or an error.
     Redirect(String),
     /// Have the browser post `fields` to the client's `action` (`response_mode=form_post`).
@@ -142,10 +147,6 @@ fn with_query(target: &url::Url, parameters: &[(&str, &str)]) -> String {
     url.into()
 }
 
-fn grants_of(provider: &provider::Model) -> Vec<GrantType> {
-    serde_json::from_value(provider.grant_types.clone()).unwrap_or_default()
-}
-
 /// Whether `text` is a PKCE verifier or S256 challenge: 43 to 128 unreserved characters
 /// (RFC 7636 §4.1, §4.2).
 fn pkce_shaped(text: &str) -> bool {
@@ -168,11 +169,8 @@ pub async fn authorize(
     let Some((provider, app)) = client_by_id(state, client_id).await? else {
         return Ok(Authorization::Refused("No application is registered for this client.".into()));
     };
-    let registered: Vec<RedirectUri> = serde_json::from_value::<Vec<RedirectUri>>(provider.redirect_uris.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|uri| uri.redirect_uri_type != Some(RedirectUriType::Logout))
-        .collect();
+    let registered: Vec<RedirectUri> =
+        provider.redirect_uris().into_iter().filter(|uri| uri.redirect_uri_type != Some(RedirectUriType::Logout)).collect();
     let (redirect_uri, redirect_uri_given) = match parameters.get("redirect_uri") {
         Some(given) if registered.iter().any(|uri| uri.accepts(given)) => (given.to_owned(), true),
         Some(_) => return Ok(Authorization::Refused("The redirect URI is not registered for this client.".into())),
@@ -230,7 +228,7 @@ pub async fn authorize(
         Some("form_post") if form_post => {}
         Some(_) => return fail("invalid_request", "Only response_mode=query, and form_post to a web address, are offered."),
     }
-    if !grants_of(&provider).contains(&GrantType::AuthorizationCode) {
+    if !provider.grant_types().contains(&GrantType::AuthorizationCode) {
         return fail("unauthorized_client", "This client may not use the authorization code grant.");
     }
     let challenge = parameters.get("code_challenge");
@@ -263,7 +261,7 @@ pub async fn authorize(
         if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
             return fail("login_required", "The user is not signed in.");
         }
-        return Ok(Authorization::SignIn { flow_slug: authentication_flow_slug(state, &provider).await? });
+        return Ok(Authorization::SignIn { flow_slug: authentication_flow_slug(state, &provider).await?, query: query.to_owned() });
     };
     let Some(session) = current.session.as_ref() else {
         return Ok(Authorization::Refused("Sign in through the browser to authorize an application.".into()));
@@ -286,7 +284,7 @@ pub async fn authorize(
         let fresh = max_age.map_or(FRESH_SIGN_IN_SECONDS, |limit| limit.max(FRESH_SIGN_IN_SECONDS));
         let again = parameters.without(&["prompt", "max_age"], ("max_age", &fresh.to_string()));
         let flow_slug = authentication_flow_slug(state, &provider).await?;
-        return Ok(Authorization::SignInAgain { flow_slug, query: again });
+        return Ok(Authorization::SignIn { flow_slug, query: again });
     }
     let flow = crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[provider.authorization_flow_id])
         .await?
@@ -437,17 +435,14 @@ async fn authenticate_client(
 
 /// Answers a token request (`body` is its form body; `basic` the HTTP basic credentials).
 pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<IssuedTokens, OAuthError> {
-    let parameters = Parameters::parse(body);
-    if let Some(name) = &parameters.repeated {
-        return Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once.")));
-    }
+    let parameters = Parameters::parse_once(body)?;
     let grant = parameters.get("grant_type").ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing.".into()))?;
     let grant = match GrantType::parse(grant) {
         Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken | GrantType::ClientCredentials)) => grant,
         _ => return Err(OAuthError::UnsupportedGrantType),
     };
     let (provider, app) = authenticate_client(state, &parameters, basic).await?;
-    if !grants_of(&provider).contains(&grant) {
+    if !provider.grant_types().contains(&grant) {
         return Err(OAuthError::UnauthorizedClient("This client may not use this grant type.".into()));
     }
     // The key is opened before any transaction: finding it may create the managed key.
@@ -588,14 +583,9 @@ async fn exchange_code(mint: &Mint<'_>, parameters: &Parameters) -> Result<Issue
 async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
     let (state, provider) = (mint.state, mint.provider);
     let given = parameters.get("refresh_token").ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing.".into()))?;
-    let digest = state.secret.digest(TOKEN_PURPOSE, given.as_bytes());
     let invalid = || OAuthError::InvalidGrant("The refresh token is invalid, expired or revoked.".into());
     let txn = crate::db::begin_write(&state.db).await?;
-    let found = token::Entity::find()
-        .filter(token::Column::TenantId.eq(state.tenant.0))
-        .filter(token::Column::TokenDigest.eq(&digest))
-        .one(&txn)
-        .await?;
+    let found = token_by_text(&txn, state, given).await?;
     let Some(old) = found.filter(|t| t.kind == REFRESH && t.provider_id == provider.id) else { return Err(invalid()) };
     let taken = token::Entity::update_many()
         .col_expr(token::Column::Revoked, Expr::value(true))
@@ -721,7 +711,7 @@ async fn issue(
     let to = Recipient { state, provider, user: Some(user), scopes, from: &from };
     store_token(db, &to, ACCESS, &access_token, expires, access_id).await?;
 
-    let refresh_token = if scopes.has("offline_access") && grants_of(provider).contains(&GrantType::RefreshToken) {
+    let refresh_token = if scopes.has("offline_access") && provider.grant_types().contains(&GrantType::RefreshToken) {
         let text = random_token(48);
         let refresh_expires = now + validity(&provider.refresh_token_validity, TimeDelta::days(30));
         store_token(db, &to, REFRESH, &text, refresh_expires, Uuid::new_v4()).await?;
@@ -790,12 +780,7 @@ impl From<Error> for BearerError {
 /// The claims the access token `bearer` gives about its user (OIDC Core §5.3).
 pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, BearerError> {
     let bearer = bearer.ok_or(BearerError::Missing)?;
-    let digest = state.secret.digest(TOKEN_PURPOSE, bearer.as_bytes());
-    let found = token::Entity::find()
-        .filter(token::Column::TenantId.eq(state.tenant.0))
-        .filter(token::Column::TokenDigest.eq(&digest))
-        .one(&state.db)
-        .await?;
+    let found = token_by_text(&state.db, state, bearer).await?;
     let access = found.filter(|t| t.kind == ACCESS && !t.revoked && t.expires > Utc::now()).ok_or(BearerError::Invalid)?;
     if !session_live(&state.db, access.session_id).await? {
         return Err(BearerError::Invalid);
@@ -815,25 +800,22 @@ async fn session_live(db: &impl ConnectionTrait, session_id: Option<Uuid>) -> Re
     Ok(session.is_some_and(|s| s.expires > Utc::now()))
 }
 
+/// The token of the tenant whose text is `text`, found by its keyed digest, whatever its kind.
+async fn token_by_text(db: &impl ConnectionTrait, state: &AppState, text: &str) -> Result<Option<token::Model>, sea_orm::DbErr> {
+    let digest = state.secret.digest(TOKEN_PURPOSE, text.as_bytes());
+    token::Entity::find().filter(token::Column::TenantId.eq(state.tenant.0)).filter(token::Column::TokenDigest.eq(&digest)).one(db).await
+}
+
 /// A token of `provider` found by its text, whatever its kind.
 async fn own_token(state: &AppState, provider: &provider::Model, text: &str) -> Result<Option<token::Model>, OAuthError> {
-    let digest = state.secret.digest(TOKEN_PURPOSE, text.as_bytes());
-    let found = token::Entity::find()
-        .filter(token::Column::TenantId.eq(state.tenant.0))
-        .filter(token::Column::TokenDigest.eq(&digest))
-        .one(&state.db)
-        .await?;
-    Ok(found.filter(|t| t.provider_id == provider.id))
+    Ok(token_by_text(&state.db, state, text).await?.filter(|t| t.provider_id == provider.id))
 }
 
 /// Answers an introspection request (RFC 7662) of an authenticated confidential client: what its
 /// own live token says, or `{"active": false}` for anything else, another client's tokens
 /// included.
 pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<Value, OAuthError> {
-    let parameters = Parameters::parse(body);
-    if let Some(name) = &parameters.repeated {
-        return Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once.")));
-    }
+    let parameters = Parameters::parse_once(body)?;
     let (provider, app) = authenticate_client(state, &parameters, basic).await?;
     if provider.client_type != ClientType::Confidential.as_str() {
         return Err(OAuthError::InvalidClient);
@@ -883,10 +865,7 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
 /// with every token issued alongside it; an unknown token or another client's is left alone and
 /// answered the same, so the answer tells nothing.
 pub async fn revoke(state: &AppState, body: &str, basic: Option<(String, String)>) -> Result<(), OAuthError> {
-    let parameters = Parameters::parse(body);
-    if let Some(name) = &parameters.repeated {
-        return Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once.")));
-    }
+    let parameters = Parameters::parse_once(body)?;
     let (provider, _) = authenticate_client(state, &parameters, basic).await?;
     let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
     let Some(found) = own_token(state, &provider, text).await? else { return Ok(()) };

@@ -71,7 +71,7 @@ impl ProviderSummary {
             authentication_flow: provider.authentication_flow_id,
             authorization_flow: provider.authorization_flow_id,
             invalidation_flow: provider.invalidation_flow_id,
-            property_mappings: serde_json::from_value(provider.property_mappings.clone()).unwrap_or_default(),
+            property_mappings: provider.property_mappings(),
             component: "ak-provider-oauth2-form",
             assigned_application_slug: application.map(|a| a.slug.clone()),
             assigned_application_name: application.map(|a| a.name.clone()),
@@ -112,8 +112,8 @@ pub struct ProviderOut {
 
 impl From<ProviderView> for ProviderOut {
     fn from(view: ProviderView) -> Self {
-        let redirect_uris = view.redirect_uris();
-        let grant_types = view.grant_types();
+        let redirect_uris = view.provider.redirect_uris();
+        let grant_types = view.provider.grant_types();
         let p = &view.provider;
         Self {
             summary: ProviderSummary::new(p, view.application.as_ref()),

@@ -4,7 +4,7 @@
 //! registered for that.
 
 use super::grants::{Parameters, issuer};
-use super::model::{RedirectUri, RedirectUriType};
+use super::model::RedirectUriType;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -24,8 +24,7 @@ fn return_path(slug: &str) -> String {
 
 /// Whether `uri` is registered as a place `provider` sends people after signing out.
 fn registered_for_logout(provider: &super::entities::provider::Model, uri: &str) -> bool {
-    let registered: Vec<RedirectUri> = serde_json::from_value(provider.redirect_uris.clone()).unwrap_or_default();
-    registered.iter().any(|r| r.redirect_uri_type == Some(RedirectUriType::Logout) && r.accepts(uri))
+    provider.redirect_uris().iter().any(|r| r.redirect_uri_type == Some(RedirectUriType::Logout) && r.accepts(uri))
         && super::model::check_requested_redirect(uri).is_ok()
 }
 
@@ -34,7 +33,7 @@ fn registered_for_logout(provider: &super::entities::provider::Model, uri: &str)
 pub async fn end_session(state: &AppState, base: &str, slug: &str, query: &str) -> Result<EndSession> {
     let (app, provider) = super::applications::with_provider(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
     let parameters = Parameters::parse(query);
-    if parameters.repeated().is_some() {
+    if parameters.repeated.is_some() {
         return Ok(EndSession::Refused("A parameter is given more than once.".into()));
     }
     let mut client_known = false;

@@ -115,8 +115,7 @@ async fn answer_authorization(
         Authorization::FormPost { action, fields } => return not_stored(crate::http::pages::post_to(&action, &fields)),
         Authorization::Redirect(uri) => uri,
         // Back to this very request once signed in.
-        Authorization::SignIn { flow_slug } => sign_in_then(&flow_slug, query),
-        Authorization::SignInAgain { flow_slug, query } => sign_in_then(&flow_slug, &query),
+        Authorization::SignIn { flow_slug, query } => sign_in_then(&flow_slug, &query),
     };
     redirect(&location)
 }

@@ -98,23 +98,6 @@ pub struct ProviderView {
     pub new_client_secret: Option<String>,
 }
 
-impl ProviderView {
-    /// The registered redirect URIs.
-    pub fn redirect_uris(&self) -> Vec<RedirectUri> {
-        serde_json::from_value(self.provider.redirect_uris.clone()).unwrap_or_default()
-    }
-
-    /// The grants the provider answers.
-    pub fn grant_types(&self) -> Vec<GrantType> {
-        serde_json::from_value(self.provider.grant_types.clone()).unwrap_or_default()
-    }
-
-    /// The scope mappings.
-    pub fn property_mappings(&self) -> Vec<Uuid> {
-        serde_json::from_value(self.provider.property_mappings.clone()).unwrap_or_default()
-    }
-}
-
 pub(super) fn provider_ref(provider: &provider::Model) -> ModelRef {
     ModelRef { app: "authentik_providers_oauth2", model_name: "oauth2provider", pk: json!(provider.id), name: provider.name.clone() }
 }

@@ -123,47 +123,8 @@ fn record_use(state: &AppState, session: &session::Model, client: &ClientInfo, n
     });
 }
 
-/// Starts a session for `user` that lasts `lifetime`.
-pub async fn create(
-    db: &impl sea_orm::ConnectionTrait,
-    state: &AppState,
-    user: &user::Model,
-    client: &ClientInfo,
-    lifetime: TimeDelta,
-) -> Result<NewSession> {
-    let key = random_token(32);
-    let now = Utc::now();
-    let session = session::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        key_digest: Set(key_digest(&state.secret, &key)),
-        tenant_id: Set(state.tenant.0),
-        user_id: Set(user.id),
-        created: Set(now),
-        expires: Set(now + lifetime),
-        last_used: Set(now),
-        last_ip: Set(client.ip_text()),
-        user_agent: Set(client.user_agent.clone()),
-        client: Set(events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref())),
-    }
-    .insert(db)
-    .await?;
-    let csrf_token = csrf_token(&state.secret, session.id);
-    let known_browser = known_browser::issue(&state.secret, state.tenant, user, now);
-    Ok(NewSession { key, csrf_token, known_browser, session })
-}
-
-/// Gives the session `previous` of `user` a new id, key and lifetime, as a new sign-in: rows that
-/// refer to it follow the id (their foreign keys cascade on update). When the row is already gone
-/// (a sign-out at the same moment), a new session is started instead.
-async fn renew(
-    db: &impl sea_orm::ConnectionTrait,
-    state: &AppState,
-    previous: &session::Model,
-    user: &user::Model,
-    client: &ClientInfo,
-    lifetime: TimeDelta,
-) -> Result<NewSession> {
-    use sea_orm::sea_query::Expr;
+/// A new session for `user` that lasts `lifetime`, not yet stored, with its key.
+fn fresh_session(state: &AppState, user: &user::Model, client: &ClientInfo, lifetime: TimeDelta) -> (String, session::Model) {
     let key = random_token(32);
     let now = Utc::now();
     let session = session::Model {
@@ -178,6 +139,42 @@ async fn renew(
         user_agent: client.user_agent.clone(),
         client: events::client::describe(&client.user_agent, client.ip, state.geoip.as_deref()),
     };
+    (key, session)
+}
+
+/// What the browser is handed for a stored `session` with `key`.
+fn handed_out(state: &AppState, user: &user::Model, key: String, session: session::Model) -> NewSession {
+    let csrf_token = csrf_token(&state.secret, session.id);
+    let known_browser = known_browser::issue(&state.secret, state.tenant, user, session.created);
+    NewSession { key, csrf_token, known_browser, session }
+}
+
+/// Starts a session for `user` that lasts `lifetime`.
+pub async fn create(
+    db: &impl sea_orm::ConnectionTrait,
+    state: &AppState,
+    user: &user::Model,
+    client: &ClientInfo,
+    lifetime: TimeDelta,
+) -> Result<NewSession> {
+    let (key, session) = fresh_session(state, user, client, lifetime);
+    let session = session.into_active_model().insert(db).await?;
+    Ok(handed_out(state, user, key, session))
+}
+
+/// Gives the session `previous` of `user` a new id, key and lifetime, as a new sign-in: rows that
+/// refer to it follow the id (their foreign keys cascade on update). When the row is already gone
+/// (a sign-out at the same moment), a new session is started instead.
+async fn renew(
+    db: &impl sea_orm::ConnectionTrait,
+    state: &AppState,
+    previous: &session::Model,
+    user: &user::Model,
+    client: &ClientInfo,
+    lifetime: TimeDelta,
+) -> Result<NewSession> {
+    use sea_orm::sea_query::Expr;
+    let (key, session) = fresh_session(state, user, client, lifetime);
     let renewed = session::Entity::update_many()
         .col_expr(session::Column::Id, Expr::value(session.id))
         .col_expr(session::Column::KeyDigest, Expr::value(session.key_digest.clone()))
@@ -195,9 +192,7 @@ async fn renew(
     if renewed.rows_affected == 0 {
         return create(db, state, user, client, lifetime).await;
     }
-    let csrf_token = csrf_token(&state.secret, session.id);
-    let known_browser = known_browser::issue(&state.secret, state.tenant, user, now);
-    Ok(NewSession { key, csrf_token, known_browser, session })
+    Ok(handed_out(state, user, key, session))
 }
 
 /// A password attempt that passed the rate limits and is already counted as a failure.
