@@ -1094,3 +1094,37 @@ async fn tokens_follow_the_person_signing_in_again_but_not_someone_else_or_an_ex
         .unwrap();
     assert_eq!(userinfo_status(&app, &access).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn malformed_client_credentials_and_hosts_are_refused_plainly() {
+    let app = TestApp::spawn().await;
+    single_sign_on(&app, json!({})).await;
+    // Basic credentials that are not base64 of "id:secret": invalid_client, with the challenge.
+    for header in ["Basic !!!not-base64!!!", "Basic bm8tY29sb24"] {
+        let response = app
+            .client
+            .post(app.url("/application/o/token/"))
+            .header("authorization", header)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{header}");
+        assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+        assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_client");
+    }
+    // A body that is not a form: invalid_request.
+    let response =
+        app.client.post(app.url("/application/o/token/")).json(&json!({"grant_type": "authorization_code"})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // Without a configured address, a Host that is not a host name names nothing.
+    let response = app
+        .client
+        .get(app.url("/application/o/wiki/.well-known/openid-configuration"))
+        .header("host", "evil.example/path")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
