@@ -328,6 +328,8 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "OAuth2/OpenID Provider",
         "authentik Providers OAuth2",
     ),
+    ("authentik_stages_consent.view_userconsent", "Can view User Consent", "userconsent", "User Consent", "authentik Stages.Consent"),
+    ("authentik_stages_consent.delete_userconsent", "Can delete User Consent", "userconsent", "User Consent", "authentik Stages.Consent"),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -450,6 +452,8 @@ pub mod names {
     pub const ADD_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.add_oauth2provider";
     pub const CHANGE_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.change_oauth2provider";
     pub const DELETE_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.delete_oauth2provider";
+    pub const VIEW_USER_CONSENT: &str = "authentik_stages_consent.view_userconsent";
+    pub const DELETE_USER_CONSENT: &str = "authentik_stages_consent.delete_userconsent";
 }
 
 #[cfg(test)]

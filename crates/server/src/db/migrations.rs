@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(MediaFiles),
             Box::new(CertificateKeyPairs),
             Box::new(Applications),
+            Box::new(UserConsents),
         ]
     }
 }
@@ -1278,5 +1279,55 @@ impl MigrationTrait for Applications {
         manager.drop_table(Table::drop().table("oauth2_codes").to_owned()).await?;
         manager.drop_table(Table::drop().table("applications").to_owned()).await?;
         manager.drop_table(Table::drop().table("oauth2_providers").to_owned()).await
+    }
+}
+
+/// Consents people give applications at a consent stage.
+struct UserConsents;
+
+impl MigrationName for UserConsents {
+    fn name(&self) -> &str {
+        "m0015_user_consents"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for UserConsents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("user_consents")
+                    .col(big_pk_auto("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("user_id"))
+                    .col(uuid("application_id"))
+                    .col(text("permissions"))
+                    .col(timestamp_with_time_zone_null("expires"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk("user_consents"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_user_consents_user")
+                            .from("user_consents", "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_user_consents_application")
+                            .from("user_consents", "application_id")
+                            .to("applications", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index("user_consents", "ux_user_consents_user_application", &["user_id", "application_id"], true)).await?;
+        manager.create_index(index("user_consents", "ix_user_consents_application", &["application_id"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("user_consents").to_owned()).await
     }
 }

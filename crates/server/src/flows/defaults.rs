@@ -1,7 +1,7 @@
 //! The flows and stages a fresh server starts with, as authentik ships them: sign-in
 //! (identification, password, a second factor for those who set one up, login), sign-out,
 //! setting up an authenticator app with recovery codes, and authorizing an application without
-//! asking (implicit consent). They are ordinary rows an administrator
+//! asking (implicit consent) or after asking (explicit consent). They are ordinary rows an administrator
 //! may change; a default flow that is missing is created again at start, with its stages.
 //!
 //! The sign-in's validation stage lets people without an authenticator through; switching
@@ -35,6 +35,9 @@ pub const AUTHENTICATOR_SETUP_FLOW: &str = "default-authenticator-setup";
 /// The authorization flow without stages: a signed-in person is sent back to the application at
 /// once (authentik's implicit consent).
 pub const IMPLICIT_CONSENT_FLOW: &str = "default-provider-authorization-implicit-consent";
+/// The authorization flow that asks people whether the application may have what it asks for
+/// (authentik's explicit consent); its consent stage asks every time, as authentik's does.
+pub const EXPLICIT_CONSENT_FLOW: &str = "default-provider-authorization-explicit-consent";
 /// The flow that makes a new set of recovery codes alone.
 pub const RECOVERY_CODES_FLOW: &str = "default-authenticator-static-setup";
 /// The sign-in's validation stage, whose `not_configured_action` is the "require MFA" switch.
@@ -45,7 +48,7 @@ const STATIC_SETUP_STAGE: &str = "default-authenticator-static-setup";
 // The setup flows come first, the codes alone before the app and codes together: each setup
 // stage's configure_flow is the flow it is made for, and the sign-in's validation stage names the
 // app stage.
-const DEFAULTS: [DefaultFlow; 5] = [
+const DEFAULTS: [DefaultFlow; 6] = [
     DefaultFlow {
         slug: RECOVERY_CODES_FLOW,
         name: "New recovery codes",
@@ -82,6 +85,14 @@ const DEFAULTS: [DefaultFlow; 5] = [
         designation: Designation::Authorization,
         authentication: AuthenticationRequirement::RequireAuthenticated,
         stages: &[],
+    },
+    DefaultFlow {
+        slug: EXPLICIT_CONSENT_FLOW,
+        name: "Authorize Application",
+        title: "Authorize the application",
+        designation: Designation::Authorization,
+        authentication: AuthenticationRequirement::RequireAuthenticated,
+        stages: &[("default-provider-authorization-consent", "consent", 0)],
     },
     DefaultFlow {
         slug: DEFAULT_INVALIDATION_FLOW,

@@ -116,3 +116,30 @@ pub mod run {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Consents people gave applications through a consent stage: which permissions (scopes) and
+/// until when.
+pub mod user_consent {
+    use sea_orm::entity::prelude::*;
+
+    /// One person's consent to one application.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_consents")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub tenant_id: Uuid,
+        pub user_id: i64,
+        pub application_id: Uuid,
+        /// The permissions consented to, separated by spaces.
+        pub permissions: String,
+        /// When the consent lapses; `None` for a permanent one.
+        pub expires: Option<DateTimeUtc>,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -44,6 +44,8 @@ pub struct FlowRequest<'a> {
     /// The browser's remembered second factor
     /// ([`mfa::remembered::COOKIE`](crate::mfa::remembered::COOKIE)), if it sent one.
     pub remembered_device: Option<&'a str>,
+    /// What another part of the server hands a run it starts.
+    pub handoff: Option<&'a super::handoff::Handoff>,
 }
 
 impl<'a> FlowRequest<'a> {
@@ -56,7 +58,13 @@ impl<'a> FlowRequest<'a> {
         current: Option<Arc<AuthContext>>,
         next: Option<&'a str>,
     ) -> Self {
-        Self { slug, key, client, current, next, remembered_device: None }
+        Self { slug, key, client, current, next, remembered_device: None, handoff: None }
+    }
+
+    /// The request starting its run with `handoff`.
+    pub fn handing_off(mut self, handoff: &'a super::handoff::Handoff) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// The request with the browser's remembered second factor, when it sent one.
@@ -238,7 +246,7 @@ async fn start(state: &AppState, made: &FlowPlan, request: &FlowRequest<'_>) -> 
     if made.plan.stages.is_empty() {
         return Ok(Started::Refused(Challenge::AccessDenied { message: "This flow has no stages.".into() }));
     }
-    let context = FlowContext { redirect: next, ..client_context(request) };
+    let context = FlowContext { redirect: next, handoff: request.handoff.cloned(), ..client_context(request) };
     let lifetime = state.config.flows.run_lifetime.to_chrono();
     let (run, ticket) = run::start(&state.db, &state.secret, state.tenant, made.plan.clone(), &made.fingerprint, context, lifetime).await?;
     metrics::counter!("gatehouse_flow_runs_started_total", "designation" => flow.designation.clone()).increment(1);
@@ -306,6 +314,23 @@ async fn run_for(
     match start(state, &made, request).await? {
         Started::Running { run, cookie } => Ok(Ok((*run, cookie, true))),
         Started::Refused(challenge) => Ok(Err(refused(FlowInfo::from(&made.flow), challenge, request.key.is_some()))),
+    }
+}
+
+/// The stages the flow `slug` plans, in order.
+pub async fn planned_stages(state: &AppState, slug: &str) -> Result<Vec<PlannedStage>> {
+    Ok(flow_plan(state, slug).await?.plan.stages.clone())
+}
+
+/// Starts a run of the flow `request.slug` with its handoff, whatever run the browser had: the
+/// value of the flow cookie that finds the new run, or why the flow refuses to start.
+pub async fn hand_off(state: &AppState, request: FlowRequest<'_>) -> Result<std::result::Result<String, String>> {
+    let made = flow_plan(state, request.slug).await?;
+    match start(state, &made, &request).await? {
+        Started::Running { cookie: FlowCookie::Set(ticket), .. } => Ok(Ok(ticket)),
+        Started::Running { .. } => Err(Error::internal("a new run without a cookie")),
+        Started::Refused(Challenge::AccessDenied { message }) => Ok(Err(message)),
+        Started::Refused(_) => Ok(Err("This flow may not be run now.".to_owned())),
     }
 }
 
@@ -490,8 +515,15 @@ impl<'a> Walk<'a> {
     async fn advance(&mut self, run: &mut Run, mut changed: bool, errors: FieldErrors) -> Result<Stop> {
         loop {
             let Some(planned) = run.current().cloned() else {
-                let to = run.context.redirect.clone().unwrap_or_else(|| "/".to_owned());
+                let mut to = run.context.redirect.clone().unwrap_or_else(|| "/".to_owned());
                 metrics::counter!("gatehouse_flow_runs_completed_total", "designation" => self.flow.designation.clone()).increment(1);
+                let session = self.request.current.as_ref().and_then(|current| current.session.as_ref()).map(|session| session.id);
+                if let (Some(_), Some(session)) = (&run.context.handoff, session) {
+                    // The proof is redeemed against the finished run's row, so the row is
+                    // written even when the run ends on its first page.
+                    self.answering = true;
+                    to = super::handoff::with_proof(&self.state.secret, &to, run.id, run.plan.flow.id, session);
+                }
                 return self.end(run, Challenge::Redirect { to }).await;
             };
             let Some(kind) = self.kind_of(&planned) else {

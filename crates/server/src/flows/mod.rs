@@ -5,6 +5,7 @@
 pub mod api;
 pub mod binding_service;
 pub mod changes;
+pub mod consents;
 pub mod defaults;
 pub mod entities;
 pub mod executor;
@@ -12,6 +13,7 @@ pub mod executor_api;
 pub mod factors;
 pub mod flow_service;
 pub mod handlers;
+pub mod handoff;
 pub mod model;
 pub mod pages;
 pub mod plans;

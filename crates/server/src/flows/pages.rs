@@ -34,6 +34,7 @@ pub struct InputView {
     pub required: bool,
     pub autofocus: bool,
     pub checkbox: bool,
+    pub hidden: bool,
     pub numeric: bool,
     pub errors: Vec<String>,
 }
@@ -48,6 +49,8 @@ struct FlowPage {
     csrf: String,
     step: i64,
     inputs: Vec<InputView>,
+    /// Whether any input shows; otherwise the button takes the focus.
+    has_visible_input: bool,
     submit: String,
     links: Vec<(String, String)>,
     /// A QR code as inline SVG, drawn here from the stage's text.
@@ -86,7 +89,7 @@ fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) ->
             let (run_id, step) = outcome.run.ok_or_else(|| Error::internal("a question without a run"))?;
             let form = prompt.form;
             let mut fields = errors.fields().clone();
-            let inputs = form
+            let inputs: Vec<InputView> = form
                 .inputs
                 .into_iter()
                 .map(|input| InputView {
@@ -98,10 +101,17 @@ fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) ->
                     required: input.required,
                     autofocus: input.autofocus,
                     checkbox: input.kind == super::stage::InputKind::Checkbox,
+                    hidden: input.kind == super::stage::InputKind::Hidden,
                     numeric: input.kind == super::stage::InputKind::Code,
-                    errors: fields.remove(input.name).unwrap_or_default(),
+                    // A hidden input shows nothing: its complaints are shown above the form.
+                    errors: if input.kind == super::stage::InputKind::Hidden {
+                        Vec::new()
+                    } else {
+                        fields.remove(input.name).unwrap_or_default()
+                    },
                 })
                 .collect();
+            let has_visible_input = inputs.iter().any(|input: &InputView| !input.hidden);
             let page = FlowPage {
                 title: outcome.flow.title.clone(),
                 intro: form.intro,
@@ -110,6 +120,7 @@ fn render(state: &AppState, outcome: Outcome, slug: &str, next: Option<&str>) ->
                 csrf: run::form_token(&state.secret, run_id),
                 step,
                 inputs,
+                has_visible_input,
                 submit: form.submit,
                 links: form.links,
                 qr_svg: form.qr_code.as_deref().map(qr_svg).transpose()?,

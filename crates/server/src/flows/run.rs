@@ -90,12 +90,21 @@ pub struct FlowContext {
     /// State of other stages, by key.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
+    /// What the part of the server that sent the person here handed the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<super::handoff::Handoff>,
 }
 
 impl FlowContext {
-    /// The context a restart keeps: where to go and who the client is.
+    /// The context a restart keeps: where to go, what the flow was handed, and who the client is.
     pub fn restarted(&self) -> Self {
-        Self { redirect: self.redirect.clone(), client_ip: self.client_ip.clone(), user_agent: self.user_agent.clone(), ..Self::default() }
+        Self {
+            redirect: self.redirect.clone(),
+            handoff: self.handoff.clone(),
+            client_ip: self.client_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            ..Self::default()
+        }
     }
 }
 
@@ -158,6 +167,9 @@ pub struct Ticket {
     /// Where to go when the flow ends.
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<String>,
+    /// What the flow was handed.
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<super::handoff::Handoff>,
 }
 
 /// Longest ticket put in a cookie (browsers keep cookies up to 4096 bytes with name and
@@ -233,7 +245,7 @@ pub fn from_ticket(ticket: Ticket, plan: Plan, plan_fingerprint: &str, context: 
         return None;
     }
     let expires = DateTime::from_timestamp(ticket.expires, 0)?;
-    let context = FlowContext { redirect: ticket.redirect, ..context };
+    let context = FlowContext { redirect: ticket.redirect, handoff: ticket.handoff, ..context };
     Some(Run { id: ticket.run_id, step: 0, plan, context, expires, stored: false })
 }
 
@@ -263,6 +275,7 @@ pub async fn start(
         plan: plan_fingerprint.to_owned(),
         expires: expires.timestamp(),
         redirect: run.context.redirect.clone(),
+        handoff: run.context.handoff.clone(),
     };
     let ticket = seal_ticket(secret, &ticket)?;
     if ticket.len() <= MAX_TICKET_LEN {
@@ -372,6 +385,20 @@ pub async fn finish(db: &impl ConnectionTrait, tenant: TenantId, run: &Run) -> R
     } else {
         insert_first(db, tenant, run, finished_marker(run.id), emptied(), emptied()).await
     }
+}
+
+/// Marks the finished run `id` as redeemed: `true` only for the one call that found it finished
+/// and not yet redeemed, so what a finished run proves is used once. (The row stays until the
+/// run's expiry, so the run's ticket still cannot store it again.)
+pub async fn consume_finished(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<bool> {
+    let redeemed = run::Entity::update_many()
+        .col_expr(run::Column::KeyDigest, sea_orm::sea_query::Expr::val(format!("redeemed:{}", id.simple())))
+        .filter(run::Column::TenantId.eq(tenant.0))
+        .filter(run::Column::Id.eq(id))
+        .filter(run::Column::KeyDigest.eq(finished_marker(id)))
+        .exec(db)
+        .await?;
+    Ok(redeemed.rows_affected == 1)
 }
 
 /// Deletes the run `id`, whatever its state.

@@ -139,6 +139,8 @@ pub enum InputKind {
     Checkbox,
     /// A short numeric code typed by hand.
     Code,
+    /// A value the page carries back unseen, such as a token the answer must echo.
+    Hidden,
 }
 
 impl InputKind {
@@ -149,6 +151,7 @@ impl InputKind {
             InputKind::Email => "email",
             InputKind::Password => "password",
             InputKind::Checkbox => "checkbox",
+            InputKind::Hidden => "hidden",
         }
     }
 }
@@ -268,6 +271,7 @@ impl StageRegistry {
         registry.add(super::stages::authenticator_email::AuthenticatorEmail);
         registry.add(super::stages::authenticator_static::AuthenticatorStatic);
         registry.add(super::stages::authenticator_validate::AuthenticatorValidate);
+        registry.add(super::stages::consent::Consent);
         registry
     }
 

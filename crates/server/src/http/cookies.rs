@@ -58,6 +58,13 @@ pub fn sign_out_cookies(state: &AppState, headers: &mut HeaderMap) -> Result<()>
     Ok(())
 }
 
+/// The cookie that finds the flow run `key`, for as long as a run lasts.
+pub fn flow_cookie(state: &AppState, key: &str) -> Result<HeaderValue> {
+    // Rounded up: a lifetime under a second must not become `Max-Age=0`, which deletes.
+    let lifetime = (state.config.flows.run_lifetime.to_chrono().num_milliseconds() + 999) / 1000;
+    set_cookie(state, FLOW_COOKIE, key, true, Some(lifetime))
+}
+
 /// The cookies a flow step changes: the flow run's, and the session's when a stage signed someone
 /// in or out. Only the final state of each is sent.
 pub fn flow_cookies(state: &AppState, outcome: &Outcome) -> Result<HeaderMap> {
@@ -65,9 +72,7 @@ pub fn flow_cookies(state: &AppState, outcome: &Outcome) -> Result<HeaderMap> {
     match &outcome.cookie {
         FlowCookie::Keep => {}
         FlowCookie::Set(key) => {
-            // Rounded up: a lifetime under a second must not become `Max-Age=0`, which deletes.
-            let lifetime = (state.config.flows.run_lifetime.to_chrono().num_milliseconds() + 999) / 1000;
-            headers.append(header::SET_COOKIE, set_cookie(state, FLOW_COOKIE, key, true, Some(lifetime))?);
+            headers.append(header::SET_COOKIE, flow_cookie(state, key)?);
         }
         FlowCookie::Clear => {
             headers.append(header::SET_COOKIE, set_cookie(state, FLOW_COOKIE, "", true, Some(0))?);

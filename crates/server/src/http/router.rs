@@ -76,4 +76,5 @@ fn pages() -> Router<AppState> {
         .route("/if/user/sessions/end-others/", post(crate::sessions::pages::end_other_sessions))
         .route("/if/user/devices/{kind}/{id}/remove/", post(crate::sessions::pages::remove_device))
         .route("/if/user/devices/{kind}/{id}/rename/", post(crate::sessions::pages::rename_device))
+        .route("/if/user/consents/{id}/revoke/", post(crate::sessions::pages::revoke_consent))
 }

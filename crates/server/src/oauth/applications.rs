@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -233,6 +235,40 @@ async fn view(db: &impl ConnectionTrait, tenant: TenantId, application: applicat
     let ids: Vec<i64> = application.provider_id.into_iter().collect();
     let provider = super::providers::by_ids(db, tenant, &ids).await?.into_values().next();
     Ok(ApplicationView { application, provider })
+}
+
+/// The most applications a person's page lists.
+const MOST_ON_A_PAGE: u64 = 200;
+
+/// The applications people can launch from their page: those with a launch address that are not
+/// hidden, by name.
+pub async fn launchable(state: &AppState) -> Result<Vec<application::Model>> {
+    Ok(application::Entity::find()
+        .filter(application::Column::TenantId.eq(state.tenant.0))
+        .filter(application::Column::MetaLaunchUrl.ne(""))
+        .filter(application::Column::MetaHide.eq(false))
+        .order_by_asc(application::Column::Name)
+        .limit(MOST_ON_A_PAGE)
+        .all(&state.db)
+        .await?)
+}
+
+/// The applications `ids` with their providers, by id.
+pub async fn views_by_ids(db: &impl ConnectionTrait, tenant: TenantId, ids: &[Uuid]) -> Result<HashMap<Uuid, ApplicationView>> {
+    let applications = application::Entity::find()
+        .filter(application::Column::TenantId.eq(tenant.0))
+        .filter(application::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    let provider_ids: Vec<i64> = applications.iter().filter_map(|a| a.provider_id).collect();
+    let providers = super::providers::by_ids(db, tenant, &provider_ids).await?;
+    Ok(applications
+        .into_iter()
+        .map(|application| {
+            let provider = application.provider_id.and_then(|id| providers.get(&id).cloned());
+            (application.id, ApplicationView { application, provider })
+        })
+        .collect())
 }
 
 /// One page of applications; open to everyone signed in.

@@ -15,6 +15,17 @@ const SUBJECT_PURPOSE: &str = "oauth2-subject";
 /// The scopes a provider grants; others asked for are left out of the grant.
 pub const SUPPORTED_SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
 
+/// What a scope lets an application see, as a consent page says it (authentik's descriptions of
+/// its default mappings); `None` for scopes people are not asked about (`openid`).
+pub fn scope_description(scope: &str) -> Option<&'static str> {
+    match scope {
+        "email" => Some("Email address"),
+        "profile" => Some("General Profile Information"),
+        "offline_access" => Some("Access to request new tokens without interaction"),
+        _ => None,
+    }
+}
+
 /// The claims each scope gives, for the discovery document.
 pub const SUPPORTED_CLAIMS: [&str; 11] =
     ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "preferred_username"];
@@ -43,6 +54,11 @@ impl Scopes {
     /// The scopes separated by spaces, as tokens and responses carry them.
     pub fn as_text(&self) -> String {
         self.0.join(" ")
+    }
+
+    /// The granted scopes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
     }
 
     /// Whether every scope of `self` is in `other` (a refresh may narrow, never widen).

@@ -22,6 +22,7 @@ use crate::crypto::jwt::Signer;
 use crate::error::Error;
 use crate::events::client::ClientInfo;
 use crate::events::{self, Action, EventRecord};
+use crate::flows::handoff::{self, Handoff};
 use crate::secret::{constant_time_eq, random_token};
 use crate::state::AppState;
 
@@ -96,6 +97,9 @@ pub enum Authorization {
     Redirect(String),
     /// Have the browser post `fields` to the client's `action` (`response_mode=form_post`).
     FormPost { action: String, fields: Vec<(String, String)> },
+    /// The person goes through the application's authorization flow `flow_slug` (which asks
+    /// for consent, say), handed `handoff`, and comes back to `next` with proof.
+    Authorize { flow_slug: String, next: String, handoff: Handoff },
 }
 
 /// How recent a sign-in `prompt=login` and `max_age` below this ask for: a minute, long enough to
@@ -162,6 +166,8 @@ pub async fn authorize(
     current: Option<&AuthContext>,
     client: &ClientInfo,
 ) -> crate::error::Result<Authorization> {
+    // A request coming back from its authorization flow carries the proof last.
+    let (query, proof) = handoff::split_proof(query);
     let parameters = Parameters::parse(query);
     let Some(client_id) = parameters.get("client_id") else {
         return Ok(Authorization::Refused("The request names no client (client_id is missing).".into()));
@@ -293,14 +299,28 @@ pub async fn authorize(
     if let Some(reason) = crate::flows::executor::requirement_unmet(&flow, Some(current)) {
         return Ok(Authorization::Refused(reason.into()));
     }
-    // Consent and other stages of the authorization flow are not run here yet: a flow that has
-    // any is refused rather than skipped.
-    let bound = crate::flows::binding_service::bound_stages(&state.db, state.tenant, &[provider.authorization_flow_id]).await?;
-    if bound.get(&provider.authorization_flow_id).is_some_and(|stages| !stages.is_empty()) {
-        return Ok(Authorization::Refused(
-            "This application's authorization flow has stages, which are not run at authorization yet; an administrator must choose a flow without stages."
-                .into(),
-        ));
+    let stages = crate::flows::executor::planned_stages(state, &flow.slug).await?;
+    if !stages.is_empty() {
+        let destination = format!("{AUTHORIZE_PATH}?{query}");
+        if crate::flows::redirect::safe_next(&destination).is_none() {
+            return fail("invalid_request", "The authorization request is too long to pass through the authorization flow.");
+        }
+        let proven = match proof {
+            Some(proof) => handoff::redeem(state, proof, flow.id, session.id, &destination).await?,
+            None => false,
+        };
+        let handoff = authorization_handoff(&app, &scopes);
+        if !proven && !passes_without_asking(state, &stages, current.user.id, &handoff).await? {
+            if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+                let consent_only = stages.iter().all(|stage| stage.kind == CONSENT_KIND);
+                return if consent_only {
+                    fail("consent_required", "The user has not consented to this application.")
+                } else {
+                    fail("interaction_required", "The application's authorization flow needs the user.")
+                };
+            }
+            return Ok(Authorization::Authorize { flow_slug: flow.slug, next: destination, handoff });
+        }
     }
 
     let code_text = random_token(32);
@@ -338,6 +358,38 @@ pub async fn authorize(
     }
     answer.push(("iss", issuer.as_str()));
     Ok(deliver(&answer))
+}
+
+/// The path of the authorization endpoint.
+pub const AUTHORIZE_PATH: &str = "/application/o/authorize/";
+const CONSENT_KIND: &str = "consent";
+
+/// What an authorization flow is told: the application, and the permissions its granted scopes
+/// stand for.
+fn authorization_handoff(app: &application::Model, scopes: &Scopes) -> Handoff {
+    use crate::flows::stages::consent::{APPLICATION, PERMISSIONS};
+    let permissions: Vec<Value> =
+        scopes.iter().filter_map(|scope| claims::scope_description(scope).map(|name| json!({"id": scope, "name": name}))).collect();
+    let mut facts = serde_json::Map::new();
+    facts.insert(APPLICATION.into(), json!({"pk": app.id, "name": app.name, "slug": app.slug}));
+    facts.insert(PERMISSIONS.into(), Value::Array(permissions));
+    Handoff::new(facts)
+}
+
+/// Whether every stage of an authorization flow would let `person` through without asking: all
+/// consent stages whose remembered consent covers what is asked.
+async fn passes_without_asking(
+    state: &AppState,
+    stages: &[crate::flows::run::PlannedStage],
+    person: i64,
+    handoff: &Handoff,
+) -> crate::error::Result<bool> {
+    for stage in stages {
+        if stage.kind != CONSENT_KIND || !crate::flows::stages::consent::passes_without_asking(state, stage, person, handoff).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A refusal of the token endpoint, in RFC 6749 §5.2's words.

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::applications::{self, ApplicationFilter, ApplicationRequest, ApplicationView};
+use super::consents::{self, ConsentFilter, ConsentView};
 use super::entities::{application, provider};
 use super::grants::{self, BearerError, OAuthError};
 use super::model::{ClientType, GrantType, IssuerMode, LogoutMethod, RedirectUri, SubMode};
@@ -41,6 +42,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retrieve_provider, update_provider, partial_update_provider, delete_provider))
         .routes(routes!(provider_used_by))
         .routes(routes!(rotate_client_secret))
+        .routes(routes!(list_consents))
+        .routes(routes!(retrieve_consent, delete_consent))
+        .routes(routes!(consent_used_by))
 }
 
 /// authentik's `Provider`: what every kind of provider shows.
@@ -191,6 +195,72 @@ impl From<ApplicationView> for ApplicationOut {
             group: app.group_name,
         }
     }
+}
+
+/// authentik's `UserConsent`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserConsentOut {
+    pub pk: i64,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    pub expiring: bool,
+    pub user: crate::accounts::api::UserOut,
+    pub application: ApplicationOut,
+    /// The permissions (scopes) consented to, separated by spaces.
+    pub permissions: String,
+}
+
+async fn render_consents(state: &AppState, views: Vec<ConsentView>) -> Result<Vec<UserConsentOut>> {
+    let users = crate::accounts::api::render_users(state, views.iter().map(|v| v.user.clone()).collect()).await?;
+    Ok(views
+        .into_iter()
+        .zip(users)
+        .map(|(view, user)| UserConsentOut {
+            pk: view.consent.id,
+            expires: view.consent.expires,
+            expiring: view.consent.expires.is_some(),
+            user,
+            application: view.application.into(),
+            permissions: view.consent.permissions,
+        })
+        .collect())
+}
+
+fn consent_id(text: &str) -> Result<i64> {
+    text.parse().map_err(|_| Error::NotFound)
+}
+
+#[utoipa::path(get, path = "/api/v3/core/user_consent/", tag = "core", params(ListParams, ConsentFilter),
+    responses((status = 200, description = "The caller's consents, or everyone's with the view permission", body = Paginated<UserConsentOut>)))]
+async fn list_consents(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<ConsentFilter>,
+) -> Result<Json<Paginated<UserConsentOut>>> {
+    let page = consents::list(&state, &principal.actor(), &filter, &params).await?;
+    let results = render_consents(&state, page.results).await?;
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
+}
+
+#[utoipa::path(get, path = "/api/v3/core/user_consent/{id}/", tag = "core", params(("id" = i64, Path)),
+    responses((status = 200, body = UserConsentOut), (status = 404, description = "Not found")))]
+async fn retrieve_consent(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<UserConsentOut>> {
+    let view = consents::get(&state, &principal.actor(), consent_id(&id)?).await?;
+    render_consents(&state, vec![view]).await?.pop().map(Json).ok_or(Error::NotFound)
+}
+
+#[utoipa::path(delete, path = "/api/v3/core/user_consent/{id}/", tag = "core", params(("id" = i64, Path)),
+    responses((status = 204, description = "Revoked: the application asks again"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
+async fn delete_consent(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    consents::revoke(&state, &principal.actor(), consent_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/core/user_consent/{id}/used_by/", tag = "core", params(("id" = i64, Path)),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn consent_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    consents::get(&state, &principal.actor(), consent_id(&id)?).await?;
+    Ok(Json(Vec::new()))
 }
 
 fn provider_id(text: &str) -> Result<i64> {

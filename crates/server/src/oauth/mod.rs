@@ -5,6 +5,7 @@
 
 pub mod applications;
 pub mod claims;
+pub mod consents;
 pub mod discovery;
 pub mod entities;
 pub mod grants;

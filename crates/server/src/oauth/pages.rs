@@ -18,7 +18,7 @@ use crate::http::auth::MaybeSignedIn;
 use crate::http::client::PublicBase;
 use crate::state::AppState;
 
-const AUTHORIZE: &str = "/application/o/authorize/";
+use super::grants::AUTHORIZE_PATH as AUTHORIZE;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -83,7 +83,7 @@ async fn authorize_by_query(
     client: ClientInfo,
     RawQuery(query): RawQuery,
 ) -> Response {
-    answer_authorization(&state, &base, &query.unwrap_or_default(), current.as_deref(), &client).await
+    answer_authorization(&state, &base, &query.unwrap_or_default(), current, &client).await
 }
 
 async fn authorize_by_form(
@@ -96,17 +96,17 @@ async fn authorize_by_form(
     let Ok(form) = std::str::from_utf8(&body) else {
         return crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, "The request is not form-encoded text."));
     };
-    answer_authorization(&state, &base, form, current.as_deref(), &client).await
+    answer_authorization(&state, &base, form, current, &client).await
 }
 
 async fn answer_authorization(
     state: &AppState,
     base: &str,
     query: &str,
-    current: Option<&crate::credentials::cache::AuthContext>,
+    current: Option<std::sync::Arc<crate::credentials::cache::AuthContext>>,
     client: &ClientInfo,
 ) -> Response {
-    let outcome = match grants::authorize(state, base, query, current, client).await {
+    let outcome = match grants::authorize(state, base, query, current.as_deref(), client).await {
         Ok(outcome) => outcome,
         Err(error) => return crate::http::pages::error_page(error),
     };
@@ -116,8 +116,36 @@ async fn answer_authorization(
         Authorization::Redirect(uri) => uri,
         // Back to this very request once signed in.
         Authorization::SignIn { flow_slug, query } => sign_in_then(&flow_slug, &query),
+        Authorization::Authorize { flow_slug, next, handoff } => {
+            return through_flow(state, client, current, &flow_slug, &next, &handoff).await;
+        }
     };
     redirect(&location)
+}
+
+/// Sends the browser through the authorization flow `flow_slug`, handed `handoff`, to come
+/// back to `next`: the run starts here, so the flow page finds it in the cookie.
+async fn through_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    current: Option<std::sync::Arc<crate::credentials::cache::AuthContext>>,
+    flow_slug: &str,
+    next: &str,
+    handoff: &crate::flows::handoff::Handoff,
+) -> Response {
+    let request = crate::flows::executor::FlowRequest::new(flow_slug, None, client, current, Some(next)).handing_off(handoff);
+    let ticket = match crate::flows::executor::hand_off(state, request).await {
+        Ok(Ok(ticket)) => ticket,
+        Ok(Err(reason)) => return crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
+        Err(error) => return crate::http::pages::error_page(error),
+    };
+    let cookie = match crate::http::cookies::flow_cookie(state, &ticket) {
+        Ok(cookie) => cookie,
+        Err(error) => return crate::http::pages::error_page(error),
+    };
+    let mut response = redirect(&format!("/if/flow/{flow_slug}/"));
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
 }
 
 /// The sign-in flow `flow_slug`'s page, sending people on to the authorization request `query`.

@@ -1,5 +1,6 @@
 //! `/if/user/`: the signed-in person's page: who they are, their sessions, each of which they
-//! can end, and their authenticators, each of which they can remove, with links to set more up.
+//! can end, their authenticators, each of which they can remove, with links to set more up, the
+//! applications they can launch and the consents they gave applications, each revocable.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -40,9 +41,26 @@ pub struct DeviceView {
     pub last_used: String,
 }
 
+/// An application the person can launch.
+pub struct LaunchView {
+    pub name: String,
+    pub href: String,
+    pub new_tab: bool,
+}
+
+/// A consent the person gave, as the page shows it.
+pub struct ConsentView {
+    pub id: i64,
+    pub application: String,
+    pub permissions: String,
+    pub until: String,
+}
+
 #[derive(Template)]
 #[template(path = "user.html")]
 struct UserPage {
+    applications: Vec<LaunchView>,
+    consents: Vec<ConsentView>,
     title: &'static str,
     name: String,
     email: String,
@@ -124,8 +142,29 @@ async fn render(state: &AppState, current: &AuthContext) -> Result<Response> {
         .into_iter()
         .map(|link| (link.label, format!("/if/flow/{}/", link.flow_slug)))
         .collect();
+    let applications = crate::oauth::applications::launchable(state)
+        .await?
+        .into_iter()
+        .map(|app| LaunchView { name: app.name, href: app.meta_launch_url, new_tab: app.open_in_new_tab })
+        .collect();
+    let consents = crate::oauth::consents::own(state, &actor_of(current, ClientInfo::default()))
+        .await?
+        .into_iter()
+        .map(|view| ConsentView {
+            id: view.consent.id,
+            application: view.application.application.name,
+            permissions: if view.consent.permissions.is_empty() {
+                "sign-in only".into()
+            } else {
+                view.consent.permissions.replace(' ', ", ")
+            },
+            until: view.consent.expires.map(|t| format!("until {}", format(t))).unwrap_or_else(|| "until you revoke it".into()),
+        })
+        .collect();
     let csrf = current_id.map(|id| service::csrf_token(&state.secret, id)).unwrap_or_default();
     let page = UserPage {
+        applications,
+        consents,
         title: "Your account",
         name: current.user.name.clone(),
         email: current.user.email.clone(),
@@ -185,6 +224,27 @@ pub async fn end_other_sessions(
     let result: Result<Response> = async {
         check_form(&state, &current, &headers, &body)?;
         service::revoke_others(&state, current.user.id, current.session.as_ref().map(|s| s.id)).await?;
+        see_other(HeaderMap::new(), "/if/user/")
+    }
+    .await;
+    result.unwrap_or_else(error_page)
+}
+
+/// `POST /if/user/consents/{id}/revoke/`: revokes one of the caller's consents; the application
+/// asks again next time.
+pub async fn revoke_consent(
+    State(state): State<AppState>,
+    MaybeSignedIn(current): MaybeSignedIn,
+    client: ClientInfo,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(current) = current.filter(|c| c.session.is_some()) else { return sign_in_redirect(&state) };
+    let result: Result<Response> = async {
+        check_form(&state, &current, &headers, &body)?;
+        let id = id.parse::<i64>().map_err(|_| Error::NotFound)?;
+        crate::oauth::consents::revoke(&state, &actor_of(&current, client), id).await?;
         see_other(HeaderMap::new(), "/if/user/")
     }
     .await;

@@ -179,7 +179,7 @@ async fn flow_input_is_validated_field_by_field() {
     // Renaming onto another flow's slug is refused too.
     create_flow(&app, &admin, "other").await;
     assert_field_error(app.patch(&admin, "/api/v3/flows/instances/other/", json!({"slug": "taken"})).await, "slug").await;
-    assert_eq!(count(&app, &admin, "/api/v3/flows/instances/").await, 7, "five defaults and the two created");
+    assert_eq!(count(&app, &admin, "/api/v3/flows/instances/").await, 8, "six defaults and the two created");
 }
 
 #[tokio::test]
@@ -376,7 +376,7 @@ async fn stages_of_each_kind_have_their_settings_beside_the_common_fields() {
     assert_eq!(count(&app, &admin, "/api/v3/stages/identification/?name=who-else").await, 1);
     assert_eq!(count(&app, &admin, "/api/v3/stages/identification/?search=ELSE").await, 1);
     let all = ok(app.get(&admin, "/api/v3/stages/all/?page_size=100").await, StatusCode::OK).await;
-    assert_eq!(all["pagination"]["count"], 9, "seven default stages and the two created");
+    assert_eq!(all["pagination"]["count"], 10, "eight default stages and the two created");
     let names: Vec<&str> = all["results"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
@@ -459,7 +459,7 @@ async fn stage_input_is_validated_field_by_field() {
     assert_eq!(app.post(&admin, "/api/v3/stages/captcha/", json!({"name": "c"})).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.get(&admin, &format!("/api/v3/stages/captcha/{missing}/")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.get(&admin, &format!("/api/v3/stages/all/{missing}/")).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(count(&app, &admin, "/api/v3/stages/all/").await, 9, "nothing invalid was stored");
+    assert_eq!(count(&app, &admin, "/api/v3/stages/all/").await, 10, "nothing invalid was stored");
 }
 
 #[tokio::test]
@@ -600,7 +600,7 @@ async fn each_action_needs_its_permission() {
     }
     // Nothing was changed by the refused calls.
     assert_eq!(ok(app.get(&admin, "/api/v3/flows/instances/guarded/").await, StatusCode::OK).await["title"], "x");
-    assert_eq!(count(&app, &admin, "/api/v3/flows/bindings/").await, 9);
+    assert_eq!(count(&app, &admin, "/api/v3/flows/bindings/").await, 10);
 }
 
 #[tokio::test]

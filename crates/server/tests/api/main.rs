@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod authenticators;
 mod cli;
+mod consent;
 mod crypto;
 mod escalation;
 mod events;

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Session, TestApp, assert_field_error, assert_forbidden, json, remember_secret};
 
-const PROVIDERS: &str = "/api/v3/providers/oauth2/";
-const APPLICATIONS: &str = "/api/v3/core/applications/";
+pub(crate) const PROVIDERS: &str = "/api/v3/providers/oauth2/";
+pub(crate) const APPLICATIONS: &str = "/api/v3/core/applications/";
 
-async fn flow_pk(app: &TestApp, session: &Session, slug: &str) -> String {
+pub(crate) async fn flow_pk(app: &TestApp, session: &Session, slug: &str) -> String {
     let (status, flow) = json(app.get(session, &format!("/api/v3/flows/instances/{slug}/")).await).await;
     assert_eq!(status, StatusCode::OK, "{flow}");
     flow["pk"].as_str().unwrap().to_owned()
@@ -30,7 +30,7 @@ async fn provider_request(app: &TestApp, session: &Session, extra: Value) -> Val
     request
 }
 
-async fn create_provider(app: &TestApp, session: &Session, extra: Value) -> Value {
+pub(crate) async fn create_provider(app: &TestApp, session: &Session, extra: Value) -> Value {
     let request = provider_request(app, session, extra).await;
     let (status, created) = json(app.post(session, PROVIDERS, request).await).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -329,7 +329,7 @@ async fn a_provider_publishes_the_key_that_signs_its_tokens() {
 /// A person, a confidential provider for `https://wiki.example/oauth/callback` on the implicit
 /// consent flow, and its application `wiki`: the admin session, the person's session, the
 /// provider as created (with its secret).
-async fn single_sign_on(app: &TestApp, extra: Value) -> (Session, Session, Value) {
+pub(crate) async fn single_sign_on(app: &TestApp, extra: Value) -> (Session, Session, Value) {
     app.superuser("root@example.com").await;
     let admin = app.sign_in("root@example.com").await;
     app.user("person@example.com", |u| u.name = "Pat Person".into()).await;
@@ -347,7 +347,7 @@ async fn single_sign_on(app: &TestApp, extra: Value) -> (Session, Session, Value
 
 /// The browser's part: the authorization URL opened with `session`'s cookie; the redirect it
 /// answers with.
-async fn open_as(app: &TestApp, session: Option<&Session>, url: &str) -> reqwest::Response {
+pub(crate) async fn open_as(app: &TestApp, session: Option<&Session>, url: &str) -> reqwest::Response {
     let mut request = app.client.get(url);
     if let Some(session) = session {
         request = request.header("cookie", &session.cookie);
@@ -355,14 +355,14 @@ async fn open_as(app: &TestApp, session: Option<&Session>, url: &str) -> reqwest
     request.send().await.unwrap()
 }
 
-fn location(response: &reqwest::Response) -> url::Url {
+pub(crate) fn location(response: &reqwest::Response) -> url::Url {
     assert_eq!(response.status(), StatusCode::FOUND, "expected a redirect");
     url::Url::parse(response.headers()["location"].to_str().unwrap())
         .or_else(|_| url::Url::parse("http://server.invalid").unwrap().join(response.headers()["location"].to_str().unwrap()))
         .unwrap()
 }
 
-fn query_value(url: &url::Url, name: &str) -> Option<String> {
+pub(crate) fn query_value(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs().find(|(n, _)| n == name).map(|(_, v)| v.into_owned())
 }
 
@@ -492,7 +492,7 @@ async fn token_request(
 
 /// An authorization request of `client_id` for the wiki's callback and `openid`; `extra` adds
 /// parameters or replaces these (an empty value leaves one out).
-fn authorize_path(client_id: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) fn authorize_path(client_id: &str, extra: &[(&str, &str)]) -> String {
     let mut parameters: Vec<(&str, &str)> = vec![
         ("client_id", client_id),
         ("response_type", "code"),
@@ -512,9 +512,9 @@ fn authorize_path(client_id: &str, extra: &[(&str, &str)]) -> String {
     format!("/application/o/authorize/?{}", query.finish())
 }
 
-const VERIFIER: &str = "a-verifier-of-forty-three-characters-or-more-0123";
+pub(crate) const VERIFIER: &str = "a-verifier-of-forty-three-characters-or-more-0123";
 
-fn s256(verifier: &str) -> String {
+pub(crate) fn s256(verifier: &str) -> String {
     use base64::Engine;
     use sha2::Digest;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
@@ -663,18 +663,19 @@ async fn every_wrong_authorization_or_token_request_is_refused_without_handing_a
     let back = location(&open_as(&app, Some(&person), &app.url(&authorize_path("spa", &[]))).await);
     assert_eq!(query_value(&back, "error").as_deref(), Some("invalid_request"), "{back}");
 
-    // An authorization flow with stages is not skipped: the request is refused.
+    // An authorization flow with stages is not skipped: the person is sent through it, and no
+    // code comes back until they finish it.
     let wiki = provider["pk"].as_i64().unwrap();
     let sign_in_flow = flow_pk(&app, &admin, "default-authentication-flow").await;
     let (status, _) = json(app.patch(&admin, &format!("{PROVIDERS}{wiki}/"), json!({"authorization_flow": sign_in_flow})).await).await;
     assert_eq!(status, StatusCode::OK);
-    let response = open_as(&app, Some(&person), &app.url(&authorize_path(&client_id, &pkce))).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(response.headers().get("location").is_none());
+    let through = location(&open_as(&app, Some(&person), &app.url(&authorize_path(&client_id, &pkce))).await);
+    assert_eq!(through.path(), "/if/flow/default-authentication-flow/");
+    assert_eq!(query_value(&through, "code"), None);
 }
 
 /// A code for `client_id` with PKCE, as the signed-in `session`.
-async fn code_with_pkce(app: &TestApp, session: &Session, client_id: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) async fn code_with_pkce(app: &TestApp, session: &Session, client_id: &str, extra: &[(&str, &str)]) -> String {
     let challenge = s256(VERIFIER);
     let mut parameters = vec![("code_challenge", challenge.as_str()), ("code_challenge_method", "S256")];
     parameters.extend_from_slice(extra);

@@ -5,6 +5,7 @@ pub mod authenticator_sms;
 pub mod authenticator_static;
 pub mod authenticator_totp;
 pub mod authenticator_validate;
+pub mod consent;
 pub mod deny;
 pub mod identification;
 pub mod password;
