@@ -87,6 +87,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::crypto::service::ensure_managed_jwt_key(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
+    crate::oauth::scopes::ensure_shipped(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
     crate::credentials::cache::spawn_listener(&state.db, state.auth_cache.clone());
     crate::flows::plans::spawn_listener(&state.db, state.flow_plans.clone());

@@ -328,6 +328,28 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "OAuth2/OpenID Provider",
         "authentik Providers OAuth2",
     ),
+    (
+        "authentik_providers_oauth2.view_scopemapping",
+        "Can view Scope Mapping",
+        "scopemapping",
+        "Scope Mapping",
+        "authentik Providers OAuth2",
+    ),
+    ("authentik_providers_oauth2.add_scopemapping", "Can add Scope Mapping", "scopemapping", "Scope Mapping", "authentik Providers OAuth2"),
+    (
+        "authentik_providers_oauth2.change_scopemapping",
+        "Can change Scope Mapping",
+        "scopemapping",
+        "Scope Mapping",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.delete_scopemapping",
+        "Can delete Scope Mapping",
+        "scopemapping",
+        "Scope Mapping",
+        "authentik Providers OAuth2",
+    ),
     ("authentik_stages_consent.view_userconsent", "Can view User Consent", "userconsent", "User Consent", "authentik Stages.Consent"),
     ("authentik_stages_consent.delete_userconsent", "Can delete User Consent", "userconsent", "User Consent", "authentik Stages.Consent"),
 ];
@@ -452,6 +474,10 @@ pub mod names {
     pub const ADD_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.add_oauth2provider";
     pub const CHANGE_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.change_oauth2provider";
     pub const DELETE_OAUTH2_PROVIDER: &str = "authentik_providers_oauth2.delete_oauth2provider";
+    pub const VIEW_SCOPE_MAPPING: &str = "authentik_providers_oauth2.view_scopemapping";
+    pub const ADD_SCOPE_MAPPING: &str = "authentik_providers_oauth2.add_scopemapping";
+    pub const CHANGE_SCOPE_MAPPING: &str = "authentik_providers_oauth2.change_scopemapping";
+    pub const DELETE_SCOPE_MAPPING: &str = "authentik_providers_oauth2.delete_scopemapping";
     pub const VIEW_USER_CONSENT: &str = "authentik_stages_consent.view_userconsent";
     pub const DELETE_USER_CONSENT: &str = "authentik_stages_consent.delete_userconsent";
 }

@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(CertificateKeyPairs),
             Box::new(Applications),
             Box::new(UserConsents),
+            Box::new(ScopeMappings),
         ]
     }
 }
@@ -1329,5 +1330,35 @@ impl MigrationTrait for UserConsents {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("user_consents").to_owned()).await
+    }
+}
+
+/// Scope mappings are property mappings too: the scope each answers, what a consent page says
+/// about it, and which of them the server manages (authentik's defaults).
+struct ScopeMappings;
+
+impl MigrationName for ScopeMappings {
+    fn name(&self) -> &str {
+        "m0016_scope_mappings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ScopeMappings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table = "property_mappings";
+        manager.alter_table(Table::alter().table(table).add_column(string_len_null("scope_name", 255)).to_owned()).await?;
+        manager.alter_table(Table::alter().table(table).add_column(text("description").default("")).to_owned()).await?;
+        manager.alter_table(Table::alter().table(table).add_column(string_len_null("managed", 200)).to_owned()).await?;
+        manager.create_index(index(table, "ux_property_mappings_managed", &["tenant_id", "managed"], true)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table = "property_mappings";
+        manager.drop_index(Index::drop().name("ux_property_mappings_managed").table(table).to_owned()).await?;
+        for column in ["managed", "description", "scope_name"] {
+            manager.alter_table(Table::alter().table(table).drop_column(column).to_owned()).await?;
+        }
+        Ok(())
     }
 }

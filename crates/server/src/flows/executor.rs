@@ -395,7 +395,7 @@ pub async fn solve(
     }
     walk.answering = true;
     let decision = {
-        let mut cx = walk.stage_context(&planned, &mut run.context);
+        let mut cx = walk.stage_context(run.id, &planned, &mut run.context);
         kind.solve(&mut cx, &response).await?
     };
     let outcome = match decision {
@@ -487,8 +487,9 @@ impl<'a> Walk<'a> {
         Outcome { flow: self.flow.clone(), challenge: stop.challenge, effects: self.effects, cookie, run: stop.run }
     }
 
-    fn stage_context<'b>(&'b mut self, stage: &'b PlannedStage, context: &'b mut FlowContext) -> StageContext<'b> {
+    fn stage_context<'b>(&'b mut self, run_id: Uuid, stage: &'b PlannedStage, context: &'b mut FlowContext) -> StageContext<'b> {
         StageContext {
+            run_id,
             state: self.state,
             flow: self.flow,
             stage,
@@ -499,6 +500,20 @@ impl<'a> Walk<'a> {
             account: &mut self.account,
             remembered_device: self.request.remembered_device,
         }
+    }
+
+    /// The session the browser holds once this walk's effects are applied: one a stage started,
+    /// none after a stage signed out, or the one the request came with.
+    fn session_at_end(&self) -> Option<Uuid> {
+        let mut session = self.request.current.as_ref().and_then(|current| current.session.as_ref()).map(|session| session.id);
+        for effect in &self.effects {
+            match effect {
+                Effect::SignedIn { session: new, .. } => session = Some(new.session.id),
+                Effect::SignedOut => session = None,
+                Effect::RememberDevice { .. } => {}
+            }
+        }
+        session
     }
 
     /// The implementation of a planned stage's kind; `None` when this server does not know it.
@@ -517,12 +532,11 @@ impl<'a> Walk<'a> {
             let Some(planned) = run.current().cloned() else {
                 let mut to = run.context.redirect.clone().unwrap_or_else(|| "/".to_owned());
                 metrics::counter!("gatehouse_flow_runs_completed_total", "designation" => self.flow.designation.clone()).increment(1);
-                let session = self.request.current.as_ref().and_then(|current| current.session.as_ref()).map(|session| session.id);
-                if let (Some(_), Some(session)) = (&run.context.handoff, session) {
+                if let (Some(_), Some(session)) = (&run.context.handoff, self.session_at_end()) {
                     // The proof is redeemed against the finished run's row, so the row is
                     // written even when the run ends on its first page.
                     self.answering = true;
-                    to = super::handoff::with_proof(&self.state.secret, &to, run.id, run.plan.flow.id, session);
+                    to = super::handoff::with_proof(&self.state.secret, &to, run.id, run.plan.flow.id, session, run.expires);
                 }
                 return self.end(run, Challenge::Redirect { to }).await;
             };
@@ -531,7 +545,7 @@ impl<'a> Walk<'a> {
             };
             let before = run.context.clone();
             let step = {
-                let mut cx = self.stage_context(&planned, &mut run.context);
+                let mut cx = self.stage_context(run.id, &planned, &mut run.context);
                 kind.enter(&mut cx).await?
             };
             changed |= run.context != before;

@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -55,24 +55,34 @@ fn mac(secret: &ServerSecret, bound: &Bound<'_>) -> String {
 }
 
 /// `destination` with a proof that the session `session` finished the run `run` of the flow
-/// `flow`, appended as the last query parameter.
-pub fn with_proof(secret: &ServerSecret, destination: &str, run: Uuid, flow: Uuid, session: Uuid) -> String {
-    let expires = Utc::now().timestamp() + PROOF_LIFETIME_SECONDS;
+/// `flow`, appended as the last query parameter. The proof lasts no longer than the finished
+/// run's row (`run_expires`), which it is redeemed against.
+pub fn with_proof(secret: &ServerSecret, destination: &str, run: Uuid, flow: Uuid, session: Uuid, run_expires: DateTime<Utc>) -> String {
+    let expires = (Utc::now().timestamp() + PROOF_LIFETIME_SECONDS).min(run_expires.timestamp());
     let signature = mac(secret, &Bound { run, flow, session, expires, destination });
     let separator = if destination.contains('?') { '&' } else { '?' };
     format!("{destination}{separator}{PROOF_PARAMETER}={}.{expires}.{signature}", run.simple())
 }
 
+/// Whether `text` has a proof's shape: a run id in 32 hex digits, a time, and a signature.
+fn proof_shaped(text: &str) -> bool {
+    let mut parts = text.splitn(3, '.');
+    let (Some(run), Some(expires), Some(signature)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    run.len() == 32
+        && run.bytes().all(|b| b.is_ascii_hexdigit())
+        && !expires.is_empty()
+        && expires.bytes().all(|b| b.is_ascii_digit())
+        && !signature.is_empty()
+        && signature.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Splits a query string that may end with a proof into the query the proof was made for and
-/// the proof.
+/// the proof. Only a last parameter of a proof's shape is taken for one (the query a proof
+/// follows always has a client, so it never stands alone); anything else is left to the query.
 pub fn split_proof(query: &str) -> (&str, Option<&str>) {
-    let marker = format!("{PROOF_PARAMETER}=");
-    if let Some(proof) = query.strip_prefix(marker.as_str()) {
-        return ("", Some(proof));
-    }
-    match query.rsplit_once(&format!("&{marker}")) {
-        Some((before, proof)) => (before, Some(proof)),
-        None => (query, None),
+    match query.rsplit_once(&format!("&{PROOF_PARAMETER}=")) {
+        Some((before, proof)) if proof_shaped(proof) => (before, Some(proof)),
+        _ => (query, None),
     }
 }
 
@@ -101,7 +111,8 @@ mod tests {
     fn a_proof_goes_last_and_splits_off_again() {
         let secret = ServerSecret::from_bytes(b"a test key of thirty-two bytes!!");
         let (run, flow, session) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        let sent = with_proof(&secret, "/application/o/authorize/?client_id=a&scope=openid", run, flow, session);
+        let run_expires = Utc::now() + chrono::TimeDelta::minutes(30);
+        let sent = with_proof(&secret, "/application/o/authorize/?client_id=a&scope=openid", run, flow, session, run_expires);
         let query = sent.split_once('?').unwrap().1;
         let (original, proof) = split_proof(query);
         assert_eq!(original, "client_id=a&scope=openid");
@@ -116,6 +127,18 @@ mod tests {
         let other_session = Bound { session: Uuid::from_u128(4), ..bound("/application/o/authorize/?client_id=a&scope=openid") };
         assert_ne!(mac(&secret, &other_session), signature, "another session");
         assert_eq!(split_proof("client_id=a"), ("client_id=a", None));
-        assert_eq!(split_proof("flow_proof=x"), ("", Some("x")));
+        assert_eq!(split_proof("flow_proof=x"), ("flow_proof=x", None), "a proof never stands alone");
+        assert_eq!(split_proof("client_id=a&flow_proof=x"), ("client_id=a&flow_proof=x", None), "not a proof's shape");
+        assert_eq!(split_proof("client_id=a&flow_proof=1.2.3&b=c"), ("client_id=a&flow_proof=1.2.3&b=c", None), "not last");
+    }
+
+    #[test]
+    fn a_proof_lasts_no_longer_than_the_run_it_is_redeemed_against() {
+        let secret = ServerSecret::from_bytes(b"a test key of thirty-two bytes!!");
+        let ending = Utc::now() + chrono::TimeDelta::seconds(10);
+        let sent = with_proof(&secret, "/a?client_id=b", Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), ending);
+        let proof = split_proof(sent.split_once('?').unwrap().1).1.unwrap();
+        let expires: i64 = proof.split('.').nth(1).unwrap().parse().unwrap();
+        assert_eq!(expires, ending.timestamp());
     }
 }

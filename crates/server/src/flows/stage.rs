@@ -170,6 +170,8 @@ pub enum Effect {
 /// What a stage may read and change while it runs.
 pub struct StageContext<'a> {
     pub state: &'a AppState,
+    /// The run's identity, the same from its first page to its end.
+    pub run_id: uuid::Uuid,
     pub flow: &'a FlowInfo,
     /// The stage as planned: its id, name, kind and settings.
     pub stage: &'a PlannedStage,

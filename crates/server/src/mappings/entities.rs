@@ -4,7 +4,8 @@
 pub mod property_mapping {
     use sea_orm::entity::prelude::*;
 
-    /// One mapping: its kind (`notification` for webhook mappings), name and expression.
+    /// One mapping: its kind (`notification` for webhook mappings, `scope` for scope mappings),
+    /// name and expression; a scope mapping also names its scope and describes it.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "property_mappings")]
     pub struct Model {
@@ -14,6 +15,12 @@ pub mod property_mapping {
         pub kind: String,
         pub name: String,
         pub expression: String,
+        /// The scope a scope mapping answers.
+        pub scope_name: Option<String>,
+        /// What a consent page says about the scope; empty for scopes nobody is asked about.
+        pub description: String,
+        /// The identity of a mapping the server ships and keeps (authentik's `managed`).
+        pub managed: Option<String>,
         pub created: DateTimeUtc,
         pub last_updated: DateTimeUtc,
     }

@@ -111,6 +111,20 @@ impl Expression {
     }
 }
 
+/// Evaluates each of `expressions` with the same `variables`, all on one thread and under one
+/// [`DEADLINE`]: a result for each, in order (`Err` for all when the deadline passes).
+pub async fn evaluate_all(expressions: &[Expression], variables: Value) -> Result<Vec<Result<Value, String>>, String> {
+    let sources: Vec<String> = expressions.iter().map(|e| e.0.clone()).collect();
+    let work = move || {
+        let context = context_of(variables)?;
+        Ok(sources.iter().map(|source| run(source, &context)).collect())
+    };
+    match tokio::time::timeout(DEADLINE, on_parser_stack(work)).await {
+        Err(_) => Err("the mappings took too long".into()),
+        Ok(result) => result,
+    }
+}
+
 fn compile(source: &str) -> Result<Program, String> {
     ENV.compile(source).map_err(|errors| {
         let text = errors.to_string();
@@ -118,8 +132,7 @@ fn compile(source: &str) -> Result<Program, String> {
     })
 }
 
-fn evaluate_now(source: &str, variables: Value) -> Result<Value, String> {
-    let program = compile(source)?;
+fn context_of(variables: Value) -> Result<Context<'static, 'static>, String> {
     let mut context = Context::with_env(ENV.clone());
     if let Value::Object(variables) = variables {
         for (name, value) in variables {
@@ -127,7 +140,16 @@ fn evaluate_now(source: &str, variables: Value) -> Result<Value, String> {
             context.add_variable_from_value(name, value);
         }
     }
-    let result = program.execute(&context).map_err(|e| format!("the mapping failed: {e}"))?;
+    Ok(context)
+}
+
+fn evaluate_now(source: &str, variables: Value) -> Result<Value, String> {
+    run(source, &context_of(variables)?)
+}
+
+fn run(source: &str, context: &Context<'_, '_>) -> Result<Value, String> {
+    let program = compile(source)?;
+    let result = program.execute(context).map_err(|e| format!("the mapping failed: {e}"))?;
     let json = result.json().map_err(|e| format!("the mapping's result is not JSON: {e}"))?;
     if serde_json::to_vec(&json).map(|bytes| bytes.len()).unwrap_or(usize::MAX) > LARGEST_RESULT {
         return Err(format!("the mapping's result is larger than {LARGEST_RESULT} bytes"));

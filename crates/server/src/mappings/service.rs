@@ -138,6 +138,9 @@ pub async fn create(state: &AppState, actor: &Actor, name: Option<&str>, express
         kind: Set(WEBHOOK.to_owned()),
         name: Set(new.name),
         expression: Set(new.expression.as_str().to_owned()),
+        scope_name: Set(None),
+        description: Set(String::new()),
+        managed: Set(None),
         created: Set(now),
         last_updated: Set(now),
     }

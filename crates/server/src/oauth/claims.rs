@@ -1,49 +1,51 @@
 //! What a token says about its user: the subject identifier each provider's `sub_mode` asks for,
-//! and the claims of the scopes authentik ships mappings for (`openid`, `email`, `profile`,
-//! `offline_access`), built in until scope mappings can be written.
+//! and the claims its scope mappings give for the granted scopes.
 
 use serde_json::{Map, Value, json};
 
-use super::entities::provider;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::entities::{application, provider};
 use super::model::SubMode;
+use super::scopes::ScopeOffer;
 use crate::accounts::entities::user;
 use crate::error::Result;
 use crate::state::AppState;
 
 const SUBJECT_PURPOSE: &str = "oauth2-subject";
 
-/// The scopes a provider grants; others asked for are left out of the grant.
-pub const SUPPORTED_SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
-
-/// What a scope lets an application see, as a consent page says it (authentik's descriptions of
-/// its default mappings); `None` for scopes people are not asked about (`openid`).
-pub fn scope_description(scope: &str) -> Option<&'static str> {
-    match scope {
-        "email" => Some("Email address"),
-        "profile" => Some("General Profile Information"),
-        "offline_access" => Some("Access to request new tokens without interaction"),
-        _ => None,
-    }
-}
-
-/// The claims each scope gives, for the discovery document.
+/// The claims the discovery document names: those every token carries, and those of the shipped
+/// mappings.
 pub const SUPPORTED_CLAIMS: [&str; 11] =
     ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "preferred_username"];
 
-/// A set of granted scopes, in the order they were asked for, without repeats.
+/// The most scopes one request may name.
+const MOST_SCOPES: usize = 50;
+
+/// A set of scopes, in the order they were asked for, without repeats.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Scopes(Vec<String>);
 
 impl Scopes {
-    /// The supported scopes among those `requested` (space-separated).
-    pub fn granted_from(requested: &str) -> Self {
-        let mut granted = Vec::new();
-        for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-            if SUPPORTED_SCOPES.contains(&scope) && !granted.iter().any(|g: &String| g == scope) {
-                granted.push(scope.to_owned());
+    /// The scopes `text` names (space-separated), the first [`MOST_SCOPES`] of them.
+    pub fn parse(text: &str) -> Self {
+        let mut scopes = Vec::new();
+        for scope in text.split(' ').filter(|s| !s.is_empty()) {
+            if scopes.len() < MOST_SCOPES && !scopes.iter().any(|g: &String| g == scope) {
+                scopes.push(scope.to_owned());
             }
         }
-        Self(granted)
+        Self(scopes)
+    }
+
+    /// Those of the scopes `offer` offers: what a grant gives.
+    pub fn offered_by(self, offer: &ScopeOffer) -> Self {
+        Self(self.0.into_iter().filter(|scope| offer.offers(scope)).collect())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether `scope` was granted.
@@ -81,7 +83,7 @@ pub fn subject(state: &AppState, provider: &provider::Model, user: &user::Model)
     }
 }
 
-/// The claims `scopes` give about `user`, `sub` first.
+/// The claims `scopes` give about `user` through the scope mappings of `provider`, `sub` first.
 pub async fn user_claims(
     db: &impl sea_orm::ConnectionTrait,
     state: &AppState,
@@ -91,21 +93,16 @@ pub async fn user_claims(
 ) -> Result<Map<String, Value>> {
     let mut claims = Map::new();
     claims.insert("sub".into(), json!(subject(state, provider, user)));
-    if scopes.has("email") {
-        claims.insert("email".into(), json!(user.email));
-        // authentik's default mapping says so too: addresses are entered by administrators or
-        // proven by enrolment.
-        claims.insert("email_verified".into(), json!(true));
-    }
-    if scopes.has("profile") {
-        claims.insert("name".into(), json!(user.name));
-        claims.insert("given_name".into(), json!(user.name));
-        claims.insert("preferred_username".into(), json!(user.username));
-        claims.insert("nickname".into(), json!(user.username));
-        let groups = crate::accounts::groups::groups_of_users(db, state.tenant, &[user.id]).await?;
-        let names: Vec<String> = groups.get(&user.id).map(|g| g.iter().map(|g| g.name.clone()).collect()).unwrap_or_default();
-        claims.insert("groups".into(), json!(names));
-    }
+    let offer = ScopeOffer::of(db, state.tenant, provider).await?;
+    let groups = crate::accounts::groups::groups_of_users(db, state.tenant, &[user.id]).await?;
+    let groups: Vec<String> = groups.get(&user.id).map(|g| g.iter().map(|g| g.name.clone()).collect()).unwrap_or_default();
+    let application = application::Entity::find()
+        .filter(application::Column::TenantId.eq(state.tenant.0))
+        .filter(application::Column::ProviderId.eq(provider.id))
+        .one(db)
+        .await?;
+    let variables = super::scopes::variables(provider, application.as_ref(), user, &groups, scopes);
+    claims.extend(offer.claims(scopes, variables).await);
     Ok(claims)
 }
 
@@ -114,11 +111,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_supported_scopes_are_granted_once_each_in_the_order_asked() {
-        let granted = Scopes::granted_from("profile openid  admin email openid");
-        assert_eq!(granted.as_text(), "profile openid email");
-        assert!(granted.has("openid") && !granted.has("admin"));
-        assert!(Scopes::granted_from("openid").within(&granted));
-        assert!(!Scopes::granted_from("openid offline_access").within(&granted));
+    fn scopes_are_read_once_each_in_the_order_asked_and_only_offered_ones_granted() {
+        let asked = Scopes::parse("profile openid  admin email openid");
+        assert_eq!(asked.as_text(), "profile openid admin email");
+        let granted = asked.offered_by(&ScopeOffer::default());
+        assert_eq!(granted.as_text(), "openid", "without mappings only openid is offered");
+        assert!(Scopes::parse("openid").within(&granted));
+        assert!(!Scopes::parse("openid offline_access").within(&granted));
+        let many: String = (0..200).map(|i| format!("s{i} ")).collect();
+        assert_eq!(Scopes::parse(&many).iter().count(), MOST_SCOPES);
     }
 }

@@ -1,6 +1,7 @@
 //! The consents people gave applications, as the API and the user page show them: everyone
-//! sees and revokes their own; with the view or delete permission, other people's too, and
-//! revoking another account's consent also needs the right to act on that account.
+//! sees and revokes their own. Other people's are seen with the view permission together with
+//! the permission to view users (each consent shows its user as authentik's `User`), and revoked
+//! with the delete permission and the right to act on that account.
 
 use std::collections::HashMap;
 
@@ -41,6 +42,11 @@ fn consent_ref(consent: &user_consent::Model, application: &str) -> ModelRef {
     ModelRef { app: "authentik_stages_consent", model_name: "userconsent", pk: json!(consent.id), name: application.to_owned() }
 }
 
+/// Whether `actor` may see other people's consents (and the accounts they show).
+fn sees_others(actor: &Actor) -> bool {
+    actor.rights.has(names::VIEW_USER_CONSENT) && actor.rights.has(names::VIEW_USER)
+}
+
 /// Who `actor` is, for lists of their own.
 fn signed_in(actor: &Actor) -> Result<&user::Model> {
     actor.user.as_ref().ok_or(Error::PermissionDenied)
@@ -52,13 +58,14 @@ pub async fn list(state: &AppState, actor: &Actor, filter: &ConsentFilter, param
     let me = signed_in(actor)?;
     let request = params.page_request(&state.config.api)?;
     let mut query = ConsentQuery { user: filter.user, application: filter.application };
-    if !actor.rights.has(names::VIEW_USER_CONSENT) {
+    if !sees_others(actor) {
         match filter.user {
             Some(other) if other != me.id => return Ok(Paginated::new(request, 0, Vec::new())),
             _ => query.user = Some(me.id),
         }
     }
-    let select = consents::select_holding(state.tenant, &query).order_by_desc(user_consent::Column::Id);
+    let select =
+        consents::select_holding(state.tenant, &query).order_by_desc(user_consent::Column::Created).order_by_desc(user_consent::Column::Id);
     let mut page = fetch_page(&state.db, select, request).await?;
     let rows = std::mem::take(&mut page.results);
     let views = render(state, rows).await?;
@@ -72,6 +79,7 @@ const MOST_ON_A_PAGE: u64 = 200;
 pub async fn own(state: &AppState, actor: &Actor) -> Result<Vec<ConsentView>> {
     let me = signed_in(actor)?;
     let rows = consents::select_holding(state.tenant, &ConsentQuery { user: Some(me.id), application: None })
+        .order_by_desc(user_consent::Column::Created)
         .order_by_desc(user_consent::Column::Id)
         .limit(MOST_ON_A_PAGE)
         .all(&state.db)
@@ -101,7 +109,7 @@ async fn render(state: &AppState, rows: Vec<user_consent::Model>) -> Result<Vec<
 pub async fn get(state: &AppState, actor: &Actor, id: i64) -> Result<ConsentView> {
     let me = signed_in(actor)?;
     let consent = consents::find_holding(&state.db, state.tenant, id).await?.ok_or(Error::NotFound)?;
-    if consent.user_id != me.id && !actor.rights.has(names::VIEW_USER_CONSENT) {
+    if consent.user_id != me.id && !sees_others(actor) {
         return Err(Error::NotFound);
     }
     render(state, vec![consent]).await?.pop().ok_or(Error::NotFound)

@@ -35,6 +35,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
     let pair = signing_pair(state, &provider).await?;
     let algorithm = crate::crypto::jwt::algorithm_of(&pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
     let grants: Vec<&str> = provider.grant_types().into_iter().map(|g| g.as_str()).collect();
+    let offer = super::scopes::ScopeOffer::of(&state.db, state.tenant, &provider).await?;
     let public = provider.client_type == super::model::ClientType::Public.as_str();
     let auth_methods: &[&str] = if public { &["none"] } else { &["client_secret_basic", "client_secret_post"] };
     Ok(json!({
@@ -51,7 +52,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "grant_types_supported": grants,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [crate::crypto::jwt::algorithm_name(algorithm)],
-        "scopes_supported": super::claims::SUPPORTED_SCOPES,
+        "scopes_supported": offer.scope_names(),
         "claims_supported": super::claims::SUPPORTED_CLAIMS,
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::claims::{self, Scopes};
 use super::entities::{application, code, provider, token};
 use super::model::{ClientType, GrantType, RedirectUri, RedirectUriType};
+use super::scopes::ScopeOffer;
 use crate::accounts::entities::user;
 use crate::credentials::cache::AuthContext;
 use crate::crypto::jwt::Signer;
@@ -166,6 +167,23 @@ pub async fn authorize(
     current: Option<&AuthContext>,
     client: &ClientInfo,
 ) -> crate::error::Result<Authorization> {
+    answer(state, base, query, current, client, false).await
+}
+
+/// Answers an authorization request the person declined at its consent stage: back to the
+/// client with `access_denied`, once the request itself is checked as [`authorize`] checks it.
+pub async fn decline(state: &AppState, base: &str, query: &str, client: &ClientInfo) -> crate::error::Result<Authorization> {
+    answer(state, base, query, None, client, true).await
+}
+
+async fn answer(
+    state: &AppState,
+    base: &str,
+    query: &str,
+    current: Option<&AuthContext>,
+    client: &ClientInfo,
+    declined: bool,
+) -> crate::error::Result<Authorization> {
     // A request coming back from its authorization flow carries the proof last.
     let (query, proof) = handoff::split_proof(query);
     let parameters = Parameters::parse(query);
@@ -248,7 +266,7 @@ pub async fn authorize(
         }
         // Without PKCE only an OpenID nonce protects against an injected code (RFC 9700 §2.1.1).
         (None, None)
-            if !(parameters.get("nonce").is_some() && Scopes::granted_from(parameters.get("scope").unwrap_or_default()).has("openid")) =>
+            if !(parameters.get("nonce").is_some() && Scopes::parse(parameters.get("scope").unwrap_or_default()).has("openid")) =>
         {
             return fail("invalid_request", "Use PKCE (code_challenge with S256), or the openid scope with a nonce.");
         }
@@ -261,7 +279,15 @@ pub async fn authorize(
     if nonce.is_some_and(|n| n.len() > LONGEST_ECHO) {
         return fail("invalid_request", "nonce is too long.");
     }
-    let scopes = Scopes::granted_from(parameters.get("scope").unwrap_or_default());
+    let prompts: Vec<&str> = parameters.get("prompt").unwrap_or_default().split(' ').filter(|p| !p.is_empty()).collect();
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return fail("invalid_request", "prompt=none cannot be combined with other prompts.");
+    }
+    if declined {
+        return fail("access_denied", "The user declined to authorize the application.");
+    }
+    let offer = ScopeOffer::of(&state.db, state.tenant, &provider).await?;
+    let scopes = Scopes::parse(parameters.get("scope").unwrap_or_default()).offered_by(&offer);
 
     let Some(current) = current else {
         if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
@@ -300,18 +326,26 @@ pub async fn authorize(
         return Ok(Authorization::Refused(reason.into()));
     }
     let stages = crate::flows::executor::planned_stages(state, &flow.slug).await?;
+    let ask_again = prompts.contains(&"consent");
+    if ask_again && !stages.iter().any(|stage| stage.kind == CONSENT_KIND) {
+        return fail("consent_required", "This application's authorization flow does not ask for consent.");
+    }
     if !stages.is_empty() {
         let destination = format!("{AUTHORIZE_PATH}?{query}");
         if crate::flows::redirect::safe_next(&destination).is_none() {
-            return fail("invalid_request", "The authorization request is too long to pass through the authorization flow.");
+            return fail(
+                "invalid_request",
+                "The request cannot pass through the authorization flow: it is longer than 2,000 characters or holds a backslash or control character.",
+            );
         }
         let proven = match proof {
             Some(proof) => handoff::redeem(state, proof, flow.id, session.id, &destination).await?,
             None => false,
         };
-        let handoff = authorization_handoff(&app, &scopes);
-        if !proven && !passes_without_asking(state, &stages, current.user.id, &handoff).await? {
-            if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+        let handoff = authorization_handoff(&app, &scopes, &offer, query, ask_again);
+        let silent = !ask_again && passes_without_asking(state, &stages, current.user.id, &handoff).await?;
+        if !proven && !silent {
+            if prompts.contains(&"none") {
                 let consent_only = stages.iter().all(|stage| stage.kind == CONSENT_KIND);
                 return if consent_only {
                     fail("consent_required", "The user has not consented to this application.")
@@ -362,17 +396,24 @@ pub async fn authorize(
 
 /// The path of the authorization endpoint.
 pub const AUTHORIZE_PATH: &str = "/application/o/authorize/";
+/// Where the consent stage's "Deny" sends people: back to the client with `access_denied`.
+pub const DECLINE_PATH: &str = "/application/o/authorize/decline/";
 const CONSENT_KIND: &str = "consent";
 
 /// What an authorization flow is told: the application, and the permissions its granted scopes
 /// stand for.
-fn authorization_handoff(app: &application::Model, scopes: &Scopes) -> Handoff {
-    use crate::flows::stages::consent::{APPLICATION, PERMISSIONS};
+fn authorization_handoff(app: &application::Model, scopes: &Scopes, offer: &ScopeOffer, query: &str, ask_again: bool) -> Handoff {
+    use crate::flows::stages::consent::{APPLICATION, ASK_AGAIN, DECLINE, PERMISSIONS};
+    // Scopes without a description are not asked about, as in authentik.
     let permissions: Vec<Value> =
-        scopes.iter().filter_map(|scope| claims::scope_description(scope).map(|name| json!({"id": scope, "name": name}))).collect();
+        scopes.iter().filter_map(|scope| offer.description(scope).map(|name| json!({"id": scope, "name": name}))).collect();
     let mut facts = serde_json::Map::new();
     facts.insert(APPLICATION.into(), json!({"pk": app.id, "name": app.name, "slug": app.slug}));
     facts.insert(PERMISSIONS.into(), Value::Array(permissions));
+    facts.insert(DECLINE.into(), json!(format!("{DECLINE_PATH}?{query}")));
+    if ask_again {
+        facts.insert(ASK_AGAIN.into(), json!(true));
+    }
     Handoff::new(facts)
 }
 
@@ -524,8 +565,9 @@ async fn client_credentials(mint: &Mint<'_>, parameters: &Parameters) -> Result<
     if mint.provider.client_type != ClientType::Confidential.as_str() {
         return Err(OAuthError::UnauthorizedClient("A public client cannot use client_credentials.".into()));
     }
-    let asked = parameters.get("scope").unwrap_or_default();
-    if !Scopes::granted_from(asked).as_text().is_empty() {
+    let asked = Scopes::parse(parameters.get("scope").unwrap_or_default());
+    // The offer is read only when scopes are asked for, which service clients rarely do.
+    if !asked.is_empty() && !asked.offered_by(&ScopeOffer::of(&mint.state.db, mint.state.tenant, mint.provider).await?).is_empty() {
         return Err(OAuthError::InvalidScope("The client credentials grant speaks for no user: ask for no user scope.".into()));
     }
     let now = Utc::now();
@@ -625,7 +667,7 @@ async fn exchange_code(mint: &Mint<'_>, parameters: &Parameters) -> Result<Issue
         return Err(OAuthError::InvalidGrant("The PKCE code verifier does not match the challenge.".into()));
     }
     let user = active_user(&txn, state, grant.user_id).await?;
-    let scopes = Scopes::granted_from(&grant.scope);
+    let scopes = Scopes::parse(&grant.scope);
     let session = Issue { family: grant.id, session_id: grant.session_id, auth_time: grant.auth_time, nonce: grant.nonce.as_deref() };
     let issued = issue(&txn, mint, &user, &scopes, session).await?;
     txn.commit().await?;
@@ -655,10 +697,11 @@ async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedToken
         txn.commit().await?;
         return Err(invalid());
     }
-    let granted = Scopes::granted_from(&old.scope);
+    // What the provider stopped offering since is not granted again.
+    let granted = Scopes::parse(&old.scope).offered_by(&ScopeOffer::of(&txn, state.tenant, provider).await?);
     let scopes = match parameters.get("scope") {
         Some(asked) => {
-            let asked = Scopes::granted_from(asked);
+            let asked = Scopes::parse(asked);
             if !asked.within(&granted) {
                 return Err(OAuthError::InvalidScope("A refresh may not ask for more than was granted.".into()));
             }
@@ -840,7 +883,7 @@ pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, B
     let provider = provider::Entity::find_by_id(access.provider_id).one(&state.db).await?.ok_or(BearerError::Invalid)?;
     let user_id = access.user_id.ok_or(BearerError::Invalid)?;
     let user = user::Entity::find_by_id(user_id).one(&state.db).await?.filter(|u| u.is_active).ok_or(BearerError::Invalid)?;
-    let scopes = Scopes::granted_from(&access.scope);
+    let scopes = Scopes::parse(&access.scope);
     Ok(Value::Object(claims::user_claims(&state.db, state, &provider, &user, &scopes).await?))
 }
 

@@ -14,3 +14,4 @@ pub mod logout;
 pub mod model;
 pub mod pages;
 pub mod providers;
+pub mod scopes;

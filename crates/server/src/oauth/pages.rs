@@ -24,6 +24,7 @@ use super::grants::AUTHORIZE_PATH as AUTHORIZE;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(AUTHORIZE, get(authorize_by_query).post(authorize_by_form))
+        .route(super::grants::DECLINE_PATH, get(decline))
         .route("/application/o/{slug}/end-session/", get(end_session_by_query).post(end_session_by_form))
         .route("/application/o/{slug}/end-session/return/", get(return_after_sign_out))
 }
@@ -84,6 +85,16 @@ async fn authorize_by_query(
     RawQuery(query): RawQuery,
 ) -> Response {
     answer_authorization(&state, &base, &query.unwrap_or_default(), current, &client).await
+}
+
+async fn decline(State(state): State<AppState>, PublicBase(base): PublicBase, client: ClientInfo, RawQuery(query): RawQuery) -> Response {
+    match grants::decline(&state, &base, &query.unwrap_or_default(), &client).await {
+        Ok(Authorization::Redirect(to)) => redirect(&to),
+        Ok(Authorization::FormPost { action, fields }) => not_stored(crate::http::pages::post_to(&action, &fields)),
+        Ok(Authorization::Refused(reason)) => crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
+        Ok(_) => crate::http::pages::error_page(Error::internal("a declined request asked for more")),
+        Err(error) => crate::http::pages::error_page(error),
+    }
 }
 
 async fn authorize_by_form(

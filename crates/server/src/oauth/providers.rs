@@ -213,14 +213,28 @@ async fn apply(
         row.invalidation_flow_id = Set(id);
     }
 
-    // No scope mapping exists yet that a provider could name.
-    if let Some(mappings) = &request.property_mappings {
-        for id in mappings {
-            errors.add("property_mappings", format!("Invalid pk \"{id}\" - object does not exist."));
+    // Scope mappings decide what the application learns about people: choosing them means
+    // seeing them. Without a choice, a new provider offers the shipped defaults.
+    match &request.property_mappings {
+        Some(mappings) => {
+            if !mappings.is_empty() && !actor.rights.has(names::VIEW_SCOPE_MAPPING) {
+                errors.add("property_mappings", "You may not view scope mappings.");
+            } else {
+                let unknown = super::scopes::unknown_ids(&state.db, state.tenant, mappings).await?;
+                for id in &unknown {
+                    errors.add("property_mappings", format!("Invalid pk \"{id}\" - object does not exist."));
+                }
+                let mut chosen: Vec<Uuid> = Vec::new();
+                for id in mappings {
+                    if !chosen.contains(id) {
+                        chosen.push(*id);
+                    }
+                }
+                row.property_mappings = Set(json!(chosen));
+            }
         }
-        if mappings.is_empty() {
-            row.property_mappings = Set(json!([]));
-        }
+        None if current.is_none() => row.property_mappings = Set(json!(super::scopes::default_ids(&state.db, state.tenant).await?)),
+        None => {}
     }
 
     let client_type = request.client_type.or(current.and_then(|c| ClientType::parse(&c.client_type))).unwrap_or(ClientType::Confidential);

@@ -135,8 +135,8 @@ async fn a_permanent_consent_is_asked_once_and_again_only_for_more() {
     assert!(wrong.contains("Invalid consent token"), "{wrong}");
     let (_, consents) = json(app.get(&person, CONSENTS).await).await;
     assert_eq!(consents["pagination"]["count"], 0, "a wrong token consents to nothing");
+    assert_eq!(token, hidden(&wrong, "token"), "the token belongs to the run, so asking again writes nothing");
     code_of(allow(&app, &mut browser, &wrong, &hidden(&wrong, "token")).await);
-    assert_ne!(token, hidden(&wrong, "token"), "each question has its own token");
 
     let (status, consents) = json(app.get(&person, CONSENTS).await).await;
     assert_eq!(status, StatusCode::OK);
@@ -274,9 +274,19 @@ async fn consents_are_seen_and_revoked_by_their_owner_and_by_administrators_with
 
     // Someone who may view and delete consents, but is no superuser, cannot revoke a
     // superuser's.
-    app.user_with("helpdesk@example.com", &["authentik_stages_consent.view_userconsent", "authentik_stages_consent.delete_userconsent"])
-        .await;
+    // Viewing other people's consents also takes viewing users: each consent shows its user.
+    app.user_with("auditor@example.com", &["authentik_stages_consent.view_userconsent"]).await;
+    let auditor = app.sign_in("auditor@example.com").await;
+    let (_, seen) = json(app.get(&auditor, CONSENTS).await).await;
+    assert_eq!(seen["pagination"]["count"], 0, "{seen}");
+    app.user_with(
+        "helpdesk@example.com",
+        &["authentik_core.view_user", "authentik_stages_consent.view_userconsent", "authentik_stages_consent.delete_userconsent"],
+    )
+    .await;
     let helpdesk = app.sign_in("helpdesk@example.com").await;
+    let (_, seen) = json(app.get(&helpdesk, CONSENTS).await).await;
+    assert_eq!(seen["pagination"]["count"], 2);
     let status = app.delete(&helpdesk, &format!("{CONSENTS}{admin_consent}/")).await.status();
     assert_eq!(status, StatusCode::FORBIDDEN, "out of reach");
     let (_, still) = json(app.get(&admin, CONSENTS).await).await;
@@ -315,4 +325,115 @@ async fn a_person_sees_their_applications_and_consents_on_their_page_and_revokes
     assert_eq!(consents["pagination"]["count"], 0);
     let user_page = browser.send(app.client.get(app.url("/if/user/"))).await.text().await.unwrap();
     assert!(user_page.contains("You have not allowed any application"), "{user_page}");
+}
+
+#[tokio::test]
+async fn the_consent_question_reads_as_authentiks_and_deny_tells_the_application() {
+    let app = TestApp::spawn().await;
+    let (_admin, person, provider) = consenting_wiki(&app, "permanent").await;
+    let mut browser = browser_of(&app, &person);
+    question(follow(&app, &mut browser, &request(&provider, "openid email profile", &[("state", "s-1")])).await);
+    let (status, challenge) = browser.get(&format!("/api/v3/flows/executor/{EXPLICIT}/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(challenge["component"], "ak-stage-consent");
+    assert_eq!(
+        challenge["permissions"],
+        json!([{"id": "email", "name": "Email address"}, {"id": "profile", "name": "General Profile Information"}])
+    );
+    assert_eq!(challenge["additional_permissions"], json!([]));
+    assert!(challenge["token"].as_str().is_some_and(|t| t.len() >= 32), "{challenge}");
+    assert_eq!(challenge["pending_user"], "person@example.com");
+
+    let page = question(follow(&app, &mut browser, &request(&provider, "openid email", &[("state", "s-2")])).await);
+    let deny = unescape(page.split(r#"<a href=""#).find(|part| part.contains(">Deny<")).unwrap().split('"').next().unwrap());
+    let declined = follow(&app, &mut browser, &deny).await;
+    let Answered::Back(to) = declined else { panic!("declining sends the person back to the application") };
+    assert_eq!(query_value(&to, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_value(&to, "state").as_deref(), Some("s-2"));
+    assert_eq!(query_value(&to, "code"), None);
+    let (_, consents) = json(app.get(&person, CONSENTS).await).await;
+    assert_eq!(consents["pagination"]["count"], 0, "declining consents to nothing");
+}
+
+#[tokio::test]
+async fn prompt_consent_asks_again_or_is_refused_where_no_one_can_ask() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = consenting_wiki(&app, "permanent").await;
+    let mut browser = browser_of(&app, &person);
+    let page = question(follow(&app, &mut browser, &request(&provider, "openid email", &[])).await);
+    code_of(allow(&app, &mut browser, &page, &hidden(&page, "token")).await);
+    code_of(follow(&app, &mut browser, &request(&provider, "openid email", &[])).await);
+    let again = question(follow(&app, &mut browser, &request(&provider, "openid email", &[("prompt", "consent")])).await);
+    code_of(allow(&app, &mut browser, &again, &hidden(&again, "token")).await);
+    let mixed = location(&open_as(&app, Some(&person), &app.url(&request(&provider, "openid", &[("prompt", "none consent")]))).await);
+    assert_eq!(query_value(&mixed, "error").as_deref(), Some("invalid_request"), "{mixed}");
+
+    // Without a consent stage nobody can ask: the client is told so.
+    let path = format!("{PROVIDERS}{}/", provider["pk"]);
+    let implicit = flow_pk(&app, &admin, "default-provider-authorization-implicit-consent").await;
+    let (status, _) = json(app.patch(&admin, &path, json!({"authorization_flow": implicit})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = location(&open_as(&app, Some(&person), &app.url(&request(&provider, "openid", &[("prompt", "consent")]))).await);
+    assert_eq!(query_value(&refused, "error").as_deref(), Some("consent_required"), "{refused}");
+}
+
+#[tokio::test]
+async fn an_authorization_flow_that_signs_the_person_in_again_hands_out_a_code_at_its_end() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let flow = json!({"name": "Again", "slug": "again", "title": "Sign in again", "designation": "authorization", "authentication": "require_authenticated"});
+    let (status, created) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    for (order, name) in
+        ["default-authentication-identification", "default-authentication-password", "default-authentication-login"].iter().enumerate()
+    {
+        let (_, stages) = json(app.get(&admin, &format!("/api/v3/stages/all/?name={name}")).await).await;
+        let binding = json!({"target": created["pk"], "stage": stages["results"][0]["pk"], "order": order});
+        let (status, body) = json(app.post(&admin, "/api/v3/flows/bindings/", binding).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let path = format!("{PROVIDERS}{}/", provider["pk"]);
+    let (status, _) = json(app.patch(&admin, &path, json!({"authorization_flow": created["pk"]})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut browser = browser_of(&app, &person);
+    let before = browser.cookies.clone();
+    let identify = question(follow(&app, &mut browser, &request(&provider, "openid", &[])).await);
+    let form = |page: &str, fields: &str| format!("csrf={}&step={}&{fields}", hidden(page, "csrf"), hidden(page, "step"));
+    let post =
+        |body: String| app.client.post(app.url("/if/flow/again/")).header("content-type", "application/x-www-form-urlencoded").body(body);
+    let answered = browser.send(post(form(&identify, "uid_field=person%40example.com"))).await;
+    assert_eq!(answered.status(), StatusCode::SEE_OTHER);
+    let password = question(follow(&app, &mut browser, "/if/flow/again/").await);
+    let password_field =
+        form(&password, &format!("password={}", form_urlencoded::byte_serialize(crate::support::PASSWORD.as_bytes()).collect::<String>()));
+    let ended = browser.send(post(password_field)).await.text().await.unwrap();
+    assert_ne!(browser.cookies.get(crate::support::SESSION_COOKIE), before.get(crate::support::SESSION_COOKIE), "signed in anew");
+    let back = unescape(
+        ended.split(r#"http-equiv="refresh" content="0;url="#).nth(1).unwrap_or_else(|| panic!("{ended}")).split('"').next().unwrap(),
+    );
+    code_of(follow(&app, &mut browser, &back).await);
+}
+
+#[tokio::test]
+async fn prompt_none_is_told_when_the_authorization_flow_needs_the_person() {
+    let app = TestApp::spawn().await;
+    let (admin, person, provider) = single_sign_on(&app, json!({})).await;
+    let flow = json!({"name": "Denied", "slug": "denied", "title": "Denied", "designation": "authorization"});
+    let (_, created) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    let (_, deny) = json(app.post(&admin, "/api/v3/stages/deny/", json!({"name": "no-entry"})).await).await;
+    let binding = json!({"target": created["pk"], "stage": deny["pk"], "order": 0});
+    let (status, _) = json(app.post(&admin, "/api/v3/flows/bindings/", binding).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("{PROVIDERS}{}/", provider["pk"]);
+    let (status, _) = json(app.patch(&admin, &path, json!({"authorization_flow": created["pk"]})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let silent = location(&open_as(&app, Some(&person), &app.url(&request(&provider, "openid", &[("prompt", "none")]))).await);
+    assert_eq!(query_value(&silent, "error").as_deref(), Some("interaction_required"), "{silent}");
+    let mut browser = browser_of(&app, &person);
+    let to_flow = location(&browser.send(app.client.get(app.url(&request(&provider, "openid", &[])))).await);
+    assert_eq!(to_flow.path(), "/if/flow/denied/");
+    let denied = browser.send(app.client.get(app.url("/if/flow/denied/"))).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    let page = denied.text().await.unwrap();
+    assert!(page.contains("Permission denied"), "the flow's deny stage stops the person: {page}");
 }

@@ -3,6 +3,8 @@
 //! is and what it asks for come with the run's handoff (the [`APPLICATION`] and [`PERMISSIONS`]
 //! facts); without an application there is nothing to remember, and the stage always asks.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use gatehouse_types::DurationString;
 use serde::{Deserialize, Serialize};
@@ -15,13 +17,18 @@ use crate::flows::consents;
 use crate::flows::handoff::Handoff;
 use crate::flows::run::PlannedStage;
 use crate::flows::stage::{Form, Input, InputKind, Prompt, StageContext, StageKind, Step, parse_typed, text_field};
-use crate::secret::{constant_time_eq, random_token};
+use crate::secret::constant_time_eq;
 use crate::state::AppState;
 
 /// The handoff fact naming the application: `{"pk": uuid, "name": text, "slug": text}`.
 pub const APPLICATION: &str = "application";
 /// The handoff fact listing what is asked for: `[{"id": scope, "name": description}]`.
 pub const PERMISSIONS: &str = "permissions";
+/// The handoff fact that makes the stage ask even when a remembered consent covers everything
+/// (OpenID Connect's `prompt=consent`): `true`.
+pub const ASK_AGAIN: &str = "ask_again";
+/// The handoff fact naming where declining leads: a path on this server.
+pub const DECLINE: &str = "decline";
 
 /// What the page says when the echoed token is not the one asked with.
 const INVALID_TOKEN: &str = "Invalid consent token, please try again.";
@@ -67,12 +74,6 @@ struct Application {
     name: String,
 }
 
-/// What the stage keeps between asking and the answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Asked {
-    token: String,
-}
-
 /// Asks for and remembers consent.
 pub struct Consent;
 
@@ -87,9 +88,24 @@ impl Consent {
         fact.and_then(|fact| serde_json::from_value(fact.clone()).ok()).unwrap_or_default()
     }
 
-    /// Whose consent: the person signing in, or the one signed in.
+    /// Whose consent: the person signed in, or else the person signing in once they proved
+    /// who they are (so a flow that only identified someone cannot consent for them).
     fn person(cx: &StageContext<'_>) -> Option<i64> {
-        cx.context.pending_user.or_else(|| cx.current.as_ref().map(|current| current.user.id))
+        cx.current.as_ref().map(|current| current.user.id).or_else(|| {
+            let pending = cx.context.pending_user?;
+            cx.context.factors.iter().any(|factor| factor.user == pending).then_some(pending)
+        })
+    }
+
+    fn fact_is_true(cx: &StageContext<'_>, name: &str) -> bool {
+        cx.context.handoff.as_ref().and_then(|handoff| handoff.fact(name)).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    /// The token the answer must echo: bound to the run and the stage, so asking writes nothing
+    /// and an answer from another run or stage is refused.
+    fn token(cx: &StageContext<'_>) -> String {
+        let bound = format!("{}|{}", cx.run_id, cx.stage.stage_id);
+        URL_SAFE_NO_PAD.encode(cx.state.secret.mac("consent-token", bound.as_bytes()))
     }
 }
 
@@ -120,15 +136,22 @@ impl StageKind for Consent {
         let settings: ConsentSettings = cx.settings()?;
         let application = Self::application(cx);
         let asked = Self::permissions(cx);
-        let (already, additional) = match held(cx.state, &settings, application.as_ref(), Self::person(cx), &asked).await? {
+        let held = if Self::fact_is_true(cx, ASK_AGAIN) {
+            None
+        } else {
+            held(cx.state, &settings, application.as_ref(), Self::person(cx), &asked).await?
+        };
+        // As authentik: a first question lists everything under `permissions`; a question after
+        // an earlier consent lists what it covers there and what is new under
+        // `additional_permissions`. Fewer scopes than consented to pass without a question.
+        let (already, additional) = match held {
             Some((_, additional)) if additional.is_empty() => return Ok(Step::Passed),
             Some(split) => split,
-            None => (Vec::new(), asked),
+            None => (asked, Vec::new()),
         };
-        let token = random_token(24);
-        cx.set_stage_state(Some(&Asked { token: token.clone() }));
+        let token = Self::token(cx);
         let name = application.as_ref().map_or("This application", |a| a.name.as_str());
-        let header = if already.is_empty() {
+        let header = if additional.is_empty() || already.is_empty() {
             format!("{name} asks for the following permissions:")
         } else {
             format!("{name} already has some permissions and asks for more:")
@@ -139,6 +162,14 @@ impl StageKind for Consent {
         fields.insert("additional_permissions".into(), json!(additional));
         fields.insert("token".into(), json!(token));
         let listing = already.iter().chain(additional.iter()).map(|p| p.name.clone()).filter(|n| !n.is_empty()).collect();
+        let decline = cx
+            .context
+            .handoff
+            .as_ref()
+            .and_then(|handoff| handoff.fact(DECLINE))
+            .and_then(Value::as_str)
+            .and_then(crate::flows::redirect::safe_next)
+            .unwrap_or_else(|| "/flows/-/cancel/".to_owned());
         let form = Form {
             intro: Some(header),
             inputs: vec![Input {
@@ -151,7 +182,7 @@ impl StageKind for Consent {
                 autofocus: false,
             }],
             submit: "Allow".into(),
-            links: vec![("Deny".into(), "/flows/-/cancel/".into())],
+            links: vec![("Deny".into(), decline)],
             listing,
             ..Form::default()
         };
@@ -159,14 +190,10 @@ impl StageKind for Consent {
     }
 
     async fn solve(&self, cx: &mut StageContext<'_>, response: &Map<String, Value>) -> Result<Step> {
-        let Some(asked) = cx.stage_state::<Asked>() else {
-            return self.enter(cx).await;
-        };
         let given = text_field(response, "token").unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), asked.token.as_bytes()) {
+        if !constant_time_eq(given.as_bytes(), Self::token(cx).as_bytes()) {
             return Ok(Step::Invalid(FieldErrors::single("token", INVALID_TOKEN)));
         }
-        cx.set_stage_state::<Asked>(None);
         let settings: ConsentSettings = cx.settings()?;
         let expires = match settings.mode {
             ConsentMode::AlwaysRequire => return Ok(Step::Passed),
