@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::mappings::handlers::router())
         .merge(crate::crypto::handlers::router())
         .merge(crate::oauth::handlers::router())
+        .merge(crate::oauth::api::router())
         .merge(crate::media::handlers::router(state.config.media.max_upload_bytes))
         .merge(crate::flows::executor_api::router())
         .merge(crate::flows::handlers::router())

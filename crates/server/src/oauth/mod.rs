@@ -3,6 +3,7 @@
 //! discovery document and published keys. Uses accounts, credentials, flows, crypto and events;
 //! no domain uses this one.
 
+pub mod api;
 pub mod applications;
 pub mod claims;
 pub mod consents;

@@ -6,7 +6,7 @@
 
 use chrono::Utc;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, Set};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -174,6 +174,7 @@ async fn scope_mappings(db: &impl ConnectionTrait, tenant: TenantId, ids: &[Uuid
         .filter(property_mapping::Column::TenantId.eq(tenant.0))
         .filter(property_mapping::Column::Kind.eq(SCOPE))
         .filter(property_mapping::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(property_mapping::Column::Name)
         .all(db)
         .await?)
 }
@@ -195,7 +196,7 @@ impl ScopeOffer {
         scope == "openid" || self.mappings.iter().any(|m| m.scope_name.as_deref() == Some(scope))
     }
 
-    /// The scopes offered, `openid` first, each once.
+    /// The scopes offered, `openid` first, then in the order of their mappings' names, each once.
     pub fn scope_names(&self) -> Vec<String> {
         let mut names = vec!["openid".to_owned()];
         for name in self.mappings.iter().filter_map(|m| m.scope_name.clone()) {

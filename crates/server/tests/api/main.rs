@@ -25,6 +25,7 @@ mod mfa;
 mod oauth;
 mod ops;
 mod quickstart;
+mod scopes;
 mod sessions;
 mod sign_in_integrity;
 mod tasks;

@@ -475,7 +475,7 @@ async fn a_relying_party_signs_a_person_in_with_code_and_pkce_then_refreshes() {
 }
 
 /// The token endpoint's answer to `form` as the client authenticated with `basic`.
-async fn token_request(
+pub(crate) async fn token_request(
     app: &TestApp,
     basic: Option<(&str, &str)>,
     form: &[(&str, &str)],
@@ -685,7 +685,7 @@ pub(crate) async fn code_with_pkce(app: &TestApp, session: &Session, client_id: 
     code
 }
 
-fn exchange_form(code: &str) -> Vec<(&str, &str)> {
+pub(crate) fn exchange_form(code: &str) -> Vec<(&str, &str)> {
     vec![
         ("grant_type", "authorization_code"),
         ("code", code),
