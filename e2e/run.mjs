@@ -424,9 +424,12 @@ async function adminApi(base, cli, who) {
   };
 }
 
-test('a relying party using openid-client signs a person in through the pages with code and PKCE, then out', async ({ base, newPage, account, cli }) => {
+test('a relying party using openid-client signs a person in through the pages with code, PKCE and consent, then out', async ({ base, newPage, account, cli }) => {
   const api = await adminApi(base, cli, 'sso-admin');
-  const consent = await api('GET', '/api/v3/flows/instances/default-provider-authorization-implicit-consent/');
+  const consent = await api('GET', '/api/v3/flows/instances/default-provider-authorization-explicit-consent/');
+  // The consent is remembered, so the second visit goes straight through.
+  const consentStages = await api('GET', '/api/v3/stages/consent/?name=default-provider-authorization-consent');
+  await api('PATCH', `/api/v3/stages/consent/${consentStages.results[0].pk}/`, { mode: 'permanent' });
   const signOut = await api('GET', '/api/v3/flows/instances/default-invalidation-flow/');
   // The relying party: a small web application of this test's own, a public client.
   const relyingParty = createServer();
@@ -489,12 +492,16 @@ test('a relying party using openid-client signs a person in through the pages wi
     const ada = await account('Ada Lovelace');
     const page = await newPage();
     await page.goto(`${home}/login`);
-    // Not signed in: Gatehouse's own sign-in page, then straight back to the application.
+    // Not signed in: Gatehouse's own sign-in page, then the consent page, then back to the
+    // application.
     assert.match(page.url(), /\/if\/flow\/default-authentication-flow\/\?next=%2Fapplication%2Fo%2Fauthorize%2F/);
     await page.getByLabel('E-mail or username').fill(ada.email);
     await page.getByRole('button', { name: 'Continue' }).click();
     await page.getByLabel('Password').fill(PASSWORD);
     await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('E2E relying party asks for the following permissions:').waitFor();
+    await page.getByText('General Profile Information').waitFor();
+    await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(new RegExp(`^${home}/callback\\?`));
     assert.equal(await page.locator('#who').textContent(), ada.email, await page.content());
     assert.equal(verified.length, 1);
@@ -502,11 +509,20 @@ test('a relying party using openid-client signs a person in through the pages wi
     assert.equal(verified[0].claims.iss, `${base}/application/o/e2e-rp/`);
     assert.equal(verified[0].info.preferred_username, ada.username);
 
-    // Signed in already: the next visit goes through without a page of Gatehouse's.
+    // Signed in and consented already: the next visit goes through without a page of Gatehouse's.
     await page.goto(`${home}/login`);
     await page.waitForURL(new RegExp(`^${home}/callback\\?`));
     assert.equal(verified.length, 2);
     assert.equal(verified[1].claims.sub, verified[0].claims.sub, 'the same person has the same subject');
+
+    // The consent is on the person's page, where revoking it makes the application ask again.
+    await page.goto(`${base}/if/user/`);
+    await page.getByRole('button', { name: 'Revoke consent for E2E relying party' }).click();
+    await page.getByText('You have not allowed any application').waitFor();
+    await page.goto(`${home}/login`);
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForURL(new RegExp(`^${home}/callback\\?`));
+    assert.equal(verified.length, 3);
 
     // Signing out from the application ends the Gatehouse session too, after asking.
     await page.goto(`${home}/logout`);

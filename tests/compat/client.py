@@ -25,7 +25,9 @@ sessions `revoke_others/`, flows `import/`) go through the client's own request 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -34,6 +36,7 @@ import socketserver
 import string
 import sys
 import threading
+import urllib.parse
 import zlib
 from http.cookies import SimpleCookie
 from typing import Any, Callable
@@ -1525,8 +1528,91 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
 
     run("authlib: discovery, code with PKCE, ID token against the key set, userinfo, introspection, revocation", authlib_relying_party)
 
+    mappings = ak.PropertymappingsApi(api_client)
+
+    def scope_mappings():
+        shipped = mappings.propertymappings_provider_scope_list(managed__isnull=False, ordering="scope_name", page_size=50)
+        names = [m.scope_name for m in shipped.results]
+        expect(names == ["email", "entitlements", "offline_access", "openid", "profile"], f"shipped {names!r}")
+        made = mappings.propertymappings_provider_scope_create(ak.ScopeMappingRequest(
+            name=f"compat-{tag}-team", scope_name="team", expression='{"team": "blue-" + user.username}', description="Your team"))
+        state["mapping"] = made.pk
+        expect(made.managed is None and made.scope_name == "team", f"made {made!r}")
+        got = mappings.propertymappings_provider_scope_partial_update(made.pk, ak.PatchedScopeMappingRequest(description="The team"))
+        expect(got.description == "The team" and got.expression == made.expression, f"patched {got!r}")
+        got = mappings.propertymappings_provider_scope_retrieve(made.pk)
+        expect(got.component == "ak-property-mapping-provider-scope-form", f"component {got.component!r}")
+        expect_raises(BadRequestException, lambda: mappings.propertymappings_provider_scope_create(
+            ak.ScopeMappingRequest(name=f"compat-{tag}-bad", scope_name="bad", expression="1 +")))
+        expect(mappings.propertymappings_provider_scope_used_by_list(made.pk) == [], "a new mapping is used by something")
+
+    run("propertymappings_provider_scope_create, _list, _partial_update, _retrieve, _used_by_list", scope_mappings)
+
+    def explicit_consent():
+        import requests
+        stages = ak.StagesApi(api_client)
+        stage = stages.stages_consent_create(ak.ConsentStageRequest(
+            name=f"compat-{tag}-consent", mode=ak.ConsentModeEnum.PERMANENT, consent_expire_in="weeks=4"))
+        state["consent_stage"] = stage.pk
+        expect(stage.mode == ak.ConsentModeEnum.PERMANENT and stage.consent_expire_in == "weeks=4", f"stage {stage!r}")
+        slug = f"compat-{tag}-consent"
+        flow = flows.flows_instances_create(ak.FlowRequest(
+            name=f"Compat consent {tag}", slug=slug, title="Allow?", designation=ak.FlowDesignationEnum.AUTHORIZATION,
+            authentication=ak.AuthenticationEnum.REQUIRE_AUTHENTICATED))
+        state["consent_flow"] = slug
+        flows.flows_bindings_create(ak.FlowStageBindingRequest(target=flow.pk, stage=stage.pk, order=0))
+        invalidation = flows.flows_instances_retrieve("default-invalidation-flow").pk
+        callback = "https://consenting.example/callback"
+        shipped = [m.pk for m in mappings.propertymappings_provider_scope_list(managed__isnull=False).results
+                   if m.scope_name in ("openid", "email")]
+        created = providers.providers_oauth2_create(ak.OAuth2ProviderRequest(
+            name=f"compat-{tag}-consenting", authorization_flow=flow.pk, invalidation_flow=invalidation,
+            client_type=ak.ClientTypeEnum.CONFIDENTIAL, property_mappings=shipped + [state["mapping"]],
+            redirect_uris=[ak.RedirectURIRequest(matching_mode=ak.MatchingModeEnum.STRICT, url=callback)]))
+        state["consenting"] = created.pk
+        application = core.core_applications_create(ak.ApplicationRequest(
+            name=f"compat {tag} consenting", slug=f"compat-{tag}-consenting", provider=created.pk))
+        browser = sign_in_raw(url, email, password)
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        query = urllib.parse.urlencode({"client_id": created.client_id, "response_type": "code", "redirect_uri": callback,
+                                        "scope": "openid email team", "code_challenge": challenge, "code_challenge_method": "S256"})
+        cookie = lambda: "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        answer = requests.get(f"{url}/application/o/authorize/?{query}", headers={"Cookie": cookie()}, allow_redirects=False, timeout=10)
+        expect(answer.status_code == 302 and answer.headers["location"] == f"/if/flow/{slug}/", f"authorize answered {answer.status_code}")
+        browser.take_cookies(answer.raw.headers)
+        asked = challenge_of(browser.flows.flows_executor_get_without_preload_content(slug, "").data)
+        expect(isinstance(asked, ak.ConsentChallenge), f"challenge {asked!r}")
+        expect([p.name for p in asked.permissions] == ["Email address", "The team"], f"permissions {asked.permissions!r}")
+        step = browser.raw_step(browser.flows.flows_executor_solve, slug, "", ak.FlowChallengeResponseRequest(
+            ak.ConsentChallengeResponseRequest(component="ak-stage-consent", token=asked.token)))
+        expect(step.get("component") == "xak-flow-redirect" and "flow_proof=" in step.get("to", ""), f"after consent {step!r}")
+        back = requests.get(url + step["to"], headers={"Cookie": cookie()}, allow_redirects=False, timeout=10)
+        expect(back.status_code == 302 and back.headers["location"].startswith(callback + "?code="), f"came back {back.status_code}")
+        consents = core.core_user_consent_list(application=application.pk)
+        expect(len(consents.results) == 1 and consents.results[0].permissions == "email team", f"consents {consents.results!r}")
+        expect(consents.results[0].application.slug == f"compat-{tag}-consenting" and consents.results[0].expiring is False,
+               f"consent {consents.results[0]!r}")
+        # Remembered: the next request comes straight back.
+        again = requests.get(f"{url}/application/o/authorize/?{query}", headers={"Cookie": cookie()}, allow_redirects=False, timeout=10)
+        expect(again.status_code == 302 and again.headers["location"].startswith(callback + "?code="), "asked again")
+        expect(core.core_user_consent_destroy(consents.results[0].pk) is None, "returned something")
+        expect(core.core_user_consent_list(application=application.pk).results == [], "the consent survived its revocation")
+
+    run("stages_consent_create, an authorization flow asking consent through the executor (ConsentChallenge), "
+        "core_user_consent_list, _destroy", explicit_consent)
+
     def destroy():
         expect(core.core_applications_destroy(f"compat-{tag}-wiki") is None, "returned something")
+        if "consenting" in state:
+            core.core_applications_destroy(f"compat-{tag}-consenting")
+            providers.providers_oauth2_destroy(state["consenting"])
+        if "consent_flow" in state:
+            flows.flows_instances_destroy(state["consent_flow"])
+        if "consent_stage" in state:
+            ak.StagesApi(api_client).stages_consent_destroy(state["consent_stage"])
+        if "mapping" in state:
+            expect(mappings.propertymappings_provider_scope_destroy(state["mapping"]) is None, "returned something")
         if "authlib" in state:
             core.core_applications_destroy(f"compat-{tag}-authlib")
             providers.providers_oauth2_destroy(state["authlib"])
@@ -1534,7 +1620,7 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
         expect(status_of(providers.providers_oauth2_retrieve, state["pk"]) == 404, "provider still retrievable")
         expect(status_of(core.core_applications_retrieve, f"compat-{tag}-wiki") == 404, "application still retrievable")
 
-    run("core_applications_destroy, providers_oauth2_destroy", destroy)
+    run("core_applications_destroy, providers_oauth2_destroy, propertymappings_provider_scope_destroy", destroy)
 
 
 def media_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:
