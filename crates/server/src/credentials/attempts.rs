@@ -127,6 +127,13 @@ impl Bucket {
         Self { name: format!("codes:user:{user}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
     }
 
+    /// Wrong device user codes (RFC 8628) entered by one account: a user code is short, so
+    /// guessing one is slowed and capped like a one-time code. A right code clears it.
+    pub fn user_code_guesses(user: i64) -> Self {
+        let limits = Limits { free_failures: 5, max_failures_per_hour: 20 };
+        Self { name: format!("user-codes:user:{user}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
+    }
+
     /// Codes sent for one account (each message costs money, so every send counts).
     pub fn code_sends_for_account(user: i64, max_per_hour: u32) -> Self {
         Self { name: format!("sends:user:{user}"), rule: Rule::Ceiling(max_per_hour), on_success: OnSuccess::Refund }

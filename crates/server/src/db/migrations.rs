@@ -27,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(Applications),
             Box::new(UserConsents),
             Box::new(ScopeMappings),
+            Box::new(DeviceCodes),
         ]
     }
 }
@@ -1360,5 +1361,73 @@ impl MigrationTrait for ScopeMappings {
             manager.alter_table(Table::alter().table(table).drop_column(column).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Device authorization requests (RFC 8628), by keyed digests of their two codes.
+struct DeviceCodes;
+
+impl MigrationName for DeviceCodes {
+    fn name(&self) -> &str {
+        "m0017_device_codes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DeviceCodes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table = "oauth2_device_codes";
+        manager
+            .create_table(
+                Table::create()
+                    .table(table)
+                    .col(pk_uuid("id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("provider_id"))
+                    .col(string_len("device_code_digest", 64))
+                    .col(string_len("user_code_digest", 64))
+                    .col(text("scope"))
+                    .col(string_len("status", 16))
+                    .col(big_integer_null("user_id"))
+                    .col(uuid_null("session_id"))
+                    .col(timestamp_with_time_zone_null("auth_time"))
+                    .col(timestamp_with_time_zone_null("last_poll"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk(table))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_device_codes_provider")
+                            .from(table, "provider_id")
+                            .to("oauth2_providers", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_device_codes_user")
+                            .from(table, "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    // As codes and tokens: the device's grant ends with the session that allowed
+                    // it, and follows it when it is renewed.
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_device_codes_session")
+                            .from(table, "session_id")
+                            .to("sessions", "id")
+                            .on_delete(ForeignKeyAction::Cascade)
+                            .on_update(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(table, "ux_oauth2_device_codes_device", &["device_code_digest"], true)).await?;
+        manager.create_index(index(table, "ux_oauth2_device_codes_user_code", &["user_code_digest"], true)).await?;
+        manager.create_index(index(table, "ix_oauth2_device_codes_session", &["session_id"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("oauth2_device_codes").to_owned()).await
     }
 }

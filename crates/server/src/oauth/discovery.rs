@@ -38,7 +38,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
     let offer = super::scopes::ScopeOffer::of(&state.db, state.tenant, &provider).await?;
     let public = provider.client_type == super::model::ClientType::Public.as_str();
     let auth_methods: &[&str] = if public { &["none"] } else { &["client_secret_basic", "client_secret_post"] };
-    Ok(json!({
+    let mut document = json!({
         "issuer": super::grants::issuer(base, &provider, &app),
         "authorization_endpoint": format!("{base}/application/o/authorize/"),
         "token_endpoint": format!("{base}/application/o/token/"),
@@ -62,5 +62,9 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
-    }))
+    });
+    if provider.grant_types().contains(&super::model::GrantType::DeviceCode) {
+        document["device_authorization_endpoint"] = json!(format!("{base}{}", super::device::DEVICE_PATH));
+    }
+    Ok(document)
 }

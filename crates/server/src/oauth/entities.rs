@@ -163,3 +163,39 @@ pub mod token {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Device authorization requests (RFC 8628): a device shows a user code, a person enters it on
+/// their own browser and allows or denies, and the device polls with its device code. Both codes
+/// are kept as keyed digests only.
+pub mod device_code {
+    use sea_orm::entity::prelude::*;
+
+    /// One device's request.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oauth2_device_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub provider_id: i64,
+        pub device_code_digest: String,
+        pub user_code_digest: String,
+        /// Granted scopes, separated by spaces.
+        pub scope: String,
+        /// `pending`, `approved`, `denied` or `used`.
+        pub status: String,
+        /// Who allowed or denied it, through which session, signed in when.
+        pub user_id: Option<i64>,
+        pub session_id: Option<Uuid>,
+        pub auth_time: Option<DateTimeUtc>,
+        /// When the device last asked, for `slow_down`.
+        pub last_poll: Option<DateTimeUtc>,
+        pub expires: DateTimeUtc,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -61,7 +61,7 @@ impl Parameters {
 
     /// Reads a client's request to the token, introspection or revocation endpoint, where a
     /// repeated parameter is an `invalid_request`.
-    fn parse_once(text: &str) -> Result<Self, OAuthError> {
+    pub(super) fn parse_once(text: &str) -> Result<Self, OAuthError> {
         let parameters = Self::parse(text);
         match &parameters.repeated {
             Some(name) => Err(OAuthError::InvalidRequest(format!("The parameter {name} is given more than once."))),
@@ -443,6 +443,14 @@ pub enum OAuthError {
     UnauthorizedClient(String),
     UnsupportedGrantType,
     InvalidScope(String),
+    /// The device's user has not answered yet (RFC 8628 §3.5).
+    AuthorizationPending,
+    /// The device asks more often than its interval allows.
+    SlowDown,
+    /// The device code lapsed before anyone answered.
+    ExpiredToken,
+    /// The person denied the device.
+    AccessDenied,
     /// Not the client's fault.
     Internal(Error),
 }
@@ -469,6 +477,10 @@ impl OAuthError {
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::AuthorizationPending => "authorization_pending",
+            OAuthError::SlowDown => "slow_down",
+            OAuthError::ExpiredToken => "expired_token",
+            OAuthError::AccessDenied => "access_denied",
             OAuthError::Internal(_) => "server_error",
         }
     }
@@ -482,6 +494,10 @@ impl OAuthError {
             | OAuthError::InvalidScope(text) => text.clone(),
             OAuthError::InvalidClient => "Client authentication failed.".into(),
             OAuthError::UnsupportedGrantType => "This grant type is not offered.".into(),
+            OAuthError::AuthorizationPending => "The user has not answered yet.".into(),
+            OAuthError::SlowDown => "Poll less often: wait the interval between requests, plus five seconds.".into(),
+            OAuthError::ExpiredToken => "The device code expired; start again.".into(),
+            OAuthError::AccessDenied => "The user denied the request.".into(),
             OAuthError::Internal(_) => "The server could not answer; try again later.".into(),
         }
     }
@@ -501,7 +517,7 @@ pub struct IssuedTokens {
 }
 
 /// Who is asking at the token endpoint.
-async fn authenticate_client(
+pub(super) async fn authenticate_client(
     state: &AppState,
     parameters: &Parameters,
     basic: Option<(String, String)>,
@@ -531,7 +547,9 @@ pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(Stri
     let parameters = Parameters::parse_once(body)?;
     let grant = parameters.get("grant_type").ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing.".into()))?;
     let grant = match GrantType::parse(grant) {
-        Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken | GrantType::ClientCredentials)) => grant,
+        Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken | GrantType::ClientCredentials | GrantType::DeviceCode)) => {
+            grant
+        }
         _ => return Err(OAuthError::UnsupportedGrantType),
     };
     let (provider, app) = authenticate_client(state, &parameters, basic).await?;
@@ -546,16 +564,17 @@ pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(Stri
     match grant {
         GrantType::AuthorizationCode => exchange_code(&mint, &parameters).await,
         GrantType::RefreshToken => refresh(&mint, &parameters).await,
+        GrantType::DeviceCode => super::device::exchange(&mint, &parameters).await,
         _ => client_credentials(&mint, &parameters).await,
     }
 }
 
 /// What tokens of one provider are made with.
-struct Mint<'a> {
-    state: &'a AppState,
-    issuer: &'a str,
-    provider: &'a provider::Model,
-    signer: &'a Signer,
+pub(super) struct Mint<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) issuer: &'a str,
+    pub(super) provider: &'a provider::Model,
+    pub(super) signer: &'a Signer,
 }
 
 /// A token for the client itself (RFC 6749 §4.4): `sub` is the client id, no user is named, no
@@ -609,7 +628,7 @@ async fn revoke_family(db: &impl ConnectionTrait, family: Uuid) -> Result<(), OA
     Ok(())
 }
 
-async fn active_user(db: &impl ConnectionTrait, state: &AppState, id: i64) -> Result<user::Model, OAuthError> {
+pub(super) async fn active_user(db: &impl ConnectionTrait, state: &AppState, id: i64) -> Result<user::Model, OAuthError> {
     let found = user::Entity::find_by_id(id).filter(user::Column::TenantId.eq(state.tenant.0)).one(db).await?;
     found.filter(|u| u.is_active).ok_or_else(|| OAuthError::InvalidGrant("The user cannot sign in.".into()))
 }
@@ -718,11 +737,11 @@ async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedToken
 }
 
 /// Where issued tokens come from.
-struct Issue<'a> {
-    family: Uuid,
-    session_id: Option<Uuid>,
-    auth_time: DateTime<Utc>,
-    nonce: Option<&'a str>,
+pub(super) struct Issue<'a> {
+    pub(super) family: Uuid,
+    pub(super) session_id: Option<Uuid>,
+    pub(super) auth_time: DateTime<Utc>,
+    pub(super) nonce: Option<&'a str>,
 }
 
 fn validity(text: &str, fallback: TimeDelta) -> TimeDelta {
@@ -777,7 +796,7 @@ async fn store_token(
     Ok(())
 }
 
-async fn issue(
+pub(super) async fn issue(
     db: &impl ConnectionTrait,
     mint: &Mint<'_>,
     user: &user::Model,
@@ -889,7 +908,7 @@ pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, B
 
 /// Whether the session a token was given through, if any, is still live: tokens end with it, and
 /// an expired session may not have been purged yet.
-async fn session_live(db: &impl ConnectionTrait, session_id: Option<Uuid>) -> Result<bool, sea_orm::DbErr> {
+pub(super) async fn session_live(db: &impl ConnectionTrait, session_id: Option<Uuid>) -> Result<bool, sea_orm::DbErr> {
     let Some(id) = session_id else { return Ok(true) };
     let session = crate::sessions::entities::session::Entity::find_by_id(id).one(db).await?;
     Ok(session.is_some_and(|s| s.expires > Utc::now()))
@@ -981,7 +1000,12 @@ pub async fn purge_expired(db: &impl ConnectionTrait) -> crate::error::Result<u6
     let now = Utc::now();
     let codes = code::Entity::delete_many().filter(code::Column::Expires.lt(now)).exec(db).await?.rows_affected;
     let tokens = token::Entity::delete_many().filter(token::Column::Expires.lt(now)).exec(db).await?.rows_affected;
-    Ok(codes + tokens)
+    let devices = super::entities::device_code::Entity::delete_many()
+        .filter(super::entities::device_code::Column::Expires.lt(now))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(codes + tokens + devices)
 }
 
 #[cfg(test)]

@@ -422,6 +422,7 @@ pub fn protocol_router() -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/application/o/token/", post(token).options(preflight))
+        .route(super::device::DEVICE_PATH, post(device_authorization))
         .route("/application/o/userinfo/", get(userinfo).post(userinfo).options(preflight))
         .route("/application/o/introspect/", post(introspect))
         .route("/application/o/revoke/", post(revoke).options(preflight))
@@ -553,6 +554,17 @@ async fn token(State(state): State<AppState>, PublicBase(base): PublicBase, head
         Err(error) => oauth_error(error),
     };
     readable_anywhere(response)
+}
+
+async fn device_authorization(State(state): State<AppState>, PublicBase(base): PublicBase, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match client_request(&headers, &body) {
+        Ok(request) => request,
+        Err(error) => return oauth_error(error),
+    };
+    match super::device::start(&state, &base, request.body, request.basic).await {
+        Ok(codes) => not_stored(Json(codes).into_response()),
+        Err(error) => oauth_error(error),
+    }
 }
 
 async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod applications;
 pub mod claims;
 pub mod consents;
+pub mod device;
 pub mod discovery;
 pub mod entities;
 pub mod grants;

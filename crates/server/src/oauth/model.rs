@@ -23,6 +23,7 @@ text_enum!(
         Hybrid => "hybrid",
         RefreshToken => "refresh_token",
         ClientCredentials => "client_credentials",
+        DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
     }
 );
 

@@ -25,6 +25,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(AUTHORIZE, get(authorize_by_query).post(authorize_by_form))
         .route(super::grants::DECLINE_PATH, get(decline))
+        .route(super::device::VERIFICATION_PATH, get(device_entry).post(device_lookup))
+        .route("/if/device/confirm/", axum::routing::post(device_decision))
         .route("/application/o/{slug}/end-session/", get(end_session_by_query).post(end_session_by_form))
         .route("/application/o/{slug}/end-session/return/", get(return_after_sign_out))
 }
@@ -157,6 +159,141 @@ async fn through_flow(
     let mut response = redirect(&format!("/if/flow/{flow_slug}/"));
     response.headers_mut().append(header::SET_COOKIE, cookie);
     response
+}
+
+/// A device's request as its page shows it.
+struct DeviceRequestView {
+    application: String,
+    user_code: String,
+    permissions: Vec<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "device.html")]
+struct DevicePage {
+    title: &'static str,
+    csrf: String,
+    typed: String,
+    errors: Vec<String>,
+    request: Option<DeviceRequestView>,
+}
+
+/// The signed-in person behind a device page, with the CSRF token of their session.
+fn signed_in_for_device(
+    current: Option<std::sync::Arc<crate::credentials::cache::AuthContext>>,
+    state: &AppState,
+) -> Option<(std::sync::Arc<crate::credentials::cache::AuthContext>, String)> {
+    let current = current.filter(|c| c.session.is_some())?;
+    let csrf = current.session.as_ref().map(|s| crate::sessions::service::csrf_token(&state.secret, s.id)).unwrap_or_default();
+    Some((current, csrf))
+}
+
+/// The sign-in that brings a stranger back to the device page `back`.
+fn sign_in_for_device(state: &AppState, back: &str) -> Response {
+    let next: String = form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    redirect(&format!("/if/flow/{}/?next={next}", state.config.flows.authentication_flow))
+}
+
+/// The form's fields, once its CSRF token matched the caller's session.
+fn device_form(
+    state: &AppState,
+    current: &crate::credentials::cache::AuthContext,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> crate::error::Result<Vec<(String, String)>> {
+    let fields = crate::http::pages::form_fields(headers, body)?;
+    let token = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or_default();
+    let session = current.session.as_ref().ok_or(Error::Unauthenticated)?;
+    if !crate::sessions::service::csrf_valid(&state.secret, session.id, token) {
+        return Err(Error::Csrf);
+    }
+    Ok(fields)
+}
+
+fn device_page(status: StatusCode, csrf: String, typed: String, errors: Vec<String>, request: Option<DeviceRequestView>) -> Response {
+    let title = if request.is_some() { "Allow this device?" } else { "Sign in on a device" };
+    not_stored(crate::http::pages::html(status, &DevicePage { title, csrf, typed, errors, request }))
+}
+
+/// `GET /if/device/`: the form for the code a device shows (filled in from `?code=`).
+async fn device_entry(State(state): State<AppState>, MaybeSignedIn(current): MaybeSignedIn, RawQuery(query): RawQuery) -> Response {
+    let typed = crate::flows::redirect::url_params(&query.unwrap_or_default())
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.chars().take(32).collect())
+        .unwrap_or_default();
+    let back = format!(
+        "{}?code={}",
+        super::device::VERIFICATION_PATH,
+        form_urlencoded::byte_serialize(String::as_bytes(&typed)).collect::<String>()
+    );
+    let Some((_, csrf)) = signed_in_for_device(current, &state) else { return sign_in_for_device(&state, &back) };
+    device_page(StatusCode::OK, csrf, typed, Vec::new(), None)
+}
+
+/// `POST /if/device/`: the code typed; the request it names, to allow or deny.
+async fn device_lookup(
+    State(state): State<AppState>,
+    MaybeSignedIn(current): MaybeSignedIn,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((current, csrf)) = signed_in_for_device(current, &state) else {
+        return sign_in_for_device(&state, super::device::VERIFICATION_PATH);
+    };
+    let result = async {
+        let fields = device_form(&state, &current, &headers, &body)?;
+        let typed: String =
+            fields.into_iter().find(|(k, _)| k == "user_code").map(|(_, v)| v.chars().take(32).collect()).unwrap_or_default();
+        Ok::<_, Error>(match super::device::look_up(&state, &current, &typed).await? {
+            Ok(request) => {
+                let view = DeviceRequestView {
+                    application: request.application.name,
+                    user_code: request.user_code,
+                    permissions: request.permissions,
+                };
+                device_page(StatusCode::OK, csrf, String::new(), Vec::new(), Some(view))
+            }
+            Err(reason) => device_page(StatusCode::BAD_REQUEST, csrf, typed, vec![reason], None),
+        })
+    }
+    .await;
+    result.unwrap_or_else(crate::http::pages::error_page)
+}
+
+/// `POST /if/device/confirm/`: the person allows or denies the device.
+async fn device_decision(
+    State(state): State<AppState>,
+    MaybeSignedIn(current): MaybeSignedIn,
+    client: ClientInfo,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((current, csrf)) = signed_in_for_device(current, &state) else {
+        return sign_in_for_device(&state, super::device::VERIFICATION_PATH);
+    };
+    let result = async {
+        let fields = device_form(&state, &current, &headers, &body)?;
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let allow = match field("decision").as_str() {
+            "allow" => true,
+            "deny" => false,
+            _ => return Err(Error::field("decision", "Choose allow or deny.")),
+        };
+        Ok(match super::device::decide(&state, &current, &field("user_code"), allow, &client).await? {
+            Ok(application) if allow => crate::http::pages::message(
+                StatusCode::OK,
+                "Device allowed",
+                &format!("{application} is signed in on your device. You can close this page."),
+            ),
+            Ok(application) => {
+                crate::http::pages::message(StatusCode::OK, "Device denied", &format!("{application} was not signed in on the device."))
+            }
+            Err(reason) => device_page(StatusCode::BAD_REQUEST, csrf, String::new(), vec![reason], None),
+        })
+    }
+    .await;
+    result.map(not_stored).unwrap_or_else(crate::http::pages::error_page)
 }
 
 /// The sign-in flow `flow_slug`'s page, sending people on to the authorization request `query`.

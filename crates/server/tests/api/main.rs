@@ -11,6 +11,7 @@ mod authenticators;
 mod cli;
 mod consent;
 mod crypto;
+mod device;
 mod escalation;
 mod events;
 mod factor_oracle;
