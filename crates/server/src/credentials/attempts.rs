@@ -128,10 +128,18 @@ impl Bucket {
     }
 
     /// Wrong device user codes (RFC 8628) entered by one account: a user code is short, so
-    /// guessing one is slowed and capped like a one-time code. A right code clears it.
+    /// guessing one is slowed and capped like a one-time code. A right code gives back only
+    /// itself, since anyone can make a right code by asking for one.
     pub fn user_code_guesses(user: i64) -> Self {
         let limits = Limits { free_failures: 5, max_failures_per_hour: 20 };
-        Self { name: format!("user-codes:user:{user}"), rule: Rule::Delay(limits), on_success: OnSuccess::Clear }
+        Self { name: format!("user-codes:user:{user}"), rule: Rule::Delay(limits), on_success: OnSuccess::Refund }
+    }
+
+    /// Device authorization requests from one client address: each writes a row and hands out a
+    /// user code, so an hour allows a generous number and then no more.
+    pub fn device_requests_from(ip: Option<std::net::IpAddr>) -> Self {
+        let from = ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        Self { name: format!("device-requests:ip:{from}"), rule: Rule::Ceiling(120), on_success: OnSuccess::Refund }
     }
 
     /// Codes sent for one account (each message costs money, so every send counts).

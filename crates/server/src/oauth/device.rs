@@ -40,6 +40,10 @@ const USER_CODE_LENGTH: usize = 8;
 pub const DEVICE_PATH: &str = "/application/o/device/";
 /// Where people enter a user code.
 pub const VERIFICATION_PATH: &str = "/if/device/";
+/// What a person is told when the application's authorization flow asks more than a device
+/// sign-in can.
+pub const FLOW_NEEDS_BROWSER: &str =
+    "This application's authorization flow has steps that cannot be taken for a device; sign in to it from a browser instead.";
 /// What a person is told for a code that is wrong, used or past its time.
 pub const UNKNOWN_CODE: &str = "This code is not valid or has expired. Check it and try again.";
 
@@ -79,7 +83,16 @@ pub fn normalized(typed: &str) -> Option<String> {
 
 /// Answers a device's request for codes (`body` is its form body; `basic` the client's HTTP
 /// basic credentials).
-pub async fn start(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<DeviceAuthorization, OAuthError> {
+pub async fn start(
+    state: &AppState,
+    base: &str,
+    body: &str,
+    basic: Option<(String, String)>,
+    client: &ClientInfo,
+) -> Result<DeviceAuthorization, OAuthError> {
+    // Each request writes a row and gives out a user code: counted per client address, and
+    // never given back.
+    let _counted = attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::device_requests_from(client.ip)]).await?;
     let parameters = Parameters::parse_once(body)?;
     let (provider, _) = super::grants::authenticate_client(state, &parameters, basic).await?;
     if !provider.grant_types().contains(&GrantType::DeviceCode) {
@@ -194,6 +207,12 @@ pub async fn decide(
     if allow && let Some(reason) = crate::flows::executor::requirement_unmet(&flow, Some(current)) {
         return Ok(Err(reason.to_owned()));
     }
+    // This page is the consent; any other stage of the authorization flow (a second factor, a
+    // deny stage) is not run here, so a device of such an application is not allowed here.
+    let stages = crate::flows::executor::planned_stages(state, &flow.slug).await?;
+    if allow && stages.iter().any(|stage| stage.kind != "consent") {
+        return Ok(Err(FLOW_NEEDS_BROWSER.to_owned()));
+    }
     let status = if allow { DeviceStatus::Approved } else { DeviceStatus::Denied };
     let txn = crate::db::begin_write(&state.db).await?;
     let taken = device_code::Entity::update_many()
@@ -239,7 +258,8 @@ pub(super) async fn exchange(mint: &Mint<'_>, parameters: &Parameters) -> Result
         Some(DeviceStatus::Denied) => Err(OAuthError::AccessDenied),
         _ if row.expires <= now => Err(OAuthError::ExpiredToken),
         Some(DeviceStatus::Pending) => {
-            let too_soon = row.last_poll.is_some_and(|last: DateTime<Utc>| now - last < TimeDelta::seconds(INTERVAL_SECONDS));
+            // A second of slack, so a device polling at its interval is not slowed by jitter.
+            let too_soon = row.last_poll.is_some_and(|last: DateTime<Utc>| now - last < TimeDelta::seconds(INTERVAL_SECONDS - 1));
             device_code::Entity::update_many()
                 .col_expr(device_code::Column::LastPoll, Expr::value(now))
                 .filter(device_code::Column::Id.eq(row.id))
@@ -266,9 +286,9 @@ pub(super) async fn exchange(mint: &Mint<'_>, parameters: &Parameters) -> Result
             let user = super::grants::active_user(&txn, state, user_id).await?;
             let scopes = Scopes::parse(&row.scope);
             let from = Issue { family: row.id, session_id: row.session_id, auth_time, nonce: None };
-            let issued = super::grants::issue(&txn, mint, &user, &scopes, from).await?;
+            let unsigned = super::grants::issue(&txn, mint, &user, &scopes, from).await?;
             txn.commit().await?;
-            Ok(issued)
+            unsigned.signed(mint).await
         }
     }
 }

@@ -688,9 +688,9 @@ async fn exchange_code(mint: &Mint<'_>, parameters: &Parameters) -> Result<Issue
     let user = active_user(&txn, state, grant.user_id).await?;
     let scopes = Scopes::parse(&grant.scope);
     let session = Issue { family: grant.id, session_id: grant.session_id, auth_time: grant.auth_time, nonce: grant.nonce.as_deref() };
-    let issued = issue(&txn, mint, &user, &scopes, session).await?;
+    let unsigned = issue(&txn, mint, &user, &scopes, session).await?;
     txn.commit().await?;
-    Ok(issued)
+    unsigned.signed(mint).await
 }
 
 async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedTokens, OAuthError> {
@@ -731,9 +731,9 @@ async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedToken
     let Some(user_id) = old.user_id else { return Err(invalid()) };
     let user = active_user(&txn, state, user_id).await?;
     let session = Issue { family: old.family_id, session_id: old.session_id, auth_time: old.auth_time, nonce: None };
-    let issued = issue(&txn, mint, &user, &scopes, session).await?;
+    let unsigned = issue(&txn, mint, &user, &scopes, session).await?;
     txn.commit().await?;
-    Ok(issued)
+    unsigned.signed(mint).await
 }
 
 /// Where issued tokens come from.
@@ -802,7 +802,7 @@ pub(super) async fn issue(
     user: &user::Model,
     scopes: &Scopes,
     from: Issue<'_>,
-) -> Result<IssuedTokens, OAuthError> {
+) -> Result<Unsigned, OAuthError> {
     let (state, issuer, provider, signer) = (mint.state, mint.issuer, mint.provider, mint.signer);
     let now = Utc::now();
     let access_validity = validity(&provider.access_token_validity, TimeDelta::hours(1));
@@ -834,11 +834,9 @@ pub(super) async fn issue(
         None
     };
 
+    // The ID token is signed once the transaction is committed: its claims come from scope
+    // mappings, which are not evaluated while the write is held.
     let id_token = if scopes.has("openid") {
-        let mut id_claims = serde_json::Map::new();
-        if provider.include_claims_in_id_token {
-            id_claims = claims::user_claims(db, state, provider, user, scopes).await?;
-        }
         let fixed = json!({
             "iss": issuer,
             "sub": subject,
@@ -849,24 +847,55 @@ pub(super) async fn issue(
             "auth_time": from.auth_time.timestamp(),
             "at_hash": access_token_hash(signer.algorithm(), &access_token),
         });
-        if let Value::Object(fixed) = fixed {
-            id_claims.extend(fixed);
-        }
+        let Value::Object(mut fixed) = fixed else { return Err(Error::internal("ID token claims").into()) };
         if let Some(nonce) = from.nonce {
-            id_claims.insert("nonce".into(), json!(nonce));
+            fixed.insert("nonce".into(), json!(nonce));
         }
-        Some(signer.sign(&Value::Object(id_claims), "JWT")?)
+        Some(IdTokenToSign { fixed, user: user.clone(), scopes: scopes.clone() })
     } else {
         None
     };
-    Ok(IssuedTokens {
+    let tokens = IssuedTokens {
         access_token,
         token_type: "Bearer",
         expires_in: access_validity.num_seconds(),
         scope: scopes.as_text(),
         refresh_token,
-        id_token,
-    })
+        id_token: None,
+    };
+    Ok(Unsigned { tokens, id_token })
+}
+
+/// An ID token's claims before the scope mappings' are added.
+struct IdTokenToSign {
+    fixed: serde_json::Map<String, Value>,
+    user: user::Model,
+    scopes: Scopes,
+}
+
+/// Tokens stored by [`issue`], the ID token still to be signed with [`Unsigned::signed`] once
+/// their transaction is committed.
+pub(super) struct Unsigned {
+    tokens: IssuedTokens,
+    id_token: Option<IdTokenToSign>,
+}
+
+impl Unsigned {
+    /// The tokens with the ID token signed, its claims those of the scope mappings (when the
+    /// provider includes them) under the fixed ones.
+    pub(super) async fn signed(self, mint: &Mint<'_>) -> Result<IssuedTokens, OAuthError> {
+        let mut tokens = self.tokens;
+        if let Some(to_sign) = self.id_token {
+            let mut claims = if mint.provider.include_claims_in_id_token {
+                claims::user_claims(&mint.state.db, mint.state, mint.provider, &to_sign.user, &to_sign.scopes).await?
+            } else {
+                serde_json::Map::new()
+            };
+            claims.extend(to_sign.fixed);
+            tokens.id_token = Some(mint.signer.sign(&Value::Object(claims), "JWT")?);
+        }
+        Ok(tokens)
+    }
 }
 
 /// Why a bearer token was not accepted at the userinfo endpoint.
@@ -1000,8 +1029,9 @@ pub async fn purge_expired(db: &impl ConnectionTrait) -> crate::error::Result<u6
     let now = Utc::now();
     let codes = code::Entity::delete_many().filter(code::Column::Expires.lt(now)).exec(db).await?.rows_affected;
     let tokens = token::Entity::delete_many().filter(token::Column::Expires.lt(now)).exec(db).await?.rows_affected;
+    // Device codes stay an hour past their time, so a device still polling hears expired_token.
     let devices = super::entities::device_code::Entity::delete_many()
-        .filter(super::entities::device_code::Column::Expires.lt(now))
+        .filter(super::entities::device_code::Column::Expires.lt(now - TimeDelta::hours(1)))
         .exec(db)
         .await?
         .rows_affected;

@@ -556,12 +556,18 @@ async fn token(State(state): State<AppState>, PublicBase(base): PublicBase, head
     readable_anywhere(response)
 }
 
-async fn device_authorization(State(state): State<AppState>, PublicBase(base): PublicBase, headers: HeaderMap, body: Bytes) -> Response {
+async fn device_authorization(
+    State(state): State<AppState>,
+    PublicBase(base): PublicBase,
+    client: crate::events::client::ClientInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request = match client_request(&headers, &body) {
         Ok(request) => request,
         Err(error) => return oauth_error(error),
     };
-    match super::device::start(&state, &base, request.body, request.basic).await {
+    match super::device::start(&state, &base, request.body, request.basic, &client).await {
         Ok(codes) => not_stored(Json(codes).into_response()),
         Err(error) => oauth_error(error),
     }

@@ -31,8 +31,30 @@ const LONGEST_SCOPE: usize = 255;
 const LONGEST_DESCRIPTION: usize = 1000;
 
 /// Claims no mapping may set: those that say who issued the token, to whom, about whom and when.
-const RESERVED_CLAIMS: [&str; 16] =
-    ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "auth_time", "nonce", "acr", "amr", "azp", "at_hash", "c_hash", "sid", "scope"];
+const RESERVED_CLAIMS: [&str; 22] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "auth_time",
+    "nonce",
+    "acr",
+    "amr",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "sid",
+    "scope",
+    "client_id",
+    "typ",
+    "cnf",
+    "events",
+    "act",
+];
 
 /// A mapping the server ships.
 struct Shipped {
@@ -99,9 +121,10 @@ fn mapping_ref(mapping: &property_mapping::Model) -> ModelRef {
     }
 }
 
-/// Creates the shipped mappings that are missing. The first time they are made, providers that
-/// offer no mapping at all (made before mappings could be chosen) get the default ones, so they
-/// keep giving the claims they gave.
+/// Creates the shipped mappings that are missing. The first time they are made, providers made
+/// before scope mappings existed (which could not choose any) get the default ones, so they keep
+/// giving the claims they gave; a provider an administrator left without mappings since is not
+/// touched.
 pub async fn ensure_shipped(state: &AppState, tenant: TenantId) -> Result<()> {
     let existing: Vec<String> = property_mapping::Entity::find()
         .filter(property_mapping::Column::TenantId.eq(tenant.0))
@@ -116,14 +139,25 @@ pub async fn ensure_shipped(state: &AppState, tenant: TenantId) -> Result<()> {
         return Ok(());
     }
     let first_time = !SHIPPED.iter().any(|s| existing.iter().any(|e| e == s.managed));
-    let txn = crate::db::begin_write(&state.db).await?;
-    let now = Utc::now();
     for shipped in missing {
+        insert_shipped(state, tenant, shipped).await?;
+    }
+    if first_time {
+        backfill(state, tenant).await?;
+    }
+    Ok(())
+}
+
+/// Inserts one shipped mapping; another process making it at the same moment is no error, and a
+/// mapping of an administrator's that holds its name already makes it take a name of its own.
+async fn insert_shipped(state: &AppState, tenant: TenantId, shipped: &Shipped) -> Result<()> {
+    for name in [shipped.name.to_owned(), format!("{} (shipped)", shipped.name)] {
+        let now = Utc::now();
         let row = property_mapping::ActiveModel {
             id: Set(Uuid::new_v4()),
             tenant_id: Set(tenant.0),
             kind: Set(SCOPE.to_owned()),
-            name: Set(shipped.name.to_owned()),
+            name: Set(name),
             expression: Set(shipped.expression.to_owned()),
             scope_name: Set(Some(shipped.scope_name.to_owned())),
             description: Set(shipped.description.to_owned()),
@@ -131,17 +165,55 @@ pub async fn ensure_shipped(state: &AppState, tenant: TenantId) -> Result<()> {
             created: Set(now),
             last_updated: Set(now),
         };
-        // Another process may be making the same row: its copy stands.
-        property_mapping::Entity::insert(row).on_conflict(OnConflict::new().do_nothing().to_owned()).exec_without_returning(&txn).await?;
-    }
-    if first_time {
-        let defaults = Value::from(default_ids(&txn, tenant).await?.into_iter().map(|id| id.to_string()).collect::<Vec<_>>());
-        let bare = provider::Entity::find().filter(provider::Column::TenantId.eq(tenant.0)).all(&txn).await?;
-        for provider in bare.into_iter().filter(|p| p.property_mappings().is_empty()) {
-            let mut row = provider.into_active_model();
-            row.property_mappings = Set(defaults.clone());
-            row.update(&txn).await?;
+        let inserted = property_mapping::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([property_mapping::Column::TenantId, property_mapping::Column::Managed]).do_nothing().to_owned(),
+            )
+            .exec_without_returning(&state.db)
+            .await;
+        match inserted {
+            Ok(_) => return Ok(()),
+            Err(error) if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                tracing::warn!(mapping = shipped.name, "a property mapping holds the shipped mapping's name; it is made under another");
+            }
+            Err(error) => return Err(error.into()),
         }
+    }
+    Err(Error::internal(format!("the shipped mapping {} could not be made", shipped.managed)))
+}
+
+/// Gives the default mappings to the providers made before scope mappings existed that still
+/// offer none: those made before the migration that brought scope mappings was applied.
+async fn backfill(state: &AppState, tenant: TenantId) -> Result<()> {
+    use sea_orm::FromQueryResult;
+
+    #[derive(FromQueryResult)]
+    struct Applied {
+        applied_at: i64,
+    }
+    let backend = state.db.get_database_backend();
+    let statement = sea_orm::Statement::from_sql_and_values(
+        backend,
+        match backend {
+            sea_orm::DatabaseBackend::Postgres => "SELECT applied_at FROM seaql_migrations WHERE version = $1",
+            _ => "SELECT applied_at FROM seaql_migrations WHERE version = ?",
+        },
+        ["m0016_scope_mappings".into()],
+    );
+    let Some(applied) = Applied::find_by_statement(statement).one(&state.db).await? else { return Ok(()) };
+    // `applied_at` is in whole seconds: anything made within that second came before.
+    let Some(cutoff) = chrono::DateTime::from_timestamp(applied.applied_at + 1, 0) else { return Ok(()) };
+    let defaults = Value::from(default_ids(&state.db, tenant).await?.into_iter().map(|id| id.to_string()).collect::<Vec<_>>());
+    let txn = crate::db::begin_write(&state.db).await?;
+    let older = provider::Entity::find()
+        .filter(provider::Column::TenantId.eq(tenant.0))
+        .filter(provider::Column::Created.lt(cutoff))
+        .all(&txn)
+        .await?;
+    for provider in older.into_iter().filter(|p| p.property_mappings().is_empty()) {
+        let mut row = provider.into_active_model();
+        row.property_mappings = Set(defaults.clone());
+        row.update(&txn).await?;
     }
     txn.commit().await?;
     Ok(())

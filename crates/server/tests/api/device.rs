@@ -134,6 +134,24 @@ async fn a_denied_or_expired_device_gets_nothing_and_wrong_codes_are_slowed() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "a lapsed code cannot be allowed: {page}");
     assert_eq!(poll(&app, "made-up").await.1["error"], "invalid_grant");
 
+    // An authorization flow with stages a device sign-in cannot take (a deny stage here) keeps
+    // the device out.
+    let flow = json!({"name": "Denied", "slug": "denied", "title": "Denied", "designation": "authorization"});
+    let (_, created) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
+    let (_, deny) = json(app.post(&admin, "/api/v3/stages/deny/", json!({"name": "no-entry"})).await).await;
+    let binding = json!({"target": created["pk"], "stage": deny["pk"], "order": 0});
+    assert_eq!(json(app.post(&admin, "/api/v3/flows/bindings/", binding).await).await.0, StatusCode::CREATED);
+    let provider_path = format!("{PROVIDERS}{}/", provider["pk"]);
+    assert_eq!(json(app.patch(&admin, &provider_path, json!({"authorization_flow": created["pk"]})).await).await.0, StatusCode::OK);
+    let (_, blocked) = ask_for_codes(&app, &[("client_id", "tv")]).await;
+    let (status, confirm) = post_page(&app, &person, "/if/device/", &[("user_code", blocked["user_code"].as_str().unwrap())]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, refused) =
+        post_page(&app, &person, "/if/device/confirm/", &[("user_code", &hidden(&confirm, "user_code")), ("decision", "allow")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.contains("sign in to it from a browser"), "{refused}");
+    assert_eq!(poll(&app, blocked["device_code"].as_str().unwrap()).await.1["error"], "authorization_pending");
+
     // Guessing user codes: the first wrong ones (the lapsed code above was one) are told so,
     // then the person must wait.
     let mut statuses = Vec::new();

@@ -266,13 +266,14 @@ async fn seed_task(db: &DatabaseConnection, tenant: Uuid) -> Uuid {
     id
 }
 
-async fn seed_flow(db: &DatabaseConnection, tenant: Uuid, slug: &str) {
+async fn seed_flow(db: &DatabaseConnection, tenant: Uuid, slug: &str) -> Uuid {
     let now = Utc::now();
+    let id = Uuid::new_v4();
     insert(
         db,
         "flows",
         vec![
-            ("id", Uuid::new_v4().into()),
+            ("id", id.into()),
             ("tenant_id", tenant.into()),
             ("slug", slug.into()),
             ("name", "Seeded sign-in".into()),
@@ -284,6 +285,40 @@ async fn seed_flow(db: &DatabaseConnection, tenant: Uuid, slug: &str) {
             ("policy_engine_mode", "any".into()),
             ("compatibility_mode", false.into()),
             ("background", "".into()),
+            ("created", now.into()),
+            ("last_updated", now.into()),
+        ],
+    )
+    .await;
+    id
+}
+
+/// An OAuth2 provider as the release before scope mappings wrote it: offering no mapping, since
+/// none could be chosen, and giving the built-in claims.
+async fn seed_provider(db: &DatabaseConnection, tenant: Uuid, flow: Uuid) {
+    let now = Utc::now();
+    insert(
+        db,
+        "oauth2_providers",
+        vec![
+            ("tenant_id", tenant.into()),
+            ("name", "Seeded wiki".into()),
+            ("authorization_flow_id", flow.into()),
+            ("invalidation_flow_id", flow.into()),
+            ("property_mappings", json!([]).into()),
+            ("client_type", "confidential".into()),
+            ("grant_types", json!(["authorization_code"]).into()),
+            ("client_id", "seeded-client".into()),
+            ("access_code_validity", "minutes=1".into()),
+            ("access_token_validity", "hours=1".into()),
+            ("refresh_token_validity", "days=30".into()),
+            ("refresh_token_threshold", "seconds=0".into()),
+            ("include_claims_in_id_token", true.into()),
+            ("redirect_uris", json!([]).into()),
+            ("logout_uri", "".into()),
+            ("logout_method", "backchannel".into()),
+            ("sub_mode", "hashed_user_id".into()),
+            ("issuer_mode", "per_provider".into()),
             ("created", now.into()),
             ("last_updated", now.into()),
         ],
@@ -308,6 +343,7 @@ async fn upgrade_from_first_release(config: &Config) -> Seeded {
         task_id: Uuid::nil(),
         flow_slug: "seeded-sign-in",
     };
+    let mut flow = Uuid::nil();
     for name in &names {
         let before = row_counts(&db).await;
         Migrator::up(&db, Some(1)).await.unwrap_or_else(|error| panic!("{name} fails on a database with data: {error}"));
@@ -320,7 +356,8 @@ async fn upgrade_from_first_release(config: &Config) -> Seeded {
             "m0001_initial" => (seeded.member_session, _) = seed_initial(&db, &secret, tenant).await,
             "m0002_tokens" => seeded.api_key = seed_token(&db, &secret, tenant, seeded.token_identifier).await,
             "m0003_tasks" => seeded.task_id = seed_task(&db, tenant).await,
-            "m0004_flows" => seed_flow(&db, tenant, seeded.flow_slug).await,
+            "m0004_flows" => flow = seed_flow(&db, tenant, seeded.flow_slug).await,
+            "m0014_applications" => seed_provider(&db, tenant, flow).await,
             _ => {}
         }
     }
@@ -376,6 +413,11 @@ async fn every_migration_from_the_first_release_keeps_every_account_session_key_
     let (status, flow) = json(app.get(&admin, &format!("/api/v3/flows/instances/{}/", seeded.flow_slug)).await).await;
     assert_eq!(status, StatusCode::OK, "{flow}");
     assert_eq!(flow["title"], "Welcome back");
+    // A provider made before scope mappings existed offers the shipped defaults, and so keeps
+    // giving the claims it gave; one made now without mappings stays without.
+    let (status, providers) = json(app.get(&admin, "/api/v3/providers/oauth2/?client_id=seeded-client").await).await;
+    assert_eq!(status, StatusCode::OK, "{providers}");
+    assert_eq!(providers["results"][0]["property_mappings"].as_array().map(Vec::len), Some(4), "{providers}");
     let (status, events) = json(app.get(&admin, "/api/v3/events/events/?action=login&ordering=created").await).await;
     assert_eq!(status, StatusCode::OK, "{events}");
     assert_eq!(events["results"][0]["context"]["seeded"], "before the upgrade");
