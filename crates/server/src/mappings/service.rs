@@ -72,7 +72,9 @@ fn mapping_ref(mapping: &property_mapping::Model) -> ModelRef {
     }
 }
 
-fn name_taken(error: sea_orm::DbErr) -> Error {
+/// The error of a write that clashed with another mapping's name (names are unique across kinds),
+/// on `name`; other database errors as they are.
+pub fn name_taken(error: sea_orm::DbErr) -> Error {
     match error.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("name", "property mapping with this name already exists."),
         _ => error.into(),

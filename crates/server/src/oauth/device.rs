@@ -166,8 +166,20 @@ async fn pending(db: &impl ConnectionTrait, state: &AppState, typed: &str) -> Re
 }
 
 /// Looks up the user code `typed` for the signed-in person `current`: the request it names, or
-/// why not. Every lookup counts toward the person's limit on wrong codes until it finds one.
+/// why not. Every lookup counts toward the person's limit on wrong codes; a right one gives its
+/// own attempt back.
 pub async fn look_up(state: &AppState, current: &AuthContext, typed: &str) -> Result<std::result::Result<DeviceRequest, String>> {
+    Ok(found(state, current, typed).await?.map(|found| found.request))
+}
+
+/// A pending request with its row and provider.
+struct Found {
+    request: DeviceRequest,
+    row: device_code::Model,
+    provider: provider::Model,
+}
+
+async fn found(state: &AppState, current: &AuthContext, typed: &str) -> Result<std::result::Result<Found, String>> {
     let reservation =
         attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::user_code_guesses(current.user.id)]).await?;
     let Some((row, user_code)) = pending(&state.db, state, typed).await? else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
@@ -181,7 +193,7 @@ pub async fn look_up(state: &AppState, current: &AuthContext, typed: &str) -> Re
     let Some(application) = application else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
     let offer = ScopeOffer::of(&state.db, state.tenant, &provider).await?;
     let permissions = Scopes::parse(&row.scope).iter().filter_map(|scope| offer.description(scope).map(str::to_owned)).collect();
-    Ok(Ok(DeviceRequest { user_code, application, permissions }))
+    Ok(Ok(Found { request: DeviceRequest { user_code, application, permissions }, row, provider }))
 }
 
 /// The person `current` allows (`allow`) or denies the device whose user code is `typed`: the
@@ -193,13 +205,11 @@ pub async fn decide(
     allow: bool,
     client: &ClientInfo,
 ) -> Result<std::result::Result<String, String>> {
-    let request = match look_up(state, current, typed).await? {
-        Ok(request) => request,
+    let Found { request, row, provider } = match found(state, current, typed).await? {
+        Ok(found) => found,
         Err(reason) => return Ok(Err(reason)),
     };
     let session = current.session.as_ref().ok_or(Error::Unauthenticated)?;
-    let (row, _) = pending(&state.db, state, typed).await?.ok_or(Error::NotFound)?;
-    let provider = provider::Entity::find_by_id(row.provider_id).one(&state.db).await?.ok_or(Error::NotFound)?;
     let flow = crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[provider.authorization_flow_id])
         .await?
         .remove(&provider.authorization_flow_id)

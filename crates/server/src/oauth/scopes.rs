@@ -21,6 +21,7 @@ use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action, ModelRef};
 use crate::mappings::entities::property_mapping;
 use crate::mappings::expression::{self, Expression};
+use crate::mappings::service::name_taken;
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
@@ -421,13 +422,6 @@ async fn check(request: &ScopeMappingRequest, current: Option<&property_mapping:
     match (name, expression, scope_name) {
         (Some(name), Some(expression), Some(scope_name)) if errors.is_empty() => Ok(Checked { name, expression, scope_name, description }),
         _ => Err(Error::Validation(errors)),
-    }
-}
-
-fn name_taken(error: sea_orm::DbErr) -> Error {
-    match error.sql_err() {
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("name", "property mapping with this name already exists."),
-        _ => error.into(),
     }
 }
 
