@@ -2,7 +2,7 @@
 //! (`ScopeMapping`, `ScopeMappingRequest`; the expression here is CEL).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -15,7 +15,6 @@ use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
-use crate::http::query::ApiQuery;
 use crate::mappings::entities::property_mapping;
 use crate::state::AppState;
 use crate::tokens::api::UsedBy;
@@ -68,14 +67,21 @@ fn mapping_id(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }
 
-#[utoipa::path(get, path = "/api/v3/propertymappings/provider/scope/", tag = "propertymappings", params(ListParams, ScopeMappingFilter),
+#[utoipa::path(get, path = "/api/v3/propertymappings/provider/scope/", tag = "propertymappings",
+    params(ListParams, ScopeMappingFilter, ("managed" = Option<Vec<String>>, Query, explode = true, description = "Any of these managed names; repeat the parameter for several")),
     responses((status = 200, description = "A page of scope mappings", body = Paginated<ScopeMappingOut>), (status = 403, description = "Permission denied")))]
 async fn list_scope_mappings(
     State(state): State<AppState>,
     principal: Principal,
-    ApiQuery(params): ApiQuery<ListParams>,
-    ApiQuery(filter): ApiQuery<ScopeMappingFilter>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Paginated<ScopeMappingOut>>> {
+    // `managed` may be repeated, which the query reader refuses: it is taken out first.
+    let pairs = crate::flows::redirect::url_params(raw.as_deref().unwrap_or_default());
+    let (managed, rest): (Vec<_>, Vec<_>) = pairs.into_iter().partition(|(name, _)| name == "managed");
+    let rest = form_urlencoded::Serializer::new(String::new()).extend_pairs(rest).finish();
+    let params: ListParams = crate::http::query::parse_query(&rest)?;
+    let mut filter: ScopeMappingFilter = crate::http::query::parse_query(&rest)?;
+    filter.managed = managed.into_iter().map(|(_, value)| value).collect();
     Ok(Json(scopes::list(&state, &principal.actor(), &filter, &params).await?.map(ScopeMappingOut::from)))
 }
 

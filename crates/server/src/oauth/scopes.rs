@@ -362,7 +362,11 @@ pub struct ScopeMappingRequest {
 pub struct ScopeMappingFilter {
     pub name: Option<String>,
     pub scope_name: Option<String>,
-    pub managed: Option<String>,
+    /// Any of these managed names; authentik's clients repeat the parameter, which the query
+    /// reader does not take, so the handler fills this from the raw query.
+    #[serde(skip)]
+    #[param(ignore)]
+    pub managed: Vec<String>,
     /// `true` for the shipped mappings only, `false` for the administrators' own.
     #[serde(rename = "managed__isnull")]
     #[param(rename = "managed__isnull")]
@@ -441,14 +445,14 @@ pub async fn list(
     let mut select = property_mapping::Entity::find()
         .filter(property_mapping::Column::TenantId.eq(state.tenant.0))
         .filter(property_mapping::Column::Kind.eq(SCOPE));
-    for (value, column) in [
-        (&filter.name, property_mapping::Column::Name),
-        (&filter.scope_name, property_mapping::Column::ScopeName),
-        (&filter.managed, property_mapping::Column::Managed),
-    ] {
+    for (value, column) in [(&filter.name, property_mapping::Column::Name), (&filter.scope_name, property_mapping::Column::ScopeName)] {
         if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
             select = select.filter(column.eq(value));
         }
+    }
+    let managed: Vec<&str> = filter.managed.iter().map(String::as_str).filter(|v| !v.is_empty()).collect();
+    if !managed.is_empty() {
+        select = select.filter(property_mapping::Column::Managed.is_in(managed));
     }
     match filter.managed_isnull {
         Some(true) => select = select.filter(property_mapping::Column::Managed.is_null()),

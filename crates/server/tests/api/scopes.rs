@@ -43,6 +43,17 @@ async fn authentiks_default_mappings_are_shipped_and_given_to_new_providers() {
     assert_eq!(email["managed"], "goauthentik.io/providers/oauth2/scope-email");
     assert_eq!(email["meta_model_name"], "authentik_providers_oauth2.scopemapping");
     assert_eq!(email["description"], "Email address");
+    // authentik's clients repeat `managed` for several names.
+    let two = format!(
+        "{SCOPES}?managed=goauthentik.io/providers/oauth2/scope-email&managed=goauthentik.io/providers/oauth2/scope-profile&ordering=name"
+    );
+    let (status, page) = json(app.get(&admin, &two).await).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let names: Vec<&str> = page["results"].as_array().unwrap().iter().map(|m| m["scope_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["email", "profile"]);
+    assert_field_error(app.get(&admin, &format!("{SCOPES}?managed=x&page=1&page=2")).await, "page").await;
+    assert_field_error(app.get(&admin, &format!("{SCOPES}?managed__isnull=perhaps")).await, "managed__isnull").await;
+    let (_, page) = json(app.get(&admin, &format!("{SCOPES}?managed__isnull=false&ordering=scope_name")).await).await;
     let offered = provider["property_mappings"].as_array().unwrap();
     assert_eq!(offered.len(), 4, "openid, email, profile and offline_access by default: {provider}");
     assert!(
