@@ -38,6 +38,11 @@ impl Handoff {
     pub fn fact(&self, name: &str) -> Option<&Value> {
         self.facts.get(name)
     }
+
+    /// The fact `name` read as `T`; `None` when it is missing or of another shape.
+    pub fn parsed<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        serde_json::from_value(self.fact(name)?.clone()).ok()
+    }
 }
 
 /// What a proof binds together.

@@ -290,7 +290,7 @@ async fn answer(
     let scopes = Scopes::parse(parameters.get("scope").unwrap_or_default()).offered_by(&offer);
 
     let Some(current) = current else {
-        if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+        if prompts.contains(&"none") {
             return fail("login_required", "The user is not signed in.");
         }
         return Ok(Authorization::SignIn { flow_slug: authentication_flow_slug(state, &provider).await?, query: query.to_owned() });
@@ -300,7 +300,7 @@ async fn answer(
     };
     // A sign-in older than the client accepts means signing in again, then this request once
     // more; `prompt=login` comes back as a sign-in within the last minute, so it cannot loop.
-    let prompt_login = parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "login"));
+    let prompt_login = prompts.contains(&"login");
     let max_age = match parameters.get("max_age").map(str::parse::<i64>) {
         None => None,
         Some(Ok(seconds)) if seconds >= 0 => Some(seconds),
@@ -308,7 +308,7 @@ async fn answer(
     };
     let age = (Utc::now() - session.created).num_seconds();
     if prompt_login || max_age.is_some_and(|limit| age > limit) {
-        if parameters.get("prompt").is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+        if prompts.contains(&"none") {
             return fail("login_required", "The client asks for a fresh sign-in without prompting.");
         }
         // The sign-in that comes back is seconds old: the client's max_age holds it unless it is

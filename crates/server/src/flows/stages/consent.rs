@@ -78,14 +78,16 @@ struct Application {
 pub struct Consent;
 
 impl Consent {
+    fn fact<T: serde::de::DeserializeOwned>(cx: &StageContext<'_>, name: &str) -> Option<T> {
+        cx.context.handoff.as_ref()?.parsed(name)
+    }
+
     fn application(cx: &StageContext<'_>) -> Option<Application> {
-        let fact = cx.context.handoff.as_ref()?.fact(APPLICATION)?;
-        serde_json::from_value(fact.clone()).ok()
+        Self::fact(cx, APPLICATION)
     }
 
     fn permissions(cx: &StageContext<'_>) -> Vec<Permission> {
-        let fact = cx.context.handoff.as_ref().and_then(|handoff| handoff.fact(PERMISSIONS));
-        fact.and_then(|fact| serde_json::from_value(fact.clone()).ok()).unwrap_or_default()
+        Self::fact(cx, PERMISSIONS).unwrap_or_default()
     }
 
     /// Whose consent: the person signed in, or else the person signing in once they proved
@@ -98,7 +100,7 @@ impl Consent {
     }
 
     fn fact_is_true(cx: &StageContext<'_>, name: &str) -> bool {
-        cx.context.handoff.as_ref().and_then(|handoff| handoff.fact(name)).and_then(Value::as_bool).unwrap_or(false)
+        Self::fact::<bool>(cx, name).unwrap_or(false)
     }
 
     /// The token the answer must echo: bound to the run and the stage, so asking writes nothing
@@ -162,12 +164,8 @@ impl StageKind for Consent {
         fields.insert("additional_permissions".into(), json!(additional));
         fields.insert("token".into(), json!(token));
         let listing = already.iter().chain(additional.iter()).map(|p| p.name.clone()).filter(|n| !n.is_empty()).collect();
-        let decline = cx
-            .context
-            .handoff
-            .as_ref()
-            .and_then(|handoff| handoff.fact(DECLINE))
-            .and_then(Value::as_str)
+        let decline = Self::fact::<String>(cx, DECLINE)
+            .as_deref()
             .and_then(crate::flows::redirect::safe_next)
             .unwrap_or_else(|| "/flows/-/cancel/".to_owned());
         let form = Form {
@@ -244,8 +242,8 @@ pub async fn passes_without_asking(state: &AppState, stage: &PlannedStage, perso
     let Ok(settings) = serde_json::from_value::<ConsentSettings>(stage.settings.clone()) else {
         return Ok(false);
     };
-    let application: Option<Application> = handoff.fact(APPLICATION).and_then(|fact| serde_json::from_value(fact.clone()).ok());
-    let asked: Vec<Permission> = handoff.fact(PERMISSIONS).and_then(|fact| serde_json::from_value(fact.clone()).ok()).unwrap_or_default();
+    let application: Option<Application> = handoff.parsed(APPLICATION);
+    let asked: Vec<Permission> = handoff.parsed(PERMISSIONS).unwrap_or_default();
     Ok(held(state, &settings, application.as_ref(), Some(person), &asked).await?.is_some_and(|(_, additional)| additional.is_empty()))
 }
 
