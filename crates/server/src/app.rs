@@ -57,6 +57,10 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     if actors.get(crate::mfa::outbox::ACTOR).is_none() {
         actors.add(crate::mfa::outbox::actor());
     }
+    // Any process may end a session, so any may be asked to tell relying parties.
+    if actors.get(crate::oauth::backchannel::ACTOR).is_none() {
+        actors.add(crate::oauth::backchannel::actor());
+    }
     let secret = ServerSecret::load(&config)?;
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
@@ -83,6 +87,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         task_wake: Arc::new(tokio::sync::Notify::new()),
         clock: crate::clock::Clock::default(),
         media,
+        sessions_ending: Arc::new(crate::oauth::backchannel::NoticesOfSignOut),
     };
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;

@@ -40,6 +40,8 @@ pub struct AppState {
     pub token_usage: crate::tokens::usage::UsageRecorder,
     /// The time limits on guessing are measured by.
     pub clock: crate::clock::Clock,
+    /// What is done before sessions end (relying parties told of the sign-out).
+    pub sessions_ending: Arc<dyn crate::credentials::revoke::SessionsEnding>,
     /// Where uploaded files live (shared: the state is cloned for every request).
     pub media: Arc<crate::media::store::MediaStore>,
 }

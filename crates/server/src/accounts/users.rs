@@ -514,7 +514,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
         set_user_permissions(&txn, tenant, id, permissions).await?;
     }
     if !after.is_active {
-        crate::credentials::revoke::end_sessions(&txn, tenant, id, None).await?;
+        crate::credentials::revoke::end_sessions(&txn, state, id, None).await?;
     }
     guard.finish(&txn, Scope::default()).await?;
     let mut diff = events::service::diff(&audit_json(&before), &audit_json(&after));
@@ -536,6 +536,8 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     let txn = crate::db::begin_write(&state.db).await?;
     Guard::begin(&txn, state, actor, Scope::user(id)).await?.may_act_on_user(id)?;
     let user = find_user(&txn, state.tenant, id).await?.ok_or(Error::NotFound)?;
+    // Ended first, so that applications hear of it; the rows would go with the user anyway.
+    crate::credentials::revoke::end_sessions(&txn, state, id, None).await?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
     crate::credentials::revoke::commit_invalidating(state, txn).await?;
@@ -570,7 +572,7 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
     model.last_updated = Set(now);
     model.update(&txn).await?;
     let keep = current.filter(|_| actor.is(id));
-    crate::credentials::revoke::end_sessions(&txn, state.tenant, id, keep).await?;
+    crate::credentials::revoke::end_sessions(&txn, state, id, keep).await?;
     let app_passwords = crate::credentials::revoke::end_app_passwords(&txn, state.tenant, id).await?;
     let event = actor.event(Action::PasswordSet).about(&user_ref(&user)).with("app_passwords_ended", json!(app_passwords));
     events::service::record(&txn, state, event).await?;

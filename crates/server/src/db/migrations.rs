@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(UserConsents),
             Box::new(ScopeMappings),
             Box::new(DeviceCodes),
+            Box::new(TokenIssuers),
         ]
     }
 }
@@ -1429,5 +1430,27 @@ impl MigrationTrait for DeviceCodes {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("oauth2_device_codes").to_owned()).await
+    }
+}
+
+/// The issuer a token was issued under (the server's address as the client reached it, or its
+/// configured public URL): a relying party told of a sign-out later checks the notice's `iss`
+/// against the one its ID token named.
+struct TokenIssuers;
+
+impl MigrationName for TokenIssuers {
+    fn name(&self) -> &str {
+        "m0018_token_issuers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TokenIssuers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("oauth2_tokens").add_column(text_null("issuer")).to_owned()).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("oauth2_tokens").drop_column("issuer").to_owned()).await
     }
 }

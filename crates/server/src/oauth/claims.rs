@@ -16,8 +16,8 @@ const SUBJECT_PURPOSE: &str = "oauth2-subject";
 
 /// The claims the discovery document names: those every token carries, and those of the shipped
 /// mappings.
-pub const SUPPORTED_CLAIMS: [&str; 11] =
-    ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "preferred_username"];
+pub const SUPPORTED_CLAIMS: [&str; 12] =
+    ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "email", "email_verified", "name", "preferred_username"];
 
 /// The most scopes one request may name.
 const MOST_SCOPES: usize = 50;

@@ -62,6 +62,8 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "claims_parameter_supported": false,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     });
     if provider.grant_types().contains(&super::model::GrantType::DeviceCode) {
         document["device_authorization_endpoint"] = json!(format!("{base}{}", super::device::DEVICE_PATH));

@@ -156,6 +156,8 @@ pub mod token {
         /// Revoked, or (a refresh token) used.
         pub revoked: bool,
         pub created: DateTimeUtc,
+        /// The `iss` its tokens carry; `None` for tokens issued before it was kept.
+        pub issuer: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -606,7 +606,8 @@ async fn client_credentials(mint: &Mint<'_>, parameters: &Parameters) -> Result<
     });
     let access_token = mint.signer.sign(&claims, "at+jwt")?;
     let from = Issue { family: id, session_id: None, auth_time: now, nonce: None };
-    let to = Recipient { state: mint.state, provider: mint.provider, user: None, scopes: &Scopes::default(), from: &from };
+    let to =
+        Recipient { state: mint.state, issuer: mint.issuer, provider: mint.provider, user: None, scopes: &Scopes::default(), from: &from };
     store_token(&mint.state.db, &to, ACCESS, &access_token, expires, id).await?;
     Ok(IssuedTokens {
         access_token,
@@ -761,6 +762,7 @@ fn access_token_hash(algorithm: jsonwebtoken::Algorithm, access_token: &str) -> 
 /// Who tokens are issued to, for whom, and from what.
 struct Recipient<'a> {
     state: &'a AppState,
+    issuer: &'a str,
     provider: &'a provider::Model,
     /// `None` for a token the client holds for itself.
     user: Option<&'a user::Model>,
@@ -790,6 +792,7 @@ async fn store_token(
         expires: Set(expires),
         revoked: Set(false),
         created: Set(Utc::now()),
+        issuer: Set(Some(to.issuer.to_owned())),
     }
     .insert(db)
     .await?;
@@ -822,7 +825,7 @@ pub(super) async fn issue(
         "scope": scopes.as_text(),
     });
     let access_token = signer.sign(&access_claims, "at+jwt")?;
-    let to = Recipient { state, provider, user: Some(user), scopes, from: &from };
+    let to = Recipient { state, issuer, provider, user: Some(user), scopes, from: &from };
     store_token(db, &to, ACCESS, &access_token, expires, access_id).await?;
 
     let refresh_token = if scopes.has("offline_access") && provider.grant_types().contains(&GrantType::RefreshToken) {
@@ -850,6 +853,9 @@ pub(super) async fn issue(
         let Value::Object(mut fixed) = fixed else { return Err(Error::internal("ID token claims").into()) };
         if let Some(nonce) = from.nonce {
             fixed.insert("nonce".into(), json!(nonce));
+        }
+        if from.session_id.is_some() {
+            fixed.insert("sid".into(), json!(super::backchannel::session_claim(state, from.family)));
         }
         Some(IdTokenToSign { fixed, user: user.clone(), scopes: scopes.clone() })
     } else {

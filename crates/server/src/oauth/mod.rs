@@ -1,10 +1,12 @@
 //! Single sign-on: applications people launch, the OAuth 2.0 / OpenID Connect providers that
-//! sign them in (authorization code with PKCE, refresh tokens, userinfo) and out again, and each provider's
+//! sign them in (authorization code with PKCE, refresh tokens, userinfo) and out again (telling
+//! applications on a back channel), and each provider's
 //! discovery document and published keys. Uses accounts, credentials, flows, crypto and events;
 //! no domain uses this one.
 
 pub mod api;
 pub mod applications;
+pub mod backchannel;
 pub mod claims;
 pub mod consents;
 pub mod device;

@@ -381,6 +381,14 @@ async fn apply(
     if let Some(method) = request.logout_method {
         row.logout_method = Set(method.as_str().to_owned());
     }
+    // Front-channel logout loads the application in a hidden frame that needs its cookies, which
+    // browsers no longer send to frames of another site: a notice that would silently not
+    // arrive is refused rather than stored. (Rows stored so are left as they are.)
+    let front_channel = row.logout_method.try_as_ref().is_some_and(|m| m == LogoutMethod::Frontchannel.as_str());
+    let listening = row.logout_uri.try_as_ref().is_some_and(|uri| !uri.is_empty());
+    if front_channel && listening && (request.logout_method.is_some() || request.logout_uri.is_some()) {
+        errors.add("logout_method", "Front-channel logout is not offered: use \"backchannel\" (the application is told server to server).");
+    }
     if let Some(mode) = request.sub_mode {
         row.sub_mode = Set(mode.as_str().to_owned());
     }

@@ -14,7 +14,7 @@ use crate::credentials::attempts::{self, Bucket, Reservation};
 use crate::credentials::cache::AuthContext;
 use crate::credentials::known_browser;
 use crate::credentials::limits::Limits;
-use crate::credentials::revoke::{commit_invalidating, end_sessions};
+use crate::credentials::revoke::{commit_invalidating, end_sessions, end_these};
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::events::{self, Action, EventRecord};
@@ -378,11 +378,7 @@ pub async fn start_session(
     let txn = crate::db::begin_write(&state.db).await?;
     let renewing = replacing.filter(|previous| previous.user_id == user.id);
     if let Some(previous) = replacing.filter(|previous| previous.user_id != user.id) {
-        session::Entity::delete_many()
-            .filter(session::Column::TenantId.eq(state.tenant.0))
-            .filter(session::Column::Id.eq(previous.id))
-            .exec(&txn)
-            .await?;
+        end_these(&txn, state, &[previous.id]).await?;
     }
     let user = update.update(&txn).await?;
     let new_session = match renewing {
@@ -467,7 +463,7 @@ pub async fn sign_in(
 /// Ends one session and records the sign-out.
 pub async fn sign_out(state: &AppState, current: &session::Model, user: &user::Model, client: &ClientInfo) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
-    session::Entity::delete_by_id(current.id).exec(&txn).await?;
+    end_these(&txn, state, &[current.id]).await?;
     events::service::record(&txn, state, EventRecord::new(Action::Logout).by(user).from_client(client)).await?;
     commit_invalidating(state, txn).await?;
     Ok(())
@@ -487,20 +483,24 @@ pub async fn list_for_user(state: &AppState, tenant: TenantId, user_id: i64) -> 
 /// Ends one of a user's sessions; `false` when there was no such session.
 pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id: Uuid) -> Result<bool> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let result = session::Entity::delete_many()
+    let own = session::Entity::find()
         .filter(session::Column::TenantId.eq(tenant.0))
         .filter(session::Column::UserId.eq(user_id))
         .filter(session::Column::Id.eq(session_id))
-        .exec(&txn)
+        .one(&txn)
         .await?;
+    let ended = match own {
+        Some(own) => end_these(&txn, state, &[own.id]).await?,
+        None => 0,
+    };
     commit_invalidating(state, txn).await?;
-    Ok(result.rows_affected > 0)
+    Ok(ended > 0)
 }
 
 /// Ends every session of a user but `keep`; returns how many ended.
 pub async fn revoke_others(state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let ended = end_sessions(&txn, state.tenant, user_id, keep).await?;
+    let ended = end_sessions(&txn, state, user_id, keep).await?;
     commit_invalidating(state, txn).await?;
     Ok(ended)
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod authenticators;
+mod backchannel;
 mod cli;
 mod consent;
 mod crypto;
