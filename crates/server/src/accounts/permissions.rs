@@ -352,6 +352,48 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
     ),
     ("authentik_stages_consent.view_userconsent", "Can view User Consent", "userconsent", "User Consent", "authentik Stages.Consent"),
     ("authentik_stages_consent.delete_userconsent", "Can delete User Consent", "userconsent", "User Consent", "authentik Stages.Consent"),
+    (
+        "authentik_providers_oauth2.view_accesstoken",
+        "Can view OAuth2 Access Token",
+        "accesstoken",
+        "OAuth2 Access Token",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.delete_accesstoken",
+        "Can delete OAuth2 Access Token",
+        "accesstoken",
+        "OAuth2 Access Token",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.view_refreshtoken",
+        "Can view OAuth2 Refresh Token",
+        "refreshtoken",
+        "OAuth2 Refresh Token",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.delete_refreshtoken",
+        "Can delete OAuth2 Refresh Token",
+        "refreshtoken",
+        "OAuth2 Refresh Token",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.view_authorizationcode",
+        "Can view Authorization Code",
+        "authorizationcode",
+        "Authorization Code",
+        "authentik Providers OAuth2",
+    ),
+    (
+        "authentik_providers_oauth2.delete_authorizationcode",
+        "Can delete Authorization Code",
+        "authorizationcode",
+        "Authorization Code",
+        "authentik Providers OAuth2",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -480,6 +522,12 @@ pub mod names {
     pub const DELETE_SCOPE_MAPPING: &str = "authentik_providers_oauth2.delete_scopemapping";
     pub const VIEW_USER_CONSENT: &str = "authentik_stages_consent.view_userconsent";
     pub const DELETE_USER_CONSENT: &str = "authentik_stages_consent.delete_userconsent";
+    pub const VIEW_ACCESS_TOKEN: &str = "authentik_providers_oauth2.view_accesstoken";
+    pub const DELETE_ACCESS_TOKEN: &str = "authentik_providers_oauth2.delete_accesstoken";
+    pub const VIEW_REFRESH_TOKEN: &str = "authentik_providers_oauth2.view_refreshtoken";
+    pub const DELETE_REFRESH_TOKEN: &str = "authentik_providers_oauth2.delete_refreshtoken";
+    pub const VIEW_AUTHORIZATION_CODE: &str = "authentik_providers_oauth2.view_authorizationcode";
+    pub const DELETE_AUTHORIZATION_CODE: &str = "authentik_providers_oauth2.delete_authorizationcode";
 }
 
 #[cfg(test)]

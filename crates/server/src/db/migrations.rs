@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(ScopeMappings),
             Box::new(DeviceCodes),
             Box::new(TokenIssuers),
+            Box::new(GrantNumbers),
         ]
     }
 }
@@ -1452,5 +1453,40 @@ impl MigrationTrait for TokenIssuers {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.alter_table(Table::alter().table("oauth2_tokens").drop_column("issuer").to_owned()).await
+    }
+}
+
+/// Issued tokens and codes get the integer key authentik's API names them by (`pk`): a random
+/// number below 2^53, so that JavaScript clients read it exactly and it says nothing about how
+/// many were issued.
+struct GrantNumbers;
+
+impl MigrationName for GrantNumbers {
+    fn name(&self) -> &str {
+        "m0019_grant_numbers"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for GrantNumbers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let random = match manager.get_database_backend() {
+            sea_orm::DatabaseBackend::Sqlite => "abs(random() % 9007199254740990) + 1",
+            _ => "floor(random() * 9007199254740990)::bigint + 1",
+        };
+        for table in ["oauth2_tokens", "oauth2_codes"] {
+            manager.alter_table(Table::alter().table(table).add_column(big_integer_null("number")).to_owned()).await?;
+            manager.get_connection().execute_unprepared(&format!("UPDATE {table} SET number = {random}")).await?;
+            manager.create_index(index(table, &format!("ux_{table}_number"), &["number"], true)).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["oauth2_tokens", "oauth2_codes"] {
+            manager.drop_index(Index::drop().name(format!("ux_{table}_number")).table(table).to_owned()).await?;
+            manager.alter_table(Table::alter().table(table).drop_column("number").to_owned()).await?;
+        }
+        Ok(())
     }
 }

@@ -123,6 +123,8 @@ pub mod code {
         pub expires: DateTimeUtc,
         pub used_at: Option<DateTimeUtc>,
         pub created: DateTimeUtc,
+        /// The key the API names it by (`pk`), see [`crate::oauth::issued::new_number`].
+        pub number: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -158,6 +160,8 @@ pub mod token {
         pub created: DateTimeUtc,
         /// The `iss` its tokens carry; `None` for tokens issued before it was kept.
         pub issuer: Option<String>,
+        /// The key the API names it by (`pk`), see [`crate::oauth::issued::new_number`].
+        pub number: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -29,8 +29,8 @@ use crate::state::AppState;
 
 const CODE_PURPOSE: &str = "oauth2-code";
 const TOKEN_PURPOSE: &str = "oauth2-token";
-const ACCESS: &str = "access";
-const REFRESH: &str = "refresh";
+pub(super) const ACCESS: &str = "access";
+pub(super) const REFRESH: &str = "refresh";
 /// The longest `state` or `nonce` kept; both come back to the client unchanged.
 const LONGEST_ECHO: usize = 1024;
 
@@ -376,6 +376,7 @@ async fn answer(
         expires: Set(now + validity),
         used_at: Set(None),
         created: Set(now),
+        number: Set(super::issued::new_number()),
     };
     let txn = crate::db::begin_write(&state.db).await?;
     row.insert(&txn).await?;
@@ -793,6 +794,7 @@ async fn store_token(
         revoked: Set(false),
         created: Set(Utc::now()),
         issuer: Set(Some(to.issuer.to_owned())),
+        number: Set(super::issued::new_number()),
     }
     .insert(db)
     .await?;

@@ -1,6 +1,7 @@
 //! `/api/v3/core/applications/` and `/api/v3/providers/oauth2/` in authentik's shapes
 //! (`Application`, `ApplicationRequest`, `Provider`, `OAuth2Provider`, `OAuth2ProviderRequest`),
-//! and the OpenID Connect endpoints relying parties call: token, userinfo, introspection,
+//! the tokens and codes providers issued (`/api/v3/oauth2/*`: `TokenModel`,
+//! `ExpiringBaseGrantModel`), and the OpenID Connect endpoints relying parties call: token, userinfo, introspection,
 //! revocation, the key set and the discovery document.
 
 use axum::Json;
@@ -20,6 +21,7 @@ use super::applications::{self, ApplicationFilter, ApplicationRequest, Applicati
 use super::consents::{self, ConsentFilter, ConsentView};
 use super::entities::{application, provider};
 use super::grants::{self, BearerError, OAuthError};
+use super::issued::{self, IssuedFilter, IssuedKind, IssuedView};
 use super::model::{ClientType, GrantType, IssuerMode, LogoutMethod, RedirectUri, SubMode};
 use super::providers::{self, ProviderFilter, ProviderRequest, ProviderView};
 use crate::db::pagination::{ListParams, Paginated};
@@ -45,6 +47,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_consents))
         .routes(routes!(retrieve_consent, delete_consent))
         .routes(routes!(consent_used_by))
+        .routes(routes!(list_access_tokens))
+        .routes(routes!(retrieve_access_token, delete_access_token))
+        .routes(routes!(access_token_used_by))
+        .routes(routes!(list_refresh_tokens))
+        .routes(routes!(retrieve_refresh_token, delete_refresh_token))
+        .routes(routes!(refresh_token_used_by))
+        .routes(routes!(list_authorization_codes))
+        .routes(routes!(retrieve_authorization_code, delete_authorization_code))
+        .routes(routes!(authorization_code_used_by))
 }
 
 /// authentik's `Provider`: what every kind of provider shows.
@@ -261,6 +272,200 @@ async fn delete_consent(State(state): State<AppState>, principal: Principal, Pat
 async fn consent_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
     consents::get(&state, &principal.actor(), consent_id(&id)?).await?;
     Ok(Json(Vec::new()))
+}
+
+/// authentik's `TokenModel`: an access or refresh token, never its text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenModelOut {
+    pub pk: i64,
+    pub provider: ProviderSummary,
+    pub user: crate::accounts::api::UserOut,
+    pub is_expired: bool,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    pub scope: Vec<String>,
+    /// The identity claims of the token's ID tokens as a JSON string (unsigned).
+    pub id_token: String,
+    /// Revoked, or (a refresh token) used.
+    pub revoked: bool,
+}
+
+/// authentik's `ExpiringBaseGrantModel`: an authorization code not yet exchanged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExpiringBaseGrantModelOut {
+    pub pk: i64,
+    pub provider: ProviderSummary,
+    pub user: crate::accounts::api::UserOut,
+    pub is_expired: bool,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    pub scope: Vec<String>,
+}
+
+async fn render_tokens(state: &AppState, views: Vec<IssuedView>) -> Result<Vec<TokenModelOut>> {
+    let users = crate::accounts::api::render_users(state, views.iter().map(|v| v.user.clone()).collect()).await?;
+    Ok(views
+        .into_iter()
+        .zip(users)
+        .map(|(view, user)| TokenModelOut {
+            pk: view.number,
+            is_expired: view.is_expired(),
+            provider: ProviderSummary::new(&view.provider.provider, view.provider.application.as_ref()),
+            user,
+            expires: Some(view.expires),
+            id_token: view.id_token_claims.as_ref().map(|claims| claims.to_string()).unwrap_or_default(),
+            revoked: view.revoked.unwrap_or_default(),
+            scope: view.scope,
+        })
+        .collect())
+}
+
+async fn render_codes(state: &AppState, views: Vec<IssuedView>) -> Result<Vec<ExpiringBaseGrantModelOut>> {
+    let users = crate::accounts::api::render_users(state, views.iter().map(|v| v.user.clone()).collect()).await?;
+    Ok(views
+        .into_iter()
+        .zip(users)
+        .map(|(view, user)| ExpiringBaseGrantModelOut {
+            pk: view.number,
+            is_expired: view.is_expired(),
+            provider: ProviderSummary::new(&view.provider.provider, view.provider.application.as_ref()),
+            user,
+            expires: Some(view.expires),
+            scope: view.scope,
+        })
+        .collect())
+}
+
+/// The number in a grant's path; anything else names nothing.
+fn grant_number(text: &str) -> Result<i64> {
+    text.parse().map_err(|_| Error::NotFound)
+}
+
+async fn list_tokens(
+    state: &AppState,
+    principal: &Principal,
+    kind: IssuedKind,
+    filter: &IssuedFilter,
+    params: &ListParams,
+) -> Result<Json<Paginated<TokenModelOut>>> {
+    let page = issued::list(state, &principal.actor(), kind, filter, params).await?;
+    let results = render_tokens(state, page.results).await?;
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
+}
+
+async fn retrieve_token(state: &AppState, principal: &Principal, kind: IssuedKind, id: &str) -> Result<Json<TokenModelOut>> {
+    let view = issued::get(state, &principal.actor(), kind, grant_number(id)?).await?;
+    render_tokens(state, vec![view]).await?.pop().map(Json).ok_or(Error::NotFound)
+}
+
+async fn delete_grant(state: &AppState, principal: &Principal, kind: IssuedKind, id: &str) -> Result<StatusCode> {
+    issued::delete(state, &principal.actor(), kind, grant_number(id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn grant_used_by(state: &AppState, principal: &Principal, kind: IssuedKind, id: &str) -> Result<Json<Vec<UsedBy>>> {
+    issued::get(state, &principal.actor(), kind, grant_number(id)?).await?;
+    Ok(Json(Vec::new()))
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/access_tokens/", tag = "oauth2", params(ListParams, IssuedFilter),
+    responses((status = 200, description = "The caller's access tokens, or everyone's with the view permission", body = Paginated<TokenModelOut>)))]
+async fn list_access_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<IssuedFilter>,
+) -> Result<Json<Paginated<TokenModelOut>>> {
+    list_tokens(&state, &principal, IssuedKind::AccessToken, &filter, &params).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/access_tokens/{id}/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 200, body = TokenModelOut), (status = 404, description = "Not found")))]
+async fn retrieve_access_token(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<TokenModelOut>> {
+    retrieve_token(&state, &principal, IssuedKind::AccessToken, &id).await
+}
+
+#[utoipa::path(delete, path = "/api/v3/oauth2/access_tokens/{id}/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted: the token no longer works"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
+async fn delete_access_token(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    delete_grant(&state, &principal, IssuedKind::AccessToken, &id).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/access_tokens/{id}/used_by/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn access_token_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    grant_used_by(&state, &principal, IssuedKind::AccessToken, &id).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/refresh_tokens/", tag = "oauth2", params(ListParams, IssuedFilter),
+    responses((status = 200, description = "The caller's refresh tokens, or everyone's with the view permission", body = Paginated<TokenModelOut>)))]
+async fn list_refresh_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<IssuedFilter>,
+) -> Result<Json<Paginated<TokenModelOut>>> {
+    list_tokens(&state, &principal, IssuedKind::RefreshToken, &filter, &params).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/refresh_tokens/{id}/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 200, body = TokenModelOut), (status = 404, description = "Not found")))]
+async fn retrieve_refresh_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<TokenModelOut>> {
+    retrieve_token(&state, &principal, IssuedKind::RefreshToken, &id).await
+}
+
+#[utoipa::path(delete, path = "/api/v3/oauth2/refresh_tokens/{id}/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted: the token no longer works"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
+async fn delete_refresh_token(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    delete_grant(&state, &principal, IssuedKind::RefreshToken, &id).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/refresh_tokens/{id}/used_by/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn refresh_token_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    grant_used_by(&state, &principal, IssuedKind::RefreshToken, &id).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/authorization_codes/", tag = "oauth2", params(ListParams, IssuedFilter),
+    responses((status = 200, description = "The caller's unexchanged codes, or everyone's with the view permission", body = Paginated<ExpiringBaseGrantModelOut>)))]
+async fn list_authorization_codes(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<IssuedFilter>,
+) -> Result<Json<Paginated<ExpiringBaseGrantModelOut>>> {
+    let page = issued::list(&state, &principal.actor(), IssuedKind::AuthorizationCode, &filter, &params).await?;
+    let results = render_codes(&state, page.results).await?;
+    Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/authorization_codes/{id}/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 200, body = ExpiringBaseGrantModelOut), (status = 404, description = "Not found")))]
+async fn retrieve_authorization_code(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ExpiringBaseGrantModelOut>> {
+    let view = issued::get(&state, &principal.actor(), IssuedKind::AuthorizationCode, grant_number(&id)?).await?;
+    render_codes(&state, vec![view]).await?.pop().map(Json).ok_or(Error::NotFound)
+}
+
+#[utoipa::path(delete, path = "/api/v3/oauth2/authorization_codes/{id}/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted: the code can no longer be exchanged"), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
+async fn delete_authorization_code(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    delete_grant(&state, &principal, IssuedKind::AuthorizationCode, &id).await
+}
+
+#[utoipa::path(get, path = "/api/v3/oauth2/authorization_codes/{id}/used_by/", tag = "oauth2", params(("id" = i64, Path)),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn authorization_code_used_by(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<UsedBy>>> {
+    grant_used_by(&state, &principal, IssuedKind::AuthorizationCode, &id).await
 }
 
 fn provider_id(text: &str) -> Result<i64> {

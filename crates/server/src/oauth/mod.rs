@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod entities;
 pub mod grants;
 pub mod handlers;
+pub mod issued;
 pub mod logout;
 pub mod model;
 pub mod pages;

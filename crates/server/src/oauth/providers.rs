@@ -605,6 +605,18 @@ pub(super) async fn by_ids(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i
         .collect())
 }
 
+/// Providers of the tenant by id with the applications they serve, for showing them beside what
+/// they issued.
+pub(super) async fn views_by_ids(db: &impl ConnectionTrait, tenant: TenantId, ids: &[i64]) -> Result<HashMap<i64, ProviderView>> {
+    let providers = by_ids(db, tenant, ids).await?;
+    let found: Vec<i64> = providers.keys().copied().collect();
+    let mut applications = applications_of(db, tenant, &found).await?;
+    Ok(providers
+        .into_iter()
+        .map(|(id, provider)| (id, ProviderView { application: applications.remove(&id), provider, new_client_secret: None }))
+        .collect())
+}
+
 /// The provider `id` of the tenant, if it exists.
 pub(super) async fn exists(db: &impl ConnectionTrait, tenant: TenantId, id: i64) -> Result<bool> {
     Ok(provider::Entity::find_by_id(id).filter(provider::Column::TenantId.eq(tenant.0)).one(db).await?.is_some())

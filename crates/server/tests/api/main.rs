@@ -21,6 +21,7 @@ mod flows_admin;
 mod geoip;
 mod groups;
 mod guessing;
+mod issued;
 mod mail;
 mod media;
 mod mfa;
