@@ -1528,6 +1528,28 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
 
     run("authlib: discovery, code with PKCE, ID token against the key set, userinfo, introspection, revocation", authlib_relying_party)
 
+    def issued_tokens():
+        oauth2 = ak.Oauth2Api(api_client)
+        page = oauth2.oauth2_access_tokens_list(provider=state["authlib"])
+        expect(page.pagination.count == 1, f"access tokens {page.results!r}")
+        token = page.results[0]
+        expect(token.revoked is True and token.provider.pk == state["authlib"] and token.user.email == email,
+               f"token {token!r}")
+        expect(token.scope == ["openid", "email", "profile"], f"scope {token.scope!r}")
+        claims = json.loads(token.id_token)
+        expect(claims.get("iss") == f"{url}/application/o/compat-{tag}-authlib/" and "sid" in claims, f"claims {claims!r}")
+        expect(oauth2.oauth2_access_tokens_retrieve(token.pk).pk == token.pk, "retrieved another token")
+        expect(oauth2.oauth2_access_tokens_used_by_list(token.pk) == [], "a token is used by something")
+        expect(oauth2.oauth2_refresh_tokens_list(provider=state["authlib"]).pagination.count == 0, "a refresh token without offline_access")
+        expect(oauth2.oauth2_authorization_codes_list(provider=state["authlib"]).pagination.count == 0, "the exchanged code is listed")
+        expect(oauth2.oauth2_access_tokens_destroy(token.pk) is None, "returned something")
+        expect(oauth2.oauth2_access_tokens_list(provider=state["authlib"]).pagination.count == 0, "the token survived its deletion")
+        expect(status_of(oauth2.oauth2_access_tokens_retrieve, token.pk) == 404, "the deleted token is still retrievable")
+
+    if "authlib" in state:
+        run("oauth2_access_tokens_list, _retrieve, _used_by_list, _destroy, oauth2_refresh_tokens_list, "
+            "oauth2_authorization_codes_list", issued_tokens)
+
     mappings = ak.PropertymappingsApi(api_client)
 
     def scope_mappings():
