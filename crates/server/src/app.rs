@@ -61,6 +61,9 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     if actors.get(crate::oauth::backchannel::ACTOR).is_none() {
         actors.add(crate::oauth::backchannel::actor());
     }
+    if actors.get(crate::oauth::keys::ACTOR).is_none() {
+        actors.add(crate::oauth::keys::actor());
+    }
     let secret = ServerSecret::load(&config)?;
     let db = crate::db::connect(&config).await?;
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;

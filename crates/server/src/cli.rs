@@ -110,6 +110,15 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Replace the managed signing key of providers without their own now. The replaced key
+    /// stays published while tokens it signed may live; refused while the key replaced last
+    /// time is still needed.
+    RotateSigningKey {
+        /// The current key is compromised: retire it at once, so that tokens it signed stop
+        /// verifying (the key replaced last time, if still published, stays).
+        #[arg(long)]
+        compromised: bool,
+    },
     /// Write a backup of an SQLite installation, running or not, to a new file: the database
     /// copied in one consistent read, and the secret key. The file is readable by its owner only.
     Backup {
@@ -194,6 +203,7 @@ pub fn main() -> ExitCode {
             | Command::CreateUser { .. }
             | Command::SetPassword { .. }
             | Command::Token { .. }
+            | Command::RotateSigningKey { .. }
             | Command::BenchTasks { .. }
             | Command::Backup { .. }
             | Command::Restore { .. }
@@ -341,7 +351,22 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
         Command::Token { command: TokenCommand::Create { user, identifier, intent, description, expires_in, no_expiry } } => {
             create_token(config, &user, identifier, &intent, description, expires_in, no_expiry).await
         }
+        Command::RotateSigningKey { compromised } => rotate_signing_key(config, compromised).await,
     }
+}
+
+async fn rotate_signing_key(config: Config, compromised: bool) -> Result<ExitCode, String> {
+    let state = crate::app::build_state_existing(config).await.map_err(|e| e.to_string())?;
+    let rotation = crate::oauth::keys::rotate(&state, compromised).await.map_err(describe_validation)?;
+    let kid = crate::crypto::jwt::key_id;
+    println!("signing with the new managed key {}", kid(&rotation.active));
+    if let Some(previous) = &rotation.previous {
+        println!("still published until its tokens expire: {}", kid(previous));
+    }
+    for retired in &rotation.retired {
+        println!("retired (no longer published): {}", kid(retired));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config) -> Result<ExitCode, String> {

@@ -253,6 +253,9 @@ pub struct TokenConfig {
     pub max_lifetime: DurationString,
     /// How often the recorded uses of keys are written to the database.
     pub last_used_flush: DurationString,
+    /// How old the managed signing key (for providers without their own) gets before a daily
+    /// task replaces it. The key it replaces stays published while tokens it signed may live.
+    pub signing_key_rotation: DurationString,
 }
 
 /// Text messages with one-time codes.
@@ -404,6 +407,7 @@ impl Default for Config {
                 max_live_per_user: 100,
                 max_lifetime: DurationString::from_secs(365 * 24 * 3600),
                 last_used_flush: DurationString::from_secs(5),
+                signing_key_rotation: DurationString::from_secs(90 * 24 * 3600),
             },
         }
     }
@@ -551,6 +555,9 @@ impl Config {
         }
         if self.tokens.last_used_flush.as_micros() < 100_000 || self.tokens.last_used_flush.as_micros() > 60_000_000 {
             return fail("tokens.last_used_flush", "must be between milliseconds=100 and minutes=1");
+        }
+        if self.tokens.signing_key_rotation.to_chrono() <= chrono::TimeDelta::zero() {
+            return fail("tokens.signing_key_rotation", "must be longer than zero");
         }
         if self.server.max_body_bytes < 1024 {
             return fail("server.max_body_bytes", "must be at least 1024");

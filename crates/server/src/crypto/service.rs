@@ -22,6 +22,9 @@ use crate::tenants::TenantId;
 
 /// The `managed` value of the key the server signs its own tokens with, as authentik names it.
 pub const MANAGED_JWT_KEY: &str = "goauthentik.io/crypto/jwt-managed";
+/// The `managed` value of the key the managed key replaced at its last rotation: still
+/// published, so that tokens it signed verify until they expire, and never used to sign.
+pub const PREVIOUS_MANAGED_JWT_KEY: &str = "gatehouse/crypto/jwt-managed-previous";
 const MANAGED_JWT_KEY_NAME: &str = "Gatehouse Internal JWT Certificate";
 
 const SEALING_PURPOSE: &str = "certificate-private-key";
@@ -487,26 +490,32 @@ pub async fn view_private_key(state: &AppState, actor: &Actor, id: Uuid) -> Resu
     Ok((pair.name, key))
 }
 
-/// The managed key the server signs its own tokens with, created (EC P-256, self-signed) when
-/// the tenant has none; several processes starting at once create one between them.
-pub async fn ensure_managed_jwt_key(state: &AppState, tenant: TenantId) -> Result<key_pair::Model> {
-    let existing = || {
-        key_pair::Entity::find()
-            .filter(key_pair::Column::TenantId.eq(tenant.0))
-            .filter(key_pair::Column::Managed.eq(MANAGED_JWT_KEY))
-            .one(&state.db)
-    };
-    if let Some(pair) = existing().await? {
-        return Ok(pair);
-    }
-    let generation = Generation {
+/// What the managed key is made as: EC P-256, self-signed, ten years.
+fn managed_key_generation() -> Generation {
+    Generation {
         common_name: "gatehouse-jwt".into(),
         subject_alt_names: vec![],
         validity_days: 3650,
         algorithm: Algorithm::Ecdsa,
         rsa_bits: 0,
-    };
-    let (certificate, key) = generate_off_the_runtime(generation).await?;
+    }
+}
+
+async fn managed_pair(db: &impl ConnectionTrait, tenant: TenantId, marker: &str) -> Result<Option<key_pair::Model>> {
+    Ok(key_pair::Entity::find()
+        .filter(key_pair::Column::TenantId.eq(tenant.0))
+        .filter(key_pair::Column::Managed.eq(marker))
+        .one(db)
+        .await?)
+}
+
+/// The managed key the server signs its own tokens with, created when the tenant has none;
+/// several processes starting at once create one between them.
+pub async fn ensure_managed_jwt_key(state: &AppState, tenant: TenantId) -> Result<key_pair::Model> {
+    if let Some(pair) = managed_pair(&state.db, tenant, MANAGED_JWT_KEY).await? {
+        return Ok(pair);
+    }
+    let (certificate, key) = generate_off_the_runtime(managed_key_generation()).await?;
     // A pair someone named so keeps its name; the managed one takes another.
     let name = if name_in_use(&state.db, tenant, MANAGED_JWT_KEY_NAME).await? {
         format!("{MANAGED_JWT_KEY_NAME} ({})", &Uuid::new_v4().simple().to_string()[..8])
@@ -525,8 +534,109 @@ pub async fn ensure_managed_jwt_key(state: &AppState, tenant: TenantId) -> Resul
         // Another process created it at the same moment: use that one.
         Err(error) if matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
             drop(txn);
-            existing().await?.ok_or_else(|| Error::internal(format!("the managed JWT key could not be created: {error}")))
+            managed_pair(&state.db, tenant, MANAGED_JWT_KEY)
+                .await?
+                .ok_or_else(|| Error::internal(format!("the managed JWT key could not be created: {error}")))
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The managed key, and the one it replaced while that one is still published.
+pub async fn managed_jwt_keys(state: &AppState, tenant: TenantId) -> Result<(key_pair::Model, Option<key_pair::Model>)> {
+    let active = ensure_managed_jwt_key(state, tenant).await?;
+    let previous = managed_pair(&state.db, tenant, PREVIOUS_MANAGED_JWT_KEY).await?;
+    Ok((active, previous))
+}
+
+/// What a rotation of the managed key did.
+#[derive(Debug)]
+pub struct Rotation {
+    /// The new managed key, signing from now on.
+    pub active: key_pair::Model,
+    /// The key it replaced, still published, when it was kept.
+    pub previous: Option<key_pair::Model>,
+    /// Keys no longer published: ordinary pairs now, which administrators may delete.
+    pub retired: Vec<key_pair::Model>,
+}
+
+/// How a rotation treats the key it replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum Replaced {
+    /// Kept published as the previous key, so that what it signed verifies until it expires;
+    /// the key it itself replaced is retired, which is refused while tokens that key signed may
+    /// still be live: until `previous_needed_for` after it stopped signing.
+    Kept { previous_needed_for: chrono::TimeDelta },
+    /// Retired at once (it is compromised): tokens it signed stop verifying. The previous key,
+    /// if any, stays.
+    RetiredNow,
+}
+
+/// Replaces the managed key with a new one, as `replaced` says. Two processes rotating at once
+/// cannot both succeed: the second finds the previous key just made and is refused.
+pub async fn rotate_managed_jwt_key(state: &AppState, tenant: TenantId, replaced: Replaced) -> Result<Rotation> {
+    ensure_managed_jwt_key(state, tenant).await?;
+    let (certificate, key) = generate_off_the_runtime(managed_key_generation()).await?;
+    let now = Utc::now();
+    let txn = crate::db::begin_write(&state.db).await?;
+    let current = managed_pair(&txn, tenant, MANAGED_JWT_KEY).await?.ok_or_else(|| Error::internal("the managed JWT key went"))?;
+    let previous = managed_pair(&txn, tenant, PREVIOUS_MANAGED_JWT_KEY).await?;
+    let mut retired = Vec::new();
+    let mut kept = None;
+    match replaced {
+        Replaced::Kept { previous_needed_for } => {
+            if let Some(previous) = previous {
+                let needed_until = previous.last_updated + previous_needed_for;
+                if needed_until > now {
+                    return Err(Error::field(
+                        NON_FIELD_ERRORS,
+                        format!(
+                            "The previous signing key may still verify live tokens until {}; rotate after that, or retire the current key at once if it is compromised.",
+                            needed_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ),
+                    ));
+                }
+                retired.push(demote(&txn, previous, None, now).await?);
+            }
+            kept = Some(demote(&txn, current, Some(PREVIOUS_MANAGED_JWT_KEY), now).await?);
+        }
+        Replaced::RetiredNow => retired.push(demote(&txn, current, None, now).await?),
+    }
+    let name = if name_in_use(&txn, tenant, MANAGED_JWT_KEY_NAME).await? {
+        format!("{MANAGED_JWT_KEY_NAME} ({})", &Uuid::new_v4().simple().to_string()[..8])
+    } else {
+        MANAGED_JWT_KEY_NAME.to_owned()
+    };
+    let mut row = new_row(&state.secret, tenant, name, &certificate, Some(&key))?;
+    row.managed = Set(Some(MANAGED_JWT_KEY.into()));
+    let active = row.insert(&txn).await.map_err(|error| match error.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+            Error::field(NON_FIELD_ERRORS, "The managed key was rotated by another process at the same moment; nothing was changed.")
+        }
+        _ => error.into(),
+    })?;
+    let event = Actor::system()
+        .event(Action::SecretRotate)
+        .about(&pair_ref(&active))
+        .with("previous", json!(kept.as_ref().map(|p| p.id)))
+        .with("retired", json!(retired.iter().map(|p| p.id).collect::<Vec<_>>()));
+    events::service::record(&txn, state, event).await?;
+    txn.commit().await?;
+    Ok(Rotation { active, previous: kept, retired })
+}
+
+/// `pair` marked `managed` (`None`: an ordinary pair), renamed so that the managed key's name is
+/// free, as of `now`.
+async fn demote(
+    txn: &impl ConnectionTrait,
+    pair: key_pair::Model,
+    managed: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Result<key_pair::Model> {
+    let mut row = pair.clone().into_active_model();
+    let state = if managed.is_some() { "replaced" } else { "retired" };
+    row.name = Set(format!("{MANAGED_JWT_KEY_NAME} ({state} {}, {})", now.format("%Y-%m-%d %H:%M"), &pair.id.simple().to_string()[..8]));
+    row.managed = Set(managed.map(str::to_owned));
+    row.last_updated = Set(now);
+    Ok(row.update(txn).await?)
 }

@@ -19,12 +19,24 @@ pub async fn signing_pair(state: &AppState, provider: &provider::Model) -> Resul
     }
 }
 
-/// The JSON Web Key Set of the application `slug`'s provider (RFC 7517 §5); 404 when the
-/// application does not exist or has no provider.
+/// The keys tokens of `provider` verify against: its own signing key, or the managed key and,
+/// after a rotation, the one it replaced (what that one signed verifies until it expires).
+pub async fn published_pairs(state: &AppState, provider: &provider::Model) -> Result<Vec<key_pair::Model>> {
+    if provider.signing_key_id.is_some() {
+        return Ok(vec![signing_pair(state, provider).await?]);
+    }
+    let (active, previous) = crate::crypto::service::managed_jwt_keys(state, state.tenant).await?;
+    Ok(std::iter::once(active).chain(previous).collect())
+}
+
+/// The JSON Web Key Set of the application `slug`'s provider (RFC 7517 §5), the signing key
+/// first; 404 when the application does not exist or has no provider.
 pub async fn key_set(state: &AppState, slug: &str) -> Result<Value> {
     let (_, provider) = super::applications::with_provider(&state.db, state.tenant, slug).await?.ok_or(Error::NotFound)?;
-    let pair = signing_pair(state, &provider).await?;
-    let keys: Vec<Value> = crate::crypto::jwt::public_jwk(&pair)?.into_iter().collect();
+    let mut keys = Vec::new();
+    for pair in published_pairs(state, &provider).await? {
+        keys.extend(crate::crypto::jwt::public_jwk(&pair)?);
+    }
     Ok(json!({ "keys": keys }))
 }
 

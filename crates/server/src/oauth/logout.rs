@@ -38,12 +38,19 @@ pub async fn end_session(state: &AppState, base: &str, slug: &str, query: &str) 
     }
     let mut client_known = false;
     if let Some(hint) = parameters.get("id_token_hint") {
-        let pair = super::discovery::signing_pair(state, &provider).await?;
-        // An ID token this provider issued, expired or not (people sign out of old sessions);
-        // never an access token, which the same key signs for the same audience.
+        // An ID token this provider issued, expired or not (people sign out of old sessions),
+        // under any key it publishes; never an access token, which the same key signs for the
+        // same audience.
         let is_access_token = jsonwebtoken::decode_header(hint).is_ok_and(|header| header.typ.as_deref() == Some("at+jwt"));
-        if is_access_token || crate::crypto::jwt::verify(&pair, hint, &provider.client_id, &issuer(base, &provider, &app), true)?.is_none()
-        {
+        let issuer = issuer(base, &provider, &app);
+        let mut issued_here = false;
+        for pair in super::discovery::published_pairs(state, &provider).await? {
+            if crate::crypto::jwt::verify(&pair, hint, &provider.client_id, &issuer, true)?.is_some() {
+                issued_here = true;
+                break;
+            }
+        }
+        if is_access_token || !issued_here {
             return Ok(EndSession::Refused("The id_token_hint was not issued by this application's provider.".into()));
         }
         client_known = true;

@@ -15,6 +15,7 @@ pub mod entities;
 pub mod grants;
 pub mod handlers;
 pub mod issued;
+pub mod keys;
 pub mod logout;
 pub mod model;
 pub mod pages;

@@ -22,10 +22,11 @@ use crate::tenants::TenantId;
 pub const REL_OBJ_TYPE: &str = "authentik_tasks_schedules.schedule";
 
 /// Gatehouse's own schedules: (identifier, actor, crontab).
-const BUILTIN: [(&str, &str, &str); 3] = [
+const BUILTIN: [(&str, &str, &str); 4] = [
     ("purge-expired", "gatehouse.purge_expired", "2-59/5 * * * *"),
     ("purge-finished-tasks", "gatehouse.purge_finished_tasks", "17 3 * * *"),
     ("clean-workers", "gatehouse.clean_workers", "43 4 * * *"),
+    ("rotate-signing-key", "gatehouse.rotate_signing_key", "29 2 * * *"),
 ];
 
 /// A crontab, parsed; five fields (minute hour day month weekday) or six with seconds first.

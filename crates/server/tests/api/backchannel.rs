@@ -60,7 +60,7 @@ impl LogoutEndpoint {
 
 /// The claims of `token` once its signature checks against the wiki's published keys, for the
 /// audience `client_id`.
-async fn verified(app: &TestApp, token: &str, client_id: &str) -> Value {
+pub(crate) async fn verified(app: &TestApp, token: &str, client_id: &str) -> Value {
     let keys: jsonwebtoken::jwk::JwkSet = app.client.get(app.url("/application/o/wiki/jwks/")).send().await.unwrap().json().await.unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     let jwk = keys.find(header.kid.as_deref().unwrap()).expect("the token's key is published");

@@ -828,3 +828,37 @@ fn migrate_check_lists_pending_migrations_and_applies_none() {
     assert_eq!(current.status.code(), Some(0), "{}", stderr(&current));
     assert_eq!(stdout(&current).trim(), "no migrations pending");
 }
+
+#[test]
+fn rotate_signing_key_keeps_the_replaced_key_until_its_tokens_expire_or_retires_a_compromised_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        gatehouse(dir.path()).args(args).env("GATEHOUSE_SECRET_KEY", "cli-test-secret-key-long-enough-0123456789").output().unwrap()
+    };
+    // Without an installation there is nothing to rotate, and it says where it looked.
+    let output = run(&["rotate-signing-key"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("there is no database at"), "{}", stderr(&output));
+    assert!(run(&["migrate"]).status.success());
+
+    let output = run(&["rotate-signing-key"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    let line_value = |text: &str, prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned);
+    let first = line_value(&shown, "signing with the new managed key ").expect(&shown);
+    let kept = line_value(&shown, "still published until its tokens expire: ").expect(&shown);
+    assert_ne!(first, kept);
+
+    // The replaced key may still verify live tokens: a second rotation is refused, plainly.
+    let output = run(&["rotate-signing-key"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("may still verify live tokens until"), "{}", stderr(&output));
+
+    // A compromised key is retired at once; the key it replaced stays published.
+    let output = run(&["rotate-signing-key", "--compromised"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    assert_eq!(line_value(&shown, "retired (no longer published): ").as_deref(), Some(first.as_str()), "{shown}");
+    assert!(line_value(&shown, "still published until its tokens expire: ").is_none(), "{shown}");
+    assert_ne!(line_value(&shown, "signing with the new managed key ").as_deref(), Some(first.as_str()));
+}

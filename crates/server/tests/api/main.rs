@@ -31,6 +31,7 @@ mod quickstart;
 mod scopes;
 mod sessions;
 mod sign_in_integrity;
+mod signing_keys;
 mod tasks;
 mod tokens;
 mod upgrades;
