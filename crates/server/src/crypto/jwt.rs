@@ -173,16 +173,16 @@ impl Signer {
     }
 }
 
-/// The claims of `token` if `pair` signed it for `audience` as `issuer`, with the algorithm the
-/// pair's key type fixes (never one the token's header names). Expiry is checked unless
-/// `allow_expired` (an `id_token_hint` may have expired). `None` for anything else.
-pub fn verify(pair: &key_pair::Model, token: &str, audience: &str, issuer: &str, allow_expired: bool) -> Result<Option<Value>> {
+/// The claims of `token` if `pair` signed it for one of `audiences` as `issuer`, with the
+/// algorithm the pair's key type fixes (never one the token's header names). Expiry is checked
+/// unless `allow_expired` (an `id_token_hint` may have expired). `None` for anything else.
+pub fn verify(pair: &key_pair::Model, token: &str, audiences: &[&str], issuer: &str, allow_expired: bool) -> Result<Option<Value>> {
     let Some(jwk) = public_jwk(pair)? else { return Ok(None) };
     let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(jwk) else { return Ok(None) };
     let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(&jwk) else { return Ok(None) };
     let Some(algorithm) = algorithm_of(pair)? else { return Ok(None) };
     let mut validation = jsonwebtoken::Validation::new(algorithm);
-    validation.set_audience(&[audience]);
+    validation.set_audience(audiences);
     validation.set_issuer(&[issuer]);
     validation.validate_exp = !allow_expired;
     validation.leeway = 60;
@@ -259,17 +259,17 @@ mod tests {
         let claims = |exp: i64| json!({"iss": "https://id.example/", "aud": "client", "sub": "s", "exp": exp});
         let now = chrono::Utc::now().timestamp();
         let live = signer.sign(&claims(now + 600), "JWT").unwrap();
-        assert!(verify(&pair, &live, "client", "https://id.example/", false).unwrap().is_some());
-        assert!(verify(&pair, &live, "other", "https://id.example/", false).unwrap().is_none());
-        assert!(verify(&pair, &live, "client", "https://elsewhere/", false).unwrap().is_none());
+        assert!(verify(&pair, &live, &["client"], "https://id.example/", false).unwrap().is_some());
+        assert!(verify(&pair, &live, &["other"], "https://id.example/", false).unwrap().is_none());
+        assert!(verify(&pair, &live, &["client"], "https://elsewhere/", false).unwrap().is_none());
         let expired = signer.sign(&claims(now - 3600), "JWT").unwrap();
-        assert!(verify(&pair, &expired, "client", "https://id.example/", false).unwrap().is_none());
-        assert!(verify(&pair, &expired, "client", "https://id.example/", true).unwrap().is_some());
+        assert!(verify(&pair, &expired, &["client"], "https://id.example/", false).unwrap().is_none());
+        assert!(verify(&pair, &expired, &["client"], "https://id.example/", true).unwrap().is_some());
         // alg "none", or a token another key signed, is refused.
         let unsigned = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#), live.split('.').nth(1).unwrap());
-        assert!(verify(&pair, &unsigned, "client", "https://id.example/", false).unwrap().is_none());
+        assert!(verify(&pair, &unsigned, &["client"], "https://id.example/", false).unwrap().is_none());
         let other = pair_of(KeyAlgorithm::Ecdsa, &secret);
-        assert!(verify(&other, &live, "client", "https://id.example/", false).unwrap().is_none());
+        assert!(verify(&other, &live, &["client"], "https://id.example/", false).unwrap().is_none());
     }
 
     #[test]

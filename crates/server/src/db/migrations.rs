@@ -30,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(DeviceCodes),
             Box::new(TokenIssuers),
             Box::new(GrantNumbers),
+            Box::new(ClientAssertions),
         ]
     }
 }
@@ -1488,5 +1489,50 @@ impl MigrationTrait for GrantNumbers {
             manager.alter_table(Table::alter().table(table).drop_column("number").to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Clients that prove themselves with signed assertions (`private_key_jwt`, RFC 7523): the key
+/// pairs whose public keys a provider's client signs with, and the assertions already used, so
+/// that none is accepted twice before it expires.
+struct ClientAssertions;
+
+impl MigrationName for ClientAssertions {
+    fn name(&self) -> &str {
+        "m0020_client_assertions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ClientAssertions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(Table::alter().table("oauth2_providers").add_column(json_binary("client_keys").default("[]")).to_owned())
+            .await?;
+        let table = "oauth2_client_assertions";
+        manager
+            .create_table(
+                Table::create()
+                    .table(table)
+                    .col(big_integer("provider_id"))
+                    .col(string_len("jti_digest", 64))
+                    .col(timestamp_with_time_zone("expires"))
+                    .primary_key(Index::create().col("provider_id").col("jti_digest"))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_client_assertions_provider")
+                            .from(table, "provider_id")
+                            .to("oauth2_providers", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(table, "ix_oauth2_client_assertions_expires", &["expires"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("oauth2_client_assertions").to_owned()).await?;
+        manager.alter_table(Table::alter().table("oauth2_providers").drop_column("client_keys").to_owned()).await
     }
 }

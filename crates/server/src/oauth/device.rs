@@ -94,7 +94,7 @@ pub async fn start(
     // never given back.
     let _counted = attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::device_requests_from(client.ip)]).await?;
     let parameters = Parameters::parse_once(body)?;
-    let (provider, _) = super::grants::authenticate_client(state, &parameters, basic).await?;
+    let (provider, _) = super::grants::authenticate_client(state, base, &parameters, basic).await?;
     if !provider.grant_types().contains(&GrantType::DeviceCode) {
         return Err(OAuthError::UnauthorizedClient("This client may not use the device authorization grant.".into()));
     }

@@ -49,7 +49,11 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
     let grants: Vec<&str> = provider.grant_types().into_iter().map(|g| g.as_str()).collect();
     let offer = super::scopes::ScopeOffer::of(&state.db, state.tenant, &provider).await?;
     let public = provider.client_type == super::model::ClientType::Public.as_str();
-    let auth_methods: &[&str] = if public { &["none"] } else { &["client_secret_basic", "client_secret_post"] };
+    let auth_methods: &[&str] = match (public, provider.client_keys().is_empty()) {
+        (true, _) => &["none"],
+        (false, true) => &["client_secret_basic", "client_secret_post"],
+        (false, false) => &["client_secret_basic", "client_secret_post", "private_key_jwt"],
+    };
     let mut document = json!({
         "issuer": super::grants::issuer(base, &provider, &app),
         "authorization_endpoint": format!("{base}/application/o/authorize/"),
@@ -67,7 +71,7 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "scopes_supported": offer.scope_names(),
         "claims_supported": super::claims::SUPPORTED_CLAIMS,
         "token_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": if public { &["client_secret_basic", "client_secret_post"] } else { auth_methods },
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
@@ -77,6 +81,12 @@ pub async fn configuration(state: &AppState, base: &str, slug: &str) -> Result<V
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
     });
+    if !provider.client_keys().is_empty() {
+        let algorithms = ["RS256", "ES256", "ES384", "EdDSA"];
+        document["token_endpoint_auth_signing_alg_values_supported"] = json!(algorithms);
+        document["introspection_endpoint_auth_signing_alg_values_supported"] = json!(algorithms);
+        document["revocation_endpoint_auth_signing_alg_values_supported"] = json!(algorithms);
+    }
     if provider.grant_types().contains(&super::model::GrantType::DeviceCode) {
         document["device_authorization_endpoint"] = json!(format!("{base}{}", super::device::DEVICE_PATH));
     }

@@ -69,6 +69,9 @@ pub mod provider {
         pub issuer_mode: String,
         pub created: DateTimeUtc,
         pub last_updated: DateTimeUtc,
+        /// Key pairs (by id, as a JSON list) whose public keys verify the client's assertions
+        /// (`private_key_jwt`).
+        pub client_keys: Json,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -90,6 +93,11 @@ pub mod provider {
         /// The scope mappings.
         pub fn property_mappings(&self) -> Vec<Uuid> {
             serde_json::from_value(self.property_mappings.clone()).unwrap_or_default()
+        }
+
+        /// The key pairs whose public keys the client signs its assertions with.
+        pub fn client_keys(&self) -> Vec<Uuid> {
+            serde_json::from_value(self.client_keys.clone()).unwrap_or_default()
         }
     }
 }
@@ -198,6 +206,28 @@ pub mod device_code {
         pub last_poll: Option<DateTimeUtc>,
         pub expires: DateTimeUtc,
         pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Client assertions already used (RFC 7523 §3: a `jti` is accepted once), kept by keyed digest
+/// until they expire.
+pub mod client_assertion {
+    use sea_orm::entity::prelude::*;
+
+    /// One used assertion.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oauth2_client_assertions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub provider_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub jti_digest: String,
+        pub expires: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

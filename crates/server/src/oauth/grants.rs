@@ -517,12 +517,21 @@ pub struct IssuedTokens {
     pub id_token: Option<String>,
 }
 
-/// Who is asking at the token endpoint.
+/// Who is asking at the token, introspection, revocation or device endpoint: a client with its
+/// secret (HTTP basic or `client_secret` in the form), with a signed assertion
+/// (`private_key_jwt`), or a public client naming itself. One way only.
 pub(super) async fn authenticate_client(
     state: &AppState,
+    base: &str,
     parameters: &Parameters,
     basic: Option<(String, String)>,
 ) -> Result<(provider::Model, application::Model), OAuthError> {
+    if let Some(assertion) = parameters.get("client_assertion") {
+        return authenticate_by_assertion(state, base, parameters, basic.is_some(), assertion).await;
+    }
+    if parameters.get("client_assertion_type").is_some() {
+        return Err(OAuthError::InvalidRequest("client_assertion_type came without a client_assertion.".into()));
+    }
     let (client_id, secret) = match (&basic, parameters.get("client_secret")) {
         (Some(_), Some(_)) => return Err(OAuthError::InvalidRequest("Use one way of client authentication, not two.".into())),
         (Some((id, secret)), None) => {
@@ -543,6 +552,39 @@ pub(super) async fn authenticate_client(
     Ok((provider, app))
 }
 
+/// [`authenticate_client`] with a `client_assertion` (RFC 7523 §2.2): its audience is this
+/// server (the token endpoint, the endpoint called, or the provider's issuer).
+async fn authenticate_by_assertion(
+    state: &AppState,
+    base: &str,
+    parameters: &Parameters,
+    with_basic: bool,
+    assertion: &str,
+) -> Result<(provider::Model, application::Model), OAuthError> {
+    if with_basic || parameters.get("client_secret").is_some() {
+        return Err(OAuthError::InvalidRequest("Use one way of client authentication, not two.".into()));
+    }
+    if parameters.get("client_assertion_type") != Some(super::assertions::ASSERTION_TYPE) {
+        return Err(OAuthError::InvalidRequest(format!("client_assertion_type must be {}.", super::assertions::ASSERTION_TYPE)));
+    }
+    let claimed = super::assertions::claimed_client(assertion).ok_or(OAuthError::InvalidClient)?;
+    if parameters.get("client_id").is_some_and(|given| given != claimed) {
+        return Err(OAuthError::InvalidRequest("client_id differs from the client the assertion is from.".into()));
+    }
+    let (provider, app) = client_by_id(state, &claimed).await?.ok_or(OAuthError::InvalidClient)?;
+    if provider.client_type != ClientType::Confidential.as_str() {
+        return Err(OAuthError::InvalidClient);
+    }
+    let endpoints = ["token/", "introspect/", "revoke/", "device/"].map(|path| format!("{base}/application/o/{path}"));
+    let issuer = issuer(base, &provider, &app);
+    let mut audiences: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    audiences.push(&issuer);
+    if !super::assertions::proves(state, &provider, assertion, &audiences).await? {
+        return Err(OAuthError::InvalidClient);
+    }
+    Ok((provider, app))
+}
+
 /// Answers a token request (`body` is its form body; `basic` the HTTP basic credentials).
 pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<IssuedTokens, OAuthError> {
     let parameters = Parameters::parse_once(body)?;
@@ -553,7 +595,7 @@ pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(Stri
         }
         _ => return Err(OAuthError::UnsupportedGrantType),
     };
-    let (provider, app) = authenticate_client(state, &parameters, basic).await?;
+    let (provider, app) = authenticate_client(state, base, &parameters, basic).await?;
     if !provider.grant_types().contains(&grant) {
         return Err(OAuthError::UnauthorizedClient("This client may not use this grant type.".into()));
     }
@@ -967,7 +1009,7 @@ async fn own_token(state: &AppState, provider: &provider::Model, text: &str) -> 
 /// included.
 pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<Value, OAuthError> {
     let parameters = Parameters::parse_once(body)?;
-    let (provider, app) = authenticate_client(state, &parameters, basic).await?;
+    let (provider, app) = authenticate_client(state, base, &parameters, basic).await?;
     if provider.client_type != ClientType::Confidential.as_str() {
         return Err(OAuthError::InvalidClient);
     }
@@ -1015,9 +1057,9 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
 /// Answers a revocation request (RFC 7009): the client's own token is revoked, a refresh token
 /// with every token issued alongside it; an unknown token or another client's is left alone and
 /// answered the same, so the answer tells nothing.
-pub async fn revoke(state: &AppState, body: &str, basic: Option<(String, String)>) -> Result<(), OAuthError> {
+pub async fn revoke(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<(), OAuthError> {
     let parameters = Parameters::parse_once(body)?;
-    let (provider, _) = authenticate_client(state, &parameters, basic).await?;
+    let (provider, _) = authenticate_client(state, base, &parameters, basic).await?;
     let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
     let Some(found) = own_token(state, &provider, text).await? else { return Ok(()) };
     if found.kind == REFRESH {

@@ -123,6 +123,9 @@ pub struct ProviderOut {
     pub issuer_mode: IssuerMode,
     pub jwt_federation_sources: Vec<Uuid>,
     pub jwt_federation_providers: Vec<i64>,
+    /// Gatehouse's own: the key pairs whose public keys verify the client's assertions
+    /// (`private_key_jwt`).
+    pub client_keys: Vec<Uuid>,
 }
 
 impl From<ProviderView> for ProviderOut {
@@ -150,6 +153,7 @@ impl From<ProviderView> for ProviderOut {
             issuer_mode: IssuerMode::parse(&p.issuer_mode).unwrap_or(IssuerMode::PerProvider),
             jwt_federation_sources: vec![],
             jwt_federation_providers: vec![],
+            client_keys: p.client_keys(),
         }
     }
 }
@@ -737,12 +741,12 @@ async fn introspect(State(state): State<AppState>, PublicBase(base): PublicBase,
     }
 }
 
-async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn revoke(State(state): State<AppState>, PublicBase(base): PublicBase, headers: HeaderMap, body: Bytes) -> Response {
     let request = match client_request(&headers, &body) {
         Ok(request) => request,
         Err(error) => return readable_anywhere(oauth_error(error)),
     };
-    let response = match grants::revoke(&state, request.body, request.basic).await {
+    let response = match grants::revoke(&state, &base, request.body, request.basic).await {
         Ok(()) => not_stored(StatusCode::OK.into_response()),
         Err(error) => oauth_error(error),
     };

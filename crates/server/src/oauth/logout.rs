@@ -45,7 +45,7 @@ pub async fn end_session(state: &AppState, base: &str, slug: &str, query: &str) 
         let issuer = issuer(base, &provider, &app);
         let mut issued_here = false;
         for pair in super::discovery::published_pairs(state, &provider).await? {
-            if crate::crypto::jwt::verify(&pair, hint, &provider.client_id, &issuer, true)?.is_some() {
+            if crate::crypto::jwt::verify(&pair, hint, &[provider.client_id.as_str()], &issuer, true)?.is_some() {
                 issued_here = true;
                 break;
             }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod applications;
+pub mod assertions;
 pub mod backchannel;
 pub mod claims;
 pub mod consents;

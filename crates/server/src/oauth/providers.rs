@@ -74,6 +74,10 @@ pub struct ProviderRequest {
     pub jwt_federation_sources: Option<Vec<Uuid>>,
     /// Not offered: only an empty list is accepted.
     pub jwt_federation_providers: Option<Vec<i64>>,
+    /// Gatehouse's own: certificate-key pairs (the certificate is enough) whose public keys the
+    /// client signs assertions with to authenticate as `private_key_jwt` (RFC 7523); confidential
+    /// clients only. Choosing them needs `authentik_crypto.view_certificatekeypair`.
+    pub client_keys: Option<Vec<Uuid>>,
 }
 
 /// Filters of the provider list.
@@ -124,6 +128,7 @@ fn shown(provider: &provider::Model) -> Value {
         "logout_method": provider.logout_method,
         "sub_mode": provider.sub_mode,
         "issuer_mode": provider.issuer_mode,
+        "client_keys": provider.client_keys,
     })
 }
 
@@ -343,6 +348,34 @@ async fn apply(
             }
         }
     }
+    if let Some(keys) = &request.client_keys {
+        if keys.len() > MOST_CLIENT_KEYS {
+            errors.add("client_keys", format!("Name at most {MOST_CLIENT_KEYS} keys."));
+        }
+        if !keys.is_empty() {
+            actor.require(names::VIEW_CERTIFICATE_KEY_PAIR)?;
+        }
+        let mut chosen: Vec<Uuid> = Vec::new();
+        for id in keys.iter().take(MOST_CLIENT_KEYS) {
+            match crate::crypto::service::pair_by_id(&state.db, state.tenant, *id).await? {
+                None => errors.add("client_keys", format!("Invalid pk \"{id}\" - object does not exist.")),
+                Some(pair) if crate::crypto::jwt::algorithm_of(&pair)?.is_none() => errors.add(
+                    "client_keys",
+                    format!("The key of \"{}\" cannot sign tokens; use RSA, EC P-256 or P-384, or Ed25519.", pair.name),
+                ),
+                Some(_) if !chosen.contains(id) => chosen.push(*id),
+                Some(_) => {}
+            }
+        }
+        row.client_keys = Set(json!(chosen));
+    }
+    let has_client_keys = match &request.client_keys {
+        Some(keys) => !keys.is_empty(),
+        None => current.is_some_and(|c| !c.client_keys().is_empty()),
+    };
+    if client_type == ClientType::Public && has_client_keys {
+        errors.add("client_keys", "A public client does not authenticate; make it confidential to use private_key_jwt.");
+    }
     if let Some(Some(_)) = request.encryption_key {
         errors.add("encryption_key", "Encrypted tokens are not offered; leave this empty.");
     }
@@ -413,6 +446,9 @@ async fn signing_key_problem(db: &impl ConnectionTrait, tenant: TenantId, id: Uu
     Ok(None)
 }
 
+/// The most keys one client may sign its assertions with.
+const MOST_CLIENT_KEYS: usize = 10;
+
 /// The defaults of a new provider, before the request is applied.
 fn new_row(tenant: TenantId) -> provider::ActiveModel {
     let now = Utc::now();
@@ -425,6 +461,7 @@ fn new_row(tenant: TenantId) -> provider::ActiveModel {
         signing_key_id: Set(None),
         encryption_key_id: Set(None),
         redirect_uris: Set(json!([])),
+        client_keys: Set(json!([])),
         logout_uri: Set(String::new()),
         logout_method: Set(LogoutMethod::Backchannel.as_str().to_owned()),
         sub_mode: Set(SubMode::HashedUserId.as_str().to_owned()),

@@ -10,6 +10,7 @@ mod access;
 mod authenticators;
 mod backchannel;
 mod cli;
+mod client_assertions;
 mod consent;
 mod crypto;
 mod device;
