@@ -31,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(TokenIssuers),
             Box::new(GrantNumbers),
             Box::new(ClientAssertions),
+            Box::new(SessionGrants),
         ]
     }
 }
@@ -1534,5 +1535,65 @@ impl MigrationTrait for ClientAssertions {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("oauth2_client_assertions").to_owned()).await?;
         manager.alter_table(Table::alter().table("oauth2_providers").drop_column("client_keys").to_owned()).await
+    }
+}
+
+/// Which applications were given tokens through which session, kept as long as the session
+/// (tokens expire and are purged long before it ends): who to tell when it ends.
+struct SessionGrants;
+
+impl MigrationName for SessionGrants {
+    fn name(&self) -> &str {
+        "m0021_session_grants"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SessionGrants {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table = "oauth2_session_grants";
+        manager
+            .create_table(
+                Table::create()
+                    .table(table)
+                    .col(pk_uuid("family_id"))
+                    .col(uuid("tenant_id"))
+                    .col(big_integer("provider_id"))
+                    .col(big_integer("user_id"))
+                    .col(uuid("session_id"))
+                    .col(text("issuer"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk(table))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_session_grants_provider")
+                            .from(table, "provider_id")
+                            .to("oauth2_providers", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_session_grants_user")
+                            .from(table, "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    // Ends with the session, and follows it when it is renewed under a new id.
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_oauth2_session_grants_session")
+                            .from(table, "session_id")
+                            .to("sessions", "id")
+                            .on_delete(ForeignKeyAction::Cascade)
+                            .on_update(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(table, "ix_oauth2_session_grants_session", &["session_id"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("oauth2_session_grants").to_owned()).await
     }
 }

@@ -11,12 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::entities::{provider, token};
+use super::entities::{provider, session_grant};
 use super::model::LogoutMethod;
 use crate::accounts::entities::user;
 use crate::error::{Error, Result};
@@ -44,6 +45,33 @@ pub fn session_claim(state: &AppState, family: Uuid) -> String {
     digest
 }
 
+/// Notes, on the transaction issuing tokens, that the grant `family` of `provider` was given to
+/// `user` through `session` under `issuer` (once per grant: refreshes find it there).
+pub(super) async fn remember_grant(
+    db: &impl ConnectionTrait,
+    state: &AppState,
+    provider: &provider::Model,
+    user: &user::Model,
+    session: Uuid,
+    family: Uuid,
+    issuer: &str,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    let grant = session_grant::ActiveModel {
+        family_id: Set(family),
+        tenant_id: Set(state.tenant.0),
+        provider_id: Set(provider.id),
+        user_id: Set(user.id),
+        session_id: Set(session),
+        issuer: Set(issuer.to_owned()),
+        created: Set(Utc::now()),
+    };
+    session_grant::Entity::insert(grant)
+        .on_conflict(OnConflict::column(session_grant::Column::FamilyId).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 /// One logout token to deliver: to whom, and what it names.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,22 +90,16 @@ pub struct NoticesOfSignOut;
 #[async_trait::async_trait]
 impl crate::credentials::revoke::SessionsEnding for NoticesOfSignOut {
     async fn ending(&self, txn: &DatabaseTransaction, state: &AppState, sessions: &[Uuid]) -> Result<()> {
-        let given: Vec<(i64, Option<i64>, Uuid, Option<String>)> = token::Entity::find()
-            .select_only()
-            .columns([token::Column::ProviderId, token::Column::UserId, token::Column::FamilyId, token::Column::Issuer])
-            .filter(token::Column::TenantId.eq(state.tenant.0))
-            .filter(token::Column::SessionId.is_in(sessions.iter().copied()))
-            .distinct()
-            .into_tuple()
+        let given = session_grant::Entity::find()
+            .filter(session_grant::Column::TenantId.eq(state.tenant.0))
+            .filter(session_grant::Column::SessionId.is_in(sessions.iter().copied()))
             .all(txn)
             .await?;
-        // One notice per grant, whatever tokens it yielded (tokens issued before the issuer was
-        // kept cannot be named to their application, and are left out).
-        let grants: BTreeMap<(i64, Uuid), (i64, String)> =
-            given.into_iter().filter_map(|(provider, user, family, issuer)| Some(((provider, family), (user?, issuer?)))).collect();
-        if grants.is_empty() {
+        if given.is_empty() {
             return Ok(());
         }
+        let grants: BTreeMap<(i64, Uuid), (i64, String)> =
+            given.into_iter().map(|g| ((g.provider_id, g.family_id), (g.user_id, g.issuer))).collect();
         let provider_ids: Vec<i64> = grants.keys().map(|(provider, _)| *provider).collect();
         let listening: HashMap<i64, provider::Model> = provider::Entity::find()
             .filter(provider::Column::TenantId.eq(state.tenant.0))

@@ -235,3 +235,29 @@ pub mod client_assertion {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// The grants (token families) given through a session, with the issuer their tokens name:
+/// kept as long as the session, so that its end can be told to each application even after
+/// every token has expired.
+pub mod session_grant {
+    use sea_orm::entity::prelude::*;
+
+    /// One grant.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oauth2_session_grants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub family_id: Uuid,
+        pub tenant_id: Uuid,
+        pub provider_id: i64,
+        pub user_id: i64,
+        pub session_id: Uuid,
+        pub issuer: String,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -871,6 +871,9 @@ pub(super) async fn issue(
     let access_token = signer.sign(&access_claims, "at+jwt")?;
     let to = Recipient { state, issuer, provider, user: Some(user), scopes, from: &from };
     store_token(db, &to, ACCESS, &access_token, expires, access_id).await?;
+    if let Some(session_id) = from.session_id {
+        super::backchannel::remember_grant(db, state, provider, user, session_id, from.family, issuer).await?;
+    }
 
     let refresh_token = if scopes.has("offline_access") && provider.grant_types().contains(&GrantType::RefreshToken) {
         let text = random_token(48);
