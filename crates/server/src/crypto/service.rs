@@ -554,7 +554,8 @@ pub async fn managed_jwt_keys(state: &AppState, tenant: TenantId) -> Result<(key
 pub struct Rotation {
     /// The new managed key, signing from now on.
     pub active: key_pair::Model,
-    /// The key it replaced, still published, when it was kept.
+    /// The key still published beside it: the one it replaced, or after retiring a compromised
+    /// key the one replaced before, if any.
     pub previous: Option<key_pair::Model>,
     /// Keys no longer published: ordinary pairs now, which administrators may delete.
     pub retired: Vec<key_pair::Model>,
@@ -564,9 +565,9 @@ pub struct Rotation {
 #[derive(Debug, Clone, Copy)]
 pub enum Replaced {
     /// Kept published as the previous key, so that what it signed verifies until it expires;
-    /// the key it itself replaced is retired, which is refused while tokens that key signed may
-    /// still be live: until `previous_needed_for` after it stopped signing.
-    Kept { previous_needed_for: chrono::TimeDelta },
+    /// the key it itself replaced (`previous`, as the caller found it) is retired, which is
+    /// refused before `previous_needed_until` (when the last token it signed may expire).
+    Kept { previous: Option<Uuid>, previous_needed_until: Option<chrono::DateTime<Utc>> },
     /// Retired at once (it is compromised): tokens it signed stop verifying. The previous key,
     /// if any, stays.
     RetiredNow,
@@ -582,11 +583,16 @@ pub async fn rotate_managed_jwt_key(state: &AppState, tenant: TenantId, replaced
     let current = managed_pair(&txn, tenant, MANAGED_JWT_KEY).await?.ok_or_else(|| Error::internal("the managed JWT key went"))?;
     let previous = managed_pair(&txn, tenant, PREVIOUS_MANAGED_JWT_KEY).await?;
     let mut retired = Vec::new();
-    let mut kept = None;
-    match replaced {
-        Replaced::Kept { previous_needed_for } => {
+    let kept = match replaced {
+        Replaced::Kept { previous: expected, previous_needed_until } => {
+            if previous.as_ref().map(|p| p.id) != expected {
+                return Err(Error::field(
+                    NON_FIELD_ERRORS,
+                    "The managed key was rotated by another process at the same moment; nothing was changed.",
+                ));
+            }
             if let Some(previous) = previous {
-                let needed_until = previous.last_updated + previous_needed_for;
+                let needed_until = previous_needed_until.unwrap_or(now);
                 if needed_until > now {
                     return Err(Error::field(
                         NON_FIELD_ERRORS,
@@ -598,10 +604,13 @@ pub async fn rotate_managed_jwt_key(state: &AppState, tenant: TenantId, replaced
                 }
                 retired.push(demote(&txn, previous, None, now).await?);
             }
-            kept = Some(demote(&txn, current, Some(PREVIOUS_MANAGED_JWT_KEY), now).await?);
+            Some(demote(&txn, current, Some(PREVIOUS_MANAGED_JWT_KEY), now).await?)
         }
-        Replaced::RetiredNow => retired.push(demote(&txn, current, None, now).await?),
-    }
+        Replaced::RetiredNow => {
+            retired.push(demote(&txn, current, None, now).await?);
+            previous
+        }
+    };
     let name = if name_in_use(&txn, tenant, MANAGED_JWT_KEY_NAME).await? {
         format!("{MANAGED_JWT_KEY_NAME} ({})", &Uuid::new_v4().simple().to_string()[..8])
     } else {

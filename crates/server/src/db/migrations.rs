@@ -1476,9 +1476,22 @@ impl MigrationTrait for GrantNumbers {
             sea_orm::DatabaseBackend::Sqlite => "abs(random() % 9007199254740990) + 1",
             _ => "floor(random() * 9007199254740990)::bigint + 1",
         };
+        let connection = manager.get_connection();
         for table in ["oauth2_tokens", "oauth2_codes"] {
             manager.alter_table(Table::alter().table(table).add_column(big_integer_null("number")).to_owned()).await?;
-            manager.get_connection().execute_unprepared(&format!("UPDATE {table} SET number = {random}")).await?;
+            connection.execute_unprepared(&format!("UPDATE {table} SET number = {random}")).await?;
+            // Two rows may draw the same number (PostgreSQL before 15 draws from 48 bits): they
+            // draw again until every number is unique.
+            let duplicates = format!("SELECT number FROM {table} GROUP BY number HAVING count(*) > 1");
+            for _ in 0..100 {
+                let count =
+                    sea_orm::Statement::from_string(manager.get_database_backend(), format!("SELECT count(*) FROM ({duplicates}) AS d"));
+                let repeated = connection.query_one_raw(count).await?.and_then(|row| row.try_get_by_index::<i64>(0).ok()).unwrap_or(0);
+                if repeated == 0 {
+                    break;
+                }
+                connection.execute_unprepared(&format!("UPDATE {table} SET number = {random} WHERE number IN ({duplicates})")).await?;
+            }
             manager.create_index(index(table, &format!("ux_{table}_number"), &["number"], true)).await?;
         }
         Ok(())

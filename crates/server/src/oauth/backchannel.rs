@@ -32,7 +32,7 @@ const SESSION_CLAIM_PURPOSE: &str = "oidc-sid";
 /// The event a logout token announces (§2.4).
 const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// How long a logout token is good for: the specification recommends at most two minutes.
-const NOTICE_LIFETIME: TimeDelta = TimeDelta::minutes(2);
+pub(super) const NOTICE_LIFETIME: TimeDelta = TimeDelta::minutes(2);
 /// How long an application may take to answer a notice.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -131,8 +131,9 @@ pub mod code {
         pub expires: DateTimeUtc,
         pub used_at: Option<DateTimeUtc>,
         pub created: DateTimeUtc,
-        /// The key the API names it by (`pk`), see [`crate::oauth::issued::new_number`].
-        pub number: i64,
+        /// The key the API names it by (`pk`), see [`crate::oauth::issued::new_number`];
+        /// `None` only for a row a process older than the column wrote.
+        pub number: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -168,8 +169,9 @@ pub mod token {
         pub created: DateTimeUtc,
         /// The `iss` its tokens carry; `None` for tokens issued before it was kept.
         pub issuer: Option<String>,
-        /// The key the API names it by (`pk`), see [`crate::oauth::issued::new_number`].
-        pub number: i64,
+        /// The key the API names it by (`pk`), see [`crate::oauth::issued::new_number`];
+        /// `None` only for a row a process older than the column wrote.
+        pub number: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

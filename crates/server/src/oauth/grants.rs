@@ -376,7 +376,7 @@ async fn answer(
         expires: Set(now + validity),
         used_at: Set(None),
         created: Set(now),
-        number: Set(super::issued::new_number()),
+        number: Set(Some(super::issued::new_number())),
     };
     let txn = crate::db::begin_write(&state.db).await?;
     row.insert(&txn).await?;
@@ -836,7 +836,7 @@ async fn store_token(
         revoked: Set(false),
         created: Set(Utc::now()),
         issuer: Set(Some(to.issuer.to_owned())),
-        number: Set(super::issued::new_number()),
+        number: Set(Some(super::issued::new_number())),
     }
     .insert(db)
     .await?;

@@ -124,7 +124,7 @@ impl From<token::Model> for Grant {
     fn from(t: token::Model) -> Self {
         let family = t.session_id.map(|_| t.family_id);
         Self {
-            number: t.number,
+            number: t.number.unwrap_or_default(),
             provider_id: t.provider_id,
             user_id: t.user_id.unwrap_or_default(),
             expires: t.expires,
@@ -139,7 +139,7 @@ impl From<token::Model> for Grant {
 impl From<code::Model> for Grant {
     fn from(c: code::Model) -> Self {
         Self {
-            number: c.number,
+            number: c.number.unwrap_or_default(),
             provider_id: c.provider_id,
             user_id: c.user_id,
             expires: c.expires,
@@ -178,7 +178,8 @@ fn tokens(state: &AppState, kind: &'static str, provider: Option<i64>, person: O
     let mut select = token::Entity::find()
         .filter(token::Column::TenantId.eq(state.tenant.0))
         .filter(token::Column::Kind.eq(kind))
-        .filter(token::Column::UserId.is_not_null());
+        .filter(token::Column::UserId.is_not_null())
+        .filter(token::Column::Number.is_not_null());
     if let Some(provider) = provider {
         select = select.filter(token::Column::ProviderId.eq(provider));
     }
@@ -190,7 +191,10 @@ fn tokens(state: &AppState, kind: &'static str, provider: Option<i64>, person: O
 
 fn codes(state: &AppState, provider: Option<i64>, person: Option<i64>) -> Select<code::Entity> {
     // A code is spent once exchanged; its row stays only to catch a replay.
-    let mut select = code::Entity::find().filter(code::Column::TenantId.eq(state.tenant.0)).filter(code::Column::UsedAt.is_null());
+    let mut select = code::Entity::find()
+        .filter(code::Column::TenantId.eq(state.tenant.0))
+        .filter(code::Column::UsedAt.is_null())
+        .filter(code::Column::Number.is_not_null());
     if let Some(provider) = provider {
         select = select.filter(code::Column::ProviderId.eq(provider));
     }
@@ -200,8 +204,8 @@ fn codes(state: &AppState, provider: Option<i64>, person: Option<i64>) -> Select
     select
 }
 
-/// One page of the grants of `kind` the caller may see, by provider and then expiry (authentik's
-/// order) unless `ordering` names `expires` or `provider`.
+/// One page of the grants of `kind` the caller may see, by provider unless `ordering` names
+/// `expires` or `provider` (rows without a number, written by an older process, are not shown).
 pub async fn list(
     state: &AppState,
     actor: &Actor,

@@ -4,12 +4,12 @@
 //! stays in every key set as long as an ID token or access token it signed may be live, so that
 //! relying parties and resource servers never see a valid token they cannot verify.
 
-use chrono::{TimeDelta, Utc};
-use gatehouse_types::DurationString;
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 
-use super::entities::provider;
+use super::entities::token;
+use crate::crypto::entities::key_pair;
 use crate::crypto::service::{Replaced, Rotation};
 use crate::error::Result;
 use crate::state::AppState;
@@ -17,36 +17,50 @@ use crate::tasks::actors::{Actor, ActorResult, TaskContext};
 
 /// The actor that rotates the managed key when it is due.
 pub const ACTOR: &str = "gatehouse.rotate_signing_key";
-/// Added to the longest token lifetime: clocks differ, and relying parties cache key sets.
+/// Added to the last expiry: clocks differ, and relying parties cache key sets.
 const MARGIN: TimeDelta = TimeDelta::minutes(10);
-/// A provider's access tokens live this long when its validity does not parse (as at issue).
-const DEFAULT_ACCESS_VALIDITY: TimeDelta = TimeDelta::hours(1);
+/// How long a logout token lives.
+const LOGOUT_TOKEN_LIFETIME: TimeDelta = super::backchannel::NOTICE_LIFETIME;
 
-/// How long after it stopped signing the replaced managed key must stay published: the longest
-/// access-token lifetime among providers signing with the managed key (their ID tokens live as
-/// long; logout tokens two minutes), and a margin.
-pub async fn previous_needed_for(state: &AppState) -> Result<TimeDelta> {
-    let validities: Vec<String> = provider::Entity::find()
+/// Until when the key the managed key replaced (`previous`) must stay published: until the last
+/// access token issued while it signed expires (ID tokens expire with their access token), and
+/// at least as long as a logout token it signed lives, then a margin. Read from the tokens
+/// themselves, so that shortening a provider's validity afterwards cannot retire it early.
+pub async fn previous_needed_until(state: &AppState, previous: &key_pair::Model) -> Result<DateTime<Utc>> {
+    let signed_until = previous.last_updated;
+    let latest: Option<DateTime<Utc>> = token::Entity::find()
         .select_only()
-        .column(provider::Column::AccessTokenValidity)
-        .filter(provider::Column::TenantId.eq(state.tenant.0))
-        .filter(provider::Column::SigningKeyId.is_null())
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    let longest = validities
-        .iter()
-        .map(|text| DurationString::parse(text).map(DurationString::to_chrono).unwrap_or(DEFAULT_ACCESS_VALIDITY))
-        .max()
-        .unwrap_or(TimeDelta::zero());
-    Ok(longest + MARGIN)
+        .expr(token::Column::Expires.max())
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(token::Column::Kind.eq(super::grants::ACCESS))
+        .filter(token::Column::Created.lte(signed_until))
+        .into_tuple::<Option<DateTime<Utc>>>()
+        .one(&state.db)
+        .await?
+        .flatten();
+    Ok(needed_until(signed_until, latest))
+}
+
+/// [`previous_needed_until`] for a key that stopped signing at `signed_until`, whose tokens
+/// expire by `latest_token_expiry`.
+fn needed_until(signed_until: DateTime<Utc>, latest_token_expiry: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let logout_tokens = signed_until + LOGOUT_TOKEN_LIFETIME;
+    latest_token_expiry.map_or(logout_tokens, |latest| latest.max(logout_tokens)) + MARGIN
 }
 
 /// Replaces the managed key now. Kept published unless `compromised`; refused while the key it
 /// replaced last time may still verify live tokens (the message says until when).
 pub async fn rotate(state: &AppState, compromised: bool) -> Result<Rotation> {
-    let replaced =
-        if compromised { Replaced::RetiredNow } else { Replaced::Kept { previous_needed_for: previous_needed_for(state).await? } };
+    let replaced = if compromised {
+        Replaced::RetiredNow
+    } else {
+        let (_, previous) = crate::crypto::service::managed_jwt_keys(state, state.tenant).await?;
+        let previous_needed_until = match &previous {
+            Some(previous) => Some(previous_needed_until(state, previous).await?),
+            None => None,
+        };
+        Replaced::Kept { previous: previous.map(|p| p.id), previous_needed_until }
+    };
     crate::crypto::service::rotate_managed_jwt_key(state, state.tenant, replaced).await
 }
 
@@ -65,7 +79,7 @@ async fn rotate_when_due(context: TaskContext, _args: Value) -> ActorResult {
         return Ok(Some(json!({"rotated": false, "due": due_at})));
     }
     if let Some(previous) = previous {
-        let needed_until = previous.last_updated + previous_needed_for(state).await?;
+        let needed_until = previous_needed_until(state, &previous).await?;
         if needed_until > Utc::now() {
             context.info("The managed signing key is due, but the key it replaced may still verify live tokens").await?;
             return Ok(Some(json!({"rotated": false, "due": due_at, "previous_needed_until": needed_until})));
@@ -79,4 +93,21 @@ async fn rotate_when_due(context: TaskContext, _args: Value) -> ActorResult {
         "previous": rotation.previous.as_ref().map(crate::crypto::jwt::key_id),
         "retired": rotation.retired.iter().map(crate::crypto::jwt::key_id).collect::<Vec<_>>(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replaced_key_is_needed_until_its_last_token_or_logout_token_expires_and_a_margin() {
+        let stopped = Utc::now();
+        // No tokens: only logout tokens it may have signed.
+        assert_eq!(needed_until(stopped, None), stopped + LOGOUT_TOKEN_LIFETIME + MARGIN);
+        // A token living longer than that holds it.
+        let late = stopped + TimeDelta::hours(8);
+        assert_eq!(needed_until(stopped, Some(late)), late + MARGIN);
+        // A token expiring sooner does not shorten it below the logout tokens' lifetime.
+        assert_eq!(needed_until(stopped, Some(stopped)), stopped + LOGOUT_TOKEN_LIFETIME + MARGIN);
+    }
 }

@@ -39,18 +39,19 @@ pub async fn end_session(state: &AppState, base: &str, slug: &str, query: &str) 
     let mut client_known = false;
     if let Some(hint) = parameters.get("id_token_hint") {
         // An ID token this provider issued, expired or not (people sign out of old sessions),
-        // under any key it publishes; never an access token, which the same key signs for the
-        // same audience.
-        let is_access_token = jsonwebtoken::decode_header(hint).is_ok_and(|header| header.typ.as_deref() == Some("at+jwt"));
+        // under any key it publishes; never an access token or a logout token, which the same
+        // key signs for the same audience (their `typ` says so, and a logout token has events).
+        let typed_otherwise =
+            jsonwebtoken::decode_header(hint).is_ok_and(|header| header.typ.as_deref().is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT")));
         let issuer = issuer(base, &provider, &app);
         let mut issued_here = false;
         for pair in super::discovery::published_pairs(state, &provider).await? {
-            if crate::crypto::jwt::verify(&pair, hint, &[provider.client_id.as_str()], &issuer, true)?.is_some() {
-                issued_here = true;
+            if let Some(claims) = crate::crypto::jwt::verify(&pair, hint, &[provider.client_id.as_str()], &issuer, true)? {
+                issued_here = claims.get("events").is_none();
                 break;
             }
         }
-        if is_access_token || !issued_here {
+        if typed_otherwise || !issued_here {
             return Ok(EndSession::Refused("The id_token_hint was not issued by this application's provider.".into()));
         }
         client_known = true;

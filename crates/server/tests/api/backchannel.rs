@@ -135,6 +135,9 @@ async fn an_application_hears_of_a_sign_out_in_a_logout_token_naming_the_session
     assert!(claims["jti"].as_str().is_some_and(|jti| !jti.is_empty()), "{claims}");
     let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
     assert!((1..=120).contains(&lifetime), "{claims}");
+    // A logout token is no ID token: it does not name the application at sign-out.
+    let hint = app.url(&format!("/application/o/wiki/end-session/?id_token_hint={notice}"));
+    assert_eq!(crate::oauth::open_as(&app, None, &hint).await.status(), StatusCode::BAD_REQUEST);
     // One notice for the one grant of the one application listening on the back channel.
     assert_eq!(notices_queued(&app).await, 1);
 

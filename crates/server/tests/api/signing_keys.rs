@@ -88,7 +88,11 @@ async fn a_replaced_signing_key_stays_published_until_what_it_signed_has_expired
     assert_eq!(open_as(&app, Some(&person), &hint).await.status(), StatusCode::FOUND);
     assert_eq!(published(&app, "own").await, own_keys);
 
-    // Due again at once, but the replaced key may still verify live tokens: nothing changes.
+    // Due again at once, but the replaced key may still verify live tokens, however short the
+    // provider's tokens are made now: nothing changes.
+    let provider_path = format!("{}{}/", crate::oauth::PROVIDERS, provider["pk"]);
+    let (status, _) = json(app.patch(&admin, &provider_path, json!({"access_token_validity": "seconds=1"})).await).await;
+    assert_eq!(status, StatusCode::OK);
     let result = run_rotation(&app, &admin, 2).await;
     assert_eq!(result["rotated"], false, "{result}");
     assert!(result["previous_needed_until"].is_string(), "{result}");

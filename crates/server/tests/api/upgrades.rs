@@ -326,6 +326,42 @@ async fn seed_provider(db: &DatabaseConnection, tenant: Uuid, flow: Uuid) {
     .await;
 }
 
+/// Access tokens of the seeded provider for the admin, as the release before grant numbers wrote
+/// them: without the number the API names them by.
+async fn seed_oauth_tokens(db: &DatabaseConnection, admin_email: &str) {
+    let id_of = |sql: String| async move {
+        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    };
+    let provider = id_of("SELECT id FROM oauth2_providers WHERE client_id = 'seeded-client'".to_owned()).await;
+    let admin = id_of(format!("SELECT id FROM users WHERE email = '{admin_email}'")).await;
+    let tenant_sql = format!("SELECT tenant_id FROM users WHERE id = {admin}");
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), tenant_sql)).await.unwrap().unwrap();
+    let tenant: Uuid = row.try_get_by_index(0).unwrap();
+    let now = Utc::now();
+    for n in 0..3 {
+        insert(
+            db,
+            "oauth2_tokens",
+            vec![
+                ("id", Uuid::new_v4().into()),
+                ("tenant_id", tenant.into()),
+                ("provider_id", provider.into()),
+                ("user_id", admin.into()),
+                ("kind", "access".into()),
+                ("token_digest", format!("{n:064}").into()),
+                ("family_id", Uuid::new_v4().into()),
+                ("scope", "openid".into()),
+                ("auth_time", now.into()),
+                ("expires", (now + Duration::hours(1)).into()),
+                ("revoked", false.into()),
+                ("created", now.into()),
+            ],
+        )
+        .await;
+    }
+}
+
 /// Applies the migrations one at a time from the first, seeding each step's tables as it comes,
 /// and checks that no migration makes any table lose a row.
 async fn upgrade_from_first_release(config: &Config) -> Seeded {
@@ -357,7 +393,10 @@ async fn upgrade_from_first_release(config: &Config) -> Seeded {
             "m0002_tokens" => seeded.api_key = seed_token(&db, &secret, tenant, seeded.token_identifier).await,
             "m0003_tasks" => seeded.task_id = seed_task(&db, tenant).await,
             "m0004_flows" => flow = seed_flow(&db, tenant, seeded.flow_slug).await,
-            "m0014_applications" => seed_provider(&db, tenant, flow).await,
+            "m0014_applications" => {
+                seed_provider(&db, tenant, flow).await;
+                seed_oauth_tokens(&db, seeded.admin_email).await;
+            }
             _ => {}
         }
     }
@@ -418,6 +457,14 @@ async fn every_migration_from_the_first_release_keeps_every_account_session_key_
     let (status, providers) = json(app.get(&admin, "/api/v3/providers/oauth2/?client_id=seeded-client").await).await;
     assert_eq!(status, StatusCode::OK, "{providers}");
     assert_eq!(providers["results"][0]["property_mappings"].as_array().map(Vec::len), Some(4), "{providers}");
+    // Tokens issued before they had numbers got distinct ones, and are listed and read by them.
+    let (status, tokens) = json(app.get(&admin, "/api/v3/oauth2/access_tokens/").await).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let numbers: std::collections::BTreeSet<i64> =
+        tokens["results"].as_array().unwrap().iter().map(|t| t["pk"].as_i64().unwrap()).collect();
+    assert_eq!(numbers.len(), 3, "{tokens}");
+    let first = numbers.iter().next().unwrap();
+    assert_eq!(app.get(&admin, &format!("/api/v3/oauth2/access_tokens/{first}/")).await.status(), StatusCode::OK);
     let (status, events) = json(app.get(&admin, "/api/v3/events/events/?action=login&ordering=created").await).await;
     assert_eq!(status, StatusCode::OK, "{events}");
     assert_eq!(events["results"][0]["context"]["seeded"], "before the upgrade");
