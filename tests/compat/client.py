@@ -1550,6 +1550,38 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
         run("oauth2_access_tokens_list, _retrieve, _used_by_list, _destroy, oauth2_refresh_tokens_list, "
             "oauth2_authorization_codes_list", issued_tokens)
 
+    def authlib_private_key_jwt():
+        import requests
+        from authlib.integrations.requests_client import OAuth2Session
+        from authlib.oauth2.rfc7523 import PrivateKeyJWT
+        crypto = ak.CryptoApi(api_client)
+        pair = crypto.crypto_certificatekeypairs_generate_create(ak.CertificateGenerationRequest(
+            common_name=f"compat-{tag}-service.example.com", validity_days=30, alg=ak.AlgEnum.RSA))
+        state["service_key"] = str(pair.pk)
+        private_key = crypto.crypto_certificatekeypairs_view_private_key_retrieve(str(pair.pk)).data
+        consent = flows.flows_instances_retrieve("default-provider-authorization-implicit-consent").pk
+        invalidation = flows.flows_instances_retrieve("default-invalidation-flow").pk
+        created = providers.providers_oauth2_create(ak.OAuth2ProviderRequest(
+            name=f"compat-{tag}-service", authorization_flow=consent, invalidation_flow=invalidation,
+            client_type=ak.ClientTypeEnum.CONFIDENTIAL, grant_types=[ak.GrantTypeEnum.CLIENT_CREDENTIALS], redirect_uris=[]))
+        state["service"] = created.pk
+        # client_keys is Gatehouse's own field: the client has no attribute for it.
+        untyped(api_client, "PATCH", "/providers/oauth2/{id}/", path_params={"id": created.pk}, body={"client_keys": [str(pair.pk)]})
+        core.core_applications_create(ak.ApplicationRequest(name=f"compat {tag} service", slug=f"compat-{tag}-service", provider=created.pk))
+        metadata = requests.get(f"{url}/application/o/compat-{tag}-service/.well-known/openid-configuration", timeout=10).json()
+        expect("private_key_jwt" in metadata["token_endpoint_auth_methods_supported"], f"methods {metadata['token_endpoint_auth_methods_supported']!r}")
+        token_endpoint = metadata["token_endpoint"]
+        client = OAuth2Session(created.client_id, private_key, token_endpoint_auth_method=PrivateKeyJWT(token_endpoint, alg="RS256"))
+        token = client.fetch_token(token_endpoint, grant_type="client_credentials")
+        expect(bool(token.get("access_token")), f"token {sorted(token)!r}")
+        # The same way of proving itself, with a fresh assertion, at the introspection endpoint.
+        introspecting = OAuth2Session(created.client_id, private_key,
+                                      token_endpoint_auth_method=PrivateKeyJWT(metadata["introspection_endpoint"], alg="RS256"))
+        about = introspecting.introspect_token(metadata["introspection_endpoint"], token=token["access_token"]).json()
+        expect(about.get("active") is True and about.get("client_id") == created.client_id, f"introspection {about!r}")
+
+    run("authlib: private_key_jwt (RFC 7523) for client credentials and introspection", authlib_private_key_jwt)
+
     mappings = ak.PropertymappingsApi(api_client)
 
     def scope_mappings():
@@ -1638,6 +1670,11 @@ def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, e
         if "authlib" in state:
             core.core_applications_destroy(f"compat-{tag}-authlib")
             providers.providers_oauth2_destroy(state["authlib"])
+        if "service" in state:
+            core.core_applications_destroy(f"compat-{tag}-service")
+            providers.providers_oauth2_destroy(state["service"])
+        if "service_key" in state:
+            ak.CryptoApi(api_client).crypto_certificatekeypairs_destroy(state["service_key"])
         expect(providers.providers_oauth2_destroy(state["pk"]) is None, "returned something")
         expect(status_of(providers.providers_oauth2_retrieve, state["pk"]) == 404, "provider still retrievable")
         expect(status_of(core.core_applications_retrieve, f"compat-{tag}-wiki") == 404, "application still retrievable")
