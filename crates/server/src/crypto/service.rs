@@ -236,6 +236,18 @@ async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<k
     key_pair::Entity::find_by_id(id).filter(key_pair::Column::TenantId.eq(tenant.0)).one(db).await?.ok_or(Error::NotFound)
 }
 
+/// The pairs of the tenant among `ids` (those that exist), in one query.
+pub async fn pairs_by_ids(db: &impl ConnectionTrait, tenant: TenantId, ids: &[Uuid]) -> Result<Vec<key_pair::Model>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(key_pair::Entity::find()
+        .filter(key_pair::Column::TenantId.eq(tenant.0))
+        .filter(key_pair::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?)
+}
+
 /// The pair `id` of `tenant`, read for the server's own use (no permission asked).
 pub async fn pair_by_id(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<Option<key_pair::Model>> {
     Ok(key_pair::Entity::find_by_id(id).filter(key_pair::Column::TenantId.eq(tenant.0)).one(db).await?)

@@ -44,14 +44,10 @@ pub async fn proves(state: &AppState, provider: &provider::Model, assertion: &st
     if assertion.len() > MOST_ASSERTION_BYTES {
         return Ok(false);
     }
-    let key_ids = provider.client_keys();
-    if key_ids.is_empty() {
-        return Ok(false);
-    }
+    let keys = crate::crypto::service::pairs_by_ids(&state.db, state.tenant, &provider.client_keys()).await?;
     let header_kid = jsonwebtoken::decode_header(assertion).ok().and_then(|header| header.kid);
     let mut claims = None;
-    for id in key_ids {
-        let Some(pair) = crate::crypto::service::pair_by_id(&state.db, state.tenant, id).await? else { continue };
+    for pair in keys {
         // A key id in the header narrows the search; without one every key is tried.
         if header_kid.as_deref().is_some_and(|kid| kid != crate::crypto::jwt::key_id(&pair)) {
             continue;

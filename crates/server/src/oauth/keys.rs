@@ -51,15 +51,23 @@ fn needed_until(signed_until: DateTime<Utc>, latest_token_expiry: Option<DateTim
 /// Replaces the managed key now. Kept published unless `compromised`; refused while the key it
 /// replaced last time may still verify live tokens (the message says until when).
 pub async fn rotate(state: &AppState, compromised: bool) -> Result<Rotation> {
-    let replaced = if compromised {
-        Replaced::RetiredNow
-    } else {
-        let (_, previous) = crate::crypto::service::managed_jwt_keys(state, state.tenant).await?;
-        let previous_needed_until = match &previous {
-            Some(previous) => Some(previous_needed_until(state, previous).await?),
-            None => None,
-        };
-        Replaced::Kept { previous: previous.map(|p| p.id), previous_needed_until }
+    if compromised {
+        return crate::crypto::service::rotate_managed_jwt_key(state, state.tenant, Replaced::RetiredNow).await;
+    }
+    let (_, previous) = crate::crypto::service::managed_jwt_keys(state, state.tenant).await?;
+    let previous = match previous {
+        Some(previous) => Some((previous_needed_until(state, &previous).await?, previous)),
+        None => None,
+    };
+    keep_replaced(state, previous).await
+}
+
+/// Rotates, keeping the replaced key published; `previous` is the key replaced last time with
+/// the time it is needed until, as the caller found them.
+async fn keep_replaced(state: &AppState, previous: Option<(DateTime<Utc>, key_pair::Model)>) -> Result<Rotation> {
+    let replaced = Replaced::Kept {
+        previous: previous.as_ref().map(|(_, p)| p.id),
+        previous_needed_until: previous.as_ref().map(|(until, _)| *until),
     };
     crate::crypto::service::rotate_managed_jwt_key(state, state.tenant, replaced).await
 }
@@ -78,14 +86,15 @@ async fn rotate_when_due(context: TaskContext, _args: Value) -> ActorResult {
     if due_at > Utc::now() {
         return Ok(Some(json!({"rotated": false, "due": due_at})));
     }
-    if let Some(previous) = previous {
-        let needed_until = previous_needed_until(state, &previous).await?;
-        if needed_until > Utc::now() {
-            context.info("The managed signing key is due, but the key it replaced may still verify live tokens").await?;
-            return Ok(Some(json!({"rotated": false, "due": due_at, "previous_needed_until": needed_until})));
-        }
+    let previous = match previous {
+        Some(previous) => Some((previous_needed_until(state, &previous).await?, previous)),
+        None => None,
+    };
+    if let Some((needed_until, _)) = previous.as_ref().filter(|(until, _)| *until > Utc::now()) {
+        context.info("The managed signing key is due, but the key it replaced may still verify live tokens").await?;
+        return Ok(Some(json!({"rotated": false, "due": due_at, "previous_needed_until": needed_until})));
     }
-    let rotation = rotate(state, false).await?;
+    let rotation = keep_replaced(state, previous).await?;
     context.info("The managed signing key was replaced").await?;
     Ok(Some(json!({
         "rotated": true,
