@@ -71,6 +71,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
     let config_ttl = config.sessions.cache_ttl.to_std();
     let plan_ttl = config.flows.plan_cache_ttl.to_std();
+    let oauth_ttl = config.tokens.oauth_cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
     let media = Arc::new(crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?);
     let mut state = AppState {
@@ -83,6 +84,8 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         visits: None,
         auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
         flow_plans: Arc::new(crate::flows::plans::PlanCache::new(plan_ttl)),
+        oauth: Arc::new(crate::oauth::cache::OAuthCache::new(oauth_ttl)),
+        key_pair_changes: Arc::new(crate::db::generation::Generation::new(crate::crypto::service::CHANGES_CHANNEL)),
         passwords: password_work,
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
@@ -99,6 +102,8 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
     crate::credentials::cache::spawn_listener(&state.db, state.auth_cache.clone());
     crate::flows::plans::spawn_listener(&state.db, state.flow_plans.clone());
+    state.oauth.changes.listen(&state.db);
+    state.key_pair_changes.listen(&state.db);
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
             Ok(geoip) => state.geoip = Some(Arc::new(geoip)),

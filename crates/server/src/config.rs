@@ -256,6 +256,10 @@ pub struct TokenConfig {
     /// How old the managed signing key (for providers without their own) gets before a daily
     /// task replaces it. The key it replaces stays published while tokens it signed may live.
     pub signing_key_rotation: DurationString,
+    /// How long OAuth clients, opened signing keys and live access tokens may be answered from
+    /// memory; changes drop them at once (on PostgreSQL in every process). `seconds=0` turns
+    /// the cache off.
+    pub oauth_cache_ttl: DurationString,
 }
 
 /// Text messages with one-time codes.
@@ -408,6 +412,7 @@ impl Default for Config {
                 max_lifetime: DurationString::from_secs(365 * 24 * 3600),
                 last_used_flush: DurationString::from_secs(5),
                 signing_key_rotation: DurationString::from_secs(90 * 24 * 3600),
+                oauth_cache_ttl: DurationString::from_secs(10),
             },
         }
     }

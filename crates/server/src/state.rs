@@ -27,6 +27,11 @@ pub struct AppState {
     pub auth_cache: Arc<crate::credentials::cache::AuthCache>,
     /// The plans flows make, until a change to flows, stages or bindings drops them.
     pub flow_plans: Arc<crate::flows::plans::PlanCache>,
+    /// Clients, opened signing keys and live access tokens of the OAuth endpoints, until a change
+    /// drops them.
+    pub oauth: Arc<crate::oauth::cache::OAuthCache>,
+    /// Changes to key pairs, which drop the keys opened from them.
+    pub key_pair_changes: Arc<crate::db::generation::Generation>,
     /// Admission to the password threads.
     pub passwords: Arc<crate::accounts::password::PasswordWork>,
     /// Wakes this process's workers when it queued a task (PostgreSQL also wakes other

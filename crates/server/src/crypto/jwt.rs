@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -122,11 +122,23 @@ pub fn algorithm_name(algorithm: Algorithm) -> &'static str {
     }
 }
 
-/// A pair's private key ready to sign tokens, with the key id and algorithm they carry.
+/// A private key parsed once, ready to sign. ring holds every key type that signs tokens here
+/// (it is the provider of the TLS stack and of the certificate generator, which already checked
+/// every stored key with it), and signs RSA in a fraction of the time the pure-Rust `rsa` crate
+/// needs.
+enum SigningKey {
+    Rsa(ring::signature::RsaKeyPair),
+    Ecdsa(ring::signature::EcdsaKeyPair),
+    Ed25519(ring::signature::Ed25519KeyPair),
+}
+
+/// A pair's private key ready to sign tokens, with the key id and algorithm they carry. Build it
+/// once per pair and keep it: opening and parsing the key costs more than a signature.
 pub struct Signer {
-    key: EncodingKey,
+    key: SigningKey,
     algorithm: Algorithm,
     key_id: String,
+    random: ring::rand::SystemRandom,
 }
 
 impl std::fmt::Debug for Signer {
@@ -135,28 +147,38 @@ impl std::fmt::Debug for Signer {
     }
 }
 
+/// The protected header of a compact JWS (RFC 7515 §4).
+#[derive(Serialize)]
+struct JoseHeader<'a> {
+    alg: &'static str,
+    kid: &'a str,
+    typ: &'a str,
+}
+
 impl Signer {
     /// The signer of `pair`, opening its sealed key; `None` when the pair has no private key or
     /// one that cannot sign tokens.
     pub fn for_pair(secret: &ServerSecret, pair: &key_pair::Model) -> Result<Option<Self>> {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
         let Some(half) = public_half(&certificate_der(pair)?)? else { return Ok(None) };
         let Some(pem) = super::service::open(secret, pair)? else { return Ok(None) };
         let pem = Zeroizing::new(pem);
         let block = ::pem::parse(pem.as_bytes()).map_err(|_| Error::internal("a sealed private key is not PEM"))?;
         let pkcs8 = Zeroizing::new(block.into_contents());
+        let random = ring::rand::SystemRandom::new();
         let algorithm = half.algorithm();
-        let key = match half {
-            PublicHalf::Rsa { .. } => {
-                use rsa::pkcs1::EncodeRsaPrivateKey;
-                use rsa::pkcs8::DecodePrivateKey;
-                let key = rsa::RsaPrivateKey::from_pkcs8_der(&pkcs8).map_err(|_| Error::internal("a sealed RSA key does not parse"))?;
-                let pkcs1 = key.to_pkcs1_der().map_err(|_| Error::internal("an RSA key could not be encoded"))?;
-                EncodingKey::from_rsa_der(pkcs1.as_bytes())
+        let refused = |_| Error::internal("a sealed private key cannot sign");
+        let key = match (half, algorithm) {
+            (PublicHalf::Rsa { .. }, _) => SigningKey::Rsa(RsaKeyPair::from_pkcs8(&pkcs8).map_err(refused)?),
+            (PublicHalf::Ec { .. }, Algorithm::ES384) => {
+                SigningKey::Ecdsa(EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8, &random).map_err(refused)?)
             }
-            PublicHalf::Ec { .. } => EncodingKey::from_ec_der(&pkcs8),
-            PublicHalf::Ed25519 { .. } => EncodingKey::from_ed_der(&pkcs8),
+            (PublicHalf::Ec { .. }, _) => {
+                SigningKey::Ecdsa(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &random).map_err(refused)?)
+            }
+            (PublicHalf::Ed25519 { .. }, _) => SigningKey::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(refused)?),
         };
-        Ok(Some(Self { key, algorithm, key_id: key_id(pair) }))
+        Ok(Some(Self { key, algorithm, key_id: key_id(pair), random }))
     }
 
     /// The algorithm this signer's tokens carry.
@@ -164,13 +186,37 @@ impl Signer {
         self.algorithm
     }
 
-    /// `claims` as a compact JWS with `kid` and `typ` in the header.
-    pub fn sign<T: Serialize>(&self, claims: &T, token_type: &str) -> Result<String> {
-        let mut header = Header::new(self.algorithm);
-        header.kid = Some(self.key_id.clone());
-        header.typ = Some(token_type.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| Error::internal(format!("a token could not be signed: {e}")))
+    /// The key id this signer's tokens carry.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
     }
+
+    /// `claims` as a compact JWS (RFC 7515 §7.1) with `alg`, `kid` and `typ` in the header.
+    pub fn sign<T: Serialize>(&self, claims: &T, token_type: &str) -> Result<String> {
+        let header = JoseHeader { alg: algorithm_name(self.algorithm), kid: &self.key_id, typ: token_type };
+        let mut message = base64_json(&header)?;
+        message.push('.');
+        message.push_str(&base64_json(claims)?);
+        let failed = |_| Error::internal("a token could not be signed");
+        let signature = match &self.key {
+            SigningKey::Rsa(key) => {
+                let mut signature = vec![0; key.public().modulus_len()];
+                key.sign(&ring::signature::RSA_PKCS1_SHA256, &self.random, message.as_bytes(), &mut signature).map_err(failed)?;
+                signature
+            }
+            SigningKey::Ecdsa(key) => key.sign(&self.random, message.as_bytes()).map_err(failed)?.as_ref().to_vec(),
+            SigningKey::Ed25519(key) => key.sign(message.as_bytes()).as_ref().to_vec(),
+        };
+        message.push('.');
+        message.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(message)
+    }
+}
+
+/// `value` as JSON in unpadded base64url, as a JWS part.
+fn base64_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    let json = serde_json::to_vec(value).map_err(|_| Error::internal("a token part could not be encoded"))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
 }
 
 /// The claims of `token` if `pair` signed it for one of `audiences` as `issuer`, with the

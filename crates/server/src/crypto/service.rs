@@ -350,11 +350,23 @@ async fn generate_off_the_runtime(generation: Generation) -> Result<(Certificate
     .map_err(|message| Error::field(NON_FIELD_ERRORS, message))
 }
 
+/// The channel that carries changes to key pairs between server processes.
+pub const CHANGES_CHANNEL: &str = "gatehouse_key_pair_changes";
+
+/// Commits a change to key pairs and drops every opened key read before it, here and (on
+/// PostgreSQL, when the transaction commits) in every other process.
+async fn commit_change(state: &AppState, txn: sea_orm::DatabaseTransaction) -> Result<()> {
+    state.key_pair_changes.announce(&txn).await?;
+    txn.commit().await?;
+    state.key_pair_changes.advance();
+    Ok(())
+}
+
 async fn insert(state: &AppState, actor: &Actor, row: key_pair::ActiveModel, name_field: &'static str) -> Result<KeyPairView> {
     let txn = crate::db::begin_write(&state.db).await?;
     let pair = row.insert(&txn).await.map_err(name_taken(name_field))?;
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&pair_ref(&pair))).await?;
-    txn.commit().await?;
+    commit_change(state, txn).await?;
     Ok(KeyPairView { pair })
 }
 
@@ -450,7 +462,7 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, change: KeyPairCh
         event = event.with("private_key", json!("replaced"));
     }
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    commit_change(state, txn).await?;
     Ok(KeyPairView { pair: after })
 }
 
@@ -466,7 +478,7 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     }
     key_pair::Entity::delete_by_id(pair.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&pair_ref(&pair))).await?;
-    txn.commit().await?;
+    commit_change(state, txn).await?;
     Ok(())
 }
 
@@ -540,7 +552,7 @@ pub async fn ensure_managed_jwt_key(state: &AppState, tenant: TenantId) -> Resul
     match row.insert(&txn).await {
         Ok(pair) => {
             events::service::record(&txn, state, Actor::system().event(Action::ModelCreated).about(&pair_ref(&pair))).await?;
-            txn.commit().await?;
+            commit_change(state, txn).await?;
             Ok(pair)
         }
         // Another process created it at the same moment: use that one.
@@ -642,7 +654,7 @@ pub async fn rotate_managed_jwt_key(state: &AppState, tenant: TenantId, replaced
         .with("previous", json!(kept.as_ref().map(|p| p.id)))
         .with("retired", json!(retired.iter().map(|p| p.id).collect::<Vec<_>>()));
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    commit_change(state, txn).await?;
     Ok(Rotation { active, previous: kept, retired })
 }
 

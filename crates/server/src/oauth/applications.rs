@@ -335,7 +335,7 @@ pub async fn create(state: &AppState, actor: &Actor, request: &ApplicationReques
     let txn = crate::db::begin_write(&state.db).await?;
     let created = row.insert(&txn).await.map_err(unique_clash)?;
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&application_ref(&created))).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     view(&state.db, state.tenant, created).await
 }
 
@@ -353,7 +353,7 @@ pub async fn update(state: &AppState, actor: &Actor, slug: &str, request: &Appli
         .about(&application_ref(&after))
         .with("diff", events::service::diff(&shown(&before), &shown(&after)));
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     view(&state.db, state.tenant, after).await
 }
 
@@ -364,7 +364,7 @@ pub async fn delete(state: &AppState, actor: &Actor, slug: &str) -> Result<()> {
     let app = find(&txn, state.tenant, slug).await?;
     application::Entity::delete_by_id(app.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&application_ref(&app))).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

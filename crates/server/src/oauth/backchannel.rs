@@ -159,9 +159,7 @@ async fn deliver(context: TaskContext, notice: Notice) -> ActorResult {
         context.info("The provider no longer takes back-channel logout notices; none sent").await?;
         return Ok(None);
     };
-    let pair = super::discovery::signing_pair(state, &provider).await?;
-    let signer = crate::crypto::jwt::Signer::for_pair(&state.secret, &pair)?
-        .ok_or_else(|| TaskError::Fatal("the provider's signing key cannot sign".into()))?;
+    let key = super::cache::signing_key(state, &provider).await?;
     let now = Utc::now();
     let claims = json!({
         "iss": notice.issuer,
@@ -173,7 +171,7 @@ async fn deliver(context: TaskContext, notice: Notice) -> ActorResult {
         "sid": notice.sid,
         "events": { LOGOUT_EVENT: {} },
     });
-    let logout_token = signer.sign(&claims, "logout+jwt")?;
+    let logout_token = key.signer.sign(&claims, "logout+jwt")?;
     let client = reqwest::Client::builder()
         .connect_timeout(DELIVERY_TIMEOUT)
         .timeout(DELIVERY_TIMEOUT)

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
 use gatehouse_types::DurationString;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 use serde_json::{Value, json};
 use sha2::Digest;
 use uuid::Uuid;
@@ -118,18 +118,7 @@ async fn authentication_flow_slug(state: &AppState, provider: &provider::Model) 
 
 /// A client named by `client_id`, with its application.
 async fn client_by_id(state: &AppState, client_id: &str) -> crate::error::Result<Option<(provider::Model, application::Model)>> {
-    let found = provider::Entity::find()
-        .filter(provider::Column::TenantId.eq(state.tenant.0))
-        .filter(provider::Column::ClientId.eq(client_id))
-        .one(&state.db)
-        .await?;
-    let Some(provider) = found else { return Ok(None) };
-    let app = application::Entity::find()
-        .filter(application::Column::TenantId.eq(state.tenant.0))
-        .filter(application::Column::ProviderId.eq(provider.id))
-        .one(&state.db)
-        .await?;
-    Ok(app.map(|app| (provider, app)))
+    Ok(super::cache::client(state, client_id).await?.map(|found| found.as_ref().clone()))
 }
 
 /// The issuer of `provider`'s tokens: its own (`<base>/application/o/<slug>/`) or the server's.
@@ -600,10 +589,9 @@ pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(Stri
         return Err(OAuthError::UnauthorizedClient("This client may not use this grant type.".into()));
     }
     // The key is opened before any transaction: finding it may create the managed key.
-    let pair = super::discovery::signing_pair(state, &provider).await?;
-    let signer = Signer::for_pair(&state.secret, &pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
+    let key = super::cache::signing_key(state, &provider).await?;
     let issuer = issuer(base, &provider, &app);
-    let mint = Mint { state, issuer: &issuer, provider: &provider, signer: &signer };
+    let mint = Mint { state, issuer: &issuer, provider: &provider, signer: &key.signer };
     match grant {
         GrantType::AuthorizationCode => exchange_code(&mint, &parameters).await,
         GrantType::RefreshToken => refresh(&mint, &parameters).await,
@@ -662,13 +650,15 @@ async fn client_credentials(mint: &Mint<'_>, parameters: &Parameters) -> Result<
     })
 }
 
-/// Revokes every token of `family` (after a replay).
-async fn revoke_family(db: &impl ConnectionTrait, family: Uuid) -> Result<(), OAuthError> {
+/// Revokes every token of `family` (after a replay) on the caller's transaction, which then
+/// commits with [`super::cache::commit_change`]: cached answers about them go.
+async fn revoke_family(state: &AppState, txn: &DatabaseTransaction, family: Uuid) -> Result<(), OAuthError> {
     token::Entity::update_many()
         .col_expr(token::Column::Revoked, Expr::value(true))
         .filter(token::Column::FamilyId.eq(family))
-        .exec(db)
+        .exec(txn)
         .await?;
+    super::cache::announce(state, txn).await?;
     Ok(())
 }
 
@@ -701,8 +691,8 @@ async fn exchange_code(mint: &Mint<'_>, parameters: &Parameters) -> Result<Issue
     if taken.rows_affected == 0 {
         // A replayed code may be in an attacker's hands: what it gave is withdrawn (RFC 6749
         // §4.1.2).
-        revoke_family(&txn, grant.id).await?;
-        txn.commit().await?;
+        revoke_family(mint.state, &txn, grant.id).await?;
+        super::cache::commit_change(mint.state, txn).await?;
         return Err(OAuthError::InvalidGrant("The code was already used; the tokens issued from it are revoked.".into()));
     }
     if grant.expires <= now {
@@ -752,8 +742,8 @@ async fn refresh(mint: &Mint<'_>, parameters: &Parameters) -> Result<IssuedToken
         .await?;
     if taken.rows_affected == 0 {
         // A used refresh token came back: someone holds a copy. The whole family goes.
-        revoke_family(&txn, old.family_id).await?;
-        txn.commit().await?;
+        revoke_family(state, &txn, old.family_id).await?;
+        super::cache::commit_change(state, txn).await?;
         return Err(OAuthError::InvalidGrant("The refresh token was already used; every token issued with it is revoked.".into()));
     }
     if old.expires <= Utc::now() || !session_live(&txn, old.session_id).await? {
@@ -976,16 +966,12 @@ impl From<Error> for BearerError {
 /// The claims the access token `bearer` gives about its user (OIDC Core §5.3).
 pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, BearerError> {
     let bearer = bearer.ok_or(BearerError::Missing)?;
-    let found = token_by_text(&state.db, state, bearer).await?;
-    let access = found.filter(|t| t.kind == ACCESS && !t.revoked && t.expires > Utc::now()).ok_or(BearerError::Invalid)?;
-    if !session_live(&state.db, access.session_id).await? {
-        return Err(BearerError::Invalid);
-    }
-    let provider = provider::Entity::find_by_id(access.provider_id).one(&state.db).await?.ok_or(BearerError::Invalid)?;
-    let user_id = access.user_id.ok_or(BearerError::Invalid)?;
-    let user = user::Entity::find_by_id(user_id).one(&state.db).await?.filter(|u| u.is_active).ok_or(BearerError::Invalid)?;
-    let scopes = Scopes::parse(&access.scope);
-    Ok(Value::Object(claims::user_claims(&state.db, state, &provider, &user, &scopes).await?))
+    let digest = state.secret.digest(TOKEN_PURPOSE, bearer.as_bytes());
+    let access = super::cache::live_access_token(state, &digest).await?.ok_or(BearerError::Invalid)?;
+    let user = access.user.as_ref().ok_or(BearerError::Invalid)?;
+    let provider = provider::Entity::find_by_id(access.token.provider_id).one(&state.db).await?.ok_or(BearerError::Invalid)?;
+    let scopes = Scopes::parse(&access.token.scope);
+    Ok(Value::Object(claims::user_claims(&state.db, state, &provider, user, &scopes).await?))
 }
 
 /// Whether the session a token was given through, if any, is still live: tokens end with it, and
@@ -1017,21 +1003,43 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
         return Err(OAuthError::InvalidClient);
     }
     let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
-    let Some(found) = own_token(state, &provider, text).await?.filter(|t| !t.revoked && t.expires > Utc::now()) else {
-        return Ok(json!({"active": false}));
+    let inactive = || Ok(json!({"active": false}));
+    let digest = state.secret.digest(TOKEN_PURPOSE, text.as_bytes());
+    // Access tokens, which resource servers ask about on every call, come from memory.
+    if let Some(live) = super::cache::live_access_token(state, &digest).await? {
+        if live.token.provider_id != provider.id {
+            return inactive();
+        }
+        return Ok(introspection(state, base, &provider, &app, &live.token, live.user.as_ref()));
+    }
+    let Some(found) = own_token(state, &provider, text).await?.filter(|t| t.kind == REFRESH && !t.revoked && t.expires > Utc::now()) else {
+        return inactive();
     };
     if !session_live(&state.db, found.session_id).await? {
-        return Ok(json!({"active": false}));
+        return inactive();
     }
     let user = match found.user_id {
         Some(id) => match user::Entity::find_by_id(id).one(&state.db).await?.filter(|u| u.is_active) {
             Some(user) => Some(user),
-            None => return Ok(json!({"active": false})),
+            None => return inactive(),
         },
         None => None,
     };
-    let subject = match &user {
-        Some(user) => claims::subject(state, &provider, user),
+    Ok(introspection(state, base, &provider, &app, &found, user.as_ref()))
+}
+
+/// What introspection says of the live token `found` of `provider`, held for `user` (`None`:
+/// the client's own).
+fn introspection(
+    state: &AppState,
+    base: &str,
+    provider: &provider::Model,
+    app: &application::Model,
+    found: &token::Model,
+    user: Option<&user::Model>,
+) -> Value {
+    let subject = match user {
+        Some(user) => claims::subject(state, provider, user),
         None => provider.client_id.clone(),
     };
     let mut answer = json!({
@@ -1042,9 +1050,9 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
         "iat": found.created.timestamp(),
         "sub": subject,
         "aud": provider.client_id,
-        "iss": issuer(base, &provider, &app),
+        "iss": issuer(base, provider, app),
     });
-    if let (Some(user), Some(fields)) = (&user, answer.as_object_mut()) {
+    if let (Some(user), Some(fields)) = (user, answer.as_object_mut()) {
         fields.insert("username".into(), json!(user.username));
     }
     // RFC 7662's token_type is RFC 6749's: access tokens are bearer tokens.
@@ -1054,7 +1062,7 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
         fields.insert("token_type".into(), json!("Bearer"));
         fields.insert("jti".into(), json!(found.id.to_string()));
     }
-    Ok(answer)
+    answer
 }
 
 /// Answers a revocation request (RFC 7009): the client's own token is revoked, a refresh token
@@ -1065,15 +1073,17 @@ pub async fn revoke(state: &AppState, base: &str, body: &str, basic: Option<(Str
     let (provider, _) = authenticate_client(state, base, &parameters, basic).await?;
     let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
     let Some(found) = own_token(state, &provider, text).await? else { return Ok(()) };
+    let txn = crate::db::begin_write(&state.db).await?;
     if found.kind == REFRESH {
-        revoke_family(&state.db, found.family_id).await?;
+        revoke_family(state, &txn, found.family_id).await?;
     } else {
         token::Entity::update_many()
             .col_expr(token::Column::Revoked, Expr::value(true))
             .filter(token::Column::Id.eq(found.id))
-            .exec(&state.db)
+            .exec(&txn)
             .await?;
     }
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

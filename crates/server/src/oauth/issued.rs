@@ -256,7 +256,7 @@ pub async fn get(state: &AppState, actor: &Actor, kind: IssuedKind, number: i64)
 
 /// Deletes the grant of `kind` numbered `number`: the caller's own, or another account's with
 /// the delete permission and the right to act on that account. A deleted token stops working at
-/// once (tokens are looked up on every use).
+/// once, in every process.
 pub async fn delete(state: &AppState, actor: &Actor, kind: IssuedKind, number: i64) -> Result<()> {
     let view = get(state, actor, kind, number).await?;
     if !actor.is(view.user.id) {
@@ -295,7 +295,7 @@ pub async fn delete(state: &AppState, actor: &Actor, kind: IssuedKind, number: i
     };
     let event = actor.event(Action::ModelDeleted).about(&about).with("user", json!({"pk": view.user.id, "username": view.user.username}));
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod applications;
 pub mod assertions;
 pub mod backchannel;
+pub mod cache;
 pub mod claims;
 pub mod consents;
 pub mod device;

@@ -565,7 +565,7 @@ pub async fn create(state: &AppState, actor: &Actor, request: &ProviderRequest) 
         event = event.with("client_secret", json!("set"));
     }
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(ProviderView { provider: created, application: None, new_client_secret: new_secret })
 }
 
@@ -585,7 +585,7 @@ pub async fn update(state: &AppState, actor: &Actor, id: i64, request: &Provider
         event = event.with("client_secret", json!("replaced"));
     }
     events::service::record(&txn, state, event).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     view(&state.db, state.tenant, after, new_secret).await
 }
 
@@ -610,7 +610,7 @@ pub async fn rotate_client_secret(state: &AppState, actor: &Actor, id: i64) -> R
         actor.event(Action::ModelUpdated).about(&provider_ref(&after)).with("client_secret", json!("replaced")),
     )
     .await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     view(&state.db, state.tenant, after, Some(secret)).await
 }
 
@@ -623,7 +623,7 @@ pub async fn delete(state: &AppState, actor: &Actor, id: i64) -> Result<()> {
     actor.require(names::DELETE_OAUTH2_PROVIDER)?;
     provider::Entity::delete_by_id(provider.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&provider_ref(&provider))).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

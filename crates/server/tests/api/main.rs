@@ -27,6 +27,7 @@ mod mail;
 mod media;
 mod mfa;
 mod oauth;
+mod oauth_caches;
 mod ops;
 mod quickstart;
 mod scopes;
