@@ -100,10 +100,16 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     crate::crypto::service::ensure_managed_jwt_key(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::oauth::scopes::ensure_shipped(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     state.token_usage.spawn_flusher(state.db.clone(), state.config.tokens.last_used_flush.to_std());
-    crate::credentials::cache::spawn_listener(&state.db, state.auth_cache.clone());
-    crate::flows::plans::spawn_listener(&state.db, state.flow_plans.clone());
-    state.oauth.changes.listen(&state.db);
-    state.key_pair_changes.listen(&state.db);
+    // One connection carries every cache's change messages; it lives as long as the process.
+    let _ = crate::db::notify::spawn_subscriptions(
+        &state.db,
+        vec![
+            crate::credentials::cache::subscription(state.auth_cache.clone()),
+            crate::flows::plans::subscription(state.flow_plans.clone()),
+            state.oauth.subscription(),
+            state.key_pair_changes.subscription(),
+        ],
+    );
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
             Ok(geoip) => state.geoip = Some(Arc::new(geoip)),

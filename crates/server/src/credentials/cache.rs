@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::ConnectionTrait;
 
 use crate::accounts::access::Rights;
 use crate::accounts::entities::{group, user};
@@ -142,12 +142,10 @@ pub async fn notify_others(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbE
     notify::notify(db, CHANNEL).await
 }
 
-/// On PostgreSQL, listens for other processes' invalidations for as long as the process runs.
-/// Anything may have changed while no one listened, so the cache is also dropped whenever the
-/// listener (re)connects or fails.
-pub fn spawn_listener(db: &DatabaseConnection, cache: Arc<AuthCache>) {
-    // The listener lives as long as the process; its handle is not needed.
-    let _ = notify::spawn_listener(db, CHANNEL, move || cache.invalidate());
+/// Drops this process's cached checks whenever another process announces a change (and
+/// whenever the listener (re)connects: anything may have changed while no one listened).
+pub fn subscription(cache: Arc<AuthCache>) -> notify::Subscription {
+    notify::Subscription::new(CHANNEL, move || cache.invalidate())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 
 use super::notify;
 
@@ -45,13 +45,11 @@ impl Generation {
         self.value.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// On PostgreSQL, advances on every other process's announcement for as long as this process
-    /// runs, and on every (re)connection of the listener, since announcements sent while no one
-    /// listened are lost.
-    pub fn listen(self: &Arc<Self>, db: &DatabaseConnection) {
+    /// Advances on every other process's announcement, and whenever the listener (re)connects,
+    /// since announcements sent while no one listened are lost.
+    pub fn subscription(self: &Arc<Self>) -> notify::Subscription {
         let generation = self.clone();
-        // The listener lives as long as the process; its handle is not needed.
-        let _ = notify::spawn_listener(db, self.channel, move || generation.advance());
+        notify::Subscription::new(self.channel, move || generation.advance())
     }
 }
 

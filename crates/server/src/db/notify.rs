@@ -17,6 +17,19 @@ pub async fn notify(db: &impl ConnectionTrait, channel: &str) -> Result<(), DbEr
     Ok(())
 }
 
+/// What notifications on one channel do in this process.
+pub struct Subscription {
+    channel: &'static str,
+    on_wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Subscription {
+    /// Runs `on_wake` on each notification on `channel` (a plain SQL identifier).
+    pub fn new(channel: &'static str, on_wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self { channel, on_wake: Box::new(on_wake) }
+    }
+}
+
 /// On PostgreSQL, listens on `channel` for as long as the process runs (or until the returned
 /// handle aborts it), reconnecting after failures. `on_wake` runs on each notification, and also
 /// on every (re)connection and error, since notifications sent while no one listened are lost.
@@ -26,11 +39,20 @@ pub fn spawn_listener(
     channel: &'static str,
     on_wake: impl Fn() + Send + Sync + 'static,
 ) -> Option<tokio::task::AbortHandle> {
-    if db.get_database_backend() != DbBackend::Postgres {
+    spawn_subscriptions(db, vec![Subscription::new(channel, on_wake)])
+}
+
+/// [`spawn_listener`] for several channels on one connection (each listener holds one of the
+/// pool's connections for as long as it runs): each notification wakes its channel's
+/// subscription; a (re)connection or an error wakes them all.
+pub fn spawn_subscriptions(db: &DatabaseConnection, subscriptions: Vec<Subscription>) -> Option<tokio::task::AbortHandle> {
+    if db.get_database_backend() != DbBackend::Postgres || subscriptions.is_empty() {
         return None;
     }
     let pool = db.get_postgres_connection_pool().clone();
+    let wake_all = move |subscriptions: &[Subscription]| subscriptions.iter().for_each(|s| (s.on_wake)());
     let task = tokio::spawn(async move {
+        let channels: Vec<&str> = subscriptions.iter().map(|s| s.channel).collect();
         loop {
             // A closed pool is a process shutting down, not a failure to report.
             if pool.is_closed() {
@@ -38,19 +60,21 @@ pub fn spawn_listener(
             }
             match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
-                    if let Err(error) = listener.listen(channel).await {
-                        tracing::warn!(%error, channel, "cannot listen for notifications");
+                    if let Err(error) = listener.listen_all(channels.iter().copied()).await {
+                        tracing::warn!(%error, ?channels, "cannot listen for notifications");
                     } else {
-                        on_wake();
+                        wake_all(&subscriptions);
                         loop {
                             match listener.try_recv().await {
-                                Ok(Some(_)) => on_wake(),
+                                Ok(Some(notification)) => {
+                                    subscriptions.iter().filter(|s| s.channel == notification.channel()).for_each(|s| (s.on_wake)())
+                                }
                                 // The connection dropped and was re-established.
-                                Ok(None) => on_wake(),
+                                Ok(None) => wake_all(&subscriptions),
                                 Err(_) if pool.is_closed() => return,
                                 Err(error) => {
-                                    tracing::warn!(%error, channel, "notification listener failed");
-                                    on_wake();
+                                    tracing::warn!(%error, ?channels, "notification listener failed");
+                                    wake_all(&subscriptions);
                                     break;
                                 }
                             }
@@ -59,8 +83,8 @@ pub fn spawn_listener(
                 }
                 Err(_) if pool.is_closed() => return,
                 Err(error) => {
-                    tracing::warn!(%error, channel, "cannot connect the notification listener");
-                    on_wake();
+                    tracing::warn!(%error, ?channels, "cannot connect the notification listener");
+                    wake_all(&subscriptions);
                 }
             }
             tokio::time::sleep(RECONNECT_DELAY).await;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
 
 use super::entities::flow;
@@ -92,11 +92,10 @@ pub async fn commit_change(state: &AppState, txn: DatabaseTransaction) -> Result
     Ok(())
 }
 
-/// On PostgreSQL, listens for other processes' flow changes for as long as the process runs;
-/// anything may have changed while no one listened, so (re)connecting also drops the plans.
-pub fn spawn_listener(db: &DatabaseConnection, cache: Arc<PlanCache>) {
-    // The listener lives as long as the process; its handle is not needed.
-    let _ = notify::spawn_listener(db, CHANNEL, move || cache.invalidate());
+/// Drops this process's plans whenever another process announces a flow change (and whenever
+/// the listener (re)connects: anything may have changed while no one listened).
+pub fn subscription(cache: Arc<PlanCache>) -> notify::Subscription {
+    notify::Subscription::new(CHANNEL, move || cache.invalidate())
 }
 
 #[cfg(test)]

@@ -75,6 +75,13 @@ impl OAuthCache {
         }
     }
 
+    /// Drops these caches whenever another process announces a change (and whenever the
+    /// listener (re)connects).
+    pub fn subscription(self: &Arc<Self>) -> crate::db::notify::Subscription {
+        let cache = self.clone();
+        crate::db::notify::Subscription::new(CHANNEL, move || cache.changed())
+    }
+
     /// Counts a committed change in this process and frees what it made stale.
     fn changed(&self) {
         self.changes.advance();
