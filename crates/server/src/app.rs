@@ -13,6 +13,10 @@ use crate::events::{Action, EventRecord};
 use crate::secret::ServerSecret;
 use crate::state::AppState;
 
+/// Most client-credentials tokens written in one statement: a burst of that many concurrent
+/// grants costs one insert.
+const ISSUED_TOKENS_BATCH: usize = 64;
+
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -74,6 +78,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     let oauth_ttl = config.tokens.oauth_cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
     let media = Arc::new(crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?);
+    let issued_tokens = Arc::new(crate::db::batch::InsertBatcher::spawn(db.clone(), ISSUED_TOKENS_BATCH));
     let mut state = AppState {
         db,
         config: Arc::new(config),
@@ -85,6 +90,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
         flow_plans: Arc::new(crate::flows::plans::PlanCache::new(plan_ttl)),
         oauth: Arc::new(crate::oauth::cache::OAuthCache::new(oauth_ttl)),
+        issued_tokens,
         key_pair_changes: Arc::new(crate::db::generation::Generation::new(crate::crypto::service::CHANGES_CHANNEL)),
         passwords: password_work,
         token_usage: crate::tokens::usage::UsageRecorder::default(),

@@ -30,6 +30,8 @@ pub struct AppState {
     /// Clients, opened signing keys and live access tokens of the OAuth endpoints, until a change
     /// drops them.
     pub oauth: Arc<crate::oauth::cache::OAuthCache>,
+    /// Writes the tokens of client-credentials grants, many requests' in one statement.
+    pub issued_tokens: Arc<crate::db::batch::InsertBatcher<crate::oauth::entities::token::Entity>>,
     /// Changes to key pairs, which drop the keys opened from them.
     pub key_pair_changes: Arc<crate::db::generation::Generation>,
     /// Admission to the password threads.

@@ -1,5 +1,6 @@
 //! Database connections and migrations for SQLite and PostgreSQL.
 
+pub mod batch;
 pub mod generation;
 pub mod migrations;
 pub mod notify;

@@ -225,3 +225,58 @@ async fn a_change_through_one_server_counts_at_the_other_although_both_remember(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn client_credentials_grants_arriving_together_are_each_stored_once() {
+    use gatehouse::oauth::entities::token;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let app = TestApp::spawn().await;
+    let (_admin, _person, provider) = single_sign_on(&app, json!({"grant_types": ["client_credentials"]})).await;
+    let client = (provider["client_id"].as_str().unwrap(), provider["client_secret"].as_str().unwrap());
+    let grants = futures_util::future::join_all((0..60).map(|_| client_token(&app, client))).await;
+    let mut tokens = std::collections::HashSet::new();
+    for (status, token) in grants {
+        assert_eq!(status, StatusCode::OK);
+        assert!(tokens.insert(token), "every grant has its own token");
+    }
+    let stored =
+        token::Entity::find().filter(token::Column::ProviderId.eq(provider["pk"].as_i64().unwrap())).count(&app.state.db).await.unwrap();
+    assert_eq!(stored, 60);
+    for token in tokens.iter().take(5) {
+        assert!(active(&app, client, token).await, "a stored token introspects");
+    }
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_written_fails_alone_in_its_batch() {
+    use gatehouse::oauth::entities::token;
+    use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait};
+    let app = TestApp::spawn().await;
+    let (_admin, _person, provider) = single_sign_on(&app, json!({})).await;
+    let row = |id: uuid::Uuid| token::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(app.state.tenant.0),
+        provider_id: Set(provider["pk"].as_i64().unwrap()),
+        user_id: Set(None),
+        kind: Set("access".into()),
+        token_digest: Set(id.simple().to_string()),
+        family_id: Set(id),
+        scope: Set(String::new()),
+        session_id: Set(None),
+        auth_time: Set(chrono::Utc::now()),
+        expires: Set(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        revoked: Set(false),
+        created: Set(chrono::Utc::now()),
+        issuer: Set(None),
+        number: Set(Some(id.as_u128() as i64 & ((1 << 53) - 1))),
+    };
+    let taken = uuid::Uuid::new_v4();
+    app.state.issued_tokens.insert(row(taken)).await.expect("the first row is written");
+    // Many rows at once, so that they share batches; one of them repeats a stored id.
+    let ids: Vec<uuid::Uuid> = (0..40).map(|i| if i == 20 { taken } else { uuid::Uuid::new_v4() }).collect();
+    let written = futures_util::future::join_all(ids.iter().map(|id| app.state.issued_tokens.insert(row(*id)))).await;
+    for (id, result) in ids.iter().zip(&written) {
+        assert_eq!(result.is_ok(), *id != taken, "{id}: {result:?}");
+    }
+    assert_eq!(token::Entity::find().count(&app.state.db).await.unwrap(), 40, "the 39 good rows and the first");
+}
