@@ -79,7 +79,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
     let media = Arc::new(crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?);
     let issued_tokens = Arc::new(crate::db::batch::InsertBatcher::spawn(db.clone(), ISSUED_TOKENS_BATCH));
-    let mut state = AppState {
+    let state = AppState::new(crate::state::Shared {
         db,
         config: Arc::new(config),
         secret: Arc::new(secret),
@@ -100,7 +100,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         clock: crate::clock::Clock::default(),
         media,
         sessions_ending: Arc::new(crate::oauth::backchannel::NoticesOfSignOut),
-    };
+    });
     crate::tasks::schedules::ensure_builtin(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::flows::defaults::ensure(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
     crate::crypto::service::ensure_managed_jwt_key(&state, state.tenant).await.map_err(|e| StartError::Other(e.to_string()))?;
@@ -116,9 +116,10 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
             state.key_pair_changes.subscription(),
         ],
     );
+    let mut state = state;
     if let Some(path) = state.config.events.geoip_path.clone() {
         match GeoIp::open(&path) {
-            Ok(geoip) => state.geoip = Some(Arc::new(geoip)),
+            Ok(geoip) => state = state.modified(|s| s.geoip = Some(Arc::new(geoip))),
             Err(message) => {
                 // A missing location database should not take sign-in down: run without it and
                 // leave a trace operators see in the events.
@@ -130,7 +131,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     }
     if state.config.events.record_visits {
         let (recorder, _writer) = VisitRecorder::start(state.db.clone());
-        state.visits = Some(recorder);
+        state = state.modified(|s| s.visits = Some(recorder));
     }
     Ok(state)
 }

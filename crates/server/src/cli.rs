@@ -277,7 +277,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode, String> {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight tasks");
             worker.shutdown().await;
-            let _ = state.db.close().await;
+            let _ = state.db.clone().close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::CreateSuperuser { user, if_missing } => {

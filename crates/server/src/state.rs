@@ -12,9 +12,36 @@ use crate::events::visits::VisitRecorder;
 use crate::secret::ServerSecret;
 use crate::tenants::TenantId;
 
-/// Shared, cheaply cloned application state.
+/// What every handler shares, behind one reference count: a request clones its state several
+/// times (extractors, middleware), and one atomic increment costs less than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state holding `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// A copy of this state with `change` made to it; this one is left as it is.
+    pub fn modified(&self, change: impl FnOnce(&mut Shared)) -> Self {
+        let mut shared = self.0.as_ref().clone();
+        change(&mut shared);
+        Self::new(shared)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The application state's parts.
+#[derive(Clone)]
+pub struct Shared {
     pub db: DatabaseConnection,
     pub config: Arc<Config>,
     pub secret: Arc<ServerSecret>,

@@ -237,9 +237,7 @@ impl TestApp {
         .insert(&self.state.db)
         .await
         .expect("a second tenant");
-        let mut state = self.state.clone();
-        state.tenant = gatehouse::tenants::TenantId(other.id);
-        state
+        self.state.modified(|state| state.tenant = gatehouse::tenants::TenantId(other.id))
     }
 
     /// Starts a task worker beside the server, as `serve` runs one: codes leave through the queue.
