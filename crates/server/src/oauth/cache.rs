@@ -31,6 +31,13 @@ pub const CHANNEL: &str = "gatehouse_oauth_changes";
 /// More clients, signing keys or live tokens than this and a cache starts over.
 const CAPACITY: usize = 50_000;
 
+/// A client: a provider with its application.
+#[derive(Debug)]
+pub struct Client {
+    pub provider: provider::Model,
+    pub app: application::Model,
+}
+
 /// A provider's signing key, opened.
 pub struct SigningKey {
     pub pair: key_pair::Model,
@@ -59,7 +66,7 @@ impl LiveToken {
 /// The caches of the OAuth endpoints, with the counter of changes they depend on.
 pub struct OAuthCache {
     pub changes: Arc<Generation>,
-    clients: GenerationCache<String, (provider::Model, application::Model)>,
+    clients: GenerationCache<String, Client>,
     signing_keys: GenerationCache<i64, SigningKey>,
     access_tokens: GenerationCache<String, LiveToken>,
 }
@@ -114,7 +121,7 @@ pub async fn commit_change(state: &AppState, txn: DatabaseTransaction) -> Result
 }
 
 /// The client named `client_id`, with its application.
-pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<(provider::Model, application::Model)>>> {
+pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<Client>>> {
     let read_under = state.oauth.changes.current();
     if let Some(found) = state.oauth.clients.get(client_id, read_under) {
         return Ok(Some(found));
@@ -131,7 +138,7 @@ pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<(pro
         .one(&state.db)
         .await?;
     let Some(app) = app else { return Ok(None) };
-    let entry = Arc::new((provider, app));
+    let entry = Arc::new(Client { provider, app });
     state.oauth.clients.put(client_id.to_owned(), read_under, state.oauth.changes.current(), entry.clone());
     Ok(Some(entry))
 }

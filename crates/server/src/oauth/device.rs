@@ -94,11 +94,12 @@ pub async fn start(
     // never given back.
     let _counted = attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::device_requests_from(client.ip)]).await?;
     let parameters = Parameters::parse_once(body)?;
-    let (provider, _) = super::grants::authenticate_client(state, base, &parameters, basic).await?;
+    let client = super::grants::authenticate_client(state, base, &parameters, basic).await?;
+    let provider = &client.provider;
     if !provider.grant_types().contains(&GrantType::DeviceCode) {
         return Err(OAuthError::UnauthorizedClient("This client may not use the device authorization grant.".into()));
     }
-    let offer = ScopeOffer::of(&state.db, state.tenant, &provider).await?;
+    let offer = ScopeOffer::of(&state.db, state.tenant, provider).await?;
     let scopes = Scopes::parse(parameters.get("scope").unwrap_or_default()).offered_by(&offer);
     let device_code = random_token(32);
     let now = Utc::now();

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use uuid::Uuid;
 
+use super::cache::Client;
 use super::claims::{self, Scopes};
 use super::entities::{application, code, provider, token};
 use super::model::{ClientType, GrantType, RedirectUri, RedirectUriType};
@@ -26,6 +27,7 @@ use crate::events::{self, Action, EventRecord};
 use crate::flows::handoff::{self, Handoff};
 use crate::secret::{constant_time_eq, random_token};
 use crate::state::AppState;
+use std::sync::Arc;
 
 const CODE_PURPOSE: &str = "oauth2-code";
 const TOKEN_PURPOSE: &str = "oauth2-token";
@@ -117,8 +119,8 @@ async fn authentication_flow_slug(state: &AppState, provider: &provider::Model) 
 }
 
 /// A client named by `client_id`, with its application.
-async fn client_by_id(state: &AppState, client_id: &str) -> crate::error::Result<Option<(provider::Model, application::Model)>> {
-    Ok(super::cache::client(state, client_id).await?.map(|found| found.as_ref().clone()))
+async fn client_by_id(state: &AppState, client_id: &str) -> crate::error::Result<Option<Arc<Client>>> {
+    super::cache::client(state, client_id).await
 }
 
 /// The issuer of `provider`'s tokens: its own (`<base>/application/o/<slug>/`) or the server's.
@@ -179,9 +181,10 @@ async fn answer(
     let Some(client_id) = parameters.get("client_id") else {
         return Ok(Authorization::Refused("The request names no client (client_id is missing).".into()));
     };
-    let Some((provider, app)) = client_by_id(state, client_id).await? else {
+    let Some(registered) = client_by_id(state, client_id).await? else {
         return Ok(Authorization::Refused("No application is registered for this client.".into()));
     };
+    let (provider, app) = (&registered.provider, &registered.app);
     let registered: Vec<RedirectUri> =
         provider.redirect_uris().into_iter().filter(|uri| uri.redirect_uri_type != Some(RedirectUriType::Logout)).collect();
     let (redirect_uri, redirect_uri_given) = match parameters.get("redirect_uri") {
@@ -202,7 +205,7 @@ async fn answer(
     let Ok(target) = url::Url::parse(&redirect_uri) else {
         return Ok(Authorization::Refused("The redirect URI is not an absolute URL.".into()));
     };
-    let issuer = issuer(base, &provider, &app);
+    let issuer = issuer(base, provider, app);
     let state_param = parameters.get("state").filter(|s| s.len() <= LONGEST_ECHO);
     // form_post only to a web address: a form cannot be posted to a native app's scheme.
     let form_post = parameters.get("response_mode") == Some("form_post") && matches!(target.scheme(), "http" | "https");
@@ -275,14 +278,14 @@ async fn answer(
     if declined {
         return fail("access_denied", "The user declined to authorize the application.");
     }
-    let offer = ScopeOffer::of(&state.db, state.tenant, &provider).await?;
+    let offer = ScopeOffer::of(&state.db, state.tenant, provider).await?;
     let scopes = Scopes::parse(parameters.get("scope").unwrap_or_default()).offered_by(&offer);
 
     let Some(current) = current else {
         if prompts.contains(&"none") {
             return fail("login_required", "The user is not signed in.");
         }
-        return Ok(Authorization::SignIn { flow_slug: authentication_flow_slug(state, &provider).await?, query: query.to_owned() });
+        return Ok(Authorization::SignIn { flow_slug: authentication_flow_slug(state, provider).await?, query: query.to_owned() });
     };
     let Some(session) = current.session.as_ref() else {
         return Ok(Authorization::Refused("Sign in through the browser to authorize an application.".into()));
@@ -304,7 +307,7 @@ async fn answer(
         // under a minute, and prompt=login becomes a minute, so coming back cannot loop.
         let fresh = max_age.map_or(FRESH_SIGN_IN_SECONDS, |limit| limit.max(FRESH_SIGN_IN_SECONDS));
         let again = parameters.without(&["prompt", "max_age"], ("max_age", &fresh.to_string()));
-        let flow_slug = authentication_flow_slug(state, &provider).await?;
+        let flow_slug = authentication_flow_slug(state, provider).await?;
         return Ok(Authorization::SignIn { flow_slug, query: again });
     }
     let flow = crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[provider.authorization_flow_id])
@@ -331,7 +334,7 @@ async fn answer(
             Some(proof) => handoff::redeem(state, proof, flow.id, session.id, &destination).await?,
             None => false,
         };
-        let handoff = authorization_handoff(&app, &scopes, &offer, query, ask_again);
+        let handoff = authorization_handoff(app, &scopes, &offer, query, ask_again);
         let silent = !ask_again && passes_without_asking(state, &stages, current.user.id, &handoff).await?;
         if !proven && !silent {
             if prompts.contains(&"none") {
@@ -514,7 +517,7 @@ pub(super) async fn authenticate_client(
     base: &str,
     parameters: &Parameters,
     basic: Option<(String, String)>,
-) -> Result<(provider::Model, application::Model), OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     if let Some(assertion) = parameters.get("client_assertion") {
         return authenticate_by_assertion(state, base, parameters, basic.is_some(), assertion).await;
     }
@@ -531,14 +534,14 @@ pub(super) async fn authenticate_client(
         }
         (None, secret) => (parameters.get("client_id").ok_or(OAuthError::InvalidClient)?, secret),
     };
-    let (provider, app) = client_by_id(state, client_id).await?.ok_or(OAuthError::InvalidClient)?;
-    if provider.client_type == ClientType::Confidential.as_str() {
-        let proven = secret.is_some_and(|secret| super::providers::client_secret_matches(&state.secret, &provider, secret));
+    let client = client_by_id(state, client_id).await?.ok_or(OAuthError::InvalidClient)?;
+    if client.provider.client_type == ClientType::Confidential.as_str() {
+        let proven = secret.is_some_and(|secret| super::providers::client_secret_matches(&state.secret, &client.provider, secret));
         if !proven {
             return Err(OAuthError::InvalidClient);
         }
     }
-    Ok((provider, app))
+    Ok(client)
 }
 
 /// [`authenticate_client`] with a `client_assertion` (RFC 7523 §2.2): its audience is this
@@ -549,7 +552,7 @@ async fn authenticate_by_assertion(
     parameters: &Parameters,
     with_basic: bool,
     assertion: &str,
-) -> Result<(provider::Model, application::Model), OAuthError> {
+) -> Result<Arc<Client>, OAuthError> {
     if with_basic || parameters.get("client_secret").is_some() {
         return Err(OAuthError::InvalidRequest("Use one way of client authentication, not two.".into()));
     }
@@ -560,18 +563,18 @@ async fn authenticate_by_assertion(
     if parameters.get("client_id").is_some_and(|given| given != claimed) {
         return Err(OAuthError::InvalidRequest("client_id differs from the client the assertion is from.".into()));
     }
-    let (provider, app) = client_by_id(state, &claimed).await?.ok_or(OAuthError::InvalidClient)?;
-    if provider.client_type != ClientType::Confidential.as_str() {
+    let client = client_by_id(state, &claimed).await?.ok_or(OAuthError::InvalidClient)?;
+    if client.provider.client_type != ClientType::Confidential.as_str() {
         return Err(OAuthError::InvalidClient);
     }
     let endpoints = ["token/", "introspect/", "revoke/", "device/"].map(|path| format!("{base}/application/o/{path}"));
-    let issuer = issuer(base, &provider, &app);
+    let issuer = issuer(base, &client.provider, &client.app);
     let mut audiences: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     audiences.push(&issuer);
-    if !super::assertions::proves(state, &provider, assertion, &audiences).await? {
+    if !super::assertions::proves(state, &client.provider, assertion, &audiences).await? {
         return Err(OAuthError::InvalidClient);
     }
-    Ok((provider, app))
+    Ok(client)
 }
 
 /// Answers a token request (`body` is its form body; `basic` the HTTP basic credentials).
@@ -584,14 +587,15 @@ pub async fn token(state: &AppState, base: &str, body: &str, basic: Option<(Stri
         }
         _ => return Err(OAuthError::UnsupportedGrantType),
     };
-    let (provider, app) = authenticate_client(state, base, &parameters, basic).await?;
+    let client = authenticate_client(state, base, &parameters, basic).await?;
+    let (provider, app) = (&client.provider, &client.app);
     if !provider.grant_types().contains(&grant) {
         return Err(OAuthError::UnauthorizedClient("This client may not use this grant type.".into()));
     }
     // The key is opened before any transaction: finding it may create the managed key.
-    let key = super::cache::signing_key(state, &provider).await?;
-    let issuer = issuer(base, &provider, &app);
-    let mint = Mint { state, issuer: &issuer, provider: &provider, signer: &key.signer };
+    let key = super::cache::signing_key(state, provider).await?;
+    let issuer = issuer(base, provider, app);
+    let mint = Mint { state, issuer: &issuer, provider, signer: &key.signer };
     match grant {
         GrantType::AuthorizationCode => exchange_code(&mint, &parameters).await,
         GrantType::RefreshToken => refresh(&mint, &parameters).await,
@@ -1000,23 +1004,24 @@ async fn own_token(state: &AppState, provider: &provider::Model, text: &str) -> 
 /// Answers an introspection request (RFC 7662) of an authenticated confidential client: what its
 /// own live token says, or `{"active": false}` for anything else, another client's tokens
 /// included.
-pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<Value, OAuthError> {
+pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<Introspection, OAuthError> {
     let parameters = Parameters::parse_once(body)?;
-    let (provider, app) = authenticate_client(state, base, &parameters, basic).await?;
+    let client = authenticate_client(state, base, &parameters, basic).await?;
+    let (provider, app) = (&client.provider, &client.app);
     if provider.client_type != ClientType::Confidential.as_str() {
         return Err(OAuthError::InvalidClient);
     }
     let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
-    let inactive = || Ok(json!({"active": false}));
+    let inactive = || Ok(Introspection::default());
     let digest = state.secret.digest(TOKEN_PURPOSE, text.as_bytes());
     // Access tokens, which resource servers ask about on every call, come from memory.
     if let Some(live) = super::cache::live_access_token(state, &digest).await? {
         if live.token.provider_id != provider.id {
             return inactive();
         }
-        return Ok(introspection(state, base, &provider, &app, &live.token, live.user.as_ref()));
+        return Ok(introspection(state, base, provider, app, &live.token, live.user.as_ref()));
     }
-    let Some(found) = own_token(state, &provider, text).await?.filter(|t| t.kind == REFRESH && !t.revoked && t.expires > Utc::now()) else {
+    let Some(found) = own_token(state, provider, text).await?.filter(|t| t.kind == REFRESH && !t.revoked && t.expires > Utc::now()) else {
         return inactive();
     };
     if !session_live(&state.db, found.session_id).await? {
@@ -1029,7 +1034,35 @@ pub async fn introspect(state: &AppState, base: &str, body: &str, basic: Option<
         },
         None => None,
     };
-    Ok(introspection(state, base, &provider, &app, &found, user.as_ref()))
+    Ok(introspection(state, base, provider, app, &found, user.as_ref()))
+}
+
+/// An introspection answer (RFC 7662 §2.2): `active` alone for anything but a live token of
+/// the asking client.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// RFC 6749's token type: access tokens are bearer tokens; refresh tokens have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// What introspection says of the live token `found` of `provider`, held for `user` (`None`:
@@ -1041,32 +1074,24 @@ fn introspection(
     app: &application::Model,
     found: &token::Model,
     user: Option<&user::Model>,
-) -> Value {
-    let subject = match user {
-        Some(user) => claims::subject(state, provider, user),
-        None => provider.client_id.clone(),
-    };
-    let mut answer = json!({
-        "active": true,
-        "scope": found.scope,
-        "client_id": provider.client_id,
-        "exp": found.expires.timestamp(),
-        "iat": found.created.timestamp(),
-        "sub": subject,
-        "aud": provider.client_id,
-        "iss": issuer(base, provider, app),
-    });
-    if let (Some(user), Some(fields)) = (user, answer.as_object_mut()) {
-        fields.insert("username".into(), json!(user.username));
+) -> Introspection {
+    let access = found.kind == ACCESS;
+    Introspection {
+        active: true,
+        scope: Some(found.scope.clone()),
+        client_id: Some(provider.client_id.clone()),
+        username: user.map(|u| u.username.clone()),
+        token_type: access.then_some("Bearer"),
+        exp: Some(found.expires.timestamp()),
+        iat: Some(found.created.timestamp()),
+        sub: Some(match user {
+            Some(user) => claims::subject(state, provider, user),
+            None => provider.client_id.clone(),
+        }),
+        aud: Some(provider.client_id.clone()),
+        iss: Some(issuer(base, provider, app)),
+        jti: access.then(|| found.id.to_string()),
     }
-    // RFC 7662's token_type is RFC 6749's: access tokens are bearer tokens.
-    if found.kind == ACCESS
-        && let Some(fields) = answer.as_object_mut()
-    {
-        fields.insert("token_type".into(), json!("Bearer"));
-        fields.insert("jti".into(), json!(found.id.to_string()));
-    }
-    answer
 }
 
 /// Answers a revocation request (RFC 7009): the client's own token is revoked, a refresh token
@@ -1074,9 +1099,10 @@ fn introspection(
 /// answered the same, so the answer tells nothing.
 pub async fn revoke(state: &AppState, base: &str, body: &str, basic: Option<(String, String)>) -> Result<(), OAuthError> {
     let parameters = Parameters::parse_once(body)?;
-    let (provider, _) = authenticate_client(state, base, &parameters, basic).await?;
+    let client = authenticate_client(state, base, &parameters, basic).await?;
+    let provider = &client.provider;
     let text = parameters.get("token").ok_or_else(|| OAuthError::InvalidRequest("token is missing.".into()))?;
-    let Some(found) = own_token(state, &provider, text).await? else { return Ok(()) };
+    let Some(found) = own_token(state, provider, text).await? else { return Ok(()) };
     let txn = crate::db::begin_write(&state.db).await?;
     if found.kind == REFRESH {
         revoke_family(state, &txn, found.family_id).await?;
