@@ -78,7 +78,8 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
     let oauth_ttl = config.tokens.oauth_cache_ttl.to_std();
     let password_work = Arc::new(crate::accounts::password::PasswordWork::new(config.passwords.hash_queue));
     let media = Arc::new(crate::media::store::MediaStore::open(&config).map_err(StartError::Other)?);
-    let issued_tokens = Arc::new(crate::db::batch::InsertBatcher::spawn(db.clone(), ISSUED_TOKENS_BATCH));
+    let token_writer = crate::db::dedicated_writer(&config, &db).await.map_err(|e| StartError::Other(e.to_string()))?;
+    let issued_tokens = Arc::new(crate::db::batch::InsertBatcher::spawn(token_writer, ISSUED_TOKENS_BATCH));
     let state = AppState::new(crate::state::Shared {
         db,
         config: Arc::new(config),

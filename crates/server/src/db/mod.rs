@@ -69,6 +69,21 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
     }
 }
 
+/// A connection for one task that writes again and again (see [`batch`]). On SQLite it is a
+/// pool of its own with one connection: a connection's page cache stays valid only while no
+/// other connection writes, so a writer that always uses the same one reads nothing back from
+/// the file before each batch. PostgreSQL keeps no such cache per connection: there it is `db`.
+pub async fn dedicated_writer(config: &Config, db: &DatabaseConnection) -> Result<DatabaseConnection, ConnectError> {
+    match config.backend() {
+        Backend::Sqlite => {
+            let mut single = config.clone();
+            single.database.max_connections = 1;
+            connect(&single).await
+        }
+        Backend::Postgres => Ok(db.clone()),
+    }
+}
+
 /// How long the first connection to PostgreSQL may take before the start gives up.
 const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
