@@ -51,13 +51,24 @@ where
     while receiver.recv_many(&mut batch, largest).await > 0 {
         if batch.len() > 1 {
             let rows: Vec<E::ActiveModel> = batch.iter().map(|pending| pending.row.clone()).collect();
-            if E::insert_many(rows).exec_without_returning(&db).await.is_ok() {
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Ok(()));
+            match E::insert_many(rows).exec_without_returning(&db).await {
+                Ok(_) => {
+                    for pending in batch.drain(..) {
+                        let _ = pending.done.send(Ok(()));
+                    }
+                    continue;
                 }
-                continue;
+                // One bad row must not fail the others: each is tried alone and hears its own
+                // error. A database that cannot write (locked, gone) fails them all at once
+                // rather than once per row.
+                Err(error) if error.sql_err().is_none() => {
+                    for pending in batch.drain(..) {
+                        let _ = pending.done.send(Err(DbErr::Custom(error.to_string())));
+                    }
+                    continue;
+                }
+                Err(_) => {}
             }
-            // One bad row must not fail the others: each is tried alone and hears its own error.
         }
         for pending in batch.drain(..) {
             let written = E::insert(pending.row).exec_without_returning(&db).await.map(|_| ());

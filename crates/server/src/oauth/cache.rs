@@ -5,8 +5,9 @@
 //! Entries are dropped by invalidation, never trusted for their lifetime alone: a change to a
 //! provider or application, and every revocation or deletion of issued tokens, advances
 //! [`OAuthCache::changes`] (and through `NOTIFY` the counter of every other process); a change
-//! to a key pair advances the key pairs' counter; a change to a user or the end of a session
-//! advances the session checks' counter. An entry lives while the counters it was read under
+//! to a key pair advances the key pairs' counter, which clients depend on too (deleting a pair
+//! changes the providers that named it); a change to a user or the end of a session advances the
+//! session checks' counter. An entry lives while the counters it was read under
 //! do, and at most `tokens.oauth_cache_ttl`, which bounds what a process that missed a
 //! notification can serve. Rotating a refresh token changes no access token, so it drops
 //! nothing: refresh tokens are never kept here.
@@ -66,8 +67,11 @@ impl LiveToken {
 /// The caches of the OAuth endpoints, with the counter of changes they depend on.
 pub struct OAuthCache {
     pub changes: Arc<Generation>,
-    clients: GenerationCache<String, Client>,
-    signing_keys: GenerationCache<i64, SigningKey>,
+    /// By tenant and client id.
+    clients: GenerationCache<(Uuid, String), Client>,
+    /// By provider and the pair it names (none: the managed key), so that a provider read
+    /// before a change of its key never finds the key stored after it, nor the other way round.
+    signing_keys: GenerationCache<(i64, Option<Uuid>), SigningKey>,
     access_tokens: GenerationCache<String, LiveToken>,
 }
 
@@ -122,8 +126,11 @@ pub async fn commit_change(state: &AppState, txn: DatabaseTransaction) -> Result
 
 /// The client named `client_id`, with its application.
 pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<Client>>> {
-    let read_under = state.oauth.changes.current();
-    if let Some(found) = state.oauth.clients.get(client_id, read_under) {
+    // Deleting a key pair changes the providers that named it (their key becomes the managed one).
+    let now = || stamp(&[state.oauth.changes.current(), state.key_pair_changes.current()]);
+    let read_under = now();
+    let key = (state.tenant.0, client_id.to_owned());
+    if let Some(found) = state.oauth.clients.get(&key, read_under) {
         return Ok(Some(found));
     }
     let found = provider::Entity::find()
@@ -139,7 +146,7 @@ pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<Clie
         .await?;
     let Some(app) = app else { return Ok(None) };
     let entry = Arc::new(Client { provider, app });
-    state.oauth.clients.put(client_id.to_owned(), read_under, state.oauth.changes.current(), entry.clone());
+    state.oauth.clients.put(key, read_under, now(), entry.clone());
     Ok(Some(entry))
 }
 
@@ -147,13 +154,14 @@ pub async fn client(state: &AppState, client_id: &str) -> Result<Option<Arc<Clie
 pub async fn signing_key(state: &AppState, provider: &provider::Model) -> Result<Arc<SigningKey>> {
     let now = || stamp(&[state.oauth.changes.current(), state.key_pair_changes.current()]);
     let read_under = now();
-    if let Some(found) = state.oauth.signing_keys.get(&provider.id, read_under) {
+    let key = (provider.id, provider.signing_key_id);
+    if let Some(found) = state.oauth.signing_keys.get(&key, read_under) {
         return Ok(found);
     }
     let pair = super::discovery::signing_pair(state, provider).await?;
     let signer = Signer::for_pair(&state.secret, &pair)?.ok_or_else(|| Error::internal("a provider's signing key cannot sign"))?;
     let entry = Arc::new(SigningKey { pair, signer });
-    state.oauth.signing_keys.put(provider.id, read_under, now(), entry.clone());
+    state.oauth.signing_keys.put(key, read_under, now(), entry.clone());
     Ok(entry)
 }
 
@@ -165,6 +173,7 @@ pub async fn live_access_token(state: &AppState, digest: &str) -> Result<Option<
     let read_under = now();
     // A remembered token that looks over is read again: its session may have been renewed.
     if let Some(found) = state.oauth.access_tokens.get(digest, read_under)
+        && found.token.tenant_id == state.tenant.0
         && found.live_at(Utc::now())
     {
         return Ok(Some(found));

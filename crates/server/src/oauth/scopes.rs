@@ -553,7 +553,8 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     }
     property_mapping::Entity::delete_by_id(mapping.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&mapping_ref(&mapping))).await?;
-    txn.commit().await?;
+    // Providers changed: remembered clients go.
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

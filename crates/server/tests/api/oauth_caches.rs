@@ -103,6 +103,12 @@ async fn a_client_remembered_by_the_token_endpoint_follows_every_change_to_it_at
     // What the new key signed is what the provider publishes.
     let keys: Value = app.client.get(app.url("/application/o/handbook/jwks/")).send().await.unwrap().json().await.unwrap();
     assert_eq!(keys["keys"][0]["kid"].as_str(), Some(kid.as_str()), "{keys}");
+    // Deleting that pair gives the provider the managed key back, at once.
+    let response = app.delete(&admin, &format!("/api/v3/crypto/certificatekeypairs/{}/", pair["pk"].as_str().unwrap())).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, managed) = client_token(&app, (&client_id, &new_secret)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(parts(&managed).0["kid"].as_str(), Some(kid.as_str()));
 
     // A deleted provider's client is unknown at once.
     assert_eq!(app.delete(&admin, &provider_path).await.status(), StatusCode::NO_CONTENT);
