@@ -875,7 +875,7 @@ async fn the_configured_public_address_names_the_issuer_whatever_the_host() {
 }
 
 /// The introspection endpoint's answer about `token` to the client `basic`.
-async fn introspection(app: &TestApp, basic: (&str, &str), token: &str) -> (StatusCode, Value) {
+pub(crate) async fn introspection(app: &TestApp, basic: (&str, &str), token: &str) -> (StatusCode, Value) {
     let response = app
         .client
         .post(app.url("/application/o/introspect/"))

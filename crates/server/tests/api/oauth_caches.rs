@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::oauth::{APPLICATIONS, PROVIDERS, code_with_pkce, exchange_form, single_sign_on, token_request};
+use crate::oauth::{APPLICATIONS, PROVIDERS, code_with_pkce, exchange_form, introspection, single_sign_on, token_request};
 use crate::support::{Session, TestApp, json, remember_secret};
 
 /// A client-credentials token for `client`; the status and the token's text.
@@ -30,16 +30,8 @@ fn parts(jwt: &str) -> (Value, Value) {
 
 /// Whether introspection by `client` calls `token` active.
 async fn active(app: &TestApp, client: (&str, &str), token: &str) -> bool {
-    let response = app
-        .client
-        .post(app.url("/application/o/introspect/"))
-        .basic_auth(client.0, Some(client.1))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let answer: Value = response.json().await.unwrap();
+    let (status, answer) = introspection(app, client, token).await;
+    assert_eq!(status, StatusCode::OK);
     answer["active"].as_bool().unwrap()
 }
 
