@@ -356,10 +356,7 @@ pub const CHANGES_CHANNEL: &str = "gatehouse_key_pair_changes";
 /// Commits a change to key pairs and drops every opened key read before it, here and (on
 /// PostgreSQL, when the transaction commits) in every other process.
 async fn commit_change(state: &AppState, txn: sea_orm::DatabaseTransaction) -> Result<()> {
-    state.key_pair_changes.announce(&txn).await?;
-    txn.commit().await?;
-    state.key_pair_changes.advance();
-    Ok(())
+    Ok(state.key_pair_changes.commit(txn).await?)
 }
 
 async fn insert(state: &AppState, actor: &Actor, row: key_pair::ActiveModel, name_field: &'static str) -> Result<KeyPairView> {

@@ -40,6 +40,14 @@ impl Generation {
         notify::notify(db, self.channel).await
     }
 
+    /// Commits the change on `txn`, telling the other processes, and counts it here.
+    pub async fn commit(&self, txn: sea_orm::DatabaseTransaction) -> Result<(), DbErr> {
+        self.announce(&txn).await?;
+        txn.commit().await?;
+        self.advance();
+        Ok(())
+    }
+
     /// Counts a change in this process; call once the change is visible (after its commit).
     pub fn advance(&self) {
         self.value.fetch_add(1, Ordering::AcqRel);

@@ -3,16 +3,15 @@
 //! PostgreSQL's `NOTIFY`, in every other; entries also expire after `flows.plan_cache_ttl`, which
 //! bounds what a process that missed a message can serve.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
 
 use super::entities::flow;
 use super::run::Plan;
+use crate::db::generation::{Generation, GenerationCache};
 use crate::db::notify;
 use crate::error::Result;
 use crate::state::AppState;
@@ -30,56 +29,37 @@ pub struct FlowPlan {
     pub fingerprint: String,
 }
 
-struct Entry {
-    generation: u64,
-    stored: Instant,
-    plan: Arc<FlowPlan>,
-}
-
 /// Plans by tenant and flow slug.
 pub struct PlanCache {
-    generation: AtomicU64,
-    ttl: Duration,
-    entries: RwLock<HashMap<(Uuid, String), Entry>>,
+    changes: Generation,
+    plans: GenerationCache<(Uuid, String), FlowPlan>,
 }
 
 impl PlanCache {
     /// A cache whose entries live at most `ttl` (zero disables caching).
     pub fn new(ttl: Duration) -> Self {
-        Self { generation: AtomicU64::new(0), ttl, entries: RwLock::new(HashMap::new()) }
+        Self { changes: Generation::new(CHANNEL), plans: GenerationCache::new(ttl, MAX_ENTRIES) }
     }
 
     /// The current generation; take it before reading from the database, and store with it.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.changes.current()
     }
 
     /// The cached plan of the flow `slug`, if still valid.
     pub fn get(&self, tenant: Uuid, slug: &str) -> Option<Arc<FlowPlan>> {
-        let entries = self.entries.read().ok()?;
-        let entry = entries.get(&(tenant, slug.to_owned()))?;
-        (entry.generation == self.generation() && entry.stored.elapsed() < self.ttl).then(|| entry.plan.clone())
+        self.plans.get(&(tenant, slug.to_owned()), self.generation())
     }
 
     /// Stores a plan read while `generation` was current; one read across a change is dropped.
     pub fn put(&self, tenant: Uuid, generation: u64, plan: Arc<FlowPlan>) {
-        if self.ttl.is_zero() || generation != self.generation() {
-            return;
-        }
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert((tenant, plan.flow.slug.clone()), Entry { generation, stored: Instant::now(), plan });
-        }
+        self.plans.put((tenant, plan.flow.slug.clone()), generation, self.generation(), plan);
     }
 
     /// Drops every plan; call after a change to flows, stages or bindings commits.
     pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        self.changes.advance();
+        self.plans.clear();
     }
 }
 

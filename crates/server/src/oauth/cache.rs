@@ -96,6 +96,11 @@ impl OAuthCache {
     /// Counts a committed change in this process and frees what it made stale.
     fn changed(&self) {
         self.changes.advance();
+        self.clear();
+    }
+
+    /// Frees every entry (a moved counter already keeps them from being served).
+    fn clear(&self) {
         self.clients.clear();
         self.signing_keys.clear();
         self.access_tokens.clear();
@@ -103,24 +108,17 @@ impl OAuthCache {
 }
 
 /// Makes the transaction on `txn` drop the other processes' OAuth caches when it commits; the
-/// caller then commits with [`commit_change`], or calls [`changed`] after its commit.
+/// caller then commits with [`commit_change`].
 pub async fn announce(state: &AppState, txn: &impl ConnectionTrait) -> Result<()> {
     state.oauth.changes.announce(txn).await?;
     Ok(())
 }
 
-/// Drops this process's OAuth caches; call after a change to providers, applications or issued
-/// tokens commits.
-pub fn changed(state: &AppState) {
-    state.oauth.changed();
-}
-
 /// Commits a change to providers, applications or issued tokens and drops what the OAuth caches
 /// hold, here and (on PostgreSQL, when the transaction commits) in every other process.
 pub async fn commit_change(state: &AppState, txn: DatabaseTransaction) -> Result<()> {
-    announce(state, &txn).await?;
-    txn.commit().await?;
-    changed(state);
+    state.oauth.changes.commit(txn).await?;
+    state.oauth.clear();
     Ok(())
 }
 
@@ -209,6 +207,6 @@ pub async fn live_access_token(state: &AppState, digest: &str) -> Result<Option<
 }
 
 /// When the session `id` ends, if it exists.
-async fn session_end(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<DateTime<Utc>>> {
+pub(super) async fn session_end(db: &impl ConnectionTrait, id: Uuid) -> std::result::Result<Option<DateTime<Utc>>, sea_orm::DbErr> {
     Ok(crate::sessions::entities::session::Entity::find_by_id(id).one(db).await?.map(|s| s.expires))
 }

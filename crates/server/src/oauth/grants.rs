@@ -986,8 +986,7 @@ pub async fn userinfo(state: &AppState, bearer: Option<&str>) -> Result<Value, B
 /// an expired session may not have been purged yet.
 pub(super) async fn session_live(db: &impl ConnectionTrait, session_id: Option<Uuid>) -> Result<bool, sea_orm::DbErr> {
     let Some(id) = session_id else { return Ok(true) };
-    let session = crate::sessions::entities::session::Entity::find_by_id(id).one(db).await?;
-    Ok(session.is_some_and(|s| s.expires > Utc::now()))
+    Ok(super::cache::session_end(db, id).await?.is_some_and(|end| end > Utc::now()))
 }
 
 /// The token of the tenant whose text is `text`, found by its keyed digest, whatever its kind.
