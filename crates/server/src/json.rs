@@ -292,6 +292,12 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
     }
 }
 
+/// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value, for
+/// changes that can clear it: `#[serde(default, deserialize_with = "crate::json::present")]`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod flows;

@@ -394,6 +394,97 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "Authorization Code",
         "authentik Providers OAuth2",
     ),
+    (
+        "authentik_endpoints_connectors_agent.view_agentconnector",
+        "Can view Agent Connector",
+        "agentconnector",
+        "Agent Connector",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.add_agentconnector",
+        "Can add Agent Connector",
+        "agentconnector",
+        "Agent Connector",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.change_agentconnector",
+        "Can change Agent Connector",
+        "agentconnector",
+        "Agent Connector",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.delete_agentconnector",
+        "Can delete Agent Connector",
+        "agentconnector",
+        "Agent Connector",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.view_enrollmenttoken",
+        "Can view Enrollment Token",
+        "enrollmenttoken",
+        "Enrollment Token",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.add_enrollmenttoken",
+        "Can add Enrollment Token",
+        "enrollmenttoken",
+        "Enrollment Token",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.change_enrollmenttoken",
+        "Can change Enrollment Token",
+        "enrollmenttoken",
+        "Enrollment Token",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.delete_enrollmenttoken",
+        "Can delete Enrollment Token",
+        "enrollmenttoken",
+        "Enrollment Token",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints_connectors_agent.view_enrollment_token_key",
+        "View token's key",
+        "enrollmenttoken",
+        "Enrollment Token",
+        "authentik Endpoints.Connectors.Agent",
+    ),
+    (
+        "authentik_endpoints.view_deviceaccessgroup",
+        "Can view Device access group",
+        "deviceaccessgroup",
+        "Device access group",
+        "authentik Endpoints",
+    ),
+    (
+        "authentik_endpoints.add_deviceaccessgroup",
+        "Can add Device access group",
+        "deviceaccessgroup",
+        "Device access group",
+        "authentik Endpoints",
+    ),
+    (
+        "authentik_endpoints.change_deviceaccessgroup",
+        "Can change Device access group",
+        "deviceaccessgroup",
+        "Device access group",
+        "authentik Endpoints",
+    ),
+    (
+        "authentik_endpoints.delete_deviceaccessgroup",
+        "Can delete Device access group",
+        "deviceaccessgroup",
+        "Device access group",
+        "authentik Endpoints",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -502,6 +593,19 @@ pub mod names {
     pub const DELETE_WEBHOOK_MAPPING: &str = "authentik_events.delete_notificationwebhookmapping";
     pub const VIEW_MEDIA_FILES: &str = "authentik_rbac.view_media_files";
     pub const MANAGE_MEDIA_FILES: &str = "authentik_rbac.manage_media_files";
+    pub const VIEW_AGENT_CONNECTOR: &str = "authentik_endpoints_connectors_agent.view_agentconnector";
+    pub const ADD_AGENT_CONNECTOR: &str = "authentik_endpoints_connectors_agent.add_agentconnector";
+    pub const CHANGE_AGENT_CONNECTOR: &str = "authentik_endpoints_connectors_agent.change_agentconnector";
+    pub const DELETE_AGENT_CONNECTOR: &str = "authentik_endpoints_connectors_agent.delete_agentconnector";
+    pub const VIEW_ENROLLMENT_TOKEN: &str = "authentik_endpoints_connectors_agent.view_enrollmenttoken";
+    pub const ADD_ENROLLMENT_TOKEN: &str = "authentik_endpoints_connectors_agent.add_enrollmenttoken";
+    pub const CHANGE_ENROLLMENT_TOKEN: &str = "authentik_endpoints_connectors_agent.change_enrollmenttoken";
+    pub const DELETE_ENROLLMENT_TOKEN: &str = "authentik_endpoints_connectors_agent.delete_enrollmenttoken";
+    pub const VIEW_ENROLLMENT_TOKEN_KEY: &str = "authentik_endpoints_connectors_agent.view_enrollment_token_key";
+    pub const VIEW_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.view_deviceaccessgroup";
+    pub const ADD_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.add_deviceaccessgroup";
+    pub const CHANGE_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.change_deviceaccessgroup";
+    pub const DELETE_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.delete_deviceaccessgroup";
     pub const VIEW_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.view_certificatekeypair";
     pub const ADD_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.add_certificatekeypair";
     pub const CHANGE_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.change_certificatekeypair";

@@ -32,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(GrantNumbers),
             Box::new(ClientAssertions),
             Box::new(SessionGrants),
+            Box::new(AgentConnectors),
         ]
     }
 }
@@ -1608,5 +1609,125 @@ impl MigrationTrait for SessionGrants {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("oauth2_session_grants").to_owned()).await
+    }
+}
+
+/// The agent connector's administration: device access groups, agent connectors and the
+/// enrollment tokens devices enrol with (found only by a keyed digest of their key; the sealed
+/// copy is for `view_key`).
+struct AgentConnectors;
+
+impl MigrationName for AgentConnectors {
+    fn name(&self) -> &str {
+        "m0022_agent_connectors"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AgentConnectors {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let groups = "device_access_groups";
+        manager
+            .create_table(
+                Table::create()
+                    .table(groups)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("name", 255))
+                    .col(json_binary("attributes"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk(groups))
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(groups, "ux_device_access_groups_name", &["tenant_id", "name"], true)).await?;
+
+        let connectors = "agent_connectors";
+        manager
+            .create_table(
+                Table::create()
+                    .table(connectors)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("name", 255))
+                    .col(boolean("enabled"))
+                    .col(string_len("snapshot_expiry", 100))
+                    .col(string_len("auth_session_duration", 100))
+                    .col(boolean("auth_terminate_session_on_expiry"))
+                    .col(string_len("refresh_interval", 100))
+                    .col(uuid_null("authorization_flow_id"))
+                    .col(big_integer("nss_uid_offset"))
+                    .col(big_integer("nss_gid_offset"))
+                    .col(uuid_null("challenge_key_id"))
+                    .col(string_len("challenge_idle_timeout", 100))
+                    .col(boolean("challenge_trigger_check_in"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk(connectors))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_agent_connectors_authorization_flow")
+                            .from(connectors, "authorization_flow_id")
+                            .to("flows", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    // A connector outlives the key its challenges were signed with: without
+                    // one, the endpoint stage passes devices without a challenge, as authentik's.
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_agent_connectors_challenge_key")
+                            .from(connectors, "challenge_key_id")
+                            .to("certificate_key_pairs", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(connectors, "ix_agent_connectors_tenant_name", &["tenant_id", "name"], false)).await?;
+
+        let tokens = "enrollment_tokens";
+        manager
+            .create_table(
+                Table::create()
+                    .table(tokens)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(uuid("connector_id"))
+                    .col(uuid_null("device_group_id"))
+                    .col(string_len("name", 255))
+                    .col(string_len("key_digest", 64))
+                    .col(text("key_sealed"))
+                    .col(boolean("expiring"))
+                    .col(timestamp_with_time_zone_null("expires"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk(tokens))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_enrollment_tokens_connector")
+                            .from(tokens, "connector_id")
+                            .to(connectors, "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_enrollment_tokens_device_group")
+                            .from(tokens, "device_group_id")
+                            .to(groups, "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(tokens, "ux_enrollment_tokens_key_digest", &["key_digest"], true)).await?;
+        manager.create_index(index(tokens, "ix_enrollment_tokens_connector", &["connector_id"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["enrollment_tokens", "agent_connectors", "device_access_groups"] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
     }
 }

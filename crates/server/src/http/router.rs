@@ -24,6 +24,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::mfa::handlers::router())
         .merge(crate::mappings::handlers::router())
         .merge(crate::crypto::handlers::router())
+        .merge(crate::endpoints::handlers::router())
         .merge(crate::oauth::handlers::router())
         .merge(crate::oauth::api::router())
         .merge(crate::media::handlers::router(state.config.media.max_upload_bytes))

@@ -38,7 +38,7 @@ pub struct ApplicationRequest {
     /// Letters, digits, `-` and `_`; used in URLs.
     pub slug: Option<String>,
     /// The provider that signs people in to this application.
-    #[serde(default, deserialize_with = "super::model::present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<i64>)]
     pub provider: Option<Option<i64>>,
     /// Not offered: only an empty list is accepted.

@@ -71,12 +71,6 @@ text_enum!(
     }
 );
 
-/// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value, for
-/// changes that can clear it.
-pub fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 /// The longest redirect URI or pattern accepted.
 const LONGEST_URI: usize = 2048;
 /// The most redirect URIs one provider registers.

@@ -36,7 +36,7 @@ const LONGEST_CODE_VALIDITY: DurationString = DurationString::from_secs(600);
 #[serde(deny_unknown_fields)]
 pub struct ProviderRequest {
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "super::model::present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<Uuid>)]
     pub authentication_flow: Option<Option<Uuid>>,
     pub authorization_flow: Option<Uuid>,
@@ -58,11 +58,11 @@ pub struct ProviderRequest {
     pub refresh_token_threshold: Option<String>,
     pub include_claims_in_id_token: Option<bool>,
     /// The pair whose key signs tokens; without one, the server's managed key does.
-    #[serde(default, deserialize_with = "super::model::present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<Uuid>)]
     pub signing_key: Option<Option<Uuid>>,
     /// Encrypted tokens are not offered: only `null` is accepted.
-    #[serde(default, deserialize_with = "super::model::present")]
+    #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<Uuid>)]
     pub encryption_key: Option<Option<Uuid>>,
     pub redirect_uris: Option<Vec<RedirectUri>>,

@@ -27,10 +27,12 @@ pub enum KeyKind {
     AppPassword,
     Recovery,
     Verification,
+    /// An agent connector's enrollment token, which devices enrol with.
+    Enrollment,
 }
 
 impl KeyKind {
-    const ALL: [KeyKind; 4] = [KeyKind::Api, KeyKind::AppPassword, KeyKind::Recovery, KeyKind::Verification];
+    const ALL: [KeyKind; 5] = [KeyKind::Api, KeyKind::AppPassword, KeyKind::Recovery, KeyKind::Verification, KeyKind::Enrollment];
 
     /// The code in the key.
     pub fn code(self) -> &'static str {
@@ -39,6 +41,7 @@ impl KeyKind {
             KeyKind::AppPassword => "app",
             KeyKind::Recovery => "rec",
             KeyKind::Verification => "ver",
+            KeyKind::Enrollment => "enr",
         }
     }
 }
@@ -59,7 +62,7 @@ impl fmt::Debug for SecretKey {
 /// Why text is not a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("not a Gatehouse key: expected gatehouse_<api|app|rec|ver>_ followed by 49 letters and digits")]
+    #[error("not a Gatehouse key: expected gatehouse_<api|app|rec|ver|enr>_ followed by 49 letters and digits")]
     Format,
     #[error("the key's checksum does not match; it was mistyped or truncated")]
     Checksum,

@@ -14,6 +14,7 @@ mod client_assertions;
 mod consent;
 mod crypto;
 mod device;
+mod endpoints;
 mod escalation;
 mod events;
 mod factor_oracle;

@@ -1,0 +1,361 @@
+//! `/api/v3/endpoints/`: agent connectors, enrollment tokens and device access groups in
+//! authentik's shapes (`AgentConnector`, `EnrollmentToken`, `DeviceAccessGroup`, `TokenView`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::access_groups::{self, AccessGroupFilter, AccessGroupRequest};
+use super::connectors::{self, ConnectorFilter, ConnectorRequest};
+use super::enrollment::{self, TokenFilter, TokenRequest, TokenView};
+use super::entities::{access_group, connector};
+use crate::db::pagination::{ListParams, Paginated};
+use crate::error::{Error, Result};
+use crate::http::auth::Principal;
+use crate::http::json::ApiJson;
+use crate::http::query::ApiQuery;
+use crate::state::AppState;
+use crate::tokens::api::UsedBy;
+
+/// Routes of this module.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_connectors, create_connector))
+        .routes(routes!(retrieve_connector, update_connector, partial_update_connector, delete_connector))
+        .routes(routes!(connector_used_by))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(retrieve_token, update_token, partial_update_token, delete_token))
+        .routes(routes!(token_used_by))
+        .routes(routes!(view_token_key))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(retrieve_group, update_group, partial_update_group, delete_group))
+        .routes(routes!(group_used_by))
+}
+
+fn id_of(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| Error::NotFound)
+}
+
+/// authentik's `AgentConnector`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentConnectorOut {
+    pub connector_uuid: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    pub component: &'static str,
+    pub verbose_name: &'static str,
+    pub verbose_name_plural: &'static str,
+    pub meta_model_name: &'static str,
+    pub snapshot_expiry: String,
+    pub auth_session_duration: String,
+    pub auth_terminate_session_on_expiry: bool,
+    pub refresh_interval: String,
+    pub authorization_flow: Option<Uuid>,
+    pub nss_uid_offset: i64,
+    pub nss_gid_offset: i64,
+    pub challenge_key: Option<Uuid>,
+    pub challenge_idle_timeout: String,
+    pub challenge_trigger_check_in: bool,
+    /// Federation from OAuth2 providers is not offered: always empty.
+    pub jwt_federation_providers: Vec<i64>,
+}
+
+impl From<connector::Model> for AgentConnectorOut {
+    fn from(connector: connector::Model) -> Self {
+        Self {
+            connector_uuid: connector.id,
+            name: connector.name,
+            enabled: connector.enabled,
+            component: "ak-endpoints-connector-agent-form",
+            verbose_name: "Agent Connector",
+            verbose_name_plural: "Agent Connectors",
+            meta_model_name: "authentik_endpoints_connectors_agent.agentconnector",
+            snapshot_expiry: connector.snapshot_expiry,
+            auth_session_duration: connector.auth_session_duration,
+            auth_terminate_session_on_expiry: connector.auth_terminate_session_on_expiry,
+            refresh_interval: connector.refresh_interval,
+            authorization_flow: connector.authorization_flow_id,
+            nss_uid_offset: connector.nss_uid_offset,
+            nss_gid_offset: connector.nss_gid_offset,
+            challenge_key: connector.challenge_key_id,
+            challenge_idle_timeout: connector.challenge_idle_timeout,
+            challenge_trigger_check_in: connector.challenge_trigger_check_in,
+            jwt_federation_providers: Vec::new(),
+        }
+    }
+}
+
+/// authentik's `DeviceAccessGroup`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceAccessGroupOut {
+    pub pbm_uuid: Uuid,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+}
+
+impl From<access_group::Model> for DeviceAccessGroupOut {
+    fn from(group: access_group::Model) -> Self {
+        Self { pbm_uuid: group.id, name: group.name, attributes: group.attributes }
+    }
+}
+
+/// authentik's `EnrollmentToken`; the key is shown only by `view_key/`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnrollmentTokenOut {
+    pub token_uuid: Uuid,
+    pub device_group: Option<Uuid>,
+    pub device_group_obj: Option<DeviceAccessGroupOut>,
+    pub connector: Uuid,
+    pub name: String,
+    pub expiring: bool,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl From<TokenView> for EnrollmentTokenOut {
+    fn from(view: TokenView) -> Self {
+        let token = view.token;
+        Self {
+            token_uuid: token.id,
+            device_group: token.device_group_id,
+            device_group_obj: view.device_group.map(DeviceAccessGroupOut::from),
+            connector: token.connector_id,
+            name: token.name,
+            expiring: token.expiring,
+            expires: token.expires,
+        }
+    }
+}
+
+/// authentik's `TokenView`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenKey {
+    pub key: String,
+}
+
+// --- agent connectors ----------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/connectors/", tag = "endpoints", params(ListParams, ConnectorFilter),
+    responses((status = 200, description = "A page of agent connectors", body = Paginated<AgentConnectorOut>), (status = 403, description = "Permission denied")))]
+async fn list_connectors(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<ConnectorFilter>,
+) -> Result<Json<Paginated<AgentConnectorOut>>> {
+    Ok(Json(connectors::list(&state, &principal.actor(), &filter, &params).await?.map(AgentConnectorOut::from)))
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/agents/connectors/", tag = "endpoints", request_body = ConnectorRequest,
+    responses((status = 201, body = AgentConnectorOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_connector(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ConnectorRequest>,
+) -> Result<(StatusCode, Json<AgentConnectorOut>)> {
+    Ok((StatusCode::CREATED, Json(connectors::create(&state, &principal.actor(), &body).await?.into())))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/connectors/{connector_uuid}/", tag = "endpoints",
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 200, body = AgentConnectorOut), (status = 404, description = "Not found")))]
+async fn retrieve_connector(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AgentConnectorOut>> {
+    Ok(Json(connectors::get(&state, &principal.actor(), id_of(&id)?).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/v3/endpoints/agents/connectors/{connector_uuid}/", tag = "endpoints", request_body = ConnectorRequest,
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 200, body = AgentConnectorOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn update_connector(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ConnectorRequest>,
+) -> Result<Json<AgentConnectorOut>> {
+    Ok(Json(connectors::update(&state, &principal.actor(), id_of(&id)?, &body, true).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v3/endpoints/agents/connectors/{connector_uuid}/", tag = "endpoints", request_body = ConnectorRequest,
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 200, body = AgentConnectorOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn partial_update_connector(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ConnectorRequest>,
+) -> Result<Json<AgentConnectorOut>> {
+    Ok(Json(connectors::update(&state, &principal.actor(), id_of(&id)?, &body, false).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v3/endpoints/agents/connectors/{connector_uuid}/", tag = "endpoints",
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 204, description = "Deleted, with its enrollment tokens"), (status = 404, description = "Not found")))]
+async fn delete_connector(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    connectors::delete(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/connectors/{connector_uuid}/used_by/", tag = "endpoints",
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn connector_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    Ok(Json(connectors::used_by(&state, &principal.actor(), id_of(&id)?).await?))
+}
+
+// --- enrollment tokens ---------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/enrollment_tokens/", tag = "endpoints", params(ListParams, TokenFilter),
+    responses((status = 200, description = "A page of enrollment tokens", body = Paginated<EnrollmentTokenOut>), (status = 403, description = "Permission denied")))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<TokenFilter>,
+) -> Result<Json<Paginated<EnrollmentTokenOut>>> {
+    Ok(Json(enrollment::list(&state, &principal.actor(), &filter, &params).await?.map(EnrollmentTokenOut::from)))
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/agents/enrollment_tokens/", tag = "endpoints", request_body = TokenRequest,
+    responses((status = 201, body = EnrollmentTokenOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<(StatusCode, Json<EnrollmentTokenOut>)> {
+    Ok((StatusCode::CREATED, Json(enrollment::create(&state, &principal.actor(), &body).await?.into())))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/enrollment_tokens/{token_uuid}/", tag = "endpoints",
+    params(("token_uuid" = Uuid, Path, description = "Token uuid")),
+    responses((status = 200, body = EnrollmentTokenOut), (status = 404, description = "Not found")))]
+async fn retrieve_token(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<EnrollmentTokenOut>> {
+    Ok(Json(enrollment::get(&state, &principal.actor(), id_of(&id)?).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/v3/endpoints/agents/enrollment_tokens/{token_uuid}/", tag = "endpoints", request_body = TokenRequest,
+    params(("token_uuid" = Uuid, Path, description = "Token uuid")),
+    responses((status = 200, body = EnrollmentTokenOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn update_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<Json<EnrollmentTokenOut>> {
+    Ok(Json(enrollment::update(&state, &principal.actor(), id_of(&id)?, &body, true).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v3/endpoints/agents/enrollment_tokens/{token_uuid}/", tag = "endpoints", request_body = TokenRequest,
+    params(("token_uuid" = Uuid, Path, description = "Token uuid")),
+    responses((status = 200, body = EnrollmentTokenOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn partial_update_token(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<Json<EnrollmentTokenOut>> {
+    Ok(Json(enrollment::update(&state, &principal.actor(), id_of(&id)?, &body, false).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v3/endpoints/agents/enrollment_tokens/{token_uuid}/", tag = "endpoints",
+    params(("token_uuid" = Uuid, Path, description = "Token uuid")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
+async fn delete_token(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    enrollment::delete(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/enrollment_tokens/{token_uuid}/used_by/", tag = "endpoints",
+    params(("token_uuid" = Uuid, Path, description = "Token uuid")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn token_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    // Nothing refers to an enrollment token; asking still needs the permission to see it.
+    enrollment::get(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(Json(Vec::new()))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/enrollment_tokens/{token_uuid}/view_key/", tag = "endpoints",
+    params(("token_uuid" = Uuid, Path, description = "Token uuid")),
+    responses((status = 200, body = TokenKey), (status = 403, description = "Permission denied"), (status = 404, description = "Not found")))]
+async fn view_token_key(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<TokenKey>> {
+    Ok(Json(TokenKey { key: enrollment::view_key(&state, &principal.actor(), id_of(&id)?).await? }))
+}
+
+// --- device access groups ------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/api/v3/endpoints/device_access_groups/", tag = "endpoints", params(ListParams, AccessGroupFilter),
+    responses((status = 200, description = "A page of device access groups", body = Paginated<DeviceAccessGroupOut>), (status = 403, description = "Permission denied")))]
+async fn list_groups(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<AccessGroupFilter>,
+) -> Result<Json<Paginated<DeviceAccessGroupOut>>> {
+    Ok(Json(access_groups::list(&state, &principal.actor(), &filter, &params).await?.map(DeviceAccessGroupOut::from)))
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/device_access_groups/", tag = "endpoints", request_body = AccessGroupRequest,
+    responses((status = 201, body = DeviceAccessGroupOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<AccessGroupRequest>,
+) -> Result<(StatusCode, Json<DeviceAccessGroupOut>)> {
+    Ok((StatusCode::CREATED, Json(access_groups::create(&state, &principal.actor(), &body).await?.into())))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/device_access_groups/{pbm_uuid}/", tag = "endpoints",
+    params(("pbm_uuid" = Uuid, Path, description = "Device access group uuid")),
+    responses((status = 200, body = DeviceAccessGroupOut), (status = 404, description = "Not found")))]
+async fn retrieve_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<DeviceAccessGroupOut>> {
+    Ok(Json(access_groups::get(&state, &principal.actor(), id_of(&id)?).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/v3/endpoints/device_access_groups/{pbm_uuid}/", tag = "endpoints", request_body = AccessGroupRequest,
+    params(("pbm_uuid" = Uuid, Path, description = "Device access group uuid")),
+    responses((status = 200, body = DeviceAccessGroupOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn update_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AccessGroupRequest>,
+) -> Result<Json<DeviceAccessGroupOut>> {
+    Ok(Json(access_groups::update(&state, &principal.actor(), id_of(&id)?, &body, true).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v3/endpoints/device_access_groups/{pbm_uuid}/", tag = "endpoints", request_body = AccessGroupRequest,
+    params(("pbm_uuid" = Uuid, Path, description = "Device access group uuid")),
+    responses((status = 200, body = DeviceAccessGroupOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn partial_update_group(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AccessGroupRequest>,
+) -> Result<Json<DeviceAccessGroupOut>> {
+    Ok(Json(access_groups::update(&state, &principal.actor(), id_of(&id)?, &body, false).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v3/endpoints/device_access_groups/{pbm_uuid}/", tag = "endpoints",
+    params(("pbm_uuid" = Uuid, Path, description = "Device access group uuid")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
+async fn delete_group(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    access_groups::delete(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/device_access_groups/{pbm_uuid}/used_by/", tag = "endpoints",
+    params(("pbm_uuid" = Uuid, Path, description = "Device access group uuid")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn group_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    Ok(Json(access_groups::used_by(&state, &principal.actor(), id_of(&id)?).await?))
+}

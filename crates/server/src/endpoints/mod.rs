@@ -1,0 +1,8 @@
+//! Endpoint devices and the agent connector: device access groups, agent connectors and the
+//! enrollment tokens devices enrol with, in authentik's `/api/v3/endpoints/` shapes.
+
+pub mod access_groups;
+pub mod connectors;
+pub mod enrollment;
+pub mod entities;
+pub mod handlers;

@@ -1,0 +1,260 @@
+//! The agent connector's administration through `/api/v3/endpoints/`: agent connectors, device
+//! access groups and enrollment tokens, their permissions, validation and audit trail.
+
+use gatehouse::endpoints::entities::enrollment_token;
+use gatehouse::tokens::key::SecretKey;
+use reqwest::StatusCode;
+use sea_orm::EntityTrait;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, assert_field_error, assert_forbidden, json, remember_secret};
+
+const CONNECTORS: &str = "/api/v3/endpoints/agents/connectors/";
+const TOKENS: &str = "/api/v3/endpoints/agents/enrollment_tokens/";
+const GROUPS: &str = "/api/v3/endpoints/device_access_groups/";
+
+fn id(value: &Value, field: &str) -> String {
+    value[field].as_str().unwrap_or_else(|| panic!("{field} in {value}")).to_owned()
+}
+
+#[tokio::test]
+async fn an_agent_connector_is_created_with_authentiks_defaults_and_changed_field_by_field() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+
+    let (status, created) = json(app.post(&admin, CONNECTORS, json!({"name": "Laptops"})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    for (field, expected) in [
+        ("enabled", json!(true)),
+        // Durations read back in canonical form: authentik's default "hours=24" is a day.
+        ("snapshot_expiry", json!("days=1")),
+        ("auth_session_duration", json!("hours=8")),
+        ("auth_terminate_session_on_expiry", json!(false)),
+        ("refresh_interval", json!("minutes=30")),
+        ("authorization_flow", Value::Null),
+        ("nss_uid_offset", json!(1000)),
+        ("nss_gid_offset", json!(1000)),
+        ("challenge_key", Value::Null),
+        ("challenge_idle_timeout", json!("seconds=5")),
+        ("challenge_trigger_check_in", json!(false)),
+        ("jwt_federation_providers", json!([])),
+        ("component", json!("ak-endpoints-connector-agent-form")),
+        ("meta_model_name", json!("authentik_endpoints_connectors_agent.agentconnector")),
+    ] {
+        assert_eq!(created[field], expected, "{field} in {created}");
+    }
+    let path = format!("{CONNECTORS}{}/", id(&created, "connector_uuid"));
+
+    // A flow and a key that can sign challenges may be chosen; durations come back canonical.
+    let (_, flows) = json(app.get(&admin, "/api/v3/flows/instances/?slug=default-authentication-flow").await).await;
+    let flow = flows["results"][0]["pk"].clone();
+    let (status, pair) = json(
+        app.post(
+            &admin,
+            "/api/v3/crypto/certificatekeypairs/generate/",
+            json!({"common_name": "challenges", "validity_days": 30, "alg": "ecdsa"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let change = json!({"authorization_flow": flow, "challenge_key": pair["pk"], "refresh_interval": "seconds=90", "nss_uid_offset": 2000, "enabled": false});
+    let (status, changed) = json(app.patch(&admin, &path, change).await).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(
+        (
+            &changed["authorization_flow"],
+            &changed["challenge_key"],
+            &changed["refresh_interval"],
+            &changed["nss_uid_offset"],
+            &changed["enabled"]
+        ),
+        (&flow, &pair["pk"], &json!("minutes=1;seconds=30"), &json!(2000), &json!(false)),
+    );
+    assert_eq!(changed["nss_gid_offset"], 1000, "a patch keeps what it does not name");
+    let (_, listed) = json(app.get(&admin, &format!("{CONNECTORS}?enabled=false&search=lap")).await).await;
+    assert_eq!(listed["pagination"]["count"], 1, "{listed}");
+    // Clearing the key sets it back to none.
+    let (_, cleared) = json(app.patch(&admin, &path, json!({"challenge_key": null})).await).await;
+    assert_eq!(cleared["challenge_key"], Value::Null);
+
+    // Every change is in the audit trail.
+    let events = crate::flows::events(&app, "model_updated").await;
+    assert!(events.iter().any(|e| e["context"]["model"]["model_name"] == "agentconnector"), "{events:?}");
+}
+
+#[tokio::test]
+async fn agent_connector_input_is_refused_field_by_field() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    for (body, field) in [
+        (json!({}), "name"),
+        (json!({"name": "  "}), "name"),
+        (json!({"name": "x", "refresh_interval": "fortnights=1"}), "refresh_interval"),
+        (json!({"name": "x", "snapshot_expiry": "seconds=0"}), "snapshot_expiry"),
+        (json!({"name": "x", "nss_uid_offset": -1}), "nss_uid_offset"),
+        (json!({"name": "x", "nss_gid_offset": 2_147_483_648_i64}), "nss_gid_offset"),
+        (json!({"name": "x", "authorization_flow": uuid::Uuid::new_v4()}), "authorization_flow"),
+        (json!({"name": "x", "challenge_key": uuid::Uuid::new_v4()}), "challenge_key"),
+        (json!({"name": "x", "jwt_federation_providers": [1]}), "jwt_federation_providers"),
+        (json!({"name": "x", "unknown_setting": true}), "unknown_setting"),
+    ] {
+        let problem = assert_field_error(app.post(&admin, CONNECTORS, body.clone()).await, field).await;
+        assert!(!problem.to_string().contains("panicked"), "{body}: {problem}");
+    }
+    // A certificate without its key cannot sign challenges.
+    let (_, pair) = json(
+        app.post(
+            &admin,
+            "/api/v3/crypto/certificatekeypairs/generate/",
+            json!({"common_name": "full", "validity_days": 30, "alg": "ecdsa"}),
+        )
+        .await,
+    )
+    .await;
+    let (_, certificate) =
+        json(app.get(&admin, &format!("/api/v3/crypto/certificatekeypairs/{}/view_certificate/", id(&pair, "pk"))).await).await;
+    let (status, bare) = json(
+        app.post(&admin, "/api/v3/crypto/certificatekeypairs/", json!({"name": "bare", "certificate_data": certificate["data"]})).await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{bare}");
+    assert_field_error(app.post(&admin, CONNECTORS, json!({"name": "x", "challenge_key": bare["pk"]})).await, "challenge_key").await;
+    // Nothing was stored by any refused request.
+    let (_, listed) = json(app.get(&admin, CONNECTORS).await).await;
+    assert_eq!(listed["pagination"]["count"], 0, "{listed}");
+}
+
+#[tokio::test]
+async fn enrollment_token_keys_are_shown_only_through_view_key_and_each_view_is_recorded() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let (_, connector) = json(app.post(&admin, CONNECTORS, json!({"name": "Laptops"})).await).await;
+    let (_, group) = json(app.post(&admin, GROUPS, json!({"name": "Finance", "attributes": {"site": "HQ"}})).await).await;
+
+    let body = json!({"name": "Spring rollout", "connector": connector["connector_uuid"], "device_group": group["pbm_uuid"]});
+    let (status, token) = json(app.post(&admin, TOKENS, body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{token}");
+    assert_eq!(token["device_group_obj"]["name"], "Finance", "{token}");
+    assert_eq!(token["expiring"], true);
+    let expires = chrono::DateTime::parse_from_rfc3339(token["expires"].as_str().unwrap()).unwrap();
+    assert!(expires > chrono::Utc::now(), "an expiring token without a date gets the default lifetime");
+    assert!(token.get("key").is_none(), "{token}");
+    let path = format!("{TOKENS}{}/", id(&token, "token_uuid"));
+    let (_, retrieved) = json(app.get(&admin, &path).await).await;
+    assert!(retrieved.get("key").is_none(), "{retrieved}");
+
+    let (status, viewed) = json(app.get(&admin, &format!("{path}view_key/")).await).await;
+    assert_eq!(status, StatusCode::OK, "{viewed}");
+    let key = viewed["key"].as_str().unwrap().to_owned();
+    remember_secret(&key);
+    assert!(SecretKey::parse(&key).is_ok(), "the key is in Gatehouse's checksummed format");
+    assert!(key.starts_with("gatehouse_enr_"), "{key}");
+    // Stored only as a digest and a sealed copy.
+    let stored = enrollment_token::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].key_digest.contains(&key) && !stored[0].key_sealed.contains(&key));
+    let events = crate::flows::events(&app, "secret_view").await;
+    assert!(events.iter().any(|e| e["context"]["model"]["model_name"] == "enrollmenttoken"), "{events:?}");
+
+    // A patch may end the expiry; a connector that is not there is refused.
+    let (_, forever) = json(app.patch(&admin, &path, json!({"expiring": false})).await).await;
+    assert_eq!((&forever["expiring"], &forever["expires"]), (&json!(false), &Value::Null), "{forever}");
+    assert_field_error(app.patch(&admin, &path, json!({"connector": uuid::Uuid::new_v4()})).await, "connector").await;
+    assert_field_error(app.post(&admin, TOKENS, json!({"name": "no connector"})).await, "connector").await;
+    assert_field_error(
+        app.post(&admin, TOKENS, json!({"name": "x", "connector": connector["connector_uuid"], "device_group": uuid::Uuid::new_v4()}))
+            .await,
+        "device_group",
+    )
+    .await;
+
+    // The group's and the connector's used_by list the token; deleting the group leaves the token
+    // without one, deleting the connector takes the token with it.
+    let (_, used) = json(app.get(&admin, &format!("{GROUPS}{}/used_by/", id(&group, "pbm_uuid"))).await).await;
+    assert_eq!(used[0]["action"], "set_null", "{used}");
+    let (_, used) = json(app.get(&admin, &format!("{CONNECTORS}{}/used_by/", id(&connector, "connector_uuid"))).await).await;
+    assert_eq!((&used[0]["name"], &used[0]["action"]), (&json!("Spring rollout"), &json!("cascade")), "{used}");
+    let (status, _) = json(app.delete(&admin, &format!("{GROUPS}{}/", id(&group, "pbm_uuid"))).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, orphan) = json(app.get(&admin, &path).await).await;
+    assert_eq!((&orphan["device_group"], &orphan["device_group_obj"]), (&Value::Null, &Value::Null), "{orphan}");
+    let (status, _) = json(app.delete(&admin, &format!("{CONNECTORS}{}/", id(&connector, "connector_uuid"))).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = json(app.get(&admin, &path).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn endpoint_administration_follows_its_permissions() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let (_, connector) = json(app.post(&admin, CONNECTORS, json!({"name": "Laptops"})).await).await;
+    let (_, token) = json(app.post(&admin, TOKENS, json!({"name": "t", "connector": connector["connector_uuid"]})).await).await;
+    let token_path = format!("{TOKENS}{}/", id(&token, "token_uuid"));
+
+    // Nobody without a permission sees or changes anything.
+    app.user("plain@example.com", |_| {}).await;
+    let plain = app.sign_in("plain@example.com").await;
+    for path in [CONNECTORS, TOKENS, GROUPS] {
+        assert_forbidden(app.get(&plain, path).await).await;
+    }
+    assert_forbidden(app.post(&plain, GROUPS, json!({"name": "g"})).await).await;
+    assert_forbidden(app.get(&plain, &format!("{token_path}view_key/")).await).await;
+
+    // Seeing tokens is not reading their keys: that takes its own permission, asked before the
+    // token is looked up (so unknown ids answer the same).
+    app.user_with(
+        "viewer@example.com",
+        &["authentik_endpoints_connectors_agent.view_enrollmenttoken", "authentik_endpoints_connectors_agent.view_agentconnector"],
+    )
+    .await;
+    let viewer = app.sign_in("viewer@example.com").await;
+    let (status, _) = json(app.get(&viewer, &token_path).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_forbidden(app.get(&viewer, &format!("{token_path}view_key/")).await).await;
+    assert_forbidden(app.get(&viewer, &format!("{TOKENS}{}/view_key/", uuid::Uuid::new_v4())).await).await;
+    assert_forbidden(app.patch(&viewer, &token_path, json!({"name": "renamed"})).await).await;
+    assert_forbidden(app.delete(&viewer, &format!("{CONNECTORS}{}/", id(&connector, "connector_uuid"))).await).await;
+
+    app.user_with("keyholder@example.com", &["authentik_endpoints_connectors_agent.view_enrollment_token_key"]).await;
+    let keyholder = app.sign_in("keyholder@example.com").await;
+    let (status, viewed) = json(app.get(&keyholder, &format!("{token_path}view_key/")).await).await;
+    assert_eq!(status, StatusCode::OK, "{viewed}");
+    remember_secret(viewed["key"].as_str().unwrap());
+
+    // Choosing a challenge key means seeing key pairs.
+    app.user_with(
+        "operator@example.com",
+        &["authentik_endpoints_connectors_agent.view_agentconnector", "authentik_endpoints_connectors_agent.change_agentconnector"],
+    )
+    .await;
+    let operator = app.sign_in("operator@example.com").await;
+    let path = format!("{CONNECTORS}{}/", id(&connector, "connector_uuid"));
+    let (status, renamed) = json(app.patch(&operator, &path, json!({"name": "Desktops"})).await).await;
+    assert_eq!((status, &renamed["name"]), (StatusCode::OK, &json!("Desktops")));
+    assert_forbidden(app.patch(&operator, &path, json!({"challenge_key": uuid::Uuid::new_v4()})).await).await;
+}
+
+#[tokio::test]
+async fn device_access_group_names_are_unique_and_attributes_are_objects() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let (status, group) = json(app.post(&admin, GROUPS, json!({"name": "Kiosks"})).await).await;
+    assert_eq!((status, &group["attributes"]), (StatusCode::CREATED, &json!({})), "{group}");
+    assert_field_error(app.post(&admin, GROUPS, json!({"name": "Kiosks"})).await, "name").await;
+    assert_field_error(app.post(&admin, GROUPS, json!({"name": "Other", "attributes": [1, 2]})).await, "attributes").await;
+    let path = format!("{GROUPS}{}/", id(&group, "pbm_uuid"));
+    assert_field_error(app.put(&admin, &path, json!({"attributes": {}})).await, "name").await;
+    let (status, changed) = json(app.put(&admin, &path, json!({"name": "Lobby kiosks", "attributes": {"floor": 0}})).await).await;
+    assert_eq!((status, &changed["attributes"]["floor"]), (StatusCode::OK, &json!(0)), "{changed}");
+    let (_, found) = json(app.get(&admin, &format!("{GROUPS}?name=Lobby%20kiosks")).await).await;
+    assert_eq!(found["results"][0]["pbm_uuid"], group["pbm_uuid"], "{found}");
+    let (status, _) = json(app.get(&admin, &format!("{GROUPS}not-a-uuid/")).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
