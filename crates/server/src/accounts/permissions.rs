@@ -485,6 +485,9 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
         "Device access group",
         "authentik Endpoints",
     ),
+    ("authentik_endpoints.view_device", "Can view Device", "device", "Device", "authentik Endpoints"),
+    ("authentik_endpoints.change_device", "Can change Device", "device", "Device", "authentik Endpoints"),
+    ("authentik_endpoints.delete_device", "Can delete Device", "device", "Device", "authentik Endpoints"),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -606,6 +609,9 @@ pub mod names {
     pub const ADD_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.add_deviceaccessgroup";
     pub const CHANGE_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.change_deviceaccessgroup";
     pub const DELETE_DEVICE_ACCESS_GROUP: &str = "authentik_endpoints.delete_deviceaccessgroup";
+    pub const VIEW_DEVICE: &str = "authentik_endpoints.view_device";
+    pub const CHANGE_DEVICE: &str = "authentik_endpoints.change_device";
+    pub const DELETE_DEVICE: &str = "authentik_endpoints.delete_device";
     pub const VIEW_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.view_certificatekeypair";
     pub const ADD_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.add_certificatekeypair";
     pub const CHANGE_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.change_certificatekeypair";

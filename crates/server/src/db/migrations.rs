@@ -33,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(ClientAssertions),
             Box::new(SessionGrants),
             Box::new(AgentConnectors),
+            Box::new(Devices),
         ]
     }
 }
@@ -1726,6 +1727,140 @@ impl MigrationTrait for AgentConnectors {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["enrollment_tokens", "agent_connectors", "device_access_groups"] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Devices enrolled through agent connectors: the devices, their connections to connectors, the
+/// device tokens agents call with (found only by a keyed digest) and the facts agents report,
+/// kept as expiring snapshots.
+struct Devices;
+
+impl MigrationName for Devices {
+    fn name(&self) -> &str {
+        "m0023_devices"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Devices {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let devices = "devices";
+        manager
+            .create_table(
+                Table::create()
+                    .table(devices)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(string_len("name", 255))
+                    .col(string_len("identifier", 255))
+                    .col(uuid_null("access_group_id"))
+                    .col(boolean("expiring"))
+                    .col(timestamp_with_time_zone_null("expires"))
+                    .col(json_binary("attributes"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk(devices))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_devices_access_group")
+                            .from(devices, "access_group_id")
+                            .to("device_access_groups", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(devices, "ux_devices_name", &["tenant_id", "name"], true)).await?;
+        manager.create_index(index(devices, "ux_devices_identifier", &["tenant_id", "identifier"], true)).await?;
+
+        let connections = "device_connections";
+        manager
+            .create_table(
+                Table::create()
+                    .table(connections)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(uuid("device_id"))
+                    .col(uuid("connector_id"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk(connections))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_connections_device")
+                            .from(connections, "device_id")
+                            .to(devices, "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_connections_connector")
+                            .from(connections, "connector_id")
+                            .to("agent_connectors", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(connections, "ux_device_connections_pair", &["device_id", "connector_id"], true)).await?;
+        manager.create_index(index(connections, "ix_device_connections_connector", &["connector_id"], false)).await?;
+
+        let tokens = "device_tokens";
+        manager
+            .create_table(
+                Table::create()
+                    .table(tokens)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(uuid("connection_id"))
+                    .col(string_len("key_digest", 64))
+                    .col(boolean("expiring"))
+                    .col(timestamp_with_time_zone_null("expires"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk(tokens))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_tokens_connection")
+                            .from(tokens, "connection_id")
+                            .to(connections, "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(tokens, "ux_device_tokens_key_digest", &["key_digest"], true)).await?;
+        manager.create_index(index(tokens, "ix_device_tokens_connection", &["connection_id"], false)).await?;
+
+        let snapshots = "device_fact_snapshots";
+        manager
+            .create_table(
+                Table::create()
+                    .table(snapshots)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(uuid("connection_id"))
+                    .col(json_binary("data"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .foreign_key(&mut tenant_fk(snapshots))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_fact_snapshots_connection")
+                            .from(snapshots, "connection_id")
+                            .to(connections, "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(snapshots, "ix_device_fact_snapshots_latest", &["connection_id", "created"], false)).await?;
+        manager.create_index(index(snapshots, "ix_device_fact_snapshots_expires", &["expires"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["device_fact_snapshots", "device_tokens", "device_connections", "devices"] {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())

@@ -1,9 +1,13 @@
-//! `/api/v3/endpoints/`: agent connectors, enrollment tokens and device access groups in
-//! authentik's shapes (`AgentConnector`, `EnrollmentToken`, `DeviceAccessGroup`, `TokenView`).
+//! `/api/v3/endpoints/`: agent connectors, enrollment tokens, device access groups and devices
+//! in authentik's shapes (`AgentConnector`, `EnrollmentToken`, `DeviceAccessGroup`, `TokenView`,
+//! `EndpointDevice`), and what agents call: `enroll/` (with `Authorization: Bearer
+//! <enrollment key>`), `agent_config/` and `check_in/` (with `Authorization: Bearer+agent
+//! <device key>`).
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,10 +18,13 @@ use uuid::Uuid;
 
 use super::access_groups::{self, AccessGroupFilter, AccessGroupRequest};
 use super::connectors::{self, ConnectorFilter, ConnectorRequest};
+use super::devices::{self, AgentCaller, DeviceFilter, DeviceRequest, DeviceSummary, DeviceView, EnrollRequest, SnapshotView};
 use super::enrollment::{self, TokenFilter, TokenRequest, TokenView};
 use super::entities::{access_group, connector};
+use super::facts::DeviceFacts;
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
+use crate::events::client::ClientInfo;
 use crate::http::auth::Principal;
 use crate::http::json::ApiJson;
 use crate::http::query::ApiQuery;
@@ -37,6 +44,45 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_groups, create_group))
         .routes(routes!(retrieve_group, update_group, partial_update_group, delete_group))
         .routes(routes!(group_used_by))
+        .routes(routes!(enroll))
+        .routes(routes!(agent_config))
+        .routes(routes!(check_in))
+        .routes(routes!(list_devices))
+        .routes(routes!(device_summary))
+        .routes(routes!(retrieve_device, update_device, partial_update_device, delete_device))
+        .routes(routes!(device_used_by))
+}
+
+/// The credential after `scheme` in the `Authorization` header (scheme case-insensitive).
+fn credential<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(given, _)| given.eq_ignore_ascii_case(scheme))
+        .map(|(_, credential)| credential.trim())
+        .filter(|credential| !credential.is_empty())
+}
+
+/// An agent that called with `Authorization: Bearer+agent <device key>` for a live device under
+/// an enabled connector. Every failure answers alike.
+pub struct Agent(pub AgentCaller);
+
+impl FromRequestParts<AppState> for Agent {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
+        let caller = match credential(&parts.headers, "bearer+agent") {
+            Some(key) => devices::authenticate(state, key, client.ip).await?,
+            None => None,
+        };
+        caller.map(Agent).ok_or_else(|| {
+            metrics::counter!("gatehouse_auth_failures_total", "kind" => "device").increment(1);
+            Error::Unauthenticated
+        })
+    }
 }
 
 fn id_of(text: &str) -> Result<Uuid> {
@@ -358,4 +404,263 @@ async fn delete_group(State(state): State<AppState>, principal: Principal, Path(
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn group_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
     Ok(Json(access_groups::used_by(&state, &principal.actor(), id_of(&id)?).await?))
+}
+
+// --- what agents call ----------------------------------------------------------------------------
+
+/// authentik's `AgentTokenResponse`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentTokenResponse {
+    pub token: String,
+    /// Seconds the token lives; 0: until the device enrols again or is deleted.
+    pub expires_in: i64,
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/agents/connectors/enroll/", tag = "endpoints", request_body = EnrollRequest,
+    responses((status = 200, description = "The device's token, shown once", body = AgentTokenResponse),
+        (status = 400, description = "Invalid input"), (status = 401, description = "Not a live enrollment token of an enabled connector"),
+        (status = 429, description = "Too many failures from this address")))]
+async fn enroll(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> Result<Json<AgentTokenResponse>> {
+    let key = credential(&headers, "bearer").ok_or(Error::Unauthenticated)?;
+    let token = devices::enroll(&state, key, client.ip, &body).await?.ok_or_else(|| {
+        metrics::counter!("gatehouse_auth_failures_total", "kind" => "enrollment").increment(1);
+        Error::Unauthenticated
+    })?;
+    Ok(Json(AgentTokenResponse { token: token.expose().to_owned(), expires_in: 0 }))
+}
+
+/// authentik's `AgentConfig`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentConfigOut {
+    pub device_id: String,
+    /// Seconds between check-ins.
+    pub refresh_interval: i64,
+    /// The slug of the flow a device's user authorises through.
+    pub authorization_flow: Option<String>,
+    #[schema(value_type = Object)]
+    pub jwks_auth: Value,
+    #[schema(value_type = Option<Object>)]
+    pub jwks_challenge: Option<Value>,
+    pub nss_uid_offset: i64,
+    pub nss_gid_offset: i64,
+    pub auth_terminate_session_on_expiry: bool,
+    pub system_config: crate::http::system::RootConfig,
+    /// Gatehouse has no licences.
+    pub license_status: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/agents/connectors/agent_config/", tag = "endpoints",
+    responses((status = 200, body = AgentConfigOut), (status = 401, description = "Not a live device token")))]
+async fn agent_config(State(state): State<AppState>, Agent(caller): Agent) -> Result<Json<AgentConfigOut>> {
+    let settings = devices::agent_settings(&state, &caller).await?;
+    Ok(Json(AgentConfigOut {
+        device_id: settings.device_id.to_string(),
+        refresh_interval: settings.refresh_interval_secs,
+        authorization_flow: settings.authorization_flow,
+        jwks_auth: settings.jwks_auth,
+        jwks_challenge: settings.jwks_challenge,
+        nss_uid_offset: settings.nss_uid_offset,
+        nss_gid_offset: settings.nss_gid_offset,
+        auth_terminate_session_on_expiry: settings.auth_terminate_session_on_expiry,
+        system_config: crate::http::system::root_config_of(&state),
+        license_status: None,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/agents/connectors/check_in/", tag = "endpoints", request_body = DeviceFacts,
+    responses((status = 204, description = "Kept until the connector's snapshot_expiry"), (status = 400, description = "Invalid facts, naming the field"),
+        (status = 401, description = "Not a live device token"), (status = 413, description = "Larger than the server takes")))]
+async fn check_in(State(state): State<AppState>, Agent(caller): Agent, ApiJson(facts): ApiJson<DeviceFacts>) -> Result<StatusCode> {
+    devices::check_in(&state, &caller, &facts).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// --- devices -------------------------------------------------------------------------------------
+
+/// authentik's `DeviceFactSnapshot`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotOut {
+    #[schema(value_type = DeviceFacts)]
+    pub data: Value,
+    pub connection: Uuid,
+    pub created: DateTime<Utc>,
+    pub expires: Option<DateTime<Utc>>,
+    pub vendor: &'static str,
+}
+
+impl From<SnapshotView> for SnapshotOut {
+    fn from(view: SnapshotView) -> Self {
+        Self { data: view.data, connection: view.connection, created: view.created, expires: view.expires, vendor: view.vendor }
+    }
+}
+
+/// authentik's `Connector`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectorOut {
+    pub connector_uuid: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    pub component: &'static str,
+    pub verbose_name: &'static str,
+    pub verbose_name_plural: &'static str,
+    pub meta_model_name: &'static str,
+}
+
+impl From<connector::Model> for ConnectorOut {
+    fn from(connector: connector::Model) -> Self {
+        let full = AgentConnectorOut::from(connector);
+        Self {
+            connector_uuid: full.connector_uuid,
+            name: full.name,
+            enabled: full.enabled,
+            component: full.component,
+            verbose_name: full.verbose_name,
+            verbose_name_plural: full.verbose_name_plural,
+            meta_model_name: full.meta_model_name,
+        }
+    }
+}
+
+/// authentik's `DeviceConnection`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceConnectionOut {
+    pub device: Uuid,
+    pub connector: Uuid,
+    pub connector_obj: ConnectorOut,
+    pub latest_snapshot: Option<SnapshotOut>,
+}
+
+/// authentik's `EndpointDevice`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceOut {
+    pub device_uuid: Uuid,
+    /// The device as a target of policy bindings: its own id.
+    pub pbm_uuid: Uuid,
+    pub name: String,
+    /// The serial the device enrolled with.
+    pub identifier: String,
+    pub access_group: Option<Uuid>,
+    pub access_group_obj: Option<DeviceAccessGroupOut>,
+    pub expiring: bool,
+    pub expires: Option<DateTime<Utc>>,
+    /// What its agents reported, merged: the newest live report of each connection.
+    pub facts: Option<SnapshotOut>,
+    #[schema(value_type = Object)]
+    pub attributes: Value,
+}
+
+/// authentik's `EndpointDeviceDetails`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceDetailsOut {
+    #[serde(flatten)]
+    pub device: DeviceOut,
+    pub connections_obj: Vec<DeviceConnectionOut>,
+    /// Policies are not offered yet: always empty.
+    pub policies: Vec<Uuid>,
+    pub connections: Vec<Uuid>,
+}
+
+impl From<DeviceView> for DeviceDetailsOut {
+    fn from(view: DeviceView) -> Self {
+        let connections: Vec<Uuid> = view.connections.iter().map(|c| c.connection.connector_id).collect();
+        let connections_obj = view
+            .connections
+            .iter()
+            .cloned()
+            .map(|c| DeviceConnectionOut {
+                device: c.connection.device_id,
+                connector: c.connection.connector_id,
+                connector_obj: c.connector.into(),
+                latest_snapshot: c.latest.map(SnapshotOut::from),
+            })
+            .collect();
+        Self { device: view.into(), connections_obj, policies: Vec::new(), connections }
+    }
+}
+
+impl From<DeviceView> for DeviceOut {
+    fn from(view: DeviceView) -> Self {
+        let device = view.device;
+        Self {
+            device_uuid: device.id,
+            pbm_uuid: device.id,
+            name: device.name,
+            identifier: device.identifier,
+            access_group: device.access_group_id,
+            access_group_obj: view.access_group.map(DeviceAccessGroupOut::from),
+            expiring: device.expiring,
+            expires: device.expires,
+            facts: view.facts.map(SnapshotOut::from),
+            attributes: device.attributes,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/devices/", tag = "endpoints", params(ListParams, DeviceFilter),
+    responses((status = 200, description = "A page of devices with their merged facts", body = Paginated<DeviceOut>), (status = 403, description = "Permission denied")))]
+async fn list_devices(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<DeviceFilter>,
+) -> Result<Json<Paginated<DeviceOut>>> {
+    Ok(Json(devices::list(&state, &principal.actor(), &filter, &params).await?.map(DeviceOut::from)))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/devices/summary/", tag = "endpoints",
+    responses((status = 200, body = DeviceSummary), (status = 403, description = "Permission denied")))]
+async fn device_summary(State(state): State<AppState>, principal: Principal) -> Result<Json<DeviceSummary>> {
+    Ok(Json(devices::summary(&state, &principal.actor()).await?))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/devices/{device_uuid}/", tag = "endpoints",
+    params(("device_uuid" = Uuid, Path, description = "Device uuid")),
+    responses((status = 200, body = DeviceDetailsOut), (status = 404, description = "Not found")))]
+async fn retrieve_device(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<DeviceDetailsOut>> {
+    Ok(Json(devices::get(&state, &principal.actor(), id_of(&id)?).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/v3/endpoints/devices/{device_uuid}/", tag = "endpoints", request_body = DeviceRequest,
+    params(("device_uuid" = Uuid, Path, description = "Device uuid")),
+    responses((status = 200, body = DeviceDetailsOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn update_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeviceRequest>,
+) -> Result<Json<DeviceDetailsOut>> {
+    Ok(Json(devices::update(&state, &principal.actor(), id_of(&id)?, &body, true).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v3/endpoints/devices/{device_uuid}/", tag = "endpoints", request_body = DeviceRequest,
+    params(("device_uuid" = Uuid, Path, description = "Device uuid")),
+    responses((status = 200, body = DeviceDetailsOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn partial_update_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeviceRequest>,
+) -> Result<Json<DeviceDetailsOut>> {
+    Ok(Json(devices::update(&state, &principal.actor(), id_of(&id)?, &body, false).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v3/endpoints/devices/{device_uuid}/", tag = "endpoints",
+    params(("device_uuid" = Uuid, Path, description = "Device uuid")),
+    responses((status = 204, description = "Deleted, with its tokens and facts"), (status = 404, description = "Not found")))]
+async fn delete_device(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    devices::delete(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/devices/{device_uuid}/used_by/", tag = "endpoints",
+    params(("device_uuid" = Uuid, Path, description = "Device uuid")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn device_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    devices::get(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(Json(Vec::new()))
 }

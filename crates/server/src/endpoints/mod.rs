@@ -1,8 +1,11 @@
 //! Endpoint devices and the agent connector: device access groups, agent connectors and the
-//! enrollment tokens devices enrol with, in authentik's `/api/v3/endpoints/` shapes.
+//! enrollment tokens devices enrol with, the devices themselves and what their agents report, in
+//! authentik's `/api/v3/endpoints/` shapes.
 
 pub mod access_groups;
 pub mod connectors;
+pub mod devices;
 pub mod enrollment;
 pub mod entities;
+pub mod facts;
 pub mod handlers;

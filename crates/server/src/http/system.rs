@@ -44,12 +44,17 @@ pub struct RootConfig {
 #[utoipa::path(get, path = "/api/v3/root/config/", tag = "root",
     responses((status = 200, description = "What clients may offer; anyone may ask", body = RootConfig)))]
 async fn root_config(State(state): State<AppState>) -> Json<RootConfig> {
+    Json(root_config_of(&state))
+}
+
+/// What `/api/v3/root/config/` answers; agents are given it with their configuration too.
+pub fn root_config_of(state: &AppState) -> RootConfig {
     let mut capabilities = Vec::new();
     if state.geoip.is_some() {
         capabilities.push("can_geo_ip".to_owned());
     }
     let cache_timeout = i64::try_from(state.config.sessions.cache_ttl.to_std().as_secs()).unwrap_or(i64::MAX);
-    Json(RootConfig {
+    RootConfig {
         error_reporting: ErrorReportingConfig {
             enabled: false,
             sentry_dsn: String::new(),
@@ -61,7 +66,7 @@ async fn root_config(State(state): State<AppState>) -> Json<RootConfig> {
         cache_timeout,
         cache_timeout_flows: 0,
         cache_timeout_policies: 0,
-    })
+    }
 }
 
 /// authentik's `Version`, with Gatehouse's own version.

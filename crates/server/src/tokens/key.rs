@@ -29,10 +29,13 @@ pub enum KeyKind {
     Verification,
     /// An agent connector's enrollment token, which devices enrol with.
     Enrollment,
+    /// A device token, which an enrolled device's agent calls with.
+    Device,
 }
 
 impl KeyKind {
-    const ALL: [KeyKind; 5] = [KeyKind::Api, KeyKind::AppPassword, KeyKind::Recovery, KeyKind::Verification, KeyKind::Enrollment];
+    const ALL: [KeyKind; 6] =
+        [KeyKind::Api, KeyKind::AppPassword, KeyKind::Recovery, KeyKind::Verification, KeyKind::Enrollment, KeyKind::Device];
 
     /// The code in the key.
     pub fn code(self) -> &'static str {
@@ -42,6 +45,7 @@ impl KeyKind {
             KeyKind::Recovery => "rec",
             KeyKind::Verification => "ver",
             KeyKind::Enrollment => "enr",
+            KeyKind::Device => "dev",
         }
     }
 }
@@ -62,7 +66,7 @@ impl fmt::Debug for SecretKey {
 /// Why text is not a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("not a Gatehouse key: expected gatehouse_<api|app|rec|ver|enr>_ followed by 49 letters and digits")]
+    #[error("not a Gatehouse key: expected gatehouse_<api|app|rec|ver|enr|dev>_ followed by 49 letters and digits")]
     Format,
     #[error("the key's checksum does not match; it was mistyped or truncated")]
     Checksum,

@@ -1,0 +1,600 @@
+//! Enrolled devices: enrolment with an enrollment token, the device tokens agents call with,
+//! check-ins (facts kept as expiring snapshots and merged per device) and the administration of
+//! devices under their permissions.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use gatehouse_types::DurationString;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::access_groups::{groups_by_ids, parse_name};
+use super::connectors::connectors_by_ids;
+use super::entities::{access_group, connection, connector, device, device_token, enrollment_token, snapshot};
+use super::facts::{self, DeviceFacts};
+use crate::accounts::access::Actor;
+use crate::accounts::permissions::names;
+use crate::credentials::attempts::{self, Bucket};
+use crate::credentials::limits::Limits;
+use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
+use crate::error::{Error, FieldErrors, Result};
+use crate::events::{self, Action, ModelRef};
+use crate::secret::ServerSecret;
+use crate::state::AppState;
+use crate::tenants::TenantId;
+use crate::tokens::key::{KeyKind, SecretKey};
+
+/// What the digest of a device key is bound to.
+const DIGEST_PURPOSE: &str = "device-token";
+/// The vendor of facts this server's agent connector receives, as authentik names it.
+pub const AGENT_VENDOR: &str = "goauthentik.io/platform";
+/// The vendor of facts merged from every connection.
+pub const MERGED_VENDOR: &str = "goauthentik.io/@merged";
+/// A device whose newest report is older than this is counted unreachable.
+const UNREACHABLE_AFTER: TimeDelta = TimeDelta::hours(24);
+
+/// authentik's `EnrollRequest`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The device's hardware serial: what it is known by.
+    pub device_serial: Option<String>,
+    /// Its host name: the name a new device gets.
+    pub device_name: Option<String>,
+}
+
+/// An agent that proved itself with its device token.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    pub device: device::Model,
+    pub connection: connection::Model,
+    pub connector: connector::Model,
+}
+
+/// The keyed digest a device key is found by.
+fn key_digest(secret: &ServerSecret, key: &str) -> String {
+    secret.digest(DIGEST_PURPOSE, key.as_bytes())
+}
+
+fn device_ref(device: &device::Model) -> ModelRef {
+    ModelRef { app: "authentik_endpoints", model_name: "device", pk: json!(device.id), name: device.name.clone() }
+}
+
+fn shown(device: &device::Model) -> Value {
+    json!({"name": device.name, "identifier": device.identifier, "access_group": device.access_group_id, "expiring": device.expiring, "expires": device.expires, "attributes": device.attributes})
+}
+
+/// A key that is not known good is a guess until the database says otherwise: it is reserved
+/// against the caller's address before it is looked up, as API keys are.
+async fn reserve_guess(state: &AppState, key: &SecretKey, from: Option<std::net::IpAddr>) -> Result<attempts::Reservation> {
+    let buckets = match from {
+        Some(ip) => {
+            let prefix_digest = state.secret.digest("key-prefix", key.prefix().as_bytes());
+            vec![
+                Bucket::address_and_key_prefix(ip, &prefix_digest[..16], Limits::per_address(&state.config.sign_in)),
+                Bucket::address_key_ceiling(ip, state.config.sign_in.max_failures_per_ip_hour),
+            ]
+        }
+        None => Vec::new(),
+    };
+    attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await
+}
+
+fn live(expiring: bool, expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    !expiring || expires.is_none_or(|at| at > now)
+}
+
+/// The enrollment token `text` names, if it is live and its connector enabled.
+async fn enrollment_token_for(
+    state: &AppState,
+    text: &str,
+    from: Option<std::net::IpAddr>,
+) -> Result<Option<(enrollment_token::Model, connector::Model)>> {
+    let Ok(key) = SecretKey::parse(text) else { return Ok(None) };
+    if key.kind() != KeyKind::Enrollment {
+        return Ok(None);
+    }
+    let reservation = reserve_guess(state, &key, from).await?;
+    let digest = super::enrollment::key_digest(&state.secret, key.expose());
+    let Some(token) = enrollment_token::Entity::find()
+        .filter(enrollment_token::Column::TenantId.eq(state.tenant.0))
+        .filter(enrollment_token::Column::KeyDigest.eq(digest))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if !live(token.expiring, token.expires, Utc::now()) {
+        return Ok(None);
+    }
+    let Some(connector) = connectors_by_ids(&state.db, state.tenant, &[token.connector_id]).await?.pop().filter(|c| c.enabled) else {
+        return Ok(None);
+    };
+    reservation.settle_success(&state.db).await?;
+    Ok(Some((token, connector)))
+}
+
+fn enrolment_text(field: &'static str, value: Option<&str>, errors: &mut FieldErrors) -> Option<String> {
+    match value.map(str::trim) {
+        None => {
+            errors.add(field, "This field is required.");
+            None
+        }
+        Some("") => {
+            errors.add(field, "This field may not be blank.");
+            None
+        }
+        Some(text) if text.chars().count() > 255 => {
+            errors.add(field, "Ensure this field has no more than 255 characters.");
+            None
+        }
+        Some(text) if text.chars().any(char::is_control) => {
+            errors.add(field, crate::json::CONTROL_CHARACTER);
+            None
+        }
+        Some(text) => Some(text.to_owned()),
+    }
+}
+
+/// Enrols the device `request` names with the enrollment key `key_text` and returns its new
+/// device key, shown this once. A device is known by its serial: a new one is created with the
+/// name and the token's group; one already known keeps its name and group. Its earlier tokens
+/// under this connector end in the same transaction. `None` when the key does not enrol.
+pub async fn enroll(
+    state: &AppState,
+    key_text: &str,
+    from: Option<std::net::IpAddr>,
+    request: &EnrollRequest,
+) -> Result<Option<SecretKey>> {
+    let Some((token, connector)) = enrollment_token_for(state, key_text, from).await? else { return Ok(None) };
+    let mut errors = FieldErrors::new();
+    let serial = enrolment_text("device_serial", request.device_serial.as_deref(), &mut errors);
+    let name = enrolment_text("device_name", request.device_name.as_deref(), &mut errors);
+    let (Some(serial), Some(name)) = (serial, name) else { return Err(Error::Validation(errors)) };
+
+    let tenant = state.tenant;
+    let now = Utc::now();
+    let txn = crate::db::begin_write(&state.db).await?;
+    // Agents enrolling the same serial at once take turns: one creates the device, the other
+    // finds it; neither makes a second.
+    crate::db::lock_for_update(&txn, &format!("device-serial:{serial}"), tenant.0).await?;
+    let found = device::Entity::find()
+        .filter(device::Column::TenantId.eq(tenant.0))
+        .filter(device::Column::Identifier.eq(serial.as_str()))
+        .one(&txn)
+        .await?;
+    let device = match found {
+        Some(device) if !live(device.expiring, device.expires, now) => return Ok(None),
+        Some(device) => device,
+        None => {
+            let created = device::ActiveModel {
+                id: Set(Uuid::new_v4()),
+                tenant_id: Set(tenant.0),
+                name: Set(name),
+                identifier: Set(serial),
+                access_group_id: Set(token.device_group_id),
+                expiring: Set(false),
+                expires: Set(None),
+                attributes: Set(json!({})),
+                created: Set(now),
+                last_updated: Set(now),
+            }
+            .insert(&txn)
+            .await
+            .map_err(|error| match error.sql_err() {
+                // authentik answers 500 here; the name is the field to change.
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                    Error::field("device_name", "Another device already has this name; enrol this one under another.")
+                }
+                _ => error.into(),
+            })?;
+            let diff = events::service::diff(&json!({}), &shown(&created));
+            let event = Actor::system()
+                .event(Action::ModelCreated)
+                .about(&device_ref(&created))
+                .with("diff", diff)
+                .with("enrollment_token", json!(token.id));
+            events::service::record(&txn, state, event).await?;
+            created
+        }
+    };
+    let existing = connection::Entity::find()
+        .filter(connection::Column::DeviceId.eq(device.id))
+        .filter(connection::Column::ConnectorId.eq(connector.id))
+        .one(&txn)
+        .await?;
+    let connection = match existing {
+        Some(connection) => connection,
+        None => {
+            connection::ActiveModel {
+                id: Set(Uuid::new_v4()),
+                tenant_id: Set(tenant.0),
+                device_id: Set(device.id),
+                connector_id: Set(connector.id),
+                created: Set(now),
+            }
+            .insert(&txn)
+            .await?
+        }
+    };
+    device_token::Entity::delete_many().filter(device_token::Column::ConnectionId.eq(connection.id)).exec(&txn).await?;
+    let key = SecretKey::generate(KeyKind::Device);
+    device_token::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        tenant_id: Set(tenant.0),
+        connection_id: Set(connection.id),
+        key_digest: Set(key_digest(&state.secret, key.expose())),
+        expiring: Set(false),
+        expires: Set(None),
+        created: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    metrics::counter!("gatehouse_device_enrolments_total").increment(1);
+    Ok(Some(key))
+}
+
+/// The agent `key_text` names: a live device token of a live device under an enabled
+/// connector. `None` for anything else, all alike.
+pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::net::IpAddr>) -> Result<Option<AgentCaller>> {
+    let Ok(key) = SecretKey::parse(key_text) else { return Ok(None) };
+    if key.kind() != KeyKind::Device {
+        return Ok(None);
+    }
+    let reservation = reserve_guess(state, &key, from).await?;
+    let now = Utc::now();
+    let Some(token) = device_token::Entity::find()
+        .filter(device_token::Column::TenantId.eq(state.tenant.0))
+        .filter(device_token::Column::KeyDigest.eq(key_digest(&state.secret, key.expose())))
+        .one(&state.db)
+        .await?
+        .filter(|token| live(token.expiring, token.expires, now))
+    else {
+        return Ok(None);
+    };
+    let Some(connection) = connection::Entity::find_by_id(token.connection_id).one(&state.db).await? else { return Ok(None) };
+    let Some(device) = device::Entity::find_by_id(connection.device_id).one(&state.db).await?.filter(|d| live(d.expiring, d.expires, now))
+    else {
+        return Ok(None);
+    };
+    let Some(connector) = connectors_by_ids(&state.db, state.tenant, &[connection.connector_id]).await?.pop().filter(|c| c.enabled) else {
+        return Ok(None);
+    };
+    reservation.settle_success(&state.db).await?;
+    Ok(Some(AgentCaller { device, connection, connector }))
+}
+
+/// Keeps what the agent reported as a snapshot of its connection, until the connector's
+/// `snapshot_expiry` has passed. Nothing is stored unless every fact is within bounds.
+pub async fn check_in(state: &AppState, caller: &AgentCaller, reported: &DeviceFacts) -> Result<()> {
+    reported.check()?;
+    let lifetime =
+        DurationString::parse(&caller.connector.snapshot_expiry).map_err(|e| Error::internal(format!("a stored duration: {e}")))?;
+    let now = Utc::now();
+    let data = serde_json::to_value(reported).map_err(Error::internal)?;
+    snapshot::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        tenant_id: Set(state.tenant.0),
+        connection_id: Set(caller.connection.id),
+        data: Set(data),
+        created: Set(now),
+        expires: Set(now + lifetime.to_chrono()),
+    }
+    .insert(&state.db)
+    .await?;
+    metrics::counter!("gatehouse_device_check_ins_total").increment(1);
+    Ok(())
+}
+
+/// The newest live snapshot of a connection, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    pub data: Value,
+    pub connection: Uuid,
+    pub created: DateTime<Utc>,
+    pub expires: Option<DateTime<Utc>>,
+    pub vendor: &'static str,
+}
+
+/// A connection with its connector and newest snapshot.
+#[derive(Debug, Clone)]
+pub struct ConnectionView {
+    pub connection: connection::Model,
+    pub connector: connector::Model,
+    pub latest: Option<SnapshotView>,
+}
+
+/// A device as the API shows it: its group, its connections and its merged facts.
+#[derive(Debug, Clone)]
+pub struct DeviceView {
+    pub device: device::Model,
+    pub access_group: Option<access_group::Model>,
+    pub connections: Vec<ConnectionView>,
+    pub facts: Option<SnapshotView>,
+}
+
+/// The newest live snapshot of each of `connections`.
+async fn latest_snapshots(db: &impl ConnectionTrait, connections: &[Uuid], now: DateTime<Utc>) -> Result<HashMap<Uuid, snapshot::Model>> {
+    if connections.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = snapshot::Entity::find()
+        .filter(snapshot::Column::ConnectionId.is_in(connections.iter().copied()))
+        .filter(snapshot::Column::Expires.gt(now))
+        .order_by_asc(snapshot::Column::Created)
+        .all(db)
+        .await?;
+    // Oldest first, so the newest of each connection is the one left.
+    Ok(rows.into_iter().map(|row| (row.connection_id, row)).collect())
+}
+
+/// Views of `devices`, in a fixed number of queries whatever their number.
+async fn views(db: &impl ConnectionTrait, tenant: TenantId, devices: Vec<device::Model>) -> Result<Vec<DeviceView>> {
+    let now = Utc::now();
+    let device_ids: Vec<Uuid> = devices.iter().map(|d| d.id).collect();
+    let connections = if device_ids.is_empty() {
+        Vec::new()
+    } else {
+        connection::Entity::find()
+            .filter(connection::Column::DeviceId.is_in(device_ids))
+            .order_by_asc(connection::Column::Created)
+            .all(db)
+            .await?
+    };
+    let connector_ids: Vec<Uuid> = connections.iter().map(|c| c.connector_id).collect();
+    let connectors = connectors_by_ids(db, tenant, &connector_ids).await?;
+    let latest = latest_snapshots(db, &connections.iter().map(|c| c.id).collect::<Vec<_>>(), now).await?;
+    let group_ids: Vec<Uuid> = devices.iter().filter_map(|d| d.access_group_id).collect();
+    let groups = groups_by_ids(db, tenant, &group_ids).await?;
+    Ok(devices
+        .into_iter()
+        .map(|device| {
+            let mut own: Vec<ConnectionView> = connections
+                .iter()
+                .filter(|c| c.device_id == device.id)
+                .filter_map(|c| {
+                    let connector = connectors.iter().find(|k| k.id == c.connector_id)?.clone();
+                    let latest = latest.get(&c.id).map(|row| SnapshotView {
+                        data: row.data.clone(),
+                        connection: row.connection_id,
+                        created: row.created,
+                        expires: Some(row.expires),
+                        vendor: AGENT_VENDOR,
+                    });
+                    Some(ConnectionView { connection: c.clone(), connector, latest })
+                })
+                .collect();
+            own.sort_by_key(|c| c.latest.as_ref().map(|s| s.created));
+            let reports: Vec<&SnapshotView> = own.iter().filter_map(|c| c.latest.as_ref()).collect();
+            let facts = reports.last().map(|newest| SnapshotView {
+                data: facts::merge(reports.iter().map(|s| s.data.clone())),
+                connection: newest.connection,
+                created: newest.created,
+                expires: None,
+                vendor: MERGED_VENDOR,
+            });
+            let access_group = device.access_group_id.and_then(|id| groups.iter().find(|g| g.id == id).cloned());
+            DeviceView { device, access_group, connections: own, facts }
+        })
+        .collect())
+}
+
+/// Filters of the device list, as authentik names them.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceFilter {
+    /// Exact name.
+    pub name: Option<String>,
+    /// Exact serial.
+    pub identifier: Option<String>,
+}
+
+/// One page of devices with their merged facts; needs the view permission.
+pub async fn list(state: &AppState, actor: &Actor, filter: &DeviceFilter, params: &ListParams) -> Result<Paginated<DeviceView>> {
+    actor.require(names::VIEW_DEVICE)?;
+    let page = params.page_request(&state.config.api)?;
+    let mut select = device::Entity::find().filter(device::Column::TenantId.eq(state.tenant.0));
+    if let Some(name) = filter.name.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(device::Column::Name.eq(name));
+    }
+    if let Some(identifier) = filter.identifier.as_deref().filter(|v| !v.is_empty()) {
+        select = select.filter(device::Column::Identifier.eq(identifier));
+    }
+    if let Some(pattern) = params.search_pattern() {
+        select = select
+            .filter(sea_orm::Condition::any().add(ilike(device::Column::Name, &pattern)).add(ilike(device::Column::Identifier, &pattern)));
+    }
+    let select = params.apply_ordering(
+        select,
+        &[("identifier", device::Column::Identifier), ("name", device::Column::Name)],
+        (device::Column::Identifier, Order::Asc),
+        device::Column::Id,
+    )?;
+    let Paginated { pagination, results, autocomplete } = fetch_page(&state.db, select, page).await?;
+    Ok(Paginated { pagination, results: views(&state.db, state.tenant, results).await?, autocomplete })
+}
+
+async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<device::Model> {
+    device::Entity::find_by_id(id).filter(device::Column::TenantId.eq(tenant.0)).one(db).await?.ok_or(Error::NotFound)
+}
+
+/// The device `id` with its connections and facts; needs the view permission.
+pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<DeviceView> {
+    actor.require(names::VIEW_DEVICE)?;
+    let device = find(&state.db, state.tenant, id).await?;
+    views(&state.db, state.tenant, vec![device]).await?.pop().ok_or(Error::NotFound)
+}
+
+/// authentik's `EndpointDeviceRequest` and its patched form: absent fields keep their value.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRequest {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    #[schema(value_type = Option<Uuid>)]
+    pub access_group: Option<Option<Uuid>>,
+    pub expiring: Option<bool>,
+    #[serde(default, deserialize_with = "crate::json::present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires: Option<Option<DateTime<Utc>>>,
+    /// A JSON object of the operator's own.
+    pub attributes: Option<Value>,
+}
+
+/// Renames the device `id`, moves it to another group, sets when it expires or replaces its
+/// attributes; needs the change permission.
+pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &DeviceRequest, full: bool) -> Result<DeviceView> {
+    actor.require(names::VIEW_DEVICE)?;
+    let before = find(&state.db, state.tenant, id).await?;
+    actor.require(names::CHANGE_DEVICE)?;
+    let mut errors = FieldErrors::new();
+    let mut row = before.clone().into_active_model();
+    if let Some(name) = parse_name(request.name.as_deref(), full, &mut errors) {
+        row.name = Set(name);
+    }
+    match request.access_group {
+        Some(Some(group)) if groups_by_ids(&state.db, state.tenant, &[group]).await?.is_empty() => {
+            errors.add("access_group", format!("Invalid pk \"{group}\" - object does not exist."));
+        }
+        Some(choice) => row.access_group_id = Set(choice),
+        None => {}
+    }
+    if let Some(expiring) = request.expiring {
+        row.expiring = Set(expiring);
+    }
+    if let Some(expires) = request.expires {
+        row.expires = Set(expires);
+    }
+    match &request.attributes {
+        Some(value @ Value::Object(_)) => row.attributes = Set(value.clone()),
+        Some(_) => errors.add("attributes", "Give a JSON object."),
+        None => {}
+    }
+    errors.into_result()?;
+    row.last_updated = Set(Utc::now());
+    let txn = crate::db::begin_write(&state.db).await?;
+    find(&txn, state.tenant, id).await?;
+    let after = row.update(&txn).await.map_err(|error| match error.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("name", "device with this name already exists."),
+        _ => error.into(),
+    })?;
+    let diff = events::service::diff(&shown(&before), &shown(&after));
+    events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&device_ref(&after)).with("diff", diff)).await?;
+    txn.commit().await?;
+    views(&state.db, state.tenant, vec![after]).await?.pop().ok_or(Error::NotFound)
+}
+
+/// Deletes the device `id` with its connections, tokens and facts: its agents are refused from
+/// the next request, in every process (device tokens are looked up on every call). Needs the
+/// delete permission.
+pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(names::VIEW_DEVICE)?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    let device = find(&txn, state.tenant, id).await?;
+    actor.require(names::DELETE_DEVICE)?;
+    device::Entity::delete_by_id(device.id).exec(&txn).await?;
+    events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&device_ref(&device))).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// authentik's `DeviceSummary`.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub struct DeviceSummary {
+    pub total_count: u64,
+    /// Devices whose newest report is more than a day old, or that never reported.
+    pub unreachable_count: u64,
+    /// Gatehouse does not track agent releases: always 0.
+    pub outdated_agent_count: u64,
+}
+
+/// How many devices there are and how many have not reported for a day; needs the view
+/// permission.
+pub async fn summary(state: &AppState, actor: &Actor) -> Result<DeviceSummary> {
+    actor.require(names::VIEW_DEVICE)?;
+    let total = device::Entity::find().filter(device::Column::TenantId.eq(state.tenant.0)).count(&state.db).await?;
+    let since = Utc::now() - UNREACHABLE_AFTER;
+    let recent_connections: Vec<Uuid> = snapshot::Entity::find()
+        .select_only()
+        .column(snapshot::Column::ConnectionId)
+        .distinct()
+        .filter(snapshot::Column::TenantId.eq(state.tenant.0))
+        .filter(snapshot::Column::Created.gt(since))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let reachable = if recent_connections.is_empty() {
+        0
+    } else {
+        let devices: std::collections::HashSet<Uuid> = connection::Entity::find()
+            .filter(connection::Column::Id.is_in(recent_connections))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|c| c.device_id)
+            .collect();
+        devices.len() as u64
+    };
+    Ok(DeviceSummary { total_count: total, unreachable_count: total.saturating_sub(reachable), outdated_agent_count: 0 })
+}
+
+/// Removes fact snapshots past their expiry.
+pub async fn purge_expired(db: &impl ConnectionTrait) -> Result<u64> {
+    Ok(snapshot::Entity::delete_many().filter(snapshot::Column::Expires.lt(Utc::now())).exec(db).await?.rows_affected)
+}
+
+/// What an agent is told of its connector (authentik's `AgentConfig`, less the server's own
+/// configuration, which the HTTP layer adds).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub device_id: Uuid,
+    pub refresh_interval_secs: i64,
+    /// The slug of the flow the device's user authorises through.
+    pub authorization_flow: Option<String>,
+    /// The keys the server signs device users' tokens with (the managed key, and the one it
+    /// replaced while tokens it signed may live).
+    pub jwks_auth: Value,
+    /// The key the endpoint stage's challenges are signed with.
+    pub jwks_challenge: Option<Value>,
+    pub nss_uid_offset: i64,
+    pub nss_gid_offset: i64,
+    pub auth_terminate_session_on_expiry: bool,
+}
+
+/// The settings the agent `caller` works by.
+pub async fn agent_settings(state: &AppState, caller: &AgentCaller) -> Result<AgentSettings> {
+    let connector = &caller.connector;
+    let refresh = DurationString::parse(&connector.refresh_interval).map_err(|e| Error::internal(format!("a stored duration: {e}")))?;
+    let authorization_flow = match connector.authorization_flow_id {
+        Some(id) => crate::flows::flow_service::flows_by_id(&state.db, state.tenant, &[id]).await?.remove(&id).map(|flow| flow.slug),
+        None => None,
+    };
+    let (current, previous) = crate::crypto::service::managed_jwt_keys(state, state.tenant).await?;
+    let mut keys = Vec::new();
+    for pair in std::iter::once(&current).chain(previous.as_ref()) {
+        keys.extend(crate::crypto::jwt::public_jwk(pair)?);
+    }
+    let jwks_challenge = match connector.challenge_key_id {
+        Some(id) => match crate::crypto::service::pair_by_id(&state.db, state.tenant, id).await? {
+            Some(pair) => crate::crypto::jwt::public_jwk(&pair)?.map(|jwk| json!({"keys": [jwk]})),
+            None => None,
+        },
+        None => None,
+    };
+    Ok(AgentSettings {
+        device_id: caller.device.id,
+        refresh_interval_secs: refresh.as_micros() / 1_000_000,
+        authorization_flow,
+        jwks_auth: json!({"keys": keys}),
+        jwks_challenge,
+        nss_uid_offset: connector.nss_uid_offset,
+        nss_gid_offset: connector.nss_gid_offset,
+        auth_terminate_session_on_expiry: connector.auth_terminate_session_on_expiry,
+    })
+}

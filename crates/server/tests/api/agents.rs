@@ -1,0 +1,332 @@
+//! The agent protocol against a running server, as an agent written for authentik speaks it:
+//! enrol with an enrollment key, fetch the configuration, check in with facts, enrol again; and
+//! every way an agent is refused.
+
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Session, TestApp, assert_field_error, json, remember_secret};
+
+const CONNECTORS: &str = "/api/v3/endpoints/agents/connectors/";
+const ENROLL: &str = "/api/v3/endpoints/agents/connectors/enroll/";
+const CONFIG: &str = "/api/v3/endpoints/agents/connectors/agent_config/";
+const CHECK_IN: &str = "/api/v3/endpoints/agents/connectors/check_in/";
+const DEVICES: &str = "/api/v3/endpoints/devices/";
+
+/// A simulated agent: what it holds and how it calls.
+struct Agent<'a> {
+    app: &'a TestApp,
+    serial: String,
+    token: Option<String>,
+}
+
+impl<'a> Agent<'a> {
+    fn new(app: &'a TestApp, serial: &str) -> Self {
+        Self { app, serial: serial.to_owned(), token: None }
+    }
+
+    async fn enroll_raw(&self, enrollment_key: &str, name: &str) -> Response {
+        remember_secret(enrollment_key);
+        self.app
+            .client
+            .post(self.app.url(ENROLL))
+            .header("authorization", format!("Bearer {enrollment_key}"))
+            .json(&json!({"device_serial": self.serial, "device_name": name}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn enroll(&mut self, enrollment_key: &str, name: &str) {
+        let (status, body) = json(self.enroll_raw(enrollment_key, name).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["expires_in"], 0);
+        let token = body["token"].as_str().unwrap().to_owned();
+        remember_secret(&token);
+        self.token = Some(token);
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self
+            .app
+            .client
+            .request(method, self.app.url(path))
+            .header("authorization", format!("Bearer+agent {}", self.token.as_deref().unwrap()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+/// Facts as a Linux agent reports them: `uname`, `lsblk`, `ip addr`, `dpkg -l`, `ps` and
+/// `getent` output shaped into authentik's `DeviceFacts`, a few kilobytes.
+fn linux_facts(serial: &str, version: &str) -> Value {
+    let packages: Vec<Value> = [
+        "adduser", "apt", "base-files", "bash", "bsdutils", "ca-certificates", "coreutils", "curl", "dash", "debconf", "dpkg", "e2fsprogs",
+        "findutils", "gcc-12-base", "gpgv", "grep", "gzip", "hostname", "init-system-helpers", "libc6", "libssl3", "login", "mount",
+        "ncurses-base", "openssh-server", "openssl", "passwd", "perl-base", "procps", "sed", "sudo", "systemd", "tar", "tzdata", "util-linux",
+        "zlib1g",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, name)| json!({"name": name, "version": format!("1.{i}.0-1ubuntu0.{i}"), "source": "dpkg", "path": format!("/usr/share/doc/{name}")}))
+    .collect();
+    let processes: Vec<Value> =
+        ["systemd", "kthreadd", "rcu_gp", "sshd", "cron", "dbus-daemon", "systemd-journald", "systemd-logind", "agetty", "ak-sysd"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| json!({"id": i + 1, "name": name, "user": if i < 8 { "root" } else { "ak" }}))
+            .collect();
+    json!({
+        "os": {"family": "linux", "name": "Ubuntu", "version": version, "arch": "amd64"},
+        "disks": [
+            {"name": "/dev/nvme0n1p2", "mountpoint": "/", "label": "root", "capacity_total_bytes": 511_101_108_224_i64, "capacity_used_bytes": 91_203_485_696_i64, "encryption_enabled": true},
+            {"name": "/dev/nvme0n1p1", "mountpoint": "/boot/efi", "capacity_total_bytes": 536_834_048, "capacity_used_bytes": 6_422_528},
+        ],
+        "network": {
+            "hostname": "build-07",
+            "firewall_enabled": true,
+            "interfaces": [
+                {"name": "lo", "hardware_address": "00:00:00:00:00:00", "ip_addresses": ["127.0.0.1", "::1"]},
+                {"name": "enp3s0", "hardware_address": "3c:7c:3f:1e:9a:01", "ip_addresses": ["192.0.2.17", "fe80::3e7c:3fff:fe1e:9a01"], "dns_servers": ["192.0.2.1"]},
+            ],
+            "gateway": "192.0.2.1",
+        },
+        "hardware": {"model": "ThinkStation P3", "manufacturer": "LENOVO", "serial": serial, "cpu_name": "13th Gen Intel(R) Core(TM) i7-13700", "cpu_count": 24, "memory_bytes": 68_719_476_736_i64},
+        "software": packages,
+        "processes": processes,
+        "users": [{"id": "0", "username": "root", "name": "root", "home": "/root"}, {"id": "1000", "username": "ak", "name": "Ada King", "home": "/home/ak"}],
+        "groups": [{"id": "0", "name": "root"}, {"id": "27", "name": "sudo"}, {"id": "1000", "name": "ak"}],
+        "vendor": {"goauthentik.io/platform": {"agent_version": "0.23.0", "ssh_host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB7mVn0y2f4Xb4k0QwGxg build-07"]}},
+    })
+}
+
+/// A superuser's session, an agent connector with `settings` and the key of an enrollment token
+/// for it.
+async fn connector_with_token(app: &TestApp, settings: Value) -> (Session, Value, String) {
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let mut body = json!({"name": "Workstations"});
+    body.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+    let (status, connector) = json(app.post(&admin, CONNECTORS, body).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{connector}");
+    let (_, token) = json(
+        app.post(
+            &admin,
+            "/api/v3/endpoints/agents/enrollment_tokens/",
+            json!({"name": "rollout", "connector": connector["connector_uuid"]}),
+        )
+        .await,
+    )
+    .await;
+    let (_, viewed) = json(
+        app.get(&admin, &format!("/api/v3/endpoints/agents/enrollment_tokens/{}/view_key/", token["token_uuid"].as_str().unwrap())).await,
+    )
+    .await;
+    let key = viewed["key"].as_str().unwrap().to_owned();
+    remember_secret(&key);
+    (admin, connector, key)
+}
+
+#[tokio::test]
+async fn an_agent_enrols_fetches_its_configuration_checks_in_and_enrols_again() {
+    let app = TestApp::spawn().await;
+    let (admin, connector, key) = connector_with_token(&app, json!({"refresh_interval": "minutes=15", "nss_uid_offset": 5000})).await;
+    let mut agent = Agent::new(&app, "PF3ZK9QX");
+    agent.enroll(&key, "build-07").await;
+    let first_token = agent.token.clone().unwrap();
+    assert!(first_token.starts_with("gatehouse_dev_"), "device tokens are in the checksummed key format");
+
+    let (status, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert_eq!(
+        (&config["refresh_interval"], &config["nss_uid_offset"], &config["nss_gid_offset"]),
+        (&json!(900), &json!(5000), &json!(1000))
+    );
+    assert_eq!(config["jwks_challenge"], Value::Null);
+    assert_eq!(config["license_status"], Value::Null);
+    assert!(config["system_config"]["capabilities"].is_array(), "{config}");
+    // The keys device users' tokens will be signed with: the server's managed key.
+    let (_, managed) = json(app.get(&admin, "/api/v3/crypto/certificatekeypairs/?managed=goauthentik.io/crypto/jwt-managed").await).await;
+    let jwk = &config["jwks_auth"]["keys"][0];
+    assert_eq!((&jwk["use"], jwk["kid"].as_str().is_some()), (&json!("sig"), true), "{config}");
+    assert_eq!(managed["pagination"]["count"], 1, "{managed}");
+
+    let facts = linux_facts("PF3ZK9QX", "24.04.3 LTS (Noble Numbat)");
+    assert!(facts.to_string().len() > 3000, "a realistic report is a few kilobytes");
+    let response = agent.call(Method::POST, CHECK_IN, Some(facts.clone())).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+    let device = &devices["results"][0];
+    assert_eq!(device["device_uuid"], config["device_id"]);
+    assert_eq!((&device["name"], &device["identifier"]), (&json!("build-07"), &json!("PF3ZK9QX")));
+    assert_eq!(device["facts"]["vendor"], "goauthentik.io/@merged");
+    assert_eq!(device["facts"]["data"]["os"]["version"], "24.04.3 LTS (Noble Numbat)");
+    assert_eq!(device["facts"]["data"]["software"].as_array().unwrap().len(), facts["software"].as_array().unwrap().len());
+    let path = format!("{DEVICES}{}/", device["device_uuid"].as_str().unwrap());
+    let (_, details) = json(app.get(&admin, &path).await).await;
+    assert_eq!(details["connections"], json!([connector["connector_uuid"]]), "{details}");
+    assert_eq!(details["connections_obj"][0]["latest_snapshot"]["vendor"], "goauthentik.io/platform");
+    assert_eq!(details["connections_obj"][0]["connector_obj"]["name"], "Workstations");
+    let (_, summary) = json(app.get(&admin, &format!("{DEVICES}summary/")).await).await;
+    assert_eq!(summary, json!({"total_count": 1, "unreachable_count": 0, "outdated_agent_count": 0}));
+
+    // A newer report wins where it says something.
+    let newer = linux_facts("PF3ZK9QX", "24.04.4 LTS (Noble Numbat)");
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(newer)).await.status(), StatusCode::NO_CONTENT);
+    let (_, details) = json(app.get(&admin, &path).await).await;
+    assert_eq!(details["facts"]["data"]["os"]["version"], "24.04.4 LTS (Noble Numbat)");
+
+    // Enrolling again (a reinstalled agent) keeps the device, its name and its facts, and ends
+    // the earlier token at once.
+    agent.enroll(&key, "renamed-host").await;
+    assert_ne!(agent.token.as_deref(), Some(first_token.as_str()));
+    assert_eq!(agent.call(Method::GET, CONFIG, None).await.status(), StatusCode::OK);
+    let old = Agent { app: &app, serial: agent.serial.clone(), token: Some(first_token) };
+    assert_eq!(old.call(Method::GET, CONFIG, None).await.status(), StatusCode::UNAUTHORIZED);
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!((&devices["pagination"]["count"], &devices["results"][0]["name"]), (&json!(1), &json!("build-07")), "{devices}");
+
+    // Deleting the device refuses its agent from the next call.
+    let (status, _) = json(app.delete(&admin, &path).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(json!({}))).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn agents_are_refused_alike_whatever_is_wrong() {
+    let app = TestApp::spawn().await;
+    let (admin, connector, key) = connector_with_token(&app, json!({})).await;
+    let mut agent = Agent::new(&app, "SERIAL-1");
+    agent.enroll(&key, "host-1").await;
+    let device_token = agent.token.clone().unwrap();
+
+    let refused = |response: Response| async move {
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        body
+    };
+    // No header, the wrong scheme, the wrong kind of key, a mistyped key.
+    let bare = app.client.get(app.url(CONFIG)).send().await.unwrap();
+    let reference = refused(bare).await;
+    for header in [
+        format!("Bearer {device_token}"),
+        format!("Bearer+agent {key}"),
+        "Bearer+agent gatehouse_dev_nonsense".to_owned(),
+        "Bearer+agent ".to_owned(),
+    ] {
+        let response = app.client.get(app.url(CONFIG)).header("authorization", header).send().await.unwrap();
+        assert_eq!(refused(response).await, reference, "every refusal reads the same");
+    }
+    // A device key does not enrol, nor does a mistyped enrollment key.
+    refused(Agent::new(&app, "SERIAL-2").enroll_raw(&device_token, "host-2").await).await;
+    refused(Agent::new(&app, "SERIAL-2").enroll_raw(&format!("{key}x"), "host-2").await).await;
+
+    // A disabled connector refuses its agents and its enrollment tokens.
+    let connector_path = format!("{CONNECTORS}{}/", connector["connector_uuid"].as_str().unwrap());
+    let (status, _) = json(app.patch(&admin, &connector_path, json!({"enabled": false})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    refused(agent.call(Method::GET, CONFIG, None).await).await;
+    refused(Agent::new(&app, "SERIAL-3").enroll_raw(&key, "host-3").await).await;
+    let (status, _) = json(app.patch(&admin, &connector_path, json!({"enabled": true})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(agent.call(Method::GET, CONFIG, None).await.status(), StatusCode::OK);
+
+    // An expired enrollment token no longer enrols; an expired device is refused.
+    let (_, tokens) = json(app.get(&admin, "/api/v3/endpoints/agents/enrollment_tokens/").await).await;
+    let token_path = format!("/api/v3/endpoints/agents/enrollment_tokens/{}/", tokens["results"][0]["token_uuid"].as_str().unwrap());
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let (status, _) = json(app.patch(&admin, &token_path, json!({"expiring": true, "expires": past})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    refused(Agent::new(&app, "SERIAL-4").enroll_raw(&key, "host-4").await).await;
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    let device_path = format!("{DEVICES}{}/", devices["results"][0]["device_uuid"].as_str().unwrap());
+    let (status, _) = json(app.patch(&admin, &device_path, json!({"expiring": true, "expires": past})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    refused(agent.call(Method::GET, CONFIG, None).await).await;
+    // None of the refused enrolments made a device.
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+}
+
+#[tokio::test]
+async fn a_new_serial_under_a_taken_name_is_refused_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let (admin, _, key) = connector_with_token(&app, json!({})).await;
+    Agent::new(&app, "SERIAL-A").enroll(&key, "shared-name").await;
+    let response = Agent::new(&app, "SERIAL-B").enroll_raw(&key, "shared-name").await;
+    assert_field_error(response, "device_name").await;
+    for body in [json!({"device_serial": "", "device_name": "x"}), json!({"device_name": "x"})] {
+        let response = app.client.post(app.url(ENROLL)).header("authorization", format!("Bearer {key}")).json(&body).send().await.unwrap();
+        assert_field_error(response, "device_serial").await;
+    }
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+}
+
+#[tokio::test]
+async fn two_agents_enrolling_one_serial_at_once_make_one_device() {
+    let app = TestApp::spawn().await;
+    let (admin, _, key) = connector_with_token(&app, json!({})).await;
+    let first = Agent::new(&app, "TWIN-SERIAL");
+    let second = Agent::new(&app, "TWIN-SERIAL");
+    let (a, b) = tokio::join!(first.enroll_raw(&key, "twin"), second.enroll_raw(&key, "twin"));
+    let (status_a, body_a) = json(a).await;
+    let (status_b, body_b) = json(b).await;
+    assert_eq!((status_a, status_b), (StatusCode::OK, StatusCode::OK), "{body_a} {body_b}");
+    for body in [&body_a, &body_b] {
+        remember_secret(body["token"].as_str().unwrap());
+    }
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["pagination"]["count"], 1, "{devices}");
+    // The later enrolment replaced the earlier one's token: exactly one of the two works.
+    let mut working = 0;
+    for body in [&body_a, &body_b] {
+        let agent = Agent { app: &app, serial: "TWIN-SERIAL".into(), token: Some(body["token"].as_str().unwrap().to_owned()) };
+        if agent.call(Method::GET, CONFIG, None).await.status() == StatusCode::OK {
+            working += 1;
+        }
+    }
+    assert_eq!(working, 1);
+}
+
+#[tokio::test]
+async fn a_check_in_out_of_bounds_is_refused_whole_and_facts_expire() {
+    let app = TestApp::spawn().await;
+    let (admin, _, key) = connector_with_token(&app, json!({"snapshot_expiry": "seconds=2"})).await;
+    let mut agent = Agent::new(&app, "SERIAL-X");
+    agent.enroll(&key, "host-x").await;
+
+    let mut facts = linux_facts("SERIAL-X", "24.04");
+    facts["software"][3]["name"] = json!("");
+    assert_field_error(agent.call(Method::POST, CHECK_IN, Some(facts)).await, "software.3.name").await;
+    let bad_family = json!({"os": {"family": "plan9", "arch": "amd64"}});
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(bad_family)).await.status(), StatusCode::BAD_REQUEST);
+    let huge = json!({"vendor": {"blob": "x".repeat(70 * 1024)}});
+    assert_field_error(agent.call(Method::POST, CHECK_IN, Some(huge)).await, "vendor").await;
+    let too_large = json!({"vendor": {"blob": "x".repeat(2 * 1024 * 1024)}});
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(too_large)).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["results"][0]["facts"], Value::Null, "nothing of a refused report was kept: {devices}");
+
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(linux_facts("SERIAL-X", "24.04"))).await.status(), StatusCode::NO_CONTENT);
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["results"][0]["facts"]["data"]["os"]["family"], "linux");
+    // Past the connector's snapshot_expiry the report no longer counts, and the purge removes it.
+    let started = std::time::Instant::now();
+    loop {
+        let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+        if devices["results"][0]["facts"].is_null() {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the report did not expire");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(gatehouse::endpoints::devices::purge_expired(&app.state.db).await.unwrap(), 1);
+    let (_, summary) = json(app.get(&admin, &format!("{DEVICES}summary/")).await).await;
+    assert_eq!(summary["total_count"], 1, "{summary}");
+}
