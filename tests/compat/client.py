@@ -1093,6 +1093,7 @@ def run_checks(checks: Checks) -> None:
     media_checks(checks, url, api_client, tag)
     crypto_checks(checks, api_client, tag)
     oauth_checks(checks, url, api_client, tag, email, password)
+    endpoint_checks(checks, url, api_client, tag)
 
     # --- removals ----------------------------------------------------------------------------
     if binding_pk is not None:
@@ -1422,6 +1423,94 @@ def crypto_checks(checks: Checks, api_client: ak.ApiClient, tag: str) -> None:
                 expect(status_of(crypto.crypto_certificatekeypairs_retrieve, pk) == 404, "pair still retrievable")
 
     run("crypto_certificatekeypairs_list (managed), _destroy", managed_and_destroy)
+
+
+def endpoint_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str) -> None:
+    """The agent connector: connectors, device access groups and enrollment tokens through the
+    administrator's calls; then an agent's own calls (enroll with the enrollment key, the
+    configuration and a check-in with the device token) through the same client, and the device
+    they make."""
+    run = checks.run
+    endpoints = ak.EndpointsApi(api_client)
+    state: dict[str, Any] = {}
+
+    def administration():
+        connector = endpoints.endpoints_agents_connectors_create(ak.AgentConnectorRequest(
+            name=f"compat-{tag}", refresh_interval="minutes=10", nss_uid_offset=3000))
+        state["connector"] = str(connector.connector_uuid)
+        expect(connector.snapshot_expiry == "days=1" and connector.nss_gid_offset == 1000, f"defaults {connector}")
+        got = endpoints.endpoints_agents_connectors_partial_update(state["connector"], ak.PatchedAgentConnectorRequest(
+            challenge_idle_timeout="seconds=3"))
+        expect(got.challenge_idle_timeout == "seconds=3" and got.refresh_interval == "minutes=10", f"patched {got}")
+        page = endpoints.endpoints_agents_connectors_list(name=f"compat-{tag}")
+        expect([str(c.connector_uuid) for c in page.results] == [state["connector"]], f"listed {page.results}")
+        group = endpoints.endpoints_device_access_groups_create(ak.DeviceAccessGroupRequest(name=f"compat-{tag}", attributes={"site": "lab"}))
+        state["group"] = str(group.pbm_uuid)
+        expect(endpoints.endpoints_device_access_groups_retrieve(state["group"]).attributes == {"site": "lab"}, "attributes")
+        token = endpoints.endpoints_agents_enrollment_tokens_create(ak.EnrollmentTokenRequest(
+            name=f"compat-{tag}", connector=state["connector"], device_group=state["group"]))
+        state["token"] = str(token.token_uuid)
+        expect(token.device_group_obj is not None and token.device_group_obj.name == f"compat-{tag}", f"group {token.device_group_obj}")
+        state["enrollment_key"] = endpoints.endpoints_agents_enrollment_tokens_view_key_retrieve(state["token"]).key
+        page = endpoints.endpoints_agents_enrollment_tokens_list(connector=state["connector"])
+        expect([str(t.token_uuid) for t in page.results] == [state["token"]], f"tokens {page.results}")
+        expect([u.name for u in endpoints.endpoints_agents_connectors_used_by_list(state["connector"])] == [f"compat-{tag}"], "used_by")
+
+    run("endpoints_agents_connectors_create, _partial_update, _list, _used_by_list; endpoints_device_access_groups_create, "
+        "_retrieve; endpoints_agents_enrollment_tokens_create, _view_key_retrieve, _list", administration)
+    if "enrollment_key" not in state:
+        return
+
+    def agent():
+        enrolling = ak.ApiClient(ak.Configuration(host=f"{url}/api/v3", access_token=state["enrollment_key"]))
+        agent_api = ak.EndpointsApi(enrolling)
+        got = agent_api.endpoints_agents_connectors_enroll_create(ak.EnrollRequest(device_serial=f"SN-{tag}", device_name=f"host-{tag}"))
+        expect(got.expires_in == 0 and got.token.startswith("gatehouse_dev_"), f"enrolled {got.expires_in!r}")
+        headers = {"Authorization": f"Bearer+agent {got.token}"}
+        config = agent_api.endpoints_agents_connectors_agent_config_retrieve(_headers=headers)
+        expect(config.refresh_interval == 600 and config.nss_uid_offset == 3000, f"config {config.refresh_interval} {config.nss_uid_offset}")
+        expect(len(config.jwks_auth.get("keys", [])) >= 1 and config.jwks_challenge is None, f"keys {config.jwks_auth}")
+        facts = ak.DeviceFactsRequest(
+            os=ak.OperatingSystemRequest(family=ak.DeviceFactsOSFamily.LINUX, name="Debian GNU/Linux", version="12 (bookworm)", arch="amd64"),
+            network=ak.NetworkRequest(hostname=f"host-{tag}", interfaces=[ak.NetworkInterfaceRequest(
+                name="eth0", hardware_address="02:42:ac:11:00:02", ip_addresses=["172.17.0.2"])]),
+            hardware=ak.HardwareRequest(serial=f"SN-{tag}", cpu_count=2, memory_bytes=25_769_803_776),
+            software=[ak.SoftwareRequest(name="openssh-server", version="1:9.2p1-2+deb12u3", source="dpkg")],
+            vendor={"goauthentik.io/platform": {"agent_version": "0.23.0"}})
+        expect(agent_api.endpoints_agents_connectors_check_in_create(facts, _headers=headers) is None, "check-in answered something")
+        state["device_token"] = got.token
+
+    run("endpoints_agents_connectors_enroll_create, _agent_config_retrieve, _check_in_create (as an agent)", agent)
+
+    def devices():
+        page = endpoints.endpoints_devices_list(search=f"SN-{tag}")
+        expect(len(page.results) == 1, f"devices {page.results}")
+        device = page.results[0]
+        state["device"] = str(device.device_uuid)
+        expect(device.name == f"host-{tag}" and str(device.access_group) == state["group"], f"device {device}")
+        expect(device.facts is not None and device.facts.vendor == ak.VendorEnum.GOAUTHENTIK_DOT_IO_SLASH_AT_MERGED, f"facts {device.facts}")
+        expect(device.facts.data.os.family == ak.DeviceFactsOSFamily.LINUX and device.facts.data.hardware.memory_bytes == 25_769_803_776,
+               f"facts {device.facts.data}")
+        details = endpoints.endpoints_devices_retrieve(state["device"])
+        expect([str(c) for c in details.connections] == [state["connector"]], f"connections {details.connections}")
+        expect(details.connections_obj[0].connector_obj.name == f"compat-{tag}", "connector_obj")
+        got = endpoints.endpoints_devices_partial_update(state["device"], ak.PatchedEndpointDeviceRequest(name=f"renamed-{tag}", attributes={"rack": 4}))
+        expect(got.name == f"renamed-{tag}" and got.attributes == {"rack": 4}, f"patched {got}")
+        summary = endpoints.endpoints_devices_summary_retrieve()
+        expect(summary.total_count >= 1 and summary.outdated_agent_count == 0, f"summary {summary}")
+        expect(endpoints.endpoints_devices_destroy(state["device"]) is None, "returned something")
+        expect(status_of(endpoints.endpoints_devices_retrieve, state["device"]) == 404, "device still retrievable")
+
+    if "device_token" in state:
+        run("endpoints_devices_list, _retrieve, _partial_update, _summary_retrieve, _destroy", devices)
+
+    def removals():
+        expect(endpoints.endpoints_agents_enrollment_tokens_destroy(state["token"]) is None, "returned something")
+        expect(endpoints.endpoints_device_access_groups_destroy(state["group"]) is None, "returned something")
+        expect(endpoints.endpoints_agents_connectors_destroy(state["connector"]) is None, "returned something")
+        expect(status_of(endpoints.endpoints_agents_connectors_retrieve, state["connector"]) == 404, "connector still retrievable")
+
+    run("endpoints_agents_enrollment_tokens_destroy, endpoints_device_access_groups_destroy, endpoints_agents_connectors_destroy", removals)
 
 
 def oauth_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str, email: str, password: str) -> None:

@@ -435,6 +435,8 @@ pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<DeviceView
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceRequest {
+    /// The device's id, as clients that send the whole object back give it; it cannot change.
+    pub device_uuid: Option<Uuid>,
     pub name: Option<String>,
     #[serde(default, deserialize_with = "crate::json::present")]
     #[schema(value_type = Option<Uuid>)]
@@ -445,6 +447,10 @@ pub struct DeviceRequest {
     pub expires: Option<Option<DateTime<Utc>>>,
     /// A JSON object of the operator's own.
     pub attributes: Option<Value>,
+    /// The group as an object, as clients that send the whole object back give it; ignored
+    /// (`access_group` chooses the group).
+    #[schema(value_type = Option<Object>)]
+    pub access_group_obj: Option<Value>,
 }
 
 /// Renames the device `id`, moves it to another group, sets when it expires or replaces its
@@ -453,6 +459,9 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &DeviceR
     actor.require(names::VIEW_DEVICE)?;
     let before = find(&state.db, state.tenant, id).await?;
     actor.require(names::CHANGE_DEVICE)?;
+    if request.device_uuid.is_some_and(|given| given != before.id) {
+        return Err(Error::field("device_uuid", "A device's id cannot change."));
+    }
     let mut errors = FieldErrors::new();
     let mut row = before.clone().into_active_model();
     if let Some(name) = parse_name(request.name.as_deref(), full, &mut errors) {
