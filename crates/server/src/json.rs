@@ -101,26 +101,60 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         return Err(Error::field(field, refusal));
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        if inner.is_syntax() || inner.is_eof() {
-            return Error::field(NON_FIELD_ERRORS, format!("JSON parse error: {message}"));
+    serde_path_to_error::deserialize(deserializer).map_err(field_error)
+}
+
+/// Like [`parse`], but control characters in text (keys included) are replaced with U+FFFD
+/// instead of refused: for what a device reports of itself, where one odd process name must not
+/// cost the whole report.
+pub fn parse_replacing_controls<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if !may_hold_controls(bytes) {
+        return parse(bytes);
+    }
+    // A document that is not JSON at all gets the same answer as from `parse`.
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return parse(bytes) };
+    replace_controls(&mut value);
+    serde_path_to_error::deserialize(value).map_err(field_error)
+}
+
+fn replace_controls(value: &mut serde_json::Value) {
+    let clean = |text: &str| {
+        text.chars().map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { '\u{fffd}' } else { c }).collect::<String>()
+    };
+    match value {
+        serde_json::Value::String(text) if text.chars().any(char::is_control) => *text = clean(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_controls),
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                replace_controls(&mut item);
+                map.insert(clean(&key), item);
+            }
         }
-        if let Some(missing) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-            let field = if path == "." { missing.to_owned() } else { format!("{path}.{missing}") };
-            return Error::Validation(FieldErrors::single(field, "This field is required."));
-        }
-        if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
-            // The path already ends with the unknown field's name.
-            let field = if path == "." { unknown.to_owned() } else { path };
-            return Error::Validation(FieldErrors::single(field, "Unknown field."));
-        }
-        let field = if path == "." { NON_FIELD_ERRORS.to_owned() } else { path };
-        Error::Validation(FieldErrors::single(field, message))
-    })
+        _ => {}
+    }
+}
+
+/// A deserialisation error as the API's field error.
+fn field_error(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    let message = inner.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    if inner.is_syntax() || inner.is_eof() {
+        return Error::field(NON_FIELD_ERRORS, format!("JSON parse error: {message}"));
+    }
+    if let Some(missing) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        let field = if path == "." { missing.to_owned() } else { format!("{path}.{missing}") };
+        return Error::Validation(FieldErrors::single(field, "This field is required."));
+    }
+    if let Some(unknown) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        // The path already ends with the unknown field's name.
+        let field = if path == "." { unknown.to_owned() } else { path };
+        return Error::Validation(FieldErrors::single(field, "Unknown field."));
+    }
+    let field = if path == "." { NON_FIELD_ERRORS.to_owned() } else { path };
+    Error::Validation(FieldErrors::single(field, message))
 }
 
 /// Limits on a document read into a [`serde_json::Value`], whatever its format.

@@ -1734,8 +1734,8 @@ impl MigrationTrait for AgentConnectors {
 }
 
 /// Devices enrolled through agent connectors: the devices, their connections to connectors, the
-/// device tokens agents call with (found only by a keyed digest) and the facts agents report,
-/// kept as expiring snapshots.
+/// device tokens agents call with (found only by a keyed digest) and the newest facts each
+/// connection reported, kept as an expiring snapshot.
 struct Devices;
 
 impl MigrationName for Devices {
@@ -1855,7 +1855,8 @@ impl MigrationTrait for Devices {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index(snapshots, "ix_device_fact_snapshots_latest", &["connection_id", "created"], false)).await?;
+        // One report per connection: each check-in replaces the one before.
+        manager.create_index(index(snapshots, "ux_device_fact_snapshots_connection", &["connection_id"], true)).await?;
         manager.create_index(index(snapshots, "ix_device_fact_snapshots_expires", &["expires"], false)).await
     }
 

@@ -185,8 +185,8 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &AccessG
     Ok(after)
 }
 
-/// Deletes the group `id`; needs the delete permission. Enrollment tokens that named it put new
-/// devices in no group from then on.
+/// Deletes the group `id`; needs the delete permission. Its devices, and the devices enrollment
+/// tokens that named it enrol from then on, are in no group.
 pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::VIEW_DEVICE_ACCESS_GROUP)?;
     let txn = crate::db::begin_write(&state.db).await?;
@@ -198,8 +198,11 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// What refers to the group `id`: the enrollment tokens that put devices into it.
+/// What refers to the group `id`: the enrollment tokens that put devices into it and the devices
+/// in it, all left without a group when it goes.
 pub async fn used_by(state: &AppState, actor: &Actor, id: Uuid) -> Result<Vec<crate::tokens::api::UsedBy>> {
     let group = get(state, actor, id).await?;
-    super::enrollment::naming_group(&state.db, state.tenant, group.id).await
+    let mut used = super::enrollment::naming_group(&state.db, state.tenant, group.id).await?;
+    used.extend(super::devices::in_group(&state.db, state.tenant, group.id).await?);
+    Ok(used)
 }

@@ -181,8 +181,9 @@ async fn apply(
                 continue;
             }
         };
-        if !zero_allowed && duration.as_micros() == 0 {
-            errors.add(field, "Give a duration longer than zero.");
+        // Agents count these in whole seconds: less than one would reach them as zero.
+        if !zero_allowed && duration.as_micros() < 1_000_000 {
+            errors.add(field, "Give a duration of at least one second.");
             continue;
         }
         let value = Set(duration.to_string());
@@ -268,8 +269,9 @@ pub async fn create(state: &AppState, actor: &Actor, request: &ConnectorRequest)
     apply(state, actor, &mut row, true, request, true).await?;
     let txn = crate::db::begin_write(&state.db).await?;
     let created = row.insert(&txn).await.map_err(|error| match error.sql_err() {
+        // Ids are unique across tenants: the answer must not tell whether another has it.
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
-            Error::field("connector_uuid", "connector with this connector uuid already exists.")
+            Error::field("connector_uuid", "This id cannot be used; leave it out for a new one.")
         }
         _ => error.into(),
     })?;
@@ -312,8 +314,11 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// What refers to the connector `id`: its enrollment tokens, deleted with it.
+/// What refers to the connector `id`: its enrollment tokens and the devices enrolled through
+/// it, whose connections (with their tokens and facts) go with it.
 pub async fn used_by(state: &AppState, actor: &Actor, id: Uuid) -> Result<Vec<crate::tokens::api::UsedBy>> {
     let connector = get(state, actor, id).await?;
-    super::enrollment::of_connector(&state.db, state.tenant, connector.id).await
+    let mut used = super::enrollment::of_connector(&state.db, state.tenant, connector.id).await?;
+    used.extend(super::devices::connected_to(&state.db, state.tenant, connector.id).await?);
+    Ok(used)
 }

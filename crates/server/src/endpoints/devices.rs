@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use gatehouse_types::DurationString;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -109,13 +108,15 @@ async fn enrollment_token_for(
     else {
         return Ok(None);
     };
+    // A key that was issued is no guess, even when it no longer enrols: devices retrying with a
+    // retired token must not use up their address's allowance for API keys.
+    reservation.settle_success(&state.db).await?;
     if !live(token.expiring, token.expires, Utc::now()) {
         return Ok(None);
     }
     let Some(connector) = connectors_by_ids(&state.db, state.tenant, &[token.connector_id]).await?.pop().filter(|c| c.enabled) else {
         return Ok(None);
     };
-    reservation.settle_success(&state.db).await?;
     Ok(Some((token, connector)))
 }
 
@@ -254,10 +255,15 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
         .filter(device_token::Column::KeyDigest.eq(key_digest(&state.secret, key.expose())))
         .one(&state.db)
         .await?
-        .filter(|token| live(token.expiring, token.expires, now))
     else {
         return Ok(None);
     };
+    // Issued, so no guess: a replaced or expired token, or one of a deleted device, is refused
+    // without counting against the address.
+    reservation.settle_success(&state.db).await?;
+    if !live(token.expiring, token.expires, now) {
+        return Ok(None);
+    }
     let Some(connection) = connection::Entity::find_by_id(token.connection_id).one(&state.db).await? else { return Ok(None) };
     let Some(device) = device::Entity::find_by_id(connection.device_id).one(&state.db).await?.filter(|d| live(d.expiring, d.expires, now))
     else {
@@ -266,28 +272,34 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     let Some(connector) = connectors_by_ids(&state.db, state.tenant, &[connection.connector_id]).await?.pop().filter(|c| c.enabled) else {
         return Ok(None);
     };
-    reservation.settle_success(&state.db).await?;
     Ok(Some(AgentCaller { device, connection, connector }))
 }
 
-/// Keeps what the agent reported as a snapshot of its connection, until the connector's
-/// `snapshot_expiry` has passed. Nothing is stored unless every fact is within bounds.
+/// Keeps what the agent reported as its connection's snapshot, replacing the one before, until
+/// the connector's `snapshot_expiry` has passed. Nothing is stored unless every fact is within
+/// bounds; one statement either stores all of it or nothing.
 pub async fn check_in(state: &AppState, caller: &AgentCaller, reported: &DeviceFacts) -> Result<()> {
     reported.check()?;
     let lifetime =
         DurationString::parse(&caller.connector.snapshot_expiry).map_err(|e| Error::internal(format!("a stored duration: {e}")))?;
     let now = Utc::now();
     let data = serde_json::to_value(reported).map_err(Error::internal)?;
-    snapshot::ActiveModel {
+    let row = snapshot::ActiveModel {
         id: Set(Uuid::new_v4()),
         tenant_id: Set(state.tenant.0),
         connection_id: Set(caller.connection.id),
         data: Set(data),
         created: Set(now),
         expires: Set(now + lifetime.to_chrono()),
-    }
-    .insert(&state.db)
-    .await?;
+    };
+    snapshot::Entity::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(snapshot::Column::ConnectionId)
+                .update_columns([snapshot::Column::Id, snapshot::Column::Data, snapshot::Column::Created, snapshot::Column::Expires])
+                .to_owned(),
+        )
+        .exec(&state.db)
+        .await?;
     metrics::counter!("gatehouse_device_check_ins_total").increment(1);
     Ok(())
 }
@@ -319,18 +331,17 @@ pub struct DeviceView {
     pub facts: Option<SnapshotView>,
 }
 
-/// The newest live snapshot of each of `connections`.
+/// The live snapshot of each of `connections` that has one.
 async fn latest_snapshots(db: &impl ConnectionTrait, connections: &[Uuid], now: DateTime<Utc>) -> Result<HashMap<Uuid, snapshot::Model>> {
     if connections.is_empty() {
         return Ok(HashMap::new());
     }
+    // At most one per connection: each check-in replaces the one before.
     let rows = snapshot::Entity::find()
         .filter(snapshot::Column::ConnectionId.is_in(connections.iter().copied()))
         .filter(snapshot::Column::Expires.gt(now))
-        .order_by_asc(snapshot::Column::Created)
         .all(db)
         .await?;
-    // Oldest first, so the newest of each connection is the one left.
     Ok(rows.into_iter().map(|row| (row.connection_id, row)).collect())
 }
 
@@ -517,39 +528,31 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
 #[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceSummary {
     pub total_count: u64,
-    /// Devices whose newest report is more than a day old, or that never reported.
+    /// Devices with no live report from the last day.
     pub unreachable_count: u64,
     /// Gatehouse does not track agent releases: always 0.
     pub outdated_agent_count: u64,
 }
 
-/// How many devices there are and how many have not reported for a day; needs the view
-/// permission.
+/// How many devices there are and how many have no live report from the last day; needs the
+/// view permission.
 pub async fn summary(state: &AppState, actor: &Actor) -> Result<DeviceSummary> {
     actor.require(names::VIEW_DEVICE)?;
-    let total = device::Entity::find().filter(device::Column::TenantId.eq(state.tenant.0)).count(&state.db).await?;
-    let since = Utc::now() - UNREACHABLE_AFTER;
-    let recent_connections: Vec<Uuid> = snapshot::Entity::find()
-        .select_only()
+    let tenant_devices = || device::Entity::find().filter(device::Column::TenantId.eq(state.tenant.0));
+    let total = tenant_devices().count(&state.db).await?;
+    let now = Utc::now();
+    let recently_reported = sea_orm::sea_query::Query::select()
         .column(snapshot::Column::ConnectionId)
-        .distinct()
-        .filter(snapshot::Column::TenantId.eq(state.tenant.0))
-        .filter(snapshot::Column::Created.gt(since))
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    let reachable = if recent_connections.is_empty() {
-        0
-    } else {
-        let devices: std::collections::HashSet<Uuid> = connection::Entity::find()
-            .filter(connection::Column::Id.is_in(recent_connections))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|c| c.device_id)
-            .collect();
-        devices.len() as u64
-    };
+        .from(snapshot::Entity)
+        .and_where(snapshot::Column::Created.gt(now - UNREACHABLE_AFTER))
+        .and_where(snapshot::Column::Expires.gt(now))
+        .to_owned();
+    let reachable_devices = sea_orm::sea_query::Query::select()
+        .column(connection::Column::DeviceId)
+        .from(connection::Entity)
+        .and_where(connection::Column::Id.in_subquery(recently_reported))
+        .to_owned();
+    let reachable = tenant_devices().filter(device::Column::Id.in_subquery(reachable_devices)).count(&state.db).await?;
     Ok(DeviceSummary { total_count: total, unreachable_count: total.saturating_sub(reachable), outdated_agent_count: 0 })
 }
 
@@ -606,4 +609,42 @@ pub async fn agent_settings(state: &AppState, caller: &AgentCaller) -> Result<Ag
         nss_gid_offset: connector.nss_gid_offset,
         auth_terminate_session_on_expiry: connector.auth_terminate_session_on_expiry,
     })
+}
+
+fn used_by_row(model_name: &str, pk: Uuid, name: String, action: &str) -> crate::tokens::api::UsedBy {
+    crate::tokens::api::UsedBy {
+        app: "authentik_endpoints".into(),
+        model_name: model_name.into(),
+        pk: pk.to_string(),
+        name,
+        action: action.into(),
+    }
+}
+
+/// The devices enrolled through the connector `id`, as its `used_by` lists them: their
+/// connections (with tokens and facts) are deleted with it.
+pub(super) async fn connected_to(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<Vec<crate::tokens::api::UsedBy>> {
+    let connected = sea_orm::sea_query::Query::select()
+        .column(connection::Column::DeviceId)
+        .from(connection::Entity)
+        .and_where(connection::Column::ConnectorId.eq(id))
+        .to_owned();
+    let devices = device::Entity::find()
+        .filter(device::Column::TenantId.eq(tenant.0))
+        .filter(device::Column::Id.in_subquery(connected))
+        .order_by_asc(device::Column::Name)
+        .all(db)
+        .await?;
+    Ok(devices.into_iter().map(|d| used_by_row("deviceconnection", d.id, d.name, "cascade")).collect())
+}
+
+/// The devices in the group `id`, as its `used_by` lists them: left without a group when it goes.
+pub(super) async fn in_group(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<Vec<crate::tokens::api::UsedBy>> {
+    let devices = device::Entity::find()
+        .filter(device::Column::TenantId.eq(tenant.0))
+        .filter(device::Column::AccessGroupId.eq(id))
+        .order_by_asc(device::Column::Name)
+        .all(db)
+        .await?;
+    Ok(devices.into_iter().map(|d| used_by_row("device", d.id, d.name, "set_null")).collect())
 }

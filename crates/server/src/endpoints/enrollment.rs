@@ -168,18 +168,21 @@ async fn apply(
         }
         Some(choice) => row.device_group_id = Set(choice),
     }
-    let expiring = request.expiring.or(current.map(|c| c.expiring)).unwrap_or(true);
-    row.expiring = Set(expiring);
-    let expires = match request.expires {
-        Some(given) => given,
-        None => current.and_then(|c| c.expires),
-    };
-    let expires = match (expiring, expires) {
-        (false, _) => None,
-        (true, Some(at)) => Some(at),
-        (true, None) => Some(Utc::now() + state.config.tokens.default_duration.to_chrono()),
-    };
-    row.expires = Set(expires);
+    // The expiry is written only when the request names it: a rename racing a revocation (an
+    // expiry set in the past) must not put the old expiry back.
+    if current.is_none() || request.expiring.is_some() || request.expires.is_some() {
+        let expiring = request.expiring.or(current.map(|c| c.expiring)).unwrap_or(true);
+        row.expiring = Set(expiring);
+        let expires = match request.expires {
+            Some(given) => given,
+            None => current.and_then(|c| c.expires),
+        };
+        row.expires = Set(match (expiring, expires) {
+            (false, _) => None,
+            (true, Some(at)) => Some(at),
+            (true, None) => Some(Utc::now() + state.config.tokens.default_duration.to_chrono()),
+        });
+    }
     errors.into_result()
 }
 

@@ -154,7 +154,7 @@ pub mod device_token {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// What an agent reported at one check-in, kept until it expires.
+/// What an agent reported at its newest check-in, one per connection, kept until it expires.
 pub mod snapshot {
     use sea_orm::entity::prelude::*;
 

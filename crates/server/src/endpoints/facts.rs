@@ -304,8 +304,10 @@ fn merge_into(base: &mut Value, newer: Value) {
             }
         }
         (Value::Array(base), Value::Array(newer)) => {
+            // Seen entries by their JSON text: lists of 20,000 packages merge in linear time.
+            let mut seen: std::collections::HashSet<String> = base.iter().map(Value::to_string).collect();
             for item in newer {
-                if !base.contains(&item) {
+                if seen.insert(item.to_string()) {
                     base.push(item);
                 }
             }

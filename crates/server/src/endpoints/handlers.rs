@@ -26,7 +26,7 @@ use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::http::auth::Principal;
-use crate::http::json::ApiJson;
+use crate::http::json::{ApiJson, ReportJson};
 use crate::http::query::ApiQuery;
 use crate::state::AppState;
 use crate::tokens::api::UsedBy;
@@ -78,9 +78,10 @@ impl FromRequestParts<AppState> for Agent {
             Some(key) => devices::authenticate(state, key, client.ip).await?,
             None => None,
         };
+        // 403, as authentik answers: agents written for it expect that status.
         caller.map(Agent).ok_or_else(|| {
             metrics::counter!("gatehouse_auth_failures_total", "kind" => "device").increment(1);
-            Error::Unauthenticated
+            Error::PermissionDenied
         })
     }
 }
@@ -418,7 +419,7 @@ pub struct AgentTokenResponse {
 
 #[utoipa::path(post, path = "/api/v3/endpoints/agents/connectors/enroll/", tag = "endpoints", request_body = EnrollRequest,
     responses((status = 200, description = "The device's token, shown once", body = AgentTokenResponse),
-        (status = 400, description = "Invalid input"), (status = 401, description = "Not a live enrollment token of an enabled connector"),
+        (status = 400, description = "Invalid input"), (status = 403, description = "Not a live enrollment token of an enabled connector"),
         (status = 429, description = "Too many failures from this address")))]
 async fn enroll(
     State(state): State<AppState>,
@@ -426,10 +427,10 @@ async fn enroll(
     headers: HeaderMap,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<Json<AgentTokenResponse>> {
-    let key = credential(&headers, "bearer").ok_or(Error::Unauthenticated)?;
+    let key = credential(&headers, "bearer").ok_or(Error::PermissionDenied)?;
     let token = devices::enroll(&state, key, client.ip, &body).await?.ok_or_else(|| {
         metrics::counter!("gatehouse_auth_failures_total", "kind" => "enrollment").increment(1);
-        Error::Unauthenticated
+        Error::PermissionDenied
     })?;
     Ok(Json(AgentTokenResponse { token: token.expose().to_owned(), expires_in: 0 }))
 }
@@ -455,7 +456,7 @@ pub struct AgentConfigOut {
 }
 
 #[utoipa::path(get, path = "/api/v3/endpoints/agents/connectors/agent_config/", tag = "endpoints",
-    responses((status = 200, body = AgentConfigOut), (status = 401, description = "Not a live device token")))]
+    responses((status = 200, body = AgentConfigOut), (status = 403, description = "Not a live device token")))]
 async fn agent_config(State(state): State<AppState>, Agent(caller): Agent) -> Result<Json<AgentConfigOut>> {
     let settings = devices::agent_settings(&state, &caller).await?;
     Ok(Json(AgentConfigOut {
@@ -474,8 +475,8 @@ async fn agent_config(State(state): State<AppState>, Agent(caller): Agent) -> Re
 
 #[utoipa::path(post, path = "/api/v3/endpoints/agents/connectors/check_in/", tag = "endpoints", request_body = DeviceFacts,
     responses((status = 204, description = "Kept until the connector's snapshot_expiry"), (status = 400, description = "Invalid facts, naming the field"),
-        (status = 401, description = "Not a live device token"), (status = 413, description = "Larger than the server takes")))]
-async fn check_in(State(state): State<AppState>, Agent(caller): Agent, ApiJson(facts): ApiJson<DeviceFacts>) -> Result<StatusCode> {
+        (status = 403, description = "Not a live device token"), (status = 413, description = "Larger than the server takes")))]
+async fn check_in(State(state): State<AppState>, Agent(caller): Agent, ReportJson(facts): ReportJson<DeviceFacts>) -> Result<StatusCode> {
     devices::check_in(&state, &caller, &facts).await?;
     Ok(StatusCode::NO_CONTENT)
 }

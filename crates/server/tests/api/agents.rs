@@ -3,6 +3,7 @@
 //! every way an agent is refused.
 
 use reqwest::{Method, Response, StatusCode};
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::support::{Session, TestApp, assert_field_error, json, remember_secret};
@@ -186,14 +187,14 @@ async fn an_agent_enrols_fetches_its_configuration_checks_in_and_enrols_again() 
     assert_ne!(agent.token.as_deref(), Some(first_token.as_str()));
     assert_eq!(agent.call(Method::GET, CONFIG, None).await.status(), StatusCode::OK);
     let old = Agent { app: &app, serial: agent.serial.clone(), token: Some(first_token) };
-    assert_eq!(old.call(Method::GET, CONFIG, None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(old.call(Method::GET, CONFIG, None).await.status(), StatusCode::FORBIDDEN);
     let (_, devices) = json(app.get(&admin, DEVICES).await).await;
     assert_eq!((&devices["pagination"]["count"], &devices["results"][0]["name"]), (&json!(1), &json!("build-07")), "{devices}");
 
     // Deleting the device refuses its agent from the next call.
     let (status, _) = json(app.delete(&admin, &path).await).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(json!({}))).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(json!({}))).await.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -204,18 +205,21 @@ async fn agents_are_refused_alike_whatever_is_wrong() {
     agent.enroll(&key, "host-1").await;
     let device_token = agent.token.clone().unwrap();
 
+    // 403 whatever is wrong, as authentik answers agents.
     let refused = |response: Response| async move {
         let status = response.status();
         let body = response.text().await.unwrap();
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         body
     };
     // No header, the wrong scheme, the wrong kind of key, a mistyped key.
     let bare = app.client.get(app.url(CONFIG)).send().await.unwrap();
     let reference = refused(bare).await;
+    let unknown = gatehouse::tokens::key::SecretKey::generate(gatehouse::tokens::key::KeyKind::Device);
     for header in [
         format!("Bearer {device_token}"),
         format!("Bearer+agent {key}"),
+        format!("Bearer+agent {}", unknown.expose()),
         "Bearer+agent gatehouse_dev_nonsense".to_owned(),
         "Bearer+agent ".to_owned(),
     ] {
@@ -329,5 +333,53 @@ async fn a_check_in_out_of_bounds_is_refused_whole_and_facts_expire() {
     }
     assert_eq!(gatehouse::endpoints::devices::purge_expired(&app.state.db).await.unwrap(), 1);
     let (_, summary) = json(app.get(&admin, &format!("{DEVICES}summary/")).await).await;
-    assert_eq!(summary["total_count"], 1, "{summary}");
+    assert_eq!((&summary["total_count"], &summary["unreachable_count"]), (&json!(1), &json!(1)), "{summary}");
+}
+
+#[tokio::test]
+async fn a_process_name_with_control_characters_does_not_cost_the_report() {
+    let app = TestApp::spawn().await;
+    let (admin, connector, key) = connector_with_token(&app, json!({})).await;
+    let mut agent = Agent::new(&app, "SERIAL-C");
+    agent.enroll(&key, "host-c").await;
+    let mut facts = linux_facts("SERIAL-C", "24.04");
+    facts["processes"][0]["name"] = json!("evil\u{1b}[2Jname\u{7}");
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(facts)).await.status(), StatusCode::NO_CONTENT);
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["results"][0]["facts"]["data"]["processes"][0]["name"], "evil\u{fffd}[2Jname\u{fffd}");
+    // Each check-in replaces the connection's report: the facts are the newest, and only one is kept.
+    assert_eq!(agent.call(Method::POST, CHECK_IN, Some(linux_facts("SERIAL-C", "26.04"))).await.status(), StatusCode::NO_CONTENT);
+    let (_, devices) = json(app.get(&admin, DEVICES).await).await;
+    assert_eq!(devices["results"][0]["facts"]["data"]["os"]["version"], "26.04");
+    let kept = gatehouse::endpoints::entities::snapshot::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    // The connector's used_by names the device whose connection goes with it.
+    let (_, used) = json(app.get(&admin, &format!("{CONNECTORS}{}/used_by/", connector["connector_uuid"].as_str().unwrap())).await).await;
+    let named: Vec<(&str, &str)> =
+        used.as_array().unwrap().iter().map(|u| (u["model_name"].as_str().unwrap(), u["action"].as_str().unwrap())).collect();
+    assert_eq!(named, [("enrollmenttoken", "cascade"), ("deviceconnection", "cascade")], "{used}");
+}
+
+#[tokio::test]
+async fn agents_retrying_with_a_replaced_token_do_not_use_up_their_address_allowance() {
+    let app = TestApp::spawn_with(|c| c.sign_in.max_failures_per_ip_hour = 5).await;
+    let (_, _, key) = connector_with_token(&app, json!({})).await;
+    let mut agent = Agent::new(&app, "SERIAL-R");
+    agent.enroll(&key, "host-r").await;
+    let replaced = Agent { app: &app, serial: agent.serial.clone(), token: agent.token.clone() };
+    agent.enroll(&key, "host-r").await;
+    // The reinstalled agent's old copy keeps calling every refresh: refused, never throttled,
+    // and the address keeps its allowance for everything else.
+    for _ in 0..12 {
+        assert_eq!(replaced.call(Method::GET, CONFIG, None).await.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(agent.call(Method::GET, CONFIG, None).await.status(), StatusCode::OK);
+    // Keys that were never issued are guesses: the ceiling stops them.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let guess = gatehouse::tokens::key::SecretKey::generate(gatehouse::tokens::key::KeyKind::Device);
+        let guesser = Agent { app: &app, serial: "x".into(), token: Some(guess.expose().to_owned()) };
+        statuses.push(guesser.call(Method::GET, CONFIG, None).await.status());
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }

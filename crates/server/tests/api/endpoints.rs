@@ -94,6 +94,7 @@ async fn agent_connector_input_is_refused_field_by_field() {
         (json!({"name": "  "}), "name"),
         (json!({"name": "x", "refresh_interval": "fortnights=1"}), "refresh_interval"),
         (json!({"name": "x", "snapshot_expiry": "seconds=0"}), "snapshot_expiry"),
+        (json!({"name": "x", "refresh_interval": "milliseconds=500"}), "refresh_interval"),
         (json!({"name": "x", "nss_uid_offset": -1}), "nss_uid_offset"),
         (json!({"name": "x", "nss_gid_offset": 2_147_483_648_i64}), "nss_gid_offset"),
         (json!({"name": "x", "authorization_flow": uuid::Uuid::new_v4()}), "authorization_flow"),
@@ -156,7 +157,10 @@ async fn enrollment_token_keys_are_shown_only_through_view_key_and_each_view_is_
     // Stored only as a digest and a sealed copy.
     let stored = enrollment_token::Entity::find().all(&app.state.db).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert!(!stored[0].key_digest.contains(&key) && !stored[0].key_sealed.contains(&key));
+    assert_eq!(stored[0].key_digest, gatehouse::endpoints::enrollment::key_digest(&app.state.secret, &key), "found by its keyed digest");
+    assert_ne!(stored[0].key_sealed, key, "kept sealed");
+    let opened = gatehouse::tokens::seal::open(&app.state.secret, stored[0].id, &stored[0].key_sealed).unwrap();
+    assert_eq!(opened, key);
     let events = crate::flows::events(&app, "secret_view").await;
     assert!(events.iter().any(|e| e["context"]["model"]["model_name"] == "enrollmenttoken"), "{events:?}");
 
