@@ -361,18 +361,21 @@ async fn a_process_name_with_control_characters_does_not_cost_the_report() {
 }
 
 #[tokio::test]
-async fn agents_retrying_with_a_replaced_token_do_not_use_up_their_address_allowance() {
+async fn agents_of_a_disabled_connector_do_not_use_up_their_address_allowance() {
     let app = TestApp::spawn_with(|c| c.sign_in.max_failures_per_ip_hour = 5).await;
-    let (_, _, key) = connector_with_token(&app, json!({})).await;
+    let (admin, connector, key) = connector_with_token(&app, json!({})).await;
     let mut agent = Agent::new(&app, "SERIAL-R");
     agent.enroll(&key, "host-r").await;
-    let replaced = Agent { app: &app, serial: agent.serial.clone(), token: agent.token.clone() };
-    agent.enroll(&key, "host-r").await;
-    // The reinstalled agent's old copy keeps calling every refresh: refused, never throttled,
-    // and the address keeps its allowance for everything else.
+    let path = format!("{CONNECTORS}{}/", connector["connector_uuid"].as_str().unwrap());
+    let (status, _) = json(app.patch(&admin, &path, json!({"enabled": false})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    // Its agents keep calling every refresh: refused, never throttled, and the address keeps
+    // its allowance for when the connector is enabled again.
     for _ in 0..12 {
-        assert_eq!(replaced.call(Method::GET, CONFIG, None).await.status(), StatusCode::FORBIDDEN);
+        assert_eq!(agent.call(Method::GET, CONFIG, None).await.status(), StatusCode::FORBIDDEN);
     }
+    let (status, _) = json(app.patch(&admin, &path, json!({"enabled": true})).await).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(agent.call(Method::GET, CONFIG, None).await.status(), StatusCode::OK);
     // Keys that were never issued are guesses: the ceiling stops them.
     let mut statuses = Vec::new();
