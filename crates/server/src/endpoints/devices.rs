@@ -18,8 +18,6 @@ use super::entities::{access_group, connection, connector, device, device_token,
 use super::facts::{self, DeviceFacts};
 use crate::accounts::access::Actor;
 use crate::accounts::permissions::names;
-use crate::credentials::attempts::{self, Bucket};
-use crate::credentials::limits::Limits;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action, ModelRef};
@@ -68,22 +66,6 @@ fn shown(device: &device::Model) -> Value {
     json!({"name": device.name, "identifier": device.identifier, "access_group": device.access_group_id, "expiring": device.expiring, "expires": device.expires, "attributes": device.attributes})
 }
 
-/// A key that is not known good is a guess until the database says otherwise: it is reserved
-/// against the caller's address before it is looked up, as API keys are.
-async fn reserve_guess(state: &AppState, key: &SecretKey, from: Option<std::net::IpAddr>) -> Result<attempts::Reservation> {
-    let buckets = match from {
-        Some(ip) => {
-            let prefix_digest = state.secret.digest("key-prefix", key.prefix().as_bytes());
-            vec![
-                Bucket::address_and_key_prefix(ip, &prefix_digest[..16], Limits::per_address(&state.config.sign_in)),
-                Bucket::address_key_ceiling(ip, state.config.sign_in.max_failures_per_ip_hour),
-            ]
-        }
-        None => Vec::new(),
-    };
-    attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await
-}
-
 fn live(expiring: bool, expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     !expiring || expires.is_none_or(|at| at > now)
 }
@@ -98,7 +80,7 @@ async fn enrollment_token_for(
     if key.kind() != KeyKind::Enrollment {
         return Ok(None);
     }
-    let reservation = reserve_guess(state, &key, from).await?;
+    let reservation = crate::tokens::service::reserve_key_guess(state, &key, from).await?;
     let digest = super::enrollment::key_digest(&state.secret, key.expose());
     let Some(token) = enrollment_token::Entity::find()
         .filter(enrollment_token::Column::TenantId.eq(state.tenant.0))
@@ -248,7 +230,7 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     if key.kind() != KeyKind::Device {
         return Ok(None);
     }
-    let reservation = reserve_guess(state, &key, from).await?;
+    let reservation = crate::tokens::service::reserve_key_guess(state, &key, from).await?;
     let now = Utc::now();
     let Some(token) = device_token::Entity::find()
         .filter(device_token::Column::TenantId.eq(state.tenant.0))

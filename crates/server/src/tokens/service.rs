@@ -537,6 +537,24 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
     Ok(())
 }
 
+/// Reserves a key that is not known good as a guess before it is looked up: against keys with
+/// its prefix from the caller's address, and the address's ceiling. The caller settles it as a
+/// success once the key turns out to exist. Every kind of key (API keys, enrollment and device
+/// keys) counts toward the same allowance.
+pub async fn reserve_key_guess(state: &AppState, key: &SecretKey, from: Option<std::net::IpAddr>) -> Result<attempts::Reservation> {
+    let buckets = match from {
+        Some(ip) => {
+            let prefix_digest = state.secret.digest("key-prefix", key.prefix().as_bytes());
+            vec![
+                Bucket::address_and_key_prefix(ip, &prefix_digest[..16], Limits::per_address(&state.config.sign_in)),
+                Bucket::address_key_ceiling(ip, state.config.sign_in.max_failures_per_ip_hour),
+            ]
+        }
+        None => Vec::new(),
+    };
+    attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await
+}
+
 /// Checks an API key: format and checksum first (no database), then the in-process cache,
 /// then the database. Expiry is enforced here, on every check.
 pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::IpAddr>) -> Result<Option<Arc<AuthContext>>> {
@@ -553,19 +571,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
-    // Not known good: a guess until the database says otherwise, so it is reserved before it is
-    // looked up: against keys with its prefix from this address, and the address's ceiling.
-    let buckets = match from {
-        Some(ip) => {
-            let prefix_digest = state.secret.digest("key-prefix", key.prefix().as_bytes());
-            vec![
-                Bucket::address_and_key_prefix(ip, &prefix_digest[..16], Limits::per_address(&state.config.sign_in)),
-                Bucket::address_key_ceiling(ip, state.config.sign_in.max_failures_per_ip_hour),
-            ]
-        }
-        None => Vec::new(),
-    };
-    let reservation = attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await?;
+    let reservation = reserve_key_guess(state, &key, from).await?;
     let generation = state.auth_cache.generation();
     let Some(mut token) = find_live(state, &digest, Intent::Api, now).await? else { return Ok(None) };
     let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
