@@ -45,21 +45,27 @@ fn shown(group: &access_group::Model) -> Value {
 
 /// A trimmed, non-blank name of at most 255 characters, or the field's error.
 pub(super) fn parse_name(name: Option<&str>, required: bool, errors: &mut FieldErrors) -> Option<String> {
-    match name.map(str::trim) {
+    parse_text("name", name, required, errors)
+}
+
+/// Trimmed, non-blank text of at most 255 characters for `field`, or the field's error; absent
+/// text is an error only when `required`.
+pub(super) fn parse_text(field: &'static str, text: Option<&str>, required: bool, errors: &mut FieldErrors) -> Option<String> {
+    match text.map(str::trim) {
         None if required => {
-            errors.add("name", "This field is required.");
+            errors.add(field, "This field is required.");
             None
         }
         None => None,
         Some("") => {
-            errors.add("name", "This field may not be blank.");
+            errors.add(field, "This field may not be blank.");
             None
         }
-        Some(name) if name.chars().count() > LONGEST_NAME => {
-            errors.add("name", format!("Ensure this field has no more than {LONGEST_NAME} characters."));
+        Some(text) if text.chars().count() > LONGEST_NAME => {
+            errors.add(field, format!("Ensure this field has no more than {LONGEST_NAME} characters."));
             None
         }
-        Some(name) => Some(name.to_owned()),
+        Some(text) => Some(text.to_owned()),
     }
 }
 

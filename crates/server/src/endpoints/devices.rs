@@ -12,7 +12,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::access_groups::{groups_by_ids, parse_name};
+use super::access_groups::{groups_by_ids, parse_name, parse_text};
 use super::connectors::connectors_by_ids;
 use super::entities::{access_group, connection, connector, device, device_token, enrollment_token, snapshot};
 use super::facts::{self, DeviceFacts};
@@ -102,26 +102,14 @@ async fn enrollment_token_for(
     Ok(Some((token, connector)))
 }
 
+/// Required text of an enrolment, without control characters.
 fn enrolment_text(field: &'static str, value: Option<&str>, errors: &mut FieldErrors) -> Option<String> {
-    match value.map(str::trim) {
-        None => {
-            errors.add(field, "This field is required.");
-            None
-        }
-        Some("") => {
-            errors.add(field, "This field may not be blank.");
-            None
-        }
-        Some(text) if text.chars().count() > 255 => {
-            errors.add(field, "Ensure this field has no more than 255 characters.");
-            None
-        }
-        Some(text) if text.chars().any(char::is_control) => {
-            errors.add(field, crate::json::CONTROL_CHARACTER);
-            None
-        }
-        Some(text) => Some(text.to_owned()),
+    let text = parse_text(field, value, true, errors)?;
+    if text.chars().any(char::is_control) {
+        errors.add(field, crate::json::CONTROL_CHARACTER);
+        return None;
     }
+    Some(text)
 }
 
 /// Enrols the device `request` names with the enrollment key `key_text` and returns its new
