@@ -395,6 +395,27 @@ impl Scope {
     }
 }
 
+/// The members of `groups` and of every group below them: everyone a binding of those groups
+/// reaches.
+pub async fn members_of_groups(db: &impl ConnectionTrait, tenant: TenantId, groups: &[Uuid]) -> Result<Vec<i64>> {
+    Ok(expand(db, tenant, &Scope { users: Vec::new(), groups: groups.to_vec() }).await?.1)
+}
+
+/// The groups `user_id` belongs to, directly or through a group below them: the groups a
+/// binding of a group counts the user in.
+pub async fn groups_reaching(db: &impl ConnectionTrait, tenant: TenantId, user_id: i64) -> Result<HashSet<Uuid>> {
+    let direct: Vec<Uuid> = group_member::Entity::find()
+        .filter(group_member::Column::TenantId.eq(tenant.0))
+        .filter(group_member::Column::UserId.eq(user_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.group_uuid)
+        .collect();
+    let graph = GroupGraph::load(db, tenant, &direct).await?;
+    Ok(graph.rows.into_keys().collect())
+}
+
 /// Expands a scope to (groups with their descendants, users with the members of those groups).
 async fn expand(db: &impl ConnectionTrait, tenant: TenantId, scope: &Scope) -> Result<(Vec<Uuid>, Vec<i64>)> {
     let mut groups: BTreeSet<Uuid> = BTreeSet::new();

@@ -211,6 +211,17 @@ impl From<&group::Model> for RelatedGroup {
     }
 }
 
+impl UserOut {
+    /// What a reader that may see only `visible_groups` (and no rights) is shown: a device's
+    /// agent reading the directory.
+    pub fn within(mut self, visible_groups: &std::collections::BTreeSet<Uuid>) -> Self {
+        self.groups.retain(|id| visible_groups.contains(id));
+        self.groups_obj.retain(|g| visible_groups.contains(&g.pk));
+        self.permissions.clear();
+        self
+    }
+}
+
 /// authentik's `Group`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GroupOut {
@@ -519,6 +530,23 @@ pub async fn render_users(state: &crate::state::AppState, users: Vec<user::Model
 /// Renders one user.
 pub async fn render_user(state: &crate::state::AppState, user: user::Model) -> Result<UserOut> {
     render_users(state, vec![user]).await?.pop().ok_or_else(|| crate::error::Error::internal("rendering lost a user"))
+}
+
+impl GroupOut {
+    /// What a reader that may see only `visible_users` and `visible_groups` (and no rights) is
+    /// shown: a device's agent reading the directory.
+    pub fn within(mut self, visible_users: &std::collections::BTreeSet<i64>, visible_groups: &std::collections::BTreeSet<Uuid>) -> Self {
+        self.users.retain(|id| visible_users.contains(id));
+        if let Some(members) = &mut self.users_obj {
+            members.retain(|u| visible_users.contains(&u.pk));
+        }
+        self.parents.retain(|id| visible_groups.contains(id));
+        self.parents_obj.retain(|g| visible_groups.contains(&g.pk));
+        self.children.retain(|id| visible_groups.contains(id));
+        self.children_obj.retain(|g| visible_groups.contains(&g.pk));
+        self.permissions.clear();
+        self
+    }
 }
 
 /// authentik's `UserServiceAccountRequest`.

@@ -398,6 +398,26 @@ pub struct GroupFilter {
 /// One page of the tenant's groups.
 pub async fn list_groups(state: &AppState, actor: &Actor, filter: &GroupFilter, params: &ListParams) -> Result<Paginated<group::Model>> {
     actor.require(names::VIEW_GROUP)?;
+    page_of_groups(state, filter, params, None).await
+}
+
+/// One page of the groups with a direct member among `members`, for a reader that may see only
+/// those accounts (a device's agent): no permission is asked.
+pub async fn list_groups_of_members(
+    state: &AppState,
+    filter: &GroupFilter,
+    params: &ListParams,
+    members: &BTreeSet<i64>,
+) -> Result<Paginated<group::Model>> {
+    page_of_groups(state, filter, params, Some(members)).await
+}
+
+async fn page_of_groups(
+    state: &AppState,
+    filter: &GroupFilter,
+    params: &ListParams,
+    among_members: Option<&BTreeSet<i64>>,
+) -> Result<Paginated<group::Model>> {
     let tenant = state.tenant;
     let page = params.page_request(&state.config.api)?;
     let mut select = group::Entity::find().filter(group::Column::TenantId.eq(tenant.0));
@@ -418,6 +438,17 @@ pub async fn list_groups(state: &AppState, actor: &Actor, filter: &GroupFilter, 
             .one(&state.db)
             .await?;
         member_ids.get_or_insert_with(Vec::new).extend(found.map(|u| u.id).into_iter().chain(std::iter::once(-1)));
+    }
+    if let Some(members) = among_members {
+        let groups: Vec<Uuid> = group_member::Entity::find()
+            .filter(group_member::Column::TenantId.eq(tenant.0))
+            .filter(group_member::Column::UserId.is_in(members.iter().copied()))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|m| m.group_uuid)
+            .collect();
+        select = select.filter(group::Column::GroupUuid.is_in(groups));
     }
     if let Some(ids) = member_ids {
         let groups: Vec<Uuid> = group_member::Entity::find()

@@ -17,7 +17,7 @@ use super::permissions::{self, PermissionFilter};
 use super::users::{self, UserFilter};
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
-use crate::http::auth::Principal;
+use crate::http::auth::{DirectoryReader, Principal};
 use crate::http::json::ApiJson;
 use crate::http::query::ApiQuery;
 use crate::state::AppState;
@@ -50,12 +50,21 @@ fn parse_group_id(text: &str) -> Result<Uuid> {
     responses((status = 200, description = "A page of users", body = Paginated<UserOut>), (status = 403, description = "Permission denied")))]
 async fn list_users(
     State(state): State<AppState>,
-    principal: Principal,
+    reader: DirectoryReader,
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<UserFilter>,
 ) -> Result<Json<Paginated<UserOut>>> {
-    let page = users::list_users(&state, &principal.actor(), &filter, &params).await?;
-    let results = super::api::render_users(&state, page.results).await?;
+    let (page, visible) = match reader {
+        DirectoryReader::Principal(principal) => (users::list_users(&state, &principal.actor(), &filter, &params).await?, None),
+        DirectoryReader::Agent(caller) => {
+            let (page, visible) = crate::endpoints::directory::users(&state, &caller, &filter, &params).await?;
+            (page, Some(visible))
+        }
+    };
+    let mut results = super::api::render_users(&state, page.results).await?;
+    if let Some(visible) = visible {
+        results = results.into_iter().map(|user| user.within(&visible.groups)).collect();
+    }
     Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 
@@ -168,13 +177,22 @@ async fn render_group(state: &AppState, group: super::entities::group::Model) ->
     responses((status = 200, description = "A page of groups", body = Paginated<GroupOut>), (status = 403, description = "Permission denied")))]
 async fn list_groups(
     State(state): State<AppState>,
-    principal: Principal,
+    reader: DirectoryReader,
     ApiQuery(params): ApiQuery<ListParams>,
     ApiQuery(filter): ApiQuery<GroupFilter>,
 ) -> Result<Json<Paginated<GroupOut>>> {
     let include_users = !matches!(filter.include_users.as_deref(), Some("false" | "False" | "0"));
-    let page = groups::list_groups(&state, &principal.actor(), &filter, &params).await?;
-    let results = render_groups(&state, page.results, include_users).await?;
+    let (page, visible) = match reader {
+        DirectoryReader::Principal(principal) => (groups::list_groups(&state, &principal.actor(), &filter, &params).await?, None),
+        DirectoryReader::Agent(caller) => {
+            let (page, visible) = crate::endpoints::directory::groups(&state, &caller, &filter, &params).await?;
+            (page, Some(visible))
+        }
+    };
+    let mut results = render_groups(&state, page.results, include_users).await?;
+    if let Some(visible) = visible {
+        results = results.into_iter().map(|group| group.within(&visible.users, &visible.groups)).collect();
+    }
     Ok(Json(Paginated { pagination: page.pagination, results, autocomplete: page.autocomplete }))
 }
 

@@ -488,6 +488,34 @@ const CATALOGUE_ROWS: &[(&str, &str, &str, &str, &str)] = &[
     ("authentik_endpoints.view_device", "Can view Device", "device", "Device", "authentik Endpoints"),
     ("authentik_endpoints.change_device", "Can change Device", "device", "Device", "authentik Endpoints"),
     ("authentik_endpoints.delete_device", "Can delete Device", "device", "Device", "authentik Endpoints"),
+    (
+        "authentik_endpoints.view_deviceuserbinding",
+        "Can view Device User Binding",
+        "deviceuserbinding",
+        "Device User Binding",
+        "authentik Endpoints",
+    ),
+    (
+        "authentik_endpoints.add_deviceuserbinding",
+        "Can add Device User Binding",
+        "deviceuserbinding",
+        "Device User Binding",
+        "authentik Endpoints",
+    ),
+    (
+        "authentik_endpoints.change_deviceuserbinding",
+        "Can change Device User Binding",
+        "deviceuserbinding",
+        "Device User Binding",
+        "authentik Endpoints",
+    ),
+    (
+        "authentik_endpoints.delete_deviceuserbinding",
+        "Can delete Device User Binding",
+        "deviceuserbinding",
+        "Device User Binding",
+        "authentik Endpoints",
+    ),
 ];
 
 /// Every permission Gatehouse checks, in id order.
@@ -612,6 +640,10 @@ pub mod names {
     pub const VIEW_DEVICE: &str = "authentik_endpoints.view_device";
     pub const CHANGE_DEVICE: &str = "authentik_endpoints.change_device";
     pub const DELETE_DEVICE: &str = "authentik_endpoints.delete_device";
+    pub const VIEW_DEVICE_BINDING: &str = "authentik_endpoints.view_deviceuserbinding";
+    pub const ADD_DEVICE_BINDING: &str = "authentik_endpoints.add_deviceuserbinding";
+    pub const CHANGE_DEVICE_BINDING: &str = "authentik_endpoints.change_deviceuserbinding";
+    pub const DELETE_DEVICE_BINDING: &str = "authentik_endpoints.delete_deviceuserbinding";
     pub const VIEW_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.view_certificatekeypair";
     pub const ADD_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.add_certificatekeypair";
     pub const CHANGE_CERTIFICATE_KEY_PAIR: &str = "authentik_crypto.change_certificatekeypair";

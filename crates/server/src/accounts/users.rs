@@ -602,9 +602,32 @@ pub struct UserFilter {
 /// One page of the tenant's users.
 pub async fn list_users(state: &AppState, actor: &Actor, filter: &UserFilter, params: &ListParams) -> Result<Paginated<user::Model>> {
     actor.require(names::VIEW_USER)?;
+    page_of_users(state, filter, params, None).await
+}
+
+/// One page of the users among `ids`, for a reader that may see only those accounts (a
+/// device's agent): no permission is asked.
+pub async fn list_users_among(
+    state: &AppState,
+    filter: &UserFilter,
+    params: &ListParams,
+    ids: &BTreeSet<i64>,
+) -> Result<Paginated<user::Model>> {
+    page_of_users(state, filter, params, Some(ids)).await
+}
+
+async fn page_of_users(
+    state: &AppState,
+    filter: &UserFilter,
+    params: &ListParams,
+    among: Option<&BTreeSet<i64>>,
+) -> Result<Paginated<user::Model>> {
     let tenant = state.tenant;
     let page = params.page_request(&state.config.api)?;
     let mut select = user::Entity::find().filter(user::Column::TenantId.eq(tenant.0));
+    if let Some(ids) = among {
+        select = select.filter(user::Column::Id.is_in(ids.iter().copied()));
+    }
     if let Some(email) = filter.email.as_deref().filter(|v| !v.is_empty()) {
         select = select.filter(user::Column::EmailKey.eq(gatehouse_types::identifier_key(email)));
     }

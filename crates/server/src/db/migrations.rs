@@ -34,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(SessionGrants),
             Box::new(AgentConnectors),
             Box::new(Devices),
+            Box::new(DeviceBindings),
         ]
     }
 }
@@ -1865,5 +1866,92 @@ impl MigrationTrait for Devices {
             manager.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+/// Who may use a device: bindings of users or groups to a device or to a device access group,
+/// each optionally expiring.
+struct DeviceBindings;
+
+impl MigrationName for DeviceBindings {
+    fn name(&self) -> &str {
+        "m0024_device_bindings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DeviceBindings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let bindings = "device_bindings";
+        manager
+            .create_table(
+                Table::create()
+                    .table(bindings)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    // The target: a device or a device access group, exactly one of them.
+                    .col(uuid_null("device_id"))
+                    .col(uuid_null("access_group_id"))
+                    // Who is bound: a user or a group, exactly one of them.
+                    .col(big_integer_null("user_id"))
+                    .col(uuid_null("group_id"))
+                    .col(uuid_null("connector_id"))
+                    .col(boolean("negate"))
+                    .col(boolean("enabled"))
+                    .col(integer("binding_order"))
+                    .col(integer("timeout"))
+                    .col(boolean("failure_result"))
+                    .col(boolean("is_primary"))
+                    .col(boolean("expiring"))
+                    .col(timestamp_with_time_zone_null("expires"))
+                    .col(timestamp_with_time_zone("created"))
+                    .col(timestamp_with_time_zone("last_updated"))
+                    .foreign_key(&mut tenant_fk(bindings))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_bindings_device")
+                            .from(bindings, "device_id")
+                            .to("devices", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_bindings_access_group")
+                            .from(bindings, "access_group_id")
+                            .to("device_access_groups", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_bindings_user")
+                            .from(bindings, "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_bindings_group")
+                            .from(bindings, "group_id")
+                            .to("groups", "group_uuid")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_bindings_connector")
+                            .from(bindings, "connector_id")
+                            .to("agent_connectors", "id")
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(bindings, "ix_device_bindings_device", &["device_id"], false)).await?;
+        manager.create_index(index(bindings, "ix_device_bindings_access_group", &["access_group_id"], false)).await?;
+        manager.create_index(index(bindings, "ix_device_bindings_user", &["user_id"], false)).await?;
+        manager.create_index(index(bindings, "ix_device_bindings_group", &["group_id"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("device_bindings").to_owned()).await
     }
 }

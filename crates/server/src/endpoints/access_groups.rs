@@ -76,7 +76,7 @@ fn name_taken(error: sea_orm::DbErr) -> Error {
     }
 }
 
-async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<access_group::Model> {
+pub(super) async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<access_group::Model> {
     access_group::Entity::find_by_id(id).filter(access_group::Column::TenantId.eq(tenant.0)).one(db).await?.ok_or(Error::NotFound)
 }
 

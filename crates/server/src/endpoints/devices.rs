@@ -401,7 +401,7 @@ pub async fn list(state: &AppState, actor: &Actor, filter: &DeviceFilter, params
     Ok(Paginated { pagination, results: views(&state.db, state.tenant, results).await?, autocomplete })
 }
 
-async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<device::Model> {
+pub(super) async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<device::Model> {
     device::Entity::find_by_id(id).filter(device::Column::TenantId.eq(tenant.0)).one(db).await?.ok_or(Error::NotFound)
 }
 

@@ -175,3 +175,36 @@ pub mod snapshot {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Who may use a device: a user or a group bound to a device or to a device access group.
+pub mod binding {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_bindings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub device_id: Option<Uuid>,
+        pub access_group_id: Option<Uuid>,
+        pub user_id: Option<i64>,
+        pub group_id: Option<Uuid>,
+        pub connector_id: Option<Uuid>,
+        pub negate: bool,
+        pub enabled: bool,
+        pub binding_order: i32,
+        pub timeout: i32,
+        pub failure_result: bool,
+        pub is_primary: bool,
+        pub expiring: bool,
+        pub expires: Option<DateTimeUtc>,
+        pub created: DateTimeUtc,
+        pub last_updated: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

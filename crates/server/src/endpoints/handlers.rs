@@ -17,14 +17,17 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::access_groups::{self, AccessGroupFilter, AccessGroupRequest};
+use super::bindings::{self, BindingFilter, BindingRequest, BindingView};
 use super::connectors::{self, ConnectorFilter, ConnectorRequest};
 use super::devices::{self, AgentCaller, DeviceFilter, DeviceRequest, DeviceSummary, DeviceView, EnrollRequest, SnapshotView};
 use super::enrollment::{self, TokenFilter, TokenRequest, TokenView};
 use super::entities::{access_group, connector};
 use super::facts::DeviceFacts;
+use crate::accounts::api::{PartialGroup, PartialUser};
 use crate::db::pagination::{ListParams, Paginated};
 use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
+use crate::flows::api::TypeCreate;
 use crate::http::auth::Principal;
 use crate::http::json::{ApiJson, ReportJson};
 use crate::http::query::ApiQuery;
@@ -37,6 +40,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_connectors, create_connector))
         .routes(routes!(retrieve_connector, update_connector, partial_update_connector, delete_connector))
         .routes(routes!(connector_used_by))
+        .routes(routes!(list_any_connectors))
+        .routes(routes!(connector_types))
+        .routes(routes!(retrieve_any_connector, delete_any_connector))
+        .routes(routes!(any_connector_used_by))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(retrieve_token, update_token, partial_update_token, delete_token))
         .routes(routes!(token_used_by))
@@ -51,6 +58,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(device_summary))
         .routes(routes!(retrieve_device, update_device, partial_update_device, delete_device))
         .routes(routes!(device_used_by))
+        .routes(routes!(list_bindings, create_binding))
+        .routes(routes!(retrieve_binding, update_binding, partial_update_binding, delete_binding))
+        .routes(routes!(binding_used_by))
 }
 
 /// The credential after `scheme` in the `Authorization` header (scheme case-insensitive).
@@ -90,6 +100,11 @@ fn id_of(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }
 
+/// The web form authentik edits agent connectors with.
+const AGENT_CONNECTOR_COMPONENT: &str = "ak-endpoints-connector-agent-form";
+/// What authentik calls an agent connector.
+const AGENT_CONNECTOR_NAME: &str = "Agent Connector";
+
 /// authentik's `AgentConnector`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentConnectorOut {
@@ -120,8 +135,8 @@ impl From<connector::Model> for AgentConnectorOut {
             connector_uuid: connector.id,
             name: connector.name,
             enabled: connector.enabled,
-            component: "ak-endpoints-connector-agent-form",
-            verbose_name: "Agent Connector",
+            component: AGENT_CONNECTOR_COMPONENT,
+            verbose_name: AGENT_CONNECTOR_NAME,
             verbose_name_plural: "Agent Connectors",
             meta_model_name: "authentik_endpoints_connectors_agent.agentconnector",
             snapshot_expiry: connector.snapshot_expiry,
@@ -185,6 +200,53 @@ impl From<TokenView> for EnrollmentTokenOut {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenKey {
     pub key: String,
+}
+
+// --- connectors of every kind (only agent connectors exist) -------------------------------------
+
+#[utoipa::path(get, path = "/api/v3/endpoints/connectors/", tag = "endpoints", params(ListParams),
+    responses((status = 200, description = "A page of connectors of every kind", body = Paginated<ConnectorOut>), (status = 403, description = "Permission denied")))]
+async fn list_any_connectors(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Paginated<ConnectorOut>>> {
+    Ok(Json(connectors::list(&state, &principal.actor(), &ConnectorFilter::default(), &params).await?.map(ConnectorOut::from)))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/connectors/types/", tag = "endpoints",
+    responses((status = 200, description = "The kinds of connector this server can create", body = [TypeCreate])))]
+async fn connector_types(_principal: Principal) -> Json<Vec<TypeCreate>> {
+    Json(vec![TypeCreate {
+        name: AGENT_CONNECTOR_NAME.to_owned(),
+        description: "Devices enrol with an agent, report their facts and prove themselves at sign-in.".to_owned(),
+        component: AGENT_CONNECTOR_COMPONENT.to_owned(),
+        model_name: "agentconnector".to_owned(),
+        requires_enterprise: false,
+        deprecated: false,
+    }])
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/connectors/{connector_uuid}/", tag = "endpoints",
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 200, body = ConnectorOut), (status = 404, description = "Not found")))]
+async fn retrieve_any_connector(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<ConnectorOut>> {
+    Ok(Json(connectors::get(&state, &principal.actor(), id_of(&id)?).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v3/endpoints/connectors/{connector_uuid}/", tag = "endpoints",
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 204, description = "Deleted, with its enrollment tokens"), (status = 404, description = "Not found")))]
+async fn delete_any_connector(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    connectors::delete(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/connectors/{connector_uuid}/used_by/", tag = "endpoints",
+    params(("connector_uuid" = Uuid, Path, description = "Connector uuid")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn any_connector_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    Ok(Json(connectors::used_by(&state, &principal.actor(), id_of(&id)?).await?))
 }
 
 // --- agent connectors ----------------------------------------------------------------------------
@@ -663,5 +725,136 @@ async fn delete_device(State(state): State<AppState>, principal: Principal, Path
     responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
 async fn device_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
     devices::get(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(Json(Vec::new()))
+}
+
+// --- device bindings -----------------------------------------------------------------------------
+
+/// authentik's `DeviceUserBinding`: a user or a group admitted to a device or to every device
+/// of an access group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceBindingOut {
+    pub pk: Uuid,
+    /// Policies are not offered: always null.
+    pub policy: Option<Uuid>,
+    pub group: Option<Uuid>,
+    pub user: Option<i64>,
+    /// Policies are not offered: always null.
+    #[schema(value_type = Option<Object>)]
+    pub policy_obj: Option<Value>,
+    pub group_obj: Option<PartialGroup>,
+    pub user_obj: Option<PartialUser>,
+    /// The device or device access group (its `pbm_uuid`).
+    pub target: Uuid,
+    pub negate: bool,
+    pub enabled: bool,
+    pub order: i32,
+    pub timeout: i32,
+    pub failure_result: bool,
+    pub expires: Option<DateTime<Utc>>,
+    pub expiring: bool,
+    pub is_primary: bool,
+    /// The connector that made the binding; null for bindings made through this API.
+    pub connector: Option<Uuid>,
+    pub connector_obj: Option<ConnectorOut>,
+}
+
+impl DeviceBindingOut {
+    fn new(view: BindingView, state: &AppState) -> Self {
+        let target = view.target();
+        let row = view.binding;
+        Self {
+            pk: row.id,
+            policy: None,
+            group: row.group_id,
+            user: row.user_id,
+            policy_obj: None,
+            group_obj: view.group.as_ref().map(PartialGroup::from),
+            user_obj: view.user.as_ref().map(|user| PartialUser::new(user, &state.secret)),
+            target,
+            negate: row.negate,
+            enabled: row.enabled,
+            order: row.binding_order,
+            timeout: row.timeout,
+            failure_result: row.failure_result,
+            expires: row.expires,
+            expiring: row.expiring,
+            is_primary: row.is_primary,
+            connector: row.connector_id,
+            connector_obj: view.connector.map(ConnectorOut::from),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/device_bindings/", tag = "endpoints", params(ListParams, BindingFilter),
+    responses((status = 200, description = "A page of device bindings", body = Paginated<DeviceBindingOut>), (status = 403, description = "Permission denied")))]
+async fn list_bindings(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filter): ApiQuery<BindingFilter>,
+) -> Result<Json<Paginated<DeviceBindingOut>>> {
+    let page = bindings::list(&state, &principal.actor(), &filter, &params).await?;
+    Ok(Json(page.map(|view| DeviceBindingOut::new(view, &state))))
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/device_bindings/", tag = "endpoints", request_body = BindingRequest,
+    responses((status = 201, body = DeviceBindingOut), (status = 400, description = "Invalid input"), (status = 403, description = "Permission denied")))]
+async fn create_binding(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<BindingRequest>,
+) -> Result<(StatusCode, Json<DeviceBindingOut>)> {
+    let view = bindings::create(&state, &principal.actor(), &body).await?;
+    Ok((StatusCode::CREATED, Json(DeviceBindingOut::new(view, &state))))
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/device_bindings/{policy_binding_uuid}/", tag = "endpoints",
+    params(("policy_binding_uuid" = Uuid, Path, description = "Binding uuid")),
+    responses((status = 200, body = DeviceBindingOut), (status = 404, description = "Not found")))]
+async fn retrieve_binding(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<DeviceBindingOut>> {
+    let view = bindings::get(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(Json(DeviceBindingOut::new(view, &state)))
+}
+
+#[utoipa::path(put, path = "/api/v3/endpoints/device_bindings/{policy_binding_uuid}/", tag = "endpoints", request_body = BindingRequest,
+    params(("policy_binding_uuid" = Uuid, Path, description = "Binding uuid")),
+    responses((status = 200, body = DeviceBindingOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn update_binding(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<BindingRequest>,
+) -> Result<Json<DeviceBindingOut>> {
+    let view = bindings::update(&state, &principal.actor(), id_of(&id)?, &body, true).await?;
+    Ok(Json(DeviceBindingOut::new(view, &state)))
+}
+
+#[utoipa::path(patch, path = "/api/v3/endpoints/device_bindings/{policy_binding_uuid}/", tag = "endpoints", request_body = BindingRequest,
+    params(("policy_binding_uuid" = Uuid, Path, description = "Binding uuid")),
+    responses((status = 200, body = DeviceBindingOut), (status = 400, description = "Invalid input"), (status = 404, description = "Not found")))]
+async fn partial_update_binding(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<BindingRequest>,
+) -> Result<Json<DeviceBindingOut>> {
+    let view = bindings::update(&state, &principal.actor(), id_of(&id)?, &body, false).await?;
+    Ok(Json(DeviceBindingOut::new(view, &state)))
+}
+
+#[utoipa::path(delete, path = "/api/v3/endpoints/device_bindings/{policy_binding_uuid}/", tag = "endpoints",
+    params(("policy_binding_uuid" = Uuid, Path, description = "Binding uuid")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "Not found")))]
+async fn delete_binding(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<StatusCode> {
+    bindings::delete(&state, &principal.actor(), id_of(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v3/endpoints/device_bindings/{policy_binding_uuid}/used_by/", tag = "endpoints",
+    params(("policy_binding_uuid" = Uuid, Path, description = "Binding uuid")),
+    responses((status = 200, body = [UsedBy]), (status = 404, description = "Not found")))]
+async fn binding_used_by(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Json<Vec<UsedBy>>> {
+    bindings::get(&state, &principal.actor(), id_of(&id)?).await?;
     Ok(Json(Vec::new()))
 }

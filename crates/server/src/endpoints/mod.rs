@@ -3,8 +3,10 @@
 //! authentik's `/api/v3/endpoints/` shapes.
 
 pub mod access_groups;
+pub mod bindings;
 pub mod connectors;
 pub mod devices;
+pub mod directory;
 pub mod enrollment;
 pub mod entities;
 pub mod facts;

@@ -386,3 +386,122 @@ async fn agents_of_a_disabled_connector_do_not_use_up_their_address_allowance() 
     }
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }
+
+/// A Unix account as the agent's directory component makes it (authentik's section 1.5): the
+/// `uidNumber` attribute wins, else the connector's offset plus the user's pk; the primary gid
+/// is `gidNumber`, else the uid.
+fn unix_account(user: &Value, uid_offset: i64) -> (String, i64, i64) {
+    let number = |key: &str| user["attributes"][key].as_str().and_then(|v| v.parse::<i64>().ok());
+    let uid = number("uidNumber").unwrap_or(uid_offset + user["pk"].as_i64().unwrap());
+    (user["username"].as_str().unwrap().to_owned(), uid, number("gidNumber").unwrap_or(uid))
+}
+
+/// A Unix group as the agent makes it: `gidNumber` wins, else the offset plus `num_pk`.
+fn unix_group(group: &Value, gid_offset: i64) -> (String, i64) {
+    let gid = group["attributes"]["gidNumber"].as_str().and_then(|v| v.parse::<i64>().ok());
+    (group["name"].as_str().unwrap().to_owned(), gid.unwrap_or(gid_offset + group["num_pk"].as_i64().unwrap()))
+}
+
+impl Agent<'_> {
+    /// Every page of `path` (`/core/users/` or `/core/groups/`), as the directory component
+    /// pages through them.
+    async fn read_all(&self, path: &str, include: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (status, body) = json(self.call(Method::GET, &format!("{path}?{include}=true&page={page}&page_size=2"), None).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            all.extend(body["results"].as_array().unwrap().iter().cloned());
+            if body["pagination"]["next"] == 0 {
+                break;
+            }
+        }
+        all
+    }
+}
+
+#[tokio::test]
+async fn an_agent_reads_only_the_accounts_its_device_admits_and_maps_them_to_unix_ids() {
+    let app = TestApp::spawn().await;
+    let (admin, _, key) = connector_with_token(&app, json!({"nss_uid_offset": 5000, "nss_gid_offset": 7000})).await;
+    let mut agent = Agent::new(&app, "UNIX-01");
+    agent.enroll(&key, "shell-01").await;
+    let (_, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
+    let device = config["device_id"].as_str().unwrap().to_owned();
+    let (uid_offset, gid_offset) = (config["nss_uid_offset"].as_i64().unwrap(), config["nss_gid_offset"].as_i64().unwrap());
+
+    // No binding admits nobody: the agent sees an empty directory.
+    assert!(agent.read_all("/api/v3/core/users/", "include_groups").await.is_empty());
+    assert!(agent.read_all("/api/v3/core/groups/", "include_users").await.is_empty());
+
+    let ada = app.user_with("ada@example.com", &["authentik_core.view_user"]).await;
+    let bob = app.user("bob@example.com", |_| {}).await;
+    let cyd = app.user("cyd@example.com", |_| {}).await;
+    let eve = app.user("eve@example.com", |u| u.is_active = false).await;
+    app.user("dee@example.com", |_| {}).await;
+    let (_, unix) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "unix", "users": [bob.id, eve.id]})).await).await;
+    let (_, wheel) = json(
+        app.post(
+            &admin,
+            "/api/v3/core/groups/",
+            json!({"name": "unix-admins", "users": [cyd.id], "parents": [unix["pk"]], "attributes": {"gidNumber": "27"}}),
+        )
+        .await,
+    )
+    .await;
+    let (status, _) =
+        json(app.patch(&admin, &format!("/api/v3/core/users/{}/", ada.id), json!({"attributes": {"uidNumber": "20001"}})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    // Ada is bound to the device itself; the group `unix` (with `unix-admins` below it) to the
+    // device's access group.
+    let (_, servers) = json(app.post(&admin, "/api/v3/endpoints/device_access_groups/", json!({"name": "Servers"})).await).await;
+    let (status, _) = json(app.patch(&admin, &format!("{DEVICES}{device}/"), json!({"access_group": servers["pbm_uuid"]})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let bindings = "/api/v3/endpoints/device_bindings/";
+    let (status, for_ada) = json(app.post(&admin, bindings, json!({"target": device, "user": ada.id, "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{for_ada}");
+    let (status, _) = json(app.post(&admin, bindings, json!({"target": servers["pbm_uuid"], "group": unix["pk"], "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
+    let mut accounts: Vec<(String, i64, i64)> = users.iter().map(|u| unix_account(u, uid_offset)).collect();
+    accounts.sort();
+    let expected_uid = |user: &gatehouse::accounts::entities::user::Model| uid_offset + user.id;
+    assert_eq!(
+        accounts,
+        vec![
+            ("ada@example.com".to_owned(), 20001, 20001),
+            ("bob@example.com".to_owned(), expected_uid(&bob), expected_uid(&bob)),
+            ("cyd@example.com".to_owned(), expected_uid(&cyd), expected_uid(&cyd)),
+        ],
+        "the inactive member, the unbound account and the superuser stay out"
+    );
+    assert!(users.iter().all(|u| u["permissions"] == json!([])), "an agent reads no rights: {users:?}");
+
+    let groups = agent.read_all("/api/v3/core/groups/", "include_users").await;
+    let mut unix_groups: Vec<(String, i64)> = groups.iter().map(|g| unix_group(g, gid_offset)).collect();
+    unix_groups.sort();
+    assert_eq!(unix_groups, vec![("unix".to_owned(), gid_offset + unix["num_pk"].as_i64().unwrap()), ("unix-admins".to_owned(), 27)]);
+    let unix_seen = groups.iter().find(|g| g["name"] == "unix").unwrap();
+    assert_eq!(unix_seen["users"], json!([bob.id]), "members the device does not admit stay out: {unix_seen}");
+    assert_eq!(unix_seen["children"], wheel["pk"].as_str().map(|pk| json!([pk])).unwrap());
+
+    // A disabled binding, and one that expired, admit nobody.
+    let for_ada = format!("{bindings}{}/", for_ada["pk"].as_str().unwrap());
+    let (status, _) = json(app.patch(&admin, &for_ada, json!({"expiring": true, "expires": "2020-01-01T00:00:00Z"})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
+    assert!(users.iter().all(|u| u["pk"] != json!(ada.id)), "an expired binding still admitted: {users:?}");
+
+    // The device key reads the lists and nothing else.
+    let response = agent.call(Method::GET, &format!("/api/v3/core/users/{}/", bob.id), None).await;
+    assert!(matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{}", response.status());
+    let response = agent.call(Method::GET, "/api/v3/core/users/me/", None).await;
+    assert!(matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{}", response.status());
+    let stranger = Agent { app: &app, serial: "x".into(), token: Some("gatehouse_dev_not-a-key".into()) };
+    assert_eq!(stranger.call(Method::GET, "/api/v3/core/users/", None).await.status(), StatusCode::FORBIDDEN);
+
+    // A deleted device reads nothing.
+    let (status, _) = json(app.delete(&admin, &format!("{DEVICES}{device}/")).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(agent.call(Method::GET, "/api/v3/core/users/", None).await.status(), StatusCode::FORBIDDEN);
+}

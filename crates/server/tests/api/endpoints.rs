@@ -262,3 +262,141 @@ async fn device_access_group_names_are_unique_and_attributes_are_objects() {
     let (status, _) = json(app.get(&admin, &format!("{GROUPS}not-a-uuid/")).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+const BINDINGS: &str = "/api/v3/endpoints/device_bindings/";
+
+#[tokio::test]
+async fn device_bindings_admit_one_user_or_one_group_and_are_checked_field_by_field() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let (_, group) = json(app.post(&admin, GROUPS, json!({"name": "Kiosks"})).await).await;
+    let target = id(&group, "pbm_uuid");
+    let ada = app.user("ada@example.com", |_| {}).await;
+    let (_, people) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "kiosk-staff"})).await).await;
+
+    let (status, for_ada) = json(app.post(&admin, BINDINGS, json!({"target": target, "user": ada.id, "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{for_ada}");
+    assert_eq!((&for_ada["target"], &for_ada["user_obj"]["pk"], &for_ada["group_obj"]), (&json!(target), &json!(ada.id), &Value::Null));
+    assert_eq!((&for_ada["enabled"], &for_ada["negate"], &for_ada["expiring"]), (&json!(true), &json!(false), &json!(false)));
+    assert_eq!((&for_ada["policy"], &for_ada["policy_obj"], &for_ada["connector"]), (&Value::Null, &Value::Null, &Value::Null));
+    let (status, for_staff) =
+        json(app.post(&admin, BINDINGS, json!({"target": target, "group": people["pk"], "order": 1, "negate": true})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{for_staff}");
+    assert_eq!((&for_staff["group_obj"]["name"], &for_staff["negate"]), (&json!("kiosk-staff"), &json!(true)));
+
+    // Exactly one subject, no policy, a target that exists, an order.
+    assert_field_error(app.post(&admin, BINDINGS, json!({"target": target, "order": 0})).await, "user").await;
+    assert_field_error(
+        app.post(&admin, BINDINGS, json!({"target": target, "user": ada.id, "group": people["pk"], "order": 0})).await,
+        "user",
+    )
+    .await;
+    assert_field_error(
+        app.post(&admin, BINDINGS, json!({"target": target, "user": ada.id, "order": 0, "policy": uuid::Uuid::new_v4()})).await,
+        "policy",
+    )
+    .await;
+    assert_field_error(app.post(&admin, BINDINGS, json!({"target": uuid::Uuid::new_v4(), "user": ada.id, "order": 0})).await, "target")
+        .await;
+    assert_field_error(app.post(&admin, BINDINGS, json!({"target": target, "user": ada.id})).await, "order").await;
+    assert_field_error(app.post(&admin, BINDINGS, json!({"target": target, "user": 999_999, "order": 0})).await, "user").await;
+    assert_field_error(app.post(&admin, BINDINGS, json!({"target": target, "user": ada.id, "order": 0, "timeout": -1})).await, "timeout")
+        .await;
+
+    let (_, listed) = json(app.get(&admin, &format!("{BINDINGS}?target={target}")).await).await;
+    assert_eq!(listed["pagination"]["count"], 2, "{listed}");
+    let (_, elsewhere) = json(app.get(&admin, &format!("{BINDINGS}?target={}", uuid::Uuid::new_v4())).await).await;
+    assert_eq!(elsewhere["pagination"]["count"], 0);
+    let (_, with_policy) = json(app.get(&admin, &format!("{BINDINGS}?policy__isnull=false")).await).await;
+    assert_eq!(with_policy["pagination"]["count"], 0);
+
+    let path = format!("{BINDINGS}{}/", id(&for_ada, "pk"));
+    let (status, changed) =
+        json(app.patch(&admin, &path, json!({"enabled": false, "expiring": true, "expires": "2031-01-01T00:00:00Z"})).await).await;
+    assert_eq!((status, &changed["enabled"], &changed["expiring"]), (StatusCode::OK, &json!(false), &json!(true)), "{changed}");
+    // Moving the binding from a user to a group needs the user cleared.
+    assert_field_error(app.patch(&admin, &path, json!({"group": people["pk"]})).await, "user").await;
+    let (status, moved) = json(app.patch(&admin, &path, json!({"group": people["pk"], "user": null})).await).await;
+    assert_eq!((status, &moved["user"], &moved["group"]), (StatusCode::OK, &Value::Null, &people["pk"]), "{moved}");
+    assert_field_error(app.put(&admin, &path, json!({"target": target, "group": people["pk"]})).await, "order").await;
+    let (status, _) = json(app.delete(&admin, &path).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = json(app.get(&admin, &path).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Deleting the target deletes its bindings.
+    let (status, _) = json(app.delete(&admin, &format!("{GROUPS}{target}/")).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, left) = json(app.get(&admin, BINDINGS).await).await;
+    assert_eq!(left["pagination"]["count"], 0, "{left}");
+}
+
+#[tokio::test]
+async fn a_device_binding_cannot_admit_an_account_more_powerful_than_its_author() {
+    let app = TestApp::spawn().await;
+    let root = app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let (_, group) = json(app.post(&admin, GROUPS, json!({"name": "Servers"})).await).await;
+    let target = id(&group, "pbm_uuid");
+    let (_, admins) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "admins", "is_superuser": true})).await).await;
+    let plain = app.user("plain@example.com", |_| {}).await;
+    let binding_permissions = [
+        "authentik_endpoints.view_deviceuserbinding",
+        "authentik_endpoints.add_deviceuserbinding",
+        "authentik_endpoints.change_deviceuserbinding",
+        "authentik_endpoints.delete_deviceuserbinding",
+    ];
+    app.user_with("operator@example.com", &binding_permissions).await;
+    let operator = app.sign_in("operator@example.com").await;
+
+    assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "user": root.id, "order": 0})).await).await;
+    assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": admins["pk"], "order": 0})).await).await;
+    let (status, for_plain) = json(app.post(&operator, BINDINGS, json!({"target": target, "user": plain.id, "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{for_plain}");
+    // Nor turn a binding it may change into one it could not make, nor undo a superuser's.
+    let path = format!("{BINDINGS}{}/", id(&for_plain, "pk"));
+    assert_forbidden(app.patch(&operator, &path, json!({"user": root.id})).await).await;
+    let (_, for_root) = json(app.post(&admin, BINDINGS, json!({"target": target, "user": root.id, "order": 1})).await).await;
+    let root_path = format!("{BINDINGS}{}/", id(&for_root, "pk"));
+    assert_forbidden(app.patch(&operator, &root_path, json!({"enabled": false})).await).await;
+    assert_forbidden(app.delete(&operator, &root_path).await).await;
+    let (_, kept) = json(app.get(&admin, &root_path).await).await;
+    assert_eq!((&kept["user"], &kept["enabled"]), (&json!(root.id), &json!(true)), "{kept}");
+    let (_, bound) = json(app.get(&admin, &path).await).await;
+    assert_eq!(bound["user"], json!(plain.id), "a refused change writes nothing");
+
+    // Without the permissions, nothing at all.
+    app.user("nobody@example.com", |_| {}).await;
+    let nobody = app.sign_in("nobody@example.com").await;
+    assert_forbidden(app.get(&nobody, BINDINGS).await).await;
+    assert_forbidden(app.post(&nobody, BINDINGS, json!({"target": target, "user": plain.id, "order": 0})).await).await;
+}
+
+#[tokio::test]
+async fn connectors_of_every_kind_are_listed_read_and_deleted_through_one_path() {
+    let app = TestApp::spawn().await;
+    app.superuser("root@example.com").await;
+    let admin = app.sign_in("root@example.com").await;
+    let (_, created) = json(app.post(&admin, CONNECTORS, json!({"name": "Laptops"})).await).await;
+    let (status, all) = json(app.get(&admin, "/api/v3/endpoints/connectors/").await).await;
+    assert_eq!((status, &all["pagination"]["count"]), (StatusCode::OK, &json!(1)), "{all}");
+    let listed = &all["results"][0];
+    assert_eq!((&listed["name"], &listed["component"]), (&json!("Laptops"), &json!("ak-endpoints-connector-agent-form")));
+    assert!(listed.get("refresh_interval").is_none(), "the generic shape, not the agent connector's: {listed}");
+    let (_, types) = json(app.get(&admin, "/api/v3/endpoints/connectors/types/").await).await;
+    assert_eq!(types[0]["model_name"], "agentconnector", "{types}");
+    let path = format!("/api/v3/endpoints/connectors/{}/", id(&created, "connector_uuid"));
+    let (status, one) = json(app.get(&admin, &path).await).await;
+    assert_eq!((status, &one["connector_uuid"]), (StatusCode::OK, &created["connector_uuid"]));
+    let (status, used) = json(app.get(&admin, &format!("{path}used_by/")).await).await;
+    assert_eq!((status, used), (StatusCode::OK, json!([])));
+    app.user("plain@example.com", |_| {}).await;
+    let plain = app.sign_in("plain@example.com").await;
+    assert_forbidden(app.get(&plain, "/api/v3/endpoints/connectors/").await).await;
+    assert_forbidden(app.delete(&plain, &path).await).await;
+    let (status, _) = json(app.delete(&admin, &path).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = json(app.get(&admin, &format!("{CONNECTORS}{}/", id(&created, "connector_uuid"))).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
