@@ -1501,6 +1501,36 @@ def endpoint_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str
         expect(endpoints.endpoints_devices_destroy(state["device"]) is None, "returned something")
         expect(status_of(endpoints.endpoints_devices_retrieve, state["device"]) == 404, "device still retrievable")
 
+    def bindings_and_directory():
+        core = ak.CoreApi(api_client)
+        device = endpoints.endpoints_devices_list(search=f"SN-{tag}").results[0]
+        person = core.core_users_create(ak.UserRequest(username=f"unix-{tag}", name="Unix User", email=f"unix-{tag}@example.com",
+                                                       attributes={"uidNumber": "42000"}))
+        # authentik's client types `connector_obj` as never null, but a binding made through the
+        # API has no connector (authentik's own serializer answers null too): read it raw.
+        status, body = raw(endpoints.endpoints_device_bindings_create, ak.DeviceUserBindingRequest(
+            target=device.device_uuid, user=person.pk, order=0))
+        expect(status == 201 and body["user_obj"]["pk"] == person.pk and body["connector_obj"] is None, f"binding {status} {body}")
+        expect(set(body) == set(ak.DeviceUserBinding.model_fields), f"binding fields {sorted(body)}")
+        status, page = raw(endpoints.endpoints_device_bindings_list, target=device.device_uuid)
+        expect(status == 200 and [b["pk"] for b in page["results"]] == [body["pk"]], f"bindings {page}")
+        connectors = endpoints.endpoints_connectors_list()
+        expect(state["connector"] in [str(c.connector_uuid) for c in connectors.results], f"connectors {connectors.results}")
+        expect([t.model_name for t in endpoints.endpoints_connectors_types_list()] == ["agentconnector"], "connector types")
+        # The agent pages the directory with its device token, through authentik's models.
+        agent_core = ak.CoreApi(ak.ApiClient(ak.Configuration(host=f"{url}/api/v3")))
+        headers = {"Authorization": f"Bearer+agent {state['device_token']}"}
+        users = agent_core.core_users_list(include_groups=True, page=1, page_size=100, _headers=headers)
+        expect([u.username for u in users.results] == [f"unix-{tag}"], f"directory {[u.username for u in users.results]}")
+        expect(users.results[0].attributes.get("uidNumber") == "42000", "uidNumber")
+        groups = agent_core.core_groups_list(include_users=True, page=1, page_size=100, _headers=headers)
+        expect(groups.results == [], f"groups {groups.results}")
+        expect(status_of(endpoints.endpoints_device_bindings_destroy, body["pk"]) == 204, "binding not deleted")
+        expect(agent_core.core_users_list(page=1, page_size=100, _headers=headers).results == [], "unbound account still listed")
+
+    if "device_token" in state:
+        run("endpoints_device_bindings_create, _list, _destroy; endpoints_connectors_list, _types_list; core_users_list, "
+            "core_groups_list (as an agent)", bindings_and_directory)
     if "device_token" in state:
         run("endpoints_devices_list, _retrieve, _partial_update, _summary_retrieve, _destroy", devices)
 

@@ -135,7 +135,7 @@ impl FromRequestParts<AppState> for Principal {
 /// accounts its device admits.
 pub enum DirectoryReader {
     Principal(Principal),
-    Agent(crate::endpoints::devices::AgentCaller),
+    Agent(Box<crate::endpoints::devices::AgentCaller>),
 }
 
 impl FromRequestParts<AppState> for DirectoryReader {
@@ -145,7 +145,7 @@ impl FromRequestParts<AppState> for DirectoryReader {
         let scheme = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')).map(|(s, _)| s);
         if scheme.is_some_and(|s| s.eq_ignore_ascii_case("bearer+agent")) {
             let crate::endpoints::handlers::Agent(caller) = crate::endpoints::handlers::Agent::from_request_parts(parts, state).await?;
-            return Ok(Self::Agent(caller));
+            return Ok(Self::Agent(Box::new(caller)));
         }
         Ok(Self::Principal(Principal::from_request_parts(parts, state).await?))
     }
