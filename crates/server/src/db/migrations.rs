@@ -35,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(AgentConnectors),
             Box::new(Devices),
             Box::new(DeviceBindings),
+            Box::new(DeviceAuthenticationTokens),
         ]
     }
 }
@@ -1953,5 +1954,77 @@ impl MigrationTrait for DeviceBindings {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("device_bindings").to_owned()).await
+    }
+}
+
+/// Device authentication tokens: an agent's request to have a person sign in for its device,
+/// redeemed once through the browser for a token the server signs.
+struct DeviceAuthenticationTokens;
+
+impl MigrationName for DeviceAuthenticationTokens {
+    fn name(&self) -> &str {
+        "m0025_device_authentication_tokens"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DeviceAuthenticationTokens {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let table = "device_authentication_tokens";
+        manager
+            .create_table(
+                Table::create()
+                    .table(table)
+                    .col(uuid("id").primary_key())
+                    .col(uuid("tenant_id"))
+                    .col(uuid("device_id"))
+                    .col(uuid("device_token_id"))
+                    .col(uuid("connector_id"))
+                    // SHA-256 of the device key, in hex: what the agent's browser window sends
+                    // back in `X-Authentik-Platform-Auth-DTH`.
+                    .col(string_len("key_hash", 64))
+                    .col(big_integer_null("user_id"))
+                    .col(timestamp_with_time_zone("expires"))
+                    .col(timestamp_with_time_zone_null("issued_at"))
+                    .col(timestamp_with_time_zone_null("token_expires"))
+                    .col(timestamp_with_time_zone("created"))
+                    .foreign_key(&mut tenant_fk(table))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_authentication_tokens_device")
+                            .from(table, "device_id")
+                            .to("devices", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_authentication_tokens_device_token")
+                            .from(table, "device_token_id")
+                            .to("device_tokens", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_authentication_tokens_connector")
+                            .from(table, "connector_id")
+                            .to("agent_connectors", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_device_authentication_tokens_user")
+                            .from(table, "user_id")
+                            .to("users", "id")
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager.create_index(index(table, "ix_device_authentication_tokens_expires", &["expires"], false)).await?;
+        manager.create_index(index(table, "ix_device_authentication_tokens_device_token", &["device_token_id"], false)).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("device_authentication_tokens").to_owned()).await
     }
 }

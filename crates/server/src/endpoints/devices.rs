@@ -48,6 +48,8 @@ pub struct EnrollRequest {
 /// An agent that proved itself with its device token.
 #[derive(Debug, Clone)]
 pub struct AgentCaller {
+    /// The device token the agent called with.
+    pub token_id: Uuid,
     pub device: device::Model,
     pub connection: connection::Model,
     pub connector: connector::Model,
@@ -242,7 +244,7 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     let Some(connector) = connectors_by_ids(&state.db, state.tenant, &[connection.connector_id]).await?.pop().filter(|c| c.enabled) else {
         return Ok(None);
     };
-    Ok(Some(AgentCaller { device, connection, connector }))
+    Ok(Some(AgentCaller { token_id: token.id, device, connection, connector }))
 }
 
 /// Keeps what the agent reported as its connection's snapshot, replacing the one before, until

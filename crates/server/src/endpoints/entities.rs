@@ -208,3 +208,31 @@ pub mod binding {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// An agent's request to have a person sign in for its device (authentik's
+/// `DeviceAuthenticationToken`): redeemed once, through the browser, for a signed token.
+pub mod authentication_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "device_authentication_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub device_id: Uuid,
+        pub device_token_id: Uuid,
+        pub connector_id: Uuid,
+        pub key_hash: String,
+        pub user_id: Option<i64>,
+        pub expires: DateTimeUtc,
+        pub issued_at: Option<DateTimeUtc>,
+        pub token_expires: Option<DateTimeUtc>,
+        pub created: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

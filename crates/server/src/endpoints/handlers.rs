@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::access_groups::{self, AccessGroupFilter, AccessGroupRequest};
 use super::bindings::{self, BindingFilter, BindingRequest, BindingView};
 use super::connectors::{self, ConnectorFilter, ConnectorRequest};
+use super::device_auth;
 use super::devices::{self, AgentCaller, DeviceFilter, DeviceRequest, DeviceSummary, DeviceView, EnrollRequest, SnapshotView};
 use super::enrollment::{self, TokenFilter, TokenRequest, TokenView};
 use super::entities::{access_group, connector};
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::events::client::ClientInfo;
 use crate::flows::api::TypeCreate;
 use crate::http::auth::Principal;
+use crate::http::client::PublicBase;
 use crate::http::json::{ApiJson, ReportJson};
 use crate::http::query::ApiQuery;
 use crate::state::AppState;
@@ -54,6 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(enroll))
         .routes(routes!(agent_config))
         .routes(routes!(check_in))
+        .routes(routes!(auth_ia))
         .routes(routes!(list_devices))
         .routes(routes!(device_summary))
         .routes(routes!(retrieve_device, update_device, partial_update_device, delete_device))
@@ -541,6 +544,26 @@ async fn agent_config(State(state): State<AppState>, Agent(caller): Agent) -> Re
 async fn check_in(State(state): State<AppState>, Agent(caller): Agent, ReportJson(facts): ReportJson<DeviceFacts>) -> Result<StatusCode> {
     devices::check_in(&state, &caller, &facts).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// authentik's `AgentAuthenticationResponse`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentAuthenticationResponse {
+    /// Where the agent's browser window signs the device's user in.
+    pub url: String,
+}
+
+#[utoipa::path(post, path = "/api/v3/endpoints/agents/connectors/auth_ia/", tag = "endpoints",
+    responses((status = 200, body = AgentAuthenticationResponse), (status = 403, description = "Not a live device token")))]
+async fn auth_ia(
+    State(state): State<AppState>,
+    PublicBase(base): PublicBase,
+    Agent(caller): Agent,
+    headers: HeaderMap,
+) -> Result<Json<AgentAuthenticationResponse>> {
+    let key = credential(&headers, "bearer+agent").ok_or(Error::PermissionDenied)?;
+    let id = device_auth::begin(&state, &caller, key).await?;
+    Ok(Json(AgentAuthenticationResponse { url: format!("{base}{}", device_auth::path_of(id)) }))
 }
 
 // --- devices -------------------------------------------------------------------------------------

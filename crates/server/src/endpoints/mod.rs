@@ -5,9 +5,11 @@
 pub mod access_groups;
 pub mod bindings;
 pub mod connectors;
+pub mod device_auth;
 pub mod devices;
 pub mod directory;
 pub mod enrollment;
 pub mod entities;
 pub mod facts;
 pub mod handlers;
+pub mod pages;

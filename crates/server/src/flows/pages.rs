@@ -18,6 +18,34 @@ use crate::http::auth::MaybeSignedIn;
 use crate::http::pages::{error_page, form_fields, html, message, see_other};
 use crate::state::AppState;
 
+/// Sends the browser through the flow `flow_slug`, handed `handoff`, to come back to `next`
+/// with a proof that it finished: the run starts here, so the flow page finds it in the cookie.
+/// For other parts of the server that need a flow run on their behalf (an application's
+/// authorization, a device's sign-in).
+pub async fn through_flow(
+    state: &AppState,
+    client: &ClientInfo,
+    current: Option<std::sync::Arc<crate::credentials::cache::AuthContext>>,
+    flow_slug: &str,
+    next: &str,
+    handoff: &super::handoff::Handoff,
+) -> Response {
+    let request = FlowRequest::new(flow_slug, None, client, current, Some(next)).handing_off(handoff);
+    let ticket = match executor::hand_off(state, request).await {
+        Ok(Ok(ticket)) => ticket,
+        Ok(Err(reason)) => return error_page(Error::field(crate::error::NON_FIELD_ERRORS, reason)),
+        Err(error) => return error_page(error),
+    };
+    let cookie = match crate::http::cookies::flow_cookie(state, &ticket) {
+        Ok(cookie) => cookie,
+        Err(error) => return error_page(error),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::SET_COOKIE, cookie);
+    headers.insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    (StatusCode::FOUND, [(header::LOCATION, format!("/if/flow/{flow_slug}/"))], headers).into_response()
+}
+
 /// The `next` a flow page was opened with.
 #[derive(Deserialize)]
 pub struct PageQuery {

@@ -51,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::media::handlers::files_router())
         .merge(crate::oauth::handlers::protocol_router())
         .merge(crate::oauth::pages::router())
+        .merge(crate::endpoints::pages::router())
         .merge(pages())
         .fallback(|uri: axum::http::Uri| async move {
             if uri.path().starts_with("/api/") { Error::NotFound.into_response() } else { super::pages::error_page(Error::NotFound) }

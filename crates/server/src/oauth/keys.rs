@@ -23,9 +23,10 @@ const MARGIN: TimeDelta = TimeDelta::minutes(10);
 const LOGOUT_TOKEN_LIFETIME: TimeDelta = super::backchannel::NOTICE_LIFETIME;
 
 /// Until when the key the managed key replaced (`previous`) must stay published: until the last
-/// access token issued while it signed expires (ID tokens expire with their access token), and
-/// at least as long as a logout token it signed lives, then a margin. Read from the tokens
-/// themselves, so that shortening a provider's validity afterwards cannot retire it early.
+/// access token or device authentication token issued while it signed expires (ID tokens expire
+/// with their access token), and at least as long as a logout token it signed lives, then a
+/// margin. Read from the tokens themselves, so that shortening a provider's validity afterwards
+/// cannot retire it early.
 pub async fn previous_needed_until(state: &AppState, previous: &key_pair::Model) -> Result<DateTime<Utc>> {
     let signed_until = previous.last_updated;
     let latest: Option<DateTime<Utc>> = token::Entity::find()
@@ -38,7 +39,9 @@ pub async fn previous_needed_until(state: &AppState, previous: &key_pair::Model)
         .one(&state.db)
         .await?
         .flatten();
-    Ok(needed_until(signed_until, latest))
+    // Devices' authentication tokens are signed with the same key.
+    let devices = crate::endpoints::device_auth::latest_token_expiry(&state.db, state.tenant, signed_until).await?;
+    Ok(needed_until(signed_until, latest.max(devices)))
 }
 
 /// [`previous_needed_until`] for a key that stopped signing at `signed_until`, whose tokens

@@ -130,35 +130,10 @@ async fn answer_authorization(
         // Back to this very request once signed in.
         Authorization::SignIn { flow_slug, query } => sign_in_then(&flow_slug, &query),
         Authorization::Authorize { flow_slug, next, handoff } => {
-            return through_flow(state, client, current, &flow_slug, &next, &handoff).await;
+            return crate::flows::pages::through_flow(state, client, current, &flow_slug, &next, &handoff).await;
         }
     };
     redirect(&location)
-}
-
-/// Sends the browser through the authorization flow `flow_slug`, handed `handoff`, to come
-/// back to `next`: the run starts here, so the flow page finds it in the cookie.
-async fn through_flow(
-    state: &AppState,
-    client: &ClientInfo,
-    current: Option<std::sync::Arc<crate::credentials::cache::AuthContext>>,
-    flow_slug: &str,
-    next: &str,
-    handoff: &crate::flows::handoff::Handoff,
-) -> Response {
-    let request = crate::flows::executor::FlowRequest::new(flow_slug, None, client, current, Some(next)).handing_off(handoff);
-    let ticket = match crate::flows::executor::hand_off(state, request).await {
-        Ok(Ok(ticket)) => ticket,
-        Ok(Err(reason)) => return crate::http::pages::error_page(Error::field(NON_FIELD_ERRORS, reason)),
-        Err(error) => return crate::http::pages::error_page(error),
-    };
-    let cookie = match crate::http::cookies::flow_cookie(state, &ticket) {
-        Ok(cookie) => cookie,
-        Err(error) => return crate::http::pages::error_page(error),
-    };
-    let mut response = redirect(&format!("/if/flow/{flow_slug}/"));
-    response.headers_mut().append(header::SET_COOKIE, cookie);
-    response
 }
 
 /// A device's request as its page shows it.

@@ -11,7 +11,7 @@ use super::model::TaskState;
 
 /// Removes expired sessions, events past retention, expired single-use tokens, flow runs past
 /// their lifetime, lapsed consents, expired authorization codes, OAuth tokens and used client assertions, failure counters of windows long
-/// over, device facts past their expiry and task results past their expiry.
+/// over, device facts and device authentication requests past their expiry and task results past their expiry.
 pub async fn purge_expired(context: TaskContext, _args: Value) -> ActorResult {
     let db = &context.state.db;
     let sessions = crate::sessions::service::purge_expired(db).await?;
@@ -23,6 +23,7 @@ pub async fn purge_expired(context: TaskContext, _args: Value) -> ActorResult {
     let consents = crate::flows::consents::purge_lapsed(db).await?;
     let attempt_counters = crate::credentials::attempts::purge_stale(db, Utc::now()).await?;
     let device_facts = crate::endpoints::devices::purge_expired(db).await?;
+    let device_authentications = crate::endpoints::device_auth::purge_expired(db).await?;
     let results = task::Entity::update_many()
         .col_expr(task::Column::Result, sea_orm::sea_query::Expr::val(Option::<Value>::None))
         .col_expr(task::Column::ResultExpiry, sea_orm::sea_query::Expr::val(Option::<chrono::DateTime<Utc>>::None))
@@ -31,7 +32,7 @@ pub async fn purge_expired(context: TaskContext, _args: Value) -> ActorResult {
         .await
         .map_err(crate::error::Error::from)?
         .rows_affected;
-    let counts = json!({"sessions": sessions, "events": events, "tokens": tokens, "flow_runs": flow_runs, "oauth_grants": oauth_grants, "client_assertions": client_assertions, "consents": consents, "attempt_counters": attempt_counters, "device_facts": device_facts, "task_results": results});
+    let counts = json!({"sessions": sessions, "events": events, "tokens": tokens, "flow_runs": flow_runs, "oauth_grants": oauth_grants, "client_assertions": client_assertions, "consents": consents, "attempt_counters": attempt_counters, "device_facts": device_facts, "device_authentications": device_authentications, "task_results": results});
     context.log("info", "Expired rows removed", counts.clone()).await?;
     Ok(Some(counts))
 }

@@ -403,6 +403,15 @@ fn unix_group(group: &Value, gid_offset: i64) -> (String, i64) {
 }
 
 impl Agent<'_> {
+    /// Asks for a device authentication (`auth_ia/`): the path its browser window opens.
+    async fn start_authentication(&self) -> String {
+        let (status, body) = json(self.call(Method::POST, "/api/v3/endpoints/agents/connectors/auth_ia/", None).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let url = body["url"].as_str().unwrap().to_owned();
+        assert!(url.starts_with(&self.app.url("/endpoints/agent/authenticate/")), "{url}");
+        url.trim_start_matches(&self.app.url("")).to_owned()
+    }
+
     /// Every page of `path` (`/core/users/` or `/core/groups/`), as the directory component
     /// pages through them.
     async fn read_all(&self, path: &str, include: &str) -> Vec<Value> {
@@ -504,4 +513,109 @@ async fn an_agent_reads_only_the_accounts_its_device_admits_and_maps_them_to_uni
     let (status, _) = json(app.delete(&admin, &format!("{DEVICES}{device}/")).await).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(agent.call(Method::GET, "/api/v3/core/users/", None).await.status(), StatusCode::FORBIDDEN);
+}
+
+/// The `X-Authentik-Platform-Auth-DTH` an agent's browser window sends: the SHA-256 of its
+/// device key in hex.
+fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Opens `path` as the agent's browser window: with the key hash, holding `browser`'s cookies,
+/// following nothing.
+async fn window(app: &TestApp, browser: &mut crate::flows::Browser<'_>, path: &str, hash: Option<&str>) -> Response {
+    let mut request = app.client.get(app.url(path));
+    if let Some(hash) = hash {
+        request = request.header("x-authentik-platform-auth-dth", hash);
+    }
+    browser.send(request).await
+}
+
+fn location_of(response: &Response) -> String {
+    response.headers().get("location").unwrap_or_else(|| panic!("no location: {}", response.status())).to_str().unwrap().to_owned()
+}
+
+/// The claims of a device authentication token, verified with the agent's `jwks_auth`.
+fn verified(token: &str, jwks: &Value, device: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"].as_str() == header.kid.as_deref()).expect("signed by a published key");
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[device]);
+    validation.set_issuer(&["goauthentik.io/platform"]);
+    jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(), &validation).expect("a valid token").claims
+}
+
+#[tokio::test]
+async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_window_once() {
+    let app = TestApp::spawn().await;
+    let (admin, connector, key) = connector_with_token(&app, json!({"auth_session_duration": "hours=8"})).await;
+    let mut agent = Agent::new(&app, "LAPTOP-7");
+    agent.enroll(&key, "laptop-7").await;
+    let (_, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
+    let device = config["device_id"].as_str().unwrap().to_owned();
+    let ada = app.user("ada@example.com", |_| {}).await;
+    app.user("dee@example.com", |_| {}).await;
+    let (status, _) = json(app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": device, "user": ada.id, "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let hash = key_hash(agent.token.as_deref().unwrap());
+
+    let path = agent.start_authentication().await;
+
+    // Without the key hash, or with another, nothing happens.
+    let mut browser = crate::flows::Browser::new(&app);
+    assert_eq!(window(&app, &mut browser, &path, None).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(window(&app, &mut browser, &path, Some(&key_hash("another key"))).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(window(&app, &mut browser, "/endpoints/agent/authenticate/7b0e6f1e-0000-4000-8000-000000000000/", Some(&hash)).await.status(), StatusCode::NOT_FOUND);
+
+    // A stranger is sent to sign in, and back here afterwards.
+    let response = window(&app, &mut browser, &path, Some(&hash)).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let to = location_of(&response);
+    assert!(to.starts_with("/if/flow/default-authentication-flow/?next=%2Fendpoints%2Fagent%2Fauthenticate%2F"), "{to}");
+
+    // Someone the device does not admit is refused.
+    let mut dee = crate::flows::Browser::new(&app);
+    dee.sign_in("dee@example.com", crate::support::PASSWORD).await;
+    assert_eq!(window(&app, &mut dee, &path, Some(&hash)).await.status(), StatusCode::FORBIDDEN);
+
+    // Ada gets a token for herself on this device, signed with the key the agent was told of.
+    browser.sign_in("ada@example.com", crate::support::PASSWORD).await;
+    let response = window(&app, &mut browser, &path, Some(&hash)).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let finished = url::Url::parse(&location_of(&response)).unwrap();
+    assert_eq!(format!("{}://{}{}", finished.scheme(), finished.host_str().unwrap(), finished.path()), "goauthentik.io://platform/finished");
+    let token = finished.query_pairs().find(|(k, _)| k == "ak-auth-ia-token").map(|(_, v)| v.into_owned()).expect("the token");
+    remember_secret(&token);
+    let claims = verified(&token, &config["jwks_auth"], &device);
+    assert_eq!(claims["preferred_username"], ada.username);
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 8 * 3600);
+    assert_eq!(claims["jti"].as_str(), path.trim_end_matches('/').rsplit('/').next());
+
+    // Once only.
+    assert_eq!(window(&app, &mut browser, &path, Some(&hash)).await.status(), StatusCode::NOT_FOUND);
+
+    // With an authorization flow, the token comes only after it: here the sign-in flow again.
+    let flow = crate::oauth::flow_pk(&app, &admin, "default-authentication-flow").await;
+    let connector_path = format!("{CONNECTORS}{}/", connector["connector_uuid"].as_str().unwrap());
+    let (status, _) = json(app.patch(&admin, &connector_path, json!({"authorization_flow": flow})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = agent.start_authentication().await;
+    let response = window(&app, &mut browser, &path, Some(&hash)).await;
+    assert_eq!((response.status(), location_of(&response)), (StatusCode::FOUND, "/if/flow/default-authentication-flow/".to_owned()));
+    let forged = window(&app, &mut browser, &format!("{path}?flow_proof={}.9999999999.forged", "0".repeat(32)), Some(&hash)).await;
+    assert_eq!(location_of(&forged), "/if/flow/default-authentication-flow/", "a forged proof is no proof");
+    let last = browser.sign_in("ada@example.com", crate::support::PASSWORD).await;
+    assert_eq!(last["component"], "xak-flow-redirect", "{last}");
+    let back = last["to"].as_str().unwrap();
+    assert!(back.starts_with(&format!("{path}?flow_proof=")), "{back}");
+    let response = window(&app, &mut browser, back, Some(&hash)).await;
+    assert!(location_of(&response).starts_with("goauthentik.io://platform/finished?ak-auth-ia-token="));
+
+    // A deleted device's requests are gone with it.
+    let path = agent.start_authentication().await;
+    let (status, _) = json(app.delete(&admin, &format!("{DEVICES}{device}/")).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(window(&app, &mut browser, &path, Some(&hash)).await.status(), StatusCode::NOT_FOUND);
 }
