@@ -1525,12 +1525,15 @@ def endpoint_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str
         expect(users.results[0].attributes.get("uidNumber") == "42000", "uidNumber")
         groups = agent_core.core_groups_list(include_users=True, page=1, page_size=100, _headers=headers)
         expect(groups.results == [], f"groups {groups.results}")
+        agent_endpoints = ak.EndpointsApi(ak.ApiClient(ak.Configuration(host=f"{url}/api/v3")))
+        started = agent_endpoints.endpoints_agents_connectors_auth_ia_create(_headers=headers)
+        expect(started.url.startswith(f"{url}/endpoints/agent/authenticate/"), f"auth_ia {started.url}")
         expect(status_of(endpoints.endpoints_device_bindings_destroy, body["pk"]) == 204, "binding not deleted")
         expect(agent_core.core_users_list(page=1, page_size=100, _headers=headers).results == [], "unbound account still listed")
 
     if "device_token" in state:
         run("endpoints_device_bindings_create, _list, _destroy; endpoints_connectors_list, _types_list; core_users_list, "
-            "core_groups_list (as an agent)", bindings_and_directory)
+            "core_groups_list, endpoints_agents_connectors_auth_ia_create (as an agent)", bindings_and_directory)
     if "device_token" in state:
         run("endpoints_devices_list, _retrieve, _partial_update, _summary_retrieve, _destroy", devices)
 

@@ -176,8 +176,8 @@ async fn issue(
     let now = Utc::now();
     let expires = now + lifetime.to_chrono();
     let (pair, _) = crate::crypto::service::managed_jwt_keys(state, state.tenant).await?;
-    let signer = crate::crypto::jwt::Signer::for_pair(&state.secret, &pair)?
-        .ok_or_else(|| Error::internal("the managed key cannot sign tokens"))?;
+    let signer =
+        crate::crypto::jwt::Signer::for_pair(&state.secret, &pair)?.ok_or_else(|| Error::internal("the managed key cannot sign tokens"))?;
     let claims = Claims {
         iss: ISSUER,
         aud: device.id.to_string(),
@@ -213,7 +213,11 @@ async fn issue(
 
 /// The latest expiry of the device authentication tokens signed up to `signed_until`: how long
 /// a managed key that stopped signing then must stay published for them.
-pub async fn latest_token_expiry(db: &impl ConnectionTrait, tenant: TenantId, signed_until: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+pub async fn latest_token_expiry(
+    db: &impl ConnectionTrait,
+    tenant: TenantId,
+    signed_until: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
     Ok(authentication_token::Entity::find()
         .select_only()
         .expr(authentication_token::Column::TokenExpires.max())
@@ -235,7 +239,11 @@ pub async fn purge_expired(db: &impl ConnectionTrait) -> Result<u64> {
         .exec(db)
         .await?
         .rows_affected;
-    let spent = authentication_token::Entity::delete_many().filter(authentication_token::Column::TokenExpires.lt(now)).exec(db).await?.rows_affected;
+    let spent = authentication_token::Entity::delete_many()
+        .filter(authentication_token::Column::TokenExpires.lt(now))
+        .exec(db)
+        .await?
+        .rows_affected;
     Ok(unused + spent)
 }
 

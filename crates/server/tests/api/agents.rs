@@ -539,7 +539,8 @@ fn location_of(response: &Response) -> String {
 /// The claims of a device authentication token, verified with the agent's `jwks_auth`.
 fn verified(token: &str, jwks: &Value, device: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
-    let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"].as_str() == header.kid.as_deref()).expect("signed by a published key");
+    let jwk =
+        jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"].as_str() == header.kid.as_deref()).expect("signed by a published key");
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.set_audience(&[device]);
@@ -557,7 +558,8 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
     let device = config["device_id"].as_str().unwrap().to_owned();
     let ada = app.user("ada@example.com", |_| {}).await;
     app.user("dee@example.com", |_| {}).await;
-    let (status, _) = json(app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": device, "user": ada.id, "order": 0})).await).await;
+    let (status, _) =
+        json(app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": device, "user": ada.id, "order": 0})).await).await;
     assert_eq!(status, StatusCode::CREATED);
     let hash = key_hash(agent.token.as_deref().unwrap());
 
@@ -567,7 +569,10 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
     let mut browser = crate::flows::Browser::new(&app);
     assert_eq!(window(&app, &mut browser, &path, None).await.status(), StatusCode::BAD_REQUEST);
     assert_eq!(window(&app, &mut browser, &path, Some(&key_hash("another key"))).await.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(window(&app, &mut browser, "/endpoints/agent/authenticate/7b0e6f1e-0000-4000-8000-000000000000/", Some(&hash)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        window(&app, &mut browser, "/endpoints/agent/authenticate/7b0e6f1e-0000-4000-8000-000000000000/", Some(&hash)).await.status(),
+        StatusCode::NOT_FOUND
+    );
 
     // A stranger is sent to sign in, and back here afterwards.
     let response = window(&app, &mut browser, &path, Some(&hash)).await;
@@ -585,7 +590,10 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
     let response = window(&app, &mut browser, &path, Some(&hash)).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let finished = url::Url::parse(&location_of(&response)).unwrap();
-    assert_eq!(format!("{}://{}{}", finished.scheme(), finished.host_str().unwrap(), finished.path()), "goauthentik.io://platform/finished");
+    assert_eq!(
+        format!("{}://{}{}", finished.scheme(), finished.host_str().unwrap(), finished.path()),
+        "goauthentik.io://platform/finished"
+    );
     let token = finished.query_pairs().find(|(k, _)| k == "ak-auth-ia-token").map(|(_, v)| v.into_owned()).expect("the token");
     remember_secret(&token);
     let claims = verified(&token, &config["jwks_auth"], &device);
@@ -612,6 +620,23 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
     assert!(back.starts_with(&format!("{path}?flow_proof=")), "{back}");
     let response = window(&app, &mut browser, back, Some(&hash)).await;
     assert!(location_of(&response).starts_with("goauthentik.io://platform/finished?ak-auth-ia-token="));
+
+    // Requests nobody redeemed are purged once they expire; redeemed ones once their token has.
+    use gatehouse::endpoints::entities::authentication_token;
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    agent.start_authentication().await;
+    let rows = authentication_token::Entity::find().all(&app.state.db).await.unwrap();
+    assert_eq!(rows.len(), 3, "two redeemed, one waiting");
+    assert_eq!(gatehouse::endpoints::device_auth::purge_expired(&app.state.db).await.unwrap(), 0);
+    for row in rows {
+        let mut row = row.into_active_model();
+        row.expires = Set(chrono::Utc::now() - chrono::TimeDelta::minutes(1));
+        if row.issued_at.as_ref().is_some() {
+            row.token_expires = Set(Some(chrono::Utc::now() - chrono::TimeDelta::minutes(1)));
+        }
+        row.update(&app.state.db).await.unwrap();
+    }
+    assert_eq!(gatehouse::endpoints::device_auth::purge_expired(&app.state.db).await.unwrap(), 3);
 
     // A deleted device's requests are gone with it.
     let path = agent.start_authentication().await;
