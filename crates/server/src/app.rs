@@ -96,7 +96,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         passwords: password_work,
         token_usage: crate::tokens::usage::UsageRecorder::default(),
         actors: Arc::new(actors),
-        stages: Arc::new(crate::flows::StageRegistry::builtin()),
+        stages: Arc::new(stage_kinds()),
         task_wake: Arc::new(tokio::sync::Notify::new()),
         clock: crate::clock::Clock::default(),
         media,
@@ -258,4 +258,11 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Every stage kind: the flows' own and those other parts of the server add (the endpoint stage).
+fn stage_kinds() -> crate::flows::StageRegistry {
+    let mut kinds = crate::flows::StageRegistry::builtin();
+    kinds.add(crate::endpoints::stage::EndpointStage);
+    kinds
 }

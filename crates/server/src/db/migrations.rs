@@ -36,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(Devices),
             Box::new(DeviceBindings),
             Box::new(DeviceAuthenticationTokens),
+            Box::new(DeviceKeysSealed),
         ]
     }
 }
@@ -2026,5 +2027,27 @@ impl MigrationTrait for DeviceAuthenticationTokens {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table("device_authentication_tokens").to_owned()).await
+    }
+}
+
+/// A sealed copy of each device key: the endpoint stage checks an agent's answer to its
+/// challenge with the key itself (an HMAC keyed by it), so a digest is not enough.
+struct DeviceKeysSealed;
+
+impl MigrationName for DeviceKeysSealed {
+    fn name(&self) -> &str {
+        "m0026_device_keys_sealed"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DeviceKeysSealed {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Keys issued before have no copy: their agents answer challenges once they enrol again.
+        manager.alter_table(Table::alter().table("device_tokens").add_column(text_null("key_sealed")).to_owned()).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.alter_table(Table::alter().table("device_tokens").drop_column("key_sealed").to_owned()).await
     }
 }

@@ -197,11 +197,13 @@ pub async fn enroll(
     };
     device_token::Entity::delete_many().filter(device_token::Column::ConnectionId.eq(connection.id)).exec(&txn).await?;
     let key = SecretKey::generate(KeyKind::Device);
+    let token_id = Uuid::new_v4();
     device_token::ActiveModel {
-        id: Set(Uuid::new_v4()),
+        id: Set(token_id),
         tenant_id: Set(tenant.0),
         connection_id: Set(connection.id),
         key_digest: Set(key_digest(&state.secret, key.expose())),
+        key_sealed: Set(Some(crate::tokens::seal::seal(&state.secret, token_id, key.expose())?)),
         expiring: Set(false),
         expires: Set(None),
         created: Set(now),
@@ -245,6 +247,42 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
         return Ok(None);
     };
     Ok(Some(AgentCaller { token_id: token.id, device, connection, connector }))
+}
+
+/// The live device known by `serial`, and the keys of its live tokens under the connector
+/// `connector_id` (opened from their sealed copies): what an answer from its agent may be keyed
+/// by. `None` when there is no such device.
+pub async fn live_keys_for(
+    state: &AppState,
+    connector_id: Uuid,
+    serial: &str,
+) -> Result<Option<(device::Model, Vec<zeroize::Zeroizing<String>>)>> {
+    let now = Utc::now();
+    let Some(device) = device::Entity::find()
+        .filter(device::Column::TenantId.eq(state.tenant.0))
+        .filter(device::Column::Identifier.eq(serial))
+        .one(&state.db)
+        .await?
+        .filter(|d| live(d.expiring, d.expires, now))
+    else {
+        return Ok(None);
+    };
+    let Some(connection) = connection::Entity::find()
+        .filter(connection::Column::DeviceId.eq(device.id))
+        .filter(connection::Column::ConnectorId.eq(connector_id))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let tokens = device_token::Entity::find().filter(device_token::Column::ConnectionId.eq(connection.id)).all(&state.db).await?;
+    let mut keys = Vec::new();
+    for token in tokens.into_iter().filter(|t| live(t.expiring, t.expires, now)) {
+        if let Some(sealed) = &token.key_sealed {
+            keys.push(zeroize::Zeroizing::new(crate::tokens::seal::open(&state.secret, token.id, sealed)?));
+        }
+    }
+    Ok(Some((device, keys)))
 }
 
 /// Keeps what the agent reported as its connection's snapshot, replacing the one before, until

@@ -130,8 +130,9 @@ pub mod connection {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Device tokens: what an agent calls with, found only by a keyed digest of the key (which is
-/// shown once, to the agent that enrolled).
+/// Device tokens: what an agent calls with, found by a keyed digest of the key (which is shown
+/// once, to the agent that enrolled); a sealed copy lets the endpoint stage check answers keyed
+/// by it.
 pub mod device_token {
     use sea_orm::entity::prelude::*;
 
@@ -143,6 +144,9 @@ pub mod device_token {
         pub tenant_id: Uuid,
         pub connection_id: Uuid,
         pub key_digest: String,
+        /// The key sealed under the server secret, for checking answers to endpoint-stage
+        /// challenges; absent for keys issued before copies were kept.
+        pub key_sealed: Option<String>,
         pub expiring: bool,
         pub expires: Option<DateTimeUtc>,
         pub created: DateTimeUtc,

@@ -13,3 +13,4 @@ pub mod entities;
 pub mod facts;
 pub mod handlers;
 pub mod pages;
+pub mod stage;

@@ -445,23 +445,22 @@ async fn render_stages(state: &AppState, stages: &[stage::Model]) -> Result<Vec<
 
 async fn render_kind_stages(state: &AppState, stages: Vec<stage::Model>) -> Result<Vec<KindStageOut>> {
     let bases = render_stages(state, &stages).await?;
-    Ok(stages
-        .into_iter()
-        .zip(bases)
-        .map(|(stage, base)| {
-            let mut settings = match stage.settings {
-                serde_json::Value::Object(settings) => settings,
-                _ => serde_json::Map::new(),
-            };
-            if let Some(kind) = state.stages.get(&stage.kind) {
-                for field in kind.write_only() {
-                    settings.remove(*field);
-                }
-                kind.add_read_only_settings(&mut settings);
+    let mut rendered = Vec::with_capacity(stages.len());
+    for (stage, base) in stages.into_iter().zip(bases) {
+        let mut settings = match stage.settings {
+            serde_json::Value::Object(settings) => settings,
+            _ => serde_json::Map::new(),
+        };
+        if let Some(kind) = state.stages.get(&stage.kind) {
+            for field in kind.write_only() {
+                settings.remove(*field);
             }
-            KindStageOut { base, settings }
-        })
-        .collect())
+            kind.add_read_only_settings(&mut settings);
+            kind.expand_settings(state, &mut settings).await?;
+        }
+        rendered.push(KindStageOut { base, settings });
+    }
+    Ok(rendered)
 }
 
 async fn render_kind_stage(state: &AppState, stage: stage::Model) -> Result<KindStageOut> {

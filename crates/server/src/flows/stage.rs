@@ -48,6 +48,16 @@ pub trait StageKind: Send + Sync + 'static {
     /// Adds the read-only fields a kind shows beside its settings (such as authentik's `*_obj`
     /// expansions); the write-only ones are removed before.
     fn add_read_only_settings(&self, _settings: &mut Map<String, Value>) {}
+    /// Checks parsed settings against what only the server's data can tell (that an object of
+    /// another part of the server they name exists), adding errors by field.
+    async fn check_settings(&self, _state: &AppState, _settings: &Value, _errors: &mut FieldErrors) -> Result<()> {
+        Ok(())
+    }
+    /// Adds the read-only fields that need the server's data, such as the object a setting names
+    /// (authentik's `*_obj`).
+    async fn expand_settings(&self, _state: &AppState, _settings: &mut Map<String, Value>) -> Result<()> {
+        Ok(())
+    }
     /// Settings with every field filled in, from which the API's schema is read.
     fn example_settings(&self) -> Value {
         self.parse_settings(Map::new()).unwrap_or_default()

@@ -644,3 +644,130 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(window(&app, &mut browser, &path, Some(&hash)).await.status(), StatusCode::NOT_FOUND);
 }
+
+/// The endpoint stage's challenge, as a browser opening the flow at `executor` gets it.
+async fn challenged(browser: &mut crate::flows::Browser<'_>, executor: &str) -> String {
+    let (status, challenge) = browser.get(executor).await;
+    assert_eq!((status, &challenge["component"]), (StatusCode::OK, &json!("ak-stage-endpoint-agent")), "{challenge}");
+    assert_eq!(challenge["challenge_idle_timeout"], 5);
+    challenge["challenge"].as_str().unwrap().to_owned()
+}
+
+/// The agent's answer to an endpoint-stage `challenge`: an HS512 JWT keyed by its device key.
+fn answer(challenge: &str, serial: &str, key: &str, audience: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": serial, "aud": audience, "atc": challenge, "iat": now, "exp": now + 300});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_endpoint_stage_challenges_the_device_and_only_its_agent_can_answer() {
+    let app = TestApp::spawn().await;
+    let (admin, connector, key) =
+        connector_with_token(&app, json!({"challenge_idle_timeout": "seconds=5", "challenge_trigger_check_in": true})).await;
+    let (status, pair) = json(
+        app.post(
+            &admin,
+            "/api/v3/crypto/certificatekeypairs/generate/",
+            json!({"common_name": "challenges", "validity_days": 30, "alg": "ecdsa"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{pair}");
+    let connector_path = format!("{CONNECTORS}{}/", connector["connector_uuid"].as_str().unwrap());
+    let (status, _) = json(app.patch(&admin, &connector_path, json!({"challenge_key": pair["pk"]})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut agent = Agent::new(&app, "DESK-42");
+    agent.enroll(&key, "desk-42").await;
+    let mut other = Agent::new(&app, "DESK-43");
+    other.enroll(&key, "desk-43").await;
+    let (_, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
+
+    // The stage names an existing connector.
+    assert_field_error(
+        app.post(&admin, "/api/v3/stages/endpoints/", json!({"name": "x", "connector": uuid::Uuid::new_v4()})).await,
+        "connector",
+    )
+    .await;
+    let (status, stage) = json(
+        app.post(
+            &admin,
+            "/api/v3/stages/endpoints/",
+            json!({"name": "device-check", "connector": connector["connector_uuid"], "mode": "required"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    assert_eq!((&stage["mode"], &stage["connector_obj"]["name"]), (&json!("required"), &json!("Workstations")), "{stage}");
+    let (_, flow) = json(
+        app.post(
+            &admin,
+            "/api/v3/flows/instances/",
+            json!({"name": "Desk", "slug": "desk", "title": "Desk", "designation": "authentication"}),
+        )
+        .await,
+    )
+    .await;
+    let (status, _) =
+        json(app.post(&admin, "/api/v3/flows/bindings/", json!({"target": flow["pk"], "stage": stage["pk"], "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let executor = "/api/v3/flows/executor/desk/";
+
+    // The challenge, as the agent checks it against `jwks_challenge`.
+    let mut browser = crate::flows::Browser::new(&app);
+    let challenge = challenged(&mut browser, executor).await;
+    let header = jsonwebtoken::decode_header(&challenge).unwrap();
+    let jwk = &config["jwks_challenge"]["keys"][0];
+    assert_eq!(header.kid.as_deref(), jwk["kid"].as_str());
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_required_spec_claims(&["exp", "iss"]);
+    validation.validate_aud = false;
+    let claims =
+        jsonwebtoken::decode::<Value>(&challenge, &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(), &validation).unwrap().claims;
+    assert_eq!((&claims["iss"], &claims["goauthentik.io/device/check_in"]), (&stage["pk"], &json!(true)));
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
+
+    // The agent's answer passes the stage.
+    let token = agent.token.clone().unwrap();
+    let good = answer(&challenge, "DESK-42", &token, "goauthentik.io/platform/endpoint");
+    let (status, passed) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": good})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(passed["component"], "ak-stage-access-denied", "{passed}");
+    assert_ne!(passed["component"], "ak-stage-endpoint-agent", "{passed}");
+
+    // Anything else stops a required stage: no answer, another device's key, the wrong
+    // audience, another device's serial, an answer to an earlier challenge.
+    let other_token = other.token.clone().unwrap();
+    let wrong = [
+        Value::Null,
+        json!(answer(&challenge, "DESK-42", &other_token, "goauthentik.io/platform/endpoint")),
+        json!(answer(&challenge, "DESK-42", &token, "somewhere-else")),
+        json!(answer(&challenge, "DESK-43", &token, "goauthentik.io/platform/endpoint")),
+        json!(good),
+        json!("not.a.jwt"),
+    ];
+    for response in wrong {
+        let mut browser = crate::flows::Browser::new(&app);
+        challenged(&mut browser, executor).await;
+        let (_, denied) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": response})).await;
+        assert_eq!(denied["component"], "ak-stage-access-denied", "{response} passed: {denied}");
+    }
+
+    // Optional lets people through without an answer.
+    let (status, _) =
+        json(app.patch(&admin, &format!("/api/v3/stages/endpoints/{}/", stage["pk"].as_str().unwrap()), json!({"mode": "optional"})).await)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut browser = crate::flows::Browser::new(&app);
+    challenged(&mut browser, executor).await;
+    let (_, passed) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": null})).await;
+    assert_ne!(passed["component"], "ak-stage-access-denied", "{passed}");
+}
