@@ -746,20 +746,33 @@ async fn an_endpoint_stage_challenges_the_device_and_only_its_agent_can_answer()
     // Anything else stops a required stage: no answer, another device's key, the wrong
     // audience, another device's serial, an answer to an earlier challenge.
     let other_token = other.token.clone().unwrap();
-    let wrong = [
-        Value::Null,
-        json!(answer(&challenge, "DESK-42", &other_token, "goauthentik.io/platform/endpoint")),
-        json!(answer(&challenge, "DESK-42", &token, "somewhere-else")),
-        json!(answer(&challenge, "DESK-43", &token, "goauthentik.io/platform/endpoint")),
-        json!(good),
-        json!("not.a.jwt"),
+    type Answer = Box<dyn Fn(&str) -> Value>;
+    let (t, o, g) = (token.clone(), other_token.clone(), good.clone());
+    let (t2, t3) = (token.clone(), token.clone());
+    let wrong: Vec<(&str, Answer)> = vec![
+        ("no answer", Box::new(|_| Value::Null)),
+        ("another device's key", Box::new(move |c| json!(answer(c, "DESK-42", &o, "goauthentik.io/platform/endpoint")))),
+        ("the wrong audience", Box::new(move |c| json!(answer(c, "DESK-42", &t, "somewhere-else")))),
+        ("another device's serial", Box::new(move |c| json!(answer(c, "DESK-43", &t2, "goauthentik.io/platform/endpoint")))),
+        ("an answer to an earlier challenge", Box::new(move |_| json!(g))),
+        ("not a JWT", Box::new(|_| json!("not.a.jwt"))),
     ];
-    for response in wrong {
+    for (what, make) in wrong {
         let mut browser = crate::flows::Browser::new(&app);
-        challenged(&mut browser, executor).await;
-        let (_, denied) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": response})).await;
-        assert_eq!(denied["component"], "ak-stage-access-denied", "{response} passed: {denied}");
+        let fresh = challenged(&mut browser, executor).await;
+        let (_, denied) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": make(&fresh)})).await;
+        assert_eq!(denied["component"], "ak-stage-access-denied", "{what} passed: {denied}");
     }
+    // The same fresh challenge answered properly passes, so each refusal above is for its flaw.
+    let mut browser = crate::flows::Browser::new(&app);
+    let fresh = challenged(&mut browser, executor).await;
+    let (_, passed) = browser
+        .post(
+            executor,
+            json!({"component": "ak-stage-endpoint-agent", "response": answer(&fresh, "DESK-42", &t3, "goauthentik.io/platform/endpoint")}),
+        )
+        .await;
+    assert_ne!(passed["component"], "ak-stage-access-denied", "{passed}");
 
     // Optional lets people through without an answer.
     let (status, _) =
@@ -770,4 +783,28 @@ async fn an_endpoint_stage_challenges_the_device_and_only_its_agent_can_answer()
     challenged(&mut browser, executor).await;
     let (_, passed) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": null})).await;
     assert_ne!(passed["component"], "ak-stage-access-denied", "{passed}");
+
+    // A device authentication whose authorization flow holds a required endpoint stage passes
+    // it without a challenge: its browser window already proved the device key.
+    let (status, _) =
+        json(app.patch(&admin, &format!("/api/v3/stages/endpoints/{}/", stage["pk"].as_str().unwrap()), json!({"mode": "required"})).await)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = json(app.patch(&admin, &connector_path, json!({"authorization_flow": flow["pk"]})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let ada = app.user("ada@example.com", |_| {}).await;
+    let device = config["device_id"].as_str().unwrap();
+    let (status, _) =
+        json(app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": device, "user": ada.id, "order": 0})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = agent.start_authentication().await;
+    let hash = key_hash(&token);
+    let mut browser = crate::flows::Browser::new(&app);
+    browser.sign_in("ada@example.com", crate::support::PASSWORD).await;
+    let response = window(&app, &mut browser, &path, Some(&hash)).await;
+    assert_eq!(location_of(&response), "/if/flow/desk/");
+    let (_, done) = browser.get(executor).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "the stage asked after all: {done}");
+    let response = window(&app, &mut browser, done["to"].as_str().unwrap(), Some(&hash)).await;
+    assert!(location_of(&response).starts_with("goauthentik.io://platform/finished?ak-auth-ia-token="));
 }
