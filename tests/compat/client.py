@@ -1517,6 +1517,12 @@ def endpoint_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str
         connectors = endpoints.endpoints_connectors_list()
         expect(state["connector"] in [str(c.connector_uuid) for c in connectors.results], f"connectors {connectors.results}")
         expect([t.model_name for t in endpoints.endpoints_connectors_types_list()] == ["agentconnector"], "connector types")
+        stages = ak.StagesApi(api_client)
+        stage = stages.stages_endpoints_create(ak.EndpointStageRequest(
+            name=f"compat-endpoint-{tag}", connector=state["connector"], mode=ak.StageModeEnum.REQUIRED))
+        expect(stage.mode == ak.StageModeEnum.REQUIRED and stage.connector_obj.name == f"compat-{tag}", f"endpoint stage {stage}")
+        expect(stages.stages_endpoints_retrieve(str(stage.pk)).connector == stage.connector, "endpoint stage retrieved")
+        expect(stages.stages_endpoints_destroy(str(stage.pk)) is None, "endpoint stage not deleted")
         # The agent pages the directory with its device token, through authentik's models.
         agent_core = ak.CoreApi(ak.ApiClient(ak.Configuration(host=f"{url}/api/v3")))
         headers = {"Authorization": f"Bearer+agent {state['device_token']}"}
@@ -1532,7 +1538,8 @@ def endpoint_checks(checks: Checks, url: str, api_client: ak.ApiClient, tag: str
         expect(agent_core.core_users_list(page=1, page_size=100, _headers=headers).results == [], "unbound account still listed")
 
     if "device_token" in state:
-        run("endpoints_device_bindings_create, _list, _destroy; endpoints_connectors_list, _types_list; core_users_list, "
+        run("endpoints_device_bindings_create, _list, _destroy; endpoints_connectors_list, _types_list; stages_endpoints_create, "
+            "_retrieve, _destroy; core_users_list, "
             "core_groups_list, endpoints_agents_connectors_auth_ia_create (as an agent)", bindings_and_directory)
     if "device_token" in state:
         run("endpoints_devices_list, _retrieve, _partial_update, _summary_retrieve, _destroy", devices)
