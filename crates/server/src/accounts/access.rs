@@ -490,6 +490,32 @@ impl Guard {
         }
     }
 
+    /// Refuses unless the caller holds every right of every account and group the guard's scope
+    /// reaches (a group, the groups below it and all their members): for changes that reach
+    /// each of them, such as admitting a group's members to a device.
+    pub fn may_act_on_everyone_reached(&self) -> Result<()> {
+        let mut users: Vec<i64> = self.users_before.keys().copied().collect();
+        users.sort_unstable();
+        for user in users {
+            self.may_act_on_user(user)?;
+        }
+        let mut groups: Vec<Uuid> = self.groups_before.keys().copied().collect();
+        groups.sort_unstable();
+        for group in groups {
+            self.may_act_on_group(group)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses, for `reason`, unless the caller is a superuser (or the system) as the guard read
+    /// it: for changes that reach accounts nobody can list in advance.
+    pub fn only_superusers(&self, reason: &str) -> Result<()> {
+        match self.caller {
+            None => Ok(()),
+            Some(_) => Err(self.refuse(reason, json!({}))),
+        }
+    }
+
     /// Refuses unless the caller holds every right membership of `group_id` confers.
     pub fn may_act_on_group(&self, group_id: Uuid) -> Result<()> {
         match (&self.caller, self.groups_before.get(&group_id)) {

@@ -451,6 +451,8 @@ async fn page_of_groups(
         select = select.filter(group::Column::GroupUuid.is_in(groups));
     }
     if let Some(ids) = member_ids {
+        // A reader limited to some accounts learns nothing of the others' memberships.
+        let ids: Vec<i64> = ids.into_iter().filter(|id| among_members.is_none_or(|among| among.contains(id))).collect();
         let groups: Vec<Uuid> = group_member::Entity::find()
             .filter(group_member::Column::TenantId.eq(tenant.0))
             .filter(group_member::Column::UserId.is_in(ids))

@@ -1981,8 +1981,8 @@ impl MigrationTrait for DeviceAuthenticationTokens {
                     .col(uuid("device_id"))
                     .col(uuid("device_token_id"))
                     .col(uuid("connector_id"))
-                    // SHA-256 of the device key, in hex: what the agent's browser window sends
-                    // back in `X-Authentik-Platform-Auth-DTH`.
+                    // A keyed digest of what the agent's browser window must send back in
+                    // `X-Authentik-Platform-Auth-DTH` (the SHA-256 of the device key).
                     .col(string_len("key_hash", 64))
                     .col(big_integer_null("user_id"))
                     .col(timestamp_with_time_zone("expires"))

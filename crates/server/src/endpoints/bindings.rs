@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QuerySelect, Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -53,7 +53,8 @@ pub enum Subject {
 }
 
 impl Subject {
-    fn of(row: &binding::Model) -> Option<Self> {
+    /// Whom `row` binds.
+    pub fn of(row: &binding::Model) -> Option<Self> {
         match (row.user_id, row.group_id) {
             (Some(id), None) => Some(Self::User(id)),
             (None, Some(id)) => Some(Self::Group(id)),
@@ -297,14 +298,40 @@ async fn apply(state: &AppState, row: &mut binding::ActiveModel, request: &Bindi
     }
 }
 
-/// Refuses unless `actor` may act on whom `row` binds: admitting an account to devices is acting
-/// on it, so a binding may name only accounts and groups whose rights the actor holds.
-async fn check_subject(txn: &impl ConnectionTrait, state: &AppState, actor: &Actor, row: &binding::Model) -> Result<()> {
-    match Subject::of(row) {
-        Some(Subject::User(id)) => Guard::begin(txn, state, actor, Scope::user(id)).await?.may_act_on_user(id),
-        Some(Subject::Group(id)) => Guard::begin(txn, state, actor, Scope::group(id, &[])).await?.may_act_on_group(id),
-        None => Err(Error::field("user", "Bind a user or a group.")),
+/// Refuses unless `actor` may admit everyone a binding of `subject` admits: a binding is part
+/// of the accounts it reaches, so it may name a user, or a group whose members (and the groups
+/// below it, with theirs) are all within the actor's rights. A negated binding admits everyone
+/// else, so only a superuser makes one. Call it before writing (it serialises with other changes
+/// to who holds what).
+pub(super) async fn check_reach(
+    txn: &impl ConnectionTrait,
+    state: &AppState,
+    actor: &Actor,
+    subject: Option<Subject>,
+    negate: bool,
+) -> Result<()> {
+    let scope = match subject {
+        Some(Subject::User(id)) => Scope::user(id),
+        Some(Subject::Group(id)) => Scope::group(id, &[]),
+        None => return Err(Error::field("user", "Bind a user or a group.")),
+    };
+    let guard = Guard::begin(txn, state, actor, scope).await?;
+    if negate {
+        guard.only_superusers("a negated device binding admits every other account")?;
     }
+    guard.may_act_on_everyone_reached()
+}
+
+/// Whom the binding being written names, and whether it is negated.
+fn reach_of(row: &binding::ActiveModel) -> (Option<Subject>, bool) {
+    let user = row.user_id.try_as_ref().copied().flatten();
+    let group = row.group_id.try_as_ref().copied().flatten();
+    let subject = match (user, group) {
+        (Some(id), None) => Some(Subject::User(id)),
+        (None, Some(id)) => Some(Subject::Group(id)),
+        _ => None,
+    };
+    (subject, row.negate.try_as_ref().copied().unwrap_or(false))
 }
 
 /// Creates a binding; needs the add permission, and the rights of whom it binds.
@@ -332,8 +359,9 @@ pub async fn create(state: &AppState, actor: &Actor, request: &BindingRequest) -
     };
     apply(state, &mut row, request, true).await?;
     let txn = crate::db::begin_write(&state.db).await?;
+    let (subject, negate) = reach_of(&row);
+    check_reach(&txn, state, actor, subject, negate).await?;
     let created = row.insert(&txn).await?;
-    check_subject(&txn, state, actor, &created).await?;
     let diff = events::service::diff(&json!({}), &shown(&created));
     events::service::record(&txn, state, actor.event(Action::ModelCreated).about(&binding_ref(&created)).with("diff", diff)).await?;
     txn.commit().await?;
@@ -351,9 +379,10 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &Binding
     row.last_updated = Set(Utc::now());
     let txn = crate::db::begin_write(&state.db).await?;
     let current = find(&txn, state.tenant, id).await?;
-    check_subject(&txn, state, actor, &current).await?;
+    check_reach(&txn, state, actor, Subject::of(&current), current.negate).await?;
+    let (subject, negate) = reach_of(&row);
+    check_reach(&txn, state, actor, subject, negate).await?;
     let after = row.update(&txn).await?;
-    check_subject(&txn, state, actor, &after).await?;
     let diff = events::service::diff(&shown(&before), &shown(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&binding_ref(&after)).with("diff", diff)).await?;
     txn.commit().await?;
@@ -366,11 +395,20 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     let txn = crate::db::begin_write(&state.db).await?;
     let row = find(&txn, state.tenant, id).await?;
     actor.require(names::DELETE_DEVICE_BINDING)?;
-    check_subject(&txn, state, actor, &row).await?;
+    check_reach(&txn, state, actor, Subject::of(&row), row.negate).await?;
     binding::Entity::delete_by_id(row.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&binding_ref(&row))).await?;
     txn.commit().await?;
     Ok(())
+}
+
+/// Every binding of the device or access group `target`, enabled or not.
+pub(super) async fn bindings_of(db: &impl ConnectionTrait, tenant: TenantId, target: Uuid) -> Result<Vec<binding::Model>> {
+    Ok(binding::Entity::find()
+        .filter(binding::Column::TenantId.eq(tenant.0))
+        .filter(binding::Column::DeviceId.eq(target).or(binding::Column::AccessGroupId.eq(target)))
+        .all(db)
+        .await?)
 }
 
 /// The bindings of `targets` that take part in decisions now: enabled and not expired.
@@ -420,23 +458,13 @@ pub async fn device_admits(db: &impl ConnectionTrait, tenant: TenantId, device: 
     Ok(by_target(&bindings, device).iter().any(|set| admits(set, matches)))
 }
 
-/// The active accounts `device` admits (see [`device_admits`]), in one pass whatever their
-/// number: the users its agent may list.
+/// The active accounts `device` admits (see [`device_admits`]): the users its agent may list.
+/// Reads every active account's id only when a negated binding asks for everyone else.
 pub async fn admitted_users(db: &impl ConnectionTrait, tenant: TenantId, device: &device::Model) -> Result<BTreeSet<i64>> {
     let targets: Vec<Uuid> = std::iter::once(device.id).chain(device.access_group_id).collect();
     let bindings = live_bindings(db, tenant, &targets).await?;
-    let mut admitted = BTreeSet::new();
-    if bindings.is_empty() {
-        return Ok(admitted);
-    }
-    let active: BTreeSet<i64> = user::Entity::find()
-        .filter(user::Column::TenantId.eq(tenant.0))
-        .filter(user::Column::IsActive.eq(true))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|u| u.id)
-        .collect();
+    let mut matched_by_positive = BTreeSet::new();
+    let mut matched_by_negated: Vec<BTreeSet<i64>> = Vec::new();
     for binding in by_target(&bindings, device).iter().flatten() {
         let matched: BTreeSet<i64> = match Subject::of(binding) {
             Some(Subject::User(id)) => BTreeSet::from([id]),
@@ -444,12 +472,27 @@ pub async fn admitted_users(db: &impl ConnectionTrait, tenant: TenantId, device:
             None => BTreeSet::new(),
         };
         if binding.negate {
-            admitted.extend(active.difference(&matched));
+            matched_by_negated.push(matched);
         } else {
-            admitted.extend(matched.intersection(&active));
+            matched_by_positive.extend(matched);
         }
     }
-    Ok(admitted)
+    if matched_by_positive.is_empty() && matched_by_negated.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let mut active = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .filter(user::Column::TenantId.eq(tenant.0))
+        .filter(user::Column::IsActive.eq(true));
+    if matched_by_negated.is_empty() {
+        active = active.filter(user::Column::Id.is_in(matched_by_positive.iter().copied()));
+    }
+    let active: Vec<i64> = active.into_tuple().all(db).await?;
+    Ok(active
+        .into_iter()
+        .filter(|id| matched_by_positive.contains(id) || matched_by_negated.iter().any(|matched| !matched.contains(id)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -45,6 +45,14 @@ pub fn key_hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// What is stored of the hash a window must send: a keyed digest, so that reading the database
+/// is not enough to finish someone's pending request.
+fn stored_hash(state: &AppState, hash: &str) -> String {
+    state.secret.digest(WINDOW_HASH_PURPOSE, hash.as_bytes())
+}
+
+const WINDOW_HASH_PURPOSE: &str = "device-authentication-window";
+
 /// Starts a device authentication for `caller`, which called with `key`: the request's id,
 /// valid for `tokens.default_duration` (authentik's tenant default).
 pub async fn begin(state: &AppState, caller: &AgentCaller, key: &str) -> Result<Uuid> {
@@ -55,7 +63,7 @@ pub async fn begin(state: &AppState, caller: &AgentCaller, key: &str) -> Result<
         device_id: Set(caller.device.id),
         device_token_id: Set(caller.token_id),
         connector_id: Set(caller.connector.id),
-        key_hash: Set(key_hash(key)),
+        key_hash: Set(stored_hash(state, &key_hash(key))),
         user_id: Set(None),
         expires: Set(now + state.config.tokens.default_duration.to_chrono()),
         issued_at: Set(None),
@@ -114,7 +122,7 @@ pub async fn step(
 ) -> Result<Interactive> {
     let request = live_request(&state.db, state.tenant, id).await?;
     let invalid = || Error::field("non_field_errors", "Invalid device token.");
-    let presented = presented_hash.ok_or_else(invalid)?.trim().to_ascii_lowercase();
+    let presented = stored_hash(state, &presented_hash.ok_or_else(invalid)?.trim().to_ascii_lowercase());
     if !constant_time_eq(presented.as_bytes(), request.key_hash.as_bytes()) {
         return Err(invalid());
     }
@@ -153,7 +161,7 @@ pub async fn step(
             };
             if !proven {
                 let mut facts = serde_json::Map::new();
-                facts.insert(DEVICE_FACT.into(), json!({"pk": device.id, "name": device.name}));
+                facts.insert(DEVICE_FACT.into(), json!({"pk": device.id, "name": device.name, "connector": connector.id}));
                 return Ok(Interactive::Authorize { flow_slug: flow.slug, back, handoff: Handoff::new(facts) });
             }
         }

@@ -510,6 +510,13 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &DeviceR
     row.last_updated = Set(Utc::now());
     let txn = crate::db::begin_write(&state.db).await?;
     find(&txn, state.tenant, id).await?;
+    // Moving a device into a group admits whom the group's bindings admit: only for an actor
+    // who may admit each of them.
+    if let Some(Some(group)) = request.access_group.filter(|choice| *choice != before.access_group_id) {
+        for binding in super::bindings::bindings_of(&txn, state.tenant, group).await? {
+            super::bindings::check_reach(&txn, state, actor, super::bindings::Subject::of(&binding), binding.negate).await?;
+        }
+    }
     let after = row.update(&txn).await.map_err(|error| match error.sql_err() {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::field("name", "device with this name already exists."),
         _ => error.into(),

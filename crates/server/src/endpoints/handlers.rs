@@ -99,6 +99,27 @@ impl FromRequestParts<AppState> for Agent {
     }
 }
 
+/// Who reads the directory (`/core/users/`, `/core/groups/`): a person or an API key, or an
+/// enrolled device's agent (`Authorization: Bearer+agent <device key>`), which sees only the
+/// accounts its device admits.
+pub enum DirectoryReader {
+    Principal(Principal),
+    Agent(Box<AgentCaller>),
+}
+
+impl FromRequestParts<AppState> for DirectoryReader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let scheme = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')).map(|(s, _)| s);
+        if scheme.is_some_and(|s| s.eq_ignore_ascii_case("bearer+agent")) {
+            let Agent(caller) = Agent::from_request_parts(parts, state).await?;
+            return Ok(Self::Agent(Box::new(caller)));
+        }
+        Ok(Self::Principal(Principal::from_request_parts(parts, state).await?))
+    }
+}
+
 fn id_of(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }

@@ -54,6 +54,8 @@ pub struct EndpointStageSettings {
 #[derive(Debug, Serialize, Deserialize)]
 struct Asked {
     challenge: String,
+    /// When it was issued (seconds since the epoch): an answer after its lifetime is refused.
+    issued_at: i64,
 }
 
 /// The claims of a challenge.
@@ -176,15 +178,17 @@ impl StageKind for EndpointStage {
         else {
             return Ok(Self::unverified(settings.mode, "Invalid stage configuration."));
         };
-        // A device authentication hands its run the device whose key its browser window proved.
+        // A device authentication hands its run the device whose key its browser window proved
+        // (for this stage only when it came through this stage's connector).
         let handed = cx.context.handoff.as_ref().and_then(|h| h.fact(super::device_auth::DEVICE_FACT)).cloned();
-        if let Some(device) = handed {
+        if let Some(device) = handed.filter(|d| d.get("connector").and_then(Value::as_str) == Some(connector.id.to_string().as_str())) {
             cx.context.extra.insert(DEVICE_CONTEXT_KEY.into(), device);
             return Ok(Step::Passed);
         }
         let Some(key_id) = connector.challenge_key_id else {
-            // Nothing to sign a challenge with: authentik passes, without a device.
-            return Ok(Step::Passed);
+            // Nothing to sign a challenge with: no device can prove itself. authentik passes even
+            // a required stage here; a required check that cannot be made stops the flow instead.
+            return Ok(Self::unverified(settings.mode, "Invalid stage configuration."));
         };
         let pair = crate::crypto::service::pair_by_id(&cx.state.db, cx.state.tenant, key_id)
             .await?
@@ -200,7 +204,7 @@ impl StageKind for EndpointStage {
             check_in: connector.challenge_trigger_check_in,
         };
         let challenge = signer.sign(&claims, "JWT")?;
-        cx.set_stage_state(Some(&Asked { challenge: challenge.clone() }));
+        cx.set_stage_state(Some(&Asked { challenge: challenge.clone(), issued_at: now }));
         let idle = gatehouse_types::DurationString::parse(&connector.challenge_idle_timeout)
             .map_err(|e| Error::internal(format!("a stored duration: {e}")))?;
         let mut fields = Map::new();
@@ -229,9 +233,14 @@ impl StageKind for EndpointStage {
         let settings: EndpointStageSettings = cx.settings()?;
         let Some(asked) = cx.stage_state::<Asked>() else { return self.enter(cx).await };
         let answer = response.get("response").and_then(Value::as_str).filter(|v| !v.is_empty());
+        let in_time = Utc::now().timestamp() <= asked.issued_at + CHALLENGE_LIFETIME_SECONDS;
+        let enabled = super::connectors::connectors_by_ids(&cx.state.db, cx.state.tenant, &[settings.connector])
+            .await?
+            .pop()
+            .is_some_and(|c| c.enabled);
         let device = match answer {
-            Some(answer) => Self::verified_device(cx.state, settings.connector, &asked.challenge, answer).await?,
-            None => None,
+            Some(answer) if in_time && enabled => Self::verified_device(cx.state, settings.connector, &asked.challenge, answer).await?,
+            _ => None,
         };
         // A challenge is answered once, whatever the outcome.
         cx.set_stage_state::<Asked>(None);

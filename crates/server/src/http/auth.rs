@@ -130,27 +130,6 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// Who reads the directory (`/core/users/`, `/core/groups/`): a person or an API key, or an
-/// enrolled device's agent (`Authorization: Bearer+agent <device key>`), which sees only the
-/// accounts its device admits.
-pub enum DirectoryReader {
-    Principal(Principal),
-    Agent(Box<crate::endpoints::devices::AgentCaller>),
-}
-
-impl FromRequestParts<AppState> for DirectoryReader {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let scheme = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')).map(|(s, _)| s);
-        if scheme.is_some_and(|s| s.eq_ignore_ascii_case("bearer+agent")) {
-            let crate::endpoints::handlers::Agent(caller) = crate::endpoints::handlers::Agent::from_request_parts(parts, state).await?;
-            return Ok(Self::Agent(Box::new(caller)));
-        }
-        Ok(Self::Principal(Principal::from_request_parts(parts, state).await?))
-    }
-}
-
 /// The caller's session, if the request carries a valid session cookie; never a rejection. For
 /// routes anyone may call (flows, pages) that behave differently for signed-in people. It does
 /// not check CSRF tokens: routes that change state with it protect themselves.

@@ -494,12 +494,40 @@ async fn an_agent_reads_only_the_accounts_its_device_admits_and_maps_them_to_uni
     assert_eq!(unix_seen["users"], json!([bob.id]), "members the device does not admit stay out: {unix_seen}");
     assert_eq!(unix_seen["children"], wheel["pk"].as_str().map(|pk| json!([pk])).unwrap());
 
+    // The agent learns nothing of the memberships of accounts its device does not admit.
+    let (_, eves) = json(agent.call(Method::GET, "/api/v3/core/groups/?members_by_username=eve@example.com", None).await).await;
+    assert_eq!(eves["pagination"]["count"], 0, "{eves}");
+    let (_, bobs) = json(agent.call(Method::GET, "/api/v3/core/groups/?members_by_username=bob@example.com", None).await).await;
+    assert_eq!(bobs["pagination"]["count"], 1, "{bobs}");
+
     // A disabled binding, and one that expired, admit nobody.
     let for_ada = format!("{bindings}{}/", for_ada["pk"].as_str().unwrap());
-    let (status, _) = json(app.patch(&admin, &for_ada, json!({"expiring": true, "expires": "2020-01-01T00:00:00Z"})).await).await;
+    let pks = |users: &[Value]| users.iter().map(|u| u["pk"].as_i64().unwrap()).collect::<std::collections::BTreeSet<i64>>();
+    let (status, _) = json(app.patch(&admin, &for_ada, json!({"enabled": false})).await).await;
     assert_eq!(status, StatusCode::OK);
     let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
-    assert!(users.iter().all(|u| u["pk"] != json!(ada.id)), "an expired binding still admitted: {users:?}");
+    assert!(!pks(&users).contains(&ada.id), "a disabled binding still admitted: {users:?}");
+    let (status, _) = json(app.patch(&admin, &for_ada, json!({"enabled": true, "expiring": true, "expires": "2020-01-01T00:00:00Z"})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
+    assert_eq!(pks(&users), [bob.id, cyd.id].into(), "an expired binding still admitted: {users:?}");
+
+    // A negated binding admits every active account but the one it names.
+    let dee = app.user("dee2@example.com", |_| {}).await;
+    let (status, negated) = json(app.post(&admin, bindings, json!({"target": device, "user": dee.id, "order": 1, "negate": true})).await).await;
+    assert_eq!(status, StatusCode::CREATED, "{negated}");
+    let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
+    let all_active: std::collections::BTreeSet<i64> = gatehouse::accounts::entities::user::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.is_active && u.id != dee.id)
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(pks(&users), all_active, "everyone active but dee");
+    let (status, _) = json(app.delete(&admin, &format!("{bindings}{}/", negated["pk"].as_str().unwrap())).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     // The device key reads the lists and nothing else.
     let response = agent.call(Method::GET, &format!("/api/v3/core/users/{}/", bob.id), None).await;
@@ -603,6 +631,14 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
 
     // Once only.
     assert_eq!(window(&app, &mut browser, &path, Some(&hash)).await.status(), StatusCode::NOT_FOUND);
+    // Two windows racing for one request get one token.
+    let path = agent.start_authentication().await;
+    let mut twin = crate::flows::Browser::new(&app);
+    twin.cookies = browser.cookies.clone();
+    let (first, second) = tokio::join!(window(&app, &mut browser, &path, Some(&hash)), window(&app, &mut twin, &path, Some(&hash)));
+    let mut statuses = [first.status(), second.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::FOUND, StatusCode::NOT_FOUND]);
 
     // With an authorization flow, the token comes only after it: here the sign-in flow again.
     let flow = crate::oauth::flow_pk(&app, &admin, "default-authentication-flow").await;
@@ -626,7 +662,7 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
     use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
     agent.start_authentication().await;
     let rows = authentication_token::Entity::find().all(&app.state.db).await.unwrap();
-    assert_eq!(rows.len(), 3, "two redeemed, one waiting");
+    assert_eq!(rows.len(), 4, "three redeemed, one waiting");
     assert_eq!(gatehouse::endpoints::device_auth::purge_expired(&app.state.db).await.unwrap(), 0);
     for row in rows {
         let mut row = row.into_active_model();
@@ -636,7 +672,7 @@ async fn a_person_the_device_admits_signs_in_for_it_through_the_agents_browser_w
         }
         row.update(&app.state.db).await.unwrap();
     }
-    assert_eq!(gatehouse::endpoints::device_auth::purge_expired(&app.state.db).await.unwrap(), 3);
+    assert_eq!(gatehouse::endpoints::device_auth::purge_expired(&app.state.db).await.unwrap(), 4);
 
     // A deleted device's requests are gone with it.
     let path = agent.start_authentication().await;
@@ -739,9 +775,7 @@ async fn an_endpoint_stage_challenges_the_device_and_only_its_agent_can_answer()
     let token = agent.token.clone().unwrap();
     let good = answer(&challenge, "DESK-42", &token, "goauthentik.io/platform/endpoint");
     let (status, passed) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": good})).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_ne!(passed["component"], "ak-stage-access-denied", "{passed}");
-    assert_ne!(passed["component"], "ak-stage-endpoint-agent", "{passed}");
+    assert_eq!((status, &passed["component"]), (StatusCode::OK, &json!("xak-flow-redirect")), "{passed}");
 
     // Anything else stops a required stage: no answer, another device's key, the wrong
     // audience, another device's serial, an answer to an earlier challenge.
@@ -781,8 +815,8 @@ async fn an_endpoint_stage_challenges_the_device_and_only_its_agent_can_answer()
     assert_eq!(status, StatusCode::OK);
     let mut browser = crate::flows::Browser::new(&app);
     challenged(&mut browser, executor).await;
-    let (_, passed) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": null})).await;
-    assert_ne!(passed["component"], "ak-stage-access-denied", "{passed}");
+    let (status, passed) = browser.post(executor, json!({"component": "ak-stage-endpoint-agent", "response": null})).await;
+    assert_eq!((status, &passed["component"]), (StatusCode::OK, &json!("xak-flow-redirect")), "{passed}");
 
     // A device authentication whose authorization flow holds a required endpoint stage passes
     // it without a challenge: its browser window already proved the device key.
@@ -807,4 +841,37 @@ async fn an_endpoint_stage_challenges_the_device_and_only_its_agent_can_answer()
     assert_eq!(done["component"], "xak-flow-redirect", "the stage asked after all: {done}");
     let response = window(&app, &mut browser, done["to"].as_str().unwrap(), Some(&hash)).await;
     assert!(location_of(&response).starts_with("goauthentik.io://platform/finished?ak-auth-ia-token="));
+}
+
+#[tokio::test]
+async fn moving_a_device_into_a_group_needs_the_rights_of_everyone_its_bindings_admit() {
+    let app = TestApp::spawn().await;
+    let (admin, _, key) = connector_with_token(&app, json!({})).await;
+    let mut agent = Agent::new(&app, "MOVE-1");
+    agent.enroll(&key, "move-1").await;
+    let (_, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
+    let device_path = format!("{DEVICES}{}/", config["device_id"].as_str().unwrap());
+    let root = gatehouse::accounts::entities::user::Entity::find().all(&app.state.db).await.unwrap().into_iter().find(|u| u.is_superuser).unwrap();
+    let plain = app.user("plain@example.com", |_| {}).await;
+    let groups = "/api/v3/endpoints/device_access_groups/";
+    let (_, admins_only) = json(app.post(&admin, groups, json!({"name": "Admins only"})).await).await;
+    let (_, everyone) = json(app.post(&admin, groups, json!({"name": "Plain"})).await).await;
+    for (group, user) in [(&admins_only, root.id), (&everyone, plain.id)] {
+        let (status, _) = json(app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": group["pbm_uuid"], "user": user, "order": 0})).await).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    app.user_with("operator@example.com", &["authentik_endpoints.view_device", "authentik_endpoints.change_device"]).await;
+    let operator = app.sign_in("operator@example.com").await;
+
+    // Into the group that admits the superuser: refused, and the device stays where it was.
+    crate::support::assert_forbidden(app.patch(&operator, &device_path, json!({"access_group": admins_only["pbm_uuid"]})).await).await;
+    let (_, device) = json(app.get(&admin, &device_path).await).await;
+    assert_eq!(device["access_group"], Value::Null, "{device}");
+    let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
+    assert!(users.is_empty(), "{users:?}");
+    // Into the group that admits whom the operator outranks: fine.
+    let (status, moved) = json(app.patch(&operator, &device_path, json!({"access_group": everyone["pbm_uuid"]})).await).await;
+    assert_eq!((status, &moved["access_group"]), (StatusCode::OK, &everyone["pbm_uuid"]), "{moved}");
+    let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
+    assert_eq!(users.iter().map(|u| u["pk"].clone()).collect::<Vec<_>>(), vec![json!(plain.id)]);
 }

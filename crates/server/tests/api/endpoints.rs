@@ -352,6 +352,17 @@ async fn a_device_binding_cannot_admit_an_account_more_powerful_than_its_author(
 
     assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "user": root.id, "order": 0})).await).await;
     assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": admins["pk"], "order": 0})).await).await;
+    // Nor through a group that confers nothing but holds a superuser, or has one below it.
+    let (_, holding_root) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "everyone", "users": [root.id, plain.id]})).await).await;
+    assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": holding_root["pk"], "order": 0})).await).await;
+    let (_, team) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "team"})).await).await;
+    let (status, _) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "team-admins", "is_superuser": true, "parents": [team["pk"]]})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": team["pk"], "order": 0})).await).await;
+    // A negated binding admits everyone else: superusers only.
+    assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "user": plain.id, "order": 0, "negate": true})).await).await;
+    let (status, _) = json(app.post(&admin, BINDINGS, json!({"target": target, "user": plain.id, "order": 5, "negate": true})).await).await;
+    assert_eq!(status, StatusCode::CREATED);
     let (status, for_plain) = json(app.post(&operator, BINDINGS, json!({"target": target, "user": plain.id, "order": 0})).await).await;
     assert_eq!(status, StatusCode::CREATED, "{for_plain}");
     // Nor turn a binding it may change into one it could not make, nor undo a superuser's.
@@ -365,6 +376,8 @@ async fn a_device_binding_cannot_admit_an_account_more_powerful_than_its_author(
     assert_eq!((&kept["user"], &kept["enabled"]), (&json!(root.id), &json!(true)), "{kept}");
     let (_, bound) = json(app.get(&admin, &path).await).await;
     assert_eq!(bound["user"], json!(plain.id), "a refused change writes nothing");
+    let (_, all) = json(app.get(&admin, &format!("{BINDINGS}?target={target}")).await).await;
+    assert_eq!(all["pagination"]["count"], 3, "only the plain user's, root's and the superuser's negated binding: {all}");
 
     // Without the permissions, nothing at all.
     app.user("nobody@example.com", |_| {}).await;
