@@ -91,6 +91,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
         flow_plans: Arc::new(crate::flows::plans::PlanCache::new(plan_ttl)),
         oauth: Arc::new(crate::oauth::cache::OAuthCache::new(oauth_ttl)),
+        devices: Arc::new(crate::endpoints::cache::DeviceCache::new(config_ttl)),
         issued_tokens,
         key_pair_changes: Arc::new(crate::db::generation::Generation::new(crate::crypto::service::CHANGES_CHANNEL)),
         passwords: password_work,
@@ -114,6 +115,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
             crate::credentials::cache::subscription(state.auth_cache.clone()),
             crate::flows::plans::subscription(state.flow_plans.clone()),
             state.oauth.subscription(),
+            state.devices.subscription(),
             state.key_pair_changes.subscription(),
         ],
     );

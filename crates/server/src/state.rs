@@ -59,6 +59,8 @@ pub struct Shared {
     pub oauth: Arc<crate::oauth::cache::OAuthCache>,
     /// Writes the tokens of client-credentials grants, many requests' in one statement.
     pub issued_tokens: Arc<crate::db::batch::InsertBatcher<crate::oauth::entities::token::Entity>>,
+    /// Device keys known to be good, and the changes that end them.
+    pub devices: Arc<crate::endpoints::cache::DeviceCache>,
     /// Changes to key pairs, which drop the keys opened from them.
     pub key_pair_changes: Arc<crate::db::generation::Generation>,
     /// Admission to the password threads.

@@ -200,7 +200,7 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::DELETE_DEVICE_ACCESS_GROUP)?;
     access_group::Entity::delete_by_id(group.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&group_ref(&group))).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

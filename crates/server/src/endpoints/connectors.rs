@@ -298,7 +298,7 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &Connect
     let after = row.update(&txn).await?;
     let diff = events::service::diff(&shown(&before), &shown(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&connector_ref(&after)).with("diff", diff)).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(after)
 }
 
@@ -310,7 +310,7 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::DELETE_AGENT_CONNECTOR)?;
     connector::Entity::delete_by_id(connector.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&connector_ref(&connector))).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

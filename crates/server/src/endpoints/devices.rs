@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::access_groups::{groups_by_ids, parse_name, parse_text};
 use super::connectors::connectors_by_ids;
+use super::cache::KnownKey;
 use super::entities::{access_group, connection, connector, device, device_token, enrollment_token, snapshot};
 use super::facts::{self, DeviceFacts};
 use crate::accounts::access::Actor;
@@ -210,7 +211,7 @@ pub async fn enroll(
     }
     .insert(&txn)
     .await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     metrics::counter!("gatehouse_device_enrolments_total").increment(1);
     Ok(Some(key))
 }
@@ -222,11 +223,17 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     if key.kind() != KeyKind::Device {
         return Ok(None);
     }
-    let reservation = crate::tokens::service::reserve_key_guess(state, &key, from).await?;
+    let digest = key_digest(&state.secret, key.expose());
     let now = Utc::now();
+    // A key known to be good is no guess: it costs neither a reservation nor a read.
+    let read_under = state.devices.changes.current();
+    if let Some(known) = state.devices.keys.get(&digest, read_under) {
+        return Ok(known.live_at(now).then(|| known.caller.clone()));
+    }
+    let reservation = crate::tokens::service::reserve_key_guess(state, &key, from).await?;
     let Some(token) = device_token::Entity::find()
         .filter(device_token::Column::TenantId.eq(state.tenant.0))
-        .filter(device_token::Column::KeyDigest.eq(key_digest(&state.secret, key.expose())))
+        .filter(device_token::Column::KeyDigest.eq(&digest))
         .one(&state.db)
         .await?
     else {
@@ -246,7 +253,10 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     let Some(connector) = connectors_by_ids(&state.db, state.tenant, &[connection.connector_id]).await?.pop().filter(|c| c.enabled) else {
         return Ok(None);
     };
-    Ok(Some(AgentCaller { token_id: token.id, device, connection, connector }))
+    let caller = AgentCaller { token_id: token.id, device, connection, connector };
+    let known = KnownKey { caller: caller.clone(), key_expires: if token.expiring { token.expires } else { None } };
+    state.devices.keys.put(digest, read_under, state.devices.changes.current(), std::sync::Arc::new(known));
+    Ok(Some(caller))
 }
 
 /// The live device known by `serial`, and the keys of its live tokens under the connector
@@ -523,7 +533,7 @@ pub async fn update(state: &AppState, actor: &Actor, id: Uuid, request: &DeviceR
     })?;
     let diff = events::service::diff(&shown(&before), &shown(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&device_ref(&after)).with("diff", diff)).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     views(&state.db, state.tenant, vec![after]).await?.pop().ok_or(Error::NotFound)
 }
 
@@ -537,7 +547,7 @@ pub async fn delete(state: &AppState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(names::DELETE_DEVICE)?;
     device::Entity::delete_by_id(device.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&device_ref(&device))).await?;
-    txn.commit().await?;
+    super::cache::commit_change(state, txn).await?;
     Ok(())
 }
 

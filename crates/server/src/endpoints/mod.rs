@@ -4,6 +4,7 @@
 
 pub mod access_groups;
 pub mod bindings;
+pub mod cache;
 pub mod connectors;
 pub mod device_auth;
 pub mod devices;

@@ -875,3 +875,47 @@ async fn moving_a_device_into_a_group_needs_the_rights_of_everyone_its_bindings_
     let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
     assert_eq!(users.iter().map(|u| u["pk"].clone()).collect::<Vec<_>>(), vec![json!(plain.id)]);
 }
+
+/// Two server processes on one database: a device deleted, or its connector disabled, through
+/// one is refused at the other at once, although the other remembers the agent's key. On SQLite,
+/// which one process serves, the processes run with the cache off.
+#[tokio::test]
+async fn a_device_ended_through_one_server_is_refused_at_the_other_although_it_remembers() {
+    let postgres = std::env::var("GATEHOUSE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    // On PostgreSQL known keys are kept for an hour, so only the change message can drop them.
+    let caches = |c: &mut gatehouse::config::Config| {
+        c.sessions.cache_ttl = if postgres { "hours=1" } else { "seconds=0" }.parse().unwrap();
+    };
+    let first = TestApp::spawn_with(caches).await;
+    let second = TestApp::spawn_sharing(&first, caches).await;
+    let (admin, connector, key) = connector_with_token(&first, json!({})).await;
+    let mut agent = Agent::new(&first, "TWO-1");
+    agent.enroll(&key, "two-1").await;
+    let mut other = Agent::new(&first, "TWO-2");
+    other.enroll(&key, "two-2").await;
+    for agent in [&agent, &other] {
+        assert_eq!(agent.call(Method::POST, CHECK_IN, Some(json!({}))).await.status(), StatusCode::NO_CONTENT);
+    }
+    let eventually = |what: &'static str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        move || assert!(std::time::Instant::now() < deadline, "the first server still admits {what}")
+    };
+
+    let (_, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
+    let (status, _) = json(second.delete(&admin, &format!("{DEVICES}{}/", config["device_id"].as_str().unwrap())).await).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let check = eventually("a deleted device");
+    while agent.call(Method::POST, CHECK_IN, Some(json!({}))).await.status() != StatusCode::FORBIDDEN {
+        check();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let path = format!("{CONNECTORS}{}/", connector["connector_uuid"].as_str().unwrap());
+    let (status, _) = json(second.patch(&admin, &path, json!({"enabled": false})).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let check = eventually("an agent of a disabled connector");
+    while other.call(Method::POST, CHECK_IN, Some(json!({}))).await.status() != StatusCode::FORBIDDEN {
+        check();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
