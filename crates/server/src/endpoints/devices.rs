@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::access_groups::{groups_by_ids, parse_name, parse_text};
-use super::connectors::connectors_by_ids;
 use super::cache::KnownKey;
+use super::connectors::connectors_by_ids;
 use super::entities::{access_group, connection, connector, device, device_token, enrollment_token, snapshot};
 use super::facts::{self, DeviceFacts};
 use crate::accounts::access::Actor;

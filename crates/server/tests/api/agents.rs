@@ -507,14 +507,16 @@ async fn an_agent_reads_only_the_accounts_its_device_admits_and_maps_them_to_uni
     assert_eq!(status, StatusCode::OK);
     let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
     assert!(!pks(&users).contains(&ada.id), "a disabled binding still admitted: {users:?}");
-    let (status, _) = json(app.patch(&admin, &for_ada, json!({"enabled": true, "expiring": true, "expires": "2020-01-01T00:00:00Z"})).await).await;
+    let (status, _) =
+        json(app.patch(&admin, &for_ada, json!({"enabled": true, "expiring": true, "expires": "2020-01-01T00:00:00Z"})).await).await;
     assert_eq!(status, StatusCode::OK);
     let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
     assert_eq!(pks(&users), [bob.id, cyd.id].into(), "an expired binding still admitted: {users:?}");
 
     // A negated binding admits every active account but the one it names.
     let dee = app.user("dee2@example.com", |_| {}).await;
-    let (status, negated) = json(app.post(&admin, bindings, json!({"target": device, "user": dee.id, "order": 1, "negate": true})).await).await;
+    let (status, negated) =
+        json(app.post(&admin, bindings, json!({"target": device, "user": dee.id, "order": 1, "negate": true})).await).await;
     assert_eq!(status, StatusCode::CREATED, "{negated}");
     let users = agent.read_all("/api/v3/core/users/", "include_groups").await;
     let all_active: std::collections::BTreeSet<i64> = gatehouse::accounts::entities::user::Entity::find()
@@ -851,13 +853,17 @@ async fn moving_a_device_into_a_group_needs_the_rights_of_everyone_its_bindings_
     agent.enroll(&key, "move-1").await;
     let (_, config) = json(agent.call(Method::GET, CONFIG, None).await).await;
     let device_path = format!("{DEVICES}{}/", config["device_id"].as_str().unwrap());
-    let root = gatehouse::accounts::entities::user::Entity::find().all(&app.state.db).await.unwrap().into_iter().find(|u| u.is_superuser).unwrap();
+    let root =
+        gatehouse::accounts::entities::user::Entity::find().all(&app.state.db).await.unwrap().into_iter().find(|u| u.is_superuser).unwrap();
     let plain = app.user("plain@example.com", |_| {}).await;
     let groups = "/api/v3/endpoints/device_access_groups/";
     let (_, admins_only) = json(app.post(&admin, groups, json!({"name": "Admins only"})).await).await;
     let (_, everyone) = json(app.post(&admin, groups, json!({"name": "Plain"})).await).await;
     for (group, user) in [(&admins_only, root.id), (&everyone, plain.id)] {
-        let (status, _) = json(app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": group["pbm_uuid"], "user": user, "order": 0})).await).await;
+        let (status, _) = json(
+            app.post(&admin, "/api/v3/endpoints/device_bindings/", json!({"target": group["pbm_uuid"], "user": user, "order": 0})).await,
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     app.user_with("operator@example.com", &["authentik_endpoints.view_device", "authentik_endpoints.change_device"]).await;

@@ -353,10 +353,13 @@ async fn a_device_binding_cannot_admit_an_account_more_powerful_than_its_author(
     assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "user": root.id, "order": 0})).await).await;
     assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": admins["pk"], "order": 0})).await).await;
     // Nor through a group that confers nothing but holds a superuser, or has one below it.
-    let (_, holding_root) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "everyone", "users": [root.id, plain.id]})).await).await;
+    let (_, holding_root) =
+        json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "everyone", "users": [root.id, plain.id]})).await).await;
     assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": holding_root["pk"], "order": 0})).await).await;
     let (_, team) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "team"})).await).await;
-    let (status, _) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "team-admins", "is_superuser": true, "parents": [team["pk"]]})).await).await;
+    let (status, _) =
+        json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "team-admins", "is_superuser": true, "parents": [team["pk"]]})).await)
+            .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_forbidden(app.post(&operator, BINDINGS, json!({"target": target, "group": team["pk"], "order": 0})).await).await;
     // A negated binding admits everyone else: superusers only.
