@@ -439,20 +439,14 @@ async fn page_of_groups(
             .await?;
         member_ids.get_or_insert_with(Vec::new).extend(found.map(|u| u.id).into_iter().chain(std::iter::once(-1)));
     }
-    if let Some(members) = among_members {
-        let groups: Vec<Uuid> = group_member::Entity::find()
-            .filter(group_member::Column::TenantId.eq(tenant.0))
-            .filter(group_member::Column::UserId.is_in(members.iter().copied()))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|m| m.group_uuid)
-            .collect();
-        select = select.filter(group::Column::GroupUuid.is_in(groups));
-    }
-    if let Some(ids) = member_ids {
-        // A reader limited to some accounts learns nothing of the others' memberships.
-        let ids: Vec<i64> = ids.into_iter().filter(|id| among_members.is_none_or(|among| among.contains(id))).collect();
+    // Groups with a direct member among the accounts a limited reader may see, and among those
+    // the filters name (so that it learns nothing of the others' memberships).
+    let members: Option<Vec<i64>> = match (among_members, member_ids) {
+        (None, named) => named,
+        (Some(among), None) => Some(among.iter().copied().collect()),
+        (Some(among), Some(named)) => Some(named.into_iter().filter(|id| among.contains(id)).collect()),
+    };
+    if let Some(ids) = members {
         let groups: Vec<Uuid> = group_member::Entity::find()
             .filter(group_member::Column::TenantId.eq(tenant.0))
             .filter(group_member::Column::UserId.is_in(ids))

@@ -99,6 +99,27 @@ fn shown(connector: &connector::Model) -> Value {
     })
 }
 
+/// The web form authentik edits agent connectors with.
+pub const AGENT_CONNECTOR_COMPONENT: &str = "ak-endpoints-connector-agent-form";
+/// What authentik calls an agent connector, one and several.
+pub const AGENT_CONNECTOR_NAME: &str = "Agent Connector";
+pub const AGENT_CONNECTOR_NAME_PLURAL: &str = "Agent Connectors";
+/// authentik's model name of agent connectors.
+pub const AGENT_CONNECTOR_MODEL: &str = "authentik_endpoints_connectors_agent.agentconnector";
+
+/// authentik's generic `Connector` shape of `connector`, as the stage API embeds it.
+pub fn generic_shape(connector: &connector::Model) -> Value {
+    json!({
+        "connector_uuid": connector.id,
+        "name": connector.name,
+        "enabled": connector.enabled,
+        "component": AGENT_CONNECTOR_COMPONENT,
+        "verbose_name": AGENT_CONNECTOR_NAME,
+        "verbose_name_plural": AGENT_CONNECTOR_NAME_PLURAL,
+        "meta_model_name": AGENT_CONNECTOR_MODEL,
+    })
+}
+
 pub(super) async fn find(db: &impl ConnectionTrait, tenant: TenantId, id: Uuid) -> Result<connector::Model> {
     connector::Entity::find_by_id(id).filter(connector::Column::TenantId.eq(tenant.0)).one(db).await?.ok_or(Error::NotFound)
 }

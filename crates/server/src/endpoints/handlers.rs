@@ -124,11 +124,6 @@ fn id_of(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::NotFound)
 }
 
-/// The web form authentik edits agent connectors with.
-const AGENT_CONNECTOR_COMPONENT: &str = "ak-endpoints-connector-agent-form";
-/// What authentik calls an agent connector.
-const AGENT_CONNECTOR_NAME: &str = "Agent Connector";
-
 /// authentik's `AgentConnector`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentConnectorOut {
@@ -159,10 +154,10 @@ impl From<connector::Model> for AgentConnectorOut {
             connector_uuid: connector.id,
             name: connector.name,
             enabled: connector.enabled,
-            component: AGENT_CONNECTOR_COMPONENT,
-            verbose_name: AGENT_CONNECTOR_NAME,
-            verbose_name_plural: "Agent Connectors",
-            meta_model_name: "authentik_endpoints_connectors_agent.agentconnector",
+            component: connectors::AGENT_CONNECTOR_COMPONENT,
+            verbose_name: connectors::AGENT_CONNECTOR_NAME,
+            verbose_name_plural: connectors::AGENT_CONNECTOR_NAME_PLURAL,
+            meta_model_name: connectors::AGENT_CONNECTOR_MODEL,
             snapshot_expiry: connector.snapshot_expiry,
             auth_session_duration: connector.auth_session_duration,
             auth_terminate_session_on_expiry: connector.auth_terminate_session_on_expiry,
@@ -242,9 +237,9 @@ async fn list_any_connectors(
     responses((status = 200, description = "The kinds of connector this server can create", body = [TypeCreate])))]
 async fn connector_types(_principal: Principal) -> Json<Vec<TypeCreate>> {
     Json(vec![TypeCreate {
-        name: AGENT_CONNECTOR_NAME.to_owned(),
+        name: connectors::AGENT_CONNECTOR_NAME.to_owned(),
         description: "Devices enrol with an agent, report their facts and prove themselves at sign-in.".to_owned(),
-        component: AGENT_CONNECTOR_COMPONENT.to_owned(),
+        component: connectors::AGENT_CONNECTOR_COMPONENT.to_owned(),
         model_name: "agentconnector".to_owned(),
         requires_enterprise: false,
         deprecated: false,

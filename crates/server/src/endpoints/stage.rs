@@ -156,17 +156,7 @@ impl StageKind for EndpointStage {
             Some(id) => super::connectors::connectors_by_ids(&state.db, state.tenant, &[id]).await?.pop(),
             None => None,
         };
-        let shown = connector.map(|c| {
-            json!({
-                "connector_uuid": c.id,
-                "name": c.name,
-                "enabled": c.enabled,
-                "component": "ak-endpoints-connector-agent-form",
-                "verbose_name": "Agent Connector",
-                "verbose_name_plural": "Agent Connectors",
-                "meta_model_name": "authentik_endpoints_connectors_agent.agentconnector",
-            })
-        });
+        let shown = connector.as_ref().map(super::connectors::generic_shape);
         settings.insert("connector_obj".into(), shown.unwrap_or(Value::Null));
         Ok(())
     }
