@@ -420,7 +420,7 @@ async fn live_bindings(db: &impl ConnectionTrait, tenant: TenantId, targets: &[U
         .filter(binding::Column::DeviceId.is_in(targets.iter().copied()).or(binding::Column::AccessGroupId.is_in(targets.iter().copied())))
         .all(db)
         .await?;
-    Ok(rows.into_iter().filter(|row| !row.expiring || row.expires.is_none_or(|at| at > now)).collect())
+    Ok(rows.into_iter().filter(|row| super::devices::live(row.expiring, row.expires, now)).collect())
 }
 
 /// Splits `bindings` into those of the device's access group and the device's own.

@@ -36,7 +36,8 @@ impl KnownKey {
     /// Whether the key and its device are still live at `now`.
     pub fn live_at(&self, now: DateTime<Utc>) -> bool {
         let device = &self.caller.device;
-        self.key_expires.is_none_or(|at| at > now) && (!device.expiring || device.expires.is_none_or(|at| at > now))
+        super::devices::live(self.key_expires.is_some(), self.key_expires, now)
+            && super::devices::live(device.expiring, device.expires, now)
     }
 }
 

@@ -130,7 +130,7 @@ pub async fn step(
     let device = super::devices::find(&state.db, state.tenant, request.device_id)
         .await
         .ok()
-        .filter(|d| !d.expiring || d.expires.is_none_or(|at| at > now))
+        .filter(|d| super::devices::live(d.expiring, d.expires, now))
         .ok_or_else(invalid)?;
     let connector = super::connectors::connectors_by_ids(&state.db, state.tenant, &[request.connector_id])
         .await?

@@ -69,7 +69,8 @@ fn shown(device: &device::Model) -> Value {
     json!({"name": device.name, "identifier": device.identifier, "access_group": device.access_group_id, "expiring": device.expiring, "expires": device.expires, "attributes": device.attributes})
 }
 
-fn live(expiring: bool, expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+/// Whether something that may expire (`expiring`, at `expires`) is still live at `now`.
+pub(super) fn live(expiring: bool, expires: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     !expiring || expires.is_none_or(|at| at > now)
 }
 
