@@ -67,7 +67,7 @@ pub struct Written {
 async fn listed_media(config: &Config, path: &Path) -> Result<Vec<String>, String> {
     let mut copy = config.clone();
     copy.database.url = format!("sqlite://{}", path.display());
-    copy.database.max_connections = 1;
+    copy.database.max_connections = Some(1);
     let db = crate::db::connect(&copy).await.map_err(|e| e.to_string())?;
     let tables = db
         .query_all_raw(Statement::from_string(

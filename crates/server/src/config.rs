@@ -164,7 +164,23 @@ pub struct DatabaseConfig {
     pub url: String,
     /// A file holding `url` (which may contain a password), read at start.
     pub url_file: Option<PathBuf>,
-    pub max_connections: u32,
+    /// Connections in the pool; unset means [`DatabaseConfig::SQLITE_CONNECTIONS`] on SQLite and
+    /// [`DatabaseConfig::POSTGRES_CONNECTIONS`] on PostgreSQL.
+    pub max_connections: Option<u32>,
+}
+
+/// The smallest PostgreSQL pool that works: the process's notification listener and its task
+/// worker's each hold a connection for as long as they run, and requests need one more.
+const MIN_POSTGRES_CONNECTIONS: u32 = 3;
+
+impl DatabaseConfig {
+    /// SQLite's default pool: one connection. SQLite runs one writer at a time whatever the pool,
+    /// and a connection empties its page cache whenever another connection wrote, so with several
+    /// connections taken in turn nearly every statement after a write read its pages back from
+    /// the file; one connection keeps them.
+    pub const SQLITE_CONNECTIONS: u32 = 1;
+    /// PostgreSQL's default pool.
+    pub const POSTGRES_CONNECTIONS: u32 = 10;
 }
 
 /// Log output.
@@ -370,7 +386,7 @@ impl Default for Config {
             identifiers: IdentifierConfig::default(),
             media: MediaConfig::default(),
             server: ServerConfig::default(),
-            database: DatabaseConfig { url: String::new(), url_file: None, max_connections: 10 },
+            database: DatabaseConfig { url: String::new(), url_file: None, max_connections: None },
             log: LogConfig { format: LogFormat::Auto, level: "info".into() },
             sessions: SessionConfig {
                 duration: DurationString::from_secs(24 * 3600),
@@ -499,8 +515,14 @@ impl Config {
         if !self.database_url().starts_with("sqlite:") && self.backend() != Backend::Postgres {
             return fail("database.url", "must start with sqlite:// or postgres://");
         }
-        if self.database.max_connections == 0 {
+        if self.database.max_connections == Some(0) {
             return fail("database.max_connections", "must be at least 1");
+        }
+        if self.backend() == Backend::Postgres && self.pool_size() < MIN_POSTGRES_CONNECTIONS {
+            return fail(
+                "database.max_connections",
+                "must be at least 3 on PostgreSQL: a process keeps up to two of them listening for notifications",
+            );
         }
         if let Some(public_url) = &self.server.public_url {
             let parsed = url::Url::parse(public_url).ok().filter(|url| {
@@ -633,9 +655,19 @@ impl Config {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") { Backend::Postgres } else { Backend::Sqlite }
     }
 
+    /// How many connections the database pool holds: the configured number, or the engine's
+    /// default.
+    pub fn pool_size(&self) -> u32 {
+        self.database.max_connections.unwrap_or(match self.backend() {
+            Backend::Sqlite => DatabaseConfig::SQLITE_CONNECTIONS,
+            Backend::Postgres => DatabaseConfig::POSTGRES_CONNECTIONS,
+        })
+    }
+
     /// The configuration as TOML with secrets replaced, for `config show`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        shown.database.max_connections = Some(self.pool_size());
         if shown.secret_key.is_some() {
             shown.secret_key = Some("********".into());
         }
@@ -829,6 +861,21 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.backend(), Backend::Sqlite);
         assert_eq!(config.database_url(), "sqlite://data/gatehouse.sqlite3");
+    }
+
+    #[test]
+    fn each_engine_has_its_own_pool_size_and_postgres_keeps_room_beside_its_listeners() {
+        let mut config = Config::default();
+        assert_eq!(config.pool_size(), 1, "SQLite keeps one connection and its page cache");
+        config.database.url = "postgres://gatehouse@127.0.0.1/gatehouse".into();
+        config.secret_key = Some("x".repeat(40));
+        assert_eq!(config.pool_size(), 10);
+        config.database.max_connections = Some(2);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("database.max_connections: must be at least 3"), "{err}");
+        config.database.max_connections = Some(3);
+        config.validate().unwrap();
+        assert!(config.redacted_toml().contains("max_connections = 3"));
     }
 
     #[test]

@@ -45,11 +45,12 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
                 std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
             }
             let pool = SqlitePoolOptions::new()
-                .max_connections(config.database.max_connections)
+                .max_connections(config.pool_size())
                 .min_connections(1)
                 // A file cannot hang up: a ping before each checkout is one more hand-off to
                 // the connection's thread for every statement, for nothing.
                 .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
@@ -59,7 +60,7 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
             let options = PgConnectOptions::from_str(&url).map_err(|e| fail(e.to_string()))?;
             first_postgres_connection(&options).await.map_err(fail)?;
             let pool = PgPoolOptions::new()
-                .max_connections(config.database.max_connections)
+                .max_connections(config.pool_size())
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await
@@ -77,7 +78,7 @@ pub async fn dedicated_writer(config: &Config, db: &DatabaseConnection) -> Resul
     match config.backend() {
         Backend::Sqlite => {
             let mut single = config.clone();
-            single.database.max_connections = 1;
+            single.database.max_connections = Some(1);
             connect(&single).await
         }
         Backend::Postgres => Ok(db.clone()),

@@ -142,9 +142,15 @@ impl StageKind for EndpointStage {
         Ok(value)
     }
 
-    async fn check_settings(&self, state: &AppState, settings: &Value, errors: &mut FieldErrors) -> Result<()> {
+    async fn check_settings(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        state: &AppState,
+        settings: &Value,
+        errors: &mut FieldErrors,
+    ) -> Result<()> {
         let Some(id) = settings.get("connector").and_then(Value::as_str).and_then(|v| Uuid::parse_str(v).ok()) else { return Ok(()) };
-        if super::connectors::connectors_by_ids(&state.db, state.tenant, &[id]).await?.is_empty() {
+        if super::connectors::connectors_by_ids(txn, state.tenant, &[id]).await?.is_empty() {
             errors.add("connector", format!("Invalid pk \"{id}\" - object does not exist."));
         }
         Ok(())

@@ -49,8 +49,16 @@ pub trait StageKind: Send + Sync + 'static {
     /// expansions); the write-only ones are removed before.
     fn add_read_only_settings(&self, _settings: &mut Map<String, Value>) {}
     /// Checks parsed settings against what only the server's data can tell (that an object of
-    /// another part of the server they name exists), adding errors by field.
-    async fn check_settings(&self, _state: &AppState, _settings: &Value, _errors: &mut FieldErrors) -> Result<()> {
+    /// another part of the server they name exists), adding errors by field. It reads through
+    /// `txn`, the transaction that will store the stage: a read through the pool would wait for
+    /// a second connection while the transaction holds one (SQLite's pool has one).
+    async fn check_settings(
+        &self,
+        _txn: &sea_orm::DatabaseTransaction,
+        _state: &AppState,
+        _settings: &Value,
+        _errors: &mut FieldErrors,
+    ) -> Result<()> {
         Ok(())
     }
     /// Adds the read-only fields that need the server's data, such as the object a setting names

@@ -316,7 +316,7 @@ pub async fn create_stage_in(
     let name = parse_name(name, None, true, &mut errors);
     let settings = parse_stage_settings(txn, state.tenant, kind, settings, &mut errors).await?;
     if !settings.is_null() {
-        kind.check_settings(state, &settings, &mut errors).await?;
+        kind.check_settings(txn, state, &settings, &mut errors).await?;
     }
     if !name.is_empty() {
         check_name_free(txn, state.tenant, &name, None, &mut errors).await?;
@@ -397,7 +397,7 @@ pub async fn update_stage_in(
     };
     let settings = parse_stage_settings(txn, state.tenant, kind, settings, &mut errors).await?;
     if !settings.is_null() {
-        kind.check_settings(state, &settings, &mut errors).await?;
+        kind.check_settings(txn, state, &settings, &mut errors).await?;
     }
     if !name.is_empty() {
         check_name_free(txn, state.tenant, &name, Some(before.id), &mut errors).await?;

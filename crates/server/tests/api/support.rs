@@ -174,7 +174,10 @@ pub async fn test_config(dir: &std::path::Path, database_url: Option<String>) ->
         Some(url) => url,
         None => fresh_database_url(dir).await,
     };
-    config.database.max_connections = 5;
+    // Many test servers share one PostgreSQL: a smaller pool each. SQLite keeps its default.
+    if config.backend() == gatehouse::config::Backend::Postgres {
+        config.database.max_connections = Some(5);
+    }
     config
 }
 
