@@ -521,7 +521,7 @@ impl Config {
         if self.backend() == Backend::Postgres && self.pool_size() < MIN_POSTGRES_CONNECTIONS {
             return fail(
                 "database.max_connections",
-                "must be at least 3 on PostgreSQL: a process keeps up to two of them listening for notifications",
+                "must be at least 3 on PostgreSQL: a serve process keeps one listening for notifications and its task worker another",
             );
         }
         if let Some(public_url) = &self.server.public_url {

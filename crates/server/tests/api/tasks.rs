@@ -879,21 +879,22 @@ async fn an_idle_worker_is_woken_by_the_enqueue_not_by_polling() {
     worker.shutdown().await;
 }
 
-/// The sockets of this test process connected to `port` on loopback, and how many of them leave
-/// Nagle's algorithm on (`TCP_NODELAY` unset).
-fn sockets_to(port: u16) -> (usize, usize) {
+/// Of this process's sockets from one of the local `ports` to `server_port`, how many there are and
+/// how many leave Nagle's algorithm on (`TCP_NODELAY` unset).
+fn sockets_on(ports: &[u16], server_port: u16) -> (usize, usize) {
     let (mut sockets, mut delaying) = (0, 0);
     for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd is readable").flatten() {
         let Some(fd) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
         if !std::fs::read_link(entry.path()).is_ok_and(|target| target.to_string_lossy().starts_with("socket:")) {
             continue;
         }
-        // SAFETY: only socket options are read, and a descriptor closed meanwhile makes the calls
-        // fail, which skips it.
+        // SAFETY: only socket options and addresses are read; a descriptor closed (or reused)
+        // meanwhile fails the calls or has another local port, and is skipped.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let socket = socket2::SockRef::from(&borrowed);
+        let Some(local) = socket.local_addr().ok().and_then(|addr| addr.as_socket()) else { continue };
         let Some(peer) = socket.peer_addr().ok().and_then(|addr| addr.as_socket()) else { continue };
-        if peer.port() != port || !peer.ip().is_loopback() {
+        if !ports.contains(&local.port()) || peer.port() != server_port {
             continue;
         }
         let Ok(nodelay) = socket.tcp_nodelay() else { continue };
@@ -905,9 +906,10 @@ fn sockets_to(port: u16) -> (usize, usize) {
 
 /// A worker with 128 tasks in flight drained at a third of its rate on PostgreSQL over TLS:
 /// sqlx 0.9.0 left Nagle's algorithm on, so the last small TLS record of a large statement waited
-/// for the acknowledgement PostgreSQL delays by 40 ms. Every database socket must send at once.
-/// On SQLite the pool keeps one connection (so its page cache survives writes), however many
-/// statements run at once.
+/// for the acknowledgement PostgreSQL delays by 40 ms. Every connection of the server to its
+/// database (found by their client ports in `pg_stat_activity`, since other tests' connections
+/// share this process) must send at once. On SQLite the pool keeps one connection (so its page
+/// cache survives writes), however many statements run at once.
 #[tokio::test]
 async fn database_sockets_never_wait_for_nagle_and_sqlite_keeps_one_connection() {
     let app = TestApp::spawn_with(fast).await;
@@ -917,9 +919,15 @@ async fn database_sockets_never_wait_for_nagle_and_sqlite_keeps_one_connection()
     }
     match app.state.config.backend() {
         gatehouse::config::Backend::Postgres => {
+            use sea_orm::{ConnectionTrait, Statement};
+            // The connections to this test's own database that come from this machine.
+            let sql = "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND client_port > 0";
+            let rows = app.state.db.query_all_raw(Statement::from_string(app.state.db.get_database_backend(), sql)).await.unwrap();
+            let ports: Vec<u16> = rows.iter().map(|row| row.try_get::<i32>("", "client_port").unwrap() as u16).collect();
+            assert!(ports.len() >= 2, "the pool and its listener hold connections: {ports:?}");
             let url = reqwest::Url::parse(&app.state.config.database_url()).expect("the database URL parses");
-            let (sockets, delaying) = sockets_to(url.port().unwrap_or(5432));
-            assert!(sockets >= 2, "the pool and its listener hold connections: {sockets}");
+            let (sockets, delaying) = sockets_on(&ports, url.port().unwrap_or(5432));
+            assert_eq!(sockets, ports.len(), "every connection PostgreSQL lists is one of this process's sockets");
             assert_eq!(delaying, 0, "{delaying} of {sockets} database sockets leave Nagle's algorithm on");
         }
         gatehouse::config::Backend::Sqlite => {
