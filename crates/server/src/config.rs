@@ -519,10 +519,10 @@ impl Config {
             return fail("database.max_connections", "must be at least 1");
         }
         if self.backend() == Backend::Postgres && self.pool_size() < MIN_POSTGRES_CONNECTIONS {
-            return fail(
-                "database.max_connections",
-                "must be at least 3 on PostgreSQL: a serve process keeps one listening for notifications and its task worker another",
+            let problem = format!(
+                "must be at least {MIN_POSTGRES_CONNECTIONS} on PostgreSQL: a serve process keeps one listening for notifications and its task worker another"
             );
+            return fail("database.max_connections", &problem);
         }
         if let Some(public_url) = &self.server.public_url {
             let parsed = url::Url::parse(public_url).ok().filter(|url| {

@@ -25,6 +25,9 @@ pub struct ConnectError {
     cause: String,
 }
 
+/// How long a statement waits for a pooled connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens the configured database: SQLite in WAL mode with foreign keys and a busy timeout,
 /// or a PostgreSQL pool.
 pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError> {
@@ -50,7 +53,7 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
                 // A file cannot hang up: a ping before each checkout is one more hand-off to
                 // the connection's thread for every statement, for nothing.
                 .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
@@ -61,7 +64,7 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, ConnectError
             first_postgres_connection(&options).await.map_err(fail)?;
             let pool = PgPoolOptions::new()
                 .max_connections(config.pool_size())
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
                 .map_err(|e| fail(e.to_string()))?;

@@ -118,6 +118,11 @@ fn unverified_issuer(token: &str) -> Option<String> {
     claims.get("iss")?.as_str().map(str::to_owned)
 }
 
+/// The connector a stored `connector` setting names, if it is an id.
+fn connector_named(setting: Option<&Value>) -> Option<Uuid> {
+    setting.and_then(Value::as_str).and_then(|v| Uuid::parse_str(v).ok())
+}
+
 #[async_trait::async_trait]
 impl StageKind for EndpointStage {
     fn kind(&self) -> &'static str {
@@ -149,7 +154,7 @@ impl StageKind for EndpointStage {
         settings: &Value,
         errors: &mut FieldErrors,
     ) -> Result<()> {
-        let Some(id) = settings.get("connector").and_then(Value::as_str).and_then(|v| Uuid::parse_str(v).ok()) else { return Ok(()) };
+        let Some(id) = connector_named(settings.get("connector")) else { return Ok(()) };
         if super::connectors::connectors_by_ids(txn, state.tenant, &[id]).await?.is_empty() {
             errors.add("connector", format!("Invalid pk \"{id}\" - object does not exist."));
         }
@@ -157,8 +162,7 @@ impl StageKind for EndpointStage {
     }
 
     async fn expand_settings(&self, state: &AppState, settings: &mut Map<String, Value>) -> Result<()> {
-        let id = settings.get("connector").and_then(Value::as_str).and_then(|v| Uuid::parse_str(v).ok());
-        let connector = match id {
+        let connector = match connector_named(settings.get("connector")) {
             Some(id) => super::connectors::connectors_by_ids(&state.db, state.tenant, &[id]).await?.pop(),
             None => None,
         };
