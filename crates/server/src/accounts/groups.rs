@@ -13,6 +13,7 @@ use super::access::{Actor, Guard, Scope};
 use super::entities::{group, group_member, group_parent, group_permission, user};
 use super::permissions::{Permission, names};
 use super::{group_ref, report_missing, unique_violation_to_field};
+use crate::credentials::cache::Affected;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action};
@@ -222,12 +223,13 @@ async fn replace_group_relations(
 pub async fn create_group(state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     let txn = crate::db::begin_write(&state.db).await?;
     let created = create_group_in(&txn, state, actor, new).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    let reached = reached_by(&txn, state.tenant, created.group_uuid).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, reached).await?;
     Ok(created)
 }
 
 /// [`create_group`] inside `txn`, for changes that create more than a group; the caller commits
-/// with [`crate::credentials::revoke::commit_invalidating`].
+/// with [`crate::credentials::revoke::commit_invalidating`], naming the new members.
 pub async fn create_group_in(txn: &DatabaseTransaction, state: &AppState, actor: &Actor, new: NewGroup) -> Result<group::Model> {
     actor.require(names::ADD_GROUP)?;
     super::attributes::check(&new.attributes, &state.config.api)?;
@@ -258,6 +260,12 @@ pub async fn create_group_in(txn: &DatabaseTransaction, state: &AppState, actor:
     let diff = events::service::diff(&json!({}), &group_audit_json(&created));
     events::service::record(txn, state, actor.event(Action::ModelCreated).about(&group_ref(&created)).with("diff", diff)).await?;
     Ok(created)
+}
+
+/// The checks a change to `group` reaches: those of its members and of the members of every group
+/// below it, who hold what it confers.
+async fn reached_by(db: &impl ConnectionTrait, tenant: TenantId, group: Uuid) -> Result<Affected> {
+    Ok(Affected::users(super::access::members_of_groups(db, tenant, &[group]).await?))
 }
 
 /// The members of a group.
@@ -296,6 +304,7 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     let guard = Guard::begin(&txn, state, actor, Scope::group(id, changes.users.as_deref().unwrap_or_default())).await?;
     guard.may_act_on_group(id)?;
     let before = find_group(&txn, tenant, id).await?.ok_or(Error::NotFound)?;
+    let reached_before = reached_by(&txn, tenant, id).await?;
     if let Some(users) = &changes.users {
         let current: BTreeSet<i64> = members_of(&txn, tenant, id).await?;
         let wanted: BTreeSet<i64> = users.iter().copied().collect();
@@ -331,7 +340,8 @@ pub async fn update_group(state: &AppState, actor: &Actor, id: Uuid, changes: Gr
     guard.finish(&txn, Scope::default()).await?;
     let diff = events::service::diff(&group_audit_json(&before), &group_audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&after)).with("diff", diff)).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    let reached = reached_before.and(reached_by(&txn, tenant, id).await?);
+    crate::credentials::revoke::commit_invalidating(state, txn, reached).await?;
     Ok(after)
 }
 
@@ -346,9 +356,10 @@ pub async fn delete_group(state: &AppState, actor: &Actor, id: Uuid) -> Result<(
     for member in members_of(&txn, state.tenant, id).await? {
         guard.may_act_on_user(member)?;
     }
+    let reached = reached_by(&txn, state.tenant, id).await?;
     group::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&group_ref(&group))).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, reached).await?;
     Ok(())
 }
 
@@ -377,7 +388,7 @@ pub async fn change_membership(state: &AppState, actor: &Actor, group_id: Uuid, 
     let change = if add { "added" } else { "removed" };
     let diff = json!({ "users": { change: [user.id] } });
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&group_ref(&group)).with("diff", diff)).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::user(user_id)).await?;
     Ok(())
 }
 

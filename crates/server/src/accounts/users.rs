@@ -18,6 +18,7 @@ use super::groups::check_groups_exist;
 use super::password::{self, Password};
 use super::permissions::{Permission, names};
 use super::{UserType, unique_violation_to_field, user_ref};
+use crate::credentials::cache::Affected;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, Result};
 use crate::events::{self, Action};
@@ -525,7 +526,7 @@ pub async fn update_user(state: &AppState, actor: &Actor, id: i64, changes: User
         map.insert("permissions".into(), json!({ "new_value": permissions }));
     }
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&user_ref(&after)).with("diff", diff)).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::user(id)).await?;
     Ok(after)
 }
 
@@ -540,7 +541,7 @@ pub async fn delete_user(state: &AppState, actor: &Actor, id: i64) -> Result<()>
     crate::credentials::revoke::end_sessions(&txn, state, id, None).await?;
     user::Entity::delete_by_id(id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&user_ref(&user))).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::user(id)).await?;
     Ok(())
 }
 
@@ -576,7 +577,7 @@ pub async fn set_password(state: &AppState, actor: &Actor, id: i64, password: Pa
     let app_passwords = crate::credentials::revoke::end_app_passwords(&txn, state.tenant, id).await?;
     let event = actor.event(Action::PasswordSet).about(&user_ref(&user)).with("app_passwords_ended", json!(app_passwords));
     events::service::record(&txn, state, event).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::user(id)).await?;
     Ok(())
 }
 

@@ -1,19 +1,24 @@
-//! A short-lived, in-process cache of session checks, so that a cookie-authenticated request
+//! A short-lived, in-process cache of session and key checks, so that an authenticated request
 //! costs no database round trip on the hot path.
 //!
-//! Correctness comes from invalidation, not from the lifetime: every change that can end a
-//! session or change what a user may do bumps a generation counter after it commits, which
-//! drops every cached entry of this process at once. On PostgreSQL the change also sends a
-//! `NOTIFY` in its transaction; every server process listens and bumps its own counter, so a
-//! revocation reaches all processes within the notification's delivery time. The lifetime only
-//! bounds staleness should a notification be lost (the listener also bumps on reconnect).
+//! Correctness comes from invalidation, not from the lifetime. Every change that can end a
+//! session or key or change what a user may do names what it affects (users, sessions, keys:
+//! [`Affected`]) and, after it commits, marks them here; a cached check is served only while
+//! nothing it depends on (its user, its session or key) was marked after the check read the
+//! database. Checks of everyone else stay cached. On PostgreSQL the change also sends a
+//! `NOTIFY` naming what it affects, in its transaction; every server process listens and marks
+//! the same, so a revocation reaches all processes within the notification's delivery time. A
+//! listener that (re)connects drops everything, since notifications may have been lost. The
+//! lifetime only bounds staleness should a notification be lost in another way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::accounts::access::Rights;
 use crate::accounts::entities::{group, user};
@@ -26,6 +31,14 @@ pub const CHANNEL: &str = "gatehouse_auth";
 /// Entries beyond this are dropped wholesale rather than tracked one by one.
 const MAX_ENTRIES: usize = 50_000;
 
+/// Marks beyond this are pruned to those younger than the cache's lifetime, and when that is not
+/// enough the whole cache is dropped: memory stays bounded whatever the rate of changes.
+const MAX_MARKS: usize = 10_000;
+
+/// A notification longer than this says "everything" instead (PostgreSQL refuses payloads of
+/// 8,000 bytes or more).
+const MAX_PAYLOAD: usize = 7_000;
+
 /// Everything a request needs to know about its caller: the session or API key it came with,
 /// and the user.
 #[derive(Debug, Clone)]
@@ -37,17 +50,155 @@ pub struct AuthContext {
     pub groups: Vec<group::Model>,
 }
 
+/// What a committed change can make a cached check wrong about: the checks of these users
+/// (through any session or key), of these sessions and of these keys, or of everyone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affected {
+    #[serde(default, rename = "u", skip_serializing_if = "BTreeSet::is_empty")]
+    users: BTreeSet<i64>,
+    #[serde(default, rename = "s", skip_serializing_if = "BTreeSet::is_empty")]
+    sessions: BTreeSet<Uuid>,
+    #[serde(default, rename = "t", skip_serializing_if = "BTreeSet::is_empty")]
+    tokens: BTreeSet<i64>,
+    #[serde(default, rename = "all", skip_serializing_if = "std::ops::Not::not")]
+    everyone: bool,
+}
+
+impl Affected {
+    /// The checks of one user, through every session and key.
+    pub fn user(id: i64) -> Self {
+        Self::users([id])
+    }
+
+    /// The checks of these users, through every session and key.
+    pub fn users(ids: impl IntoIterator<Item = i64>) -> Self {
+        Self { users: ids.into_iter().collect(), ..Self::default() }
+    }
+
+    /// The checks of these sessions.
+    pub fn sessions(ids: impl IntoIterator<Item = Uuid>) -> Self {
+        Self { sessions: ids.into_iter().collect(), ..Self::default() }
+    }
+
+    /// The checks of one API key (token).
+    pub fn token(id: i64) -> Self {
+        Self { tokens: BTreeSet::from([id]), ..Self::default() }
+    }
+
+    /// Every check: for when what a change reaches cannot be named.
+    pub fn everyone() -> Self {
+        Self { everyone: true, ..Self::default() }
+    }
+
+    /// This and `other` together.
+    #[must_use]
+    pub fn and(mut self, other: Self) -> Self {
+        self.users.extend(other.users);
+        self.sessions.extend(other.sessions);
+        self.tokens.extend(other.tokens);
+        self.everyone |= other.everyone;
+        self
+    }
+
+    /// Whether the change affects no check at all.
+    pub fn is_empty(&self) -> bool {
+        !self.everyone && self.users.is_empty() && self.sessions.is_empty() && self.tokens.is_empty()
+    }
+
+    /// The notification that tells other processes: this, or "everything" when too long to send.
+    fn payload(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        if self.everyone || text.is_empty() || text.len() > MAX_PAYLOAD {
+            return r#"{"all":true}"#.to_owned();
+        }
+        text
+    }
+
+    /// What a notification says; anything unreadable (an older process's bare `NOTIFY`, say)
+    /// counts as everything.
+    fn from_payload(payload: &str) -> Self {
+        serde_json::from_str::<Self>(payload).ok().filter(|affected| !affected.is_empty()).unwrap_or_else(Self::everyone)
+    }
+
+    fn subjects(&self) -> impl Iterator<Item = Subject> + '_ {
+        let users = self.users.iter().map(|id| Subject::User(*id));
+        let sessions = self.sessions.iter().map(|id| Subject::Session(*id));
+        users.chain(sessions).chain(self.tokens.iter().map(|id| Subject::Token(*id)))
+    }
+}
+
+/// What a cached check depends on, and what a change marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Subject {
+    User(i64),
+    Session(Uuid),
+    Token(i64),
+}
+
+impl AuthContext {
+    /// When the credential stops being valid, if ever.
+    pub fn expires(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match (&self.session, &self.token) {
+            (Some(session), _) => Some(session.expires),
+            (None, Some(token)) if token.expiring => token.expires,
+            _ => None,
+        }
+    }
+
+    /// What this check depends on: its user, and its session or key.
+    fn subjects(&self) -> [Option<Subject>; 3] {
+        [
+            Some(Subject::User(self.user.id)),
+            self.session.as_ref().map(|s| Subject::Session(s.id)),
+            self.token.as_ref().map(|t| Subject::Token(t.id)),
+        ]
+    }
+}
+
 struct Entry {
-    generation: u64,
+    /// The change count when the check started reading the database.
+    read: u64,
     stored: Instant,
     context: Arc<AuthContext>,
 }
 
-/// Cached session checks keyed by the session key's digest.
+/// When each subject was last marked, as a change count.
+struct Mark {
+    change: u64,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Entries {
+    checks: HashMap<String, Entry>,
+    marks: HashMap<Subject, Mark>,
+    /// Checks read before this change count are stale, whatever they depend on.
+    floor: u64,
+}
+
+impl Entries {
+    /// Whether a check read at change count `read` and depending on `context` is still right.
+    fn current(&self, read: u64, context: &AuthContext) -> bool {
+        read >= self.floor
+            && context.subjects().into_iter().flatten().all(|subject| self.marks.get(&subject).is_none_or(|mark| read >= mark.change))
+    }
+}
+
+/// How many checks the cache answered and how many went to the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Cached session and key checks, keyed by the credential's digest.
 pub struct AuthCache {
-    generation: AtomicU64,
+    /// Counts invalidations; a check takes it before reading the database and is stored with it.
+    changes: AtomicU64,
     ttl: Duration,
-    entries: RwLock<HashMap<String, Entry>>,
+    entries: RwLock<Entries>,
+    hits: AtomicU64,
+    misses: AtomicU64,
     /// Checks of a credential running now, by digest: see [`AuthCache::turn`].
     running: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -73,21 +224,17 @@ impl Drop for CheckTurn<'_> {
     }
 }
 
-impl AuthContext {
-    /// When the credential stops being valid, if ever.
-    pub fn expires(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        match (&self.session, &self.token) {
-            (Some(session), _) => Some(session.expires),
-            (None, Some(token)) if token.expiring => token.expires,
-            _ => None,
-        }
-    }
-}
-
 impl AuthCache {
     /// A cache whose entries live at most `ttl` (zero disables caching).
     pub fn new(ttl: Duration) -> Self {
-        Self { generation: AtomicU64::new(0), ttl, entries: RwLock::new(HashMap::new()), running: Default::default() }
+        Self {
+            changes: AtomicU64::new(0),
+            ttl,
+            entries: RwLock::new(Entries::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            running: Default::default(),
+        }
     }
 
     /// Waits until no other check of the credential with `digest` runs in this process. A client
@@ -102,50 +249,120 @@ impl AuthCache {
         CheckTurn { cache: self, digest: digest.to_owned(), lock, guard: Some(guard) }
     }
 
-    /// The current generation; take it before reading from the database, and store with it.
+    /// The number of invalidations so far; take it before reading from the database, and store
+    /// with it. Other caches whose entries depend on accounts and sessions use it too.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.changes.load(Ordering::Acquire)
     }
 
-    /// A valid cached context.
+    /// A cached check that is still right, counting the hit; `None` counts a miss.
     pub fn get(&self, digest: &str) -> Option<Arc<AuthContext>> {
-        let entries = self.entries.read().ok()?;
-        let entry = entries.get(digest)?;
-        (entry.generation == self.generation() && entry.stored.elapsed() < self.ttl).then(|| entry.context.clone())
+        let found = self.lookup(digest);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
-    /// Stores a context read while `generation` was current.
-    pub fn put(&self, digest: String, generation: u64, context: Arc<AuthContext>) {
-        if self.ttl.is_zero() || generation != self.generation() {
+    fn lookup(&self, digest: &str) -> Option<Arc<AuthContext>> {
+        let entries = self.entries.read().ok()?;
+        let entry = entries.checks.get(digest)?;
+        (entry.stored.elapsed() < self.ttl && entries.current(entry.read, &entry.context)).then(|| entry.context.clone())
+    }
+
+    /// How many checks were answered here and how many were not, since the process started.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed) }
+    }
+
+    /// Stores a check that started reading the database at change count `read` (from
+    /// [`Self::generation`]), unless something it depends on changed since.
+    pub fn put(&self, digest: String, read: u64, context: Arc<AuthContext>) {
+        if self.ttl.is_zero() {
             return;
         }
         if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
+            if !entries.current(read, &context) {
+                return;
             }
-            entries.insert(digest, Entry { generation, stored: Instant::now(), context });
+            if entries.checks.len() >= MAX_ENTRIES {
+                entries.checks.clear();
+            }
+            entries.checks.insert(digest, Entry { read, stored: Instant::now(), context });
         }
     }
 
-    /// Drops every entry; call after a change that affects sessions or permissions commits.
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
+    /// Replaces the context of a cached check (a newer last use, say) without making it look
+    /// fresher than the read it came from; does nothing when the check is no longer cached.
+    pub fn refresh(&self, digest: &str, context: Arc<AuthContext>) {
+        if let Ok(mut entries) = self.entries.write()
+            && let Some(entry) = entries.checks.get_mut(digest)
+        {
+            entry.context = context;
+        }
+    }
+
+    /// Marks what a change affects; call after the change commits, so that a check reading the
+    /// database from now on sees it.
+    pub fn invalidate(&self, affected: &Affected) {
+        let change = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        let Ok(mut entries) = self.entries.write() else { return };
+        if affected.everyone {
+            entries.floor = change;
+            entries.marks.clear();
+            entries.checks.clear();
+            return;
+        }
+        let now = Instant::now();
+        for subject in affected.subjects() {
+            entries.marks.insert(subject, Mark { change, at: now });
+        }
+        // Checks depending on them stay in the map, refused by their marks, until they are stored
+        // again or the map is cleared: dropping them here would cost a scan of every entry.
+        if entries.marks.len() > MAX_MARKS {
+            self.prune(&mut entries, change);
+        }
+    }
+
+    /// Drops every cached check.
+    pub fn invalidate_everything(&self) {
+        self.invalidate(&Affected::everyone());
+    }
+
+    /// Forgets marks older than the cache's lifetime: every check read before them has expired,
+    /// so raising the floor past them drops nothing that could still be served. When that is not
+    /// enough, drops everything.
+    fn prune(&self, entries: &mut Entries, change: u64) {
+        let ttl = self.ttl;
+        let mut floor = entries.floor;
+        entries.marks.retain(|_, mark| {
+            let keep = mark.at.elapsed() < ttl;
+            if !keep {
+                floor = floor.max(mark.change);
+            }
+            keep
+        });
+        entries.floor = floor;
+        if entries.marks.len() > MAX_MARKS / 2 {
+            entries.floor = change;
+            entries.marks.clear();
+            entries.checks.clear();
         }
     }
 }
 
-/// Tells the other server processes, when the transaction on `db` commits, to drop their
-/// cached session checks. A no-op on SQLite, which is served by one process.
-pub async fn notify_others(db: &impl ConnectionTrait) -> Result<(), sea_orm::DbErr> {
-    notify::notify(db, CHANNEL).await
+/// Tells the other server processes, when the transaction on `db` commits, which of their cached
+/// checks to drop. A no-op on SQLite, which is served by one process.
+pub async fn notify_others(db: &impl ConnectionTrait, affected: &Affected) -> Result<(), sea_orm::DbErr> {
+    notify::notify_with(db, CHANNEL, &affected.payload()).await
 }
 
-/// Drops this process's cached checks whenever another process announces a change (and
-/// whenever the listener (re)connects: anything may have changed while no one listened).
+/// Marks in this process what another process's change affects, and drops everything whenever
+/// the listener (re)connects: anything may have changed while no one listened.
 pub fn subscription(cache: Arc<AuthCache>) -> notify::Subscription {
-    notify::Subscription::new(CHANNEL, move || cache.invalidate())
+    notify::Subscription::reading(CHANNEL, move |wake| match wake {
+        notify::Wake::Notified(payload) => cache.invalidate(&Affected::from_payload(payload)),
+        notify::Wake::Reconnected => cache.invalidate_everything(),
+    })
 }
 
 #[cfg(test)]
@@ -181,15 +398,16 @@ pub(crate) mod tests {
         }
     }
 
-    fn context() -> Arc<AuthContext> {
+    /// A session check of `user` through session `session`.
+    fn session_check(user: i64, session: u128) -> Arc<AuthContext> {
         let now = Utc::now();
         Arc::new(AuthContext {
             token: None,
             session: Some(session::Model {
-                id: uuid::Uuid::nil(),
+                id: Uuid::from_u128(session),
                 key_digest: String::new(),
-                tenant_id: uuid::Uuid::nil(),
-                user_id: 1,
+                tenant_id: Uuid::nil(),
+                user_id: user,
                 created: now,
                 expires: now,
                 last_used: now,
@@ -197,10 +415,14 @@ pub(crate) mod tests {
                 user_agent: String::new(),
                 client: serde_json::json!({}),
             }),
-            user: account(1, now),
+            user: account(user, now),
             permissions: Rights::default(),
             groups: Vec::new(),
         })
+    }
+
+    fn context() -> Arc<AuthContext> {
+        session_check(1, 1)
     }
 
     #[test]
@@ -209,21 +431,149 @@ pub(crate) mod tests {
         let before = cache.generation();
         cache.put("a".into(), before, context());
         assert!(cache.get("a").is_some());
-        cache.invalidate();
+        cache.invalidate_everything();
         assert!(cache.get("a").is_none());
         // A fill that read the database before the invalidation is not stored.
         cache.put("b".into(), before, context());
         assert!(cache.get("b").is_none());
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 2 });
     }
 
     #[test]
-    fn entries_expire_and_zero_ttl_disables() {
-        let cache = AuthCache::new(Duration::from_millis(1));
-        cache.put("a".into(), cache.generation(), context());
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(cache.get("a").is_none());
-        let disabled = AuthCache::new(Duration::ZERO);
-        disabled.put("a".into(), disabled.generation(), context());
-        assert!(disabled.get("a").is_none());
+    fn a_change_drops_only_the_checks_it_affects() {
+        let cache = AuthCache::new(Duration::from_secs(60));
+        let read = cache.generation();
+        cache.put("alice".into(), read, session_check(1, 10));
+        cache.put("alice-2".into(), read, session_check(1, 11));
+        cache.put("bob".into(), read, session_check(2, 20));
+        cache.invalidate(&Affected::sessions([Uuid::from_u128(11)]));
+        assert!(cache.get("alice").is_some() && cache.get("bob").is_some());
+        assert!(cache.get("alice-2").is_none(), "the ended session");
+        cache.invalidate(&Affected::user(1));
+        assert!(cache.get("alice").is_none(), "every check of the changed user");
+        assert!(cache.get("bob").is_some(), "another user's check stays");
+        // A check of the changed user that read the database before the change is not stored,
+        // one that read it after is.
+        cache.put("alice".into(), read, session_check(1, 10));
+        assert!(cache.get("alice").is_none());
+        cache.put("alice".into(), cache.generation(), session_check(1, 10));
+        assert!(cache.get("alice").is_some());
+    }
+
+    #[test]
+    fn key_checks_are_dropped_by_their_key_and_their_user() {
+        let cache = AuthCache::new(Duration::from_secs(60));
+        let key_check = |user: i64, token: i64| {
+            let mut check = (*session_check(user, 0)).clone();
+            check.session = None;
+            check.token = Some(crate::tokens::entities::token::Model { id: token, user_id: user, ..token_row() });
+            Arc::new(check)
+        };
+        cache.put("k1".into(), cache.generation(), key_check(1, 100));
+        cache.put("k2".into(), cache.generation(), key_check(1, 101));
+        cache.invalidate(&Affected::token(100));
+        assert!(cache.get("k1").is_none() && cache.get("k2").is_some());
+        cache.invalidate(&Affected::user(1));
+        assert!(cache.get("k2").is_none());
+    }
+
+    fn token_row() -> crate::tokens::entities::token::Model {
+        let now = Utc::now();
+        crate::tokens::entities::token::Model {
+            id: 0,
+            token_uuid: Uuid::nil(),
+            key_id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            identifier: "k".into(),
+            key_digest: String::new(),
+            key_sealed: String::new(),
+            intent: crate::tokens::entities::Intent::Api,
+            user_id: 0,
+            name: String::new(),
+            description: String::new(),
+            managed: None,
+            expiring: false,
+            expires: None,
+            is_active: true,
+            created: now,
+            last_updated: now,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn notifications_carry_what_changed_and_anything_else_means_everything() {
+        let affected = Affected::users([3, 4]).and(Affected::sessions([Uuid::from_u128(9)])).and(Affected::token(7));
+        assert_eq!(Affected::from_payload(&affected.payload()), affected);
+        assert_eq!(Affected::from_payload(""), Affected::everyone(), "a bare NOTIFY");
+        assert_eq!(Affected::from_payload("{}"), Affected::everyone());
+        assert_eq!(Affected::from_payload("not json"), Affected::everyone());
+        let many = Affected::users(0..10_000);
+        assert_eq!(Affected::from_payload(&many.payload()), Affected::everyone(), "too long to send: everything");
+        assert!(many.payload().len() < MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn marks_stay_bounded_under_many_changes() {
+        let cache = AuthCache::new(Duration::from_secs(60));
+        cache.put("bob".into(), cache.generation(), session_check(2, 20));
+        for user in 1_000..(1_000 + 3 * MAX_MARKS as i64) {
+            cache.invalidate(&Affected::user(user));
+        }
+        let entries = cache.entries.read().unwrap();
+        assert!(entries.marks.len() <= MAX_MARKS, "{} marks", entries.marks.len());
+    }
+
+    #[test]
+    fn refreshing_a_check_keeps_the_read_it_came_from() {
+        let cache = AuthCache::new(Duration::from_secs(60));
+        let read = cache.generation();
+        cache.put("a".into(), read, context());
+        cache.invalidate(&Affected::user(1));
+        cache.refresh("a", context());
+        assert!(cache.get("a").is_none(), "a refresh does not revive a dropped check");
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of reads, fills and changes, the cache serves exactly the checks
+        /// whose read came after every change they depend on: never a stale one, and no
+        /// unaffected one is dropped.
+        #[test]
+        fn the_cache_serves_exactly_the_checks_no_later_change_affects(
+            steps in proptest::collection::vec((0u8..4, 0i64..3, 0u128..3), 1..60)
+        ) {
+            let cache = AuthCache::new(Duration::from_secs(60));
+            // For each (user, session): the change count of the last change affecting it, the
+            // last read taken, and the read of the check stored.
+            let mut last_change: HashMap<(i64, u128), u64> = HashMap::new();
+            let mut reads: HashMap<(i64, u128), u64> = HashMap::new();
+            let mut stored: HashMap<(i64, u128), u64> = HashMap::new();
+            for (step, user, session) in steps {
+                let key = (user, session);
+                match step {
+                    0 => { reads.insert(key, cache.generation()); }
+                    1 => if let Some(read) = reads.get(&key).copied() {
+                        cache.put(format!("{user}/{session}"), read, session_check(user, session));
+                        if read >= last_change.get(&key).copied().unwrap_or(0) {
+                            stored.insert(key, read);
+                        }
+                    },
+                    2 => {
+                        cache.invalidate(&Affected::user(user));
+                        for s in 0..3 { last_change.insert((user, s), cache.generation()); }
+                    }
+                    _ => {
+                        cache.invalidate(&Affected::sessions([Uuid::from_u128(session)]));
+                        for u in 0..3 { last_change.insert((u, session), cache.generation()); }
+                    }
+                }
+                for u in 0..3 {
+                    for s in 0..3 {
+                        let expected = stored.get(&(u, s)).is_some_and(|read| *read >= last_change.get(&(u, s)).copied().unwrap_or(0));
+                        proptest::prop_assert_eq!(cache.get(&format!("{u}/{s}")).is_some(), expected, "{}/{}", u, s);
+                    }
+                }
+            }
+        }
     }
 }

@@ -3,24 +3,23 @@
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
+use super::cache::Affected;
 use crate::error::Result;
 use crate::sessions::entities::session;
 use crate::state::AppState;
 use crate::tenants::TenantId;
 
-/// Makes the transaction on `txn` invalidate other processes' cached checks when it commits; the
-/// caller invalidates this process's cache after the commit.
-pub async fn invalidate_in(txn: &impl ConnectionTrait) -> Result<()> {
-    super::cache::notify_others(txn).await?;
-    Ok(())
-}
-
-/// Commits a change that can end sessions or keys or change what a user may do: other processes
-/// learn of it through the transaction, this one drops its cache once the change is visible.
-pub async fn commit_invalidating(state: &AppState, txn: DatabaseTransaction) -> Result<()> {
-    invalidate_in(&txn).await?;
+/// Commits a change that can end sessions or keys or change what a user may do, naming what it
+/// `affects`: other processes learn of it through the transaction, this one marks it once the
+/// change is visible.
+pub async fn commit_invalidating(state: &AppState, txn: DatabaseTransaction, affected: Affected) -> Result<()> {
+    if !affected.is_empty() {
+        super::cache::notify_others(&txn, &affected).await?;
+    }
     txn.commit().await?;
-    state.auth_cache.invalidate();
+    if !affected.is_empty() {
+        state.auth_cache.invalidate(&affected);
+    }
     Ok(())
 }
 
@@ -36,7 +35,7 @@ pub trait SessionsEnding: Send + Sync {
 
 /// Ends the sessions `ids` of the tenant (those that exist), on the caller's transaction, after
 /// [`AppState::sessions_ending`] has seen them; returns how many ended. The caller commits with
-/// [`commit_invalidating`].
+/// [`commit_invalidating`], naming the sessions or their users.
 pub async fn end_these(txn: &DatabaseTransaction, state: &AppState, ids: &[Uuid]) -> Result<u64> {
     if ids.is_empty() {
         return Ok(0);
@@ -48,12 +47,11 @@ pub async fn end_these(txn: &DatabaseTransaction, state: &AppState, ids: &[Uuid]
         .exec(txn)
         .await?
         .rows_affected;
-    invalidate_in(txn).await?;
     Ok(ended)
 }
 
 /// Ends every session of a user, optionally keeping one, like [`end_these`]; returns how many
-/// ended.
+/// ended. The caller commits with [`commit_invalidating`], naming the user.
 pub async fn end_sessions(txn: &DatabaseTransaction, state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let mut query = session::Entity::find()
         .select_only()

@@ -17,15 +17,40 @@ pub async fn notify(db: &impl ConnectionTrait, channel: &str) -> Result<(), DbEr
     Ok(())
 }
 
+/// [`notify`] with a payload (PostgreSQL keeps payloads under 8,000 bytes; callers send less).
+pub async fn notify_with(db: &impl ConnectionTrait, channel: &str, payload: &str) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let statement =
+            sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, "SELECT pg_notify($1, $2)", [channel.into(), payload.into()]);
+        db.execute_raw(statement).await?;
+    }
+    Ok(())
+}
+
+/// Why a subscription wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake<'a> {
+    /// A notification arrived, with its payload (empty when it was sent without one).
+    Notified(&'a str),
+    /// The listener (re)connected or failed: notifications may have been lost meanwhile.
+    Reconnected,
+}
+
 /// What notifications on one channel do in this process.
 pub struct Subscription {
     channel: &'static str,
-    on_wake: Box<dyn Fn() + Send + Sync>,
+    on_wake: Box<dyn Fn(Wake<'_>) + Send + Sync>,
 }
 
 impl Subscription {
-    /// Runs `on_wake` on each notification on `channel` (a plain SQL identifier).
+    /// Runs `on_wake` on each notification on `channel` (a plain SQL identifier), whatever it says.
     pub fn new(channel: &'static str, on_wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self::reading(channel, move |_| on_wake())
+    }
+
+    /// Runs `on_wake` on each notification on `channel` with what it says, and with
+    /// [`Wake::Reconnected`] when notifications may have been lost.
+    pub fn reading(channel: &'static str, on_wake: impl Fn(Wake<'_>) + Send + Sync + 'static) -> Self {
         Self { channel, on_wake: Box::new(on_wake) }
     }
 }
@@ -50,7 +75,7 @@ pub fn spawn_subscriptions(db: &DatabaseConnection, subscriptions: Vec<Subscript
         return None;
     }
     let pool = db.get_postgres_connection_pool().clone();
-    let wake_all = move |subscriptions: &[Subscription]| subscriptions.iter().for_each(|s| (s.on_wake)());
+    let wake_all = move |subscriptions: &[Subscription]| subscriptions.iter().for_each(|s| (s.on_wake)(Wake::Reconnected));
     let task = tokio::spawn(async move {
         let channels: Vec<&str> = subscriptions.iter().map(|s| s.channel).collect();
         loop {
@@ -66,9 +91,10 @@ pub fn spawn_subscriptions(db: &DatabaseConnection, subscriptions: Vec<Subscript
                         wake_all(&subscriptions);
                         loop {
                             match listener.try_recv().await {
-                                Ok(Some(notification)) => {
-                                    subscriptions.iter().filter(|s| s.channel == notification.channel()).for_each(|s| (s.on_wake)())
-                                }
+                                Ok(Some(notification)) => subscriptions
+                                    .iter()
+                                    .filter(|s| s.channel == notification.channel())
+                                    .for_each(|s| (s.on_wake)(Wake::Notified(notification.payload()))),
                                 // The connection dropped and was re-established.
                                 Ok(None) => wake_all(&subscriptions),
                                 Err(_) if pool.is_closed() => return,

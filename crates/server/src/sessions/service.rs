@@ -11,6 +11,7 @@ use super::entities::session;
 use crate::accounts::entities::user;
 use crate::accounts::password::{self, Password, Verification};
 use crate::credentials::attempts::{self, Bucket, Reservation};
+use crate::credentials::cache::Affected;
 use crate::credentials::cache::AuthContext;
 use crate::credentials::known_browser;
 use crate::credentials::limits::Limits;
@@ -77,7 +78,7 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
             if let Some(session) = refreshed.session.as_mut() {
                 session.last_used = now;
             }
-            state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
+            state.auth_cache.refresh(&digest, Arc::new(refreshed));
         }
         return Ok(Some(context));
     }
@@ -391,8 +392,8 @@ pub async fn start_session(
         .with("client", new_session.session.client.clone())
         .with("session", json!(new_session.session.id));
     events::service::record(&txn, state, event).await?;
-    if replacing.is_some() {
-        commit_invalidating(state, txn).await?;
+    if let Some(previous) = replacing {
+        commit_invalidating(state, txn, Affected::sessions([previous.id])).await?;
     } else {
         txn.commit().await?;
     }
@@ -465,7 +466,7 @@ pub async fn sign_out(state: &AppState, current: &session::Model, user: &user::M
     let txn = crate::db::begin_write(&state.db).await?;
     end_these(&txn, state, &[current.id]).await?;
     events::service::record(&txn, state, EventRecord::new(Action::Logout).by(user).from_client(client)).await?;
-    commit_invalidating(state, txn).await?;
+    commit_invalidating(state, txn, Affected::sessions([current.id])).await?;
     Ok(())
 }
 
@@ -493,7 +494,7 @@ pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id
         Some(own) => end_these(&txn, state, &[own.id]).await?,
         None => 0,
     };
-    commit_invalidating(state, txn).await?;
+    commit_invalidating(state, txn, Affected::sessions([session_id])).await?;
     Ok(ended > 0)
 }
 
@@ -501,7 +502,7 @@ pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id
 pub async fn revoke_others(state: &AppState, user_id: i64, keep: Option<Uuid>) -> Result<u64> {
     let txn = crate::db::begin_write(&state.db).await?;
     let ended = end_sessions(&txn, state, user_id, keep).await?;
-    commit_invalidating(state, txn).await?;
+    commit_invalidating(state, txn, Affected::user(user_id)).await?;
     Ok(ended)
 }
 

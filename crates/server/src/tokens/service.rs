@@ -19,7 +19,7 @@ use crate::accounts::access::{self, Actor};
 use crate::accounts::entities::user;
 use crate::accounts::permissions::names;
 use crate::credentials::attempts::{self, Bucket};
-use crate::credentials::cache::AuthContext;
+use crate::credentials::cache::{Affected, AuthContext};
 use crate::credentials::limits::Limits;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike};
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
@@ -477,7 +477,7 @@ pub async fn update(state: &AppState, actor: &Actor, before: &token::Model, chan
     }
     let diff = events::service::diff(&audit_json(before), &audit_json(&after));
     events::service::record(&txn, state, actor.event(Action::ModelUpdated).about(&token_ref(&after)).with("diff", diff)).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::token(after.id)).await?;
     Ok(after)
 }
 
@@ -487,7 +487,7 @@ pub async fn delete(state: &AppState, actor: &Actor, token: &token::Model) -> Re
     authorize(&txn, state, actor, token, names::DELETE_TOKEN).await?;
     token::Entity::delete_by_id(token.id).exec(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::ModelDeleted).about(&token_ref(token))).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::token(token.id)).await?;
     Ok(())
 }
 
@@ -533,7 +533,7 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
     model.last_updated = Set(Utc::now());
     model.update(&txn).await?;
     events::service::record(&txn, state, actor.event(Action::SecretRotate).about(&token_ref(token))).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::token(token.id)).await?;
     Ok(())
 }
 
@@ -604,7 +604,7 @@ fn from_cache(state: &AppState, digest: String, context: Arc<AuthContext>, now: 
         if let Some(token) = refreshed.token.as_mut() {
             token.last_used_at = Some(now);
         }
-        state.auth_cache.put(digest, state.auth_cache.generation(), Arc::new(refreshed));
+        state.auth_cache.refresh(&digest, Arc::new(refreshed));
     }
     Some(context)
 }

@@ -10,6 +10,7 @@ use crate::accounts::entities::{group, user};
 use crate::accounts::groups::{self, NewGroup};
 use crate::accounts::permissions::names;
 use crate::accounts::users::{self, NewUser};
+use crate::credentials::cache::Affected;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -82,6 +83,6 @@ pub async fn create(
     };
     let superuser = crate::accounts::access::is_superuser_now(&txn, state, actor).await?;
     let (_, key) = super::service::insert_in(&txn, state, superuser, actor, token).await?;
-    crate::credentials::revoke::commit_invalidating(state, txn).await?;
+    crate::credentials::revoke::commit_invalidating(state, txn, Affected::user(user.id)).await?;
     Ok(ServiceAccount { user, group, key: key.expose().to_owned() })
 }

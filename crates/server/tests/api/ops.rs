@@ -29,6 +29,8 @@ async fn metrics_are_served_on_their_own_listener() {
         "gatehouse_sign_ins_total{outcome=\"success\"}",
         "gatehouse_sign_ins_total{outcome=\"failed\"}",
         "gatehouse_db_pool_connections{state=\"open\"}",
+        "gatehouse_auth_cache_checks_total{answer=\"memory\"}",
+        "gatehouse_auth_cache_checks_total{answer=\"database\"}",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}");
     }

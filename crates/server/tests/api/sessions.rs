@@ -420,6 +420,82 @@ async fn eventually_refused_key(app: &TestApp, key: &str) -> StatusCode {
     }
 }
 
+/// A change drops only the cached checks it can affect, in every process: a permission given to
+/// a group reaches at once the members of the groups below it, a disabled account is refused
+/// at once, and meanwhile everyone else's requests are still answered from memory. On SQLite,
+/// which one process serves, only the first process caches.
+#[tokio::test]
+async fn a_change_drops_only_the_cached_checks_it_reaches_in_every_process() {
+    let postgres = std::env::var("GATEHOUSE_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    let an_hour = |c: &mut gatehouse::config::Config| c.sessions.cache_ttl = "hours=1".parse().unwrap();
+    let first = TestApp::spawn_with(an_hour).await;
+    let second = if postgres { Some(TestApp::spawn_sharing(&first, an_hour).await) } else { None };
+    let servers: Vec<&TestApp> = std::iter::once(&first).chain(second.as_ref()).collect();
+    first.superuser("admin@example.com").await;
+    let dave = first.user("dave@example.com", |_| {}).await;
+    first.user("alice@example.com", |_| {}).await;
+    let bob = first.user("bob@example.com", |_| {}).await;
+    let carol = first.user("carol@example.com", |_| {}).await;
+    let admin = first.sign_in("admin@example.com").await;
+    let dave_session = first.sign_in("dave@example.com").await;
+    let alice = first.sign_in("alice@example.com").await;
+    let bob_session = first.sign_in("bob@example.com").await;
+    let carol_session = first.sign_in("carol@example.com").await;
+    let (_, parent) = json(first.post(&admin, "/api/v3/core/groups/", json!({"name": "Staff"})).await).await;
+    let child = json!({"name": "Night shift", "parents": [parent["pk"]], "users": [carol.id]});
+    assert_eq!(first.post(&admin, "/api/v3/core/groups/", child).await.status(), StatusCode::CREATED);
+    // Every listener is connected once a change through the first server reaches the others.
+    first.patch(&admin, &format!("/api/v3/core/users/{}/", dave.id), json!({"is_active": false})).await;
+    for server in &servers {
+        assert_eq!(eventually_refused(server, &dave_session).await, StatusCode::UNAUTHORIZED);
+    }
+    for server in &servers {
+        for session in [&alice, &bob_session, &carol_session] {
+            assert_eq!(server.get(session, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+        }
+        assert_eq!(users_list(server, &carol_session).await, StatusCode::FORBIDDEN);
+    }
+
+    // A permission given to the parent group reaches the member of the group below it.
+    let path = format!("/api/v3/core/groups/{}/", parent["pk"].as_str().unwrap());
+    let response = first.patch(&admin, &path, json!({"permissions": ["authentik_core.view_user"]})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(users_list(&first, &carol_session).await, StatusCode::OK, "at once in the process that made the change");
+    for server in &servers {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while users_list(server, &carol_session).await != StatusCode::OK && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(users_list(server, &carol_session).await, StatusCode::OK, "the group's new permission reached every process");
+        for session in [&alice, &bob_session] {
+            assert_eq!(answered_from_memory(server, session).await, (1, 0), "a check the change could not affect stayed cached");
+        }
+    }
+
+    // A disabled account is refused everywhere; the others' checks stay cached.
+    let response = first.patch(&admin, &format!("/api/v3/core/users/{}/", bob.id), json!({"is_active": false})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(first.get(&bob_session, "/api/v3/core/users/me/").await.status(), StatusCode::UNAUTHORIZED);
+    for server in &servers {
+        assert_eq!(eventually_refused(server, &bob_session).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(answered_from_memory(server, &alice).await, (1, 0));
+        assert_eq!(answered_from_memory(server, &carol_session).await, (1, 0));
+    }
+}
+
+async fn users_list(server: &TestApp, session: &Session) -> StatusCode {
+    server.get(session, "/api/v3/core/users/").await.status()
+}
+
+/// `GET me` with `session`, which must succeed; how many checks it answered from memory and how
+/// many it read from the database.
+async fn answered_from_memory(server: &TestApp, session: &Session) -> (u64, u64) {
+    let before = server.state.auth_cache.stats();
+    assert_eq!(server.get(session, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+    let after = server.state.auth_cache.stats();
+    (after.hits - before.hits, after.misses - before.misses)
+}
+
 /// Notifications between processes are asynchronous (they arrive within milliseconds); this
 /// allows them 20 s on a loaded machine and returns the last status seen.
 async fn eventually_refused(app: &TestApp, session: &Session) -> StatusCode {
