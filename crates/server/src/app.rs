@@ -69,7 +69,9 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         actors.add(crate::oauth::keys::actor());
     }
     let secret = ServerSecret::load(&config)?;
-    let db = crate::db::connect(&config).await?;
+    let mut db = crate::db::connect(&config).await?;
+    let statements = Arc::new(crate::db::StatementCount::default());
+    statements.attach(&mut db);
     crate::db::migrate(&db).await.map_err(StartError::Migrate)?;
     crate::secret::check_fingerprint(&db, &secret, &config, true).await.map_err(StartError::Other)?;
     let tenant = crate::tenants::ensure_default(&db).await.map_err(|e| StartError::Other(e.to_string()))?;
@@ -88,6 +90,7 @@ pub async fn build_state_with(config: Config, mut actors: crate::tasks::Registry
         metrics: crate::ops::metrics_handle(),
         geoip: None,
         visits: None,
+        statements,
         auth_cache: Arc::new(crate::credentials::cache::AuthCache::new(config_ttl)),
         flow_plans: Arc::new(crate::flows::plans::PlanCache::new(plan_ttl)),
         oauth: Arc::new(crate::oauth::cache::OAuthCache::new(oauth_ttl)),

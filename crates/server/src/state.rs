@@ -50,6 +50,8 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     pub geoip: Option<Arc<GeoIp>>,
     pub visits: Option<VisitRecorder>,
+    /// The statements the pool ran, for the metrics page.
+    pub statements: Arc<crate::db::StatementCount>,
     /// Session checks answered from memory until a change invalidates them.
     pub auth_cache: Arc<crate::credentials::cache::AuthCache>,
     /// The plans flows make, until a change to flows, stages or bindings drops them.

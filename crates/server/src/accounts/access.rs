@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -368,11 +368,54 @@ async fn rights_of_users(
     Ok((result, groups))
 }
 
-/// What a request needs to know about its (active) caller: its rights and its groups.
+/// Every right `user` holds and every group it belongs to, in one statement: its own permissions,
+/// then each group it reaches (its groups and, walking up, their parents) with that group's
+/// permissions, `direct` telling its own groups from the ones above them. The walk keeps each
+/// (group, direct) pair once, so it ends even should a cycle slip in.
+const ACCESS_OF: &str = "\
+WITH RECURSIVE reach(group_uuid, direct) AS (
+    SELECT group_uuid, 1 FROM group_members WHERE tenant_id = $1 AND user_id = $2
+    UNION
+    SELECT p.parent_uuid, 0 FROM group_parents p JOIN reach r ON p.group_uuid = r.group_uuid WHERE p.tenant_id = $1
+)
+SELECT 'user' AS kind, NULL AS group_uuid, NULL AS tenant_id, NULL AS name, NULL AS name_key, NULL AS is_superuser,
+       NULL AS attributes, NULL AS created, 0 AS direct, up.permission AS permission
+  FROM user_permissions up WHERE up.tenant_id = $1 AND up.user_id = $2
+UNION ALL
+SELECT 'group', g.group_uuid, g.tenant_id, g.name, g.name_key, g.is_superuser, g.attributes, g.created, r.direct, gp.permission
+  FROM reach r
+  JOIN groups g ON g.group_uuid = r.group_uuid AND g.tenant_id = $1
+  LEFT JOIN group_permissions gp ON gp.group_uuid = r.group_uuid AND gp.tenant_id = $1";
+
+/// What a request needs to know about its (active) caller: its rights and its groups (those it
+/// is a member of, by name), read in one statement.
 pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<(Rights, Vec<group::Model>)> {
-    // One read serves both: the memberships and group rows the rights are computed from.
-    let (mut rights, mut groups) = rights_of_users(db, TenantId(user.tenant_id), std::slice::from_ref(user)).await?;
-    Ok((rights.remove(&user.id).unwrap_or_default().held, groups.remove(&user.id).unwrap_or_default()))
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => ACCESS_OF.to_owned(),
+        _ => ACCESS_OF.replace('$', "?"),
+    };
+    let statement = Statement::from_sql_and_values(backend, sql, [user.tenant_id.into(), user.id.into()]);
+    let mut held =
+        Rights { superuser: user.is_superuser, staff: user.is_staff || user.user_type.is_service_account(), ..Rights::default() };
+    let mut groups: HashMap<Uuid, group::Model> = HashMap::new();
+    for row in db.query_all_raw(statement).await? {
+        if row.try_get::<String>("", "kind")? == "group" {
+            let group = group::Model::from_query_result(&row, "")?;
+            held.superuser |= group.is_superuser;
+            if row.try_get::<i32>("", "direct")? == 1 {
+                groups.entry(group.group_uuid).or_insert(group);
+            }
+        }
+        if let Some(permission) = row.try_get::<Option<String>>("", "permission")? {
+            held.permissions.insert(permission);
+        }
+    }
+    // A superuser may hold API keys like staff.
+    held.staff |= held.superuser;
+    let mut groups: Vec<group::Model> = groups.into_values().collect();
+    groups.sort_by(|a, b| a.name_key.cmp(&b.name_key).then(a.group_uuid.cmp(&b.group_uuid)));
+    Ok((held, groups))
 }
 
 /// The accounts and groups a change can reach: these users, these groups, every descendant of

@@ -8,6 +8,8 @@ pub mod pagination;
 pub mod text_enum;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,6 +25,37 @@ use crate::config::{Backend, Config};
 pub struct ConnectError {
     url: String,
     cause: String,
+}
+
+/// The statements a connection pool ran and how many of them failed, counted as they finish.
+#[derive(Debug, Default)]
+pub struct StatementCount {
+    run: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl StatementCount {
+    /// Counts every statement `db` runs from now on, in transactions too; attach before `db` is
+    /// cloned, since clones made earlier are not counted.
+    pub fn attach(self: &Arc<Self>, db: &mut DatabaseConnection) {
+        let count = self.clone();
+        db.set_metric_callback(move |info| {
+            count.run.fetch_add(1, Ordering::Relaxed);
+            if info.failed {
+                count.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Statements run so far.
+    pub fn run(&self) -> u64 {
+        self.run.load(Ordering::Relaxed)
+    }
+
+    /// Statements that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
 }
 
 /// How long a statement waits for a pooled connection before it fails.

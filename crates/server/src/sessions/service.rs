@@ -1,7 +1,7 @@
 //! Signing in and out, and the session check on every cookie-authenticated request.
 
 use chrono::{TimeDelta, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, JoinType, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -83,25 +83,20 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
         return Ok(Some(context));
     }
     let generation = state.auth_cache.generation();
-    let Some(session) = session::Entity::find()
+    // One statement for the session and its (active) user, one for the user's rights and groups.
+    let found = session::Entity::find()
+        .select_also(user::Entity)
+        .join(JoinType::InnerJoin, session::Entity::belongs_to(user::Entity).from(session::Column::UserId).to(user::Column::Id).into())
         .filter(session::Column::KeyDigest.eq(digest.clone()))
         .filter(session::Column::TenantId.eq(state.tenant.0))
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    if session.expires <= now {
-        return Ok(None);
-    }
-    let Some(user) = user::Entity::find_by_id(session.user_id)
         .filter(user::Column::TenantId.eq(state.tenant.0))
         .filter(user::Column::IsActive.eq(true))
         .one(&state.db)
-        .await?
-    else {
+        .await?;
+    let Some((session, Some(user))) = found else { return Ok(None) };
+    if session.expires <= now {
         return Ok(None);
-    };
+    }
     let (permissions, groups) = crate::accounts::access::access_of(&state.db, &user).await?;
     if now - session.last_used > LAST_USED_RESOLUTION {
         record_use(state, &session, client, now);

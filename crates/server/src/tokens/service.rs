@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter,
-    Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, JoinType, Order, PaginatorTrait,
+    QueryFilter, QuerySelect, Set,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -573,10 +573,17 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     }
     let reservation = reserve_key_guess(state, &key, from).await?;
     let generation = state.auth_cache.generation();
-    let Some(mut token) = find_live(state, &digest, Intent::Api, now).await? else { return Ok(None) };
-    let Some(user) = user::Entity::find_by_id(token.user_id).filter(user::Column::IsActive.eq(true)).one(&state.db).await? else {
-        return Ok(None);
-    };
+    // One statement for the key and its (active) user, one for the user's rights and groups.
+    let found = token::Entity::find()
+        .select_also(user::Entity)
+        .join(JoinType::InnerJoin, token::Entity::belongs_to(user::Entity).from(token::Column::UserId).to(user::Column::Id).into())
+        .filter(token::Column::KeyDigest.eq(digest.as_str()))
+        .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(user::Column::IsActive.eq(true))
+        .one(&state.db)
+        .await?;
+    let Some((token, Some(user))) = found else { return Ok(None) };
+    let Some(mut token) = live(token, &digest, Intent::Api, now) else { return Ok(None) };
     let (permissions, groups) = access::access_of(&state.db, &user).await?;
     // A user who is no longer staff keeps their keys but cannot use them.
     if !permissions.staff {
@@ -633,14 +640,18 @@ async fn find_live(state: &AppState, digest: &str, intent: Intent, now: DateTime
         .filter(token::Column::TenantId.eq(state.tenant.0))
         .one(&state.db)
         .await?;
+    Ok(token.and_then(|token| live(token, digest, intent, now)))
+}
+
+/// `token` when it is the live token of `intent` whose key has `digest`.
+fn live(token: token::Model, digest: &str, intent: Intent, now: DateTime<Utc>) -> Option<token::Model> {
     // The digest lookup already matched; the constant-time comparison keeps it so should the
     // lookup ever become a prefix or range match.
-    Ok(token.filter(|t| {
-        crate::secret::constant_time_eq(t.key_digest.as_bytes(), digest.as_bytes())
-            && t.intent == intent
-            && t.is_active
-            && !(t.expiring && t.expires.is_some_and(|at| at <= now))
-    }))
+    let live = crate::secret::constant_time_eq(token.key_digest.as_bytes(), digest.as_bytes())
+        && token.intent == intent
+        && token.is_active
+        && !(token.expiring && token.expires.is_some_and(|at| at <= now));
+    live.then_some(token)
 }
 
 /// Deletes expired single-use tokens (recovery, verification, app passwords); expired API keys

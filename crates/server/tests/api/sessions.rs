@@ -2,7 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 use gatehouse::accounts::entities::user;
@@ -480,6 +480,56 @@ async fn a_change_drops_only_the_cached_checks_it_reaches_in_every_process() {
         assert_eq!(eventually_refused(server, &bob_session).await, StatusCode::UNAUTHORIZED);
         assert_eq!(answered_from_memory(server, &alice).await, (1, 0));
         assert_eq!(answered_from_memory(server, &carol_session).await, (1, 0));
+    }
+}
+
+/// A session or key check the cache cannot answer reads the credential with its user in one
+/// statement and the user's rights and groups in another, however deep the groups go; one the
+/// cache answers reads nothing.
+#[tokio::test]
+async fn an_uncached_check_takes_two_statements_and_a_cached_one_none() {
+    let app = TestApp::spawn_with(|c| c.sessions.cache_ttl = "hours=1".parse().unwrap()).await;
+    app.superuser("admin@example.com").await;
+    let grace = app
+        .user("grace@example.com", |u| {
+            u.is_staff = true;
+            u.permissions = vec![gatehouse::accounts::permissions::Permission::parse("authentik_core.view_user").unwrap()];
+        })
+        .await;
+    let admin = app.sign_in("admin@example.com").await;
+    let group = |body: Value| {
+        let request = app.post(&admin, "/api/v3/core/groups/", body);
+        async move { json(request.await).await.1["pk"].clone() }
+    };
+    let top = group(json!({"name": "Top", "permissions": ["authentik_events.view_event"]})).await;
+    let middle = group(json!({"name": "Middle", "parents": [top]})).await;
+    let bottom =
+        group(json!({"name": "Bottom", "parents": [middle], "users": [grace.id], "permissions": ["authentik_core.view_group"]})).await;
+    let session = app.sign_in("grace@example.com").await;
+    let (_, key) = app.create_key(&session, json!({"identifier": "grace-key"})).await;
+    let statements = || app.state.statements.run();
+
+    app.state.auth_cache.invalidate_everything();
+    let before = statements();
+    let (status, me) = json(app.get(&session, "/api/v3/core/users/me/").await).await;
+    assert_eq!((status, statements() - before), (StatusCode::OK, 2), "{me}");
+    assert_eq!(me["user"]["groups"], json!([{"pk": bottom, "name": "Bottom"}]), "its own group, not the ones above");
+    assert_eq!(me["user"]["is_superuser"], false);
+    let before = statements();
+    assert_eq!(app.get(&session, "/api/v3/core/users/me/").await.status(), StatusCode::OK);
+    assert_eq!(statements() - before, 0, "answered from memory");
+    // The check of a key also reserves a guess against the caller's address and settles it.
+    let before = statements();
+    assert_eq!(app.bearer(&key, Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
+    assert_eq!(statements() - before, 2 + 2);
+    let before = statements();
+    assert_eq!(app.bearer(&key, Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
+    assert_eq!(statements() - before, 0, "answered from memory");
+    // What the user holds of its own and through all three groups, read in those two statements.
+    for (path, status) in
+        [("/api/v3/core/users/", StatusCode::OK), ("/api/v3/events/events/", StatusCode::OK), ("/api/v3/core/groups/", StatusCode::OK)]
+    {
+        assert_eq!(app.get(&session, path).await.status(), status, "{path}");
     }
 }
 
