@@ -40,8 +40,10 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (size, idle) = crate::db::pool_stats(&state.db);
     metrics::gauge!("gatehouse_db_pool_connections", "state" => "open").set(f64::from(size));
     metrics::gauge!("gatehouse_db_pool_connections", "state" => "idle").set(idle as f64);
-    metrics::counter!("gatehouse_db_statements_total", "outcome" => "ok").absolute(state.statements.run() - state.statements.failed());
-    metrics::counter!("gatehouse_db_statements_total", "outcome" => "failed").absolute(state.statements.failed());
+    // Failures first: a statement failing between the two reads must not make `ok` negative.
+    let failed = state.statements.failed();
+    metrics::counter!("gatehouse_db_statements_total", "outcome" => "ok").absolute(state.statements.run().saturating_sub(failed));
+    metrics::counter!("gatehouse_db_statements_total", "outcome" => "failed").absolute(failed);
     let checks = state.auth_cache.stats();
     metrics::counter!("gatehouse_auth_cache_checks_total", "answer" => "memory").absolute(checks.hits);
     metrics::counter!("gatehouse_auth_cache_checks_total", "answer" => "database").absolute(checks.misses);

@@ -255,12 +255,19 @@ impl AuthCache {
         self.changes.load(Ordering::Acquire)
     }
 
-    /// A cached check that is still right, counting the hit; `None` counts a miss.
+    /// A cached check that is still right, counting the hit. A caller that then checks the
+    /// database counts that with [`Self::missed`].
     pub fn get(&self, digest: &str) -> Option<Arc<AuthContext>> {
         let found = self.lookup(digest);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
+    }
+
+    /// Counts a check the cache could not answer and that goes to the database.
+    pub fn missed(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     fn lookup(&self, digest: &str) -> Option<Arc<AuthContext>> {
@@ -291,21 +298,26 @@ impl AuthCache {
         }
     }
 
-    /// Replaces the context of a cached check (a newer last use, say) without making it look
-    /// fresher than the read it came from; does nothing when the check is no longer cached.
-    pub fn refresh(&self, digest: &str, context: Arc<AuthContext>) {
+    /// Replaces the cached context `old` of a check with `new` (a newer last use, say) without
+    /// making it look fresher than the read it came from. Does nothing when the entry no longer
+    /// holds `old`: it was dropped, or refilled from a newer read whose rights must not be
+    /// replaced by the older ones in `new`.
+    pub fn refresh(&self, digest: &str, old: &Arc<AuthContext>, new: Arc<AuthContext>) {
         if let Ok(mut entries) = self.entries.write()
             && let Some(entry) = entries.checks.get_mut(digest)
+            && Arc::ptr_eq(&entry.context, old)
         {
-            entry.context = context;
+            entry.context = new;
         }
     }
 
     /// Marks what a change affects; call after the change commits, so that a check reading the
     /// database from now on sees it.
     pub fn invalidate(&self, affected: &Affected) {
-        let change = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
         let Ok(mut entries) = self.entries.write() else { return };
+        // Counted under the lock, so that marks and the floor only ever grow: two changes
+        // taking their numbers in one order and the lock in the other cannot leave the lower.
+        let change = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
         if affected.everyone {
             entries.floor = change;
             entries.marks.clear();
@@ -436,7 +448,8 @@ pub(crate) mod tests {
         // A fill that read the database before the invalidation is not stored.
         cache.put("b".into(), before, context());
         assert!(cache.get("b").is_none());
-        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 2 });
+        cache.missed();
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1 });
     }
 
     #[test]
@@ -530,8 +543,17 @@ pub(crate) mod tests {
         let read = cache.generation();
         cache.put("a".into(), read, context());
         cache.invalidate(&Affected::user(1));
-        cache.refresh("a", context());
+        let old = context();
+        cache.put("b".into(), cache.generation(), old.clone());
+        cache.refresh("a", &old, context());
         assert!(cache.get("a").is_none(), "a refresh does not revive a dropped check");
+        // A refresh of what a request read earlier does not replace a newer fill.
+        let newer = context();
+        cache.put("b".into(), cache.generation(), newer.clone());
+        cache.refresh("b", &old, context());
+        assert!(Arc::ptr_eq(&cache.get("b").unwrap(), &newer));
+        cache.refresh("b", &newer, old.clone());
+        assert!(Arc::ptr_eq(&cache.get("b").unwrap(), &old), "a refresh of the current entry applies");
     }
 
     proptest::proptest! {

@@ -78,10 +78,11 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
             if let Some(session) = refreshed.session.as_mut() {
                 session.last_used = now;
             }
-            state.auth_cache.refresh(&digest, Arc::new(refreshed));
+            state.auth_cache.refresh(&digest, &context, Arc::new(refreshed));
         }
         return Ok(Some(context));
     }
+    state.auth_cache.missed();
     let generation = state.auth_cache.generation();
     // One statement for the session and its (active) user, one for the user's rights and groups.
     let found = session::Entity::find()
@@ -489,7 +490,8 @@ pub async fn revoke(state: &AppState, tenant: TenantId, user_id: i64, session_id
         Some(own) => end_these(&txn, state, &[own.id]).await?,
         None => 0,
     };
-    commit_invalidating(state, txn, Affected::sessions([session_id])).await?;
+    let affected = if ended > 0 { Affected::sessions([session_id]) } else { Affected::default() };
+    commit_invalidating(state, txn, affected).await?;
     Ok(ended > 0)
 }
 

@@ -571,6 +571,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
+    state.auth_cache.missed();
     let reservation = reserve_key_guess(state, &key, from).await?;
     let generation = state.auth_cache.generation();
     // One statement for the key and its (active) user, one for the user's rights and groups.
@@ -579,6 +580,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
         .join(JoinType::InnerJoin, token::Entity::belongs_to(user::Entity).from(token::Column::UserId).to(user::Column::Id).into())
         .filter(token::Column::KeyDigest.eq(digest.as_str()))
         .filter(token::Column::TenantId.eq(state.tenant.0))
+        .filter(user::Column::TenantId.eq(state.tenant.0))
         .filter(user::Column::IsActive.eq(true))
         .one(&state.db)
         .await?;
@@ -611,7 +613,7 @@ fn from_cache(state: &AppState, digest: String, context: Arc<AuthContext>, now: 
         if let Some(token) = refreshed.token.as_mut() {
             token.last_used_at = Some(now);
         }
-        state.auth_cache.refresh(&digest, Arc::new(refreshed));
+        state.auth_cache.refresh(&digest, &context, Arc::new(refreshed));
     }
     Some(context)
 }
