@@ -309,6 +309,16 @@ pub async fn account_rights(db: &impl ConnectionTrait, tenant: TenantId, users: 
     Ok(rights_of_users(db, tenant, &found).await?.0)
 }
 
+/// What an account's own flags give it: superuser, and staff for staff, superusers (who may hold
+/// API keys like staff) and service accounts.
+fn flags_of(user: &user::Model) -> Rights {
+    Rights {
+        superuser: user.is_superuser,
+        staff: user.is_staff || user.is_superuser || user.user_type.is_service_account(),
+        ..Rights::default()
+    }
+}
+
 /// The rights of `users`, and the groups each belongs to directly.
 async fn rights_of_users(
     db: &impl ConnectionTrait,
@@ -319,12 +329,7 @@ async fn rights_of_users(
     let mut result: HashMap<i64, AccountRights> = users
         .iter()
         .map(|u| {
-            // A superuser may hold API keys like staff.
-            let held = Rights {
-                superuser: u.is_superuser,
-                staff: u.is_staff || u.is_superuser || u.user_type.is_service_account(),
-                ..Rights::default()
-            };
+            let held = flags_of(u);
             let grants = if u.is_superuser { BTreeSet::from(["superuser".to_owned()]) } else { BTreeSet::new() };
             (u.id, AccountRights { active: u.is_active, held, grants })
         })
@@ -396,8 +401,7 @@ pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<
         _ => ACCESS_OF.replace('$', "?"),
     };
     let statement = Statement::from_sql_and_values(backend, sql, [user.tenant_id.into(), user.id.into()]);
-    let mut held =
-        Rights { superuser: user.is_superuser, staff: user.is_staff || user.user_type.is_service_account(), ..Rights::default() };
+    let mut held = flags_of(user);
     let mut groups: HashMap<Uuid, group::Model> = HashMap::new();
     for row in db.query_all_raw(statement).await? {
         if row.try_get::<String>("", "kind")? == "group" {
@@ -411,7 +415,7 @@ pub async fn access_of(db: &impl ConnectionTrait, user: &user::Model) -> Result<
             held.permissions.insert(permission);
         }
     }
-    // A superuser may hold API keys like staff.
+    // Superuser through a group: staff too, as in `flags_of`.
     held.staff |= held.superuser;
     let mut groups: Vec<group::Model> = groups.into_values().collect();
     groups.sort_by(|a, b| a.name_key.cmp(&b.name_key).then(a.group_uuid.cmp(&b.group_uuid)));

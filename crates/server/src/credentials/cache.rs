@@ -177,6 +177,13 @@ struct Entries {
 }
 
 impl Entries {
+    /// Drops every check, and refuses every fill that read the database before `change`.
+    fn drop_all(&mut self, change: u64) {
+        self.floor = change;
+        self.marks.clear();
+        self.checks.clear();
+    }
+
     /// Whether a check read at change count `read` and depending on `context` is still right.
     fn current(&self, read: u64, context: &AuthContext) -> bool {
         read >= self.floor
@@ -319,9 +326,7 @@ impl AuthCache {
         // taking their numbers in one order and the lock in the other cannot leave the lower.
         let change = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
         if affected.everyone {
-            entries.floor = change;
-            entries.marks.clear();
-            entries.checks.clear();
+            entries.drop_all(change);
             return;
         }
         let now = Instant::now();
@@ -355,9 +360,7 @@ impl AuthCache {
         });
         entries.floor = floor;
         if entries.marks.len() > MAX_MARKS / 2 {
-            entries.floor = change;
-            entries.marks.clear();
-            entries.checks.clear();
+            entries.drop_all(change);
         }
     }
 }
