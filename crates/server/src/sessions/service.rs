@@ -82,6 +82,18 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
         }
         return Ok(Some(context));
     }
+    // Boxed: the database path's future is many kilobytes, and every request's future would
+    // otherwise carry (and copy) it, cached or not.
+    Box::pin(authenticate_uncached(state, digest, client, now)).await
+}
+
+/// The rest of [`authenticate`] for a session the cache does not hold.
+async fn authenticate_uncached(
+    state: &AppState,
+    digest: String,
+    client: &ClientInfo,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<Arc<AuthContext>>> {
     state.auth_cache.missed();
     let generation = state.auth_cache.generation();
     // One statement for the session and its (active) user, one for the user's rights and groups.

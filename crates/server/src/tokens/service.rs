@@ -567,6 +567,19 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
+    // Boxed: the database path's future is many kilobytes, and every request's future would
+    // otherwise carry (and copy) it, cached or not.
+    Box::pin(authenticate_uncached(state, key, digest, from, now)).await
+}
+
+/// The rest of [`authenticate`] for a key the cache does not hold: one check at a time per key.
+async fn authenticate_uncached(
+    state: &AppState,
+    key: SecretKey,
+    digest: String,
+    from: Option<std::net::IpAddr>,
+    now: DateTime<Utc>,
+) -> Result<Option<Arc<AuthContext>>> {
     let _turn = state.auth_cache.turn(&digest).await;
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
