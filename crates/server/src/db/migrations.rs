@@ -37,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(DeviceBindings),
             Box::new(DeviceAuthenticationTokens),
             Box::new(DeviceKeysSealed),
+            Box::new(TaskIndexesPartial),
         ]
     }
 }
@@ -2049,5 +2050,49 @@ impl MigrationTrait for DeviceKeysSealed {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.alter_table(Table::alter().table("device_tokens").drop_column("key_sealed").to_owned()).await
+    }
+}
+
+/// The task indexes on the worker holding a task and on the object a task is about cover only
+/// the rows that have one. A queued task has neither, so queueing one writes two index entries
+/// fewer; every query on them names a worker or an object, which implies the index's condition
+/// on both databases.
+struct TaskIndexesPartial;
+
+impl MigrationName for TaskIndexesPartial {
+    fn name(&self) -> &str {
+        "m0027_task_indexes_partial"
+    }
+}
+
+/// The two task indexes, covering every row (`partial == false`) or only the rows with a worker
+/// or an object.
+fn task_indexes(partial: bool) -> [IndexCreateStatement; 2] {
+    let mut worker = index("tasks", "ix_tasks_worker", &["worker_id", "state"], false);
+    let mut object = index("tasks", "ix_tasks_rel_obj", &["rel_obj_type", "rel_obj_id"], false);
+    if partial {
+        worker.and_where(Expr::col("worker_id").is_not_null());
+        object.and_where(Expr::col("rel_obj_type").is_not_null());
+    }
+    [worker, object]
+}
+
+async fn replace_task_indexes(manager: &SchemaManager<'_>, partial: bool) -> Result<(), DbErr> {
+    for statement in task_indexes(partial) {
+        let name = statement.get_index_spec().get_name().unwrap_or_default().to_owned();
+        manager.drop_index(Index::drop().name(&name).table("tasks").to_owned()).await?;
+        manager.create_index(statement).await?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TaskIndexesPartial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        replace_task_indexes(manager, true).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        replace_task_indexes(manager, false).await
     }
 }
