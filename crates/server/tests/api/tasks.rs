@@ -431,6 +431,27 @@ async fn a_task_queued_in_a_batch_is_stored_as_one_queued_alone() {
     assert!((batch_log.timestamp - alone_log.timestamp).abs() < chrono::TimeDelta::seconds(5));
 }
 
+/// One task queued inside a caller's transaction costs the caller one round trip on PostgreSQL:
+/// the task, its log entry and the wake-up of other processes' workers go as one statement. On
+/// SQLite (no wake-up to send) it is the task and its log entry.
+#[tokio::test]
+async fn a_task_queued_in_a_callers_transaction_is_one_statement_on_postgresql() {
+    let app = TestApp::spawn().await;
+    let postgres = app.state.config.backend() == gatehouse::config::Backend::Postgres;
+    let statements = || app.state.statements.run();
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
+    let before = statements();
+    let request = Enqueue { actor: "gatehouse.noop".into(), args: json!({}), ..Default::default() };
+    let queued = gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request).await.unwrap();
+    assert_eq!(statements() - before, if postgres { 1 } else { 2 });
+    txn.commit().await.unwrap();
+    // What `enqueue` answered is what was stored, and the task has its first log entry.
+    assert_eq!(task_row(&app, queued.message_id).await, queued);
+    use gatehouse::tasks::entities::task_log;
+    let logs = task_log::Entity::find().filter(task_log::Column::TaskId.eq(queued.message_id)).all(&app.state.db).await.unwrap();
+    assert_eq!(logs.iter().map(|log| log.event.as_str()).collect::<Vec<_>>(), ["Task has been queued"]);
+}
+
 /// Sets its flag when dropped: the run holding it ended, finished or cut off.
 struct SetOnDrop(Arc<AtomicBool>);
 
