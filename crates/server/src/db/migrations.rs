@@ -2055,8 +2055,8 @@ impl MigrationTrait for DeviceKeysSealed {
 
 /// The task indexes on the worker holding a task and on the object a task is about cover only
 /// the rows that have one. A queued task has neither, so queueing one writes two index entries
-/// fewer; every query on them names a worker or an object, which implies the index's condition
-/// on both databases.
+/// fewer. The queries they serve name a worker, or an object's type, which implies the index's
+/// condition on both databases.
 struct TaskIndexesPartial;
 
 impl MigrationName for TaskIndexesPartial {
@@ -2088,6 +2088,12 @@ async fn replace_task_indexes(manager: &SchemaManager<'_>, partial: bool) -> Res
 
 #[async_trait::async_trait]
 impl MigrationTrait for TaskIndexesPartial {
+    /// Each index is dropped before it is made again: on SQLite too, in one transaction, so a
+    /// crash between the two leaves the old index.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         replace_task_indexes(manager, true).await
     }

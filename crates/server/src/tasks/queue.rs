@@ -24,6 +24,8 @@ use crate::tenants::TenantId;
 pub const CHANNEL: &str = "gatehouse_tasks";
 /// Logger of the entries the queue writes itself (queued, started, finished…).
 pub const LIFECYCLE_LOGGER: &str = "gatehouse.tasks";
+/// The entry a task gets when a worker claims it.
+const STARTED: &str = "Task is being processed";
 
 /// What to enqueue.
 #[derive(Debug, Clone, Default)]
@@ -253,27 +255,34 @@ fn log_row(tenant: TenantId, task_id: Uuid, level: &str, logger: &str, event: &s
 /// Claims up to `limit` due tasks for `worker` and marks them running, atomically: on
 /// PostgreSQL with `FOR UPDATE SKIP LOCKED`, on SQLite in one statement under the database's
 /// single writer. Claiming is starting: the claimed tasks get their "being processed" entry in
-/// the same transaction.
+/// the same transaction, dated like the claim (the tasks' `mtime`).
 pub async fn claim(state: &AppState, worker: Uuid, limit: u64) -> Result<Vec<task::Model>> {
     let backend = state.db.get_database_backend();
     let now = Utc::now();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = $1, attempt = attempt + 1, mtime = $2 \
+    if backend == DbBackend::Postgres {
+        // One statement, its own transaction: an idle worker starts a task one round trip after
+        // the wake-up, not four (begin, claim, log, commit).
+        const SQL: &str = "WITH claimed AS (UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = $1, \
+             attempt = attempt + 1, mtime = $2 \
              WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND due <= $2 \
-             ORDER BY due LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
-        }
-        _ => {
-            "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = ?1, attempt = attempt + 1, mtime = ?2 \
-             WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND due <= ?2 \
-             ORDER BY due LIMIT ?3) RETURNING *"
-        }
-    };
+             ORDER BY due LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *), \
+             logged AS (INSERT INTO task_logs (id, task_id, tenant_id, event, log_level, logger, timestamp, attributes, previous) \
+             SELECT gen_random_uuid(), message_id, tenant_id, $4, 'info', $5, $2, jsonb_build_object('attempt', attempt), false \
+             FROM claimed) \
+             SELECT * FROM claimed";
+        let values: Vec<DbValue> = vec![worker.into(), now.into(), (limit as i64).into(), STARTED.into(), LIFECYCLE_LOGGER.into()];
+        return Ok(task::Model::find_by_statement(Statement::from_sql_and_values(backend, SQL, values)).all(&state.db).await?);
+    }
+    let sql = "UPDATE tasks SET state = 'running', aggregated_status = 'running', worker_id = ?1, attempt = attempt + 1, mtime = ?2 \
+         WHERE message_id IN (SELECT message_id FROM tasks WHERE state = 'queued' AND due <= ?2 \
+         ORDER BY due LIMIT ?3) RETURNING *";
     let values: Vec<DbValue> = vec![worker.into(), now.into(), (limit as i64).into()];
     let txn = crate::db::begin_write(&state.db).await?;
     let claimed = task::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&txn).await?;
     if !claimed.is_empty() {
-        let logs = claimed.iter().map(|t| lifecycle_log(t, "info", "Task is being processed", json!({"attempt": t.attempt})));
+        let logs = claimed
+            .iter()
+            .map(|t| task_log::ActiveModel { timestamp: Set(now), ..lifecycle_log(t, "info", STARTED, json!({"attempt": t.attempt})) });
         task_log::Entity::insert_many(logs).exec_without_returning(&txn).await?;
     }
     txn.commit().await?;

@@ -452,6 +452,42 @@ async fn a_task_queued_in_a_callers_transaction_is_one_statement_on_postgresql()
     assert_eq!(logs.iter().map(|log| log.event.as_str()).collect::<Vec<_>>(), ["Task has been queued"]);
 }
 
+/// A worker's claim is one statement on PostgreSQL (the tasks marked running and their "being
+/// processed" entries, committed on its own), so an idle worker starts a task one round trip
+/// after its wake-up; on both databases the entry is dated like the claim.
+#[tokio::test]
+async fn a_claim_is_one_statement_on_postgresql_and_logs_the_start_of_each_task() {
+    let app = TestApp::spawn().await;
+    let postgres = app.state.config.backend() == gatehouse::config::Backend::Postgres;
+    let first = send(&app, "gatehouse.noop", json!({})).await;
+    let second = send(&app, "gatehouse.noop", json!({})).await;
+    let worker = Uuid::new_v4();
+    let before = app.state.statements.run();
+    let claimed = gatehouse::tasks::queue::claim(&app.state, worker, 1).await.unwrap();
+    if postgres {
+        assert_eq!(app.state.statements.run() - before, 1);
+    }
+    // The one due first, and only it.
+    assert_eq!(claimed.iter().map(|t| t.message_id).collect::<Vec<_>>(), [first]);
+    let row = task_row(&app, first).await;
+    assert_eq!((row.state.as_str(), row.worker_id, row.attempt), ("running", Some(worker), 1));
+    assert_eq!(task_row(&app, second).await.state, "queued");
+    use gatehouse::tasks::entities::task_log;
+    let started = task_log::Entity::find()
+        .filter(task_log::Column::TaskId.eq(first))
+        .filter(task_log::Column::Event.eq("Task is being processed"))
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 1);
+    let entry = &started[0];
+    assert_eq!(
+        (entry.logger.as_str(), entry.log_level.as_str(), entry.attributes.clone()),
+        ("gatehouse.tasks", "info", json!({"attempt": 1}))
+    );
+    assert_eq!((entry.tenant_id, entry.timestamp, entry.previous), (row.tenant_id, row.mtime, false));
+}
+
 /// Sets its flag when dropped: the run holding it ended, finished or cut off.
 struct SetOnDrop(Arc<AtomicBool>);
 
@@ -897,6 +933,16 @@ async fn an_idle_worker_is_woken_by_the_enqueue_not_by_polling() {
     let id = send(&app, "gatehouse.noop", json!({})).await;
     let done = wait_for(&app, id, &["done"], Duration::from_secs(30)).await;
     assert_eq!(done.worker_id, Some(worker.worker_id));
+    // A batch wakes it too: on PostgreSQL its last statement notifies, and the worker is in the
+    // other process, which only that reaches.
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
+    let noop = || Enqueue { actor: "gatehouse.noop".into(), args: json!({}), ..Default::default() };
+    let batch = gatehouse::tasks::enqueue_many(&txn, &app.state, app.state.tenant, vec![noop(), noop(), noop()]).await.unwrap();
+    txn.commit().await.unwrap();
+    gatehouse::tasks::queue::wake_local_workers(&app.state);
+    for id in batch {
+        assert_eq!(wait_for(&app, id, &["done"], Duration::from_secs(30)).await.worker_id, Some(worker.worker_id));
+    }
     worker.shutdown().await;
 }
 
