@@ -82,7 +82,7 @@ pub async fn authenticate(state: &AppState, key: &str, client: &ClientInfo) -> R
         }
         return Ok(Some(context));
     }
-    // Boxed: the database path's future is many kilobytes, and every request's future would
+    // Boxed: the database path holds large futures (its queries), and every request's future would
     // otherwise carry (and copy) it, cached or not.
     Box::pin(authenticate_uncached(state, digest, client, now)).await
 }

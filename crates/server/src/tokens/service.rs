@@ -567,7 +567,7 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
-    // Boxed: the database path's future is many kilobytes, and every request's future would
+    // Boxed: the database path holds large futures (its queries), and every request's future would
     // otherwise carry (and copy) it, cached or not.
     Box::pin(authenticate_uncached(state, key, digest, from, now)).await
 }
