@@ -160,6 +160,34 @@ pub struct SessionUser {
     pub users: Vec<UserSelf>,
 }
 
+/// The `SessionUser` JSON of `user`, who holds `permissions` and belongs to `groups` directly.
+pub fn render_self(
+    secret: &ServerSecret,
+    user: &user::Model,
+    permissions: &super::access::Rights,
+    groups: &[group::Model],
+) -> Result<bytes::Bytes> {
+    let me = UserSelf {
+        pk: user.id,
+        username: user.username.clone(),
+        name: user.name.clone(),
+        is_active: user.is_active,
+        is_superuser: permissions.superuser,
+        is_current: true,
+        groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
+        roles: Vec::new(),
+        email: user.email.clone(),
+        avatar: String::new(),
+        uid: uid(secret, user),
+        settings: serde_json::json!({}),
+        user_type: user.user_type.as_str().to_owned(),
+        system_permissions: permissions.permissions.iter().cloned().collect(),
+        is_staff: user.is_staff,
+    };
+    let body = serde_json::to_vec(&SessionUser { users: vec![me.clone()], user: me }).map_err(crate::error::Error::internal)?;
+    Ok(body.into())
+}
+
 /// authentik's `PartialUser`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PartialUser {

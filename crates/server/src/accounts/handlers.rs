@@ -2,15 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::api::{
-    GroupOut, GroupWrite, PermissionOut, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserSelf, UserSelfGroup,
-    UserWrite,
-};
+use super::api::{GroupOut, GroupWrite, PermissionOut, SessionUser, UserAccountRequest, UserOut, UserPasswordSetRequest, UserWrite};
 use super::groups::{self, GroupFilter};
 use super::password::Password;
 use super::permissions::{self, PermissionFilter};
@@ -82,28 +80,10 @@ async fn create_user(
 
 #[utoipa::path(get, path = "/api/v3/core/users/me/", tag = "core",
     responses((status = 200, body = SessionUser), (status = 401, description = "Not signed in")))]
-async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<SessionUser>> {
-    let permissions = principal.permissions();
-    let groups = &principal.context.groups;
-    let user = principal.user();
-    let me = UserSelf {
-        pk: user.id,
-        username: user.username.clone(),
-        name: user.name.clone(),
-        is_active: user.is_active,
-        is_superuser: permissions.superuser,
-        is_current: true,
-        groups: groups.iter().map(|g| UserSelfGroup { pk: g.group_uuid.to_string(), name: g.name.clone() }).collect(),
-        roles: Vec::new(),
-        email: user.email.clone(),
-        avatar: String::new(),
-        uid: super::api::uid(&state.secret, user),
-        settings: serde_json::json!({}),
-        user_type: user.user_type.as_str().to_owned(),
-        system_permissions: permissions.permissions.iter().cloned().collect(),
-        is_staff: user.is_staff,
-    };
-    Ok(Json(SessionUser { users: vec![me.clone()], user: me }))
+async fn me(State(state): State<AppState>, principal: Principal) -> Result<impl IntoResponse> {
+    let context = &principal.context;
+    let body = context.own_view(|| super::api::render_self(&state.secret, &context.user, &context.permissions, &context.groups))?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body))
 }
 
 #[utoipa::path(get, path = "/api/v3/core/users/{id}/", tag = "core", params(("id" = i64, Path, description = "User pk")),

@@ -48,6 +48,9 @@ pub struct AuthContext {
     pub user: user::Model,
     pub permissions: Rights,
     pub groups: Vec<group::Model>,
+    /// The caller's own account as `GET me` shows it, rendered by the first request that asks:
+    /// it depends only on what this check holds, so later requests answer with the same bytes.
+    pub own_view: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// What a committed change can make a cached check wrong about: the checks of these users
@@ -143,6 +146,15 @@ impl AuthContext {
             (None, Some(token)) if token.expiring => token.expires,
             _ => None,
         }
+    }
+
+    /// [`own_view`](Self::own_view), rendered by `render` when no request has yet.
+    pub fn own_view(&self, render: impl FnOnce() -> crate::error::Result<bytes::Bytes>) -> crate::error::Result<bytes::Bytes> {
+        if let Some(rendered) = self.own_view.get() {
+            return Ok(rendered.clone());
+        }
+        let rendered = render()?;
+        Ok(self.own_view.get_or_init(|| rendered).clone())
     }
 
     /// What this check depends on: its user, and its session or key.
@@ -433,6 +445,7 @@ pub(crate) mod tests {
             user: account(user, now),
             permissions: Rights::default(),
             groups: Vec::new(),
+            own_view: Default::default(),
         })
     }
 

@@ -114,7 +114,7 @@ async fn authenticate_uncached(
     if now - session.last_used > LAST_USED_RESOLUTION {
         record_use(state, &session, client, now);
     }
-    let context = Arc::new(AuthContext { session: Some(session), token: None, user, permissions, groups });
+    let context = Arc::new(AuthContext { session: Some(session), token: None, user, permissions, groups, own_view: Default::default() });
     state.auth_cache.put(digest, generation, context.clone());
     Ok(Some(context))
 }

@@ -609,7 +609,7 @@ async fn authenticate_uncached(
         state.token_usage.record(token.id, now);
         token.last_used_at = Some(now);
     }
-    let context = Arc::new(AuthContext { session: None, token: Some(token), user, permissions, groups });
+    let context = Arc::new(AuthContext { session: None, token: Some(token), user, permissions, groups, own_view: Default::default() });
     state.auth_cache.put(digest, generation, context.clone());
     Ok(Some(context))
 }

@@ -369,3 +369,42 @@ async fn set_password_ends_the_users_other_sessions_in_every_process() {
 async fn me(app: &TestApp, session: &Session) -> StatusCode {
     app.get(session, "/api/v3/core/users/me/").await.status()
 }
+
+/// `GET me` is rendered once per cached check and then answered with the same bytes: a change
+/// to the account, its groups or its rights must reach the next answer, through a session and
+/// through a key, even with checks kept for an hour.
+#[tokio::test]
+async fn the_own_view_follows_changes_to_the_account_through_session_and_key() {
+    let app = TestApp::spawn_with(|c| c.sessions.cache_ttl = "hours=1".parse().unwrap()).await;
+    app.superuser("admin@example.com").await;
+    let grace = app
+        .user("grace@example.com", |u| {
+            u.name = "Grace".into();
+            u.is_staff = true;
+        })
+        .await;
+    let admin = app.sign_in("admin@example.com").await;
+    let session = app.sign_in("grace@example.com").await;
+    let (_, key) = app.create_key(&session, json!({"identifier": "grace-own-view"})).await;
+    let by_session = || async { json(app.get(&session, "/api/v3/core/users/me/").await).await };
+    let by_key = || async { json(app.bearer(&key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await).await };
+    for (status, me) in [by_session().await, by_key().await, by_session().await, by_key().await] {
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!((me["user"]["name"].as_str(), me["users"][0]["name"].as_str()), (Some("Grace"), Some("Grace")));
+        assert_eq!(me["user"]["system_permissions"], json!([]));
+    }
+
+    let path = format!("/api/v3/core/users/{}/", grace.id);
+    let changed = app.patch(&admin, &path, json!({"name": "Grace Hopper", "permissions": ["authentik_core.view_user"]})).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let (_, group) = json(app.post(&admin, "/api/v3/core/groups/", json!({"name": "Navy", "users": [grace.id]})).await).await;
+    for (status, me) in [by_session().await, by_key().await] {
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!(me["user"]["name"], "Grace Hopper");
+        assert_eq!(me["users"][0]["name"], "Grace Hopper");
+        assert_eq!(me["user"]["system_permissions"], json!(["authentik_core.view_user"]));
+        assert_eq!(me["user"]["groups"], json!([{"pk": group["pk"], "name": "Navy"}]));
+    }
+    let response = app.get(&session, "/api/v3/core/users/me/").await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+}
