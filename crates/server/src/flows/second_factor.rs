@@ -24,15 +24,14 @@ impl PasswordAlone for SignInFlowRule {
 }
 
 /// Whether a validation stage of the sign-in flow refuses, or sends to set one up, people
-/// without a device.
+/// without a device. Read from the flow's plan, which is kept in memory until the flow changes.
 async fn requires_a_device_of_everyone(state: &AppState) -> Result<bool> {
-    let Some(flow) = super::flow_service::find_flow(&state.db, state.tenant, &state.config.flows.authentication_flow).await? else {
-        return Ok(false);
+    let stages = match super::executor::planned_stages(state, &state.config.flows.authentication_flow).await {
+        Ok(stages) => stages,
+        Err(crate::error::Error::NotFound) => return Ok(false),
+        Err(error) => return Err(error),
     };
-    let bound = super::binding_service::bindings_of(&state.db, state.tenant, &[flow.id]).await?;
-    let ids: Vec<uuid::Uuid> = bound.iter().map(|b| b.stage_id).collect();
-    let stages = super::stage_service::stages_by_id(&state.db, state.tenant, &ids).await?;
-    Ok(stages.values().filter(|stage| stage.kind == "authenticator_validate").any(|stage| {
+    Ok(stages.iter().filter(|stage| stage.kind == "authenticator_validate").any(|stage| {
         let action = stage.settings.get("not_configured_action").cloned().unwrap_or(Value::Null);
         // Unreadable settings count as strict: refusing a password-only sign-in is the safe side.
         serde_json::from_value::<NotConfiguredAction>(action).map_or(true, |action| action != NotConfiguredAction::Skip)

@@ -3,7 +3,10 @@
 //! right the device's owner holds (a device is its owner's power).
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Set,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -230,14 +233,15 @@ pub fn parse_device_name(name: &str) -> Result<String> {
 
 /// The phones `user_id` can sign in with: confirmed, and not a verify-only stage's digest.
 pub async fn sign_in_devices(state: &AppState, user_id: i64) -> Result<Vec<sms_device::Model>> {
-    Ok(sms_device::Entity::find()
+    Ok(sign_in_phones_query(state, user_id).order_by_asc(sms_device::Column::Id).all(&state.db).await?)
+}
+
+fn sign_in_phones_query(state: &AppState, user_id: i64) -> sea_orm::Select<sms_device::Entity> {
+    sms_device::Entity::find()
         .filter(sms_device::Column::TenantId.eq(state.tenant.0))
         .filter(sms_device::Column::UserId.eq(user_id))
         .filter(sms_device::Column::Confirmed.eq(true))
         .filter(sms_device::Column::PhoneNumber.not_like("hash:%"))
-        .order_by_asc(sms_device::Column::Id)
-        .all(&state.db)
-        .await?)
 }
 
 /// Notes that `device` was just used to sign in.
@@ -249,12 +253,14 @@ pub async fn mark_used(state: &AppState, device: &sms_device::Model) -> Result<(
 }
 
 /// Whether `user` has any device it can sign in with: a phone, an e-mail authenticator, an
-/// authenticator app, or a recovery code left.
+/// authenticator app, or a recovery code left. One statement: every sign-in asks.
 pub async fn has_sign_in_device(state: &AppState, user: i64) -> Result<bool> {
-    use super::otp_devices::{OtpKind, sign_in_devices_of_kinds};
-    if !sign_in_devices(state, user).await?.is_empty() {
-        return Ok(true);
-    }
+    use super::otp_devices::{OtpKind, sign_in_devices_query};
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+    let phones = sign_in_phones_query(state, user).select_only().expr(Expr::value(1)).into_query();
     let kinds = [OtpKind::Totp, OtpKind::Static, OtpKind::Email];
-    Ok(!sign_in_devices_of_kinds(state, user, &kinds).await?.is_empty())
+    let others = sign_in_devices_query(state, user, &kinds).select_only().expr(Expr::value(1)).into_query();
+    let statement = Query::select().expr_as(Expr::exists(phones).or(Expr::exists(others)), Alias::new("found")).to_owned();
+    let row = state.db.query_one(&statement).await?;
+    Ok(row.map(|row| row.try_get::<bool>("", "found")).transpose()?.unwrap_or(false))
 }

@@ -313,20 +313,22 @@ pub async fn sign_in_devices_of_kinds(state: &AppState, user: i64, kinds: &[OtpK
     if kinds.is_empty() {
         return Ok(Vec::new());
     }
+    Ok(sign_in_devices_query(state, user, kinds).order_by_asc(otp_device::Column::Id).all(&state.db).await?)
+}
+
+/// The query behind [`sign_in_devices_of_kinds`], for callers that only ask whether any exists.
+pub fn sign_in_devices_query(state: &AppState, user: i64, kinds: &[OtpKind]) -> sea_orm::Select<otp_device::Entity> {
     let code_left = Query::select()
         .expr(Expr::value(1))
         .from(static_token::Entity)
         .and_where(Expr::col((static_token::Entity, static_token::Column::DeviceId)).equals((otp_device::Entity, otp_device::Column::Id)))
         .to_owned();
-    Ok(otp_device::Entity::find()
+    otp_device::Entity::find()
         .filter(otp_device::Column::TenantId.eq(state.tenant.0))
         .filter(otp_device::Column::UserId.eq(user))
         .filter(otp_device::Column::Kind.is_in(kinds.iter().map(|kind| kind.as_str())))
         .filter(otp_device::Column::Confirmed.eq(true))
         .filter(Condition::any().add(otp_device::Column::Kind.ne(OtpKind::Static.as_str())).add(Expr::exists(code_left)))
-        .order_by_asc(otp_device::Column::Id)
-        .all(&state.db)
-        .await?)
 }
 
 /// Takes the step `step` of the authenticator app `device` as used, unless a code of that step

@@ -917,3 +917,48 @@ async fn user_page_forms_need_the_session_token() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "strangers are sent to sign in");
     assert!(response.headers()["location"].to_str().unwrap().starts_with("/if/flow/default-authentication-flow/"));
 }
+
+/// What a sign-in through the default flow costs the database, request by request, once the
+/// flow's plan is in memory: a change that adds a statement to every sign-in shows here.
+/// Opening the flow reads nothing (the run lives in its ticket); identifying reads the account
+/// and stores the run; the password answer reads the run and the account, reserves and settles
+/// a guess, lists the account's phones and authenticator apps for the validation stage, asks in
+/// one statement whether the account has any device to prove, and writes the last login, the
+/// session, its event and the run's end. The JSON sign-in costs the same but for the run.
+#[tokio::test]
+async fn a_sign_in_through_the_default_flow_takes_a_known_number_of_statements() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let statements = || app.state.statements.run();
+    let signed_in = Browser::new(&app).sign_in("ada@example.com", PASSWORD).await;
+    assert_eq!(signed_in["component"], "xak-flow-redirect", "the first sign-in reads the plan into memory: {signed_in}");
+
+    let mut browser = Browser::new(&app);
+    let before = statements();
+    let (_, first) = browser.get(SIGN_IN).await;
+    assert_eq!(first["component"], "ak-stage-identification");
+    let opened = statements() - before;
+    let before = statements();
+    let (_, second) = browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "ada@example.com"})).await;
+    assert_eq!(second["component"], "ak-stage-password");
+    let identified = statements() - before;
+    let before = statements();
+    let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let answered = statements() - before;
+    assert_eq!((opened, identified, answered), (0, 2, 11));
+    assert_eq!(browser.me().await, StatusCode::OK);
+
+    // The JSON sign-in follows the sign-in flow's rule on second factors, read from the plan in
+    // memory: reading the account, the guess, the device question and the three writes.
+    let before = statements();
+    let response = app
+        .client
+        .post(app.url("/api/v3/auth/sign_in/"))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(statements() - before, 7);
+}
