@@ -924,7 +924,8 @@ async fn user_page_forms_need_the_session_token() {
 /// and stores the run; the password answer reads the run and the account, reserves and settles
 /// a guess, lists the account's phones and authenticator apps for the validation stage, asks in
 /// one statement whether the account has any device to prove, and writes the last login, the
-/// session, its event and the run's end. The JSON sign-in costs the same but for the run.
+/// session, its event and the run's end. The JSON sign-in costs the same but for the run and the
+/// validation stage's lists.
 #[tokio::test]
 async fn a_sign_in_through_the_default_flow_takes_a_known_number_of_statements() {
     let app = TestApp::spawn().await;
