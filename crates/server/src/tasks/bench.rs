@@ -21,8 +21,7 @@ pub async fn run(state: &AppState, count: u64, workers: usize, concurrency: usiz
     let backend = format!("{:?}", state.config.backend());
     let noop = || Enqueue { actor: "gatehouse.noop".into(), args: json!({}), uid: Some("bench".into()), ..Default::default() };
 
-    // The reference, in the same run: one `enqueue` call per task (one statement on
-    // PostgreSQL, two on SQLite).
+    // The reference, in the same run: one `enqueue` call per task (one statement each).
     let started = Instant::now();
     let mut sent = 0;
     while sent < count {

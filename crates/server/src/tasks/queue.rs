@@ -26,6 +26,10 @@ pub const CHANNEL: &str = "gatehouse_tasks";
 pub const LIFECYCLE_LOGGER: &str = "gatehouse.tasks";
 /// The entry a task gets when a worker claims it.
 const STARTED: &str = "Task is being processed";
+/// A task's first entry. It is not stored when the task is queued: it says nothing the task's
+/// row does not (see [`with_queued_entry`]), and storing it would double the rows written per
+/// task. It is stored only when a retry marks the task's entries as those of an earlier attempt.
+const QUEUED: &str = "Task has been queued";
 
 /// What to enqueue.
 #[derive(Debug, Clone, Default)]
@@ -40,17 +44,15 @@ pub struct Enqueue {
 
 /// Queues a task on `db`, which should be the caller's transaction: when it rolls back, the task
 /// never existed; once it commits, the task will run. Unknown actors and arguments that do not
-/// decode are refused here. One statement on PostgreSQL (the task, its first log entry and the
-/// wake-up of other processes' workers together); two on SQLite, which has no wake-up to send.
+/// decode are refused here. One statement: on PostgreSQL the task and the wake-up of other
+/// processes' workers together.
 pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, request: Enqueue) -> Result<task::Model> {
-    let (task, log) = queued_rows(state, tenant, request, Utc::now())?;
+    let task = queued_row(state, tenant, request, Utc::now())?;
     if db.get_database_backend() == DbBackend::Postgres {
-        insert_from_json(db, std::slice::from_ref(&task), std::slice::from_ref(&log), true).await?;
+        insert_from_json(db, std::slice::from_ref(&task), true).await?;
         return task.try_into_model().map_err(incomplete);
     }
-    let task = task.insert(db).await?;
-    log.insert(db).await?;
-    Ok(task)
+    Ok(task.insert(db).await?)
 }
 
 fn incomplete(error: sea_orm::DbErr) -> Error {
@@ -62,85 +64,56 @@ fn incomplete(error: sea_orm::DbErr) -> Error {
 const ROWS_PER_INSERT: usize = 1000;
 
 /// Queues every task of `requests` in the caller's transaction `db` like [`enqueue`], in a few
-/// statements instead of three per task; all or nothing: one request that does not fit its
+/// statements instead of one per task; all or nothing: one request that does not fit its
 /// actor refuses them all. They run in order (each is due a microsecond after the one before).
 /// Returns their ids, in order.
 pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: TenantId, requests: Vec<Enqueue>) -> Result<Vec<Uuid>> {
     let now = Utc::now();
-    let mut tasks = Vec::with_capacity(requests.len());
-    let mut logs = Vec::with_capacity(requests.len());
-    for (position, request) in (0i64..).zip(requests) {
-        let (task, log) = queued_rows(state, tenant, request, now + chrono::TimeDelta::microseconds(position))?;
-        tasks.push(task);
-        logs.push(log);
-    }
+    let tasks = (0i64..)
+        .zip(requests)
+        .map(|(position, request)| queued_row(state, tenant, request, now + chrono::TimeDelta::microseconds(position)))
+        .collect::<Result<Vec<_>>>()?;
     let ids: Vec<Uuid> = tasks.iter().filter_map(|task| task.message_id.clone().take()).collect();
     if ids.is_empty() {
         return Ok(ids);
     }
     if db.get_database_backend() == DbBackend::Postgres {
         let chunks = tasks.len().div_ceil(ROWS_PER_INSERT);
-        for (n, (tasks, logs)) in tasks.chunks(ROWS_PER_INSERT).zip(logs.chunks(ROWS_PER_INSERT)).enumerate() {
-            insert_from_json(db, tasks, logs, n + 1 == chunks).await?;
+        for (n, tasks) in tasks.chunks(ROWS_PER_INSERT).enumerate() {
+            insert_from_json(db, tasks, n + 1 == chunks).await?;
         }
     } else {
         let mut tasks = tasks.into_iter().peekable();
         while tasks.peek().is_some() {
             task::Entity::insert_many(tasks.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
         }
-        let mut logs = logs.into_iter().peekable();
-        while logs.peek().is_some() {
-            task_log::Entity::insert_many(logs.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
-        }
     }
     Ok(ids)
 }
 
-/// Inserts `tasks` and their log entries on PostgreSQL in one statement with the rows as one
-/// JSON parameter (`jsonb_to_recordset` measured slower than reading the fields), and with
+/// Inserts `tasks` on PostgreSQL in one statement with the rows as one JSON parameter (`jsonb_to_recordset` measured slower than reading the fields), and with
 /// `wake`, notifies [`CHANNEL`] in the same statement: delivered when the transaction commits,
 /// and not at all if it rolls back.
-async fn insert_from_json(
-    db: &impl ConnectionTrait,
-    tasks: &[task::ActiveModel],
-    logs: &[task_log::ActiveModel],
-    wake: bool,
-) -> Result<()> {
-    let rows: Vec<Value> = tasks
-        .iter()
-        .zip(logs)
-        .map(|(task, log)| {
-            let task = task.clone().try_into_model().map_err(incomplete)?;
-            let log = log.clone().try_into_model().map_err(incomplete)?;
-            Ok(json!({"task": task, "log": log}))
-        })
-        .collect::<Result<_>>()?;
+async fn insert_from_json(db: &impl ConnectionTrait, tasks: &[task::ActiveModel], wake: bool) -> Result<()> {
+    let rows: Vec<Value> = tasks.iter().map(|task| Ok(json!(task.clone().try_into_model().map_err(incomplete)?))).collect::<Result<_>>()?;
     // Every column comes from the rows as built for the other databases, so both paths store
     // the same values.
-    const SQL: &str = "WITH batch AS (SELECT value->'task' AS t, value->'log' AS l FROM jsonb_array_elements($1::jsonb)), \
+    const SQL: &str = "WITH batch AS (SELECT value AS t FROM jsonb_array_elements($1::jsonb)), \
          queued AS (INSERT INTO tasks (message_id, tenant_id, queue_name, actor_name, args, state, aggregated_status, mtime, \
          created, retries, eta, due, result, result_expiry, rel_obj_type, rel_obj_id, uid, worker_id, attempt) \
          SELECT (t->>'message_id')::uuid, (t->>'tenant_id')::uuid, t->>'queue_name', t->>'actor_name', t->'args', t->>'state', \
          t->>'aggregated_status', (t->>'mtime')::timestamptz, (t->>'created')::timestamptz, (t->>'retries')::int, \
          (t->>'eta')::timestamptz, (t->>'due')::timestamptz, NULLIF(t->'result', 'null'::jsonb), \
          (t->>'result_expiry')::timestamptz, t->>'rel_obj_type', t->>'rel_obj_id', t->>'uid', (t->>'worker_id')::uuid, \
-         (t->>'attempt')::int FROM batch), \
-         logged AS (INSERT INTO task_logs (id, task_id, tenant_id, event, log_level, logger, timestamp, attributes, previous) \
-         SELECT (l->>'id')::uuid, (l->>'task_id')::uuid, (l->>'tenant_id')::uuid, l->>'event', l->>'log_level', l->>'logger', \
-         (l->>'timestamp')::timestamptz, l->'attributes', (l->>'previous')::boolean FROM batch) \
+         (t->>'attempt')::int FROM batch) \
          SELECT pg_notify($2, '') WHERE $3";
     let values = [DbValue::from(Value::Array(rows)), DbValue::from(CHANNEL), DbValue::from(wake)];
     db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values)).await?;
     Ok(())
 }
 
-/// The row of a new task and its "queued" log entry, once its actor and arguments check out.
-fn queued_rows(
-    state: &AppState,
-    tenant: TenantId,
-    request: Enqueue,
-    now: DateTime<Utc>,
-) -> Result<(task::ActiveModel, task_log::ActiveModel)> {
+/// The row of a new task, once its actor and arguments check out.
+fn queued_row(state: &AppState, tenant: TenantId, request: Enqueue, now: DateTime<Utc>) -> Result<task::ActiveModel> {
     let actor =
         state.actors.get(&request.actor).ok_or_else(|| Error::field("actor_name", format!("Unknown actor '{}'.", request.actor)))?;
     actor.check_args(&request.args).map_err(|m| Error::field("args", format!("The arguments do not fit {}: {m}", actor.name)))?;
@@ -154,9 +127,8 @@ fn queued_rows(
         None => actor.name.clone(),
     };
     let (rel_obj_type, rel_obj_id) = request.rel_obj.clone().unzip();
-    let message_id = Uuid::new_v4();
-    let task = task::ActiveModel {
-        message_id: Set(message_id),
+    Ok(task::ActiveModel {
+        message_id: Set(Uuid::new_v4()),
         tenant_id: Set(tenant.0),
         queue_name: Set(actor.queue.clone()),
         actor_name: Set(actor.name.clone()),
@@ -175,8 +147,36 @@ fn queued_rows(
         uid: Set(uid),
         worker_id: Set(None),
         attempt: Set(0),
-    };
-    Ok((task, log_row(tenant, message_id, "info", LIFECYCLE_LOGGER, "Task has been queued", json!({}))))
+    })
+}
+
+/// The "queued" entry of `task`, as the row it was queued with tells it.
+fn queued_entry(task: &task::Model) -> task_log::Model {
+    task_log::Model {
+        // Not stored, so any id that cannot name a stored entry of another task.
+        id: task.message_id,
+        task_id: task.message_id,
+        tenant_id: task.tenant_id,
+        event: QUEUED.to_owned(),
+        log_level: "info".to_owned(),
+        logger: LIFECYCLE_LOGGER.to_owned(),
+        timestamp: task.created,
+        attributes: json!({}),
+        previous: false,
+    }
+}
+
+fn is_queued_entry(log: &task_log::Model) -> bool {
+    log.logger == LIFECYCLE_LOGGER && log.event == QUEUED
+}
+
+/// The whole log of `task` from its `stored` entries (oldest first): with the "queued" entry
+/// first, unless a retry stored it.
+pub fn with_queued_entry(task: &task::Model, mut stored: Vec<task_log::Model>) -> Vec<task_log::Model> {
+    if !stored.iter().any(is_queued_entry) {
+        stored.insert(0, queued_entry(task));
+    }
+    stored
 }
 
 /// Queues a task in its own transaction.
@@ -479,7 +479,7 @@ async fn fail_in(
     }
     write_log(txn, tenant, task.message_id, "error", LIFECYCLE_LOGGER, error, json!({"attempt": task.attempt})).await?;
     if retry {
-        mark_logs_previous(txn, task.message_id).await?;
+        mark_logs_previous(txn, task).await?;
         write_log(txn, tenant, task.message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"retries": task.retries + 1}))
             .await?;
     }
@@ -498,10 +498,22 @@ fn requeue() -> sea_orm::UpdateMany<task::Entity> {
         .col_expr(task::Column::Mtime, Expr::val(now))
 }
 
-async fn mark_logs_previous(db: &impl ConnectionTrait, task_id: Uuid) -> Result<()> {
+/// Marks every entry of `task` as one of an earlier attempt, the "queued" entry included: it is
+/// stored now, since the task's row no longer tells whether it was queued before this attempt.
+async fn mark_logs_previous(db: &impl ConnectionTrait, task: &task::Model) -> Result<()> {
+    let stored_queued = task_log::Entity::find()
+        .filter(task_log::Column::TaskId.eq(task.message_id))
+        .filter(task_log::Column::Logger.eq(LIFECYCLE_LOGGER))
+        .filter(task_log::Column::Event.eq(QUEUED))
+        .one(db)
+        .await?;
+    if stored_queued.is_none() {
+        let entry = task_log::Model { id: Uuid::new_v4(), ..queued_entry(task) };
+        task_log::ActiveModel::from(entry).insert(db).await?;
+    }
     task_log::Entity::update_many()
         .col_expr(task_log::Column::Previous, Expr::val(true))
-        .filter(task_log::Column::TaskId.eq(task_id))
+        .filter(task_log::Column::TaskId.eq(task.message_id))
         .exec(db)
         .await?;
     Ok(())
@@ -524,7 +536,7 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
     if updated.rows_affected != 1 {
         return Err(Error::field(crate::error::NON_FIELD_ERRORS, "Only a rejected task can be retried."));
     }
-    mark_logs_previous(&txn, message_id).await?;
+    mark_logs_previous(&txn, &task).await?;
     write_log(&txn, tenant, message_id, "info", LIFECYCLE_LOGGER, "Task will be retried", json!({"by": "hand"})).await?;
     crate::events::service::record(&txn, state, audit.with("retried", json!(true))).await?;
     notify(&txn, CHANNEL).await?;

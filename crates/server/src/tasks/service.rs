@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::api::ScheduleWrite;
 use super::entities::{schedule, task, task_log, worker};
 use super::model::{AggregatedStatus, TaskState};
-use super::schedules;
+use super::{queue, schedules};
 use crate::accounts::access::Actor;
 use crate::db::pagination::{ListParams, Paginated, fetch_page, ilike, parse_bool};
 use crate::error::{Error, Result};
@@ -60,7 +60,7 @@ pub struct ScheduleFilter {
     pub rel_obj_id: Option<String>,
 }
 
-/// A task with its logs, oldest first.
+/// A task with its logs, oldest first (see [`queue::with_queued_entry`]).
 pub type TaskWithLogs = (task::Model, Vec<task_log::Model>);
 
 /// A schedule with the aggregated status of the newest task it sent.
@@ -129,7 +129,7 @@ pub async fn list_tasks(state: &AppState, actor: &Actor, params: &ListParams, fi
     let ids: Vec<Uuid> = page.results.iter().map(|t| t.message_id).collect();
     let mut logs = logs_of(state, &ids).await?;
     Ok(page.map(|t| {
-        let task_logs = logs.remove(&t.message_id).unwrap_or_default();
+        let task_logs = queue::with_queued_entry(&t, logs.remove(&t.message_id).unwrap_or_default());
         (t, task_logs)
     }))
 }
@@ -160,7 +160,7 @@ pub async fn find_task(state: &AppState, actor: &Actor, id: Uuid) -> Result<Task
     actor.require(names::VIEW_TASK)?;
     let task =
         task::Entity::find_by_id(id).filter(task::Column::TenantId.eq(state.tenant.0)).one(&state.db).await?.ok_or(Error::NotFound)?;
-    let logs = logs_of(state, &[id]).await?.remove(&id).unwrap_or_default();
+    let logs = queue::with_queued_entry(&task, logs_of(state, &[id]).await?.remove(&id).unwrap_or_default());
     Ok((task, logs))
 }
 
