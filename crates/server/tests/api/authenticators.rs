@@ -780,3 +780,43 @@ async fn last_auth_threshold_lets_the_same_account_through_in_the_same_browser_o
     let denied = password_step(&mut browser_with(&app, &memory), "olga@example.com").await;
     assert_eq!(denied["component"], "ak-stage-access-denied", "a removed device is not remembered: {denied}");
 }
+
+/// A sign-in with an authenticator app through the default flow costs a known number of
+/// statements. The password answer: the run, the account, the guess and its settlement, the
+/// account's phones and other devices (to ask for a code), the run's step. The code answer: the
+/// run, the account, its apps and recovery codes (no phones: no code was sent), the guess, the
+/// app's time step and the guess given back in one transaction, then the sign-in's writes (last
+/// login, session, event) and the run's end.
+#[tokio::test]
+async fn a_sign_in_with_an_app_takes_a_known_number_of_statements() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({"digits": "6"})).await;
+    for email in ["warm@example.com", "olga@example.com"] {
+        app.user(email, |_| {}).await;
+    }
+    let warm = set_up_app(&app, "warm@example.com", "app-setup").await;
+    let olga = set_up_app(&app, "olga@example.com", "app-setup").await;
+    let (answer, me) = sign_in_with(&app, "warm@example.com", &warm.code(1)).await;
+    assert_eq!(
+        (answer["component"].as_str(), me),
+        (Some("xak-flow-redirect"), StatusCode::OK),
+        "the first sign-in reads the plan: {answer}"
+    );
+
+    let statements = || app.state.statements.run();
+    let mut browser = Browser::new(&app);
+    let before = statements();
+    browser.get(SIGN_IN).await;
+    browser.post(SIGN_IN, json!({"component": "ak-stage-identification", "uid_field": "olga@example.com"})).await;
+    let identified = statements() - before;
+    let before = statements();
+    let (_, asked) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
+    assert_eq!(asked["component"], VALIDATE, "{asked}");
+    let answered_password = statements() - before;
+    let before = statements();
+    let (_, done) = browser.post(SIGN_IN, json!({"component": VALIDATE, "code": olga.code(1)})).await;
+    assert_eq!(done["component"], "xak-flow-redirect", "{done}");
+    let answered_code = statements() - before;
+    assert_eq!((identified, answered_password, answered_code), (2, 7, 10));
+    assert_eq!(browser.me().await, StatusCode::OK);
+}
