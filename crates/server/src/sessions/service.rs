@@ -205,7 +205,7 @@ async fn renew(
 }
 
 /// A password attempt that passed the rate limits and is already counted as a failure.
-pub struct Attempt {
+struct Attempt {
     /// What the person typed to identify themselves, trimmed.
     identifier: String,
     reservation: Reservation,
@@ -220,7 +220,7 @@ pub struct Attempt {
 /// [`crate::credentials::attempts`]). The account's failures are counted under its e-mail (or
 /// username) whatever the person typed, so switching between e-mail and username gains no extra
 /// guesses.
-pub async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<Attempt> {
+async fn begin_attempt(state: &AppState, identifier: &str, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<Attempt> {
     let identifier: String = identifier.trim().chars().take(254).collect();
     let account_key = match candidate {
         Some(user) => user.email_key.clone().unwrap_or_else(|| user.username_key.clone()),
@@ -280,7 +280,7 @@ pub struct Verified {
 }
 
 /// The outcome of a reserved password check.
-pub enum Checked {
+enum Checked {
     /// The password matched: settle the attempt with [`pass_attempt`].
     Passed(Attempt, Box<Verified>),
     /// It did not: record it with [`fail_attempt`].
@@ -291,7 +291,7 @@ pub enum Checked {
 /// (`app_passwords`). Unknown, inactive and non-interactive accounts do the same hashing work and
 /// fail the same way. When the password threads are too busy to take the check, the attempt is
 /// given back and the error is [`Error::Overloaded`].
-pub async fn verify_password_with(
+async fn verify_password_with(
     state: &AppState,
     attempt: Attempt,
     candidate: Option<user::Model>,
@@ -333,10 +333,53 @@ pub fn may_sign_in(user: &user::Model) -> bool {
     user.is_active && !user.user_type.is_service_account()
 }
 
+/// How a password check ended, once its outcome is recorded.
+pub enum PasswordCheck {
+    /// The password matched an account that may sign in; the attempt was given back.
+    Passed { user: Box<user::Model>, credential: Credential },
+    /// It did not (or the account is unknown or may not sign in); the failure was recorded.
+    Failed,
+}
+
+/// Checks `password` typed by someone who gave `identifier`, against `candidate`, under the
+/// sign-in limits: reserves the attempt ([`begin_attempt`]), checks it ([`verify_password_with`])
+/// and records the outcome ([`pass_attempt`] or [`fail_attempt`]).
+///
+/// The check runs to its end even when the caller stops waiting for it (the client went away
+/// mid-request): a reservation dropped before its outcome is recorded would stay counted as a
+/// failure of the address and the account for the rest of the window, so dropped requests of
+/// honest people at one address would add up to delays for everyone there.
+pub async fn check_password(
+    state: &AppState,
+    identifier: &str,
+    candidate: Option<user::Model>,
+    password: Password,
+    client: &ClientInfo,
+    own: bool,
+    app_passwords: bool,
+) -> Result<PasswordCheck> {
+    let (state, identifier, client) = (state.clone(), identifier.to_owned(), client.clone());
+    let check = tokio::spawn(async move {
+        let attempt = begin_attempt(&state, &identifier, candidate.as_ref(), &client).await?;
+        match verify_password_with(&state, attempt, candidate.clone(), password, own, app_passwords).await? {
+            Checked::Passed(attempt, verified) => {
+                let credential = verified.credential;
+                let user = pass_attempt(&state, &attempt, verified).await?;
+                Ok(PasswordCheck::Passed { user: Box::new(user), credential })
+            }
+            Checked::Failed(attempt) => {
+                fail_attempt(&state, &attempt, candidate.as_ref(), &client).await?;
+                Ok(PasswordCheck::Failed)
+            }
+        }
+    });
+    check.await.map_err(|error| Error::internal(format!("a password check stopped: {error}")))?
+}
+
 /// Records a failed attempt (already counted toward the limits when it was reserved): a
 /// `login_failed` event with the client's data (the account, when there is one, as the event's
 /// user).
-pub async fn fail_attempt(state: &AppState, attempt: &Attempt, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<()> {
+async fn fail_attempt(state: &AppState, attempt: &Attempt, candidate: Option<&user::Model>, client: &ClientInfo) -> Result<()> {
     let mut event = EventRecord::new(Action::LoginFailed)
         .from_client(client)
         .with("username", json!(attempt.identifier))
@@ -351,7 +394,7 @@ pub async fn fail_attempt(state: &AppState, attempt: &Attempt, candidate: Option
 
 /// Records a successful password check: clears the account's failures, gives the attempt back to
 /// the address, and upgrades a weak hash. Returns the account as stored afterwards.
-pub async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Box<Verified>) -> Result<user::Model> {
+async fn pass_attempt(state: &AppState, attempt: &Attempt, verified: Box<Verified>) -> Result<user::Model> {
     let mut update = verified.user.clone().into_active_model();
     if let Some(password) = verified.rehash {
         // A busy server keeps the old hash this time; it is redone at a later sign-in.
@@ -453,19 +496,14 @@ pub async fn sign_in(
             .one(&state.db)
             .await?
     };
-    let attempt = begin_attempt(state, email, candidate.as_ref(), client).await?;
-    match verify_password_with(state, attempt, candidate.clone(), password, true, false).await? {
-        Checked::Passed(attempt, verified) => {
-            let user = pass_attempt(state, &attempt, verified).await?;
+    match check_password(state, email, candidate, password, client, true, false).await? {
+        PasswordCheck::Passed { user, .. } => {
             if !password_alone.suffices(state, &user).await? {
                 return Err(Error::field(crate::error::NON_FIELD_ERRORS, second_factor_needed(state)));
             }
             start_session(state, &user, client, state.config.sessions.duration.to_chrono(), replacing).await
         }
-        Checked::Failed(attempt) => {
-            fail_attempt(state, &attempt, candidate.as_ref(), client).await?;
-            Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED))
-        }
+        PasswordCheck::Failed => Err(Error::field(crate::error::NON_FIELD_ERRORS, SIGN_IN_FAILED)),
     }
 }
 

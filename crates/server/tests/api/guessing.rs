@@ -164,3 +164,42 @@ async fn a_full_password_queue_answers_busy_at_once_and_counts_nothing() {
     app.user("calm@example.com", |_| {}).await;
     assert_eq!(app.try_sign_in("calm@example.com", PASSWORD).await.status(), StatusCode::OK);
 }
+
+/// The failures each limit's bucket holds now.
+async fn counted_failures(app: &TestApp) -> Vec<(String, i32)> {
+    use gatehouse::credentials::attempts::counter;
+    counter::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|row| (row.bucket, row.failures)).collect()
+}
+
+/// A right password whose client went away while it was checked (a closed tab, a timeout) gives
+/// its attempt back like any right password: the check runs to its end without the request.
+/// Before, the reservation stayed counted as a failure of the address and the account for the
+/// rest of the hour, and an address's dropped requests added up until every sign-in from it was
+/// delayed.
+#[tokio::test]
+async fn a_sign_in_whose_client_stops_waiting_still_gives_its_attempt_back() {
+    let app = TestApp::spawn().await;
+    app.user("ada@example.com", |_| {}).await;
+    let request = app.client.post(app.url("/api/v3/auth/sign_in/")).json(&json!({"email": "ada@example.com", "password": PASSWORD}));
+    let sign_in = tokio::spawn(request.send());
+    // Stop waiting once the attempt is reserved, while its password is being checked.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !counted_failures(&app).await.iter().any(|(_, failures)| *failures > 0) {
+        assert!(!sign_in.is_finished(), "the sign-in ended before its reservation was seen");
+        assert!(Instant::now() < deadline, "the attempt was never reserved");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    sign_in.abort();
+    assert!(sign_in.await.unwrap_err().is_cancelled());
+    // Every bucket is given its attempt back (the account's cleared).
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let counted = counted_failures(&app).await;
+        if counted.iter().all(|(_, failures)| *failures <= 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned attempt stayed counted: {counted:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.try_sign_in("ada@example.com", PASSWORD).await.status(), StatusCode::OK);
+}

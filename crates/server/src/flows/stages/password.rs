@@ -49,34 +49,27 @@ pub async fn check_password(
     candidate: Option<user::Model>,
     password: &str,
 ) -> Result<Result<(), String>> {
-    use crate::sessions::service;
+    use crate::sessions::service::{self, PasswordCheck};
     let identifier = cx.context.pending_user_identifier.clone().unwrap_or_default();
-    let attempt = match service::begin_attempt(cx.state, &identifier, candidate.as_ref(), cx.client).await {
-        Ok(attempt) => attempt,
-        Err(Error::RateLimited { retry_after_secs }) => {
-            return Ok(Err(format!("Too many failed attempts. {}", crate::error::try_again_in(retry_after_secs))));
-        }
-        Err(other) => return Err(other),
-    };
     let inbuilt = settings.backends.iter().any(|b| b == INBUILT_BACKEND);
     let tokens = settings.backends.iter().any(|b| b == TOKEN_BACKEND);
     let checked =
-        service::verify_password_with(cx.state, attempt, candidate.clone(), Password::new(password.to_owned()), inbuilt, tokens).await?;
+        service::check_password(cx.state, &identifier, candidate, Password::new(password.to_owned()), cx.client, inbuilt, tokens).await;
     match checked {
-        service::Checked::Passed(attempt, verified) => {
-            let kind = match verified.credential {
+        Ok(PasswordCheck::Passed { user, credential }) => {
+            let kind = match credential {
                 service::Credential::Password => FactorKind::Password,
                 service::Credential::AppPassword => FactorKind::AppPassword,
             };
-            let user = service::pass_attempt(cx.state, &attempt, verified).await?;
-            cx.set_pending_account(user);
+            cx.set_pending_account(*user);
             cx.record_factor(kind);
             Ok(Ok(()))
         }
-        service::Checked::Failed(attempt) => {
-            service::fail_attempt(cx.state, &attempt, candidate.as_ref(), cx.client).await?;
-            Ok(Err(INVALID_PASSWORD.to_owned()))
+        Ok(PasswordCheck::Failed) => Ok(Err(INVALID_PASSWORD.to_owned())),
+        Err(Error::RateLimited { retry_after_secs }) => {
+            Ok(Err(format!("Too many failed attempts. {}", crate::error::try_again_in(retry_after_secs))))
         }
+        Err(other) => Err(other),
     }
 }
 
