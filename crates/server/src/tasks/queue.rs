@@ -91,9 +91,10 @@ pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: Te
     Ok(ids)
 }
 
-/// Inserts `tasks` on PostgreSQL in one statement with the rows as one JSON parameter (`jsonb_to_recordset` measured slower than reading the fields), and with
-/// `wake`, notifies [`CHANNEL`] in the same statement: delivered when the transaction commits,
-/// and not at all if it rolls back.
+/// Inserts `tasks` on PostgreSQL in one statement with the rows as one JSON parameter
+/// (`jsonb_to_recordset` measured slower than reading the fields), and with `wake`, notifies
+/// [`CHANNEL`] in the same statement: delivered when the transaction commits, and not at all if
+/// it rolls back.
 async fn insert_from_json(db: &impl ConnectionTrait, tasks: &[task::ActiveModel], wake: bool) -> Result<()> {
     let rows: Vec<Value> = tasks.iter().map(|task| Ok(json!(task.clone().try_into_model().map_err(incomplete)?))).collect::<Result<_>>()?;
     // Every column comes from the rows as built for the other databases, so both paths store
