@@ -1004,3 +1004,42 @@ async fn database_sockets_never_wait_for_nagle_and_sqlite_keeps_one_connection()
         }
     }
 }
+
+/// The "queued" entry shows once in the two cases the task's row cannot tell: a task withdrawn
+/// while still queued (no attempt, no retry) and then retried by hand keeps it among the earlier
+/// entries, and an entry stored by an earlier version is shown as stored, not twice.
+#[tokio::test]
+async fn the_queued_entry_shows_once_after_a_withdrawal_and_when_an_earlier_version_stored_it() {
+    use gatehouse::tasks::entities::task_log;
+    let app = TestApp::spawn().await;
+    let later =
+        || Enqueue { actor: "gatehouse.noop".into(), args: json!({}), delay: Some(Duration::from_secs(3600)), ..Default::default() };
+    let withdrawn = gatehouse::tasks::send(&app.state, app.state.tenant, later()).await.unwrap().message_id;
+    assert!(gatehouse::tasks::queue::withdraw(&app.state, app.state.tenant, withdrawn, "no longer needed").await.unwrap());
+    let stored = gatehouse::tasks::send(&app.state, app.state.tenant, later()).await.unwrap();
+    task_log::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        task_id: Set(stored.message_id),
+        tenant_id: Set(stored.tenant_id),
+        event: Set("Task has been queued".into()),
+        log_level: Set("info".into()),
+        logger: Set("gatehouse.tasks".into()),
+        timestamp: Set(stored.created),
+        attributes: Set(json!({})),
+        previous: Set(false),
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+
+    app.superuser("admin@example.com").await;
+    let admin = app.sign_in("admin@example.com").await;
+    let retried = app.post(&admin, &format!("/api/v3/tasks/tasks/{withdrawn}/retry/"), json!({})).await.status();
+    assert_eq!(retried, StatusCode::NO_CONTENT);
+    let queued_in = |list: &Value| list.as_array().unwrap().iter().filter(|l| l["event"] == "Task has been queued").count();
+    let (_, shown) = json(app.get(&admin, &format!("/api/v3/tasks/tasks/{withdrawn}/")).await).await;
+    assert_eq!((queued_in(&shown["previous_logs"]), queued_in(&shown["logs"])), (1, 0), "{shown}");
+    assert_eq!(shown["previous_logs"][0]["event"], "Task has been queued");
+    let (_, shown) = json(app.get(&admin, &format!("/api/v3/tasks/tasks/{}/", stored.message_id)).await).await;
+    assert_eq!((queued_in(&shown["previous_logs"]), queued_in(&shown["logs"])), (0, 1), "{shown}");
+}
