@@ -315,29 +315,22 @@ pub struct Outcome {
 }
 
 /// Records the outcomes of several runs in one transaction: far fewer commits when many tasks
-/// finish together, the same result when one does.
+/// finish together, the same result when one does. A worker's usual batch (successes with no
+/// result to keep) is one statement on PostgreSQL; committing it on its own instead measured no
+/// faster.
 pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> Result<()> {
     if outcomes.is_empty() {
         return Ok(());
     }
-    let txn = crate::db::begin_write(&state.db).await?;
     let now = Utc::now();
+    let txn = crate::db::begin_write(&state.db).await?;
     let (succeeded, failed): (Vec<Outcome>, Vec<Outcome>) = outcomes.into_iter().partition(|o| o.result.is_ok());
     // Every update below touches only the attempt that ran: a run whose task was rescued and
     // claimed again meanwhile (its worker looked dead but was not) finishes nothing.
-    let mut finished: std::collections::HashSet<(Uuid, i32)> = std::collections::HashSet::new();
-    let mut finished_tasks = Vec::new();
-    // Successes without a result to keep are grouped by aggregated status and attempt and
-    // finished with one update per group; those with a result are finished row by row.
-    let mut groups: std::collections::BTreeMap<(&'static str, i32), Vec<Uuid>> = std::collections::BTreeMap::new();
+    let mut plain = Vec::new();
     for outcome in &succeeded {
         let aggregated = if outcome.task.retries == 0 && outcome.task.attempt == 1 {
-            match outcome.worst_own_level {
-                3 => AggregatedStatus::Error,
-                2 => AggregatedStatus::Warning,
-                1 => AggregatedStatus::Info,
-                _ => AggregatedStatus::Done,
-            }
+            own_status(outcome.worst_own_level)
         } else {
             aggregate(&txn, outcome.task.message_id).await?
         };
@@ -355,15 +348,77 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
                     .exec(&txn)
                     .await?;
                 if updated.rows_affected == 1 {
-                    finished.insert((outcome.task.message_id, outcome.task.attempt));
+                    let finished = lifecycle_log(&outcome.task, "info", FINISHED, json!({}));
+                    task_log::ActiveModel { timestamp: Set(now), ..finished }.insert(&txn).await?;
                 }
             }
-            _ => groups.entry((aggregated.as_str(), outcome.task.attempt)).or_default().push(outcome.task.message_id),
+            _ => plain.push((&outcome.task, aggregated)),
         }
     }
+    finish_without_result(&txn, worker, now, &plain).await?;
+    for outcome in failed {
+        let (message, retryable) = match &outcome.result {
+            Err(super::actors::TaskError::Failed(message)) => (message.clone(), true),
+            Err(super::actors::TaskError::Fatal(message)) => (message.clone(), false),
+            Ok(_) => continue,
+        };
+        fail_in(&txn, state, &outcome.task, &message, retryable, outcome.max_retries).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The entry a task gets when a run ends well.
+const FINISHED: &str = "Task finished processing without errors";
+
+/// The aggregated status of a first attempt that succeeded, from the worst level it logged
+/// itself (no other entry of the task can be a warning or an error).
+fn own_status(worst_own_level: u8) -> AggregatedStatus {
+    match worst_own_level {
+        3 => AggregatedStatus::Error,
+        2 => AggregatedStatus::Warning,
+        1 => AggregatedStatus::Info,
+        _ => AggregatedStatus::Done,
+    }
+}
+
+/// Finishes the successful `runs` (each a claimed task and its aggregated status) that keep no
+/// result and are still `worker`'s running attempt (a rescued task is queued, someone else's, or
+/// this worker's again under a later attempt), and logs their end. On PostgreSQL one statement
+/// with the runs as one JSON parameter; elsewhere one update per status and attempt, and one
+/// insert.
+async fn finish_without_result(
+    db: &impl ConnectionTrait,
+    worker: Uuid,
+    now: DateTime<Utc>,
+    runs: &[(&task::Model, AggregatedStatus)],
+) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        const SQL: &str = "WITH runs AS (SELECT (value->>'id')::uuid AS message_id, (value->>'attempt')::int AS attempt, \
+             value->>'aggregated' AS aggregated FROM jsonb_array_elements($1::jsonb)), \
+             finished AS (UPDATE tasks SET state = 'done', aggregated_status = runs.aggregated, mtime = $2, eta = NULL, \
+             result = NULL, result_expiry = NULL FROM runs \
+             WHERE tasks.message_id = runs.message_id AND tasks.attempt = runs.attempt AND tasks.worker_id = $3 \
+             AND tasks.state = 'running' RETURNING tasks.message_id, tasks.tenant_id) \
+             INSERT INTO task_logs (id, task_id, tenant_id, event, log_level, logger, timestamp, attributes, previous) \
+             SELECT gen_random_uuid(), message_id, tenant_id, $4, 'info', $5, $2, '{}'::jsonb, false FROM finished";
+        let runs: Vec<Value> = runs
+            .iter()
+            .map(|(task, aggregated)| json!({"id": task.message_id, "attempt": task.attempt, "aggregated": aggregated.as_str()}))
+            .collect();
+        let values = [DbValue::from(Value::Array(runs)), now.into(), worker.into(), FINISHED.into(), LIFECYCLE_LOGGER.into()];
+        db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values)).await?;
+        return Ok(());
+    }
+    let mut groups: std::collections::BTreeMap<(&'static str, i32), Vec<Uuid>> = std::collections::BTreeMap::new();
+    for (task, aggregated) in runs {
+        groups.entry((aggregated.as_str(), task.attempt)).or_default().push(task.message_id);
+    }
+    let mut finished = std::collections::HashSet::new();
     for ((aggregated, attempt), ids) in groups {
-        // Still this worker's running attempt: a rescued task is queued, someone else's, or this
-        // worker's again under a later attempt.
         let updated = task::Entity::update_many()
             .col_expr(task::Column::State, Expr::val(TaskState::Done))
             .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
@@ -375,27 +430,18 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
             .filter(task::Column::WorkerId.eq(worker))
             .filter(task::Column::Attempt.eq(attempt))
             .filter(task::Column::State.eq(TaskState::Running))
-            .exec_with_returning(&txn)
+            .exec_with_returning(db)
             .await?;
         finished.extend(updated.into_iter().map(|task| (task.message_id, attempt)));
     }
-    for outcome in &succeeded {
-        if finished.contains(&(outcome.task.message_id, outcome.task.attempt)) {
-            finished_tasks.push(lifecycle_log(&outcome.task, "info", "Task finished processing without errors", json!({})));
-        }
+    let entries: Vec<_> = runs
+        .iter()
+        .filter(|(task, _)| finished.contains(&(task.message_id, task.attempt)))
+        .map(|(task, _)| task_log::ActiveModel { timestamp: Set(now), ..lifecycle_log(task, "info", FINISHED, json!({})) })
+        .collect();
+    if !entries.is_empty() {
+        task_log::Entity::insert_many(entries).exec_without_returning(db).await?;
     }
-    if !finished_tasks.is_empty() {
-        task_log::Entity::insert_many(finished_tasks).exec_without_returning(&txn).await?;
-    }
-    for outcome in failed {
-        let (message, retryable) = match &outcome.result {
-            Err(super::actors::TaskError::Failed(message)) => (message.clone(), true),
-            Err(super::actors::TaskError::Fatal(message)) => (message.clone(), false),
-            Ok(_) => continue,
-        };
-        fail_in(&txn, state, &outcome.task, &message, retryable, outcome.max_retries).await?;
-    }
-    txn.commit().await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -75,8 +75,9 @@ fn spawn_listener(state: &AppState, wake: Arc<Notify>, mut stopped: watch::Recei
 async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     let config = state.config.tasks.clone();
     let mut in_flight: JoinSet<Option<queue::Outcome>> = JoinSet::new();
-    // The heartbeat runs beside the claiming loop, so that a loop busy recording outcomes never
-    // makes a live worker look dead.
+    let recorder = Recorder::start(state.clone(), worker_id, concurrency);
+    // The heartbeat runs beside the claiming loop, so that a loop waiting for its outcomes to be
+    // recorded never makes a live worker look dead.
     let heartbeat = tokio::spawn(heartbeat(state.clone(), worker_id, stopped.clone()));
     // The loop claims once before it first waits, so the first poll is one interval later.
     let poll_every = config.poll_interval.to_std();
@@ -107,7 +108,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
             _ = state.task_wake.notified(), if in_flight.len() < concurrency => {}
             _ = poll.tick() => {}
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await;
+                hand_over_ready(&recorder, joined.ok().flatten(), &mut in_flight).await;
             }
             // An error means the handle was dropped: that stops the worker too.
             changed = stopped.changed() => if changed.is_err() { break },
@@ -118,21 +119,22 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
     tokio::pin!(deadline);
     while !in_flight.is_empty() {
         tokio::select! {
-            Some(joined) = in_flight.join_next() => record_ready(&state, worker_id, joined.ok().flatten(), &mut in_flight).await,
+            Some(joined) = in_flight.join_next() => hand_over_ready(&recorder, joined.ok().flatten(), &mut in_flight).await,
             _ = &mut deadline => {
                 in_flight.abort_all();
                 // Runs that finished while the others were cut off keep their outcome: returned
                 // to the queue instead, they would run again.
-                let mut finished = Vec::new();
                 while let Some(joined) = in_flight.join_next().await {
                     if let Ok(Some(outcome)) = joined {
-                        finished.push(outcome);
+                        recorder.hand_over(outcome).await;
                     }
                 }
-                record_outcomes(&state, worker_id, finished).await;
             }
         }
     }
+    // Every outcome is recorded before the rest goes back: a finished task returned to the
+    // queue would run again.
+    recorder.finish().await;
     heartbeat.abort();
     match queue::release(&state, worker_id).await {
         Ok(count) if count > 0 => tracing::info!(count, "unfinished tasks returned to the queue"),
@@ -224,24 +226,63 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Records every outcome that is ready, in one transaction.
-async fn record_ready(state: &AppState, worker_id: Uuid, first: Option<queue::Outcome>, in_flight: &mut JoinSet<Option<queue::Outcome>>) {
-    let mut outcomes: Vec<queue::Outcome> = first.into_iter().collect();
-    // Let runs that are about to end end, so that one transaction records them all.
+/// Records outcomes beside the claiming loop, so that a worker claims and starts its next tasks
+/// while the outcomes of the last ones are being written. Outcomes handed over while a
+/// transaction is under way are recorded together in the next one.
+struct Recorder {
+    outcomes: mpsc::Sender<queue::Outcome>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Starts recording for `worker_id`; at most `backlog` outcomes wait beside the one
+    /// transaction under way.
+    fn start(state: AppState, worker_id: Uuid, backlog: usize) -> Self {
+        let (outcomes, mut handed_over) = mpsc::channel::<queue::Outcome>(backlog.max(1));
+        let done = tokio::spawn(async move {
+            while let Some(first) = handed_over.recv().await {
+                let mut batch = vec![first];
+                while let Ok(next) = handed_over.try_recv() {
+                    batch.push(next);
+                }
+                if let Err(error) = queue::record(&state, worker_id, batch).await {
+                    // The tasks stay running under this worker until a rescue returns them.
+                    tracing::warn!(%error, "could not record task outcomes");
+                }
+            }
+        });
+        Self { outcomes, done }
+    }
+
+    /// Hands `outcome` over for recording. Waits while the backlog is full, so that a worker
+    /// whose database falls behind stops claiming instead of finishing work it cannot record.
+    async fn hand_over(&self, outcome: queue::Outcome) {
+        if self.outcomes.send(outcome).await.is_err() {
+            tracing::warn!("the task outcome recorder stopped; the task will be rescued");
+        }
+    }
+
+    /// Records everything handed over, then stops.
+    async fn finish(self) {
+        drop(self.outcomes);
+        if let Err(error) = self.done.await {
+            tracing::warn!(%error, "the task outcome recorder failed");
+        }
+    }
+}
+
+/// Hands over `first` and every other outcome that is ready.
+async fn hand_over_ready(recorder: &Recorder, first: Option<queue::Outcome>, in_flight: &mut JoinSet<Option<queue::Outcome>>) {
+    if let Some(outcome) = first {
+        recorder.hand_over(outcome).await;
+    }
+    // Let runs that are about to end end, so that the next claim fills their slots together.
     for _ in 0..4 {
         tokio::task::yield_now().await;
     }
     while let Some(joined) = in_flight.try_join_next() {
         if let Ok(Some(outcome)) = joined {
-            outcomes.push(outcome);
+            recorder.hand_over(outcome).await;
         }
-    }
-    record_outcomes(state, worker_id, outcomes).await;
-}
-
-/// Records `outcomes` in one transaction; a failure is logged (the tasks are rescued later).
-async fn record_outcomes(state: &AppState, worker_id: Uuid, outcomes: Vec<queue::Outcome>) {
-    if let Err(error) = queue::record(state, worker_id, outcomes).await {
-        tracing::warn!(%error, "could not record task outcomes");
     }
 }

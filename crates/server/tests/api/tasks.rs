@@ -326,6 +326,47 @@ async fn graceful_shutdown_returns_unfinished_tasks_to_the_queue() {
 }
 
 #[tokio::test]
+async fn a_worker_stopping_as_its_tasks_end_records_every_outcome_before_it_returns_the_rest() {
+    const TASKS: u32 = 64;
+    let started = Arc::new(AtomicU32::new(0));
+    let (gate, opened) = tokio::sync::watch::channel(false);
+    let mut actors = Registry::builtin();
+    let counter = started.clone();
+    actors.add(Actor::new("test.gated", move |_context, _args: Value| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let mut opened = opened.clone();
+        async move {
+            let _ = opened.wait_for(|open| *open).await;
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let txn = gatehouse::db::begin_write(&app.state.db).await.unwrap();
+    for n in 0..TASKS {
+        let request = Enqueue { actor: "test.gated".into(), args: json!({"n": n}), ..Default::default() };
+        gatehouse::tasks::enqueue(&txn, &app.state, app.state.tenant, request).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), TASKS as usize).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started.load(Ordering::SeqCst) < TASKS {
+        assert!(Instant::now() < deadline, "only {} of {TASKS} started", started.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every run ends just as the worker is told to stop: their outcomes are still being
+    // recorded when it returns its unfinished tasks, and none of them is unfinished.
+    let stopping = tokio::spawn(worker.shutdown());
+    gate.send(true).unwrap();
+    stopping.await.unwrap();
+    let rows = task::Entity::find().filter(task::Column::ActorName.eq("test.gated")).all(&app.state.db).await.unwrap();
+    let not_done: Vec<(u32, String)> =
+        rows.iter().filter(|t| t.state != "done").map(|t| (t.args["n"].as_u64().unwrap() as u32, t.state.clone())).collect();
+    assert_eq!(rows.len() as u32, TASKS);
+    assert!(not_done.is_empty(), "finished runs went back to the queue to run again: {not_done:?}");
+    assert_eq!(started.load(Ordering::SeqCst), TASKS, "no task ran twice");
+}
+
+#[tokio::test]
 async fn many_tasks_are_queued_in_a_few_statements_all_or_none_and_each_runs_once() {
     let runs = Arc::new(Mutex::new(HashMap::<u32, u32>::new()));
     let mut actors = Registry::builtin();
@@ -488,6 +529,68 @@ async fn a_claim_is_one_statement_on_postgresql_and_logs_the_start_of_each_task(
         ("gatehouse.tasks", "info", json!({"attempt": 1}))
     );
     assert_eq!((entry.tenant_id, entry.timestamp, entry.previous), (row.tenant_id, row.mtime, false));
+}
+
+/// A worker's usual batch of outcomes, runs that succeeded with nothing to keep, is recorded
+/// in one statement on PostgreSQL (besides its transaction's begin and commit): each task done
+/// with the status of its own worst entry and one "finished" entry dated like its row, and
+/// nothing done for a run that is no longer this worker's.
+#[tokio::test]
+async fn first_runs_that_succeeded_are_recorded_in_one_statement_on_postgresql() {
+    use gatehouse::tasks::entities::task_log;
+    use gatehouse::tasks::queue::{self, Outcome};
+    let app = TestApp::spawn().await;
+    let postgres = app.state.config.backend() == gatehouse::config::Backend::Postgres;
+    let ids = [
+        send(&app, "gatehouse.noop", json!({})).await,
+        send(&app, "gatehouse.noop", json!({})).await,
+        send(&app, "gatehouse.noop", json!({})).await,
+    ];
+    let worker = Uuid::new_v4();
+    let claimed = queue::claim(&app.state, worker, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let other = send(&app, "gatehouse.noop", json!({})).await;
+    let foreign = queue::claim(&app.state, Uuid::new_v4(), 1).await.unwrap().pop().expect("claimed by another worker");
+    assert_eq!(foreign.message_id, other);
+    let outcome = |task: &task::Model, worst_own_level: u8| Outcome {
+        task: task.clone(),
+        result: Ok(None),
+        result_ttl: None,
+        max_retries: 0,
+        worst_own_level,
+    };
+    let claimed_as = |id: Uuid| claimed.iter().find(|task| task.message_id == id).expect("claimed");
+    let mut outcomes: Vec<Outcome> = ids.iter().zip([0, 2, 1]).map(|(id, level)| outcome(claimed_as(*id), level)).collect();
+    // Handed in by the wrong worker: it must stay running.
+    outcomes.push(outcome(&foreign, 0));
+    let before = app.state.statements.run();
+    queue::record(&app.state, worker, outcomes).await.unwrap();
+    if postgres {
+        assert_eq!(app.state.statements.run() - before, 1);
+    }
+    let mut statuses = Vec::new();
+    for id in ids {
+        let row = task_row(&app, id).await;
+        assert_eq!((row.state.as_str(), row.worker_id, row.result.clone()), ("done", Some(worker), None));
+        let finished = task_log::Entity::find()
+            .filter(task_log::Column::TaskId.eq(id))
+            .filter(task_log::Column::Event.eq("Task finished processing without errors"))
+            .all(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(finished.len(), 1, "one end entry");
+        let entry = &finished[0];
+        assert_eq!(
+            (entry.logger.as_str(), entry.log_level.as_str(), entry.attributes.clone(), entry.previous),
+            ("gatehouse.tasks", "info", json!({}), false)
+        );
+        assert_eq!((entry.tenant_id, entry.timestamp), (row.tenant_id, row.mtime));
+        statuses.push(row.aggregated_status);
+    }
+    assert_eq!(statuses, ["done", "warning", "info"]);
+    let untouched = task_row(&app, other).await;
+    assert_eq!((untouched.state.as_str(), untouched.worker_id), ("running", foreign.worker_id));
+    assert_eq!(finished_logs(&app, other).await, 0);
 }
 
 /// Sets its flag when dropped: the run holding it ended, finished or cut off.
