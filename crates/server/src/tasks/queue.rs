@@ -120,9 +120,7 @@ fn queued_row(state: &AppState, tenant: TenantId, request: Enqueue, now: DateTim
     actor.check_args(&request.args).map_err(|m| Error::field("args", format!("The arguments do not fit {}: {m}", actor.name)))?;
     // Whole microseconds, as PostgreSQL stores them, so both databases hold the same values.
     let now = chrono::SubsecRound::trunc_subsecs(now, 6);
-    let eta = request
-        .delay
-        .map(|d| chrono::SubsecRound::trunc_subsecs(now + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX), 6));
+    let eta = request.delay.map(|d| chrono::SubsecRound::trunc_subsecs(later(now, d), 6));
     let uid = match &request.uid {
         Some(uid) => format!("{}:{uid}", actor.name),
         None => actor.name.clone(),
@@ -318,13 +316,14 @@ pub struct Outcome {
 /// finish together, the same result when one does. A worker's usual batch (successes with no
 /// result to keep) is one statement on PostgreSQL; committing it on its own instead measured no
 /// faster.
-pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> Result<()> {
+pub async fn record(state: &AppState, worker: Uuid, outcomes: &[Outcome]) -> Result<()> {
     if outcomes.is_empty() {
         return Ok(());
     }
-    let now = Utc::now();
     let txn = crate::db::begin_write(&state.db).await?;
-    let (succeeded, failed): (Vec<Outcome>, Vec<Outcome>) = outcomes.into_iter().partition(|o| o.result.is_ok());
+    // Whole microseconds, as PostgreSQL stores them, so both databases hold the same values.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let (succeeded, failed): (Vec<&Outcome>, Vec<&Outcome>) = outcomes.iter().partition(|o| o.result.is_ok());
     // Every update below touches only the attempt that ran: a run whose task was rescued and
     // claimed again meanwhile (its worker looked dead but was not) finishes nothing.
     let mut plain = Vec::new();
@@ -337,7 +336,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
         let result = outcome.result.as_ref().ok().cloned().flatten();
         match (result, outcome.result_ttl) {
             (Some(result), Some(ttl)) => {
-                let expiry = now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
+                let expiry = later(now, ttl);
                 let updated = guarded(&outcome.task)
                     .col_expr(task::Column::State, Expr::val(TaskState::Done))
                     .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
@@ -366,6 +365,11 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: Vec<Outcome>) -> R
     }
     txn.commit().await?;
     Ok(())
+}
+
+/// `after` past `now`, or the latest time there is when that lies beyond it.
+fn later(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(after).ok().and_then(|after| now.checked_add_signed(after)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The entry a task gets when a run ends well.
@@ -504,7 +508,7 @@ async fn fail_in(
     let update = if retry {
         let config = &state.config.tasks;
         let delay = backoff(config.retry_min_backoff.to_std(), config.retry_max_backoff.to_std(), task.retries as u32);
-        let eta = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        let eta = later(now, delay);
         guarded(task)
             .col_expr(task::Column::State, Expr::val(TaskState::Queued))
             .col_expr(task::Column::AggregatedStatus, Expr::val(AggregatedStatus::Queued))
@@ -596,7 +600,10 @@ pub async fn retry_rejected(state: &AppState, tenant: TenantId, message_id: Uuid
 /// touches a task still in the state and attempt it was read in, so a task that finished or was
 /// claimed again meanwhile is left alone.
 pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
-    let cutoff = Utc::now() - chrono::TimeDelta::from_std(worker_timeout).unwrap_or(chrono::TimeDelta::MAX);
+    let cutoff = chrono::TimeDelta::from_std(worker_timeout)
+        .ok()
+        .and_then(|timeout| Utc::now().checked_sub_signed(timeout))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let alive: Vec<Uuid> =
         worker::Entity::find().filter(worker::Column::LastSeen.gt(cutoff)).all(&state.db).await?.into_iter().map(|w| w.worker_id).collect();
     let held = task::Entity::find()

@@ -76,9 +76,11 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
     let config = state.config.tasks.clone();
     let mut in_flight: JoinSet<Option<queue::Outcome>> = JoinSet::new();
     let recorder = Recorder::start(state.clone(), worker_id, concurrency);
-    // The heartbeat runs beside the claiming loop, so that a loop waiting for its outcomes to be
-    // recorded never makes a live worker look dead.
-    let heartbeat = tokio::spawn(heartbeat(state.clone(), worker_id, stopped.clone()));
+    // The heartbeat runs beside the claiming loop until the unfinished tasks are back in the
+    // queue, so that neither a loop waiting for its outcomes to be recorded nor a shutdown
+    // letting its runs finish makes a live worker look dead (its tasks would be rescued and run
+    // again).
+    let heartbeat = tokio::spawn(heartbeat(state.clone(), worker_id));
     // The loop claims once before it first waits, so the first poll is one interval later.
     let poll_every = config.poll_interval.to_std();
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + poll_every, poll_every);
@@ -135,29 +137,27 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
     // Every outcome is recorded before the rest goes back: a finished task returned to the
     // queue would run again.
     recorder.finish().await;
-    heartbeat.abort();
     match queue::release(&state, worker_id).await {
         Ok(count) if count > 0 => tracing::info!(count, "unfinished tasks returned to the queue"),
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not return unfinished tasks"),
     }
+    heartbeat.abort();
     if let Err(error) = worker::Entity::delete_by_id(worker_id).exec(&state.db).await {
         tracing::warn!(%error, "could not deregister the worker");
     }
     tracing::info!(%worker_id, "task worker stopped");
 }
 
-/// Beats every `tasks.heartbeat` until the worker stops.
-async fn heartbeat(state: AppState, worker_id: Uuid, mut stopped: watch::Receiver<bool>) {
+/// Beats every `tasks.heartbeat` until aborted.
+async fn heartbeat(state: AppState, worker_id: Uuid) {
     // Registering stamped `last_seen`; the first beat is one period later.
     let period = state.config.tasks.heartbeat.to_std();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticks.tick() => housekeeping(&state, worker_id).await,
-            _ = stopped.changed() => return,
-        }
+        ticks.tick().await;
+        housekeeping(&state, worker_id).await;
     }
 }
 
@@ -232,33 +232,35 @@ impl Drop for AbortOnDrop {
 struct Recorder {
     outcomes: mpsc::Sender<queue::Outcome>,
     done: tokio::task::JoinHandle<()>,
+    state: AppState,
+    worker_id: Uuid,
 }
 
 impl Recorder {
-    /// Starts recording for `worker_id`; at most `backlog` outcomes wait beside the one
-    /// transaction under way.
+    /// Starts recording for `worker_id`; at most `backlog` outcomes wait beside the ones being
+    /// written, and one transaction writes at most `backlog`.
     fn start(state: AppState, worker_id: Uuid, backlog: usize) -> Self {
-        let (outcomes, mut handed_over) = mpsc::channel::<queue::Outcome>(backlog.max(1));
+        let backlog = backlog.max(1);
+        let (outcomes, mut handed_over) = mpsc::channel::<queue::Outcome>(backlog);
+        let recording = state.clone();
         let done = tokio::spawn(async move {
-            while let Some(first) = handed_over.recv().await {
-                let mut batch = vec![first];
-                while let Ok(next) = handed_over.try_recv() {
-                    batch.push(next);
-                }
-                if let Err(error) = queue::record(&state, worker_id, batch).await {
-                    // The tasks stay running under this worker until a rescue returns them.
-                    tracing::warn!(%error, "could not record task outcomes");
-                }
+            let state = recording;
+            let mut batch = Vec::with_capacity(backlog);
+            while handed_over.recv_many(&mut batch, backlog).await > 0 {
+                record_with_retries(&state, worker_id, &batch).await;
+                batch.clear();
             }
         });
-        Self { outcomes, done }
+        Self { outcomes, done, state, worker_id }
     }
 
     /// Hands `outcome` over for recording. Waits while the backlog is full, so that a worker
     /// whose database falls behind stops claiming instead of finishing work it cannot record.
     async fn hand_over(&self, outcome: queue::Outcome) {
-        if self.outcomes.send(outcome).await.is_err() {
-            tracing::warn!("the task outcome recorder stopped; the task will be rescued");
+        if let Err(mpsc::error::SendError(outcome)) = self.outcomes.send(outcome).await {
+            // Only a panic ends the recorder early: the outcome is recorded here instead.
+            tracing::warn!("the task outcome recorder stopped; recording in the claiming loop");
+            record_with_retries(&self.state, self.worker_id, std::slice::from_ref(&outcome)).await;
         }
     }
 
@@ -267,6 +269,25 @@ impl Recorder {
         drop(self.outcomes);
         if let Err(error) = self.done.await {
             tracing::warn!(%error, "the task outcome recorder failed");
+        }
+    }
+}
+
+/// Attempts at recording one batch of outcomes before it is given up.
+const RECORD_ATTEMPTS: u32 = 3;
+
+/// Records `outcomes`, trying again after a failure (a pool that timed out, a lost connection).
+/// Outcomes never recorded leave their tasks running under this worker: they go back to the
+/// queue, to run again, when it stops or when it is found dead.
+async fn record_with_retries(state: &AppState, worker_id: Uuid, outcomes: &[queue::Outcome]) {
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match queue::record(state, worker_id, outcomes).await {
+            Ok(()) => return,
+            Err(error) if attempt < RECORD_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "could not record task outcomes; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+            Err(error) => tracing::warn!(%error, count = outcomes.len(), "could not record task outcomes; giving up"),
         }
     }
 }

@@ -363,7 +363,43 @@ async fn a_worker_stopping_as_its_tasks_end_records_every_outcome_before_it_retu
         rows.iter().filter(|t| t.state != "done").map(|t| (t.args["n"].as_u64().unwrap() as u32, t.state.clone())).collect();
     assert_eq!(rows.len() as u32, TASKS);
     assert!(not_done.is_empty(), "finished runs went back to the queue to run again: {not_done:?}");
-    assert_eq!(started.load(Ordering::SeqCst), TASKS, "no task ran twice");
+}
+
+/// A worker letting its last run finish at shutdown beats on: stopping its heartbeat at the stop
+/// would let another worker find it dead and run the same task again beside it.
+#[tokio::test]
+async fn a_worker_stopping_keeps_its_heartbeat_until_its_runs_are_done() {
+    let runs = Arc::new(AtomicU32::new(0));
+    let mut actors = Registry::builtin();
+    let counter = runs.clone();
+    actors.add(Actor::new("test.long", move |_context, _args: Value| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(None)
+        }
+    }));
+    let app = TestApp::spawn_with_actors(
+        |config| {
+            fast(config);
+            // Twenty missed beats, and a run that ends well after that many.
+            config.tasks.worker_timeout = "seconds=2".parse().unwrap();
+            config.tasks.shutdown_deadline = "seconds=30".parse().unwrap();
+        },
+        actors,
+    )
+    .await;
+    let stopping = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    let id = send(&app, "test.long", json!({})).await;
+    let claimed = wait_for(&app, id, &["running"], Duration::from_secs(10)).await;
+    assert_eq!(claimed.worker_id, Some(stopping.worker_id));
+    // Another worker, rescuing tasks of workers it finds dead at each of its beats.
+    let other = gatehouse::tasks::worker::start(app.state.clone(), 1).await.unwrap();
+    stopping.shutdown().await;
+    let row = task_row(&app, id).await;
+    assert_eq!((row.state.as_str(), row.attempt), ("done", 1), "the task was rescued from a worker still running it");
+    other.shutdown().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the task ran twice");
 }
 
 #[tokio::test]
@@ -564,7 +600,7 @@ async fn first_runs_that_succeeded_are_recorded_in_one_statement_on_postgresql()
     // Handed in by the wrong worker: it must stay running.
     outcomes.push(outcome(&foreign, 0));
     let before = app.state.statements.run();
-    queue::record(&app.state, worker, outcomes).await.unwrap();
+    queue::record(&app.state, worker, &outcomes).await.unwrap();
     if postgres {
         assert_eq!(app.state.statements.run() - before, 1);
     }
@@ -1000,17 +1036,17 @@ async fn a_late_outcome_never_finishes_a_later_attempt_of_the_same_worker() {
     assert_eq!((second.message_id, second.attempt), (id, 2));
     let outcome =
         |task: &task::Model| Outcome { task: task.clone(), result: Ok(None), result_ttl: None, max_retries: 0, worst_own_level: 0 };
-    queue::record(&app.state, worker, vec![outcome(&first)]).await.unwrap();
+    queue::record(&app.state, worker, &[outcome(&first)]).await.unwrap();
     let row = task_row(&app, id).await;
     assert_eq!((row.state.as_str(), row.attempt), ("running", 2), "the late outcome finished the rerun");
     assert_eq!(finished_logs(&app, id).await, 0);
     // A late failure neither requeues the rerun nor leaves an error in its log.
     let failure = Outcome { result: Err(TaskError::Failed("the late attempt failed".into())), max_retries: 3, ..outcome(&first) };
-    queue::record(&app.state, worker, vec![failure]).await.unwrap();
+    queue::record(&app.state, worker, &[failure]).await.unwrap();
     let row = task_row(&app, id).await;
     assert_eq!((row.state.as_str(), row.attempt, row.retries), ("running", 2, 0));
     // Both attempts' successes recorded together: only the current attempt finishes, once.
-    queue::record(&app.state, worker, vec![outcome(&first), outcome(&second)]).await.unwrap();
+    queue::record(&app.state, worker, &[outcome(&first), outcome(&second)]).await.unwrap();
     let row = task_row(&app, id).await;
     // The rescue's own warning shows; the late failure's error must not.
     assert_eq!((row.state.as_str(), row.aggregated_status.as_str()), ("done", "warning"), "a late failure coloured the task");
