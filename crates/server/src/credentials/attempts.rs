@@ -181,8 +181,19 @@ pub struct Reservation {
     buckets: Vec<Bucket>,
 }
 
+/// Runs `check` (a reservation, the lookup or comparison it guards, and its settlement) to its
+/// end on a task of its own, even when the request awaiting it stops waiting. A committed
+/// reservation counts as a failure until its check gives it back: run inline, a check whose
+/// client hung up in between (a closed tab, a timeout, a load generator ending its run) would
+/// stay counted against the address and the account for the rest of the window, for nothing
+/// the client did wrong, until those free failures ran out for everyone behind that address.
+pub async fn run_to_end<T: Send + 'static>(check: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(check).await.map_err(|error| Error::internal(format!("a guarded check stopped: {error}")))?
+}
+
 /// Reserves one attempt in every bucket, or fails with 429 (counting nothing) while any of them
-/// must wait. Every process that reserves in the same bucket waits for the others' reservations:
+/// must wait. A reservation made here is committed: the check it guards runs inside
+/// [`run_to_end`]. Every process that reserves in the same bucket waits for the others' reservations:
 /// PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite through its single
 /// writer.
 pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, buckets: Vec<Bucket>) -> Result<Reservation> {

@@ -84,19 +84,25 @@ async fn enrollment_token_for(
     if key.kind() != KeyKind::Enrollment {
         return Ok(None);
     }
-    let reservation = crate::tokens::service::reserve_key_guess(state, &key, from).await?;
     let digest = super::enrollment::key_digest(&state.secret, key.expose());
-    let Some(token) = enrollment_token::Entity::find()
-        .filter(enrollment_token::Column::TenantId.eq(state.tenant.0))
-        .filter(enrollment_token::Column::KeyDigest.eq(digest))
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    // A key that was issued is no guess, even when it no longer enrols: devices retrying with a
-    // retired token must not use up their address's allowance for API keys.
-    reservation.settle_success(&state.db).await?;
+    let checking = state.clone();
+    let found = crate::credentials::attempts::run_to_end(async move {
+        let state = checking;
+        let reservation = crate::tokens::service::reserve_key_guess(&state, &key, from).await?;
+        let found = enrollment_token::Entity::find()
+            .filter(enrollment_token::Column::TenantId.eq(state.tenant.0))
+            .filter(enrollment_token::Column::KeyDigest.eq(digest))
+            .one(&state.db)
+            .await?;
+        // A key that was issued is no guess, even when it no longer enrols: devices retrying
+        // with a retired token must not use up their address's allowance for API keys.
+        if found.is_some() {
+            reservation.settle_success(&state.db).await?;
+        }
+        Ok(found)
+    })
+    .await?;
+    let Some(token) = found else { return Ok(None) };
     if !live(token.expiring, token.expires, Utc::now()) {
         return Ok(None);
     }
@@ -231,18 +237,24 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     if let Some(known) = state.devices.keys.get(&digest, read_under) {
         return Ok(known.live_at(now).then(|| known.caller.clone()));
     }
-    let reservation = crate::tokens::service::reserve_key_guess(state, &key, from).await?;
-    let Some(token) = device_token::Entity::find()
-        .filter(device_token::Column::TenantId.eq(state.tenant.0))
-        .filter(device_token::Column::KeyDigest.eq(&digest))
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    // Issued, so no guess: a replaced or expired token, or one of a deleted device, is refused
-    // without counting against the address.
-    reservation.settle_success(&state.db).await?;
+    let (checking, looked_up) = (state.clone(), digest.clone());
+    let found = crate::credentials::attempts::run_to_end(async move {
+        let state = checking;
+        let reservation = crate::tokens::service::reserve_key_guess(&state, &key, from).await?;
+        let found = device_token::Entity::find()
+            .filter(device_token::Column::TenantId.eq(state.tenant.0))
+            .filter(device_token::Column::KeyDigest.eq(looked_up))
+            .one(&state.db)
+            .await?;
+        // Issued, so no guess: a replaced or expired token, or one of a deleted device, is
+        // refused without counting against the address.
+        if found.is_some() {
+            reservation.settle_success(&state.db).await?;
+        }
+        Ok(found)
+    })
+    .await?;
+    let Some(token) = found else { return Ok(None) };
     if !live(token.expiring, token.expires, now) {
         return Ok(None);
     }

@@ -181,10 +181,18 @@ struct Found {
 }
 
 async fn found(state: &AppState, current: &AuthContext, typed: &str) -> Result<std::result::Result<Found, String>> {
-    let reservation =
-        attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::user_code_guesses(current.user.id)]).await?;
-    let Some((row, user_code)) = pending(&state.db, state, typed).await? else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
-    reservation.settle_success(&state.db).await?;
+    let (checking, user_id, typed) = (state.clone(), current.user.id, typed.to_owned());
+    let pending = attempts::run_to_end(async move {
+        let state = checking;
+        let reservation = attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::user_code_guesses(user_id)]).await?;
+        let found = pending(&state.db, &state, &typed).await?;
+        if found.is_some() {
+            reservation.settle_success(&state.db).await?;
+        }
+        Ok(found)
+    })
+    .await?;
+    let Some((row, user_code)) = pending else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
     let provider = provider::Entity::find_by_id(row.provider_id).one(&state.db).await?.ok_or(Error::NotFound)?;
     let application = application::Entity::find()
         .filter(application::Column::TenantId.eq(state.tenant.0))

@@ -345,10 +345,8 @@ pub enum PasswordCheck {
 /// sign-in limits: reserves the attempt ([`begin_attempt`]), checks it ([`verify_password_with`])
 /// and records the outcome ([`pass_attempt`] or [`fail_attempt`]).
 ///
-/// The check runs to its end even when the caller stops waiting for it (the client went away
-/// mid-request): a reservation dropped before its outcome is recorded would stay counted as a
-/// failure of the address and the account for the rest of the window, so dropped requests of
-/// honest people at one address would add up to delays for everyone there.
+/// The check runs to its end even when the caller stops waiting for it
+/// ([`crate::credentials::attempts::run_to_end`]).
 pub async fn check_password(
     state: &AppState,
     identifier: &str,
@@ -359,7 +357,7 @@ pub async fn check_password(
     app_passwords: bool,
 ) -> Result<PasswordCheck> {
     let (state, identifier, client) = (state.clone(), identifier.to_owned(), client.clone());
-    let check = tokio::spawn(async move {
+    crate::credentials::attempts::run_to_end(async move {
         let attempt = begin_attempt(&state, &identifier, candidate.as_ref(), &client).await?;
         match verify_password_with(&state, attempt, candidate.clone(), password, own, app_passwords).await? {
             Checked::Passed(attempt, verified) => {
@@ -372,8 +370,8 @@ pub async fn check_password(
                 Ok(PasswordCheck::Failed)
             }
         }
-    });
-    check.await.map_err(|error| Error::internal(format!("a password check stopped: {error}")))?
+    })
+    .await
 }
 
 /// Records a failed attempt (already counted toward the limits when it was reserved): a

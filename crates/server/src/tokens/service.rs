@@ -567,14 +567,14 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
-    // Boxed: the database path holds large futures (its queries), and every request's future would
-    // otherwise carry (and copy) it, cached or not.
-    Box::pin(authenticate_uncached(state, key, digest, from, now)).await
+    // On a task of its own, from the reservation to its settlement (and so off the request's
+    // future, which would otherwise carry the queries' large futures, cached or not).
+    attempts::run_to_end(authenticate_uncached(state.clone(), key, digest, from, now)).await
 }
 
 /// The rest of [`authenticate`] for a key the cache does not hold: one check at a time per key.
 async fn authenticate_uncached(
-    state: &AppState,
+    state: AppState,
     key: SecretKey,
     digest: String,
     from: Option<std::net::IpAddr>,
@@ -582,10 +582,10 @@ async fn authenticate_uncached(
 ) -> Result<Option<Arc<AuthContext>>> {
     let _turn = state.auth_cache.turn(&digest).await;
     if let Some(context) = state.auth_cache.get(&digest) {
-        return Ok(from_cache(state, digest, context, now));
+        return Ok(from_cache(&state, digest, context, now));
     }
     state.auth_cache.missed();
-    let reservation = reserve_key_guess(state, &key, from).await?;
+    let reservation = reserve_key_guess(&state, &key, from).await?;
     let generation = state.auth_cache.generation();
     // One statement for the key and its (active) user, one for the user's rights and groups.
     let found = token::Entity::find()

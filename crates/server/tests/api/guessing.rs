@@ -171,6 +171,46 @@ async fn counted_failures(app: &TestApp) -> Vec<(String, i32)> {
     counter::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|row| (row.bucket, row.failures)).collect()
 }
 
+/// The same for an API key: a key whose client went away while it was looked up is given back
+/// like any key that exists. The lookup is held up by a lock on the keys' table until the
+/// server has let go of the request (PostgreSQL only: SQLite has no table locks to hold a reader).
+#[tokio::test]
+async fn a_key_check_whose_client_stops_waiting_still_gives_its_guess_back() {
+    use sea_orm::sqlx::{Connection, Executor};
+    let app = TestApp::spawn().await;
+    if app.state.config.backend() != gatehouse::config::Backend::Postgres {
+        return;
+    }
+    app.superuser("root@example.com").await;
+    let root = app.sign_in("root@example.com").await;
+    let (_, key) = app.create_key(&root, json!({"identifier": "abandoned"})).await;
+    let mut holder = sea_orm::sqlx::PgConnection::connect(&app.state.config.database_url()).await.unwrap();
+    holder.execute("BEGIN; LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let request = app.client.get(app.url("/api/v3/core/users/me/")).header("authorization", format!("Bearer {key}"));
+    let check = tokio::spawn(request.send());
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !counted_failures(&app).await.iter().any(|(_, failures)| *failures > 0) {
+        assert!(Instant::now() < deadline && !check.is_finished(), "the key was never reserved");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    check.abort();
+    assert!(check.await.is_err_and(|error| error.is_cancelled()));
+    // Nothing tells when the server notices the closed connection and drops the request; the
+    // lock holds the lookup until well after that.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    holder.execute("ROLLBACK").await.unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let counted = counted_failures(&app).await;
+        if counted.iter().all(|(_, failures)| *failures <= 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned key check stayed counted: {counted:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.bearer(&key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
+}
+
 /// A right password whose client went away while it was checked (a closed tab, a timeout) gives
 /// its attempt back like any right password: the check runs to its end without the request.
 /// Before, the reservation stayed counted as a failure of the address and the account for the
