@@ -188,7 +188,8 @@ fn wrong(spent: bool) -> Checked {
 }
 
 /// Judges the first code of a new authenticator app during its setup, counted like any other
-/// answer: the time step it matched, or why not.
+/// answer: the time step it matched, or why not. The check runs to its end even when the caller
+/// stops waiting ([`attempts::run_to_end`]).
 pub async fn check_new_totp(
     state: &AppState,
     account: &user::Model,
@@ -196,19 +197,23 @@ pub async fn check_new_totp(
     digits: Digits,
     answer: &str,
 ) -> Result<std::result::Result<u64, String>> {
-    let reservation = match reserve_guess(state, account).await? {
-        Ok(reservation) => reservation,
-        Err(message) => return Ok(Err(message)),
-    };
-    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
-    match normalise_code(answer, digits).and_then(|code| secret.matching_step(digits, &code, now)) {
-        Some(step) => {
-            reservation.settle_success(&state.db).await?;
-            Ok(Ok(step))
+    let (state, account, secret, answer) = (state.clone(), account.clone(), secret.clone(), answer.to_owned());
+    attempts::run_to_end(async move {
+        let reservation = match reserve_guess(&state, &account).await? {
+            Ok(reservation) => reservation,
+            Err(message) => return Ok(Err(message)),
+        };
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+        match normalise_code(&answer, digits).and_then(|code| secret.matching_step(digits, &code, now)) {
+            Some(step) => {
+                reservation.settle_success(&state.db).await?;
+                Ok(Ok(step))
+            }
+            None => {
+                drop(reservation);
+                Ok(Err("Code does not match.".into()))
+            }
         }
-        None => {
-            drop(reservation);
-            Ok(Err("Code does not match.".into()))
-        }
-    }
+    })
+    .await
 }
