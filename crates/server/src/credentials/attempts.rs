@@ -192,11 +192,11 @@ pub async fn run_to_end<T: Send + 'static>(check: impl Future<Output = Result<T>
 }
 
 /// Reserves one attempt in every bucket, or fails with 429 (counting nothing) while any of them
-/// must wait. A reservation made here is committed: a check that gives it back when it
-/// succeeds runs inside [`run_to_end`]. (A code send's reservation stays counted unless the
-/// send fails, and a plain count is never given back: those need not.) Every process that reserves in the same bucket waits for the others' reservations:
-/// PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite through its single
-/// writer.
+/// must wait. Every process that reserves in the same bucket waits for the others'
+/// reservations: PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite
+/// through its single writer. A reservation made here is committed: a check that gives it back
+/// when it succeeds runs inside [`run_to_end`]. (A code send's reservation stays counted unless
+/// the send fails, and a plain count is never given back: those need not.)
 pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, buckets: Vec<Bucket>) -> Result<Reservation> {
     if buckets.is_empty() {
         return Ok(Reservation { tenant, buckets });

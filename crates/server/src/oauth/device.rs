@@ -182,7 +182,7 @@ struct Found {
 
 async fn found(state: &AppState, current: &AuthContext, typed: &str) -> Result<std::result::Result<Found, String>> {
     let (checking, user_id, typed) = (state.clone(), current.user.id, typed.to_owned());
-    let pending = attempts::run_to_end(async move {
+    let looked_up = attempts::run_to_end(async move {
         let state = checking;
         let reservation = attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::user_code_guesses(user_id)]).await?;
         let found = pending(&state.db, &state, &typed).await?;
@@ -192,7 +192,7 @@ async fn found(state: &AppState, current: &AuthContext, typed: &str) -> Result<s
         Ok(found)
     })
     .await?;
-    let Some((row, user_code)) = pending else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
+    let Some((row, user_code)) = looked_up else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
     let provider = provider::Entity::find_by_id(row.provider_id).one(&state.db).await?.ok_or(Error::NotFound)?;
     let application = application::Entity::find()
         .filter(application::Column::TenantId.eq(state.tenant.0))

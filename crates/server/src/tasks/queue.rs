@@ -367,9 +367,19 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: &[Outcome]) -> Res
     Ok(())
 }
 
-/// `after` past `now`, or the latest time there is when that lies beyond it.
+/// The latest time stored: both databases hold it, and as SQLite's text it still sorts after
+/// every earlier time (a five-digit year would not).
+const LAST_STORED: DateTime<Utc> = match DateTime::from_timestamp(253_402_300_799, 0) {
+    Some(time) => time,
+    None => DateTime::<Utc>::MAX_UTC,
+};
+
+/// `after` past `now`, or [`LAST_STORED`] when that lies beyond it.
 fn later(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
-    chrono::TimeDelta::from_std(after).ok().and_then(|after| now.checked_add_signed(after)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    chrono::TimeDelta::from_std(after)
+        .ok()
+        .and_then(|after| now.checked_add_signed(after))
+        .map_or(LAST_STORED, |at| Ord::min(at, LAST_STORED))
 }
 
 /// The entry a task gets when a run ends well.
@@ -603,7 +613,7 @@ pub async fn rescue(state: &AppState, worker_timeout: Duration) -> Result<u64> {
     let cutoff = chrono::TimeDelta::from_std(worker_timeout)
         .ok()
         .and_then(|timeout| Utc::now().checked_sub_signed(timeout))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        .map_or(DateTime::UNIX_EPOCH, |at| Ord::max(at, DateTime::UNIX_EPOCH));
     let alive: Vec<Uuid> =
         worker::Entity::find().filter(worker::Column::LastSeen.gt(cutoff)).all(&state.db).await?.into_iter().map(|w| w.worker_id).collect();
     let held = task::Entity::find()
@@ -648,4 +658,18 @@ pub async fn release(state: &AppState, worker_id: Uuid) -> Result<u64> {
         .exec(&state.db)
         .await?;
     Ok(updated.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_past_the_last_storable_one_are_held_to_it() {
+        let now = Utc::now();
+        assert_eq!(later(now, Duration::from_secs(90)), now + chrono::TimeDelta::seconds(90));
+        assert_eq!(later(now, Duration::MAX), LAST_STORED);
+        assert_eq!(later(now, Duration::from_secs(9_000 * 365 * 86_400)), LAST_STORED);
+        assert_eq!(LAST_STORED.to_rfc3339(), "9999-12-31T23:59:59+00:00");
+    }
 }

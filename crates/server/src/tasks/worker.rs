@@ -80,7 +80,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
     // queue, so that neither a loop waiting for its outcomes to be recorded nor a shutdown
     // letting its runs finish makes a live worker look dead (its tasks would be rescued and run
     // again).
-    let heartbeat = tokio::spawn(heartbeat(state.clone(), worker_id));
+    let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(state.clone(), worker_id)).abort_handle());
     // The loop claims once before it first waits, so the first poll is one interval later.
     let poll_every = config.poll_interval.to_std();
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + poll_every, poll_every);
@@ -142,7 +142,7 @@ async fn run(state: AppState, worker_id: Uuid, concurrency: usize, wake: Arc<Not
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not return unfinished tasks"),
     }
-    heartbeat.abort();
+    drop(heartbeat);
     if let Err(error) = worker::Entity::delete_by_id(worker_id).exec(&state.db).await {
         tracing::warn!(%error, "could not deregister the worker");
     }
@@ -258,7 +258,8 @@ impl Recorder {
     /// whose database falls behind stops claiming instead of finishing work it cannot record.
     async fn hand_over(&self, outcome: queue::Outcome) {
         if let Err(mpsc::error::SendError(outcome)) = self.outcomes.send(outcome).await {
-            // Only a panic ends the recorder early: the outcome is recorded here instead.
+            // Only a panic ends the recorder early (what it held is lost, and rescued or released
+            // later): outcomes handed over since are recorded here instead.
             tracing::warn!("the task outcome recorder stopped; recording in the claiming loop");
             record_with_retries(&self.state, self.worker_id, std::slice::from_ref(&outcome)).await;
         }
@@ -276,18 +277,27 @@ impl Recorder {
 /// Attempts at recording one batch of outcomes before it is given up.
 const RECORD_ATTEMPTS: u32 = 3;
 
-/// Records `outcomes`, trying again after a failure (a pool that timed out, a lost connection).
+/// Records `outcomes`, trying again after a failure (a pool that timed out, a lost connection),
+/// then one by one, so that one outcome the database refuses does not take the others with it.
 /// Outcomes never recorded leave their tasks running under this worker: they go back to the
 /// queue, to run again, when it stops or when it is found dead.
 async fn record_with_retries(state: &AppState, worker_id: Uuid, outcomes: &[queue::Outcome]) {
     for attempt in 1..=RECORD_ATTEMPTS {
         match queue::record(state, worker_id, outcomes).await {
             Ok(()) => return,
-            Err(error) if attempt < RECORD_ATTEMPTS => {
-                tracing::warn!(%error, attempt, "could not record task outcomes; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            Err(error) => {
+                tracing::warn!(%error, attempt, count = outcomes.len(), "could not record task outcomes");
+                if attempt < RECORD_ATTEMPTS {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
             }
-            Err(error) => tracing::warn!(%error, count = outcomes.len(), "could not record task outcomes; giving up"),
+        }
+    }
+    if outcomes.len() > 1 {
+        for outcome in outcomes {
+            if let Err(error) = queue::record(state, worker_id, std::slice::from_ref(outcome)).await {
+                tracing::warn!(%error, task = %outcome.task.message_id, "could not record a task outcome; giving up");
+            }
         }
     }
 }

@@ -567,8 +567,9 @@ pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::I
     if let Some(context) = state.auth_cache.get(&digest) {
         return Ok(from_cache(state, digest, context, now));
     }
-    // On a task of its own, from the reservation to its settlement (and so off the request's
-    // future, which would otherwise carry the queries' large futures, cached or not).
+    // On a task of its own, from the wait for the key's turn to the cache's update, so that the
+    // reservation is settled even when the request goes away (and the queries' large futures
+    // stay off every request's future, cached or not).
     attempts::run_to_end(authenticate_uncached(state.clone(), key, digest, from, now)).await
 }
 
