@@ -85,21 +85,14 @@ async fn enrollment_token_for(
         return Ok(None);
     }
     let digest = super::enrollment::key_digest(&state.secret, key.expose());
-    let checking = state.clone();
-    let found = crate::credentials::attempts::run_to_end(async move {
-        let state = checking;
-        let reservation = crate::tokens::service::reserve_key_guess(&state, &key, from).await?;
-        let found = enrollment_token::Entity::find()
+    // A retired enrollment key is no guess either: devices retrying with it must not use up
+    // their address's allowance for API keys.
+    let found = crate::tokens::service::look_up_key(state, key, from, |state| async move {
+        Ok(enrollment_token::Entity::find()
             .filter(enrollment_token::Column::TenantId.eq(state.tenant.0))
             .filter(enrollment_token::Column::KeyDigest.eq(digest))
             .one(&state.db)
-            .await?;
-        // A key that was issued is no guess, even when it no longer enrols: devices retrying
-        // with a retired token must not use up their address's allowance for API keys.
-        if found.is_some() {
-            reservation.settle_success(&state.db).await?;
-        }
-        Ok(found)
+            .await?)
     })
     .await?;
     let Some(token) = found else { return Ok(None) };
@@ -237,21 +230,15 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     if let Some(known) = state.devices.keys.get(&digest, read_under) {
         return Ok(known.live_at(now).then(|| known.caller.clone()));
     }
-    let (checking, looked_up) = (state.clone(), digest.clone());
-    let found = crate::credentials::attempts::run_to_end(async move {
-        let state = checking;
-        let reservation = crate::tokens::service::reserve_key_guess(&state, &key, from).await?;
-        let found = device_token::Entity::find()
+    // Issued, so no guess: a replaced or expired token, or one of a deleted device, is refused
+    // without counting against the address.
+    let looked_up = digest.clone();
+    let found = crate::tokens::service::look_up_key(state, key, from, |state| async move {
+        Ok(device_token::Entity::find()
             .filter(device_token::Column::TenantId.eq(state.tenant.0))
             .filter(device_token::Column::KeyDigest.eq(looked_up))
             .one(&state.db)
-            .await?;
-        // Issued, so no guess: a replaced or expired token, or one of a deleted device, is
-        // refused without counting against the address.
-        if found.is_some() {
-            reservation.settle_success(&state.db).await?;
-        }
-        Ok(found)
+            .await?)
     })
     .await?;
     let Some(token) = found else { return Ok(None) };

@@ -555,6 +555,32 @@ pub async fn reserve_key_guess(state: &AppState, key: &SecretKey, from: Option<s
     attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await
 }
 
+/// Looks a key up under the guessing limits, on a task of its own
+/// ([`attempts::run_to_end`]): the key is reserved as a guess, `lookup` runs, and a key it
+/// finds is given back. Found means issued, live or not: a client retrying with a retired key
+/// must not use up its address's allowance for the others.
+pub async fn look_up_key<T, F>(
+    state: &AppState,
+    key: SecretKey,
+    from: Option<std::net::IpAddr>,
+    lookup: impl FnOnce(AppState) -> F + Send + 'static,
+) -> Result<Option<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<Option<T>>> + Send,
+{
+    let state = state.clone();
+    attempts::run_to_end(async move {
+        let reservation = reserve_key_guess(&state, &key, from).await?;
+        let found = lookup(state.clone()).await?;
+        if found.is_some() {
+            reservation.settle_success(&state.db).await?;
+        }
+        Ok(found)
+    })
+    .await
+}
+
 /// Checks an API key: format and checksum first (no database), then the in-process cache,
 /// then the database. Expiry is enforced here, on every check.
 pub async fn authenticate(state: &AppState, text: &str, from: Option<std::net::IpAddr>) -> Result<Option<Arc<AuthContext>>> {

@@ -171,6 +171,19 @@ async fn counted_failures(app: &TestApp) -> Vec<(String, i32)> {
     counter::Entity::find().all(&app.state.db).await.unwrap().into_iter().map(|row| (row.bucket, row.failures)).collect()
 }
 
+/// Waits until no bucket counts a failure; fails naming `what` stayed counted.
+async fn wait_until_every_bucket_is_clear(app: &TestApp, what: &str) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let counted = counted_failures(app).await;
+        if counted.iter().all(|(_, failures)| *failures <= 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} stayed counted: {counted:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The same for an API key: a key whose client went away while it was looked up is given back
 /// like any key that exists. The lookup is held up by a lock on the keys' table until the
 /// server has let go of the request (PostgreSQL only: SQLite has no table locks to hold a reader).
@@ -199,15 +212,7 @@ async fn a_key_check_whose_client_stops_waiting_still_gives_its_guess_back() {
     // lock holds the lookup until well after that.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     holder.execute("ROLLBACK").await.unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let counted = counted_failures(&app).await;
-        if counted.iter().all(|(_, failures)| *failures <= 0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the abandoned key check stayed counted: {counted:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until_every_bucket_is_clear(&app, "the abandoned key check").await;
     assert_eq!(app.bearer(&key, reqwest::Method::GET, "/api/v3/core/users/me/", None).await.status(), StatusCode::OK);
 }
 
@@ -243,14 +248,6 @@ async fn a_sign_in_whose_client_stops_waiting_still_gives_its_attempt_back() {
     }
     assert!(abandoned, "no sign-in was abandoned while its password was checked");
     // Every bucket is given its attempt back (the account's cleared).
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let counted = counted_failures(&app).await;
-        if counted.iter().all(|(_, failures)| *failures <= 0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the abandoned attempt stayed counted: {counted:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until_every_bucket_is_clear(&app, "the abandoned attempt").await;
     assert_eq!(app.try_sign_in("ada@example.com", PASSWORD).await.status(), StatusCode::OK);
 }
