@@ -191,6 +191,29 @@ pub async fn run_to_end<T: Send + 'static>(check: impl Future<Output = Result<T>
     tokio::spawn(check).await.map_err(|error| Error::internal(format!("a guarded check stopped: {error}")))?
 }
 
+/// Reserves `buckets`, then runs `lookup`, and gives the reservation back when it finds
+/// something, all to the end ([`run_to_end`]): the check of a secret that is either issued
+/// (found, whether it still works or not) or a guess. `lookup` runs only once the reservation
+/// is made.
+pub async fn look_up<T: Send + 'static>(
+    db: &DatabaseConnection,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+    buckets: Vec<Bucket>,
+    lookup: impl Future<Output = Result<Option<T>>> + Send + 'static,
+) -> Result<Option<T>> {
+    let db = db.clone();
+    run_to_end(async move {
+        let reservation = reserve(&db, tenant, now, buckets).await?;
+        let found = lookup.await?;
+        if found.is_some() {
+            reservation.settle_success(&db).await?;
+        }
+        Ok(found)
+    })
+    .await
+}
+
 /// Reserves one attempt in every bucket, or fails with 429 (counting nothing) while any of them
 /// must wait. Every process that reserves in the same bucket waits for the others'
 /// reservations: PostgreSQL through a transaction-scoped advisory lock per bucket, SQLite

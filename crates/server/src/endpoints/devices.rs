@@ -87,11 +87,12 @@ async fn enrollment_token_for(
     let digest = super::enrollment::key_digest(&state.secret, key.expose());
     // A retired enrollment key is no guess either: devices retrying with it must not use up
     // their address's allowance for API keys.
-    let found = crate::tokens::service::look_up_key(state, key, from, |state| async move {
+    let (db, tenant) = (state.db.clone(), state.tenant.0);
+    let found = crate::tokens::service::look_up_key(state, &key, from, async move {
         Ok(enrollment_token::Entity::find()
-            .filter(enrollment_token::Column::TenantId.eq(state.tenant.0))
+            .filter(enrollment_token::Column::TenantId.eq(tenant))
             .filter(enrollment_token::Column::KeyDigest.eq(digest))
-            .one(&state.db)
+            .one(&db)
             .await?)
     })
     .await?;
@@ -232,12 +233,12 @@ pub async fn authenticate(state: &AppState, key_text: &str, from: Option<std::ne
     }
     // Issued, so no guess: a replaced or expired token, or one of a deleted device, is refused
     // without counting against the address.
-    let looked_up = digest.clone();
-    let found = crate::tokens::service::look_up_key(state, key, from, |state| async move {
+    let (db, tenant, looked_up) = (state.db.clone(), state.tenant.0, digest.clone());
+    let found = crate::tokens::service::look_up_key(state, &key, from, async move {
         Ok(device_token::Entity::find()
-            .filter(device_token::Column::TenantId.eq(state.tenant.0))
+            .filter(device_token::Column::TenantId.eq(tenant))
             .filter(device_token::Column::KeyDigest.eq(looked_up))
-            .one(&state.db)
+            .one(&db)
             .await?)
     })
     .await?;

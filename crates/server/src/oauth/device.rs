@@ -181,17 +181,17 @@ struct Found {
 }
 
 async fn found(state: &AppState, current: &AuthContext, typed: &str) -> Result<std::result::Result<Found, String>> {
-    let (checking, user_id, typed) = (state.clone(), current.user.id, typed.to_owned());
-    let looked_up = attempts::run_to_end(async move {
-        let state = checking;
-        let reservation = attempts::reserve(&state.db, state.tenant, state.clock.now(), vec![Bucket::user_code_guesses(user_id)]).await?;
-        let found = pending(&state.db, &state, &typed).await?;
-        if found.is_some() {
-            reservation.settle_success(&state.db).await?;
-        }
-        Ok(found)
-    })
-    .await?;
+    let (checking, typed) = (state.clone(), typed.to_owned());
+    let guesses = vec![Bucket::user_code_guesses(current.user.id)];
+    let looked_up =
+        attempts::look_up(
+            &state.db,
+            state.tenant,
+            state.clock.now(),
+            guesses,
+            async move { pending(&checking.db, &checking, &typed).await },
+        )
+        .await?;
     let Some((row, user_code)) = looked_up else { return Ok(Err(UNKNOWN_CODE.to_owned())) };
     let provider = provider::Entity::find_by_id(row.provider_id).one(&state.db).await?.ok_or(Error::NotFound)?;
     let application = application::Entity::find()

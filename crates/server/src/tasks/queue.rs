@@ -333,8 +333,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: &[Outcome]) -> Res
         } else {
             aggregate(&txn, outcome.task.message_id).await?
         };
-        let result = outcome.result.as_ref().ok().cloned().flatten();
-        match (result, outcome.result_ttl) {
+        match (outcome.result.as_ref().ok().and_then(Option::as_ref), outcome.result_ttl) {
             (Some(result), Some(ttl)) => {
                 let expiry = later(now, ttl);
                 let updated = guarded(&outcome.task)
@@ -342,7 +341,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: &[Outcome]) -> Res
                     .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
                     .col_expr(task::Column::Mtime, Expr::val(now))
                     .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
-                    .col_expr(task::Column::Result, Expr::val(Some(result)))
+                    .col_expr(task::Column::Result, Expr::val(Some(result.clone())))
                     .col_expr(task::Column::ResultExpiry, Expr::val(Some(expiry)))
                     .exec(&txn)
                     .await?;

@@ -537,12 +537,11 @@ pub async fn replace_key(state: &AppState, actor: &Actor, token: &token::Model, 
     Ok(())
 }
 
-/// Reserves a key that is not known good as a guess before it is looked up: against keys with
-/// its prefix from the caller's address, and the address's ceiling. The caller settles it as a
-/// success once the key turns out to exist. Every kind of key (API keys, enrollment and device
-/// keys) counts toward the same allowance.
-pub async fn reserve_key_guess(state: &AppState, key: &SecretKey, from: Option<std::net::IpAddr>) -> Result<attempts::Reservation> {
-    let buckets = match from {
+/// The buckets a key that is not known good counts toward as a guess before it is looked up:
+/// keys with its prefix from the caller's address, and the address's ceiling. Every kind of key
+/// (API keys, enrollment and device keys) counts toward the same allowance.
+fn key_guess_buckets(state: &AppState, key: &SecretKey, from: Option<std::net::IpAddr>) -> Vec<Bucket> {
+    match from {
         Some(ip) => {
             let prefix_digest = state.secret.digest("key-prefix", key.prefix().as_bytes());
             vec![
@@ -551,34 +550,25 @@ pub async fn reserve_key_guess(state: &AppState, key: &SecretKey, from: Option<s
             ]
         }
         None => Vec::new(),
-    };
-    attempts::reserve(&state.db, state.tenant, state.clock.now(), buckets).await
+    }
 }
 
-/// Looks a key up under the guessing limits, on a task of its own
-/// ([`attempts::run_to_end`]): the key is reserved as a guess, `lookup` runs, and a key it
-/// finds is given back. Found means issued, live or not: a client retrying with a retired key
-/// must not use up its address's allowance for the others.
-pub async fn look_up_key<T, F>(
+/// Reserves a key as a guess ([`key_guess_buckets`]); the caller settles it as a success once
+/// the key turns out to exist.
+async fn reserve_key_guess(state: &AppState, key: &SecretKey, from: Option<std::net::IpAddr>) -> Result<attempts::Reservation> {
+    attempts::reserve(&state.db, state.tenant, state.clock.now(), key_guess_buckets(state, key, from)).await
+}
+
+/// Looks `key` up with `lookup` under the guessing limits ([`attempts::look_up`]). Found means
+/// issued, live or not: a client retrying with a retired key must not use up its address's
+/// allowance for the others.
+pub async fn look_up_key<T: Send + 'static>(
     state: &AppState,
-    key: SecretKey,
+    key: &SecretKey,
     from: Option<std::net::IpAddr>,
-    lookup: impl FnOnce(AppState) -> F + Send + 'static,
-) -> Result<Option<T>>
-where
-    T: Send + 'static,
-    F: Future<Output = Result<Option<T>>> + Send,
-{
-    let state = state.clone();
-    attempts::run_to_end(async move {
-        let reservation = reserve_key_guess(&state, &key, from).await?;
-        let found = lookup(state.clone()).await?;
-        if found.is_some() {
-            reservation.settle_success(&state.db).await?;
-        }
-        Ok(found)
-    })
-    .await
+    lookup: impl Future<Output = Result<Option<T>>> + Send + 'static,
+) -> Result<Option<T>> {
+    attempts::look_up(&state.db, state.tenant, state.clock.now(), key_guess_buckets(state, key, from), lookup).await
 }
 
 /// Checks an API key: format and checksum first (no database), then the in-process cache,
