@@ -117,18 +117,28 @@ pub fn parse_replacing_controls<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, 
     serde_path_to_error::deserialize(value).map_err(field_error)
 }
 
-fn replace_controls(value: &mut serde_json::Value) {
-    let clean = |text: &str| {
-        text.chars().map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { '\u{fffd}' } else { c }).collect::<String>()
-    };
+/// `text` with its control characters but tab, line feed and carriage return replaced by
+/// U+FFFD: for text from outside (an error, a provider's answer) on its way into a store, which
+/// may refuse some of them (PostgreSQL refuses U+0000 in text and `jsonb`).
+pub fn without_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let kept = |c: char| !c.is_control() || matches!(c, '\t' | '\n' | '\r');
+    if text.chars().all(kept) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(text.chars().map(|c| if kept(c) { c } else { '\u{fffd}' }).collect())
+}
+
+/// [`without_controls`] for every string and key of `value`.
+pub fn replace_controls(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::String(text) if text.chars().any(char::is_control) => *text = clean(text),
+        serde_json::Value::String(text) if text.chars().any(char::is_control) => *text = without_controls(text).into_owned(),
         serde_json::Value::Array(items) => items.iter_mut().for_each(replace_controls),
         serde_json::Value::Object(map) => {
-            let entries = std::mem::take(map);
-            for (key, mut item) in entries {
-                replace_controls(&mut item);
-                map.insert(clean(&key), item);
+            map.values_mut().for_each(replace_controls);
+            if map.keys().any(|key| key.chars().any(char::is_control)) {
+                for (key, item) in std::mem::take(map) {
+                    map.insert(without_controls(&key).into_owned(), item);
+                }
             }
         }
         _ => {}

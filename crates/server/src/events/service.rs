@@ -170,7 +170,12 @@ pub async fn record(db: &impl ConnectionTrait, state: &AppState, record: EventRe
         app: Set("gatehouse".to_owned()),
         user_id: Set(record.user.as_ref().map(|u| u.id)),
         user: Set(user_json),
-        context: Set(Value::Object(context)),
+        // Context may quote the outside (a provider's answer): PostgreSQL refuses U+0000.
+        context: Set({
+            let mut context = Value::Object(context);
+            crate::json::replace_controls(&mut context);
+            context
+        }),
         client_ip: Set(record.client.as_ref().and_then(ClientInfo::ip_text)),
         created: Set(now),
         expires: Set(now + state.config.events.retention.to_chrono()),

@@ -236,13 +236,16 @@ pub async fn write_log(
     Ok(())
 }
 
-/// A new log entry of a task.
-fn log_row(tenant: TenantId, task_id: Uuid, level: &str, logger: &str, event: &str, attributes: Value) -> task_log::ActiveModel {
+/// A new log entry of a task. Its text comes from anywhere (an error, a provider's answer), so
+/// control characters are replaced: PostgreSQL refuses U+0000, and a task whose outcome cannot
+/// be stored would stay running.
+fn log_row(tenant: TenantId, task_id: Uuid, level: &str, logger: &str, event: &str, mut attributes: Value) -> task_log::ActiveModel {
+    crate::json::replace_controls(&mut attributes);
     task_log::ActiveModel {
         id: Set(Uuid::new_v4()),
         task_id: Set(task_id),
         tenant_id: Set(tenant.0),
-        event: Set(event.chars().take(10_000).collect()),
+        event: Set(crate::json::without_controls(event).chars().take(10_000).collect()),
         log_level: Set(level.to_owned()),
         logger: Set(logger.to_owned()),
         timestamp: Set(chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)),
@@ -341,7 +344,7 @@ pub async fn record(state: &AppState, worker: Uuid, outcomes: &[Outcome]) -> Res
                     .col_expr(task::Column::AggregatedStatus, Expr::val(aggregated))
                     .col_expr(task::Column::Mtime, Expr::val(now))
                     .col_expr(task::Column::Eta, Expr::val(Option::<DateTime<Utc>>::None))
-                    .col_expr(task::Column::Result, Expr::val(Some(result.clone())))
+                    .col_expr(task::Column::Result, Expr::val(Some(storable(result))))
                     .col_expr(task::Column::ResultExpiry, Expr::val(Some(expiry)))
                     .exec(&txn)
                     .await?;
@@ -379,6 +382,13 @@ fn later(now: DateTime<Utc>, after: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|after| now.checked_add_signed(after))
         .map_or(LAST_STORED, |at| Ord::min(at, LAST_STORED))
+}
+
+/// `result` as it can be stored (see [`log_row`]).
+fn storable(result: &Value) -> Value {
+    let mut result = result.clone();
+    crate::json::replace_controls(&mut result);
+    result
 }
 
 /// The entry a task gets when a run ends well.

@@ -130,3 +130,15 @@ async fn visits_are_not_recorded_by_default() {
     assert_eq!(visit::Entity::find().count(&app.state.db).await.unwrap(), 0);
     assert!(event::Entity::find().count(&app.state.db).await.unwrap() >= 1);
 }
+
+/// An event quoting the outside (a provider's answer with a NUL in it) is still recorded: the
+/// NUL, which PostgreSQL refuses in `jsonb`, is replaced.
+#[tokio::test]
+async fn an_event_quoting_a_nul_character_is_still_recorded() {
+    use gatehouse::events::{Action, EventRecord};
+    let app = TestApp::spawn().await;
+    let record = EventRecord::new(Action::ConfigurationError).with("body\u{0}", serde_json::json!("bad\u{0}byte"));
+    let stored = gatehouse::events::service::record(&app.state.db, &app.state, record).await.unwrap();
+    let row = event::Entity::find_by_id(stored.event_uuid).one(&app.state.db).await.unwrap().unwrap();
+    assert_eq!(row.context["body\u{fffd}"], "bad\u{fffd}byte");
+}

@@ -107,6 +107,41 @@ async fn tasks_run_log_and_show_in_the_api() {
     worker.shutdown().await;
 }
 
+/// Text a task stores may come from outside (an error, a provider's answer) and hold a NUL,
+/// which PostgreSQL refuses: its outcome could then never be recorded, and the task stayed
+/// running until its worker stopped and ran it again. Control characters are replaced instead.
+#[tokio::test]
+async fn a_task_whose_error_and_log_hold_a_nul_character_is_still_recorded() {
+    let mut actors = Registry::builtin();
+    actors.add(
+        Actor::new("test.nul_result", |_context, _args: Value| async move { Ok(Some(json!({"answer\u{0}": "bad\u{0}byte"}))) })
+            .keep_results(Duration::from_secs(3600)),
+    );
+    actors.add(Actor::new("test.nul_error", |context, _args: Value| async move {
+        context.log("info", "the provider said \u{0}", json!({"body\u{0}": "x\u{0}y"})).await?;
+        Err(TaskError::Fatal("the provider answered \u{0}garbage".into()))
+    }));
+    let app = TestApp::spawn_with_actors(fast, actors).await;
+    let worker = gatehouse::tasks::worker::start(app.state.clone(), 2).await.unwrap();
+    let kept = send(&app, "test.nul_result", json!({})).await;
+    let failed = send(&app, "test.nul_error", json!({})).await;
+    let kept = wait_for(&app, kept, &["done"], Duration::from_secs(10)).await;
+    assert_eq!(kept.result, Some(json!({"answer\u{fffd}": "bad\u{fffd}byte"})));
+    wait_for(&app, failed, &["rejected"], Duration::from_secs(10)).await;
+    worker.shutdown().await;
+    use gatehouse::tasks::entities::task_log;
+    let logged: Vec<(String, Value)> = task_log::Entity::find()
+        .filter(task_log::Column::TaskId.eq(failed))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| (entry.event, entry.attributes))
+        .collect();
+    assert!(logged.contains(&("the provider said \u{fffd}".to_owned(), json!({"body\u{fffd}": "x\u{fffd}y"}))), "{logged:?}");
+    assert!(logged.iter().any(|(event, _)| event == "the provider answered \u{fffd}garbage"), "{logged:?}");
+}
+
 #[tokio::test]
 async fn due_tasks_run_in_eta_order() {
     let order = Arc::new(Mutex::new(Vec::new()));
