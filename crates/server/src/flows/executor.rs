@@ -457,6 +457,8 @@ struct Walk<'a> {
     effects: Vec<Effect>,
     /// The pending user's account once a stage loaded it.
     account: Option<crate::accounts::entities::user::Model>,
+    /// Whether an account has a device it can sign in with, once a stage found out.
+    sign_in_device: Option<(i64, bool)>,
     /// The cookie key of a run this walk stored for the first time.
     stored_under: Option<String>,
     /// Whether storing or ending a ticket's run failed because an earlier answer had stored or
@@ -475,7 +477,17 @@ struct Stop {
 
 impl<'a> Walk<'a> {
     fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>) -> Self {
-        Self { state, flow, request, effects: Vec::new(), account: None, stored_under: None, ticket_spent: false, answering: false }
+        Self {
+            state,
+            flow,
+            request,
+            effects: Vec::new(),
+            account: None,
+            sign_in_device: None,
+            stored_under: None,
+            ticket_spent: false,
+            answering: false,
+        }
     }
 
     fn finish(self, stop: Stop, cookie: FlowCookie) -> Outcome {
@@ -498,6 +510,7 @@ impl<'a> Walk<'a> {
             current: self.request.current.clone(),
             effects: &mut self.effects,
             account: &mut self.account,
+            sign_in_device: &mut self.sign_in_device,
             remembered_device: self.request.remembered_device,
         }
     }

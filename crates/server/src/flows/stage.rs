@@ -200,6 +200,9 @@ pub struct StageContext<'a> {
     pub effects: &'a mut Vec<Effect>,
     /// The pending user's account as last loaded in this request, shared by its stages.
     pub account: &'a mut Option<user::Model>,
+    /// Whether an account has a device it can sign in with, once a stage of this request found
+    /// out: `(account id, answer)`.
+    pub sign_in_device: &'a mut Option<(i64, bool)>,
     /// The browser's remembered second factor, as its cookie holds it.
     pub remembered_device: Option<&'a str>,
 }
@@ -215,6 +218,22 @@ impl StageContext<'_> {
         let account = crate::accounts::users::find_user(&self.state.db, self.state.tenant, id).await?;
         self.account.clone_from(&account);
         Ok(account)
+    }
+
+    /// Whether `user` has a device it can sign in with ([`crate::mfa::devices::has_sign_in_device`]):
+    /// what a validation stage of this request found when it listed the devices, or else the
+    /// database's answer. Devices are only ever added when a setup stage is answered, which is
+    /// the first thing a request does, so what a stage found later in the request still holds.
+    pub async fn has_sign_in_device(&self, user: i64) -> Result<bool> {
+        match *self.sign_in_device {
+            Some((known, answer)) if known == user => Ok(answer),
+            _ => crate::mfa::devices::has_sign_in_device(self.state, user).await,
+        }
+    }
+
+    /// Notes whether `user` has a device it can sign in with, as a stage just read it.
+    pub fn note_sign_in_device(&mut self, user: i64, answer: bool) {
+        *self.sign_in_device = Some((user, answer));
     }
 
     /// Records that `kind` was verified for the pending user by this stage.

@@ -252,15 +252,38 @@ pub async fn mark_used(state: &AppState, device: &sms_device::Model) -> Result<(
     Ok(())
 }
 
-/// Whether `user` has any device it can sign in with: a phone, an e-mail authenticator, an
-/// authenticator app, or a recovery code left. One statement: every sign-in asks.
-pub async fn has_sign_in_device(state: &AppState, user: i64) -> Result<bool> {
+/// Where the devices `user` can sign in with are kept, as far as one statement tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignInDeviceKinds {
+    /// A confirmed phone that is not only a proven number.
+    pub phones: bool,
+    /// An e-mail authenticator, an authenticator app, or recovery codes with a code left.
+    pub others: bool,
+}
+
+impl SignInDeviceKinds {
+    /// Whether there is any device at all.
+    pub fn any(self) -> bool {
+        self.phones || self.others
+    }
+}
+
+/// Which kinds of device `user` can sign in with: a phone, or an e-mail authenticator, an
+/// authenticator app or recovery codes with a code left. One statement: every sign-in asks, and
+/// a caller that lists the devices then reads only the tables that hold some.
+pub async fn sign_in_device_kinds(state: &AppState, user: i64) -> Result<SignInDeviceKinds> {
     use super::otp_devices::{OtpKind, sign_in_devices_query};
-    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+    use sea_orm::sea_query::{Alias, Expr, Query};
     let phones = sign_in_phones_query(state, user).select_only().expr(Expr::value(1)).into_query();
     let kinds = [OtpKind::Totp, OtpKind::Static, OtpKind::Email];
     let others = sign_in_devices_query(state, user, &kinds).select_only().expr(Expr::value(1)).into_query();
-    let statement = Query::select().expr_as(Expr::exists(phones).or(Expr::exists(others)), Alias::new("found")).to_owned();
-    let row = state.db.query_one(&statement).await?;
-    Ok(row.map(|row| row.try_get::<bool>("", "found")).transpose()?.unwrap_or(false))
+    let statement =
+        Query::select().expr_as(Expr::exists(phones), Alias::new("phones")).expr_as(Expr::exists(others), Alias::new("others")).to_owned();
+    let Some(row) = state.db.query_one(&statement).await? else { return Ok(SignInDeviceKinds::default()) };
+    Ok(SignInDeviceKinds { phones: row.try_get("", "phones")?, others: row.try_get("", "others")? })
+}
+
+/// Whether `user` has any device it can sign in with (see [`sign_in_device_kinds`]).
+pub async fn has_sign_in_device(state: &AppState, user: i64) -> Result<bool> {
+    Ok(sign_in_device_kinds(state, user).await?.any())
 }

@@ -688,6 +688,26 @@ async fn an_account_with_an_authenticator_never_signs_in_with_the_password_alone
     assert_eq!((end["component"].as_str(), me), (Some("xak-flow-redirect"), StatusCode::OK), "no device, no second factor: {end}");
 }
 
+/// The login stage trusts what the validation stage of the same request found about the
+/// account's devices: a stage that checks only phones, and skips an account without one, must
+/// still leave an account with an authenticator app short of a session.
+#[tokio::test]
+async fn a_validation_stage_that_skips_a_device_class_it_does_not_check_never_lets_the_password_alone_in() {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
+    set_up_app(&app, "olga@example.com", "app-setup").await;
+    require_mfa(&app, &admin, json!({"device_classes": ["sms"], "not_configured_action": "skip"})).await;
+
+    let end = password_step(&mut Browser::new(&app), "olga@example.com").await;
+    assert_eq!(end["component"], "ak-stage-access-denied", "{end}");
+    assert!(end["error_message"].to_string().contains("second factor"), "{end}");
+    let mut piet = Browser::new(&app);
+    let end = password_step(&mut piet, "piet@example.com").await;
+    assert_eq!((end["component"].as_str(), piet.me().await), (Some("xak-flow-redirect"), StatusCode::OK), "no device: {end}");
+}
+
 /// A sign-in flow made before the validation stage existed gets it at the next start, unless it
 /// has a validation stage of its own; either way the stage exists for the "require MFA" switch.
 #[tokio::test]

@@ -283,6 +283,7 @@ impl StageKind for AuthenticatorValidate {
 const SERVED_CLASSES: &[DeviceClass] = &[DeviceClass::Sms, DeviceClass::Email, DeviceClass::Totp, DeviceClass::Static];
 
 /// The devices of the allowed classes a person can answer with.
+#[derive(Default)]
 struct Devices {
     phones: Vec<sms_device::Model>,
     mail: Vec<otp_device::Model>,
@@ -291,9 +292,14 @@ struct Devices {
 }
 
 impl Devices {
-    async fn of(cx: &StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
-        let phones = Self::phones_of(cx, user, settings).await?;
-        Ok(Self { phones, ..Self::others_of(cx, user, settings).await? })
+    /// Every device of the allowed classes. One statement says which tables hold any (all a
+    /// sign-in without an authenticator reads), then only those are read.
+    async fn of(cx: &mut StageContext<'_>, user: i64, settings: &ValidateSettings) -> Result<Self> {
+        let held = devices::sign_in_device_kinds(cx.state, user).await?;
+        cx.note_sign_in_device(user, held.any());
+        let phones = if held.phones { Self::phones_of(cx, user, settings).await? } else { Vec::new() };
+        let others = if held.others { Self::others_of(cx, user, settings).await? } else { Self::default() };
+        Ok(Self { phones, ..others })
     }
 
     /// The devices a code typed with none sent in this run can come from (apps and recovery

@@ -79,7 +79,7 @@ impl UserLogin {
         // lets the password alone in.
         let proved_second =
             cx.context.factors.iter().any(|f| f.user == user.id && f.kind.is_second_factor() && f.at >= user.password_change_date);
-        if !proved_second && crate::mfa::devices::has_sign_in_device(cx.state, user.id).await? {
+        if !proved_second && cx.has_sign_in_device(user.id).await? {
             return Ok(Err(Step::Denied(SECOND_FACTOR_NOT_ASKED.into())));
         }
         Ok(Ok(user))
