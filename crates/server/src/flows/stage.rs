@@ -222,8 +222,10 @@ impl StageContext<'_> {
 
     /// Whether `user` has a device it can sign in with ([`crate::mfa::devices::has_sign_in_device`]):
     /// what a validation stage of this request found when it listed the devices, or else the
-    /// database's answer. Devices are only ever added when a setup stage is answered, which is
-    /// the first thing a request does, so what a stage found later in the request still holds.
+    /// database's answer. That finding is a snapshot from earlier in the request: no later stage
+    /// of the same request can have added a device, since a setup stage adds one only when it
+    /// is answered, which is the first thing a request does (another request adding one
+    /// meanwhile is the same race as asking the database a moment before the session starts).
     pub async fn has_sign_in_device(&self, user: i64) -> Result<bool> {
         match *self.sign_in_device {
             Some((known, answer)) if known == user => Ok(answer),

@@ -90,6 +90,17 @@ async fn set_up_codes_signing_in_with(app: &TestApp, email: &str, slug: &str, se
     codes
 }
 
+/// A server where olga@example.com has an authenticator app (set up through the flow
+/// `app-setup`) and piet@example.com has no device.
+async fn olga_with_an_app_and_piet_without() -> (TestApp, Session) {
+    let (app, admin) = spawn().await;
+    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
+    app.user("olga@example.com", |_| {}).await;
+    app.user("piet@example.com", |_| {}).await;
+    set_up_app(&app, "olga@example.com", "app-setup").await;
+    (app, admin)
+}
+
 /// Signs `email` in with the password, then answers the validation stage with `code`.
 async fn sign_in_with(app: &TestApp, email: &str, code: &str) -> (Value, StatusCode) {
     let mut browser = Browser::new(app);
@@ -598,11 +609,7 @@ async fn setting_up_an_app_after_the_password_lets_the_same_run_add_recovery_cod
 /// everybody. A wrong password hears the usual answer, so nothing is learned about the account.
 #[tokio::test]
 async fn the_json_sign_in_takes_no_password_alone_where_the_flow_asks_for_a_second_factor() {
-    let (app, admin) = spawn().await;
-    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
-    app.user("olga@example.com", |_| {}).await;
-    app.user("piet@example.com", |_| {}).await;
-    set_up_app(&app, "olga@example.com", "app-setup").await;
+    let (app, admin) = olga_with_an_app_and_piet_without().await;
 
     let refused = app.try_sign_in("olga@example.com", PASSWORD).await;
     assert!(!refused.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().contains("gatehouse_session")));
@@ -655,11 +662,7 @@ async fn the_same_offer_enrolled_twice_makes_one_device() {
 /// runs: one without a validation stage is refused at the login stage.
 #[tokio::test]
 async fn an_account_with_an_authenticator_never_signs_in_with_the_password_alone_whatever_the_flow() {
-    let (app, admin) = spawn().await;
-    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
-    app.user("olga@example.com", |_| {}).await;
-    app.user("piet@example.com", |_| {}).await;
-    set_up_app(&app, "olga@example.com", "app-setup").await;
+    let (app, admin) = olga_with_an_app_and_piet_without().await;
     let flow = json!({"name": "password-only", "slug": "password-only", "title": "Sign in", "designation": "authentication"});
     let (_, flow) = json(app.post(&admin, "/api/v3/flows/instances/", flow).await).await;
     for (name, order) in
@@ -693,11 +696,7 @@ async fn an_account_with_an_authenticator_never_signs_in_with_the_password_alone
 /// still leave an account with an authenticator app short of a session.
 #[tokio::test]
 async fn a_validation_stage_that_skips_a_device_class_it_does_not_check_never_lets_the_password_alone_in() {
-    let (app, admin) = spawn().await;
-    setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
-    app.user("olga@example.com", |_| {}).await;
-    app.user("piet@example.com", |_| {}).await;
-    set_up_app(&app, "olga@example.com", "app-setup").await;
+    let (app, admin) = olga_with_an_app_and_piet_without().await;
     require_mfa(&app, &admin, json!({"device_classes": ["sms"], "not_configured_action": "skip"})).await;
 
     let end = password_step(&mut Browser::new(&app), "olga@example.com").await;
