@@ -144,8 +144,8 @@ const PASSWORD_THREAD_NICENESS_STEP: i32 = 10;
 /// for milliseconds while each of a request's other steps (a statement, a hand-off, writing the
 /// answer) needs it for microseconds; at equal priority those steps wait behind hashes, every
 /// sign-in in flight is held up with them, and a flood of sign-ins slows every other request.
-/// Measured with API-key requests beside a sign-in flood: twice the requests per second, a
-/// lower p99, a third fewer sign-ins (README, "Password work is bounded").
+/// Measured with API-key requests beside a sign-in flood: 1.6 to 1.9 times the requests per
+/// second, a lower p99, a third fewer sign-ins (README, "Password work is bounded").
 fn yield_to_request_threads() {
     #[cfg(target_os = "linux")]
     {
