@@ -138,6 +138,7 @@ fn hash_pool() -> &'static HashPool {
 }
 
 /// How much lower than the rest of the server the password threads run (a niceness step).
+#[cfg(target_os = "linux")]
 const PASSWORD_THREAD_NICENESS_STEP: i32 = 10;
 
 /// Lowers the calling thread's priority below the server's other threads. A hash holds a core
@@ -279,6 +280,8 @@ pub fn check_policy(rules: &PasswordConfig, password: &Password, context: &[&str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::PasswordHasher;
+    use argon2::password_hash::SaltString;
 
     /// The password threads run below the threads that call them.
     #[cfg(target_os = "linux")]
@@ -289,8 +292,6 @@ mod tests {
         let worker = run_on_password_threads(niceness).await.expect("ran on a password thread");
         assert_eq!(worker, (caller + PASSWORD_THREAD_NICENESS_STEP).min(19));
     }
-    use argon2::PasswordHasher;
-    use argon2::password_hash::SaltString;
 
     fn rules() -> PasswordConfig {
         PasswordConfig { min_length: 8, reject_common: true, hash_queue: 64 }
