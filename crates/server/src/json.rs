@@ -131,11 +131,16 @@ pub fn without_controls(text: &str) -> std::borrow::Cow<'_, str> {
 /// [`without_controls`] for every string and key of `value`.
 pub fn replace_controls(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::String(text) if text.chars().any(char::is_control) => *text = without_controls(text).into_owned(),
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(clean) = without_controls(text) {
+                *text = clean;
+            }
+        }
         serde_json::Value::Array(items) => items.iter_mut().for_each(replace_controls),
         serde_json::Value::Object(map) => {
             map.values_mut().for_each(replace_controls);
-            if map.keys().any(|key| key.chars().any(char::is_control)) {
+            // Keys are rebuilt only when one of them has something to replace.
+            if map.keys().any(|key| matches!(without_controls(key), std::borrow::Cow::Owned(_))) {
                 for (key, item) in std::mem::take(map) {
                     map.insert(without_controls(&key).into_owned(), item);
                 }
