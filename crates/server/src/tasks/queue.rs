@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, QueryFilter, Set,
-    Statement, TryIntoModel, Value as DbValue,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, IntoActiveModel,
+    QueryFilter, Set, Statement, Value as DbValue,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -49,18 +49,14 @@ pub struct Enqueue {
 pub async fn enqueue(db: &impl ConnectionTrait, state: &AppState, tenant: TenantId, request: Enqueue) -> Result<task::Model> {
     let task = queued_row(state, tenant, request, Utc::now())?;
     if db.get_database_backend() == DbBackend::Postgres {
-        insert_from_json(db, std::slice::from_ref(&task), true).await?;
-        return task.try_into_model().map_err(incomplete);
+        insert_unnested(db, std::slice::from_ref(&task), true).await?;
+        return Ok(task);
     }
-    Ok(task.insert(db).await?)
+    Ok(task.into_active_model().insert(db).await?)
 }
 
-fn incomplete(error: sea_orm::DbErr) -> Error {
-    Error::internal(format!("a queued task is incomplete: {error}"))
-}
-
-/// Rows per statement when queueing many tasks: each task row binds 19 values, and SQLite takes
-/// at most 32,766 per statement.
+/// Rows per statement when queueing many tasks: on SQLite each task row binds 19 values, and
+/// SQLite takes at most 32,766 per statement; on PostgreSQL it bounds the size of one message.
 const ROWS_PER_INSERT: usize = 1000;
 
 /// Queues every task of `requests` in the caller's transaction `db` like [`enqueue`], in a few
@@ -73,17 +69,17 @@ pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: Te
         .zip(requests)
         .map(|(position, request)| queued_row(state, tenant, request, now + chrono::TimeDelta::microseconds(position)))
         .collect::<Result<Vec<_>>>()?;
-    let ids: Vec<Uuid> = tasks.iter().filter_map(|task| task.message_id.clone().take()).collect();
+    let ids: Vec<Uuid> = tasks.iter().map(|task| task.message_id).collect();
     if ids.is_empty() {
         return Ok(ids);
     }
     if db.get_database_backend() == DbBackend::Postgres {
         let chunks = tasks.len().div_ceil(ROWS_PER_INSERT);
         for (n, tasks) in tasks.chunks(ROWS_PER_INSERT).enumerate() {
-            insert_from_json(db, tasks, n + 1 == chunks).await?;
+            insert_unnested(db, tasks, n + 1 == chunks).await?;
         }
     } else {
-        let mut tasks = tasks.into_iter().peekable();
+        let mut tasks = tasks.into_iter().map(IntoActiveModel::into_active_model).peekable();
         while tasks.peek().is_some() {
             task::Entity::insert_many(tasks.by_ref().take(ROWS_PER_INSERT)).exec_without_returning(db).await?;
         }
@@ -91,30 +87,67 @@ pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: Te
     Ok(ids)
 }
 
-/// Inserts `tasks` on PostgreSQL in one statement with the rows as one JSON parameter
-/// (`jsonb_to_recordset` measured slower than reading the fields), and with `wake`, notifies
-/// [`CHANNEL`] in the same statement: delivered when the transaction commits, and not at all if
-/// it rolls back.
-async fn insert_from_json(db: &impl ConnectionTrait, tasks: &[task::ActiveModel], wake: bool) -> Result<()> {
-    let rows: Vec<Value> = tasks.iter().map(|task| Ok(json!(task.clone().try_into_model().map_err(incomplete)?))).collect::<Result<_>>()?;
+/// Inserts `tasks` on PostgreSQL in one statement that unnests one array per column, bound in
+/// PostgreSQL's binary format, so that neither side turns the rows into text and back (the rows
+/// as one JSON parameter, read field by field, took 40% longer on the server: 15–17 ms against
+/// 10.5–11.5 ms for 500 rows under `EXPLAIN ANALYZE`); with `wake`, it also
+/// notifies [`CHANNEL`]: delivered when the transaction commits, and not at all if it rolls back.
+async fn insert_unnested(db: &impl ConnectionTrait, tasks: &[task::Model], wake: bool) -> Result<()> {
     // Every column comes from the rows as built for the other databases, so both paths store
-    // the same values.
-    const SQL: &str = "WITH batch AS (SELECT value AS t FROM jsonb_array_elements($1::jsonb)), \
-         queued AS (INSERT INTO tasks (message_id, tenant_id, queue_name, actor_name, args, state, aggregated_status, mtime, \
-         created, retries, eta, due, result, result_expiry, rel_obj_type, rel_obj_id, uid, worker_id, attempt) \
-         SELECT (t->>'message_id')::uuid, (t->>'tenant_id')::uuid, t->>'queue_name', t->>'actor_name', t->'args', t->>'state', \
-         t->>'aggregated_status', (t->>'mtime')::timestamptz, (t->>'created')::timestamptz, (t->>'retries')::int, \
-         (t->>'eta')::timestamptz, (t->>'due')::timestamptz, NULLIF(t->'result', 'null'::jsonb), \
-         (t->>'result_expiry')::timestamptz, t->>'rel_obj_type', t->>'rel_obj_id', t->>'uid', (t->>'worker_id')::uuid, \
-         (t->>'attempt')::int FROM batch) \
-         SELECT pg_notify($2, '') WHERE $3";
-    let values = [DbValue::from(Value::Array(rows)), DbValue::from(CHANNEL), DbValue::from(wake)];
+    // the same values. An array element cannot be NULL here, so each column that may be empty
+    // comes with a mask saying which of its elements are there.
+    const SQL: &str = "WITH queued AS (INSERT INTO tasks (message_id, tenant_id, queue_name, actor_name, args, state, \
+         aggregated_status, mtime, created, retries, eta, due, result, result_expiry, rel_obj_type, rel_obj_id, uid, \
+         worker_id, attempt) \
+         SELECT message_id, tenant_id, queue_name, actor_name, args, state, aggregated_status, mtime, created, retries, \
+         CASE WHEN has_eta THEN eta END, due, NULL, NULL, CASE WHEN has_rel_obj_type THEN rel_obj_type END, \
+         CASE WHEN has_rel_obj_id THEN rel_obj_id END, uid, NULL, attempt \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[], \
+         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::timestamptz[], $12::bool[], $13::timestamptz[], \
+         $14::text[], $15::bool[], $16::text[], $17::bool[], $18::text[], $19::int[]) \
+         AS batch(message_id, tenant_id, queue_name, actor_name, args, state, aggregated_status, mtime, created, retries, \
+         eta, has_eta, due, rel_obj_type, has_rel_obj_type, rel_obj_id, has_rel_obj_id, uid, attempt)) \
+         SELECT pg_notify($20, '') WHERE $21";
+    if let Some(task) = tasks.iter().find(|task| task.worker_id.is_some() || task.result.is_some() || task.result_expiry.is_some()) {
+        return Err(Error::internal(format!("queued task {} already has a worker or a result", task.message_id)));
+    }
+    fn column<T>(tasks: &[task::Model], field: impl Fn(&task::Model) -> T) -> DbValue
+    where
+        T: Into<DbValue> + sea_orm::sea_query::ValueType + sea_orm::sea_query::value::postgres_array::NotU8,
+    {
+        DbValue::from(tasks.iter().map(field).collect::<Vec<T>>())
+    }
+    // The placeholder under a mask is never stored; any value of the column's type does.
+    let placeholder_time = DateTime::<Utc>::UNIX_EPOCH;
+    let values = [
+        column(tasks, |t| t.message_id),
+        column(tasks, |t| t.tenant_id),
+        column(tasks, |t| t.queue_name.clone()),
+        column(tasks, |t| t.actor_name.clone()),
+        column(tasks, |t| t.args.clone()),
+        column(tasks, |t| t.state.clone()),
+        column(tasks, |t| t.aggregated_status.clone()),
+        column(tasks, |t| t.mtime),
+        column(tasks, |t| t.created),
+        column(tasks, |t| t.retries),
+        column(tasks, |t| t.eta.unwrap_or(placeholder_time)),
+        column(tasks, |t| t.eta.is_some()),
+        column(tasks, |t| t.due),
+        column(tasks, |t| t.rel_obj_type.clone().unwrap_or_default()),
+        column(tasks, |t| t.rel_obj_type.is_some()),
+        column(tasks, |t| t.rel_obj_id.clone().unwrap_or_default()),
+        column(tasks, |t| t.rel_obj_id.is_some()),
+        column(tasks, |t| t.uid.clone()),
+        column(tasks, |t| t.attempt),
+        DbValue::from(CHANNEL),
+        DbValue::from(wake),
+    ];
     db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values)).await?;
     Ok(())
 }
 
 /// The row of a new task, once its actor and arguments check out.
-fn queued_row(state: &AppState, tenant: TenantId, request: Enqueue, now: DateTime<Utc>) -> Result<task::ActiveModel> {
+fn queued_row(state: &AppState, tenant: TenantId, request: Enqueue, now: DateTime<Utc>) -> Result<task::Model> {
     let actor =
         state.actors.get(&request.actor).ok_or_else(|| Error::field("actor_name", format!("Unknown actor '{}'.", request.actor)))?;
     actor.check_args(&request.args).map_err(|m| Error::field("args", format!("The arguments do not fit {}: {m}", actor.name)))?;
@@ -125,27 +158,27 @@ fn queued_row(state: &AppState, tenant: TenantId, request: Enqueue, now: DateTim
         Some(uid) => format!("{}:{uid}", actor.name),
         None => actor.name.clone(),
     };
-    let (rel_obj_type, rel_obj_id) = request.rel_obj.clone().unzip();
-    Ok(task::ActiveModel {
-        message_id: Set(Uuid::new_v4()),
-        tenant_id: Set(tenant.0),
-        queue_name: Set(actor.queue.clone()),
-        actor_name: Set(actor.name.clone()),
-        args: Set(request.args),
-        state: Set(TaskState::Queued.as_str().to_owned()),
-        aggregated_status: Set(AggregatedStatus::Queued.as_str().to_owned()),
-        mtime: Set(now),
-        created: Set(now),
-        retries: Set(0),
-        eta: Set(eta),
-        due: Set(eta.unwrap_or(now)),
-        result: Set(None),
-        result_expiry: Set(None),
-        rel_obj_type: Set(rel_obj_type),
-        rel_obj_id: Set(rel_obj_id),
-        uid: Set(uid),
-        worker_id: Set(None),
-        attempt: Set(0),
+    let (rel_obj_type, rel_obj_id) = request.rel_obj.unzip();
+    Ok(task::Model {
+        message_id: Uuid::new_v4(),
+        tenant_id: tenant.0,
+        queue_name: actor.queue.clone(),
+        actor_name: actor.name.clone(),
+        args: request.args,
+        state: TaskState::Queued.as_str().to_owned(),
+        aggregated_status: AggregatedStatus::Queued.as_str().to_owned(),
+        mtime: now,
+        created: now,
+        retries: 0,
+        eta,
+        due: eta.unwrap_or(now),
+        result: None,
+        result_expiry: None,
+        rel_obj_type,
+        rel_obj_id,
+        uid,
+        worker_id: None,
+        attempt: 0,
     })
 }
 

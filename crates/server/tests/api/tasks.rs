@@ -529,6 +529,10 @@ async fn a_task_queued_in_a_batch_is_stored_as_one_queued_alone() {
     };
     assert_eq!(comparable(&in_batch), comparable(&alone));
     assert_eq!(alone.due - alone.created, chrono::TimeDelta::seconds(90));
+    assert_eq!(
+        (alone.eta, alone.rel_obj_type.as_deref(), alone.rel_obj_id.as_deref(), alone.uid.as_str()),
+        (Some(alone.due), Some("authentik_core.user"), Some("42"), "gatehouse.noop:same")
+    );
     assert_eq!((plain.eta, plain.due, plain.mtime), (None, plain.created, plain.created));
     assert_eq!((plain.rel_obj_type, plain.rel_obj_id, plain.uid.as_str()), (None, None, "gatehouse.noop"));
     assert_eq!((plain.result, plain.result_expiry, plain.worker_id, plain.attempt, plain.retries), (None, None, None, 0, 0));
