@@ -94,8 +94,9 @@ pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: Te
 /// notifies [`CHANNEL`]: delivered when the transaction commits, and not at all if it rolls back.
 async fn insert_unnested(db: &impl ConnectionTrait, tasks: &[task::Model], wake: bool) -> Result<()> {
     // Every column comes from the rows as built for the other databases, so both paths store
-    // the same values. An array element cannot be NULL here, so each column that may be empty
-    // comes with a mask saying which of its elements are there.
+    // the same values, but for the worker, the result and its expiry, which a queued task never
+    // has (checked below) and which are stored as NULL. An array element cannot be NULL here, so
+    // each column that may be empty comes with a mask saying which of its elements are there.
     const SQL: &str = "WITH queued AS (INSERT INTO tasks (message_id, tenant_id, queue_name, actor_name, args, state, \
          aggregated_status, mtime, created, retries, eta, due, result, result_expiry, rel_obj_type, rel_obj_id, uid, \
          worker_id, attempt) \
