@@ -95,7 +95,7 @@ pub async fn enqueue_many(db: &DatabaseTransaction, state: &AppState, tenant: Te
 async fn insert_unnested(db: &impl ConnectionTrait, tasks: &[task::Model], wake: bool) -> Result<()> {
     // Every column comes from the rows as built for the other databases, so both paths store
     // the same values, but for the worker, the result and its expiry, which a queued task never
-    // has (checked below) and which are stored as NULL. An array element cannot be NULL here, so
+    // has (see [`unnested_values`]) and which are stored as NULL. An array element cannot be NULL, so
     // each column that may be empty comes with a mask saying which of its elements are there.
     const SQL: &str = "WITH queued AS (INSERT INTO tasks (message_id, tenant_id, queue_name, actor_name, args, state, \
          aggregated_status, mtime, created, retries, eta, due, result, result_expiry, rel_obj_type, rel_obj_id, uid, \
@@ -109,6 +109,15 @@ async fn insert_unnested(db: &impl ConnectionTrait, tasks: &[task::Model], wake:
          AS batch(message_id, tenant_id, queue_name, actor_name, args, state, aggregated_status, mtime, created, retries, \
          eta, has_eta, due, rel_obj_type, has_rel_obj_type, rel_obj_id, has_rel_obj_id, uid, attempt)) \
          SELECT pg_notify($20, '') WHERE $21";
+    let values = unnested_values(tasks, wake)?;
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values)).await?;
+    Ok(())
+}
+
+/// The parameters of [`insert_unnested`]'s statement for `tasks`: one array per column, the
+/// masks of the columns that may be empty, then the channel and whether to wake it. Refuses a
+/// task that already has a worker or a result, which that statement stores as NULL.
+fn unnested_values(tasks: &[task::Model], wake: bool) -> Result<Vec<DbValue>> {
     if let Some(task) = tasks.iter().find(|task| task.worker_id.is_some() || task.result.is_some() || task.result_expiry.is_some()) {
         return Err(Error::internal(format!("queued task {} already has a worker or a result", task.message_id)));
     }
@@ -120,7 +129,7 @@ async fn insert_unnested(db: &impl ConnectionTrait, tasks: &[task::Model], wake:
     }
     // The placeholder under a mask is never stored; any value of the column's type does.
     let placeholder_time = DateTime::<Utc>::UNIX_EPOCH;
-    let values = [
+    Ok(vec![
         column(tasks, |t| t.message_id),
         column(tasks, |t| t.tenant_id),
         column(tasks, |t| t.queue_name.clone()),
@@ -142,9 +151,7 @@ async fn insert_unnested(db: &impl ConnectionTrait, tasks: &[task::Model], wake:
         column(tasks, |t| t.attempt),
         DbValue::from(CHANNEL),
         DbValue::from(wake),
-    ];
-    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values)).await?;
-    Ok(())
+    ])
 }
 
 /// The row of a new task, once its actor and arguments check out.
@@ -706,6 +713,45 @@ pub async fn release(state: &AppState, worker_id: Uuid) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn queued_noop() -> task::Model {
+        let now = Utc::now();
+        task::Model {
+            message_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+            queue_name: "default".into(),
+            actor_name: "gatehouse.noop".into(),
+            args: json!({}),
+            state: TaskState::Queued.as_str().to_owned(),
+            aggregated_status: AggregatedStatus::Queued.as_str().to_owned(),
+            mtime: now,
+            created: now,
+            retries: 0,
+            eta: None,
+            due: now,
+            result: None,
+            result_expiry: None,
+            rel_obj_type: None,
+            rel_obj_id: None,
+            uid: "gatehouse.noop".into(),
+            worker_id: None,
+            attempt: 0,
+        }
+    }
+
+    /// The batch statement stores a task's worker, result and expiry as NULL, so a task that
+    /// has any of them is refused rather than stored without it.
+    #[test]
+    fn a_batch_refuses_a_task_that_already_has_a_worker_or_a_result() {
+        assert_eq!(unnested_values(&[queued_noop(), queued_noop()], true).map(|values| values.len()).ok(), Some(21));
+        let with_worker = task::Model { worker_id: Some(Uuid::new_v4()), ..queued_noop() };
+        let with_result = task::Model { result: Some(json!(1)), ..queued_noop() };
+        let with_expiry = task::Model { result_expiry: Some(Utc::now()), ..queued_noop() };
+        for task in [with_worker, with_result, with_expiry] {
+            let refused = unnested_values(&[queued_noop(), task.clone()], false).unwrap_err();
+            assert!(format!("{refused:?}").contains(&task.message_id.to_string()), "{refused:?}");
+        }
+    }
 
     #[test]
     fn times_past_the_last_storable_one_are_held_to_it() {
