@@ -342,7 +342,7 @@ pub async fn get(state: &AppState, request: FlowRequest<'_>) -> Result<Outcome> 
         Err(outcome) => return Ok(outcome),
     };
     let flow = run.plan.flow.clone();
-    let mut walk = Walk::new(state, &flow, &request);
+    let mut walk = Walk::new(state, &flow, &request, run.pending_account.take());
     // A run is saved only when entering stages changed it (a new run is not stored until then).
     let challenge = walk.advance(&mut run, false, FieldErrors::new()).await?;
     Ok(walk.finish(challenge, cookie))
@@ -367,7 +367,7 @@ pub async fn solve(
         Err(outcome) => return Ok(outcome),
     };
     let flow = run.plan.flow.clone();
-    let mut walk = Walk::new(state, &flow, &request);
+    let mut walk = Walk::new(state, &flow, &request, run.pending_account.take());
     if fresh {
         // Nothing to answer: start over rather than apply an answer to a question never asked.
         let reason = if request.key.is_none() && state.config.server.secure_cookies { COOKIE_NOT_RETURNED } else { RUN_GONE };
@@ -444,7 +444,7 @@ async fn start_over(state: &AppState, request: &FlowRequest<'_>, message: &str) 
         Started::Refused(challenge) => return Ok(refused(FlowInfo::from(&made.flow), challenge, request.key.is_some())),
     };
     let flow = run.plan.flow.clone();
-    let mut walk = Walk::new(state, &flow, request);
+    let mut walk = Walk::new(state, &flow, request, None);
     let challenge = walk.advance(&mut run, false, FieldErrors::single(NON_FIELD_ERRORS, message)).await?;
     Ok(walk.finish(challenge, cookie))
 }
@@ -476,13 +476,19 @@ struct Stop {
 }
 
 impl<'a> Walk<'a> {
-    fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>) -> Self {
+    /// A walk of a run whose pending user's account, if read with the run, is `account`.
+    fn new(
+        state: &'a AppState,
+        flow: &'a FlowInfo,
+        request: &'a FlowRequest<'a>,
+        account: Option<crate::accounts::entities::user::Model>,
+    ) -> Self {
         Self {
             state,
             flow,
             request,
             effects: Vec::new(),
-            account: None,
+            account,
             sign_in_device: None,
             stored_under: None,
             ticket_spent: false,

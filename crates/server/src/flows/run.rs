@@ -10,14 +10,15 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use sea_orm::TryInsertResult;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Set, TryInsertResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::entities::run;
 use super::model::InvalidResponseAction;
+use crate::accounts::entities::user;
 use crate::error::{Error, Result};
 use crate::secret::{ServerSecret, constant_time_eq, random_token};
 use crate::tenants::TenantId;
@@ -119,6 +120,9 @@ pub struct Run {
     pub expires: DateTime<Utc>,
     /// Whether the run is in the database; a run rebuilt from its ticket is not yet.
     pub stored: bool,
+    /// The account `context.pending_user` names, as read with the run (the stages of a request
+    /// need it nearly always, and one statement reads both).
+    pub pending_account: Option<user::Model>,
 }
 
 impl Run {
@@ -144,10 +148,19 @@ fn key_digest(secret: &ServerSecret, key: &str) -> String {
     secret.digest("flow-run", key.as_bytes())
 }
 
-fn decode(model: run::Model) -> Result<Run> {
+fn decode(model: run::Model, pending_account: Option<user::Model>) -> Result<Run> {
     let plan = serde_json::from_value(model.plan).map_err(|e| Error::internal(format!("flow run plan: {e}")))?;
-    let context = serde_json::from_value(model.context).map_err(|e| Error::internal(format!("flow run context: {e}")))?;
-    Ok(Run { id: model.id, step: model.step, plan, context, expires: model.expires, stored: true })
+    let context: FlowContext = serde_json::from_value(model.context).map_err(|e| Error::internal(format!("flow run context: {e}")))?;
+    let pending_account = pending_account.filter(|account| Some(account.id) == context.pending_user);
+    Ok(Run { id: model.id, step: model.step, plan, context, expires: model.expires, stored: true, pending_account })
+}
+
+/// The pending user's id in a stored run's context, as SQL of `backend`.
+fn pending_user_id(backend: DbBackend) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::cust(r#"("flow_runs"."context" ->> 'pending_user')::bigint"#),
+        _ => Expr::cust(r#"json_extract("flow_runs"."context", '$.pending_user')"#),
+    }
 }
 
 /// What a run not yet stored carries in its cookie, signed with the server secret.
@@ -223,19 +236,24 @@ pub async fn find(db: &impl ConnectionTrait, secret: &ServerSecret, tenant: Tena
     if key.is_empty() || key.len() > 128 {
         return Ok(None);
     }
-    let Some(model) = run::Entity::find()
+    let mut select = run::Entity::find()
         .filter(run::Column::TenantId.eq(tenant.0))
         .filter(run::Column::KeyDigest.eq(key_digest(secret, key)))
-        .one(db)
-        .await?
-    else {
+        .select_also(user::Entity);
+    QueryTrait::query(&mut select).left_join(
+        user::Entity,
+        Expr::col((user::Entity, user::Column::Id))
+            .eq(pending_user_id(db.get_database_backend()))
+            .and(Expr::col((user::Entity, user::Column::TenantId)).eq(Expr::col((run::Entity, run::Column::TenantId)))),
+    );
+    let Some((model, pending_account)) = select.one(db).await? else {
         return Ok(None);
     };
     if model.expires <= Utc::now() {
         discard(db, model.id).await?;
         return Ok(None);
     }
-    decode(model).map(|run| Some(Found::Stored(Box::new(run))))
+    decode(model, pending_account).map(|run| Some(Found::Stored(Box::new(run))))
 }
 
 /// The run a ticket names, rebuilt with the flow's current `plan` (whose [`fingerprint`] is
@@ -246,7 +264,7 @@ pub fn from_ticket(ticket: Ticket, plan: Plan, plan_fingerprint: &str, context: 
     }
     let expires = DateTime::from_timestamp(ticket.expires, 0)?;
     let context = FlowContext { redirect: ticket.redirect, handoff: ticket.handoff, ..context };
-    Some(Run { id: ticket.run_id, step: 0, plan, context, expires, stored: false })
+    Some(Run { id: ticket.run_id, step: 0, plan, context, expires, stored: false, pending_account: None })
 }
 
 /// The token a page form must carry to answer the run `run_id`: bound to the run, so a form from
@@ -268,7 +286,7 @@ pub async fn start(
     lifetime: chrono::TimeDelta,
 ) -> Result<(Run, String)> {
     let expires = DateTime::from_timestamp((Utc::now() + lifetime).timestamp(), 0).ok_or_else(|| Error::internal("flow run expiry"))?;
-    let mut run = Run { id: Uuid::new_v4(), step: 0, plan, context, expires, stored: false };
+    let mut run = Run { id: Uuid::new_v4(), step: 0, plan, context, expires, stored: false, pending_account: None };
     let ticket = Ticket {
         run_id: run.id,
         flow_id: run.plan.flow.id,

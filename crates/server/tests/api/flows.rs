@@ -921,7 +921,7 @@ async fn user_page_forms_need_the_session_token() {
 /// What a sign-in through the default flow costs the database, request by request, once the
 /// flow's plan is in memory: a change that adds a statement to every sign-in shows here.
 /// Opening the flow reads nothing (the run lives in its ticket); identifying reads the account
-/// and stores the run; the password answer reads the run and the account, reserves and settles
+/// and stores the run; the password answer reads the run with its account, reserves and settles
 /// a guess, asks in one statement which kinds of device the account has for the validation stage
 /// (the login stage takes its answer), and writes the last login, the session, its event and the
 /// run's end. The JSON sign-in costs the same but for the run and the validation stage.
@@ -946,7 +946,7 @@ async fn a_sign_in_through_the_default_flow_takes_a_known_number_of_statements()
     let (_, done) = browser.post(SIGN_IN, json!({"component": "ak-stage-password", "password": PASSWORD})).await;
     assert_eq!(done["component"], "xak-flow-redirect", "{done}");
     let answered = statements() - before;
-    assert_eq!((opened, identified, answered), (0, 2, 9));
+    assert_eq!((opened, identified, answered), (0, 2, 8));
     assert_eq!(browser.me().await, StatusCode::OK);
 
     // The JSON sign-in follows the sign-in flow's rule on second factors, read from the plan in
