@@ -13,7 +13,9 @@
 //! is let through, under a lock that serialises the buckets' readers, so a burst of simultaneous
 //! attempts gets no more checks than one attempt after another would. A check that succeeds gives
 //! its reservation back ([`Reservation::settle_success`]); one that could not run at all (the
-//! password threads were busy) gives it back too ([`Reservation::release`]).
+//! password threads were busy) gives it back too ([`Reservation::release`]). A check short
+//! enough to run inside the locking transaction (a one-time code) is instead counted there once
+//! it failed ([`hold_in`]): nobody else gets past the lock in between.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -228,39 +230,79 @@ pub async fn reserve(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Ut
         return Ok(Reservation { tenant, buckets });
     }
     let txn = crate::db::begin_write(db).await?;
-    let reservation = reserve_in(&txn, tenant, now, buckets).await?;
+    let reservation = reserve_locked(&txn, tenant, now, buckets).await?;
     txn.commit().await?;
     Ok(reservation)
 }
 
-/// [`reserve`] in the caller's write transaction, which keeps the buckets locked until it ends:
-/// a check that needs nothing but that transaction (comparing a code, taking an app's time
-/// step) can run inside it and settle there, one commit for the whole attempt. Rolling the
-/// transaction back counts nothing; after an error (a refusal included) the caller must roll it
-/// back, as dropping it does.
-pub async fn reserve_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Reservation> {
-    // One order for every caller, so two attempts locking the same buckets cannot deadlock.
-    buckets.sort_by(|a, b| a.name.cmp(&b.name));
-    buckets.dedup_by(|a, b| a.name == b.name);
-    if buckets.is_empty() {
-        return Ok(Reservation { tenant, buckets });
-    }
-    for bucket in &buckets {
-        crate::db::lock_for_update(txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
-    }
+/// [`reserve`] in a write transaction, which keeps the buckets locked until it ends.
+async fn reserve_locked(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Reservation> {
+    lock_in_order(txn, tenant, &mut buckets).await?;
     let started = start_fresh_windows(txn, tenant, now, &buckets).await?;
     let rest: Vec<&Bucket> = buckets.iter().filter(|bucket| !started.contains(&bucket.name)).collect();
     if !rest.is_empty() {
-        count_in_current_windows(txn, tenant, now, &rest).await?;
+        write_counts(txn, failures_if_counted(txn, tenant, now, &rest).await?.writes).await?;
     }
     Ok(Reservation { tenant, buckets })
+}
+
+/// Sorts `buckets`, drops repeats and locks each, in one order for every caller, so that two
+/// attempts locking the same buckets cannot deadlock.
+async fn lock_in_order(txn: &DatabaseTransaction, tenant: TenantId, buckets: &mut Vec<Bucket>) -> Result<()> {
+    buckets.sort_by(|a, b| a.name.cmp(&b.name));
+    buckets.dedup_by(|a, b| a.name == b.name);
+    for bucket in buckets.iter() {
+        crate::db::lock_for_update(txn, &format!("attempts:{}", bucket.name), tenant.0).await?;
+    }
+    Ok(())
+}
+
+/// Lets an attempt through the limits in the caller's write transaction, which keeps `buckets`
+/// locked until it ends, without counting it yet: a check that needs nothing but that
+/// transaction (comparing a code, taking an app's time step) runs inside it, then counts a
+/// failure ([`Held::count_failure`]) or clears what a success clears ([`Held::settle_success`]),
+/// and one commit makes either visible. Nobody else reserves in these buckets meanwhile, so
+/// counting after the comparison lets no more comparisons through than counting before it, and
+/// a right answer with no failures behind it writes nothing. Fails with 429 (writing nothing)
+/// while any bucket must wait.
+pub async fn hold_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Held> {
+    lock_in_order(txn, tenant, &mut buckets).await?;
+    let counted = failures_if_counted(txn, tenant, now, &buckets.iter().collect::<Vec<_>>()).await?;
+    Ok(Held { tenant, buckets, counted })
+}
+
+/// An attempt let through in a locked transaction ([`hold_in`]) and not counted yet.
+#[derive(Debug)]
+#[must_use = "a held attempt is counted as a failure or settled as a success"]
+pub struct Held {
+    tenant: TenantId,
+    buckets: Vec<Bucket>,
+    counted: Counted,
+}
+
+impl Held {
+    /// The check failed: counts it in every bucket, in the transaction that holds them.
+    pub async fn count_failure(self, txn: &DatabaseTransaction) -> Result<()> {
+        write_counts(txn, self.counted.writes).await
+    }
+
+    /// The check succeeded: clears the buckets that clear on success and hold failures. The
+    /// attempt itself was never counted, so nothing is given back.
+    pub async fn settle_success(self, txn: &DatabaseTransaction) -> Result<()> {
+        let cleared: Vec<Bucket> = self
+            .buckets
+            .into_iter()
+            .filter(|bucket| bucket.on_success == OnSuccess::Clear && self.counted.holding.contains(&bucket.name))
+            .collect();
+        take_off(txn, self.tenant, &cleared, Expr::val(0)).await
+    }
 }
 
 /// On SQLite, counts the first failure of every bucket when none of them holds failures in its
 /// current window, and nothing otherwise; returns whether it counted. SQLite runs one write at a
 /// time and a statement whole or not at all, so the attempt nearly every honest sign-in makes
 /// costs one statement without a transaction around it; the other attempts take the locked path
-/// ([`reserve_in`]). (PostgreSQL runs writes side by side: there every attempt takes the locks.)
+/// ([`reserve_locked`]). (PostgreSQL runs writes side by side: there every attempt takes the locks.)
 async fn start_every_fresh_window(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, buckets: &[Bucket]) -> Result<bool> {
     const SQL: &str = r#"INSERT INTO "sign_in_throttle" ("tenant_id", "bucket", "failures", "window_started", "last_failure")
         SELECT ?1, "wanted"."value", 1, ?2, ?2 FROM json_each(?3) AS "wanted"
@@ -314,9 +356,17 @@ async fn start_fresh_windows(
     Ok(counted.into_iter().map(|row| row.bucket).collect())
 }
 
-/// Counts one more failure in each of `buckets`, which hold failures in their current window, or
-/// fails with 429 (writing nothing) while any of them must wait.
-async fn count_in_current_windows(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, buckets: &[&Bucket]) -> Result<()> {
+/// What counting one more failure in each of `buckets` would write, and which of them hold
+/// failures in their current window.
+#[derive(Debug)]
+struct Counted {
+    writes: Vec<counter::ActiveModel>,
+    holding: Vec<String>,
+}
+
+/// Reads `buckets` and works out what one more failure in each would write, or fails with 429
+/// while any of them must wait.
+async fn failures_if_counted(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, buckets: &[&Bucket]) -> Result<Counted> {
     let rows = counter::Entity::find()
         .filter(counter::Column::TenantId.eq(tenant.0))
         .filter(counter::Column::Bucket.is_in(buckets.iter().map(|b| b.name.as_str())))
@@ -324,6 +374,7 @@ async fn count_in_current_windows(txn: &DatabaseTransaction, tenant: TenantId, n
         .await?;
     let mut wait = TimeDelta::zero();
     let mut writes = Vec::with_capacity(buckets.len());
+    let mut holding = Vec::new();
     for bucket in buckets {
         // A bucket with no failures left (all given back or cleared) starts its window afresh
         // at its next failure, as if it had no row.
@@ -333,6 +384,7 @@ async fn count_in_current_windows(txn: &DatabaseTransaction, tenant: TenantId, n
             Some(row) => {
                 let failures = u32::try_from(row.failures).unwrap_or(0);
                 wait = wait.max(bucket.must_wait(failures, row.window_started, row.last_failure, now));
+                holding.push(bucket.name.clone());
                 (failures, row.window_started)
             }
             None => (0, now),
@@ -349,7 +401,14 @@ async fn count_in_current_windows(txn: &DatabaseTransaction, tenant: TenantId, n
         let wait_ms = u64::try_from(wait.num_milliseconds()).unwrap_or(0);
         return Err(Error::RateLimited { retry_after_secs: std::cmp::max(wait_ms.div_ceil(1000), 1) });
     }
-    // One statement for every bucket.
+    Ok(Counted { writes, holding })
+}
+
+/// Writes what [`failures_if_counted`] worked out, in one statement for every bucket.
+async fn write_counts(txn: &DatabaseTransaction, writes: Vec<counter::ActiveModel>) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
     counter::Entity::insert_many(writes)
         .on_conflict(
             OnConflict::columns([counter::Column::TenantId, counter::Column::Bucket])
@@ -479,6 +538,43 @@ mod tests {
         assert_eq!((row.failures, row.window_started, row.last_failure), (2, then, now), "the held bucket's window was started again");
         let row = counter::Entity::find_by_id((tenant.0, fresh.name.clone())).one(&db).await.unwrap().unwrap();
         assert_eq!((row.failures, row.window_started), (1, now));
+    }
+
+    #[tokio::test]
+    async fn a_held_attempt_is_counted_only_when_it_fails_and_a_success_clears_the_failures_before_it() {
+        let (_dir, db, tenant) = database().await;
+        let codes = Bucket::code_guesses(7);
+        let held = |now| {
+            let db = db.clone();
+            let codes = codes.clone();
+            async move {
+                let txn = crate::db::begin_write(&db).await.unwrap();
+                let held = hold_in(&txn, tenant, now, vec![codes]).await;
+                (txn, held)
+            }
+        };
+        let (txn, attempt) = held(Utc::now()).await;
+        attempt.unwrap().settle_success(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(failures(&db, tenant, &codes).await, None, "a right answer with no failures behind it wrote a count");
+        for expected in 1..=2 {
+            let (txn, attempt) = held(Utc::now()).await;
+            attempt.unwrap().count_failure(&txn).await.unwrap();
+            txn.commit().await.unwrap();
+            assert_eq!(failures(&db, tenant, &codes).await, Some(expected));
+        }
+        let (txn, attempt) = held(Utc::now()).await;
+        attempt.unwrap().settle_success(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(failures(&db, tenant, &codes).await, Some(0), "a right answer left the wrong ones before it counted");
+        // Past the five free failures, an attempt that must wait is refused before any check.
+        for _ in 0..5 {
+            let (txn, attempt) = held(Utc::now()).await;
+            attempt.unwrap().count_failure(&txn).await.unwrap();
+            txn.commit().await.unwrap();
+        }
+        let (_txn, refused) = held(Utc::now()).await;
+        assert!(matches!(refused, Err(Error::RateLimited { .. })), "{refused:?}");
     }
 
     #[test]

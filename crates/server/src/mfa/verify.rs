@@ -1,7 +1,8 @@
 //! Judging a code typed at sign-in or during setup, whatever device it is from: a code sent by
-//! text message or e-mail, an authenticator app's code, or a recovery code. Every answer counts toward the
-//! account's limit on wrong codes, reserved before any comparison, so that concurrent guesses
-//! and other processes cannot slip past it; only a right answer gives the reservation back.
+//! text message or e-mail, an authenticator app's code, or a recovery code. Every answer is let
+//! through the account's limit on wrong codes before any comparison, under a lock that
+//! concurrent guesses and other processes wait for, and a wrong one is counted before the lock
+//! is let go, so none can slip past the limit.
 
 use sea_orm::DatabaseTransaction;
 
@@ -65,13 +66,13 @@ async fn reserve_guess(state: &AppState, account: &user::Model) -> Result<std::r
 }
 
 /// Judges `answer` of `account` against every candidate device, in one write transaction: the
-/// guess is counted first (the account's bucket stays locked until the end, so concurrent
-/// guesses and other processes wait), then the codes are compared, a used app step or recovery
-/// code is taken, and a right answer gives the guess back, all in one commit.
+/// account's bucket is locked and let through first (concurrent guesses and other processes
+/// wait until the end), then the codes are compared, a used app step or recovery code is taken,
+/// and a wrong answer is counted, all in one commit ([`attempts::hold_in`]).
 pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str, candidates: Candidates<'_>) -> Result<Checked> {
     let txn = crate::db::begin_write(&state.db).await?;
-    let reservation = match attempts::reserve_in(&txn, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
-        Ok(reservation) => reservation,
+    let held = match attempts::hold_in(&txn, state.tenant, state.clock.now(), vec![Bucket::code_guesses(account.id)]).await {
+        Ok(held) => held,
         Err(Error::RateLimited { retry_after_secs }) => {
             return Ok(Checked::Refused { message: too_many_guesses(retry_after_secs), new_code_needed: false });
         }
@@ -91,14 +92,13 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
     };
     let checked = match checked {
         Judged::Right(proof) => {
-            reservation.settle_success(&txn).await?;
+            held.settle_success(&txn).await?;
             Checked::Right(proof)
         }
-        // An expired text code compared nothing: rolling back gives the guess back.
+        // An expired text code compared nothing: it is not counted.
         Judged::ExpiredUncompared => return Ok(expired()),
-        // A wrong answer stays counted.
         Judged::Refused(refused) => {
-            drop(reservation);
+            held.count_failure(&txn).await?;
             refused
         }
     };

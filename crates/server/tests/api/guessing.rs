@@ -13,7 +13,7 @@ use crate::support::{PASSWORD, TestApp, json};
 
 /// How many checks `free` free failures allow over `elapsed`: the free ones, then one more each
 /// time a delay (1 s, 2 s, 4 s, …) has passed.
-fn allowance(free: usize, elapsed: std::time::Duration) -> usize {
+pub(crate) fn allowance(free: usize, elapsed: std::time::Duration) -> usize {
     let mut extra = 0;
     let mut waited = 0.0;
     let mut delay = 1.0;
