@@ -9,7 +9,8 @@
 //! in before ([`super::known_browser`], which counts toward a bucket of its own instead), is
 //! not held up by someone else's guessing.
 //!
-//! An attempt is *reserved* before anything is checked: it counts as a failure from the moment it
+//! An attempt is *reserved* before anything is checked (or held, see below): it counts as a
+//! failure from the moment it
 //! is let through, under a lock that serialises the buckets' readers, so a burst of simultaneous
 //! attempts gets no more checks than one attempt after another would. A check that succeeds gives
 //! its reservation back ([`Reservation::settle_success`]); one that could not run at all (the
@@ -29,7 +30,7 @@ use crate::tenants::TenantId;
 pub mod counter {
     use sea_orm::entity::prelude::*;
 
-    /// Failures (and attempts still being checked) of one bucket in the current window.
+    /// Failures (and reserved attempts still being checked) of one bucket in the current window.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "sign_in_throttle")]
     pub struct Model {
@@ -302,13 +303,15 @@ impl Held {
 /// current window, and nothing otherwise; returns whether it counted. SQLite runs one write at a
 /// time and a statement whole or not at all, so the attempt nearly every honest sign-in makes
 /// costs one statement without a transaction around it; the other attempts take the locked path
-/// ([`reserve_locked`]). (PostgreSQL runs writes side by side: there every attempt takes the locks.)
+/// ([`reserve_locked`]) after it, one statement more than that path alone. (PostgreSQL runs
+/// writes side by side: there every attempt takes the locks.)
 async fn start_every_fresh_window(db: &DatabaseConnection, tenant: TenantId, now: DateTime<Utc>, buckets: &[Bucket]) -> Result<bool> {
+    // Plain placeholders, one value each: sea-orm's statement printer counts them in order.
     const SQL: &str = r#"INSERT INTO "sign_in_throttle" ("tenant_id", "bucket", "failures", "window_started", "last_failure")
-        SELECT ?1, "wanted"."value", 1, ?2, ?2 FROM json_each(?3) AS "wanted"
+        SELECT ?, "wanted"."value", 1, ?, ? FROM json_each(?) AS "wanted"
         WHERE NOT EXISTS (SELECT 1 FROM "sign_in_throttle" AS "held"
-            WHERE "held"."tenant_id" = ?1 AND "held"."bucket" IN (SELECT "value" FROM json_each(?3))
-            AND "held"."failures" > 0 AND "held"."window_started" >= ?4)
+            WHERE "held"."tenant_id" = ? AND "held"."bucket" IN (SELECT "value" FROM json_each(?))
+            AND "held"."failures" > 0 AND "held"."window_started" >= ?)
         ON CONFLICT ("tenant_id", "bucket") DO UPDATE
             SET "failures" = 1, "window_started" = "excluded"."window_started", "last_failure" = "excluded"."last_failure"
         RETURNING "bucket""#;
@@ -316,7 +319,8 @@ async fn start_every_fresh_window(db: &DatabaseConnection, tenant: TenantId, now
     names.sort_unstable();
     names.dedup();
     let names_json = serde_json::to_string(&names).map_err(Error::internal)?;
-    let values: Vec<sea_orm::Value> = vec![tenant.0.into(), now.into(), names_json.into(), (now - WINDOW).into()];
+    let values: Vec<sea_orm::Value> =
+        vec![tenant.0.into(), now.into(), now.into(), names_json.clone().into(), tenant.0.into(), names_json.into(), (now - WINDOW).into()];
     let counted = db.query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, SQL, values)).await?;
     Ok(counted.len() == names.len())
 }

@@ -155,7 +155,8 @@ fn decode(model: run::Model, pending_account: Option<user::Model>) -> Result<Run
     Ok(Run { id: model.id, step: model.step, plan, context, expires: model.expires, stored: true, pending_account })
 }
 
-/// The pending user's id in a stored run's context, as SQL of `backend`.
+/// The pending user's id in a stored run's context, as SQL of `backend`: the JSON number that
+/// [`FlowContext::pending_user`] (an `i64`) is written as.
 fn pending_user_id(backend: DbBackend) -> Expr {
     match backend {
         DbBackend::Postgres => Expr::cust(r#"("flow_runs"."context" ->> 'pending_user')::bigint"#),

@@ -84,26 +84,42 @@ pub async fn check_answer(state: &AppState, account: &user::Model, answer: &str,
             // The comparison failed part-way, perhaps after a code was compared: the guess
             // still counts, in a transaction of its own (this one is rolled back).
             drop(txn);
-            if let Ok(reservation) = reserve_guess(state, account).await? {
-                drop(reservation);
-            }
+            count_apart(state, account).await?;
             return Err(error);
         }
     };
-    let checked = match checked {
+    match checked {
         Judged::Right(proof) => {
             held.settle_success(&txn).await?;
-            Checked::Right(proof)
+            txn.commit().await?;
+            Ok(Checked::Right(proof))
         }
         // An expired text code compared nothing: it is not counted.
-        Judged::ExpiredUncompared => return Ok(expired()),
+        Judged::ExpiredUncompared => Ok(expired()),
         Judged::Refused(refused) => {
-            held.count_failure(&txn).await?;
-            refused
+            if let Err(error) = count_and_commit(held, txn).await {
+                // A wrong code was compared: it counts even when writing its count failed.
+                count_apart(state, account).await?;
+                return Err(error);
+            }
+            Ok(refused)
         }
-    };
+    }
+}
+
+/// Counts the wrong answer `held` let through and commits `txn`, which holds it.
+async fn count_and_commit(held: attempts::Held, txn: DatabaseTransaction) -> Result<()> {
+    held.count_failure(&txn).await?;
     txn.commit().await?;
-    Ok(checked)
+    Ok(())
+}
+
+/// Counts a guess of `account` in a transaction of its own, after the one that held it failed.
+async fn count_apart(state: &AppState, account: &user::Model) -> Result<()> {
+    if let Ok(reservation) = reserve_guess(state, account).await? {
+        drop(reservation);
+    }
+    Ok(())
 }
 
 /// What a person is told while their guesses must wait.

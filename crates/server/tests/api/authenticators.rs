@@ -290,7 +290,7 @@ async fn a_code_check_that_fails_part_way_still_counts_the_guess() {
 /// comparisons than the same codes one after another would: each is let through and counted
 /// under the account's lock, and each compared one is counted.
 #[tokio::test]
-async fn concurrent_wrong_codes_through_two_processes_pass_the_code_limit() {
+async fn concurrent_wrong_codes_through_two_processes_stay_within_the_code_limit() {
     let (app, admin) = spawn().await;
     setup_flow(&app, &admin, "app-setup", "totp", json!({})).await;
     let olga = app.user("olga@example.com", |_| {}).await;
