@@ -10,9 +10,8 @@
 //! not held up by someone else's guessing.
 //!
 //! An attempt is *reserved* before anything is checked (or held, see below): it counts as a
-//! failure from the moment it
-//! is let through, under a lock that serialises the buckets' readers, so a burst of simultaneous
-//! attempts gets no more checks than one attempt after another would. A check that succeeds gives
+//! failure from the moment it is let through, under a lock that serialises the buckets' readers,
+//! so a burst of simultaneous attempts gets no more checks than one attempt after another would. A check that succeeds gives
 //! its reservation back ([`Reservation::settle_success`]); one that could not run at all (the
 //! password threads were busy) gives it back too ([`Reservation::release`]). A check short
 //! enough to run inside the locking transaction (a one-time code) is instead counted there once

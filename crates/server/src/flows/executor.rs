@@ -14,6 +14,7 @@ use super::plans::FlowPlan;
 use super::redirect::safe_next;
 use super::run::{self, FlowContext, FlowInfo, Found, Plan, PlannedStage, Run, Saved};
 use super::stage::{Effect, Prompt, StageContext, Step};
+use crate::accounts::entities::user;
 use crate::credentials::cache::AuthContext;
 use crate::error::{Error, FieldErrors, NON_FIELD_ERRORS, Result};
 use crate::events::client::ClientInfo;
@@ -456,7 +457,7 @@ struct Walk<'a> {
     request: &'a FlowRequest<'a>,
     effects: Vec<Effect>,
     /// The pending user's account once a stage loaded it.
-    account: Option<crate::accounts::entities::user::Model>,
+    account: Option<user::Model>,
     /// Whether an account has a device it can sign in with, once a stage found out.
     sign_in_device: Option<(i64, bool)>,
     /// The cookie key of a run this walk stored for the first time.
@@ -477,12 +478,7 @@ struct Stop {
 
 impl<'a> Walk<'a> {
     /// A walk of a run whose pending user's account, if read with the run, is `account`.
-    fn new(
-        state: &'a AppState,
-        flow: &'a FlowInfo,
-        request: &'a FlowRequest<'a>,
-        account: Option<crate::accounts::entities::user::Model>,
-    ) -> Self {
+    fn new(state: &'a AppState, flow: &'a FlowInfo, request: &'a FlowRequest<'a>, account: Option<user::Model>) -> Self {
         Self {
             state,
             flow,
