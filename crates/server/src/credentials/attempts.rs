@@ -268,7 +268,9 @@ async fn lock_in_order(txn: &DatabaseTransaction, tenant: TenantId, buckets: &mu
 pub async fn hold_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<Utc>, mut buckets: Vec<Bucket>) -> Result<Held> {
     lock_in_order(txn, tenant, &mut buckets).await?;
     let counted = failures_if_counted(txn, tenant, now, &buckets.iter().collect::<Vec<_>>()).await?;
-    Ok(Held { tenant, buckets, counted })
+    let cleared_on_success =
+        buckets.into_iter().filter(|bucket| bucket.on_success == OnSuccess::Clear && counted.holding.contains(&bucket.name)).collect();
+    Ok(Held { tenant, failure: counted.writes, cleared_on_success })
 }
 
 /// An attempt let through in a locked transaction ([`hold_in`]) and not counted yet.
@@ -276,25 +278,22 @@ pub async fn hold_in(txn: &DatabaseTransaction, tenant: TenantId, now: DateTime<
 #[must_use = "a held attempt is counted as a failure or settled as a success"]
 pub struct Held {
     tenant: TenantId,
-    buckets: Vec<Bucket>,
-    counted: Counted,
+    /// What counting the attempt as a failure writes.
+    failure: Vec<counter::ActiveModel>,
+    /// The buckets a success clears: those that clear on success and hold failures.
+    cleared_on_success: Vec<Bucket>,
 }
 
 impl Held {
     /// The check failed: counts it in every bucket, in the transaction that holds them.
     pub async fn count_failure(self, txn: &DatabaseTransaction) -> Result<()> {
-        write_counts(txn, self.counted.writes).await
+        write_counts(txn, self.failure).await
     }
 
     /// The check succeeded: clears the buckets that clear on success and hold failures. The
     /// attempt itself was never counted, so nothing is given back.
     pub async fn settle_success(self, txn: &DatabaseTransaction) -> Result<()> {
-        let cleared: Vec<Bucket> = self
-            .buckets
-            .into_iter()
-            .filter(|bucket| bucket.on_success == OnSuccess::Clear && self.counted.holding.contains(&bucket.name))
-            .collect();
-        take_off(txn, self.tenant, &cleared, Expr::val(0)).await
+        take_off(txn, self.tenant, &self.cleared_on_success, Expr::val(0)).await
     }
 }
 

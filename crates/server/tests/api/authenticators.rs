@@ -317,11 +317,10 @@ async fn concurrent_wrong_codes_through_two_processes_stay_within_the_code_limit
     assert_eq!(compared + throttled, answers.len(), "every answer is compared or throttled: {refusals:?}");
     let allowed = crate::guessing::allowance(5, elapsed);
     assert!((1..=allowed).contains(&compared), "{compared} wrong codes compared in {elapsed:?}, the limit allows {allowed}");
-    let bucket = gatehouse::credentials::attempts::counter::Entity::find()
-        .filter(sea_orm::ColumnTrait::eq(&gatehouse::credentials::attempts::counter::Column::Bucket, format!("codes:user:{}", olga.id)))
-        .one(&app.state.db)
-        .await
-        .unwrap();
+    use gatehouse::credentials::attempts::counter;
+    use sea_orm::ColumnTrait;
+    let bucket =
+        counter::Entity::find().filter(counter::Column::Bucket.eq(format!("codes:user:{}", olga.id))).one(&app.state.db).await.unwrap();
     assert_eq!(bucket.map(|row| row.failures), Some(i32::try_from(compared).unwrap()), "each compared code is counted once");
 }
 
